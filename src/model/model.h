@@ -1,0 +1,91 @@
+// Llama-family models read from GGUF: configuration from metadata, weights
+// bound in place inside the mapped file, and a batched forward pass with a KV
+// cache (prefill many tokens at once, then decode), several sequences of
+// different lengths in one batch.
+#ifndef AS_MODEL_H
+#define AS_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h"
+#include "tensor/kernels.h"
+
+typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_GEMMA = 1 } model_arch;
+
+typedef struct model_config {
+    model_arch arch;
+    char arch_name[32];
+    int32_t n_vocab;
+    int32_t n_embd;      // hidden size C
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;   // grouped-query (n_head_kv < n_head), multi-query (1)
+    int32_t head_dim;    // key/value length per head (Gemma: 256)
+    int32_t n_ff;
+    int32_t n_ctx_train;
+    int32_t n_rot;       // rotary dimensions (<= head_dim)
+    float rms_eps;
+    float rope_theta;
+    bool rope_neox;      // false: GGUF llama pairing (x[2i], x[2i+1]); true: halves (x[i], x[i+d/2]) as Gemma
+    bool norm_add_one;   // Gemma: RMSNorm multiplies by (1 + w)
+    bool gelu;           // Gemma: GeGLU (tanh-approx GELU); llama: SwiGLU
+    float emb_scale;     // Gemma: sqrt(n_embd); llama: 1
+    bool tied_output;    // output matrix is the token embedding
+} model_config;
+
+typedef struct model_layer {
+    const float *attn_norm; // (C)
+    as_matrix wq;           // (n_head*head_dim, C)
+    as_matrix wk, wv;       // (n_head_kv*head_dim, C)
+    as_matrix wo;           // (C, n_head*head_dim)
+    const float *ffn_norm;  // (C)
+    as_matrix w_gate, w_up; // (n_ff, C)
+    as_matrix w_down;       // (C, n_ff)
+} model_layer;
+
+typedef struct model {
+    model_config cfg;
+    gguf_file *file;        // owns the mapping the weights point into
+    as_matrix tok_embd;     // (n_vocab, C)
+    as_matrix output;       // (n_vocab, C): == tok_embd when tied
+    const float *output_norm; // (C)
+    model_layer *layers;
+    float *f32_store;       // norms converted to fp32 when stored as F16/BF16
+    kernel_precision precision;
+} model;
+
+// Loads a GGUF model (arch `llama` or `gemma`); -1 + as_error naming the file,
+// key or tensor that is missing or has the wrong shape/type.
+int model_load(model **out, const char *path);
+// Binds a model to an already-open GGUF file (takes ownership of `f`).
+int model_from_gguf(model **out, gguf_file *f);
+void model_free(model *m);
+
+// KV cache for up to n_seq sequences of up to n_ctx positions each.
+typedef struct kv_cache {
+    int32_t n_seq, n_ctx, n_layer, kv_dim;
+    float *k, *v;      // [layer][seq][pos][kv_dim]
+    int32_t *len;      // positions filled per sequence
+} kv_cache;
+
+kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx);
+void kv_cache_free(kv_cache *kv);
+void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)
+
+// One forward call over tokens of possibly many sequences.  Token i belongs to
+// sequence seq[i] at position pos[i]; positions of one sequence must be
+// contiguous and start at kv->len[seq]. Logits are written for tokens with
+// want_logits[i] (or all, if want_logits is NULL), in order, into
+// logits[n_out, n_vocab].
+typedef struct model_batch {
+    int32_t n_tokens;
+    const int32_t *token;
+    const int32_t *seq;
+    const int32_t *pos;
+    const bool *want_logits;
+} model_batch;
+
+int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits);
+
+#endif
