@@ -123,6 +123,13 @@ double gguf_arr_num(const gguf_file *f, int64_t kv_index, uint64_t i);
 char *gguf_str_dup(gguf_str s);
 bool gguf_str_eq(gguf_str s, const char *c);
 
+// Type traits of the tensor formats alphaspin reads (F32, F16, BF16, Q8_0, Q4_0,
+// Q4_1, Q4_K, Q6_K): supported set, elements per block (1 for float types) and
+// bytes per block (0 for unsupported types).
+bool ggml_type_supported(ggml_type t);
+int64_t ggml_type_block_elems(ggml_type t);
+size_t ggml_type_block_bytes(ggml_type t);
+
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 const char *gguf_type_name(gguf_type t);
 const char *ggml_type_name(ggml_type t); // "Q4_1", or "type 17" style for unknown

@@ -28,11 +28,8 @@ typedef struct { as_fp16 d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } bl
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; as_fp16 d; } block_q6_K; // 210 bytes
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; // activation format
 
-// True for the tensor types listed above.
-bool quant_type_supported(ggml_type t);
-// Elements per block (1 for float types), bytes per block.
-int64_t quant_block_elems(ggml_type t);
-size_t quant_block_bytes(ggml_type t);
+// Block traits (elements and bytes per block, supported set) live with the file
+// format in gguf/gguf.h: ggml_type_supported, ggml_type_block_elems, ggml_type_block_bytes.
 // Bytes of a row of n elements (n must be a multiple of the block size; returns 0 otherwise).
 size_t quant_row_size(ggml_type t, int64_t n);
 
