@@ -1,0 +1,34 @@
+// The command line: one file per command, each `cmd_<name>(argc, argv)`
+// returning the process exit status.  Commands print errors as one line,
+// "alphaspin <command>: <what went wrong>", and exit non-zero.
+#ifndef AS_CLI_H
+#define AS_CLI_H
+
+#include <stdbool.h>
+
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+// ${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}
+const char *cli_home(void);
+// The default model: <home>/models/SmolLM2-135M-Instruct.Q4_1.gguf
+const char *cli_default_model(void);
+// Prints "alphaspin <cmd>: <last error>" and returns 1.
+int cli_fail(const char *cmd);
+// Prints the usage error and a pointer to --help; returns 2.
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Parses an integer/float option value or reports which option was wrong.
+bool cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
+bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
+
+// Loads model + tokenizer from a GGUF path (NULL: the default model), with a
+// helpful message when the default model has not been fetched yet.
+int cli_load_model(const char *path, model **m, tokenizer **tok);
+
+int cmd_fetch_model(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_logprobs(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+#endif

@@ -1,0 +1,108 @@
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "util/common.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: alphaspin logprobs [--model FILE.gguf] --text TEXT [options]\n\n"
+            "Prints one JSON line per token of TEXT: {\"id\", \"token\", \"logprob\"}, where logprob is\n"
+            "log p(token | the tokens before it) in nats (null for the first token, which has no context).\n\n"
+            "  --model FILE       GGUF model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --text TEXT        the text to score\n"
+            "  --special          recognise special tokens written in TEXT\n"
+            "  --precision P      f32 (default: fp32 activations, matches an fp32 reference) or q8\n"
+            "                     (8-bit activations like llama.cpp: faster, slightly less exact)\n"
+            "  --threads N        threads (default: all cores)\n"
+            "  --help             this text\n");
+}
+
+int cmd_logprobs(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 't'},
+                                         {"special", no_argument, 0, 's'},      {"precision", required_argument, 0, 'p'},
+                                         {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model_path = NULL, *text = NULL;
+    bool special = false;
+    kernel_precision prec = KERNEL_PRECISION_F32;
+    long threads = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 't': text = optarg; break;
+        case 's': special = true; break;
+        case 'p':
+            if (!strcmp(optarg, "f32")) prec = KERNEL_PRECISION_F32;
+            else if (!strcmp(optarg, "q8")) prec = KERNEL_PRECISION_Q8;
+            else return cli_usage_error("logprobs", "--precision must be f32 or q8, got '%s'", optarg);
+            break;
+        case 'j':
+            if (!cli_parse_int("logprobs", "--threads", optarg, 1, 1024, &threads)) return 2;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: return cli_usage_error("logprobs", "unknown option");
+        }
+    }
+    if (!text) return cli_usage_error("logprobs", "--text is required");
+    if (optind < argc) return cli_usage_error("logprobs", "unexpected argument '%s'", argv[optind]);
+    if (threads) kernel_set_threads((int)threads);
+
+    model *m;
+    tokenizer *tok;
+    if (cli_load_model(model_path, &m, &tok) != AS_OK) return cli_fail("logprobs");
+    m->precision = prec;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = tokenizer_encode(tok, text, strlen(text), true, special, &ids, &n);
+    if (rc == AS_OK && n == 0) rc = as_error("--text: the text has no tokens");
+    if (rc == AS_OK && n > (size_t)m->cfg.n_ctx_train)
+        rc = as_error("--text: %zu tokens exceed the model's context of %d", n, m->cfg.n_ctx_train);
+    float *logits = NULL;
+    kv_cache *kv = NULL;
+    if (rc == AS_OK) {
+        int32_t nv = m->cfg.n_vocab;
+        kv = kv_cache_init(&m->cfg, 1, (int32_t)n);
+        int32_t *seq = as_calloc(n, sizeof *seq), *pos = as_malloc(n * sizeof *pos);
+        for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
+        logits = as_malloc(n * (size_t)nv * sizeof *logits);
+        model_batch b = {.n_tokens = (int32_t)n, .token = ids, .seq = seq, .pos = pos, .want_logits = NULL};
+        rc = model_forward(m, kv, &b, logits);
+        for (size_t i = 0; rc == AS_OK && i < n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "id", ids[i]);
+            char *piece = tokenizer_decode(tok, &ids[i], 1, true);
+            cJSON_AddStringToObject(o, "token", piece);
+            free(piece);
+            if (i == 0) {
+                cJSON_AddNullToObject(o, "logprob");
+            } else {
+                // log_softmax of the previous position's logits, in double for the normaliser.
+                const float *l = logits + (i - 1) * (size_t)nv;
+                float mx = l[0];
+                for (int32_t v = 1; v < nv; v++) mx = l[v] > mx ? l[v] : mx;
+                double z = 0;
+                for (int32_t v = 0; v < nv; v++) z += exp((double)l[v] - mx);
+                cJSON_AddNumberToObject(o, "logprob", (double)l[ids[i]] - mx - log(z));
+            }
+            char *line = cJSON_PrintUnformatted(o);
+            puts(line);
+            free(line);
+            cJSON_Delete(o);
+        }
+        free(seq);
+        free(pos);
+    }
+    free(logits);
+    free(ids);
+    kv_cache_free(kv);
+    tokenizer_free(tok);
+    model_free(m);
+    return rc == AS_OK ? 0 : cli_fail("logprobs");
+}
