@@ -92,6 +92,7 @@ typedef struct gguf_file {
     gguf_tensor *tensors;
     size_t alignment;
     size_t data_offset;
+    const gguf_tensor **tensors_by_name; // sorted by name, for gguf_find_tensor (private)
 } gguf_file;
 
 // Open and validate; on failure returns -1 with as_error() naming `path`.
