@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""PyTorch (transformers' Llama on the GGUF's weights, dequantised to fp32 by
+transformers' GGUF loader) on the same cores: the peer for bench/run_inference.sh.
+Run with OMP_WAIT_POLICY=PASSIVE (its best configuration on 2 cores).  Prints one
+JSON line: decode tok/s at batch 1 and B (greedy, KV cache), prefill tok/s, peak RSS."""
+import argparse, json, os, resource, time
+
+import torch
+from transformers import AutoModelForCausalLM
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", required=True)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--prompt-tokens", type=int, default=32)
+ap.add_argument("--new-tokens", type=int, default=128)
+ap.add_argument("--batch", type=int, default=32)
+ap.add_argument("--prefill", type=int, default=512)
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+
+d, f = os.path.split(os.path.abspath(args.model))
+model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+model.eval()
+V = model.config.vocab_size
+g = torch.Generator().manual_seed(1234)
+
+
+@torch.inference_mode()
+def decode_run(B):
+    ids = torch.randint(100, V - 100, (B, args.prompt_tokens), generator=g)
+    out = model(ids, use_cache=True)
+    past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    t0 = time.perf_counter()
+    for _ in range(args.new_tokens):
+        out = model(nxt, past_key_values=past, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    return B * args.new_tokens / (time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def prefill_run():
+    ids = torch.randint(100, V - 100, (1, args.prefill), generator=g)
+    t0 = time.perf_counter()
+    model(ids, use_cache=True, logits_to_keep=1)
+    return args.prefill / (time.perf_counter() - t0)
+
+
+prefill_run()  # warm-up
+res = {
+    "peer": f"pytorch {torch.__version__} (transformers, fp32)",
+    "decode_b1_tok_s": decode_run(1),
+    f"decode_b{args.batch}_tok_s": decode_run(args.batch),
+    f"prefill_{args.prefill}_tok_s": prefill_run(),
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}
+print(json.dumps(res))
