@@ -28,7 +28,12 @@ typedef struct model_config {
     float rms_eps;
     float rope_theta;
     bool rope_neox;      // false: GGUF llama pairing (x[2i], x[2i+1]); true: halves (x[i], x[i+d/2]) as Gemma
-    bool norm_add_one;   // Gemma: RMSNorm multiplies by (1 + w)
+    // Gemma's RMSNorm multiplies by (1 + w_hf), but llama.cpp's converter
+    // (convert_hf_to_gguf.py, GemmaModel) already stores w_gguf = w_hf + 1, so
+    // the code multiplies by the stored weight for both architectures and this
+    // flag is false for every GGUF file.  Set it only for weights in HF
+    // convention (then the loader adds 1 when it converts the norms).
+    bool norm_add_one;
     bool gelu;           // Gemma: GeGLU (tanh-approx GELU); llama: SwiGLU
     float emb_scale;     // Gemma: sqrt(n_embd); llama: 1
     bool tied_output;    // output matrix is the token embedding
@@ -51,14 +56,16 @@ typedef struct model {
     as_matrix output;       // (n_vocab, C): == tok_embd when tied
     const float *output_norm; // (C)
     model_layer *layers;
-    float *f32_store;       // norms converted to fp32 when stored as F16/BF16
-    kernel_precision precision;
+    float *f32_store;       // all norm vectors, converted to fp32 (from F32, F16 or BF16)
+    kernel_precision precision; // how kernel_matmul treats activations (default F32)
+    struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
 } model;
 
 // Loads a GGUF model (arch `llama` or `gemma`); -1 + as_error naming the file,
 // key or tensor that is missing or has the wrong shape/type.
 int model_load(model **out, const char *path);
-// Binds a model to an already-open GGUF file (takes ownership of `f`).
+// Binds a model to an already-open GGUF file (takes ownership of `f`: it is
+// closed on failure too).
 int model_from_gguf(model **out, gguf_file *f);
 void model_free(model *m);
 
@@ -69,9 +76,16 @@ typedef struct kv_cache {
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 
+// NULL + as_error for non-positive or overflowing sizes.  K/V memory is not
+// zeroed: a position is only read after a forward pass wrote it.
 kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx);
 void kv_cache_free(kv_cache *kv);
 void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)
+// Keep only the first `len` positions of a sequence (len >= current: no-op).
+void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len);
+// dst becomes a copy of src (all layers, src's len positions): a prompt
+// prefilled once can then be continued as several samples.
+void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src);
 
 // One forward call over tokens of possibly many sequences.  Token i belongs to
 // sequence seq[i] at position pos[i]; positions of one sequence must be
@@ -86,6 +100,10 @@ typedef struct model_batch {
     const bool *want_logits;
 } model_batch;
 
+// Returns -1 + as_error (and leaves the cache untouched) for a bad batch: token
+// id out of range, unknown sequence, position not contiguous or past n_ctx,
+// or a cache built for another model.  Not thread-safe on one model (the
+// scratch buffers are shared); the work inside is threaded with OpenMP.
 int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits);
 
 #endif

@@ -1,0 +1,413 @@
+// The batched forward pass: tokens of several sequences at once, each
+// attending causally over its own KV cache.
+//
+// Per layer, for the batch x[n, C] (pre-norm residual stream):
+//   a = RMSNorm(x) * w_attn                      (w already holds 1 + w_hf for Gemma)
+//   q = a Wq^T, k = a Wk^T, v = a Wv^T           kernel_matmul
+//   q, k <- RoPE(pos);  k, v -> cache[layer][seq][pos]
+//   o_h = softmax(q_h K_g^T / sqrt(d)) V_g       over the sequence's cache, g = h / (H / H_kv)
+//   x += o Wo^T
+//   f = RMSNorm(x) * w_ffn
+//   x += (act(f Wg^T) * (f Wu^T)) Wd^T           act = SiLU (llama) or tanh-GELU (gemma)
+// and at the end logits = (RMSNorm(x) * w_out) Wout^T, only for the rows asked for.
+//
+// Every weight multiply goes through kernel_matmul (the speed seam); this file
+// owns only the cheap element-wise work and attention.
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "model/model_internal.h"
+#include "util/common.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MODEL_X86 1
+#endif
+
+// Consecutive batch rows of one sequence are handled by one attention work
+// item (per head) so that the rows share the sequence's K/V in cache.
+#define ATTN_BLOCK 16
+
+typedef void (*attn_scores_fn)(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s);
+typedef void (*attn_values_fn)(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out);
+
+typedef struct model_scratch {
+    int64_t cap;                      // token rows the buffers below hold
+    float *x, *xb;                    // (cap, C): residual stream, normed / matmul output
+    float *q, *att;                   // (cap, n_head * head_dim)
+    float *k, *v;                     // (cap, n_head_kv * head_dim): this call's new keys / values
+    float *hb, *hb2;                  // (cap, n_ff)
+    float *rope_cos, *rope_sin;       // (cap, n_rot / 2)
+    int32_t *blk_start, *blk_len;     // attention blocks of consecutive same-sequence rows
+    int32_t *out_rows;                // rows whose logits are wanted
+    int32_t n_blocks;
+    double *inv_freq;                 // (n_rot / 2): theta^(-2i / n_rot)
+    int32_t cap_seq;
+    int32_t *next_pos;                // (cap_seq): validation of positions
+    int nth;                          // threads the score rows are sized for
+    int64_t cap_keys;
+    float *scores;                    // (nth, cap_keys)
+    attn_scores_fn scores_row;
+    attn_values_fn values_row;
+} model_scratch;
+
+// ---- attention row kernels: generic C and AVX2/FMA ----
+
+// s[j] = scale * <q, K[j]> for j < n; K rows are ks floats apart.
+static void attn_scores_row_c(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s) {
+    for (int32_t j = 0; j < n; j++) {
+        const float *k = K + (int64_t)j * ks;
+        float acc[8] = {0};
+        int i = 0;
+        for (; i + 8 <= d; i += 8)
+            for (int u = 0; u < 8; u++) acc[u] += q[i + u] * k[i + u];
+        for (; i < d; i++) acc[0] += q[i] * k[i];
+        s[j] = scale * (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+    }
+}
+
+// out = sum_j p[j] V[j]  (p already normalised).
+static void attn_values_row_c(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out) {
+    memset(out, 0, sizeof(float) * (size_t)d);
+    for (int32_t j = 0; j < n; j++) {
+        const float *v = V + (int64_t)j * vs;
+        const float pj = p[j];
+        for (int i = 0; i < d; i++) out[i] += pj * v[i];
+    }
+}
+
+#ifdef MODEL_X86
+__attribute__((target("avx2,fma"))) static void attn_scores_row_avx2(const float *q, const float *K, int64_t ks, int32_t n, int d,
+                                                                     float scale, float *s) {
+    if (d % 8) {
+        attn_scores_row_c(q, K, ks, n, d, scale, s);
+        return;
+    }
+    const __m128 vscale = _mm_set1_ps(scale);
+    int32_t j = 0;
+    // Four keys at a time: four independent FMA chains, one shared horizontal reduction.
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = K + (int64_t)j * ks, *k1 = k0 + ks, *k2 = k1 + ks, *k3 = k2 + ks;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < d; i += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+        }
+        // hadd(hadd(a0,a1), hadd(a2,a3)) = [sum a0..a3 of lanes 0-3 | lanes 4-7]
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+        const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        _mm_storeu_ps(s + j, _mm_mul_ps(r, vscale));
+    }
+    for (; j < n; j++) {
+        const float *k = K + (int64_t)j * ks;
+        __m256 a = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        r = _mm_hadd_ps(r, r);
+        r = _mm_hadd_ps(r, r);
+        s[j] = scale * _mm_cvtss_f32(r);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void attn_values_row_avx2(const float *p, const float *V, int64_t vs, int32_t n, int d,
+                                                                     float *out) {
+    if (d % 8) {
+        attn_values_row_c(p, V, vs, n, d, out);
+        return;
+    }
+    // Columns in chunks of 64 (eight ymm accumulators) so the output stays in registers.
+    int i0 = 0;
+    for (; i0 + 64 <= d; i0 += 64) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int32_t j = 0; j < n; j++) {
+            const float *v = V + (int64_t)j * vs + i0;
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+            a4 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 32), a4);
+            a5 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 40), a5);
+            a6 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 48), a6);
+            a7 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 56), a7);
+        }
+        _mm256_storeu_ps(out + i0, a0);
+        _mm256_storeu_ps(out + i0 + 8, a1);
+        _mm256_storeu_ps(out + i0 + 16, a2);
+        _mm256_storeu_ps(out + i0 + 24, a3);
+        _mm256_storeu_ps(out + i0 + 32, a4);
+        _mm256_storeu_ps(out + i0 + 40, a5);
+        _mm256_storeu_ps(out + i0 + 48, a6);
+        _mm256_storeu_ps(out + i0 + 56, a7);
+    }
+    for (; i0 < d; i0 += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int32_t j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + (int64_t)j * vs + i0), a);
+        _mm256_storeu_ps(out + i0, a);
+    }
+}
+#endif
+
+// ---- scratch ----
+
+void model_scratch_free(model_scratch *s) {
+    if (!s) return;
+    free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
+    free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
+    free(s->inv_freq), free(s->next_pos), free(s->scores);
+    free(s);
+}
+
+static float *alloc_rows(int64_t rows, int64_t cols) { return as_aligned_alloc(sizeof(float) * (size_t)rows * (size_t)AS_MAX(cols, 1)); }
+
+// Buffers are sized once for the largest batch / context seen and grow when a
+// bigger one comes: the layer loop itself never allocates.
+static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq, int64_t n_keys, int nth) {
+    const model_config *c = &m->cfg;
+    model_scratch *s = m->scratch;
+    if (!s) {
+        s = m->scratch = as_calloc(1, sizeof *s);
+        const int half = c->n_rot / 2;
+        s->inv_freq = as_malloc(sizeof(double) * (size_t)AS_MAX(half, 1));
+        for (int i = 0; i < half; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot);
+        s->scores_row = attn_scores_row_c;
+        s->values_row = attn_values_row_c;
+#ifdef MODEL_X86
+        if (cpu_get_features()->avx2 && cpu_get_features()->fma) {
+            s->scores_row = attn_scores_row_avx2;
+            s->values_row = attn_values_row_avx2;
+        }
+#endif
+    }
+    if (n_tokens > s->cap) {
+        int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
+        const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
+        free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
+        free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
+        s->x = alloc_rows(cap, C);
+        s->xb = alloc_rows(cap, C);
+        s->q = alloc_rows(cap, qd);
+        s->att = alloc_rows(cap, qd);
+        s->k = alloc_rows(cap, kvd);
+        s->v = alloc_rows(cap, kvd);
+        s->hb = alloc_rows(cap, c->n_ff);
+        s->hb2 = alloc_rows(cap, c->n_ff);
+        s->rope_cos = alloc_rows(cap, c->n_rot / 2);
+        s->rope_sin = alloc_rows(cap, c->n_rot / 2);
+        s->blk_start = as_malloc(sizeof(int32_t) * (size_t)cap);
+        s->blk_len = as_malloc(sizeof(int32_t) * (size_t)cap);
+        s->out_rows = as_malloc(sizeof(int32_t) * (size_t)cap);
+        s->cap = cap;
+    }
+    if (n_seq > s->cap_seq) {
+        free(s->next_pos);
+        s->next_pos = as_malloc(sizeof(int32_t) * (size_t)n_seq);
+        s->cap_seq = n_seq;
+    }
+    if (n_keys > s->cap_keys || nth > s->nth) {
+        free(s->scores);
+        s->cap_keys = AS_MAX(n_keys, s->cap_keys);
+        s->nth = AS_MAX(nth, s->nth);
+        // Rows padded to 64 bytes so threads never share a cache line.
+        s->cap_keys = (s->cap_keys + 15) & ~(int64_t)15;
+        s->scores = alloc_rows(s->nth, s->cap_keys);
+    }
+    return s;
+}
+
+// ---- element-wise layers ----
+
+// out = x / sqrt(mean(x^2) + eps) * w   (sum of squares in double: C can be thousands)
+static void rmsnorm_forward(float *out, const float *x, const float *w, int64_t C, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+    for (int64_t i = 0; i < C; i++) out[i] = x[i] * r * w[i];
+}
+
+// Rotates the first n_rot dims of each head by pos * theta_i.  Pairs are
+// (x[2i], x[2i+1]) for GGUF llama (whose Q/K rows the converter permuted) or
+// (x[i], x[i + n_rot/2]) for NEOX-style models (Gemma).
+static void rope_forward(float *x, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn) {
+    const int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (int64_t)h * d;
+        for (int i = 0; i < half; i++) {
+            const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            const float x0 = v[i0], x1 = v[i1];
+            v[i0] = x0 * cs[i] - x1 * sn[i];
+            v[i1] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+// g <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+static void glu_forward(float *g, const float *u, int64_t n, bool gelu) {
+    if (gelu) {
+        const float k = 0.7978845608028654f; // sqrt(2 / pi)
+        for (int64_t i = 0; i < n; i++) {
+            const float x = g[i];
+            g[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+// In-place softmax of s[0..n) with the maximum subtracted (no overflow for any logits).
+static void softmax_forward(float *s, int32_t n) {
+    float mx = s[0];
+    for (int32_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    float sum = 0.0f;
+    for (int32_t j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int32_t j = 0; j < n; j++) s[j] *= inv;
+}
+
+// ---- attention ----
+
+// att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of
+// seq[i]'s cache in this layer (the batch's own keys were written first).
+// Work items are (block of consecutive rows of one sequence) x (head); a block's
+// rows run one after another on one thread so its K/V rows stay in cache.
+static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, int nth) {
+    const int H = c->n_head, d = c->head_dim, group = c->n_head / c->n_head_kv;
+    const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * H;
+    const float scale = 1.0f / sqrtf((float)d);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int32_t blk = (int32_t)(it / H);
+        const int h = (int)(it % H), g = h / group;
+        const int32_t t0 = s->blk_start[blk], nt = s->blk_len[blk];
+        const size_t base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * (size_t)kv->n_ctx * (size_t)kvd + (size_t)g * d;
+        const float *K = kv->k + base, *V = kv->v + base;
+        float *sc = s->scores + (int64_t)omp_get_thread_num() * s->cap_keys;
+        for (int32_t r = 0; r < nt; r++) {
+            const int64_t t = t0 + r;
+            const int32_t n_keys = b->pos[t] + 1; // causal: keys 0..pos
+            s->scores_row(s->q + t * qd + (int64_t)h * d, K, kvd, n_keys, d, scale, sc);
+            softmax_forward(sc, n_keys);
+            s->values_row(sc, V, kvd, n_keys, d, s->att + t * qd + (int64_t)h * d);
+        }
+    }
+}
+
+// ---- the forward pass ----
+
+static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, model_scratch *s) {
+    const model_config *c = &m->cfg;
+    if (kv->n_layer != c->n_layer || kv->kv_dim != c->n_head_kv * c->head_dim)
+        return as_error("model_forward: KV cache built for %d layers x %d, model has %d x %d", kv->n_layer, kv->kv_dim, c->n_layer,
+                        c->n_head_kv * c->head_dim);
+    if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
+    memcpy(s->next_pos, kv->len, sizeof(int32_t) * (size_t)kv->n_seq);
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const int32_t t = b->token[i], q = b->seq[i], p = b->pos[i];
+        if (t < 0 || t >= c->n_vocab) return as_error("model_forward: token %d: id %d outside the vocabulary [0, %d)", i, t, c->n_vocab);
+        if (q < 0 || q >= kv->n_seq) return as_error("model_forward: token %d: sequence %d outside the cache's [0, %d)", i, q, kv->n_seq);
+        if (p != s->next_pos[q])
+            return as_error("model_forward: token %d: sequence %d expects position %d next, found %d", i, q, s->next_pos[q], p);
+        if (p >= kv->n_ctx) return as_error("model_forward: token %d: position %d past the cache's n_ctx %d", i, p, kv->n_ctx);
+        s->next_pos[q]++;
+    }
+    return AS_OK;
+}
+
+int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
+    const model_config *c = &m->cfg;
+    const int64_t n = b->n_tokens;
+    if (n < 0) return as_error("model_forward: n_tokens %lld is negative", (long long)n);
+    if (n == 0) return AS_OK;
+    int64_t max_keys = 1;
+    for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
+    const int nth = AS_MAX(kernel_get_threads(), 1);
+    model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
+    if (batch_check(m, kv, b, s)) return AS_FAIL;
+
+    const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
+    const int half = c->n_rot / 2;
+    const kernel_precision prec = m->precision;
+    const size_t seq_stride = (size_t)kv->n_ctx * (size_t)kvd, layer_stride = (size_t)kv->n_seq * seq_stride;
+
+    // Embeddings (Gemma scales them by sqrt(C)) and the rotary angles, which
+    // depend only on the position: computed once for all layers, in double so
+    // that large positions keep their phase.
+#pragma omp parallel for num_threads(nth) if (n > 1)
+    for (int64_t i = 0; i < n; i++) {
+        float *x = s->x + i * C;
+        kernel_get_row(&m->tok_embd, b->token[i], x);
+        if (c->emb_scale != 1.0f)
+            for (int64_t j = 0; j < C; j++) x[j] *= c->emb_scale;
+        for (int j = 0; j < half; j++) {
+            const double a = (double)b->pos[i] * s->inv_freq[j];
+            s->rope_cos[i * half + j] = (float)cos(a);
+            s->rope_sin[i * half + j] = (float)sin(a);
+        }
+    }
+    // Attention blocks: runs of consecutive rows of one sequence, at most ATTN_BLOCK long.
+    s->n_blocks = 0;
+    for (int32_t i = 0; i < (int32_t)n; i++) {
+        const int32_t nb = s->n_blocks;
+        if (nb > 0 && b->seq[i] == b->seq[s->blk_start[nb - 1]] && s->blk_len[nb - 1] < ATTN_BLOCK) {
+            s->blk_len[nb - 1]++;
+        } else {
+            s->blk_start[nb] = i;
+            s->blk_len[nb] = 1;
+            s->n_blocks++;
+        }
+    }
+
+    for (int32_t l = 0; l < c->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+#pragma omp parallel for num_threads(nth) if (n > 1)
+        for (int64_t i = 0; i < n; i++) rmsnorm_forward(s->xb + i * C, s->x + i * C, L->attn_norm, C, c->rms_eps);
+        kernel_matmul(s->q, qd, s->xb, n, &L->wq, prec);
+        kernel_matmul(s->k, kvd, s->xb, n, &L->wk, prec);
+        kernel_matmul(s->v, kvd, s->xb, n, &L->wv, prec);
+#pragma omp parallel for num_threads(nth) if (n > 1)
+        for (int64_t i = 0; i < n; i++) {
+            const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
+            rope_forward(s->q + i * qd, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn);
+            rope_forward(s->k + i * kvd, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn);
+            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd;
+            memcpy(kv->k + at, s->k + i * kvd, sizeof(float) * (size_t)kvd);
+            memcpy(kv->v + at, s->v + i * kvd, sizeof(float) * (size_t)kvd);
+        }
+        attention_forward(s, c, kv, l, b, nth);
+        kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
+#pragma omp parallel for num_threads(nth) if (n > 1)
+        for (int64_t i = 0; i < n; i++) {
+            float *x = s->x + i * C, *o = s->xb + i * C;
+            for (int64_t j = 0; j < C; j++) x[j] += o[j];
+            rmsnorm_forward(o, x, L->ffn_norm, C, c->rms_eps);
+        }
+        kernel_matmul(s->hb, F, s->xb, n, &L->w_gate, prec);
+        kernel_matmul(s->hb2, F, s->xb, n, &L->w_up, prec);
+#pragma omp parallel for num_threads(nth) if (n > 1)
+        for (int64_t i = 0; i < n; i++) glu_forward(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
+        kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
+#pragma omp parallel for num_threads(nth) if (n > 1)
+        for (int64_t i = 0; i < n; i++) {
+            float *x = s->x + i * C, *o = s->xb + i * C;
+            for (int64_t j = 0; j < C; j++) x[j] += o[j];
+        }
+    }
+    for (int64_t i = 0; i < n; i++) kv->len[b->seq[i]]++;
+
+    // Final norm and the vocabulary projection only for the rows asked for.
+    int64_t n_out = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!b->want_logits || b->want_logits[i]) s->out_rows[n_out++] = (int32_t)i;
+    if (n_out == 0) return AS_OK;
+    for (int64_t o = 0; o < n_out; o++) rmsnorm_forward(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
+    kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
+    return AS_OK;
+}
