@@ -1,0 +1,91 @@
+// Inference speed of alphaspin on a GGUF model, measured exactly as the peers
+// (bench/peer_llama_cpp.py, bench/peer_torch.py) measure it: random prompt ids,
+// greedy decode through model_forward with a KV cache.  Prints one JSON line.
+//   decode_b1_tok_s   : 1 sequence, prompt P, N new tokens (decode only)
+//   decode_bB_tok_s   : B sequences decoded together, aggregate tokens/s
+//   prefill_T_tok_s   : one forward over T prompt tokens
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "generate/sampler.h"
+#include "model/model.h"
+#include "util/common.h"
+#include "util/rng.h"
+
+static double decode_run(model *m, int B, int P, int N) {
+    int V = m->cfg.n_vocab;
+    kv_cache *kv = kv_cache_init(&m->cfg, B, P + N + 1);
+    int T = B * P;
+    int32_t *tok = as_malloc(T * sizeof *tok), *seq = as_malloc(T * sizeof *seq), *pos = as_malloc(T * sizeof *pos);
+    bool *want = as_calloc(T, sizeof *want);
+    float *logits = as_malloc((size_t)B * V * sizeof *logits);
+    as_rng rng;
+    as_rng_seed(&rng, 1234);
+    for (int s = 0; s < B; s++)
+        for (int p = 0; p < P; p++) {
+            int i = s * P + p;
+            tok[i] = 100 + (int32_t)as_rng_below(&rng, (uint64_t)V - 200);
+            seq[i] = s, pos[i] = p, want[i] = p == P - 1;
+        }
+    model_batch b = {T, tok, seq, pos, want};
+    if (model_forward(m, kv, &b, logits) != AS_OK) as_die("%s", as_last_error());
+    double t0 = as_time();
+    for (int step = 0; step < N; step++) {
+        for (int s = 0; s < B; s++) {
+            tok[s] = sampler_argmax(logits + (size_t)s * V, V);
+            seq[s] = s, pos[s] = P + step;
+        }
+        model_batch d = {B, tok, seq, pos, NULL};
+        if (model_forward(m, kv, &d, logits) != AS_OK) as_die("%s", as_last_error());
+    }
+    double dt = as_time() - t0;
+    kv_cache_free(kv);
+    free(tok), free(seq), free(pos), free(want), free(logits);
+    return B * N / dt;
+}
+
+static double prefill_run(model *m, int T) {
+    int V = m->cfg.n_vocab;
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, T);
+    int32_t *tok = as_malloc(T * sizeof *tok), *seq = as_calloc(T, sizeof *seq), *pos = as_malloc(T * sizeof *pos);
+    bool *want = as_calloc(T, sizeof *want);
+    float *logits = as_malloc((size_t)V * sizeof *logits);
+    as_rng rng;
+    as_rng_seed(&rng, 99);
+    for (int i = 0; i < T; i++) tok[i] = 100 + (int32_t)as_rng_below(&rng, (uint64_t)V - 200), pos[i] = i;
+    want[T - 1] = true;
+    model_batch b = {T, tok, seq, pos, want};
+    double t0 = as_time();
+    if (model_forward(m, kv, &b, logits) != AS_OK) as_die("%s", as_last_error());
+    double dt = as_time() - t0;
+    kv_cache_free(kv);
+    free(tok), free(seq), free(pos), free(want), free(logits);
+    return T / dt;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(stderr, "usage: bench_inference MODEL.gguf [f32|q8] [threads] [batch] [prefill]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    const char *prec = argc > 2 ? argv[2] : "q8";
+    if (argc > 3) kernel_set_threads(atoi(argv[3]));
+    int B = argc > 4 ? atoi(argv[4]) : 32, T = argc > 5 ? atoi(argv[5]) : 512, P = 32, N = 128;
+    model *m;
+    if (model_load(&m, argv[1]) != AS_OK) {
+        fprintf(stderr, "bench_inference: %s\n", as_last_error());
+        return 1;
+    }
+    m->precision = !strcmp(prec, "f32") ? KERNEL_PRECISION_F32 : KERNEL_PRECISION_Q8;
+    prefill_run(m, 64); // warm-up: page the weights in
+    double d1 = decode_run(m, 1, P, N), dB = decode_run(m, B, P, N), pf = prefill_run(m, T);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"peer\": \"alphaspin (%s, %d threads, %s)\", \"decode_b1_tok_s\": %.2f, \"decode_b%d_tok_s\": %.2f, "
+           "\"prefill_%d_tok_s\": %.2f, \"peak_rss_mb\": %.1f}\n",
+           prec, kernel_get_threads(), cpu_describe(), d1, B, dB, T, pf, ru.ru_maxrss / 1024.0);
+    model_free(m);
+    return 0;
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Inference speed: alphaspin vs llama.cpp (llama-cpp-python) vs PyTorch, same
+# GGUF, same cores, same run.  Each engine runs REPEATS times (default 3); the
+# medians and the ratios are printed as a Markdown table for BENCHMARKS.md.
+#   bash bench/run_inference.sh [MODEL.gguf]
+# Needs a Python with llama_cpp, torch, transformers, accelerate: $PYTHON
+# (default ~/.cache/alphaspin/venv/bin/python; tools/setup_venv.sh makes it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+PY=${PYTHON:-$HOME/.cache/alphaspin/venv/bin/python}
+REPEATS=${REPEATS:-3}; THREADS=${THREADS:-2}; B=${BATCH:-32}; T=${PREFILL:-512}
+bash scripts/build.sh build >/dev/null
+out=$(mktemp -d)
+for r in $(seq "$REPEATS"); do
+  for prec in q8 f32; do build/bench_inference "$model" "$prec" "$THREADS" "$B" "$T" >> "$out/alphaspin_$prec.jsonl"; done
+  "$PY" bench/peer_llama_cpp.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/llama_cpp.jsonl" 2>/dev/null
+  OMP_WAIT_POLICY=PASSIVE "$PY" bench/peer_torch.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/torch.jsonl" 2>/dev/null
+done
+"$PY" - "$out" "$B" "$T" <<'PY'
+import json, statistics, sys, glob, os
+d, B, T = sys.argv[1], sys.argv[2], sys.argv[3]
+keys = ["decode_b1_tok_s", f"decode_b{B}_tok_s", f"prefill_{T}_tok_s", "peak_rss_mb"]
+rows = {}
+for f in sorted(glob.glob(os.path.join(d, "*.jsonl"))):
+    runs = [json.loads(l) for l in open(f)]
+    rows[os.path.basename(f)[:-6]] = (runs[0]["peer"], {k: statistics.median(r[k] for r in runs) for k in keys}, len(runs))
+print(f"| engine | decode b=1 tok/s | decode b={B} tok/s (aggregate) | prefill {T} tok/s | peak RSS MB | runs |")
+print("|---|---|---|---|---|---|")
+for name, (peer, m, n) in rows.items():
+    print(f"| {peer} | {m[keys[0]]:.1f} | {m[keys[1]]:.1f} | {m[keys[2]]:.1f} | {m[keys[3]]:.0f} | {n} |")
+a = rows["alphaspin_q8"][1]; af = rows["alphaspin_f32"][1]; l = rows["llama_cpp"][1]; t = rows["torch"][1]
+print()
+print(f"- batch-1 decode, alphaspin q8 / llama.cpp: {a[keys[0]] / l[keys[0]]:.2f}x (target >= 1); f32 / llama.cpp: {af[keys[0]] / l[keys[0]]:.2f}x")
+print(f"- batch-{B} aggregate / batch-1, alphaspin q8: {a[keys[1]] / a[keys[0]]:.1f}x (target >= 10); f32: {af[keys[1]] / af[keys[0]]:.1f}x")
+print(f"- prefill {T}, alphaspin f32 / PyTorch: {af[keys[2]] / t[keys[2]]:.2f}x (target >= 3); q8 / PyTorch: {a[keys[2]] / t[keys[2]]:.2f}x; q8 / llama.cpp: {a[keys[2]] / l[keys[2]]:.2f}x")
+PY
