@@ -1,0 +1,139 @@
+// The real default model (SmolLM2-135M-Instruct, Q4_1 + Q8_0 tied embedding):
+// configuration read from its metadata, and batch invariance -- a sequence's
+// logits do not depend on what else is in the batch, on the order of the
+// batch, or on whether it was prefilled at once or decoded token by token --
+// with both kernel precisions.  Skipped when the model has not been fetched.
+#include "test_common.h"
+
+#include <math.h>
+
+#include "model/model.h"
+#include "util/common.h"
+
+static model *M;
+
+static int setup(void **state) {
+    (void)state;
+    if (model_load(&M, as_test_default_model()) != AS_OK) {
+        fprintf(stderr, "%s\n", as_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    model_free(M);
+    return 0;
+}
+
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / fmax(den, 1e-30);
+}
+
+static void test_config(void **state) {
+    (void)state;
+    const model_config *c = &M->cfg;
+    assert_int_equal(c->arch, MODEL_ARCH_LLAMA);
+    assert_string_equal(c->arch_name, "llama");
+    assert_int_equal(c->n_layer, 30);
+    assert_int_equal(c->n_embd, 576);
+    assert_int_equal(c->n_head, 9);
+    assert_int_equal(c->n_head_kv, 3);
+    assert_int_equal(c->head_dim, 64);
+    assert_int_equal(c->n_rot, 64);
+    assert_int_equal(c->n_ff, 1536);
+    assert_int_equal(c->n_vocab, 49152);
+    assert_int_equal(c->n_ctx_train, 8192);
+    assert_true(c->tied_output);
+    assert_false(c->rope_neox);
+    assert_false(c->gelu);
+    assert_float_equal(c->rope_theta, 100000.0f, 0.0f);
+    assert_float_equal(c->rms_eps, 1e-5f, 1e-12f);
+    assert_float_equal(c->emb_scale, 1.0f, 0.0f);
+    assert_true(M->output.data == M->tok_embd.data);
+    assert_int_equal(M->tok_embd.type, GGML_TYPE_Q8_0);
+    assert_int_equal(M->layers[0].wq.type, GGML_TYPE_Q4_1);
+}
+
+#define LA 7
+#define LB 12
+#define LC 3
+
+// Logits of A (LA tokens, all rows) when A is alone, vs. inside a batch with B
+// and C (interleaved), vs. prefill of all but the last token then decode.
+static void check_invariance(kernel_precision p) {
+    M->precision = p;
+    const int64_t V = M->cfg.n_vocab;
+    const int32_t A[LA] = {1, 9690, 28, 469, 3458, 253, 2},
+                  B[LB] = {504, 3575, 5365, 11824, 3622, 6761, 690, 260, 23790, 30, 378, 1},
+                  C[LC] = {22, 17, 999};
+    float *alone = as_malloc(sizeof(float) * LA * (size_t)V);
+    float *mixed = as_malloc(sizeof(float) * (LA + LB + LC) * (size_t)V);
+    int32_t seq[LA + LB + LC], pos[LA + LB + LC], tok[LA + LB + LC];
+
+    kv_cache *kv = kv_cache_init(&M->cfg, 3, 16);
+    for (int i = 0; i < LA; i++) seq[i] = 0, pos[i] = i;
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = LA, .token = A, .seq = seq, .pos = pos}, alone), AS_OK);
+    for (int i = 0; i < LA; i++)
+        for (int64_t j = 0; j < V; j++) assert_true(isfinite(alone[i * V + j]));
+
+    // Interleaved: B0 A0 C0 B1 A1 C1 ... with A as sequence 2 (not 0) this time.
+    kv_cache_clear_seq(kv, 0);
+    int n = 0, rows_a[LA];
+    for (int i = 0; i < LB; i++) {
+        tok[n] = B[i], seq[n] = 0, pos[n] = i, n++;
+        if (i < LA) rows_a[i] = n, tok[n] = A[i], seq[n] = 2, pos[n] = i, n++;
+        if (i < LC) tok[n] = C[i], seq[n] = 1, pos[n] = i, n++;
+    }
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = n, .token = tok, .seq = seq, .pos = pos}, mixed), AS_OK);
+    double worst = 0;
+    for (int i = 0; i < LA; i++) worst = fmax(worst, rel_err(mixed + (int64_t)rows_a[i] * V, alone + (int64_t)i * V, V));
+    printf("  %s: A inside a 3-sequence batch vs alone: relative error %.2e\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", worst);
+    assert_true(worst < 1e-4);
+
+    // Prefill LA-1 tokens without logits, then decode the last one next to a decode step of B.
+    for (int s = 0; s < 3; s++) kv_cache_clear_seq(kv, s);
+    bool want[LB] = {false};
+    for (int i = 0; i < LA - 1; i++) seq[i] = 1, pos[i] = i;
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = LA - 1, .token = A, .seq = seq, .pos = pos, .want_logits = want}, mixed),
+                     AS_OK);
+    for (int i = 0; i < LB - 1; i++) seq[i] = 0, pos[i] = i;
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = LB - 1, .token = B, .seq = seq, .pos = pos, .want_logits = want}, mixed),
+                     AS_OK);
+    int32_t t2[2] = {B[LB - 1], A[LA - 1]}, s2[2] = {0, 1}, p2[2] = {LB - 1, LA - 1};
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 2, .token = t2, .seq = s2, .pos = p2}, mixed), AS_OK);
+    double e = rel_err(mixed + V, alone + (int64_t)(LA - 1) * V, V);
+    printf("  %s: A's last token decoded after a prefill vs full prefill: relative error %.2e\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", e);
+    assert_true(e < 1e-4);
+
+    kv_cache_free(kv);
+    free(alone);
+    free(mixed);
+    M->precision = KERNEL_PRECISION_F32;
+}
+
+static void test_batch_invariance_f32(void **state) {
+    (void)state;
+    check_invariance(KERNEL_PRECISION_F32);
+}
+
+static void test_batch_invariance_q8(void **state) {
+    (void)state;
+    check_invariance(KERNEL_PRECISION_Q8);
+}
+
+int main(void) {
+    AS_REQUIRE_DEFAULT_MODEL();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_batch_invariance_f32),
+        cmocka_unit_test(test_batch_invariance_q8),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
