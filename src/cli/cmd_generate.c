@@ -176,8 +176,8 @@ static int run(const gen_opts *o) {
     for (size_t i = 0; rc == AS_OK && i < n_req; i++) {
         size_t n_ids = 0;
         if (o->prompts_path) {
-            chat_message *msgs;
-            size_t n_msgs;
+            chat_message *msgs = NULL;
+            size_t n_msgs = 0;
             rc = item_messages(o->prompts_path, i, items[i], &msgs, &n_msgs);
             if (rc == AS_OK) {
                 rc = build_prompt(tok, ctp, o->system, msgs, n_msgs, &prompt_ids[i], &n_ids);

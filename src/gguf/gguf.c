@@ -57,6 +57,8 @@ static const size_t GGUF_TYPE_SIZE[GGUF_TYPE_COUNT] = {
     [GGUF_TYPE_FLOAT64] = 8,
 };
 
+size_t gguf_type_size(gguf_type t) { return (unsigned)t < GGUF_TYPE_COUNT ? GGUF_TYPE_SIZE[t] : 0; }
+
 const char *gguf_type_name(gguf_type t) {
     if ((unsigned)t < GGUF_TYPE_COUNT) return GGUF_TYPE_NAMES[t];
     return "invalid";

@@ -133,6 +133,8 @@ size_t ggml_type_block_bytes(ggml_type t);
 
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 const char *gguf_type_name(gguf_type t);
+// Bytes of one value of a fixed-size metadata type; 0 for string, array and invalid types.
+size_t gguf_type_size(gguf_type t);
 const char *ggml_type_name(ggml_type t); // "Q4_1", or "type 17" style for unknown
 
 // ---- writer (tests' synthetic models, exports) ----

@@ -66,16 +66,6 @@ struct gguf_writer {
     size_t n_t, cap_t;
 };
 
-static size_t value_size(gguf_type t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 gguf_writer *gguf_writer_init(void) {
     gguf_writer *w = as_calloc(1, sizeof *w);
     w->alignment = GGUF_DEFAULT_ALIGNMENT;
@@ -128,7 +118,7 @@ void gguf_write_val(gguf_writer *w, const char *key, gguf_type type, const void 
         gguf_write_str(w, key, (const char *)data);
         return;
     }
-    size_t n = value_size(type);
+    size_t n = gguf_type_size(type);
     if (n == 0) as_die("gguf_write_val: key %s: %s is not a scalar type", key, gguf_type_name(type));
     buf_put(kv_slot(w, key, type), data, n);
 }
@@ -150,7 +140,7 @@ void gguf_write_arr(gguf_writer *w, const char *key, gguf_type arr_type, const v
         gguf_write_arr_str(w, key, (const char *const *)data, n);
         return;
     }
-    size_t es = value_size(arr_type), bytes;
+    size_t es = gguf_type_size(arr_type), bytes;
     if (es == 0) as_die("gguf_write_arr: key %s: arrays of %s are not supported", key, gguf_type_name(arr_type));
     if (as_mul_overflow((size_t)n, es, &bytes)) as_die("gguf_write_arr: key %s: %llu elements overflow", key, (unsigned long long)n);
     gguf_buf *b = kv_slot(w, key, GGUF_TYPE_ARRAY);

@@ -27,7 +27,9 @@ typedef enum kernel_precision {
 } kernel_precision;
 
 // CPU features, detected once at run time.
-typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnni, avx_vnni, avx512bf16, amx_bf16, amx_int8; } cpu_features;
+// Each flag is set only when the CPU has the instructions AND the OS saves the
+// register state they need (XCR0), so a true flag is safe to use.
+typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnni, avx_vnni, avx512bf16, amx_bf16, amx_int8, avx512vl; } cpu_features;
 const cpu_features *cpu_get_features(void);
 const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // Threads used by kernels (OpenMP); default: omp_get_max_threads().

@@ -351,6 +351,11 @@ static void test_type_traits(void **state) {
         assert_int_equal(ggml_type_block_bytes((ggml_type)names[i].t), 0);
     }
     assert_string_equal(gguf_type_name(GGUF_TYPE_FLOAT64), "float64");
+    assert_int_equal(gguf_type_size(GGUF_TYPE_INT16), 2);
+    assert_int_equal(gguf_type_size(GGUF_TYPE_FLOAT64), 8);
+    assert_int_equal(gguf_type_size(GGUF_TYPE_BOOL), 1);
+    assert_int_equal(gguf_type_size(GGUF_TYPE_STRING), 0);
+    assert_int_equal(gguf_type_size((gguf_type)99), 0);
     assert_string_equal(gguf_type_name((gguf_type)99), "invalid");
 }
 
