@@ -1,0 +1,204 @@
+// Matrix multiplication of fp32 activations by GGUF weights, in two precisions
+// (kernels.h), built on the per-ISA primitives of kernels_impl.h.
+//
+// F32 precision: weights are dequantised exactly (bit-identical to
+// quant_dequantize_row) and multiplied in fp32.
+//   n_tokens <= 4 (decode): each thread dequantises one weight row into a small
+//     per-thread buffer (L1-resident) and dots it with every token.
+//   more tokens (prefill, training): each thread dequantises a tile of rows and
+//     hands it to OpenBLAS sgemm; OpenBLAS runs single-threaded inside our
+//     parallel region, so the two thread pools never oversubscribe the cores.
+// Q8 precision (like llama.cpp): every token's activations are quantised to
+// 8 bits once (block_q8_1_f32 for Q4_0/Q4_1/Q8_0 weights, block_q8_K for
+// Q4_K/Q6_K) and each output is an integer dot product with per-block fp32
+// scales.  Float weight types always take the F32 path.
+//
+// Threads split output rows statically; each thread owns its scratch, which
+// grows once and is then reused, so the hot loop never allocates.
+#include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/kernels_impl.h"
+#include "util/common.h"
+
+static int kernel_n_threads; // 0: omp_get_max_threads()
+static const kernel_ops *kernel_ops_active;
+static kernel_isa kernel_isa_active = KERNEL_ISA_SCALAR;
+static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
+
+static const kernel_ops *const kernel_ops_table[KERNEL_ISA_COUNT] = {&kernel_ops_scalar, &kernel_ops_avx2, &kernel_ops_avx512};
+
+const char *kernel_isa_name(kernel_isa isa) {
+    return isa >= 0 && isa < KERNEL_ISA_COUNT ? kernel_ops_table[isa]->name : "auto";
+}
+
+bool kernel_isa_available(kernel_isa isa) {
+    const cpu_features *f = cpu_get_features();
+    const bool avx2 = f->avx2 && f->fma && f->f16c;
+    switch (isa) {
+    case KERNEL_ISA_SCALAR: return true;
+    case KERNEL_ISA_AVX2: return avx2;
+    case KERNEL_ISA_AVX512: return avx2 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni;
+    default: return false;
+    }
+}
+
+static kernel_isa kernel_best_isa(void) {
+    for (int isa = KERNEL_ISA_COUNT - 1; isa > KERNEL_ISA_SCALAR; isa--)
+        if (kernel_isa_available((kernel_isa)isa)) return (kernel_isa)isa;
+    return KERNEL_ISA_SCALAR;
+}
+
+// ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps the choice (debugging, and
+// comparing against the fallbacks on a fast machine).
+static void kernel_init(void) {
+    kernel_isa isa = kernel_best_isa();
+    const char *env = getenv("ALPHASPIN_KERNEL_ISA");
+    if (env && *env) {
+        for (int i = 0; i < KERNEL_ISA_COUNT; i++)
+            if (strcmp(env, kernel_ops_table[i]->name) == 0 && kernel_isa_available((kernel_isa)i) && i < (int)isa) isa = (kernel_isa)i;
+    }
+    kernel_isa_active = isa;
+    kernel_ops_active = kernel_ops_table[isa];
+}
+
+static const kernel_ops *kernel_ops_get(void) {
+    pthread_once(&kernel_once, kernel_init);
+    return kernel_ops_active;
+}
+
+int kernel_force_isa(kernel_isa isa) {
+    pthread_once(&kernel_once, kernel_init);
+    if (isa == KERNEL_ISA_AUTO) isa = kernel_best_isa();
+    if (!kernel_isa_available(isa)) return AS_FAIL;
+    kernel_isa_active = isa;
+    kernel_ops_active = kernel_ops_table[isa];
+    return AS_OK;
+}
+
+kernel_isa kernel_current_isa(void) {
+    pthread_once(&kernel_once, kernel_init);
+    return kernel_isa_active;
+}
+
+void kernel_set_threads(int n) { kernel_n_threads = n > 0 ? n : 0; }
+
+int kernel_get_threads(void) { return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads(); }
+
+// Per-thread scratch, grown on demand and kept for the thread's lifetime
+// (OpenMP reuses its worker threads, so after the first call of the largest
+// shape there is no allocation).  Two slots: the calling thread holds the
+// quantised activations in one while using the other as a worker.
+enum { SCRATCH_WORK = 0, SCRATCH_ACT = 1 };
+static _Thread_local void *kernel_scratch_ptr[2];
+static _Thread_local size_t kernel_scratch_cap[2];
+
+static void *kernel_scratch(int slot, size_t bytes) {
+    if (bytes > kernel_scratch_cap[slot]) {
+        free(kernel_scratch_ptr[slot]);
+        kernel_scratch_ptr[slot] = as_aligned_alloc(bytes);
+        kernel_scratch_cap[slot] = bytes;
+    }
+    return kernel_scratch_ptr[slot];
+}
+
+static bool kernel_type_has_q8(ggml_type t) {
+    return t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
+}
+
+static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    const int64_t cols = w->cols;
+    const bool is_f32 = w->type == GGML_TYPE_F32;
+#pragma omp parallel num_threads(nth)
+    {
+        float *row = is_f32 ? NULL : kernel_scratch(SCRATCH_WORK, (size_t)cols * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < w->rows; r++) {
+            const void *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            const float *wr = src;
+            if (!is_f32) {
+                ops->dequant_row(w->type, src, row, cols);
+                wr = row;
+            }
+            for (int64_t t = 0; t < n_tokens; t++) out[t * ldo + r] = ops->dot_f32(wr, x + t * cols, cols);
+        }
+    }
+}
+
+// Tiles: at least two per thread (load balance), at most KERNEL_F32_TILE_ROWS
+// rows each (the fp32 tile stays in L2), a multiple of the thread count.
+static void matmul_f32_tiled(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    const int64_t cols = w->cols;
+    if (w->type == GGML_TYPE_F32 && w->row_bytes == (size_t)cols * sizeof(float)) {
+        int prev = openblas_get_num_threads();
+        openblas_set_num_threads(nth);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)w->rows, (int)cols, 1.0f, x, (int)cols,
+                    (const float *)w->data, (int)cols, 0.0f, out, (int)ldo);
+        openblas_set_num_threads(prev);
+        return;
+    }
+    int64_t n_tiles = AS_MAX((int64_t)nth * 2, (w->rows + KERNEL_F32_TILE_ROWS - 1) / KERNEL_F32_TILE_ROWS);
+    n_tiles = (n_tiles + nth - 1) / nth * nth;
+    const int64_t tile_rows = (w->rows + n_tiles - 1) / n_tiles;
+    n_tiles = (w->rows + tile_rows - 1) / tile_rows;
+    int prev = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nth)
+    {
+        float *tile = kernel_scratch(SCRATCH_WORK, (size_t)tile_rows * cols * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n_tiles; i++) {
+            const int64_t r0 = i * tile_rows, nr = AS_MIN(tile_rows, w->rows - r0);
+            for (int64_t r = 0; r < nr; r++)
+                ops->dequant_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, tile + r * cols, cols);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)nr, (int)cols, 1.0f, x, (int)cols, tile,
+                        (int)cols, 0.0f, out + r0, (int)ldo);
+        }
+    }
+    openblas_set_num_threads(prev);
+}
+
+// Rows are visited in groups of 16 with tokens inside, so a group's weights
+// stay in L1 while every token passes, and each token's 16 outputs fill one
+// 64-byte line of `out`.
+#define Q8_ROW_GROUP 16
+
+static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    const int64_t cols = w->cols;
+    const size_t act_bytes = kernel_act_row_size(w->type, cols);
+    uint8_t *act = kernel_scratch(SCRATCH_ACT, act_bytes * (size_t)n_tokens);
+    const int64_t n_groups = (w->rows + Q8_ROW_GROUP - 1) / Q8_ROW_GROUP;
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n_tokens; t++) ops->quantize_act(w->type, x + t * cols, act + (size_t)t * act_bytes, cols);
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < n_groups; g++) {
+            const int64_t r0 = g * Q8_ROW_GROUP, r1 = AS_MIN(r0 + Q8_ROW_GROUP, w->rows);
+            for (int64_t t = 0; t < n_tokens; t++) {
+                const uint8_t *a = act + (size_t)t * act_bytes;
+                for (int64_t r = r0; r < r1; r++)
+                    out[t * ldo + r] = ops->vec_dot(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, a, cols);
+            }
+        }
+    }
+}
+
+void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p) {
+    const kernel_ops *ops = kernel_ops_get();
+    if (n_tokens <= 0 || w->rows <= 0) return;
+    if (quant_row_size(w->type, w->cols) == 0 || w->row_bytes < quant_row_size(w->type, w->cols) || ldo < w->rows)
+        as_die("kernel_matmul: bad matrix (type %d, %lld x %lld, ldo %lld)", (int)w->type, (long long)w->rows, (long long)w->cols, (long long)ldo);
+    const int nth = (int)AS_MAX(1, AS_MIN((int64_t)kernel_get_threads(), w->rows));
+    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
+    else if (n_tokens <= KERNEL_F32_FUSED_MAX_TOKENS) matmul_f32_fused(ops, out, ldo, x, n_tokens, w, nth);
+    else matmul_f32_tiled(ops, out, ldo, x, n_tokens, w, nth);
+}
+
+void kernel_get_row(const as_matrix *w, int64_t r, float *out) {
+    if (r < 0 || r >= w->rows) as_die("kernel_get_row: row %lld outside [0, %lld)", (long long)r, (long long)w->rows);
+    kernel_ops_get()->dequant_row(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, out, w->cols);
+}

@@ -1,0 +1,63 @@
+// Private to src/tensor (and its tests/benchmark): the per-instruction-set
+// implementations behind kernels.h, and a way to force one of them.
+//
+// Each ISA supplies the same five primitives; kernels.c builds both matmul
+// precisions from them and owns threading and scratch memory:
+//   dequant_row  weights -> fp32 (bit-identical to quant_dequantize_row)
+//   dot_f32      fp32 dot product
+//   quantize_act fp32 activations -> the 8-bit format the weight type pairs with
+//   vec_dot      one quantised weight row . one quantised activation row
+#ifndef AS_KERNELS_IMPL_H
+#define AS_KERNELS_IMPL_H
+
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+
+typedef enum kernel_isa {
+    KERNEL_ISA_AUTO = -1,
+    KERNEL_ISA_SCALAR = 0,
+    KERNEL_ISA_AVX2 = 1,   // AVX2 + FMA + F16C (maddubs integer dots)
+    KERNEL_ISA_AVX512 = 2, // AVX-512 F/BW/VL + VNNI (vpdpbusd integer dots), else AVX2
+    KERNEL_ISA_COUNT = 3,
+} kernel_isa;
+
+typedef struct kernel_ops {
+    const char *name;
+    void (*dequant_row)(ggml_type t, const void *src, float *dst, int64_t n);
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    void (*quantize_act)(ggml_type wtype, const float *x, void *dst, int64_t n);
+    float (*vec_dot)(ggml_type wtype, const void *w, const void *act, int64_t n);
+} kernel_ops;
+
+extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512;
+
+// True when this CPU can run `isa`.
+bool kernel_isa_available(kernel_isa isa);
+// Use `isa` for all later calls (KERNEL_ISA_AUTO: the best available).  Returns
+// -1 if the CPU lacks it.  Not thread-safe against concurrent kernel calls.
+int kernel_force_isa(kernel_isa isa);
+kernel_isa kernel_current_isa(void);
+const char *kernel_isa_name(kernel_isa isa);
+
+// Largest n_tokens for which the F32 path dequantises one weight row at a time
+// and dots it with each token; above it, tiles of W go through BLAS sgemm.
+#define KERNEL_F32_FUSED_MAX_TOKENS 4
+// Rows of W dequantised per sgemm call in the F32 path.
+#define KERNEL_F32_TILE_ROWS 128
+
+// The activation format paired with a weight type in the Q8 path, and its
+// size for n values: Q4_0/Q4_1/Q8_0 weights meet block_q8_1_f32 (32 values,
+// fp32 scale d and s = d*sum(q)); Q4_K/Q6_K meet block_q8_K (256 values).
+size_t kernel_act_row_size(ggml_type wtype, int64_t n);
+
+// Shared scalar helpers (kernels_scalar.c) that the SIMD files fall back to.
+void kernel_quantize_q8_1_scalar(const float *x, block_q8_1_f32 *y, int64_t n);
+void kernel_quantize_q8_K_scalar(const float *x, block_q8_K *y, int64_t n);
+float kernel_vec_dot_q4_K_scalar(const block_q4_K *x, const block_q8_K *y, int64_t n);
+float kernel_vec_dot_q6_K_scalar(const block_q6_K *x, const block_q8_K *y, int64_t n);
+// AVX2 pieces the AVX-512 table reuses (256-bit code runs unchanged there).
+void kernel_dequant_row_avx2(ggml_type t, const void *src, float *dst, int64_t n);
+void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_t n);
+float kernel_vec_dot_avx2(ggml_type wtype, const void *w, const void *act, int64_t n);
+
+#endif

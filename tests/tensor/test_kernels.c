@@ -1,0 +1,285 @@
+// Every ISA variant of every kernel against a plain double-precision reference
+// on random data with odd shapes.
+//
+// Reference for the F32 path: out[t,r] = sum_c x[t,c] * W[r,c] in double, with
+// W dequantised by quant_dequantize_row (itself checked bit-exact against
+// gguf-py in test_quant).  Bound: ||out - ref|| / ||ref|| < 1e-5 (fp32
+// accumulation over <= 768 terms gives ~1e-7..1e-6).
+//
+// The Q8 path is checked twice:
+//  - exactly what it computes: the same double sum with the activations
+//    replaced by their 8-bit codes (d*q, scalar quantiser), bound 1e-5; this
+//    catches any slip in the integer kernels, which a loose bound would hide.
+//  - its documented accuracy against the fp32 result: 8-bit activations add
+//    a relative error of about 1/(127*sqrt(3)) per value, ~0.5% of the output
+//    scale ||x|| ||w|| / sqrt(cols) on these random data; bound 2e-2.
+#include "test_common.h"
+
+#include <math.h>
+
+#include "tensor/kernels_impl.h"
+#include "tensor/quant.h"
+#include "util/common.h"
+#include "util/rng.h"
+
+static double rng_normal(as_rng *r) {
+    double u1 = as_rng_uniform(r), u2 = as_rng_uniform(r);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+}
+
+static const ggml_type all_types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0,
+                                      GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+static const int64_t token_counts[] = {1, 2, 3, 7, 33, 100};
+
+static const char *ggml_type_name_test(ggml_type t) {
+    switch (t) {
+    case GGML_TYPE_F32: return "F32";
+    case GGML_TYPE_F16: return "F16";
+    case GGML_TYPE_BF16: return "BF16";
+    case GGML_TYPE_Q8_0: return "Q8_0";
+    case GGML_TYPE_Q4_0: return "Q4_0";
+    case GGML_TYPE_Q4_1: return "Q4_1";
+    case GGML_TYPE_Q4_K: return "Q4_K";
+    case GGML_TYPE_Q6_K: return "Q6_K";
+    default: return "?";
+    }
+}
+
+static bool is_k(ggml_type t) { return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K; }
+static bool is_float(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
+typedef struct test_matrix {
+    as_matrix m;
+    void *data;
+    float *deq; // [rows, cols] reference dequantisation
+} test_matrix;
+
+static void make_matrix(test_matrix *tm, ggml_type type, int64_t rows, int64_t cols, as_rng *rng) {
+    tm->m.type = type;
+    tm->m.rows = rows;
+    tm->m.cols = cols;
+    tm->m.row_bytes = quant_row_size(type, cols);
+    assert_true(tm->m.row_bytes > 0);
+    tm->data = malloc(tm->m.row_bytes * rows);
+    tm->deq = malloc(sizeof(float) * rows * cols);
+    float *row = malloc(sizeof(float) * cols);
+    for (int64_t r = 0; r < rows; r++) {
+        const double scale = 0.05 * (1 + (r % 7)); // rows of different magnitude
+        for (int64_t c = 0; c < cols; c++) row[c] = (float)(rng_normal(rng) * scale);
+        quant_quantize_row(type, row, (uint8_t *)tm->data + r * tm->m.row_bytes, cols);
+        quant_dequantize_row(type, (uint8_t *)tm->data + r * tm->m.row_bytes, tm->deq + r * cols, cols);
+    }
+    tm->m.data = tm->data;
+    free(row);
+}
+
+static void free_matrix(test_matrix *tm) {
+    free(tm->data);
+    free(tm->deq);
+}
+
+static void reference(double *ref, const float *x, int64_t n_tokens, const test_matrix *tm) {
+    const int64_t rows = tm->m.rows, cols = tm->m.cols;
+    for (int64_t t = 0; t < n_tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t c = 0; c < cols; c++) s += (double)x[t * cols + c] * tm->deq[r * cols + c];
+            ref[t * rows + r] = s;
+        }
+}
+
+// Activations as the Q8 path sees them: each token's row through the scalar
+// 8-bit quantiser, decoded back to d*q.
+static void q8_activations(float *xq, const float *x, int64_t n_tokens, int64_t cols, ggml_type wtype) {
+    void *buf = malloc(kernel_act_row_size(wtype, cols));
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const float *src = x + t * cols;
+        float *dst = xq + t * cols;
+        if (is_k(wtype)) {
+            kernel_quantize_q8_K_scalar(src, buf, cols);
+            const block_q8_K *b = buf;
+            for (int64_t c = 0; c < cols; c++) dst[c] = b[c / QK_K].d * b[c / QK_K].qs[c % QK_K];
+        } else {
+            kernel_quantize_q8_1_scalar(src, buf, cols);
+            const block_q8_1_f32 *b = buf;
+            for (int64_t c = 0; c < cols; c++) dst[c] = b[c / 32].d * b[c / 32].qs[c % 32];
+        }
+    }
+    free(buf);
+}
+
+// ||out - ref|| / ||ref|| over the [n_tokens, rows] block of out (row stride ldo).
+static double rel_error(const float *out, int64_t ldo, const double *ref, int64_t n_tokens, int64_t rows) {
+    double se = 0, sr = 0;
+    for (int64_t t = 0; t < n_tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double e = out[t * ldo + r] - ref[t * rows + r];
+            se += e * e;
+            sr += ref[t * rows + r] * ref[t * rows + r];
+        }
+    return sqrt(se / (sr > 0 ? sr : 1));
+}
+
+// The same error measured against the size outputs have before cancellation:
+// for independent x and w, E[out^2] = ||x||^2 ||w||^2 / cols.  A single
+// output that happens to sum to nearly zero does not inflate this measure.
+static double scaled_error(const float *out, int64_t ldo, const double *ref, int64_t n_tokens, const float *x, const test_matrix *tm) {
+    const int64_t rows = tm->m.rows, cols = tm->m.cols;
+    double se = 0, scale = 0;
+    for (int64_t t = 0; t < n_tokens; t++) {
+        double xx = 0;
+        for (int64_t c = 0; c < cols; c++) xx += (double)x[t * cols + c] * x[t * cols + c];
+        for (int64_t r = 0; r < rows; r++) {
+            double ww = 0;
+            for (int64_t c = 0; c < cols; c++) ww += (double)tm->deq[r * cols + c] * tm->deq[r * cols + c];
+            const double e = out[t * ldo + r] - ref[t * rows + r];
+            se += e * e;
+            scale += xx * ww / (double)cols;
+        }
+    }
+    return sqrt(se / (scale > 0 ? scale : 1));
+}
+
+static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng, double *worst_f32, double *worst_q8x, double *worst_q8) {
+    test_matrix tm;
+    make_matrix(&tm, type, rows, cols, rng);
+    const int64_t max_tok = token_counts[AS_ARRAY_LEN(token_counts) - 1];
+    float *x = malloc(sizeof(float) * max_tok * cols);
+    float *xq = malloc(sizeof(float) * max_tok * cols);
+    for (int64_t i = 0; i < max_tok * cols; i++) x[i] = (float)rng_normal(rng);
+    const int64_t ldo = rows + 3; // a stride wider than the matrix: the gap must stay untouched
+    float *out = malloc(sizeof(float) * max_tok * ldo);
+    double *ref = malloc(sizeof(double) * max_tok * rows), *ref_q = malloc(sizeof(double) * max_tok * rows);
+    for (size_t k = 0; k < AS_ARRAY_LEN(token_counts); k++) {
+        const int64_t nt = token_counts[k];
+        reference(ref, x, nt, &tm);
+        if (!is_float(type)) {
+            q8_activations(xq, x, nt, cols, type);
+            reference(ref_q, xq, nt, &tm);
+        }
+        for (int isa = 0; isa < KERNEL_ISA_COUNT; isa++) {
+            if (kernel_force_isa((kernel_isa)isa) != AS_OK) continue;
+            for (int p = 0; p < 2; p++) {
+                for (int64_t i = 0; i < nt * ldo; i++) out[i] = NAN;
+                kernel_matmul(out, ldo, x, nt, &tm.m, (kernel_precision)p);
+                for (int64_t t = 0; t < nt; t++)
+                    for (int64_t r = rows; r < ldo; r++) assert_true(isnan(out[t * ldo + r]));
+                const double e = rel_error(out, ldo, ref, nt, rows);
+                if (p == KERNEL_PRECISION_F32 || is_float(type)) {
+                    if (!(e < 1e-5)) fail_msg("%s F32 %s %lldx%lld tokens %lld: relative error %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, e);
+                    *worst_f32 = AS_MAX(*worst_f32, e);
+                } else {
+                    const double eq = rel_error(out, ldo, ref_q, nt, rows);
+                    const double e = scaled_error(out, ldo, ref, nt, x, &tm);
+                    if (!(eq < 1e-5)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs 8-bit activations %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, eq);
+                    if (!(e < 2e-2)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs fp32 %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, e);
+                    *worst_q8x = AS_MAX(*worst_q8x, eq);
+                    *worst_q8 = AS_MAX(*worst_q8, e);
+                }
+            }
+        }
+    }
+    kernel_force_isa(KERNEL_ISA_AUTO);
+    free(out);
+    free(ref);
+    free(ref_q);
+    free(x);
+    free(xq);
+    free_matrix(&tm);
+}
+
+static void test_matmul_all_isas_all_types(void **state) {
+    (void)state;
+    as_rng rng;
+    as_rng_seed(&rng, 1234);
+    int n_isa = 0;
+    for (int isa = 0; isa < KERNEL_ISA_COUNT; isa++) n_isa += kernel_isa_available((kernel_isa)isa);
+    fprintf(stderr, "cpu: %s; testing %d ISA variant(s)\n", cpu_describe(), n_isa);
+    for (size_t i = 0; i < AS_ARRAY_LEN(all_types); i++) {
+        const ggml_type t = all_types[i];
+        double wf = 0, wqx = 0, wq = 0;
+        // Odd shapes: a single row; rows that are no multiple of the tile or the
+        // row group; an odd number of 32-blocks per row (the AVX-512 pair tail).
+        const int64_t small_cols = is_k(t) ? 256 : (is_float(t) ? 37 : 160);
+        const int64_t big_cols = is_k(t) ? 768 : (is_float(t) ? 579 : 576);
+        check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq);
+        check_shape(t, 37, small_cols, &rng, &wf, &wqx, &wq);
+        check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq);
+        fprintf(stderr, "%-5s worst relative error: F32 %.2g", ggml_type_name_test(t), wf);
+        if (!is_float(t)) fprintf(stderr, ", Q8 vs 8-bit activations %.2g, Q8 vs fp32 %.2g", wqx, wq);
+        fprintf(stderr, "\n");
+    }
+}
+
+// kernel_get_row (each ISA's dequantiser) equals quant_dequantize_row bit for bit.
+static void test_get_row_bit_exact(void **state) {
+    (void)state;
+    as_rng rng;
+    as_rng_seed(&rng, 99);
+    for (size_t i = 0; i < AS_ARRAY_LEN(all_types); i++) {
+        test_matrix tm;
+        const int64_t cols = is_k(all_types[i]) ? 512 : 96;
+        make_matrix(&tm, all_types[i], 5, cols, &rng);
+        float *row = malloc(sizeof(float) * cols);
+        for (int isa = 0; isa < KERNEL_ISA_COUNT; isa++) {
+            if (kernel_force_isa((kernel_isa)isa) != AS_OK) continue;
+            for (int64_t r = 0; r < 5; r++) {
+                kernel_get_row(&tm.m, r, row);
+                assert_memory_equal(row, tm.deq + r * cols, sizeof(float) * cols);
+            }
+        }
+        kernel_force_isa(KERNEL_ISA_AUTO);
+        free(row);
+        free_matrix(&tm);
+    }
+}
+
+// Outputs do not depend on the thread count (each output is computed by one
+// thread, in a fixed order), for the fused F32 and the Q8 paths.
+static void test_thread_count_invariant(void **state) {
+    (void)state;
+    as_rng rng;
+    as_rng_seed(&rng, 5);
+    test_matrix tm;
+    make_matrix(&tm, GGML_TYPE_Q4_1, 203, 576, &rng);
+    float x[3 * 576];
+    for (int i = 0; i < 3 * 576; i++) x[i] = (float)rng_normal(&rng);
+    float a[3 * 203], b[3 * 203];
+    for (int p = 0; p < 2; p++) {
+        kernel_set_threads(1);
+        assert_int_equal(kernel_get_threads(), 1);
+        kernel_matmul(a, 203, x, 3, &tm.m, (kernel_precision)p);
+        kernel_set_threads(3);
+        kernel_matmul(b, 203, x, 3, &tm.m, (kernel_precision)p);
+        assert_memory_equal(a, b, sizeof a);
+    }
+    kernel_set_threads(0);
+    free_matrix(&tm);
+}
+
+static void test_isa_selection(void **state) {
+    (void)state;
+    assert_true(kernel_isa_available(KERNEL_ISA_SCALAR));
+    assert_int_equal(kernel_force_isa(KERNEL_ISA_SCALAR), AS_OK);
+    assert_int_equal(kernel_current_isa(), KERNEL_ISA_SCALAR);
+    assert_int_equal(kernel_force_isa(KERNEL_ISA_AUTO), AS_OK);
+    const cpu_features *f = cpu_get_features();
+    // The best available ISA is chosen, and only what the CPU reports.
+    kernel_isa best = kernel_current_isa();
+    if (best == KERNEL_ISA_AVX512) assert_true(f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2);
+    if (best == KERNEL_ISA_AVX2) assert_true(f->avx2 && f->fma && f->f16c && !kernel_isa_available(KERNEL_ISA_AVX512));
+    if (best == KERNEL_ISA_SCALAR) assert_false(kernel_isa_available(KERNEL_ISA_AVX2));
+    if (!f->avx2) assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX2), AS_FAIL);
+    assert_non_null(cpu_describe());
+    assert_true(strlen(cpu_describe()) > 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_isa_selection),
+        cmocka_unit_test(test_get_row_bit_exact),
+        cmocka_unit_test(test_thread_count_invariant),
+        cmocka_unit_test(test_matmul_all_isas_all_types),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
