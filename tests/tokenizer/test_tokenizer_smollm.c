@@ -1,0 +1,200 @@
+// The byte-level BPE tokenizer of the default model against llama.cpp:
+// tests/vectors/tok_smollm.jsonl holds llama.cpp's token ids for >1000 strings
+// (tools/tok_vectors.py); every one must match exactly, and decoding must give
+// the text back byte for byte.
+#include "test_common.h"
+#include "tokenizer/tokenizer.h"
+#include "util/common.h"
+
+#include <cjson/cJSON.h>
+
+static gguf_file *g_file;
+static tokenizer *g_tok;
+
+static int setup(void **state) {
+    (void)state;
+    if (gguf_open(&g_file, as_test_default_model()) != 0) {
+        fprintf(stderr, "%s\n", as_last_error());
+        return -1;
+    }
+    if (tokenizer_load(&g_tok, g_file) != 0) {
+        fprintf(stderr, "%s\n", as_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    tokenizer_free(g_tok);
+    gguf_close(g_file);
+    return 0;
+}
+
+static void print_ids(const char *what, const int32_t *ids, size_t n) {
+    fprintf(stderr, "  %s:", what);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "\n");
+}
+
+static void test_matches_llama_cpp(void **state) {
+    (void)state;
+    char *buf;
+    size_t len;
+    assert_int_equal(as_read_file(AS_TEST_VECTORS "/tok_smollm.jsonl", &buf, &len), AS_OK);
+    int n_cases = 0, n_bad = 0, n_roundtrip = 0, n_special = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *rec = cJSON_Parse(line);
+        assert_non_null(rec);
+        const cJSON *text = cJSON_GetObjectItem(rec, "text"), *ids = cJSON_GetObjectItem(rec, "ids");
+        if (!cJSON_IsString(text)) { // metadata line
+            cJSON_Delete(rec);
+            continue;
+        }
+        bool special = cJSON_IsTrue(cJSON_GetObjectItem(rec, "special"));
+        const char *s = text->valuestring;
+        int32_t *got;
+        size_t n_got;
+        assert_int_equal(tokenizer_encode(g_tok, s, strlen(s), false, special, &got, &n_got), AS_OK);
+        int n_want = cJSON_GetArraySize(ids);
+        bool same = (int)n_got == n_want;
+        for (int i = 0; same && i < n_want; i++) same = got[i] == cJSON_GetArrayItem(ids, i)->valueint;
+        if (!same) {
+            if (n_bad < 10) {
+                fprintf(stderr, "mismatch for \"%s\" (special=%d)\n", s, special);
+                print_ids("got ", got, n_got);
+                int32_t want[4096];
+                for (int i = 0; i < n_want && i < 4096; i++) want[i] = cJSON_GetArrayItem(ids, i)->valueint;
+                print_ids("want", want, (size_t)AS_MIN(n_want, 4096));
+            }
+            n_bad++;
+        }
+        if (cJSON_IsTrue(cJSON_GetObjectItem(rec, "roundtrip"))) {
+            char *back = tokenizer_decode(g_tok, got, n_got, special);
+            if (strcmp(back, s) != 0) {
+                fprintf(stderr, "decode(encode(\"%s\")) = \"%s\"\n", s, back);
+                n_bad++;
+            }
+            n_roundtrip++;
+            free(back);
+        }
+        n_special += special;
+        n_cases++;
+        free(got);
+        cJSON_Delete(rec);
+    }
+    free(buf);
+    fprintf(stderr, "%d strings (%d with special tokens parsed), %d round trips checked\n", n_cases, n_special, n_roundtrip);
+    assert_true(n_cases >= 1000);
+    assert_true(n_special >= 5);
+    assert_true(n_roundtrip >= 1000);
+    assert_int_equal(n_bad, 0);
+}
+
+static void test_vocabulary_and_special_ids(void **state) {
+    (void)state;
+    assert_int_equal(tokenizer_n_vocab(g_tok), 49152);
+    assert_int_equal(tokenizer_bos(g_tok), 1);
+    assert_int_equal(tokenizer_eos(g_tok), 2);
+    assert_int_equal(tokenizer_find(g_tok, "<|im_start|>"), 1);
+    assert_int_equal(tokenizer_find(g_tok, "<|im_end|>"), 2);
+    assert_int_equal(tokenizer_find(g_tok, "no such token"), -1);
+    // <|im_end|> and <|endoftext|> end a turn; <|im_start|> and text tokens do not.
+    assert_true(tokenizer_is_end(g_tok, 2));
+    assert_true(tokenizer_is_end(g_tok, 0));
+    assert_false(tokenizer_is_end(g_tok, 1));
+    assert_false(tokenizer_is_end(g_tok, tokenizer_find(g_tok, "Hello")));
+    assert_false(tokenizer_is_end(g_tok, -1));
+    assert_false(tokenizer_is_end(g_tok, 49152));
+}
+
+static void test_add_special_follows_the_file(void **state) {
+    (void)state;
+    // SmolLM2 sets add_bos_token = false: add_special adds nothing.
+    int32_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(tokenizer_encode(g_tok, "Hello world", 11, true, false, &a, &na), AS_OK);
+    assert_int_equal(tokenizer_encode(g_tok, "Hello world", 11, false, false, &b, &nb), AS_OK);
+    assert_int_equal(na, 2);
+    assert_int_equal(nb, 2);
+    assert_memory_equal(a, b, 2 * sizeof(int32_t));
+    free(a);
+    free(b);
+    // Empty text gives no tokens and a freeable array.
+    assert_int_equal(tokenizer_encode(g_tok, "", 0, true, true, &a, &na), AS_OK);
+    assert_int_equal(na, 0);
+    free(a);
+}
+
+static void test_special_tokens_render_only_when_asked(void **state) {
+    (void)state;
+    char buf[64];
+    assert_int_equal(tokenizer_token_to_piece(g_tok, 2, false, buf, sizeof buf), 0);
+    assert_int_equal(tokenizer_token_to_piece(g_tok, 2, true, buf, sizeof buf), 10);
+    assert_memory_equal(buf, "<|im_end|>", 10);
+    // Too small a buffer: the size needed comes back and nothing is written past cap.
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(tokenizer_token_to_piece(g_tok, 2, true, buf, 4), 10);
+    assert_int_equal(buf[0], 'x');
+    // Byte-level pieces: "Ġworld" is " world".
+    int32_t id = tokenizer_find(g_tok, "\xc4\xa0world");
+    assert_true(id >= 0);
+    assert_int_equal(tokenizer_token_to_piece(g_tok, id, false, buf, sizeof buf), 6);
+    assert_memory_equal(buf, " world", 6);
+    assert_int_equal(tokenizer_token_to_piece(g_tok, -5, true, buf, sizeof buf), 0);
+
+    int32_t ids[] = {1, tokenizer_find(g_tok, "user"), 198, 2};
+    char *plain = tokenizer_decode(g_tok, ids, 4, false);
+    char *shown = tokenizer_decode(g_tok, ids, 4, true);
+    assert_string_equal(plain, "user\n");
+    assert_string_equal(shown, "<|im_start|>user\n<|im_end|>");
+    free(plain);
+    free(shown);
+}
+
+static void test_invalid_utf8_does_not_crash(void **state) {
+    (void)state;
+    // llama.cpp reads each invalid byte as U+FFFD; so do we (and never crash).
+    const char bad[] = "ab\xff\xfe c\xe2\x82 d\xc3";
+    int32_t *ids, *ref;
+    size_t n, nref;
+    assert_int_equal(tokenizer_encode(g_tok, bad, sizeof bad - 1, false, false, &ids, &n), AS_OK);
+    const char fixed[] = "ab\xef\xbf\xbd\xef\xbf\xbd c\xef\xbf\xbd\xef\xbf\xbd d\xef\xbf\xbd";
+    assert_int_equal(tokenizer_encode(g_tok, fixed, sizeof fixed - 1, false, false, &ref, &nref), AS_OK);
+    assert_int_equal(n, nref);
+    assert_memory_equal(ids, ref, n * sizeof(int32_t));
+    free(ids);
+    free(ref);
+}
+
+static void test_long_whitespace_run(void **state) {
+    (void)state;
+    // 200k spaces then a word: deep regex backtracking must neither fail nor crawl.
+    size_t n = 200000;
+    char *s = as_malloc(n + 2);
+    memset(s, ' ', n);
+    memcpy(s + n, "a", 2);
+    int32_t *ids;
+    size_t n_ids;
+    double t0 = as_time();
+    assert_int_equal(tokenizer_encode(g_tok, s, n + 1, false, false, &ids, &n_ids), AS_OK);
+    assert_true(as_time() - t0 < 20.0);
+    char *back = tokenizer_decode(g_tok, ids, n_ids, false);
+    assert_string_equal(back, s);
+    free(back);
+    free(ids);
+    free(s);
+}
+
+int main(void) {
+    AS_REQUIRE_DEFAULT_MODEL();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_llama_cpp),
+        cmocka_unit_test(test_vocabulary_and_special_ids),
+        cmocka_unit_test(test_add_special_follows_the_file),
+        cmocka_unit_test(test_special_tokens_render_only_when_asked),
+        cmocka_unit_test(test_invalid_utf8_does_not_crash),
+        cmocka_unit_test(test_long_whitespace_run),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
