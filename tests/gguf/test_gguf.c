@@ -12,6 +12,9 @@
 
 #define NAME "corrupt.gguf"
 
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
 static void build(uint32_t alignment, bool tensors, uint8_t **buf, size_t *n) {
     gguf_writer *w = gguf_writer_init();
     if (alignment) gguf_writer_set_alignment(w, alignment);
@@ -168,6 +171,12 @@ static void test_round_trip_buffer(void **state) {
             assert_int_equal(rc, 0);
             assert_false(f->mapped);
             check_sample(f, aligns[a] ? aligns[a] : GGUF_DEFAULT_ALIGNMENT, tensors, aligns[a] != 0);
+            gguf_close(f);
+            // v2 has the same little-endian layout as v3 (v3 only added big-endian files).
+            put_u32(buf + 4, 2);
+            assert_int_equal(gguf_open_buffer(&f, buf, n, "v2.gguf"), 0);
+            assert_int_equal(f->version, 2);
+            assert_int_equal(f->n_tensors, tensors ? SAMPLE_N_TENSORS : 0);
             gguf_close(f);
             free(buf);
         }
@@ -401,8 +410,6 @@ static void test_every_truncation(void **state) {
     }
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 // Offset of the bytes of string `s` stored as { u64 len | bytes } (unique in the sample).
 static size_t str_at(const uint8_t *buf, size_t n, const char *s) {
