@@ -5,6 +5,7 @@
 // with both kernel precisions.  Skipped when the model has not been fetched.
 #include "test_common.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 
 #include "model/model.h"
@@ -128,12 +129,89 @@ static void test_batch_invariance_q8(void **state) {
     check_invariance(KERNEL_PRECISION_Q8);
 }
 
+// Logits against tools/ref_model_default.py's references (tests/vectors/
+// model_default_ref.json): transformers in fp32 on the dequantised weights --
+// the same math as KERNEL_PRECISION_F32 -- and, when the vector has it,
+// llama.cpp (8-bit activations, F16 KV cache).  Compared on the stored ids (the
+// reference's top 16 plus 48 spread over the vocabulary) as max |a - b| / max |ref|,
+// and the argmax over the whole vocabulary.
+static void check_reference(kernel_precision p, const char *which, double tol, double *worst_out, int *argmax_miss) {
+    char path[512], *text;
+    snprintf(path, sizeof path, "%s/model_default_ref.json", AS_TEST_VECTORS);
+    assert_int_equal(as_read_file(path, &text, NULL), AS_OK);
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    assert_non_null(doc);
+    M->precision = p;
+    const int64_t V = M->cfg.n_vocab;
+    double worst = 0;
+    int miss = 0, checked = 0;
+    const cJSON *sq;
+    cJSON_ArrayForEach(sq, cJSON_GetObjectItem(doc, "sequences")) {
+        const cJSON *toks = cJSON_GetObjectItem(sq, "tokens");
+        const int n = cJSON_GetArraySize(toks);
+        int32_t tok[64], seq[64], pos[64];
+        assert_true(n <= 64);
+        for (int i = 0; i < n; i++) tok[i] = cJSON_GetArrayItem(toks, i)->valueint, seq[i] = 0, pos[i] = i;
+        float *logits = as_malloc(sizeof(float) * (size_t)n * (size_t)V);
+        kv_cache *kv = kv_cache_init(&M->cfg, 1, n);
+        assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = n, .token = tok, .seq = seq, .pos = pos}, logits), AS_OK);
+        const cJSON *row;
+        cJSON_ArrayForEach(row, cJSON_GetObjectItem(sq, "rows")) {
+            const cJSON *ref = cJSON_GetObjectItem(row, which), *ids = cJSON_GetObjectItem(row, "ids");
+            if (!ref) continue; // vector written without llama.cpp
+            const float *lg = logits + (int64_t)cJSON_GetObjectItem(row, "pos")->valueint * V;
+            double num = 0, den = 0;
+            for (int k = 0; k < cJSON_GetArraySize(ids); k++) {
+                const double r = cJSON_GetArrayItem(ref, k)->valuedouble;
+                num = fmax(num, fabs(lg[cJSON_GetArrayItem(ids, k)->valueint] - r));
+                den = fmax(den, fabs(r));
+            }
+            worst = fmax(worst, num / den);
+            int64_t am = 0;
+            for (int64_t j = 1; j < V; j++) am = lg[j] > lg[am] ? j : am;
+            char key[32];
+            snprintf(key, sizeof key, "argmax_%s", which);
+            miss += am != cJSON_GetObjectItem(row, key)->valueint;
+            checked++;
+        }
+        kv_cache_free(kv);
+        free(logits);
+    }
+    cJSON_Delete(doc);
+    M->precision = KERNEL_PRECISION_F32;
+    printf("  %s vs %s: %d rows, worst relative error %.2e, argmax differs in %d\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", which, checked,
+           worst, miss);
+    if (checked && !(worst < tol)) fail_msg("relative error %.3g >= %.1g", worst, tol);
+    *worst_out = worst;
+    *argmax_miss = checked ? miss : -1;
+}
+
+static void test_matches_torch_f32(void **state) {
+    (void)state;
+    double worst;
+    int miss;
+    check_reference(KERNEL_PRECISION_F32, "torch", 1e-4, &worst, &miss);
+    assert_int_equal(miss, 0);
+}
+
+static void test_q8_close_to_references(void **state) {
+    (void)state;
+    double worst;
+    int miss;
+    check_reference(KERNEL_PRECISION_Q8, "torch", 5e-2, &worst, &miss);
+    assert_true(miss <= 2);
+    check_reference(KERNEL_PRECISION_Q8, "llamacpp", 5e-2, &worst, &miss);
+}
+
 int main(void) {
     AS_REQUIRE_DEFAULT_MODEL();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_batch_invariance_f32),
         cmocka_unit_test(test_batch_invariance_q8),
+        cmocka_unit_test(test_matches_torch_f32),
+        cmocka_unit_test(test_q8_close_to_references),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
