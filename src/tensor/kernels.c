@@ -11,7 +11,11 @@
 // Q8 precision (like llama.cpp): every token's activations are quantised to
 // 8 bits once (block_q8_1_f32 for Q4_0/Q4_1/Q8_0 weights, block_q8_K for
 // Q4_K/Q6_K) and each output is an integer dot product with per-block fp32
-// scales.  Float weight types always take the F32 path.
+// scales.  This wins only while the weights dominate the traffic (decode):
+// above KERNEL_Q8_MAX_TOKENS tokens the dequantised-tile sgemm of the F32 path
+// is several times faster (measured: bench/bench_matmul), so Q8 requests take
+// it and come out more exact than asked.  Float weight types always take the
+// F32 path.
 //
 // Threads split output rows statically; each thread owns its scratch, which
 // grows once and is then reused, so the hot loop never allocates.
@@ -52,6 +56,31 @@ static kernel_isa kernel_best_isa(void) {
     return KERNEL_ISA_SCALAR;
 }
 
+// OpenBLAS (DYNAMIC_ARCH builds, as Debian's) picks its kernels from the CPU
+// model number when the library loads.  Models newer than the library (e.g.
+// this project's Xeon under KVM) fall back to "Prescott" SSE3 kernels, 4x
+// slower than its AVX-512 ones.  The documented override, OPENBLAS_CORETYPE,
+// is read only at load time; the exported gotoblas_dynamic_quit/init pair
+// re-runs that selection, so we set the variable from the features we
+// detected and re-select once, before the first BLAS call.  A user's own
+// OPENBLAS_CORETYPE is left alone; weak symbols keep other BLAS builds linking.
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+static void kernel_blas_init(void) {
+    if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+    const char *core = openblas_get_corename();
+    const char *generic[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Coppermine", "Northwood", "Banias", "unknown"};
+    bool is_generic = core == NULL;
+    for (size_t i = 0; core && i < AS_ARRAY_LEN(generic); i++) is_generic |= strcmp(core, generic[i]) == 0;
+    if (!is_generic) return;
+    const char *want = kernel_isa_available(KERNEL_ISA_AVX512) ? "SkylakeX" : kernel_isa_available(KERNEL_ISA_AVX2) ? "Haswell" : NULL;
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 0);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+}
+
 // ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps the choice (debugging, and
 // comparing against the fallbacks on a fast machine).
 static void kernel_init(void) {
@@ -63,6 +92,7 @@ static void kernel_init(void) {
     }
     kernel_isa_active = isa;
     kernel_ops_active = kernel_ops_table[isa];
+    kernel_blas_init();
 }
 
 static const kernel_ops *kernel_ops_get(void) {
@@ -91,18 +121,42 @@ int kernel_get_threads(void) { return kernel_n_threads > 0 ? kernel_n_threads : 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime
 // (OpenMP reuses its worker threads, so after the first call of the largest
 // shape there is no allocation).  Two slots: the calling thread holds the
-// quantised activations in one while using the other as a worker.
+// quantised activations in one while using the other as a worker.  A
+// pthread key frees a thread's buffers when it exits (e.g. when the team
+// shrinks after kernel_set_threads).
 enum { SCRATCH_WORK = 0, SCRATCH_ACT = 1 };
-static _Thread_local void *kernel_scratch_ptr[2];
-static _Thread_local size_t kernel_scratch_cap[2];
+typedef struct kernel_scratch_set {
+    void *ptr[2];
+    size_t cap[2];
+} kernel_scratch_set;
+static _Thread_local kernel_scratch_set *kernel_scratch_tls;
+static pthread_key_t kernel_scratch_key;
+static pthread_once_t kernel_scratch_once = PTHREAD_ONCE_INIT;
+
+static void kernel_scratch_free(void *p) {
+    kernel_scratch_set *s = p;
+    free(s->ptr[0]);
+    free(s->ptr[1]);
+    free(s);
+}
+
+static void kernel_scratch_key_init(void) {
+    if (pthread_key_create(&kernel_scratch_key, kernel_scratch_free) != 0) as_die("pthread_key_create failed");
+}
 
 static void *kernel_scratch(int slot, size_t bytes) {
-    if (bytes > kernel_scratch_cap[slot]) {
-        free(kernel_scratch_ptr[slot]);
-        kernel_scratch_ptr[slot] = as_aligned_alloc(bytes);
-        kernel_scratch_cap[slot] = bytes;
+    kernel_scratch_set *s = kernel_scratch_tls;
+    if (!s) {
+        pthread_once(&kernel_scratch_once, kernel_scratch_key_init);
+        s = kernel_scratch_tls = as_calloc(1, sizeof *s);
+        pthread_setspecific(kernel_scratch_key, s);
     }
-    return kernel_scratch_ptr[slot];
+    if (bytes > s->cap[slot]) {
+        free(s->ptr[slot]);
+        s->ptr[slot] = as_aligned_alloc(bytes);
+        s->cap[slot] = bytes;
+    }
+    return s->ptr[slot];
 }
 
 static bool kernel_type_has_q8(ggml_type t) {
@@ -193,7 +247,7 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
     if (quant_row_size(w->type, w->cols) == 0 || w->row_bytes < quant_row_size(w->type, w->cols) || ldo < w->rows)
         as_die("kernel_matmul: bad matrix (type %d, %lld x %lld, ldo %lld)", (int)w->type, (long long)w->rows, (long long)w->cols, (long long)ldo);
     const int nth = (int)AS_MAX(1, AS_MIN((int64_t)kernel_get_threads(), w->rows));
-    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
+    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type) && n_tokens <= KERNEL_Q8_MAX_TOKENS) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
     else if (n_tokens <= KERNEL_F32_FUSED_MAX_TOKENS) matmul_f32_fused(ops, out, ldo, x, n_tokens, w, nth);
     else matmul_f32_tiled(ops, out, ldo, x, n_tokens, w, nth);
 }
