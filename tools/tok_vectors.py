@@ -16,7 +16,13 @@ combining marks, CJK, Hangul, Arabic, Devanagari, emoji with modifiers and ZWJ,
 and random mixtures of all of these.  Every string is valid UTF-8 and at most
 MAX_CHARS code points.
 
-usage: tools/tok_vectors.py [--model PATH] [--data DIR] [--out FILE]
+With --pre NAME (gpt-2, llama-bpe) the model's vocabulary and merges are copied
+into a metadata-only GGUF whose tokenizer.ggml.pre is NAME, so the other
+pre-tokenizers are checked against llama.cpp on a real 49152-token vocabulary;
+the output is then tests/vectors/tok_smollm_<NAME>.jsonl, and the C test builds
+the same GGUF from the model with its own writer.
+
+usage: tools/tok_vectors.py [--model PATH] [--data DIR] [--out FILE] [--pre NAME]
 (run with ~/.cache/alphaspin/venv/bin/python, which has llama_cpp)
 """
 import argparse
@@ -130,6 +136,33 @@ def synthetic(rng, n):
     return out
 
 
+def write_vocab_with_pre(model, pre, path):
+    """The model's tokenizer metadata in a metadata-only GGUF, with tokenizer.ggml.pre = pre."""
+    import gguf
+    r = gguf.GGUFReader(model)
+    f = lambda k: r.fields[k].contents()
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(1)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(f("tokenizer.ggml.tokens"))
+    w.add_token_types(f("tokenizer.ggml.token_type"))
+    w.add_token_merges(f("tokenizer.ggml.merges"))
+    w.add_bos_token_id(f("tokenizer.ggml.bos_token_id"))
+    w.add_eos_token_id(f("tokenizer.ggml.eos_token_id"))
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     home = os.environ.get("ALPHASPIN_HOME", os.path.expanduser("~/.cache/alphaspin"))
@@ -139,10 +172,19 @@ def main():
     ap.add_argument("--out", default=os.path.join(root, "tests/vectors/tok_smollm.jsonl"))
     ap.add_argument("--per-source", type=int, default=100)
     ap.add_argument("--synthetic", type=int, default=300)
+    ap.add_argument("--pre", default=None)
     args = ap.parse_args()
 
     import llama_cpp
-    llm = llama_cpp.Llama(model_path=args.model, vocab_only=True, verbose=False)
+    model = args.model
+    if args.pre:
+        import tempfile
+        tmp = tempfile.mkdtemp()
+        model = os.path.join(tmp, "vocab_%s.gguf" % args.pre)
+        write_vocab_with_pre(args.model, args.pre, model)
+        if args.out.endswith("tok_smollm.jsonl"):
+            args.out = args.out.replace("tok_smollm.jsonl", "tok_smollm_%s.jsonl" % args.pre)
+    llm = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
     rng = random.Random(SEED)
 
     by_source = {}
@@ -169,7 +211,7 @@ def main():
 
     n = 0
     with open(args.out, "w", encoding="utf-8") as f:
-        meta = {"model": os.path.basename(args.model), "llama_cpp": llama_cpp.__version__, "seed": SEED,
+        meta = {"model": os.path.basename(args.model), "pre": args.pre or "smollm", "llama_cpp": llama_cpp.__version__, "seed": SEED,
                 "note": "ids = llama.cpp tokenize(text, add_bos=False, special=special)"}
         f.write(json.dumps(meta, ensure_ascii=False) + "\n")
         for special, group in ((False, strings), (True, special_cases)):

@@ -49,33 +49,43 @@ static bool name_in_list(const char *name, const char *list) {
     return false;
 }
 
-// llama.cpp classifies whitespace by its table generated from Python's `regex`
-// \s, i.e. the Unicode White_Space property.  PCRE2's \s (with UCP) differs in
-// U+180E MONGOLIAN VOWEL SEPARATOR, which it still counts as a space.  So \s and
-// \S are rewritten as the explicit White_Space set, keeping the regexes as
-// llama.cpp writes them while matching its character classes exactly.
+// llama.cpp classifies characters by its own table (unicode-data.cpp, Unicode
+// 15.1, whitespace from Python's `regex` \s, i.e. the White_Space property).
+// PCRE2 10.42 (Debian 12) has Unicode 14 tables, and its \s still counts U+180E
+// MONGOLIAN VOWEL SEPARATOR as a space.  So the regexes are kept as llama.cpp
+// writes them and, when compiled, \s/\S become the explicit White_Space set and
+// \p{L}/\p{N} gain the letters and numbers Unicode 15.0/15.1 assigned (Kawi, Nag
+// Mundari, Kaktovik numerals, CJK extensions H and I, ...; the full difference
+// between PCRE2's tables and Unicode 15.1, computed with unicodedata2 15.1).
 #define WHITE_SPACE "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-static char *translate_whitespace(const char *re) {
+#define LETTERS_15                                                                                                              \
+    "\\p{L}\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{1B132}"  \
+    "\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+#define NUMBERS_15 "\\p{N}\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+
+static char *translate_classes(const char *re) {
     size_t n = strlen(re);
-    char *out = as_malloc(n * (sizeof WHITE_SPACE + 3) + 1);
+    char *out = as_malloc(n * (sizeof LETTERS_15 + 3) + 1);
     size_t o = 0;
     bool in_class = false;
     for (size_t i = 0; i < n; i++) {
         char c = re[i];
         if (c == '\\' && i + 1 < n) {
             char d = re[i + 1];
-            const char *rep = NULL;
-            if (d == 's') rep = in_class ? WHITE_SPACE : "[" WHITE_SPACE "]";
-            else if (d == 'S' && !in_class) rep = "[^" WHITE_SPACE "]";
-            if (rep) {
-                size_t k = strlen(rep);
-                memcpy(out + o, rep, k);
-                o += k;
+            const char *set = NULL;
+            size_t skip = 1;
+            if (d == 's') set = WHITE_SPACE;
+            else if (d == 'p' && strncmp(re + i, "\\p{L}", 5) == 0) set = LETTERS_15, skip = 4;
+            else if (d == 'p' && strncmp(re + i, "\\p{N}", 5) == 0) set = NUMBERS_15, skip = 4;
+            if (set || (d == 'S' && !in_class)) {
+                // Inside a class the set's items join it; outside they form one.
+                if (d == 'S') o += (size_t)sprintf(out + o, "[^%s]", WHITE_SPACE);
+                else o += (size_t)sprintf(out + o, in_class ? "%s" : "[%s]", set);
             } else {
                 out[o++] = c;
                 out[o++] = d;
             }
-            i++;
+            i += skip;
             continue;
         }
         if (c == '[') in_class = true;
@@ -119,7 +129,7 @@ int bpe_init_pre(tokenizer *t, const char *pre, const char *path) {
     t->ignore_merges = p->llama3;
     if (p->llama3) t->add_bos = true;
     for (int i = 0; i < TOKENIZER_MAX_REGEX && p->regex[i]; i++) {
-        char *re = translate_whitespace(p->regex[i]);
+        char *re = translate_classes(p->regex[i]);
         int err;
         PCRE2_SIZE erroff;
         pcre2_code *code = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &erroff, NULL);
