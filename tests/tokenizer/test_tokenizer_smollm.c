@@ -233,23 +233,38 @@ static void test_invalid_utf8_does_not_crash(void **state) {
     free(ref);
 }
 
-static void test_long_whitespace_run(void **state) {
-    (void)state;
-    // 200k spaces then a word: deep regex backtracking must neither fail nor crawl.
-    size_t n = 200000;
-    char *s = as_malloc(n + 2);
+// 200k spaces, then a newline or a word: deep regex backtracking must neither
+// fail nor crawl, for the smollm and the llama3 regexes.
+static void check_long_run(const tokenizer *t, const char *tail) {
+    size_t n = 200000, k = strlen(tail);
+    char *s = as_malloc(n + k + 1);
     memset(s, ' ', n);
-    memcpy(s + n, "a", 2);
+    memcpy(s + n, tail, k + 1);
     int32_t *ids;
     size_t n_ids;
     double t0 = as_time();
-    assert_int_equal(tokenizer_encode(g_tok, s, n + 1, false, false, &ids, &n_ids), AS_OK);
+    assert_int_equal(tokenizer_encode(t, s, n + k, false, false, &ids, &n_ids), AS_OK);
     assert_true(as_time() - t0 < 20.0);
-    char *back = tokenizer_decode(g_tok, ids, n_ids, false);
+    char *back = tokenizer_decode(t, ids, n_ids, false);
     assert_string_equal(back, s);
     free(back);
     free(ids);
     free(s);
+}
+
+static void test_long_whitespace_run(void **state) {
+    (void)state;
+    check_long_run(g_tok, "a");
+    check_long_run(g_tok, "\n");
+    uint8_t *buf;
+    gguf_file *f = vocab_with_pre("llama-bpe", &buf);
+    tokenizer *t;
+    assert_int_equal(tokenizer_load(&t, f), AS_OK);
+    check_long_run(t, "a");
+    check_long_run(t, "\n\t b");
+    tokenizer_free(t);
+    gguf_close(f);
+    free(buf);
 }
 
 int main(void) {
