@@ -1,11 +1,11 @@
 // AVX-512 (F, BW, VL) + VNNI kernel primitives (see kernels_impl.h).
 //
-// The 32-value block formats (Q4_0, Q4_1, Q8_0: the default model's) take two
-// blocks per 512-bit register and one vpdpbusd (u8 x s8 -> int32, 4 products
-// per lane) instead of AVX2's maddubs + madd pair.  Lanes 0-7 hold block i,
-// lanes 8-15 block i+1, so one per-lane scale vector finishes both.  Dequant,
-// activation quantisation and the K formats reuse the AVX2 code, which is
-// bandwidth-bound or rarely used.
+// The 32-value block formats (Q4_0, Q4_1, Q8_0: the default model's) take four
+// blocks per step: vpdpbusd (u8 x s8 -> int32, 4 products per lane) replaces
+// AVX2's maddubs + madd pair, the fp16 block scales convert four at a time,
+// and the activations come pre-arranged (act_group_*) so no shuffles are
+// needed to pair them with the unpacked weights.  Dequantisation and the K
+// formats reuse the AVX2 code (bandwidth-bound, or rarely used).
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #include <immintrin.h>
 #include <string.h>
@@ -13,70 +13,121 @@
 #include "tensor/kernels_impl.h"
 #include "util/common.h"
 
-static inline float fp16_to_f32(as_fp16 h) { return _cvtsh_ss(h); }
-
-static inline __m256i nibbles_to_bytes(const uint8_t *qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
-}
-
 static inline __m512i join_256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
-static inline __m512 scales_2(float s0, float s1) {
-    return _mm512_mask_mov_ps(_mm512_set1_ps(s0), 0xFF00, _mm512_set1_ps(s1));
+// Activations for Q4_0/Q4_1/Q8_0 weights, in groups of 4 blocks laid out so
+// that one 512-bit load meets the weights as they unpack: for Q4 the low
+// nibbles of 4 weight blocks (elements 0-15 of each) land in one register and
+// the high nibbles (16-31) in another, so the activations are stored as the
+// 4 first halves, then the 4 second halves.  Scales are stored as vectors.
+// Blocks past the last full group stay plain block_q8_1_f32 (AVX2 kernel).
+// Same 40 bytes per block as kernel_act_row_size() promises.
+typedef struct { int8_t lo[4][16]; int8_t hi[4][16]; float d[4]; float s[4]; } act_group_q4;
+typedef struct { int8_t qs[4][32]; float d[4]; float s[4]; } act_group_q8;
+_Static_assert(sizeof(act_group_q4) == 4 * sizeof(block_q8_1_f32), "act_group_q4 size");
+_Static_assert(sizeof(act_group_q8) == 4 * sizeof(block_q8_1_f32), "act_group_q8 size");
+
+static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int64_t n) {
+    if (wtype != GGML_TYPE_Q4_0 && wtype != GGML_TYPE_Q4_1 && wtype != GGML_TYPE_Q8_0) {
+        kernel_quantize_act_avx2(wtype, x, dst, n);
+        return;
+    }
+    const int64_t nb = n / 32, ng = nb / 4;
+    for (int64_t k = 0; k < ng; k++) {
+        block_q8_1_f32 b[4];
+        kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + 128 * k, b, 128);
+        if (wtype == GGML_TYPE_Q8_0) {
+            act_group_q8 *g = (act_group_q8 *)dst + k;
+            for (int j = 0; j < 4; j++) {
+                memcpy(g->qs[j], b[j].qs, 32);
+                g->d[j] = b[j].d;
+                g->s[j] = b[j].s;
+            }
+        } else {
+            act_group_q4 *g = (act_group_q4 *)dst + k;
+            for (int j = 0; j < 4; j++) {
+                memcpy(g->lo[j], b[j].qs, 16);
+                memcpy(g->hi[j], b[j].qs + 16, 16);
+                g->d[j] = b[j].d;
+                g->s[j] = b[j].s;
+            }
+        }
+    }
+    kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + 128 * ng, (block_q8_1_f32 *)dst + 4 * ng, n - 128 * ng);
 }
 
-// Signed x signed: |x| times y with x's sign (negate y where x < 0).
-static inline __m512i dot_s8s8_vnni(__m512i x, __m512i y) {
-    const __mmask64 neg = _mm512_movepi8_mask(x);
-    const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(x), sy);
+static inline float hsum_f32x4(__m128 r) {
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
 }
 
-// Q4_1 . Q8_1: sum_i d_w d_a sum_j q_j a_j + m_w s_a.  Q4_0 is the same with
-// m_w = -8 d_w (its values are q - 8), which keeps the weights unsigned for
-// vpdpbusd.
-static inline float vec_dot_q4_avx512(const void *w, size_t stride, const block_q8_1_f32 *y, int64_t n, bool affine) {
-    const int64_t nb = n / 32;
+static inline uint32_t load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+// Q4_1 . Q8_1, 4 blocks per step: sum_i d_w d_a sum_j q_j a_j + m_w s_a.
+// Q4_0 is the same with m_w = -8 d_w (its values are q - 8), which keeps the
+// weights unsigned for vpdpbusd.  The 4 (d, m) fp16 pairs convert in one
+// vcvtph2ps; each 128-bit lane of the int32 sums belongs to one block, so the
+// 4 scales are spread lane-wise with one permute.
+static inline float vec_dot_q4_avx512(const uint8_t *w, size_t stride, const void *act, int64_t n, bool affine) {
+    const int64_t nb = n / 32, ng = nb / 4;
+    const act_group_q4 *g = act;
+    const int qoff = affine ? 4 : 2;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i lane_of = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m256i deinterleave = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     __m512 acc = _mm512_setzero_ps();
-    float summs = 0;
-    int64_t i = 0;
-    const uint8_t *base = w;
-    for (; i + 2 <= nb; i += 2) {
-        const uint8_t *b0 = base + (size_t)i * stride, *b1 = b0 + stride;
-        const uint8_t *q0 = b0 + (affine ? 4 : 2), *q1 = b1 + (affine ? 4 : 2);
-        const __m512i qx = join_256(nibbles_to_bytes(q0), nibbles_to_bytes(q1));
-        const __m512i qy = join_256(_mm256_loadu_si256((const __m256i *)y[i].qs), _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);
-        as_fp16 h[4];
-        memcpy(h, b0, 4);
-        const float d0 = fp16_to_f32(h[0]), m0 = affine ? fp16_to_f32(h[1]) : -8.0f * d0;
-        memcpy(h + 2, b1, 4);
-        const float d1 = fp16_to_f32(h[2]), m1 = affine ? fp16_to_f32(h[3]) : -8.0f * d1;
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scales_2(d0 * y[i].d, d1 * y[i + 1].d), acc);
-        summs += m0 * y[i].s + m1 * y[i + 1].s;
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t k = 0; k < ng; k++, w += 4 * stride) {
+        __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(w + qoff)));
+        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + stride + qoff)), 1);
+        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + 2 * stride + qoff)), 2);
+        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + 3 * stride + qoff)), 3);
+        const __m512i lo = _mm512_and_si512(z, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(g[k].lo));
+        p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(g[k].hi));
+        // (d, m) of the 4 blocks (for Q4_0 the "m" halves are quant bytes, unused).
+        const __m128i h = _mm_setr_epi32((int)load_u32(w), (int)load_u32(w + stride), (int)load_u32(w + 2 * stride), (int)load_u32(w + 3 * stride));
+        const __m256 dm = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), deinterleave);
+        const __m128 dw = _mm256_castps256_ps128(dm);
+        const __m128 mw = affine ? _mm256_extractf128_ps(dm, 1) : _mm_mul_ps(dw, _mm_set1_ps(-8.0f));
+        acc_m = _mm_fmadd_ps(mw, _mm_loadu_ps(g[k].s), acc_m);
+        const __m128 sc = _mm_mul_ps(dw, _mm_loadu_ps(g[k].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lane_of, _mm512_castps128_ps512(sc)), acc);
     }
-    float s = _mm512_reduce_add_ps(acc) + summs;
-    if (i < nb) { // odd block count: last block with the AVX2 kernel
-        const uint8_t *b = base + (size_t)i * stride;
-        s += kernel_vec_dot_avx2(affine ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0, b, y + i, 32);
-    }
+    float s = _mm512_reduce_add_ps(acc) + hsum_f32x4(acc_m);
+    if (4 * ng < nb) s += kernel_vec_dot_avx2(affine ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0, w, (const block_q8_1_f32 *)act + 4 * ng, n - 128 * ng);
     return s;
 }
 
-static float vec_dot_q8_0_avx512(const block_q8_0 *x, const block_q8_1_f32 *y, int64_t n) {
-    const int64_t nb = n / QK8_0;
+// Q8_0 . Q8_1, 4 blocks per step.  Signed weights become unsigned by flipping
+// the top bit (w + 128); the excess 128 * sum(a) per block is removed with
+// the activation sums: d_w (d_a sum((w+128) a) - 128 s_a).
+static float vec_dot_q8_0_avx512(const uint8_t *w, const void *act, int64_t n) {
+    const size_t stride = sizeof(block_q8_0);
+    const int64_t nb = n / QK8_0, ng = nb / 4;
+    const act_group_q8 *g = act;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     __m512 acc = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m512i qx = join_256(_mm256_loadu_si256((const __m256i *)x[i].qs), _mm256_loadu_si256((const __m256i *)x[i + 1].qs));
-        const __m512i qy = join_256(_mm256_loadu_si256((const __m256i *)y[i].qs), _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        const __m512i p = dot_s8s8_vnni(qx, qy);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scales_2(fp16_to_f32(x[i].d) * y[i].d, fp16_to_f32(x[i + 1].d) * y[i + 1].d), acc);
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t k = 0; k < ng; k++, w += 4 * stride) {
+        const __m512i x01 = join_256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_loadu_si256((const __m256i *)(w + stride + 2)));
+        const __m512i x23 = join_256(_mm256_loadu_si256((const __m256i *)(w + 2 * stride + 2)), _mm256_loadu_si256((const __m256i *)(w + 3 * stride + 2)));
+        const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(x01, flip), _mm512_loadu_si512(g[k].qs[0]));
+        const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(x23, flip), _mm512_loadu_si512(g[k].qs[2]));
+        const __m128i h = _mm_setr_epi16((short)load_u16(w), (short)load_u16(w + stride), (short)load_u16(w + 2 * stride), (short)load_u16(w + 3 * stride), 0, 0, 0, 0);
+        const __m128 dw = _mm_cvtph_ps(h);
+        acc_m = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(-128.0f)), _mm_loadu_ps(g[k].s), acc_m);
+        const __m512 sc = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(g[k].d)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(lanes01, sc), acc);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(lanes23, sc), acc);
     }
-    float s = _mm512_reduce_add_ps(acc);
-    if (i < nb) s += kernel_vec_dot_avx2(GGML_TYPE_Q8_0, x + i, y + i, QK8_0);
+    float s = _mm512_reduce_add_ps(acc) + hsum_f32x4(acc_m);
+    if (4 * ng < nb) s += kernel_vec_dot_avx2(GGML_TYPE_Q8_0, w, (const block_q8_1_f32 *)act + 4 * ng, n - 128 * ng);
     return s;
 }
 
@@ -110,6 +161,6 @@ const kernel_ops kernel_ops_avx512 = {
     .name = "avx512",
     .dequant_row = kernel_dequant_row_avx2,
     .dot_f32 = dot_f32_avx512,
-    .quantize_act = kernel_quantize_act_avx2,
+    .quantize_act = quantize_act_avx512,
     .vec_dot = vec_dot_avx512,
 };
