@@ -17,42 +17,19 @@
 
 #include "util/common.h"
 
-// Type traits of the supported formats.  gguf/gguf.h declares the public
-// ggml_type_block_* functions; this private copy keeps the tensor layer
-// buildable on its own.
-static int64_t quant_block_elems(ggml_type t) {
-    switch (t) {
-    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: return 1;
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q8_0: return 32;
-    case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: return QK_K;
-    default: return 0;
-    }
-}
-
-static size_t quant_block_bytes(ggml_type t) {
-    switch (t) {
-    case GGML_TYPE_F32: return 4;
-    case GGML_TYPE_F16: case GGML_TYPE_BF16: return 2;
-    case GGML_TYPE_Q4_0: return sizeof(block_q4_0);
-    case GGML_TYPE_Q4_1: return sizeof(block_q4_1);
-    case GGML_TYPE_Q8_0: return sizeof(block_q8_0);
-    case GGML_TYPE_Q4_K: return sizeof(block_q4_K);
-    case GGML_TYPE_Q6_K: return sizeof(block_q6_K);
-    default: return 0;
-    }
-}
-
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
 _Static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
 _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 
+// The block traits (elements, bytes) live with the file format in gguf.c.
 size_t quant_row_size(ggml_type t, int64_t n) {
-    int64_t be = quant_block_elems(t);
-    if (be == 0 || n < 0 || n % be != 0) return 0;
+    if (!ggml_type_supported(t)) return 0;
+    const int64_t be = ggml_type_block_elems(t);
+    if (be <= 0 || n < 0 || n % be != 0) return 0;
     size_t out;
-    if (as_mul_overflow((size_t)(n / be), quant_block_bytes(t), &out)) return 0;
+    if (as_mul_overflow((size_t)(n / be), ggml_type_block_bytes(t), &out)) return 0;
     return out;
 }
 

@@ -32,20 +32,6 @@ static const ggml_type all_types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF
                                       GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
 static const int64_t token_counts[] = {1, 2, 3, 7, 33, 100};
 
-static const char *ggml_type_name_test(ggml_type t) {
-    switch (t) {
-    case GGML_TYPE_F32: return "F32";
-    case GGML_TYPE_F16: return "F16";
-    case GGML_TYPE_BF16: return "BF16";
-    case GGML_TYPE_Q8_0: return "Q8_0";
-    case GGML_TYPE_Q4_0: return "Q4_0";
-    case GGML_TYPE_Q4_1: return "Q4_1";
-    case GGML_TYPE_Q4_K: return "Q4_K";
-    case GGML_TYPE_Q6_K: return "Q6_K";
-    default: return "?";
-    }
-}
-
 static bool is_k(ggml_type t) { return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K; }
 static bool is_float(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
@@ -167,13 +153,13 @@ static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng,
                     for (int64_t r = rows; r < ldo; r++) assert_true(isnan(out[t * ldo + r]));
                 const double e = rel_error(out, ldo, ref, nt, rows);
                 if (p == KERNEL_PRECISION_F32 || is_float(type) || nt > KERNEL_Q8_MAX_TOKENS) {
-                    if (!(e < 1e-5)) fail_msg("%s F32 %s %lldx%lld tokens %lld: relative error %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, e);
+                    if (!(e < 1e-5)) fail_msg("%s F32 %s %lldx%lld tokens %lld: relative error %.3g", kernel_isa_name(isa), ggml_type_name(type), (long long)rows, (long long)cols, (long long)nt, e);
                     *worst_f32 = AS_MAX(*worst_f32, e);
                 } else {
                     const double eq = rel_error(out, ldo, ref_q, nt, rows);
                     const double e = scaled_error(out, ldo, ref, nt, x, &tm);
-                    if (!(eq < 1e-5)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs 8-bit activations %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, eq);
-                    if (!(e < 2e-2)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs fp32 %.3g", kernel_isa_name(isa), ggml_type_name_test(type), (long long)rows, (long long)cols, (long long)nt, e);
+                    if (!(eq < 1e-5)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs 8-bit activations %.3g", kernel_isa_name(isa), ggml_type_name(type), (long long)rows, (long long)cols, (long long)nt, eq);
+                    if (!(e < 2e-2)) fail_msg("%s Q8 %s %lldx%lld tokens %lld: error vs fp32 %.3g", kernel_isa_name(isa), ggml_type_name(type), (long long)rows, (long long)cols, (long long)nt, e);
                     *worst_q8x = AS_MAX(*worst_q8x, eq);
                     *worst_q8 = AS_MAX(*worst_q8, e);
                 }
@@ -206,7 +192,7 @@ static void test_matmul_all_isas_all_types(void **state) {
         check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq);
         check_shape(t, 37, small_cols, &rng, &wf, &wqx, &wq);
         check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq);
-        fprintf(stderr, "%-5s worst relative error: F32 %.2g", ggml_type_name_test(t), wf);
+        fprintf(stderr, "%-5s worst relative error: F32 %.2g", ggml_type_name(t), wf);
         if (!is_float(t)) fprintf(stderr, ", Q8 vs 8-bit activations %.2g, Q8 vs fp32 %.2g", wqx, wq);
         fprintf(stderr, "\n");
     }

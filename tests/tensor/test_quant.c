@@ -18,20 +18,6 @@ typedef struct qv_record {
 
 enum { QV_REF_QUANT = 1, QV_GGML = 2 };
 
-static const char *type_name(ggml_type t) {
-    switch (t) {
-    case GGML_TYPE_F32: return "F32";
-    case GGML_TYPE_F16: return "F16";
-    case GGML_TYPE_BF16: return "BF16";
-    case GGML_TYPE_Q8_0: return "Q8_0";
-    case GGML_TYPE_Q4_0: return "Q4_0";
-    case GGML_TYPE_Q4_1: return "Q4_1";
-    case GGML_TYPE_Q4_K: return "Q4_K";
-    case GGML_TYPE_Q6_K: return "Q6_K";
-    default: return "?";
-    }
-}
-
 // Standard normal by Box-Muller (util/rng.h has only uniforms).
 static double rng_normal(as_rng *r) {
     double u1 = as_rng_uniform(r), u2 = as_rng_uniform(r);
@@ -176,7 +162,7 @@ static void test_round_trip_error_bounds(void **state) {
             sx += (double)x[i] * x[i];
         }
         double rel = sqrt(se / sx);
-        fprintf(stderr, "round trip %-5s relative rms error %.3g (bound %.3g)\n", type_name(cases[c].t), rel, cases[c].bound);
+        fprintf(stderr, "round trip %-5s relative rms error %.3g (bound %.3g)\n", ggml_type_name(cases[c].t), rel, cases[c].bound);
         assert_true(rel <= cases[c].bound);
     }
     free(x);
