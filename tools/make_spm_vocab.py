@@ -178,6 +178,12 @@ def main():
                     rec = {"text": s, "ids": ids, "add_space_prefix": space_prefix, "add_bos": add_bos, "special": special,
                            "roundtrip": back == s.encode("utf-8")}
                     lines.append(json.dumps(rec, ensure_ascii=False))
+            # Invalid UTF-8, written as "hex": llama.cpp groups bytes by their lead byte
+            # and spells what is not a token with byte tokens.
+            for b in (b"ab\xff\xfe c", b"\xe2\x82 x", b"end\xc3", b"\x80\x80", b"\xf0\x9f\x98 no", b"\xed\xa0\x80 s", b"caf\xc3"):
+                ids = llm.tokenize(b, add_bos=False, special=False)
+                lines.append(json.dumps({"hex": b.hex(), "ids": ids, "add_space_prefix": space_prefix, "add_bos": False,
+                                         "special": False, "roundtrip": False}))
             del llm
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

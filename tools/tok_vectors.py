@@ -209,6 +209,10 @@ def main():
         "",
     ]
 
+    # Invalid UTF-8 (bytes, written as "hex"): llama.cpp reads each bad byte as U+FFFD.
+    invalid = [b"ab\xff\xfe c", b"\xe2\x82 x", b"end\xc3", b"\x80\x80\x80", b"ok \xf0\x9f\x98 no", b"\xed\xa0\x80 surrogate",
+               b"\xc0\x80 overlong", b"\xf8\x88\x80\x80\x80 five", b"mixed \xe6\x97\xa5\xe6\x9c word\xff's"]
+
     n = 0
     with open(args.out, "w", encoding="utf-8") as f:
         meta = {"model": os.path.basename(args.model), "pre": args.pre or "smollm", "llama_cpp": llama_cpp.__version__, "seed": SEED,
@@ -221,6 +225,10 @@ def main():
                 rec = {"text": s, "ids": ids, "special": special, "roundtrip": back == s.encode("utf-8")}
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 n += 1
+        for b in invalid:
+            ids = llm.tokenize(b, add_bos=False, special=False)
+            f.write(json.dumps({"hex": b.hex(), "ids": ids, "special": False, "roundtrip": False}) + "\n")
+            n += 1
     print("wrote %d strings to %s (%d bytes)" % (n, args.out, os.path.getsize(args.out)), file=sys.stderr)
 
 

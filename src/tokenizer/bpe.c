@@ -154,13 +154,16 @@ void bpe_free(tokenizer *t) {
 
 // ---------------------------------------------------------------------------
 
-// Rewrites text as well-formed UTF-8 following llama.cpp's decoder: a byte that
-// does not start a complete sequence becomes U+FFFD; overlong forms are re-encoded
-// canonically; surrogates and code points above U+10FFFF (which llama.cpp cannot
-// re-encode) also become U+FFFD.  Output is at most 3x the input.
-static size_t utf8_sanitize(const char *in, size_t len, char *out) {
+// Rewrites text the way llama.cpp's decoder reads it: a byte that does not
+// start a complete sequence becomes U+FFFD; overlong forms are re-encoded
+// canonically; code points above U+10FFFF (which llama.cpp cannot re-encode)
+// become U+FFFD.  Surrogates (ED A0..BF xx) stay as llama.cpp keeps them, but
+// PCRE2 rejects them, so *n_surrogates counts them for the caller to mask.
+// Output is at most 3x the input.
+static size_t utf8_sanitize(const char *in, size_t len, char *out, size_t *n_surrogates) {
     const uint8_t *s = (const uint8_t *)in;
     size_t i = 0, o = 0;
+    *n_surrogates = 0;
     while (i < len) {
         uint32_t cp;
         size_t k;
@@ -180,7 +183,8 @@ static size_t utf8_sanitize(const char *in, size_t len, char *out) {
             else cp = 0xfffd, k = 1;
         } else cp = 0xfffd, k = 1;
         i += k;
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) cp = 0xfffd;
+        if (cp > 0x10ffff) cp = 0xfffd;
+        *n_surrogates += cp >= 0xd800 && cp <= 0xdfff;
         if (cp < 0x80) out[o++] = (char)cp;
         else if (cp < 0x800) {
             out[o++] = (char)(0xc0 | (cp >> 6));
@@ -367,7 +371,18 @@ int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len, tok_ve
     if (len == 0) return AS_OK;
     if (len > SIZE_MAX / 3 - 1) return as_error("tokenizer: text of %zu bytes is too long", len);
     char *clean = as_malloc(3 * len + 1);
-    size_t clen = utf8_sanitize(text, len, clean);
+    size_t n_surrogates;
+    size_t clen = utf8_sanitize(text, len, clean, &n_surrogates);
+    // The regexes see each surrogate as U+FFFD: also three bytes, and also of no
+    // letter/number/space class (llama.cpp's table: Cs is "other"), so the
+    // splits are the same; the words keep llama.cpp's bytes.
+    char *rx = clean;
+    if (n_surrogates) {
+        rx = as_malloc(clen + 1);
+        memcpy(rx, clean, clen);
+        for (size_t i = 0; i + 2 < clen; i++)
+            if ((uint8_t)rx[i] == 0xed && (uint8_t)rx[i + 1] >= 0xa0) memcpy(rx + i, "\xef\xbf\xbd", 3), i += 2;
+    }
 
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     pcre2_match_context *mc = pcre2_match_context_create(NULL);
@@ -380,7 +395,7 @@ int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len, tok_ve
     span_push(&a, 0, clen);
     int rc = AS_OK;
     for (int r = 0; r < t->n_regex && rc == AS_OK; r++) {
-        rc = regex_split(t, t->regex[r], clean, &a, &b, md, mc);
+        rc = regex_split(t, t->regex[r], rx, &a, &b, md, mc);
         span_vec tmp = a;
         a = b;
         b = tmp;
@@ -414,6 +429,7 @@ int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len, tok_ve
     pcre2_jit_stack_free(js);
     pcre2_match_context_free(mc);
     pcre2_match_data_free(md);
+    if (rx != clean) free(rx);
     free(clean);
     return rc;
 }

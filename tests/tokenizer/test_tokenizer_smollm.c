@@ -49,15 +49,27 @@ static int check_vectors(const tokenizer *tok, const char *path, int *n_special_
         cJSON *rec = cJSON_Parse(line);
         assert_non_null(rec);
         const cJSON *text = cJSON_GetObjectItem(rec, "text"), *ids = cJSON_GetObjectItem(rec, "ids");
-        if (!cJSON_IsString(text)) { // metadata line
+        const cJSON *hex = cJSON_GetObjectItem(rec, "hex"); // bytes that are not valid UTF-8
+        if (!cJSON_IsString(text) && !cJSON_IsString(hex)) { // metadata line
             cJSON_Delete(rec);
             continue;
         }
         bool special = cJSON_IsTrue(cJSON_GetObjectItem(rec, "special"));
-        const char *s = text->valuestring;
+        char bytes[256];
+        const char *s = text ? text->valuestring : bytes;
+        size_t slen = text ? strlen(s) : strlen(hex->valuestring) / 2;
+        if (!text) {
+            assert_true(slen < sizeof bytes);
+            for (size_t i = 0; i < slen; i++) {
+                unsigned v;
+                assert_int_equal(sscanf(hex->valuestring + 2 * i, "%2x", &v), 1);
+                bytes[i] = (char)v;
+            }
+            bytes[slen] = 0;
+        }
         int32_t *got;
         size_t n_got;
-        assert_int_equal(tokenizer_encode(tok, s, strlen(s), false, special, &got, &n_got), AS_OK);
+        assert_int_equal(tokenizer_encode(tok, s, slen, false, special, &got, &n_got), AS_OK);
         int n_want = cJSON_GetArraySize(ids);
         bool same = (int)n_got == n_want;
         for (int i = 0; same && i < n_want; i++) same = got[i] == cJSON_GetArrayItem(ids, i)->valueint;

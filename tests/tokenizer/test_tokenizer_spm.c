@@ -97,14 +97,26 @@ static void test_matches_llama_cpp(void **state) {
     for (char *line = strtok(copy, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *rec = cJSON_Parse(line);
         assert_non_null(rec);
-        const char *s = cJSON_GetObjectItem(rec, "text")->valuestring;
+        const cJSON *text = cJSON_GetObjectItem(rec, "text"), *hex = cJSON_GetObjectItem(rec, "hex");
+        char bytes[256];
+        const char *s = text ? text->valuestring : bytes;
+        size_t slen = text ? strlen(s) : strlen(hex->valuestring) / 2;
+        if (!text) { // bytes that are not valid UTF-8
+            assert_true(slen < sizeof bytes);
+            for (size_t i = 0; i < slen; i++) {
+                unsigned v;
+                assert_int_equal(sscanf(hex->valuestring + 2 * i, "%2x", &v), 1);
+                bytes[i] = (char)v;
+            }
+            bytes[slen] = 0;
+        }
         const cJSON *ids = cJSON_GetObjectItem(rec, "ids");
         int prefix = cJSON_IsTrue(cJSON_GetObjectItem(rec, "add_space_prefix"));
         bool add_bos = cJSON_IsTrue(cJSON_GetObjectItem(rec, "add_bos"));
         bool special = cJSON_IsTrue(cJSON_GetObjectItem(rec, "special"));
         int32_t *got;
         size_t n_got;
-        assert_int_equal(tokenizer_encode(tok[prefix], s, strlen(s), add_bos, special, &got, &n_got), AS_OK);
+        assert_int_equal(tokenizer_encode(tok[prefix], s, slen, add_bos, special, &got, &n_got), AS_OK);
         int n_want = cJSON_GetArraySize(ids);
         bool same = (int)n_got == n_want;
         for (int i = 0; same && i < n_want; i++) same = got[i] == cJSON_GetArrayItem(ids, i)->valueint;
