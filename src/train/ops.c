@@ -1,0 +1,278 @@
+// Forward/backward pairs of the transformer layers (see ops.h for shapes).
+// The math of each backward is written above it.
+#include "train/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+// ---- embedding ----
+
+void train_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    for (int64_t t = 0; t < N; t++) {
+        const float *e = E + (int64_t)tok[t] * C;
+        float *o = out + t * C;
+        for (int64_t j = 0; j < C; j++) o[j] = scale * e[j];
+    }
+}
+
+// Rows of repeated tokens add up in token order (serial: deterministic, and
+// N x C is negligible beside the matrix products).
+void train_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    for (int64_t t = 0; t < N; t++) {
+        float *de = dE + (int64_t)tok[t] * C;
+        const float *d = dout + t * C;
+        for (int64_t j = 0; j < C; j++) de[j] += scale * d[j];
+    }
+}
+
+// ---- linear ----
+
+void train_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim) {
+    if (N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out_dim, (int)in, 1.0f, x, (int)in, W, (int)in, 0.0f, out,
+                (int)out_dim);
+}
+
+// y = x W^T  =>  dx = dy W (N x in),  dW = dy^T x (out x in).
+void train_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in,
+                           int64_t out_dim) {
+    if (N == 0) return;
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)out_dim, 1.0f, dout, (int)out_dim, W, (int)in,
+                    1.0f, dx, (int)in);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out_dim, (int)in, (int)N, 1.0f, dout, (int)out_dim, x, (int)in, 1.0f,
+                    dW, (int)in);
+}
+
+// ---- RMSNorm ----
+
+// Sum of squares in double, as the inference engine (src/model/forward.c) does,
+// so that both give the same normalised rows.
+void train_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+#pragma omp parallel for num_threads(nth) if (N > 1)
+    for (int64_t t = 0; t < N; t++) {
+        const float *xt = x + t * C;
+        double ss = 0.0;
+        for (int64_t j = 0; j < C; j++) ss += (double)xt[j] * xt[j];
+        const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+        rstd[t] = r;
+        float *o = out + t * C;
+        for (int64_t j = 0; j < C; j++) o[j] = xt[j] * r * w[j];
+    }
+}
+
+// y_j = x_j r w_j, r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C:
+//   dw_j += sum_t dy_j x_j r
+//   dx_j += r (dy_j w_j) - r^3 x_j / C * sum_k dy_k w_k x_k
+// dw is reduced over rows by column blocks, each summed in row order.
+void train_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N,
+                            int64_t C, int nth) {
+    if (dx) {
+#pragma omp parallel for num_threads(nth) if (N > 1)
+        for (int64_t t = 0; t < N; t++) {
+            const float *xt = x + t * C, *dy = dout + t * C;
+            const float r = rstd[t];
+            double dot = 0.0;
+            for (int64_t j = 0; j < C; j++) dot += (double)dy[j] * w[j] * xt[j];
+            const float c = (float)(dot * (double)r * r * r / (double)C);
+            float *d = dx + t * C;
+            for (int64_t j = 0; j < C; j++) d[j] += r * dy[j] * w[j] - c * xt[j];
+        }
+    }
+    if (dw) {
+        const int64_t blk = 64, nb = (C + blk - 1) / blk;
+#pragma omp parallel for num_threads(nth) if (nb > 1)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t j0 = b * blk, j1 = j0 + blk < C ? j0 + blk : C;
+            float acc[64] = {0};
+            for (int64_t t = 0; t < N; t++) {
+                const float *xt = x + t * C, *dy = dout + t * C;
+                const float r = rstd[t];
+                for (int64_t j = j0; j < j1; j++) acc[j - j0] += dy[j] * xt[j] * r;
+            }
+            for (int64_t j = j0; j < j1; j++) dw[j] += acc[j - j0];
+        }
+    }
+}
+
+// ---- rotary embedding ----
+
+static void rope_rows(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign,
+                      int nth) {
+    const int half = n_rot / 2;
+#pragma omp parallel for num_threads(nth) if (N > 1)
+    for (int64_t t = 0; t < N; t++) {
+        const float *c = cs + t * half, *s = sn + t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * d;
+            for (int i = 0; i < half; i++) {
+                const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                const float x0 = v[i0], x1 = v[i1], si = sign * s[i];
+                v[i0] = x0 * c[i] - x1 * si;
+                v[i1] = x0 * si + x1 * c[i];
+            }
+        }
+    }
+}
+
+void train_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    rope_rows(x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, nth);
+}
+
+// y = R(a) x with R orthogonal  =>  dx = R(a)^T dy = R(-a) dy.
+void train_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    rope_rows(dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, nth);
+}
+
+// ---- causal attention ----
+
+static float dot_f(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// Work items are (sequence, head); each writes only its own rows' head slice.
+void train_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                             const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    const int group = H / Hkv;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = (int64_t)n_seq * H;
+    const float scale = 1.0f / sqrtf((float)d);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int32_t b = (int32_t)(it / H);
+        const int h = (int)(it % H), g = h / group;
+        const int64_t t0 = seq_off[b];
+        float *s = scratch + (int64_t)omp_get_thread_num() * max_len;
+        for (int32_t i = 0; i < seq_len[b]; i++) {
+            const float *qi = q + (t0 + i) * qd + (int64_t)h * d;
+            float mx = -INFINITY;
+            for (int32_t j = 0; j <= i; j++) {
+                s[j] = scale * dot_f(qi, k + (t0 + j) * kvd + (int64_t)g * d, d);
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            double sum = 0.0;
+            for (int32_t j = 0; j <= i; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            float *o = out + (t0 + i) * qd + (int64_t)h * d;
+            memset(o, 0, sizeof(float) * (size_t)d);
+            for (int32_t j = 0; j <= i; j++) {
+                const float p = s[j] * inv;
+                const float *vj = v + (t0 + j) * kvd + (int64_t)g * d;
+                for (int c = 0; c < d; c++) o[c] += p * vj[c];
+            }
+            lse[(t0 + i) * H + h] = mx + (float)log(sum);
+        }
+    }
+}
+
+// With s_ij = scale q_i.k_j, p_ij = exp(s_ij - lse_i), o_i = sum_j p_ij v_j:
+//   dv_j += sum_i p_ij do_i
+//   dp_ij = do_i.v_j,  D_i = do_i.o_i = sum_j p_ij dp_ij
+//   ds_ij = p_ij (dp_ij - D_i)                       (softmax backward)
+//   dq_i += scale sum_j ds_ij k_j,  dk_j += scale sum_i ds_ij q_i
+// Work items are (sequence, K/V head): the heads sharing a K/V head write its
+// dk/dv rows, so they run in one item, in head order.
+void train_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H,
+                              int Hkv, int d, int nth) {
+    const int group = H / Hkv;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = (int64_t)n_seq * Hkv;
+    const float scale = 1.0f / sqrtf((float)d);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int32_t b = (int32_t)(it / Hkv);
+        const int g = (int)(it % Hkv);
+        const int64_t t0 = seq_off[b];
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            for (int32_t i = 0; i < seq_len[b]; i++) {
+                const int64_t ti = t0 + i;
+                const float *qi = q + ti * qd + (int64_t)h * d, *doi = dout + ti * qd + (int64_t)h * d;
+                const float D = dot_f(doi, out + ti * qd + (int64_t)h * d, d), l = lse[ti * H + h];
+                float *dqi = dq + ti * qd + (int64_t)h * d;
+                for (int32_t j = 0; j <= i; j++) {
+                    const int64_t kj = (t0 + j) * kvd + (int64_t)g * d;
+                    const float p = expf(scale * dot_f(qi, k + kj, d) - l);
+                    const float ds = p * (dot_f(doi, v + kj, d) - D) * scale;
+                    float *dkj = dk + kj, *dvj = dv + kj;
+                    const float *kjp = k + kj;
+                    for (int c = 0; c < d; c++) {
+                        dqi[c] += ds * kjp[c];
+                        dkj[c] += ds * qi[c];
+                        dvj[c] += p * doi[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- gated linear unit ----
+
+#define GELU_K 0.7978845608028654f // sqrt(2 / pi)
+
+void train_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+#pragma omp parallel for num_threads(nth) if (n > 4096)
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        const float a = gelu ? 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))) : x / (1.0f + expf(-x));
+        h[i] = a * u[i];
+    }
+}
+
+// h = act(g) u:  dg += dh u act'(g),  du += dh act(g), with
+//   SiLU:  act = g s, s = sigmoid(g);  act' = s (1 + g (1 - s))
+//   GELU:  act = g/2 (1 + t), t = tanh(k (g + 0.044715 g^3));
+//          act' = (1 + t)/2 + g/2 (1 - t^2) k (1 + 3 * 0.044715 g^2)
+void train_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+#pragma omp parallel for num_threads(nth) if (n > 4096)
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        float a, da;
+        if (gelu) {
+            const float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            a = 0.5f * x * (1.0f + t);
+            da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        } else {
+            const float s = 1.0f / (1.0f + expf(-x));
+            a = x * s;
+            da = s * (1.0f + x * (1.0f - s));
+        }
+        dg[i] += dh[i] * u[i] * da;
+        du[i] += dh[i] * a;
+    }
+}
+
+// ---- log-softmax of the target token ----
+
+void train_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+#pragma omp parallel for num_threads(nth) if (rows > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *z = logits + r * V;
+        float mx = z[0];
+        for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        double sum = 0.0;
+        for (int64_t j = 0; j < V; j++) sum += expf(z[j] - mx);
+        lse[r] = mx + (float)log(sum);
+        logp[r] = z[target[r]] - lse[r];
+    }
+}
+
+// d logp / d z_j = [j == target] - softmax(z)_j.
+void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
+                               int64_t rows, int64_t V, int nth) {
+#pragma omp parallel for num_threads(nth) if (rows > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *z = logits + r * V;
+        float *dz = dlogits + r * V;
+        const float g = dlogp[r], l = lse[r];
+        for (int64_t j = 0; j < V; j++) dz[j] -= g * expf(z[j] - l);
+        dz[target[r]] += g;
+    }
+}

@@ -1,0 +1,164 @@
+// AdamW, RMSprop, SGD (torch.optim's update rules), schedules and clipping.
+#include "train/optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util/common.h"
+
+void optim_config_default(optim_config *c, optim_kind kind) {
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->lr = kind == OPTIM_RMSPROP ? 1e-2f : 1e-3f;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-8f;
+    c->alpha = 0.99f;
+    c->weight_decay = kind == OPTIM_ADAMW ? 1e-2f : 0.0f;
+    c->schedule = OPTIM_SCHEDULE_CONSTANT;
+}
+
+int optim_init(optim **out, const optim_config *c, size_t n_params) {
+    *out = NULL;
+    if (c->kind != OPTIM_ADAMW && c->kind != OPTIM_RMSPROP && c->kind != OPTIM_SGD)
+        return as_error("optimizer: unknown kind %d", (int)c->kind);
+    if (!(c->lr >= 0.0f) || !isfinite(c->lr)) return as_error("optimizer: learning rate %g: expected a finite value >= 0", (double)c->lr);
+    if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+        return as_error("optimizer: betas (%g, %g): expected values in [0, 1)", (double)c->beta1, (double)c->beta2);
+    if (!(c->alpha >= 0.0f && c->alpha < 1.0f)) return as_error("optimizer: RMSprop alpha %g: expected a value in [0, 1)", (double)c->alpha);
+    if (!(c->eps > 0.0f) && c->kind != OPTIM_SGD) return as_error("optimizer: eps %g: expected a value > 0", (double)c->eps);
+    if (!(c->momentum >= 0.0f && c->momentum < 1.0f)) return as_error("optimizer: momentum %g: expected a value in [0, 1)", (double)c->momentum);
+    if (!(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay))
+        return as_error("optimizer: weight decay %g: expected a finite value >= 0", (double)c->weight_decay);
+    if (!(c->warmup_ratio >= 0.0f && c->warmup_ratio <= 1.0f))
+        return as_error("optimizer: warm-up ratio %g: expected a value in [0, 1]", (double)c->warmup_ratio);
+    if (c->schedule != OPTIM_SCHEDULE_CONSTANT && c->schedule != OPTIM_SCHEDULE_LINEAR && c->schedule != OPTIM_SCHEDULE_COSINE)
+        return as_error("optimizer: unknown schedule %d", (int)c->schedule);
+    if ((c->schedule != OPTIM_SCHEDULE_CONSTANT || c->warmup_ratio > 0.0f) && c->total_steps < 1)
+        return as_error("optimizer: schedule needs total_steps >= 1, found %lld", (long long)c->total_steps);
+    if (!(c->max_grad_norm >= 0.0f)) return as_error("optimizer: max_grad_norm %g: expected a value >= 0", (double)c->max_grad_norm);
+    optim *o = as_calloc(1, sizeof *o);
+    o->cfg = *c;
+    o->n = n_params;
+    const bool need_m = c->kind == OPTIM_ADAMW || (c->kind == OPTIM_SGD && c->momentum > 0.0f);
+    const bool need_v = c->kind == OPTIM_ADAMW || c->kind == OPTIM_RMSPROP;
+    if (need_m) o->m = as_calloc(AS_MAX(n_params, (size_t)1), sizeof(float));
+    if (need_v) o->v = as_calloc(AS_MAX(n_params, (size_t)1), sizeof(float));
+    *out = o;
+    return AS_OK;
+}
+
+void optim_free(optim *o) {
+    if (!o) return;
+    free(o->m);
+    free(o->v);
+    free(o);
+}
+
+// transformers.optimization: warm-up steps = ceil(total * ratio); the factor
+// for step s (the number of updates already done) is s / warm-up during it,
+// then 1 (constant), (total - s) / (total - warm-up) (linear) or
+// (1 + cos(pi * progress)) / 2 (cosine), never below 0.
+double optim_lr_factor(const optim_config *c, int64_t s) {
+    const int64_t total = c->total_steps, warm = (int64_t)ceil((double)total * (double)c->warmup_ratio);
+    if (s < warm) return (double)s / (double)AS_MAX(warm, (int64_t)1);
+    const double progress = (double)(s - warm) / (double)AS_MAX(total - warm, (int64_t)1);
+    switch (c->schedule) {
+    case OPTIM_SCHEDULE_LINEAR: return fmax(0.0, (double)(total - s) / (double)AS_MAX(total - warm, (int64_t)1));
+    case OPTIM_SCHEDULE_COSINE: return fmax(0.0, 0.5 * (1.0 + cos(M_PI * progress)));
+    default: return 1.0;
+    }
+}
+
+// Blocks of a fixed size, each summed serially, then the block sums in order:
+// the same bits for any thread count.
+#define NORM_BLOCK 65536
+
+double optim_clip_grad_norm(float *g, size_t n, float max_norm, int nth) {
+    const size_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
+    double *part = as_calloc(AS_MAX(nb, (size_t)1), sizeof(double));
+#pragma omp parallel for num_threads(nth) if (nb > 1)
+    for (size_t b = 0; b < nb; b++) {
+        const size_t i1 = AS_MIN(n, (b + 1) * NORM_BLOCK);
+        double s = 0.0;
+        for (size_t i = b * NORM_BLOCK; i < i1; i++) s += (double)g[i] * g[i];
+        part[b] = s;
+    }
+    double ss = 0.0;
+    for (size_t b = 0; b < nb; b++) ss += part[b];
+    free(part);
+    const double norm = sqrt(ss);
+    if (max_norm > 0.0f) {
+        const double coef = (double)max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            const float cf = (float)coef;
+#pragma omp parallel for num_threads(nth) if (n > 65536)
+            for (size_t i = 0; i < n; i++) g[i] *= cf;
+        }
+    }
+    return norm;
+}
+
+// torch.optim.AdamW (amsgrad off):
+//   p <- p (1 - lr wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+//   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// torch.optim.RMSprop (centered off, momentum 0):
+//   g <- g + wd p;  v <- alpha v + (1 - alpha) g^2;  p <- p - lr g / (sqrt(v) + eps)
+// torch.optim.SGD (dampening 0, not Nesterov):
+//   g <- g + wd p;  b <- g at t = 1, else mu b + g;  p <- p - lr b
+static void update_range(optim *o, float *p, const float *g, size_t off, size_t n, bool decay, float lr, int nth) {
+    const optim_config *c = &o->cfg;
+    const float wd = decay ? c->weight_decay : 0.0f;
+    const int64_t t = o->step; // already incremented
+    switch (c->kind) {
+    case OPTIM_ADAMW: {
+        const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+        const float bc1 = (float)(1.0 - pow((double)b1, (double)t)), bc2s = (float)sqrt(1.0 - pow((double)b2, (double)t));
+        const float step_size = lr / bc1;
+        float *m = o->m, *v = o->v;
+#pragma omp parallel for num_threads(nth) if (n > 65536)
+        for (size_t i = off; i < off + n; i++) {
+            float pi = p[i] * (1.0f - lr * wd);
+            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+            p[i] = pi - step_size * m[i] / (sqrtf(v[i]) / bc2s + eps);
+        }
+        break;
+    }
+    case OPTIM_RMSPROP: {
+        const float a = c->alpha, eps = c->eps;
+        float *v = o->v;
+#pragma omp parallel for num_threads(nth) if (n > 65536)
+        for (size_t i = off; i < off + n; i++) {
+            const float gi = g[i] + wd * p[i];
+            v[i] = a * v[i] + (1.0f - a) * gi * gi;
+            p[i] -= lr * gi / (sqrtf(v[i]) + eps);
+        }
+        break;
+    }
+    case OPTIM_SGD: {
+        const float mu = c->momentum;
+        float *m = o->m;
+#pragma omp parallel for num_threads(nth) if (n > 65536)
+        for (size_t i = off; i < off + n; i++) {
+            float gi = g[i] + wd * p[i];
+            if (m) {
+                m[i] = t == 1 ? gi : mu * m[i] + gi;
+                gi = m[i];
+            }
+            p[i] -= lr * gi;
+        }
+        break;
+    }
+    }
+}
+
+double optim_step(optim *o, float *params, const float *grads, const optim_segment *segs, int n_segs, int nth) {
+    const double lr = (double)o->cfg.lr * optim_lr_factor(&o->cfg, o->step);
+    o->step++;
+    for (int s = 0; s < n_segs; s++) {
+        if (segs[s].offset + segs[s].n > o->n) as_die("optim_step: segment %s [%zu, +%zu) outside %zu parameters", segs[s].name, segs[s].offset, segs[s].n, o->n);
+        update_range(o, params, grads, segs[s].offset, segs[s].n, segs[s].decay, (float)lr, nth);
+    }
+    return lr;
+}

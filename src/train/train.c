@@ -1,0 +1,621 @@
+// The training model: fp32 master weights, the packed-batch forward pass that
+// keeps its activations, the backward pass, LoRA, and the trainable view the
+// optimizer updates.
+//
+// A batch of B padded sequences is packed into N = sum(len) token rows (no
+// work on padding).  Per layer l, for the residual stream x (N, C):
+//   a = RMSNorm(x) w_attn                      (GGUF gemma norms already hold 1 + w)
+//   q, k, v = a Wq^T, a Wk^T, a Wv^T  (+ LoRA)  then RoPE on q, k
+//   o = causal softmax(q k^T / sqrt(d)) v per sequence and head (GQA/MQA)
+//   x_mid = x + o Wo^T (+ LoRA)
+//   f = RMSNorm(x_mid) w_ffn
+//   x' = x_mid + (act(f Wg^T) * f Wu^T) Wd^T    act: SiLU (llama), tanh-GELU (gemma)
+// and logp[t] = log_softmax(RMSNorm(x_L) w_out Wout^T)[token t+1] only for the
+// rows whose next token is scored; the vocabulary logits are computed in
+// chunks of rows and recomputed in the backward pass rather than stored.
+#include "train/train.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "tensor/quant.h"
+#include "train/ops.h"
+#include "util/common.h"
+
+const char *const TRAIN_PARAM_NAMES[TRAIN_N_PARAMS] = {"tok_embd", "output", "output_norm", "attn_norm", "wq",     "wk",
+                                                       "wv",       "wo",     "ffn_norm",    "w_gate",    "w_up",   "w_down"};
+const char *const TRAIN_LORA_TARGET_NAMES[TRAIN_LORA_N_TARGETS] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+// Rows of vocabulary logits materialised at once.
+#define LOGIT_CHUNK 64
+
+// ---- activations ----
+
+typedef struct train_acts {
+    int64_t cap_tok, cap_len;   // token rows / longest sequence the buffers hold
+    int32_t cap_seq;
+    int64_t cap_rows;           // logit rows
+    int nth;
+    float *memory;              // everything below, one allocation
+    float *resid;               // (L+1, N, C) residual stream at each layer input; [L] feeds the final norm
+    float *resid_mid;           // (L, N, C) after the attention block
+    float *ln1, *ln2;           // (L, N, C) normed inputs of attention / FFN
+    float *rstd1, *rstd2;       // (L, N)
+    float *q;                   // (L, N, H*d) after RoPE
+    float *k, *v;               // (L, N, Hkv*d) k after RoPE
+    float *lse;                 // (L, N, H) attention log-sum-exp per row and head
+    float *att;                 // (L, N, H*d) attention output
+    float *gate, *up, *hact;    // (L, N, F) gate and up pre-activations, act(gate) * up
+    float *lnf;                 // (N, C) final normed stream
+    float *rstdf;               // (N)
+    float *lora_u;              // (L, 7, N, r) A drop(x) per target
+    float *rope_cos, *rope_sin; // (N, n_rot/2)
+    float *tmp;                 // (N, max(C, H*d)) forward temporary
+    // backward scratch
+    float *dresid, *dln;        // (N, C)
+    float *dq, *datt;           // (N, H*d)
+    float *dk, *dv;             // (N, Hkv*d)
+    float *dgate, *dup, *dh;    // (N, F)
+    float *xd;                  // (N, max in) dropped-out adapter input
+    float *du;                  // (N, r)
+    float *logits, *dlogits;    // (LOGIT_CHUNK, V)
+    float *xchunk, *dxchunk;    // (LOGIT_CHUNK, C)
+    float *scores;              // (nth, cap_len)
+    float *logp_tok, *lse_out;  // (N) per scored row
+    int32_t *tokens;            // (N) packed
+    int32_t *seq_off, *seq_len; // (B)
+    int32_t *row, *target, *row_seq; // (N) scored rows: packed row, next token, sequence
+    // the last forward
+    int64_t n_tok, n_rows;
+    int32_t n_seq;
+    bool valid, with_adapters, dropout_on;
+    uint64_t dropout_seed;
+} train_acts;
+
+static void acts_free(train_acts *a) {
+    if (!a) return;
+    free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
+    free(a);
+}
+
+static int64_t lora_max_in(const model_config *c) { return AS_MAX(AS_MAX((int64_t)c->n_embd, (int64_t)c->n_head * c->head_dim), (int64_t)c->n_ff); }
+
+// Sizes the buffers for n_tok rows, sequences up to max_len and n_seq sequences.
+static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, int32_t n_seq) {
+    train_acts *a = m->acts;
+    if (!a) a = m->acts = as_calloc(1, sizeof *a);
+    if (n_tok <= a->cap_tok && max_len <= a->cap_len && n_seq <= a->cap_seq && m->n_threads <= a->nth) return a;
+    const int64_t N = AS_MAX(n_tok, a->cap_tok), T = AS_MAX(max_len, a->cap_len);
+    const int32_t B = AS_MAX(n_seq, a->cap_seq);
+    const int nth = AS_MAX(m->n_threads, a->nth);
+    const model_config *c = &m->cfg;
+    const int64_t L = c->n_layer, C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
+    const int64_t F = c->n_ff, H = c->n_head, half = c->n_rot / 2, V = c->n_vocab;
+    const int64_t r = m->lora ? m->lora->cfg.rank : 0, max_in = m->lora ? lora_max_in(c) : 0;
+    free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
+    float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
+                      &a->gate, &a->up, &a->hact, &a->lnf, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
+                      &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->xd, &a->du,
+                      &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out};
+    const int64_t sizes[] = {(L + 1) * N * C, L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * qd, L * N * kvd, L * N * kvd,
+                             L * N * H, L * N * qd, L * N * F, L * N * F, L * N * F, N * C, N, L * TRAIN_LORA_N_TARGETS * N * r,
+                             N * half, N * half, N * AS_MAX(C, qd),
+                             N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * max_in, N * r,
+                             LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N};
+    size_t total = 0;
+    for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) total += ((size_t)sizes[i] + 15) & ~(size_t)15; // 64-byte aligned pieces
+    a->memory = as_aligned_alloc(sizeof(float) * AS_MAX(total, (size_t)16));
+    float *p = a->memory;
+    for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) {
+        *ptrs[i] = p;
+        p += ((size_t)sizes[i] + 15) & ~(size_t)15;
+    }
+    a->tokens = as_malloc(sizeof(int32_t) * (size_t)N);
+    a->row = as_malloc(sizeof(int32_t) * (size_t)N);
+    a->target = as_malloc(sizeof(int32_t) * (size_t)N);
+    a->row_seq = as_malloc(sizeof(int32_t) * (size_t)N);
+    a->seq_off = as_malloc(sizeof(int32_t) * (size_t)B);
+    a->seq_len = as_malloc(sizeof(int32_t) * (size_t)B);
+    a->cap_tok = N, a->cap_len = T, a->cap_seq = B, a->nth = nth;
+    a->valid = false;
+    return a;
+}
+
+// ---- construction ----
+
+static int config_check(const model_config *c) {
+    if (c->n_vocab < 1 || c->n_embd < 1 || c->n_layer < 1 || c->n_head < 1 || c->n_head_kv < 1 || c->head_dim < 1 || c->n_ff < 1)
+        return as_error("train: model config: every size must be >= 1 (vocab %d, embd %d, layers %d, heads %d/%d, head_dim %d, ff %d)",
+                        c->n_vocab, c->n_embd, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, c->n_ff);
+    if (c->n_head % c->n_head_kv) return as_error("train: model config: n_head %d is not a multiple of n_head_kv %d", c->n_head, c->n_head_kv);
+    if (c->n_rot < 0 || c->n_rot > c->head_dim || c->n_rot % 2)
+        return as_error("train: model config: n_rot %d: expected an even number <= head_dim %d", c->n_rot, c->head_dim);
+    if (!(c->rms_eps > 0.0f) || !(c->rope_theta > 0.0f) || !(c->emb_scale > 0.0f))
+        return as_error("train: model config: rms_eps, rope_theta and emb_scale must be > 0");
+    return AS_OK;
+}
+
+static void params_sizes(const model_config *c, size_t *s) {
+    const size_t L = (size_t)c->n_layer, C = (size_t)c->n_embd, V = (size_t)c->n_vocab, F = (size_t)c->n_ff;
+    const size_t qd = (size_t)c->n_head * (size_t)c->head_dim, kvd = (size_t)c->n_head_kv * (size_t)c->head_dim;
+    const size_t v[TRAIN_N_PARAMS] = {V * C, c->tied_output ? 0 : V * C, C, L * C, L * qd * C, L * kvd * C,
+                                      L * kvd * C, L * C * qd, L * C, L * F * C, L * F * C, L * C * F};
+    memcpy(s, v, sizeof v);
+}
+
+// Points the tensors of p into mem (a tensor of size 0 gets NULL).
+static void params_point(train_params *p, float *mem, const size_t *sizes) {
+    float **slots = (float **)p; // train_params is TRAIN_N_PARAMS float pointers in order
+    for (int i = 0; i < TRAIN_N_PARAMS; i++) {
+        slots[i] = sizes[i] ? mem : NULL;
+        mem += sizes[i];
+    }
+}
+
+void train_set_threads(train_model *m, int n) {
+    m->n_threads = AS_MAX(n, 1);
+    openblas_set_num_threads(m->n_threads);
+}
+
+int train_model_init(train_model **out, const model_config *cfg) {
+    *out = NULL;
+    if (config_check(cfg)) return AS_FAIL;
+    train_model *m = as_calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    params_sizes(cfg, m->param_sizes);
+    for (int i = 0; i < TRAIN_N_PARAMS; i++) m->n_params += m->param_sizes[i];
+    m->params_memory = as_aligned_alloc(sizeof(float) * m->n_params);
+    memset(m->params_memory, 0, sizeof(float) * m->n_params);
+    params_point(&m->params, m->params_memory, m->param_sizes);
+    m->adapters_on = true;
+    m->training = true;
+    as_rng_seed(&m->rng, 0);
+    train_set_threads(m, kernel_get_threads());
+    *out = m;
+    return AS_OK;
+}
+
+static void dequant_matrix(const as_matrix *w, float *dst) {
+    for (int64_t r = 0; r < w->rows; r++) quant_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, dst + r * w->cols, w->cols);
+}
+
+int train_model_from_model(train_model **out, const model *src) {
+    if (train_model_init(out, &src->cfg)) return AS_FAIL;
+    train_model *m = *out;
+    const model_config *c = &src->cfg;
+    const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    train_params *p = &m->params;
+    dequant_matrix(&src->tok_embd, p->tok_embd);
+    if (!c->tied_output) dequant_matrix(&src->output, p->output);
+    memcpy(p->output_norm, src->output_norm, sizeof(float) * (size_t)C);
+    for (int32_t l = 0; l < c->n_layer; l++) {
+        const model_layer *L = &src->layers[l];
+        memcpy(p->attn_norm + l * C, L->attn_norm, sizeof(float) * (size_t)C);
+        memcpy(p->ffn_norm + l * C, L->ffn_norm, sizeof(float) * (size_t)C);
+        dequant_matrix(&L->wq, p->wq + l * qd * C);
+        dequant_matrix(&L->wk, p->wk + l * kvd * C);
+        dequant_matrix(&L->wv, p->wv + l * kvd * C);
+        dequant_matrix(&L->wo, p->wo + l * C * qd);
+        dequant_matrix(&L->w_gate, p->w_gate + l * F * C);
+        dequant_matrix(&L->w_up, p->w_up + l * F * C);
+        dequant_matrix(&L->w_down, p->w_down + l * C * F);
+    }
+    return AS_OK;
+}
+
+int train_model_load(train_model **out, const char *gguf_path) {
+    *out = NULL;
+    model *src;
+    if (model_load(&src, gguf_path)) return AS_FAIL;
+    int rc = train_model_from_model(out, src);
+    model_free(src);
+    return rc;
+}
+
+static void lora_free(train_lora *l) {
+    if (!l) return;
+    free(l->memory);
+    free(l->grad_memory);
+    free(l);
+}
+
+void train_model_free(train_model *m) {
+    if (!m) return;
+    free(m->params_memory);
+    free(m->grads_memory);
+    lora_free(m->lora);
+    acts_free(m->acts);
+    free(m);
+}
+
+// ---- LoRA ----
+
+int train_lora_attach(train_model *m, const train_lora_config *cfg) {
+    if (m->lora) return as_error("train: LoRA adapters are attached already");
+    if (cfg->rank < 1) return as_error("train: LoRA rank %d: expected >= 1", cfg->rank);
+    if (!(cfg->alpha > 0.0f) || !isfinite(cfg->alpha)) return as_error("train: LoRA alpha %g: expected a finite value > 0", (double)cfg->alpha);
+    if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) return as_error("train: LoRA dropout %g: expected a value in [0, 1)", (double)cfg->dropout);
+    if (cfg->targets >> TRAIN_LORA_N_TARGETS) return as_error("train: LoRA target mask 0x%x has unknown bits", cfg->targets);
+    const model_config *c = &m->cfg;
+    const int64_t L = c->n_layer, C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    const int64_t r = cfg->rank;
+    train_lora *lo = as_calloc(1, sizeof *lo);
+    lo->cfg = *cfg;
+    if (!lo->cfg.targets) lo->cfg.targets = (1u << TRAIN_LORA_N_TARGETS) - 1;
+    lo->scale = cfg->alpha / (float)cfg->rank;
+    const int64_t ins[TRAIN_LORA_N_TARGETS] = {C, C, C, qd, C, C, F}, outs[TRAIN_LORA_N_TARGETS] = {qd, kvd, kvd, C, F, F, C};
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+        lo->in[t] = ins[t], lo->out[t] = outs[t];
+        if (lo->cfg.targets & (1u << t)) lo->n += (size_t)(L * r * (ins[t] + outs[t]));
+    }
+    lo->memory = as_calloc(lo->n, sizeof(float));
+    lo->grad_memory = as_calloc(lo->n, sizeof(float));
+    as_rng rng;
+    as_rng_seed(&rng, cfg->seed);
+    size_t off = 0;
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+        if (!(lo->cfg.targets & (1u << t))) continue;
+        lo->a[t] = lo->memory + off, lo->ga[t] = lo->grad_memory + off;
+        off += (size_t)(L * r * ins[t]);
+        lo->b[t] = lo->memory + off, lo->gb[t] = lo->grad_memory + off;
+        off += (size_t)(L * outs[t] * r);
+        const double bound = 1.0 / sqrt((double)ins[t]);
+        for (int64_t i = 0; i < L * r * ins[t]; i++) lo->a[t][i] = (float)((2.0 * as_rng_uniform(&rng) - 1.0) * bound);
+    }
+    m->lora = lo;
+    as_rng_seed(&m->rng, as_rng_u64(&rng)); // the dropout stream continues from the init stream
+    acts_free(m->acts);                      // buffers now need the adapter parts
+    m->acts = NULL;
+    return AS_OK;
+}
+
+void train_set_adapters(train_model *m, bool on) { m->adapters_on = on; }
+void train_set_training(train_model *m, bool on) { m->training = on; }
+
+// Inverted dropout from a counter-based hash of (seed, layer, target, element):
+// the backward regenerates the same mask without storing it, and the mask does
+// not depend on the thread count.
+static inline float dropout_scale(uint64_t seed, int l, int t, int64_t idx, float p) {
+    uint64_t s = seed + ((uint64_t)(l * TRAIN_LORA_N_TARGETS + t) << 42) + (uint64_t)idx;
+    const double u = (double)(as_splitmix64(&s) >> 11) * 0x1.0p-53;
+    return u < (double)p ? 0.0f : 1.0f / (1.0f - p);
+}
+
+static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uint64_t seed, int l, int t, float p, int nth) {
+#pragma omp parallel for num_threads(nth) if (N > 1)
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < in; j++) dst[i * in + j] = x[i * in + j] * dropout_scale(seed, l, t, i * in + j, p);
+}
+
+static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
+
+// y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
+static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
+    if (!lora_active(m, t)) return;
+    train_lora *lo = m->lora;
+    train_acts *a = m->acts;
+    const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
+    const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
+    float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
+    const float *src = x;
+    if (a->dropout_on) {
+        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
+        src = a->xd;
+    }
+    train_linear_forward(u, src, A, N, in, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, lo->scale, u, (int)r, B, (int)r, 1.0f, y, (int)out);
+}
+
+// With y += s u B^T, u = z A^T, z = drop(x):
+//   dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)
+static void lora_backward(train_model *m, int l, int t, float *dx, const float *dy, const float *x, int64_t N) {
+    if (!lora_active(m, t)) return;
+    train_lora *lo = m->lora;
+    train_acts *a = m->acts;
+    const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
+    const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
+    float *gA = lo->ga[t] + l * r * in, *gB = lo->gb[t] + l * out * r;
+    const float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
+    const float s = lo->scale;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)N, s, dy, (int)out, u, (int)r, 1.0f, gB, (int)r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, s, dy, (int)out, B, (int)r, 0.0f, a->du, (int)r);
+    const float *z = x;
+    if (a->dropout_on) {
+        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
+        z = a->xd;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, a->du, (int)r, z, (int)in, 1.0f, gA, (int)in);
+    if (!a->dropout_on) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->du, (int)r, A, (int)in, 1.0f, dx, (int)in);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->du, (int)r, A, (int)in, 0.0f, a->xd, (int)in);
+    const float p = lo->cfg.dropout;
+    const uint64_t seed = a->dropout_seed;
+#pragma omp parallel for num_threads(m->n_threads) if (N > 1)
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < in; j++) dx[i * in + j] += a->xd[i * in + j] * dropout_scale(seed, l, t, i * in + j, p);
+}
+
+// ---- forward ----
+
+static int batch_check(const train_model *m, const train_batch *b, int64_t *n_tok, int64_t *max_len) {
+    if (b->n_seq < 1 || b->n_ctx < 1) return as_error("train_forward: batch of %d sequences x %d tokens: expected both >= 1", b->n_seq, b->n_ctx);
+    if (!b->tokens || !b->len || (!b->prompt_len && !b->loss_mask))
+        return as_error("train_forward: batch without tokens, len, or prompt_len/loss_mask");
+    int64_t n = 0, mx = 0;
+    for (int32_t s = 0; s < b->n_seq; s++) {
+        const int32_t len = b->len[s];
+        if (len < 1 || len > b->n_ctx) return as_error("train_forward: sequence %d: length %d outside [1, %d]", s, len, b->n_ctx);
+        if (!b->loss_mask && (b->prompt_len[s] < 1 || b->prompt_len[s] > len))
+            return as_error("train_forward: sequence %d: prompt length %d outside [1, %d] (the first token has no prediction)", s,
+                            b->prompt_len[s], len);
+        if (b->loss_mask && b->loss_mask[(int64_t)s * b->n_ctx])
+            return as_error("train_forward: sequence %d: loss mask set on token 0, which has no prediction", s);
+        for (int32_t i = 0; i < len; i++) {
+            const int32_t t = b->tokens[(int64_t)s * b->n_ctx + i];
+            if (t < 0 || t >= m->cfg.n_vocab)
+                return as_error("train_forward: sequence %d token %d: id %d outside the vocabulary [0, %d)", s, i, t, m->cfg.n_vocab);
+        }
+        n += len;
+        mx = AS_MAX(mx, (int64_t)len);
+    }
+    if (n > INT32_MAX) return as_error("train_forward: %lld tokens in one batch (at most %d)", (long long)n, INT32_MAX);
+    *n_tok = n, *max_len = mx;
+    return AS_OK;
+}
+
+static inline bool scored(const train_batch *b, int32_t s, int32_t t) {
+    return b->loss_mask ? b->loss_mask[(int64_t)s * b->n_ctx + t] != 0 : t >= b->prompt_len[s];
+}
+
+// The output matrix (tok_embd when tied).
+static const float *output_matrix(const train_model *m) { return m->cfg.tied_output ? m->params.tok_embd : m->params.output; }
+
+int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t *n_scored) {
+    int64_t N = 0, max_len = 0;
+    if (batch_check(m, b, &N, &max_len)) return AS_FAIL;
+    train_acts *a = acts_reserve(m, N, max_len, b->n_seq);
+    const model_config *c = &m->cfg;
+    const train_params *p = &m->params;
+    const int nth = m->n_threads;
+    const int64_t L = c->n_layer, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
+    const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, V = c->n_vocab;
+    const int half = c->n_rot / 2;
+
+    // Pack the sequences and list the rows whose next token is scored.
+    a->n_seq = b->n_seq;
+    int64_t off = 0, nr = 0;
+    for (int32_t s = 0; s < b->n_seq; s++) {
+        a->seq_off[s] = (int32_t)off;
+        a->seq_len[s] = b->len[s];
+        for (int32_t i = 0; i < b->len[s]; i++) {
+            a->tokens[off + i] = b->tokens[(int64_t)s * b->n_ctx + i];
+            if (i >= 1 && scored(b, s, i)) {
+                a->row[nr] = (int32_t)(off + i - 1);
+                a->target[nr] = b->tokens[(int64_t)s * b->n_ctx + i];
+                a->row_seq[nr] = s;
+                nr++;
+            }
+        }
+        off += b->len[s];
+    }
+    a->n_tok = N, a->n_rows = nr;
+    a->with_adapters = m->lora && m->adapters_on;
+    a->dropout_on = a->with_adapters && m->training && m->lora->cfg.dropout > 0.0f;
+    if (a->dropout_on) a->dropout_seed = as_rng_u64(&m->rng);
+
+    // Rotary angles in double (as src/model/forward.c), per packed row.
+    for (int32_t s = 0; s < b->n_seq; s++)
+        for (int32_t i = 0; i < b->len[s]; i++)
+            for (int j = 0; j < half; j++) {
+                const double ang = (double)i * pow((double)c->rope_theta, -2.0 * j / c->n_rot);
+                a->rope_cos[(a->seq_off[s] + i) * half + j] = (float)cos(ang);
+                a->rope_sin[(a->seq_off[s] + i) * half + j] = (float)sin(ang);
+            }
+
+    train_embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
+    for (int64_t l = 0; l < L; l++) {
+        const float *x = a->resid + l * N * C;
+        float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C, *xm = a->resid_mid + l * N * C;
+        float *q = a->q + l * N * qd, *k = a->k + l * N * kvd, *v = a->v + l * N * kvd, *att = a->att + l * N * qd;
+        float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
+        train_rmsnorm_forward(ln1, a->rstd1 + l * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
+        train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd);
+        lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
+        train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd);
+        lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
+        train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd);
+        lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
+        train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        train_attention_forward(att, a->lse + l * N * H, q, k, v, a->seq_off, a->seq_len, b->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
+                                a->cap_len, nth);
+        train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C);
+        lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
+        for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
+        train_rmsnorm_forward(ln2, a->rstd2 + l * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
+        train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F);
+        lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
+        train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F);
+        lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
+        train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
+        train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C);
+        lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
+        float *xn = a->resid + (l + 1) * N * C;
+        for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
+    }
+    train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
+
+    const float *W = output_matrix(m);
+    for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
+        const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
+        for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
+        train_linear_forward(a->logits, a->xchunk, W, nc, C, V);
+        train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
+    }
+    // Sums in double, in row order.
+    for (int32_t s = 0; s < b->n_seq; s++) {
+        double sum = 0.0;
+        int32_t cnt = 0;
+        for (int64_t r = 0; r < nr; r++)
+            if (a->row_seq[r] == s) sum += a->logp_tok[r], cnt++;
+        logp_sum[s] = (float)sum;
+        if (n_scored) n_scored[s] = cnt;
+    }
+    a->valid = true;
+    return AS_OK;
+}
+
+int64_t train_token_logprobs(const train_model *m, float *out) {
+    if (!m->acts || !m->acts->valid) return 0;
+    memcpy(out, m->acts->logp_tok, sizeof(float) * (size_t)m->acts->n_rows);
+    return m->acts->n_rows;
+}
+
+// ---- backward ----
+
+static void grads_ensure(train_model *m) {
+    if (m->grads_memory) return;
+    m->grads_memory = as_aligned_alloc(sizeof(float) * m->n_params);
+    memset(m->grads_memory, 0, sizeof(float) * m->n_params);
+    params_point(&m->grads, m->grads_memory, m->param_sizes);
+}
+
+int train_backward(train_model *m, const float *dlogp_sum) {
+    train_acts *a = m->acts;
+    if (!a || !a->valid) return as_error("train_backward: no forward pass to differentiate");
+    if (m->lora && !a->with_adapters) return as_error("train_backward: the forward pass ran with the adapters off (nothing to train)");
+    const bool full = !m->lora;
+    if (full) grads_ensure(m);
+    const model_config *c = &m->cfg;
+    const train_params *p = &m->params;
+    const train_params *g = full ? &m->grads : NULL;
+    const int nth = m->n_threads;
+    const int64_t N = a->n_tok, nr = a->n_rows, L = c->n_layer, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
+    const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, V = c->n_vocab;
+#define G(field, off) (g ? g->field + (off) : NULL)
+
+    // Vocabulary projection and log-softmax, recomputed chunk by chunk.
+    memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
+    const float *W = output_matrix(m);
+    float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
+    for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
+        const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
+        float dlogp[LOGIT_CHUNK];
+        for (int64_t i = 0; i < nc; i++) {
+            memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
+            dlogp[i] = dlogp_sum[a->row_seq[r0 + i]];
+        }
+        train_linear_forward(a->logits, a->xchunk, W, nc, C, V);
+        memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
+        train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
+        memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
+        train_linear_backward(a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V);
+        for (int64_t i = 0; i < nc; i++) {
+            float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
+            for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
+        }
+    }
+    memset(a->dresid, 0, sizeof(float) * (size_t)(N * C));
+    train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
+
+    for (int64_t l = L - 1; l >= 0; l--) {
+        const float *x = a->resid + l * N * C, *xm = a->resid_mid + l * N * C;
+        const float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C;
+        const float *q = a->q + l * N * qd, *k = a->k + l * N * kvd, *v = a->v + l * N * kvd, *att = a->att + l * N * qd;
+        const float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
+        // x' = x_mid + W_down(h): dresid is d x' and becomes d x_mid.
+        memset(a->dh, 0, sizeof(float) * (size_t)(N * F));
+        train_linear_backward(a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
+        lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
+        memset(a->dgate, 0, sizeof(float) * (size_t)(N * F));
+        memset(a->dup, 0, sizeof(float) * (size_t)(N * F));
+        train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
+        memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
+        train_linear_backward(a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
+        lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
+        train_linear_backward(a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
+        lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
+        train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + l * N, N, C, nth);
+        // x_mid = x + W_o(att): dresid becomes d x.
+        memset(a->datt, 0, sizeof(float) * (size_t)(N * qd));
+        train_linear_backward(a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
+        lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
+        memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
+        memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
+        memset(a->dv, 0, sizeof(float) * (size_t)(N * kvd));
+        train_attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + l * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
+                                 (int)Hkv, (int)d, nth);
+        train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
+        train_linear_backward(a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
+        lora_backward(m, (int)l, TRAIN_LORA_Q, a->dln, a->dq, ln1, N);
+        train_linear_backward(a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
+        lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
+        train_linear_backward(a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
+        lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
+        train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + l * N, N, C, nth);
+    }
+    if (g) train_embedding_backward(g->tok_embd, a->dresid, a->tokens, N, C, c->emb_scale);
+#undef G
+    return AS_OK;
+}
+
+// ---- the trainable view ----
+
+size_t train_trainable(train_model *m, float **params, float **grads, const optim_segment **segs, int *n_segs) {
+    m->n_segs = 0;
+    if (m->lora) {
+        train_lora *lo = m->lora;
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+            if (!lo->a[t]) continue;
+            const size_t na = (size_t)(m->cfg.n_layer * lo->cfg.rank * lo->in[t]), nb = (size_t)(m->cfg.n_layer * lo->out[t] * lo->cfg.rank);
+            m->segs[m->n_segs++] = (optim_segment){TRAIN_LORA_TARGET_NAMES[t], (size_t)(lo->a[t] - lo->memory), na, true};
+            m->segs[m->n_segs++] = (optim_segment){TRAIN_LORA_TARGET_NAMES[t], (size_t)(lo->b[t] - lo->memory), nb, true};
+        }
+        *params = lo->memory, *grads = lo->grad_memory;
+        *segs = m->segs, *n_segs = m->n_segs;
+        return lo->n;
+    }
+    grads_ensure(m);
+    size_t off = 0;
+    for (int i = 0; i < TRAIN_N_PARAMS; i++) {
+        const bool norm = !strcmp(TRAIN_PARAM_NAMES[i], "output_norm") || !strcmp(TRAIN_PARAM_NAMES[i], "attn_norm") ||
+                          !strcmp(TRAIN_PARAM_NAMES[i], "ffn_norm");
+        if (m->param_sizes[i]) m->segs[m->n_segs++] = (optim_segment){TRAIN_PARAM_NAMES[i], off, m->param_sizes[i], !norm};
+        off += m->param_sizes[i];
+    }
+    *params = m->params_memory, *grads = m->grads_memory;
+    *segs = m->segs, *n_segs = m->n_segs;
+    return m->n_params;
+}
+
+void train_zero_grad(train_model *m) {
+    if (m->lora) memset(m->lora->grad_memory, 0, sizeof(float) * m->lora->n);
+    else if (m->grads_memory) memset(m->grads_memory, 0, sizeof(float) * m->n_params);
+}
+
+void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr) {
+    float *params, *grads;
+    const optim_segment *segs;
+    int n_segs;
+    const size_t n = train_trainable(m, &params, &grads, &segs, &n_segs);
+    if (n != o->n) as_die("train_optim_step: optimizer built for %zu parameters, model trains %zu", o->n, n);
+    const double norm = optim_clip_grad_norm(grads, n, o->cfg.max_grad_norm, m->n_threads);
+    const double used = optim_step(o, params, grads, segs, n_segs, m->n_threads);
+    if (grad_norm) *grad_norm = norm;
+    if (lr) *lr = used;
+}
+
+void train_shuffle(int64_t *perm, int64_t n, as_rng *rng) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)as_rng_below(rng, (uint64_t)i + 1);
+        const int64_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+}

@@ -1,0 +1,157 @@
+// The training engine: fp32 master weights of a llama/gemma model, a batched
+// forward pass that returns per-sequence answer log-probabilities, the exact
+// backward pass for any upstream gradient on them, LoRA adapters, and the
+// bridge to the optimizers of optim.h.
+//
+// Layout (llm.c): parameters, gradients and activations each live in ONE
+// contiguous buffer with a table of named pointers into it; the optimizer sees
+// the trainable buffer as one flat array.
+//
+// The primitive every loss is built on (SFT, DPO/SPIN, IPO...):
+//   logp_sum[b] = sum over scored tokens t of sequence b of log p(tok[t] | tok[<t])
+// where the scored tokens are the answer (positions prompt_len[b] .. len[b]-1;
+// prompt and padding masked out) or those set in an explicit loss mask.  A loss
+// L(logp_sum) is trained by passing dL/dlogp_sum to train_backward; the mean
+// per-token log-probability is logp_sum[b] / n_scored[b].
+#ifndef AS_TRAIN_H
+#define AS_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "train/optim.h"
+#include "util/rng.h"
+
+// ---- parameters ----
+
+#define TRAIN_N_PARAMS 12
+typedef struct train_params {
+    float *tok_embd;    // (V, C)
+    float *output;      // (V, C); NULL when tied (the output matrix is tok_embd)
+    float *output_norm; // (C)
+    float *attn_norm;   // (L, C)
+    float *wq;          // (L, H*d, C)     GGUF row order (llama: rotary pairs adjacent)
+    float *wk;          // (L, Hkv*d, C)
+    float *wv;          // (L, Hkv*d, C)
+    float *wo;          // (L, C, H*d)
+    float *ffn_norm;    // (L, C)
+    float *w_gate;      // (L, F, C)
+    float *w_up;        // (L, F, C)
+    float *w_down;      // (L, C, F)
+} train_params;
+
+// Names of the tensors of train_params, in order ("tok_embd", ...).
+extern const char *const TRAIN_PARAM_NAMES[TRAIN_N_PARAMS];
+
+// ---- LoRA ----
+
+typedef enum train_lora_target {
+    TRAIN_LORA_Q = 0, TRAIN_LORA_K, TRAIN_LORA_V, TRAIN_LORA_O, TRAIN_LORA_GATE, TRAIN_LORA_UP, TRAIN_LORA_DOWN,
+    TRAIN_LORA_N_TARGETS
+} train_lora_target;
+extern const char *const TRAIN_LORA_TARGET_NAMES[TRAIN_LORA_N_TARGETS]; // "q", "k", "v", "o", "gate", "up", "down"
+
+typedef struct train_lora_config {
+    int32_t rank;       // r >= 1
+    float alpha;        // scaling = alpha / r (PEFT's lora_alpha)
+    float dropout;      // on the adapter input, in [0, 1)
+    uint32_t targets;   // bit (1 << train_lora_target); 0 = all seven
+    uint64_t seed;      // initialisation of A and the dropout stream
+} train_lora_config;
+
+// W x + (alpha / r) B A drop(x) for each targeted matrix W (out x in).
+typedef struct train_lora {
+    train_lora_config cfg;
+    float scale;                          // alpha / r
+    int64_t in[TRAIN_LORA_N_TARGETS];     // input features per target
+    int64_t out[TRAIN_LORA_N_TARGETS];    // output features per target
+    float *a[TRAIN_LORA_N_TARGETS];       // (L, r, in); NULL when not targeted
+    float *b[TRAIN_LORA_N_TARGETS];       // (L, out, r)
+    float *ga[TRAIN_LORA_N_TARGETS];      // gradients, same shapes
+    float *gb[TRAIN_LORA_N_TARGETS];
+    float *memory, *grad_memory;          // A, B of every target, in target order
+    size_t n;                             // floats in memory
+} train_lora;
+
+// ---- the model ----
+
+struct train_acts;
+
+typedef struct train_model {
+    model_config cfg;
+    train_params params;                  // fp32 master weights
+    size_t param_sizes[TRAIN_N_PARAMS];
+    size_t n_params;
+    float *params_memory;
+    train_params grads;                   // full fine-tuning only (allocated on first need)
+    float *grads_memory;
+    train_lora *lora;                     // NULL without adapters; with them the base is frozen
+    bool adapters_on;                     // apply the adapters in the forward pass (default true)
+    bool training;                        // dropout active (default true)
+    as_rng rng;                           // dropout stream
+    int n_threads;
+    optim_segment segs[2 * TRAIN_LORA_N_TARGETS]; // table returned by train_trainable
+    int n_segs;
+    struct train_acts *acts;              // activations of the last forward (train.c)
+} train_model;
+
+// A batch of B sequences padded to n_ctx tokens.
+typedef struct train_batch {
+    int32_t n_seq;                // B
+    int32_t n_ctx;                // T: row stride of tokens and loss_mask
+    const int32_t *tokens;        // (B, T); entries past len[b] are ignored
+    const int32_t *len;           // (B) tokens of each sequence, 1 .. T
+    const int32_t *prompt_len;    // (B) the answer is tokens prompt_len[b] .. len[b]-1 (1 <= prompt_len <= len)
+    const uint8_t *loss_mask;     // (B, T) or NULL: when given, token t of sequence b is scored iff
+                                  // mask[b, t] != 0 (t >= 1, t < len); prompt_len is then ignored
+} train_batch;
+
+// Zero-initialised parameters for `cfg` (tests fill them); -1 + as_error for a bad config.
+int train_model_init(train_model **out, const model_config *cfg);
+// fp32 master copy of an inference model (every stored type dequantised).
+int train_model_from_model(train_model **out, const model *src);
+// model_load + train_model_from_model.
+int train_model_load(train_model **out, const char *gguf_path);
+void train_model_free(train_model *m);
+
+// OpenMP threads for the element-wise work and OpenBLAS threads for the
+// products (default kernel_get_threads()).
+void train_set_threads(train_model *m, int n);
+
+// Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default
+// kaiming_uniform(a=sqrt(5)), B = 0, so the model is unchanged at first) and
+// freezes the base.  -1 + as_error for a bad configuration or if present already.
+int train_lora_attach(train_model *m, const train_lora_config *cfg);
+// Adapters off: the forward pass is the base model's (no copy of the weights).
+void train_set_adapters(train_model *m, bool on);
+// Training mode enables adapter dropout; evaluation mode disables it.
+void train_set_training(train_model *m, bool on);
+
+// Forward pass: logp_sum (B) and n_scored (B, may be NULL).  Keeps the
+// activations for train_backward.  -1 + as_error for a bad batch.
+int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t *n_scored);
+// Backward pass of the last forward for upstream gradient dlogp_sum (B):
+// ACCUMULATES the gradient of sum_b dlogp_sum[b] * logp_sum[b] into the
+// trainable gradients (LoRA factors when adapters are attached, else all
+// weights).  -1 + as_error if there is no forward to differentiate or it ran
+// with the adapters off.
+int train_backward(train_model *m, const float *dlogp_sum);
+// Log-probability of each scored token of the last forward, in batch order
+// (sequence, then position): out has sum(n_scored) entries.  Returns their count.
+int64_t train_token_logprobs(const train_model *m, float *out);
+
+// The trainable parameters as one flat array: returns their count and sets the
+// buffers and the segment table (weight decay on matrices and LoRA factors,
+// not on norm weights).  Allocates the full gradients on first use.
+size_t train_trainable(train_model *m, float **params, float **grads, const optim_segment **segs, int *n_segs);
+void train_zero_grad(train_model *m);
+// Clip (cfg.max_grad_norm) and update the trainable parameters; grad_norm
+// (before clipping) and lr may be NULL.
+void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr);
+
+// Fisher-Yates permutation of 0 .. n-1 from rng (data order).
+void train_shuffle(int64_t *perm, int64_t n, as_rng *rng);
+
+#endif
