@@ -11,11 +11,9 @@
 // Q8 precision (like llama.cpp): every token's activations are quantised to
 // 8 bits once (block_q8_1_f32 for Q4_0/Q4_1/Q8_0 weights, block_q8_K for
 // Q4_K/Q6_K) and each output is an integer dot product with per-block fp32
-// scales.  This wins only while the weights dominate the traffic (decode):
-// above KERNEL_Q8_MAX_TOKENS tokens the dequantised-tile sgemm of the F32 path
-// is several times faster (measured: bench/bench_matmul), so Q8 requests take
-// it and come out more exact than asked.  Float weight types always take the
-// F32 path.
+// scales.  A token's outputs are bitwise the same whatever else is in the
+// batch.  Float weight types always take the F32 path.  (For many tokens the
+// F32 path's sgemm is faster: bench/bench_matmul.)
 //
 // Threads split output rows statically; each thread owns its scratch, which
 // grows once and is then reused, so the hot loop never allocates.
@@ -217,7 +215,9 @@ static void matmul_f32_tiled(const kernel_ops *ops, float *out, int64_t ldo, con
 
 // Rows are visited in groups of 16 with tokens inside, so a group's weights
 // stay in L1 while every token passes, and each token's 16 outputs fill one
-// 64-byte line of `out`.
+// 64-byte line of `out`.  Tokens go KERNEL_DOT_MAX_ACT at a time through
+// vec_dot_n, which unpacks each weight block once for all of them.  Each
+// output depends only on its own token and row (batch invariance).
 #define Q8_ROW_GROUP 16
 
 static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
@@ -232,10 +232,17 @@ static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const floa
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < n_groups; g++) {
             const int64_t r0 = g * Q8_ROW_GROUP, r1 = AS_MIN(r0 + Q8_ROW_GROUP, w->rows);
-            for (int64_t t = 0; t < n_tokens; t++) {
-                const uint8_t *a = act + (size_t)t * act_bytes;
-                for (int64_t r = r0; r < r1; r++)
-                    out[t * ldo + r] = ops->vec_dot(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, a, cols);
+            for (int64_t t0 = 0; t0 < n_tokens; t0 += KERNEL_DOT_MAX_ACT) {
+                const int nt = (int)AS_MIN((int64_t)KERNEL_DOT_MAX_ACT, n_tokens - t0);
+                const uint8_t *a = act + (size_t)t0 * act_bytes;
+                for (int64_t r = r0; r < r1; r++) {
+                    const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+                    float o[KERNEL_DOT_MAX_ACT];
+                    if (ops->vec_dot_n) ops->vec_dot_n(w->type, wr, a, act_bytes, nt, cols, o);
+                    else
+                        for (int j = 0; j < nt; j++) o[j] = ops->vec_dot(w->type, wr, a + (size_t)j * act_bytes, cols);
+                    for (int j = 0; j < nt; j++) out[(t0 + j) * ldo + r] = o[j];
+                }
             }
         }
     }
@@ -247,7 +254,7 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
     if (quant_row_size(w->type, w->cols) == 0 || w->row_bytes < quant_row_size(w->type, w->cols) || ldo < w->rows)
         as_die("kernel_matmul: bad matrix (type %d, %lld x %lld, ldo %lld)", (int)w->type, (long long)w->rows, (long long)w->cols, (long long)ldo);
     const int nth = (int)AS_MAX(1, AS_MIN((int64_t)kernel_get_threads(), w->rows));
-    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type) && n_tokens <= KERNEL_Q8_MAX_TOKENS) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
+    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
     else if (n_tokens <= KERNEL_F32_FUSED_MAX_TOKENS) matmul_f32_fused(ops, out, ldo, x, n_tokens, w, nth);
     else matmul_f32_tiled(ops, out, ldo, x, n_tokens, w, nth);
 }

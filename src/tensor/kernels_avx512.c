@@ -70,15 +70,23 @@ static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2)
 // weights unsigned for vpdpbusd.  The 4 (d, m) fp16 pairs convert in one
 // vcvtph2ps; each 128-bit lane of the int32 sums belongs to one block, so the
 // 4 scales are spread lane-wise with one permute.
-static inline float vec_dot_q4_avx512(const uint8_t *w, size_t stride, const void *act, int64_t n, bool affine) {
+//
+// NT activation rows (tokens) share each unpacked weight step.  Every token
+// goes through the same operations in the same order whatever NT is, so a
+// token's result does not depend on how many tokens were batched with it.
+static inline __attribute__((always_inline)) void vec_dot_q4_avx512(const uint8_t *w, size_t stride, const uint8_t *act, size_t act_stride,
+                                                                     const int NT, int64_t n, const bool affine, float *out) {
     const int64_t nb = n / 32, ng = nb / 4;
-    const act_group_q4 *g = act;
     const int qoff = affine ? 4 : 2;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i lane_of = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m256i deinterleave = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    __m512 acc = _mm512_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    __m512 acc[4];
+    __m128 acc_m[4];
+    for (int j = 0; j < NT; j++) {
+        acc[j] = _mm512_setzero_ps();
+        acc_m[j] = _mm_setzero_ps();
+    }
     for (int64_t k = 0; k < ng; k++, w += 4 * stride) {
         __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(w + qoff)));
         z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + stride + qoff)), 1);
@@ -86,58 +94,100 @@ static inline float vec_dot_q4_avx512(const uint8_t *w, size_t stride, const voi
         z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + 3 * stride + qoff)), 3);
         const __m512i lo = _mm512_and_si512(z, m4);
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
-        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(g[k].lo));
-        p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(g[k].hi));
         // (d, m) of the 4 blocks (for Q4_0 the "m" halves are quant bytes, unused).
         const __m128i h = _mm_setr_epi32((int)load_u32(w), (int)load_u32(w + stride), (int)load_u32(w + 2 * stride), (int)load_u32(w + 3 * stride));
         const __m256 dm = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), deinterleave);
         const __m128 dw = _mm256_castps256_ps128(dm);
         const __m128 mw = affine ? _mm256_extractf128_ps(dm, 1) : _mm_mul_ps(dw, _mm_set1_ps(-8.0f));
-        acc_m = _mm_fmadd_ps(mw, _mm_loadu_ps(g[k].s), acc_m);
-        const __m128 sc = _mm_mul_ps(dw, _mm_loadu_ps(g[k].d));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lane_of, _mm512_castps128_ps512(sc)), acc);
+        for (int j = 0; j < NT; j++) {
+            const act_group_q4 *g = (const act_group_q4 *)(act + (size_t)j * act_stride) + k;
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(g->lo));
+            p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(g->hi));
+            acc_m[j] = _mm_fmadd_ps(mw, _mm_loadu_ps(g->s), acc_m[j]);
+            const __m128 sc = _mm_mul_ps(dw, _mm_loadu_ps(g->d));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lane_of, _mm512_castps128_ps512(sc)), acc[j]);
+        }
     }
-    float s = _mm512_reduce_add_ps(acc) + hsum_f32x4(acc_m);
-    if (4 * ng < nb) s += kernel_vec_dot_avx2(affine ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0, w, (const block_q8_1_f32 *)act + 4 * ng, n - 128 * ng);
-    return s;
+    for (int j = 0; j < NT; j++) {
+        float s = _mm512_reduce_add_ps(acc[j]) + hsum_f32x4(acc_m[j]);
+        if (4 * ng < nb)
+            s += kernel_vec_dot_avx2(affine ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0, w, (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + 4 * ng, n - 128 * ng);
+        out[j] = s;
+    }
 }
 
 // Q8_0 . Q8_1, 4 blocks per step.  Signed weights become unsigned by flipping
 // the top bit (w + 128); the excess 128 * sum(a) per block is removed with
-// the activation sums: d_w (d_a sum((w+128) a) - 128 s_a).
-static float vec_dot_q8_0_avx512(const uint8_t *w, const void *act, int64_t n) {
+// the activation sums: d_w (d_a sum((w+128) a) - 128 s_a).  NT as above.
+static inline __attribute__((always_inline)) void vec_dot_q8_0_avx512(const uint8_t *w, const uint8_t *act, size_t act_stride, const int NT,
+                                                                       int64_t n, float *out) {
     const size_t stride = sizeof(block_q8_0);
     const int64_t nb = n / QK8_0, ng = nb / 4;
-    const act_group_q8 *g = act;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    __m512 acc = _mm512_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    __m512 acc[4];
+    __m128 acc_m[4];
+    for (int j = 0; j < NT; j++) {
+        acc[j] = _mm512_setzero_ps();
+        acc_m[j] = _mm_setzero_ps();
+    }
     for (int64_t k = 0; k < ng; k++, w += 4 * stride) {
-        const __m512i x01 = join_256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_loadu_si256((const __m256i *)(w + stride + 2)));
-        const __m512i x23 = join_256(_mm256_loadu_si256((const __m256i *)(w + 2 * stride + 2)), _mm256_loadu_si256((const __m256i *)(w + 3 * stride + 2)));
-        const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(x01, flip), _mm512_loadu_si512(g[k].qs[0]));
-        const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(x23, flip), _mm512_loadu_si512(g[k].qs[2]));
+        const __m512i x01 = _mm512_xor_si512(flip, join_256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_loadu_si256((const __m256i *)(w + stride + 2))));
+        const __m512i x23 = _mm512_xor_si512(flip, join_256(_mm256_loadu_si256((const __m256i *)(w + 2 * stride + 2)), _mm256_loadu_si256((const __m256i *)(w + 3 * stride + 2))));
         const __m128i h = _mm_setr_epi16((short)load_u16(w), (short)load_u16(w + stride), (short)load_u16(w + 2 * stride), (short)load_u16(w + 3 * stride), 0, 0, 0, 0);
         const __m128 dw = _mm_cvtph_ps(h);
-        acc_m = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(-128.0f)), _mm_loadu_ps(g[k].s), acc_m);
-        const __m512 sc = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(g[k].d)));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(lanes01, sc), acc);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(lanes23, sc), acc);
+        const __m128 mw = _mm_mul_ps(dw, _mm_set1_ps(-128.0f));
+        for (int j = 0; j < NT; j++) {
+            const act_group_q8 *g = (const act_group_q8 *)(act + (size_t)j * act_stride) + k;
+            const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x01, _mm512_loadu_si512(g->qs[0]));
+            const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x23, _mm512_loadu_si512(g->qs[2]));
+            acc_m[j] = _mm_fmadd_ps(mw, _mm_loadu_ps(g->s), acc_m[j]);
+            const __m512 sc = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(g->d)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(lanes01, sc), acc[j]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(lanes23, sc), acc[j]);
+        }
     }
-    float s = _mm512_reduce_add_ps(acc) + hsum_f32x4(acc_m);
-    if (4 * ng < nb) s += kernel_vec_dot_avx2(GGML_TYPE_Q8_0, w, (const block_q8_1_f32 *)act + 4 * ng, n - 128 * ng);
-    return s;
+    for (int j = 0; j < NT; j++) {
+        float s = _mm512_reduce_add_ps(acc[j]) + hsum_f32x4(acc_m[j]);
+        if (4 * ng < nb) s += kernel_vec_dot_avx2(GGML_TYPE_Q8_0, w, (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + 4 * ng, n - 128 * ng);
+        out[j] = s;
+    }
+}
+
+// One specialisation per token count, so the per-token loops unroll and the
+// accumulators stay in registers.
+#define DISPATCH_NT(call_with_nt)          \
+    switch (n_act) {                       \
+    case 1: call_with_nt(1); break;        \
+    case 2: call_with_nt(2); break;        \
+    case 3: call_with_nt(3); break;        \
+    default: call_with_nt(4); break;       \
+    }
+
+static void vec_dot_n_avx512(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out) {
+    switch (wtype) {
+    case GGML_TYPE_Q4_0:
+#define Q4_0_NT(NT) vec_dot_q4_avx512(w, sizeof(block_q4_0), act, act_stride, NT, n, false, out)
+        DISPATCH_NT(Q4_0_NT)
+        return;
+    case GGML_TYPE_Q4_1:
+#define Q4_1_NT(NT) vec_dot_q4_avx512(w, sizeof(block_q4_1), act, act_stride, NT, n, true, out)
+        DISPATCH_NT(Q4_1_NT)
+        return;
+    case GGML_TYPE_Q8_0:
+#define Q8_0_NT(NT) vec_dot_q8_0_avx512(w, act, act_stride, NT, n, out)
+        DISPATCH_NT(Q8_0_NT)
+        return;
+    default:
+        for (int j = 0; j < n_act; j++) out[j] = kernel_vec_dot_avx2(wtype, w, (const uint8_t *)act + (size_t)j * act_stride, n);
+    }
 }
 
 static float vec_dot_avx512(ggml_type wtype, const void *w, const void *act, int64_t n) {
-    switch (wtype) {
-    case GGML_TYPE_Q4_0: return vec_dot_q4_avx512(w, sizeof(block_q4_0), act, n, false);
-    case GGML_TYPE_Q4_1: return vec_dot_q4_avx512(w, sizeof(block_q4_1), act, n, true);
-    case GGML_TYPE_Q8_0: return vec_dot_q8_0_avx512(w, act, n);
-    default: return kernel_vec_dot_avx2(wtype, w, act, n);
-    }
+    float out;
+    vec_dot_n_avx512(wtype, w, act, 0, 1, n, &out);
+    return out;
 }
 
 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
@@ -163,4 +213,5 @@ const kernel_ops kernel_ops_avx512 = {
     .dot_f32 = dot_f32_avx512,
     .quantize_act = quantize_act_avx512,
     .vec_dot = vec_dot_avx512,
+    .vec_dot_n = vec_dot_n_avx512,
 };

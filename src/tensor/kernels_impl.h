@@ -7,6 +7,7 @@
 //   dot_f32      fp32 dot product
 //   quantize_act fp32 activations -> the 8-bit format the weight type pairs with
 //   vec_dot      one quantised weight row . one quantised activation row
+//                (vec_dot_n: the same for up to 4 activation rows at once)
 #ifndef AS_KERNELS_IMPL_H
 #define AS_KERNELS_IMPL_H
 
@@ -27,7 +28,13 @@ typedef struct kernel_ops {
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*quantize_act)(ggml_type wtype, const float *x, void *dst, int64_t n);
     float (*vec_dot)(ggml_type wtype, const void *w, const void *act, int64_t n);
+    // Optional: one weight row against n_act <= KERNEL_DOT_MAX_ACT activation
+    // rows act_stride bytes apart (out[j]), sharing the weight unpacking.  Must
+    // give exactly vec_dot's result for each row.  NULL: vec_dot per row.
+    void (*vec_dot_n)(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out);
 } kernel_ops;
+
+#define KERNEL_DOT_MAX_ACT 4
 
 extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512;
 
@@ -42,10 +49,6 @@ const char *kernel_isa_name(kernel_isa isa);
 // Largest n_tokens for which the F32 path dequantises one weight row at a time
 // and dots it with each token; above it, tiles of W go through BLAS sgemm.
 #define KERNEL_F32_FUSED_MAX_TOKENS 4
-// Largest n_tokens for which KERNEL_PRECISION_Q8 uses 8-bit integer dots;
-// above it the F32 tiled path is faster (130 vs 20 GFLOP/s per core on
-// AVX-512 at 32+ tokens) and is used instead.
-#define KERNEL_Q8_MAX_TOKENS 4
 // Rows of W dequantised per sgemm call in the F32 path.
 #define KERNEL_F32_TILE_ROWS 128
 
