@@ -3,8 +3,9 @@
 //
 // F32 precision: weights are dequantised exactly (bit-identical to
 // quant_dequantize_row) and multiplied in fp32.
-//   n_tokens <= 4 (decode): each thread dequantises one weight row into a small
-//     per-thread buffer (L1-resident) and dots it with every token.
+//   n_tokens <= 4 (decode): each weight row is dequantised once and dotted
+//     with every token, in registers where the ISA has a fused kernel
+//     (fused_dot_n), else through a small per-thread L1-resident buffer.
 //   more tokens (prefill, training): each thread dequantises a tile of rows and
 //     hands it to OpenBLAS sgemm; OpenBLAS runs single-threaded inside our
 //     parallel region, so the two thread pools never oversubscribe the cores.
@@ -170,6 +171,11 @@ static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, con
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < w->rows; r++) {
             const void *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            float o[KERNEL_DOT_MAX_ACT];
+            if (ops->fused_dot_n && ops->fused_dot_n(w->type, src, x, (size_t)cols, (int)n_tokens, cols, o)) {
+                for (int64_t t = 0; t < n_tokens; t++) out[t * ldo + r] = o[t];
+                continue;
+            }
             const float *wr = src;
             if (!is_f32) {
                 ops->dequant_row(w->type, src, row, cols);

@@ -32,6 +32,10 @@ typedef struct kernel_ops {
     // rows act_stride bytes apart (out[j]), sharing the weight unpacking.  Must
     // give exactly vec_dot's result for each row.  NULL: vec_dot per row.
     void (*vec_dot_n)(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out);
+    // Optional, F32 path: one weight row (any layout the ISA supports; returns
+    // false otherwise) dotted with n_x <= KERNEL_DOT_MAX_ACT fp32 rows
+    // x_stride floats apart, dequantising in registers.
+    bool (*fused_dot_n)(ggml_type wtype, const void *w, const float *x, size_t x_stride, int n_x, int64_t n, float *out);
 } kernel_ops;
 
 #define KERNEL_DOT_MAX_ACT 4
@@ -48,7 +52,7 @@ const char *kernel_isa_name(kernel_isa isa);
 
 // Largest n_tokens for which the F32 path dequantises one weight row at a time
 // and dots it with each token; above it, tiles of W go through BLAS sgemm.
-#define KERNEL_F32_FUSED_MAX_TOKENS 4
+#define KERNEL_F32_FUSED_MAX_TOKENS KERNEL_DOT_MAX_ACT
 // Rows of W dequantised per sgemm call in the F32 path.
 #define KERNEL_F32_TILE_ROWS 128
 
