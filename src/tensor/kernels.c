@@ -113,9 +113,18 @@ kernel_isa kernel_current_isa(void) {
     return kernel_isa_active;
 }
 
-void kernel_set_threads(int n) { kernel_n_threads = n > 0 ? n : 0; }
+// Both also run the one-time initialisation (ISA choice, OpenBLAS core
+// selection), so a program that sets its thread count first has that done
+// before it starts any threads of its own.
+void kernel_set_threads(int n) {
+    pthread_once(&kernel_once, kernel_init);
+    kernel_n_threads = n > 0 ? n : 0;
+}
 
-int kernel_get_threads(void) { return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads(); }
+int kernel_get_threads(void) {
+    pthread_once(&kernel_once, kernel_init);
+    return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads();
+}
 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime
 // (OpenMP reuses its worker threads, so after the first call of the largest
