@@ -15,6 +15,7 @@
 // owns only the cheap element-wise work and attention.
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
@@ -32,6 +33,7 @@
 
 typedef void (*attn_scores_fn)(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s);
 typedef void (*attn_values_fn)(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out);
+typedef void (*softmax_fn)(float *s, int32_t n);
 
 typedef struct model_scratch {
     int64_t cap;                      // token rows the buffers below hold
@@ -51,9 +53,10 @@ typedef struct model_scratch {
     float *scores;                    // (nth, cap_keys)
     attn_scores_fn scores_row;
     attn_values_fn values_row;
+    softmax_fn softmax_row;
 } model_scratch;
 
-// ---- attention row kernels: generic C and AVX2/FMA ----
+// ---- attention row kernels (scores, softmax, weighted values): generic C and AVX2/FMA ----
 
 // s[j] = scale * <q, K[j]> for j < n; K rows are ks floats apart.
 static void attn_scores_row_c(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s) {
@@ -76,6 +79,19 @@ static void attn_values_row_c(const float *p, const float *V, int64_t vs, int32_
         const float pj = p[j];
         for (int i = 0; i < d; i++) out[i] += pj * v[i];
     }
+}
+
+// In-place softmax of s[0..n) with the maximum subtracted (no overflow for any logits).
+static void softmax_row_c(float *s, int32_t n) {
+    float mx = s[0];
+    for (int32_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    float sum = 0.0f;
+    for (int32_t j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int32_t j = 0; j < n; j++) s[j] *= inv;
 }
 
 #ifdef MODEL_X86
@@ -151,6 +167,56 @@ __attribute__((target("avx2,fma"))) static void attn_values_row_avx2(const float
         _mm256_storeu_ps(out + i0, a);
     }
 }
+
+// e^x for x <= 0 (softmax after the max is subtracted): e^x = 2^n e^r with
+// n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for exactness) in
+// [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf polynomial (~1 ulp).  x is
+// clamped to -87 so 2^n stays a normal float; e^-87 ~ 1e-38 is nothing next to
+// the e^0 = 1 of the maximum.
+__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)); // 1 + r + r^2 P(r)
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) static void softmax_row_avx2(float *s, int32_t n) {
+    int32_t j = 0;
+    __m256 vmx = _mm256_set1_ps(s[0]);
+    for (; j + 8 <= n; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(s + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4);
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
+        _mm256_storeu_ps(s + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
+    s4 = _mm_hadd_ps(s4, s4);
+    s4 = _mm_hadd_ps(s4, s4);
+    float sum = _mm_cvtss_f32(s4);
+    for (; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+    for (; j < n; j++) s[j] *= 1.0f / sum;
+}
 #endif
 
 // ---- scratch ----
@@ -177,10 +243,16 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         for (int i = 0; i < half; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot);
         s->scores_row = attn_scores_row_c;
         s->values_row = attn_values_row_c;
+        s->softmax_row = softmax_row_c;
 #ifdef MODEL_X86
-        if (cpu_get_features()->avx2 && cpu_get_features()->fma) {
+        // ALPHASPIN_KERNEL_ISA=scalar (the kernels' switch) also selects the
+        // generic attention here, so the C path is testable on any machine.
+        const char *isa = getenv("ALPHASPIN_KERNEL_ISA");
+        const bool scalar = isa && !strcmp(isa, "scalar");
+        if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) {
             s->scores_row = attn_scores_row_avx2;
             s->values_row = attn_values_row_avx2;
+            s->softmax_row = softmax_row_avx2;
         }
 #endif
     }
@@ -259,19 +331,6 @@ static void glu_forward(float *g, const float *u, int64_t n, bool gelu) {
     }
 }
 
-// In-place softmax of s[0..n) with the maximum subtracted (no overflow for any logits).
-static void softmax_forward(float *s, int32_t n) {
-    float mx = s[0];
-    for (int32_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    float sum = 0.0f;
-    for (int32_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int32_t j = 0; j < n; j++) s[j] *= inv;
-}
-
 // ---- attention ----
 
 // att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of
@@ -294,7 +353,7 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
             const int64_t t = t0 + r;
             const int32_t n_keys = b->pos[t] + 1; // causal: keys 0..pos
             s->scores_row(s->q + t * qd + (int64_t)h * d, K, kvd, n_keys, d, scale, sc);
-            softmax_forward(sc, n_keys);
+            s->softmax_row(sc, n_keys);
             s->values_row(sc, V, kvd, n_keys, d, s->att + t * qd + (int64_t)h * d);
         }
     }

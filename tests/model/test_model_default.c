@@ -150,8 +150,8 @@ static void check_reference(kernel_precision p, const char *which, double tol, d
     cJSON_ArrayForEach(sq, cJSON_GetObjectItem(doc, "sequences")) {
         const cJSON *toks = cJSON_GetObjectItem(sq, "tokens");
         const int n = cJSON_GetArraySize(toks);
-        int32_t tok[64], seq[64], pos[64];
-        assert_true(n <= 64);
+        int32_t tok[512], seq[512], pos[512];
+        assert_true(n <= 512);
         for (int i = 0; i < n; i++) tok[i] = cJSON_GetArrayItem(toks, i)->valueint, seq[i] = 0, pos[i] = i;
         float *logits = as_malloc(sizeof(float) * (size_t)n * (size_t)V);
         kv_cache *kv = kv_cache_init(&M->cfg, 1, n);
