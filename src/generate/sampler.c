@@ -1,9 +1,10 @@
 // Sampling chain (see sampler.h for the semantics, which follow llama.cpp).
 //
-// Cost for a 49152-token vocabulary: one copy of the logits, then top_k by
-// heap selection (O(V log k)); top_p without top_k first selects the best 256
-// and sorts everything only when those do not reach p; min_p and the draw are
-// linear passes over what is left.
+// Cost for a 49152-token vocabulary: greedy is one pass over the logits; top_k
+// is a heap selection straight from the logits (one comparison per token in
+// the common case); without top_k, top_p finds its set by quickselect on
+// probability mass (expected O(V), no sort); min_p and the draw are linear
+// passes over what is left.
 #include "generate/sampler.h"
 
 #include <math.h>
@@ -70,11 +71,6 @@ static inline int cand_better(const sampler_cand *a, const sampler_cand *b) {
     return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
 }
 
-static int cand_cmp(const void *pa, const void *pb) {
-    const sampler_cand *a = pa, *b = pb;
-    return cand_better(a, b) ? -1 : cand_better(b, a) ? 1 : 0;
-}
-
 static inline void cand_swap(sampler_cand *a, sampler_cand *b) {
     sampler_cand t = *a;
     *a = *b;
@@ -94,49 +90,45 @@ static void heap_sift_down(sampler_cand *h, int64_t m, int64_t i) {
     }
 }
 
-// Permutes c[0..n) so that c[0..m) are the m best, sorted best first.  O(n log m).
-static void cand_select_top(sampler_cand *c, int64_t n, int64_t m) {
-    if (m >= n) {
-        qsort(c, (size_t)n, sizeof *c, cand_cmp);
-        return;
-    }
-    for (int64_t i = m / 2 - 1; i >= 0; i--) heap_sift_down(c, m, i);
-    for (int64_t i = m; i < n; i++) {
-        if (cand_better(&c[i], &c[0])) {
-            cand_swap(&c[i], &c[0]);
-            heap_sift_down(c, m, 0);
+// ---- the chain ----
+
+// Marks the distinct tokens of the penalty window (CTRL's repetition penalty
+// applies once per token, however often it occurred); returns whether any.
+static bool penalty_mark(sampler *s, const int32_t *history, int64_t n_history, bool on) {
+    const sampler_params *p = &s->params;
+    if (p->repeat_penalty == 1.0f || p->repeat_last_n == 0 || n_history <= 0) return false;
+    int64_t n = p->repeat_last_n < 0 ? n_history : AS_MIN(n_history, (int64_t)p->repeat_last_n);
+    for (const int32_t *w = history + (n_history - n); w < history + n_history; w++)
+        if (*w >= 0 && *w < s->n_vocab) s->penalised[*w] = on;
+    return true;
+}
+
+// The logit the filters see: NaN counts as -inf; a penalised positive logit is
+// divided by the penalty, a negative one multiplied (llama.cpp's fix to CTRL).
+static inline float chain_logit(const sampler *s, const float *logits, int32_t i) {
+    float l = logits[i];
+    if (isnan(l)) return -INFINITY;
+    if (s->penalised[i]) l = l <= 0.0f ? l * s->params.repeat_penalty : l / s->params.repeat_penalty;
+    return l;
+}
+
+// top_k straight from the logits: a heap of the k best with the worst at the
+// root, so the common case (not better than the root) is one comparison.
+static void select_top_k(sampler *s, const float *logits, int64_t k) {
+    sampler_cand *c = s->cand;
+    for (int32_t i = 0; i < k; i++) c[i] = (sampler_cand){.id = i, .logit = chain_logit(s, logits, i)};
+    for (int64_t i = k / 2 - 1; i >= 0; i--) heap_sift_down(c, k, i);
+    for (int32_t i = (int32_t)k; i < s->n_vocab; i++) {
+        float l = chain_logit(s, logits, i);
+        if (l > c[0].logit) { // ids grow, so on equal logits the root (lower id) wins
+            c[0] = (sampler_cand){.id = i, .logit = l};
+            heap_sift_down(c, k, 0);
         }
     }
-    // Heap sort: moving the root (worst) to the end leaves the best first.
-    for (int64_t end = m - 1; end > 0; end--) {
+    for (int64_t end = k - 1; end > 0; end--) { // heap sort: best first
         cand_swap(&c[0], &c[end]);
         heap_sift_down(c, end, 0);
     }
-}
-
-// ---- the chain ----
-
-// CTRL's repetition penalty, once per distinct token of the window.
-static void apply_penalty(sampler *s, const int32_t *history, int64_t n_history) {
-    const sampler_params *p = &s->params;
-    if (p->repeat_penalty == 1.0f || p->repeat_last_n == 0 || n_history <= 0) return;
-    int64_t n = p->repeat_last_n < 0 ? n_history : AS_MIN(n_history, (int64_t)p->repeat_last_n);
-    const int32_t *w = history + (n_history - n);
-    for (int64_t i = 0; i < n; i++) {
-        int32_t id = w[i];
-        if (id < 0 || id >= s->n_vocab || s->penalised[id]) continue;
-        s->penalised[id] = 1;
-        float *l = &s->cand[id].logit; // cand is still in id order here
-        *l = *l <= 0.0f ? *l * p->repeat_penalty : *l / p->repeat_penalty;
-    }
-    for (int64_t i = 0; i < n; i++)
-        if (w[i] >= 0 && w[i] < s->n_vocab) s->penalised[w[i]] = 0;
-}
-
-static void apply_top_k(sampler *s) {
-    int64_t k = s->params.top_k;
-    if (k <= 0 || k >= s->n_cand) return;
-    cand_select_top(s->cand, s->n_cand, k);
     s->n_cand = k;
     s->sorted = true;
 }
@@ -153,34 +145,63 @@ static void cand_softmax(sampler_cand *c, int64_t n) {
     for (int64_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
 }
 
+// Median of three by the candidate order, as the partition pivot.
+static sampler_cand pivot3(const sampler_cand *a, const sampler_cand *b, const sampler_cand *c) {
+    if (cand_better(a, b)) return cand_better(b, c) ? *b : cand_better(a, c) ? *c : *a;
+    return cand_better(a, c) ? *a : cand_better(b, c) ? *c : *b;
+}
+
+// Moves to the front the smallest set of best candidates whose mass reaches
+// p (the set top_p keeps) and returns its size, without sorting: quickselect
+// on the candidate order, descending into the side where the cut lies.
+// Invariant: the cut k satisfies lo < k <= hi, c[0..lo) are the lo best with
+// mass acc < p, c[lo..hi) the next ones in any order.  Expected O(n).
+static int64_t select_top_mass(sampler_cand *c, int64_t n, double p) {
+    int64_t lo = 0, hi = n;
+    double acc = 0.0;
+    while (hi - lo > 1) {
+        sampler_cand pv = pivot3(&c[lo], &c[lo + (hi - lo) / 2], &c[hi - 1]);
+        int64_t i = lo;
+        double m = 0.0;
+        for (int64_t j = lo; j < hi; j++)
+            if (cand_better(&c[j], &pv)) {
+                m += c[j].p;
+                cand_swap(&c[i++], &c[j]);
+            }
+        if (acc + m >= p) { // the cut is among the better ones (i > lo, since acc < p)
+            hi = i;
+            continue;
+        }
+        acc += m;
+        for (int64_t j = i; j < hi; j++) // the pivot is the best of the rest: put it at i
+            if (c[j].id == pv.id) {
+                cand_swap(&c[i], &c[j]);
+                break;
+            }
+        acc += c[i].p;
+        if (acc >= p) return i + 1;
+        lo = i + 1;
+    }
+    return hi;
+}
+
 static void apply_top_p(sampler *s) {
     double top_p = s->params.top_p;
     if (top_p >= 1.0) return;
     sampler_cand *c = s->cand;
-    int64_t n = s->n_cand;
-    cand_softmax(c, n);
-    // Most of the time the mass p is reached within a few hundred tokens: sort
-    // only those, and everything if they are not enough.
-    int64_t have = n;
+    cand_softmax(c, s->n_cand);
     if (!s->sorted) {
-        have = AS_MIN(n, (int64_t)256);
-        cand_select_top(c, n, have);
+        s->n_cand = select_top_mass(c, s->n_cand, top_p);
+        return;
     }
     double cum = 0.0;
-    int64_t keep = n;
-    for (int64_t i = 0; i < n; i++) {
-        if (i == have) {
-            qsort(c, (size_t)n, sizeof *c, cand_cmp);
-            have = n;
-        }
+    for (int64_t i = 0; i < s->n_cand; i++) {
         cum += c[i].p;
         if (cum >= top_p) {
-            keep = i + 1;
-            break;
+            s->n_cand = i + 1;
+            return;
         }
     }
-    s->n_cand = keep;
-    s->sorted = true;
 }
 
 // p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p).
@@ -196,35 +217,35 @@ static void apply_min_p(sampler *s) {
     s->n_cand = k;
 }
 
-static void fill_candidates(sampler *s, const float *logits, const int32_t *history, int64_t n_history) {
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        float l = logits[i];
-        s->cand[i] = (sampler_cand){.id = i, .logit = isnan(l) ? -INFINITY : l, .p = 0.0f};
-    }
-    s->n_cand = s->n_vocab;
-    s->sorted = false;
-    apply_penalty(s, history, n_history);
-}
-
 int64_t sampler_distribution(sampler *s, const float *logits, const int32_t *history, int64_t n_history) {
-    fill_candidates(s, logits, history, n_history);
-    if (s->params.temperature <= 0.0f) {
-        int64_t best = 0;
-        for (int64_t i = 1; i < s->n_cand; i++)
-            if (s->cand[i].logit > s->cand[best].logit) best = i; // strict: ties stay on the lower id
-        s->cand[0] = s->cand[best];
-        s->cand[0].p = 1.0f;
+    const sampler_params *p = &s->params;
+    bool marked = penalty_mark(s, history, n_history, true);
+    s->sorted = false;
+    if (p->temperature <= 0.0f) {
+        int32_t best = 0;
+        float best_l = chain_logit(s, logits, 0);
+        for (int32_t i = 1; i < s->n_vocab; i++) {
+            float l = chain_logit(s, logits, i);
+            if (l > best_l) best = i, best_l = l; // strict: ties stay on the lower id
+        }
+        s->cand[0] = (sampler_cand){.id = best, .logit = best_l, .p = 1.0f};
         s->n_cand = 1;
-        s->sorted = true;
-        return 1;
+    } else {
+        if (p->top_k > 0 && p->top_k < s->n_vocab) {
+            select_top_k(s, logits, p->top_k);
+        } else {
+            for (int32_t i = 0; i < s->n_vocab; i++) s->cand[i] = (sampler_cand){.id = i, .logit = chain_logit(s, logits, i)};
+            s->n_cand = s->n_vocab;
+        }
+        apply_top_p(s);
+        apply_min_p(s);
+        if (p->temperature != 1.0f) {
+            float inv_t = 1.0f / p->temperature;
+            for (int64_t i = 0; i < s->n_cand; i++) s->cand[i].logit *= inv_t;
+        }
+        cand_softmax(s->cand, s->n_cand);
     }
-    apply_top_k(s);
-    apply_top_p(s);
-    apply_min_p(s);
-    float inv_t = 1.0f / s->params.temperature;
-    if (s->params.temperature != 1.0f)
-        for (int64_t i = 0; i < s->n_cand; i++) s->cand[i].logit *= inv_t;
-    cand_softmax(s->cand, s->n_cand);
+    if (marked) penalty_mark(s, history, n_history, false);
     return s->n_cand;
 }
 

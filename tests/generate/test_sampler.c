@@ -318,6 +318,22 @@ static void test_greedy(void **st) {
     free(big);
 }
 
+// Ties at the top_k boundary go to the lower ids (a deterministic rule; llama.cpp's
+// partial sort leaves it unspecified).
+static void test_top_k_ties(void **st) {
+    (void)st;
+    const float l[8] = {0.0f, 2.0f, 1.0f, 2.0f, 1.0f, 1.0f, -1.0f, 1.0f};
+    sampler_params p = {1.0f, 3, 1.0f, 0.0f, 1.0f, 64, 1};
+    sampler s;
+    assert_int_equal(sampler_init(&s, &p, 8), 0);
+    assert_int_equal(sampler_distribution(&s, l, NULL, 0), 3);
+    int32_t ids[3] = {s.cand[0].id, s.cand[1].id, s.cand[2].id};
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 3);
+    assert_int_equal(ids[2], 2);
+    sampler_free(&s);
+}
+
 static void test_seed_reproducible(void **st) {
     (void)st;
     float logits[50];
@@ -387,6 +403,7 @@ int main(void) {
         cmocka_unit_test(test_draws_match_enumeration),
         cmocka_unit_test(test_negative_controls),
         cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_top_k_ties),
         cmocka_unit_test(test_seed_reproducible),
         cmocka_unit_test(test_params_check),
         cmocka_unit_test(test_logprob),
