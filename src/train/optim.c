@@ -30,11 +30,11 @@ int optim_init(optim **out, const optim_config *c, size_t n_params) {
     if (!(c->momentum >= 0.0f && c->momentum < 1.0f)) return as_error("optimizer: momentum %g: expected a value in [0, 1)", (double)c->momentum);
     if (!(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay))
         return as_error("optimizer: weight decay %g: expected a finite value >= 0", (double)c->weight_decay);
-    if (!(c->warmup_ratio >= 0.0f && c->warmup_ratio <= 1.0f))
-        return as_error("optimizer: warm-up ratio %g: expected a value in [0, 1]", (double)c->warmup_ratio);
+    if (!(c->warmup_ratio >= 0.0 && c->warmup_ratio <= 1.0))
+        return as_error("optimizer: warm-up ratio %g: expected a value in [0, 1]", c->warmup_ratio);
     if (c->schedule != OPTIM_SCHEDULE_CONSTANT && c->schedule != OPTIM_SCHEDULE_LINEAR && c->schedule != OPTIM_SCHEDULE_COSINE)
         return as_error("optimizer: unknown schedule %d", (int)c->schedule);
-    if ((c->schedule != OPTIM_SCHEDULE_CONSTANT || c->warmup_ratio > 0.0f) && c->total_steps < 1)
+    if ((c->schedule != OPTIM_SCHEDULE_CONSTANT || c->warmup_ratio > 0.0) && c->total_steps < 1)
         return as_error("optimizer: schedule needs total_steps >= 1, found %lld", (long long)c->total_steps);
     if (!(c->max_grad_norm >= 0.0f)) return as_error("optimizer: max_grad_norm %g: expected a value >= 0", (double)c->max_grad_norm);
     optim *o = as_calloc(1, sizeof *o);
@@ -60,7 +60,7 @@ void optim_free(optim *o) {
 // then 1 (constant), (total - s) / (total - warm-up) (linear) or
 // (1 + cos(pi * progress)) / 2 (cosine), never below 0.
 double optim_lr_factor(const optim_config *c, int64_t s) {
-    const int64_t total = c->total_steps, warm = (int64_t)ceil((double)total * (double)c->warmup_ratio);
+    const int64_t total = c->total_steps, warm = (int64_t)ceil((double)total * c->warmup_ratio);
     if (s < warm) return (double)s / (double)AS_MAX(warm, (int64_t)1);
     const double progress = (double)(s - warm) / (double)AS_MAX(total - warm, (int64_t)1);
     switch (c->schedule) {

@@ -27,7 +27,7 @@ typedef struct optim_config {
     float momentum;       // SGD momentum (0: plain SGD)
     float weight_decay;   // AdamW: decoupled (p -= lr wd p); RMSprop/SGD: L2, g += wd p (PyTorch semantics)
     optim_schedule schedule;
-    float warmup_ratio;   // warm-up steps = ceil(ratio * total_steps)
+    double warmup_ratio;  // warm-up steps = ceil(ratio * total_steps) (double, as Python computes it)
     int64_t total_steps;  // optimizer steps of the run (needed by linear/cosine and warm-up)
     float max_grad_norm;  // clip the global gradient norm to this (0: no clipping)
 } optim_config;

@@ -611,6 +611,31 @@ void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr) {
     if (lr) *lr = used;
 }
 
+float *train_params_find(const train_model *m, const train_params *p, const char *name, int64_t *n) {
+    const model_config *c = &m->cfg;
+    const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    const int64_t V = c->n_vocab;
+    if (!strcmp(name, "token_embd.weight")) return *n = V * C, p->tok_embd;
+    if (!strcmp(name, "output.weight")) return p->output ? (*n = V * C, p->output) : NULL;
+    if (!strcmp(name, "output_norm.weight")) return *n = C, p->output_norm;
+    int l = -1, used = 0;
+    char rest[32];
+    if (sscanf(name, "blk.%d.%31[a-z_].weight%n", &l, rest, &used) != 2 || name[used] || l < 0 || l >= c->n_layer) return NULL;
+    static const struct { const char *gguf; int slot; int64_t rows_id, cols_id; } map[] = {
+        {"attn_norm", 3, 0, 1}, {"attn_q", 4, 2, 1}, {"attn_k", 5, 3, 1}, {"attn_v", 6, 3, 1}, {"attn_output", 7, 1, 2},
+        {"ffn_norm", 8, 0, 1},  {"ffn_gate", 9, 4, 1}, {"ffn_up", 10, 4, 1}, {"ffn_down", 11, 1, 4}};
+    const int64_t dims[5] = {1, C, qd, kvd, F}; // indexed by rows_id / cols_id
+    for (size_t i = 0; i < AS_ARRAY_LEN(map); i++) {
+        if (strcmp(rest, map[i].gguf)) continue;
+        const int64_t per_layer = dims[map[i].rows_id] * dims[map[i].cols_id];
+        float *base = ((float *const *)p)[map[i].slot];
+        if (!base) return NULL;
+        *n = per_layer;
+        return base + (int64_t)l * per_layer;
+    }
+    return NULL;
+}
+
 void train_shuffle(int64_t *perm, int64_t n, as_rng *rng) {
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {

@@ -151,6 +151,12 @@ void train_zero_grad(train_model *m);
 // (before clipping) and lr may be NULL.
 void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr);
 
+// The tensor of p (m->params or m->grads) that a GGUF file names `name`
+// ("token_embd.weight", "output.weight", "output_norm.weight",
+// "blk.<l>.attn_q.weight", ...): its first element and count, or NULL when
+// the name is not a tensor of this model (output.weight of a tied model).
+float *train_params_find(const train_model *m, const train_params *p, const char *name, int64_t *n);
+
 // Fisher-Yates permutation of 0 .. n-1 from rng (data order).
 void train_shuffle(int64_t *perm, int64_t n, as_rng *rng);
 
