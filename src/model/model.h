@@ -30,9 +30,10 @@ typedef struct model_config {
     bool rope_neox;      // false: GGUF llama pairing (x[2i], x[2i+1]); true: halves (x[i], x[i+d/2]) as Gemma
     // Gemma's RMSNorm multiplies by (1 + w_hf), but llama.cpp's converter
     // (convert_hf_to_gguf.py, GemmaModel) already stores w_gguf = w_hf + 1, so
-    // the code multiplies by the stored weight for both architectures and this
-    // flag is false for every GGUF file.  Set it only for weights in HF
-    // convention (then the loader adds 1 when it converts the norms).
+    // the forward pass multiplies by the stored weight for both architectures
+    // and the GGUF loader leaves this false.  It is there for a loader of
+    // HF-convention weights, which would set it so that bind_norm adds the 1
+    // (tested: adding it to a GGUF gemma breaks the reference match).
     bool norm_add_one;
     bool gelu;           // Gemma: GeGLU (tanh-approx GELU); llama: SwiGLU
     float emb_scale;     // Gemma: sqrt(n_embd); llama: 1
