@@ -202,12 +202,14 @@ int tokenizer_load(tokenizer **out, const gguf_file *f) {
         }
     }
 
-    // Special ids and flags: llama.cpp's defaults per tokenizer model, then the file's keys.
+    // Special ids and flags: llama.cpp's defaults per tokenizer model, then the file's
+    // keys.  (For BPE llama.cpp defaults BOS and EOS to id 11, a GPT-2 leftover; a
+    // file without those keys has none here.)
     if (kind == TOKENIZER_KIND_SPM) {
         t->bos = 1, t->eos = 2, t->unk = 0;
         t->add_bos = true, t->add_space_prefix = true;
     } else {
-        t->bos = 11, t->eos = 11, t->unk = -1;
+        t->bos = -1, t->eos = -1, t->unk = -1;
         t->add_bos = false, t->add_space_prefix = false;
     }
     t->eot = -1, t->eom = -1, t->add_eos = false;

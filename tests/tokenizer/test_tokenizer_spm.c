@@ -220,7 +220,10 @@ static void test_bad_vocabularies_are_named_errors(void **state) {
 static gguf_file *build_bpe(const char *pre, bool with_merges, uint8_t **buf) {
     gguf_writer *w = gguf_writer_init();
     gguf_write_str(w, "tokenizer.ggml.model", "gpt2");
-    if (pre) gguf_write_str(w, "tokenizer.ggml.pre", pre);
+    // No BOS token; llama3 pre-tokenizers would add one by default.
+    if (strcmp(pre, "llama3-default-bos") == 0) pre = "llama3";
+    else gguf_write_bool(w, "tokenizer.ggml.add_bos_token", false);
+    if (strcmp(pre, "default") != 0) gguf_write_str(w, "tokenizer.ggml.pre", pre); // none: llama.cpp's default
     char text[256][3];
     const char *tokens[258];
     int n = 0;
@@ -246,7 +249,7 @@ static gguf_file *build_bpe(const char *pre, bool with_merges, uint8_t **buf) {
 
 static void test_bpe_pre_tokenizer_names(void **state) {
     (void)state;
-    const char *ok[] = {"smollm", "gpt2", "gpt-2", "llama-bpe", "llama3", NULL};
+    const char *ok[] = {"smollm", "gpt2", "gpt-2", "llama-bpe", "llama3", "default"};
     for (int i = 0; i < 6; i++) {
         uint8_t *buf;
         gguf_file *f = build_bpe(ok[i], true, &buf);
@@ -273,6 +276,12 @@ static void test_bpe_pre_tokenizer_names(void **state) {
     f = build_bpe("gpt2", false, &buf);
     assert_int_equal(tokenizer_load(&t, f), AS_FAIL);
     assert_non_null(strstr(as_last_error(), "tokenizer.ggml.merges"));
+    gguf_close(f);
+    free(buf);
+    // llama3 adds BOS unless the file says otherwise; without a BOS token that is an error.
+    f = build_bpe("llama3-default-bos", true, &buf);
+    assert_int_equal(tokenizer_load(&t, f), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "add_bos_token"));
     gguf_close(f);
     free(buf);
 }
