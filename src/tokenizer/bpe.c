@@ -56,7 +56,7 @@ static bool name_in_list(const char *name, const char *list) {
 // writes them and, when compiled, \s/\S become the explicit White_Space set and
 // \p{L}/\p{N} gain the letters and numbers Unicode 15.0/15.1 assigned (Kawi, Nag
 // Mundari, Kaktovik numerals, CJK extensions H and I, ...; the full difference
-// between PCRE2's tables and Unicode 15.1, computed with unicodedata2 15.1).
+// between PCRE2's tables and Unicode 15.1, printed by tools/unicode_classes.py).
 #define WHITE_SPACE "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 #define LETTERS_15                                                                                                              \
     "\\p{L}\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{1B132}"  \
