@@ -32,8 +32,7 @@ static uint64_t str_hash(const char *s, size_t len) {
 void strmap_init(strmap *m, const char *buf, const uint64_t *off, size_t n_entries) {
     size_t cap = 16;
     while (cap < 2 * n_entries) cap *= 2; // load factor <= 0.5 keeps probe chains short
-    m->slots = as_malloc(cap * sizeof(int32_t));
-    memset(m->slots, 0xff, cap * sizeof(int32_t));
+    m->slots = as_calloc(cap, sizeof(uint64_t));
     m->mask = cap - 1;
     m->buf = buf;
     m->off = off;
@@ -44,30 +43,35 @@ void strmap_free(strmap *m) {
     m->slots = NULL;
 }
 
-static bool strmap_entry_eq(const strmap *m, int32_t i, const char *s, size_t len) {
-    size_t n = (size_t)(m->off[i + 1] - m->off[i]);
-    return n == len && memcmp(m->buf + m->off[i], s, len) == 0;
+// Slots keep the hash's high half, so a probe compares bytes only on a likely hit.
+static int32_t strmap_find(const strmap *m, const char *s, size_t len, uint64_t h, size_t *slot) {
+    uint64_t tag = h & 0xffffffff00000000ull;
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
+        uint64_t e = m->slots[i];
+        if (e == 0) {
+            *slot = i;
+            return -1;
+        }
+        if ((e & 0xffffffff00000000ull) != tag) continue;
+        int32_t idx = (int32_t)(uint32_t)e - 1;
+        size_t n = (size_t)(m->off[idx + 1] - m->off[idx]);
+        if (n == len && memcmp(m->buf + m->off[idx], s, len) == 0) return idx;
+    }
 }
 
 int32_t strmap_put(strmap *m, int32_t i) {
     const char *s = m->buf + m->off[i];
-    size_t len = (size_t)(m->off[i + 1] - m->off[i]);
-    for (size_t h = str_hash(s, len) & m->mask;; h = (h + 1) & m->mask) {
-        int32_t e = m->slots[h];
-        if (e < 0) {
-            m->slots[h] = i;
-            return -1;
-        }
-        if (strmap_entry_eq(m, e, s, len)) return e;
-    }
+    size_t len = (size_t)(m->off[i + 1] - m->off[i]), slot;
+    uint64_t h = str_hash(s, len);
+    int32_t e = strmap_find(m, s, len, h, &slot);
+    if (e >= 0) return e;
+    m->slots[slot] = (h & 0xffffffff00000000ull) | (uint32_t)(i + 1);
+    return -1;
 }
 
 int32_t strmap_get(const strmap *m, const char *s, size_t len) {
-    for (size_t h = str_hash(s, len) & m->mask;; h = (h + 1) & m->mask) {
-        int32_t e = m->slots[h];
-        if (e < 0) return -1;
-        if (strmap_entry_eq(m, e, s, len)) return e;
-    }
+    size_t slot;
+    return strmap_find(m, s, len, str_hash(s, len), &slot);
 }
 
 void tok_vec_push(tok_vec *v, int32_t id) {

@@ -25,7 +25,7 @@ typedef enum tokenizer_kind { TOKENIZER_KIND_BPE, TOKENIZER_KIND_SPM } tokenizer
 // Open-addressing hash set of strings stored elsewhere: entry i is the byte
 // range buf[off[i] .. off[i+1]).  Maps a string to the smallest index holding it.
 typedef struct strmap {
-    int32_t *slots; // entry index, -1 = empty; capacity is a power of two
+    uint64_t *slots; // (high 32 bits of the hash) << 32 | (entry index + 1); 0 = empty; power-of-two count
     size_t mask;
     const char *buf;
     const uint64_t *off;
