@@ -1,7 +1,7 @@
 // Matmul throughput for the default model's shapes (SmolLM2-135M: d=576,
 // kv=192, ffn=1536, vocab=49152), each precision and n_tokens 1/32/512.
 //
-//   bench_matmul [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S]
+//   bench_matmul [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S] [--decode-only]
 //
 // GB/s counts the weight bytes read once per call (the decode bound: weights
 // stream from memory, activations stay in cache); GFLOP/s counts 2*rows*cols
@@ -67,12 +67,14 @@ static double bench_one(float *out, const float *x, int64_t nt, const as_matrix 
 int main(int argc, char **argv) {
     const char *isa_arg = "auto";
     double seconds = 0.3;
+    bool decode_only = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa_arg = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) kernel_set_threads(atoi(argv[++i]));
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--decode-only")) decode_only = true;
         else {
-            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S] [--decode-only]\n", argv[0]);
             return 2;
         }
     }
@@ -134,7 +136,7 @@ int main(int argc, char **argv) {
         printf("\nisa %s\n%-12s %5s %5s %4s %5s %-3s %10s %8s %9s\n", kernel_isa_name(kernel_current_isa()), "shape", "rows", "cols",
                "type", "ntok", "pre", "ms/call", "GB/s", "GFLOP/s");
         double decode_ms[2] = {0, 0};
-        for (size_t s = 0; s < AS_ARRAY_LEN(shapes); s++) {
+        for (size_t s = 0; s < (decode_only ? 0 : AS_ARRAY_LEN(shapes)); s++) {
             const as_matrix *m = &mats[s];
             const double bytes = (double)m->row_bytes * m->rows;
             for (size_t k = 0; k < AS_ARRAY_LEN(token_counts); k++) {
@@ -148,7 +150,7 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        printf("sum of the rows above for one decode step (weights cache-hot): F32 %.2f ms, Q8 %.2f ms\n", decode_ms[0], decode_ms[1]);
+        if (!decode_only) printf("sum of the rows above for one decode step (weights cache-hot): F32 %.2f ms, Q8 %.2f ms\n", decode_ms[0], decode_ms[1]);
         for (int p = 0; p < 2; p++) {
             double dt = decode_step(out, x, layers, &mats[AS_ARRAY_LEN(shapes) - 1], (kernel_precision)p, seconds);
             printf("decode step, distinct weights per layer (%.1f MB streamed): %s %.2f ms = %.0f tok/s (matmuls only), %.1f GB/s\n",

@@ -92,9 +92,14 @@ int cmd_chat(int argc, char **argv) {
         if (n + 2 > cap) msgs = as_realloc(msgs, (cap *= 2) * sizeof *msgs);
         msgs[n++] = (chat_message){"user", as_strdup(line)};
         char *text = chat_render(&ct, msgs, n, true);
+        if (!text) {
+            rc = AS_FAIL;
+            break;
+        }
         int32_t *ids;
         size_t n_ids;
-        rc = tokenizer_encode(tok, text, strlen(text), true, true, &ids, &n_ids);
+        // The rendered template already holds BOS where the family wants one.
+        rc = tokenizer_encode(tok, text, strlen(text), false, true, &ids, &n_ids);
         free(text);
         if (rc != AS_OK) break;
         if ((int64_t)n_ids + max_new > m->cfg.n_ctx_train) {

@@ -65,10 +65,12 @@ static int build_prompt(const tokenizer *tok, const chat_template *ct, const cha
         for (size_t i = 0; i < n_msgs; i++) all[k++] = msgs[i];
         text = chat_render(ct, all, k, true);
         free(all);
+        if (!text) return AS_FAIL;
     } else {
         text = as_strdup(msgs[n_msgs - 1].content);
     }
-    int rc = tokenizer_encode(tok, text, strlen(text), true, ct != NULL, ids, n_ids);
+    // A rendered template already holds BOS where the family wants one.
+    int rc = tokenizer_encode(tok, text, strlen(text), ct == NULL, ct != NULL, ids, n_ids);
     free(text);
     if (rc == AS_OK && *n_ids == 0) rc = as_error("the prompt has no tokens");
     return rc;

@@ -16,8 +16,13 @@
 // batch.  Float weight types always take the F32 path.  (For many tokens the
 // F32 path's sgemm is faster: bench/bench_matmul.)
 //
-// Threads split output rows statically; each thread owns its scratch, which
-// grows once and is then reused, so the hot loop never allocates.
+// Threads take output rows in chunks of 16 from a shared counter (dynamic
+// schedule): on a busy machine a descheduled thread then delays a call by its
+// current chunk, not by its whole static share (measured: a 30-layer decode
+// step on 2 loaded cores went from ~1.5 s to ~0.1 s).  Each output is still
+// computed by one thread in a fixed order, so results do not depend on the
+// schedule.  Each thread owns its scratch, which grows once and is then
+// reused, so the hot loop never allocates.
 #include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
@@ -177,7 +182,7 @@ static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, con
 #pragma omp parallel num_threads(nth)
     {
         float *row = is_f32 ? NULL : kernel_scratch(SCRATCH_WORK, (size_t)cols * sizeof(float));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
         for (int64_t r = 0; r < w->rows; r++) {
             const void *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
             float o[KERNEL_DOT_MAX_ACT];
@@ -240,11 +245,17 @@ static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const floa
     const size_t act_bytes = kernel_act_row_size(w->type, cols);
     uint8_t *act = kernel_scratch(SCRATCH_ACT, act_bytes * (size_t)n_tokens);
     const int64_t n_groups = (w->rows + Q8_ROW_GROUP - 1) / Q8_ROW_GROUP;
+    // A few tokens quantise faster than a barrier costs: do them here.
+    const bool quantize_here = n_tokens <= KERNEL_DOT_MAX_ACT;
+    if (quantize_here)
+        for (int64_t t = 0; t < n_tokens; t++) ops->quantize_act(w->type, x + t * cols, act + (size_t)t * act_bytes, cols);
 #pragma omp parallel num_threads(nth)
     {
+        if (!quantize_here) {
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < n_tokens; t++) ops->quantize_act(w->type, x + t * cols, act + (size_t)t * act_bytes, cols);
-#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_tokens; t++) ops->quantize_act(w->type, x + t * cols, act + (size_t)t * act_bytes, cols);
+        }
+#pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < n_groups; g++) {
             const int64_t r0 = g * Q8_ROW_GROUP, r1 = AS_MIN(r0 + Q8_ROW_GROUP, w->rows);
             for (int64_t t0 = 0; t0 < n_tokens; t0 += KERNEL_DOT_MAX_ACT) {
