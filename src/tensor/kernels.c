@@ -87,7 +87,7 @@ static void kernel_blas_init(void) {
 
 // ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps the choice (debugging, and
 // comparing against the fallbacks on a fast machine).
-static void kernel_init(void) {
+static void kernel_init_once(void) {
     kernel_isa isa = kernel_best_isa();
     const char *env = getenv("ALPHASPIN_KERNEL_ISA");
     if (env && *env) {
@@ -99,13 +99,15 @@ static void kernel_init(void) {
     kernel_blas_init();
 }
 
+void kernel_init(void) { pthread_once(&kernel_once, kernel_init_once); }
+
 static const kernel_ops *kernel_ops_get(void) {
-    pthread_once(&kernel_once, kernel_init);
+    pthread_once(&kernel_once, kernel_init_once);
     return kernel_ops_active;
 }
 
 int kernel_force_isa(kernel_isa isa) {
-    pthread_once(&kernel_once, kernel_init);
+    pthread_once(&kernel_once, kernel_init_once);
     if (isa == KERNEL_ISA_AUTO) isa = kernel_best_isa();
     if (!kernel_isa_available(isa)) return AS_FAIL;
     kernel_isa_active = isa;
@@ -114,7 +116,7 @@ int kernel_force_isa(kernel_isa isa) {
 }
 
 kernel_isa kernel_current_isa(void) {
-    pthread_once(&kernel_once, kernel_init);
+    pthread_once(&kernel_once, kernel_init_once);
     return kernel_isa_active;
 }
 
@@ -122,12 +124,12 @@ kernel_isa kernel_current_isa(void) {
 // selection), so a program that sets its thread count first has that done
 // before it starts any threads of its own.
 void kernel_set_threads(int n) {
-    pthread_once(&kernel_once, kernel_init);
+    pthread_once(&kernel_once, kernel_init_once);
     kernel_n_threads = n > 0 ? n : 0;
 }
 
 int kernel_get_threads(void) {
-    pthread_once(&kernel_once, kernel_init);
+    pthread_once(&kernel_once, kernel_init_once);
     return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads();
 }
 

@@ -21,6 +21,18 @@ typedef struct as_matrix {
 } as_matrix;
 
 // How activations meet quantised weights.
+//  F32: weights dequantised exactly (bit-identical to quant_dequantize_row),
+//    products summed in fp32: ||out - exact|| / ||exact|| < 1e-5 (tested; ~1e-7
+//    to 4e-6 observed).  n_tokens <= 4 dots each row in registers; more tokens
+//    use OpenBLAS sgemm on dequantised tiles (different summation order, so
+//    results for a token may differ in the last bits between the two regimes).
+//    Fastest choice for prefill / log-probs of many tokens (~130 GFLOP/s/core).
+//  Q8: like llama.cpp, each token's activations are quantised to 8 bits per
+//    block of 32 (Q8_K per 256 for Q4_K/Q6_K) and dotted in integers.  Error vs
+//    the exact result: ~0.5-1.2% of the output scale ||x|| ||w|| / sqrt(cols)
+//    on random data (tested < 2e-2).  A token's outputs are bitwise the same
+//    whatever else is in the batch.  Fastest choice for decode (2-3x F32).
+//    Float weight types (F32/F16/BF16) always take the F32 path.
 typedef enum kernel_precision {
     KERNEL_PRECISION_F32 = 0, // fp32 activations x dequantised weights: matches an fp32 reference
     KERNEL_PRECISION_Q8 = 1,  // activations quantised to 8 bits like llama.cpp (faster; error documented)
@@ -32,12 +44,24 @@ typedef enum kernel_precision {
 typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnni, avx_vnni, avx512bf16, amx_bf16, amx_int8, avx512vl; } cpu_features;
 const cpu_features *cpu_get_features(void);
 const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
-// Threads used by kernels (OpenMP); default: omp_get_max_threads().
+// One-time setup, idempotent and also run by every kernel_* call: picks the
+// SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps it) and,
+// when OpenBLAS did not recognise the CPU and fell back to its SSE3
+// "Prescott" kernels (this machine), switches it to its AVX-512/AVX2 ones
+// (4x sgemm).  Call it at start-up, before any thread of yours uses cblas.
+void kernel_init(void);
+// Threads used by kernels (OpenMP); default: omp_get_max_threads().  Code
+// that calls cblas_* inside its own OpenMP region should set
+// openblas_set_num_threads(1) around it, as kernels.c does.
 void kernel_set_threads(int n);
 int kernel_get_threads(void);
 
 // out[t, r] = sum_c x[t, c] * W[r, c]   for t < n_tokens, r < W.rows.
-// out has row stride ldo (>= W.rows).  Threaded inside.
+// x is [n_tokens, W.cols] contiguous; out has row stride ldo (>= W.rows) and
+// the columns past W.rows are not touched.  Threaded inside (rows split over
+// kernel_get_threads() threads); safe to call from several threads at once.
+// A bad matrix (unsupported type, cols not whole blocks, ldo < rows) is a
+// programmer error and dies with a message: the GGUF loader validates types.
 void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p);
 // Row r of W as fp32 (embedding lookup).
 void kernel_get_row(const as_matrix *w, int64_t r, float *out);

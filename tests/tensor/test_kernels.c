@@ -16,6 +16,7 @@
 // and a token's Q8 outputs must not depend on the other tokens in the call.
 #include "test_common.h"
 
+#include <cblas.h>
 #include <math.h>
 
 #include "tensor/kernels_impl.h"
@@ -266,6 +267,13 @@ static void test_isa_selection(void **state) {
     if (best == KERNEL_ISA_AVX2) assert_true(f->avx2 && f->fma && f->f16c && !kernel_isa_available(KERNEL_ISA_AVX512));
     if (best == KERNEL_ISA_SCALAR) assert_false(kernel_isa_available(KERNEL_ISA_AVX2));
     if (!f->avx2) assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX2), AS_FAIL);
+    // OpenBLAS runs kernels for this CPU's vector width, not its SSE3 fallback.
+    kernel_init();
+    if (!getenv("OPENBLAS_CORETYPE") && kernel_isa_available(KERNEL_ISA_AVX2)) {
+        const char *core = openblas_get_corename();
+        fprintf(stderr, "OpenBLAS core: %s\n", core);
+        assert_true(strcmp(core, "Prescott") != 0 && strcmp(core, "Nehalem") != 0 && strcmp(core, "Core2") != 0);
+    }
     assert_non_null(cpu_describe());
     assert_true(strlen(cpu_describe()) > 0);
 }
