@@ -6,12 +6,18 @@
 // unsigned by signed bytes and adds adjacent pairs to int16, then
 // _mm256_madd_epi16(.., 1) widens pairs to int32.  Signed x signed becomes
 // |w| x (a with w's sign), since the sign moves freely between factors.
+#if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
 #include "tensor/kernels_impl.h"
 #include "util/common.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#endif
 
 static inline float fp16_to_f32(as_fp16 h) { return _cvtsh_ss(h); }
 
@@ -335,3 +341,7 @@ const kernel_ops kernel_ops_avx2 = {
     // dequantising the row into L1 and running dot_f32 (8-wide conversions
     // cost more than the store and reload).
 };
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -6,12 +6,18 @@
 // and the activations come pre-arranged (act_group_*) so no shuffles are
 // needed to pair them with the unpacked weights.  Dequantisation and the K
 // formats reuse the AVX2 code (bandwidth-bound, or rarely used).
+#if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
 #include "tensor/kernels_impl.h"
 #include "util/common.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+#endif
 
 static inline __m512i join_256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
@@ -300,3 +306,7 @@ const kernel_ops kernel_ops_avx512 = {
     .vec_dot_n = vec_dot_n_avx512,
     .fused_dot_n = fused_dot_n_avx512,
 };
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
