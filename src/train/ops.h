@@ -13,15 +13,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+// C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, row-major, op = transpose
+// when ta / tb: the one matrix-product seam of training.  The output is split
+// into tiles along its larger dimension, one single-threaded cblas_sgemm per
+// tile on nth OpenMP threads (OpenBLAS's own threads would fight OpenMP's
+// spinning workers for the cores), so each element is computed by one call in
+// an order fixed by nth.
+void train_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                float beta, float *C, int64_t ldc, int nth);
+
 // out[t] = scale * E[tok[t]]                            out (N, C), E (V, C)
 void train_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale);
 void train_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale);
 
-// out = x W^T      x (N, in), W (out_dim, in), out (N, out_dim); cblas_sgemm.
-void train_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim);
+// out = x W^T      x (N, in), W (out_dim, in), out (N, out_dim).
+void train_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth);
 // dx += dout W;  dW += dout^T x.
 void train_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in,
-                           int64_t out_dim);
+                           int64_t out_dim, int nth);
 
 // out = x * rstd * w,  rstd = 1 / sqrt(mean(x^2) + eps)   x, out (N, C), w (C), rstd (N)
 void train_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth);

@@ -15,7 +15,6 @@
 // chunks of rows and recomputed in the backward pass rather than stored.
 #include "train/train.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -154,10 +153,7 @@ static void params_point(train_params *p, float *mem, const size_t *sizes) {
     }
 }
 
-void train_set_threads(train_model *m, int n) {
-    m->n_threads = AS_MAX(n, 1);
-    openblas_set_num_threads(m->n_threads);
-}
+void train_set_threads(train_model *m, int n) { m->n_threads = AS_MAX(n, 1); }
 
 int train_model_init(train_model **out, const model_config *cfg) {
     *out = NULL;
@@ -299,13 +295,14 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
     const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
     float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
+    const int nth = m->n_threads;
     const float *src = x;
     if (a->dropout_on) {
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
         src = a->xd;
     }
-    train_linear_forward(u, src, A, N, in, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, lo->scale, u, (int)r, B, (int)r, 1.0f, y, (int)out);
+    train_linear_forward(u, src, A, N, in, r, nth);
+    train_gemm(false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out, nth);
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
@@ -319,19 +316,20 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     float *gA = lo->ga[t] + l * r * in, *gB = lo->gb[t] + l * out * r;
     const float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)N, s, dy, (int)out, u, (int)r, 1.0f, gB, (int)r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, s, dy, (int)out, B, (int)r, 0.0f, a->du, (int)r);
+    const int nth = m->n_threads;
+    train_gemm(true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r, nth);
+    train_gemm(false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r, nth);
     const float *z = x;
     if (a->dropout_on) {
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
         z = a->xd;
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, a->du, (int)r, z, (int)in, 1.0f, gA, (int)in);
+    train_gemm(true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in, nth);
     if (!a->dropout_on) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->du, (int)r, A, (int)in, 1.0f, dx, (int)in);
+        train_gemm(false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in, nth);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->du, (int)r, A, (int)in, 0.0f, a->xd, (int)in);
+    train_gemm(false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in, nth);
     const float p = lo->cfg.dropout;
     const uint64_t seed = a->dropout_seed;
 #pragma omp parallel for num_threads(m->n_threads) if (N > 1)
@@ -423,26 +421,26 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         float *q = a->q + l * N * qd, *k = a->k + l * N * kvd, *v = a->v + l * N * kvd, *att = a->att + l * N * qd;
         float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
         train_rmsnorm_forward(ln1, a->rstd1 + l * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
-        train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd);
+        train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd, nth);
         lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
-        train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd);
+        train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
         lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
-        train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd);
+        train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
         lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
         train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_attention_forward(att, a->lse + l * N * H, q, k, v, a->seq_off, a->seq_len, b->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
                                 a->cap_len, nth);
-        train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C);
+        train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C, nth);
         lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
         for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
         train_rmsnorm_forward(ln2, a->rstd2 + l * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
-        train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F);
+        train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F, nth);
         lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
-        train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F);
+        train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F, nth);
         lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
         train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
-        train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C);
+        train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C, nth);
         lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
         float *xn = a->resid + (l + 1) * N * C;
         for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
@@ -453,7 +451,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-        train_linear_forward(a->logits, a->xchunk, W, nc, C, V);
+        train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
         train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
     }
     // Sums in double, in row order.
@@ -509,11 +507,11 @@ int train_backward(train_model *m, const float *dlogp_sum) {
             memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
             dlogp[i] = dlogp_sum[a->row_seq[r0 + i]];
         }
-        train_linear_forward(a->logits, a->xchunk, W, nc, C, V);
+        train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
         memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
         train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
         memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
-        train_linear_backward(a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V);
+        train_linear_backward(a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V, nth);
         for (int64_t i = 0; i < nc; i++) {
             float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
             for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
@@ -529,20 +527,20 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         const float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
         // x' = x_mid + W_down(h): dresid is d x' and becomes d x_mid.
         memset(a->dh, 0, sizeof(float) * (size_t)(N * F));
-        train_linear_backward(a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
+        train_linear_backward(a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C, nth);
         lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
         memset(a->dgate, 0, sizeof(float) * (size_t)(N * F));
         memset(a->dup, 0, sizeof(float) * (size_t)(N * F));
         train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
         memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        train_linear_backward(a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
+        train_linear_backward(a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F, nth);
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
-        train_linear_backward(a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
+        train_linear_backward(a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F, nth);
         lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
         train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + l * N, N, C, nth);
         // x_mid = x + W_o(att): dresid becomes d x.
         memset(a->datt, 0, sizeof(float) * (size_t)(N * qd));
-        train_linear_backward(a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
+        train_linear_backward(a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C, nth);
         lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
         memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
         memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
@@ -552,11 +550,11 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        train_linear_backward(a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
+        train_linear_backward(a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd, nth);
         lora_backward(m, (int)l, TRAIN_LORA_Q, a->dln, a->dq, ln1, N);
-        train_linear_backward(a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
+        train_linear_backward(a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
         lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
-        train_linear_backward(a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
+        train_linear_backward(a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
         lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
         train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + l * N, N, C, nth);
     }

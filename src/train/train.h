@@ -116,8 +116,9 @@ int train_model_from_model(train_model **out, const model *src);
 int train_model_load(train_model **out, const char *gguf_path);
 void train_model_free(train_model *m);
 
-// OpenMP threads for the element-wise work and OpenBLAS threads for the
-// products (default kernel_get_threads()).
+// Threads for all work (OpenMP; the products run single-threaded OpenBLAS
+// calls on them).  Default kernel_get_threads().  Results are bitwise
+// reproducible for a given thread count.
 void train_set_threads(train_model *m, int n);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default

@@ -487,6 +487,36 @@ static void test_determinism(void **state) {
     }
 }
 
+// Data order: a permutation, reproducible from the seed, different for another.
+static void test_shuffle(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    int64_t a[N], b[N], c[N];
+    as_rng r1, r2, r3;
+    as_rng_seed(&r1, 42), as_rng_seed(&r2, 42), as_rng_seed(&r3, 43);
+    train_shuffle(a, N, &r1);
+    train_shuffle(b, N, &r2);
+    train_shuffle(c, N, &r3);
+    assert_memory_equal(a, b, sizeof a);
+    assert_true(memcmp(a, c, sizeof a) != 0);
+    bool seen[N] = {false};
+    int64_t fixed = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(a[i] >= 0 && a[i] < N && !seen[a[i]]);
+        seen[a[i]] = true;
+        fixed += a[i] == i;
+    }
+    assert_true(fixed < 10); // a uniform permutation has ~1 fixed point
+    // Uniformity: where element 0 lands over many shuffles of 4 (each place ~1/4).
+    int count[4] = {0};
+    int64_t p4[4];
+    for (int k = 0; k < 4000; k++) {
+        train_shuffle(p4, 4, &r1);
+        for (int i = 0; i < 4; i++) count[i] += p4[i] == 0;
+    }
+    for (int i = 0; i < 4; i++) assert_true(count[i] > 880 && count[i] < 1120);
+}
+
 // ---- errors ----
 
 static void test_errors(void **state) {
@@ -535,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_adapters),
         cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_shuffle),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

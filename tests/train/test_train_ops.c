@@ -55,7 +55,7 @@ typedef struct { float *x, *W, *out, *R; int64_t N, in, out_dim; } lin_ctx;
 
 static double lin_loss(void *p) {
     lin_ctx *c = p;
-    train_linear_forward(c->out, c->x, c->W, c->N, c->in, c->out_dim);
+    train_linear_forward(c->out, c->x, c->W, c->N, c->in, c->out_dim, 2);
     return dot_d(c->out, c->R, c->N * c->out_dim);
 }
 
@@ -66,13 +66,13 @@ static void test_linear(void **state) {
     lin_ctx c = {NULL, NULL, NULL, NULL, 3, 5, 4};
     c.x = randn(c.N * c.in, 1, &r), c.W = randn(c.out_dim * c.in, 1, &r), c.out = zeros(c.N * c.out_dim), c.R = randn(c.N * c.out_dim, 1, &r);
     float *dx = zeros(c.N * c.in), *dW = zeros(c.out_dim * c.in);
-    train_linear_backward(dx, dW, c.R, c.x, c.W, c.N, c.in, c.out_dim);
+    train_linear_backward(dx, dW, c.R, c.x, c.W, c.N, c.in, c.out_dim, 2);
     fd_check("linear dx", c.x, dx, c.N * c.in, lin_loss, &c, H_REL, TOL, 1e-3, 1000);
     fd_check("linear dW", c.W, dW, c.out_dim * c.in, lin_loss, &c, H_REL, TOL, 1e-3, 1000);
     // Accumulation: a second backward doubles the gradients exactly.
     float *dx2 = zeros(c.N * c.in);
     memcpy(dx2, dx, sizeof(float) * (size_t)(c.N * c.in));
-    train_linear_backward(dx2, NULL, c.R, c.x, c.W, c.N, c.in, c.out_dim);
+    train_linear_backward(dx2, NULL, c.R, c.x, c.W, c.N, c.in, c.out_dim, 2);
     for (int64_t i = 0; i < c.N * c.in; i++) assert_float_equal(dx2[i], 2.0f * dx[i], 1e-5f * (1.0f + fabsf(dx[i])));
     free(c.x), free(c.W), free(c.out), free(c.R), free(dx), free(dW), free(dx2);
 }
