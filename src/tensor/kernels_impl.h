@@ -58,7 +58,9 @@ const char *kernel_isa_name(kernel_isa isa);
 
 // The activation format paired with a weight type in the Q8 path, and its
 // size for n values: Q4_0/Q4_1/Q8_0 weights meet block_q8_1_f32 (32 values,
-// fp32 scale d and s = d*sum(q)); Q4_K/Q6_K meet block_q8_K (256 values).
+// fp32 scale d and s = d*sum(q); the AVX-512 code rearranges groups of 4 and
+// pads the last, so the size is rounded up to 4 blocks); Q4_K/Q6_K meet
+// block_q8_K (256 values).
 size_t kernel_act_row_size(ggml_type wtype, int64_t n);
 
 // Shared scalar helpers (kernels_scalar.c) that the SIMD files fall back to.

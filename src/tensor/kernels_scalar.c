@@ -9,7 +9,8 @@
 
 size_t kernel_act_row_size(ggml_type wtype, int64_t n) {
     switch (wtype) {
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q8_0: return (size_t)(n / QK8_1) * sizeof(block_q8_1_f32);
+    // Whole groups of 4 blocks: the AVX-512 layout pads the last group.
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q8_0: return (size_t)((n / QK8_1 + 3) / 4 * 4) * sizeof(block_q8_1_f32);
     case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     default: return 0;
     }

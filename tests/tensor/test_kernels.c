@@ -199,8 +199,11 @@ static void test_matmul_all_isas_all_types(void **state) {
         // row group; an odd number of 32-blocks per row (the AVX-512 pair tail).
         const int64_t small_cols = is_k(t) ? 256 : (is_float(t) ? 37 : 160);
         const int64_t big_cols = is_k(t) ? 768 : (is_float(t) ? 579 : 576);
+        // 32-block rows of 5, 7 and 18 blocks: the AVX-512 code's last group of
+        // 4 holds 1, 3 and 2 blocks.
+        const int64_t mid_cols = is_k(t) ? 512 : (is_float(t) ? 101 : 224);
         check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq);
-        check_shape(t, 37, small_cols, &rng, &wf, &wqx, &wq);
+        check_shape(t, 37, mid_cols, &rng, &wf, &wqx, &wq);
         check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq);
         fprintf(stderr, "%-5s worst relative error: F32 %.2g", ggml_type_name(t), wf);
         if (!is_float(t)) fprintf(stderr, ", Q8 vs 8-bit activations %.2g, Q8 vs fp32 %.2g", wqx, wq);
