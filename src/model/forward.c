@@ -34,6 +34,7 @@
 typedef void (*attn_scores_fn)(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s);
 typedef void (*attn_values_fn)(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out);
 typedef void (*softmax_fn)(float *s, int32_t n);
+typedef void (*glu_fn)(float *g, const float *u, int64_t n, bool gelu);
 
 typedef struct model_scratch {
     int64_t cap;                      // token rows the buffers below hold
@@ -54,6 +55,7 @@ typedef struct model_scratch {
     attn_scores_fn scores_row;
     attn_values_fn values_row;
     softmax_fn softmax_row;
+    glu_fn glu;
 } model_scratch;
 
 // ---- attention row kernels (scores, softmax, weighted values): generic C and AVX2/FMA ----
@@ -92,6 +94,19 @@ static void softmax_row_c(float *s, int32_t n) {
     }
     const float inv = 1.0f / sum;
     for (int32_t j = 0; j < n; j++) s[j] *= inv;
+}
+
+// g <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+static void glu_c(float *g, const float *u, int64_t n, bool gelu) {
+    if (gelu) {
+        const float k = 0.7978845608028654f; // sqrt(2 / pi)
+        for (int64_t i = 0; i < n; i++) {
+            const float x = g[i];
+            g[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
 }
 
 #ifdef MODEL_X86
@@ -168,11 +183,12 @@ __attribute__((target("avx2,fma"))) static void attn_values_row_avx2(const float
     }
 }
 
-// e^x for x <= 0 (softmax after the max is subtracted): e^x = 2^n e^r with
-// n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for exactness) in
-// [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf polynomial (~1 ulp).  x is
-// clamped to -87 so 2^n stays a normal float; e^-87 ~ 1e-38 is nothing next to
-// the e^0 = 1 of the maximum.
+// e^x = 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
+// for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
+// polynomial (~1 ulp).  x is clamped to [-87, 88] so 2^n stays a normal float:
+// in softmax (x <= 0 after the max is subtracted) e^-87 ~ 1e-38 is nothing next
+// to the maximum's e^0 = 1; in SiLU/GELU the clamp only touches terms that are
+// already 0 or 1 to float precision.
 __attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -217,6 +233,22 @@ __attribute__((target("avx2,fma"))) static void softmax_row_avx2(float *s, int32
     for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
     for (; j < n; j++) s[j] *= 1.0f / sum;
 }
+
+// SiLU(g) = g / (1 + e^-g);  tanh-GELU written as g / (1 + e^-2y), y = sqrt(2/pi) (g + 0.044715 g^3),
+// since (1 + tanh y) / 2 = 1 / (1 + e^-2y).
+__attribute__((target("avx2,fma"))) static void glu_avx2(float *g, const float *u, int64_t n, bool gelu) {
+    const __m256 one = _mm256_set1_ps(1.0f), k2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        __m256 t;
+        if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x)); // -2y
+        else t = _mm256_sub_ps(_mm256_setzero_ps(), x);
+        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, exp_avx2(t)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
+    }
+    glu_c(g + i, u + i, n - i, gelu);
+}
 #endif
 
 // ---- scratch ----
@@ -244,6 +276,7 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->scores_row = attn_scores_row_c;
         s->values_row = attn_values_row_c;
         s->softmax_row = softmax_row_c;
+        s->glu = glu_c;
 #ifdef MODEL_X86
         // ALPHASPIN_KERNEL_ISA=scalar (the kernels' switch) also selects the
         // generic attention here, so the C path is testable on any machine.
@@ -253,6 +286,7 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
             s->scores_row = attn_scores_row_avx2;
             s->values_row = attn_values_row_avx2;
             s->softmax_row = softmax_row_avx2;
+            s->glu = glu_avx2;
         }
 #endif
     }
@@ -315,19 +349,6 @@ static void rope_forward(float *x, int n_heads, int d, int n_rot, bool neox, con
             v[i0] = x0 * cs[i] - x1 * sn[i];
             v[i1] = x0 * sn[i] + x1 * cs[i];
         }
-    }
-}
-
-// g <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
-static void glu_forward(float *g, const float *u, int64_t n, bool gelu) {
-    if (gelu) {
-        const float k = 0.7978845608028654f; // sqrt(2 / pi)
-        for (int64_t i = 0; i < n; i++) {
-            const float x = g[i];
-            g[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 
@@ -451,7 +472,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         kernel_matmul(s->hb, F, s->xb, n, &L->w_gate, prec);
         kernel_matmul(s->hb2, F, s->xb, n, &L->w_up, prec);
 #pragma omp parallel for num_threads(nth) if (n > 1)
-        for (int64_t i = 0; i < n; i++) glu_forward(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
+        for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
         kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
