@@ -64,11 +64,14 @@ def rms_norm(x, w, eps, add_one):
     return y * ((1.0 + w) if add_one else w)
 
 
-def rope_halves(x, pos, theta):
+def rope_halves(x, pos, theta, factors=None):
     # x: (T, H, d).  HF rotate_half: pairs (x[i], x[i + d/2]) share frequency
-    # theta^(-2i/d).
+    # theta^(-2i/d), divided by factors[i] when the model has per-frequency
+    # factors (Llama-3 style scaling, stored by llama.cpp as rope_freqs.weight).
     d = x.shape[-1]
     inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # (d/2)
+    if factors is not None:
+        inv = inv / factors
     ang = pos[:, None].astype(np.float64) * inv[None, :]        # (T, d/2)
     cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, None, :]
     sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, None, :]
@@ -99,8 +102,8 @@ def forward(cfg, P, tokens):
         q = (a @ L["wq"].T).reshape(T, H, d)
         k = (a @ L["wk"].T).reshape(T, Hkv, d)
         v = (a @ L["wv"].T).reshape(T, Hkv, d)
-        q = rope_halves(q, pos, cfg["theta"])
-        k = rope_halves(k, pos, cfg["theta"])
+        q = rope_halves(q, pos, cfg["theta"], P.get("rope_factors"))
+        k = rope_halves(k, pos, cfg["theta"], P.get("rope_factors"))
         out = np.zeros((T, H, d))
         for hh in range(H):
             g = hh // (H // Hkv)
@@ -147,6 +150,8 @@ def to_gguf(cfg, P):
     T["output_norm.weight"] = norm(P["out_norm"])
     if not cfg["tied"]:
         T["output.weight"] = P["output"]
+    if "rope_factors" in P:
+        T["rope_freqs.weight"] = P["rope_factors"]
     return T
 
 
@@ -155,6 +160,8 @@ def from_gguf(cfg, T):
     norm = (lambda w: w - 1.0) if gemma else (lambda w: w)
     P = {"embed": T["token_embd.weight"], "out_norm": norm(T["output_norm.weight"]), "layers": []}
     P["output"] = P["embed"] if cfg["tied"] else T["output.weight"]
+    if "rope_freqs.weight" in T:
+        P["rope_factors"] = T["rope_freqs.weight"]
     for i in range(cfg["n_layer"]):
         wq, wk = T[f"blk.{i}.attn_q.weight"], T[f"blk.{i}.attn_k.weight"]
         if not gemma:
@@ -186,6 +193,8 @@ def make_params(cfg, rng):
             "w_gate": mat(F, C), "w_up": mat(F, C), "w_down": mat(C, F)})
     P["out_norm"] = normw()
     P["output"] = P["embed"] if cfg["tied"] else mat(V, C)
+    if cfg.get("rope_factors"):
+        P["rope_factors"] = rng.uniform(1.0, 4.0, d // 2)
     return P
 
 
@@ -215,9 +224,10 @@ VARIANTS = {
     "llama_tied": dict(arch="llama", n_vocab=96, n_embd=32, n_layer=2, n_head=4, n_head_kv=2, head_dim=8,
                        n_ff=96, n_ctx_train=64, eps=1e-5, theta=50000.0, tied=True,
                        write_theta=True, write_head_dim=False, write_n_rot=True, seed=1),
-    # theta absent (default 10000), explicit key_length, separate output.weight
+    # theta absent (default 10000), explicit key_length, separate output.weight,
+    # per-frequency RoPE factors (rope_freqs.weight)
     "llama_untied": dict(arch="llama", n_vocab=96, n_embd=32, n_layer=2, n_head=4, n_head_kv=2, head_dim=8,
-                         n_ff=96, n_ctx_train=64, eps=1e-5, theta=10000.0, tied=False,
+                         n_ff=96, n_ctx_train=64, eps=1e-5, theta=10000.0, tied=False, rope_factors=True,
                          write_theta=False, write_head_dim=True, write_n_rot=False, seed=2),
     # multi-query, head_dim 32 != C / n_head = 16, GeGLU, (1 + w) norms, sqrt(C) embedding scale
     "gemma": dict(arch="gemma", n_vocab=96, n_embd=32, n_layer=2, n_head=2, n_head_kv=1, head_dim=32,

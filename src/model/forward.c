@@ -46,7 +46,7 @@ typedef struct model_scratch {
     int32_t *blk_start, *blk_len;     // attention blocks of consecutive same-sequence rows
     int32_t *out_rows;                // rows whose logits are wanted
     int32_t n_blocks;
-    double *inv_freq;                 // (n_rot / 2): theta^(-2i / n_rot)
+    double *inv_freq;                 // (n_rot / 2): theta^(-2i / n_rot) / rope_freqs[i]
     int32_t cap_seq;
     int32_t *next_pos;                // (cap_seq): validation of positions
     int nth;                          // threads the score rows are sized for
@@ -272,7 +272,8 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s = m->scratch = as_calloc(1, sizeof *s);
         const int half = c->n_rot / 2;
         s->inv_freq = as_malloc(sizeof(double) * (size_t)AS_MAX(half, 1));
-        for (int i = 0; i < half; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot);
+        for (int i = 0; i < half; i++)
+            s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
         s->scores_row = attn_scores_row_c;
         s->values_row = attn_values_row_c;
         s->softmax_row = softmax_row_c;

@@ -93,8 +93,9 @@ static int read_config(const gguf_file *f, model_config *c) {
     if (gguf_opt_f32(f, key, &c->rope_theta)) return AS_FAIL;
     if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta))
         return as_error("%s: %s: expected a finite value > 1, found %g", path, key, (double)c->rope_theta);
-    // RoPE scaling (linear/YaRN, Llama-3 rope_freqs) changes the frequencies:
-    // refuse rather than produce subtly wrong logits.
+    // RoPE scaling by type (linear, YaRN) changes the frequencies in ways not
+    // implemented here: refuse rather than produce subtly wrong logits.
+    // (Llama-3's per-frequency factors, rope_freqs.weight, are supported.)
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     int64_t ki = gguf_find_key(f, key);
     if (ki >= 0) {
@@ -103,8 +104,6 @@ static int read_config(const gguf_file *f, model_config *c) {
         if (!gguf_str_eq(st, "none"))
             return as_error("%s: %s '%.*s' is not supported (only unscaled RoPE)", path, key, (int)AS_MIN(st.len, (uint64_t)32), st.ptr);
     }
-    if (gguf_find_tensor(f, "rope_freqs.weight"))
-        return as_error("%s: tensor rope_freqs.weight (Llama-3 RoPE scaling) is not supported", path);
     c->rope_neox = t->rope_neox;
     c->gelu = t->gelu;
     c->norm_add_one = false; // GGUF gemma norms already hold 1 + w (see model.h)
@@ -150,7 +149,7 @@ static int bind_matrix(const gguf_file *f, const char *name, int64_t rows, int64
     return AS_OK;
 }
 
-// Norm vectors are tiny: convert whatever float type they are stored in.
+// Norm vectors (and RoPE factors) are tiny: convert whatever float type they are stored in.
 static int bind_norm(const gguf_file *f, const char *name, int64_t n, bool add_one, float *dst) {
     const gguf_tensor *t;
     if (find_shaped(f, name, 1, &n, &t)) return AS_FAIL;
@@ -191,11 +190,23 @@ int model_from_gguf(model **out, gguf_file *f) {
     if (c->tied_output) m->output = m->tok_embd;
     else if (bind_matrix(f, "output.weight", c->n_vocab, C, &m->output)) goto fail;
 
-    // fp32 store: per layer attn_norm and ffn_norm, then output_norm.
-    m->f32_store = as_malloc(sizeof(float) * (size_t)C * (2 * (size_t)c->n_layer + 1));
+    // fp32 store: per layer attn_norm and ffn_norm, then output_norm, then rope_freqs.
+    m->f32_store = as_malloc(sizeof(float) * ((size_t)C * (2 * (size_t)c->n_layer + 1) + (size_t)c->n_rot / 2 + 1));
     float *st = m->f32_store;
     m->output_norm = st + (size_t)2 * c->n_layer * C;
     if (bind_norm(f, "output_norm.weight", C, c->norm_add_one, (float *)m->output_norm)) goto fail;
+    // Llama-3 style RoPE scaling: llama.cpp's converter stores one factor per
+    // frequency, and theta_i becomes theta_i / factor_i.
+    if (gguf_find_tensor(f, "rope_freqs.weight")) {
+        float *rf = (float *)m->output_norm + C;
+        if (bind_norm(f, "rope_freqs.weight", c->n_rot / 2, false, rf)) goto fail;
+        for (int32_t i = 0; i < c->n_rot / 2; i++)
+            if (!(rf[i] > 0.0f)) {
+                as_error("%s: tensor rope_freqs.weight: element %d is %g, expected > 0", path, (int)i, (double)rf[i]);
+                goto fail;
+            }
+        m->rope_freqs = rf;
+    }
     m->layers = as_calloc((size_t)c->n_layer, sizeof *m->layers);
     for (int32_t l = 0; l < c->n_layer; l++) {
         model_layer *L = &m->layers[l];

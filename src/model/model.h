@@ -56,6 +56,7 @@ typedef struct model {
     as_matrix tok_embd;     // (n_vocab, C)
     as_matrix output;       // (n_vocab, C): == tok_embd when tied
     const float *output_norm; // (C)
+    const float *rope_freqs;  // (n_rot/2): per-frequency divisors of RoPE's theta_i (Llama-3 scaling), or NULL
     model_layer *layers;
     float *f32_store;       // all norm vectors, converted to fp32 (from F32, F16 or BF16)
     kernel_precision precision; // how kernel_matmul treats activations (default F32)

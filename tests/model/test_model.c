@@ -5,7 +5,8 @@
 // file with F16 matrices and BF16 norms), loads it with model_load and checks
 // the logits of every way of feeding the same tokens: whole-sequence prefill,
 // token-by-token decode, all sequences in one batch (interleaved and grouped),
-// and prefill-3-then-decode with logits asked for only some rows.  Plus the
+// and prefill-3-then-decode with logits asked for only some rows.  The
+// untied llama also carries per-frequency RoPE factors (rope_freqs.weight).  Plus the
 // errors: missing tensor, wrong shape, unknown architecture, missing key, bad
 // batches.
 #include "test_common.h"
@@ -290,7 +291,7 @@ static void run_chunks(const ref_model *r, model *m, const float *ref_all) {
     kv_cache_free(kv);
 }
 
-static void check_variant(const char *variant, int32_t expect_head_dim, bool expect_tied, bool expect_neox) {
+static void check_variant(const char *variant, int32_t expect_head_dim, bool expect_tied, bool expect_neox, bool expect_rope_freqs) {
     fixture fx;
     ref_load(&fx.ref, variant);
     fx.dir = as_test_tmpdir();
@@ -307,6 +308,7 @@ static void check_variant(const char *variant, int32_t expect_head_dim, bool exp
         assert_int_equal(m->cfg.tied_output, expect_tied);
         assert_int_equal(m->cfg.rope_neox, expect_neox);
         assert_int_equal(m->cfg.n_ff, 96);
+        assert_int_equal(m->rope_freqs != NULL, expect_rope_freqs);
         const float *ref_all = lowp ? fx.ref.logits_lowp : fx.ref.logits;
         worst = 0;
         run_prefill(&fx.ref, m, ref_all);
@@ -328,17 +330,17 @@ static void check_variant(const char *variant, int32_t expect_head_dim, bool exp
 
 static void test_llama_tied(void **state) {
     (void)state;
-    check_variant("llama_tied", 8, true, false);
+    check_variant("llama_tied", 8, true, false, false);
 }
 
 static void test_llama_untied(void **state) {
     (void)state;
-    check_variant("llama_untied", 8, false, false);
+    check_variant("llama_untied", 8, false, false, true);
 }
 
 static void test_gemma(void **state) {
     (void)state;
-    check_variant("gemma", 32, true, true);
+    check_variant("gemma", 32, true, true, false);
 }
 
 // ---- errors ----
@@ -370,6 +372,11 @@ static void test_load_errors(void **state) {
     expect_load_error(&r, dir, &(gguf_edit){.arch = "mamba"}, "mamba", "not supported");
     expect_load_error(&r, dir, &(gguf_edit){.drop_key = "llama.block_count"}, "llama.block_count", NULL);
     expect_load_error(&r, dir, &(gguf_edit){.drop_tensor = "token_embd.weight"}, "token_embd.weight", "missing");
+    ref_model ru;
+    ref_load(&ru, "llama_untied"); // the variant with rope_freqs.weight: (head_dim / 2) = 4 factors
+    expect_load_error(&ru, dir, &(gguf_edit){.shrink_tensor = "rope_freqs.weight"}, "rope_freqs.weight", "expected shape [4], found [3]");
+    expect_load_error(&ru, dir, &(gguf_edit){.shrink_tensor = "output.weight"}, "output.weight", "expected shape [32, 96], found [32, 95]");
+    ref_free(&ru);
     // A file that is not there.
     model *m;
     assert_int_equal(model_load(&m, "/nonexistent/model.gguf"), AS_FAIL);
