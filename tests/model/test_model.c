@@ -141,6 +141,8 @@ typedef struct gguf_edit {
     const char *shrink_tensor; // write this tensor with its last dimension one shorter
     const char *arch;          // replace general.architecture
     const char *drop_key;      // leave this key out
+    const char *set_key;       // give this (u32 or f32) key the value set_value
+    double set_value;
 } gguf_edit;
 
 static void write_model(const ref_model *r, const char *path, bool lowp, const gguf_edit *e) {
@@ -150,9 +152,10 @@ static void write_model(const ref_model *r, const char *path, bool lowp, const g
         const char *key = cJSON_GetObjectItem(md, "key")->valuestring, *type = cJSON_GetObjectItem(md, "type")->valuestring;
         const cJSON *v = cJSON_GetObjectItem(md, "value");
         if (e && e->drop_key && !strcmp(key, e->drop_key)) continue;
+        const double num = (e && e->set_key && !strcmp(key, e->set_key)) ? e->set_value : v->valuedouble;
         if (!strcmp(type, "str")) gguf_write_str(w, key, (e && e->arch && !strcmp(key, "general.architecture")) ? e->arch : v->valuestring);
-        else if (!strcmp(type, "u32")) gguf_write_u32(w, key, (uint32_t)v->valuedouble);
-        else if (!strcmp(type, "f32")) gguf_write_f32(w, key, (float)v->valuedouble);
+        else if (!strcmp(type, "u32")) gguf_write_u32(w, key, (uint32_t)num);
+        else if (!strcmp(type, "f32")) gguf_write_f32(w, key, (float)num);
         else fail_msg("unknown metadata type %s", type);
     }
     for (int i = 0; i < r->n_tensors; i++) {
@@ -372,6 +375,16 @@ static void test_load_errors(void **state) {
     expect_load_error(&r, dir, &(gguf_edit){.arch = "mamba"}, "mamba", "not supported");
     expect_load_error(&r, dir, &(gguf_edit){.drop_key = "llama.block_count"}, "llama.block_count", NULL);
     expect_load_error(&r, dir, &(gguf_edit){.drop_tensor = "token_embd.weight"}, "token_embd.weight", "missing");
+    // Impossible configurations are refused by key before any tensor is looked at.
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.attention.head_count_kv", .set_value = 3}, "head_count 4 is not a multiple of head_count_kv 3", NULL);
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.embedding_length", .set_value = 0}, "llama.embedding_length", "expected a value in [1,");
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.rope.dimension_count", .set_value = 7}, "llama.rope.dimension_count 7", "even");
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.rope.dimension_count", .set_value = 10}, "llama.rope.dimension_count 10", "<= head size 8");
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.attention.head_count", .set_value = 6}, "llama.attention.key_length", "absent");
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.attention.layer_norm_rms_epsilon", .set_value = 0}, "layer_norm_rms_epsilon", "(0, 1)");
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.rope.freq_base", .set_value = NAN}, "llama.rope.freq_base", "finite");
+    // More layers than the file has: the first absent block is named.
+    expect_load_error(&r, dir, &(gguf_edit){.set_key = "llama.block_count", .set_value = 3}, "blk.2.attn_norm.weight", "missing");
     ref_model ru;
     ref_load(&ru, "llama_untied"); // the variant with rope_freqs.weight: (head_dim / 2) = 4 factors
     expect_load_error(&ru, dir, &(gguf_edit){.shrink_tensor = "rope_freqs.weight"}, "rope_freqs.weight", "expected shape [4], found [3]");
