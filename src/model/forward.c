@@ -383,12 +383,16 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
 
 // ---- the forward pass ----
 
-static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, model_scratch *s) {
+static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, const float *logits, model_scratch *s) {
     const model_config *c = &m->cfg;
     if (kv->n_layer != c->n_layer || kv->kv_dim != c->n_head_kv * c->head_dim)
         return as_error("model_forward: KV cache built for %d layers x %d, model has %d x %d", kv->n_layer, kv->kv_dim, c->n_layer,
                         c->n_head_kv * c->head_dim);
     if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
+    if (!logits) {
+        for (int32_t i = 0; i < b->n_tokens; i++)
+            if (!b->want_logits || b->want_logits[i]) return as_error("model_forward: token %d wants logits but no logits buffer was given", i);
+    }
     memcpy(s->next_pos, kv->len, sizeof(int32_t) * (size_t)kv->n_seq);
     for (int32_t i = 0; i < b->n_tokens; i++) {
         const int32_t t = b->token[i], q = b->seq[i], p = b->pos[i];
@@ -411,7 +415,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
     model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
-    if (batch_check(m, kv, b, s)) return AS_FAIL;
+    if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
 
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;

@@ -425,6 +425,14 @@ static void test_batch_errors(void **state) {
         if (!strstr(as_last_error(), cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, as_last_error(), cases[i].needle);
         assert_int_equal(kv->len[0], 0); // a rejected batch leaves the cache as it was
     }
+    tok[1] = 2, seq[1] = 0, pos[1] = 1;
+    assert_int_equal(model_forward(m, kv, &b, NULL), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "no logits buffer"));
+    bool none[2] = {false, false};
+    b.want_logits = none;
+    assert_int_equal(model_forward(m, kv, &b, NULL), AS_OK); // nothing asked, nothing written
+    assert_int_equal(kv->len[0], 2);
+    kv_cache_clear_seq(kv, 0);
     // Past the cache's context: 4 positions fit, the 5th does not.
     int32_t t4[4] = {1, 2, 3, 4}, s4[4] = {0, 0, 0, 0}, p4[4] = {0, 1, 2, 3};
     model_batch b4 = {.n_tokens = 4, .token = t4, .seq = s4, .pos = p4};
