@@ -18,10 +18,11 @@
 //
 // Threads take output rows in chunks of 16 from a shared counter (dynamic
 // schedule): on a busy machine a descheduled thread then delays a call by its
-// current chunk, not by its whole static share (measured: a 30-layer decode
-// step on 2 loaded cores went from ~1.5 s to ~0.1 s).  Each output is still
-// computed by one thread in a fixed order, so results do not depend on the
-// schedule.  Each thread owns its scratch, which grows once and is then
+// current chunk, not by its whole static share (on the shared 2-core
+// development machine, static shares made single calls wait for whole
+// scheduler ticks, 4-8 ms; dynamic chunks cut but do not remove that).  Each
+// output is still computed by one thread in a fixed order, so results do not
+// depend on the schedule.  Each thread owns its scratch, which grows once and is then
 // reused, so the hot loop never allocates.
 #include <cblas.h>
 #include <omp.h>
