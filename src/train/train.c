@@ -267,6 +267,13 @@ int train_lora_attach(train_model *m, const train_lora_config *cfg) {
     return AS_OK;
 }
 
+void train_lora_detach(train_model *m) {
+    lora_free(m->lora);
+    m->lora = NULL;
+    acts_free(m->acts);
+    m->acts = NULL;
+}
+
 void train_set_adapters(train_model *m, bool on) { m->adapters_on = on; }
 void train_set_training(train_model *m, bool on) { m->training = on; }
 

@@ -125,6 +125,8 @@ void train_set_threads(train_model *m, int n);
 // kaiming_uniform(a=sqrt(5)), B = 0, so the model is unchanged at first) and
 // freezes the base.  -1 + as_error for a bad configuration or if present already.
 int train_lora_attach(train_model *m, const train_lora_config *cfg);
+// Removes the adapters (the base becomes trainable again).
+void train_lora_detach(train_model *m);
 // Adapters off: the forward pass is the base model's (no copy of the weights).
 void train_set_adapters(train_model *m, bool on);
 // Training mode enables adapter dropout; evaluation mode disables it.

@@ -1,0 +1,231 @@
+// PEFT LoRA adapter folders (see checkpoint.h).
+#include "train/checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "train/safetensors.h"
+#include "util/common.h"
+
+static const char *const HF_MODULE[TRAIN_LORA_N_TARGETS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                                            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+static const char *const HF_SHORT[TRAIN_LORA_N_TARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+static void tensor_name(char *buf, size_t n, int l, int t, char ab) {
+    snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, HF_MODULE[t], ab);
+}
+
+// Row r of the GGUF layout of a llama q/k output (heads of d rows, rotary
+// pairs adjacent: row h*d + 2i + j) is row h*d + j*d/2 + i of the HF layout.
+static int64_t hf_row(int64_t r, int64_t d) {
+    const int64_t h = r / d, w = r % d, i = w / 2, j = w % 2;
+    return h * d + j * (d / 2) + i;
+}
+
+static bool permuted(const train_model *m, int t) { return m->cfg.arch == MODEL_ARCH_LLAMA && (t == TRAIN_LORA_Q || t == TRAIN_LORA_K); }
+
+int train_lora_save_peft(const train_model *m, const char *dir, const char *base_model) {
+    const train_lora *lo = m->lora;
+    if (!lo) return as_error("%s: the model has no LoRA adapters to save", dir);
+    if (as_mkdir_p(dir)) return AS_FAIL;
+    const int64_t L = m->cfg.n_layer, r = lo->cfg.rank, d = m->cfg.head_dim;
+    // B of q/k in HF row order (a copy; the others are written from the model).
+    float *unperm[TRAIN_LORA_N_TARGETS] = {0};
+    st_writer *w = st_writer_init();
+    st_writer_set_metadata(w, "format", "pt");
+    char name[160];
+    for (int64_t l = 0; l < L; l++)
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+            if (!lo->a[t]) continue;
+            const int64_t in = lo->in[t], out = lo->out[t];
+            const float *B = lo->b[t] + l * out * r;
+            if (permuted(m, t)) {
+                if (!unperm[t]) unperm[t] = as_malloc(sizeof(float) * (size_t)(L * out * r));
+                float *dst = unperm[t] + l * out * r;
+                for (int64_t row = 0; row < out; row++) memcpy(dst + hf_row(row, d) * r, B + row * r, sizeof(float) * (size_t)r);
+                B = dst;
+            }
+            tensor_name(name, sizeof name, (int)l, t, 'A');
+            st_writer_add_f32(w, name, 2, (int64_t[]){r, in}, lo->a[t] + l * r * in);
+            tensor_name(name, sizeof name, (int)l, t, 'B');
+            st_writer_add_f32(w, name, 2, (int64_t[]){out, r}, B);
+        }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    int rc = st_writer_save(w, path);
+    st_writer_free(w);
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) free(unperm[t]);
+    if (rc) return AS_FAIL;
+
+    // adapter_config.json: the keys PEFT's LoraConfig reads, with its defaults where we have nothing to say.
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "peft_type", "LORA");
+    cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
+    if (base_model) cJSON_AddStringToObject(c, "base_model_name_or_path", base_model);
+    else cJSON_AddNullToObject(c, "base_model_name_or_path");
+    cJSON_AddNumberToObject(c, "r", (double)r);
+    cJSON_AddNumberToObject(c, "lora_alpha", (double)lo->cfg.alpha);
+    cJSON_AddNumberToObject(c, "lora_dropout", (double)lo->cfg.dropout);
+    cJSON *tm = cJSON_AddArrayToObject(c, "target_modules");
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
+        if (lo->a[t]) cJSON_AddItemToArray(tm, cJSON_CreateString(HF_SHORT[t]));
+    cJSON_AddStringToObject(c, "bias", "none");
+    cJSON_AddBoolToObject(c, "fan_in_fan_out", false);
+    cJSON_AddBoolToObject(c, "inference_mode", true);
+    cJSON_AddBoolToObject(c, "init_lora_weights", true);
+    cJSON_AddBoolToObject(c, "use_rslora", false);
+    cJSON_AddBoolToObject(c, "use_dora", false);
+    cJSON_AddNullToObject(c, "modules_to_save");
+    cJSON_AddNullToObject(c, "layers_to_transform");
+    cJSON_AddItemToObject(c, "rank_pattern", cJSON_CreateObject());
+    cJSON_AddItemToObject(c, "alpha_pattern", cJSON_CreateObject());
+    char *json = cJSON_Print(c);
+    cJSON_Delete(c);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    rc = as_write_file_atomic(path, json, strlen(json));
+    free(json);
+    return rc;
+}
+
+// ---- loading ----
+
+static bool json_true(const cJSON *c, const char *key) { return cJSON_IsTrue(cJSON_GetObjectItem(c, key)); }
+
+static bool json_nonempty(const cJSON *c, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(c, key);
+    return v && !cJSON_IsNull(v) && !((cJSON_IsObject(v) || cJSON_IsArray(v)) && cJSON_GetArraySize(v) == 0);
+}
+
+static int read_config(const char *path, train_lora_config *lc) {
+    char *text;
+    if (as_read_file(path, &text, NULL)) return AS_FAIL;
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    int rc = AS_FAIL;
+    if (!c || !cJSON_IsObject(c)) {
+        as_error("%s: not a JSON object", path);
+        goto done;
+    }
+    const cJSON *pt = cJSON_GetObjectItem(c, "peft_type"), *r = cJSON_GetObjectItem(c, "r"), *al = cJSON_GetObjectItem(c, "lora_alpha");
+    const cJSON *dr = cJSON_GetObjectItem(c, "lora_dropout"), *tm = cJSON_GetObjectItem(c, "target_modules"), *bias = cJSON_GetObjectItem(c, "bias");
+    if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA")) {
+        as_error("%s: peft_type: expected \"LORA\"", path);
+        goto done;
+    }
+    if (!cJSON_IsNumber(r) || r->valuedouble < 1 || r->valuedouble > 65536 || r->valuedouble != (double)(int)r->valuedouble) {
+        as_error("%s: r: expected an integer >= 1", path);
+        goto done;
+    }
+    if (!cJSON_IsNumber(al) || !(al->valuedouble > 0)) {
+        as_error("%s: lora_alpha: expected a number > 0", path);
+        goto done;
+    }
+    if (dr && !cJSON_IsNull(dr) && (!cJSON_IsNumber(dr) || dr->valuedouble < 0 || dr->valuedouble >= 1)) {
+        as_error("%s: lora_dropout: expected a number in [0, 1)", path);
+        goto done;
+    }
+    const char *unsupported[] = {"use_rslora", "use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"};
+    for (size_t i = 0; i < AS_ARRAY_LEN(unsupported); i++)
+        if (json_true(c, unsupported[i])) {
+            as_error("%s: %s is true (not supported)", path, unsupported[i]);
+            goto done;
+        }
+    const char *patterns[] = {"layers_to_transform", "rank_pattern", "alpha_pattern", "modules_to_save", "layer_replication",
+                              "trainable_token_indices", "target_parameters", "exclude_modules"};
+    for (size_t i = 0; i < AS_ARRAY_LEN(patterns); i++)
+        if (json_nonempty(c, patterns[i])) {
+            as_error("%s: %s is set (not supported)", path, patterns[i]);
+            goto done;
+        }
+    if (bias && !cJSON_IsNull(bias) && (!cJSON_IsString(bias) || strcmp(bias->valuestring, "none"))) {
+        as_error("%s: bias: expected \"none\"", path);
+        goto done;
+    }
+    memset(lc, 0, sizeof *lc);
+    lc->rank = (int32_t)r->valuedouble;
+    lc->alpha = (float)al->valuedouble;
+    lc->dropout = dr && cJSON_IsNumber(dr) ? (float)dr->valuedouble : 0.0f;
+    if (!cJSON_IsArray(tm) || cJSON_GetArraySize(tm) == 0) {
+        as_error("%s: target_modules: expected a non-empty list of module names", path);
+        goto done;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, tm) {
+        int found = -1;
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS && cJSON_IsString(e); t++)
+            if (!strcmp(e->valuestring, HF_SHORT[t])) found = t;
+        if (found < 0) {
+            as_error("%s: target_modules: '%s' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj", path,
+                     cJSON_IsString(e) ? e->valuestring : "(not a string)");
+            goto done;
+        }
+        lc->targets |= 1u << found;
+    }
+    rc = AS_OK;
+done:
+    cJSON_Delete(c);
+    return rc;
+}
+
+int train_lora_load_peft(train_model *m, const char *dir) {
+    if (m->lora) return as_error("%s: the model has LoRA adapters already", dir);
+    char path[4096], name[160];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    train_lora_config lc;
+    if (read_config(path, &lc)) return AS_FAIL;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    st_file *f;
+    if (st_open(&f, path)) return AS_FAIL;
+    if (train_lora_attach(m, &lc)) {
+        st_close(f);
+        return AS_FAIL;
+    }
+    train_lora *lo = m->lora;
+    const int64_t L = m->cfg.n_layer, r = lc.rank, d = m->cfg.head_dim;
+    int64_t used = 0;
+    for (int64_t l = 0; l < L; l++)
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+            if (!lo->a[t]) continue;
+            for (int k = 0; k < 2; k++) {
+                const char ab = k ? 'B' : 'A';
+                tensor_name(name, sizeof name, (int)l, t, ab);
+                const st_tensor *st = st_find(f, name);
+                const int64_t rows = k ? lo->out[t] : r, cols = k ? r : lo->in[t];
+                if (!st) {
+                    as_error("%s: tensor %s is missing", path, name);
+                    goto fail;
+                }
+                if (st->n_dims != 2 || st->shape[0] != rows || st->shape[1] != cols) {
+                    as_error("%s: tensor %s: expected shape [%lld, %lld]", path, name, (long long)rows, (long long)cols);
+                    goto fail;
+                }
+                float *dst = k ? lo->b[t] + l * rows * cols : lo->a[t] + l * rows * cols;
+                for (int64_t row = 0; row < rows; row++) {
+                    const int64_t src_row = k && permuted(m, t) ? hf_row(row, d) : row;
+                    for (int64_t c = 0; c < cols; c++) dst[row * cols + c] = st_get(st, src_row * cols + c);
+                }
+                used++;
+            }
+        }
+    if (used != f->n_tensors) {
+        for (int64_t i = 0; i < f->n_tensors; i++) {
+            bool known = false;
+            for (int64_t l = 0; l < L && !known; l++)
+                for (int t = 0; t < TRAIN_LORA_N_TARGETS && !known; t++)
+                    for (int k = 0; k < 2 && !known && lo->a[t]; k++) {
+                        tensor_name(name, sizeof name, (int)l, t, k ? 'B' : 'A');
+                        known = !strcmp(name, f->tensors[i].name);
+                    }
+            if (!known) {
+                as_error("%s: unexpected tensor %s (not an adapter of this %d-layer model's targets)", path, f->tensors[i].name, m->cfg.n_layer);
+                goto fail;
+            }
+        }
+    }
+    st_close(f);
+    return AS_OK;
+fail:
+    st_close(f);
+    train_lora_detach(m);
+    return AS_FAIL;
+}

@@ -1,0 +1,26 @@
+// Checkpoints in the ecosystem's formats.
+//
+// LoRA adapters as Hugging Face PEFT writes them (save_pretrained of a
+// LoraConfig model): DIR/adapter_model.safetensors with tensors
+//   base_model.model.model.layers.<l>.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
+//   base_model.model.model.layers.<l>.mlp.{gate,up,down}_proj.lora_{A,B}.weight
+// (A: [r, in], B: [out, r], float32) and DIR/adapter_config.json (peft_type
+// LORA, r, lora_alpha, lora_dropout, target_modules, ...).  The factors are in
+// the Hugging Face row order: for llama the B rows of q and k are un-permuted
+// from GGUF's adjacent rotary pairs (convert_hf_to_gguf.py's permute) on save
+// and permuted again on load.
+#ifndef AS_TRAIN_CHECKPOINT_H
+#define AS_TRAIN_CHECKPOINT_H
+
+#include "train/train.h"
+
+// Writes the adapters of m (atomically, file by file) into dir (created if
+// needed).  base_model goes to base_model_name_or_path (may be NULL).
+int train_lora_save_peft(const train_model *m, const char *dir, const char *base_model);
+// Attaches adapters to m (which must have none) from a PEFT adapter folder.
+// Refuses what it cannot represent exactly (rsLoRA, DoRA, bias, per-layer
+// patterns, fan_in_fan_out, unknown target modules), missing, misshapen or
+// unexpected tensors, with one error line naming the file and the field.
+int train_lora_load_peft(train_model *m, const char *dir);
+
+#endif

@@ -1,0 +1,248 @@
+// safetensors reader and writer (format: see safetensors.h).
+#include "train/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "tensor/quant.h"
+#include "util/common.h"
+
+// A header larger than this is a corrupt file, not a checkpoint (the
+// reference implementation's limit is 100 MB).
+#define ST_MAX_HEADER (100u << 20)
+
+static size_t dtype_size(st_dtype t) { return t == ST_F32 ? 4 : 2; }
+
+static int dtype_parse(const char *s, st_dtype *out) {
+    if (!strcmp(s, "F32")) *out = ST_F32;
+    else if (!strcmp(s, "F16")) *out = ST_F16;
+    else if (!strcmp(s, "BF16")) *out = ST_BF16;
+    else return AS_FAIL;
+    return AS_OK;
+}
+
+void st_close(st_file *f) {
+    if (!f) return;
+    for (int64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    free(f->buf);
+    free(f->path);
+    free(f);
+}
+
+static int cmp_begin(const void *a, const void *b) {
+    const uint64_t x = ((const uint64_t *)a)[0], y = ((const uint64_t *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
+int st_open(st_file **out, const char *path) {
+    *out = NULL;
+    st_file *f = as_calloc(1, sizeof *f);
+    f->path = as_strdup(path);
+    char *text = NULL;
+    cJSON *doc = NULL;
+    uint64_t *spans = NULL;
+    if (as_read_file(path, &text, &f->size)) goto fail;
+    f->buf = (uint8_t *)text;
+    if (f->size < 8) {
+        as_error("%s: %zu bytes: too short for a safetensors header", path, f->size);
+        goto fail;
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->buf[i];
+    if (hlen > f->size - 8 || hlen > ST_MAX_HEADER || hlen < 2) {
+        as_error("%s: header length %llu does not fit the file of %zu bytes", path, (unsigned long long)hlen, f->size);
+        goto fail;
+    }
+    doc = cJSON_ParseWithLength((const char *)f->buf + 8, (size_t)hlen);
+    if (!doc || !cJSON_IsObject(doc)) {
+        as_error("%s: header is not a JSON object", path);
+        goto fail;
+    }
+    const uint8_t *data = f->buf + 8 + hlen;
+    const uint64_t data_size = f->size - 8 - hlen;
+    const int n = cJSON_GetArraySize(doc);
+    f->tensors = as_calloc((size_t)AS_MAX(n, 1), sizeof *f->tensors);
+    spans = as_calloc((size_t)AS_MAX(n, 1) * 2, sizeof *spans);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, doc) {
+        if (!strcmp(e->string, "__metadata__")) continue;
+        st_tensor *t = &f->tensors[f->n_tensors];
+        const cJSON *dt = cJSON_GetObjectItem(e, "dtype"), *sh = cJSON_GetObjectItem(e, "shape"), *off = cJSON_GetObjectItem(e, "data_offsets");
+        if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
+            as_error("%s: tensor %s: expected dtype, shape and data_offsets [begin, end]", path, e->string);
+            goto fail;
+        }
+        if (dtype_parse(dt->valuestring, &t->dtype)) {
+            as_error("%s: tensor %s: dtype %s is not supported (F32, F16, BF16)", path, e->string, dt->valuestring);
+            goto fail;
+        }
+        t->n_dims = cJSON_GetArraySize(sh);
+        if (t->n_dims > ST_MAX_DIMS) {
+            as_error("%s: tensor %s: %d dimensions (at most %d)", path, e->string, t->n_dims, ST_MAX_DIMS);
+            goto fail;
+        }
+        uint64_t numel = 1;
+        for (int d = 0; d < t->n_dims; d++) {
+            const cJSON *v = cJSON_GetArrayItem(sh, d);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e15 || v->valuedouble != (double)(int64_t)v->valuedouble) {
+                as_error("%s: tensor %s: dimension %d is not a non-negative integer", path, e->string, d);
+                goto fail;
+            }
+            t->shape[d] = (int64_t)v->valuedouble;
+            if (__builtin_mul_overflow(numel, (uint64_t)t->shape[d], &numel)) {
+                as_error("%s: tensor %s: shape overflows", path, e->string);
+                goto fail;
+            }
+        }
+        const cJSON *b0 = cJSON_GetArrayItem(off, 0), *b1 = cJSON_GetArrayItem(off, 1);
+        if (!cJSON_IsNumber(b0) || !cJSON_IsNumber(b1) || b0->valuedouble < 0 || b1->valuedouble < b0->valuedouble ||
+            b1->valuedouble > (double)data_size) {
+            as_error("%s: tensor %s: data_offsets outside the %llu data bytes", path, e->string, (unsigned long long)data_size);
+            goto fail;
+        }
+        const uint64_t begin = (uint64_t)b0->valuedouble, end = (uint64_t)b1->valuedouble;
+        if (numel > UINT64_MAX / 4 || end - begin != numel * dtype_size(t->dtype)) {
+            as_error("%s: tensor %s: %llu bytes for %llu elements of %s", path, e->string, (unsigned long long)(end - begin),
+                     (unsigned long long)numel, dt->valuestring);
+            goto fail;
+        }
+        if (st_find(f, e->string)) {
+            as_error("%s: tensor %s appears twice", path, e->string);
+            goto fail;
+        }
+        t->name = as_strdup(e->string);
+        t->n_elems = (int64_t)numel;
+        t->data = data + begin;
+        spans[2 * f->n_tensors] = begin, spans[2 * f->n_tensors + 1] = end;
+        f->n_tensors++;
+    }
+    qsort(spans, (size_t)f->n_tensors, 2 * sizeof *spans, cmp_begin);
+    for (int64_t i = 1; i < f->n_tensors; i++)
+        if (spans[2 * i] < spans[2 * i - 1]) {
+            as_error("%s: tensor data ranges overlap at byte %llu", path, (unsigned long long)spans[2 * i]);
+            goto fail;
+        }
+    free(spans);
+    cJSON_Delete(doc);
+    *out = f;
+    return AS_OK;
+fail:
+    free(spans);
+    cJSON_Delete(doc);
+    st_close(f);
+    return AS_FAIL;
+}
+
+const st_tensor *st_find(const st_file *f, const char *name) {
+    for (int64_t i = 0; i < f->n_tensors; i++)
+        if (f->tensors[i].name && !strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}
+
+float st_get(const st_tensor *t, int64_t i) {
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)i * dtype_size(t->dtype);
+    if (t->dtype == ST_F32) {
+        float v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return t->dtype == ST_F16 ? as_fp16_to_f32(h) : as_bf16_to_f32(h);
+}
+
+// ---- writer ----
+
+typedef struct st_entry {
+    char *name;
+    int n_dims;
+    int64_t shape[ST_MAX_DIMS];
+    const float *data;
+} st_entry;
+
+struct st_writer {
+    st_entry *e;
+    int n, cap;
+    cJSON *metadata;
+};
+
+st_writer *st_writer_init(void) {
+    st_writer *w = as_calloc(1, sizeof *w);
+    w->metadata = cJSON_CreateObject();
+    return w;
+}
+
+void st_writer_free(st_writer *w) {
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) free(w->e[i].name);
+    free(w->e);
+    cJSON_Delete(w->metadata);
+    free(w);
+}
+
+void st_writer_add_f32(st_writer *w, const char *name, int n_dims, const int64_t *shape, const float *data) {
+    if (n_dims < 0 || n_dims > ST_MAX_DIMS) as_die("st_writer_add_f32: %d dimensions", n_dims);
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->e = as_realloc(w->e, sizeof *w->e * (size_t)w->cap);
+    }
+    st_entry *e = &w->e[w->n++];
+    e->name = as_strdup(name);
+    e->n_dims = n_dims;
+    memcpy(e->shape, shape, sizeof(int64_t) * (size_t)n_dims);
+    e->data = data;
+}
+
+void st_writer_set_metadata(st_writer *w, const char *key, const char *value) {
+    cJSON_DeleteItemFromObject(w->metadata, key);
+    cJSON_AddStringToObject(w->metadata, key, value);
+}
+
+static int64_t entry_elems(const st_entry *e) {
+    int64_t n = 1;
+    for (int d = 0; d < e->n_dims; d++) n *= e->shape[d];
+    return n;
+}
+
+int st_writer_save(st_writer *w, const char *path) {
+    cJSON *h = cJSON_CreateObject();
+    if (cJSON_GetArraySize(w->metadata) > 0) cJSON_AddItemToObject(h, "__metadata__", cJSON_Duplicate(w->metadata, 1));
+    uint64_t off = 0;
+    for (int i = 0; i < w->n; i++) {
+        const st_entry *e = &w->e[i];
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "dtype", "F32");
+        cJSON *sh = cJSON_AddArrayToObject(t, "shape");
+        for (int d = 0; d < e->n_dims; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)e->shape[d]));
+        const uint64_t bytes = (uint64_t)entry_elems(e) * 4;
+        cJSON *of = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + bytes)));
+        cJSON_AddItemToObject(h, e->name, t);
+        off += bytes;
+    }
+    char *json = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    // Header padded with spaces to a multiple of 8 so the data is aligned.
+    const size_t jl = strlen(json), hl = (jl + 7) & ~(size_t)7;
+    as_atomic_file af;
+    if (as_atomic_open(&af, path)) {
+        free(json);
+        return AS_FAIL;
+    }
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    bool ok = fwrite(len8, 1, 8, af.fp) == 8 && fwrite(json, 1, jl, af.fp) == jl;
+    for (size_t i = jl; i < hl && ok; i++) ok = fputc(' ', af.fp) != EOF;
+    free(json);
+    for (int i = 0; i < w->n && ok; i++) {
+        const size_t n = (size_t)entry_elems(&w->e[i]);
+        ok = fwrite(w->e[i].data, sizeof(float), n, af.fp) == n; // little-endian hosts only (x86-64, aarch64)
+    }
+    if (!ok) {
+        as_atomic_abort(&af);
+        return as_error("%s: write failed", path);
+    }
+    return as_atomic_commit(&af);
+}
