@@ -4,9 +4,9 @@
 // blocks per step: vpdpbusd (u8 x s8 -> int32, 4 products per lane) replaces
 // AVX2's maddubs + madd pair, the fp16 block scales convert four at a time,
 // and the activations come pre-arranged (act_group_*) so no shuffles are
-// needed to pair them with the unpacked weights.  Up to 4 tokens share each
-// unpacked step.  Measured on one core (576x576 Q4_1): 43 GFLOP/s for one
-// token, 80 for 4 or more (AVX2 path: ~20).  Dequantisation and the K formats
+// needed to pair them with the unpacked weights.  Up to 8 tokens share each
+// unpacked step.  Measured on one core (576x576): Q4_1 44 GFLOP/s for one
+// token, 80-84 for 4 or more; Q8_0 39 and 71-78 (AVX2 path: ~20).  Dequantisation and the K formats
 // reuse the AVX2 code (bandwidth-bound, or rarely used).
 #if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
@@ -24,16 +24,15 @@
 static inline __m512i join_256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
 // Activations for Q4_0/Q4_1/Q8_0 weights, in groups of 4 blocks laid out so
-// that one 512-bit load meets the weights as they unpack: for Q4 the low
-// nibbles of 4 weight blocks (elements 0-15 of each) land in one register and
-// the high nibbles (16-31) in another, so the activations are stored as the
-// 4 first halves, then the 4 second halves.  Scales are stored as vectors.
-// A last partial group is padded with zero blocks (d = s = 0, q = 0), which
-// contribute exactly 0; kernel_act_row_size() reserves whole groups.
-typedef struct { int8_t lo[4][16]; int8_t hi[4][16]; float d[4]; float s[4]; } act_group_q4;
-typedef struct { int8_t qs[4][32]; float d[4]; float s[4]; } act_group_q8;
-_Static_assert(sizeof(act_group_q4) == 4 * sizeof(block_q8_1_f32), "act_group_q4 size");
-_Static_assert(sizeof(act_group_q8) == 4 * sizeof(block_q8_1_f32), "act_group_q8 size");
+// that one 512-bit load meets the weights as they unpack: the weight code
+// puts elements 0-15 of 4 blocks in one register (the low nibbles, for Q4)
+// and elements 16-31 in another, one block per 128-bit lane, so the
+// activations are stored as the 4 first halves, then the 4 second halves.
+// Scales are stored as vectors.  A last partial group is padded with zero
+// blocks (d = s = 0, q = 0), which contribute exactly 0;
+// kernel_act_row_size() reserves whole groups.
+typedef struct { int8_t lo[4][16]; int8_t hi[4][16]; float d[4]; float s[4]; } act_group;
+_Static_assert(sizeof(act_group) == 4 * sizeof(block_q8_1_f32), "act_group size");
 
 static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int64_t n) {
     if (wtype != GGML_TYPE_Q4_0 && wtype != GGML_TYPE_Q4_1 && wtype != GGML_TYPE_Q8_0) {
@@ -46,21 +45,12 @@ static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int6
         block_q8_1_f32 b[4];
         memset(b, 0, sizeof b);
         kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + 128 * k, b, 32 * nv);
-        if (wtype == GGML_TYPE_Q8_0) {
-            act_group_q8 *g = (act_group_q8 *)dst + k;
-            for (int j = 0; j < 4; j++) {
-                memcpy(g->qs[j], b[j].qs, 32);
-                g->d[j] = b[j].d;
-                g->s[j] = b[j].s;
-            }
-        } else {
-            act_group_q4 *g = (act_group_q4 *)dst + k;
-            for (int j = 0; j < 4; j++) {
-                memcpy(g->lo[j], b[j].qs, 16);
-                memcpy(g->hi[j], b[j].qs + 16, 16);
-                g->d[j] = b[j].d;
-                g->s[j] = b[j].s;
-            }
+        act_group *g = (act_group *)dst + k;
+        for (int j = 0; j < 4; j++) {
+            memcpy(g->lo[j], b[j].qs, 16);
+            memcpy(g->hi[j], b[j].qs + 16, 16);
+            g->d[j] = b[j].d;
+            g->s[j] = b[j].s;
         }
     }
 }
@@ -120,13 +110,41 @@ static inline __attribute__((always_inline)) void q4_step(const uint8_t *w, size
     *mw = affine ? _mm256_extractf128_ps(dm, 1) : _mm_mul_ps(*dw, _mm_set1_ps(-8.0f));
 }
 
-static inline __attribute__((always_inline)) void vec_dot_q4_avx512(const uint8_t *w, size_t stride, const uint8_t *act, size_t act_stride,
-                                                                     const int NT, int64_t n, const bool affine, float *out) {
+// Q8_0 . Q8_1, 4 blocks per step.  Signed weights become unsigned by flipping
+// the top bit (w + 128); the excess 128 * sum(a) per block is removed with
+// the activation sums: d_w (d_a sum((w+128) a) - 128 s_a).  Two 256-bit
+// loads give [b0 | b1] and [b2 | b3]; one 64-bit-lane permute each regroups
+// them as [b0 b1 b2 b3 first halves] and [... second halves], the Q4 layout,
+// so one int32 vector with one block per 128-bit lane serves all 4 blocks.
+// Partial last step as above (a missing block reads as 0x80 after the flip,
+// but meets zero activations and a zero scale).
+static inline __attribute__((always_inline)) void q8_step(const uint8_t *w, int nv, __m512i *lo, __m512i *hi, __m128 *dw) {
+    const size_t stride = sizeof(block_q8_0);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pick_lo = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
+    const __m512i pick_hi = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
+    const __m256i z = _mm256_setzero_si256();
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(w + 2));
+    const __m256i b1 = nv > 1 ? _mm256_loadu_si256((const __m256i *)(w + stride + 2)) : z;
+    const __m256i b2 = nv > 2 ? _mm256_loadu_si256((const __m256i *)(w + 2 * stride + 2)) : z;
+    const __m256i b3 = nv > 3 ? _mm256_loadu_si256((const __m256i *)(w + 3 * stride + 2)) : z;
+    const __m512i t01 = join_256(b0, b1), t23 = join_256(b2, b3);
+    *lo = _mm512_xor_si512(flip, _mm512_permutex2var_epi64(t01, pick_lo, t23));
+    *hi = _mm512_xor_si512(flip, _mm512_permutex2var_epi64(t01, pick_hi, t23));
+    const __m128i h = _mm_setr_epi16((short)load_u16(w), nv > 1 ? (short)load_u16(w + stride) : 0, nv > 2 ? (short)load_u16(w + 2 * stride) : 0,
+                                     nv > 3 ? (short)load_u16(w + 3 * stride) : 0, 0, 0, 0, 0);
+    *dw = _mm_cvtph_ps(h);
+}
+
+// All three 32-block formats, NT tokens per weight step (see above).
+static inline __attribute__((always_inline)) void vec_dot_q_avx512(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
+                                                                    const int NT, int64_t n, float *out) {
+    const bool q8 = t == GGML_TYPE_Q8_0, affine = t == GGML_TYPE_Q4_1;
+    const size_t stride = q8 ? sizeof(block_q8_0) : affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
     const int64_t nb = n / 32, ng = (nb + 3) / 4;
-    const int qoff = affine ? 4 : 2;
     const __m512i lane_of = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    __m512 acc[4];
-    __m128 acc_m[4];
+    __m512 acc[KERNEL_DOT_MAX_ACT];
+    __m128 acc_m[KERNEL_DOT_MAX_ACT];
     for (int j = 0; j < NT; j++) {
         acc[j] = _mm512_setzero_ps();
         acc_m[j] = _mm_setzero_ps();
@@ -136,10 +154,17 @@ static inline __attribute__((always_inline)) void vec_dot_q4_avx512(const uint8_
         __m128 dw, mw;
         _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES, _MM_HINT_T0);
         _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES + 64, _MM_HINT_T0);
-        if (4 * k + 4 <= nb) q4_step(w, stride, qoff, 4, &lo, &hi, &dw, &mw, affine);
-        else q4_step(w, stride, qoff, (int)(nb - 4 * k), &lo, &hi, &dw, &mw, affine);
+        if (q8) {
+            _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES + 128, _MM_HINT_T0);
+            if (4 * k + 4 <= nb) q8_step(w, 4, &lo, &hi, &dw);
+            else q8_step(w, (int)(nb - 4 * k), &lo, &hi, &dw);
+            mw = _mm_mul_ps(dw, _mm_set1_ps(-128.0f));
+        } else {
+            if (4 * k + 4 <= nb) q4_step(w, stride, affine ? 4 : 2, 4, &lo, &hi, &dw, &mw, affine);
+            else q4_step(w, stride, affine ? 4 : 2, (int)(nb - 4 * k), &lo, &hi, &dw, &mw, affine);
+        }
         for (int j = 0; j < NT; j++) {
-            const act_group_q4 *g = (const act_group_q4 *)(act + (size_t)j * act_stride) + k;
+            const act_group *g = (const act_group *)(act + (size_t)j * act_stride) + k;
             __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(g->lo));
             p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(g->hi));
             acc_m[j] = _mm_fmadd_ps(mw, _mm_loadu_ps(g->s), acc_m[j]);
@@ -150,82 +175,32 @@ static inline __attribute__((always_inline)) void vec_dot_q4_avx512(const uint8_
     for (int j = 0; j < NT; j++) out[j] = _mm512_reduce_add_ps(acc[j]) + hsum_f32x4(acc_m[j]);
 }
 
-// Q8_0 . Q8_1, 4 blocks per step.  Signed weights become unsigned by flipping
-// the top bit (w + 128); the excess 128 * sum(a) per block is removed with
-// the activation sums: d_w (d_a sum((w+128) a) - 128 s_a).  Partial last
-// step and NT as above (a missing block's register half is 0x80 after the
-// flip, but meets zero activations and a zero scale).
-static inline __attribute__((always_inline)) void q8_step(const uint8_t *w, int nv, __m512i *x01, __m512i *x23, __m128 *dw) {
-    const size_t stride = sizeof(block_q8_0);
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const __m256i z = _mm256_setzero_si256();
-    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(w + 2));
-    const __m256i b1 = nv > 1 ? _mm256_loadu_si256((const __m256i *)(w + stride + 2)) : z;
-    const __m256i b2 = nv > 2 ? _mm256_loadu_si256((const __m256i *)(w + 2 * stride + 2)) : z;
-    const __m256i b3 = nv > 3 ? _mm256_loadu_si256((const __m256i *)(w + 3 * stride + 2)) : z;
-    *x01 = _mm512_xor_si512(flip, join_256(b0, b1));
-    *x23 = _mm512_xor_si512(flip, join_256(b2, b3));
-    const __m128i h = _mm_setr_epi16((short)load_u16(w), nv > 1 ? (short)load_u16(w + stride) : 0, nv > 2 ? (short)load_u16(w + 2 * stride) : 0,
-                                     nv > 3 ? (short)load_u16(w + 3 * stride) : 0, 0, 0, 0, 0);
-    *dw = _mm_cvtph_ps(h);
-}
-
-static inline __attribute__((always_inline)) void vec_dot_q8_0_avx512(const uint8_t *w, const uint8_t *act, size_t act_stride, const int NT,
-                                                                       int64_t n, float *out) {
-    const size_t stride = sizeof(block_q8_0);
-    const int64_t nb = n / QK8_0, ng = (nb + 3) / 4;
-    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    __m512 acc[4];
-    __m128 acc_m[4];
-    for (int j = 0; j < NT; j++) {
-        acc[j] = _mm512_setzero_ps();
-        acc_m[j] = _mm_setzero_ps();
-    }
-    for (int64_t k = 0; k < ng; k++, w += 4 * stride) {
-        __m512i x01, x23;
-        __m128 dw;
-        _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES, _MM_HINT_T0);
-        _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)w + KERNEL_PREFETCH_BYTES + 128, _MM_HINT_T0);
-        if (4 * k + 4 <= nb) q8_step(w, 4, &x01, &x23, &dw);
-        else q8_step(w, (int)(nb - 4 * k), &x01, &x23, &dw);
-        const __m128 mw = _mm_mul_ps(dw, _mm_set1_ps(-128.0f));
-        for (int j = 0; j < NT; j++) {
-            const act_group_q8 *g = (const act_group_q8 *)(act + (size_t)j * act_stride) + k;
-            const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x01, _mm512_loadu_si512(g->qs[0]));
-            const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x23, _mm512_loadu_si512(g->qs[2]));
-            acc_m[j] = _mm_fmadd_ps(mw, _mm_loadu_ps(g->s), acc_m[j]);
-            const __m512 sc = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(g->d)));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(lanes01, sc), acc[j]);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(lanes23, sc), acc[j]);
-        }
-    }
-    for (int j = 0; j < NT; j++) out[j] = _mm512_reduce_add_ps(acc[j]) + hsum_f32x4(acc_m[j]);
-}
-
 // One specialisation per token count, so the per-token loops unroll and the
 // accumulators stay in registers.
-#define DISPATCH_NT(call_with_nt)          \
-    switch (n_act) {                       \
-    case 1: call_with_nt(1); break;        \
-    case 2: call_with_nt(2); break;        \
-    case 3: call_with_nt(3); break;        \
-    default: call_with_nt(4); break;       \
+#define DISPATCH_NT(call_with_nt)   \
+    switch (n_act) {                \
+    case 1: call_with_nt(1); break; \
+    case 2: call_with_nt(2); break; \
+    case 3: call_with_nt(3); break; \
+    case 4: call_with_nt(4); break; \
+    case 5: call_with_nt(5); break; \
+    case 6: call_with_nt(6); break; \
+    case 7: call_with_nt(7); break; \
+    default: call_with_nt(8); break; \
     }
 
 static void vec_dot_n_avx512(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out) {
     switch (wtype) {
     case GGML_TYPE_Q4_0:
-#define Q4_0_NT(NT) vec_dot_q4_avx512(w, sizeof(block_q4_0), act, act_stride, NT, n, false, out)
+#define Q4_0_NT(NT) vec_dot_q_avx512(GGML_TYPE_Q4_0, w, act, act_stride, NT, n, out)
         DISPATCH_NT(Q4_0_NT)
         return;
     case GGML_TYPE_Q4_1:
-#define Q4_1_NT(NT) vec_dot_q4_avx512(w, sizeof(block_q4_1), act, act_stride, NT, n, true, out)
+#define Q4_1_NT(NT) vec_dot_q_avx512(GGML_TYPE_Q4_1, w, act, act_stride, NT, n, out)
         DISPATCH_NT(Q4_1_NT)
         return;
     case GGML_TYPE_Q8_0:
-#define Q8_0_NT(NT) vec_dot_q8_0_avx512(w, act, act_stride, NT, n, out)
+#define Q8_0_NT(NT) vec_dot_q_avx512(GGML_TYPE_Q8_0, w, act, act_stride, NT, n, out)
         DISPATCH_NT(Q8_0_NT)
         return;
     default:
@@ -247,7 +222,7 @@ static float vec_dot_avx512(ggml_type wtype, const void *w, const void *act, int
 // token (first and second 16 values of a block) halve the FMA latency chain.
 static inline __attribute__((always_inline)) void fused_dot_avx512(ggml_type t, const uint8_t *w, const float *x, size_t xs, const int NT,
                                                                     int64_t n, float *out) {
-    __m512 acc0[4], acc1[4];
+    __m512 acc0[KERNEL_DOT_MAX_ACT], acc1[KERNEL_DOT_MAX_ACT];
     for (int j = 0; j < NT; j++) acc0[j] = acc1[j] = _mm512_setzero_ps();
     const __m128i m4 = _mm_set1_epi8(0x0F);
     const int64_t nb = n / 32;

@@ -7,7 +7,7 @@
 //   dot_f32      fp32 dot product
 //   quantize_act fp32 activations -> the 8-bit format the weight type pairs with
 //   vec_dot      one quantised weight row . one quantised activation row
-//                (vec_dot_n: the same for up to 4 activation rows at once)
+//                (vec_dot_n: the same for up to 8 activation rows at once)
 #ifndef AS_KERNELS_IMPL_H
 #define AS_KERNELS_IMPL_H
 
@@ -38,7 +38,7 @@ typedef struct kernel_ops {
     bool (*fused_dot_n)(ggml_type wtype, const void *w, const float *x, size_t x_stride, int n_x, int64_t n, float *out);
 } kernel_ops;
 
-#define KERNEL_DOT_MAX_ACT 4
+#define KERNEL_DOT_MAX_ACT 8
 
 extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512;
 
@@ -52,7 +52,7 @@ const char *kernel_isa_name(kernel_isa isa);
 
 // Largest n_tokens for which the F32 path dequantises one weight row at a time
 // and dots it with each token; above it, tiles of W go through BLAS sgemm.
-#define KERNEL_F32_FUSED_MAX_TOKENS KERNEL_DOT_MAX_ACT
+#define KERNEL_F32_FUSED_MAX_TOKENS 4
 // Rows of W dequantised per sgemm call in the F32 path.
 #define KERNEL_F32_TILE_ROWS 128
 
