@@ -388,7 +388,6 @@ static int batch_check(const model *m, const kv_cache *kv, const model_batch *b,
     if (kv->n_layer != c->n_layer || kv->kv_dim != c->n_head_kv * c->head_dim)
         return as_error("model_forward: KV cache built for %d layers x %d, model has %d x %d", kv->n_layer, kv->kv_dim, c->n_layer,
                         c->n_head_kv * c->head_dim);
-    if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
     if (!logits) {
         for (int32_t i = 0; i < b->n_tokens; i++)
             if (!b->want_logits || b->want_logits[i]) return as_error("model_forward: token %d wants logits but no logits buffer was given", i);
@@ -411,6 +410,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int64_t n = b->n_tokens;
     if (n < 0) return as_error("model_forward: n_tokens %lld is negative", (long long)n);
     if (n == 0) return AS_OK;
+    if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
     int64_t max_keys = 1;
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
