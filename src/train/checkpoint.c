@@ -2,6 +2,8 @@
 #include "train/checkpoint.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
 #include <string.h>
 
 #include "train/safetensors.h"
@@ -228,4 +230,144 @@ fail:
     st_close(f);
     train_lora_detach(m);
     return AS_FAIL;
+}
+
+// ---- training state ----
+
+static void hex_digest(const unsigned char *md, unsigned n, char *out) {
+    for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void rng_format(const as_rng *r, char *out, size_t n) {
+    snprintf(out, n, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, r->s[0], r->s[1], r->s[2], r->s[3]);
+}
+
+static int rng_parse(const char *s, as_rng *r) {
+    if (!s || strlen(s) != 64) return AS_FAIL;
+    for (int i = 0; i < 4; i++) {
+        char part[17];
+        memcpy(part, s + 16 * i, 16);
+        part[16] = 0;
+        char *end;
+        r->s[i] = strtoull(part, &end, 16);
+        if (*end) return AS_FAIL;
+    }
+    return AS_OK;
+}
+
+// The LoRA shape as text ("none" for full fine-tuning), so a state is only
+// loaded into a model that trains the same tensors.
+static void lora_desc(const train_model *m, char *out, size_t n) {
+    if (!m->lora) snprintf(out, n, "none");
+    else snprintf(out, n, "r=%d alpha=%g dropout=%g targets=0x%x", m->lora->cfg.rank, (double)m->lora->cfg.alpha, (double)m->lora->cfg.dropout,
+                  m->lora->cfg.targets);
+}
+
+int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const char *path) {
+    float *params, *grads;
+    const optim_segment *segs;
+    int ns;
+    const size_t n = train_trainable((train_model *)m, &params, &grads, &segs, &ns);
+    if (n != o->n) return as_error("%s: optimizer holds %zu parameters, the model trains %zu", path, o->n, n);
+    const float *arrays[3] = {params, o->m, o->v};
+    const char *names[3] = {"params", "optim_m", "optim_v"};
+    st_writer *w = st_writer_init();
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) as_die("EVP_sha256 unavailable");
+    for (int i = 0; i < 3; i++) {
+        if (!arrays[i]) continue;
+        st_writer_add_f32(w, names[i], 1, (int64_t[]){(int64_t)n}, arrays[i]);
+        EVP_DigestUpdate(ctx, arrays[i], sizeof(float) * n);
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    char buf[160];
+    hex_digest(md, mdlen, buf);
+    st_writer_set_metadata(w, "sha256", buf);
+    st_writer_set_metadata(w, "format", "alphaspin-train-state-1");
+    snprintf(buf, sizeof buf, "%d", (int)o->cfg.kind);
+    st_writer_set_metadata(w, "optimizer", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, o->step);
+    st_writer_set_metadata(w, "step", buf);
+    lora_desc(m, buf, sizeof buf);
+    st_writer_set_metadata(w, "lora", buf);
+    rng_format(&m->rng, buf, sizeof buf);
+    st_writer_set_metadata(w, "dropout_rng", buf);
+    if (data_rng) {
+        rng_format(data_rng, buf, sizeof buf);
+        st_writer_set_metadata(w, "data_rng", buf);
+    }
+    const int rc = st_writer_save(w, path);
+    st_writer_free(w);
+    return rc;
+}
+
+int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *path) {
+    st_file *f;
+    if (st_open(&f, path)) return AS_FAIL;
+    int rc = AS_FAIL;
+    float *params, *grads;
+    const optim_segment *segs;
+    int ns;
+    const size_t n = train_trainable(m, &params, &grads, &segs, &ns);
+    const char *fmt = st_metadata(f, "format"), *sum = st_metadata(f, "sha256"), *kind = st_metadata(f, "optimizer");
+    const char *step = st_metadata(f, "step"), *lora = st_metadata(f, "lora");
+    char buf[160];
+    if (!fmt || strcmp(fmt, "alphaspin-train-state-1")) {
+        as_error("%s: not an alphaspin training state (metadata format missing or unknown)", path);
+        goto done;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_Digest(f->data, f->data_size, md, &mdlen, EVP_sha256(), NULL);
+    hex_digest(md, mdlen, buf);
+    if (!sum || strcmp(sum, buf)) {
+        as_error("%s: checksum mismatch (the file is damaged or was modified)", path);
+        goto done;
+    }
+    snprintf(buf, sizeof buf, "%d", (int)o->cfg.kind);
+    if (!kind || strcmp(kind, buf)) {
+        as_error("%s: saved with optimizer kind %s, resuming with %s", path, kind ? kind : "?", buf);
+        goto done;
+    }
+    lora_desc(m, buf, sizeof buf);
+    if (!lora || strcmp(lora, buf)) {
+        as_error("%s: saved for adapters '%s', the model has '%s'", path, lora ? lora : "?", buf);
+        goto done;
+    }
+    const float *dst_arrays[3] = {params, o->m, o->v};
+    const char *names[3] = {"params", "optim_m", "optim_v"};
+    for (int i = 0; i < 3; i++) {
+        const st_tensor *t = st_find(f, names[i]);
+        if (!dst_arrays[i] != !t) {
+            as_error("%s: tensor %s is %s", path, names[i], t ? "unexpected for this optimizer" : "missing");
+            goto done;
+        }
+        if (t && (t->dtype != ST_F32 || t->n_dims != 1 || t->shape[0] != (int64_t)n)) {
+            as_error("%s: tensor %s: expected %zu float32 values", path, names[i], n);
+            goto done;
+        }
+    }
+    char *end = NULL;
+    const long long st = step ? strtoll(step, &end, 10) : -1;
+    as_rng r_drop, r_data;
+    if (!step || *end || st < 0) {
+        as_error("%s: metadata step is missing or invalid", path);
+        goto done;
+    }
+    if (rng_parse(st_metadata(f, "dropout_rng"), &r_drop) || (data_rng && rng_parse(st_metadata(f, "data_rng"), &r_data))) {
+        as_error("%s: metadata dropout_rng/data_rng missing or invalid", path);
+        goto done;
+    }
+    for (int i = 0; i < 3; i++)
+        if (dst_arrays[i]) memcpy((float *)dst_arrays[i], st_find(f, names[i])->data, sizeof(float) * n);
+    o->step = st;
+    m->rng = r_drop;
+    if (data_rng) *data_rng = r_data;
+    rc = AS_OK;
+done:
+    st_close(f);
+    return rc;
 }

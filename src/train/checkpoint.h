@@ -23,4 +23,14 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
 // unexpected tensors, with one error line naming the file and the field.
 int train_lora_load_peft(train_model *m, const char *dir);
 
+// Training state for an exact resume: the trainable parameters (LoRA factors
+// or all weights), the optimizer's moments and step count, and the RNG
+// streams (the model's dropout stream and the caller's data-order stream), in
+// one safetensors file whose metadata holds the SHA-256 of the tensor data.
+// The write is atomic.  Loading refuses a file whose size, checksum,
+// optimizer kind, LoRA shape or parameter count does not match m and o (which
+// must be built as for the run that saved it).
+int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const char *path);
+int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *path);
+
 #endif

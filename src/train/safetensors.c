@@ -24,6 +24,8 @@ static int dtype_parse(const char *s, st_dtype *out) {
 void st_close(st_file *f) {
     if (!f) return;
     for (int64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (int i = 0; i < f->n_meta; i++) free(f->meta_keys[i]), free(f->meta_values[i]);
+    free(f->meta_keys), free(f->meta_values);
     free(f->tensors);
     free(f->buf);
     free(f->path);
@@ -61,12 +63,31 @@ int st_open(st_file **out, const char *path) {
     }
     const uint8_t *data = f->buf + 8 + hlen;
     const uint64_t data_size = f->size - 8 - hlen;
+    f->data = data, f->data_size = (size_t)data_size;
     const int n = cJSON_GetArraySize(doc);
     f->tensors = as_calloc((size_t)AS_MAX(n, 1), sizeof *f->tensors);
     spans = as_calloc((size_t)AS_MAX(n, 1) * 2, sizeof *spans);
     const cJSON *e;
     cJSON_ArrayForEach(e, doc) {
-        if (!strcmp(e->string, "__metadata__")) continue;
+        if (!strcmp(e->string, "__metadata__")) {
+            if (f->meta_keys) {
+                as_error("%s: __metadata__ appears twice", path);
+                goto fail;
+            }
+            const int nm = cJSON_GetArraySize(e);
+            f->meta_keys = as_calloc((size_t)AS_MAX(nm, 1), sizeof(char *));
+            f->meta_values = as_calloc((size_t)AS_MAX(nm, 1), sizeof(char *));
+            const cJSON *kv;
+            cJSON_ArrayForEach(kv, e) {
+                if (!cJSON_IsString(kv)) {
+                    as_error("%s: __metadata__ value of %s is not a string", path, kv->string);
+                    goto fail;
+                }
+                f->meta_keys[f->n_meta] = as_strdup(kv->string);
+                f->meta_values[f->n_meta++] = as_strdup(kv->valuestring);
+            }
+            continue;
+        }
         st_tensor *t = &f->tensors[f->n_tensors];
         const cJSON *dt = cJSON_GetObjectItem(e, "dtype"), *sh = cJSON_GetObjectItem(e, "shape"), *off = cJSON_GetObjectItem(e, "data_offsets");
         if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
@@ -137,6 +158,12 @@ fail:
 const st_tensor *st_find(const st_file *f, const char *name) {
     for (int64_t i = 0; i < f->n_tensors; i++)
         if (f->tensors[i].name && !strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}
+
+const char *st_metadata(const st_file *f, const char *key) {
+    for (int i = 0; i < f->n_meta; i++)
+        if (!strcmp(f->meta_keys[i], key)) return f->meta_values[i];
     return NULL;
 }
 

@@ -28,6 +28,10 @@ typedef struct st_file {
     size_t size;
     st_tensor *tensors;
     int64_t n_tensors;
+    char **meta_keys, **meta_values; // the string pairs of "__metadata__"
+    int n_meta;
+    const uint8_t *data;       // the data section (after the header)
+    size_t data_size;
 } st_file;
 
 // Reads and validates a file: header length within the file, valid JSON,
@@ -37,6 +41,8 @@ typedef struct st_file {
 int st_open(st_file **out, const char *path);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
+// Value of a "__metadata__" key, or NULL.
+const char *st_metadata(const st_file *f, const char *key);
 // Element i of a tensor as float (any supported dtype).
 float st_get(const st_tensor *t, int64_t i);
 

@@ -317,12 +317,128 @@ static void test_peft_errors(void **state) {
     case_close(&c);
 }
 
+// ---- exact resume ----
+
+// One optimizer step on two sequences picked by the data-order stream.
+static void train_steps(train_model *m, optim *o, as_rng *data, const peft_case *c, int k) {
+    for (int step = 0; step < k; step++) {
+        int64_t perm[8];
+        train_shuffle(perm, c->n_seq, data);
+        int32_t tok[2 * 16], len[2], pl[2] = {2, 3};
+        for (int j = 0; j < 2; j++) {
+            len[j] = c->len[perm[j]];
+            memcpy(tok + j * c->T, c->tokens + perm[j] * c->T, sizeof(int32_t) * (size_t)c->T);
+        }
+        train_batch b = {.n_seq = 2, .n_ctx = c->T, .tokens = tok, .len = len, .prompt_len = pl};
+        float lp[2];
+        int32_t cnt[2];
+        assert_int_equal(train_forward(m, &b, lp, cnt), AS_OK);
+        const float up[2] = {-1.0f / (float)cnt[0], -1.0f / (float)cnt[1]}; // SFT: mean token NLL per sequence
+        train_zero_grad(m);
+        assert_int_equal(train_backward(m, up), AS_OK);
+        train_optim_step(m, o, NULL, NULL);
+    }
+}
+
+static train_model *resume_model(const peft_case *c, bool lora, optim **o, optim_kind kind) {
+    train_model *m = load_base(c);
+    train_set_training(m, true);
+    if (lora) {
+        train_lora_config lc = {.rank = 2, .alpha = 4.0f, .dropout = 0.1f, .seed = 11};
+        assert_int_equal(train_lora_attach(m, &lc), AS_OK);
+    }
+    float *p, *g;
+    const optim_segment *segs;
+    int ns;
+    const size_t n = train_trainable(m, &p, &g, &segs, &ns);
+    optim_config oc;
+    optim_config_default(&oc, kind);
+    oc.lr = 5e-3f, oc.schedule = OPTIM_SCHEDULE_COSINE, oc.warmup_ratio = 0.2, oc.total_steps = 5, oc.max_grad_norm = 1.0f;
+    assert_int_equal(optim_init(o, &oc, n), AS_OK);
+    return m;
+}
+
+static void resume_case(peft_case *c, bool lora, optim_kind kind) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/state.safetensors", c->dir);
+    // Five steps in one go.
+    optim *o;
+    as_rng data;
+    as_rng_seed(&data, 5);
+    train_model *m = resume_model(c, lora, &o, kind);
+    train_steps(m, o, &data, c, 5);
+    float *p, *g;
+    const optim_segment *segs;
+    int ns;
+    const size_t n = train_trainable(m, &p, &g, &segs, &ns);
+    float *straight = as_malloc(sizeof(float) * n);
+    memcpy(straight, p, sizeof(float) * n);
+    train_model_free(m);
+    optim_free(o);
+    // Three steps, save, a fresh process-like start, load, two more.
+    as_rng_seed(&data, 5);
+    m = resume_model(c, lora, &o, kind);
+    train_steps(m, o, &data, c, 3);
+    if (train_state_save(m, o, &data, path)) fail_msg("%s", as_last_error());
+    train_model_free(m);
+    optim_free(o);
+    as_rng_seed(&data, 999); // overwritten by the load
+    m = resume_model(c, lora, &o, kind);
+    if (train_state_load(m, o, &data, path)) fail_msg("%s", as_last_error());
+    assert_int_equal(o->step, 3);
+    train_steps(m, o, &data, c, 2);
+    train_trainable(m, &p, &g, &segs, &ns);
+    assert_memory_equal(straight, p, sizeof(float) * n);
+    free(straight);
+    // A state for other adapters or another optimizer is refused.
+    optim *o2;
+    train_model *m2 = resume_model(c, !lora, &o2, kind);
+    assert_int_equal(train_state_load(m2, o2, &data, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "adapters"));
+    train_model_free(m2);
+    optim_free(o2);
+    m2 = resume_model(c, lora, &o2, kind == OPTIM_ADAMW ? OPTIM_RMSPROP : OPTIM_ADAMW);
+    assert_int_equal(train_state_load(m2, o2, &data, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "optimizer kind"));
+    train_model_free(m2);
+    optim_free(o2);
+    // A damaged file is refused and changes nothing.
+    char *bytes;
+    size_t len;
+    assert_int_equal(as_read_file(path, &bytes, &len), AS_OK);
+    bytes[len - 5] ^= 0x10;
+    write_bytes(path, bytes, len);
+    float *before = as_malloc(sizeof(float) * n);
+    memcpy(before, p, sizeof(float) * n);
+    assert_int_equal(train_state_load(m, o, &data, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "checksum mismatch"));
+    assert_memory_equal(before, p, sizeof(float) * n);
+    write_bytes(path, bytes, len - 7);
+    assert_int_equal(train_state_load(m, o, &data, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), path));
+    free(bytes), free(before);
+    unlink(path);
+    train_model_free(m);
+    optim_free(o);
+}
+
+static void test_state_resume(void **state) {
+    (void)state;
+    peft_case c;
+    case_open(&c, "llama");
+    resume_case(&c, true, OPTIM_ADAMW);
+    resume_case(&c, false, OPTIM_RMSPROP);
+    resume_case(&c, false, OPTIM_ADAMW);
+    case_close(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peft_llama),
         cmocka_unit_test(test_peft_gemma),
         cmocka_unit_test(test_safetensors_errors),
         cmocka_unit_test(test_peft_errors),
+        cmocka_unit_test(test_state_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
