@@ -31,7 +31,8 @@ typedef struct as_matrix {
 //    block of 32 (Q8_K per 256 for Q4_K/Q6_K) and dotted in integers.  Error vs
 //    the exact result: ~0.5-1.2% of the output scale ||x|| ||w|| / sqrt(cols)
 //    on random data (tested < 2e-2).  A token's outputs are bitwise the same
-//    whatever else is in the batch.  Fastest choice for decode (2-3x F32).
+//    whatever else is in the batch.  Fastest choice for decode (~2x F32 on
+//    the default model; bench/bench_matmul).
 //    Float weight types (F32/F16/BF16) always take the F32 path.
 typedef enum kernel_precision {
     KERNEL_PRECISION_F32 = 0, // fp32 activations x dequantised weights: matches an fp32 reference
