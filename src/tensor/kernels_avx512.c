@@ -3,11 +3,11 @@
 // The 32-value block formats (Q4_0, Q4_1, Q8_0: the default model's) take four
 // blocks per step: vpdpbusd (u8 x s8 -> int32, 4 products per lane) replaces
 // AVX2's maddubs + madd pair, the fp16 block scales convert four at a time,
-// and the activations come pre-arranged (act_group_*) so no shuffles are
-// needed to pair them with the unpacked weights.  Up to 8 tokens share each
-// unpacked step.  Measured on one core (576x576): Q4_1 44 GFLOP/s for one
-// token, 80-84 for 4 or more; Q8_0 39 and 71-78 (AVX2 path: ~20).  Dequantisation and the K formats
-// reuse the AVX2 code (bandwidth-bound, or rarely used).
+// and the activations come pre-arranged (act_group) so no shuffles are needed
+// to pair them with the unpacked weights.  Up to 8 tokens share each unpacked
+// step.  Measured on one core (576x576): Q4_1 44 GFLOP/s for one token, 80-84
+// for 4 or more; Q8_0 39 and 71-78 (the AVX2 path: ~20).  Dequantisation and
+// the K formats reuse the AVX2 code (bandwidth-bound, or rarely used).
 #if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
@@ -79,14 +79,15 @@ static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2)
 // rest of the registers stay zero, meeting the zero padding of the
 // activations).
 //
-// NT activation rows (tokens) share each unpacked weight step.  Every token
-// goes through the same operations in the same order whatever NT is, so a
-// token's result does not depend on how many tokens were batched with it.
+// NT activation rows (tokens) share each unpacked weight step
+// (vec_dot_q_avx512).  Every token goes through the same operations in the
+// same order whatever NT is, so a token's result does not depend on how many
+// tokens were batched with it.
 static inline __attribute__((always_inline)) void q4_step(const uint8_t *w, size_t stride, int qoff, int nv, __m512i *lo, __m512i *hi,
                                                            __m128 *dw, __m128 *mw, bool affine) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m256i deinterleave = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(w + qoff)));
+    __m512i z = _mm512_zextsi128_si512(_mm_loadu_si128((const __m128i *)(w + qoff)));
     uint32_t h1 = 0, h2 = 0, h3 = 0;
     if (nv > 1) {
         z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + stride + qoff)), 1);
@@ -100,7 +101,6 @@ static inline __attribute__((always_inline)) void q4_step(const uint8_t *w, size
         z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(w + 3 * stride + qoff)), 3);
         h3 = load_u32(w + 3 * stride);
     }
-    if (nv == 1) z = _mm512_zextsi128_si512(_mm512_castsi512_si128(z)); // upper lanes undefined otherwise
     *lo = _mm512_and_si512(z, m4);
     *hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
     // (d, m) of the blocks (for Q4_0 the "m" halves are quant bytes, unused).
