@@ -1,0 +1,128 @@
+// GGUF export and LoRA merging (see export.h).
+#include "train/export.h"
+
+#include <string.h>
+
+#include "tensor/quant.h"
+#include "train/ops.h"
+#include "util/common.h"
+
+// llama.cpp's llama_ftype values for general.file_type.
+static int file_type_of(ggml_type t) {
+    switch (t) {
+    case GGML_TYPE_F32: return 0;   // LLAMA_FTYPE_ALL_F32
+    case GGML_TYPE_F16: return 1;   // LLAMA_FTYPE_MOSTLY_F16
+    case GGML_TYPE_Q8_0: return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
+    case GGML_TYPE_BF16: return 32; // LLAMA_FTYPE_MOSTLY_BF16
+    default: return -1;
+    }
+}
+
+// Copies one metadata pair of src (strings and arrays included) into w.
+static void copy_kv(gguf_writer *w, const gguf_file *src, int64_t i) {
+    const gguf_kv *kv = &src->kv[i];
+    char *key = gguf_str_dup(kv->key);
+    if (kv->type == GGUF_TYPE_STRING) {
+        char *v = gguf_str_dup(kv->str);
+        gguf_write_str(w, key, v);
+        free(v);
+    } else if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
+        char **strs = as_malloc(sizeof(char *) * (size_t)AS_MAX(kv->n, (uint64_t)1));
+        for (uint64_t j = 0; j < kv->n; j++) strs[j] = gguf_str_dup(gguf_arr_str(src, i, j));
+        gguf_write_arr_str(w, key, (const char *const *)strs, kv->n);
+        for (uint64_t j = 0; j < kv->n; j++) free(strs[j]);
+        free(strs);
+    } else if (kv->type == GGUF_TYPE_ARRAY) {
+        gguf_write_arr(w, key, kv->arr_type, kv->data, kv->n);
+    } else {
+        gguf_write_val(w, key, kv->type, kv->data);
+    }
+    free(key);
+}
+
+static void write_config(gguf_writer *w, const model_config *c, ggml_type type) {
+    const char *a = c->arch_name;
+    char key[128];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, a), key)
+    gguf_write_str(w, "general.architecture", a);
+    gguf_write_u32(w, "general.file_type", (uint32_t)file_type_of(type));
+    gguf_write_u32(w, K("context_length"), (uint32_t)c->n_ctx_train);
+    gguf_write_u32(w, K("embedding_length"), (uint32_t)c->n_embd);
+    gguf_write_u32(w, K("block_count"), (uint32_t)c->n_layer);
+    gguf_write_u32(w, K("feed_forward_length"), (uint32_t)c->n_ff);
+    gguf_write_u32(w, K("attention.head_count"), (uint32_t)c->n_head);
+    gguf_write_u32(w, K("attention.head_count_kv"), (uint32_t)c->n_head_kv);
+    gguf_write_u32(w, K("attention.key_length"), (uint32_t)c->head_dim);
+    gguf_write_u32(w, K("attention.value_length"), (uint32_t)c->head_dim);
+    gguf_write_f32(w, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    gguf_write_f32(w, K("rope.freq_base"), c->rope_theta);
+    gguf_write_u32(w, K("rope.dimension_count"), (uint32_t)c->n_rot);
+#undef K
+}
+
+static void write_matrix(gguf_writer *w, const char *name, const float *x, int64_t rows, int64_t cols, ggml_type type) {
+    if (type == GGML_TYPE_Q8_0 && cols % QK8_0) type = GGML_TYPE_F16;
+    const size_t row_bytes = quant_row_size(type, cols);
+    uint8_t *buf = as_malloc(row_bytes * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++) quant_quantize_row(type, x + r * cols, buf + (size_t)r * row_bytes, cols);
+    gguf_write_tensor(w, name, type, 2, (int64_t[]){cols, rows}, buf, row_bytes * (size_t)rows);
+    free(buf);
+}
+
+static void write_vector(gguf_writer *w, const char *name, const float *x, int64_t n) {
+    gguf_write_tensor(w, name, GGML_TYPE_F32, 1, &n, x, sizeof(float) * (size_t)n);
+}
+
+int train_export_gguf(const train_model *m, const char *meta_src, const char *path, ggml_type type) {
+    if (file_type_of(type) < 0) return as_error("%s: export type %s is not supported (F32, F16, BF16, Q8_0)", path, ggml_type_name(type));
+    gguf_file *src = NULL;
+    if (meta_src && gguf_open(&src, meta_src)) return AS_FAIL;
+    gguf_writer *w = gguf_writer_init();
+    for (uint64_t i = 0; src && i < src->n_kv; i++) {
+        if (gguf_str_eq(src->kv[i].key, "general.alignment")) continue; // the writer's own
+        copy_kv(w, src, (int64_t)i);
+    }
+    gguf_close(src);
+    const model_config *c = &m->cfg;
+    write_config(w, c, type);
+    const train_params *p = &m->params;
+    const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    write_matrix(w, "token_embd.weight", p->tok_embd, c->n_vocab, C, type);
+    if (!c->tied_output) write_matrix(w, "output.weight", p->output, c->n_vocab, C, type);
+    write_vector(w, "output_norm.weight", p->output_norm, C);
+    char name[96];
+    for (int l = 0; l < c->n_layer; l++) {
+#define BLK(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
+        write_vector(w, BLK("attn_norm"), p->attn_norm + l * C, C);
+        write_matrix(w, BLK("attn_q"), p->wq + l * qd * C, qd, C, type);
+        write_matrix(w, BLK("attn_k"), p->wk + l * kvd * C, kvd, C, type);
+        write_matrix(w, BLK("attn_v"), p->wv + l * kvd * C, kvd, C, type);
+        write_matrix(w, BLK("attn_output"), p->wo + l * C * qd, C, qd, type);
+        write_vector(w, BLK("ffn_norm"), p->ffn_norm + l * C, C);
+        write_matrix(w, BLK("ffn_gate"), p->w_gate + l * F * C, F, C, type);
+        write_matrix(w, BLK("ffn_up"), p->w_up + l * F * C, F, C, type);
+        write_matrix(w, BLK("ffn_down"), p->w_down + l * C * F, C, F, type);
+#undef BLK
+    }
+    const int rc = gguf_writer_save(w, path);
+    gguf_writer_free(w);
+    return rc;
+}
+
+int train_lora_merge(train_model *m) {
+    train_lora *lo = m->lora;
+    if (!lo) return as_error("train_lora_merge: the model has no adapters");
+    const model_config *c = &m->cfg;
+    const int64_t L = c->n_layer, r = lo->cfg.rank;
+    float *base[TRAIN_LORA_N_TARGETS] = {m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.w_gate, m->params.w_up, m->params.w_down};
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
+        if (!lo->a[t]) continue;
+        const int64_t in = lo->in[t], out = lo->out[t];
+        for (int64_t l = 0; l < L; l++)
+            // W (out x in) += s B (out x r) A (r x in)
+            train_gemm(false, false, out, in, r, lo->scale, lo->b[t] + l * out * r, r, lo->a[t] + l * r * in, in, 1.0f,
+                       base[t] + l * out * in, in, m->n_threads);
+    }
+    train_lora_detach(m);
+    return AS_OK;
+}

@@ -1,0 +1,223 @@
+// Export and merge (src/train/export.h):
+//  * merging PEFT's adapters (tests/vectors/peft_<arch>) into the base gives
+//    the log-probabilities of the adapted model, which PEFT computed;
+//  * the merged model exported as F32 GGUF reloads bit for bit, and the
+//    inference engine on it gives the same log-probabilities; F16 and Q8_0
+//    exports hold exactly the rounded weights, with llama.cpp's file types;
+//  * every metadata key of the source file (strings, string arrays, numeric
+//    arrays) is carried over; bad requests give one error line.
+#include "train_test_util.h"
+#include "train_vectors.h"
+
+#include "model/model.h"
+#include "tensor/quant.h"
+#include "train/checkpoint.h"
+#include "train/export.h"
+#include "train/train.h"
+#include "util/common.h"
+
+static void token_logps(train_model *m, const cJSON *seqs, float *out, int64_t *n_out) {
+    int64_t n = 0;
+    for (int s = 0; s < cJSON_GetArraySize(seqs); s++) {
+        const cJSON *q = cJSON_GetArrayItem(seqs, s);
+        int32_t len = cJSON_GetArraySize(q), tok[64], pl = 1;
+        for (int i = 0; i < len; i++) tok[i] = cJSON_GetArrayItem(q, i)->valueint;
+        train_batch b = {.n_seq = 1, .n_ctx = len, .tokens = tok, .len = &len, .prompt_len = &pl};
+        float sum;
+        assert_int_equal(train_forward(m, &b, &sum, NULL), AS_OK);
+        n += train_token_logprobs(m, out + n);
+    }
+    *n_out = n;
+}
+
+static void merge_arch(const char *arch) {
+    char name[64], dir_v[512], src[600], out[600];
+    snprintf(name, sizeof name, "peft_%s.json", arch);
+    cJSON *doc = tv_load_json(name);
+    char *dir = as_test_tmpdir();
+    snprintf(src, sizeof src, "%s/base.gguf", dir);
+    snprintf(out, sizeof out, "%s/merged.gguf", dir);
+    tv_write_gguf(doc, src, false);
+    snprintf(dir_v, sizeof dir_v, "%s/peft_%s", AS_TEST_VECTORS, arch);
+    train_model *m;
+    if (train_model_load(&m, src)) fail_msg("%s", as_last_error());
+    train_set_threads(m, 2);
+    train_set_training(m, false);
+    if (train_lora_load_peft(m, dir_v)) fail_msg("%s", as_last_error());
+    const cJSON *seqs = cJSON_GetObjectItem(doc, "sequences");
+    float with[128], merged[128], engine_lp[128];
+    int64_t n1, n2;
+    token_logps(m, seqs, with, &n1);
+    assert_int_equal(train_lora_merge(m), AS_OK);
+    assert_null(m->lora);
+    token_logps(m, seqs, merged, &n2);
+    assert_int_equal(n1, n2);
+    // Against PEFT's own adapted log-probabilities.
+    const cJSON *ref = cJSON_GetObjectItem(doc, "logps_adapters_on");
+    double worst = 0;
+    int64_t r = 0;
+    for (int s = 0; s < cJSON_GetArraySize(ref); s++)
+        for (int i = 0; i < cJSON_GetArraySize(cJSON_GetArrayItem(ref, s)); i++, r++) {
+            const double want = cJSON_GetArrayItem(cJSON_GetArrayItem(ref, s), i)->valuedouble;
+            worst = fmax(worst, fabs(merged[r] - want) / (1 + fabs(want)));
+            assert_true(fabs(merged[r] - with[r]) <= 1e-5 * (1 + fabs(with[r])));
+        }
+    printf("  %s: merged model vs PEFT's adapted log-probs: %.2e\n", arch, worst);
+    assert_true(worst <= 1e-5);
+
+    // F32 export: bit for bit, and the inference engine agrees.
+    if (train_export_gguf(m, src, out, GGML_TYPE_F32)) fail_msg("%s", as_last_error());
+    train_model *back;
+    if (train_model_load(&back, out)) fail_msg("%s", as_last_error());
+    assert_int_equal(back->n_params, m->n_params);
+    assert_memory_equal(back->params_memory, m->params_memory, sizeof(float) * m->n_params);
+    train_model_free(back);
+    model *inf;
+    if (model_load(&inf, out)) fail_msg("%s", as_last_error());
+    const int64_t V = inf->cfg.n_vocab;
+    float logits[64 * 64];
+    r = 0;
+    worst = 0;
+    for (int s = 0; s < cJSON_GetArraySize(seqs); s++) {
+        const cJSON *q = cJSON_GetArrayItem(seqs, s);
+        int32_t len = cJSON_GetArraySize(q), tok[64], sq[64], pos[64];
+        for (int i = 0; i < len; i++) tok[i] = cJSON_GetArrayItem(q, i)->valueint, sq[i] = 0, pos[i] = i;
+        kv_cache *kv = kv_cache_init(&inf->cfg, 1, len);
+        model_batch mb = {.n_tokens = len, .token = tok, .seq = sq, .pos = pos};
+        assert_int_equal(model_forward(inf, kv, &mb, logits), AS_OK);
+        for (int i = 1; i < len; i++, r++) {
+            const float *z = logits + (i - 1) * V;
+            double mx = z[0], se = 0;
+            for (int64_t j = 1; j < V; j++) mx = fmax(mx, z[j]);
+            for (int64_t j = 0; j < V; j++) se += exp(z[j] - mx);
+            engine_lp[r] = (float)(z[tok[i]] - mx - log(se));
+            worst = fmax(worst, fabs(engine_lp[r] - merged[r]) / (1 + fabs(merged[r])));
+        }
+        kv_cache_free(kv);
+    }
+    printf("  %s: inference engine on the exported F32 file vs training model: %.2e\n", arch, worst);
+    assert_true(worst <= 1e-5);
+    model_free(inf);
+
+    // F16: exactly the fp16 rounding of every matrix; norms exact; file type 1.
+    if (train_export_gguf(m, src, out, GGML_TYPE_F16)) fail_msg("%s", as_last_error());
+    if (train_model_load(&back, out)) fail_msg("%s", as_last_error());
+    const float *mat = m->params.wq, *got = back->params.wq;
+    for (size_t i = 0; i < m->param_sizes[4]; i++) assert_true(got[i] == as_fp16_to_f32(as_f32_to_fp16(mat[i])));
+    assert_memory_equal(back->params.attn_norm, m->params.attn_norm, sizeof(float) * m->param_sizes[3]);
+    train_model_free(back);
+    gguf_file *g;
+    assert_int_equal(gguf_open(&g, out), AS_OK);
+    uint32_t ft;
+    assert_int_equal(gguf_get_u32(g, "general.file_type", &ft), AS_OK);
+    assert_int_equal(ft, 1);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.attn_q.weight")->type, GGML_TYPE_F16);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.attn_norm.weight")->type, GGML_TYPE_F32);
+    gguf_close(g);
+    unlink(out), unlink(src), rmdir(dir);
+    train_model_free(m);
+    cJSON_Delete(doc);
+}
+
+static void test_merge_export_llama(void **state) {
+    (void)state;
+    merge_arch("llama");
+}
+
+static void test_merge_export_gemma(void **state) {
+    (void)state;
+    merge_arch("gemma");
+}
+
+// Q8_0 needs rows that are multiples of 32: a model with C = 32, F = 64, plus a
+// source file with every kind of metadata value to carry over.
+static void test_q8_and_metadata(void **state) {
+    (void)state;
+    char *dir = as_test_tmpdir();
+    char src[512], out[512];
+    snprintf(src, sizeof src, "%s/src.gguf", dir);
+    snprintf(out, sizeof out, "%s/q8.gguf", dir);
+    model_config c = {0};
+    c.arch = MODEL_ARCH_LLAMA;
+    snprintf(c.arch_name, sizeof c.arch_name, "llama");
+    c.n_vocab = 40, c.n_embd = 32, c.n_layer = 1, c.n_head = 4, c.n_head_kv = 2, c.head_dim = 8, c.n_ff = 64, c.n_ctx_train = 128;
+    c.n_rot = 8, c.rms_eps = 1e-5f, c.rope_theta = 10000.0f, c.emb_scale = 1.0f, c.tied_output = false;
+    train_model *m;
+    assert_int_equal(train_model_init(&m, &c), AS_OK);
+    as_rng r;
+    as_rng_seed(&r, 17);
+    fill_normal(m->params_memory, (int64_t)m->n_params, 0.3f, &r);
+    // Source metadata: a string, a string array, a numeric array, a bool, an architecture key to be overwritten.
+    gguf_writer *w = gguf_writer_init();
+    gguf_write_str(w, "general.architecture", "llama");
+    gguf_write_str(w, "tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}");
+    const char *toks[3] = {"<s>", "hello", "\xc4\xa0world"};
+    gguf_write_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
+    const float scores[3] = {0.0f, -1.5f, -2.25f};
+    gguf_write_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, 3);
+    gguf_write_bool(w, "tokenizer.ggml.add_bos_token", true);
+    gguf_write_u32(w, "llama.block_count", 99);
+    assert_int_equal(gguf_writer_save(w, src), AS_OK);
+    gguf_writer_free(w);
+
+    if (train_export_gguf(m, src, out, GGML_TYPE_Q8_0)) fail_msg("%s", as_last_error());
+    gguf_file *g;
+    assert_int_equal(gguf_open(&g, out), AS_OK);
+    gguf_str s;
+    assert_int_equal(gguf_get_str(g, "tokenizer.chat_template", &s), AS_OK);
+    assert_true(gguf_str_eq(s, "{% for m in messages %}{{ m.content }}{% endfor %}"));
+    gguf_type at;
+    uint64_t n;
+    int64_t ki;
+    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", &at, &n, &ki), AS_OK);
+    assert_int_equal(n, 3);
+    assert_true(gguf_str_eq(gguf_arr_str(g, ki, 2), "\xc4\xa0world"));
+    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.scores", &at, &n, &ki), AS_OK);
+    assert_int_equal(at, GGUF_TYPE_FLOAT32);
+    assert_float_equal(gguf_arr_num(g, ki, 2), -2.25, 0);
+    bool bos;
+    assert_int_equal(gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &bos), AS_OK);
+    assert_true(bos);
+    uint32_t v;
+    assert_int_equal(gguf_get_u32(g, "llama.block_count", &v), AS_OK);
+    assert_int_equal(v, 1); // from the model, not the source
+    assert_int_equal(gguf_get_u32(g, "general.file_type", &v), AS_OK);
+    assert_int_equal(v, 7);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_down.weight")->type, GGML_TYPE_Q8_0);
+    assert_int_equal(gguf_find_tensor(g, "output.weight")->type, GGML_TYPE_Q8_0);
+    gguf_close(g);
+    // The weights are exactly the Q8_0 round trip of the originals.
+    train_model *back;
+    if (train_model_load(&back, out)) fail_msg("%s", as_last_error());
+    block_q8_0 blk[2];
+    float rt[64];
+    const float *orig = m->params.w_down, *got = back->params.w_down; // (C, F): rows of 64
+    double err = 0;
+    for (int64_t row = 0; row < c.n_embd; row++) {
+        quant_quantize_row(GGML_TYPE_Q8_0, orig + row * 64, blk, 64);
+        quant_dequantize_row(GGML_TYPE_Q8_0, blk, rt, 64);
+        assert_memory_equal(rt, got + row * 64, sizeof rt);
+        for (int j = 0; j < 64; j++) err = fmax(err, fabs(rt[j] - orig[row * 64 + j]));
+    }
+    assert_true(err > 0 && err < 0.01); // really quantised, and by about 1/254 of the row maximum
+    train_model_free(back);
+
+    // Errors.
+    assert_int_equal(train_export_gguf(m, src, out, GGML_TYPE_Q4_1), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "Q4_1"));
+    assert_int_equal(train_export_gguf(m, "/nonexistent/src.gguf", out, GGML_TYPE_F32), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "/nonexistent/src.gguf"));
+    assert_int_equal(train_lora_merge(m), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "no adapters"));
+    train_model_free(m);
+    unlink(out), unlink(src), rmdir(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_merge_export_llama),
+        cmocka_unit_test(test_merge_export_gemma),
+        cmocka_unit_test(test_q8_and_metadata),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
