@@ -202,6 +202,7 @@ static void test_matmul_all_isas_all_types(void **state) {
         // 32-block rows of 5, 7 and 18 blocks: the AVX-512 code's last group of
         // 4 holds 1, 3 and 2 blocks.
         const int64_t mid_cols = is_k(t) ? 512 : (is_float(t) ? 101 : 224);
+        check_shape(t, 3, is_k(t) ? 256 : (is_float(t) ? 5 : 32), &rng, &wf, &wqx, &wq); // one block
         check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq);
         check_shape(t, 37, mid_cols, &rng, &wf, &wqx, &wq);
         check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq);
