@@ -178,39 +178,39 @@ void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_
 
 // ---- integer dot products ----
 
-static float vec_dot_q4_0_avx2(const block_q4_0 *x, const block_q8_1_f32 *y, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        const __m256i qx = _mm256_sub_epi8(nibbles_to_bytes(x[i].qs), _mm256_set1_epi8(8));
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 p = _mm256_cvtepi32_ps(dot_s8s8(qx, qy));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].d) * y[i].d), p, acc);
+// Q4_0 / Q4_1 / Q8_0 . Q8_1: per block d_w d_a sum_j q_j a_j (+ m_w s_a for
+// Q4_1).  NT activation rows (tokens) share each unpacked weight block; every
+// token goes through the same operations in the same order whatever NT is,
+// so its result does not depend on the batch (vec_dot is the NT = 1 case).
+static inline __attribute__((always_inline)) void vec_dot_q_avx2(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
+                                                                  const int NT, int64_t n, float *out) {
+    const bool affine = t == GGML_TYPE_Q4_1, is_signed = t != GGML_TYPE_Q4_1;
+    const size_t stride = t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0) : affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    __m256 acc[KERNEL_DOT_MAX_ACT];
+    float summs[KERNEL_DOT_MAX_ACT];
+    for (int j = 0; j < NT; j++) {
+        acc[j] = _mm256_setzero_ps();
+        summs[j] = 0;
     }
-    return hsum_f32x8(acc);
-}
-
-static float vec_dot_q4_1_avx2(const block_q4_1 *x, const block_q8_1_f32 *y, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0;
-    for (int64_t i = 0; i < n / QK4_1; i++) {
-        const __m256i qx = nibbles_to_bytes(x[i].qs);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(qx, qy));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].d) * y[i].d), p, acc);
-        summs += fp16_to_f32(x[i].m) * y[i].s;
+    for (int64_t i = 0; i < n / 32; i++, w += stride) {
+        as_fp16 h[2];
+        memcpy(h, w, sizeof h);
+        const float dw = fp16_to_f32(h[0]), mw = affine ? fp16_to_f32(h[1]) : 0.0f;
+        __m256i x; // Q4_0: q - 8, Q8_0: q (signed); Q4_1: q (unsigned)
+        if (t == GGML_TYPE_Q8_0) x = _mm256_loadu_si256((const __m256i *)(w + 2));
+        else if (affine) x = nibbles_to_bytes(w + 4);
+        else x = _mm256_sub_epi8(nibbles_to_bytes(w + 2), _mm256_set1_epi8(8));
+        const __m256i ux = is_signed ? _mm256_sign_epi8(x, x) : x;
+        for (int j = 0; j < NT; j++) {
+            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
+            __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+            if (is_signed) qy = _mm256_sign_epi8(qy, x);
+            const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(ux, qy));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[j]);
+            if (affine) summs[j] += mw * y->s;
+        }
     }
-    return hsum_f32x8(acc) + summs;
-}
-
-static float vec_dot_q8_0_avx2(const block_q8_0 *x, const block_q8_1_f32 *y, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 p = _mm256_cvtepi32_ps(dot_s8s8(qx, qy));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].d) * y[i].d), p, acc);
-    }
-    return hsum_f32x8(acc);
+    for (int j = 0; j < NT; j++) out[j] = hsum_f32x8(acc[j]) + summs[j];
 }
 
 // Q4_K (after ggml's AVX2 kernel): the 12 scale bytes are rearranged so the 8
@@ -320,11 +320,27 @@ static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t
     return hsum_f32x8(acc);
 }
 
+static void vec_dot_n_avx2(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out) {
+    if (wtype == GGML_TYPE_Q4_K || wtype == GGML_TYPE_Q6_K) {
+        for (int j = 0; j < n_act; j++) out[j] = kernel_vec_dot_avx2(wtype, w, (const uint8_t *)act + (size_t)j * act_stride, n);
+        return;
+    }
+    switch (n_act) { // one specialisation per token count: accumulators stay in registers
+    case 1: vec_dot_q_avx2(wtype, w, act, act_stride, 1, n, out); break;
+    case 2: vec_dot_q_avx2(wtype, w, act, act_stride, 2, n, out); break;
+    case 3: vec_dot_q_avx2(wtype, w, act, act_stride, 3, n, out); break;
+    case 4: vec_dot_q_avx2(wtype, w, act, act_stride, 4, n, out); break;
+    case 5: vec_dot_q_avx2(wtype, w, act, act_stride, 5, n, out); break;
+    case 6: vec_dot_q_avx2(wtype, w, act, act_stride, 6, n, out); break;
+    case 7: vec_dot_q_avx2(wtype, w, act, act_stride, 7, n, out); break;
+    default: vec_dot_q_avx2(wtype, w, act, act_stride, 8, n, out); break;
+    }
+}
+
 float kernel_vec_dot_avx2(ggml_type wtype, const void *w, const void *act, int64_t n) {
+    float out;
     switch (wtype) {
-    case GGML_TYPE_Q4_0: return vec_dot_q4_0_avx2(w, act, n);
-    case GGML_TYPE_Q4_1: return vec_dot_q4_1_avx2(w, act, n);
-    case GGML_TYPE_Q8_0: return vec_dot_q8_0_avx2(w, act, n);
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q8_0: vec_dot_q_avx2(wtype, w, act, 0, 1, n, &out); return out;
     case GGML_TYPE_Q4_K: return vec_dot_q4_K_avx2(w, act, n);
     case GGML_TYPE_Q6_K: return vec_dot_q6_K_avx2(w, act, n);
     default: as_die("vec_dot: no 8-bit path for type %d", (int)wtype);
@@ -337,6 +353,7 @@ const kernel_ops kernel_ops_avx2 = {
     .dot_f32 = dot_f32_avx2,
     .quantize_act = kernel_quantize_act_avx2,
     .vec_dot = kernel_vec_dot_avx2,
+    .vec_dot_n = vec_dot_n_avx2,
     // No fused_dot_n: an in-register AVX2 version measured 20% slower than
     // dequantising the row into L1 and running dot_f32 (8-wide conversions
     // cost more than the store and reload).

@@ -6,7 +6,7 @@
 // and the activations come pre-arranged (act_group) so no shuffles are needed
 // to pair them with the unpacked weights.  Up to 8 tokens share each unpacked
 // step.  Measured on one core (576x576): Q4_1 44 GFLOP/s for one token, 80-84
-// for 4 or more; Q8_0 39 and 71-78 (the AVX2 path: ~20).  Dequantisation and
+// for 4 or more; Q8_0 39 and 71-78 (AVX2 path: 25-33 and 42-46).  Dequantisation and
 // the K formats reuse the AVX2 code (bandwidth-bound, or rarely used).
 #if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
