@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <string.h>
 
+#include "train/layout.h"
 #include "train/safetensors.h"
 #include "util/common.h"
 
@@ -17,12 +18,6 @@ static void tensor_name(char *buf, size_t n, int l, int t, char ab) {
     snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, HF_MODULE[t], ab);
 }
 
-// Row r of the GGUF layout of a llama q/k output (heads of d rows, rotary
-// pairs adjacent: row h*d + 2i + j) is row h*d + j*d/2 + i of the HF layout.
-static int64_t hf_row(int64_t r, int64_t d) {
-    const int64_t h = r / d, w = r % d, i = w / 2, j = w % 2;
-    return h * d + j * (d / 2) + i;
-}
 
 static bool permuted(const train_model *m, int t) { return m->cfg.arch == MODEL_ARCH_LLAMA && (t == TRAIN_LORA_Q || t == TRAIN_LORA_K); }
 
@@ -44,7 +39,7 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
             if (permuted(m, t)) {
                 if (!unperm[t]) unperm[t] = as_malloc(sizeof(float) * (size_t)(L * out * r));
                 float *dst = unperm[t] + l * out * r;
-                for (int64_t row = 0; row < out; row++) memcpy(dst + hf_row(row, d) * r, B + row * r, sizeof(float) * (size_t)r);
+                for (int64_t row = 0; row < out; row++) memcpy(dst + train_hf_row(row, d) * r, B + row * r, sizeof(float) * (size_t)r);
                 B = dst;
             }
             tensor_name(name, sizeof name, (int)l, t, 'A');
@@ -203,7 +198,7 @@ int train_lora_load_peft(train_model *m, const char *dir) {
                 }
                 float *dst = k ? lo->b[t] + l * rows * cols : lo->a[t] + l * rows * cols;
                 for (int64_t row = 0; row < rows; row++) {
-                    const int64_t src_row = k && permuted(m, t) ? hf_row(row, d) : row;
+                    const int64_t src_row = k && permuted(m, t) ? train_hf_row(row, d) : row;
                     for (int64_t c = 0; c < cols; c++) dst[row * cols + c] = st_get(st, src_row * cols + c);
                 }
                 used++;

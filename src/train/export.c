@@ -1,10 +1,13 @@
 // GGUF export and LoRA merging (see export.h).
 #include "train/export.h"
 
+#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "tensor/quant.h"
+#include "train/layout.h"
 #include "train/ops.h"
+#include "train/safetensors.h"
 #include "util/common.h"
 
 // llama.cpp's llama_ftype values for general.file_type.
@@ -106,6 +109,109 @@ int train_export_gguf(const train_model *m, const char *meta_src, const char *pa
     }
     const int rc = gguf_writer_save(w, path);
     gguf_writer_free(w);
+    return rc;
+}
+
+// ---- Hugging Face folder ----
+
+// A matrix in HF row order (llama q/k un-permuted): a copy owned by `keep`.
+static const float *hf_matrix(const float *x, int64_t rows, int64_t cols, int64_t d, bool unpermute, float **keep) {
+    if (!unpermute) return x;
+    float *y = *keep = as_malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t r = 0; r < rows; r++) memcpy(y + train_hf_row(r, d) * cols, x + r * cols, sizeof(float) * (size_t)cols);
+    return y;
+}
+
+// A float32 config value as the decimal a person would write (1e-05, not 9.99999974737875e-06).
+static double short_decimal(float v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)v);
+    return strtod(buf, NULL);
+}
+
+int train_export_hf(const train_model *m, const char *meta_src, const char *dir) {
+    const model_config *c = &m->cfg;
+    const bool gemma = c->arch == MODEL_ARCH_GEMMA, llama = c->arch == MODEL_ARCH_LLAMA;
+    if (c->n_rot != c->head_dim) return as_error("%s: partial rotary embedding (%d of %d dims) has no transformers equivalent", dir, c->n_rot, c->head_dim);
+    uint32_t bos = 0, eos = 0;
+    bool have_bos = false, have_eos = false;
+    if (meta_src) {
+        gguf_file *src;
+        if (gguf_open(&src, meta_src)) return AS_FAIL;
+        have_bos = gguf_find_key(src, "tokenizer.ggml.bos_token_id") >= 0 && !gguf_get_u32(src, "tokenizer.ggml.bos_token_id", &bos);
+        have_eos = gguf_find_key(src, "tokenizer.ggml.eos_token_id") >= 0 && !gguf_get_u32(src, "tokenizer.ggml.eos_token_id", &eos);
+        gguf_close(src);
+    }
+    if (as_mkdir_p(dir)) return AS_FAIL;
+    const train_params *p = &m->params;
+    const int64_t L = c->n_layer, C = c->n_embd, V = c->n_vocab, F = c->n_ff, d = c->head_dim;
+    const int64_t qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d;
+    // Norm vectors: GGUF (and our parameters) hold the multiplier; Gemma's HF weight is multiplier - 1.
+    const int64_t n_norm = (2 * L + 1) * C;
+    float *norms = as_malloc(sizeof(float) * (size_t)n_norm);
+    const float shift = gemma ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < L * C; i++) norms[i] = p->attn_norm[i] - shift, norms[L * C + i] = p->ffn_norm[i] - shift;
+    for (int64_t i = 0; i < C; i++) norms[2 * L * C + i] = p->output_norm[i] - shift;
+    float **keep = as_calloc((size_t)(2 * L), sizeof(float *));
+    st_writer *w = st_writer_init();
+    st_writer_set_metadata(w, "format", "pt");
+    st_writer_add_f32(w, "model.embed_tokens.weight", 2, (int64_t[]){V, C}, p->tok_embd);
+    if (!c->tied_output) st_writer_add_f32(w, "lm_head.weight", 2, (int64_t[]){V, C}, p->output);
+    st_writer_add_f32(w, "model.norm.weight", 1, (int64_t[]){C}, norms + 2 * L * C);
+    char name[128];
+    for (int64_t l = 0; l < L; l++) {
+#define T(s) (snprintf(name, sizeof name, "model.layers.%d." s ".weight", (int)l), name)
+        st_writer_add_f32(w, T("input_layernorm"), 1, (int64_t[]){C}, norms + l * C);
+        st_writer_add_f32(w, T("post_attention_layernorm"), 1, (int64_t[]){C}, norms + L * C + l * C);
+        st_writer_add_f32(w, T("self_attn.q_proj"), 2, (int64_t[]){qd, C}, hf_matrix(p->wq + l * qd * C, qd, C, d, llama, &keep[2 * l]));
+        st_writer_add_f32(w, T("self_attn.k_proj"), 2, (int64_t[]){kvd, C}, hf_matrix(p->wk + l * kvd * C, kvd, C, d, llama, &keep[2 * l + 1]));
+        st_writer_add_f32(w, T("self_attn.v_proj"), 2, (int64_t[]){kvd, C}, p->wv + l * kvd * C);
+        st_writer_add_f32(w, T("self_attn.o_proj"), 2, (int64_t[]){C, qd}, p->wo + l * C * qd);
+        st_writer_add_f32(w, T("mlp.gate_proj"), 2, (int64_t[]){F, C}, p->w_gate + l * F * C);
+        st_writer_add_f32(w, T("mlp.up_proj"), 2, (int64_t[]){F, C}, p->w_up + l * F * C);
+        st_writer_add_f32(w, T("mlp.down_proj"), 2, (int64_t[]){C, F}, p->w_down + l * C * F);
+#undef T
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int rc = st_writer_save(w, path);
+    st_writer_free(w);
+    for (int64_t i = 0; i < 2 * L; i++) free(keep[i]);
+    free(keep), free(norms);
+    if (rc) return AS_FAIL;
+
+    cJSON *j = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(gemma ? "GemmaForCausalLM" : "LlamaForCausalLM"));
+    cJSON_AddStringToObject(j, "model_type", gemma ? "gemma" : "llama");
+    cJSON_AddNumberToObject(j, "vocab_size", (double)V);
+    cJSON_AddNumberToObject(j, "hidden_size", (double)C);
+    cJSON_AddNumberToObject(j, "intermediate_size", (double)F);
+    cJSON_AddNumberToObject(j, "num_hidden_layers", (double)L);
+    cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
+    cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_head_kv);
+    cJSON_AddNumberToObject(j, "head_dim", (double)d);
+    cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->n_ctx_train);
+    cJSON_AddNumberToObject(j, "rms_norm_eps", short_decimal(c->rms_eps));
+    // transformers 5 reads rope_parameters, 4.x rope_theta: both.
+    cJSON_AddNumberToObject(j, "rope_theta", short_decimal(c->rope_theta));
+    cJSON *rp = cJSON_AddObjectToObject(j, "rope_parameters");
+    cJSON_AddNumberToObject(rp, "rope_theta", short_decimal(c->rope_theta));
+    cJSON_AddStringToObject(rp, "rope_type", "default");
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_output);
+    cJSON_AddStringToObject(j, "hidden_act", gemma ? "gelu_pytorch_tanh" : "silu");
+    if (gemma) cJSON_AddStringToObject(j, "hidden_activation", "gelu_pytorch_tanh");
+    cJSON_AddBoolToObject(j, "attention_bias", false);
+    if (!gemma) cJSON_AddBoolToObject(j, "mlp_bias", false);
+    if (have_bos) cJSON_AddNumberToObject(j, "bos_token_id", (double)bos);
+    if (have_eos) cJSON_AddNumberToObject(j, "eos_token_id", (double)eos);
+    cJSON_AddStringToObject(j, "dtype", "float32");
+    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    char *json = cJSON_Print(j);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    rc = as_write_file_atomic(path, json, strlen(json));
+    free(json);
     return rc;
 }
 

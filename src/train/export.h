@@ -15,6 +15,14 @@
 // Adapters are NOT included: merge them first (train_lora_merge).
 int train_export_gguf(const train_model *m, const char *meta_src, const char *path, ggml_type type);
 
+// Writes m as a Hugging Face transformers model folder (atomically, file by
+// file; dir is created): model.safetensors with transformers' tensor names
+// and layout (float32; llama q/k rows un-permuted, Gemma norms stored as
+// w - 1, no lm_head when tied) and config.json (LlamaForCausalLM or
+// GemmaForCausalLM).  bos/eos token ids are taken from meta_src's tokenizer
+// keys when given.  The tokenizer files are not written (yet).
+int train_export_hf(const train_model *m, const char *meta_src, const char *dir);
+
 // Folds the adapters into the base weights, W += (alpha / r) B A, and removes
 // them: the model then gives the adapted log-probabilities by itself.
 // -1 + as_error when there are no adapters.

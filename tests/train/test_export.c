@@ -13,6 +13,7 @@
 #include "tensor/quant.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
+#include "train/safetensors.h"
 #include "train/train.h"
 #include "util/common.h"
 
@@ -213,11 +214,87 @@ static void test_q8_and_metadata(void **state) {
     unlink(out), unlink(src), rmdir(dir);
 }
 
+// The Hugging Face folder against what transformers' save_pretrained wrote
+// for the same base (tests/vectors/peft_<arch>.json: hf_tensors, hf_config).
+static void hf_arch(const char *arch) {
+    char name[64], src[600], out[600], path[700];
+    snprintf(name, sizeof name, "peft_%s.json", arch);
+    cJSON *doc = tv_load_json(name);
+    char *dir = as_test_tmpdir();
+    snprintf(src, sizeof src, "%s/base.gguf", dir);
+    snprintf(out, sizeof out, "%s/hf", dir);
+    tv_write_gguf(doc, src, false);
+    train_model *m;
+    if (train_model_load(&m, src)) fail_msg("%s", as_last_error());
+    if (train_export_hf(m, src, out)) fail_msg("%s", as_last_error());
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    st_file *f;
+    if (st_open(&f, path)) fail_msg("%s", as_last_error());
+    const bool gemma = !strcmp(arch, "gemma");
+    const cJSON *t;
+    int n = 0;
+    double worst_norm = 0;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(doc, "hf_tensors")) {
+        const char *tn = cJSON_GetObjectItem(t, "name")->valuestring;
+        const st_tensor *ours = st_find(f, tn);
+        if (!ours) fail_msg("%s: exported folder lacks %s", arch, tn);
+        const cJSON *shape = cJSON_GetObjectItem(t, "shape");
+        assert_int_equal(ours->n_dims, cJSON_GetArraySize(shape));
+        for (int d = 0; d < ours->n_dims; d++) assert_int_equal(ours->shape[d], cJSON_GetArrayItem(shape, d)->valueint);
+        float *want = tv_floats(t, "data", (size_t)ours->n_elems);
+        const bool norm = strstr(tn, "norm") != NULL;
+        for (int64_t i = 0; i < ours->n_elems; i++) {
+            const double e = fabs((double)st_get(ours, i) - want[i]);
+            // Gemma norms went through GGUF's 1 + w in float32: one rounding of 1 + w.
+            if (gemma && norm) worst_norm = fmax(worst_norm, e), assert_true(e <= 6e-8);
+            else if (e != 0) fail_msg("%s: %s[%lld]: %.9g, transformers %.9g", arch, tn, (long long)i, (double)st_get(ours, i), (double)want[i]);
+        }
+        free(want);
+        n++;
+    }
+    assert_int_equal(n, f->n_tensors); // nothing extra (no lm_head when tied)
+    st_close(f);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    char *text;
+    assert_int_equal(as_read_file(path, &text, NULL), AS_OK);
+    cJSON *ours = cJSON_Parse(text), *want = cJSON_GetObjectItem(doc, "hf_config");
+    free(text);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(ours, "architectures"), 0)->valuestring,
+                        cJSON_GetArrayItem(cJSON_GetObjectItem(want, "architectures"), 0)->valuestring);
+    const char *same[] = {"model_type", "hidden_act"};
+    for (size_t i = 0; i < AS_ARRAY_LEN(same); i++)
+        assert_string_equal(cJSON_GetObjectItem(ours, same[i])->valuestring, cJSON_GetObjectItem(want, same[i])->valuestring);
+    const char *nums[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps"};
+    for (size_t i = 0; i < AS_ARRAY_LEN(nums); i++) {
+        const double a = cJSON_GetObjectItem(ours, nums[i])->valuedouble, b = cJSON_GetObjectItem(want, nums[i])->valuedouble;
+        if (!(fabs(a - b) <= 1e-6 * fabs(b))) fail_msg("%s: config %s %.9g, transformers %.9g", arch, nums[i], a, b);
+    }
+    assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ours, "rope_parameters"), "rope_theta")->valuedouble,
+                       cJSON_GetObjectItem(cJSON_GetObjectItem(want, "rope_parameters"), "rope_theta")->valuedouble, 1e-3);
+    assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItem(ours, "tie_word_embeddings")), cJSON_IsTrue(cJSON_GetObjectItem(want, "tie_word_embeddings")));
+    printf("  %s: %d tensors as transformers writes them (Gemma norms within %.1e), config.json keys agree\n", arch, n, worst_norm);
+    cJSON_Delete(ours);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    unlink(path);
+    rmdir(out), unlink(src), rmdir(dir);
+    train_model_free(m);
+    cJSON_Delete(doc);
+}
+
+static void test_hf_export(void **state) {
+    (void)state;
+    hf_arch("llama");
+    hf_arch("gemma");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merge_export_llama),
         cmocka_unit_test(test_merge_export_gemma),
         cmocka_unit_test(test_q8_and_metadata),
+        cmocka_unit_test(test_hf_export),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
