@@ -5,7 +5,8 @@
 // 8-bit dots use the maddubs idiom: _mm256_maddubs_epi16(u8, s8) multiplies
 // unsigned by signed bytes and adds adjacent pairs to int16, then
 // _mm256_madd_epi16(.., 1) widens pairs to int32.  Signed x signed becomes
-// |w| x (a with w's sign), since the sign moves freely between factors.
+// |w| x (a with w's sign), since the sign moves freely between factors
+// (_mm256_sign_epi8).
 #if !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c")
 #endif
@@ -46,10 +47,6 @@ static inline __m256i nibbles_to_bytes(const uint8_t *qs) {
 // sum of u8 x s8 over 32 bytes, as 8 int32 lanes.
 static inline __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-static inline __m256i dot_s8s8(__m256i x, __m256i y) {
-    return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
 }
 
 // ---- dequantisation (same operations as quant.c, 8 lanes at a time) ----
