@@ -32,6 +32,7 @@ token sequences and expected logits (float32, base64) for
                as BF16 (the reference rounds them identically, then computes
                in float64).
 Usage: tools/ref_model.py [outdir]   (default tests/vectors)
+       tools/ref_model.py --check-transformers   (forward() vs transformers' Llama/Gemma)
 """
 import base64
 import json
@@ -238,7 +239,55 @@ VARIANTS = {
 SEQ_LENS = [19, 6, 1, 12]  # one sequence longer than the C code's 16-query attention block
 
 
+def check_transformers():
+    """Cross-check of forward() above against transformers' own Llama and Gemma
+    (float64), so that a misreading of the HF math here cannot hide behind a C
+    implementation that shares it.  Needs torch + transformers; not run by default."""
+    import torch
+    from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM
+    for name, cfg in VARIANTS.items():
+        rng = np.random.default_rng(cfg["seed"])
+        P = make_params(cfg, rng)
+        common = dict(vocab_size=cfg["n_vocab"], hidden_size=cfg["n_embd"], intermediate_size=cfg["n_ff"],
+                      num_hidden_layers=cfg["n_layer"], num_attention_heads=cfg["n_head"],
+                      num_key_value_heads=cfg["n_head_kv"], head_dim=cfg["head_dim"], rms_norm_eps=cfg["eps"],
+                      rope_theta=cfg["theta"], max_position_embeddings=cfg["n_ctx_train"],
+                      tie_word_embeddings=cfg["tied"], attention_bias=False)
+        if cfg["arch"] == "gemma":
+            hf = GemmaForCausalLM(GemmaConfig(hidden_activation="gelu_pytorch_tanh", **common))
+        else:
+            hf = LlamaForCausalLM(LlamaConfig(hidden_act="silu", mlp_bias=False, **common))
+        hf = hf.double().eval()
+        sd = {"model.embed_tokens.weight": P["embed"], "model.norm.weight": P["out_norm"]}
+        if not cfg["tied"]:
+            sd["lm_head.weight"] = P["output"]
+        for i, L in enumerate(P["layers"]):
+            b = f"model.layers.{i}."
+            sd.update({b + "input_layernorm.weight": L["attn_norm"], b + "post_attention_layernorm.weight": L["ffn_norm"],
+                       b + "self_attn.q_proj.weight": L["wq"], b + "self_attn.k_proj.weight": L["wk"],
+                       b + "self_attn.v_proj.weight": L["wv"], b + "self_attn.o_proj.weight": L["wo"],
+                       b + "mlp.gate_proj.weight": L["w_gate"], b + "mlp.up_proj.weight": L["w_up"],
+                       b + "mlp.down_proj.weight": L["w_down"]})
+        missing, unexpected = hf.load_state_dict({k: torch.tensor(v) for k, v in sd.items()}, strict=False)
+        assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
+        if "rope_factors" in P:  # per-frequency divisors, as llama.cpp applies rope_freqs
+            re = hf.model.rotary_emb
+            re.inv_freq = re.inv_freq / torch.tensor(P["rope_factors"], dtype=re.inv_freq.dtype)
+        toks = [int(t) for t in rng.integers(0, cfg["n_vocab"], 13)]
+        with torch.no_grad():
+            want = hf(torch.tensor([toks])).logits[0].numpy()
+        got = forward(cfg, P, toks)
+        err = np.abs(got - want).max() / np.abs(want).max()
+        print(f"{name}: ref_model.forward vs transformers {type(hf).__name__}: relative error {err:.2e}")
+        # transformers keeps inv_freq (hence cos/sin) in float32 even in a float64
+        # model: ~1e-7.  A wrong convention (pairing, 1 + w, GELU form, scale) is >= 1e-3.
+        assert err < 1e-6, name
+
+
 def main():
+    if "--check-transformers" in sys.argv:
+        check_transformers()
+        return
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "vectors")
     for name, cfg in VARIANTS.items():
         rng = np.random.default_rng(cfg["seed"])
