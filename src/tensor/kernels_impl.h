@@ -53,8 +53,10 @@ const char *kernel_isa_name(kernel_isa isa);
 // Largest n_tokens for which the F32 path dequantises one weight row at a time
 // and dots it with each token; above it, tiles of W go through BLAS sgemm.
 #define KERNEL_F32_FUSED_MAX_TOKENS 4
-// Rows of W dequantised per sgemm call in the F32 path.
-#define KERNEL_F32_TILE_ROWS 128
+// Most rows of W dequantised per sgemm call in the F32 path (512 tokens, one
+// core: 128 rows gave 59/84/127 GFLOP/s on 576x1536, 1536x576, 576x576;
+// 256 rows 92/90/138; 512 rows 82/56/127).
+#define KERNEL_F32_TILE_ROWS 256
 
 // The activation format paired with a weight type in the Q8 path, and its
 // size for n values: Q4_0/Q4_1/Q8_0 weights meet block_q8_1_f32 (32 values,
