@@ -93,6 +93,7 @@ int train_export_gguf(const train_model *m, const char *meta_src, const char *pa
     write_matrix(w, "token_embd.weight", p->tok_embd, c->n_vocab, C, type);
     if (!c->tied_output) write_matrix(w, "output.weight", p->output, c->n_vocab, C, type);
     write_vector(w, "output_norm.weight", p->output_norm, C);
+    if (m->rope_freqs) write_vector(w, "rope_freqs.weight", m->rope_freqs, c->n_rot / 2);
     char name[96];
     for (int l = 0; l < c->n_layer; l++) {
 #define BLK(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
@@ -132,6 +133,8 @@ static double short_decimal(float v) {
 int train_export_hf(const train_model *m, const char *meta_src, const char *dir) {
     const model_config *c = &m->cfg;
     const bool gemma = c->arch == MODEL_ARCH_GEMMA, llama = c->arch == MODEL_ARCH_LLAMA;
+    if (m->rope_freqs)
+        return as_error("%s: Llama-3 RoPE factors (rope_freqs) cannot be turned back into transformers' rope_scaling; not exported", dir);
     if (c->n_rot != c->head_dim) return as_error("%s: partial rotary embedding (%d of %d dims) has no transformers equivalent", dir, c->n_rot, c->head_dim);
     uint32_t bos = 0, eos = 0;
     bool have_bos = false, have_eos = false;

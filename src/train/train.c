@@ -186,6 +186,10 @@ int train_model_from_model(train_model **out, const model *src) {
     dequant_matrix(&src->tok_embd, p->tok_embd);
     if (!c->tied_output) dequant_matrix(&src->output, p->output);
     memcpy(p->output_norm, src->output_norm, sizeof(float) * (size_t)C);
+    if (src->rope_freqs) {
+        m->rope_freqs = as_malloc(sizeof(float) * (size_t)AS_MAX(c->n_rot / 2, 1));
+        memcpy(m->rope_freqs, src->rope_freqs, sizeof(float) * (size_t)(c->n_rot / 2));
+    }
     for (int32_t l = 0; l < c->n_layer; l++) {
         const model_layer *L = &src->layers[l];
         memcpy(p->attn_norm + l * C, L->attn_norm, sizeof(float) * (size_t)C);
@@ -220,6 +224,7 @@ static void lora_free(train_lora *l) {
 void train_model_free(train_model *m) {
     if (!m) return;
     free(m->params_memory);
+    free(m->rope_freqs);
     free(m->grads_memory);
     lora_free(m->lora);
     acts_free(m->acts);
@@ -412,11 +417,13 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     a->dropout_on = a->with_adapters && m->training && m->lora->cfg.dropout > 0.0f;
     if (a->dropout_on) a->dropout_seed = as_rng_u64(&m->rng);
 
-    // Rotary angles in double (as src/model/forward.c), per packed row.
+    // Rotary angles in double (as src/model/forward.c), per packed row:
+    // position * theta^(-2j / n_rot), the frequency divided by Llama-3's factor when present.
     for (int32_t s = 0; s < b->n_seq; s++)
         for (int32_t i = 0; i < b->len[s]; i++)
             for (int j = 0; j < half; j++) {
-                const double ang = (double)i * pow((double)c->rope_theta, -2.0 * j / c->n_rot);
+                const double inv = pow((double)c->rope_theta, -2.0 * j / c->n_rot) / (m->rope_freqs ? (double)m->rope_freqs[j] : 1.0);
+                const double ang = (double)i * inv;
                 a->rope_cos[(a->seq_off[s] + i) * half + j] = (float)cos(ang);
                 a->rope_sin[(a->seq_off[s] + i) * half + j] = (float)sin(ang);
             }

@@ -85,6 +85,7 @@ typedef struct train_model {
     size_t param_sizes[TRAIN_N_PARAMS];
     size_t n_params;
     float *params_memory;
+    float *rope_freqs;                    // (n_rot/2) Llama-3 divisors of the RoPE frequencies, or NULL (fixed, not trained)
     train_params grads;                   // full fine-tuning only (allocated on first need)
     float *grads_memory;
     train_lora *lora;                     // NULL without adapters; with them the base is frozen

@@ -289,12 +289,40 @@ static void test_hf_export(void **state) {
     hf_arch("gemma");
 }
 
+// Llama-3 RoPE factors (rope_freqs.weight, in tests/vectors/model_llama_untied.json)
+// travel with the model: GGUF export keeps them; the HF export refuses.
+static void test_rope_freqs(void **state) {
+    (void)state;
+    cJSON *doc = tv_load_json("model_llama_untied.json");
+    char *dir = as_test_tmpdir();
+    char src[512], out[512], hf[512];
+    snprintf(src, sizeof src, "%s/src.gguf", dir);
+    snprintf(out, sizeof out, "%s/out.gguf", dir);
+    snprintf(hf, sizeof hf, "%s/hf", dir);
+    tv_write_gguf(doc, src, false);
+    train_model *m, *back;
+    if (train_model_load(&m, src)) fail_msg("%s", as_last_error());
+    assert_non_null(m->rope_freqs);
+    if (train_export_gguf(m, src, out, GGML_TYPE_F32)) fail_msg("%s", as_last_error());
+    if (train_model_load(&back, out)) fail_msg("%s", as_last_error());
+    assert_non_null(back->rope_freqs);
+    assert_memory_equal(back->rope_freqs, m->rope_freqs, sizeof(float) * (size_t)(m->cfg.n_rot / 2));
+    assert_memory_equal(back->params_memory, m->params_memory, sizeof(float) * m->n_params);
+    assert_int_equal(train_export_hf(m, src, hf), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "rope_freqs"));
+    train_model_free(back);
+    train_model_free(m);
+    unlink(out), unlink(src), rmdir(dir);
+    cJSON_Delete(doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merge_export_llama),
         cmocka_unit_test(test_merge_export_gemma),
         cmocka_unit_test(test_q8_and_metadata),
         cmocka_unit_test(test_hf_export),
+        cmocka_unit_test(test_rope_freqs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
