@@ -36,6 +36,7 @@ typedef struct train_acts {
     int64_t cap_tok, cap_len;   // token rows / longest sequence the buffers hold
     int32_t cap_seq;
     int64_t cap_rows;           // logit rows
+    size_t bytes;               // size of memory
     int nth;
     float *memory;              // everything below, one allocation
     float *resid;               // (L+1, N, C) residual stream at each layer input; [L] feeds the final norm
@@ -70,8 +71,12 @@ typedef struct train_acts {
     int64_t n_tok, n_rows;
     int32_t n_seq;
     bool valid, with_adapters, dropout_on;
+    bool checkpoint;            // per-layer buffers hold one layer (recomputed in the backward pass)
     uint64_t dropout_seed;
 } train_acts;
+
+// Storage slot of layer l's activations.
+static inline int64_t slot(const train_acts *a, int64_t l) { return a->checkpoint ? 0 : l; }
 
 static void acts_free(train_acts *a) {
     if (!a) return;
@@ -85,7 +90,8 @@ static int64_t lora_max_in(const model_config *c) { return AS_MAX(AS_MAX((int64_
 static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, int32_t n_seq) {
     train_acts *a = m->acts;
     if (!a) a = m->acts = as_calloc(1, sizeof *a);
-    if (n_tok <= a->cap_tok && max_len <= a->cap_len && n_seq <= a->cap_seq && m->n_threads <= a->nth) return a;
+    if (n_tok <= a->cap_tok && max_len <= a->cap_len && n_seq <= a->cap_seq && m->n_threads <= a->nth && a->checkpoint == m->checkpointing)
+        return a;
     const int64_t N = AS_MAX(n_tok, a->cap_tok), T = AS_MAX(max_len, a->cap_len);
     const int32_t B = AS_MAX(n_seq, a->cap_seq);
     const int nth = AS_MAX(m->n_threads, a->nth);
@@ -93,13 +99,14 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     const int64_t L = c->n_layer, C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
     const int64_t F = c->n_ff, H = c->n_head, half = c->n_rot / 2, V = c->n_vocab;
     const int64_t r = m->lora ? m->lora->cfg.rank : 0, max_in = m->lora ? lora_max_in(c) : 0;
+    const int64_t Ls = m->checkpointing ? 1 : L; // layers of stored activations
     free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
                       &a->gate, &a->up, &a->hact, &a->lnf, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
                       &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->xd, &a->du,
                       &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out};
-    const int64_t sizes[] = {(L + 1) * N * C, L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * qd, L * N * kvd, L * N * kvd,
-                             L * N * H, L * N * qd, L * N * F, L * N * F, L * N * F, N * C, N, L * TRAIN_LORA_N_TARGETS * N * r,
+    const int64_t sizes[] = {(L + 1) * N * C, Ls * N * C, Ls * N * C, Ls * N * C, Ls * N, Ls * N, Ls * N * qd, Ls * N * kvd, Ls * N * kvd,
+                             Ls * N * H, Ls * N * qd, Ls * N * F, Ls * N * F, Ls * N * F, N * C, N, Ls * TRAIN_LORA_N_TARGETS * N * r,
                              N * half, N * half, N * AS_MAX(C, qd),
                              N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * max_in, N * r,
                              LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N};
@@ -118,6 +125,8 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     a->seq_off = as_malloc(sizeof(int32_t) * (size_t)B);
     a->seq_len = as_malloc(sizeof(int32_t) * (size_t)B);
     a->cap_tok = N, a->cap_len = T, a->cap_seq = B, a->nth = nth;
+    a->checkpoint = m->checkpointing;
+    a->bytes = sizeof(float) * total;
     a->valid = false;
     return a;
 }
@@ -280,6 +289,8 @@ void train_lora_detach(train_model *m) {
 }
 
 void train_set_adapters(train_model *m, bool on) { m->adapters_on = on; }
+void train_set_checkpointing(train_model *m, bool on) { m->checkpointing = on; }
+size_t train_activation_bytes(const train_model *m) { return m->acts ? m->acts->bytes : 0; }
 void train_set_training(train_model *m, bool on) { m->training = on; }
 
 // Inverted dropout from a counter-based hash of (seed, layer, target, element):
@@ -306,7 +317,7 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     train_acts *a = m->acts;
     const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
     const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
-    float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
+    float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const int nth = m->n_threads;
     const float *src = x;
     if (a->dropout_on) {
@@ -326,7 +337,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
     const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
     float *gA = lo->ga[t] + l * r * in, *gB = lo->gb[t] + l * out * r;
-    const float *u = a->lora_u + ((int64_t)l * TRAIN_LORA_N_TARGETS + t) * N * r;
+    const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
     const int nth = m->n_threads;
     train_gemm(true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r, nth);
@@ -384,6 +395,47 @@ static inline bool scored(const train_batch *b, int32_t s, int32_t t) {
 // The output matrix (tok_embd when tied).
 static const float *output_matrix(const train_model *m) { return m->cfg.tied_output ? m->params.tok_embd : m->params.output; }
 
+// Layer l's forward pass from resid[l] to resid[l+1], keeping its activations
+// in storage slot ls (l, or 0 when checkpointing: then the backward pass calls
+// this again for each layer, and the recomputation is bit-identical because
+// every op, dropout mask included, is deterministic).
+static void layer_forward(train_model *m, int64_t l) {
+    train_acts *a = m->acts;
+    const model_config *c = &m->cfg;
+    const train_params *p = &m->params;
+    const int nth = m->n_threads;
+    const int64_t N = a->n_tok, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
+    const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, ls = slot(a, l);
+    const float *x = a->resid + l * N * C;
+    float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C, *xm = a->resid_mid + ls * N * C;
+    float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
+    float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
+    train_rmsnorm_forward(ln1, a->rstd1 + ls * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
+    train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
+    train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
+    train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
+    train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+    train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+    train_attention_forward(att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
+                            a->cap_len, nth);
+    train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
+    for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
+    train_rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
+    train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
+    train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
+    train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
+    train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C, nth);
+    lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
+    float *xn = a->resid + (l + 1) * N * C;
+    for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
+}
+
 int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t *n_scored) {
     int64_t N = 0, max_len = 0;
     if (batch_check(m, b, &N, &max_len)) return AS_FAIL;
@@ -391,8 +443,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     const model_config *c = &m->cfg;
     const train_params *p = &m->params;
     const int nth = m->n_threads;
-    const int64_t L = c->n_layer, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
-    const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, V = c->n_vocab;
+    const int64_t L = c->n_layer, C = c->n_embd, V = c->n_vocab;
     const int half = c->n_rot / 2;
 
     // Pack the sequences and list the rows whose next token is scored.
@@ -429,36 +480,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
             }
 
     train_embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
-    for (int64_t l = 0; l < L; l++) {
-        const float *x = a->resid + l * N * C;
-        float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C, *xm = a->resid_mid + l * N * C;
-        float *q = a->q + l * N * qd, *k = a->k + l * N * kvd, *v = a->v + l * N * kvd, *att = a->att + l * N * qd;
-        float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
-        train_rmsnorm_forward(ln1, a->rstd1 + l * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
-        train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
-        train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
-        train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
-        train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-        train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-        train_attention_forward(att, a->lse + l * N * H, q, k, v, a->seq_off, a->seq_len, b->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
-                                a->cap_len, nth);
-        train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
-        for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
-        train_rmsnorm_forward(ln2, a->rstd2 + l * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
-        train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
-        train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
-        train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
-        train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C, nth);
-        lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
-        float *xn = a->resid + (l + 1) * N * C;
-        for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
-    }
+    for (int64_t l = 0; l < L; l++) layer_forward(m, l);
     train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);
@@ -535,10 +557,12 @@ int train_backward(train_model *m, const float *dlogp_sum) {
     train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 
     for (int64_t l = L - 1; l >= 0; l--) {
-        const float *x = a->resid + l * N * C, *xm = a->resid_mid + l * N * C;
-        const float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C;
-        const float *q = a->q + l * N * qd, *k = a->k + l * N * kvd, *v = a->v + l * N * kvd, *att = a->att + l * N * qd;
-        const float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *hact = a->hact + l * N * F;
+        if (a->checkpoint) layer_forward(m, l); // recompute this layer's activations into slot 0
+        const int64_t ls = slot(a, l);
+        const float *x = a->resid + l * N * C, *xm = a->resid_mid + ls * N * C;
+        const float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C;
+        const float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
+        const float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
         // x' = x_mid + W_down(h): dresid is d x' and becomes d x_mid.
         memset(a->dh, 0, sizeof(float) * (size_t)(N * F));
         train_linear_backward(a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C, nth);
@@ -551,7 +575,7 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
         train_linear_backward(a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F, nth);
         lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
-        train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + l * N, N, C, nth);
+        train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + ls * N, N, C, nth);
         // x_mid = x + W_o(att): dresid becomes d x.
         memset(a->datt, 0, sizeof(float) * (size_t)(N * qd));
         train_linear_backward(a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C, nth);
@@ -559,7 +583,7 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
         memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
         memset(a->dv, 0, sizeof(float) * (size_t)(N * kvd));
-        train_attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + l * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
+        train_attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
                                  (int)Hkv, (int)d, nth);
         train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
@@ -570,7 +594,7 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
         train_linear_backward(a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
         lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
-        train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + l * N, N, C, nth);
+        train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + ls * N, N, C, nth);
     }
     if (g) train_embedding_backward(g->tok_embd, a->dresid, a->tokens, N, C, c->emb_scale);
 #undef G

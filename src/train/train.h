@@ -91,6 +91,7 @@ typedef struct train_model {
     train_lora *lora;                     // NULL without adapters; with them the base is frozen
     bool adapters_on;                     // apply the adapters in the forward pass (default true)
     bool training;                        // dropout active (default true)
+    bool checkpointing;                   // keep one layer of activations, recompute in backward (default false)
     as_rng rng;                           // dropout stream
     int n_threads;
     optim_segment segs[2 * TRAIN_LORA_N_TARGETS]; // table returned by train_trainable
@@ -132,6 +133,14 @@ void train_lora_detach(train_model *m);
 void train_set_adapters(train_model *m, bool on);
 // Training mode enables adapter dropout; evaluation mode disables it.
 void train_set_training(train_model *m, bool on);
+// Activation checkpointing: the forward pass keeps only each layer's input
+// (the residual stream) and one layer's worth of activations; the backward
+// pass recomputes each layer before differentiating it (one more forward
+// pass of work, about L times less activation memory).  Gradients are
+// bitwise identical either way.
+void train_set_checkpointing(train_model *m, bool on);
+// Bytes of activation memory currently allocated.
+size_t train_activation_bytes(const train_model *m);
 
 // Forward pass: logp_sum (B) and n_scored (B, may be NULL).  Keeps the
 // activations for train_backward.  -1 + as_error for a bad batch.

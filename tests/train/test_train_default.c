@@ -89,6 +89,21 @@ static void test_default_model(void **state) {
     assert_int_equal(train_forward(m, &b, lp, cnt), AS_OK);
     assert_int_equal(train_backward(m, up), AS_OK);
     printf("  LoRA forward + backward: %.2f s\n", as_time() - t0);
+    // Checkpointing: the same gradient bits with a fraction of the activation memory.
+    const size_t full_bytes = train_activation_bytes(m);
+    float *g_keep = as_malloc(sizeof(float) * m->lora->n);
+    memcpy(g_keep, m->lora->grad_memory, sizeof(float) * m->lora->n);
+    train_set_checkpointing(m, true);
+    train_zero_grad(m);
+    t0 = as_time();
+    assert_int_equal(train_forward(m, &b, lp, cnt), AS_OK);
+    assert_int_equal(train_backward(m, up), AS_OK);
+    printf("  with checkpointing: %.2f s, activations %.1f MB -> %.1f MB (%d tokens)\n", as_time() - t0, full_bytes / 1e6,
+           train_activation_bytes(m) / 1e6, lens[0] + lens[1]);
+    assert_memory_equal(g_keep, m->lora->grad_memory, sizeof(float) * m->lora->n);
+    assert_true(train_activation_bytes(m) < full_bytes / 2);
+    free(g_keep);
+    train_set_checkpointing(m, false);
     const int T = TRAIN_LORA_DOWN;
     const int64_t nB = m->cfg.n_layer * m->lora->out[T] * lc.rank;
     float *B = m->lora->b[T], *gB = m->lora->gb[T];
