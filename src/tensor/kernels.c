@@ -38,7 +38,7 @@ static const kernel_ops *kernel_ops_active;
 static kernel_isa kernel_isa_active = KERNEL_ISA_SCALAR;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
-static const kernel_ops *const kernel_ops_table[KERNEL_ISA_COUNT] = {&kernel_ops_scalar, &kernel_ops_avx2, &kernel_ops_avx512};
+static const kernel_ops *const kernel_ops_table[KERNEL_ISA_COUNT] = {&kernel_ops_scalar, &kernel_ops_avx2, &kernel_ops_avx512, &kernel_ops_amx};
 
 const char *kernel_isa_name(kernel_isa isa) {
     return isa >= 0 && isa < KERNEL_ISA_COUNT ? kernel_ops_table[isa]->name : "auto";
@@ -51,6 +51,7 @@ bool kernel_isa_available(kernel_isa isa) {
     case KERNEL_ISA_SCALAR: return true;
     case KERNEL_ISA_AVX2: return avx2;
     case KERNEL_ISA_AVX512: return avx2 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni;
+    case KERNEL_ISA_AMX: return kernel_isa_available(KERNEL_ISA_AVX512) && kernel_amx_permitted();
     default: return false;
     }
 }
@@ -86,7 +87,7 @@ static void kernel_blas_init(void) {
     gotoblas_dynamic_init();
 }
 
-// ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps the choice (debugging, and
+// ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps the choice (debugging, and
 // comparing against the fallbacks on a fast machine).
 static void kernel_init_once(void) {
     kernel_isa isa = kernel_best_isa();
@@ -140,7 +141,6 @@ int kernel_get_threads(void) {
 // quantised activations in one while using the other as a worker.  A
 // pthread key frees a thread's buffers when it exits (e.g. when the team
 // shrinks after kernel_set_threads).
-enum { SCRATCH_WORK = 0, SCRATCH_ACT = 1 };
 typedef struct kernel_scratch_set {
     void *ptr[2];
     size_t cap[2];
@@ -160,7 +160,7 @@ static void kernel_scratch_key_init(void) {
     if (pthread_key_create(&kernel_scratch_key, kernel_scratch_free) != 0) as_die("pthread_key_create failed");
 }
 
-static void *kernel_scratch(int slot, size_t bytes) {
+void *kernel_scratch(int slot, size_t bytes) {
     kernel_scratch_set *s = kernel_scratch_tls;
     if (!s) {
         pthread_once(&kernel_scratch_once, kernel_scratch_key_init);
@@ -289,7 +289,9 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
     if (quant_row_size(w->type, w->cols) == 0 || w->row_bytes < quant_row_size(w->type, w->cols) || ldo < w->rows)
         as_die("kernel_matmul: bad matrix (type %d, %lld x %lld, ldo %lld)", (int)w->type, (long long)w->rows, (long long)w->cols, (long long)ldo);
     const int nth = (int)AS_MAX(1, AS_MIN((int64_t)kernel_get_threads(), w->rows));
-    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
+    if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) {
+        if (!ops->matmul_q8 || !ops->matmul_q8(out, ldo, x, n_tokens, w, nth)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);
+    }
     else if (n_tokens <= KERNEL_F32_FUSED_MAX_TOKENS) matmul_f32_fused(ops, out, ldo, x, n_tokens, w, nth);
     else matmul_f32_tiled(ops, out, ldo, x, n_tokens, w, nth);
 }

@@ -46,7 +46,7 @@ typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnn
 const cpu_features *cpu_get_features(void);
 const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // One-time setup, idempotent and also run by every kernel_* call: picks the
-// SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512 caps it) and,
+// SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps it) and,
 // when OpenBLAS did not recognise the CPU and fell back to its SSE3
 // "Prescott" kernels (this machine), switches it to its AVX-512/AVX2 ones
 // (4x sgemm).  Call it at start-up, before any thread of yours uses cblas.

@@ -79,6 +79,12 @@ static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2)
 // rest of the registers stay zero, meeting the zero padding of the
 // activations).
 //
+// Float order (kernels_amx.c repeats it exactly, so that both give the same
+// bits): for block i at position b = i % 4 of its group, with its exact
+// integer sum P_i, acc_b = fma(float(P_i), d_w * d_a, acc_b) and
+// accm_b = fma(m_w, s_a, accm_b); the result is
+// ((acc_0 + acc_2) + (acc_1 + acc_3)) + ((accm_0 + accm_2) + (accm_1 + accm_3)).
+//
 // NT activation rows (tokens) share each unpacked weight step
 // (vec_dot_q_avx512).  Every token goes through the same operations in the
 // same order whatever NT is, so a token's result does not depend on how many
@@ -167,12 +173,21 @@ static inline __attribute__((always_inline)) void vec_dot_q_avx512(ggml_type t, 
             const act_group *g = (const act_group *)(act + (size_t)j * act_stride) + k;
             __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(g->lo));
             p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(g->hi));
+            // Whole-block integer sums (exact) in all 4 lanes of the block's
+            // 128-bit lane, so that the fp32 steps below see one value per
+            // block, as the AMX kernel's per-block tiles give it.
+            p = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_CDAB));
+            p = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC));
             acc_m[j] = _mm_fmadd_ps(mw, _mm_loadu_ps(g->s), acc_m[j]);
             const __m128 sc = _mm_mul_ps(dw, _mm_loadu_ps(g->d));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lane_of, _mm512_castps128_ps512(sc)), acc[j]);
         }
     }
-    for (int j = 0; j < NT; j++) out[j] = _mm512_reduce_add_ps(acc[j]) + hsum_f32x4(acc_m[j]);
+    // Lanes 0, 4, 8, 12 hold the 4 block positions' sums (the other lanes
+    // are copies).
+    const __m512i first_lanes = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
+    for (int j = 0; j < NT; j++)
+        out[j] = hsum_f32x4(_mm512_castps512_ps128(_mm512_permutexvar_ps(first_lanes, acc[j]))) + hsum_f32x4(acc_m[j]);
 }
 
 // One specialisation per token count, so the per-token loops unroll and the
@@ -323,6 +338,18 @@ const kernel_ops kernel_ops_avx512 = {
     .vec_dot = vec_dot_avx512,
     .vec_dot_n = vec_dot_n_avx512,
     .fused_dot_n = fused_dot_n_avx512,
+};
+
+// AVX-512 everywhere, plus AMX tiles for the Q8 matmul of many tokens.
+const kernel_ops kernel_ops_amx = {
+    .name = "amx",
+    .dequant_row = kernel_dequant_row_avx2,
+    .dot_f32 = dot_f32_avx512,
+    .quantize_act = quantize_act_avx512,
+    .vec_dot = vec_dot_avx512,
+    .vec_dot_n = vec_dot_n_avx512,
+    .fused_dot_n = fused_dot_n_avx512,
+    .matmul_q8 = kernel_matmul_q8_amx,
 };
 
 #if defined(__clang__)

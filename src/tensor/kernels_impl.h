@@ -19,7 +19,8 @@ typedef enum kernel_isa {
     KERNEL_ISA_SCALAR = 0,
     KERNEL_ISA_AVX2 = 1,   // AVX2 + FMA + F16C (maddubs integer dots)
     KERNEL_ISA_AVX512 = 2, // AVX-512 F/BW/VL + VNNI (vpdpbusd integer dots), else AVX2
-    KERNEL_ISA_COUNT = 3,
+    KERNEL_ISA_AMX = 3,    // AVX-512 + AMX-INT8 tiles for the Q8 path of many tokens (kernels_amx.c)
+    KERNEL_ISA_COUNT = 4,
 } kernel_isa;
 
 typedef struct kernel_ops {
@@ -36,11 +37,16 @@ typedef struct kernel_ops {
     // false otherwise) dotted with n_x <= KERNEL_DOT_MAX_ACT fp32 rows
     // x_stride floats apart, dequantising in registers.
     bool (*fused_dot_n)(ggml_type wtype, const void *w, const float *x, size_t x_stride, int n_x, int64_t n, float *out);
+    // Optional, Q8 path: the whole matmul (threads nth) for weight types and
+    // token counts where the ISA has a faster blocked kernel; returns false
+    // (having done nothing) otherwise.  Must give exactly the results of
+    // vec_dot_n for every token (batch invariance across the two paths).
+    bool (*matmul_q8)(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
 } kernel_ops;
 
 #define KERNEL_DOT_MAX_ACT 8
 
-extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512;
+extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512, kernel_ops_amx;
 
 // True when this CPU can run `isa`.
 bool kernel_isa_available(kernel_isa isa);
@@ -64,6 +70,22 @@ const char *kernel_isa_name(kernel_isa isa);
 // pads the last, so the size is rounded up to 4 blocks); Q4_K/Q6_K meet
 // block_q8_K (256 values).
 size_t kernel_act_row_size(ggml_type wtype, int64_t n);
+
+// AMX (kernels_amx.c).  kernel_amx_permitted: the CPU has AMX-TILE and
+// AMX-INT8, the OS enables the tile state (XCR0), and Linux granted this
+// process the tile data state (arch_prctl(ARCH_REQ_XCOMP_PERM), asked once,
+// thread-safely, on the first call); false elsewhere, never faults.
+bool kernel_amx_permitted(void);
+// Q8 matmul of Q4_0/Q4_1/Q8_0 weights with AMX tiles for n_tokens >=
+// KERNEL_AMX_MIN_TOKENS (kernel_ops.matmul_q8 of the "amx" ISA).
+bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
+#define KERNEL_AMX_MIN_TOKENS 16
+
+// Per-thread scratch (kernels.c): 64-byte aligned, grown on demand, kept for
+// the thread's lifetime.  SCRATCH_ACT holds the calling thread's quantised
+// activations while SCRATCH_WORK serves it (and every worker) in the loop.
+enum { SCRATCH_WORK = 0, SCRATCH_ACT = 1 };
+void *kernel_scratch(int slot, size_t bytes);
 
 // Shared scalar helpers (kernels_scalar.c) that the SIMD files fall back to.
 void kernel_quantize_q8_1_scalar(const float *x, block_q8_1_f32 *y, int64_t n);

@@ -1,0 +1,283 @@
+// AMX (Advanced Matrix Extensions) Q8 matmul for Q4_0 / Q4_1 / Q8_0 weights
+// and many tokens (prefill, batched decode): kernel_ops_amx.matmul_q8.
+//
+// Integer part: one TDPBUSD per 32-value block multiplies a 16-row tile of
+// unsigned weight codes (A: 16 rows x 32 bytes) by 16 tokens' signed 8-bit
+// activations (B: 8 rows x 64 bytes, VNNI layout: 4 consecutive values of a
+// token per 32-bit element) into a 16 x 16 int32 tile C of exact block sums
+// P[row][token].  K = 32 per instruction (one block) keeps every block's sum
+// separate, so the per-block fp32 scales apply exactly as in the AVX-512
+// VNNI kernel.  Weights are the same unsigned codes that kernel uses: Q4
+// nibbles 0..15 (Q4_0's -8 and Q4_1's minimum go to the m_w term) and Q8_0
+// codes + 128 (removed by m_w = -128 d_w).
+//
+// Float part: exactly the VNNI kernel's operations in its order (see
+// kernels_avx512.c), vectorised over 16 tokens: for block i at position
+// b = i % 4, acc_b = fma(float(P_i), d_w * d_a, acc_b), accm_b = fma(m_w,
+// s_a, accm_b), out = ((acc_0 + acc_2) + (acc_1 + acc_3)) + ((accm_0 +
+// accm_2) + (accm_1 + accm_3)).  Integer sums are exact in both kernels, so
+// every output is bitwise the VNNI kernel's: a token's result does not
+// depend on the batch size or on which kernel ran (tested).
+//
+// Weights are unpacked on the fly, once per 16-row tile and chunk of up to
+// 128 tokens, into a per-thread scratch (16 rows x 32 bytes per block plus
+// fp32 scales, <= 30 KB for 1536 columns) that stays in L1/L2 while the
+// chunk's token tiles pass; no repacked copy of the model is kept.
+//
+// Linux hands a process the 8 KB tile register state only after it asks
+// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); without that, tile
+// instructions raise SIGILL.  kernel_amx_permitted asks once; the ISA is
+// offered only if the request succeeded.  Each OpenMP thread loads its own
+// tile configuration (LDTILECFG) and releases the tiles (TILERELEASE) when
+// its share is done.
+#define _GNU_SOURCE // syscall()
+#if !defined(__clang__)
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")
+#endif
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "tensor/kernels_impl.h"
+#include "util/common.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8"))), apply_to = function)
+#endif
+
+#define ARCH_GET_XCOMP_PERM 0x1022
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static bool amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_request(void) {
+    // cpu_features.amx_int8 already requires AMX-TILE and XCR0 bits 17-18.
+    if (!cpu_get_features()->amx_int8) return;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
+    unsigned long granted = 0;
+    if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM, &granted) != 0) return;
+    amx_ok = (granted >> XFEATURE_XTILEDATA) & 1;
+#endif
+}
+
+bool kernel_amx_permitted(void) {
+    pthread_once(&amx_once, amx_request);
+    return amx_ok;
+}
+
+// Palette 1 tile configuration (the 64-byte LDTILECFG operand).
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64))) amx_tilecfg;
+
+// Tiles 0 and 3: C (16 rows x 16 int32); 1 and 4: A (16 weight rows x 32
+// bytes); 2 and 5: B (8 rows x 64 bytes = 32 values x 16 tokens).  Two sets,
+// so that two blocks' products are in flight while the previous ones'
+// sums are scaled.
+static void amx_config(void) {
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int s = 0; s < 2; s++) {
+        cfg.rows[3 * s + 0] = 16, cfg.colsb[3 * s + 0] = 64;
+        cfg.rows[3 * s + 1] = 16, cfg.colsb[3 * s + 1] = 32;
+        cfg.rows[3 * s + 2] = 8, cfg.colsb[3 * s + 2] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+#define AMX_ROWS 16
+#define AMX_TOKENS 16
+#define AMX_TOKEN_CHUNK 128 // tokens per work item (8 token tiles)
+
+// One block of 16 tokens' activations: B tile (value 4i + j of token n at
+// q[i][4n + j]) and the tokens' scales d_a and s_a = d_a sum(q).
+typedef struct {
+    int8_t q[8][64];
+    float d[AMX_TOKENS], s[AMX_TOKENS];
+} amx_act_block;
+
+// One block of 16 weight rows: A tile (codes in value order) and scales.
+typedef struct {
+    uint8_t q[AMX_ROWS][32];
+} amx_weight_block;
+
+static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+// Rows r0 .. r0+nr-1 of w (nr <= 16) as A tiles wq[nb] and fp32 scales
+// dw/mw[nb][16]; missing rows are zero.
+static void amx_unpack_weights(const as_matrix *w, int64_t r0, int nr, amx_weight_block *wq, float *dw, float *mw) {
+    const int64_t nb = w->cols / 32;
+    const ggml_type t = w->type;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < AMX_ROWS; r++) {
+        if (r >= nr) {
+            for (int64_t k = 0; k < nb; k++) {
+                memset(wq[k].q[r], 0, 32);
+                dw[k * AMX_ROWS + r] = mw[k * AMX_ROWS + r] = 0.0f;
+            }
+            continue;
+        }
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes;
+        for (int64_t k = 0; k < nb; k++) {
+            float d, m;
+            if (t == GGML_TYPE_Q8_0) {
+                const uint8_t *b = row + (size_t)k * sizeof(block_q8_0);
+                _mm256_storeu_si256((__m256i *)wq[k].q[r], _mm256_xor_si256(flip, _mm256_loadu_si256((const __m256i *)(b + 2))));
+                d = _cvtsh_ss(load_u16(b));
+                m = d * -128.0f;
+            } else {
+                const bool affine = t == GGML_TYPE_Q4_1;
+                const uint8_t *b = row + (size_t)k * (affine ? sizeof(block_q4_1) : sizeof(block_q4_0));
+                const __m128i q = _mm_loadu_si128((const __m128i *)(b + (affine ? 4 : 2)));
+                _mm_storeu_si128((__m128i *)wq[k].q[r], _mm_and_si128(q, m4));
+                _mm_storeu_si128((__m128i *)(wq[k].q[r] + 16), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+                d = _cvtsh_ss(load_u16(b));
+                m = affine ? _cvtsh_ss(load_u16(b + 2)) : d * -8.0f;
+            }
+            dw[k * AMX_ROWS + r] = d;
+            mw[k * AMX_ROWS + r] = m;
+        }
+    }
+}
+
+// acc[r] += float(C[r]) * (d_w[r] * d_a) for the 16 rows of one block.
+static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, const int32_t *c, const float *dw, const float *da) {
+    const __m512 d_a = _mm512_loadu_ps(da);
+    for (int r = 0; r < AMX_ROWS; r++)
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_TOKENS * r)), _mm512_mul_ps(_mm512_set1_ps(dw[r]), d_a), acc[r]);
+}
+
+// res[r][n] (16 rows x 16 tokens) for one weight tile and one token tile.
+static void amx_tile_dot(const amx_weight_block *wq, const float *dw, const float *mw, const amx_act_block *a, int64_t nb, float *res) {
+    _Alignas(64) int32_t c[2][AMX_ROWS * AMX_TOKENS];
+    _Alignas(64) float sum[4][AMX_ROWS][AMX_TOKENS], sum_m[4][AMX_ROWS][AMX_TOKENS];
+    for (int b = 0; b < 4; b++) {
+        __m512 acc[AMX_ROWS];
+        for (int r = 0; r < AMX_ROWS; r++) acc[r] = _mm512_setzero_ps();
+        int64_t k = b;
+        for (; k + 4 < nb; k += 8) { // blocks k and k + 4, in this order
+            _tile_zero(0);
+            _tile_zero(3);
+            _tile_loadd(1, wq[k].q, 32);
+            _tile_loadd(2, a[k].q, 64);
+            _tile_loadd(4, wq[k + 4].q, 32);
+            _tile_loadd(5, a[k + 4].q, 64);
+            _tile_dpbusd(0, 1, 2);
+            _tile_dpbusd(3, 4, 5);
+            _tile_stored(0, c[0], 64);
+            _tile_stored(3, c[1], 64);
+            amx_scale_block(acc, c[0], dw + k * AMX_ROWS, a[k].d);
+            amx_scale_block(acc, c[1], dw + (k + 4) * AMX_ROWS, a[k + 4].d);
+        }
+        if (k < nb) {
+            _tile_zero(0);
+            _tile_loadd(1, wq[k].q, 32);
+            _tile_loadd(2, a[k].q, 64);
+            _tile_dpbusd(0, 1, 2);
+            _tile_stored(0, c[0], 64);
+            amx_scale_block(acc, c[0], dw + k * AMX_ROWS, a[k].d);
+        }
+        for (int r = 0; r < AMX_ROWS; r++) {
+            _mm512_store_ps(sum[b][r], acc[r]);
+            acc[r] = _mm512_setzero_ps();
+        }
+        for (k = b; k < nb; k += 4) {
+            const __m512 s_a = _mm512_loadu_ps(a[k].s);
+            for (int r = 0; r < AMX_ROWS; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(mw[k * AMX_ROWS + r]), s_a, acc[r]);
+        }
+        for (int r = 0; r < AMX_ROWS; r++) _mm512_store_ps(sum_m[b][r], acc[r]);
+    }
+    for (int r = 0; r < AMX_ROWS; r++) {
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][r]), _mm512_load_ps(sum[2][r])),
+                                       _mm512_add_ps(_mm512_load_ps(sum[1][r]), _mm512_load_ps(sum[3][r])));
+        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][r]), _mm512_load_ps(sum_m[2][r])),
+                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][r]), _mm512_load_ps(sum_m[3][r])));
+        _mm512_storeu_ps(res + AMX_TOKENS * r, _mm512_add_ps(s, m));
+    }
+}
+
+// Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
+// 32 values), scattered into its column of the token tile.
+static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8_1_f32 *tmp, amx_act_block *act) {
+    const int64_t nb = cols / 32;
+    kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + t * cols, tmp, cols);
+    amx_act_block *a = act + (t / AMX_TOKENS) * nb;
+    const int n = (int)(t % AMX_TOKENS);
+    for (int64_t k = 0; k < nb; k++) {
+        for (int i = 0; i < 8; i++) memcpy(&a[k].q[i][4 * n], tmp[k].qs + 4 * i, 4);
+        a[k].d[n] = tmp[k].d;
+        a[k].s[n] = tmp[k].s;
+    }
+}
+
+typedef struct {
+    float *out;
+    int64_t ldo;
+    const float *x;
+    int64_t n_tokens;
+    const as_matrix *w;
+    amx_act_block *act;
+    size_t work_bytes;
+} amx_job;
+
+// One OpenMP thread's share (called inside the parallel region: clang does
+// not give the region's outlined body this file's target attributes).
+static void amx_thread(const amx_job *j) {
+    const as_matrix *w = j->w;
+    const int64_t cols = w->cols, nb = cols / 32, n_tokens = j->n_tokens;
+    const int64_t n_tt = (n_tokens + AMX_TOKENS - 1) / AMX_TOKENS, n_rt = (w->rows + AMX_ROWS - 1) / AMX_ROWS;
+    const int64_t tt_per_chunk = AMX_TOKEN_CHUNK / AMX_TOKENS, n_chunks = (n_tt + tt_per_chunk - 1) / tt_per_chunk;
+    uint8_t *work = kernel_scratch(SCRATCH_WORK, j->work_bytes);
+#pragma omp for schedule(static)
+    for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
+    amx_weight_block *wq = (amx_weight_block *)work;
+    float *dw = (float *)(wq + nb), *mw = dw + AMX_ROWS * nb;
+    _Alignas(64) float res[AMX_ROWS * AMX_TOKENS];
+    amx_config();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_chunks * n_rt; item++) {
+        const int64_t ch = item / n_rt, r0 = item % n_rt * AMX_ROWS;
+        const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - r0);
+        amx_unpack_weights(w, r0, nr, wq, dw, mw);
+        for (int64_t tt = ch * tt_per_chunk; tt < AS_MIN((ch + 1) * tt_per_chunk, n_tt); tt++) {
+            amx_tile_dot(wq, dw, mw, j->act + tt * nb, nb, res);
+            const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
+            for (int n = 0; n < nt; n++) {
+                float *o = j->out + (tt * AMX_TOKENS + n) * j->ldo + r0;
+                for (int r = 0; r < nr; r++) o[r] = res[AMX_TOKENS * r + n];
+            }
+        }
+    }
+    _tile_release();
+}
+
+bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    const ggml_type t = w->type;
+    if (n_tokens < KERNEL_AMX_MIN_TOKENS || (t != GGML_TYPE_Q4_0 && t != GGML_TYPE_Q4_1 && t != GGML_TYPE_Q8_0) || !kernel_amx_permitted())
+        return false;
+    const int64_t nb = w->cols / 32, n_tt = (n_tokens + AMX_TOKENS - 1) / AMX_TOKENS;
+    amx_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w};
+    j.act = kernel_scratch(SCRATCH_ACT, sizeof(amx_act_block) * (size_t)(n_tt * nb));
+    // Tokens past the end of the last tile: zero codes and scales.
+    if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
+    const size_t w_bytes = (sizeof(amx_weight_block) + 2 * AMX_ROWS * sizeof(float)) * (size_t)nb;
+    j.work_bytes = AS_MAX(w_bytes, sizeof(block_q8_1_f32) * (size_t)nb);
+#pragma omp parallel num_threads(nth)
+    amx_thread(&j);
+    return true;
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
