@@ -1,7 +1,8 @@
 // Matmul throughput for the default model's shapes (SmolLM2-135M: d=576,
 // kv=192, ffn=1536, vocab=49152), each precision and n_tokens 1/32/512.
 //
-//   bench_matmul [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S] [--decode-only]
+//   bench_matmul [--isa scalar|avx2|avx512|amx|all] [--threads N] [--seconds S] [--decode-only]
+//                [--tokens N,N,...] [--shape NAME] [--q8-only]
 //
 // GB/s counts the weight bytes read once per call (the decode bound: weights
 // stream from memory, activations stay in cache); GFLOP/s counts 2*rows*cols
@@ -29,7 +30,8 @@ static const bench_shape shapes[] = {
     {"ffn_gate/up", 1536, 576, GGML_TYPE_Q4_1, 2}, {"ffn_down", 576, 1536, GGML_TYPE_Q4_1, 1},
     {"output", 49152, 576, GGML_TYPE_Q8_0, 0},
 };
-static const int64_t token_counts[] = {1, 32, 512};
+static int64_t token_counts[16] = {1, 32, 512};
+static size_t n_token_counts = 3;
 #define N_LAYERS 30
 
 // One token through the whole model's projections, each layer with its own
@@ -67,14 +69,29 @@ static double bench_one(float *out, const float *x, int64_t nt, const as_matrix 
 int main(int argc, char **argv) {
     const char *isa_arg = "auto";
     double seconds = 0.3;
-    bool decode_only = false;
+    bool decode_only = false, q8_only = false;
+    const char *shape_arg = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa_arg = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) kernel_set_threads(atoi(argv[++i]));
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--decode-only")) decode_only = true;
-        else {
-            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|all] [--threads N] [--seconds S] [--decode-only]\n", argv[0]);
+        else if (!strcmp(argv[i], "--q8-only")) q8_only = true;
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape_arg = argv[++i];
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
+            n_token_counts = 0;
+            for (char *p = argv[++i]; *p && n_token_counts < AS_ARRAY_LEN(token_counts); p += *p == ',') {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || v > 512) {
+                    fprintf(stderr, "bench_matmul: --tokens wants numbers 1..512 separated by commas\n");
+                    return 2;
+                }
+                token_counts[n_token_counts++] = v;
+                p = end;
+            }
+        } else {
+            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|amx|all] [--threads N] [--seconds S] [--decode-only] [--tokens N,N,...] [--shape NAME] [--q8-only]\n", argv[0]);
             return 2;
         }
     }
@@ -82,7 +99,7 @@ int main(int argc, char **argv) {
     printf("cpu: %s; threads %d; OpenBLAS core %s\n", cpu_describe(), kernel_get_threads(), openblas_get_corename());
     as_rng rng;
     as_rng_seed(&rng, 1);
-    const int64_t max_tok = token_counts[AS_ARRAY_LEN(token_counts) - 1];
+    const int64_t max_tok = 512;
     as_matrix mats[AS_ARRAY_LEN(shapes)];
     int64_t max_rows = 0, max_cols = 0;
     for (size_t s = 0; s < AS_ARRAY_LEN(shapes); s++) {
@@ -139,9 +156,10 @@ int main(int argc, char **argv) {
         for (size_t s = 0; s < (decode_only ? 0 : AS_ARRAY_LEN(shapes)); s++) {
             const as_matrix *m = &mats[s];
             const double bytes = (double)m->row_bytes * m->rows;
-            for (size_t k = 0; k < AS_ARRAY_LEN(token_counts); k++) {
+            if (shape_arg && strcmp(shape_arg, shapes[s].name) != 0) continue;
+            for (size_t k = 0; k < n_token_counts; k++) {
                 const int64_t nt = token_counts[k];
-                for (int p = 0; p < 2; p++) {
+                for (int p = q8_only; p < 2; p++) {
                     double dt = bench_one(out, x, nt, m, (kernel_precision)p, seconds);
                     printf("%-12s %5lld %5lld %4s %5lld %-3s %10.4f %8.2f %9.2f\n", shapes[s].name, (long long)m->rows, (long long)m->cols,
                            m->type == GGML_TYPE_Q8_0 ? "Q8_0" : "Q4_1", (long long)nt, p ? "Q8" : "F32", dt * 1e3, bytes / dt * 1e-9,
@@ -151,7 +169,7 @@ int main(int argc, char **argv) {
             }
         }
         if (!decode_only) printf("sum of the rows above for one decode step (weights cache-hot): F32 %.2f ms, Q8 %.2f ms\n", decode_ms[0], decode_ms[1]);
-        for (int p = 0; p < 2; p++) {
+        for (int p = q8_only; p < 2 && !shape_arg; p++) { // --shape: that shape only
             double dt = decode_step(out, x, layers, &mats[AS_ARRAY_LEN(shapes) - 1], (kernel_precision)p, seconds);
             printf("decode step, distinct weights per layer (%.1f MB streamed): %s %.2f ms = %.0f tok/s (matmuls only), %.1f GB/s\n",
                    decode_bytes * 1e-6, p ? "Q8" : "F32", dt * 1e3, 1.0 / dt, decode_bytes / dt * 1e-9);

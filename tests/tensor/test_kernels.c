@@ -258,6 +258,67 @@ static void test_thread_count_invariant(void **state) {
     free_matrix(&tm);
 }
 
+// The AMX kernel (kernels_amx.c) against the AVX-512 VNNI kernel, bit for
+// bit, and against the 8-bit-activation double reference: Q4_0/Q4_1/Q8_0,
+// rows no multiple of the 16-row tile, rows of 1, 3, 7 and 18 blocks (last
+// group of 4 holding 1, 3, 3 and 2), token counts around the tile size and
+// the AMX threshold, 1 and 2 threads.  Skipped where the CPU or the OS does
+// not offer AMX.
+static void test_amx_matches_vnni(void **state) {
+    (void)state;
+    if (!kernel_isa_available(KERNEL_ISA_AMX)) {
+        fprintf(stderr, "no AMX-INT8 (or the OS refused the tile state): skipped\n");
+        skip();
+    }
+    as_rng rng;
+    as_rng_seed(&rng, 77);
+    const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
+    const int64_t shapes[][2] = {{17, 32}, {45, 96}, {37, 224}, {130, 576}};
+    const int64_t counts[] = {8, 15, 16, 17, 33, 100};
+    const int64_t max_tok = 100, max_cols = 576, max_rows = 130, ldo = max_rows + 5;
+    float *x = malloc(sizeof(float) * max_tok * max_cols), *xq = malloc(sizeof(float) * max_tok * max_cols);
+    float *a = malloc(sizeof(float) * max_tok * ldo), *v = malloc(sizeof(float) * max_tok * ldo);
+    double *ref = malloc(sizeof(double) * max_tok * max_rows);
+    for (int64_t i = 0; i < max_tok * max_cols; i++) x[i] = (float)rng_normal(&rng);
+    for (size_t ti = 0; ti < AS_ARRAY_LEN(types); ti++)
+        for (size_t si = 0; si < AS_ARRAY_LEN(shapes); si++) {
+            test_matrix tm;
+            const int64_t rows = shapes[si][0], cols = shapes[si][1];
+            make_matrix(&tm, types[ti], rows, cols, &rng);
+            for (size_t ci = 0; ci < AS_ARRAY_LEN(counts); ci++) {
+                const int64_t nt = counts[ci];
+                q8_activations(xq, x, nt, cols, types[ti]);
+                reference(ref, xq, nt, &tm);
+                for (int nth = 1; nth <= 2; nth++) {
+                    kernel_set_threads(nth);
+                    assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX512), AS_OK);
+                    kernel_matmul(v, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
+                    // The AMX kernel itself (it declines below its threshold) ...
+                    const bool ran = kernel_matmul_q8_amx(a, ldo, x, nt, &tm.m, nth);
+                    assert_int_equal(ran, nt >= KERNEL_AMX_MIN_TOKENS);
+                    // ... and through kernel_matmul with the "amx" ISA.
+                    assert_int_equal(kernel_force_isa(KERNEL_ISA_AMX), AS_OK);
+                    if (!ran) kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    for (int64_t t = 0; t < nt; t++) {
+                        if (memcmp(a + t * ldo, v + t * ldo, sizeof(float) * rows) != 0)
+                            fail_msg("AMX %s %lldx%lld, %lld tokens, %d threads: token %lld differs from AVX-512", ggml_type_name(types[ti]),
+                                     (long long)rows, (long long)cols, (long long)nt, nth, (long long)t);
+                        for (int64_t r = rows; r < ldo; r++) assert_true(isnan(a[t * ldo + r]));
+                    }
+                    const double e = rel_error(a, ldo, ref, nt, rows);
+                    if (!(e < 1e-5)) fail_msg("AMX %s %lldx%lld, %lld tokens: error vs 8-bit activations %.3g", ggml_type_name(types[ti]), (long long)rows, (long long)cols, (long long)nt, e);
+                    kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    for (int64_t t = 0; t < nt; t++) assert_memory_equal(a + t * ldo, v + t * ldo, sizeof(float) * rows);
+                }
+            }
+            free_matrix(&tm);
+        }
+    kernel_set_threads(0);
+    kernel_force_isa(KERNEL_ISA_AUTO);
+    free(x), free(xq), free(a), free(v), free(ref);
+}
+
 static bool user_coretype; // OPENBLAS_CORETYPE set before we started (kernel_init sets it)
 
 static void test_isa_selection(void **state) {
@@ -269,6 +330,7 @@ static void test_isa_selection(void **state) {
     const cpu_features *f = cpu_get_features();
     // The best available ISA is chosen, and only what the CPU reports.
     kernel_isa best = kernel_current_isa();
+    if (best == KERNEL_ISA_AMX) assert_true(f->amx_int8 && kernel_isa_available(KERNEL_ISA_AVX512));
     if (best == KERNEL_ISA_AVX512) assert_true(f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2);
     if (best == KERNEL_ISA_AVX2) assert_true(f->avx2 && f->fma && f->f16c && !kernel_isa_available(KERNEL_ISA_AVX512));
     if (best == KERNEL_ISA_SCALAR) assert_false(kernel_isa_available(KERNEL_ISA_AVX2));
@@ -291,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_get_row_bit_exact),
         cmocka_unit_test(test_thread_count_invariant),
         cmocka_unit_test(test_matmul_all_isas_all_types),
+        cmocka_unit_test(test_amx_matches_vnni),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
