@@ -1,23 +1,24 @@
 // AMX (Advanced Matrix Extensions) Q8 matmul for Q4_0 / Q4_1 / Q8_0 weights
 // and many tokens (prefill, batched decode): kernel_ops_amx.matmul_q8.
 //
-// Integer part: one TDPBUSD per 32-value block multiplies a 16-row tile of
-// unsigned weight codes (A: 16 rows x 32 bytes) by 16 tokens' signed 8-bit
-// activations (B: 8 rows x 64 bytes, VNNI layout: 4 consecutive values of a
-// token per 32-bit element) into a 16 x 16 int32 tile C of exact block sums
-// P[row][token].  K = 32 per instruction (one block) keeps every block's sum
+// Integer part: one TDPBSUD per 32-value block multiplies 16 tokens' signed
+// 8-bit activations (A: 16 rows x 32 bytes) by a tile of 16 weight rows'
+// unsigned codes (B: 8 rows x 64 bytes, VNNI layout: 4 consecutive codes of
+// a row per 32-bit element) into a 16 x 16 int32 tile C of exact block sums
+// P[token][row].  K = 32 per instruction (one block) keeps every block's sum
 // separate, so the per-block fp32 scales apply exactly as in the AVX-512
 // VNNI kernel.  Weights are the same unsigned codes that kernel uses: Q4
 // nibbles 0..15 (Q4_0's -8 and Q4_1's minimum go to the m_w term) and Q8_0
 // codes + 128 (removed by m_w = -128 d_w).
 //
 // Float part: exactly the VNNI kernel's operations in its order (see
-// kernels_avx512.c), vectorised over 16 tokens: for block i at position
+// kernels_avx512.c), vectorised over 16 weight rows: for block i at position
 // b = i % 4, acc_b = fma(float(P_i), d_w * d_a, acc_b), accm_b = fma(m_w,
 // s_a, accm_b), out = ((acc_0 + acc_2) + (acc_1 + acc_3)) + ((accm_0 +
 // accm_2) + (accm_1 + accm_3)).  Integer sums are exact in both kernels, so
 // every output is bitwise the VNNI kernel's: a token's result does not
-// depend on the batch size or on which kernel ran (tested).
+// depend on the batch size or on which kernel ran (tested).  A C row is one
+// token's 16 outputs, stored as one 64-byte vector.
 //
 // Weights are unpacked on the fly, once per 16-row tile and chunk of up to
 // 128 tokens, into a per-thread scratch (16 rows x 32 bytes per block plus
@@ -79,9 +80,9 @@ typedef struct {
     uint8_t rows[16];
 } __attribute__((aligned(64))) amx_tilecfg;
 
-// Tiles 0 and 3: C (16 rows x 16 int32); 1 and 4: A (16 weight rows x 32
-// bytes); 2 and 5: B (8 rows x 64 bytes = 32 values x 16 tokens).  Two sets,
-// so that two blocks' products are in flight while the previous ones'
+// Tiles 0 and 3: C (16 tokens x 16 int32); 1 and 4: A (16 tokens x 32
+// bytes); 2 and 5: B (8 rows x 64 bytes = 32 codes x 16 weight rows).  Two
+// sets, so that two blocks' products are in flight while the previous ones'
 // sums are scaled.
 static void amx_config(void) {
     amx_tilecfg cfg;
@@ -99,123 +100,151 @@ static void amx_config(void) {
 #define AMX_TOKENS 16
 #define AMX_TOKEN_CHUNK 128 // tokens per work item (8 token tiles)
 
-// One block of 16 tokens' activations: B tile (value 4i + j of token n at
-// q[i][4n + j]) and the tokens' scales d_a and s_a = d_a sum(q).
+// One block of 16 tokens' activations: A tile (token n's 32 codes in row n)
+// and the tokens' scales d_a and s_a = d_a sum(q).
 typedef struct {
-    int8_t q[8][64];
+    int8_t q[AMX_TOKENS][32];
     float d[AMX_TOKENS], s[AMX_TOKENS];
 } amx_act_block;
 
-// One block of 16 weight rows: A tile (codes in value order) and scales.
+// One block of 16 weight rows: B tile (code 4i + j of row r at q[i][4r + j])
+// and the rows' scales.
 typedef struct {
-    uint8_t q[AMX_ROWS][32];
+    uint8_t q[8][64];
+    float d[AMX_ROWS], m[AMX_ROWS];
 } amx_weight_block;
 
 static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-// Rows r0 .. r0+nr-1 of w (nr <= 16) as A tiles wq[nb] and fp32 scales
-// dw/mw[nb][16]; missing rows are zero.
-static void amx_unpack_weights(const as_matrix *w, int64_t r0, int nr, amx_weight_block *wq, float *dw, float *mw) {
+// z[p] holds rows 2p, 2p+1 of a 16 x 8 matrix of 32-bit elements (row r,
+// element i at lane (r % 2) * 8 + i); o[i] = column i (row r at lane r).
+// Three rounds of two-source permutes, 8 each: rows 4q..4q+3 split by
+// element half, then rows 8p..8p+7 by element pair, then all 16 rows.
+// Permute indices (lane values 16..31 pick from the second source): round
+// 1, element half h: lane i*4 + rr <- row 4q + rr, element 4h + i; round 2,
+// pair g: lane i*8 + rr <- row 8p + rr, element 4h + 2g + i; round 3:
+// lane r <- row r, element 4h + 2g + i.
+static const int32_t transpose_i1[2][16] __attribute__((aligned(64))) = {{0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27}, {4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31}};
+static const int32_t transpose_i2[2][16] __attribute__((aligned(64))) = {{0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23}, {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31}};
+static const int32_t transpose_i3[2][16] __attribute__((aligned(64))) = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}, {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+static inline void transpose_16x8_epi32(const __m512i *z, __m512i *o) {
+    __m512i t[4], u[2][2];
+    for (int h = 0; h < 2; h++) {
+        const __m512i x1 = _mm512_load_si512(transpose_i1[h]);
+        for (int q = 0; q < 4; q++) t[q] = _mm512_permutex2var_epi32(z[2 * q], x1, z[2 * q + 1]);
+        for (int g = 0; g < 2; g++) {
+            const __m512i x2 = _mm512_load_si512(transpose_i2[g]);
+            for (int p = 0; p < 2; p++) u[p][g] = _mm512_permutex2var_epi32(t[2 * p], x2, t[2 * p + 1]);
+            for (int i = 0; i < 2; i++) o[4 * h + 2 * g + i] = _mm512_permutex2var_epi32(u[0][g], _mm512_load_si512(transpose_i3[i]), u[1][g]);
+        }
+    }
+}
+
+// Rows r0 .. r0+nr-1 of w (nr <= 16) as B tiles and fp32 scales; missing
+// rows are zero.  Each block's 16 rows of codes are staged row-major, then
+// transposed in 4-byte units into the VNNI layout.
+static void amx_unpack_weights(const as_matrix *w, int64_t r0, int nr, amx_weight_block *wq) {
     const int64_t nb = w->cols / 32;
     const ggml_type t = w->type;
     const __m128i m4 = _mm_set1_epi8(0x0F);
     const __m256i flip = _mm256_set1_epi8((char)0x80);
-    for (int r = 0; r < AMX_ROWS; r++) {
-        if (r >= nr) {
-            for (int64_t k = 0; k < nb; k++) {
-                memset(wq[k].q[r], 0, 32);
-                dw[k * AMX_ROWS + r] = mw[k * AMX_ROWS + r] = 0.0f;
-            }
-            continue;
-        }
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes;
-        for (int64_t k = 0; k < nb; k++) {
-            float d, m;
+    _Alignas(64) uint8_t stage[AMX_ROWS][32];
+    memset(stage, 0, sizeof stage);
+    const uint8_t *rows[AMX_ROWS];
+    for (int r = 0; r < nr; r++) rows[r] = (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes;
+    const size_t stride = t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0) : t == GGML_TYPE_Q4_1 ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    for (int64_t k = 0; k < nb; k++) {
+        amx_weight_block *o = &wq[k];
+        for (int r = nr; r < AMX_ROWS; r++) o->d[r] = o->m[r] = 0.0f;
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *b = rows[r] + (size_t)k * stride;
+            const float d = _cvtsh_ss(load_u16(b));
             if (t == GGML_TYPE_Q8_0) {
-                const uint8_t *b = row + (size_t)k * sizeof(block_q8_0);
-                _mm256_storeu_si256((__m256i *)wq[k].q[r], _mm256_xor_si256(flip, _mm256_loadu_si256((const __m256i *)(b + 2))));
-                d = _cvtsh_ss(load_u16(b));
-                m = d * -128.0f;
+                _mm256_store_si256((__m256i *)stage[r], _mm256_xor_si256(flip, _mm256_loadu_si256((const __m256i *)(b + 2))));
+                o->m[r] = d * -128.0f;
             } else {
                 const bool affine = t == GGML_TYPE_Q4_1;
-                const uint8_t *b = row + (size_t)k * (affine ? sizeof(block_q4_1) : sizeof(block_q4_0));
-                const __m128i q = _mm_loadu_si128((const __m128i *)(b + (affine ? 4 : 2)));
-                _mm_storeu_si128((__m128i *)wq[k].q[r], _mm_and_si128(q, m4));
-                _mm_storeu_si128((__m128i *)(wq[k].q[r] + 16), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
-                d = _cvtsh_ss(load_u16(b));
-                m = affine ? _cvtsh_ss(load_u16(b + 2)) : d * -8.0f;
+                const __m128i p = _mm_loadu_si128((const __m128i *)(b + (affine ? 4 : 2)));
+                _mm_store_si128((__m128i *)stage[r], _mm_and_si128(p, m4));
+                _mm_store_si128((__m128i *)(stage[r] + 16), _mm_and_si128(_mm_srli_epi16(p, 4), m4));
+                o->m[r] = affine ? _cvtsh_ss(load_u16(b + 2)) : d * -8.0f;
             }
-            dw[k * AMX_ROWS + r] = d;
-            mw[k * AMX_ROWS + r] = m;
+            o->d[r] = d;
         }
+        __m512i z[8], col[8];
+        for (int p = 0; p < 8; p++) z[p] = _mm512_load_si512(stage[2 * p]);
+        transpose_16x8_epi32(z, col);
+        for (int i = 0; i < 8; i++) _mm512_store_si512(o->q[i], col[i]);
     }
 }
 
-// acc[r] += float(C[r]) * (d_w[r] * d_a) for the 16 rows of one block.
-static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, const int32_t *c, const float *dw, const float *da) {
-    const __m512 d_a = _mm512_loadu_ps(da);
-    for (int r = 0; r < AMX_ROWS; r++)
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_TOKENS * r)), _mm512_mul_ps(_mm512_set1_ps(dw[r]), d_a), acc[r]);
+// acc[n] += float(C[n]) * (d_w * d_a[n]) for the 16 tokens of one block.
+static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, const int32_t *c, const amx_weight_block *w, const float *da) {
+    const __m512 d_w = _mm512_loadu_ps(w->d);
+    for (int n = 0; n < AMX_TOKENS; n++)
+        acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_ROWS * n)), _mm512_mul_ps(d_w, _mm512_set1_ps(da[n])), acc[n]);
 }
 
-// res[r][n] (16 rows x 16 tokens) for one weight tile and one token tile.
-static void amx_tile_dot(const amx_weight_block *wq, const float *dw, const float *mw, const amx_act_block *a, int64_t nb, float *res) {
+// Outputs of 16 weight rows (nr valid) for 16 tokens (nt valid) into
+// out[n * ldo + r].
+static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int64_t nb, float *out, int64_t ldo, int nr, int nt) {
     _Alignas(64) int32_t c[2][AMX_ROWS * AMX_TOKENS];
-    _Alignas(64) float sum[4][AMX_ROWS][AMX_TOKENS], sum_m[4][AMX_ROWS][AMX_TOKENS];
+    _Alignas(64) float sum[4][AMX_TOKENS][AMX_ROWS], sum_m[4][AMX_TOKENS][AMX_ROWS];
     for (int b = 0; b < 4; b++) {
-        __m512 acc[AMX_ROWS];
-        for (int r = 0; r < AMX_ROWS; r++) acc[r] = _mm512_setzero_ps();
+        __m512 acc[AMX_TOKENS];
+        for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps();
         int64_t k = b;
         for (; k + 4 < nb; k += 8) { // blocks k and k + 4, in this order
             _tile_zero(0);
             _tile_zero(3);
-            _tile_loadd(1, wq[k].q, 32);
-            _tile_loadd(2, a[k].q, 64);
-            _tile_loadd(4, wq[k + 4].q, 32);
-            _tile_loadd(5, a[k + 4].q, 64);
-            _tile_dpbusd(0, 1, 2);
-            _tile_dpbusd(3, 4, 5);
+            _tile_loadd(1, a[k].q, 32);
+            _tile_loadd(2, wq[k].q, 64);
+            _tile_loadd(4, a[k + 4].q, 32);
+            _tile_loadd(5, wq[k + 4].q, 64);
+            _tile_dpbsud(0, 1, 2);
+            _tile_dpbsud(3, 4, 5);
             _tile_stored(0, c[0], 64);
             _tile_stored(3, c[1], 64);
-            amx_scale_block(acc, c[0], dw + k * AMX_ROWS, a[k].d);
-            amx_scale_block(acc, c[1], dw + (k + 4) * AMX_ROWS, a[k + 4].d);
+            amx_scale_block(acc, c[0], &wq[k], a[k].d);
+            amx_scale_block(acc, c[1], &wq[k + 4], a[k + 4].d);
         }
         if (k < nb) {
             _tile_zero(0);
-            _tile_loadd(1, wq[k].q, 32);
-            _tile_loadd(2, a[k].q, 64);
-            _tile_dpbusd(0, 1, 2);
+            _tile_loadd(1, a[k].q, 32);
+            _tile_loadd(2, wq[k].q, 64);
+            _tile_dpbsud(0, 1, 2);
             _tile_stored(0, c[0], 64);
-            amx_scale_block(acc, c[0], dw + k * AMX_ROWS, a[k].d);
+            amx_scale_block(acc, c[0], &wq[k], a[k].d);
         }
-        for (int r = 0; r < AMX_ROWS; r++) {
-            _mm512_store_ps(sum[b][r], acc[r]);
-            acc[r] = _mm512_setzero_ps();
+        for (int n = 0; n < AMX_TOKENS; n++) {
+            _mm512_store_ps(sum[b][n], acc[n]);
+            acc[n] = _mm512_setzero_ps();
         }
         for (k = b; k < nb; k += 4) {
-            const __m512 s_a = _mm512_loadu_ps(a[k].s);
-            for (int r = 0; r < AMX_ROWS; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(mw[k * AMX_ROWS + r]), s_a, acc[r]);
+            const __m512 m_w = _mm512_loadu_ps(wq[k].m);
+            for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
         }
-        for (int r = 0; r < AMX_ROWS; r++) _mm512_store_ps(sum_m[b][r], acc[r]);
+        for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
     }
-    for (int r = 0; r < AMX_ROWS; r++) {
-        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][r]), _mm512_load_ps(sum[2][r])),
-                                       _mm512_add_ps(_mm512_load_ps(sum[1][r]), _mm512_load_ps(sum[3][r])));
-        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][r]), _mm512_load_ps(sum_m[2][r])),
-                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][r]), _mm512_load_ps(sum_m[3][r])));
-        _mm512_storeu_ps(res + AMX_TOKENS * r, _mm512_add_ps(s, m));
+    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    for (int n = 0; n < nt; n++) {
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][n]), _mm512_load_ps(sum[2][n])),
+                                       _mm512_add_ps(_mm512_load_ps(sum[1][n]), _mm512_load_ps(sum[3][n])));
+        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][n]), _mm512_load_ps(sum_m[2][n])),
+                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][n]), _mm512_load_ps(sum_m[3][n])));
+        _mm512_mask_storeu_ps(out + n * ldo, rows, _mm512_add_ps(s, m));
     }
 }
 
 // Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
-// 32 values), scattered into its column of the token tile.
+// 32 values), stored as its row of the token tile.
 static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8_1_f32 *tmp, amx_act_block *act) {
     const int64_t nb = cols / 32;
     kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + t * cols, tmp, cols);
     amx_act_block *a = act + (t / AMX_TOKENS) * nb;
     const int n = (int)(t % AMX_TOKENS);
     for (int64_t k = 0; k < nb; k++) {
-        for (int i = 0; i < 8; i++) memcpy(&a[k].q[i][4 * n], tmp[k].qs + 4 * i, 4);
+        memcpy(a[k].q[n], tmp[k].qs, 32);
         a[k].d[n] = tmp[k].d;
         a[k].s[n] = tmp[k].s;
     }
@@ -242,21 +271,15 @@ static void amx_thread(const amx_job *j) {
 #pragma omp for schedule(static)
     for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
     amx_weight_block *wq = (amx_weight_block *)work;
-    float *dw = (float *)(wq + nb), *mw = dw + AMX_ROWS * nb;
-    _Alignas(64) float res[AMX_ROWS * AMX_TOKENS];
     amx_config();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_chunks * n_rt; item++) {
         const int64_t ch = item / n_rt, r0 = item % n_rt * AMX_ROWS;
         const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - r0);
-        amx_unpack_weights(w, r0, nr, wq, dw, mw);
+        amx_unpack_weights(w, r0, nr, wq);
         for (int64_t tt = ch * tt_per_chunk; tt < AS_MIN((ch + 1) * tt_per_chunk, n_tt); tt++) {
-            amx_tile_dot(wq, dw, mw, j->act + tt * nb, nb, res);
             const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
-            for (int n = 0; n < nt; n++) {
-                float *o = j->out + (tt * AMX_TOKENS + n) * j->ldo + r0;
-                for (int r = 0; r < nr; r++) o[r] = res[AMX_TOKENS * r + n];
-            }
+            amx_tile_dot(wq, j->act + tt * nb, nb, j->out + tt * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt);
         }
     }
     _tile_release();
@@ -271,7 +294,7 @@ bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tok
     j.act = kernel_scratch(SCRATCH_ACT, sizeof(amx_act_block) * (size_t)(n_tt * nb));
     // Tokens past the end of the last tile: zero codes and scales.
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
-    const size_t w_bytes = (sizeof(amx_weight_block) + 2 * AMX_ROWS * sizeof(float)) * (size_t)nb;
+    const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
     j.work_bytes = AS_MAX(w_bytes, sizeof(block_q8_1_f32) * (size_t)nb);
 #pragma omp parallel num_threads(nth)
     amx_thread(&j);
