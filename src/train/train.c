@@ -35,7 +35,6 @@ const char *const TRAIN_LORA_TARGET_NAMES[TRAIN_LORA_N_TARGETS] = {"q", "k", "v"
 typedef struct train_acts {
     int64_t cap_tok, cap_len;   // token rows / longest sequence the buffers hold
     int32_t cap_seq;
-    int64_t cap_rows;           // logit rows
     size_t bytes;               // size of memory
     int nth;
     float *memory;              // everything below, one allocation
@@ -275,6 +274,9 @@ int train_lora_attach(train_model *m, const train_lora_config *cfg) {
         for (int64_t i = 0; i < L * r * ins[t]; i++) lo->a[t][i] = (float)((2.0 * as_rng_uniform(&rng) - 1.0) * bound);
     }
     m->lora = lo;
+    free(m->grads_memory); // the base is frozen now: no gradient buffer for it
+    m->grads_memory = NULL;
+    memset(&m->grads, 0, sizeof m->grads);
     as_rng_seed(&m->rng, as_rng_u64(&rng)); // the dropout stream continues from the init stream
     acts_free(m->acts);                      // buffers now need the adapter parts
     m->acts = NULL;
