@@ -4,7 +4,8 @@
 // the upper ZMM state) or the kernel does not preserve those registers across
 // context switches.  AMX additionally needs XCR0 bits 17-18 (tile config and
 // data); Linux also wants arch_prctl(ARCH_REQ_XCOMP_PERM) before first use,
-// which we do not do because no kernel uses AMX yet: we only report it.
+// which kernel_amx_permitted (kernels_amx.c) asks for before the "amx" ISA
+// is offered: these flags report only what the CPU and XCR0 allow.
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>

@@ -88,14 +88,20 @@ static void kernel_blas_init(void) {
 }
 
 // ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps the choice (debugging, and
-// comparing against the fallbacks on a fast machine).
-static void kernel_init_once(void) {
+// comparing against the fallbacks on a fast machine; avx512 turns AMX off).
+// It also caps kernel_force_isa(KERNEL_ISA_AUTO).
+static kernel_isa kernel_auto_isa(void) {
     kernel_isa isa = kernel_best_isa();
     const char *env = getenv("ALPHASPIN_KERNEL_ISA");
     if (env && *env) {
         for (int i = 0; i < KERNEL_ISA_COUNT; i++)
             if (strcmp(env, kernel_ops_table[i]->name) == 0 && kernel_isa_available((kernel_isa)i) && i < (int)isa) isa = (kernel_isa)i;
     }
+    return isa;
+}
+
+static void kernel_init_once(void) {
+    const kernel_isa isa = kernel_auto_isa();
     kernel_isa_active = isa;
     kernel_ops_active = kernel_ops_table[isa];
     kernel_blas_init();
@@ -110,7 +116,7 @@ static const kernel_ops *kernel_ops_get(void) {
 
 int kernel_force_isa(kernel_isa isa) {
     pthread_once(&kernel_once, kernel_init_once);
-    if (isa == KERNEL_ISA_AUTO) isa = kernel_best_isa();
+    if (isa == KERNEL_ISA_AUTO) isa = kernel_auto_isa();
     if (!kernel_isa_available(isa)) return AS_FAIL;
     kernel_isa_active = isa;
     kernel_ops_active = kernel_ops_table[isa];

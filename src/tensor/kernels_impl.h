@@ -50,7 +50,8 @@ extern const kernel_ops kernel_ops_scalar, kernel_ops_avx2, kernel_ops_avx512, k
 
 // True when this CPU can run `isa`.
 bool kernel_isa_available(kernel_isa isa);
-// Use `isa` for all later calls (KERNEL_ISA_AUTO: the best available).  Returns
+// Use `isa` for all later calls (KERNEL_ISA_AUTO: the best available, capped
+// by ALPHASPIN_KERNEL_ISA as at start-up).  Returns
 // -1 if the CPU lacks it.  Not thread-safe against concurrent kernel calls.
 int kernel_force_isa(kernel_isa isa);
 kernel_isa kernel_current_isa(void);

@@ -329,12 +329,33 @@ static void test_isa_selection(void **state) {
     assert_int_equal(kernel_force_isa(KERNEL_ISA_AUTO), AS_OK);
     const cpu_features *f = cpu_get_features();
     // The best available ISA is chosen, and only what the CPU reports.
+    // (ALPHASPIN_KERNEL_ISA in the caller's environment may cap it below `top`.)
     kernel_isa best = kernel_current_isa();
+    int top = KERNEL_ISA_SCALAR; // the best the CPU offers
+    for (int i = 0; i < KERNEL_ISA_COUNT; i++)
+        if (kernel_isa_available((kernel_isa)i)) top = i;
+    assert_true((int)best <= top);
+    if (!getenv("ALPHASPIN_KERNEL_ISA")) assert_int_equal(best, top);
+    best = (kernel_isa)top;
     if (best == KERNEL_ISA_AMX) assert_true(f->amx_int8 && kernel_isa_available(KERNEL_ISA_AVX512));
     if (best == KERNEL_ISA_AVX512) assert_true(f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2);
     if (best == KERNEL_ISA_AVX2) assert_true(f->avx2 && f->fma && f->f16c && !kernel_isa_available(KERNEL_ISA_AVX512));
     if (best == KERNEL_ISA_SCALAR) assert_false(kernel_isa_available(KERNEL_ISA_AVX2));
     if (!f->avx2) assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX2), AS_FAIL);
+    // ALPHASPIN_KERNEL_ISA caps the automatic choice: avx512 turns AMX off,
+    // and "amx" is accepted.
+    const char *saved = getenv("ALPHASPIN_KERNEL_ISA");
+    char *saved_copy = saved ? strdup(saved) : NULL;
+    setenv("ALPHASPIN_KERNEL_ISA", "avx512", 1);
+    assert_int_equal(kernel_force_isa(KERNEL_ISA_AUTO), AS_OK);
+    assert_int_equal(kernel_current_isa(), AS_MIN(top, (int)KERNEL_ISA_AVX512));
+    setenv("ALPHASPIN_KERNEL_ISA", "amx", 1);
+    assert_int_equal(kernel_force_isa(KERNEL_ISA_AUTO), AS_OK);
+    assert_int_equal(kernel_current_isa(), top);
+    if (saved_copy) setenv("ALPHASPIN_KERNEL_ISA", saved_copy, 1);
+    else unsetenv("ALPHASPIN_KERNEL_ISA");
+    free(saved_copy);
+    assert_int_equal(kernel_force_isa(KERNEL_ISA_AUTO), AS_OK);
     // OpenBLAS runs kernels for this CPU's vector width, not its SSE3 fallback.
     kernel_init();
     if (!user_coretype && kernel_isa_available(KERNEL_ISA_AVX2)) {
