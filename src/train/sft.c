@@ -175,3 +175,212 @@ done:
     free(full), free(ids), free(pids), free(m);
     return rc;
 }
+
+// ---- the training run ----
+
+#include <math.h>
+
+#include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/export.h"
+
+void sft_config_default(sft_config *c) {
+    memset(c, 0, sizeof *c);
+    c->lora = true;
+    c->lora_cfg = (train_lora_config){.rank = 16, .alpha = 32.0f, .dropout = 0.05f, .targets = 0, .seed = 0};
+    optim_config_default(&c->optim, OPTIM_ADAMW);
+    c->optim.lr = 2e-4f;
+    c->optim.weight_decay = 0.0f;
+    c->optim.schedule = OPTIM_SCHEDULE_LINEAR;
+    c->optim.warmup_ratio = 0.1;
+    c->optim.max_grad_norm = 1.0f;
+    c->epochs = 1;
+    c->batch_size = 8;
+    c->micro_batch = 4;
+    c->max_len = 1024;
+    c->eval_fraction = 0.05;
+    c->seed = 42;
+}
+
+typedef struct encoded {
+    int32_t *tokens;
+    uint8_t *mask;
+    int32_t len, n_scored;
+} encoded;
+
+// Sum of answer log-probs and scored-token count over sequences idx[0..n),
+// micro-batch by micro-batch; with grad, backpropagates dL/dlogp = scale.
+static int run_sequences(train_model *m, const encoded *enc, const int64_t *idx, int64_t n, int32_t micro, bool grad, float scale,
+                         double *sum_logp, int64_t *n_tok) {
+    for (int64_t i0 = 0; i0 < n; i0 += micro) {
+        const int32_t B = (int32_t)AS_MIN((int64_t)micro, n - i0);
+        int32_t T = 1;
+        for (int32_t b = 0; b < B; b++) T = AS_MAX(T, enc[idx[i0 + b]].len);
+        int32_t *tok = as_calloc((size_t)B * (size_t)T, sizeof(int32_t)), len[B > 0 ? B : 1];
+        uint8_t *mask = as_calloc((size_t)B * (size_t)T, 1);
+        for (int32_t b = 0; b < B; b++) {
+            const encoded *e = &enc[idx[i0 + b]];
+            memcpy(tok + (int64_t)b * T, e->tokens, sizeof(int32_t) * (size_t)e->len);
+            memcpy(mask + (int64_t)b * T, e->mask, (size_t)e->len);
+            len[b] = e->len;
+        }
+        train_batch batch = {.n_seq = B, .n_ctx = T, .tokens = tok, .len = len, .loss_mask = mask};
+        float lp[B > 0 ? B : 1], up[B > 0 ? B : 1];
+        int32_t cnt[B > 0 ? B : 1];
+        int rc = train_forward(m, &batch, lp, cnt);
+        for (int32_t b = 0; b < B && !rc; b++) *sum_logp += lp[b], *n_tok += cnt[b], up[b] = scale;
+        if (!rc && grad) rc = train_backward(m, up);
+        free(tok), free(mask);
+        if (rc) return AS_FAIL;
+    }
+    return AS_OK;
+}
+
+static double eval_loss(train_model *m, const encoded *enc, const int64_t *idx, int64_t n, int32_t micro) {
+    if (n == 0) return NAN;
+    const bool was = m->training;
+    train_set_training(m, false);
+    double s = 0;
+    int64_t t = 0;
+    const int rc = run_sequences(m, enc, idx, n, micro, false, 0.0f, &s, &t);
+    train_set_training(m, was);
+    return rc || t == 0 ? NAN : -s / (double)t;
+}
+
+int sft_train(const sft_config *c, sft_result *res) {
+    memset(res, 0, sizeof *res);
+    res->eval_loss = NAN;
+    if (c->batch_size < 1 || c->micro_batch < 1 || c->epochs < 1 || c->max_len < 2 || !(c->eval_fraction >= 0 && c->eval_fraction < 1))
+        return as_error("sft: batch_size, micro_batch, epochs must be >= 1, max_len >= 2 and eval_fraction in [0, 1)");
+    model *inf = NULL;
+    tokenizer *tok = NULL;
+    chat_template tpl = {0};
+    sft_data *data = NULL;
+    train_model *m = NULL;
+    optim *o = NULL;
+    encoded *enc = NULL;
+    int64_t *order = NULL, *train_idx = NULL, *eval_idx = NULL, n_enc = 0;
+    FILE *log = NULL;
+    int rc = AS_FAIL;
+    char path[4096];
+    if (model_load(&inf, c->model_path) || tokenizer_load(&tok, inf->file) || chat_template_init(&tpl, inf->file, c->chat_template) ||
+        sft_data_load(&data, c->data_path) || train_model_from_model(&m, inf))
+        goto done;
+    train_set_threads(m, c->threads > 0 ? c->threads : kernel_get_threads());
+    train_set_checkpointing(m, c->checkpointing);
+    // Encode every example; those whose answers were cut away entirely are dropped.
+    enc = as_calloc((size_t)data->n, sizeof *enc);
+    for (int64_t i = 0; i < data->n; i++) {
+        encoded *e = &enc[n_enc];
+        if (sft_encode(tok, &tpl, &data->ex[i], c->max_len, &e->tokens, &e->mask, &e->len)) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", as_last_error());
+            as_error("%s: example %lld: %s", c->data_path, (long long)i + 1, why);
+            goto done;
+        }
+        for (int32_t t = 0; t < e->len; t++) e->n_scored += e->mask[t];
+        if (e->n_scored > 0) n_enc++;
+        else free(e->tokens), free(e->mask);
+    }
+    if (n_enc == 0) {
+        as_error("%s: no example has answer tokens within max_len %d", c->data_path, c->max_len);
+        goto done;
+    }
+    // Held-out split from a seeded permutation.
+    as_rng rng;
+    as_rng_seed(&rng, c->seed);
+    order = as_malloc(sizeof(int64_t) * (size_t)n_enc);
+    train_shuffle(order, n_enc, &rng);
+    int64_t n_eval = (int64_t)llround(c->eval_fraction * (double)n_enc);
+    if (c->eval_fraction > 0 && n_eval == 0 && n_enc > 1) n_eval = 1;
+    const int64_t n_train = n_enc - n_eval;
+    eval_idx = order, train_idx = order + n_eval;
+    res->train_examples = n_train, res->eval_examples = n_eval;
+    if (n_train == 0) {
+        as_error("%s: nothing left to train on after the held-out split", c->data_path);
+        goto done;
+    }
+    if (c->lora) {
+        train_lora_config lc = c->lora_cfg;
+        lc.seed = c->seed ^ 0x5EEDu;
+        if (train_lora_attach(m, &lc)) goto done;
+    }
+    as_rng_seed(&m->rng, c->seed + 1);
+    const int64_t steps_per_epoch = (n_train + c->batch_size - 1) / c->batch_size;
+    int64_t total = steps_per_epoch * c->epochs;
+    if (c->max_steps > 0) total = AS_MIN(total, c->max_steps);
+    float *params, *grads;
+    const optim_segment *segs;
+    int ns;
+    const size_t n_params = train_trainable(m, &params, &grads, &segs, &ns);
+    optim_config oc = c->optim;
+    oc.total_steps = total;
+    if (optim_init(&o, &oc, n_params) || as_mkdir_p(c->out_dir)) goto done;
+    snprintf(path, sizeof path, "%s/log.jsonl", c->out_dir);
+    if (!(log = fopen(path, "w"))) {
+        as_error("%s: cannot open for writing", path);
+        goto done;
+    }
+    int64_t *epoch_order = as_malloc(sizeof(int64_t) * (size_t)n_train), *perm = as_malloc(sizeof(int64_t) * (size_t)n_train);
+    const double t_start = as_time();
+    int64_t step = 0;
+    for (int32_t ep = 0; ep < c->epochs && step < total; ep++) {
+        train_shuffle(perm, n_train, &rng);
+        for (int64_t i = 0; i < n_train; i++) epoch_order[i] = train_idx[perm[i]];
+        for (int64_t s0 = 0; s0 < n_train && step < total; s0 += c->batch_size, step++) {
+            const int64_t nb = AS_MIN((int64_t)c->batch_size, n_train - s0);
+            int64_t step_tok = 0;
+            for (int64_t i = 0; i < nb; i++) step_tok += enc[epoch_order[s0 + i]].n_scored;
+            train_zero_grad(m);
+            double sum = 0;
+            int64_t got = 0;
+            // loss = -(sum of answer log-probs) / (answer tokens of the step)
+            if (run_sequences(m, enc, epoch_order + s0, nb, c->micro_batch, true, -1.0f / (float)step_tok, &sum, &got)) {
+                free(epoch_order), free(perm);
+                goto done;
+            }
+            double gnorm, lr;
+            train_optim_step(m, o, &gnorm, &lr);
+            const double loss = -sum / (double)got;
+            if (step == 0) res->first_loss = loss;
+            res->last_loss = loss;
+            res->tokens_trained += got;
+            const double el = as_time() - t_start, tps = (double)res->tokens_trained / fmax(el, 1e-9);
+            const double eta = el / (double)(step + 1) * (double)(total - step - 1);
+            double ev = NAN;
+            if ((c->eval_every > 0 && (step + 1) % c->eval_every == 0) || step + 1 == total) ev = eval_loss(m, enc, eval_idx, n_eval, c->micro_batch);
+            fprintf(log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens\": %lld, "
+                         "\"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
+                    (long long)step + 1, ep + 1, loss, lr, gnorm, (long long)got, tps, el);
+            if (!isnan(ev)) fprintf(log, ", \"eval_loss\": %.6f", ev), res->eval_loss = ev;
+            fprintf(log, "}\n");
+            fflush(log);
+            if (!c->quiet)
+                fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)step + 1, (long long)total, loss, lr,
+                        tps, eta, step + 1 == total ? "\n" : "");
+        }
+    }
+    free(epoch_order), free(perm);
+    res->steps = step;
+    // Results: the adapters (or the model) and the state to resume from.
+    if (c->lora) {
+        if (train_lora_save_peft(m, c->out_dir, c->model_path)) goto done;
+    } else {
+        snprintf(path, sizeof path, "%s/model.gguf", c->out_dir);
+        if (train_export_gguf(m, c->model_path, path, GGML_TYPE_F32)) goto done;
+    }
+    snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
+    if (train_state_save(m, o, &rng, path)) goto done;
+    rc = AS_OK;
+done:
+    if (log) fclose(log);
+    for (int64_t i = 0; enc && i < n_enc; i++) free(enc[i].tokens), free(enc[i].mask);
+    free(enc), free(order);
+    optim_free(o);
+    train_model_free(m);
+    sft_data_free(data);
+    chat_template_free(&tpl);
+    tokenizer_free(tok);
+    model_free(inf);
+    return rc;
+}

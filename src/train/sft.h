@@ -40,4 +40,45 @@ void sft_data_free(sft_data *d);
 int sft_encode(const tokenizer *tok, const chat_template *tpl, const sft_example *ex, int32_t max_len, int32_t **tokens,
                uint8_t **mask, int32_t *len);
 
+// ---- the training run (what `alphaspin sft` runs) ----
+
+#include "train/optim.h"
+#include "train/train.h"
+
+typedef struct sft_config {
+    const char *model_path;     // GGUF (tokenizer and chat template come from it)
+    const char *data_path;      // JSONL in one of the layouts above
+    const char *out_dir;        // adapter (PEFT folder) or model (model.gguf), log.jsonl, train_state.safetensors
+    const char *chat_template;  // family override ("chatml", "gemma", "llama3") or NULL
+    bool lora;                  // LoRA (default) or full fine-tuning
+    train_lora_config lora_cfg; // default rank 16, alpha 32, dropout 0.05, all targets
+    optim_config optim;         // default AdamW lr 2e-4, linear schedule, 10% warm-up, clip 1.0
+    int32_t epochs;             // passes over the training split (default 1)
+    int64_t max_steps;          // stop after this many optimizer steps (0: all epochs)
+    int32_t batch_size;         // sequences per optimizer step (default 8)
+    int32_t micro_batch;        // sequences per forward/backward; gradients accumulate (default 4)
+    int32_t max_len;            // tokens per sequence, longer ones cut (default 1024)
+    double eval_fraction;       // held-out share for the evaluation loss (default 0.05)
+    int32_t eval_every;         // optimizer steps between evaluations (0: only at the end)
+    uint64_t seed;              // data split and order, adapter init, dropout
+    int threads;                // 0: kernel_get_threads()
+    bool checkpointing;         // activation checkpointing
+    bool quiet;                 // no progress line on stderr
+} sft_config;
+
+typedef struct sft_result {
+    int64_t steps;
+    double first_loss, last_loss; // mean token NLL of the first and last optimizer step
+    double eval_loss;             // mean token NLL on the held-out split (NAN without one)
+    int64_t train_examples, eval_examples, tokens_trained;
+} sft_result;
+
+void sft_config_default(sft_config *c);
+// Runs supervised fine-tuning: loss = mean negative log-likelihood of the
+// answer tokens of each optimizer batch.  Writes a progress line (step, loss,
+// lr, tokens/s, ETA) to stderr, one JSON line of metrics per step to
+// out_dir/log.jsonl, and at the end the adapters (PEFT layout) or the model
+// (out_dir/model.gguf, F32) plus the training state.
+int sft_train(const sft_config *c, sft_result *res);
+
 #endif

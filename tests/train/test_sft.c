@@ -4,7 +4,10 @@
 #include "test_common.h"
 
 #include "model/model.h"
+#include "train/checkpoint.h"
 #include "train/sft.h"
+
+#include <math.h>
 #include "util/common.h"
 
 static char dir[256], path[512];
@@ -121,12 +124,70 @@ static void test_encode_default(void **state) {
     gguf_close(f);
 }
 
+// A short LoRA run on the default model: the loss falls on data it sees
+// repeatedly, the log has one line per step, and the outputs load back.
+static void test_sft_train_default(void **state) {
+    (void)state;
+    const char *mp = as_test_default_model();
+    if (!mp) {
+        printf("  skipped: default model not fetched\n");
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    const char *qa[][2] = {{"What color is the sky?", "Blue."}, {"Name a fruit.", "Apple."}, {"2+3?", "5"}, {"Opposite of hot?", "Cold."},
+                           {"Capital of Italy?", "Rome."}, {"Largest planet?", "Jupiter."}, {"H2O is?", "Water."}, {"First letter?", "A"},
+                           {"Sound of a cat?", "Meow."}, {"Freezing point of water in C?", "0"}};
+    for (size_t i = 0; i < AS_ARRAY_LEN(qa); i++) fprintf(f, "{\"question\": \"%s\", \"answer\": \"%s\"}\n", qa[i][0], qa[i][1]);
+    fclose(f);
+    char out[600];
+    snprintf(out, sizeof out, "%s/run", dir);
+    sft_config c;
+    sft_config_default(&c);
+    c.model_path = mp, c.data_path = path, c.out_dir = out;
+    c.lora_cfg.rank = 4, c.lora_cfg.alpha = 8.0f;
+    c.optim.lr = 3e-3f;
+    c.batch_size = 4, c.micro_batch = 2, c.epochs = 3, c.max_len = 96, c.eval_fraction = 0.2, c.eval_every = 2, c.seed = 1, c.quiet = true;
+    sft_result r;
+    const double t0 = as_time();
+    if (sft_train(&c, &r)) fail_msg("%s", as_last_error());
+    printf("  %lld steps in %.1f s: loss %.3f -> %.3f, eval loss %.3f (%lld train / %lld eval examples)\n", (long long)r.steps,
+           as_time() - t0, r.first_loss, r.last_loss, r.eval_loss, (long long)r.train_examples, (long long)r.eval_examples);
+    assert_int_equal(r.train_examples, 8);
+    assert_int_equal(r.eval_examples, 2);
+    assert_int_equal(r.steps, 6);
+    assert_true(r.last_loss < r.first_loss);
+    assert_true(isfinite(r.eval_loss));
+    char p[700], *text;
+    snprintf(p, sizeof p, "%s/log.jsonl", out);
+    assert_int_equal(as_read_file(p, &text, NULL), AS_OK);
+    int lines = 0, evals = 0;
+    for (char *q = text; (q = strchr(q, '\n')); q++) lines++;
+    for (char *q = text; (q = strstr(q, "eval_loss")); q++) evals++;
+    assert_int_equal(lines, 6);
+    assert_int_equal(evals, 3);
+    free(text);
+    // The adapters load back onto the base.
+    train_model *m;
+    assert_int_equal(train_model_load(&m, mp), AS_OK);
+    if (train_lora_load_peft(m, out)) fail_msg("%s", as_last_error());
+    assert_int_equal(m->lora->cfg.rank, 4);
+    train_model_free(m);
+    const char *files[] = {"log.jsonl", "adapter_model.safetensors", "adapter_config.json", "train_state.safetensors"};
+    for (size_t i = 0; i < AS_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof p, "%s/%s", out, files[i]);
+        assert_int_equal(unlink(p), 0);
+    }
+    rmdir(out);
+    unlink(path);
+}
+
 int main(void) {
     char *d = as_test_tmpdir();
     if (!d) return 1;
     snprintf(dir, sizeof dir, "%s", d);
     snprintf(path, sizeof path, "%s/sft.jsonl", dir);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_layouts), cmocka_unit_test(test_shared_data), cmocka_unit_test(test_encode_default)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_layouts), cmocka_unit_test(test_shared_data), cmocka_unit_test(test_encode_default),
+                                       cmocka_unit_test(test_sft_train_default)};
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
     rmdir(dir);
     return rc;
