@@ -140,47 +140,60 @@ static inline void transpose_16x8_epi32(const __m512i *z, __m512i *o) {
     }
 }
 
-// Rows r0 .. r0+nr-1 of w (nr <= 16) as B tiles and fp32 scales; missing
-// rows are zero.  Each block's 16 rows of codes are staged row-major, then
-// transposed in 4-byte units into the VNNI layout.
+// Rows r0 .. r0+nr-1 of w (nr <= 16) as B tiles and fp32 scales.  Rows
+// past nr repeat the last valid row (their outputs are never stored).  Two
+// rows' codes fill one 512-bit register (Q4: each 16-byte quant array
+// broadcast to two lanes, shifted by 0 and 4 bits, masked to nibbles), then
+// are transposed in 4-byte units into the VNNI layout; the 16 rows' fp16
+// (d, m) pairs are gathered and converted at once.
 static void amx_unpack_weights(const as_matrix *w, int64_t r0, int nr, amx_weight_block *wq) {
     const int64_t nb = w->cols / 32;
     const ggml_type t = w->type;
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    _Alignas(64) uint8_t stage[AMX_ROWS][32];
-    memset(stage, 0, sizeof stage);
-    const uint8_t *rows[AMX_ROWS];
-    for (int r = 0; r < nr; r++) rows[r] = (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes;
-    const size_t stride = t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0) : t == GGML_TYPE_Q4_1 ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const bool q8 = t == GGML_TYPE_Q8_0, affine = t == GGML_TYPE_Q4_1;
+    const size_t stride = q8 ? sizeof(block_q8_0) : affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const int qoff = affine ? 4 : 2;
+    const uint8_t *base = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    size_t off[AMX_ROWS];
+    _Alignas(64) int32_t goff[AMX_ROWS];
+    for (int r = 0; r < AMX_ROWS; r++) {
+        off[r] = (size_t)AS_MIN(r, nr - 1) * w->row_bytes;
+        goff[r] = (int32_t)off[r]; // 16 rows of < 1 MB each
+    }
+    const __m512i vgoff = _mm512_load_si512(goff);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004, 0x0004000400040004);
     for (int64_t k = 0; k < nb; k++) {
-        amx_weight_block *o = &wq[k];
-        for (int r = nr; r < AMX_ROWS; r++) o->d[r] = o->m[r] = 0.0f;
-        for (int r = 0; r < nr; r++) {
-            const uint8_t *b = rows[r] + (size_t)k * stride;
-            const float d = _cvtsh_ss(load_u16(b));
-            if (t == GGML_TYPE_Q8_0) {
-                _mm256_store_si256((__m256i *)stage[r], _mm256_xor_si256(flip, _mm256_loadu_si256((const __m256i *)(b + 2))));
-                o->m[r] = d * -128.0f;
-            } else {
-                const bool affine = t == GGML_TYPE_Q4_1;
-                const __m128i p = _mm_loadu_si128((const __m128i *)(b + (affine ? 4 : 2)));
-                _mm_store_si128((__m128i *)stage[r], _mm_and_si128(p, m4));
-                _mm_store_si128((__m128i *)(stage[r] + 16), _mm_and_si128(_mm_srli_epi16(p, 4), m4));
-                o->m[r] = affine ? _cvtsh_ss(load_u16(b + 2)) : d * -8.0f;
-            }
-            o->d[r] = d;
-        }
+        const uint8_t *b = base + (size_t)k * stride;
         __m512i z[8], col[8];
-        for (int p = 0; p < 8; p++) z[p] = _mm512_load_si512(stage[2 * p]);
+        for (int p = 0; p < 8; p++) {
+            const uint8_t *b0 = b + off[2 * p], *b1 = b + off[2 * p + 1];
+            if (q8) {
+                const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                                                     _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+                z[p] = _mm512_xor_si512(x, flip);
+            } else {
+                __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + qoff)));
+                x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)(b1 + qoff)));
+                z[p] = _mm512_and_si512(_mm512_srlv_epi16(x, nibble_shift), m4);
+            }
+        }
         transpose_16x8_epi32(z, col);
+        amx_weight_block *o = &wq[k];
         for (int i = 0; i < 8; i++) _mm512_store_si512(o->q[i], col[i]);
+        // (d, m) or (d, first codes) of the 16 rows; the fp16 d in the low half.
+        const __m512i dm = _mm512_i32gather_epi32(vgoff, b, 1);
+        const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+        const __m512 m = affine ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
+                                : _mm512_mul_ps(d, _mm512_set1_ps(q8 ? -128.0f : -8.0f));
+        _mm512_store_ps(o->d, d);
+        _mm512_store_ps(o->m, m);
     }
 }
 
 // acc[n] += float(C[n]) * (d_w * d_a[n]) for the 16 tokens of one block.
 static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, const int32_t *c, const amx_weight_block *w, const float *da) {
     const __m512 d_w = _mm512_loadu_ps(w->d);
+#pragma GCC unroll 16
     for (int n = 0; n < AMX_TOKENS; n++)
         acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_ROWS * n)), _mm512_mul_ps(d_w, _mm512_set1_ps(da[n])), acc[n]);
 }
@@ -192,6 +205,7 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
     _Alignas(64) float sum[4][AMX_TOKENS][AMX_ROWS], sum_m[4][AMX_TOKENS][AMX_ROWS];
     for (int b = 0; b < 4; b++) {
         __m512 acc[AMX_TOKENS];
+#pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps();
         int64_t k = b;
         for (; k + 4 < nb; k += 8) { // blocks k and k + 4, in this order
@@ -216,14 +230,17 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
             _tile_stored(0, c[0], 64);
             amx_scale_block(acc, c[0], &wq[k], a[k].d);
         }
+#pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) {
             _mm512_store_ps(sum[b][n], acc[n]);
             acc[n] = _mm512_setzero_ps();
         }
         for (k = b; k < nb; k += 4) {
             const __m512 m_w = _mm512_loadu_ps(wq[k].m);
+#pragma GCC unroll 16
             for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
         }
+#pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
     }
     const __mmask16 rows = (__mmask16)((1u << nr) - 1);
