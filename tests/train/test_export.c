@@ -316,6 +316,135 @@ static void test_rope_freqs(void **state) {
     cJSON_Delete(doc);
 }
 
+// Loading a Hugging Face folder: transformers' own tensors and config.json
+// (from the vector) give the GGUF model's weights and PEFT's base log-probs,
+// from one file or from shards.
+static void write_hf_folder(const cJSON *doc, const char *dir, int n_shards, const char *config_edit_key, const char *drop) {
+    as_mkdir_p(dir);
+    const cJSON *list = cJSON_GetObjectItem(doc, "hf_tensors"), *t;
+    const int n = cJSON_GetArraySize(list);
+    float **data = as_calloc((size_t)n, sizeof(float *));
+    st_writer *w[2] = {st_writer_init(), st_writer_init()};
+    cJSON *index = cJSON_CreateObject(), *wm = cJSON_AddObjectToObject(index, "weight_map");
+    int i = 0;
+    cJSON_ArrayForEach(t, list) {
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        const cJSON *sh = cJSON_GetObjectItem(t, "shape");
+        int64_t shape[2] = {1, 1}, ne = 1;
+        const int nd = cJSON_GetArraySize(sh);
+        for (int d = 0; d < nd; d++) shape[d] = cJSON_GetArrayItem(sh, d)->valueint, ne *= shape[d];
+        data[i] = tv_floats(t, "data", (size_t)ne);
+        const int s = n_shards == 2 ? i % 2 : 0;
+        if (!drop || strcmp(drop, name)) st_writer_add_f32(w[s], name, nd, shape, data[i]);
+        cJSON_AddStringToObject(wm, name, s ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors");
+        i++;
+    }
+    char p[700];
+    if (n_shards == 2) {
+        snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", dir);
+        assert_int_equal(st_writer_save(w[0], p), AS_OK);
+        snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", dir);
+        assert_int_equal(st_writer_save(w[1], p), AS_OK);
+        char *js = cJSON_Print(index);
+        snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+        assert_int_equal(as_write_file_atomic(p, js, strlen(js)), AS_OK);
+        free(js);
+    } else {
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        assert_int_equal(st_writer_save(w[0], p), AS_OK);
+    }
+    cJSON *cfg = cJSON_Duplicate(cJSON_GetObjectItem(doc, "hf_config"), 1);
+    if (config_edit_key && !strcmp(config_edit_key, "model_type")) cJSON_ReplaceItemInObject(cfg, "model_type", cJSON_CreateString("mistral"));
+    if (config_edit_key && !strcmp(config_edit_key, "rope_scaling")) {
+        cJSON *rs = cJSON_CreateObject();
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddItemToObject(cfg, "rope_scaling", rs);
+    }
+    char *js = cJSON_Print(cfg);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    assert_int_equal(as_write_file_atomic(p, js, strlen(js)), AS_OK);
+    free(js);
+    cJSON_Delete(cfg), cJSON_Delete(index);
+    st_writer_free(w[0]), st_writer_free(w[1]);
+    for (int k = 0; k < n; k++) free(data[k]);
+    free(data);
+}
+
+static void rm_hf_folder(const char *dir) {
+    const char *files[] = {"model.safetensors", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "model.safetensors.index.json", "config.json"};
+    char p[700];
+    for (size_t i = 0; i < AS_ARRAY_LEN(files); i++) snprintf(p, sizeof p, "%s/%s", dir, files[i]), unlink(p);
+    rmdir(dir);
+}
+
+static void hf_load_arch(const char *arch) {
+    char name[64], src[600], hf[600];
+    snprintf(name, sizeof name, "peft_%s.json", arch);
+    cJSON *doc = tv_load_json(name);
+    char *dir = as_test_tmpdir();
+    snprintf(src, sizeof src, "%s/base.gguf", dir);
+    snprintf(hf, sizeof hf, "%s/hf", dir);
+    tv_write_gguf(doc, src, false);
+    train_model *g, *h;
+    if (train_model_load(&g, src)) fail_msg("%s", as_last_error());
+    const bool gemma = !strcmp(arch, "gemma");
+    for (int shards = 1; shards <= 2; shards++) {
+        write_hf_folder(doc, hf, shards, NULL, NULL);
+        if (train_model_load_hf(&h, hf)) fail_msg("%s", as_last_error());
+        const model_config *a = &g->cfg, *b = &h->cfg;
+        assert_int_equal(a->n_vocab, b->n_vocab), assert_int_equal(a->n_head_kv, b->n_head_kv), assert_int_equal(a->head_dim, b->head_dim);
+        assert_int_equal(a->tied_output, b->tied_output), assert_int_equal(a->rope_neox, b->rope_neox), assert_int_equal(a->gelu, b->gelu);
+        assert_float_equal(a->emb_scale, b->emb_scale, 0), assert_float_equal(a->rms_eps, b->rms_eps, 0);
+        assert_int_equal(g->n_params, h->n_params);
+        for (int i = 0; i < TRAIN_N_PARAMS; i++) {
+            const float *x = ((float **)&g->params)[i], *y = ((float **)&h->params)[i];
+            const bool norm = strstr(TRAIN_PARAM_NAMES[i], "norm") != NULL;
+            for (size_t k = 0; k < g->param_sizes[i]; k++)
+                if (gemma && norm ? !(fabsf(x[k] - y[k]) <= 1.2e-7f) : x[k] != y[k])
+                    fail_msg("%s (%d file(s)): %s[%zu]: from HF %.9g, from GGUF %.9g", arch, shards, TRAIN_PARAM_NAMES[i], k, (double)y[k], (double)x[k]);
+        }
+        // PEFT's base log-probabilities (adapters off) from the HF-loaded weights.
+        const cJSON *seqs = cJSON_GetObjectItem(doc, "sequences"), *ref = cJSON_GetObjectItem(doc, "logps_adapters_off");
+        float lp[128];
+        int64_t n, r = 0;
+        token_logps(h, seqs, lp, &n);
+        double worst = 0;
+        for (int s = 0; s < cJSON_GetArraySize(ref); s++)
+            for (int i = 0; i < cJSON_GetArraySize(cJSON_GetArrayItem(ref, s)); i++, r++) {
+                const double want = cJSON_GetArrayItem(cJSON_GetArrayItem(ref, s), i)->valuedouble;
+                worst = fmax(worst, fabs(lp[r] - want) / (1 + fabs(want)));
+            }
+        assert_int_equal(r, n);
+        assert_true(worst <= 1e-5);
+        printf("  %s from a Hugging Face folder (%d file%s): weights as from the GGUF, log-probs vs transformers %.2e\n", arch, shards,
+               shards > 1 ? "s" : "", worst);
+        train_model_free(h);
+        rm_hf_folder(hf);
+    }
+    // Refused: another model type, scaled RoPE, a missing tensor.
+    struct { const char *edit, *drop, *needle; } bad[] = {{"model_type", NULL, "model_type 'mistral'"},
+                                                          {"rope_scaling", NULL, "scaled RoPE"},
+                                                          {NULL, "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight is missing"}};
+    for (size_t i = 0; i < AS_ARRAY_LEN(bad); i++) {
+        write_hf_folder(doc, hf, 1, bad[i].edit, bad[i].drop);
+        h = (train_model *)0x1;
+        assert_int_equal(train_model_load_hf(&h, hf), AS_FAIL);
+        assert_null(h);
+        if (!strstr(as_last_error(), bad[i].needle) || !strstr(as_last_error(), hf)) fail_msg("case %zu: '%s'", i, as_last_error());
+        rm_hf_folder(hf);
+    }
+    train_model_free(g);
+    unlink(src), rmdir(dir);
+    cJSON_Delete(doc);
+}
+
+static void test_hf_load(void **state) {
+    (void)state;
+    hf_load_arch("llama");
+    hf_load_arch("gemma");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merge_export_llama),
@@ -323,6 +452,7 @@ int main(void) {
         cmocka_unit_test(test_q8_and_metadata),
         cmocka_unit_test(test_hf_export),
         cmocka_unit_test(test_rope_freqs),
+        cmocka_unit_test(test_hf_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
