@@ -23,7 +23,14 @@
 // Weights are unpacked on the fly, once per 16-row tile and chunk of up to
 // 128 tokens, into a per-thread scratch (16 rows x 32 bytes per block plus
 // fp32 scales, <= 30 KB for 1536 columns) that stays in L1/L2 while the
-// chunk's token tiles pass; no repacked copy of the model is kept.
+// chunk's token tiles pass; no repacked copy of the model is kept (a cached
+// 1-byte-per-weight copy would cost ~170 MB for the 135M model, and a cache
+// keyed on weight pointers, which go stale when a model is freed).  Measured with
+// perf at 32 tokens (two token tiles per unpack): unpacking took 29% of the
+// time when done row by row through a staging buffer, and the vectorised
+// version below made the kernel 1.2x faster; at 128 tokens it is amortised
+// over 8 token tiles.  One core, ffn_gate shape (1536 x 576 Q4_1): 220
+// GFLOP/s at 16 tokens, 300 at 32, 400 at 128 (AVX-512 VNNI: ~70-85).
 //
 // Linux hands a process the 8 KB tile register state only after it asks
 // (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); without that, tile
