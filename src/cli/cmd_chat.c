@@ -63,6 +63,7 @@ int cmd_chat(int argc, char **argv) {
     tokenizer *tok;
     chat_template ct;
     if (cli_load_model(model_path, &m, &tok) != AS_OK) return cli_fail(cmd);
+    m->precision = KERNEL_PRECISION_Q8; // interactive: speed first (see `generate --help`)
     if (chat_template_init(&ct, m->file, tmpl_name) != AS_OK) {
         tokenizer_free(tok);
         model_free(m);

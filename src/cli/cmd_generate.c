@@ -37,7 +37,8 @@ static void usage(FILE *out) {
             "  --greedy             same as --temperature 0\n"
             "  --stop TEXT          stop when TEXT is generated (repeatable)\n"
             "  --batch-size N       sequences decoded together (default 8)\n"
-            "  --precision P        f32 (default) or q8 (8-bit activations like llama.cpp: faster)\n"
+            "  --precision P        q8 (default: 8-bit activations like llama.cpp; fast, and a sequence's tokens\n"
+            "                       do not depend on what else is in the batch) or f32 (exact fp32 activations)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --help               this text\n",
             d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty, d.repeat_last_n,
@@ -254,7 +255,7 @@ int cmd_generate(int argc, char **argv) {
         {"precision", required_argument, 0, O_PREC},    {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0}};
     const char *cmd = "generate";
-    gen_opts o = {.sp = sampler_params_default(), .max_new = 128, .batch = 8, .prec = KERNEL_PRECISION_F32};
+    gen_opts o = {.sp = sampler_params_default(), .max_new = 128, .batch = 8, .prec = KERNEL_PRECISION_Q8};
     long l;
     double d;
     int c;
