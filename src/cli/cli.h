@@ -30,5 +30,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_sft(int argc, char **argv);
 
 #endif

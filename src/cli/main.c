@@ -16,6 +16,7 @@ static const cli_command commands[] = {
     {"logprobs", cmd_logprobs, "print the log-probability of every token of a text (JSON lines)"},
     {"generate", cmd_generate, "continue a prompt, or a file of prompts in batches"},
     {"chat", cmd_chat, "interactive chat with the model"},
+    {"sft", cmd_sft, "supervised fine-tuning (LoRA or full) on a JSONL file of conversations"},
 };
 
 static void usage(FILE *out) {

@@ -24,7 +24,7 @@ expect() {
 
 expect 0 "" -- "$bin" --help
 grep -q "usage: alphaspin" "$tmp/out" || bad "--help prints no usage"
-for c in fetch-model tokenize logprobs generate chat; do
+for c in fetch-model tokenize logprobs generate chat sft; do
   expect 0 "" -- "$bin" "$c" --help
   grep -q "usage: alphaspin $c" "$tmp/out" && ok || bad "$c --help prints no usage"
 done
@@ -34,6 +34,8 @@ expect 2 "generate: give exactly one of --prompt and --prompts" -- "$bin" genera
 expect 2 "--top-p expects a number" -- "$bin" generate --prompt hi --top-p 7
 expect 2 "--threads expects an integer" -- "$bin" logprobs --text hi --threads abc
 expect 2 "--precision must be f32 or q8" -- "$bin" logprobs --text hi --precision f64
+expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
+expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
 
 # Missing, empty, truncated and garbage model files: one line naming the file.
 expect 1 "/nonexistent/m.gguf" -- "$bin" tokenize --model /nonexistent/m.gguf hi
@@ -55,6 +57,8 @@ if [ -r "$model" ]; then
   b=$("$bin" generate --greedy --max-new-tokens 12 --prompt "The capital of France is")
   [ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "greedy generation not reproducible: '$a' vs '$b'"
   # A malformed prompts file: one line naming file:line; an existing --out is left untouched.
+  printf '{"question": "1+1?", "answer": "2"}\n{"question": 3}\n' > "$tmp/sft.jsonl"
+  expect 1 "sft.jsonl:2" -- "$bin" sft --data "$tmp/sft.jsonl" --out "$tmp/sft_out"
   printf '{"prompt": "hi"}\n{"prompt": \n' > "$tmp/p.jsonl"
   echo keep > "$tmp/out.jsonl"
   expect 1 "p.jsonl:2: not a JSON object" -- "$bin" generate --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl"
