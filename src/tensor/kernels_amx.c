@@ -121,7 +121,6 @@ typedef struct {
     float d[AMX_ROWS], m[AMX_ROWS];
 } amx_weight_block;
 
-static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 // z[p] holds rows 2p, 2p+1 of a 16 x 8 matrix of 32-bit elements (row r,
 // element i at lane (r % 2) * 8 + i); o[i] = column i (row r at lane r).
