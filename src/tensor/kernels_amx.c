@@ -121,7 +121,6 @@ typedef struct {
     float d[AMX_ROWS], m[AMX_ROWS];
 } amx_weight_block;
 
-
 // z[p] holds rows 2p, 2p+1 of a 16 x 8 matrix of 32-bit elements (row r,
 // element i at lane (r % 2) * 8 + i); o[i] = column i (row r at lane r).
 // Three rounds of two-source permutes, 8 each: rows 4q..4q+3 split by
