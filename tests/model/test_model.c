@@ -10,6 +10,7 @@
 // errors: missing tensor, wrong shape, unknown architecture, missing key, bad
 // batches.
 #include "test_common.h"
+#include "test_vectors.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -41,40 +42,6 @@ typedef struct ref_model {
     float *logits, *logits_lowp; // (total, n_vocab): sequences one after another
 } ref_model;
 
-static int b64_val(char ch) {
-    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-    if (ch == '+') return 62;
-    if (ch == '/') return 63;
-    return -1;
-}
-
-// Decodes base64 little-endian float32 data; returns the number of floats.
-static float *b64_floats(const char *s, size_t *n_out) {
-    size_t len = strlen(s);
-    uint8_t *buf = as_malloc(len / 4 * 3 + 4);
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len && s[i] != '='; i++) {
-        int v = b64_val(s[i]);
-        assert_true(v >= 0);
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    assert_int_equal(n % 4, 0);
-    *n_out = n / 4;
-    float *f = as_malloc(n + 4);
-    memcpy(f, buf, n);
-    free(buf);
-    return f;
-}
-
 static void ref_load(ref_model *r, const char *variant) {
     memset(r, 0, sizeof *r);
     snprintf(r->variant, sizeof r->variant, "%s", variant);
@@ -99,7 +66,7 @@ static void ref_load(ref_model *r, const char *variant) {
         rt->ne[1] = 1;
         for (uint32_t d = 0; d < rt->n_dims; d++) rt->ne[d] = (int64_t)cJSON_GetArrayItem(ne, (int)d)->valuedouble;
         size_t n;
-        rt->data = b64_floats(cJSON_GetObjectItem(t, "data")->valuestring, &n);
+        rt->data = as_test_b64_floats(cJSON_GetObjectItem(t, "data")->valuestring, &n);
         assert_int_equal(n, (size_t)(rt->ne[0] * rt->ne[1]));
     }
     const cJSON *seqs = cJSON_GetObjectItem(r->doc, "sequences");
@@ -114,9 +81,9 @@ static void ref_load(ref_model *r, const char *variant) {
         r->total += r->seq_len[s];
     }
     size_t n;
-    r->logits = b64_floats(cJSON_GetObjectItem(r->doc, "logits")->valuestring, &n);
+    r->logits = as_test_b64_floats(cJSON_GetObjectItem(r->doc, "logits")->valuestring, &n);
     assert_int_equal(n, (size_t)r->total * (size_t)r->n_vocab);
-    r->logits_lowp = b64_floats(cJSON_GetObjectItem(r->doc, "logits_lowp")->valuestring, &n);
+    r->logits_lowp = as_test_b64_floats(cJSON_GetObjectItem(r->doc, "logits_lowp")->valuestring, &n);
     assert_int_equal(n, (size_t)r->total * (size_t)r->n_vocab);
 }
 

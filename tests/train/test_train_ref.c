@@ -274,7 +274,7 @@ static void test_optimizers(void **state) {
     const size_t n = (size_t)cJSON_GetObjectItem(doc, "n")->valueint;
     float *p0 = tv_floats(doc, "params", n);
     float *g[3];
-    for (int s = 0; s < 3; s++) g[s] = tv_b64_floats(cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "grads"), s)->valuestring, &(size_t){0});
+    for (int s = 0; s < 3; s++) g[s] = as_test_b64_floats(cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "grads"), s)->valuestring, &(size_t){0});
     const cJSON *c;
     int n_cases = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(doc, "cases")) {
@@ -298,7 +298,7 @@ static void test_optimizers(void **state) {
         for (int s = 0; s < 3; s++) {
             const double lr = optim_step(o, p, g[s], &seg, 1, 2);
             assert_float_equal(lr, oc.lr, 1e-9);
-            float *want = tv_b64_floats(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "after"), s)->valuestring, &(size_t){0});
+            float *want = as_test_b64_floats(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "after"), s)->valuestring, &(size_t){0});
             for (size_t i = 0; i < n; i++)
                 if (!(fabsf(p[i] - want[i]) <= 2e-6f * (1.0f + fabsf(want[i]))))
                     fail_msg("%s step %d element %zu: %.9g, torch.optim %.9g", name, s + 1, i, (double)p[i], (double)want[i]);

@@ -5,46 +5,13 @@
 #define AS_TRAIN_VECTORS_H
 
 #include "test_common.h"
+#include "test_vectors.h"
 
 #include <cjson/cJSON.h>
 
 #include "gguf/gguf.h"
 #include "tensor/quant.h"
 #include "util/common.h"
-
-static int tv_b64_val(char ch) {
-    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-    if (ch == '+') return 62;
-    if (ch == '/') return 63;
-    return -1;
-}
-
-// Base64 little-endian float32 -> heap array; *n_out = number of floats.
-static float *tv_b64_floats(const char *s, size_t *n_out) {
-    const size_t len = strlen(s);
-    uint8_t *buf = as_malloc(len / 4 * 3 + 8);
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len && s[i] != '='; i++) {
-        const int v = tv_b64_val(s[i]);
-        assert_true(v >= 0);
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    assert_int_equal(n % 4, 0);
-    *n_out = n / 4;
-    float *f = as_malloc(n + 4);
-    memcpy(f, buf, n);
-    free(buf);
-    return f;
-}
 
 static cJSON *tv_load_json(const char *name) {
     char path[512];
@@ -62,7 +29,7 @@ static float *tv_floats(const cJSON *o, const char *key, size_t expect) {
     const cJSON *it = cJSON_GetObjectItem(o, key);
     if (!it || !cJSON_IsString(it)) fail_msg("test vector: key %s missing", key);
     size_t n;
-    float *f = tv_b64_floats(it->valuestring, &n);
+    float *f = as_test_b64_floats(it->valuestring, &n);
     if (expect && n != expect) fail_msg("test vector: %s has %zu floats, expected %zu", key, n, expect);
     return f;
 }
