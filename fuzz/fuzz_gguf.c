@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gguf/gguf.h"
+#include "gguf/gguf_walk.h"
 #include "util/common.h"
 
 #define NAME "fuzz.gguf"
@@ -27,20 +28,9 @@ static void check(int cond, const char *what) {
 static volatile uint64_t g_sink; // keeps the reads from being optimised away
 
 static void touch_all(const gguf_file *f) {
-    uint64_t h = 0;
+    uint64_t h = gguf_walk_values(f);
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const gguf_kv *kv = &f->kv[i];
-        for (uint64_t j = 0; j < kv->key.len; j++) h += (uint8_t)kv->key.ptr[j];
-        if (kv->type == GGUF_TYPE_STRING) {
-            for (uint64_t j = 0; j < kv->str.len; j++) h += (uint8_t)kv->str.ptr[j];
-        } else if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
-            for (uint64_t j = 0; j < kv->n; j++) {
-                gguf_str s = gguf_arr_str(f, (int64_t)i, j);
-                for (uint64_t c = 0; c < s.len; c++) h += (uint8_t)s.ptr[c];
-            }
-        } else if (kv->type == GGUF_TYPE_ARRAY) {
-            for (uint64_t j = 0; j < kv->n; j++) h += gguf_arr_num(f, (int64_t)i, j) != 0;
-        }
         // Key lookup finds the first entry with that name (keys are unique, so this one).
         if (!memchr(kv->key.ptr, 0, (size_t)kv->key.len)) {
             char *k = gguf_str_dup(kv->key);

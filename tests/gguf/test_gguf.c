@@ -8,6 +8,7 @@
 
 #include "gguf/gguf.h"
 #include "gguf/gguf_sample.h"
+#include "gguf/gguf_walk.h"
 #include "util/common.h"
 
 #define NAME "corrupt.gguf"
@@ -575,21 +576,7 @@ static void test_error_escapes_names(void **state) {
 
 // Every KV value and every tensor byte of an opened file is readable (ASan checks the bounds).
 static uint64_t touch_all(const gguf_file *f) {
-    uint64_t h = 0;
-    for (uint64_t i = 0; i < f->n_kv; i++) {
-        const gguf_kv *kv = &f->kv[i];
-        for (uint64_t j = 0; j < kv->key.len; j++) h += (uint8_t)kv->key.ptr[j];
-        if (kv->type == GGUF_TYPE_STRING) {
-            for (uint64_t j = 0; j < kv->str.len; j++) h += (uint8_t)kv->str.ptr[j];
-        } else if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
-            for (uint64_t j = 0; j < kv->n; j++) {
-                gguf_str s = gguf_arr_str(f, (int64_t)i, j);
-                for (uint64_t c = 0; c < s.len; c++) h += (uint8_t)s.ptr[c];
-            }
-        } else if (kv->type == GGUF_TYPE_ARRAY) {
-            for (uint64_t j = 0; j < kv->n; j++) h += (uint64_t)(gguf_arr_num(f, (int64_t)i, j) != 0);
-        }
-    }
+    uint64_t h = gguf_walk_values(f);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         assert_true((const uint8_t *)t->data >= f->base && (const uint8_t *)t->data + t->nbytes <= f->base + f->size);
