@@ -13,6 +13,7 @@
 //
 // Every weight multiply goes through kernel_matmul (the speed seam); this file
 // owns only the cheap element-wise work and attention.
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -52,6 +53,8 @@ typedef struct model_scratch {
     int nth;                          // threads the score rows are sized for
     int64_t cap_keys;
     float *scores;                    // (nth, cap_keys)
+    int64_t cap_lora;
+    float *lora_u;                    // (cap, rank): A x of one adapter
     attn_scores_fn scores_row;
     attn_values_fn values_row;
     softmax_fn softmax_row;
@@ -257,7 +260,7 @@ void model_scratch_free(model_scratch *s) {
     if (!s) return;
     free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
     free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
-    free(s->inv_freq), free(s->next_pos), free(s->scores);
+    free(s->inv_freq), free(s->next_pos), free(s->scores), free(s->lora_u);
     free(s);
 }
 
@@ -381,6 +384,36 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
     }
 }
 
+// ---- LoRA ----
+
+int model_set_lora(model *m, const model_lora *l) {
+    if (!l) {
+        memset(&m->lora, 0, sizeof m->lora);
+        return AS_OK;
+    }
+    if (l->rank < 1) return as_error("model_set_lora: rank %d: expected >= 1", l->rank);
+    if (!isfinite(l->scale)) return as_error("model_set_lora: scale is not finite");
+    m->lora = *l;
+    return AS_OK;
+}
+
+// y (n, out; row stride ldy) += scale * (x A_l^T) B_l^T for target t, when set.
+static void lora_apply(model *m, model_scratch *s, int32_t l, int t, float *y, int64_t ldy, const float *x, int64_t in, int64_t out,
+                       int64_t n) {
+    const model_lora *lo = &m->lora;
+    if (lo->rank < 1 || !lo->a[t]) return;
+    const int64_t r = lo->rank;
+    if (s->cap_lora < n * r) {
+        free(s->lora_u);
+        s->lora_u = as_malloc(sizeof(float) * (size_t)(n * r));
+        s->cap_lora = n * r;
+    }
+    const float *A = lo->a[t] + (int64_t)l * r * in, *B = lo->b[t] + (int64_t)l * out * r;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)in, 1.0f, x, (int)in, A, (int)in, 0.0f, s->lora_u, (int)r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)r, lo->scale, s->lora_u, (int)r, B, (int)r, 1.0f, y,
+                (int)ldy);
+}
+
 // ---- the forward pass ----
 
 static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, const float *logits, model_scratch *s) {
@@ -457,6 +490,9 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         kernel_matmul(s->q, qd, s->xb, n, &L->wq, prec);
         kernel_matmul(s->k, kvd, s->xb, n, &L->wk, prec);
         kernel_matmul(s->v, kvd, s->xb, n, &L->wv, prec);
+        lora_apply(m, s, l, 0, s->q, qd, s->xb, C, qd, n);
+        lora_apply(m, s, l, 1, s->k, kvd, s->xb, C, kvd, n);
+        lora_apply(m, s, l, 2, s->v, kvd, s->xb, C, kvd, n);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
@@ -468,6 +504,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         }
         attention_forward(s, c, kv, l, b, nth);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
+        lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
@@ -476,9 +513,12 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         }
         kernel_matmul(s->hb, F, s->xb, n, &L->w_gate, prec);
         kernel_matmul(s->hb2, F, s->xb, n, &L->w_up, prec);
+        lora_apply(m, s, l, 4, s->hb, F, s->xb, C, F, n);
+        lora_apply(m, s, l, 5, s->hb2, F, s->xb, C, F, n);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
         kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
+        lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;

@@ -50,6 +50,19 @@ typedef struct model_layer {
     as_matrix w_down;       // (C, n_ff)
 } model_layer;
 
+// LoRA adapters applied by the forward pass: for each targeted matrix W,
+// y = W x + scale * B (A x).  Targets in the order q, k, v, o, gate, up, down
+// (train.h's); factors fp32 in GGUF row order, a[t] (n_layer, rank, in) and
+// b[t] (n_layer, out, rank), NULL for a matrix that is not targeted.  Not
+// owned by the model: switching adapters is setting other pointers.
+#define MODEL_LORA_N_TARGETS 7
+typedef struct model_lora {
+    int32_t rank;
+    float scale;
+    const float *a[MODEL_LORA_N_TARGETS];
+    const float *b[MODEL_LORA_N_TARGETS];
+} model_lora;
+
 typedef struct model {
     model_config cfg;
     gguf_file *file;        // owns the mapping the weights point into
@@ -60,6 +73,7 @@ typedef struct model {
     model_layer *layers;
     float *f32_store;       // all norm vectors, converted to fp32 (from F32, F16 or BF16)
     kernel_precision precision; // how kernel_matmul treats activations (default F32)
+    model_lora lora;        // adapters in use (rank 0: none); see model_set_lora
     struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
 } model;
 
@@ -70,6 +84,11 @@ int model_load(model **out, const char *path);
 // closed on failure too).
 int model_from_gguf(model **out, gguf_file *f);
 void model_free(model *m);
+// Uses these adapters in every later forward pass (NULL: the base model).
+// The factors are not copied and must outlive their use; the adapters
+// apply in fp32 whatever the base's precision.  A KV cache filled under other
+// adapters is stale: clear it.  -1 + as_error for a rank < 1 or a non-finite scale.
+int model_set_lora(model *m, const model_lora *l);
 
 // KV cache for up to n_seq sequences of up to n_ctx positions each.
 typedef struct kv_cache {

@@ -19,7 +19,8 @@ static void tensor_name(char *buf, size_t n, int l, int t, char ab) {
 }
 
 
-static bool permuted(const train_model *m, int t) { return m->cfg.arch == MODEL_ARCH_LLAMA && (t == TRAIN_LORA_Q || t == TRAIN_LORA_K); }
+static bool permuted_cfg(const model_config *c, int t) { return c->arch == MODEL_ARCH_LLAMA && (t == TRAIN_LORA_Q || t == TRAIN_LORA_K); }
+static bool permuted(const train_model *m, int t) { return permuted_cfg(&m->cfg, t); }
 
 int train_lora_save_peft(const train_model *m, const char *dir, const char *base_model) {
     const train_lora *lo = m->lora;
@@ -164,8 +165,8 @@ done:
     return rc;
 }
 
-int train_lora_load_peft(train_model *m, const char *dir) {
-    if (m->lora) return as_error("%s: the model has LoRA adapters already", dir);
+int train_lora_read_peft(const model_config *cfg, const char *dir, train_lora **out) {
+    *out = NULL;
     char path[4096], name[160];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     train_lora_config lc;
@@ -173,12 +174,12 @@ int train_lora_load_peft(train_model *m, const char *dir) {
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     st_file *f;
     if (st_open(&f, path)) return AS_FAIL;
-    if (train_lora_attach(m, &lc)) {
+    train_lora *lo = train_lora_new(cfg, &lc);
+    if (!lo) {
         st_close(f);
         return AS_FAIL;
     }
-    train_lora *lo = m->lora;
-    const int64_t L = m->cfg.n_layer, r = lc.rank, d = m->cfg.head_dim;
+    const int64_t L = cfg->n_layer, r = lc.rank, d = cfg->head_dim;
     int64_t used = 0;
     for (int64_t l = 0; l < L; l++)
         for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
@@ -198,7 +199,7 @@ int train_lora_load_peft(train_model *m, const char *dir) {
                 }
                 float *dst = k ? lo->b[t] + l * rows * cols : lo->a[t] + l * rows * cols;
                 for (int64_t row = 0; row < rows; row++) {
-                    const int64_t src_row = k && permuted(m, t) ? train_hf_row(row, d) : row;
+                    const int64_t src_row = k && permuted_cfg(cfg, t) ? train_hf_row(row, d) : row;
                     for (int64_t c = 0; c < cols; c++) dst[row * cols + c] = st_get(st, src_row * cols + c);
                 }
                 used++;
@@ -214,17 +215,26 @@ int train_lora_load_peft(train_model *m, const char *dir) {
                         known = !strcmp(name, f->tensors[i].name);
                     }
             if (!known) {
-                as_error("%s: unexpected tensor %s (not an adapter of this %d-layer model's targets)", path, f->tensors[i].name, m->cfg.n_layer);
+                as_error("%s: unexpected tensor %s (not an adapter of this %d-layer model's targets)", path, f->tensors[i].name, cfg->n_layer);
                 goto fail;
             }
         }
     }
     st_close(f);
+    *out = lo;
     return AS_OK;
 fail:
     st_close(f);
-    train_lora_detach(m);
+    train_lora_free(lo);
     return AS_FAIL;
+}
+
+int train_lora_load_peft(train_model *m, const char *dir) {
+    if (m->lora) return as_error("%s: the model has LoRA adapters already", dir);
+    train_lora *lo;
+    if (train_lora_read_peft(&m->cfg, dir, &lo)) return AS_FAIL;
+    train_lora_set(m, lo);
+    return AS_OK;
 }
 
 // ---- training state ----

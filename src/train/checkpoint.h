@@ -22,6 +22,9 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
 // patterns, fan_in_fan_out, unknown target modules), missing, misshapen or
 // unexpected tensors, with one error line naming the file and the field.
 int train_lora_load_peft(train_model *m, const char *dir);
+// The same adapters as an object of their own (train_lora_new), for a model
+// of configuration cfg: e.g. to generate with them through model_set_lora.
+int train_lora_read_peft(const model_config *cfg, const char *dir, train_lora **out);
 
 // Training state for an exact resume: the trainable parameters (LoRA factors
 // or all weights), the optimizer's moments and step count, and the RNG

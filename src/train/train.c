@@ -241,19 +241,18 @@ void train_model_free(train_model *m) {
 
 // ---- LoRA ----
 
-int train_lora_attach(train_model *m, const train_lora_config *cfg) {
-    if (m->lora) return as_error("train: LoRA adapters are attached already");
-    if (cfg->rank < 1) return as_error("train: LoRA rank %d: expected >= 1", cfg->rank);
-    if (!(cfg->alpha > 0.0f) || !isfinite(cfg->alpha)) return as_error("train: LoRA alpha %g: expected a finite value > 0", (double)cfg->alpha);
-    if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) return as_error("train: LoRA dropout %g: expected a value in [0, 1)", (double)cfg->dropout);
-    if (cfg->targets >> TRAIN_LORA_N_TARGETS) return as_error("train: LoRA target mask 0x%x has unknown bits", cfg->targets);
-    const model_config *c = &m->cfg;
+train_lora *train_lora_new(const model_config *c, const train_lora_config *cfg) {
+    if (cfg->rank < 1) return as_error("train: LoRA rank %d: expected >= 1", cfg->rank), NULL;
+    if (!(cfg->alpha > 0.0f) || !isfinite(cfg->alpha)) return as_error("train: LoRA alpha %g: expected a finite value > 0", (double)cfg->alpha), NULL;
+    if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) return as_error("train: LoRA dropout %g: expected a value in [0, 1)", (double)cfg->dropout), NULL;
+    if (cfg->targets >> TRAIN_LORA_N_TARGETS) return as_error("train: LoRA target mask 0x%x has unknown bits", cfg->targets), NULL;
     const int64_t L = c->n_layer, C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
     const int64_t r = cfg->rank;
     train_lora *lo = as_calloc(1, sizeof *lo);
     lo->cfg = *cfg;
     if (!lo->cfg.targets) lo->cfg.targets = (1u << TRAIN_LORA_N_TARGETS) - 1;
     lo->scale = cfg->alpha / (float)cfg->rank;
+    lo->n_layer = c->n_layer;
     const int64_t ins[TRAIN_LORA_N_TARGETS] = {C, C, C, qd, C, C, F}, outs[TRAIN_LORA_N_TARGETS] = {qd, kvd, kvd, C, F, F, C};
     for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
         lo->in[t] = ins[t], lo->out[t] = outs[t];
@@ -273,14 +272,44 @@ int train_lora_attach(train_model *m, const train_lora_config *cfg) {
         const double bound = 1.0 / sqrt((double)ins[t]);
         for (int64_t i = 0; i < L * r * ins[t]; i++) lo->a[t][i] = (float)((2.0 * as_rng_uniform(&rng) - 1.0) * bound);
     }
-    m->lora = lo;
-    free(m->grads_memory); // the base is frozen now: no gradient buffer for it
-    m->grads_memory = NULL;
-    memset(&m->grads, 0, sizeof m->grads);
-    as_rng_seed(&m->rng, as_rng_u64(&rng)); // the dropout stream continues from the init stream
-    acts_free(m->acts);                      // buffers now need the adapter parts
+    lo->dropout_seed = as_rng_u64(&rng); // the dropout stream continues from the init stream
+    return lo;
+}
+
+void train_lora_free(train_lora *l) { lora_free(l); }
+
+void train_lora_copy(train_lora *dst, const train_lora *src) {
+    if (dst->n == src->n) memcpy(dst->memory, src->memory, sizeof(float) * src->n);
+}
+
+train_lora *train_lora_set(train_model *m, train_lora *l) {
+    train_lora *old = m->lora;
+    m->lora = l;
+    if (l && !old) { // the base is frozen now: no gradient buffer for it
+        free(m->grads_memory);
+        m->grads_memory = NULL;
+        memset(&m->grads, 0, sizeof m->grads);
+    }
+    if (l) as_rng_seed(&m->rng, l->dropout_seed);
+    acts_free(m->acts); // buffers now need (other) adapter parts
     m->acts = NULL;
+    return old;
+}
+
+int train_lora_attach(train_model *m, const train_lora_config *cfg) {
+    if (m->lora) return as_error("train: LoRA adapters are attached already");
+    train_lora *lo = train_lora_new(&m->cfg, cfg);
+    if (!lo) return AS_FAIL;
+    train_lora_set(m, lo);
     return AS_OK;
+}
+
+void train_lora_view(const train_lora *l, model_lora *out) {
+    memset(out, 0, sizeof *out);
+    if (!l) return;
+    out->rank = l->cfg.rank;
+    out->scale = l->scale;
+    for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) out->a[t] = l->a[t], out->b[t] = l->b[t];
 }
 
 void train_lora_detach(train_model *m) {

@@ -73,6 +73,8 @@ typedef struct train_lora {
     float *gb[TRAIN_LORA_N_TARGETS];
     float *memory, *grad_memory;          // A, B of every target, in target order
     size_t n;                             // floats in memory
+    int32_t n_layer;
+    uint64_t dropout_seed;                // seeds the model's dropout stream when attached
 } train_lora;
 
 // ---- the model ----
@@ -134,6 +136,19 @@ void train_set_threads(train_model *m, int n);
 int train_lora_attach(train_model *m, const train_lora_config *cfg);
 // Removes the adapters (the base becomes trainable again).
 void train_lora_detach(train_model *m);
+
+// Adapters as objects of their own, for keeping several iterates over one base:
+// train_lora_new initialises them as train_lora_attach does (NULL + as_error
+// for a bad configuration); train_lora_set swaps them into m (NULL: none;
+// the base is frozen while any are set) and returns the previous ones, which
+// the caller then owns.  train_lora_copy copies the factors between adapters
+// of the same shape.  train_lora_view gives the inference model's view of them
+// (model_set_lora), pointing into l.
+train_lora *train_lora_new(const model_config *cfg, const train_lora_config *lc);
+void train_lora_free(train_lora *l);
+train_lora *train_lora_set(train_model *m, train_lora *l);
+void train_lora_copy(train_lora *dst, const train_lora *src);
+void train_lora_view(const train_lora *l, model_lora *out);
 // Adapters off: the forward pass is the base model's (no copy of the weights).
 void train_set_adapters(train_model *m, bool on);
 // Training mode enables adapter dropout; evaluation mode disables it.
