@@ -7,7 +7,7 @@
 #include "tensor/quant.h"
 #include "train/layout.h"
 #include "train/ops.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 #include "util/common.h"
 
 // llama.cpp's llama_ftype values for general.file_type.

@@ -11,7 +11,7 @@
 
 #include "train/train.h"
 #include "train/layout.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 #include "util/common.h"
 
 #define HF_MAX_SHARDS 256

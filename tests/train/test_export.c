@@ -13,7 +13,7 @@
 #include "tensor/quant.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 #include "train/train.h"
 #include "util/common.h"
 

@@ -1,5 +1,5 @@
 // safetensors reader and writer (format: see safetensors.h).
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
