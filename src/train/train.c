@@ -66,6 +66,10 @@ typedef struct train_acts {
     int32_t *tokens;            // (N) packed
     int32_t *seq_off, *seq_len; // (B)
     int32_t *row, *target, *row_seq; // (N) scored rows: packed row, next token, sequence
+    int32_t *target2;           // (cap_t2) second target per scored row (train_batch.target2), own allocation
+    float *logp_tok2;           // (cap_t2) its log-probability
+    int64_t cap_t2;
+    bool has_target2;           // the last forward had second targets
     // the last forward
     int64_t n_tok, n_rows;
     int32_t n_seq;
@@ -79,6 +83,7 @@ static inline int64_t slot(const train_acts *a, int64_t l) { return a->checkpoin
 
 static void acts_free(train_acts *a) {
     if (!a) return;
+    free(a->target2), free(a->logp_tok2);
     free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     free(a);
 }
@@ -411,6 +416,12 @@ static int batch_check(const train_model *m, const train_batch *b, int64_t *n_to
             if (t < 0 || t >= m->cfg.n_vocab)
                 return as_error("train_forward: sequence %d token %d: id %d outside the vocabulary [0, %d)", s, i, t, m->cfg.n_vocab);
         }
+        for (int32_t i = 1; b->target2 && i < len; i++) {
+            const int32_t t = b->target2[(int64_t)s * b->n_ctx + i];
+            const bool sc = b->loss_mask ? b->loss_mask[(int64_t)s * b->n_ctx + i] != 0 : i >= b->prompt_len[s];
+            if (sc && (t < 0 || t >= m->cfg.n_vocab))
+                return as_error("train_forward: sequence %d token %d: second target %d outside the vocabulary [0, %d)", s, i, t, m->cfg.n_vocab);
+        }
         n += len;
         mx = AS_MAX(mx, (int64_t)len);
     }
@@ -479,6 +490,12 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
 
     // Pack the sequences and list the rows whose next token is scored.
     a->n_seq = b->n_seq;
+    a->has_target2 = b->target2 != NULL;
+    if (a->has_target2 && a->cap_t2 < N) {
+        free(a->target2), free(a->logp_tok2);
+        a->target2 = as_malloc(sizeof(int32_t) * (size_t)N), a->logp_tok2 = as_malloc(sizeof(float) * (size_t)N);
+        a->cap_t2 = N;
+    }
     int64_t off = 0, nr = 0;
     for (int32_t s = 0; s < b->n_seq; s++) {
         a->seq_off[s] = (int32_t)off;
@@ -486,6 +503,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         for (int32_t i = 0; i < b->len[s]; i++) {
             a->tokens[off + i] = b->tokens[(int64_t)s * b->n_ctx + i];
             if (i >= 1 && scored(b, s, i)) {
+                if (b->target2) a->target2[nr] = b->target2[(int64_t)s * b->n_ctx + i];
                 a->row[nr] = (int32_t)(off + i - 1);
                 a->target[nr] = b->tokens[(int64_t)s * b->n_ctx + i];
                 a->row_seq[nr] = s;
@@ -520,6 +538,8 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
         train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
         train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
+        if (a->has_target2)
+            for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
     }
     // Sums in double, in row order.
     for (int32_t s = 0; s < b->n_seq; s++) {
@@ -532,6 +552,12 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     }
     a->valid = true;
     return AS_OK;
+}
+
+int64_t train_token_logprobs2(const train_model *m, float *out) {
+    if (!m->acts || !m->acts->valid || !m->acts->has_target2) return 0;
+    memcpy(out, m->acts->logp_tok2, sizeof(float) * (size_t)m->acts->n_rows);
+    return m->acts->n_rows;
 }
 
 int64_t train_token_logprobs(const train_model *m, float *out) {
@@ -549,7 +575,9 @@ static void grads_ensure(train_model *m) {
     params_point(&m->grads, m->grads_memory, m->param_sizes);
 }
 
-int train_backward(train_model *m, const float *dlogp_sum) {
+// Upstream gradient per sequence (dlogp_sum) or per scored row (dlogp_tok, and
+// dlogp_tok2 on the second targets, may be NULL).
+static int backward_impl(train_model *m, const float *dlogp_sum, const float *dlogp_tok, const float *dlogp_tok2) {
     train_acts *a = m->acts;
     if (!a || !a->valid) return as_error("train_backward: no forward pass to differentiate");
     if (m->lora && !a->with_adapters) return as_error("train_backward: the forward pass ran with the adapters off (nothing to train)");
@@ -572,11 +600,17 @@ int train_backward(train_model *m, const float *dlogp_sum) {
         float dlogp[LOGIT_CHUNK];
         for (int64_t i = 0; i < nc; i++) {
             memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-            dlogp[i] = dlogp_sum[a->row_seq[r0 + i]];
+            dlogp[i] = dlogp_tok ? dlogp_tok[r0 + i] + (dlogp_tok2 ? dlogp_tok2[r0 + i] : 0.0f) : dlogp_sum[a->row_seq[r0 + i]];
         }
         train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
         memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
         train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
+        // That was (g1 + g2) (onehot(target) - softmax); move g2's onehot to target2.
+        if (dlogp_tok2)
+            for (int64_t i = 0; i < nc; i++) {
+                a->dlogits[i * V + a->target[r0 + i]] -= dlogp_tok2[r0 + i];
+                a->dlogits[i * V + a->target2[r0 + i]] += dlogp_tok2[r0 + i];
+            }
         memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
         train_linear_backward(a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V, nth);
         for (int64_t i = 0; i < nc; i++) {
@@ -630,6 +664,14 @@ int train_backward(train_model *m, const float *dlogp_sum) {
     if (g) train_embedding_backward(g->tok_embd, a->dresid, a->tokens, N, C, c->emb_scale);
 #undef G
     return AS_OK;
+}
+
+int train_backward(train_model *m, const float *dlogp_sum) { return backward_impl(m, dlogp_sum, NULL, NULL); }
+
+int train_backward_tokens(train_model *m, const float *dlogp_tok, const float *dlogp_tok2) {
+    if (dlogp_tok2 && m->acts && m->acts->valid && !m->acts->has_target2)
+        return as_error("train_backward_tokens: gradients for second targets, but the forward pass had none");
+    return backward_impl(m, NULL, dlogp_tok, dlogp_tok2);
 }
 
 // ---- the trainable view ----

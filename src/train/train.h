@@ -110,6 +110,8 @@ typedef struct train_batch {
     const int32_t *prompt_len;    // (B) the answer is tokens prompt_len[b] .. len[b]-1 (1 <= prompt_len <= len)
     const uint8_t *loss_mask;     // (B, T) or NULL: when given, token t of sequence b is scored iff
                                   // mask[b, t] != 0 (t >= 1, t < len); prompt_len is then ignored
+    const int32_t *target2;       // (B, T) or NULL: a second target for every scored token t: log p(target2[b, t] | tok[<t])
+                                  // is computed too (e.g. the end token after every prefix, for GFlowNet losses)
 } train_batch;
 
 // Zero-initialised parameters for `cfg` (tests fill them); -1 + as_error for a bad config.
@@ -171,6 +173,15 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
 // weights).  -1 + as_error if there is no forward to differentiate or it ran
 // with the adapters off.
 int train_backward(train_model *m, const float *dlogp_sum);
+// Backward pass for upstream gradients per scored token (batch order, as
+// train_token_logprobs): dlogp_tok on the tokens' log-probabilities and
+// dlogp_tok2 (may be NULL) on those of the second targets.  Accumulates as
+// train_backward; -1 + as_error as train_backward, or for dlogp_tok2 after a
+// forward without second targets.
+int train_backward_tokens(train_model *m, const float *dlogp_tok, const float *dlogp_tok2);
+// log p(target2 | prefix) of each scored token of the last forward, as
+// train_token_logprobs; 0 when the batch had no second targets.
+int64_t train_token_logprobs2(const train_model *m, float *out);
 // Log-probability of each scored token of the last forward, in batch order
 // (sequence, then position): out has sum(n_scored) entries.  Returns their count.
 int64_t train_token_logprobs(const train_model *m, float *out);
