@@ -474,6 +474,15 @@ int gguf_open_buffer(gguf_file **out, const void *buf, size_t size, const char *
     return AS_OK;
 }
 
+int gguf_open_owned(gguf_file **out, void *buf, size_t size, const char *name) {
+    if (gguf_open_buffer(out, buf, size, name)) {
+        free(buf);
+        return AS_FAIL;
+    }
+    (*out)->owns_base = true;
+    return AS_OK;
+}
+
 int gguf_open(gguf_file **out, const char *path) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -520,6 +529,7 @@ void gguf_close(gguf_file *f) {
     free(f->tensors);
     free(f->tensors_by_name);
     if (f->mapped) munmap((void *)f->base, f->size);
+    if (f->owns_base) free((void *)f->base);
     free(f->path);
     free(f);
 }

@@ -86,6 +86,7 @@ typedef struct gguf_file {
     const uint8_t *base; // whole file (mmap or caller's buffer)
     size_t size;
     bool mapped;
+    bool owns_base;      // base is a heap buffer that gguf_close frees (gguf_open_owned)
     uint32_t version;
     uint64_t n_kv, n_tensors;
     gguf_kv *kv;
@@ -99,6 +100,8 @@ typedef struct gguf_file {
 int gguf_open(gguf_file **out, const char *path);
 // Same, on a caller-owned buffer (which must outlive the gguf_file); `name` is used in errors.
 int gguf_open_buffer(gguf_file **out, const void *buf, size_t size, const char *name);
+// Same, taking ownership of a malloc'ed buffer (freed by gguf_close, or here on failure).
+int gguf_open_owned(gguf_file **out, void *buf, size_t size, const char *name);
 void gguf_close(gguf_file *f);
 
 // Metadata lookup (-1 if absent).

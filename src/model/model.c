@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "model/model_hf.h"
 #include "model/model_internal.h"
 #include "tensor/quant.h"
 #include "util/common.h"
@@ -232,6 +233,7 @@ fail:
 
 int model_load(model **out, const char *path) {
     *out = NULL;
+    if (model_path_is_dir(path)) return model_load_hf(out, path); // a Hugging Face folder (model_hf.h)
     gguf_file *f;
     if (gguf_open(&f, path)) return AS_FAIL;
     return model_from_gguf(out, f);
