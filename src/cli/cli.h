@@ -31,5 +31,6 @@ int cmd_logprobs(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_sft(int argc, char **argv);
+int cmd_make_data(int argc, char **argv);
 
 #endif

@@ -37,6 +37,17 @@ expect 2 "--precision must be f32 or q8" -- "$bin" logprobs --text hi --precisio
 expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
 expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
 
+# make-data: help, bad input, and the same file for the same seed.
+expect 0 "" -- "$bin" make-data --help
+grep -q "usage: alphaspin make-data" "$tmp/out" && ok || bad "make-data --help prints no usage"
+expect 2 "unknown generator 'nope'" -- "$bin" make-data nope --out "$tmp/x.jsonl"
+expect 2 "--level expects an integer in \[1, 3\]" -- "$bin" make-data arith --level 4 --out "$tmp/x.jsonl"
+expect 2 "--style must be word, plain or mixed" -- "$bin" make-data arith --style prose --out "$tmp/x.jsonl"
+expect 2 "--out is required" -- "$bin" make-data arith --n 3
+expect 1 "no/such/dir/x.jsonl" -- "$bin" make-data arith --n 3 --out "$tmp/no/such/dir/x.jsonl"
+"$bin" make-data arith --n 20 --seed 5 --out "$tmp/a1.jsonl" 2>/dev/null && "$bin" make-data arith --n 20 --seed 5 --out "$tmp/a2.jsonl" 2>/dev/null \
+  && cmp -s "$tmp/a1.jsonl" "$tmp/a2.jsonl" && [ "$(grep -c '#### ' "$tmp/a1.jsonl")" = 20 ] && ok || bad "make-data arith not reproducible or malformed"
+
 # Missing, empty, truncated and garbage model files: one line naming the file.
 expect 1 "/nonexistent/m.gguf" -- "$bin" tokenize --model /nonexistent/m.gguf hi
 : > "$tmp/empty.gguf"
