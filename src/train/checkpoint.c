@@ -14,6 +14,8 @@ static const char *const HF_MODULE[TRAIN_LORA_N_TARGETS] = {"self_attn.q_proj", 
                                                             "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 static const char *const HF_SHORT[TRAIN_LORA_N_TARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
+static void hex_digest(const unsigned char *md, unsigned n, char *out);
+
 static void tensor_name(char *buf, size_t n, int l, int t, char ab) {
     snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, HF_MODULE[t], ab);
 }
@@ -31,6 +33,10 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
     float *unperm[TRAIN_LORA_N_TARGETS] = {0};
     st_writer *w = st_writer_init();
     st_writer_set_metadata(w, "format", "pt");
+    // The SHA-256 of the tensor data (written in order, back to back) goes in
+    // the metadata, which PEFT ignores: a damaged file is refused on load.
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) as_die("EVP_sha256 unavailable");
     char name[160];
     for (int64_t l = 0; l < L; l++)
         for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++) {
@@ -45,9 +51,18 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
             }
             tensor_name(name, sizeof name, (int)l, t, 'A');
             st_writer_add_f32(w, name, 2, (int64_t[]){r, in}, lo->a[t] + l * r * in);
+            EVP_DigestUpdate(ctx, lo->a[t] + l * r * in, sizeof(float) * (size_t)(r * in));
             tensor_name(name, sizeof name, (int)l, t, 'B');
             st_writer_add_f32(w, name, 2, (int64_t[]){out, r}, B);
+            EVP_DigestUpdate(ctx, B, sizeof(float) * (size_t)(out * r));
         }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    hex_digest(md, mdlen, hex);
+    st_writer_set_metadata(w, "sha256", hex);
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     int rc = st_writer_save(w, path);
@@ -174,6 +189,19 @@ int train_lora_read_peft(const model_config *cfg, const char *dir, train_lora **
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     st_file *f;
     if (st_open(&f, path)) return AS_FAIL;
+    // Files written here carry the SHA-256 of their data (PEFT's own do not).
+    const char *sum = st_metadata(f, "sha256");
+    if (sum) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+        char hex[2 * EVP_MAX_MD_SIZE + 1];
+        EVP_Digest(f->data, f->data_size, md, &mdlen, EVP_sha256(), NULL);
+        hex_digest(md, mdlen, hex);
+        if (strcmp(sum, hex)) {
+            st_close(f);
+            return as_error("%s: checksum mismatch (the file is damaged or was modified)", path);
+        }
+    }
     train_lora *lo = train_lora_new(cfg, &lc);
     if (!lo) {
         st_close(f);

@@ -4,7 +4,9 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "model/model_hf.h"
 #include "tensor/quant.h"
+#include "tokenizer/tokenizer_hf.h"
 #include "train/layout.h"
 #include "train/ops.h"
 #include "model/safetensors.h"
@@ -79,7 +81,7 @@ static void write_vector(gguf_writer *w, const char *name, const float *x, int64
 int train_export_gguf(const train_model *m, const char *meta_src, const char *path, ggml_type type) {
     if (file_type_of(type) < 0) return as_error("%s: export type %s is not supported (F32, F16, BF16, Q8_0)", path, ggml_type_name(type));
     gguf_file *src = NULL;
-    if (meta_src && gguf_open(&src, meta_src)) return AS_FAIL;
+    if (meta_src && model_open_meta(&src, meta_src)) return AS_FAIL;
     gguf_writer *w = gguf_writer_init();
     for (uint64_t i = 0; src && i < src->n_kv; i++) {
         if (gguf_str_eq(src->kv[i].key, "general.alignment")) continue; // the writer's own
@@ -138,14 +140,19 @@ int train_export_hf(const train_model *m, const char *meta_src, const char *dir)
     if (c->n_rot != c->head_dim) return as_error("%s: partial rotary embedding (%d of %d dims) has no transformers equivalent", dir, c->n_rot, c->head_dim);
     uint32_t bos = 0, eos = 0;
     bool have_bos = false, have_eos = false;
+    gguf_file *src = NULL;
     if (meta_src) {
-        gguf_file *src;
-        if (gguf_open(&src, meta_src)) return AS_FAIL;
+        if (model_open_meta(&src, meta_src)) return AS_FAIL;
         have_bos = gguf_find_key(src, "tokenizer.ggml.bos_token_id") >= 0 && !gguf_get_u32(src, "tokenizer.ggml.bos_token_id", &bos);
         have_eos = gguf_find_key(src, "tokenizer.ggml.eos_token_id") >= 0 && !gguf_get_u32(src, "tokenizer.ggml.eos_token_id", &eos);
-        gguf_close(src);
     }
-    if (as_mkdir_p(dir)) return AS_FAIL;
+    // The tokenizer files first: a tokenizer without a Hugging Face form stops the export before any weights are written.
+    const bool tok = src && gguf_find_key(src, "tokenizer.ggml.model") >= 0;
+    if (as_mkdir_p(dir) || (tok && tokenizer_hf_write(src, dir))) {
+        gguf_close(src);
+        return AS_FAIL;
+    }
+    gguf_close(src);
     const train_params *p = &m->params;
     const int64_t L = c->n_layer, C = c->n_embd, V = c->n_vocab, F = c->n_ff, d = c->head_dim;
     const int64_t qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d;
@@ -213,6 +220,16 @@ int train_export_hf(const train_model *m, const char *meta_src, const char *dir)
     char *json = cJSON_Print(j);
     cJSON_Delete(j);
     snprintf(path, sizeof path, "%s/config.json", dir);
+    rc = as_write_file_atomic(path, json, strlen(json));
+    free(json);
+    if (rc || !(have_bos || have_eos)) return rc;
+    // generation_config.json: the ids generation starts from and stops at.
+    j = cJSON_CreateObject();
+    if (have_bos) cJSON_AddNumberToObject(j, "bos_token_id", (double)bos);
+    if (have_eos) cJSON_AddNumberToObject(j, "eos_token_id", (double)eos);
+    json = cJSON_Print(j);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
     rc = as_write_file_atomic(path, json, strlen(json));
     free(json);
     return rc;
