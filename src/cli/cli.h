@@ -21,8 +21,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 bool cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
 
-// Loads model + tokenizer from a GGUF path (NULL: the default model), with a
-// helpful message when the default model has not been fetched yet.
+// Loads model + tokenizer from a GGUF path or a Hugging Face folder (NULL: the
+// default model), with a helpful message when the default model has not been
+// fetched yet.
 int cli_load_model(const char *path, model **m, tokenizer **tok);
 
 int cmd_fetch_model(int argc, char **argv);
@@ -31,6 +32,7 @@ int cmd_logprobs(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_sft(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_make_data(int argc, char **argv);
 
 #endif

@@ -66,7 +66,7 @@ int cli_load_model(const char *path, model **m, tokenizer **tok) {
     if (!path) {
         path = cli_default_model();
         if (access(path, R_OK) != 0)
-            return as_error("default model %s not found; run `alphaspin fetch-model` first, or pass --model FILE.gguf", path);
+            return as_error("default model %s not found; run `alphaspin fetch-model` first, or pass --model FILE.gguf or a Hugging Face folder", path);
     }
     if (model_load(m, path) != AS_OK) return AS_FAIL;
     if (tok && tokenizer_load(tok, (*m)->file) != AS_OK) {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "model/model_hf.h"
 #include "gguf/gguf.h"
 #include "util/common.h"
 
@@ -47,7 +48,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     gguf_file *f;
     tokenizer *tok;
-    if (gguf_open(&f, model_path) != AS_OK) {
+    if (model_open_meta(&f, model_path) != AS_OK) { // a GGUF file, or a Hugging Face folder without its weights
         if (model_path == path_buf) as_error("default model %s not found or unreadable; run `alphaspin fetch-model` first (%s)", path_buf, as_last_error());
         return cli_fail("tokenize");
     }

@@ -24,7 +24,7 @@ expect() {
 
 expect 0 "" -- "$bin" --help
 grep -q "usage: alphaspin" "$tmp/out" || bad "--help prints no usage"
-for c in fetch-model tokenize logprobs generate chat sft; do
+for c in fetch-model tokenize logprobs generate chat sft merge; do
   expect 0 "" -- "$bin" "$c" --help
   grep -q "usage: alphaspin $c" "$tmp/out" && ok || bad "$c --help prints no usage"
 done
@@ -36,6 +36,14 @@ expect 2 "--threads expects an integer" -- "$bin" logprobs --text hi --threads a
 expect 2 "--precision must be f32 or q8" -- "$bin" logprobs --text hi --precision f64
 expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
 expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
+expect 2 "merge: --out is required" -- "$bin" merge --adapter a
+expect 2 "--type must be f32, f16 or q8_0" -- "$bin" merge --out m.gguf --type q4_k
+expect 2 "--type applies to a .gguf output" -- "$bin" merge --out folder --type f16
+# A folder that is not a Hugging Face model: one line naming the missing file.
+mkdir -p "$tmp/nohf"
+expect 1 "nohf/config.json" -- "$bin" tokenize --model "$tmp/nohf" hi
+echo '{"model_type": "mistral"}' > "$tmp/nohf/config.json"
+expect 1 "model_type 'mistral' is not supported" -- "$bin" logprobs --model "$tmp/nohf" --text hi
 
 # make-data: help, bad input, and the same file for the same seed.
 expect 0 "" -- "$bin" make-data --help
@@ -78,6 +86,39 @@ if [ -r "$model" ]; then
   if "$bin" generate --chat --greedy --max-new-tokens 8 --batch-size 2 --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl" 2>/dev/null; then
     [ "$(grep -c '"output"' "$tmp/out.jsonl")" = 3 ] && ok || bad "generate --prompts wrote $(wc -l < "$tmp/out.jsonl") lines"
   else bad "generate --prompts failed"; fi
+  # sft: a few LoRA steps over the three SFT layouts, with the progress line, the
+  # metrics log, the held-out loss and the adapter; then merge it into GGUF and
+  # Hugging Face outputs that the other commands load.
+  printf '%s\n' '{"question": "What is 2+2?", "answer": "4"}' '{"prompt": "Name a color.", "response": "Blue."}' \
+    '{"prompt": "ignored", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}' \
+    '{"question": "Capital of France?", "answer": "Paris."}' '{"prompt": "Opposite of cold?", "response": "Hot."}' \
+    '{"messages": [{"role": "user", "content": "Count to two."}, {"role": "assistant", "content": "1, 2."}]}' > "$tmp/sft_ok.jsonl"
+  if "$bin" sft --data "$tmp/sft_ok.jsonl" --out "$tmp/run" --max-steps 2 --batch-size 2 --micro-batch 2 --max-len 64 \
+       --lora-rank 2 --lr 0.01 --eval-fraction 0.34 --threads 2 >"$tmp/sft.out" 2>"$tmp/sft.err"; then
+    tr '\r' '\n' < "$tmp/sft.err" | grep -qE 'step 2/2 +loss [0-9.]+ .* [0-9]+ tok/s +ETA [0-9]+s' && ok || bad "sft progress line: $(tr '\r' '\n' < "$tmp/sft.err" | head -3)"
+    grep -qE 'held-out loss [0-9.]+' "$tmp/sft.err" && ok || bad "sft printed no held-out loss: $(cat "$tmp/sft.err")"
+    [ "$(grep -c '"loss"' "$tmp/run/log.jsonl")" = 2 ] && tail -1 "$tmp/run/log.jsonl" | grep -q '"eval_loss"' && ok || bad "sft log.jsonl: $(cat "$tmp/run/log.jsonl")"
+    [ -s "$tmp/run/adapter_model.safetensors" ] && [ -s "$tmp/run/adapter_config.json" ] && [ -s "$tmp/run/train_state.safetensors" ] && ok || bad "sft outputs missing: $(ls "$tmp/run")"
+    expect 0 "" -- "$bin" merge --adapter "$tmp/run" --out "$tmp/merged.gguf" --type q8_0
+    n=$("$bin" logprobs --model "$tmp/merged.gguf" --text "The capital of France is Paris." | grep -c '"logprob"') && [ "$n" = 7 ] && ok || bad "logprobs on the merged GGUF printed $n lines"
+    expect 0 "" -- "$bin" merge --adapter "$tmp/run" --out "$tmp/merged_hf"
+    for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
+      [ -s "$tmp/merged_hf/$f" ] && ok || bad "merge wrote no $f"
+    done
+    out=$("$bin" tokenize --model "$tmp/merged_hf" "Hello, world! 12345") && [ "$out" = "19556 28 905 17 216 33 34 35 36 37" ] && ok || bad "tokenize on the HF folder gave '$out'"
+    a=$("$bin" logprobs --model "$tmp/merged_hf" --text "The sky is blue." | tail -1 | grep -oE '"logprob":-?[0-9.e-]+' | cut -d: -f2)
+    b=$("$bin" logprobs --model "$tmp/merged.gguf" --text "The sky is blue." | tail -1 | grep -oE '"logprob":-?[0-9.e-]+' | cut -d: -f2)
+    awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d < 0.05) }' && ok || bad "merged HF folder vs merged Q8_0 GGUF log-prob: '$a' vs '$b'"
+    # Damaged checkpoints: one line naming the file, nothing written.
+    cp -r "$tmp/run" "$tmp/bad_run"
+    f="$tmp/bad_run/adapter_model.safetensors"; sz=$(stat -c %s "$f")
+    printf '\x01' | dd of="$f" bs=1 seek=$((sz - 3)) conv=notrunc status=none
+    expect 1 "adapter_model.safetensors: checksum mismatch" -- "$bin" merge --adapter "$tmp/bad_run" --out "$tmp/never.gguf"
+    head -c $((sz - 100)) "$tmp/run/adapter_model.safetensors" > "$f"
+    expect 1 "bad_run/adapter_model.safetensors: " -- "$bin" merge --adapter "$tmp/bad_run" --out "$tmp/never.gguf"
+    [ ! -e "$tmp/never.gguf" ] && ok || bad "a failed merge left $tmp/never.gguf"
+    expect 1 "nope/adapter_config.json" -- "$bin" merge --adapter "$tmp/nope" --out "$tmp/never.gguf"
+  else bad "sft run failed: $(tr '\r' '\n' < "$tmp/sft.err" | tail -3)"; fi
 else
   echo "SKIP (partly): default model not fetched; run alphaspin fetch-model"; skipped=1
 fi
