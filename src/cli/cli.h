@@ -32,6 +32,7 @@ int cmd_logprobs(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_sft(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_make_data(int argc, char **argv);
 

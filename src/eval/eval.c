@@ -1,0 +1,466 @@
+// eval_run: tasks -> documents -> prompts -> scores -> lm-eval shaped results.
+#include "eval/eval.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eval/eval_internal.h"
+#include "generate/generate.h"
+#include "util/common.h"
+
+#ifndef AS_EVAL_SOURCE_TASKS
+#define AS_EVAL_SOURCE_TASKS "tasks"
+#endif
+#ifndef AS_EVAL_SOURCE_DATA
+#define AS_EVAL_SOURCE_DATA "../shared/data"
+#endif
+
+
+eval_options eval_options_default(void) {
+    return (eval_options){.tasks = "leaderboard", .shots = -1, .seed = 1234, .precision = KERNEL_PRECISION_F32,
+                          .progress = false};
+}
+
+const char *eval_tasks_dir(void) {
+    static char buf[PATH_MAX];
+    const char *env = getenv("ALPHASPIN_TASKS");
+    if (env && *env) return env;
+    char exe[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            static const char *const rel[] = {"/../share/alphaspin/tasks", "/tasks"};
+            for (size_t i = 0; i < AS_ARRAY_LEN(rel); i++) {
+                char probe[PATH_MAX];
+                if (snprintf(probe, sizeof probe, "%s%s/arc_easy.yaml", exe, rel[i]) < (int)sizeof probe &&
+                    access(probe, R_OK) == 0) {
+                    snprintf(buf, sizeof buf, "%s%s", exe, rel[i]);
+                    return buf;
+                }
+            }
+        }
+    }
+    return AS_EVAL_SOURCE_TASKS;
+}
+
+static const char *data_dir_of(const eval_options *o) {
+    if (o->data_dir) return o->data_dir;
+    const char *env = getenv("ALPHASPIN_DATA");
+    return env && *env ? env : AS_EVAL_SOURCE_DATA;
+}
+
+// ---- progress ----
+
+typedef struct progress {
+    const char *task;
+    double t0;
+    int64_t total;
+    bool on;
+} progress;
+
+static void progress_show(const progress *p, int64_t done, bool final) {
+    if (!p->on) return;
+    double el = as_time() - p->t0, rate = el > 0 ? (double)done / el : 0;
+    double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
+    fprintf(stderr, "\r%s: %lld/%lld items, %.2f items/s, elapsed %.0fs, ETA %.0fs   %s", p->task, (long long)done,
+            (long long)p->total, rate, el, eta, final ? "\n" : "");
+    fflush(stderr);
+}
+
+// ---- results ----
+
+static void put_metric(cJSON *entry, const char *metric, const char *filter, double v, double se) {
+    char key[96];
+    snprintf(key, sizeof key, "%s,%s", metric, filter);
+    cJSON_AddNumberToObject(entry, key, isfinite(v) ? v : 0);
+    snprintf(key, sizeof key, "%s_stderr,%s", metric, filter);
+    if (isfinite(se)) cJSON_AddNumberToObject(entry, key, se);
+    else cJSON_AddStringToObject(entry, key, "N/A");
+}
+
+static void add_config(cJSON *configs, const eval_task *t, const eval_options *o, int32_t shots, const char *data_dir) {
+    cJSON *c = cJSON_AddObjectToObject(configs, t->name);
+    cJSON_AddStringToObject(c, "task", t->name);
+    cJSON_AddStringToObject(c, "task_file", t->path ? t->path : "");
+    cJSON_AddStringToObject(c, "output_type", t->kind == EVAL_TASK_MULTIPLE_CHOICE ? "multiple_choice"
+                                              : t->kind == EVAL_TASK_GENERATE_UNTIL ? "generate_until" : "mt_bench");
+    cJSON_AddStringToObject(c, "data", t->data);
+    cJSON_AddStringToObject(c, "data_dir", data_dir);
+    cJSON_AddStringToObject(c, "fewshot_split", t->fewshot_data ? t->fewshot_data : "the evaluated split, the item itself excluded");
+    cJSON_AddStringToObject(c, "fewshot_sampler", t->fewshot_first_n ? "first_n" : "random");
+    cJSON_AddNumberToObject(c, "fewshot_seed", (double)o->seed);
+    cJSON_AddNumberToObject(c, "num_fewshot", shots);
+    if (t->description) cJSON_AddStringToObject(c, "description", t->description);
+    if (t->doc_to_text) cJSON_AddStringToObject(c, "doc_to_text", t->doc_to_text);
+    cJSON_AddStringToObject(c, "target_delimiter", t->target_delimiter);
+    cJSON_AddStringToObject(c, "fewshot_delimiter", t->fewshot_delimiter);
+    cJSON *ml = cJSON_AddArrayToObject(c, "metric_list");
+    if (t->metrics & EVAL_METRIC_ACC) cJSON_AddItemToArray(ml, cJSON_CreateString("acc"));
+    if (t->metrics & EVAL_METRIC_ACC_NORM) cJSON_AddItemToArray(ml, cJSON_CreateString("acc_norm"));
+    if (t->metrics & EVAL_METRIC_MC2) cJSON_AddItemToArray(ml, cJSON_CreateString("acc (mc2)"));
+    if (t->metrics & EVAL_METRIC_EXACT_MATCH) cJSON_AddItemToArray(ml, cJSON_CreateString("exact_match"));
+    cJSON_AddStringToObject(c, "primary_metric", t->primary_metric);
+    cJSON_AddStringToObject(c, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
+    cJSON_AddNumberToObject(c, "limit", (double)o->limit);
+    cJSON_AddStringToObject(c, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
+}
+
+// Few-shot prefix of one item: description + examples, each followed by the delimiter.
+static char *fewshot_prefix(const eval_task *t, const cJSON *doc, char **examples, int64_t n_pool, int32_t shots, as_rng *rng,
+                            int64_t exclude, const char *what) {
+    char *desc = eval_render(t->description, doc, what);
+    if (!desc) return NULL;
+    size_t cap = strlen(desc) + 1;
+    int64_t idx[shots > 0 ? shots : 1];
+    int32_t k = eval_fewshot_pick(rng, n_pool, shots, t->fewshot_first_n, exclude, idx);
+    for (int32_t j = 0; j < k; j++) cap += strlen(examples[idx[j]]) + strlen(t->fewshot_delimiter);
+    char *s = as_malloc(cap);
+    char *p = s;
+    p += sprintf(p, "%s", desc);
+    for (int32_t j = 0; j < k; j++) p += sprintf(p, "%s%s", examples[idx[j]], t->fewshot_delimiter);
+    free(desc);
+    return s;
+}
+
+static int render_examples(const eval_task *t, const cJSON *pool, char ***out) {
+    int64_t n = cJSON_GetArraySize(pool);
+    char **ex = as_calloc((size_t)AS_MAX(n, 1), sizeof *ex);
+    for (int64_t i = 0; i < n; i++) {
+        eval_doc d;
+        if (eval_doc_render(t, cJSON_GetArrayItem(pool, (int)i), i, &d) != AS_OK) {
+            for (int64_t j = 0; j < i; j++) free(ex[j]);
+            free(ex);
+            return AS_FAIL;
+        }
+        ex[i] = eval_doc_example(t, &d);
+        eval_doc_free(&d);
+    }
+    *out = ex;
+    return AS_OK;
+}
+
+static void free_strs(char **s, int64_t n) {
+    for (int64_t i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}
+
+static int64_t n_eval_items(const eval_subset *s, int64_t limit) {
+    int64_t n = cJSON_GetArraySize(s->docs);
+    return limit > 0 ? AS_MIN(n, limit) : n;
+}
+
+#define MC_CHUNK 16
+
+int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o, eval_loglik_fn fn,
+                void *user, cJSON *results, cJSON *nshot, cJSON *nsamples) {
+    const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
+    progress pr = {.task = t->name, .t0 = as_time(), .on = o->progress};
+    for (int32_t s = 0; s < n_subsets; s++) pr.total += n_eval_items(&subsets[s], o->limit);
+    int64_t done = 0;
+    double sum_acc = 0, sum_norm = 0, sum_mc2 = 0, se2_acc = 0, se2_norm = 0, se2_mc2 = 0;
+    int64_t total_items = 0, total_orig = 0;
+    int rc = AS_OK;
+    for (int32_t s = 0; s < n_subsets && rc == AS_OK; s++) {
+        const eval_subset *sub = &subsets[s];
+        const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
+        const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o->limit);
+        char **examples = NULL;
+        if (shots > 0 && render_examples(t, pool, &examples) != AS_OK) return AS_FAIL;
+        as_rng rng;
+        as_rng_seed(&rng, o->seed);
+        double *acc = as_malloc((size_t)AS_MAX(n, 1) * sizeof *acc), *norm = as_malloc((size_t)AS_MAX(n, 1) * sizeof *norm),
+               *mc2 = as_malloc((size_t)AS_MAX(n, 1) * sizeof *mc2);
+        for (int64_t i0 = 0; i0 < n && rc == AS_OK; i0 += MC_CHUNK) {
+            const int64_t i1 = AS_MIN(n, i0 + MC_CHUNK), nb = i1 - i0;
+            eval_doc docs[MC_CHUNK];
+            eval_mc_item items[MC_CHUNK];
+            char *prefix[MC_CHUNK];
+            memset(docs, 0, sizeof docs), memset(items, 0, sizeof items), memset(prefix, 0, sizeof prefix);
+            for (int64_t i = i0; i < i1 && rc == AS_OK; i++) {
+                const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)i);
+                eval_doc *d = &docs[i - i0];
+                if ((rc = eval_doc_render(t, doc, i, d)) != AS_OK) break;
+                prefix[i - i0] = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : i, t->path ? t->path : t->name);
+                if (!prefix[i - i0]) { rc = AS_FAIL; break; }
+                eval_mc_item *it = &items[i - i0];
+                it->n_choices = d->n_choices;
+                it->ctx = as_calloc((size_t)d->n_choices, sizeof *it->ctx);
+                it->cont = as_calloc((size_t)d->n_choices, sizeof *it->cont);
+                it->ll = as_calloc((size_t)d->n_choices, sizeof *it->ll);
+                const char *pf = prefix[i - i0], *dl = t->target_delimiter;
+                char *shared = NULL;
+                for (int32_t c = 0; c < d->n_choices; c++) {
+                    const char *body = d->contexts ? d->contexts[c] : d->text;
+                    const char *cont = d->contexts ? d->continuation : d->choices[c];
+                    if (d->contexts || !shared) {
+                        char *x = as_malloc(strlen(pf) + strlen(body) + 1);
+                        sprintf(x, "%s%s", pf, body);
+                        if (!d->contexts) shared = x;
+                        it->ctx[c] = x;
+                    } else {
+                        it->ctx[c] = as_strdup(shared);
+                    }
+                    it->cont[c] = as_malloc(strlen(dl) + strlen(cont) + 1);
+                    sprintf(it->cont[c], "%s%s", dl, cont);
+                }
+            }
+            if (rc == AS_OK) rc = fn(user, items, nb);
+            for (int64_t j = 0; j < nb; j++) {
+                if (rc == AS_OK) eval_mc_metrics(&docs[j], items[j].ll, &acc[i0 + j], &norm[i0 + j], &mc2[i0 + j]);
+                free_strs(items[j].ctx, items[j].n_choices);
+                free_strs(items[j].cont, items[j].n_choices);
+                free(items[j].ll);
+                free(prefix[j]);
+                eval_doc_free(&docs[j]);
+            }
+            done += nb;
+            progress_show(&pr, done, false);
+        }
+        free_strs(examples, shots > 0 ? n_pool : 0);
+        if (rc == AS_OK) {
+            double m_acc, s_acc, m_norm, s_norm, m_mc2, s_mc2;
+            eval_mean_stderr(acc, n, &m_acc, &s_acc);
+            eval_mean_stderr(norm, n, &m_norm, &s_norm);
+            eval_mean_stderr(mc2, n, &m_mc2, &s_mc2);
+            sum_acc += m_acc, sum_norm += m_norm, sum_mc2 += m_mc2;
+            se2_acc += s_acc * s_acc, se2_norm += s_norm * s_norm, se2_mc2 += s_mc2 * s_mc2;
+            total_items += n;
+            total_orig += cJSON_GetArraySize(sub->docs);
+            if (n_subsets > 1) {
+                char name[512];
+                snprintf(name, sizeof name, "%s_%s", t->name, sub->name);
+                cJSON *e = cJSON_AddObjectToObject(results, name);
+                cJSON_AddStringToObject(e, "alias", name);
+                if (t->metrics & EVAL_METRIC_ACC) put_metric(e, "acc", "none", m_acc, s_acc);
+                if (t->metrics & EVAL_METRIC_ACC_NORM) put_metric(e, "acc_norm", "none", m_norm, s_norm);
+                if (t->metrics & EVAL_METRIC_MC2) put_metric(e, "acc", "none", m_mc2, s_mc2);
+                cJSON_AddNumberToObject(nshot, name, shots);
+                cJSON *ns = cJSON_AddObjectToObject(nsamples, name);
+                cJSON_AddNumberToObject(ns, "original", cJSON_GetArraySize(sub->docs));
+                cJSON_AddNumberToObject(ns, "effective", (double)n);
+            }
+        }
+        free(acc), free(norm), free(mc2);
+    }
+    progress_show(&pr, done, true);
+    if (rc != AS_OK) return AS_FAIL;
+    // The task: the subset itself, or the unweighted mean of its subsets (the
+    // leaderboard's MMLU average), whose standard error is sqrt(sum se_i^2) / k.
+    const double k = n_subsets;
+    cJSON *e = cJSON_AddObjectToObject(results, t->name);
+    cJSON_AddStringToObject(e, "alias", t->name);
+    if (t->metrics & EVAL_METRIC_ACC) put_metric(e, "acc", "none", sum_acc / k, sqrt(se2_acc) / k);
+    if (t->metrics & EVAL_METRIC_ACC_NORM) put_metric(e, "acc_norm", "none", sum_norm / k, sqrt(se2_norm) / k);
+    if (t->metrics & EVAL_METRIC_MC2) put_metric(e, "acc", "none", sum_mc2 / k, sqrt(se2_mc2) / k);
+    if (n_subsets > 1) cJSON_AddNumberToObject(e, "n_subsets", n_subsets);
+    cJSON_AddNumberToObject(nshot, t->name, shots);
+    cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
+    cJSON_AddNumberToObject(ns, "original", (double)total_orig);
+    cJSON_AddNumberToObject(ns, "effective", (double)total_items);
+    return AS_OK;
+}
+
+// ---- generative exact match ----
+
+typedef struct gen_progress_ctx { progress *p; } gen_progress_ctx;
+static void on_gen_progress(void *user, const generate_progress *gp) {
+    gen_progress_ctx *g = user;
+    progress_show(g->p, gp->done, false);
+}
+
+static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eval_subset *sub, const eval_options *o,
+                   cJSON *results, cJSON *nshot, cJSON *nsamples) {
+    const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
+    const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
+    const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o->limit);
+    char **examples = NULL;
+    if (shots > 0 && render_examples(t, pool, &examples) != AS_OK) return AS_FAIL;
+    as_rng rng;
+    as_rng_seed(&rng, o->seed);
+    generate_request *req = as_calloc((size_t)AS_MAX(n, 1), sizeof *req);
+    char **gold = as_calloc((size_t)AS_MAX(n, 1), sizeof *gold);
+    int32_t **ids = as_calloc((size_t)AS_MAX(n, 1), sizeof *ids);
+    int32_t n_stop = t->until ? cJSON_GetArraySize(t->until) : 0;
+    const char **stop = as_calloc((size_t)AS_MAX(n_stop, 1), sizeof *stop);
+    for (int32_t i = 0; i < n_stop; i++) stop[i] = cJSON_GetArrayItem(t->until, i)->valuestring;
+    const int32_t max_new = o->max_new_tokens > 0 ? o->max_new_tokens : t->max_gen_toks;
+    int rc = AS_OK;
+    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+        const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)i);
+        eval_doc d;
+        if ((rc = eval_doc_render(t, doc, i, &d)) != AS_OK) break;
+        char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : i, t->path ? t->path : t->name);
+        char *g = pf ? eval_render(t->gold, doc, t->path ? t->path : t->name) : NULL;
+        if (!g) { free(pf); eval_doc_free(&d); rc = AS_FAIL; break; }
+        gold[i] = eval_extract_answer(g, false);
+        free(g);
+        char *prompt = as_malloc(strlen(pf) + strlen(d.text) + 1);
+        sprintf(prompt, "%s%s", pf, d.text);
+        size_t np = 0;
+        rc = tokenizer_encode(tok, prompt, strlen(prompt), true, false, &ids[i], &np);
+        // Leave room for the answer: keep the prompt's last tokens.
+        const int64_t room = (int64_t)m->cfg.n_ctx_train - max_new;
+        if (rc == AS_OK && room > 0 && (int64_t)np > room) {
+            memmove(ids[i], ids[i] + (np - (size_t)room), (size_t)room * sizeof *ids[i]);
+            np = (size_t)room;
+        }
+        req[i] = (generate_request){.prompt = ids[i], .n_prompt = (int64_t)np, .sampling = sampler_params_greedy(),
+                                    .max_new_tokens = max_new, .stop = stop, .n_stop = n_stop};
+        free(prompt), free(pf);
+        eval_doc_free(&d);
+    }
+    generate_result *out = as_calloc((size_t)AS_MAX(n, 1), sizeof *out);
+    progress pr = {.task = t->name, .t0 = as_time(), .total = n, .on = o->progress};
+    gen_progress_ctx gp = {&pr};
+    if (rc == AS_OK) {
+        generate_options go = generate_options_default();
+        go.batch_size = 16;
+        go.on_progress = on_gen_progress;
+        go.user = &gp;
+        rc = generate_run(m, tok, req, n, &go, out);
+    }
+    progress_show(&pr, rc == AS_OK ? n : 0, true);
+    double *strict = as_calloc((size_t)AS_MAX(n, 1), sizeof *strict), *flex = as_calloc((size_t)AS_MAX(n, 1), sizeof *flex);
+    for (int64_t i = 0; rc == AS_OK && i < n; i++) {
+        const char *text = out[i].text ? out[i].text : "";
+        char *a = eval_extract_answer(text, true), *b = eval_extract_answer(text, false);
+        strict[i] = a && gold[i] && !strcmp(a, gold[i]);
+        flex[i] = b && gold[i] && !strcmp(b, gold[i]);
+        free(a), free(b);
+    }
+    if (rc == AS_OK) {
+        double ms, ss, mf, sf;
+        eval_mean_stderr(strict, n, &ms, &ss);
+        eval_mean_stderr(flex, n, &mf, &sf);
+        cJSON *e = cJSON_AddObjectToObject(results, t->name);
+        cJSON_AddStringToObject(e, "alias", t->name);
+        put_metric(e, "exact_match", "strict-match", ms, ss);
+        put_metric(e, "exact_match", "flexible-extract", mf, sf);
+        cJSON_AddNumberToObject(nshot, t->name, shots);
+        cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
+        cJSON_AddNumberToObject(ns, "original", cJSON_GetArraySize(sub->docs));
+        cJSON_AddNumberToObject(ns, "effective", (double)n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        free(ids[i]), free(gold[i]);
+        generate_result_free(&out[i]);
+    }
+    free(ids), free(gold), free(out), free(req), free(stop), free(strict), free(flex);
+    free_strs(examples, shots > 0 ? n_pool : 0);
+    return rc;
+}
+
+// ---- the run ----
+
+static const char *const LEADERBOARD[] = {"arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"};
+
+static int run_task(model *m, const tokenizer *tok, const char *name, const eval_options *o, cJSON *root) {
+    const char *tdir = o->tasks_dir ? o->tasks_dir : eval_tasks_dir();
+    const char *ddir = data_dir_of(o);
+    eval_task t;
+    if (eval_task_load(name, tdir, &t) != AS_OK) return AS_FAIL;
+    cJSON *results = cJSON_GetObjectItem(root, "results"), *nshot = cJSON_GetObjectItem(root, "n-shot"),
+          *nsamples = cJSON_GetObjectItem(root, "n-samples"), *configs = cJSON_GetObjectItem(root, "configs");
+    if (cJSON_GetObjectItemCaseSensitive(results, t.name)) {
+        eval_task_free(&t);
+        return AS_OK; // listed twice
+    }
+    int rc;
+    if (t.kind == EVAL_TASK_MT_BENCH) {
+        rc = eval_run_mt_bench(m, tok, &t, o, ddir, results, nshot, nsamples);
+    } else {
+        eval_subset *subs;
+        int32_t ns;
+        rc = eval_task_read_data(&t, ddir, &subs, &ns);
+        if (rc == AS_OK) {
+            if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
+                eval_model_scorer sc = {.m = m, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
+                rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples);
+            } else {
+                if (ns != 1) rc = as_error("%s: data: generate_until tasks take one data file", t.path);
+                else rc = run_gen(m, tok, &t, &subs[0], o, results, nshot, nsamples);
+            }
+            eval_subsets_free(subs, ns);
+        }
+    }
+    if (rc == AS_OK) add_config(configs, &t, o, o->shots >= 0 ? o->shots : t.num_fewshot, ddir);
+    eval_task_free(&t);
+    return rc;
+}
+
+int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out) {
+    *out = NULL;
+    if (!o->tasks || !*o->tasks) return as_error("--tasks: empty task list");
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddObjectToObject(root, "results");
+    cJSON_AddObjectToObject(root, "n-shot");
+    cJSON_AddObjectToObject(root, "n-samples");
+    cJSON_AddObjectToObject(root, "configs");
+    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
+    cJSON_AddStringToObject(cfg, "model", o->model_id ? o->model_id : m->cfg.arch_name);
+    cJSON_AddStringToObject(cfg, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
+    cJSON_AddBoolToObject(cfg, "lora", m->lora.rank > 0);
+    cJSON_AddNumberToObject(cfg, "limit", (double)o->limit);
+    cJSON_AddNumberToObject(cfg, "fewshot_seed", (double)o->seed);
+    cJSON_AddStringToObject(cfg, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
+    const kernel_precision saved = m->precision;
+    m->precision = o->precision;
+    const double t0 = as_time();
+    char *list = as_strdup(o->tasks);
+    int rc = AS_OK;
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name && rc == AS_OK; name = strtok_r(NULL, ",", &save)) {
+        while (*name == ' ') name++;
+        if (!*name) continue;
+        if (!strcmp(name, "leaderboard")) {
+            for (size_t i = 0; i < AS_ARRAY_LEN(LEADERBOARD) && rc == AS_OK; i++) rc = run_task(m, tok, LEADERBOARD[i], o, root);
+        } else {
+            rc = run_task(m, tok, name, o, root);
+        }
+    }
+    free(list);
+    m->precision = saved;
+    cJSON_AddNumberToObject(cfg, "total_evaluation_time_seconds", as_time() - t0);
+    if (rc != AS_OK) {
+        cJSON_Delete(root);
+        return AS_FAIL;
+    }
+    *out = root;
+    return AS_OK;
+}
+
+char *eval_results_markdown(const cJSON *root) {
+    const cJSON *results = cJSON_GetObjectItem(root, "results"), *nshot = cJSON_GetObjectItem(root, "n-shot");
+    size_t cap = 4096, n = 0;
+    char *s = as_malloc(cap);
+    n += (size_t)snprintf(s, cap, "| Task | Metric | Value | | Stderr | n-shot |\n|---|---|---:|---|---:|---:|\n");
+    const cJSON *task;
+    cJSON_ArrayForEach(task, results) {
+        const cJSON *shots = cJSON_GetObjectItemCaseSensitive(nshot, task->string);
+        const cJSON *kv;
+        cJSON_ArrayForEach(kv, task) {
+            if (!cJSON_IsNumber(kv) || strstr(kv->string, "_stderr,") || !strchr(kv->string, ',')) continue;
+            char metric[128], key[160];
+            const char *comma = strchr(kv->string, ',');
+            snprintf(metric, sizeof metric, "%.*s", (int)(comma - kv->string), kv->string);
+            snprintf(key, sizeof key, "%s_stderr%s", metric, comma);
+            const cJSON *se = cJSON_GetObjectItemCaseSensitive(task, key);
+            char ses[32] = "N/A";
+            if (cJSON_IsNumber(se)) snprintf(ses, sizeof ses, "%.4f", se->valuedouble);
+            char line[1024];
+            char shot[16] = "";
+            if (cJSON_IsNumber(shots)) snprintf(shot, sizeof shot, "%d", shots->valueint);
+            int ln = snprintf(line, sizeof line, "| %s | %s | %.4f | ± | %s | %s |\n", task->string, kv->string,
+                              kv->valuedouble, ses, shot);
+            if (n + (size_t)ln + 1 > cap) cap = 2 * (n + (size_t)ln + 1), s = as_realloc(s, cap);
+            memcpy(s + n, line, (size_t)ln + 1);
+            n += (size_t)ln;
+        }
+    }
+    return s;
+}

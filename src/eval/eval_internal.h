@@ -1,0 +1,136 @@
+// Inside the eval module: task files, documents, prompts, scoring.  Tests use
+// these directly (a fake scorer, synthetic tasks); other modules use eval.h.
+#ifndef AS_EVAL_INTERNAL_H
+#define AS_EVAL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "eval/eval.h"
+#include "util/rng.h"
+
+typedef enum eval_task_kind {
+    EVAL_TASK_MULTIPLE_CHOICE = 0,
+    EVAL_TASK_GENERATE_UNTIL,   // exact match of a number (GSM8K's "#### n" convention)
+    EVAL_TASK_MT_BENCH,
+} eval_task_kind;
+
+enum { EVAL_METRIC_ACC = 1, EVAL_METRIC_ACC_NORM = 2, EVAL_METRIC_MC2 = 4, EVAL_METRIC_EXACT_MATCH = 8 };
+
+// A task file, checked.  Strings point into `root` (the YAML as cJSON).
+typedef struct eval_task {
+    cJSON *root;
+    char *path;                 // the task file ("<built-in>" names resolve to tasks_dir/<name>.yaml)
+    char *dir;                  // its folder (relative data paths are tried there first)
+    const char *name;
+    eval_task_kind kind;
+    const char *data, *fewshot_data;   // may contain {subject}
+    const char *format;                // jsonl | csv | hellaswag
+    const cJSON *split_lists;          // {"column": "separator"} (csv)
+    int32_t num_fewshot;
+    bool fewshot_first_n;              // sampler first_n (else random)
+    const char *description, *doc_to_text, *doc_to_target, *gold;
+    const char *target_delimiter, *fewshot_delimiter;
+    const cJSON *choices, *true_choices, *false_choices; // arrays of templates
+    const char *contexts, *continuation;                 // partial scoring (winogrande)
+    unsigned metrics;
+    const char *primary_metric;
+    const cJSON *until;                 // stop strings (generate_until)
+    int32_t max_gen_toks;
+    const cJSON *temperatures;          // mt_bench: {category: T}
+    const char *reference, *judge_prompts; // mt_bench
+} eval_task;
+
+// Parses a task file's text.  -1 + as_error "<name>: <field>: ..." .
+int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t);
+// A built-in name (tasks_dir/<name>.yaml) or a path to a .yaml file.
+int eval_task_load(const char *name_or_path, const char *tasks_dir, eval_task *t);
+void eval_task_free(eval_task *t);
+
+// Renders a template: {{field}}, {{field[i]}}, {{field|trim}}; other text is
+// copied.  Heap string, or NULL + as_error naming the missing field.
+char *eval_render(const char *tpl, const cJSON *doc, const char *what);
+
+// One subset of a task's documents (mmlu: a subject; else the whole task).
+typedef struct eval_subset {
+    char *name;         // subject, or the task's name
+    cJSON *docs;        // array of objects
+    cJSON *fewshot;     // array, or NULL: the few-shot examples come from docs, the item excluded
+} eval_subset;
+
+// Reads the task's data (data_dir for relative paths not found beside the
+// task file); *subsets is an array of n.
+int eval_task_read_data(const eval_task *t, const char *data_dir, eval_subset **subsets, int32_t *n);
+void eval_subsets_free(eval_subset *s, int32_t n);
+// A data path of the task: absolute as is, else beside the task file when it
+// exists there, else under data_dir.  Heap string.
+char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel);
+// MT-Bench (mtbench.c): answers, optional local judging, results.
+int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const eval_options *o, const char *data_dir,
+                      cJSON *results, cJSON *nshot, cJSON *nsamples);
+// FastChat's rating parse: [[x]], else [x]; -1 when there is none.
+double eval_parse_rating(const char *judgment);
+
+// A document rendered for scoring.
+typedef struct eval_doc {
+    char *text;         // doc_to_text (NULL for partial scoring)
+    int32_t n_choices;
+    char **choices;     // choice texts (lm-eval's doc_to_choice)
+    char **contexts;    // partial scoring: per-choice contexts (== choices), else NULL
+    char *continuation; // partial scoring: the shared continuation
+    int32_t gold;
+    int32_t n_true;     // true_choices/false_choices: the first n_true choices are true
+    char *target;       // generate_until: the few-shot target; gold answer text
+} eval_doc;
+int eval_doc_render(const eval_task *t, const cJSON *doc, int64_t index, eval_doc *d);
+void eval_doc_free(eval_doc *d);
+// The text of a document as a few-shot example (text + delimiter + answer).
+char *eval_doc_example(const eval_task *t, const eval_doc *d);
+
+// Few-shot indices for item `item` of a pool of n_pool documents: `k` of them,
+// first_n, or drawn without replacement with *rng (as lm-eval: k + 1 drawn when
+// the pool is the evaluated split, the item itself dropped).  Returns how many.
+int32_t eval_fewshot_pick(as_rng *rng, int64_t n_pool, int32_t k, bool first_n, int64_t exclude, int64_t *out);
+
+// Multiple-choice scoring requests of one item: for choice c, the
+// log-likelihood of cont[c] after ctx[c].
+typedef struct eval_mc_item {
+    int32_t n_choices;
+    char **ctx;
+    char **cont;
+    double *ll;          // (n_choices) output
+} eval_mc_item;
+typedef int (*eval_loglik_fn)(void *user, eval_mc_item *items, int64_t n);
+
+typedef struct eval_model_scorer {
+    model *m;
+    const tokenizer *tok;
+    size_t kv_budget_bytes;
+    int32_t max_batch_tokens;  // tokens per model_forward call
+    int64_t n_forward_calls;   // statistics
+    int64_t n_tokens_run;
+} eval_model_scorer;
+// eval_loglik_fn on a model: contexts shared by the choices of an item run once
+// (its KV cache copied to each choice), items batched under the KV budget.
+int eval_model_loglik(void *scorer, eval_mc_item *items, int64_t n);
+
+// Per-item metric values of a scored item.
+void eval_mc_metrics(const eval_doc *d, const double *ll, double *acc, double *acc_norm, double *mc2);
+// Mean and lm-eval's standard error of the mean (sample std / sqrt(n)).
+void eval_mean_stderr(const double *x, int64_t n, double *mean, double *se);
+// GSM8K's answer extraction: the number after "#### ", or else the last number;
+// commas removed, a trailing '.' dropped.  NULL if there is no number.
+char *eval_extract_answer(const char *text, bool strict);
+
+// Runs one multiple-choice task with a given scorer: fills `res` (lm-eval
+// shaped task entries are added to results/configs objects).
+typedef struct eval_task_result {
+    int64_t n_items;
+    double acc, acc_se, acc_norm, acc_norm_se, mc2, mc2_se;
+} eval_task_result;
+int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o,
+                eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples);
+
+#endif

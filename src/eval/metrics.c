@@ -1,0 +1,108 @@
+// Per-item metrics (lm-evaluation-harness's process_results) and their aggregation.
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#include "eval/eval_internal.h"
+#include "util/common.h"
+
+// Python's len(): Unicode code points of a UTF-8 string.
+static double n_chars(const char *s) {
+    double n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) n += (*p & 0xC0) != 0x80;
+    return n;
+}
+
+void eval_mc_metrics(const eval_doc *d, const double *ll, double *acc, double *acc_norm, double *mc2) {
+    // np.argmax: the first of equal maxima.
+    int32_t best = 0, best_norm = 0;
+    double bn = -INFINITY;
+    for (int32_t c = 0; c < d->n_choices; c++) {
+        if (ll[c] > ll[best]) best = c;
+        double len = n_chars(d->choices[c]);
+        double v = ll[c] / (len > 0 ? len : 1);
+        if (c == 0 || v > bn) bn = v, best_norm = c;
+    }
+    *acc = best == d->gold;
+    *acc_norm = best_norm == d->gold;
+    // truthfulqa_mc2: the normalised probability mass of the true choices.
+    *mc2 = 0;
+    if (d->n_true > 0) {
+        double mx = ll[0];
+        for (int32_t c = 1; c < d->n_choices; c++) mx = AS_MAX(mx, ll[c]);
+        double pt = 0, pa = 0;
+        for (int32_t c = 0; c < d->n_choices; c++) {
+            double p = exp(ll[c] - mx);
+            pa += p;
+            if (c < d->n_true) pt += p;
+        }
+        *mc2 = pt / pa;
+    }
+}
+
+void eval_mean_stderr(const double *x, int64_t n, double *mean, double *se) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    *mean = n ? s / (double)n : NAN;
+    if (n < 2) { *se = NAN; return; }
+    double v = 0;
+    for (int64_t i = 0; i < n; i++) v += (x[i] - *mean) * (x[i] - *mean);
+    // lm-eval's mean_stderr: sample_stddev / sqrt(n), sample_stddev with n - 1.
+    *se = sqrt(v / (double)(n - 1)) / sqrt((double)n);
+}
+
+// Numbers as lm-eval's flexible-extract regex sees them, "-?[$0-9.,]{2,}|-?[0-9]+",
+// normalised as its exact_match with regexes_to_ignore [",", "\$", "\.$"].
+static char *normalise_number(const char *s, size_t n) {
+    char *out = as_malloc(n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ',' && s[i] != '$') out[k++] = s[i];
+    while (k > 0 && out[k - 1] == '.') k--;
+    out[k] = 0;
+    return out;
+}
+
+static bool num_char(char c) { return isdigit((unsigned char)c) || c == '$' || c == '.' || c == ','; }
+
+// The last match of -?[$0-9.,]{2,} or -?[0-9]+ in s (NULL if none); with
+// `first` the first match instead.
+static char *scan_number(const char *s, bool first) {
+    char *last = NULL;
+    for (const char *p = s; *p;) {
+        const char *st = p;
+        bool neg = *p == '-';
+        const char *q = neg ? p + 1 : p;
+        const char *e = q;
+        while (*e && num_char(*e)) e++;
+        size_t run = (size_t)(e - q);
+        bool has_digit = false;
+        for (const char *r = q; r < e; r++) has_digit |= isdigit((unsigned char)*r) != 0;
+        if (run >= 2 || (run == 1 && isdigit((unsigned char)*q))) {
+            if (has_digit || run >= 2) {
+                free(last);
+                last = normalise_number(st, (size_t)(e - st));
+                if (first) return last;
+            }
+            p = e;
+        } else {
+            p++;
+        }
+    }
+    return last;
+}
+
+char *eval_extract_answer(const char *text, bool strict) {
+    // "#### n": the first number after the marker (lm-eval strict-match: "#### (\-?[0-9\.\,]+)").
+    const char *m = strstr(text, "#### ");
+    if (m) {
+        const char *p = m + 5;
+        const char *e = p;
+        if (*e == '-') e++;
+        const char *d = e;
+        while (*e && (isdigit((unsigned char)*e) || *e == '.' || *e == ',')) e++;
+        if (e > d) return normalise_number(p, (size_t)(e - p));
+    }
+    if (strict) return NULL;
+    return scan_number(text, false);
+}

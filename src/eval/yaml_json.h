@@ -1,0 +1,15 @@
+// A YAML document (libyaml) as a cJSON tree: mappings become objects,
+// sequences arrays, scalars strings (the reader of each field converts; no
+// implicit typing).  Anchors/aliases, tags and multi-document streams are
+// refused; duplicate keys are an error.
+#ifndef AS_EVAL_YAML_JSON_H
+#define AS_EVAL_YAML_JSON_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+// -1 + as_error "<name>:<line>: ..." on a syntax error or an unsupported construct.
+int yaml_to_json(const char *text, size_t len, const char *name, cJSON **out);
+
+#endif
