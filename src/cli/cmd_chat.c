@@ -16,7 +16,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: alphaspin chat [--model FILE.gguf] [options]\n\n"
             "Interactive chat on standard input; type /reset to start over, /quit or Ctrl-D to leave.\n\n"
-            "  --model FILE         GGUF model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --model FILE|DIR     GGUF file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --system TEXT        system prompt (default: the chat template's own, if any)\n"
             "  --chat-template T    chatml | gemma | llama3, when the model's template is not recognised\n"
             "  --max-new-tokens N   per reply (default 512)\n"

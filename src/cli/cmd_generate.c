@@ -19,7 +19,7 @@ static void usage(FILE *out) {
             "batches, writing one JSON line per prompt (the input's fields plus \"output\", \"n_tokens\",\n"
             "\"finish\" and \"logprob\") atomically to --out, with a progress line on stderr.\n"
             "An input line is {\"prompt\": TEXT} or {\"messages\": [{\"role\", \"content\"}, ...]} (chat).\n\n"
-            "  --model FILE         GGUF model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --model FILE|DIR     GGUF file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --prompt TEXT        a single prompt\n"
             "  --prompts FILE       JSONL file of prompts; needs --out\n"
             "  --out FILE           output JSONL (written atomically when all prompts are done)\n"

@@ -13,7 +13,7 @@ static void usage(FILE *out) {
             "usage: alphaspin logprobs [--model FILE.gguf] --text TEXT [options]\n\n"
             "Prints one JSON line per token of TEXT: {\"id\", \"token\", \"logprob\"}, where logprob is\n"
             "log p(token | the tokens before it) in nats (null for the first token, which has no context).\n\n"
-            "  --model FILE       GGUF model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --model FILE|DIR   GGUF file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --text TEXT        the text to score\n"
             "  --special          recognise special tokens written in TEXT\n"
             "  --precision P      f32 (default: fp32 activations, matches an fp32 reference) or q8\n"

@@ -14,13 +14,13 @@ static void usage(FILE *out) {
     sft_config d;
     sft_config_default(&d);
     fprintf(out,
-            "usage: alphaspin sft [--model FILE.gguf] --data FILE.jsonl --out DIR [options]\n\n"
+            "usage: alphaspin sft [--model FILE.gguf|DIR] --data FILE.jsonl --out DIR [options]\n\n"
             "Supervised fine-tuning with the model's chat template, loss on the answer tokens only.\n"
             "Data: JSONL lines {\"messages\": [{role, content}, ...]}, {\"prompt\", \"response\"} or\n"
             "{\"question\", \"answer\"}.  Writes to DIR: the adapter (adapter_model.safetensors +\n"
             "adapter_config.json, PEFT's layout) or, with --full, model.gguf; log.jsonl (metrics per step);\n"
             "the training state.  A progress line shows step, loss, tokens/s and ETA.\n\n"
-            "  --model FILE         GGUF base model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --model FILE|DIR     base model, GGUF file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --data FILE          training data (JSONL)\n"
             "  --out DIR            output folder\n"
             "  --full               full fine-tuning instead of LoRA\n"

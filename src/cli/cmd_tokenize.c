@@ -12,7 +12,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: alphaspin tokenize [--model FILE.gguf] [--special] [--add-special] TEXT\n\n"
             "Prints the token ids of TEXT, separated by spaces.\n\n"
-            "  --model FILE       GGUF model whose tokenizer to use (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --model FILE|DIR   GGUF file or Hugging Face folder whose tokenizer to use (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --special          recognise special tokens written in TEXT (e.g. <|im_start|>)\n"
             "  --add-special      add BOS/EOS as the model's metadata asks\n"
             "  --pieces           print each token's text too, as id:'piece'\n"
