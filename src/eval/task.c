@@ -428,7 +428,12 @@ char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel) 
     if (t->dir) {
         p = as_malloc(strlen(t->dir) + strlen(rel) + 2);
         sprintf(p, "%s/%s", t->dir, rel);
-        if (access(p, R_OK) == 0) return p;
+        // A {subject} pattern: its folder must exist.
+        char *probe = as_strdup(p), *slash = strstr(probe, "{subject}") ? strrchr(probe, '/') : NULL;
+        if (slash) *slash = 0;
+        bool found = access(probe, R_OK) == 0;
+        free(probe);
+        if (found) return p;
         free(p);
     }
     p = as_malloc(strlen(data_dir) + strlen(rel) + 2);
