@@ -35,5 +35,6 @@ int cmd_sft(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_make_data(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

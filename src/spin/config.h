@@ -23,7 +23,7 @@ typedef struct spin_config {
     char *name;                 // variant name ("": the run folder's basename)
     // model
     char *model_path;           // GGUF or Hugging Face folder ("": the default model)
-    char *tokenizer_path;       // GGUF whose tokenizer and chat template serve an HF folder
+    char *tokenizer_path;       // GGUF whose tokenizer and chat template replace the model's ("": the model's)
     char *chat_template;        // "": from the model; else chatml | gemma | llama3
     // data
     char *train_path;           // JSONL in an SFT layout (train/sft.h)
@@ -79,7 +79,7 @@ int spin_config_load(spin_config *c, const char *path);
 int spin_config_parse(spin_config *c, const char *text, size_t len, const char *path);
 // One override "key.sub=value".  -1 + as_error "--set <key>: <what>".
 int spin_config_set(spin_config *c, const char *assignment);
-// Cross-key checks after all values are in (e.g. HF folder needs a tokenizer GGUF).
+// Cross-key checks after all values are in (e.g. max_new_tokens <= max_answer_len).
 int spin_config_check(const spin_config *c);
 // The dotted names of every key, in the resolved YAML's order.
 int spin_config_n_keys(void);
