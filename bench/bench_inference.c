@@ -80,7 +80,12 @@ int main(int argc, char **argv) {
     }
     m->precision = !strcmp(prec, "f32") ? KERNEL_PRECISION_F32 : KERNEL_PRECISION_Q8;
     prefill_run(m, 64); // warm-up: page the weights in
-    double d1 = decode_run(m, 1, P, N), dB = decode_run(m, B, P, N), pf = prefill_run(m, T);
+    // BENCH_ONLY=b1|bB|prefill runs one part (profiling; the others print 0).
+    const char *only = getenv("BENCH_ONLY");
+    const bool all = !only || !*only;
+    double d1 = all || !strcmp(only, "b1") ? decode_run(m, 1, P, N) : 0;
+    double dB = all || !strcmp(only, "bB") ? decode_run(m, B, P, N) : 0;
+    double pf = all || !strcmp(only, "prefill") ? prefill_run(m, T) : 0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"peer\": \"alphaspin (%s, %d threads, %s)\", \"decode_b1_tok_s\": %.2f, \"decode_b%d_tok_s\": %.2f, "

@@ -32,9 +32,30 @@
 // item (per head) so that the rows share the sequence's K/V in cache.
 #define ATTN_BLOCK 16
 
-typedef void (*attn_scores_fn)(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s);
-typedef void (*attn_values_fn)(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out);
-typedef void (*softmax_fn)(float *s, int32_t n);
+// -DAS_PROFILE: wall time per phase of model_forward, printed at exit.
+#ifdef AS_PROFILE
+#include <stdio.h>
+enum { PR_EMB, PR_NORM, PR_QKV, PR_ROPE, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
+static const char *const prof_name[PR_N] = {"emb", "norm", "qkv", "rope", "attn", "o", "gate_up", "glu", "down", "add", "logits"};
+static double prof_t[PR_N], prof_last;
+static void prof_print(void) {
+    double tot = 0;
+    for (int i = 0; i < PR_N; i++) tot += prof_t[i];
+    for (int i = 0; i < PR_N; i++) fprintf(stderr, "prof %-8s %8.3f s %5.1f%%\n", prof_name[i], prof_t[i], 100 * prof_t[i] / tot);
+}
+#include <time.h>
+static double prof_now(void) { // process CPU time: a contended machine's waits do not count (profile with 1 thread)
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define PROF_START() (prof_last = prof_now())
+#define PROF(i) (prof_t[i] += prof_now() - prof_last, prof_last = prof_now())
+#else
+#define PROF_START() ((void)0)
+#define PROF(i) ((void)0)
+#endif
+
 typedef void (*glu_fn)(float *g, const float *u, int64_t n, bool gelu);
 
 typedef struct model_scratch {
@@ -52,52 +73,14 @@ typedef struct model_scratch {
     int32_t *next_pos;                // (cap_seq): validation of positions
     int nth;                          // threads the score rows are sized for
     int64_t cap_keys;
-    float *scores;                    // (nth, cap_keys)
+    float *scores;                    // (nth, MODEL_ATTN_SCORE_ROWS * cap_keys)
+    bool attn_simd;                   // AVX-512 attention (attention.c)
     int64_t cap_lora;
     float *lora_u;                    // (cap, rank): A x of one adapter
-    attn_scores_fn scores_row;
-    attn_values_fn values_row;
-    softmax_fn softmax_row;
     glu_fn glu;
 } model_scratch;
 
-// ---- attention row kernels (scores, softmax, weighted values): generic C and AVX2/FMA ----
-
-// s[j] = scale * <q, K[j]> for j < n; K rows are ks floats apart.
-static void attn_scores_row_c(const float *q, const float *K, int64_t ks, int32_t n, int d, float scale, float *s) {
-    for (int32_t j = 0; j < n; j++) {
-        const float *k = K + (int64_t)j * ks;
-        float acc[8] = {0};
-        int i = 0;
-        for (; i + 8 <= d; i += 8)
-            for (int u = 0; u < 8; u++) acc[u] += q[i + u] * k[i + u];
-        for (; i < d; i++) acc[0] += q[i] * k[i];
-        s[j] = scale * (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-    }
-}
-
-// out = sum_j p[j] V[j]  (p already normalised).
-static void attn_values_row_c(const float *p, const float *V, int64_t vs, int32_t n, int d, float *out) {
-    memset(out, 0, sizeof(float) * (size_t)d);
-    for (int32_t j = 0; j < n; j++) {
-        const float *v = V + (int64_t)j * vs;
-        const float pj = p[j];
-        for (int i = 0; i < d; i++) out[i] += pj * v[i];
-    }
-}
-
-// In-place softmax of s[0..n) with the maximum subtracted (no overflow for any logits).
-static void softmax_row_c(float *s, int32_t n) {
-    float mx = s[0];
-    for (int32_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    float sum = 0.0f;
-    for (int32_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int32_t j = 0; j < n; j++) s[j] *= inv;
-}
+// ---- element-wise kernels: generic C and AVX2/FMA ----
 
 // g <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
 static void glu_c(float *g, const float *u, int64_t n, bool gelu) {
@@ -113,79 +96,6 @@ static void glu_c(float *g, const float *u, int64_t n, bool gelu) {
 }
 
 #ifdef MODEL_X86
-__attribute__((target("avx2,fma"))) static void attn_scores_row_avx2(const float *q, const float *K, int64_t ks, int32_t n, int d,
-                                                                     float scale, float *s) {
-    if (d % 8) {
-        attn_scores_row_c(q, K, ks, n, d, scale, s);
-        return;
-    }
-    const __m128 vscale = _mm_set1_ps(scale);
-    int32_t j = 0;
-    // Four keys at a time: four independent FMA chains, one shared horizontal reduction.
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = K + (int64_t)j * ks, *k1 = k0 + ks, *k2 = k1 + ks, *k3 = k2 + ks;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < d; i += 8) {
-            const __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
-        }
-        // hadd(hadd(a0,a1), hadd(a2,a3)) = [sum a0..a3 of lanes 0-3 | lanes 4-7]
-        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-        const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        _mm_storeu_ps(s + j, _mm_mul_ps(r, vscale));
-    }
-    for (; j < n; j++) {
-        const float *k = K + (int64_t)j * ks;
-        __m256 a = _mm256_setzero_ps();
-        for (int i = 0; i < d; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
-        __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        r = _mm_hadd_ps(r, r);
-        r = _mm_hadd_ps(r, r);
-        s[j] = scale * _mm_cvtss_f32(r);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void attn_values_row_avx2(const float *p, const float *V, int64_t vs, int32_t n, int d,
-                                                                     float *out) {
-    if (d % 8) {
-        attn_values_row_c(p, V, vs, n, d, out);
-        return;
-    }
-    // Columns in chunks of 64 (eight ymm accumulators) so the output stays in registers.
-    int i0 = 0;
-    for (; i0 + 64 <= d; i0 += 64) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int32_t j = 0; j < n; j++) {
-            const float *v = V + (int64_t)j * vs + i0;
-            const __m256 pj = _mm256_set1_ps(p[j]);
-            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
-            a4 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 32), a4);
-            a5 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 40), a5);
-            a6 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 48), a6);
-            a7 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 56), a7);
-        }
-        _mm256_storeu_ps(out + i0, a0);
-        _mm256_storeu_ps(out + i0 + 8, a1);
-        _mm256_storeu_ps(out + i0 + 16, a2);
-        _mm256_storeu_ps(out + i0 + 24, a3);
-        _mm256_storeu_ps(out + i0 + 32, a4);
-        _mm256_storeu_ps(out + i0 + 40, a5);
-        _mm256_storeu_ps(out + i0 + 48, a6);
-        _mm256_storeu_ps(out + i0 + 56, a7);
-    }
-    for (; i0 < d; i0 += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (int32_t j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + (int64_t)j * vs + i0), a);
-        _mm256_storeu_ps(out + i0, a);
-    }
-}
-
 // e^x = 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
 // for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
 // polynomial (~1 ulp).  x is clamped to [-87, 88] so 2^n stays a normal float:
@@ -206,35 +116,6 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
     p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)); // 1 + r + r^2 P(r)
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-__attribute__((target("avx2,fma"))) static void softmax_row_avx2(float *s, int32_t n) {
-    int32_t j = 0;
-    __m256 vmx = _mm256_set1_ps(s[0]);
-    for (; j + 8 <= n; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(s + j));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float mx = _mm_cvtss_f32(m4);
-    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    vmx = _mm256_set1_ps(mx);
-    __m256 vsum = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= n; j += 8) {
-        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
-        _mm256_storeu_ps(s + j, e);
-        vsum = _mm256_add_ps(vsum, e);
-    }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
-    s4 = _mm_hadd_ps(s4, s4);
-    s4 = _mm_hadd_ps(s4, s4);
-    float sum = _mm_cvtss_f32(s4);
-    for (; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
-    for (; j < n; j++) s[j] *= 1.0f / sum;
 }
 
 // SiLU(g) = g / (1 + e^-g);  tanh-GELU written as g / (1 + e^-2y), y = sqrt(2/pi) (g + 0.044715 g^3),
@@ -277,21 +158,14 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->inv_freq = as_malloc(sizeof(double) * (size_t)AS_MAX(half, 1));
         for (int i = 0; i < half; i++)
             s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
-        s->scores_row = attn_scores_row_c;
-        s->values_row = attn_values_row_c;
-        s->softmax_row = softmax_row_c;
         s->glu = glu_c;
 #ifdef MODEL_X86
         // ALPHASPIN_KERNEL_ISA=scalar (the kernels' switch) also selects the
         // generic attention here, so the C path is testable on any machine.
         const char *isa = getenv("ALPHASPIN_KERNEL_ISA");
         const bool scalar = isa && !strcmp(isa, "scalar");
-        if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) {
-            s->scores_row = attn_scores_row_avx2;
-            s->values_row = attn_values_row_avx2;
-            s->softmax_row = softmax_row_avx2;
-            s->glu = glu_avx2;
-        }
+        if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) s->glu = glu_avx2;
+        s->attn_simd = !scalar && model_attention_avx512_usable(c->head_dim);
 #endif
     }
     if (n_tokens > s->cap) {
@@ -325,7 +199,7 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->nth = AS_MAX(nth, s->nth);
         // Rows padded to 64 bytes so threads never share a cache line.
         s->cap_keys = (s->cap_keys + 15) & ~(int64_t)15;
-        s->scores = alloc_rows(s->nth, s->cap_keys);
+        s->scores = alloc_rows(s->nth, MODEL_ATTN_SCORE_ROWS * s->cap_keys);
     }
     return s;
 }
@@ -360,27 +234,28 @@ static void rope_forward(float *x, int n_heads, int d, int n_rot, bool neox, con
 
 // att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of
 // seq[i]'s cache in this layer (the batch's own keys were written first).
-// Work items are (block of consecutive rows of one sequence) x (head); a block's
-// rows run one after another on one thread so its K/V rows stay in cache.
+// Work items are (block of consecutive rows of one sequence) x (KV head): the
+// block's rows and the group's heads share the K/V they read (attention.c).
 static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, int nth) {
-    const int H = c->n_head, d = c->head_dim, group = c->n_head / c->n_head_kv;
-    const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * H;
+    const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
+    const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
     for (int64_t it = 0; it < n_items; it++) {
-        const int32_t blk = (int32_t)(it / H);
-        const int h = (int)(it % H), g = h / group;
-        const int32_t t0 = s->blk_start[blk], nt = s->blk_len[blk];
-        const size_t base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * (size_t)kv->n_ctx * (size_t)kvd + (size_t)g * d;
-        const float *K = kv->k + base, *V = kv->v + base;
-        float *sc = s->scores + (int64_t)omp_get_thread_num() * s->cap_keys;
-        for (int32_t r = 0; r < nt; r++) {
-            const int64_t t = t0 + r;
-            const int32_t n_keys = b->pos[t] + 1; // causal: keys 0..pos
-            s->scores_row(s->q + t * qd + (int64_t)h * d, K, kvd, n_keys, d, scale, sc);
-            s->softmax_row(sc, n_keys);
-            s->values_row(sc, V, kvd, n_keys, d, s->att + t * qd + (int64_t)h * d);
-        }
+        const int32_t blk = (int32_t)(it / Hkv);
+        const int g = (int)(it % Hkv);
+        const int32_t t0 = s->blk_start[blk];
+        int32_t n_keys[ATTN_BLOCK];
+        for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
+        const size_t base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
+        const model_attn_args a = {
+            .q = s->q + t0 * qd + (int64_t)g * group * d, .q_stride = qd, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
+            .n_keys = n_keys, .k = kv->k + base + (size_t)g * d * KV_TILE, .k_tile_stride = KV_TILE * kvd,
+            .v = kv->v + base + (size_t)g * d, .v_stride = kvd, .scale = scale,
+            .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
+            .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
+        };
+        model_attention_rows(&a, s->attn_simd);
     }
 }
 
@@ -453,7 +328,12 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;
     const kernel_precision prec = m->precision;
-    const size_t seq_stride = (size_t)kv->n_ctx * (size_t)kvd, layer_stride = (size_t)kv->n_seq * seq_stride;
+    const size_t seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
+#ifdef AS_PROFILE
+    static bool prof_registered;
+    if (!prof_registered) atexit(prof_print), prof_registered = true;
+#endif
+    PROF_START();
 
     // Embeddings (Gemma scales them by sqrt(C)) and the rotary angles, which
     // depend only on the position: computed once for all layers, in double so
@@ -482,48 +362,65 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             s->n_blocks++;
         }
     }
+    PROF(PR_EMB);
 
     for (int32_t l = 0; l < c->n_layer; l++) {
         const model_layer *L = &m->layers[l];
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) rmsnorm_forward(s->xb + i * C, s->x + i * C, L->attn_norm, C, c->rms_eps);
+        PROF(PR_NORM);
         kernel_matmul(s->q, qd, s->xb, n, &L->wq, prec);
         kernel_matmul(s->k, kvd, s->xb, n, &L->wk, prec);
         kernel_matmul(s->v, kvd, s->xb, n, &L->wv, prec);
         lora_apply(m, s, l, 0, s->q, qd, s->xb, C, qd, n);
         lora_apply(m, s, l, 1, s->k, kvd, s->xb, C, kvd, n);
         lora_apply(m, s, l, 2, s->v, kvd, s->xb, C, kvd, n);
+        PROF(PR_QKV);
+        // A key tile's first position zeroes the tile (attention reads whole tiles).
+        for (int64_t i = 0; i < n; i++)
+            if (b->pos[i] % KV_TILE == 0)
+                memset(kv->k + (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd, 0,
+                       sizeof(float) * KV_TILE * (size_t)kvd);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
             rope_forward(s->q + i * qd, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn);
             rope_forward(s->k + i * kvd, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn);
-            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd;
-            memcpy(kv->k + at, s->k + i * kvd, sizeof(float) * (size_t)kvd);
-            memcpy(kv->v + at, s->v + i * kvd, sizeof(float) * (size_t)kvd);
+            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
+            float *kt = kv->k + at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE;
+            for (int64_t e = 0; e < kvd; e++) kt[e * KV_TILE] = s->k[i * kvd + e];
+            memcpy(kv->v + at + p * (size_t)kvd, s->v + i * kvd, sizeof(float) * (size_t)kvd);
         }
+        PROF(PR_ROPE);
         attention_forward(s, c, kv, l, b, nth);
+        PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
+        PROF(PR_O);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
             for (int64_t j = 0; j < C; j++) x[j] += o[j];
             rmsnorm_forward(o, x, L->ffn_norm, C, c->rms_eps);
         }
+        PROF(PR_NORM);
         kernel_matmul(s->hb, F, s->xb, n, &L->w_gate, prec);
         kernel_matmul(s->hb2, F, s->xb, n, &L->w_up, prec);
         lora_apply(m, s, l, 4, s->hb, F, s->xb, C, F, n);
         lora_apply(m, s, l, 5, s->hb2, F, s->xb, C, F, n);
+        PROF(PR_GATEUP);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
+        PROF(PR_GLU);
         kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
         lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
+        PROF(PR_DOWN);
 #pragma omp parallel for num_threads(nth) if (n > 1)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
             for (int64_t j = 0; j < C; j++) x[j] += o[j];
         }
+        PROF(PR_ADD);
     }
     for (int64_t i = 0; i < n; i++) kv->len[b->seq[i]]++;
 
@@ -534,5 +431,6 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     if (n_out == 0) return AS_OK;
     for (int64_t o = 0; o < n_out; o++) rmsnorm_forward(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
     kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
+    PROF(PR_LOGITS);
     return AS_OK;
 }

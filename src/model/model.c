@@ -256,7 +256,8 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
         return NULL;
     }
     size_t n, bytes;
-    if (as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, (size_t)n_ctx, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
+    const size_t ctx_pad = ((size_t)n_ctx + KV_TILE - 1) / KV_TILE * KV_TILE;
+    if (as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, ctx_pad, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
         as_mul_overflow(n, sizeof(float), &bytes)) {
         as_error("kv_cache_init: %d sequences x %d positions overflow the address space", n_seq, n_ctx);
         return NULL;
@@ -266,6 +267,7 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
     kv->n_ctx = n_ctx;
     kv->n_layer = cfg->n_layer;
     kv->kv_dim = cfg->n_head_kv * cfg->head_dim;
+    kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
     kv->k = as_aligned_alloc(bytes);
     kv->v = as_aligned_alloc(bytes);
     kv->len = as_calloc((size_t)n_seq, sizeof *kv->len);
@@ -293,10 +295,12 @@ void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len) {
 void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src) {
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq) as_die("kv_cache_copy_seq: sequence %d -> %d invalid", src, dst);
     if (src == dst) return;
-    size_t row = (size_t)kv->kv_dim, seq_stride = (size_t)kv->n_ctx * row, n = (size_t)kv->len[src] * row;
+    // K in whole tiles (the last one partly filled), V in rows.
+    const size_t row = (size_t)kv->kv_dim, seq_stride = kv->seq_stride, n = (size_t)kv->len[src] * row;
+    const size_t nk = ((size_t)kv->len[src] + KV_TILE - 1) / KV_TILE * KV_TILE * row;
     for (int32_t l = 0; l < kv->n_layer; l++) {
         size_t base = (size_t)l * kv->n_seq * seq_stride;
-        memcpy(kv->k + base + (size_t)dst * seq_stride, kv->k + base + (size_t)src * seq_stride, n * sizeof(float));
+        memcpy(kv->k + base + (size_t)dst * seq_stride, kv->k + base + (size_t)src * seq_stride, nk * sizeof(float));
         memcpy(kv->v + base + (size_t)dst * seq_stride, kv->v + base + (size_t)src * seq_stride, n * sizeof(float));
     }
     kv->len[dst] = kv->len[src];

@@ -90,15 +90,24 @@ void model_free(model *m);
 // adapters is stale: clear it.  -1 + as_error for a rank < 1 or a non-finite scale.
 int model_set_lora(model *m, const model_lora *l);
 
-// KV cache for up to n_seq sequences of up to n_ctx positions each.
+// KV cache for up to n_seq sequences of up to n_ctx positions each.  Keys are
+// stored transposed in tiles of KV_TILE positions (attention reads 16 keys'
+// element e as one vector): key (pos p, element e) of a sequence at
+// k[(p / KV_TILE) * KV_TILE * kv_dim + e * KV_TILE + p % KV_TILE]; values one
+// row per position, v[p * kv_dim + e].  Each (layer, seq) spans seq_stride
+// floats (n_ctx rounded up to whole tiles, times kv_dim).
+#define KV_TILE 16
 typedef struct kv_cache {
     int32_t n_seq, n_ctx, n_layer, kv_dim;
-    float *k, *v;      // [layer][seq][pos][kv_dim]
+    float *k, *v;      // [layer][seq] blocks of seq_stride floats, layouts above
+    size_t seq_stride;
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 
 // NULL + as_error for non-positive or overflowing sizes.  K/V memory is not
-// zeroed: a position is only read after a forward pass wrote it.
+// zeroed: a position is only used after a forward pass wrote it (which zeroes
+// a key tile when it writes its first position, since attention computes the
+// scores of whole tiles and then ignores the positions past a row's keys).
 kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx);
 void kv_cache_free(kv_cache *kv);
 void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)

@@ -1,0 +1,222 @@
+// Causal attention of a few query rows against one KV group of one sequence's
+// cache (model_internal.h: model_attention_rows), generic C and AVX-512.
+//
+// Keys are stored in tiles of 16 positions, transposed: dimension e of the 16
+// keys of a tile is one run of 16 floats (KV_TILE, model.h), so the scores of
+// one query against 16 keys are 16 lanes of one register, built by d fused
+// multiply-adds of broadcast query elements -- no horizontal sums.  Values stay
+// one row per position; a row of output is the sum over keys of p_j V_j, again
+// 16 lanes at a time.  Heads of one group share every loaded K/V vector
+// (grouped-query attention: 3 heads per KV head in the default model).
+//
+// Every number is computed in an order fixed by its own row and key only:
+// score (row, j) = multiply-add chain over dimensions 0..d-1 from 0, times the
+// scale; softmax over the row's own n keys; output element = multiply-add
+// chain over keys 0..n-1 from 0, times 1 / sum.  How rows and heads are grouped into calls or
+// registers never changes a bit, so a token's attention is the same in any
+// batch, in prefill or in decode (the Q8 path's batch invariance rests on it).
+// The C and AVX-512 versions differ only in the softmax's summation order and
+// exp (both ~1 ulp).
+#include <math.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "model/model_internal.h"
+#include "util/common.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ATTN_X86 1
+#endif
+
+// ---- generic C ----
+
+static void attention_rows_c(const model_attn_args *a) {
+    const int d = a->d;
+    for (int r = 0; r < a->n_rows; r++) {
+        const int32_t n = a->n_keys[r];
+        for (int h = 0; h < a->n_heads; h++) {
+            const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h * d;
+            float *s = a->scores, *out = a->out + (int64_t)r * a->out_stride + (int64_t)h * d;
+            float mx = -INFINITY;
+            for (int32_t j = 0; j < n; j++) {
+                const float *kt = a->k + (int64_t)(j / KV_TILE) * a->k_tile_stride + j % KV_TILE;
+                float acc = 0.0f;
+                for (int e = 0; e < d; e++) acc += q[e] * kt[e * KV_TILE];
+                s[j] = acc * a->scale;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            float sum = 0.0f;
+            for (int32_t j = 0; j < n; j++) sum += s[j] = expf(s[j] - mx);
+            const float inv = 1.0f / sum;
+            for (int e = 0; e < d; e++) {
+                float acc = 0.0f;
+                for (int32_t j = 0; j < n; j++) acc += s[j] * a->v[(int64_t)j * a->v_stride + e];
+                out[e] = acc * inv;
+            }
+        }
+    }
+}
+
+// ---- AVX-512 ----
+
+#ifdef ATTN_X86
+#define ATTN_TARGET __attribute__((target("avx2,fma,avx512f")))
+
+// e^x as exp_avx2 in forward.c (Cephes' degree-6 polynomial, x clamped to [-87, 88]).
+ATTN_TARGET static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#define HMAX 3 // heads per register block
+#define TMAX 4 // key tiles per register block
+#define DMAX 4 // 16-float output vectors per register block
+
+// Scores of HC heads (q rows d apart) against TC key tiles starting at kt.
+ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *q, int d, const float *kt, int64_t tile_stride,
+                                                                           float scale, float *s, int64_t s_stride, int HC, int TC) {
+    __m512 acc[HMAX][TMAX];
+    #pragma GCC unroll 4
+    for (int h = 0; h < HC; h++)
+        #pragma GCC unroll 4
+        for (int t = 0; t < TC; t++) acc[h][t] = _mm512_setzero_ps();
+    for (int e = 0; e < d; e++) {
+        __m512 k[TMAX];
+        #pragma GCC unroll 4
+        for (int t = 0; t < TC; t++) k[t] = _mm512_loadu_ps(kt + t * tile_stride + e * KV_TILE);
+        #pragma GCC unroll 4
+        for (int h = 0; h < HC; h++) {
+            const __m512 qe = _mm512_set1_ps(q[h * d + e]);
+            #pragma GCC unroll 4
+            for (int t = 0; t < TC; t++) acc[h][t] = _mm512_fmadd_ps(qe, k[t], acc[h][t]);
+        }
+    }
+    const __m512 vs = _mm512_set1_ps(scale);
+    #pragma GCC unroll 4
+    for (int h = 0; h < HC; h++)
+        #pragma GCC unroll 4
+        for (int t = 0; t < TC; t++) _mm512_storeu_ps(s + h * s_stride + t * KV_TILE, _mm512_mul_ps(acc[h][t], vs));
+}
+
+// out[h][0 .. 16 DC) = sum_{j < n} p[h][j] V[j][0 .. 16 DC), for HC heads.
+ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const float *p, int64_t p_stride, const float *v, int64_t v_stride,
+                                                                           int32_t n, float *out, int d, const float *inv, int HC, int DC) {
+    __m512 acc[HMAX][DMAX];
+    #pragma GCC unroll 4
+    for (int h = 0; h < HC; h++)
+        #pragma GCC unroll 4
+        for (int c = 0; c < DC; c++) acc[h][c] = _mm512_setzero_ps();
+    for (int32_t j = 0; j < n; j++) {
+        __m512 x[DMAX];
+        #pragma GCC unroll 4
+        for (int c = 0; c < DC; c++) x[c] = _mm512_loadu_ps(v + (int64_t)j * v_stride + 16 * c);
+        #pragma GCC unroll 4
+        for (int h = 0; h < HC; h++) {
+            const __m512 pj = _mm512_set1_ps(p[h * p_stride + j]);
+            #pragma GCC unroll 4
+            for (int c = 0; c < DC; c++) acc[h][c] = _mm512_fmadd_ps(pj, x[c], acc[h][c]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int h = 0; h < HC; h++)
+        #pragma GCC unroll 4
+        for (int c = 0; c < DC; c++) _mm512_storeu_ps(out + h * d + 16 * c, _mm512_mul_ps(acc[h][c], _mm512_set1_ps(inv[h])));
+}
+
+// Constant block shapes, so that the accumulators live in registers.
+#define SCORES_CASE(H, T)                                                                                                                   \
+    case (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T); break;
+ATTN_TARGET static void scores_dispatch(const float *q, int d, const float *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
+                                        int hc, int tc) {
+    switch (hc * 8 + tc) {
+        SCORES_CASE(1, 1) SCORES_CASE(1, 2) SCORES_CASE(1, 3) SCORES_CASE(1, 4)
+        SCORES_CASE(2, 1) SCORES_CASE(2, 2) SCORES_CASE(2, 3) SCORES_CASE(2, 4)
+        SCORES_CASE(3, 1) SCORES_CASE(3, 2) SCORES_CASE(3, 3) SCORES_CASE(3, 4)
+    default: break;
+    }
+}
+#define VALUES_CASE(H, D)                                                                                                                   \
+    case (H) * 8 + (D): values_block(p, p_stride, v, v_stride, n, out, d, inv, H, D); break;
+ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const float *v, int64_t v_stride, int32_t n, float *out, int d,
+                                        const float *inv, int hc, int dc) {
+    switch (hc * 8 + dc) {
+        VALUES_CASE(1, 1) VALUES_CASE(1, 2) VALUES_CASE(1, 3) VALUES_CASE(1, 4)
+        VALUES_CASE(2, 1) VALUES_CASE(2, 2) VALUES_CASE(2, 3) VALUES_CASE(2, 4)
+        VALUES_CASE(3, 1) VALUES_CASE(3, 2) VALUES_CASE(3, 3) VALUES_CASE(3, 4)
+    default: break;
+    }
+}
+
+// s[0..n) <- e^(s - max); returns 1 / sum.  Lane-wise sums in a fixed order for a given n.
+ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
+    __m512 vmx = _mm512_set1_ps(-INFINITY);
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(s + j));
+    const __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+    if (tail) vmx = _mm512_mask_max_ps(vmx, tail, vmx, _mm512_maskz_loadu_ps(tail, s + j));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
+    __m512 vsum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
+        _mm512_storeu_ps(s + j, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (tail) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), mx));
+        _mm512_mask_storeu_ps(s + j, tail, e);
+        vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(vsum);
+}
+
+ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
+    const int d = a->d;
+    const int64_t ss = a->scores_stride;
+    for (int r = 0; r < a->n_rows; r++) {
+        const int32_t n = a->n_keys[r], n_tiles = (n + KV_TILE - 1) / KV_TILE;
+        for (int h0 = 0; h0 < a->n_heads; h0 += HMAX) {
+            const int hc = AS_MIN(HMAX, a->n_heads - h0);
+            const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h0 * d;
+            for (int32_t t = 0; t < n_tiles; t += TMAX)
+                scores_dispatch(q, d, a->k + (int64_t)t * a->k_tile_stride, a->k_tile_stride, a->scale, a->scores + (int64_t)t * KV_TILE, ss, hc,
+                                AS_MIN(TMAX, n_tiles - t));
+            float inv[HMAX];
+            for (int h = 0; h < hc; h++) inv[h] = softmax_exp512(a->scores + h * ss, n);
+            float *out = a->out + (int64_t)r * a->out_stride + (int64_t)h0 * d;
+            for (int c = 0; c < d; c += 16 * DMAX)
+                values_dispatch(a->scores, ss, a->v + c, a->v_stride, n, out + c, d, inv, hc, AS_MIN(DMAX, (d - c) / 16));
+        }
+    }
+}
+#endif
+
+bool model_attention_avx512_usable(int d) {
+#ifdef ATTN_X86
+    return d % 16 == 0 && cpu_get_features()->avx512f;
+#else
+    (void)d;
+    return false;
+#endif
+}
+
+void model_attention_rows(const model_attn_args *a, bool simd) {
+#ifdef ATTN_X86
+    if (simd && model_attention_avx512_usable(a->d)) {
+        attention_rows_avx512(a);
+        return;
+    }
+#endif
+    (void)simd;
+    attention_rows_c(a);
+}
