@@ -39,7 +39,7 @@ typedef struct eval_options {
     int64_t limit;              // 0: every item; N: the first N items of each task (mmlu: of each subject)
     uint64_t seed;              // few-shot sampling seed (default 1234, as lm-eval)
     kernel_precision precision; // scoring and generation precision (default F32); restored on return
-    int32_t max_new_tokens;     // generative tasks: 0 = the task's own (gsm8k 256, mt_bench 1024)
+    int32_t max_new_tokens;     // generative tasks: 0 = the task's own (gsm8k 256, mt_bench 1024, its judge 2048)
     const char *data_dir;       // relative data paths of tasks; NULL: $ALPHASPIN_DATA, else ../shared/data
     const char *tasks_dir;      // built-in task files; NULL: see eval_tasks_dir()
     size_t kv_budget_bytes;     // KV-cache memory for batching items (0: 1 GiB)

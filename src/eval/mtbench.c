@@ -297,7 +297,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
                 jp[j] = jconv[j], jn[j] = 2;
             }
         }
-        if (rc == AS_OK) rc = run_chats(o->judge, o->judge_tok, &jct, jp, jn, jt, nj, 2048, o->seed, "mt_bench judge", o->progress, judgment);
+        if (rc == AS_OK) rc = run_chats(o->judge, o->judge_tok, &jct, jp, jn, jt, nj, o->max_new_tokens > 0 ? o->max_new_tokens : 2048, o->seed, "mt_bench judge", o->progress, judgment);
         if (rc == AS_OK) {
             // FastChat's show_result: mean over the judgments with a rating (!= -1).
             static const char *const CATS[] = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"};

@@ -123,7 +123,8 @@ int train_model_load(train_model **out, const char *gguf_path);
 // A Hugging Face folder (config.json with model_type llama or gemma, and
 // model.safetensors or the shards of model.safetensors.index.json; F32, F16
 // or BF16), brought into the GGUF layout (llama q/k rows permuted, Gemma
-// norms + 1).  No tokenizer is read.  -1 + as_error naming the file and field.
+// norms + 1) by model_load_hf (model/model_hf.h; train_model_load does the
+// same for a folder).  -1 + as_error naming the file and field.
 int train_model_load_hf(train_model **out, const char *dir);
 void train_model_free(train_model *m);
 
