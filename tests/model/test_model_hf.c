@@ -199,7 +199,7 @@ static void roundtrip_arch(const char *arch) {
     reshard_lowp(hf);
     if (model_load(&h, hf)) fail_msg("%s", as_last_error());
     int n16 = 0, nbf = 0;
-    for (int l = 0; l < b->n_layer; l++) {
+    for (int l = 0; l < a->n_layer; l++) {
         const as_matrix *ms[] = {&h->layers[l].wq, &h->layers[l].wk, &h->layers[l].wv, &h->layers[l].wo, &h->layers[l].w_gate, &h->layers[l].w_up, &h->layers[l].w_down};
         for (size_t k = 0; k < AS_ARRAY_LEN(ms); k++) n16 += ms[k]->type == GGML_TYPE_F16, nbf += ms[k]->type == GGML_TYPE_BF16;
     }
