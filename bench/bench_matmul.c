@@ -101,6 +101,7 @@ int main(int argc, char **argv) {
     as_rng_seed(&rng, 1);
     const int64_t max_tok = 512;
     as_matrix mats[AS_ARRAY_LEN(shapes)];
+    memset(mats, 0, sizeof mats); // no packed copies (kernel_pack)
     int64_t max_rows = 0, max_cols = 0;
     for (size_t s = 0; s < AS_ARRAY_LEN(shapes); s++) {
         max_rows = AS_MAX(max_rows, shapes[s].rows);

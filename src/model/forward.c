@@ -289,6 +289,40 @@ static void lora_apply(model *m, model_scratch *s, int32_t l, int t, float *y, i
                 (int)ldy);
 }
 
+// ---- packed weights ----
+
+// Matrix i of the model's list: 7 per layer, then the output matrix.
+static as_matrix *model_matrix(model *m, int64_t i) {
+    if (i == (int64_t)m->cfg.n_layer * 7) return &m->output;
+    model_layer *L = &m->layers[i / 7];
+    as_matrix *const lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return lw[i % 7];
+}
+
+// Every weight matrix in the kernels' packed layout (kernel_pack), in one
+// allocation; the tied output matrix is packed as `output` (`tok_embd` only
+// serves row lookups).  Done once; a matrix without a packed layout (float
+// types, no AMX) stays as it is.
+static void model_pack(model *m) {
+    m->packed_tried = true;
+    const char *env = getenv("ALPHASPIN_PACK");
+    if (env && !strcmp(env, "0")) return;
+    const int64_t n_mats = (int64_t)m->cfg.n_layer * 7 + 1;
+    size_t total = 0;
+    for (int64_t i = 0; i < n_mats; i++) total += (kernel_pack_size(model_matrix(m, i)) + 63) & ~(size_t)63;
+    if (total == 0) return;
+    uint8_t *store = as_aligned_alloc(total);
+    size_t off = 0;
+    for (int64_t i = 0; i < n_mats; i++) {
+        as_matrix *w = model_matrix(m, i);
+        const size_t sz = kernel_pack_size(w);
+        if (!sz) continue;
+        kernel_pack(w, store + off);
+        off += (sz + 63) & ~(size_t)63;
+    }
+    m->packed_store = store;
+}
+
 // ---- the forward pass ----
 
 static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, const float *logits, model_scratch *s) {
@@ -322,6 +356,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     int64_t max_keys = 1;
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
+    if (!m->packed_tried && m->precision == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS) model_pack(m);
     model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
     if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
 

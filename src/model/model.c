@@ -242,6 +242,7 @@ int model_load(model **out, const char *path) {
 void model_free(model *m) {
     if (!m) return;
     model_scratch_free(m->scratch);
+    free(m->packed_store);
     free(m->layers);
     free(m->f32_store);
     gguf_close(m->file);

@@ -75,6 +75,11 @@ typedef struct model {
     kernel_precision precision; // how kernel_matmul treats activations (default F32)
     model_lora lora;        // adapters in use (rank 0: none); see model_set_lora
     struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
+    // The weight matrices in the kernels' packed layout (kernel_pack), made by
+    // the first Q8 forward pass of >= KERNEL_AMX_MIN_TOKENS tokens on an AMX
+    // CPU (~1.25 bytes per weight; ALPHASPIN_PACK=0 turns it off).
+    void *packed_store;
+    bool packed_tried;
 } model;
 
 // Loads a GGUF model (arch `llama` or `gemma`); -1 + as_error naming the file,

@@ -304,6 +304,16 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
     else matmul_f32_tiled(ops, out, ldo, x, n_tokens, w, nth);
 }
 
+size_t kernel_pack_size(const as_matrix *w) {
+    return kernel_current_isa() == KERNEL_ISA_AMX ? kernel_amx_pack_size(w) : 0;
+}
+
+void kernel_pack(as_matrix *w, void *dst) {
+    if (!kernel_pack_size(w)) as_die("kernel_pack: no packed layout for this matrix (type %d) on ISA %s", (int)w->type, kernel_isa_name(kernel_current_isa()));
+    kernel_amx_pack(w, dst, kernel_get_threads());
+    w->packed = dst;
+}
+
 void kernel_get_row(const as_matrix *w, int64_t r, float *out) {
     if (r < 0 || r >= w->rows) as_die("kernel_get_row: row %lld outside [0, %lld)", (long long)r, (long long)w->rows);
     kernel_ops_get()->dequant_row(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, out, w->cols);

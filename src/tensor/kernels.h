@@ -18,6 +18,7 @@ typedef struct as_matrix {
     ggml_type type;
     int64_t rows, cols; // out features, in features
     size_t row_bytes;
+    const void *packed; // NULL, or the same weights laid out for this CPU's Q8 path of many tokens (kernel_pack)
 } as_matrix;
 
 // How activations meet quantised weights.
@@ -66,6 +67,18 @@ int kernel_get_threads(void);
 // A bad matrix (unsupported type, cols not whole blocks, ldo < rows) is a
 // programmer error and dies with a message: the GGUF loader validates types.
 void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p);
+// A copy of W's weights in the layout the Q8 path's many-token kernel reads
+// directly (AMX: 16-row tiles of 8-bit codes, VNNI order, fp32 scales;
+// 1.25 bytes per weight), which saves unpacking the GGUF blocks on every call
+// (about a third of a 32-token matmul).  kernel_pack_size: the bytes it needs,
+// 0 when this ISA or W's type has no such layout (then W stays as it is).
+// kernel_pack fills dst (64-byte aligned, kernel_pack_size bytes; threaded)
+// and points w->packed at it; dst must outlive every use of w, and W's data
+// must not change after.  Results are bitwise the same with or without it.
+// It pays off for callers that make calls of >= KERNEL_PACK_MIN_TOKENS tokens.
+#define KERNEL_PACK_MIN_TOKENS 6
+size_t kernel_pack_size(const as_matrix *w);
+void kernel_pack(as_matrix *w, void *dst);
 // Row r of W as fp32 (embedding lookup).
 void kernel_get_row(const as_matrix *w, int64_t r, float *out);
 

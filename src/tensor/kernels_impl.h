@@ -80,7 +80,10 @@ bool kernel_amx_permitted(void);
 // Q8 matmul of Q4_0/Q4_1/Q8_0 weights with AMX tiles for n_tokens >=
 // KERNEL_AMX_MIN_TOKENS (kernel_ops.matmul_q8 of the "amx" ISA).
 bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
-#define KERNEL_AMX_MIN_TOKENS 6
+#define KERNEL_AMX_MIN_TOKENS KERNEL_PACK_MIN_TOKENS // 6
+// The packed layout of kernel_pack for the AMX kernel (0: w's type has none).
+size_t kernel_amx_pack_size(const as_matrix *w);
+void kernel_amx_pack(const as_matrix *w, void *dst, int nth);
 
 // Per-thread scratch (kernels.c): 64-byte aligned, grown on demand, kept for
 // the thread's lifetime.  SCRATCH_ACT holds the calling thread's quantised

@@ -43,6 +43,7 @@ typedef struct test_matrix {
 } test_matrix;
 
 static void make_matrix(test_matrix *tm, ggml_type type, int64_t rows, int64_t cols, as_rng *rng) {
+    memset(&tm->m, 0, sizeof tm->m); // no packed copy (kernel_pack)
     tm->m.type = type;
     tm->m.rows = rows;
     tm->m.cols = cols;
