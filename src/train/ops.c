@@ -2,6 +2,7 @@
 // The math of each backward is written above it.
 #include "train/ops.h"
 
+#include "train/fastmath.h"
 #include "util/common.h"
 
 #include <cblas.h>
@@ -161,41 +162,55 @@ static float dot_f(const float *a, const float *b, int n) {
     return s;
 }
 
-// Work items are (sequence, head); each writes only its own rows' head slice.
+// Query rows per block: the scores of a block (ATT_BLOCK x its causal width)
+// are one matrix product, softmaxed in place, then one product with V.
+#define ATT_BLOCK 64
+
+static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                   int64_t ldb, float beta, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda,
+                B, (int)ldb, beta, C, (int)ldc);
+}
+
+// Work items are (sequence, head); each writes only its own rows' head slice,
+// with single-threaded products in a fixed order (bitwise determinism).
+// Per block of query rows i0 .. i0+bi-1 (keys 0 .. i0+bi-1 are visible):
+//   S = scale Q K^T;  P = softmax over j <= i (0 beyond);  O = P V.
 void train_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
                              const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    (void)scratch;
     const int group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = (int64_t)n_seq * H;
     const float scale = 1.0f / sqrtf((float)d);
+    const int64_t ld = AS_MAX(max_len, 1);
+    float *buf = as_aligned_alloc(sizeof(float) * (size_t)(nth * ATT_BLOCK * ld));
+    const int prev = openblas_get_num_threads();
+    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
     for (int64_t it = 0; it < n_items; it++) {
         const int32_t b = (int32_t)(it / H);
         const int h = (int)(it % H), g = h / group;
-        const int64_t t0 = seq_off[b];
-        float *s = scratch + (int64_t)omp_get_thread_num() * max_len;
-        for (int32_t i = 0; i < seq_len[b]; i++) {
-            const float *qi = q + (t0 + i) * qd + (int64_t)h * d;
-            float mx = -INFINITY;
-            for (int32_t j = 0; j <= i; j++) {
-                s[j] = scale * dot_f(qi, k + (t0 + j) * kvd + (int64_t)g * d, d);
-                mx = s[j] > mx ? s[j] : mx;
+        const int64_t t0 = seq_off[b], T = seq_len[b];
+        float *S = buf + (int64_t)omp_get_thread_num() * ATT_BLOCK * ld;
+        const float *Q = q + t0 * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
+        for (int64_t i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            const int64_t bi = AS_MIN((int64_t)ATT_BLOCK, T - i0), nc = i0 + bi;
+            sgemm1(false, true, bi, nc, d, scale, Q + i0 * qd, qd, K, kvd, 0.0f, S, ld);
+            for (int64_t r = 0; r < bi; r++) {
+                float *s = S + r * ld;
+                const int64_t w = i0 + r + 1; // visible keys
+                const float mx = train_max(s, w);
+                const double sum = train_exp_shift_sum(s, w, mx);
+                const float inv = (float)(1.0 / sum);
+                for (int64_t j = 0; j < w; j++) s[j] *= inv;
+                for (int64_t j = w; j < nc; j++) s[j] = 0.0f;
+                lse[(t0 + i0 + r) * H + h] = mx + (float)log(sum);
             }
-            double sum = 0.0;
-            for (int32_t j = 0; j <= i; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
-            const float inv = (float)(1.0 / sum);
-            float *o = out + (t0 + i) * qd + (int64_t)h * d;
-            memset(o, 0, sizeof(float) * (size_t)d);
-            for (int32_t j = 0; j <= i; j++) {
-                const float p = s[j] * inv;
-                const float *vj = v + (t0 + j) * kvd + (int64_t)g * d;
-                for (int c = 0; c < d; c++) o[c] += p * vj[c];
-            }
-            lse[(t0 + i) * H + h] = mx + (float)log(sum);
+            sgemm1(false, false, bi, d, nc, 1.0f, S, ld, Vv, kvd, 0.0f, out + (t0 + i0) * qd + (int64_t)h * d, qd);
         }
     }
+    openblas_set_num_threads(prev);
+    free(buf);
 }
 
 // With s_ij = scale q_i.k_j, p_ij = exp(s_ij - lse_i), o_i = sum_j p_ij v_j:
@@ -204,39 +219,50 @@ void train_attention_forward(float *out, float *lse, const float *q, const float
 //   ds_ij = p_ij (dp_ij - D_i)                       (softmax backward)
 //   dq_i += scale sum_j ds_ij k_j,  dk_j += scale sum_i ds_ij q_i
 // Work items are (sequence, K/V head): the heads sharing a K/V head write its
-// dk/dv rows, so they run in one item, in head order.
+// dk/dv rows, so they run in one item, in head order, block by block of query
+// rows, each step a single-threaded product.
 void train_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
                               const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H,
                               int Hkv, int d, int nth) {
     const int group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = (int64_t)n_seq * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
+    int64_t ld = 1;
+    for (int32_t b = 0; b < n_seq; b++) ld = AS_MAX(ld, (int64_t)seq_len[b]);
+    float *buf = as_aligned_alloc(sizeof(float) * (size_t)(nth * 2 * ATT_BLOCK * ld));
+    const int prev = openblas_get_num_threads();
+    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
     for (int64_t it = 0; it < n_items; it++) {
         const int32_t b = (int32_t)(it / Hkv);
         const int g = (int)(it % Hkv);
-        const int64_t t0 = seq_off[b];
+        const int64_t t0 = seq_off[b], T = seq_len[b];
+        float *P = buf + (int64_t)omp_get_thread_num() * 2 * ATT_BLOCK * ld, *dP = P + ATT_BLOCK * ld;
+        const float *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
+        float *dK = dk + t0 * kvd + (int64_t)g * d, *dV = dv + t0 * kvd + (int64_t)g * d;
         for (int h = g * group; h < (g + 1) * group; h++) {
-            for (int32_t i = 0; i < seq_len[b]; i++) {
-                const int64_t ti = t0 + i;
-                const float *qi = q + ti * qd + (int64_t)h * d, *doi = dout + ti * qd + (int64_t)h * d;
-                const float D = dot_f(doi, out + ti * qd + (int64_t)h * d, d), l = lse[ti * H + h];
-                float *dqi = dq + ti * qd + (int64_t)h * d;
-                for (int32_t j = 0; j <= i; j++) {
-                    const int64_t kj = (t0 + j) * kvd + (int64_t)g * d;
-                    const float p = expf(scale * dot_f(qi, k + kj, d) - l);
-                    const float ds = p * (dot_f(doi, v + kj, d) - D) * scale;
-                    float *dkj = dk + kj, *dvj = dv + kj;
-                    const float *kjp = k + kj;
-                    for (int c = 0; c < d; c++) {
-                        dqi[c] += ds * kjp[c];
-                        dkj[c] += ds * qi[c];
-                        dvj[c] += p * doi[c];
-                    }
+            const float *Q = q + t0 * qd + (int64_t)h * d, *dO = dout + t0 * qd + (int64_t)h * d, *O = out + t0 * qd + (int64_t)h * d;
+            float *dQ = dq + t0 * qd + (int64_t)h * d;
+            for (int64_t i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                const int64_t bi = AS_MIN((int64_t)ATT_BLOCK, T - i0), nc = i0 + bi;
+                sgemm1(false, true, bi, nc, d, scale, Q + i0 * qd, qd, K, kvd, 0.0f, P, ld);
+                sgemm1(false, true, bi, nc, d, 1.0f, dO + i0 * qd, qd, Vv, kvd, 0.0f, dP, ld);
+                for (int64_t r = 0; r < bi; r++) {
+                    float *p = P + r * ld, *dp = dP + r * ld;
+                    const int64_t i = i0 + r, w = i + 1;
+                    const float D = dot_f(dO + i * qd, O + i * qd, d);
+                    train_exp_shift_sum(p, w, lse[(t0 + i) * H + h]);
+                    for (int64_t j = 0; j < w; j++) dp[j] = p[j] * (dp[j] - D) * scale;
+                    for (int64_t j = w; j < nc; j++) p[j] = dp[j] = 0.0f;
                 }
+                sgemm1(false, false, bi, d, nc, 1.0f, dP, ld, K, kvd, 1.0f, dQ + i0 * qd, qd);
+                sgemm1(true, false, nc, d, bi, 1.0f, dP, ld, Q + i0 * qd, qd, 1.0f, dK, kvd);
+                sgemm1(true, false, nc, d, bi, 1.0f, P, ld, dO + i0 * qd, qd, 1.0f, dV, kvd);
             }
         }
     }
+    openblas_set_num_threads(prev);
+    free(buf);
 }
 
 // ---- gated linear unit ----
@@ -281,10 +307,8 @@ void train_logsoftmax_forward(float *logp, float *lse, const float *logits, cons
 #pragma omp parallel for num_threads(nth) if (rows > 1)
     for (int64_t r = 0; r < rows; r++) {
         const float *z = logits + r * V;
-        float mx = z[0];
-        for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
-        double sum = 0.0;
-        for (int64_t j = 0; j < V; j++) sum += expf(z[j] - mx);
+        const float mx = train_max(z, V);
+        const double sum = train_exp_sum(z, V, mx);
         lse[r] = mx + (float)log(sum);
         logp[r] = z[target[r]] - lse[r];
     }
@@ -297,8 +321,7 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
     for (int64_t r = 0; r < rows; r++) {
         const float *z = logits + r * V;
         float *dz = dlogits + r * V;
-        const float g = dlogp[r], l = lse[r];
-        for (int64_t j = 0; j < V; j++) dz[j] -= g * expf(z[j] - l);
-        dz[target[r]] += g;
+        train_sub_scaled_exp(dz, z, V, dlogp[r], lse[r]);
+        dz[target[r]] += dlogp[r];
     }
 }

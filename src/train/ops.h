@@ -49,7 +49,8 @@ void train_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bo
 // Head h reads K/V head h / (H / Hkv) (grouped- or multi-query).
 //   q, out (N, H*d); k, v (N, Hkv*d); lse (N, H) the log-sum-exp of each
 //   score row, kept so the backward recomputes the probabilities instead of
-//   storing (T x T) per head.  scratch: nth * max(seq_len) floats.
+//   storing (T x T) per head.  scratch is unused (kept for callers; blocks of
+//   scores are allocated inside).  max_len >= every seq_len.
 void train_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
                              const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth);
 void train_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,

@@ -167,6 +167,7 @@ static void params_point(train_params *p, float *mem, const size_t *sizes) {
 }
 
 void train_set_threads(train_model *m, int n) { m->n_threads = AS_MAX(n, 1); }
+void train_set_precision(train_model *m, train_precision p) { m->precision = p; }
 
 int train_model_init(train_model **out, const model_config *cfg) {
     *out = NULL;
@@ -331,17 +332,37 @@ void train_set_training(train_model *m, bool on) { m->training = on; }
 
 // Inverted dropout from a counter-based hash of (seed, layer, target, element):
 // the backward regenerates the same mask without storing it, and the mask does
-// not depend on the thread count.
-static inline float dropout_scale(uint64_t seed, int l, int t, int64_t idx, float p) {
-    uint64_t s = seed + ((uint64_t)(l * TRAIN_LORA_N_TARGETS + t) << 42) + (uint64_t)idx;
-    const double u = (double)(as_splitmix64(&s) >> 11) * 0x1.0p-53;
-    return u < (double)p ? 0.0f : 1.0f / (1.0f - p);
+// not depend on the thread count.  The hash is 32-bit integer arithmetic
+// (lowbias32 of the folded 64-bit counter) so the loops vectorise.
+static inline uint64_t dropout_base(uint64_t seed, int l, int t) { return seed + ((uint64_t)(l * TRAIN_LORA_N_TARGETS + t) << 42); }
+
+static inline float dropout_scale(uint64_t base, int64_t idx, uint32_t thresh, float keep_scale) {
+    const uint64_t k = base + (uint64_t)idx;
+    uint32_t x = (uint32_t)k ^ (uint32_t)(k >> 32);
+    x ^= x >> 16, x *= 0x7feb352dU, x ^= x >> 15, x *= 0x846ca68bU, x ^= x >> 16;
+    return x < thresh ? 0.0f : keep_scale;
 }
 
-static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uint64_t seed, int l, int t, float p, int nth) {
+// Drop probability p as a 32-bit threshold (p < 1).
+static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+// dst (+)= x * mask, row by row.
+static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uint64_t seed, int l, int t, float p, bool add, int nth) {
+    const uint64_t base = dropout_base(seed, l, t);
+    const uint32_t th = dropout_thresh(p);
+    const float ks = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(nth) if (N > 1)
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t j = 0; j < in; j++) dst[i * in + j] = x[i * in + j] * dropout_scale(seed, l, t, i * in + j, p);
+    for (int64_t i = 0; i < N; i++) {
+        float *d = dst + i * in;
+        const float *xi = x + i * in;
+        if (add) {
+#pragma omp simd
+            for (int64_t j = 0; j < in; j++) d[j] += xi[j] * dropout_scale(base, i * in + j, th, ks);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < in; j++) d[j] = xi[j] * dropout_scale(base, i * in + j, th, ks);
+        }
+    }
 }
 
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
@@ -357,7 +378,7 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     const int nth = m->n_threads;
     const float *src = x;
     if (a->dropout_on) {
-        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
+        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
     train_linear_forward(u, src, A, N, in, r, nth);
@@ -380,7 +401,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     train_gemm(false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r, nth);
     const float *z = x;
     if (a->dropout_on) {
-        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, m->n_threads);
+        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         z = a->xd;
     }
     train_gemm(true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in, nth);
@@ -389,11 +410,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
         return;
     }
     train_gemm(false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in, nth);
-    const float p = lo->cfg.dropout;
-    const uint64_t seed = a->dropout_seed;
-#pragma omp parallel for num_threads(m->n_threads) if (N > 1)
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t j = 0; j < in; j++) dx[i * in + j] += a->xd[i * in + j] * dropout_scale(seed, l, t, i * in + j, p);
+    dropout_apply(dx, a->xd, N, in, a->dropout_seed, l, t, lo->cfg.dropout, true, nth);
 }
 
 // ---- forward ----

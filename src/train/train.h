@@ -79,6 +79,14 @@ typedef struct train_lora {
 
 // ---- the model ----
 
+// Arithmetic of the matrix products (the master weights, gradients and
+// optimizer state stay fp32 either way).
+typedef enum train_precision {
+    TRAIN_PRECISION_F32 = 0,  // fp32 products: exact gradients, bitwise reproducible for a thread count
+    TRAIN_PRECISION_BF16 = 1, // operands rounded to bf16, fp32 accumulation, on AMX-BF16 tiles (AVX-512 BF16
+                              // or fp32 where absent); also reproducible for a thread count
+} train_precision;
+
 struct train_acts;
 
 typedef struct train_model {
@@ -96,6 +104,7 @@ typedef struct train_model {
     bool checkpointing;                   // keep one layer of activations, recompute in backward (default false)
     as_rng rng;                           // dropout stream
     int n_threads;
+    train_precision precision;            // default TRAIN_PRECISION_F32
     optim_segment segs[2 * TRAIN_LORA_N_TARGETS]; // table returned by train_trainable
     int n_segs;
     struct train_acts *acts;              // activations of the last forward (train.c)
@@ -132,6 +141,8 @@ void train_model_free(train_model *m);
 // calls on them).  Default kernel_get_threads().  Results are bitwise
 // reproducible for a given thread count.
 void train_set_threads(train_model *m, int n);
+// Arithmetic of the matrix products (default TRAIN_PRECISION_F32).
+void train_set_precision(train_model *m, train_precision p);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default
 // kaiming_uniform(a=sqrt(5)), B = 0, so the model is unchanged at first) and

@@ -1,0 +1,137 @@
+// Vectorised exp for the training softmaxes (see fastmath.h).
+//
+// exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
+// parts), exp(r) = 1 + r + r^2 P(r) with Cephes' degree-5 P on |r| <= ln2/2.
+// The scalar version does the same operations with fmaf, so a vector lane and
+// the scalar tail round identically.
+#include "train/fastmath.h"
+
+#include <math.h>
+
+#include "tensor/kernels.h"
+
+#define EXP_HI 88.7228391f
+#define EXP_LO -103.9720840f
+#define LOG2E 1.44269504088896341f
+#define LN2_HI 0.693359375f
+#define LN2_LO -2.12194440e-4f
+#define P0 1.9875691500e-4f
+#define P1 1.3981999507e-3f
+#define P2 8.3334519073e-3f
+#define P3 4.1665795894e-2f
+#define P4 1.6666665459e-1f
+#define P5 5.0000001201e-1f
+
+float train_expf(float x) {
+    x = fminf(fmaxf(x, EXP_LO), EXP_HI);
+    const float n = nearbyintf(x * LOG2E);
+    float r = fmaf(-n, LN2_HI, x);
+    r = fmaf(-n, LN2_LO, r);
+    float p = P0;
+    p = fmaf(p, r, P1), p = fmaf(p, r, P2), p = fmaf(p, r, P3), p = fmaf(p, r, P4), p = fmaf(p, r, P5);
+    const float r2 = r * r;
+    p = fmaf(p, r2, r) + 1.0f;
+    return ldexpf(p, (int)n);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    __m512 p = _mm512_set1_ps(P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P5));
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Lane sums folded to double in lane order, then the scalar tail.
+AVX512 static double exp_shift_sum_512(float *x, const float *src, int64_t n, float shift, int store) {
+    __m512 acc = _mm512_setzero_ps();
+    const __m512 s = _mm512_set1_ps(shift);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(src + i), s));
+        if (store) _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    float lanes[16];
+    _mm512_storeu_ps(lanes, acc);
+    double sum = 0.0;
+    for (int l = 0; l < 16; l++) sum += lanes[l];
+    for (; i < n; i++) {
+        const float e = train_expf(src[i] - shift);
+        if (store) x[i] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+AVX512 static float max_512(const float *x, int64_t n) {
+    int64_t i = 0;
+    float m = x[0];
+    if (n >= 16) {
+        __m512 acc = _mm512_loadu_ps(x);
+        for (i = 16; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
+        m = _mm512_reduce_max_ps(acc);
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+AVX512 static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) {
+    const __m512 vl = _mm512_set1_ps(l), vg = _mm512_set1_ps(g);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dz + i, _mm512_fnmadd_ps(vg, exp16(_mm512_sub_ps(_mm512_loadu_ps(z + i), vl)), _mm512_loadu_ps(dz + i)));
+    for (; i < n; i++) dz[i] -= g * train_expf(z[i] - l);
+}
+
+static int has_avx512(void) { return cpu_get_features()->avx512f; }
+#else
+static int has_avx512(void) { return 0; }
+static double exp_shift_sum_512(float *x, const float *src, int64_t n, float shift, int store) { (void)x, (void)src, (void)n, (void)shift, (void)store; return 0; }
+static float max_512(const float *x, int64_t n) { (void)x, (void)n; return 0; }
+static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) { (void)dz, (void)z, (void)n, (void)g, (void)l; }
+#endif
+
+// Without AVX-512 the same polynomial runs one element at a time; the sums
+// then differ from the vector path's lane order (a different CPU may round
+// differently, the same CPU always the same way).
+double train_exp_shift_sum(float *x, int64_t n, float shift) {
+    if (has_avx512()) return exp_shift_sum_512(x, x, n, shift, 1);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (x[i] = train_expf(x[i] - shift));
+    return sum;
+}
+
+double train_exp_sum(const float *x, int64_t n, float shift) {
+    if (has_avx512()) return exp_shift_sum_512(NULL, x, n, shift, 0);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += train_expf(x[i] - shift);
+    return sum;
+}
+
+float train_max(const float *x, int64_t n) {
+    if (has_avx512()) return max_512(x, n);
+    float m = x[0];
+    for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
+    if (has_avx512()) {
+        sub_scaled_exp_512(dz, z, n, g, l);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dz[i] -= g * train_expf(z[i] - l);
+}

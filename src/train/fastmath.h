@@ -1,0 +1,22 @@
+// Vectorised exponentials for the training softmaxes (attention and the
+// vocabulary log-softmax): AVX-512 when the CPU has it (Cephes' expf
+// polynomial, within 2 ulp of expf over the range used), plain expf
+// otherwise.  Every sum is accumulated in a fixed lane order, so results do
+// not depend on threads or scheduling.
+#ifndef AS_TRAIN_FASTMATH_H
+#define AS_TRAIN_FASTMATH_H
+
+#include <stdint.h>
+
+// x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (in double).
+double train_exp_shift_sum(float *x, int64_t n, float shift);
+// Returns sum_i exp(x[i] - shift) (double), x unchanged.
+double train_exp_sum(const float *x, int64_t n, float shift);
+// Max of x[0..n-1] (n >= 1).
+float train_max(const float *x, int64_t n);
+// dz[i] -= g * exp(z[i] - l).
+void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l);
+// Scalar exp with the vector path's rounding (for tails and tests).
+float train_expf(float x);
+
+#endif
