@@ -85,7 +85,9 @@ static bool is_spm_style(const cJSON *norm, const cJSON *pre, bool *prefix) {
         *prefix = !scheme || strcmp(scheme, "never");
         return !replace;
     }
-    return replace && (!pre || cJSON_IsNull(pre));
+    // A Split on " " after the normalizer replaced every space (Gemma's files) splits nothing.
+    const bool noop_split = json_is(pre, "type", "Split") && json_is(cJSON_GetObjectItem(pre, "pattern"), "String", " ");
+    return replace && (!pre || cJSON_IsNull(pre) || noop_split);
 }
 
 // A special-token entry of tokenizer_config.json: a string or {"content": str}.
@@ -188,6 +190,18 @@ int tokenizer_hf_parse(gguf_writer *w, const char *tok_json, size_t tok_len, con
     if (!cJSON_IsObject(model) || (cJSON_GetObjectItem(model, "type") && !json_is(model, "type", "BPE"))) {
         const char *t = cJSON_IsObject(model) ? json_str(model, "type") : NULL;
         as_error("%s: model.type '%s' is not supported (BPE)", where, t ? t : "?");
+        goto done;
+    }
+    const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int k = 0; k < 2; k++) {
+        const char *a = json_str(model, affix[k]);
+        if (a && *a) {
+            as_error("%s: model.%s '%.32s' is not supported", where, affix[k], a);
+            goto done;
+        }
+    }
+    if (cJSON_IsNumber(cJSON_GetObjectItem(model, "dropout"))) {
+        as_error("%s: model.dropout is not supported (BPE dropout is random)", where);
         goto done;
     }
     const cJSON *jv = cJSON_GetObjectItem(model, "vocab"), *added = cJSON_GetObjectItem(root, "added_tokens"), *e;

@@ -300,6 +300,10 @@ static void test_handwritten(void **state) {
     expect_error("id 0 is given to");
     write_text("tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"normalizer\": {\"type\": \"NFKC\"}, \"pre_tokenizer\": " SMOL_PRE "}");
     expect_error("normalizer 'NFKC'");
+    write_text("tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"continuing_subword_prefix\": \"##\"}, \"pre_tokenizer\": " SMOL_PRE "}");
+    expect_error("model.continuing_subword_prefix '##'");
+    write_text("tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"dropout\": 0.1}, \"pre_tokenizer\": " SMOL_PRE "}");
+    expect_error("model.dropout");
     remove_files();
     expect_error("tokenizer.json");
     // A GGUF tokenizer without a Hugging Face equivalent is not exported.
