@@ -31,6 +31,10 @@
 // Consecutive batch rows of one sequence are handled by one attention work
 // item (per head) so that the rows share the sequence's K/V in cache.
 #define ATTN_BLOCK 16
+// Fewest rows for which the element-wise loops (norms, RoPE, residual adds;
+// the GLU) are split over threads.
+#define ELEM_PAR_ROWS 64
+#define GLU_PAR_ROWS 16
 
 // -DAS_PROFILE: wall time per phase of model_forward, printed at exit.
 #ifdef AS_PROFILE
@@ -56,7 +60,8 @@ static double prof_now(void) { // process CPU time: a contended machine's waits 
 #define PROF(i) ((void)0)
 #endif
 
-typedef void (*glu_fn)(float *g, const float *u, int64_t n, bool gelu);
+typedef void (*glu_fn)(float *out, const float *g, const float *u, int64_t n, bool gelu);
+typedef void (*rmsnorm_fn)(float *out, const float *x, const float *w, int64_t C, float eps);
 
 typedef struct model_scratch {
     int64_t cap;                      // token rows the buffers below hold
@@ -78,20 +83,23 @@ typedef struct model_scratch {
     int64_t cap_lora;
     float *lora_u;                    // (cap, rank): A x of one adapter
     glu_fn glu;
+    rmsnorm_fn rmsnorm;
+    float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): outputs of the fused matmuls
 } model_scratch;
 
 // ---- element-wise kernels: generic C and AVX2/FMA ----
 
-// g <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
-static void glu_c(float *g, const float *u, int64_t n, bool gelu) {
+// out <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+// out may be g.
+static void glu_c(float *out, const float *g, const float *u, int64_t n, bool gelu) {
     if (gelu) {
         const float k = 0.7978845608028654f; // sqrt(2 / pi)
         for (int64_t i = 0; i < n; i++) {
             const float x = g[i];
-            g[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
         }
     } else {
-        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 
@@ -120,7 +128,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
 
 // SiLU(g) = g / (1 + e^-g);  tanh-GELU written as g / (1 + e^-2y), y = sqrt(2/pi) (g + 0.044715 g^3),
 // since (1 + tanh y) / 2 = 1 / (1 + e^-2y).
-__attribute__((target("avx2,fma"))) static void glu_avx2(float *g, const float *u, int64_t n, bool gelu) {
+__attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float *g, const float *u, int64_t n, bool gelu) {
     const __m256 one = _mm256_set1_ps(1.0f), k2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -129,10 +137,15 @@ __attribute__((target("avx2,fma"))) static void glu_avx2(float *g, const float *
         if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x)); // -2y
         else t = _mm256_sub_ps(_mm256_setzero_ps(), x);
         const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, exp_avx2(t)));
-        _mm256_storeu_ps(g + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
     }
-    glu_c(g + i, u + i, n - i, gelu);
+    glu_c(out + i, g + i, u + i, n - i, gelu);
 }
+#endif
+
+static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps);
+#ifdef MODEL_X86
+static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps);
 #endif
 
 // ---- scratch ----
@@ -141,7 +154,7 @@ void model_scratch_free(model_scratch *s) {
     if (!s) return;
     free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
     free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
-    free(s->inv_freq), free(s->next_pos), free(s->scores), free(s->lora_u);
+    free(s->inv_freq), free(s->next_pos), free(s->scores), free(s->lora_u), free(s->qkv), free(s->gu);
     free(s);
 }
 
@@ -159,12 +172,14 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         for (int i = 0; i < half; i++)
             s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
         s->glu = glu_c;
+        s->rmsnorm = rmsnorm_c;
 #ifdef MODEL_X86
         // ALPHASPIN_KERNEL_ISA=scalar (the kernels' switch) also selects the
         // generic attention here, so the C path is testable on any machine.
         const char *isa = getenv("ALPHASPIN_KERNEL_ISA");
         const bool scalar = isa && !strcmp(isa, "scalar");
         if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) s->glu = glu_avx2;
+        if (!scalar && cpu_get_features()->avx512f) s->rmsnorm = rmsnorm_avx512;
         s->attn_simd = !scalar && model_attention_avx512_usable(c->head_dim);
 #endif
     }
@@ -172,7 +187,9 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
         const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
         free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
-        free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
+        free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows), free(s->qkv), free(s->gu);
+        s->qkv = alloc_rows(cap, qd + 2 * kvd);
+        s->gu = alloc_rows(cap, 2 * (int64_t)c->n_ff);
         s->x = alloc_rows(cap, C);
         s->xb = alloc_rows(cap, C);
         s->q = alloc_rows(cap, qd);
@@ -207,12 +224,32 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
 // ---- element-wise layers ----
 
 // out = x / sqrt(mean(x^2) + eps) * w   (sum of squares in double: C can be thousands)
-static void rmsnorm_forward(float *out, const float *x, const float *w, int64_t C, float eps) {
+static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps) {
     double ss = 0.0;
     for (int64_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
     const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
     for (int64_t i = 0; i < C; i++) out[i] = x[i] * r * w[i];
 }
+
+#ifdef MODEL_X86
+// The same with 8 double lanes (then summed in a fixed order) and 16-float products.
+__attribute__((target("avx2,fma,avx512f"))) static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= C; i += 16) {
+        const __m512d lo = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), hi = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a1 = _mm512_fmadd_pd(hi, hi, a1);
+    }
+    double ss = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    for (int64_t j = i; j < C; j++) ss += (double)x[j] * x[j];
+    const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+    const __m512 vr = _mm512_set1_ps(r);
+    for (i = 0; i + 16 <= C; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vr), _mm512_loadu_ps(w + i)));
+    for (; i < C; i++) out[i] = x[i] * r * w[i];
+}
+#endif
 
 // Rotates the first n_rot dims of each head by pos * theta_i.  Pairs are
 // (x[2i], x[2i+1]) for GGUF llama (whose Q/K rows the converter permuted) or
@@ -236,7 +273,8 @@ static void rope_forward(float *x, int n_heads, int d, int n_rot, bool neox, con
 // seq[i]'s cache in this layer (the batch's own keys were written first).
 // Work items are (block of consecutive rows of one sequence) x (KV head): the
 // block's rows and the group's heads share the K/V they read (attention.c).
-static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, int nth) {
+static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, const float *q,
+                              int64_t q_stride, int nth) {
     const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
@@ -249,7 +287,7 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
         for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
         const size_t base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
         const model_attn_args a = {
-            .q = s->q + t0 * qd + (int64_t)g * group * d, .q_stride = qd, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
+            .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
             .n_keys = n_keys, .k = kv->k + base + (size_t)g * d * KV_TILE, .k_tile_stride = KV_TILE * kvd,
             .v = kv->v + base + (size_t)g * d, .v_stride = kvd, .scale = scale,
             .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
@@ -299,6 +337,26 @@ static as_matrix *model_matrix(model *m, int64_t i) {
     return lw[i % 7];
 }
 
+// *out = the n matrices stacked by rows, when their packed copies are
+// adjacent and kernel_pack_size of the stack equals the sum of theirs (same
+// type and columns, whole row tiles); else out->rows = 0.  The stack is only
+// used through its packed copy (its data field is the first matrix's).
+static void fuse_packed(as_matrix *out, const as_matrix *const *w, int n) {
+    memset(out, 0, sizeof *out);
+    as_matrix f = *w[0];
+    size_t sum = kernel_pack_size(w[0]);
+    for (int i = 1; i < n; i++) {
+        const size_t sz = kernel_pack_size(w[i]);
+        if (!w[i]->packed || !w[0]->packed || w[i]->type != f.type || w[i]->cols != f.cols || !sz ||
+            (const uint8_t *)w[i]->packed != (const uint8_t *)w[0]->packed + sum)
+            return;
+        f.rows += w[i]->rows;
+        sum += sz;
+    }
+    if (kernel_pack_size(&f) != sum) return;
+    *out = f;
+}
+
 // Every weight matrix in the kernels' packed layout (kernel_pack), in one
 // allocation; the tied output matrix is packed as `output` (`tok_embd` only
 // serves row lookups).  Done once; a matrix without a packed layout (float
@@ -321,6 +379,13 @@ static void model_pack(model *m) {
         off += (sz + 63) & ~(size_t)63;
     }
     m->packed_store = store;
+    // Consecutive packed matrices of one type and row tiles are one packed
+    // matrix: Q/K/V and gate/up then take one kernel call each.
+    for (int32_t l = 0; l < m->cfg.n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        fuse_packed(&L->wqkv, (const as_matrix *[]){&L->wq, &L->wk, &L->wv}, 3);
+        fuse_packed(&L->w_gate_up, (const as_matrix *[]){&L->w_gate, &L->w_up}, 2);
+    }
 }
 
 // ---- the forward pass ----
@@ -399,64 +464,90 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     }
     PROF(PR_EMB);
 
+    // Element-wise loops run on one thread below ELEM_PAR_ROWS rows (decode):
+    // there a fork/join costs more than the work, and far more when the
+    // cores are busy with other work.
+    const bool par_rows = n >= ELEM_PAR_ROWS, par_glu = n >= GLU_PAR_ROWS;
+    const int64_t qkvd = qd + 2 * kvd;
     for (int32_t l = 0; l < c->n_layer; l++) {
         const model_layer *L = &m->layers[l];
-#pragma omp parallel for num_threads(nth) if (n > 1)
-        for (int64_t i = 0; i < n; i++) rmsnorm_forward(s->xb + i * C, s->x + i * C, L->attn_norm, C, c->rms_eps);
+        // The previous layer's FFN output joins the residual stream here, in
+        // the same pass as this layer's norm.
+#pragma omp parallel for num_threads(nth) if (par_rows)
+        for (int64_t i = 0; i < n; i++) {
+            float *x = s->x + i * C, *o = s->xb + i * C;
+            if (l > 0)
+                for (int64_t j = 0; j < C; j++) x[j] += o[j];
+            s->rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
+        }
         PROF(PR_NORM);
-        kernel_matmul(s->q, qd, s->xb, n, &L->wq, prec);
-        kernel_matmul(s->k, kvd, s->xb, n, &L->wk, prec);
-        kernel_matmul(s->v, kvd, s->xb, n, &L->wv, prec);
-        lora_apply(m, s, l, 0, s->q, qd, s->xb, C, qd, n);
-        lora_apply(m, s, l, 1, s->k, kvd, s->xb, C, kvd, n);
-        lora_apply(m, s, l, 2, s->v, kvd, s->xb, C, kvd, n);
+        // Q/K/V in one call when the packed copies allow it (then rows of q|k|v).
+        const bool fused = L->wqkv.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->wqkv) > 0;
+        float *q = fused ? s->qkv : s->q, *k = fused ? s->qkv + qd : s->k, *v = fused ? s->qkv + qd + kvd : s->v;
+        const int64_t qs = fused ? qkvd : qd, ks = fused ? qkvd : kvd;
+        if (fused) kernel_matmul(s->qkv, qkvd, s->xb, n, &L->wqkv, prec);
+        else {
+            kernel_matmul(q, qd, s->xb, n, &L->wq, prec);
+            kernel_matmul(k, kvd, s->xb, n, &L->wk, prec);
+            kernel_matmul(v, kvd, s->xb, n, &L->wv, prec);
+        }
+        lora_apply(m, s, l, 0, q, qs, s->xb, C, qd, n);
+        lora_apply(m, s, l, 1, k, ks, s->xb, C, kvd, n);
+        lora_apply(m, s, l, 2, v, ks, s->xb, C, kvd, n);
         PROF(PR_QKV);
         // A key tile's first position zeroes the tile (attention reads whole tiles).
         for (int64_t i = 0; i < n; i++)
             if (b->pos[i] % KV_TILE == 0)
                 memset(kv->k + (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd, 0,
                        sizeof(float) * KV_TILE * (size_t)kvd);
-#pragma omp parallel for num_threads(nth) if (n > 1)
+#pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
-            rope_forward(s->q + i * qd, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn);
-            rope_forward(s->k + i * kvd, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn);
+            float *ki = k + i * ks;
+            rope_forward(q + i * qs, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn);
+            rope_forward(ki, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn);
             const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
             float *kt = kv->k + at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE;
-            for (int64_t e = 0; e < kvd; e++) kt[e * KV_TILE] = s->k[i * kvd + e];
-            memcpy(kv->v + at + p * (size_t)kvd, s->v + i * kvd, sizeof(float) * (size_t)kvd);
+            for (int64_t e = 0; e < kvd; e++) kt[e * KV_TILE] = ki[e];
+            memcpy(kv->v + at + p * (size_t)kvd, v + i * ks, sizeof(float) * (size_t)kvd);
         }
         PROF(PR_ROPE);
-        attention_forward(s, c, kv, l, b, nth);
+        attention_forward(s, c, kv, l, b, q, qs, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
         PROF(PR_O);
-#pragma omp parallel for num_threads(nth) if (n > 1)
+#pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
             for (int64_t j = 0; j < C; j++) x[j] += o[j];
-            rmsnorm_forward(o, x, L->ffn_norm, C, c->rms_eps);
+            s->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
-        kernel_matmul(s->hb, F, s->xb, n, &L->w_gate, prec);
-        kernel_matmul(s->hb2, F, s->xb, n, &L->w_up, prec);
-        lora_apply(m, s, l, 4, s->hb, F, s->xb, C, F, n);
-        lora_apply(m, s, l, 5, s->hb2, F, s->xb, C, F, n);
+        const bool fused_gu = L->w_gate_up.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->w_gate_up) > 0;
+        float *g = fused_gu ? s->gu : s->hb, *u = fused_gu ? s->gu + F : s->hb2;
+        const int64_t gs = fused_gu ? 2 * F : F;
+        if (fused_gu) kernel_matmul(s->gu, 2 * F, s->xb, n, &L->w_gate_up, prec);
+        else {
+            kernel_matmul(g, F, s->xb, n, &L->w_gate, prec);
+            kernel_matmul(u, F, s->xb, n, &L->w_up, prec);
+        }
+        lora_apply(m, s, l, 4, g, gs, s->xb, C, F, n);
+        lora_apply(m, s, l, 5, u, gs, s->xb, C, F, n);
         PROF(PR_GATEUP);
-#pragma omp parallel for num_threads(nth) if (n > 1)
-        for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, s->hb2 + i * F, F, c->gelu);
+#pragma omp parallel for num_threads(nth) if (par_glu)
+        for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, g + i * gs, u + i * gs, F, c->gelu);
         PROF(PR_GLU);
         kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
         lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
         PROF(PR_DOWN);
-#pragma omp parallel for num_threads(nth) if (n > 1)
-        for (int64_t i = 0; i < n; i++) {
-            float *x = s->x + i * C, *o = s->xb + i * C;
-            for (int64_t j = 0; j < C; j++) x[j] += o[j];
-        }
-        PROF(PR_ADD);
     }
+#pragma omp parallel for num_threads(nth) if (par_rows)
+    for (int64_t i = 0; i < n; i++) {
+        float *x = s->x + i * C, *o = s->xb + i * C;
+        for (int64_t j = 0; j < C; j++) x[j] += o[j];
+    }
+    PROF(PR_ADD);
     for (int64_t i = 0; i < n; i++) kv->len[b->seq[i]]++;
 
     // Final norm and the vocabulary projection only for the rows asked for.
@@ -464,7 +555,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     for (int64_t i = 0; i < n; i++)
         if (!b->want_logits || b->want_logits[i]) s->out_rows[n_out++] = (int32_t)i;
     if (n_out == 0) return AS_OK;
-    for (int64_t o = 0; o < n_out; o++) rmsnorm_forward(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
+    for (int64_t o = 0; o < n_out; o++) s->rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
     kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
     PROF(PR_LOGITS);
     return AS_OK;

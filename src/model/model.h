@@ -48,6 +48,9 @@ typedef struct model_layer {
     const float *ffn_norm;  // (C)
     as_matrix w_gate, w_up; // (n_ff, C)
     as_matrix w_down;       // (C, n_ff)
+    // Packed (kernel_pack) wq|wk|wv and w_gate|w_up as one matrix each, for
+    // the Q8 path of many tokens (rows 0: none; see model.packed_store).
+    as_matrix wqkv, w_gate_up;
 } model_layer;
 
 // LoRA adapters applied by the forward pass: for each targeted matrix W,
