@@ -1,0 +1,377 @@
+// GFlowNet fine-tuning: the modified sub-trajectory balance loss, prefix
+// rewards, the replay buffer and the training loop (see gfn.h).
+#include "mixture/gfn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mixture/mixture.h"
+#include "util/common.h"
+#include "util/rng.h"
+
+void gfn_config_default(gfn_config *c) {
+    memset(c, 0, sizeof *c);
+    c->alpha = 0.1f;
+    c->max_new_tokens = 128;
+    c->end_id = -1;
+    c->steps = 100;
+    c->prompts_per_step = 2;
+    c->samples_per_prompt = 8;
+    c->micro_batch = 4;
+    c->sample_batch = 16;
+    c->reward_temp_start = 1.0f, c->reward_temp_end = 0.8f, c->reward_temp_horizon = 750;
+    c->subtb_lambda = 1.0f;
+    c->buffer_size = 50, c->replay_prob = 0.5f;
+    c->explore_prob = 0.666f, c->explore_temp_low = 0.5f, c->explore_temp_high = 2.0f;
+    optim_config_default(&c->optim, OPTIM_ADAMW);
+    c->optim.lr = 1e-4f;
+    c->optim.weight_decay = 0.0f;
+    c->optim.max_grad_norm = 1.0f;
+    c->seed = 42;
+}
+
+int gfn_config_check(const gfn_config *c, int32_t n_vocab) {
+    if (!(c->alpha >= 0.0f && c->alpha <= 1.0f)) return as_error("gfn: alpha %g outside [0, 1]", c->alpha);
+    if (c->max_new_tokens < 1) return as_error("gfn: max_new_tokens %d: expected >= 1", c->max_new_tokens);
+    if (c->end_id < 0 || c->end_id >= n_vocab) return as_error("gfn: end token %d outside the vocabulary [0, %d)", c->end_id, n_vocab);
+    if (c->steps < 0) return as_error("gfn: steps %d: expected >= 0", c->steps);
+    if (c->prompts_per_step < 1 || c->samples_per_prompt < 1 || c->micro_batch < 1 || c->sample_batch < 1)
+        return as_error("gfn: prompts_per_step, samples_per_prompt, micro_batch and sample_batch must be >= 1");
+    if (!(c->reward_temp_start > 0.0f) || !(c->reward_temp_end > 0.0f) || c->reward_temp_horizon < 0)
+        return as_error("gfn: reward temperatures must be > 0 and the horizon >= 0");
+    if (!(c->subtb_lambda > 0.0f) || !isfinite(c->subtb_lambda)) return as_error("gfn: subtb_lambda %g: expected > 0", c->subtb_lambda);
+    if (c->buffer_size < 0 || !(c->replay_prob >= 0.0f && c->replay_prob <= 1.0f))
+        return as_error("gfn: buffer_size must be >= 0 and replay_prob in [0, 1]");
+    if (!(c->explore_prob >= 0.0f && c->explore_prob <= 1.0f) || !(c->explore_temp_low > 0.0f) ||
+        !(c->explore_temp_high >= c->explore_temp_low))
+        return as_error("gfn: explore_prob must be in [0, 1] and 0 < explore_temp_low <= explore_temp_high");
+    return AS_OK;
+}
+
+// ---- the loss ----
+
+double gfn_subtb(int32_t m, const double *logr, const double *logpf, const double *logpt, double lambda, double *weight, double *g_pf,
+                 double *g_pt) {
+    *weight = 0.0;
+    if (m < 1) return 0.0;
+    // D[j] = delta_0 + .. + delta_{j-1}, so S_ij = D[j] - D[i].
+    double *D = as_malloc(sizeof(double) * (size_t)(m + 1)), *diff = as_calloc((size_t)m + 1, sizeof(double));
+    double *pw = as_malloc(sizeof(double) * (size_t)m);
+    D[0] = 0.0;
+    for (int32_t k = 0; k < m; k++) D[k + 1] = D[k] + logr[k] + logpf[k] + logpt[k + 1] - logr[k + 1] - logpt[k];
+    pw[0] = 1.0;
+    for (int32_t d = 1; d < m; d++) pw[d] = pw[d - 1] * lambda;
+    double loss = 0.0, W = 0.0;
+    for (int32_t i = 0; i < m; i++)
+        for (int32_t j = i + 1; j <= m; j++) {
+            const double w = pw[j - i - 1], S = D[j] - D[i];
+            loss += w * S * S, W += w;
+            // d(w S^2)/d delta_k = 2 w S for every i <= k < j: a difference array.
+            diff[i] += 2.0 * w * S, diff[j] -= 2.0 * w * S;
+        }
+    double G = 0.0;
+    for (int32_t k = 0; k < m; k++) {
+        G += diff[k]; // dL/d delta_k
+        g_pf[k] += G;
+        g_pt[k + 1] += G;
+        g_pt[k] -= G;
+    }
+    free(D), free(diff), free(pw);
+    *weight = W;
+    return loss;
+}
+
+// Sum of the weights of a trajectory with m transitions, without the deltas.
+static double subtb_weight(int32_t m, double lambda) {
+    double W = 0.0, p = 1.0;
+    for (int32_t d = 1; d <= m; d++, p *= lambda) W += (double)(m - d + 1) * p;
+    return W;
+}
+
+// ---- prefix rewards (inference model) ----
+
+static double row_lse(const float *z, int64_t V) {
+    float mx = z[0];
+    for (int64_t j = 1; j < V; j++) mx = fmaxf(mx, z[j]);
+    double s = 0.0;
+    for (int64_t j = 0; j < V; j++) s += exp((double)(z[j] - mx));
+    return mx + log(s);
+}
+
+// cum[i] = log pi(s_i) and end[i] = log pi(END|s_i), i = 0..m, for one trajectory under the model's adapters.
+static int prefix_logps(model *m, const gfn_traj *t, int32_t end_id, double *cum, double *end) {
+    const int64_t V = m->cfg.n_vocab, P = t->n_prompt, n = P + t->m;
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, (int32_t)n);
+    if (!kv) return AS_FAIL;
+    int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)n), *seq = as_calloc((size_t)n, sizeof(int32_t));
+    int32_t *pos = as_malloc(sizeof(int32_t) * (size_t)n);
+    bool *want = as_malloc(sizeof(bool) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        tok[i] = i < P ? t->prompt[i] : t->ids[i - P];
+        pos[i] = (int32_t)i;
+        want[i] = i >= P - 1;
+    }
+    float *logits = as_malloc(sizeof(float) * (size_t)((t->m + 1) * V));
+    model_batch b = {.n_tokens = (int32_t)n, .token = tok, .seq = seq, .pos = pos, .want_logits = want};
+    const int rc = model_forward(m, kv, &b, logits);
+    if (rc == AS_OK) {
+        cum[0] = 0.0;
+        for (int32_t i = 0; i <= t->m; i++) {
+            const float *z = logits + (int64_t)i * V;
+            const double lse = row_lse(z, V);
+            end[i] = (double)z[end_id] - lse;
+            if (i < t->m) cum[i + 1] = cum[i] + (double)z[t->ids[i]] - lse;
+        }
+    }
+    free(tok), free(seq), free(pos), free(want), free(logits);
+    kv_cache_free(kv);
+    return rc;
+}
+
+int gfn_prefix_rewards(model *m, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id, const gfn_traj *t,
+                       int64_t n, double **logr_out) {
+    const model_lora saved = m->lora;
+    int rc = AS_OK;
+    for (int64_t i = 0; i < n; i++) logr_out[i] = NULL;
+    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+        const int32_t M = t[i].m;
+        double *ct = as_malloc(sizeof(double) * (size_t)(M + 1)), *et = as_malloc(sizeof(double) * (size_t)(M + 1));
+        double *c0 = as_malloc(sizeof(double) * (size_t)(M + 1)), *e0 = as_malloc(sizeof(double) * (size_t)(M + 1));
+        rc = model_set_lora(m, lora_t);
+        if (rc == AS_OK) rc = prefix_logps(m, &t[i], end_id, ct, et);
+        if (rc == AS_OK) rc = model_set_lora(m, lora_0);
+        if (rc == AS_OK) rc = prefix_logps(m, &t[i], end_id, c0, e0);
+        if (rc == AS_OK) {
+            double *r = logr_out[i] = as_malloc(sizeof(double) * (size_t)(M + 1));
+            for (int32_t k = 0; k <= M; k++) {
+                // The truncated leaf has no END: its reward is the mixture of the tokens present.
+                const bool forced = t[i].truncated && k == M;
+                r[k] = (1.0 - alpha) * (ct[k] + (forced ? 0.0 : et[k])) + alpha * (c0[k] + (forced ? 0.0 : e0[k]));
+            }
+        }
+        free(ct), free(et), free(c0), free(e0);
+    }
+    model_set_lora(m, saved.rank ? &saved : NULL);
+    if (rc)
+        for (int64_t i = 0; i < n; i++) free(logr_out[i]), logr_out[i] = NULL;
+    return rc;
+}
+
+// ---- the batch loss through the training model ----
+
+int gfn_loss(train_model *tm, const gfn_traj *t, int64_t n, int32_t end_id, double reward_temp, double lambda, int32_t micro_batch,
+             bool backward, double *loss) {
+    *loss = 0.0;
+    double W = 0.0;
+    int32_t max_len = 1, max_m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        W += subtb_weight(t[i].m, lambda);
+        max_len = (int32_t)AS_MAX((int64_t)max_len, t[i].n_prompt + t[i].m + 1);
+        max_m = AS_MAX(max_m, t[i].m);
+    }
+    if (W <= 0.0) return AS_OK; // no transitions at all: nothing to learn
+    const int32_t B = micro_batch, T = max_len;
+    int32_t *tokens = as_calloc((size_t)B * T, sizeof(int32_t)), *target2 = as_malloc(sizeof(int32_t) * (size_t)B * T);
+    int32_t *len = as_malloc(sizeof(int32_t) * (size_t)B), *plen = as_malloc(sizeof(int32_t) * (size_t)B);
+    for (int64_t i = 0; i < (int64_t)B * T; i++) target2[i] = end_id;
+    float *lp1 = as_malloc(sizeof(float) * (size_t)B * T), *lp2 = as_malloc(sizeof(float) * (size_t)B * T);
+    float *g1 = as_malloc(sizeof(float) * (size_t)B * T), *g2 = as_malloc(sizeof(float) * (size_t)B * T);
+    float *lsum = as_malloc(sizeof(float) * (size_t)B);
+    double *lr = as_malloc(sizeof(double) * (size_t)(max_m + 1)), *pf = as_malloc(sizeof(double) * (size_t)(max_m + 1));
+    double *pt = as_malloc(sizeof(double) * (size_t)(max_m + 1)), *gpf = as_malloc(sizeof(double) * (size_t)(max_m + 1));
+    double *gpt = as_malloc(sizeof(double) * (size_t)(max_m + 1));
+    int rc = AS_OK;
+    for (int64_t i0 = 0; i0 < n && rc == AS_OK; i0 += B) {
+        const int32_t nb = (int32_t)AS_MIN((int64_t)B, n - i0);
+        // Sequence: prompt, the m tokens, END (for a truncated leaf END only pads: its row is not used).
+        for (int32_t b = 0; b < nb; b++) {
+            const gfn_traj *tr = &t[i0 + b];
+            int32_t *row = tokens + (int64_t)b * T;
+            memcpy(row, tr->prompt, sizeof(int32_t) * (size_t)tr->n_prompt);
+            memcpy(row + tr->n_prompt, tr->ids, sizeof(int32_t) * (size_t)tr->m);
+            row[tr->n_prompt + tr->m] = end_id;
+            len[b] = (int32_t)(tr->n_prompt + tr->m + 1), plen[b] = (int32_t)tr->n_prompt;
+        }
+        train_batch tb = {.n_seq = nb, .n_ctx = T, .tokens = tokens, .len = len, .prompt_len = plen, .target2 = target2};
+        if ((rc = train_forward(tm, &tb, lsum, NULL))) break;
+        train_token_logprobs(tm, lp1);
+        train_token_logprobs2(tm, lp2);
+        int64_t r0 = 0;
+        for (int32_t b = 0; b < nb; b++) {
+            const gfn_traj *tr = &t[i0 + b];
+            const int32_t M = tr->m;
+            for (int32_t k = 0; k <= M; k++) {
+                lr[k] = tr->logr[k] / reward_temp;
+                pf[k] = k < M ? lp1[r0 + k] : 0.0;
+                pt[k] = (tr->truncated && k == M) ? 0.0 : lp2[r0 + k]; // the forced stop has probability 1
+                gpf[k] = gpt[k] = 0.0;
+            }
+            double w;
+            *loss += gfn_subtb(M, lr, pf, pt, lambda, &w, gpf, gpt) / W;
+            for (int32_t k = 0; k <= M; k++) {
+                g1[r0 + k] = k < M ? (float)(gpf[k] / W) : 0.0f;
+                g2[r0 + k] = (tr->truncated && k == M) ? 0.0f : (float)(gpt[k] / W);
+            }
+            r0 += M + 1;
+        }
+        if (backward) rc = train_backward_tokens(tm, g1, g2);
+    }
+    free(tokens), free(target2), free(len), free(plen), free(lp1), free(lp2), free(g1), free(g2), free(lsum);
+    free(lr), free(pf), free(pt), free(gpf), free(gpt);
+    return rc;
+}
+
+// ---- replay buffer: per prompt, the highest-reward distinct answers ----
+
+typedef struct buf_entry {
+    int32_t *ids;
+    int32_t m;
+    bool truncated;
+    double *logr; // (m + 1) untempered
+} buf_entry;
+
+typedef struct buf {
+    buf_entry *e;
+    int32_t n;
+} buf;
+
+static bool buf_has(const buf *b, const int32_t *ids, int32_t m, bool truncated) {
+    for (int32_t i = 0; i < b->n; i++)
+        if (b->e[i].m == m && b->e[i].truncated == truncated && !memcmp(b->e[i].ids, ids, sizeof(int32_t) * (size_t)m)) return true;
+    return false;
+}
+
+static void buf_add(buf *b, int32_t cap, const gfn_traj *t) {
+    if (cap < 1 || buf_has(b, t->ids, t->m, t->truncated)) return;
+    const double score = t->logr[t->m];
+    int32_t slot = b->n;
+    if (b->n == cap) { // replace the worst when better
+        slot = 0;
+        for (int32_t i = 1; i < b->n; i++)
+            if (b->e[i].logr[b->e[i].m] < b->e[slot].logr[b->e[slot].m]) slot = i;
+        if (!(score > b->e[slot].logr[b->e[slot].m])) return;
+        free(b->e[slot].ids), free(b->e[slot].logr);
+    } else {
+        b->n++;
+    }
+    buf_entry *e = &b->e[slot];
+    e->m = t->m, e->truncated = t->truncated;
+    e->ids = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(t->m, 1));
+    memcpy(e->ids, t->ids, sizeof(int32_t) * (size_t)t->m);
+    e->logr = as_malloc(sizeof(double) * (size_t)(t->m + 1));
+    memcpy(e->logr, t->logr, sizeof(double) * (size_t)(t->m + 1));
+}
+
+// ---- the training loop ----
+
+int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_lora *lora_0, const gfn_config *c,
+              const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, gfn_step_fn on_step, void *user) {
+    if (gfn_config_check(c, m->cfg.n_vocab)) return AS_FAIL;
+    if (!tm->lora) return as_error("gfn: the training model has no sampler adapters");
+    if (n_prompts < 1) return as_error("gfn: no prompts");
+    if (tm->cfg.n_vocab != m->cfg.n_vocab || tm->cfg.n_layer != m->cfg.n_layer || tm->cfg.n_embd != m->cfg.n_embd)
+        return as_error("gfn: the training model and the inference model differ");
+    train_set_adapters(tm, true);
+    float *params, *grads;
+    const optim_segment *segs;
+    int n_segs;
+    const size_t n_par = train_trainable(tm, &params, &grads, &segs, &n_segs);
+    optim_config oc = c->optim;
+    oc.total_steps = c->steps;
+    optim *opt;
+    if (optim_init(&opt, &oc, n_par)) return AS_FAIL;
+    model_lora view;
+    train_lora_view(tm->lora, &view);
+
+    as_rng rng;
+    as_rng_seed(&rng, c->seed);
+    int64_t *order = as_malloc(sizeof(int64_t) * (size_t)n_prompts);
+    train_shuffle(order, n_prompts, &rng);
+    int64_t cursor = 0;
+    buf *bufs = as_calloc((size_t)n_prompts, sizeof(buf));
+    for (int64_t i = 0; i < n_prompts; i++) bufs[i].e = as_calloc((size_t)AS_MAX(c->buffer_size, 1), sizeof(buf_entry));
+
+    const int64_t per_step = (int64_t)c->prompts_per_step * c->samples_per_prompt;
+    gfn_traj *traj = as_calloc((size_t)per_step, sizeof(gfn_traj));
+    double **owned_logr = as_calloc((size_t)per_step, sizeof(double *));
+    int32_t **owned_ids = as_calloc((size_t)per_step, sizeof(int32_t *));
+    const int32_t **sp = as_malloc(sizeof(int32_t *) * (size_t)per_step);
+    int64_t *snp = as_malloc(sizeof(int64_t) * (size_t)per_step);
+    int64_t *sprompt = as_malloc(sizeof(int64_t) * (size_t)per_step);
+    mixture_sample *samples = as_calloc((size_t)per_step, sizeof(mixture_sample));
+    const double t0 = as_time();
+    int rc = AS_OK;
+    for (int64_t step = 0; step < c->steps && rc == AS_OK; step++) {
+        const double frac = c->reward_temp_horizon > 0 ? fmin(1.0, (double)step / c->reward_temp_horizon) : 1.0;
+        const double temp_r = c->reward_temp_start + (c->reward_temp_end - c->reward_temp_start) * frac;
+        const double temp_x = as_rng_uniform(&rng) < c->explore_prob
+                                  ? c->explore_temp_low + (c->explore_temp_high - c->explore_temp_low) * as_rng_uniform(&rng)
+                                  : 1.0;
+        // Choose the step's prompts and, per prompt, replay or fresh answers.
+        int64_t nt = 0, n_fresh = 0, n_replay = 0;
+        for (int32_t p = 0; p < c->prompts_per_step; p++) {
+            if (cursor == n_prompts) train_shuffle(order, n_prompts, &rng), cursor = 0;
+            const int64_t pi = order[cursor++];
+            const bool replay = bufs[pi].n > 0 && as_rng_uniform(&rng) < c->replay_prob;
+            for (int32_t s = 0; s < c->samples_per_prompt; s++, nt++) {
+                traj[nt] = (gfn_traj){.prompt = prompt[pi], .n_prompt = n_prompt[pi]};
+                sprompt[nt] = pi;
+                if (replay) {
+                    const buf_entry *e = &bufs[pi].e[as_rng_below(&rng, (uint64_t)bufs[pi].n)];
+                    traj[nt].ids = e->ids, traj[nt].m = e->m, traj[nt].truncated = e->truncated, traj[nt].logr = e->logr;
+                    n_replay++;
+                } else {
+                    traj[nt].m = -1; // fresh: filled below
+                    sp[n_fresh] = prompt[pi], snp[n_fresh] = n_prompt[pi], n_fresh++;
+                }
+            }
+        }
+        // Fresh answers from the sampler (tempered), their prefix rewards, into the buffers.
+        if (n_fresh) {
+            mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
+                                 .batch_size = c->sample_batch, .seed = as_rng_u64(&rng)};
+            if ((rc = mixture_sample_policy(m, &view, (float)temp_x, &mc, sp, snp, n_fresh, samples))) break;
+            gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)n_fresh);
+            int64_t *where = as_malloc(sizeof(int64_t) * (size_t)n_fresh), f = 0;
+            for (int64_t i = 0; i < nt; i++) {
+                if (traj[i].m >= 0) continue;
+                mixture_sample *s = &samples[f];
+                traj[i].ids = owned_ids[f] = s->ids;
+                s->ids = NULL;
+                traj[i].truncated = !s->ended;
+                traj[i].m = (int32_t)(s->ended ? s->n_ids - 1 : s->n_ids);
+                where[f] = i, fresh[f++] = traj[i];
+            }
+            rc = gfn_prefix_rewards(m, lora_t, lora_0, c->alpha, c->end_id, fresh, n_fresh, owned_logr);
+            for (f = 0; f < n_fresh && rc == AS_OK; f++) {
+                traj[where[f]].logr = owned_logr[f];
+                buf_add(&bufs[sprompt[where[f]]], c->buffer_size, &traj[where[f]]);
+            }
+            free(fresh), free(where);
+            if (rc) break;
+        }
+        double loss, gnorm, lr, sum_r = 0.0, sum_len = 0.0;
+        for (int64_t i = 0; i < nt; i++) sum_r += traj[i].logr[traj[i].m], sum_len += traj[i].m + (traj[i].truncated ? 0 : 1);
+        train_zero_grad(tm);
+        if ((rc = gfn_loss(tm, traj, nt, c->end_id, temp_r, c->subtb_lambda, c->micro_batch, true, &loss))) break;
+        train_optim_step(tm, opt, &gnorm, &lr);
+        for (int64_t f = 0; f < n_fresh; f++) free(owned_ids[f]), free(owned_logr[f]), owned_ids[f] = NULL, owned_logr[f] = NULL;
+        int64_t total = 0;
+        for (int64_t i = 0; i < n_prompts; i++) total += bufs[i].n;
+        if (on_step) {
+            const gfn_step_stats st = {.step = step + 1, .loss = loss, .grad_norm = gnorm, .lr = lr, .reward_temp = temp_r,
+                                       .explore_temp = temp_x, .mean_log_reward = sum_r / (double)nt, .mean_len = sum_len / (double)nt,
+                                       .n_replayed = n_replay, .buffer_total = total, .elapsed_s = as_time() - t0};
+            on_step(user, &st);
+        }
+    }
+    for (int64_t f = 0; f < per_step; f++) free(owned_ids[f]), free(owned_logr[f]), mixture_sample_free(&samples[f]);
+    for (int64_t i = 0; i < n_prompts; i++) {
+        for (int32_t j = 0; j < bufs[i].n; j++) free(bufs[i].e[j].ids), free(bufs[i].e[j].logr);
+        free(bufs[i].e);
+    }
+    free(bufs), free(order), free(traj), free(owned_logr), free(owned_ids), free(sp), free(snp), free(sprompt), free(samples);
+    optim_free(opt);
+    return rc;
+}
