@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "tensor/quant.h"
+#include "train/gemm_bf16.h"
 #include "train/ops.h"
 #include "util/common.h"
 
@@ -365,6 +366,34 @@ static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uin
     }
 }
 
+// ---- products at the model's precision ----
+
+static void gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (m->precision == TRAIN_PRECISION_BF16) train_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    else train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+}
+
+// out = x W^T (train_linear_forward at the model's precision).
+static void lin_fwd(const train_model *m, float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim) {
+    gemm(m, false, true, N, out_dim, in, 1.0f, x, in, W, in, 0.0f, out, out_dim);
+}
+
+// dx += dout W;  dW += dout^T x (train_linear_backward at the model's precision).
+static void lin_bwd(const train_model *m, float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in,
+                    int64_t out_dim) {
+    if (N == 0) return;
+    if (dx) gemm(m, false, false, N, in, out_dim, 1.0f, dout, out_dim, W, in, 1.0f, dx, in);
+    if (dW) gemm(m, true, false, out_dim, in, N, 1.0f, dout, out_dim, x, in, 1.0f, dW, in);
+}
+
+// Vocabulary logits of nc rows: x W^T, from the packed W^T in bf16.
+static void logits_fwd(const train_model *m, const train_bf16_packed *Wp, float *logits, const float *x, const float *W, int64_t nc) {
+    const int64_t C = m->cfg.n_embd, V = m->cfg.n_vocab;
+    if (m->precision == TRAIN_PRECISION_BF16) train_gemm_bf16_packed(false, nc, 1.0f, x, C, Wp, 0.0f, logits, V, m->n_threads);
+    else lin_fwd(m, logits, x, W, nc, C, V);
+}
+
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
 
 // y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
@@ -375,14 +404,13 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
     const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
     float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
-    const int nth = m->n_threads;
     const float *src = x;
     if (a->dropout_on) {
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
-    train_linear_forward(u, src, A, N, in, r, nth);
-    train_gemm(false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out, nth);
+    lin_fwd(m, u, src, A, N, in, r);
+    gemm(m, false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out);
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
@@ -397,19 +425,19 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
     const int nth = m->n_threads;
-    train_gemm(true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r, nth);
-    train_gemm(false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r, nth);
+    gemm(m, true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r);
+    gemm(m, false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r);
     const float *z = x;
     if (a->dropout_on) {
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         z = a->xd;
     }
-    train_gemm(true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in, nth);
+    gemm(m, true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in);
     if (!a->dropout_on) {
-        train_gemm(false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in, nth);
+        gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in);
         return;
     }
-    train_gemm(false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in, nth);
+    gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in);
     dropout_apply(dx, a->xd, N, in, a->dropout_seed, l, t, lo->cfg.dropout, true, nth);
 }
 
@@ -470,26 +498,26 @@ static void layer_forward(train_model *m, int64_t l) {
     float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
     float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
     train_rmsnorm_forward(ln1, a->rstd1 + ls * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
-    train_linear_forward(q, ln1, p->wq + l * qd * C, N, C, qd, nth);
+    lin_fwd(m, q, ln1, p->wq + l * qd * C, N, C, qd);
     lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
-    train_linear_forward(k, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
+    lin_fwd(m, k, ln1, p->wk + l * kvd * C, N, C, kvd);
     lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
-    train_linear_forward(v, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
+    lin_fwd(m, v, ln1, p->wv + l * kvd * C, N, C, kvd);
     lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
     train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
     train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
     train_attention_forward(att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
                             a->cap_len, nth);
-    train_linear_forward(a->tmp, att, p->wo + l * C * qd, N, qd, C, nth);
+    lin_fwd(m, a->tmp, att, p->wo + l * C * qd, N, qd, C);
     lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
     for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
     train_rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
-    train_linear_forward(gate, ln2, p->w_gate + l * F * C, N, C, F, nth);
+    lin_fwd(m, gate, ln2, p->w_gate + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
-    train_linear_forward(up, ln2, p->w_up + l * F * C, N, C, F, nth);
+    lin_fwd(m, up, ln2, p->w_up + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
     train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
-    train_linear_forward(a->tmp, hact, p->w_down + l * C * F, N, F, C, nth);
+    lin_fwd(m, a->tmp, hact, p->w_down + l * C * F, N, F, C);
     lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
     float *xn = a->resid + (l + 1) * N * C;
     for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
@@ -550,14 +578,17 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);
+    train_bf16_packed Wp = {0}; // bf16: W^T packed once for all chunks
+    if (m->precision == TRAIN_PRECISION_BF16) train_bf16_pack_b(&Wp, true, C, V, W, C, nth);
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-        train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
+        logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
         train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
         if (a->has_target2)
             for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
     }
+    train_bf16_packed_free(&Wp);
     // Sums in double, in row order.
     for (int32_t s = 0; s < b->n_seq; s++) {
         double sum = 0.0;
@@ -612,6 +643,11 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
     const float *W = output_matrix(m);
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
+    train_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T and W packed once for all chunks
+    if (m->precision == TRAIN_PRECISION_BF16) {
+        train_bf16_pack_b(&Wp, true, C, V, W, C, nth);
+        train_bf16_pack_b(&Wb, false, V, C, W, C, nth);
+    }
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         float dlogp[LOGIT_CHUNK];
@@ -619,7 +655,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
             memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
             dlogp[i] = dlogp_tok ? dlogp_tok[r0 + i] + (dlogp_tok2 ? dlogp_tok2[r0 + i] : 0.0f) : dlogp_sum[a->row_seq[r0 + i]];
         }
-        train_linear_forward(a->logits, a->xchunk, W, nc, C, V, nth);
+        logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
         memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
         train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
         // That was (g1 + g2) (onehot(target) - softmax); move g2's onehot to target2.
@@ -628,13 +664,21 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
                 a->dlogits[i * V + a->target[r0 + i]] -= dlogp_tok2[r0 + i];
                 a->dlogits[i * V + a->target2[r0 + i]] += dlogp_tok2[r0 + i];
             }
-        memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
-        train_linear_backward(a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V, nth);
+        if (m->precision == TRAIN_PRECISION_BF16) {
+            train_gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, &Wb, 0.0f, a->dxchunk, C, nth);
+            lin_bwd(m, NULL, dW, a->dlogits, a->xchunk, W, nc, C, V);
+        }
+        else {
+            memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
+            lin_bwd(m, a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V);
+        }
         for (int64_t i = 0; i < nc; i++) {
             float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
             for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
         }
     }
+    train_bf16_packed_free(&Wp);
+    train_bf16_packed_free(&Wb);
     memset(a->dresid, 0, sizeof(float) * (size_t)(N * C));
     train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 
@@ -647,20 +691,20 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         const float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
         // x' = x_mid + W_down(h): dresid is d x' and becomes d x_mid.
         memset(a->dh, 0, sizeof(float) * (size_t)(N * F));
-        train_linear_backward(a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C, nth);
+        lin_bwd(m, a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
         lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
         memset(a->dgate, 0, sizeof(float) * (size_t)(N * F));
         memset(a->dup, 0, sizeof(float) * (size_t)(N * F));
         train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
         memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        train_linear_backward(a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F, nth);
+        lin_bwd(m, a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
-        train_linear_backward(a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F, nth);
+        lin_bwd(m, a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
         train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + ls * N, N, C, nth);
         // x_mid = x + W_o(att): dresid becomes d x.
         memset(a->datt, 0, sizeof(float) * (size_t)(N * qd));
-        train_linear_backward(a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C, nth);
+        lin_bwd(m, a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
         lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
         memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
         memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
@@ -670,11 +714,11 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        train_linear_backward(a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd, nth);
+        lin_bwd(m, a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
         lora_backward(m, (int)l, TRAIN_LORA_Q, a->dln, a->dq, ln1, N);
-        train_linear_backward(a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd, nth);
+        lin_bwd(m, a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
-        train_linear_backward(a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd, nth);
+        lin_bwd(m, a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
         train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + ls * N, N, C, nth);
     }
