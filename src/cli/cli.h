@@ -35,6 +35,7 @@ int cmd_sft(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_make_data(int argc, char **argv);
+int cmd_gfn_train(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
 #endif

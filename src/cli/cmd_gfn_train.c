@@ -1,0 +1,253 @@
+// alphaspin gfn-train: GFlowNet fine-tuning of a LoRA sampler of the geometric
+// mixture pi_t^(1-alpha) pi_0^alpha (src/mixture/gfn.h) on the prompts of an
+// SFT data file.  pi_t and pi_0 are the base model with PEFT adapters (or
+// none); the sampler is the base with adapters of its own, written in PEFT's
+// layout so that `alphaspin run` (sampler: gflownet) or model_set_lora use it.
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "mixture/gfn.h"
+#include "tokenizer/chat.h"
+#include "train/checkpoint.h"
+#include "train/sft.h"
+#include "util/common.h"
+
+static void usage(FILE *out) {
+    gfn_config d;
+    gfn_config_default(&d);
+    fprintf(out,
+            "usage: alphaspin gfn-train [--model FILE.gguf] --data FILE.jsonl --out DIR [options]\n\n"
+            "Trains a LoRA sampler (the base plus its own adapters) to draw answers from the geometric\n"
+            "mixture pi_t^(1-alpha) pi_0^alpha with the modified sub-trajectory balance loss (GFlowNet\n"
+            "fine-tuning; ../shared/docs/ALPHA_SPIN.md, Appendix A).  The prompts are the conversations of an\n"
+            "SFT file up to their last assistant turn.  Writes DIR/adapter_model.safetensors +\n"
+            "adapter_config.json (PEFT) and DIR/log.jsonl (one line per step); a progress line on stderr.\n\n"
+            "  --model FILE            GGUF base model (default: the fetched SmolLM2-135M-Instruct)\n"
+            "  --data FILE             SFT JSONL (messages / prompt-response / question-answer)\n"
+            "  --out DIR               output folder\n"
+            "  --adapter DIR           pi_t: PEFT adapters on the base (default: none, pi_t = base)\n"
+            "  --base-adapter DIR      pi_0: PEFT adapters on the base (default: none, pi_0 = base)\n"
+            "  --init DIR              start the sampler from these PEFT adapters (default: new ones, = the base)\n"
+            "  --alpha A               weight of pi_0 (default %g)\n"
+            "  --steps N               optimizer steps (default %d)\n"
+            "  --lr LR                 AdamW learning rate, constant (default %g)\n"
+            "  --lora-rank R           sampler adapters' rank (default 16)\n"
+            "  --lora-alpha A          sampler adapters' alpha (default 32)\n"
+            "  --prompts-per-step N    default %d\n"
+            "  --samples-per-prompt N  default %d\n"
+            "  --max-prompts N         use the first N prompts of the file (default: all)\n"
+            "  --max-prompt-len N      skip longer prompts (tokens, default 512)\n"
+            "  --max-new-tokens N      answer tokens at most, END included (default %d)\n"
+            "  --reward-temp A:B:N     reward temperature from A to B over N steps (default %g:%g:%d)\n"
+            "  --lambda L              sub-trajectory weight lambda (default %g)\n"
+            "  --buffer-size N         replay answers kept per prompt (default %d; 0: no replay)\n"
+            "  --replay-prob P         share of prompts trained on replayed answers (default %g)\n"
+            "  --explore P:LO:HI       tempered exploration: probability and temperature range (default %g:%g:%g)\n"
+            "  --micro-batch N         sequences per training forward/backward (default %d)\n"
+            "  --sample-batch N        sequences per sampling forward (default %d)\n"
+            "  --precision P           f32 | q8: arithmetic of sampling and rewards (default q8)\n"
+            "  --chat-template T       chatml | gemma | llama3, when the model's template is not recognised\n"
+            "  --seed S                default %llu\n"
+            "  --threads N             threads (default: all cores)\n"
+            "  --quiet                 no progress line\n"
+            "  --help                  this text\n",
+            d.alpha, d.steps, d.optim.lr, d.prompts_per_step, d.samples_per_prompt, d.max_new_tokens, d.reward_temp_start,
+            d.reward_temp_end, d.reward_temp_horizon, d.subtb_lambda, d.buffer_size, d.replay_prob, d.explore_prob, d.explore_temp_low,
+            d.explore_temp_high, d.micro_batch, d.sample_batch, (unsigned long long)d.seed);
+}
+
+typedef struct log_ctx {
+    FILE *log;
+    int64_t steps;
+    bool quiet;
+} log_ctx;
+
+static void on_step(void *user, const gfn_step_stats *s) {
+    log_ctx *l = user;
+    fprintf(l->log,
+            "{\"step\": %lld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, \"reward_temp\": %.4g, \"explore_temp\": %.4g, "
+            "\"mean_log_reward\": %.6g, \"mean_len\": %.4g, \"replayed\": %lld, \"buffer\": %lld, \"elapsed_s\": %.3f}\n",
+            (long long)s->step, s->loss, s->grad_norm, s->lr, s->reward_temp, s->explore_temp, s->mean_log_reward, s->mean_len,
+            (long long)s->n_replayed, (long long)s->buffer_total, s->elapsed_s);
+    fflush(l->log);
+    if (!l->quiet) {
+        const double eta = s->elapsed_s / (double)s->step * (double)(l->steps - s->step);
+        fprintf(stderr, "\rgfn-train: step %lld/%lld loss %.4f log R %.2f len %.1f elapsed %.0fs ETA %.0fs   ", (long long)s->step,
+                (long long)l->steps, s->loss, s->mean_log_reward, s->mean_len, s->elapsed_s, eta);
+    }
+}
+
+// Three numbers "a:b:c" (the last may be an integer).
+static bool parse_triple(const char *s, double *a, double *b, double *c) {
+    char tail;
+    return sscanf(s, "%lf:%lf:%lf%c", a, b, c, &tail) == 3 && isfinite(*a) && isfinite(*b) && isfinite(*c);
+}
+
+int cmd_gfn_train(int argc, char **argv) {
+    enum { O_MODEL = 1, O_DATA, O_OUT, O_ADAPTER, O_BASE_ADAPTER, O_INIT, O_ALPHA, O_STEPS, O_LR, O_RANK, O_LALPHA, O_PPS, O_SPP,
+           O_MAXP, O_MAXPL, O_MAXNEW, O_RTEMP, O_LAMBDA, O_BUF, O_REPLAY, O_EXPLORE, O_MICRO, O_SBATCH, O_PREC, O_TMPL, O_SEED,
+           O_THREADS, O_QUIET, O_HELP };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},           {"data", required_argument, 0, O_DATA},
+        {"out", required_argument, 0, O_OUT},               {"adapter", required_argument, 0, O_ADAPTER},
+        {"base-adapter", required_argument, 0, O_BASE_ADAPTER}, {"init", required_argument, 0, O_INIT},
+        {"alpha", required_argument, 0, O_ALPHA},           {"steps", required_argument, 0, O_STEPS},
+        {"lr", required_argument, 0, O_LR},                 {"lora-rank", required_argument, 0, O_RANK},
+        {"lora-alpha", required_argument, 0, O_LALPHA},     {"prompts-per-step", required_argument, 0, O_PPS},
+        {"samples-per-prompt", required_argument, 0, O_SPP}, {"max-prompts", required_argument, 0, O_MAXP},
+        {"max-prompt-len", required_argument, 0, O_MAXPL},  {"max-new-tokens", required_argument, 0, O_MAXNEW},
+        {"reward-temp", required_argument, 0, O_RTEMP},     {"lambda", required_argument, 0, O_LAMBDA},
+        {"buffer-size", required_argument, 0, O_BUF},       {"replay-prob", required_argument, 0, O_REPLAY},
+        {"explore", required_argument, 0, O_EXPLORE},       {"micro-batch", required_argument, 0, O_MICRO},
+        {"sample-batch", required_argument, 0, O_SBATCH},   {"precision", required_argument, 0, O_PREC},
+        {"chat-template", required_argument, 0, O_TMPL},    {"seed", required_argument, 0, O_SEED},
+        {"threads", required_argument, 0, O_THREADS},       {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, O_HELP},                   {0, 0, 0, 0}};
+    const char *cmd = "gfn-train";
+    const char *model_path = NULL, *data = NULL, *out = NULL, *adapter = NULL, *base_adapter = NULL, *init = NULL, *tmpl = NULL;
+    gfn_config c;
+    gfn_config_default(&c);
+    train_lora_config lc = {.rank = 16, .alpha = 32, .dropout = 0, .targets = 0, .seed = 0};
+    long l, max_prompts = 0, max_prompt_len = 512;
+    double d, a, b, e;
+    bool quiet = false;
+    kernel_precision prec = KERNEL_PRECISION_Q8;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_MODEL: model_path = optarg; break;
+        case O_DATA: data = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_ADAPTER: adapter = optarg; break;
+        case O_BASE_ADAPTER: base_adapter = optarg; break;
+        case O_INIT: init = optarg; break;
+        case O_ALPHA: if (!cli_parse_float(cmd, "--alpha", optarg, 0, 1, &d)) return 2; c.alpha = (float)d; break;
+        case O_STEPS: if (!cli_parse_int(cmd, "--steps", optarg, 0, 1 << 30, &l)) return 2; c.steps = (int32_t)l; break;
+        case O_LR: if (!cli_parse_float(cmd, "--lr", optarg, 0, 10, &d)) return 2; c.optim.lr = (float)d; break;
+        case O_RANK: if (!cli_parse_int(cmd, "--lora-rank", optarg, 1, 4096, &l)) return 2; lc.rank = (int32_t)l; break;
+        case O_LALPHA: if (!cli_parse_float(cmd, "--lora-alpha", optarg, 1e-6, 1e6, &d)) return 2; lc.alpha = (float)d; break;
+        case O_PPS: if (!cli_parse_int(cmd, "--prompts-per-step", optarg, 1, 1 << 20, &l)) return 2; c.prompts_per_step = (int32_t)l; break;
+        case O_SPP: if (!cli_parse_int(cmd, "--samples-per-prompt", optarg, 1, 1 << 20, &l)) return 2; c.samples_per_prompt = (int32_t)l; break;
+        case O_MAXP: if (!cli_parse_int(cmd, "--max-prompts", optarg, 1, __LONG_MAX__, &max_prompts)) return 2; break;
+        case O_MAXPL: if (!cli_parse_int(cmd, "--max-prompt-len", optarg, 1, 1 << 20, &max_prompt_len)) return 2; break;
+        case O_MAXNEW: if (!cli_parse_int(cmd, "--max-new-tokens", optarg, 1, 1 << 20, &l)) return 2; c.max_new_tokens = (int32_t)l; break;
+        case O_RTEMP:
+            if (!parse_triple(optarg, &a, &b, &e) || a <= 0 || b <= 0 || e < 0 || e > 1e9)
+                return cli_usage_error(cmd, "--reward-temp expects START:END:STEPS with positive temperatures, got '%s'", optarg);
+            c.reward_temp_start = (float)a, c.reward_temp_end = (float)b, c.reward_temp_horizon = (int32_t)e;
+            break;
+        case O_LAMBDA: if (!cli_parse_float(cmd, "--lambda", optarg, 1e-6, 1e6, &d)) return 2; c.subtb_lambda = (float)d; break;
+        case O_BUF: if (!cli_parse_int(cmd, "--buffer-size", optarg, 0, 1 << 20, &l)) return 2; c.buffer_size = (int32_t)l; break;
+        case O_REPLAY: if (!cli_parse_float(cmd, "--replay-prob", optarg, 0, 1, &d)) return 2; c.replay_prob = (float)d; break;
+        case O_EXPLORE:
+            if (!parse_triple(optarg, &a, &b, &e) || a < 0 || a > 1 || b <= 0 || e < b)
+                return cli_usage_error(cmd, "--explore expects PROB:LOW:HIGH with 0 <= PROB <= 1 and 0 < LOW <= HIGH, got '%s'", optarg);
+            c.explore_prob = (float)a, c.explore_temp_low = (float)b, c.explore_temp_high = (float)e;
+            break;
+        case O_MICRO: if (!cli_parse_int(cmd, "--micro-batch", optarg, 1, 1 << 20, &l)) return 2; c.micro_batch = (int32_t)l; break;
+        case O_SBATCH: if (!cli_parse_int(cmd, "--sample-batch", optarg, 1, 1 << 20, &l)) return 2; c.sample_batch = (int32_t)l; break;
+        case O_PREC:
+            if (!strcmp(optarg, "f32")) prec = KERNEL_PRECISION_F32;
+            else if (!strcmp(optarg, "q8")) prec = KERNEL_PRECISION_Q8;
+            else return cli_usage_error(cmd, "--precision must be f32 or q8, got '%s'", optarg);
+            break;
+        case O_TMPL: tmpl = optarg; break;
+        case O_SEED: if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; c.seed = (uint64_t)l; break;
+        case O_THREADS: if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &l)) return 2; kernel_set_threads((int)l); break;
+        case O_QUIET: quiet = true; break;
+        case O_HELP: usage(stdout); return 0;
+        default: return cli_usage_error(cmd, "unknown option");
+        }
+    }
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!data || !out) return cli_usage_error(cmd, "--data and --out are required");
+    lc.seed = c.seed;
+
+    model *m = NULL;
+    tokenizer *tok = NULL;
+    chat_template ct = {0};
+    bool have_ct = false;
+    sft_data *sd = NULL;
+    train_model *tm = NULL;
+    train_lora *lt = NULL, *l0 = NULL;
+    int32_t **prompts = NULL;
+    int64_t *n_prompt = NULL, n = 0;
+    FILE *log = NULL;
+    int rc = AS_FAIL;
+    if (cli_load_model(model_path, &m, &tok)) goto done;
+    if (chat_template_init(&ct, m->file, tmpl)) goto done;
+    have_ct = true;
+    {   // END: the token that closes an assistant turn.
+        const char *te = chat_turn_end(&ct);
+        int32_t *ids;
+        size_t nid;
+        if (tokenizer_encode(tok, te, strlen(te), false, true, &ids, &nid)) goto done;
+        c.end_id = nid ? ids[0] : -1;
+        free(ids);
+        if (c.end_id < 0) {
+            as_error("%s: the chat template's end of turn is not a token", model_path ? model_path : cli_default_model());
+            goto done;
+        }
+    }
+    if (sft_data_load(&sd, data)) goto done;
+    prompts = as_calloc((size_t)sd->n, sizeof *prompts);
+    n_prompt = as_calloc((size_t)sd->n, sizeof *n_prompt);
+    for (int64_t i = 0; i < sd->n && (!max_prompts || n < max_prompts); i++) {
+        const sft_example *ex = &sd->ex[i];
+        size_t k = ex->n_msgs;
+        while (k > 0 && strcmp(ex->msgs[k - 1].role, "assistant")) k--;
+        if (k > 0) k--; // the conversation before its last assistant turn
+        if (k == 0) continue;
+        char *text = chat_render(&ct, ex->msgs, k, true);
+        if (!text) goto done;
+        size_t nid;
+        const int r = tokenizer_encode(tok, text, strlen(text), false, true, &prompts[n], &nid);
+        free(text);
+        if (r) goto done;
+        if (nid == 0 || (long)nid > max_prompt_len) {
+            free(prompts[n]), prompts[n] = NULL;
+            continue;
+        }
+        n_prompt[n++] = (int64_t)nid;
+    }
+    if (n == 0) {
+        as_error("%s: no prompt of at most %ld tokens", data, max_prompt_len);
+        goto done;
+    }
+    if (adapter && train_lora_read_peft(&m->cfg, adapter, &lt)) goto done;
+    if (base_adapter && train_lora_read_peft(&m->cfg, base_adapter, &l0)) goto done;
+    if (train_model_from_model(&tm, m)) goto done;
+    train_set_training(tm, false);
+    if (init ? train_lora_load_peft(tm, init) : train_lora_attach(tm, &lc)) goto done;
+    m->precision = prec;
+    if (as_mkdir_p(out)) goto done;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/log.jsonl", out);
+    if (!(log = fopen(path, "w"))) {
+        as_error("%s: cannot write", path);
+        goto done;
+    }
+    model_lora vt, v0;
+    train_lora_view(lt, &vt), train_lora_view(l0, &v0);
+    log_ctx lg = {.log = log, .steps = c.steps, .quiet = quiet};
+    if (gfn_train(m, tm, lt ? &vt : NULL, l0 ? &v0 : NULL, &c, (const int32_t *const *)prompts, n_prompt, n, on_step, &lg)) goto done;
+    if (!quiet) fprintf(stderr, "\n");
+    if (train_lora_save_peft(tm, out, model_path ? model_path : cli_default_model())) goto done;
+    fprintf(stderr, "gfn-train: %d steps on %lld prompts; wrote %s\n", c.steps, (long long)n, out);
+    rc = AS_OK;
+done:
+    if (log) fclose(log);
+    for (int64_t i = 0; prompts && i < (sd ? sd->n : 0); i++) free(prompts[i]);
+    free(prompts), free(n_prompt);
+    if (tm) train_model_free(tm);
+    train_lora_free(lt), train_lora_free(l0);
+    if (sd) sft_data_free(sd);
+    if (have_ct) chat_template_free(&ct);
+    if (tok) tokenizer_free(tok);
+    if (m) model_free(m);
+    return rc == AS_OK ? 0 : cli_fail(cmd);
+}
