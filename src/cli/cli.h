@@ -36,6 +36,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_make_data(int argc, char **argv);
 int cmd_gfn_train(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
 #endif

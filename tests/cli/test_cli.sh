@@ -45,6 +45,21 @@ expect 1 "nohf/config.json" -- "$bin" tokenize --model "$tmp/nohf" hi
 echo '{"model_type": "mistral"}' > "$tmp/nohf/config.json"
 expect 1 "model_type 'mistral' is not supported" -- "$bin" logprobs --model "$tmp/nohf" --text hi
 
+# report: help, bad input (one line naming the file), a run with an incomplete iteration.
+expect 0 "" -- "$bin" report --help
+grep -q "usage: alphaspin report" "$tmp/out" && ok || bad "report --help prints no usage"
+expect 2 "name at least one run folder" -- "$bin" report
+expect 1 "nope: cannot open run folder" -- "$bin" report "$tmp/nope"
+mkdir -p "$tmp/run/iter_0" "$tmp/run/iter_1" "$tmp/run/iter_2"
+echo '{"iteration": 0, "heldout": {"nll_per_token": 1.5}, "eval": {"gsm8k": {"exact_match,strict-match": 0.1}}}' > "$tmp/run/iter_0/summary.json"
+echo '{"iteration": 1, "heldout": {"nll_per_token": 1.25}, "eval": {"gsm8k": {"exact_match,strict-match": 0.2}}}' > "$tmp/run/iter_1/summary.json"
+"$bin" report "$tmp/run" >"$tmp/out" 2>"$tmp/err" && grep -q "^| run | 1 | 0.2000 | 1.250 |$" "$tmp/out" && grep -q "iter_2: no summary.json" "$tmp/err" \
+  && [ -s "$tmp/run/report.md" ] && [ -s "$tmp/run/charts/line_heldout_nll_per_token.svg" ] && ok || bad "report on a run: $(cat "$tmp/out" "$tmp/err")"
+echo '{"iteration": 2, "eval": {"gsm8k": 0.3}}' > "$tmp/run/iter_2/summary.json"
+expect 1 'iter_2/summary.json: "eval"."gsm8k" must be an object' -- "$bin" report "$tmp/run" --out "$tmp/rep"
+echo '{"iteration": 2,' > "$tmp/run/iter_2/summary.json"
+expect 1 "iter_2/summary.json: not valid JSON" -- "$bin" report "$tmp/run"
+
 # make-data: help, bad input, and the same file for the same seed.
 expect 0 "" -- "$bin" make-data --help
 grep -q "usage: alphaspin make-data" "$tmp/out" && ok || bad "make-data --help prints no usage"
