@@ -39,6 +39,12 @@ expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targe
 expect 2 "merge: --out is required" -- "$bin" merge --adapter a
 expect 2 "--type must be f32, f16 or q8_0" -- "$bin" merge --out m.gguf --type q4_k
 expect 2 "--type applies to a .gguf output" -- "$bin" merge --out folder --type f16
+expect 0 "" -- "$bin" gfn-train --help
+grep -q "usage: alphaspin gfn-train" "$tmp/out" && ok || bad "gfn-train --help prints no usage"
+expect 2 "gfn-train: --data and --out are required" -- "$bin" gfn-train --data x.jsonl
+expect 2 "--reward-temp expects START:END:STEPS" -- "$bin" gfn-train --data x --out o --reward-temp 1:0
+expect 2 "--explore expects PROB:LOW:HIGH" -- "$bin" gfn-train --data x --out o --explore 2:1:1
+expect 2 "--alpha expects a number" -- "$bin" gfn-train --data x --out o --alpha 1.5
 # A folder that is not a Hugging Face model: one line naming the missing file.
 mkdir -p "$tmp/nohf"
 expect 1 "nohf/config.json" -- "$bin" tokenize --model "$tmp/nohf" hi
@@ -134,6 +140,13 @@ if [ -r "$model" ]; then
     [ ! -e "$tmp/never.gguf" ] && ok || bad "a failed merge left $tmp/never.gguf"
     expect 1 "nope/adapter_config.json" -- "$bin" merge --adapter "$tmp/nope" --out "$tmp/never.gguf"
   else bad "sft run failed: $(tr '\r' '\n' < "$tmp/sft.err" | tail -3)"; fi
+  # gfn-train: two steps of a GFlowNet sampler of the mixture of the SFT adapter (pi_t) and the base.
+  if [ -s "$tmp/run/adapter_config.json" ] && "$bin" gfn-train --data "$tmp/sft_ok.jsonl" --adapter "$tmp/run" --out "$tmp/gfn" --steps 2 \
+       --prompts-per-step 1 --samples-per-prompt 2 --max-new-tokens 8 --micro-batch 2 --lora-rank 2 --threads 2 >"$tmp/gfn.out" 2>"$tmp/gfn.err"; then
+    [ "$(grep -c '"loss"' "$tmp/gfn/log.jsonl")" = 2 ] && [ -s "$tmp/gfn/adapter_model.safetensors" ] && ok || bad "gfn-train outputs: $(ls "$tmp/gfn")"
+    tr '\r' '\n' < "$tmp/gfn.err" | grep -qE 'step 2/2 loss [0-9.e+-]+ log R' && ok || bad "gfn-train progress line: $(tr '\r' '\n' < "$tmp/gfn.err" | head -3)"
+  else bad "gfn-train run failed: $(tr '\r' '\n' < "$tmp/gfn.err" | tail -3)"; fi
+  expect 1 "sft.jsonl:2" -- "$bin" gfn-train --data "$tmp/sft.jsonl" --out "$tmp/gfn_bad"
 else
   echo "SKIP (partly): default model not fetched; run alphaspin fetch-model"; skipped=1
 fi
