@@ -81,6 +81,18 @@ def llama_cpp_logprobs(path, texts_ids):
     return out
 
 
+def ggufpy_writer(path, v):
+    """A GGUF holding tok_spm.jsonl's vocabulary (and a dummy embedding), for transformers' converter."""
+    import gguf
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1), w.add_context_length(64), w.add_embedding_length(8), w.add_feed_forward_length(8), w.add_head_count(2)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(v["tokens"]), w.add_token_scores(v["scores"]), w.add_token_types(v["types"])
+    w.add_bos_token_id(1), w.add_eos_token_id(2), w.add_unk_token_id(0), w.add_add_bos_token(True), w.add_add_space_prefix(True)
+    w.add_tensor("token_embd.weight", np.zeros((len(v["tokens"]), 8), dtype=np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+
+
 def worst(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
@@ -129,6 +141,38 @@ def main():
     import jinja2
     ref = jinja2.Environment().from_string(src_tmpl).render(messages=msgs, add_generation_prompt=True)
     report["chat template renders as the original"] = rendered == ref
+
+    # The other direction: tokenizer files written by transformers itself (its
+    # GGUF converter, from the default model and from tok_spm.jsonl's
+    # SentencePiece vocabulary) read by alphaspin.
+    import shutil
+    tf_bpe = os.path.join(work, "tf_bpe")
+    d, f = os.path.split(a.model)
+    tf_tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+    tf_tok.save_pretrained(tf_bpe)
+    shutil.copy(os.path.join(base_hf, "config.json"), tf_bpe)
+    bad = 0
+    for r in recs[:300]:
+        mine = [int(x) for x in run(a.bin, "tokenize", "--model", tf_bpe, "--special", "--", r["text"]).split()]
+        bad += mine != tf_tok(r["text"], add_special_tokens=False)["input_ids"]
+    report["transformers-written tokenizer.json (GGUF converter, ByteLevel) read by alphaspin: mismatches vs AutoTokenizer, of 300"] = bad
+    spm_gguf, tf_spm = os.path.join(work, "spm.gguf"), os.path.join(work, "tf_spm")
+    v = json.loads(open(os.path.join(ROOT, "tests", "vectors", "tok_spm.jsonl")).readline())
+    ggufpy_writer(spm_gguf, v)
+    spm_tok = transformers.AutoTokenizer.from_pretrained(work, gguf_file="spm.gguf")
+    spm_tok.save_pretrained(tf_spm)
+    shutil.copy(os.path.join(base_hf, "config.json"), tf_spm)
+    spm_recs = [json.loads(l) for l in open(os.path.join(ROOT, "tests", "vectors", "tok_spm.jsonl"))][1:]
+    spm_recs = [r for r in spm_recs if "text" in r and r.get("add_space_prefix")]
+    bad = bad_hf = 0
+    for r in spm_recs:
+        args = ["--special"] if r.get("special") else []
+        args += ["--add-special"] if r.get("add_bos") else []
+        mine = [int(x) for x in run(a.bin, "tokenize", "--model", tf_spm, *args, "--", r["text"]).split()]
+        bad += mine != r["ids"]
+        bad_hf += spm_tok(r["text"], add_special_tokens=bool(r.get("add_bos")))["input_ids"] != r["ids"]
+    report[f"transformers-written SentencePiece tokenizer.json read by alphaspin: mismatches vs llama.cpp, of {len(spm_recs)}"] = bad
+    report[f"  (transformers itself on that file vs llama.cpp: mismatches, of {len(spm_recs)})"] = bad_hf
 
     # transformers on the exported base vs alphaspin on the folder and on the GGUF.
     texts_ids, ours_folder, ours_gguf = [], [], []
