@@ -605,18 +605,21 @@ done:
 
 // ---- the Markdown table ----
 
-// Decimals of a column: 4 for scores in [0, 1]; else about four significant
-// digits of the column's largest magnitude (at most 4 decimals).
+// Decimals of a column: 4 for scores in [0, 1]; none for counts (every
+// value an integer above 1); else about four significant digits of the
+// column's largest magnitude (at most 4 decimals).
 static int column_decimals(const report *r, int m) {
-    bool unit = true;
+    bool unit = true, counts = true;
     double mx = 0.0;
     for (int row = 0; row < r->n_rows; row++) {
         const double v = r->values[(size_t)row * r->n_metrics + m];
         if (isnan(v)) continue;
         if (v < 0.0 || v > 1.0) unit = false;
+        if (v != floor(v) || fabs(v) > 1e15) counts = false;
         mx = fmax(mx, fabs(v));
     }
     if (unit && r->metrics[m].kind != REPORT_HELDOUT) return 4;
+    if (counts && mx > 1.0) return 0;
     if (!(mx > 0.0) || isinf(mx)) return 4;
     const int d = 3 - (int)floor(log10(mx));
     return d < 0 ? 0 : d > 4 ? 4 : d;

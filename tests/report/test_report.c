@@ -213,7 +213,7 @@ static void write_run_b(const char *variant) {
         char buf[4096], var[256] = "";
         if (variant) snprintf(var, sizeof var, "\"variant\": \"%s\", ", variant);
         snprintf(buf, sizeof buf,
-                 "{%s\"iteration\": %d, \"heldout\": {\"nll_per_token\": %.3f, \"task_accuracy\": %.3f},\n"
+                 "{%s\"iteration\": %d, \"heldout\": {\"nll_per_token\": %.3f, \"task_accuracy\": %.3f, \"n\": 32},\n"
                  " \"eval\": {\"results\": {\"arc_challenge\": {\"acc_norm\": %.4f}, \"gsm8k\": {\"exact_match,strict-match\": %.4f},\n"
                  "   \"mmlu\": {\"acc\": %.4f},\n"
                  "   \"mt_bench\": {\"score\": %.2f, \"categories\": {\"writing\": 7, \"roleplay\": 6, \"reasoning\": 4, \"math\": 3,\n"
@@ -324,10 +324,10 @@ static void test_two_runs_table_and_charts(void **state) {
     if (getenv("REPORT_TEST_PRINT")) printf("%s", table);
     static const char header[] = "| variant | iteration | arc_challenge/acc | arc_challenge/acc_norm | gsm8k/exact_match,strict-match | "
                                  "gsm8k/exact_match,flexible-extract | mmlu/acc | mt_bench/score | average | heldout/nll_per_token | "
-                                 "heldout/kl_to_base | heldout/answer_len_mean | heldout/answer_len_std | heldout/task_accuracy |\n";
+                                 "heldout/kl_to_base | heldout/answer_len_mean | heldout/answer_len_std | heldout/task_accuracy | heldout/n |\n";
     if (strncmp(table, header, strlen(header))) fail_msg("table header:\n%s", table);
-    assert_non_null(strstr(table, "| SPIN | 2 | 0.3700 | 0.4200 | 0.1400 | 0.2000 | 0.3100 | 6.200 | 0.2900 | 1.300 | 0.0200 | 40.50 | 3.250 | – |\n"));
-    assert_non_null(strstr(table, "| alpha-spin | 0 | – | 0.4200 | 0.1300 | – | 0.3000 | 6.500 | 0.2833 | 1.400 | – | – | – | 0.2000 |\n"));
+    assert_non_null(strstr(table, "| SPIN | 2 | 0.3700 | 0.4200 | 0.1400 | 0.2000 | 0.3100 | 6.200 | 0.2900 | 1.300 | 0.0200 | 40.50 | 3.250 | – | – |\n"));
+    assert_non_null(strstr(table, "| alpha-spin | 0 | – | 0.4200 | 0.1300 | – | 0.3000 | 6.500 | 0.2833 | 1.400 | – | – | – | 0.2000 | 32 |\n"));
     assert_null(strstr(table, "train/"));
     assert_non_null(strstr(table, "average: mean of arc_challenge/acc_norm, gsm8k/exact_match,strict-match, mmlu/acc"));
     int lines = 0;
