@@ -30,6 +30,7 @@ static void usage(FILE *out) {
             "  --limit N             only the first N items of each task (mmlu: of each subject)\n"
             "  --out FILE.json       results JSON (written atomically)\n"
             "  --markdown FILE.md    the table to a file as well\n"
+            "  --log-samples FILE    per-item records (log-likelihoods, outputs) as JSONL\n"
             "  --seed S              few-shot sampling seed (default 1234)\n"
             "  --precision P         f32 (default: exact fp32 activations) or q8 (8-bit, faster)\n"
             "  --data-dir DIR        where relative data paths of tasks are found (default $ALPHASPIN_DATA,\n"
@@ -49,7 +50,7 @@ static void usage(FILE *out) {
 
 int cmd_eval(int argc, char **argv) {
     enum { O_MODEL = 1, O_ADAPTER, O_TASKS, O_SHOTS, O_LIMIT, O_OUT, O_MD, O_SEED, O_PREC, O_DATA, O_TDIR, O_MAXNEW,
-           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP };
+           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP, O_SAMPLES };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},       {"adapter", required_argument, 0, O_ADAPTER},
         {"tasks", required_argument, 0, O_TASKS},       {"shots", required_argument, 0, O_SHOTS},
@@ -61,6 +62,7 @@ int cmd_eval(int argc, char **argv) {
         {"judge-model", required_argument, 0, O_JUDGE}, {"mt-bench-judgments", required_argument, 0, O_MTJ},
         {"model-id", required_argument, 0, O_ID},       {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},             {"help", no_argument, 0, O_HELP},
+        {"log-samples", required_argument, 0, O_SAMPLES},
         {0, 0, 0, 0}};
     const char *model_path = NULL, *adapter = NULL, *out_path = NULL, *md_path = NULL, *judge_path = NULL;
     eval_options o = eval_options_default();
@@ -112,6 +114,7 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_parse_int("eval", "--threads", optarg, 1, 1024, &threads)) return 2;
             break;
         case O_QUIET: o.progress = false; break;
+        case O_SAMPLES: o.log_samples = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: return cli_usage_error("eval", "unknown option");
         }

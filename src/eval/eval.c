@@ -158,7 +158,7 @@ static int64_t n_eval_items(const eval_subset *s, int64_t limit) {
 #define MC_CHUNK 16
 
 int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o, eval_loglik_fn fn,
-                void *user, cJSON *results, cJSON *nshot, cJSON *nsamples) {
+                void *user, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
     const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
     progress pr = {.task = t->name, .t0 = as_time(), .on = o->progress};
     for (int32_t s = 0; s < n_subsets; s++) pr.total += n_eval_items(&subsets[s], o->limit);
@@ -213,6 +213,20 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
             if (rc == AS_OK) rc = fn(user, items, nb);
             for (int64_t j = 0; j < nb; j++) {
                 if (rc == AS_OK) eval_mc_metrics(&docs[j], items[j].ll, &acc[i0 + j], &norm[i0 + j], &mc2[i0 + j]);
+                if (rc == AS_OK && samples) {
+                    cJSON *rec = cJSON_CreateObject();
+                    cJSON_AddStringToObject(rec, "task", n_subsets > 1 ? sub->name : t->name);
+                    cJSON_AddNumberToObject(rec, "doc_id", (double)(i0 + j));
+                    cJSON_AddItemToObject(rec, "ll", cJSON_CreateDoubleArray(items[j].ll, items[j].n_choices));
+                    cJSON_AddNumberToObject(rec, "gold", docs[j].gold);
+                    cJSON_AddNumberToObject(rec, "acc", acc[i0 + j]);
+                    cJSON_AddNumberToObject(rec, "acc_norm", norm[i0 + j]);
+                    if (docs[j].n_true) cJSON_AddNumberToObject(rec, "mc2", mc2[i0 + j]);
+                    char *line = cJSON_PrintUnformatted(rec);
+                    fprintf(samples, "%s\n", line);
+                    free(line);
+                    cJSON_Delete(rec);
+                }
                 free_strs(items[j].ctx, items[j].n_choices);
                 free_strs(items[j].cont, items[j].n_choices);
                 free(items[j].ll);
@@ -275,7 +289,7 @@ static void on_gen_progress(void *user, const generate_progress *gp) {
 }
 
 static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eval_subset *sub, const eval_options *o,
-                   cJSON *results, cJSON *nshot, cJSON *nsamples) {
+                   cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
     const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
     const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
     const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o->limit);
@@ -332,6 +346,20 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         char *a = eval_extract_answer(text, true), *b = eval_extract_answer(text, false);
         strict[i] = a && gold[i] && !strcmp(a, gold[i]);
         flex[i] = b && gold[i] && !strcmp(b, gold[i]);
+        if (samples) {
+            cJSON *rec = cJSON_CreateObject();
+            cJSON_AddStringToObject(rec, "task", t->name);
+            cJSON_AddNumberToObject(rec, "doc_id", (double)i);
+            cJSON_AddStringToObject(rec, "output", text);
+            if (b) cJSON_AddStringToObject(rec, "answer", b);
+            else cJSON_AddNullToObject(rec, "answer");
+            cJSON_AddStringToObject(rec, "gold", gold[i] ? gold[i] : "");
+            cJSON_AddNumberToObject(rec, "exact_match", flex[i]);
+            char *line = cJSON_PrintUnformatted(rec);
+            fprintf(samples, "%s\n", line);
+            free(line);
+            cJSON_Delete(rec);
+        }
         free(a), free(b);
     }
     if (rc == AS_OK) {
@@ -360,7 +388,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
 
 static const char *const LEADERBOARD[] = {"arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"};
 
-static int run_task(model *m, const tokenizer *tok, const char *name, const eval_options *o, cJSON *root) {
+static int run_task(model *m, const tokenizer *tok, const char *name, const eval_options *o, cJSON *root, FILE *samples) {
     const char *tdir = o->tasks_dir ? o->tasks_dir : eval_tasks_dir();
     const char *ddir = data_dir_of(o);
     eval_task t;
@@ -381,10 +409,10 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
         if (rc == AS_OK) {
             if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
                 eval_model_scorer sc = {.m = m, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
-                rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples);
+                rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples, samples);
             } else {
                 if (ns != 1) rc = as_error("%s: data: generate_until tasks take one data file", t.path);
-                else rc = run_gen(m, tok, &t, &subs[0], o, results, nshot, nsamples);
+                else rc = run_gen(m, tok, &t, &subs[0], o, results, nshot, nsamples, samples);
             }
             eval_subsets_free(subs, ns);
         }
@@ -413,17 +441,22 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
     m->precision = o->precision;
     const double t0 = as_time();
     char *list = as_strdup(o->tasks);
-    int rc = AS_OK;
+    as_atomic_file af = {0};
+    int rc = o->log_samples ? as_atomic_open(&af, o->log_samples) : AS_OK;
     for (char *save = NULL, *name = strtok_r(list, ",", &save); name && rc == AS_OK; name = strtok_r(NULL, ",", &save)) {
         while (*name == ' ') name++;
         if (!*name) continue;
         if (!strcmp(name, "leaderboard")) {
-            for (size_t i = 0; i < AS_ARRAY_LEN(LEADERBOARD) && rc == AS_OK; i++) rc = run_task(m, tok, LEADERBOARD[i], o, root);
+            for (size_t i = 0; i < AS_ARRAY_LEN(LEADERBOARD) && rc == AS_OK; i++) rc = run_task(m, tok, LEADERBOARD[i], o, root, af.fp);
         } else {
-            rc = run_task(m, tok, name, o, root);
+            rc = run_task(m, tok, name, o, root, af.fp);
         }
     }
     free(list);
+    if (af.fp) {
+        if (rc == AS_OK) rc = as_atomic_commit(&af);
+        else as_atomic_abort(&af);
+    }
     m->precision = saved;
     cJSON_AddNumberToObject(cfg, "total_evaluation_time_seconds", as_time() - t0);
     if (rc != AS_OK) {

@@ -44,6 +44,10 @@ typedef struct eval_options {
     const char *tasks_dir;      // built-in task files; NULL: see eval_tasks_dir()
     size_t kv_budget_bytes;     // KV-cache memory for batching items (0: 1 GiB)
     bool progress;              // progress line (items/s, ETA) on stderr
+    // Per-item records as JSONL (NULL: none), like lm-eval's --log_samples:
+    // multiple choice {"task", "doc_id", "ll": [..], "gold", "acc", "acc_norm"},
+    // generate_until {"task", "doc_id", "output", "answer", "gold", "exact_match"}.
+    const char *log_samples;
     // MT-Bench only: where to write the answers (FastChat model_answer JSONL;
     // NULL: not written), the model_id written in them, and an optional local
     // judge (NULL: answers only, no scores).  The judge's judgments go to

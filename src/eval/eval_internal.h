@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cjson/cJSON.h>
 
@@ -130,7 +131,8 @@ typedef struct eval_task_result {
     int64_t n_items;
     double acc, acc_se, acc_norm, acc_norm_se, mc2, mc2_se;
 } eval_task_result;
+// `samples`: per-item JSONL records (NULL: none).
 int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o,
-                eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples);
+                eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples);
 
 #endif

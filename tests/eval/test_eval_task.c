@@ -92,7 +92,7 @@ static void test_acc_and_acc_norm(void **st) {
     eval_options o = eval_options_default();
     o.shots = 0;
     cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
-    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
     // acc: items 2, 3 right (2/3); acc_norm: item 1 right (1/3).
     assert_near(num(res, "mc", "acc,none"), 2.0 / 3, 1e-12);
     assert_near(num(res, "mc", "acc_norm,none"), 1.0 / 3, 1e-12);
@@ -188,7 +188,7 @@ static void test_fewshot_prompts_deterministic(void **st) {
         eval_options o = eval_options_default();
         if (run == 2) o.seed = 99;
         cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
-        assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+        assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
         assert_int_equal(f.n_seen, 8);
         for (int i = 0; i < 4; i++) {
             const char *ctx = f.ctx[2 * i];
@@ -233,7 +233,7 @@ static void test_partial_scoring(void **st) {
     fake f = {.table = tab, .n = 1};
     eval_options o = eval_options_default();
     cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
-    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
     assert_string_equal(f.ctx[0], "Ann beat Bo so Ann");
     assert_string_equal(f.ctx[1], "Ann beat Bo so Bo");
     assert_string_equal(f.cont[1], " won.");
@@ -266,7 +266,7 @@ static void test_truthfulqa_csv(void **st) {
         fake f = {.table = tab, .n = 4};
         eval_options o = eval_options_default();
         cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
-        assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+        assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
         if (k == 0) {
             assert_int_equal(f.n_seen, 3); // best + 2 incorrect
             assert_string_equal(f.ctx[0], "Q: primer?\nA: yes.\n\nQ: Is the sky, at noon, \"green\"?\nA:");
@@ -305,7 +305,7 @@ static void test_subjects_mean(void **st) {
     fake f = {.table = tab, .n = 4};
     eval_options o = eval_options_default();
     cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
-    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
     assert_string_equal(f.ctx[0], "The following are multiple choice questions (with answers) about alpha beta.\n\n"
                                   "D1?\nA. a\nB. b\nC. c\nD. d\nAnswer: C\n\nWhat?\nA. w\nB. x\nC. y\nD. z\nAnswer:");
     // Subject alpha_beta: 1/2, gamma: 1/1; the task: the unweighted mean 0.75 (not 2/3).
@@ -317,7 +317,7 @@ static void test_subjects_mean(void **st) {
     cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
     res = cJSON_CreateObject(), nshot = cJSON_CreateObject(), nsamp = cJSON_CreateObject();
     o.limit = 1;
-    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp), 0);
+    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
     assert_near(num(res, "mm", "acc,none"), 1, 1e-12);
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(nsamp, "mm"), "effective")->valueint, 2);
     fake_free(&f);

@@ -8,6 +8,7 @@
 #include "train/train_test_util.h"
 
 #include "mixture/gfn.h"
+#include "mixture/losers.h"
 #include "mixture/mixture.h"
 
 // The loss by its definition: sum over i < j of lambda^(j-i-1) (sum_{k=i}^{j-1} delta_k)^2.
@@ -260,8 +261,64 @@ static void test_gfn_train_tv(void **state) {
     unlink(path), rmdir(dir);
 }
 
+// The seam of `alphaspin run`: one loser per prompt from each sampler, END
+// stripped; a gflownet trained on the spot is saved and can be read back; the
+// training model's own adapters are put back.
+static void test_losers(void **state) {
+    (void)state;
+    char *dir = as_test_tmpdir(), path[300], save[320];
+    snprintf(path, sizeof path, "%s/mix.gguf", dir);
+    snprintf(save, sizeof save, "%s/sampler", dir);
+    mix_write_model(path, 7, 6.0);
+    model *m;
+    if (model_load(&m, path)) fail_msg("%s", as_last_error());
+    train_model *tm;
+    if (train_model_from_model(&tm, m)) fail_msg("%s", as_last_error());
+    train_set_threads(tm, 1);
+    train_lora *own = mix_random_lora(&m->cfg, 2, 0.3, 9), *lt = mix_random_lora(&m->cfg, 2, 1.2, 11);
+    train_lora_set(tm, own);
+    model_lora vt;
+    train_lora_view(lt, &vt);
+    const int32_t p1[3] = {0, 2, 1}, p2[2] = {1, 1};
+    const int32_t *pr[2] = {p1, p2};
+    const int64_t np[2] = {3, 2};
+    mixture_losers_config c = {.alpha = 0.5f, .max_new_tokens = MIX_N, .end_id = MIX_END, .batch = 8, .seed = 3, .sir_k = 4,
+                               .gfn_save_dir = save};
+    gfn_config_default(&c.gfn);
+    c.gfn.steps = 5, c.gfn.prompts_per_step = 2, c.gfn.samples_per_prompt = 4, c.gfn.micro_batch = 8, c.gfn.optim.lr = 1e-2f;
+    c.gfn_lora = (train_lora_config){.rank = 2, .alpha = 2, .seed = 4};
+    assert_int_equal(mixture_sampler_from_name("sir"), MIXTURE_SAMPLER_SIR);
+    assert_int_equal(mixture_sampler_from_name("mixture"), -1);
+    for (int kind = 0; kind < 4; kind++) {
+        c.kind = kind < 3 ? (mixture_sampler_kind)kind : MIXTURE_SAMPLER_GFLOWNET;
+        c.gfn_adapter = kind == 3 ? save : NULL; // 3: the sampler trained by pass 2, read back
+        int32_t *ids[2];
+        int64_t n_ids[2];
+        mixture_losers_stats st;
+        if (mixture_losers(m, tm, &vt, &c, pr, np, 2, ids, n_ids, &st)) fail_msg("%s", as_last_error());
+        for (int i = 0; i < 2; i++) {
+            assert_true(n_ids[i] >= 0 && n_ids[i] <= MIX_N);
+            for (int64_t j = 0; j < n_ids[i]; j++) assert_true(ids[i][j] >= 0 && ids[i][j] < MIX_END);
+            free(ids[i]);
+        }
+        if (kind == MIXTURE_SAMPLER_SIR) assert_true(st.ess_min >= 1 && st.ess_mean <= 4 + 1e-9);
+        if (kind == 2) assert_true(isfinite(st.gfn_last_loss) && st.gfn_train_seconds > 0);
+        assert_true(tm->lora == own && m->lora.rank == 0);
+    }
+    char cfgp[400];
+    snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", save);
+    assert_int_equal(access(cfgp, R_OK), 0);
+    train_lora_set(tm, NULL);
+    train_lora_free(own), train_lora_free(lt);
+    train_model_free(tm);
+    model_free(m);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_subtb_formula_and_gradient), cmocka_unit_test(test_gfn_loss_gradient),
-                                       cmocka_unit_test(test_gfn_train_tv)};
+                                       cmocka_unit_test(test_gfn_train_tv), cmocka_unit_test(test_losers)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
