@@ -50,7 +50,14 @@ static const key_def KEYS[] = {
     {"alpha", KT_F64, OFF(alpha), 0, 1, 0, 0, NULL},
     {"tau", KT_TAU, OFF(tau), 1, 1e6, 0, 0, NULL},
     {"mixing", KT_MIX, OFF(mixing), 0, 0, 0, 0, NULL},
-    {"sampler", KT_STR, OFF(sampler), 0, 0, 0, 0, "mixture"},
+    {"sampler", KT_STR, OFF(sampler), 0, 0, 0, 0, "mixture|token-geometric|sir|gflownet"},
+    {"sir.k", KT_I32, OFF(sir_k), 1, 4096, 0, 0, NULL},
+    {"gflownet.adapter", KT_STR, OFF(gfn_adapter), 0, 0, 0, 0, NULL},
+    {"gflownet.steps", KT_I32, OFF(gfn_steps), 0, 1e7, 0, 0, NULL},
+    {"gflownet.lr", KT_F32, OFF(gfn_lr), 0, 10, 1, 0, NULL},
+    {"gflownet.rank", KT_I32, OFF(gfn_rank), 1, 4096, 0, 0, NULL},
+    {"gflownet.samples_per_prompt", KT_I32, OFF(gfn_samples), 1, 65536, 0, 0, NULL},
+    {"gflownet.reward_temp_end", KT_F32, OFF(gfn_reward_temp_end), 0, 100, 1, 0, NULL},
     {"reference", KT_REF, OFF(loss.ref), 0, 0, 0, 0, NULL},
     {"loss.type", KT_LOSS, OFF(loss.kind), 0, 0, 0, 0, NULL},
     {"loss.beta", KT_F64, OFF(loss.beta), 0, 1e6, 1, 0, NULL},
@@ -112,6 +119,10 @@ void spin_config_default(spin_config *c) {
     c->tau = SPIN_TAU_INF;
     c->mixing = SPIN_MIX_SAMPLE;
     c->sampler = as_strdup("mixture");
+    c->sir_k = 16;
+    c->gfn_adapter = as_strdup("");
+    c->gfn_steps = 100, c->gfn_rank = 16, c->gfn_samples = 8;
+    c->gfn_lr = 1e-4f, c->gfn_reward_temp_end = 0.8f;
     spin_loss_config_default(&c->loss);
     c->lora = true;
     c->lora_cfg = (train_lora_config){.rank = 16, .alpha = 32.0f, .dropout = 0.05f, .targets = 0, .seed = 0};
@@ -477,6 +488,8 @@ int spin_config_check(const spin_config *c) {
     if (strcmp(c->generator, "none") != 0 && c->train_path[0])
         return as_error("data.train: give either a training file or data.generator, not both");
     if (c->loss.kind == SPIN_LOSS_SIGMOID && c->loss.label_smoothing >= 0.5) return as_error("loss.label_smoothing: must be < 0.5");
+    if (strcmp(c->sampler, "mixture") != 0 && !c->lora)
+        return as_error("sampler: %s needs lora.enabled (pi_t and pi_0 are adapters over one base)", c->sampler);
     return 0;
 }
 

@@ -40,7 +40,11 @@ typedef struct spin_config {
     double alpha;               // reference weight of pi_0
     int32_t tau;                // history length, SPIN_TAU_INF = inf
     spin_mixing mixing;
-    char *sampler;              // mixture (the only one so far)
+    char *sampler;              // mixture (the window's iterates) | token-geometric | sir | gflownet (src/mixture/losers.h)
+    int32_t sir_k;              // sampler sir: candidates per prompt
+    char *gfn_adapter;          // sampler gflownet: a trained sampler (PEFT folder); "": train one per iteration
+    int32_t gfn_steps, gfn_rank, gfn_samples; // gflownet training: steps, adapter rank, answers per prompt and step
+    float gfn_lr, gfn_reward_temp_end;        // learning rate, final reward temperature (annealed from 1)
     spin_loss_config loss;      // kind, beta, label_smoothing, delta, lambda; ref and alpha copied in
     // LoRA or full fine-tuning
     bool lora;

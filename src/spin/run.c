@@ -18,6 +18,7 @@
 
 #include "generate/generate.h"
 #include "model/model.h"
+#include "mixture/losers.h"
 #include "spin/window.h"
 #include "tensor/kernels.h"
 #include "train/checkpoint.h"
@@ -209,6 +210,95 @@ static sampler_params loser_sampling(const spin_config *c) {
     return sp;
 }
 
+// ---- step 1 (sampler: token-geometric | sir | gflownet): losers from the geometric mixture ----
+
+// The "consistent" alpha-SPIN of the paper's Appendix A: losers drawn from
+// the loss's own reference pi_t^(1-alpha) pi_0^alpha (src/mixture/losers.h),
+// one per drawn prompt; the window (tau, mixing) does not apply, nor do the
+// generation.temperature/top_p/top_k settings (the mixture is defined at
+// temperature 1).  Writes RUN/iter_k/sampler.json (time, lengths, SIR's
+// effective sample size, the GFlowNet's training) and, when a sampler is
+// trained here, its adapters to RUN/iter_k/gfn_sampler.
+static int make_pairs_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64_t n, spin_pairs *ps) {
+    const spin_config *c = x->c;
+    const int32_t t = k - 1;
+    if (!c->lora) return as_error("sampler %s: needs lora.enabled (pi_t and pi_0 are adapters over one base)", c->sampler);
+    char dir[PATH_LEN], save[PATH_LEN + 16];
+    snprintf(dir, sizeof dir, "%s/iter_%d", x->run, k);
+    snprintf(save, sizeof save, "%s/gfn_sampler", dir);
+    mixture_losers_config mc = {.kind = (mixture_sampler_kind)mixture_sampler_from_name(c->sampler), .alpha = (float)c->alpha,
+                                .max_new_tokens = c->max_new_tokens, .batch = c->gen_batch,
+                                .seed = derive_seed(c->seed, (uint64_t)k, SALT_GENERATE, 0), .sir_k = c->sir_k,
+                                .gfn_adapter = c->gfn_adapter, .gfn_save_dir = save};
+    gfn_config_default(&mc.gfn);
+    mc.gfn.steps = c->gfn_steps, mc.gfn.optim.lr = c->gfn_lr, mc.gfn.samples_per_prompt = c->gfn_samples;
+    mc.gfn.reward_temp_end = c->gfn_reward_temp_end, mc.gfn.micro_batch = x->micro > 0 ? x->micro : 4;
+    mc.gfn_lora = (train_lora_config){.rank = c->gfn_rank, .alpha = 2.0f * (float)c->gfn_rank, .dropout = 0.0f, .targets = 0,
+                                      .seed = derive_seed(c->seed, (uint64_t)k, SALT_LORA, 1)};
+    {   // END: the token that closes an assistant turn.
+        const char *te = chat_turn_end(&x->tpl);
+        int32_t *e_ids = NULL;
+        size_t ne = 0;
+        if (tokenizer_encode(x->tok, te, strlen(te), false, true, &e_ids, &ne) || ne == 0) {
+            free(e_ids);
+            return as_error("sampler %s: the chat template's end of turn is not a token", c->sampler);
+        }
+        mc.end_id = e_ids[0];
+        free(e_ids);
+    }
+    int32_t **prompt = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *prompt), **ids = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *ids);
+    int64_t *n_prompt = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *n_prompt), *n_ids = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *n_ids);
+    int rc = AS_OK;
+    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+        const sft_example *e = &x->train->ex[ex[i]];
+        char *pr = chat_render(&x->tpl, e->msgs, (size_t)prompt_turns(e), true);
+        size_t np = 0;
+        rc = !pr || tokenizer_encode(x->tok, pr, strlen(pr), false, true, &prompt[i], &np) ? AS_FAIL : AS_OK;
+        n_prompt[i] = (int64_t)np;
+        free(pr);
+    }
+    model_lora vt;
+    if (t > 0) train_lora_view(x->iterates[t], &vt);
+    mixture_losers_stats st = {0};
+    if (!x->quiet) fprintf(stderr, "alphaspin run: iter %d/%d generate   %lld losers from the geometric mixture (%s)...\n", k,
+                           c->iterations, (long long)n, c->sampler);
+    if (rc == AS_OK) rc = mixture_losers(x->inf, x->tm, t > 0 ? &vt : NULL, &mc, (const int32_t *const *)prompt, n_prompt, n, ids, n_ids, &st);
+    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+        char *text = tokenizer_decode(x->tok, ids[i], (size_t)n_ids[i], false);
+        const sft_example *e = &x->train->ex[ex[i]];
+        const int32_t a = prompt_turns(e);
+        spin_pairs_add(ps, e->msgs, a, e->msgs[a].content, text ? text : "", t);
+        free(text);
+    }
+    if (rc == AS_OK) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "sampler", c->sampler);
+        cJSON_AddNumberToObject(o, "losers", (double)n);
+        cJSON_AddNumberToObject(o, "seconds", st.seconds);
+        cJSON_AddNumberToObject(o, "mean_len", st.mean_len);
+        if (mc.kind == MIXTURE_SAMPLER_SIR) {
+            cJSON_AddNumberToObject(o, "k", c->sir_k);
+            cJSON_AddNumberToObject(o, "ess_mean", st.ess_mean);
+            cJSON_AddNumberToObject(o, "ess_min", st.ess_min);
+        }
+        if (mc.kind == MIXTURE_SAMPLER_GFLOWNET && !(c->gfn_adapter && c->gfn_adapter[0])) {
+            cJSON_AddNumberToObject(o, "gfn_train_seconds", st.gfn_train_seconds);
+            cJSON_AddNumberToObject(o, "gfn_last_loss", isfinite(st.gfn_last_loss) ? st.gfn_last_loss : -1);
+        }
+        char *js = cJSON_PrintUnformatted(o), path[PATH_LEN + 16];
+        snprintf(path, sizeof path, "%s/sampler.json", dir);
+        rc = as_write_file_atomic(path, js, strlen(js));
+        if (!x->quiet && mc.kind == MIXTURE_SAMPLER_SIR)
+            fprintf(stderr, "alphaspin run: iter %d/%d sir K=%d: effective sample size mean %.2f, min %.2f\n", k, c->iterations, c->sir_k,
+                    st.ess_mean, st.ess_min);
+        free(js);
+        cJSON_Delete(o);
+    }
+    for (int64_t i = 0; i < n; i++) free(prompt[i]), free(ids[i]);
+    free(prompt), free(ids), free(n_prompt), free(n_ids);
+    return rc;
+}
+
 // The pairs of iteration k (t = k - 1): fresh losers from the window's
 // iterates for N prompts drawn afresh, plus (concat) the pairs older iterates
 // of the window generated when they were current.
@@ -223,6 +313,11 @@ static int make_pairs(spin_ctx *x, int32_t k, spin_pairs *ps) {
     train_shuffle(perm, x->n_pool, &rng);
     for (int64_t i = 0; i < n; i++) chosen[i] = x->pool[perm[i]];
     free(perm);
+    if (strcmp(c->sampler, "mixture") != 0) { // the geometric mixture itself
+        const int rc = make_pairs_geometric(x, k, chosen, n, ps);
+        free(chosen);
+        return rc;
+    }
     const sampler_params sp = loser_sampling(c);
     int rc = AS_OK;
     int64_t offset = 0; // sample mode: consecutive blocks of the drawn prompts go to consecutive iterates

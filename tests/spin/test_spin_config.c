@@ -96,7 +96,7 @@ static void test_errors(void **state) {
     expect_error("loss: 3\n", "loss: expected a mapping");
     expect_error("alpha:\n  x: 1\n", "alpha: expected a value, not a mapping");
     expect_error("alpha: 0.1\nalpha: 0.2\n", "t.yaml:2: alpha: given twice");
-    expect_error("sampler: sir\n", "sampler: 'sir' (expected one of mixture)");
+    expect_error("sampler: gibbs\n", "sampler: 'gibbs' (expected one of mixture");
     expect_error("optimizer: {type: adam}\n", "optimizer.type");
     expect_error("generation: {precision: f16}\n", "generation.precision");
     expect_error("lora: {enabled: maybe}\n", "lora.enabled: 'maybe' is not a boolean");
