@@ -37,7 +37,8 @@ int spin_ref_needs_0(double alpha) { return alpha > 0.0; }
 double spin_ref_logp(spin_ref_mode mode, double alpha, double logp_t, double logp_0) {
     if (alpha <= 0.0) return logp_t;
     if (alpha >= 1.0) return logp_0;
-    if (mode == SPIN_REF_GEOMETRIC) return (1.0 - alpha) * logp_t + alpha * logp_0;
+    // (1-alpha) lt + alpha l0, written so that lt == l0 gives lt exactly.
+    if (mode == SPIN_REF_GEOMETRIC) return logp_t + alpha * (logp_0 - logp_t);
     // log((1-a) e^lt + a e^l0) = m + log((1-a) e^(lt-m) + a e^(l0-m)), m = max: sequence
     // log-probs are in the hundreds below zero, so the exponentials are taken relative to m.
     double a = log1p(-alpha) + logp_t, b = log(alpha) + logp_0;

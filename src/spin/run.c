@@ -374,8 +374,16 @@ static void seq_batch_build(seq_batch *sb, spin_seq *const *seqs, int32_t n) {
 
 static void seq_batch_free(seq_batch *sb) { free(sb->tokens), free(sb->mask), free(sb->len); }
 
+// Progress of a scoring pass (references, held-out): a line with ETA.
+typedef struct score_progress {
+    const spin_ctx *x;
+    int32_t k;
+    const char *phase;
+    double t0;
+} score_progress;
+
 // log pi(seq) for n sequences in micro-batches, dropout off.
-static int score_seqs(train_model *m, spin_seq *const *seqs, int64_t n, int32_t micro, float *out) {
+static int score_seqs_p(train_model *m, spin_seq *const *seqs, int64_t n, int32_t micro, float *out, const score_progress *sp) {
     const bool was = m->training;
     train_set_training(m, false);
     int rc = AS_OK;
@@ -385,35 +393,47 @@ static int score_seqs(train_model *m, spin_seq *const *seqs, int64_t n, int32_t 
         seq_batch_build(&sb, seqs + i0, B);
         rc = train_forward(m, &sb.b, out + i0, NULL);
         seq_batch_free(&sb);
+        if (sp) progress(sp->x, sp->k, sp->phase, i0 + B, n, sp->t0, "sequences");
     }
     train_set_training(m, was);
     return rc;
 }
 
-int spin_score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro) {
+static int score_seqs(train_model *m, spin_seq *const *seqs, int64_t n, int32_t micro, float *out) {
+    return score_seqs_p(m, seqs, n, micro, out, NULL);
+}
+
+static int score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro, const score_progress *sp) {
     const int64_t n = ps->n;
     spin_seq **seqs = as_malloc(sizeof *seqs * (size_t)(2 * n + 1));
     float *lp = as_malloc(sizeof(float) * (size_t)(2 * n + 1));
-    for (int64_t i = 0; i < n; i++) seqs[2 * i] = &ps->p[i].w, seqs[2 * i + 1] = &ps->p[i].l;
+    for (int64_t i = 0; i < n; i++) {
+        seqs[2 * i] = &ps->p[i].w, seqs[2 * i + 1] = &ps->p[i].l;
+        ps->p[i].ref_t_w = ps->p[i].ref_t_l = ps->p[i].ref_0_w = ps->p[i].ref_0_l = NAN;
+    }
     int rc = AS_OK;
     // Only the models the reference needs: pi_t unless alpha = 1, pi_0 unless alpha = 0.
     if (spin_ref_needs_t(alpha)) {
-        rc = score_seqs(m, seqs, 2 * n, micro, lp);
+        rc = score_seqs_p(m, seqs, 2 * n, micro, lp, sp);
         for (int64_t i = 0; i < n && rc == AS_OK; i++) ps->p[i].ref_t_w = lp[2 * i], ps->p[i].ref_t_l = lp[2 * i + 1];
     }
     if (rc == AS_OK && spin_ref_needs_0(alpha)) {
         if (m0) {
-            rc = score_seqs(m0, seqs, 2 * n, micro, lp);
+            rc = score_seqs_p(m0, seqs, 2 * n, micro, lp, sp);
         } else {
             const bool was = m->adapters_on;
             train_set_adapters(m, false);
-            rc = score_seqs(m, seqs, 2 * n, micro, lp);
+            rc = score_seqs_p(m, seqs, 2 * n, micro, lp, sp);
             train_set_adapters(m, was);
         }
         for (int64_t i = 0; i < n && rc == AS_OK; i++) ps->p[i].ref_0_w = lp[2 * i], ps->p[i].ref_0_l = lp[2 * i + 1];
     }
     free(seqs), free(lp);
     return rc;
+}
+
+int spin_score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro) {
+    return score_references(m, m0, ps, alpha, micro, NULL);
 }
 
 // ---- step 3: training ----
@@ -842,7 +862,7 @@ static int run_iteration(spin_ctx *x, int32_t k) {
         // 2. Score the references once: log pi_t and log pi_0 of every winner and loser.
         t0 = as_time();
         if (spin_pairs_encode(&pairs, x->tok, &x->tpl, c->max_answer_len) ||
-            spin_score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro) ||
+            score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, &(score_progress){x, k, "references", t0}) ||
             spin_pairs_write(&pairs, c->loss.ref, c->alpha, spin_path, trl_path))
             goto fail;
         pt.references = as_time() - t0;
