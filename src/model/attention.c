@@ -16,12 +16,13 @@
 // registers never changes a bit, so a token's attention is the same in any
 // batch, in prefill or in decode (the Q8 path's batch invariance rests on it).
 // The C and AVX-512 versions differ only in the softmax's summation order and
-// exp (both ~1 ulp).
+// exp (both ~1 ulp).  K and V are fp32 or fp16 (converted as they load).
 #include <math.h>
 #include <string.h>
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/quant.h"
 #include "util/common.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +31,10 @@
 #endif
 
 // ---- generic C ----
+
+static inline float kv_at(const void *p, int64_t i, bool f16) {
+    return f16 ? as_fp16_to_f32(((const as_fp16 *)p)[i]) : ((const float *)p)[i];
+}
 
 static void attention_rows_c(const model_attn_args *a) {
     const int d = a->d;
@@ -40,9 +45,9 @@ static void attention_rows_c(const model_attn_args *a) {
             float *s = a->scores, *out = a->out + (int64_t)r * a->out_stride + (int64_t)h * d;
             float mx = -INFINITY;
             for (int32_t j = 0; j < n; j++) {
-                const float *kt = a->k + (int64_t)(j / KV_TILE) * a->k_tile_stride + j % KV_TILE;
+                const int64_t kt = (int64_t)(j / KV_TILE) * a->k_tile_stride + j % KV_TILE;
                 float acc = 0.0f;
-                for (int e = 0; e < d; e++) acc += q[e] * kt[e * KV_TILE];
+                for (int e = 0; e < d; e++) acc += q[e] * kv_at(a->k, kt + e * KV_TILE, a->f16);
                 s[j] = acc * a->scale;
                 mx = s[j] > mx ? s[j] : mx;
             }
@@ -51,7 +56,7 @@ static void attention_rows_c(const model_attn_args *a) {
             const float inv = 1.0f / sum;
             for (int e = 0; e < d; e++) {
                 float acc = 0.0f;
-                for (int32_t j = 0; j < n; j++) acc += s[j] * a->v[(int64_t)j * a->v_stride + e];
+                for (int32_t j = 0; j < n; j++) acc += s[j] * kv_at(a->v, (int64_t)j * a->v_stride + e, a->f16);
                 out[e] = acc * inv;
             }
         }
@@ -61,7 +66,7 @@ static void attention_rows_c(const model_attn_args *a) {
 // ---- AVX-512 ----
 
 #ifdef ATTN_X86
-#define ATTN_TARGET __attribute__((target("avx2,fma,avx512f")))
+#define ATTN_TARGET __attribute__((target("avx2,fma,f16c,avx512f")))
 
 // e^x as exp_avx2 in forward.c (Cephes' degree-6 polynomial, x clamped to [-87, 88]).
 ATTN_TARGET static inline __m512 exp512(__m512 x) {
@@ -79,13 +84,18 @@ ATTN_TARGET static inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+// 16 keys' or values' elements as fp32 (F16: stored as fp16).
+ATTN_TARGET static inline __attribute__((always_inline)) __m512 kv_load(const void *p, int64_t i, bool F16) {
+    return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const as_fp16 *)p + i))) : _mm512_loadu_ps((const float *)p + i);
+}
+
 #define HMAX 3 // heads per register block
 #define TMAX 4 // key tiles per register block
 #define DMAX 4 // 16-float output vectors per register block
 
 // Scores of HC heads (q rows d apart) against TC key tiles starting at kt.
-ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *q, int d, const float *kt, int64_t tile_stride,
-                                                                           float scale, float *s, int64_t s_stride, int HC, int TC) {
+ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *q, int d, const void *kt, int64_t tile_stride,
+                                                                           float scale, float *s, int64_t s_stride, int HC, int TC, bool F16) {
     __m512 acc[HMAX][TMAX];
     #pragma GCC unroll 4
     for (int h = 0; h < HC; h++)
@@ -94,7 +104,7 @@ ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const
     for (int e = 0; e < d; e++) {
         __m512 k[TMAX];
         #pragma GCC unroll 4
-        for (int t = 0; t < TC; t++) k[t] = _mm512_loadu_ps(kt + t * tile_stride + e * KV_TILE);
+        for (int t = 0; t < TC; t++) k[t] = kv_load(kt, t * tile_stride + e * KV_TILE, F16);
         #pragma GCC unroll 4
         for (int h = 0; h < HC; h++) {
             const __m512 qe = _mm512_set1_ps(q[h * d + e]);
@@ -110,8 +120,8 @@ ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const
 }
 
 // out[h][0 .. 16 DC) = sum_{j < n} p[h][j] V[j][0 .. 16 DC), for HC heads.
-ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const float *p, int64_t p_stride, const float *v, int64_t v_stride,
-                                                                           int32_t n, float *out, int d, const float *inv, int HC, int DC) {
+ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const float *p, int64_t p_stride, const void *v, int64_t v_stride,
+                                                                           int32_t n, float *out, int d, const float *inv, int HC, int DC, bool F16) {
     __m512 acc[HMAX][DMAX];
     #pragma GCC unroll 4
     for (int h = 0; h < HC; h++)
@@ -120,7 +130,7 @@ ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const
     for (int32_t j = 0; j < n; j++) {
         __m512 x[DMAX];
         #pragma GCC unroll 4
-        for (int c = 0; c < DC; c++) x[c] = _mm512_loadu_ps(v + (int64_t)j * v_stride + 16 * c);
+        for (int c = 0; c < DC; c++) x[c] = kv_load(v, (int64_t)j * v_stride + 16 * c, F16);
         #pragma GCC unroll 4
         for (int h = 0; h < HC; h++) {
             const __m512 pj = _mm512_set1_ps(p[h * p_stride + j]);
@@ -135,25 +145,31 @@ ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const
 }
 
 // Constant block shapes, so that the accumulators live in registers.
-#define SCORES_CASE(H, T)                                                                                                                   \
-    case (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T); break;
-ATTN_TARGET static void scores_dispatch(const float *q, int d, const float *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
-                                        int hc, int tc) {
-    switch (hc * 8 + tc) {
-        SCORES_CASE(1, 1) SCORES_CASE(1, 2) SCORES_CASE(1, 3) SCORES_CASE(1, 4)
-        SCORES_CASE(2, 1) SCORES_CASE(2, 2) SCORES_CASE(2, 3) SCORES_CASE(2, 4)
-        SCORES_CASE(3, 1) SCORES_CASE(3, 2) SCORES_CASE(3, 3) SCORES_CASE(3, 4)
+#define SCORES_CASE(H, T, F)                                                                                                                \
+    case (F) * 64 + (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T, F); break;
+ATTN_TARGET static void scores_dispatch(const float *q, int d, const void *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
+                                        int hc, int tc, bool f16) {
+    switch ((int)f16 * 64 + hc * 8 + tc) {
+        SCORES_CASE(1, 1, 0) SCORES_CASE(1, 2, 0) SCORES_CASE(1, 3, 0) SCORES_CASE(1, 4, 0)
+        SCORES_CASE(2, 1, 0) SCORES_CASE(2, 2, 0) SCORES_CASE(2, 3, 0) SCORES_CASE(2, 4, 0)
+        SCORES_CASE(3, 1, 0) SCORES_CASE(3, 2, 0) SCORES_CASE(3, 3, 0) SCORES_CASE(3, 4, 0)
+        SCORES_CASE(1, 1, 1) SCORES_CASE(1, 2, 1) SCORES_CASE(1, 3, 1) SCORES_CASE(1, 4, 1)
+        SCORES_CASE(2, 1, 1) SCORES_CASE(2, 2, 1) SCORES_CASE(2, 3, 1) SCORES_CASE(2, 4, 1)
+        SCORES_CASE(3, 1, 1) SCORES_CASE(3, 2, 1) SCORES_CASE(3, 3, 1) SCORES_CASE(3, 4, 1)
     default: break;
     }
 }
-#define VALUES_CASE(H, D)                                                                                                                   \
-    case (H) * 8 + (D): values_block(p, p_stride, v, v_stride, n, out, d, inv, H, D); break;
-ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const float *v, int64_t v_stride, int32_t n, float *out, int d,
-                                        const float *inv, int hc, int dc) {
-    switch (hc * 8 + dc) {
-        VALUES_CASE(1, 1) VALUES_CASE(1, 2) VALUES_CASE(1, 3) VALUES_CASE(1, 4)
-        VALUES_CASE(2, 1) VALUES_CASE(2, 2) VALUES_CASE(2, 3) VALUES_CASE(2, 4)
-        VALUES_CASE(3, 1) VALUES_CASE(3, 2) VALUES_CASE(3, 3) VALUES_CASE(3, 4)
+#define VALUES_CASE(H, D, F)                                                                                                                \
+    case (F) * 64 + (H) * 8 + (D): values_block(p, p_stride, v, v_stride, n, out, d, inv, H, D, F); break;
+ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const void *v, int64_t v_stride, int32_t n, float *out, int d,
+                                        const float *inv, int hc, int dc, bool f16) {
+    switch ((int)f16 * 64 + hc * 8 + dc) {
+        VALUES_CASE(1, 1, 0) VALUES_CASE(1, 2, 0) VALUES_CASE(1, 3, 0) VALUES_CASE(1, 4, 0)
+        VALUES_CASE(2, 1, 0) VALUES_CASE(2, 2, 0) VALUES_CASE(2, 3, 0) VALUES_CASE(2, 4, 0)
+        VALUES_CASE(3, 1, 0) VALUES_CASE(3, 2, 0) VALUES_CASE(3, 3, 0) VALUES_CASE(3, 4, 0)
+        VALUES_CASE(1, 1, 1) VALUES_CASE(1, 2, 1) VALUES_CASE(1, 3, 1) VALUES_CASE(1, 4, 1)
+        VALUES_CASE(2, 1, 1) VALUES_CASE(2, 2, 1) VALUES_CASE(2, 3, 1) VALUES_CASE(2, 4, 1)
+        VALUES_CASE(3, 1, 1) VALUES_CASE(3, 2, 1) VALUES_CASE(3, 3, 1) VALUES_CASE(3, 4, 1)
     default: break;
     }
 }
@@ -182,20 +198,20 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
 
 ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
     const int d = a->d;
-    const int64_t ss = a->scores_stride;
+    const int64_t ss = a->scores_stride, eb = a->f16 ? 2 : 4;
     for (int r = 0; r < a->n_rows; r++) {
         const int32_t n = a->n_keys[r], n_tiles = (n + KV_TILE - 1) / KV_TILE;
         for (int h0 = 0; h0 < a->n_heads; h0 += HMAX) {
             const int hc = AS_MIN(HMAX, a->n_heads - h0);
             const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h0 * d;
             for (int32_t t = 0; t < n_tiles; t += TMAX)
-                scores_dispatch(q, d, a->k + (int64_t)t * a->k_tile_stride, a->k_tile_stride, a->scale, a->scores + (int64_t)t * KV_TILE, ss, hc,
-                                AS_MIN(TMAX, n_tiles - t));
+                scores_dispatch(q, d, (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb, a->k_tile_stride, a->scale,
+                                a->scores + (int64_t)t * KV_TILE, ss, hc, AS_MIN(TMAX, n_tiles - t), a->f16);
             float inv[HMAX];
             for (int h = 0; h < hc; h++) inv[h] = softmax_exp512(a->scores + h * ss, n);
             float *out = a->out + (int64_t)r * a->out_stride + (int64_t)h0 * d;
             for (int c = 0; c < d; c += 16 * DMAX)
-                values_dispatch(a->scores, ss, a->v + c, a->v_stride, n, out + c, d, inv, hc, AS_MIN(DMAX, (d - c) / 16));
+                values_dispatch(a->scores, ss, (const uint8_t *)a->v + c * eb, a->v_stride, n, out + c, d, inv, hc, AS_MIN(DMAX, (d - c) / 16), a->f16);
         }
     }
 }

@@ -21,6 +21,7 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/quant.h"
 #include "util/common.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -285,11 +286,11 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
         const int32_t t0 = s->blk_start[blk];
         int32_t n_keys[ATTN_BLOCK];
         for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
-        const size_t base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
+        const size_t eb = (size_t)kv->elem_bytes, base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
         const model_attn_args a = {
             .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
-            .n_keys = n_keys, .k = kv->k + base + (size_t)g * d * KV_TILE, .k_tile_stride = KV_TILE * kvd,
-            .v = kv->v + base + (size_t)g * d, .v_stride = kvd, .scale = scale,
+            .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + (size_t)g * d * KV_TILE) * eb, .k_tile_stride = KV_TILE * kvd,
+            .v = (const uint8_t *)kv->v + (base + (size_t)g * d) * eb, .v_stride = kvd, .f16 = eb == 2, .scale = scale,
             .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
             .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
         };
@@ -429,6 +430,9 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int half = c->n_rot / 2;
     const kernel_precision prec = m->precision;
     const size_t seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
+    // The cache's element type is fixed by its first use (model.h).
+    if (!kv->elem_bytes) kv->elem_bytes = prec == KERNEL_PRECISION_Q8 ? 2 : 4;
+    const size_t eb = (size_t)kv->elem_bytes;
 #ifdef AS_PROFILE
     static bool prof_registered;
     if (!prof_registered) atexit(prof_print), prof_registered = true;
@@ -498,8 +502,8 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         // A key tile's first position zeroes the tile (attention reads whole tiles).
         for (int64_t i = 0; i < n; i++)
             if (b->pos[i] % KV_TILE == 0)
-                memset(kv->k + (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd, 0,
-                       sizeof(float) * KV_TILE * (size_t)kvd);
+                memset((uint8_t *)kv->k + ((size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd) * eb, 0,
+                       eb * KV_TILE * (size_t)kvd);
 #pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
@@ -507,9 +511,17 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             rope_forward(q + i * qs, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn);
             rope_forward(ki, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn);
             const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
-            float *kt = kv->k + at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE;
-            for (int64_t e = 0; e < kvd; e++) kt[e * KV_TILE] = ki[e];
-            memcpy(kv->v + at + p * (size_t)kvd, v + i * ks, sizeof(float) * (size_t)kvd);
+            const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
+            const float *vi = v + i * ks;
+            if (eb == 2) {
+                as_fp16 *K16 = kv->k, *V16 = kv->v;
+                for (int64_t e = 0; e < kvd; e++) K16[kt + (size_t)e * KV_TILE] = as_f32_to_fp16(ki[e]);
+                for (int64_t e = 0; e < kvd; e++) V16[vt + (size_t)e] = as_f32_to_fp16(vi[e]);
+            } else {
+                float *K32 = kv->k, *V32 = kv->v;
+                for (int64_t e = 0; e < kvd; e++) K32[kt + (size_t)e * KV_TILE] = ki[e];
+                memcpy(V32 + vt, vi, sizeof(float) * (size_t)kvd);
+            }
         }
         PROF(PR_ROPE);
         attention_forward(s, c, kv, l, b, q, qs, nth);

@@ -296,13 +296,14 @@ void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len) {
 void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src) {
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq) as_die("kv_cache_copy_seq: sequence %d -> %d invalid", src, dst);
     if (src == dst) return;
-    // K in whole tiles (the last one partly filled), V in rows.
-    const size_t row = (size_t)kv->kv_dim, seq_stride = kv->seq_stride, n = (size_t)kv->len[src] * row;
+    // K in whole tiles (the last one partly filled), V in rows; byte offsets.
+    const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)kv->len[src] * row;
     const size_t nk = ((size_t)kv->len[src] + KV_TILE - 1) / KV_TILE * KV_TILE * row;
+    uint8_t *K = kv->k, *V = kv->v;
     for (int32_t l = 0; l < kv->n_layer; l++) {
         size_t base = (size_t)l * kv->n_seq * seq_stride;
-        memcpy(kv->k + base + (size_t)dst * seq_stride, kv->k + base + (size_t)src * seq_stride, nk * sizeof(float));
-        memcpy(kv->v + base + (size_t)dst * seq_stride, kv->v + base + (size_t)src * seq_stride, n * sizeof(float));
+        memcpy(K + base + (size_t)dst * seq_stride, K + base + (size_t)src * seq_stride, nk);
+        memcpy(V + base + (size_t)dst * seq_stride, V + base + (size_t)src * seq_stride, n);
     }
     kv->len[dst] = kv->len[src];
 }

@@ -103,12 +103,16 @@ int model_set_lora(model *m, const model_lora *l);
 // element e as one vector): key (pos p, element e) of a sequence at
 // k[(p / KV_TILE) * KV_TILE * kv_dim + e * KV_TILE + p % KV_TILE]; values one
 // row per position, v[p * kv_dim + e].  Each (layer, seq) spans seq_stride
-// floats (n_ctx rounded up to whole tiles, times kv_dim).
+// elements (n_ctx rounded up to whole tiles, times kv_dim).  Elements are
+// fp32, or fp16 (as llama.cpp's default cache: half the memory traffic of
+// batched decoding) -- chosen by the first forward pass that uses the cache:
+// fp16 under KERNEL_PRECISION_Q8, fp32 under F32 (which stays exact).
 #define KV_TILE 16
 typedef struct kv_cache {
     int32_t n_seq, n_ctx, n_layer, kv_dim;
-    float *k, *v;      // [layer][seq] blocks of seq_stride floats, layouts above
+    void *k, *v;       // [layer][seq] blocks of seq_stride elements, layouts above
     size_t seq_stride;
+    int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16)
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 

@@ -14,6 +14,7 @@ void model_scratch_free(struct model_scratch *s);
 //   q[r * q_stride + h * d + e]                 query of row r, head h
 //   k[(j / KV_TILE) * k_tile_stride + e * KV_TILE + j % KV_TILE]   key j (tile layout, model.h)
 //   v[j * v_stride + e]                         value j
+// (k and v elements fp32, or fp16 when f16; strides in elements)
 //   out[r * out_stride + h * d + e] = sum_j softmax_j(scale q.k_j) v_j[e], j < n_keys[r]
 // scores: scratch of 3 rows of scores_stride floats, scores_stride >= n_keys
 // rounded up to a whole tile.  Each output depends only on its own row's
@@ -24,10 +25,11 @@ typedef struct model_attn_args {
     int64_t q_stride;
     int n_heads, d, n_rows;
     const int32_t *n_keys;
-    const float *k;
+    const void *k;
     int64_t k_tile_stride;
-    const float *v;
+    const void *v;
     int64_t v_stride;
+    bool f16;
     float scale;
     float *out;
     int64_t out_stride;

@@ -1,6 +1,7 @@
 // The attention kernel (model_attention_rows, attention.c; both the AVX-512
 // and the generic C code) against a plain double-precision softmax(q K^T /
-// sqrt(d)) V on random data, keys stored in the cache's tile layout (model.h),
+// sqrt(d)) V on random data, keys stored in the cache's tile layout (model.h)
+// as fp32 or fp16 (the reference then uses the rounded values),
 // for head sizes 8..256, 1..8 heads per KV group, key counts around the tile
 // size and long rows.  Bound: max |out - ref| < 1e-5 (values are O(1); fp32
 // sums over <= 300 keys give ~1e-7).  Plus the property the Q8 path's batch
@@ -12,20 +13,23 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/quant.h"
 #include "util/common.h"
 #include "util/rng.h"
 
 typedef struct case_data {
     int d, G, n_rows, n_max;
+    bool f16;
     int64_t kvd, q_stride, tile_stride, cap;
-    float *q, *k, *v, *out, *scores;
+    float *q, *out, *scores;
+    void *k, *v;
     double *ks, *vs; // the same keys and values, row-major (ref)
     int32_t *n_keys;
 } case_data;
 
-static void case_init(case_data *c, int d, int G, int n_rows, int n_last, as_rng *r) {
+static void case_init(case_data *c, int d, int G, int n_rows, int n_last, bool f16, as_rng *r) {
     memset(c, 0, sizeof *c);
-    c->d = d, c->G = G, c->n_rows = n_rows, c->n_max = n_last;
+    c->d = d, c->G = G, c->n_rows = n_rows, c->n_max = n_last, c->f16 = f16;
     // One KV head of 2 in the cache (offset g = 1), so strides are those of a real layer.
     c->kvd = 2 * (int64_t)d;
     c->q_stride = (int64_t)G * d + 5;
@@ -34,7 +38,7 @@ static void case_init(case_data *c, int d, int G, int n_rows, int n_last, as_rng
     c->cap = n_tiles * KV_TILE;
     c->q = as_malloc(sizeof(float) * (size_t)(n_rows * c->q_stride));
     c->k = as_calloc((size_t)(n_tiles * c->tile_stride), sizeof(float));
-    c->v = as_malloc(sizeof(float) * (size_t)(n_last * c->kvd));
+    c->v = as_calloc((size_t)(n_last * c->kvd), sizeof(float));
     c->out = as_malloc(sizeof(float) * (size_t)(n_rows * c->q_stride));
     c->scores = as_aligned_alloc(sizeof(float) * (size_t)(MODEL_ATTN_SCORE_ROWS * c->cap));
     c->ks = as_malloc(sizeof(double) * (size_t)(n_last * d));
@@ -43,9 +47,14 @@ static void case_init(case_data *c, int d, int G, int n_rows, int n_last, as_rng
     for (int64_t i = 0; i < n_rows * c->q_stride; i++) c->q[i] = (float)(2.0 * as_rng_uniform(r) - 1.0);
     for (int j = 0; j < n_last; j++)
         for (int e = 0; e < d; e++) {
-            const float kk = (float)(2.0 * as_rng_uniform(r) - 1.0), vv = (float)(2.0 * as_rng_uniform(r) - 1.0);
-            c->k[(j / KV_TILE) * c->tile_stride + (d + e) * KV_TILE + j % KV_TILE] = kk; // KV head 1
-            c->v[(int64_t)j * c->kvd + d + e] = vv;
+            float kk = (float)(2.0 * as_rng_uniform(r) - 1.0), vv = (float)(2.0 * as_rng_uniform(r) - 1.0);
+            const int64_t ki = (j / KV_TILE) * c->tile_stride + (d + e) * KV_TILE + j % KV_TILE, vi = (int64_t)j * c->kvd + d + e; // KV head 1
+            if (f16) {
+                ((as_fp16 *)c->k)[ki] = as_f32_to_fp16(kk), ((as_fp16 *)c->v)[vi] = as_f32_to_fp16(vv);
+                kk = as_fp16_to_f32(as_f32_to_fp16(kk)), vv = as_fp16_to_f32(as_f32_to_fp16(vv)); // the reference sees the stored values
+            } else {
+                ((float *)c->k)[ki] = kk, ((float *)c->v)[vi] = vv;
+            }
             c->ks[(int64_t)j * d + e] = kk, c->vs[(int64_t)j * d + e] = vv;
         }
     // Consecutive positions ending at n_last keys, as a block of a prefill.
@@ -58,8 +67,9 @@ static void case_free(case_data *c) {
 
 static model_attn_args case_args(const case_data *c, int row0, int n_rows) {
     return (model_attn_args){.q = c->q + row0 * c->q_stride, .q_stride = c->q_stride, .n_heads = c->G, .d = c->d, .n_rows = n_rows,
-                             .n_keys = c->n_keys + row0, .k = c->k + (int64_t)c->d * KV_TILE, .k_tile_stride = c->tile_stride,
-                             .v = c->v + c->d, .v_stride = c->kvd, .scale = 1.0f / sqrtf((float)c->d),
+                             .n_keys = c->n_keys + row0, .k = (const uint8_t *)c->k + (int64_t)c->d * KV_TILE * (c->f16 ? 2 : 4),
+                             .k_tile_stride = c->tile_stride, .v = (const uint8_t *)c->v + c->d * (c->f16 ? 2 : 4), .v_stride = c->kvd,
+                             .f16 = c->f16, .scale = 1.0f / sqrtf((float)c->d),
                              .out = c->out + row0 * c->q_stride, .out_stride = c->q_stride, .scores = c->scores, .scores_stride = c->cap};
 }
 
@@ -96,17 +106,17 @@ static void test_against_reference(void **state) {
     for (size_t di = 0; di < AS_ARRAY_LEN(ds); di++)
         for (size_t gi = 0; gi < AS_ARRAY_LEN(Gs); gi++)
             for (size_t ni = 0; ni < AS_ARRAY_LEN(ns); ni++)
-                for (int simd = 0; simd < 2; simd++) {
+                for (int simd = 0; simd < 4; simd++) { // bit 0: SIMD, bit 1: fp16 K/V
                     const int rows = AS_MIN(ns[ni], 5);
                     case_data c;
-                    case_init(&c, ds[di], Gs[gi], rows, ns[ni], &r);
+                    case_init(&c, ds[di], Gs[gi], rows, ns[ni], simd & 2, &r);
                     const model_attn_args a = case_args(&c, 0, rows);
-                    model_attention_rows(&a, simd);
+                    model_attention_rows(&a, simd & 1);
                     const double e = check_against_ref(&c);
-                    if (e >= 1e-5) printf("d %d, G %d, n %d, simd %d: max error %.2e\n", ds[di], Gs[gi], ns[ni], simd, e);
+                    if (e >= 1e-5) printf("d %d, G %d, n %d, simd %d, f16 %d: max error %.2e\n", ds[di], Gs[gi], ns[ni], simd & 1, simd >> 1, e);
                     assert_true(e < 1e-5);
                     n_cases++;
-                    n_simd += simd && model_attention_avx512_usable(ds[di]);
+                    n_simd += (simd & 1) && model_attention_avx512_usable(ds[di]);
                     case_free(&c);
                 }
     printf("  %d cases, %d on the AVX-512 code (0: this CPU lacks it)\n", n_cases, n_simd);
@@ -117,18 +127,18 @@ static void test_rows_independent(void **state) {
     (void)state;
     as_rng r;
     as_rng_seed(&r, 11);
-    for (int simd = 0; simd < 2; simd++) {
+    for (int simd = 0; simd < 4; simd++) {
         case_data c;
-        case_init(&c, 64, 3, 16, 150, &r);
+        case_init(&c, 64, 3, 16, 150, simd & 2, &r);
         const int64_t n_out = c.n_rows * c.q_stride;
         model_attn_args a = case_args(&c, 0, c.n_rows);
-        model_attention_rows(&a, simd);
+        model_attention_rows(&a, simd & 1);
         float *all = as_malloc(sizeof(float) * (size_t)n_out);
         memcpy(all, c.out, sizeof(float) * (size_t)n_out);
         memset(c.out, 0, sizeof(float) * (size_t)n_out);
         for (int i = 0; i < c.n_rows; i++) {
             a = case_args(&c, i, 1);
-            model_attention_rows(&a, simd);
+            model_attention_rows(&a, simd & 1);
         }
         for (int i = 0; i < c.n_rows; i++) assert_memory_equal(all + i * c.q_stride, c.out + i * c.q_stride, sizeof(float) * 3 * 64);
         free(all);
