@@ -23,16 +23,54 @@
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Packed operands of the calling thread, kept between calls (fresh pages
+// every call cost more page faults than the packing itself).
+typedef struct { uint16_t *p; size_t n; } workspace;
+static _Thread_local workspace ws_a, ws_b;
+
+static uint16_t *ws_get(workspace *w, size_t n) {
+    if (n > w->n) {
+        free(w->p);
+        w->n = n + n / 4;
+        w->p = as_aligned_alloc(sizeof(uint16_t) * w->n);
+    }
+    return w->p;
+}
+
 bool train_gemm_bf16_amx(void) {
     const char *env = getenv("ALPHASPIN_TRAIN_NO_AMX"); // testing the fallback on an AMX machine
     if (env && *env && strcmp(env, "0")) return false;
-    return cpu_get_features()->amx_bf16 && kernel_amx_permitted();
+    return cpu_get_features()->amx_bf16 && cpu_get_features()->avx512f && kernel_amx_permitted();
 }
 
-// ---- packing ----
+// ---- packing (AVX-512: only the AMX path packs, and AMX implies it) ----
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+// 16 floats -> 16 bf16 (round to nearest even; train_f32_to_bf16 for finite values).
+AVX512 static inline __m256i cvt16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    return _mm512_cvtepi32_epi16(r);
+}
+
+// n floats -> bf16 (n <= 16 via a masked load).
+AVX512 static inline __m256i cvt_n(const float *src, int64_t n) {
+    const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    return cvt16(_mm512_maskz_loadu_ps(m, src));
+}
+
+// Units of two bf16 (K pairs) from two rows of 16: lo from a, hi from b.
+AVX512 static inline __m512i pair_units(const float *a, const float *b, int64_t n) {
+    const __m256i x = cvt_n(a, n), y = b ? cvt_n(b, n) : _mm256_setzero_si256();
+    return _mm512_or_si512(_mm512_cvtepu16_epi32(x), _mm512_slli_epi32(_mm512_cvtepu16_epi32(y), 16));
+}
 
 // op(A) (M x K) -> Ap (Mp x Kp) bf16, zero padded.
-static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
+AVX512 static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
     const int64_t nb = Mp / 16;
 #pragma omp parallel for schedule(static) num_threads(nth) if (nb > 1)
     for (int64_t b = 0; b < nb; b++) {
@@ -45,18 +83,21 @@ static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, 
             for (int64_t i = 0; i < ni; i++) {
                 const float *src = A + (i0 + i) * lda;
                 uint16_t *d = dst + i * Kp;
-                for (int64_t k = 0; k < K; k++) d[k] = train_f32_to_bf16(src[k]);
+                for (int64_t k = 0; k < K; k += 16) _mm256_storeu_si256((__m256i *)(d + k), cvt_n(src + k, AS_MIN((int64_t)16, K - k)));
             }
-        else
-            for (int64_t k = 0; k < K; k++) {
-                const float *src = A + k * lda + i0;
-                for (int64_t i = 0; i < ni; i++) dst[i * Kp + k] = train_f32_to_bf16(src[i]);
+        else {
+            // Column block i0..i0+15 of A's rows k, k+1 -> units (k pair) of 16 rows.
+            uint32_t *d32 = (uint32_t *)dst, units[16] __attribute__((aligned(64)));
+            for (int64_t k = 0; k < K; k += 2) {
+                _mm512_store_si512(units, pair_units(A + k * lda + i0, k + 1 < K ? A + (k + 1) * lda + i0 : NULL, ni));
+                for (int64_t i = 0; i < ni; i++) d32[i * (Kp / 2) + k / 2] = units[i];
             }
+        }
     }
 }
 
 // op(B) (K x N) -> panels (Np/16) x (Kp/2) x 16 x 2, zero padded.
-static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t Np, int nth) {
+AVX512 static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t Np, int nth) {
     const int64_t np = Np / 16;
 #pragma omp parallel for schedule(static) num_threads(nth) if (np > 1)
     for (int64_t p = 0; p < np; p++) {
@@ -65,24 +106,37 @@ static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, 
         memset(dst, 0, sizeof(uint16_t) * (size_t)(16 * Kp));
         const int64_t nn = AS_MIN((int64_t)16, N - n0);
         if (nn <= 0) continue;
-        if (tb)
+        uint32_t *d32 = (uint32_t *)dst;
+        if (tb) {
+            // Row n of B holds op(B)'s column n: its bf16 pairs are the units of column n.
+            uint32_t row[16] __attribute__((aligned(64)));
             for (int64_t n = 0; n < nn; n++) {
                 const float *src = B + (n0 + n) * ldb;
-                for (int64_t k = 0; k < K; k++) dst[((k >> 1) * 16 + n) * 2 + (k & 1)] = train_f32_to_bf16(src[k]);
+                for (int64_t k = 0; k < K; k += 32) {
+                    const int64_t nk = AS_MIN((int64_t)32, K - k);
+                    _mm256_store_si256((__m256i *)row, cvt_n(src + k, AS_MIN((int64_t)16, nk)));
+                    _mm256_store_si256((__m256i *)(row + 8), nk > 16 ? cvt_n(src + k + 16, nk - 16) : _mm256_setzero_si256());
+                    for (int64_t u = 0; u < (nk + 1) / 2; u++) d32[(k / 2 + u) * 16 + n] = row[u];
+                }
             }
+        }
         else
-            for (int64_t k = 0; k < K; k++) {
-                const float *src = B + k * ldb + n0;
-                uint16_t *d = dst + (k >> 1) * 32 + (k & 1);
-                for (int64_t n = 0; n < nn; n++) d[2 * n] = train_f32_to_bf16(src[n]);
-            }
+            for (int64_t k = 0; k < K; k += 2)
+                _mm512_storeu_si512(d32 + (k / 2) * 16, pair_units(B + k * ldb + n0, k + 1 < K ? B + (k + 1) * ldb + n0 : NULL, nn));
     }
 }
+#else
+static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
+    (void)Ap, (void)ta, (void)M, (void)K, (void)A, (void)lda, (void)Mp, (void)Kp, (void)nth;
+}
+static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t Np, int nth) {
+    (void)Bp, (void)tb, (void)K, (void)N, (void)B, (void)ldb, (void)Kp, (void)Np, (void)nth;
+}
+#endif
 
 // ---- AMX ----
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f")))
 
 typedef struct {
@@ -124,10 +178,26 @@ AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp
 }
 
 AMX_TARGET static void amx_release(void) { _tile_release(); }
+
+// C block (ni x nj) = alpha out + beta C (C not read when beta is 0).
+AVX512 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_t nj, float alpha, float beta) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t i = 0; i < ni; i++)
+        for (int64_t j = 0; j < nj; j += 16) {
+            const __mmask16 m = nj - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nj - j)) - 1);
+            float *c = C + i * ldc + j;
+            __m512 v = _mm512_mul_ps(va, _mm512_load_ps(out + i * BLK + j));
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), v);
+            _mm512_mask_storeu_ps(c, m, v);
+        }
+}
 #else
 static void amx_config(void) {}
 static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out) { (void)a, (void)b0, (void)Kp, (void)out; }
 static void amx_release(void) {}
+static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_t nj, float alpha, float beta) {
+    (void)C, (void)ldc, (void)out, (void)ni, (void)nj, (void)alpha, (void)beta;
+}
 #endif
 
 // Blocks of 32 rows kept hot while the B panels pass (A chunk ~ L2).
@@ -151,14 +221,7 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
                 for (int64_t mb = mc; mb < AS_MIN(mc + MCHUNK, m_hi); mb++) {
                     block32(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out);
                     const int64_t i0 = mb * BLK, j0 = nb * BLK, ni = AS_MIN((int64_t)BLK, M - i0), nj = AS_MIN((int64_t)BLK, N - j0);
-                    for (int64_t i = 0; i < ni; i++) {
-                        float *c = C + (i0 + i) * ldc + j0;
-                        const float *o = out + i * BLK;
-                        if (beta == 0.0f)
-                            for (int64_t j = 0; j < nj; j++) c[j] = alpha * o[j];
-                        else
-                            for (int64_t j = 0; j < nj; j++) c[j] = alpha * o[j] + beta * c[j];
-                    }
+                    epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
                 }
         amx_release();
     }
@@ -203,17 +266,24 @@ void train_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int
         return;
     }
     const int64_t Mp = round_up(M, BLK);
-    uint16_t *Ap = as_aligned_alloc(sizeof(uint16_t) * (size_t)(Mp * P->Kp));
+    uint16_t *Ap = ws_get(&ws_a, (size_t)(Mp * P->Kp));
     pack_a(Ap, ta, M, K, A, lda, Mp, P->Kp, nth);
     amx_compute(Ap, P->data, M, N, P->Kp, alpha, beta, C, ldc, nth);
-    free(Ap);
 }
 
 void train_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                      int64_t ldb, float beta, float *C, int64_t ldc, int nth) {
     if (M == 0 || N == 0) return;
     train_bf16_packed P;
-    train_bf16_pack_b(&P, tb, K, N, B, ldb, nth);
+    if (!train_gemm_bf16_amx()) {
+        train_bf16_pack_b(&P, tb, K, N, B, ldb, nth);
+        train_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
+        train_bf16_packed_free(&P);
+        return;
+    }
+    memset(&P, 0, sizeof P);
+    P.K = K, P.N = N, P.Kp = round_up(AS_MAX(K, (int64_t)1), 32), P.Np = round_up(N, BLK);
+    P.data = ws_get(&ws_b, (size_t)(P.Kp * P.Np));
+    pack_b(P.data, tb, K, N, B, ldb, P.Kp, P.Np, nth);
     train_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
-    train_bf16_packed_free(&P);
 }
