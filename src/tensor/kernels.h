@@ -68,9 +68,10 @@ int kernel_get_threads(void);
 // programmer error and dies with a message: the GGUF loader validates types.
 void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p);
 // A copy of W's weights in the layout the Q8 path's many-token kernel reads
-// directly (AMX: 16-row tiles of 8-bit codes, VNNI order, fp32 scales;
-// 1.25 bytes per weight), which saves unpacking the GGUF blocks on every call
-// (about a third of a 32-token matmul).  kernel_pack_size: the bytes it needs,
+// (AMX: 16-row tiles in VNNI order with fp32 scales; Q4_0/Q4_1 codes as
+// nibbles, 0.75 bytes per weight; Q8_0 as bytes, 1.25), which saves the
+// GGUF blocks' gather-and-transpose unpacking on every call (about a third of
+// a 32-token matmul).  kernel_pack_size: the bytes it needs,
 // 0 when this ISA or W's type has no such layout (then W stays as it is).
 // kernel_pack fills dst (64-byte aligned, kernel_pack_size bytes; threaded)
 // and points w->packed at it; dst must outlive every use of w, and W's data

@@ -24,12 +24,16 @@
 // 128 tokens, into a per-thread scratch (16 rows x 32 bytes per block plus
 // fp32 scales, <= 30 KB for 1536 columns) that stays in L1/L2 while the
 // chunk's token tiles pass -- unless the caller made a packed copy of the
-// matrix once (kernel_pack: the same blocks for all row tiles, 1.25 bytes per
-// weight, ~170 MB for the 135M model; the model does so on its first Q8 pass
-// of many tokens).  At 32 tokens the unpacking is about a third of the time
-// (best of 200 calls, one core, 1536x576: 284 -> 408 GFLOP/s with the packed
-// copy; 576x1536 271 -> 371; the 49152x576 Q8_0 output 195 -> 244; at 512
-// tokens 279 -> 292).  Measured with
+// matrix once (kernel_pack; the model does so on its first Q8 pass of many
+// tokens): Q8_0 tiles as bytes that the tiles load directly (1.25 bytes per
+// weight), Q4 tiles as nibbles (0.75 bytes per weight, ~40% fewer to stream
+// than bytes) that a few vector operations per block expand into L1.  At 32
+// tokens the GGUF unpacking is about a third of the time (best of 200 calls,
+// one core, cache-hot, 1536x576: 284 -> 408 GFLOP/s with a byte copy;
+// 576x1536 271 -> 371; the 49152x576 Q8_0 output 195 -> 244; at 512 tokens
+// 279 -> 292).  On weights streamed from memory, as in decoding (100 copies
+// of 1536x576, 32 tokens, best of 5 runs): 221 unpacked, 304 byte copy with
+// prefetching, 335 nibble copy.  Measured with
 // perf at 32 tokens (two token tiles per unpack): unpacking took 29% of the
 // time when done row by row through a staging buffer, and the vectorised
 // version below made the kernel 1.2x faster; at 128 tokens it is amortised
@@ -125,6 +129,29 @@ typedef struct {
     uint8_t q[8][64];
     float d[AMX_ROWS], m[AMX_ROWS];
 } amx_weight_block;
+
+// Packed form of a Q4_0 / Q4_1 block of 16 rows (kernel_pack): the B tile's
+// 512 codes (0..15) as nibbles -- byte i holds tile byte i (low) and i + 256
+// (high) -- and the fp32 scales: 384 bytes, 0.75 per weight.
+typedef struct {
+    uint8_t q[256];
+    float d[AMX_ROWS], m[AMX_ROWS];
+} amx_weight_block4;
+
+// One row tile's nb nibble-packed blocks -> amx_weight_block (4 loads, 4
+// masks, 4 shifts per block).
+static void amx_unpack_packed4(const amx_weight_block4 *p, int64_t nb, amx_weight_block *o) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t k = 0; k < nb; k++) {
+        for (int c = 0; c < 4; c++) {
+            const __m512i z = _mm512_load_si512(p[k].q + 64 * c);
+            _mm512_store_si512(o[k].q[c], _mm512_and_si512(z, m4));
+            _mm512_store_si512(o[k].q[c + 4], _mm512_and_si512(_mm512_srli_epi16(z, 4), m4));
+        }
+        _mm512_store_ps(o[k].d, _mm512_load_ps(p[k].d));
+        _mm512_store_ps(o[k].m, _mm512_load_ps(p[k].m));
+    }
+}
 
 // z[p] holds rows 2p, 2p+1 of a 16 x 8 matrix of 32-bit elements (row r,
 // element i at lane (r % 2) * 8 + i); o[i] = column i (row r at lane r).
@@ -310,21 +337,25 @@ static void amx_thread(const amx_job *j) {
 #pragma omp for schedule(static)
     for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
-    const amx_weight_block *packed = w->packed;
+    const bool nibbles = w->type != GGML_TYPE_Q8_0;
+    const uint8_t *packed = w->packed;
+    const size_t tile_bytes = (size_t)nb * (nibbles ? sizeof(amx_weight_block4) : sizeof(amx_weight_block));
     amx_config();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_chunks * n_rt; item++) {
         const int64_t ch = item / n_rt, r0 = item % n_rt * AMX_ROWS;
         const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - r0);
-        const amx_weight_block *wq = packed ? packed + (r0 / AMX_ROWS) * nb : unpacked;
+        const uint8_t *tile = packed ? packed + (size_t)(r0 / AMX_ROWS) * tile_bytes : NULL;
+        const amx_weight_block *wq = tile && !nibbles ? (const amx_weight_block *)tile : unpacked;
         if (!packed) amx_unpack_weights(w, r0, nr, unpacked);
+        else if (nibbles) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, unpacked);
         // Packed weights stream from memory once per call: while the first
         // token tile runs, the next two row tiles (this thread's or the other
         // one's next item) are fetched into L2 (without it, 32 tokens on
         // weights not in cache ran at ~40% of the cache-hot speed).
         const int64_t pf_tiles = packed ? AS_MIN((int64_t)AMX_PF_TILES, n_rt - 1 - r0 / AMX_ROWS) : 0;
-        const uint8_t *pf = pf_tiles > 0 ? (const uint8_t *)(wq + nb) : NULL;
-        const int64_t pf_lines = pf_tiles * nb * (int64_t)sizeof(amx_weight_block) / 64;
+        const uint8_t *pf = pf_tiles > 0 ? tile + tile_bytes : NULL;
+        const int64_t pf_lines = pf_tiles * (int64_t)tile_bytes / 64;
         for (int64_t tt = ch * tt_per_chunk; tt < AS_MIN((ch + 1) * tt_per_chunk, n_tt); tt++) {
             const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
             const bool first = tt == ch * tt_per_chunk;
@@ -350,19 +381,37 @@ bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tok
     return true;
 }
 
-// kernel_pack's layout: the row tiles' unpacked blocks one after another
-// (tile rt, block k at rt * nb + k), exactly what amx_unpack_weights makes
-// per call without it.
+// kernel_pack's layout: the row tiles' blocks one after another (tile rt,
+// block k at rt * nb + k): for Q8_0 exactly what amx_unpack_weights makes
+// per call without it (tiles load straight from it), for Q4_0 / Q4_1 the
+// same codes as nibbles (amx_weight_block4; 40% fewer bytes to stream than
+// bytes, unpacked per work item into L1 with a few vector operations).
 size_t kernel_amx_pack_size(const as_matrix *w) {
     const ggml_type t = w->type;
     if ((t != GGML_TYPE_Q4_0 && t != GGML_TYPE_Q4_1 && t != GGML_TYPE_Q8_0) || w->cols % 32 || w->rows < 1 || !kernel_amx_permitted()) return 0;
-    return sizeof(amx_weight_block) * (size_t)((w->rows + AMX_ROWS - 1) / AMX_ROWS) * (size_t)(w->cols / 32);
+    const size_t blk = t == GGML_TYPE_Q8_0 ? sizeof(amx_weight_block) : sizeof(amx_weight_block4);
+    return blk * (size_t)((w->rows + AMX_ROWS - 1) / AMX_ROWS) * (size_t)(w->cols / 32);
 }
 
-static void amx_pack_thread(const as_matrix *w, amx_weight_block *o) { // inside the region, as amx_thread
+static void amx_pack_thread(const as_matrix *w, uint8_t *dst) { // inside the region, as amx_thread
     const int64_t nb = w->cols / 32, n_rt = (w->rows + AMX_ROWS - 1) / AMX_ROWS;
+    amx_weight_block *tmp = kernel_scratch(SCRATCH_WORK, sizeof(amx_weight_block) * (size_t)nb);
 #pragma omp for schedule(static)
-    for (int64_t rt = 0; rt < n_rt; rt++) amx_unpack_weights(w, rt * AMX_ROWS, (int)AS_MIN((int64_t)AMX_ROWS, w->rows - rt * AMX_ROWS), o + rt * nb);
+    for (int64_t rt = 0; rt < n_rt; rt++) {
+        const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - rt * AMX_ROWS);
+        if (w->type == GGML_TYPE_Q8_0) {
+            amx_unpack_weights(w, rt * AMX_ROWS, nr, (amx_weight_block *)dst + rt * nb);
+            continue;
+        }
+        amx_unpack_weights(w, rt * AMX_ROWS, nr, tmp);
+        amx_weight_block4 *o = (amx_weight_block4 *)dst + rt * nb;
+        for (int64_t k = 0; k < nb; k++) {
+            const uint8_t *q = &tmp[k].q[0][0];
+            for (int i = 0; i < 256; i++) o[k].q[i] = (uint8_t)(q[i] | q[i + 256] << 4);
+            memcpy(o[k].d, tmp[k].d, sizeof o[k].d);
+            memcpy(o[k].m, tmp[k].m, sizeof o[k].m);
+        }
+    }
 }
 
 void kernel_amx_pack(const as_matrix *w, void *dst, int nth) {
