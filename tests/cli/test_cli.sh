@@ -151,5 +151,29 @@ else
   echo "SKIP (partly): default model not fetched; run alphaspin fetch-model"; skipped=1
 fi
 
+# eval: help, bad options, bad task files, and a synthetic task end to end.
+expect 0 "" -- "$bin" eval --help
+grep -q "usage: alphaspin eval" "$tmp/out" && ok || bad "eval --help prints no usage"
+expect 2 "eval: --tasks is required" -- "$bin" eval
+expect 2 "--precision must be f32 or q8" -- "$bin" eval --tasks arc_easy --precision f64
+expect 2 "--limit expects an integer" -- "$bin" eval --tasks arc_easy --limit x
+if [ -r "$model" ]; then
+  expect 1 "no built-in task 'nope'" -- "$bin" eval --tasks nope --quiet
+  printf 'task: t\ndata: t.jsonl\nbogus: 1\n' > "$tmp/bad.yaml"
+  expect 1 "bad.yaml: bogus: unknown field" -- "$bin" eval --tasks "$tmp/bad.yaml" --quiet
+  printf '{"q": "2+2", "ch": ["4", "5"], "g": 0}\n{"q": "3+3", "ch": ["7", "6"]}\n' > "$tmp/t.jsonl"
+  printf 'task: t\ndata: t.jsonl\ndoc_to_text: "Question: {{q}}\\nAnswer:"\nchoices: ["{{ch}}"]\ngold: "{{g}}"\nmetrics: [acc, acc_norm]\n' > "$tmp/t.yaml"
+  echo keep > "$tmp/r.json"
+  expect 1 "t.yaml: item 1: field 'g' missing" -- "$bin" eval --tasks "$tmp/t.yaml" --out "$tmp/r.json" --quiet
+  [ "$(cat "$tmp/r.json")" = keep ] && ok || bad "eval --out was modified by a failed run"
+  printf '{"q": "2+2", "ch": ["4", "5"], "g": 0}\n{"q": "3+3", "ch": ["7", "6"], "g": 1}\n{"q": "1+1", "ch": ["2", "3"], "g": 0}\n' > "$tmp/t.jsonl"
+  if "$bin" eval --tasks "$tmp/t.yaml" --shots 1 --out "$tmp/r.json" --log-samples "$tmp/s.jsonl" >"$tmp/eval.out" 2>"$tmp/eval.err"; then
+    grep -qE '^\| t \| acc,none \| [01]\.[0-9]{4} ' "$tmp/eval.out" && ok || bad "eval table: $(cat "$tmp/eval.out")"
+    grep -q '"acc_norm_stderr,none"' "$tmp/r.json" && grep -q '"prompt_format_version"' "$tmp/r.json" && ok || bad "eval JSON: $(head -c 400 "$tmp/r.json")"
+    [ "$(grep -c '"ll"' "$tmp/s.jsonl")" = 3 ] && ok || bad "eval --log-samples: $(cat "$tmp/s.jsonl")"
+    tr '\r' '\n' < "$tmp/eval.err" | grep -qE 't: 3/3 items, [0-9.]+ items/s, elapsed [0-9]+s, ETA [0-9]+s' && ok || bad "eval progress line: $(head -c 300 "$tmp/eval.err")"
+  else bad "eval of a synthetic task failed: $(tail -c 300 "$tmp/eval.err")"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
