@@ -19,11 +19,12 @@ static void usage(FILE *out) {
             "Writes RUN/config.yaml (resolved), RUN/iter_0 (the base) and RUN/iter_k: the adapter\n"
             "(or model.gguf), pairs.jsonl (SPIN layout), pairs_trl.jsonl (TRL layout with the\n"
             "cached reference log-probs), metrics.jsonl (TRL names), eval.json, summary.json.\n"
-            "Killed at any moment, the same command resumes where it stopped.\n\n"
+            "Killed at any moment, the same command resumes where it stopped.  At the end the table\n"
+            "of `alphaspin report RUN` is printed (and RUN/report.md, RUN/charts/ written).\n\n"
             "  --config FILE   YAML configuration\n"
             "  --set K=V       override a key (e.g. --set alpha=0 --set loss.beta=0.2; lists comma-separated)\n"
             "  --out RUN       run folder (default: runs/<name>, or runs/<config file's basename>)\n"
-            "  --quiet         no progress lines\n"
+            "  --quiet         no progress lines and no report at the end\n"
             "  --help          this text\n");
 }
 
@@ -79,8 +80,13 @@ int cmd_run(int argc, char **argv) {
     }
     spin_run_options o = {.out_dir = out, .quiet = quiet};
     if (spin_run(&c, &o)) goto done;
-    if (!quiet) fprintf(stderr, "alphaspin run: done; results in %s (alphaspin report %s)\n", out, out);
     rc = 0;
+    if (!quiet) {
+        // The experiment ends with its table (and RUN/report.md, RUN/charts/), as `alphaspin report RUN`.
+        fprintf(stderr, "alphaspin run: done; results in %s\n", out);
+        char *rargv[] = {"report", (char *)out, NULL};
+        rc = cmd_report(2, rargv);
+    }
 done:
     if (rc) cli_fail(cmd);
     spin_config_free(&c);

@@ -798,7 +798,7 @@ static int write_summary(spin_ctx *x, int32_t k, const step_metrics *train, cons
     add_num(ho, "answer_len_mean", h->len_mean);
     add_num(ho, "answer_len_std", h->len_std);
     if (isfinite(h->task_accuracy)) add_num(ho, "task_accuracy", h->task_accuracy);
-    add_num(ho, "n", (double)x->n_held);
+    cJSON_AddNumberToObject(o, "heldout_examples", (double)x->n_held);
     cJSON_AddItemToObject(o, "eval", eval);
     cJSON *ts = cJSON_AddObjectToObject(o, "timing_s");
     const double known = pt->generate + pt->references + pt->train + pt->evaluate + pt->checkpoint;

@@ -77,6 +77,29 @@ expect 1 "no/such/dir/x.jsonl" -- "$bin" make-data arith --n 3 --out "$tmp/no/su
 "$bin" make-data arith --n 20 --seed 5 --out "$tmp/a1.jsonl" 2>/dev/null && "$bin" make-data arith --n 20 --seed 5 --out "$tmp/a2.jsonl" 2>/dev/null \
   && cmp -s "$tmp/a1.jsonl" "$tmp/a2.jsonl" && [ "$(grep -c '#### ' "$tmp/a1.jsonl")" = 20 ] && ok || bad "make-data arith not reproducible or malformed"
 
+# run: help, bad configurations (one line naming the file, the line and the key), --set errors.
+expect 0 "" -- "$bin" run --help
+grep -q "usage: alphaspin run" "$tmp/out" && ok || bad "run --help prints no usage"
+expect 2 "--config is required" -- "$bin" run
+expect 1 "nope.yaml" -- "$bin" run --config "$tmp/nope.yaml"
+printf 'iterations: 2\nloss:\n  betta: 0.1\n' > "$tmp/bad.yaml"
+expect 1 "bad.yaml:3: loss.betta: not a configuration key" -- "$bin" run --config "$tmp/bad.yaml"
+printf 'alpha: 2\n' > "$tmp/bad.yaml"
+expect 1 "bad.yaml:1: alpha: 2 is out of range" -- "$bin" run --config "$tmp/bad.yaml"
+printf 'tau: [1, 2]\n' > "$tmp/bad.yaml"
+expect 1 "bad.yaml:1: tau: expected a single value" -- "$bin" run --config "$tmp/bad.yaml"
+printf 'tau: 3\nmodel: {path: /nonexistent/m.gguf}\n' > "$tmp/ok.yaml"
+expect 1 "--set loss.bta: not a configuration key" -- "$bin" run --config "$tmp/ok.yaml" --set loss.bta=1
+expect 1 "--set mixing: 'both' \(expected sample or concat\)" -- "$bin" run --config "$tmp/ok.yaml" --set mixing=both
+expect 1 "data.train: required" -- "$bin" run --config "$tmp/ok.yaml" --out "$tmp/r"
+printf '{"question": "1+1?", "answer": "2"}\n' > "$tmp/d.jsonl"
+expect 1 "/nonexistent/m.gguf" -- "$bin" run --config "$tmp/ok.yaml" --set data.train="$tmp/d.jsonl" --out "$tmp/r"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+for f in "$root"/configs/alphaspin.yaml "$root"/configs/default.yaml "$root"/configs/paper/*.yaml; do
+  [ -f "$f" ] || continue
+  expect 1 "--set iterations: 0 is out of range" -- "$bin" run --config "$f" --set iterations=0
+done
+
 # Missing, empty, truncated and garbage model files: one line naming the file.
 expect 1 "/nonexistent/m.gguf" -- "$bin" tokenize --model /nonexistent/m.gguf hi
 : > "$tmp/empty.gguf"
