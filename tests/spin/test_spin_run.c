@@ -379,6 +379,88 @@ static void test_cached_references(void **state) {
     model_free(inf);
 }
 
+// Full fine-tuning: each iterate is an F32 model.gguf, generated from by loading it; pi_0 is a
+// second, frozen copy of the base.
+static void test_full_finetuning(void **state) {
+    (void)state;
+    spin_config c;
+    tiny_config(&c);
+    spin_config_set(&c, "lora.enabled=false");
+    spin_config_set(&c, "iterations=2");
+    spin_config_set(&c, "train.epochs=1");
+    spin_config_set(&c, "optimizer.lr=0.001");
+    char run[512], path[700];
+    snprintf(run, sizeof run, "%s/run_full", dir);
+    run_or_fail(&c, run);
+    for (int k = 1; k <= 2; k++) {
+        snprintf(path, sizeof path, "%s/iter_%d/model.gguf", run, k);
+        assert_true(exists(path));
+        snprintf(path, sizeof path, "%s/iter_%d/adapter", run, k);
+        assert_false(exists(path));
+    }
+    // pi_1 moved away from pi_0: its references in iteration 2 differ from pi_0's.
+    snprintf(path, sizeof path, "%s/iter_2/pairs_trl.jsonl", run);
+    size_t n;
+    char *s = slurp(path, &n);
+    cJSON *o = cJSON_ParseWithLength(s, strcspn(s, "\n"));
+    assert_non_null(o);
+    assert_true(cJSON_GetObjectItem(o, "ref_t_chosen_logps")->valuedouble != cJSON_GetObjectItem(o, "ref_0_chosen_logps")->valuedouble);
+    cJSON_Delete(o);
+    free(s);
+    spin_config_free(&c);
+}
+
+// Multi-turn: the last assistant turn is the answer; earlier turns are context
+// (not scored) and survive the round trip through pairs_trl.jsonl.
+static void test_multi_turn(void **state) {
+    (void)state;
+    model *inf;
+    tokenizer *tok;
+    chat_template tpl;
+    if (model_load(&inf, model_path) || tokenizer_load(&tok, inf->file) || chat_template_init(&tpl, inf->file, "chatml"))
+        fail_msg("%s", as_last_error());
+    chat_message conv[3] = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "And?"}};
+    spin_seq full, last;
+    int32_t pl;
+    assert_int_equal(spin_encode_answer(tok, &tpl, conv, 3, "and the end", 0, &full, &pl), 0);
+    // Scored: "and the end" (11 one-character-or-word tokens at most) plus <|im_end|>, all after the prompt.
+    for (int32_t i = 0; i < pl; i++) assert_int_equal(full.mask[i], 0);
+    assert_true(full.n_scored >= 2 && full.n_scored <= 12);
+    for (int32_t i = pl; i < pl + full.n_scored; i++) assert_int_equal(full.mask[i], 1);
+    // Cut to 3 answer tokens.
+    assert_int_equal(spin_encode_answer(tok, &tpl, conv, 3, "and the end", 3, &last, NULL), 0);
+    assert_int_equal(last.n_scored, 3);
+    assert_int_equal(last.len, pl + 3);
+    spin_seq_free(&full), spin_seq_free(&last);
+    // Round trip through both layouts.
+    spin_pairs ps = {0}, back = {0};
+    spin_pair *p = spin_pairs_add(&ps, conv, 3, "and the end", "what \"quoted\"\n", 2);
+    p->ref_t_w = -1.25f, p->ref_t_l = -3.5f, p->ref_0_w = -2.0f, p->ref_0_l = -1e-7f;
+    char a[700], b[700];
+    snprintf(a, sizeof a, "%s/mt_pairs.jsonl", dir);
+    snprintf(b, sizeof b, "%s/mt_pairs_trl.jsonl", dir);
+    assert_int_equal(spin_pairs_write(&ps, SPIN_REF_GEOMETRIC, 0.5, a, b), 0);
+    assert_int_equal(spin_pairs_read_trl(&back, b, -1), 0);
+    assert_int_equal(back.n, 1);
+    assert_int_equal(back.p[0].n_prompt, 3);
+    assert_string_equal(back.p[0].prompt[1].content, "Hello");
+    assert_string_equal(back.p[0].rejected, "what \"quoted\"\n");
+    assert_int_equal(back.p[0].iterate, 2);
+    assert_memory_equal(&back.p[0].ref_t_w, &p->ref_t_w, 4 * sizeof(float));
+    size_t n;
+    char *s = slurp(a, &n);
+    assert_non_null(strstr(s, "\"real\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"Hello\"},"
+                              "{\"role\":\"user\",\"content\":\"And?\"},{\"role\":\"assistant\",\"content\":\"and the end\"}]"));
+    free(s);
+    s = slurp(b, &n);
+    assert_non_null(strstr(s, "\"reference_chosen_logps\":-1.625")); // 0.5 * -1.25 + 0.5 * -2
+    free(s);
+    spin_pairs_free(&ps), spin_pairs_free(&back);
+    chat_template_free(&tpl);
+    tokenizer_free(tok);
+    model_free(inf);
+}
+
 static void test_errors(void **state) {
     (void)state;
     spin_config c;
@@ -403,7 +485,8 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached_references), cmocka_unit_test(test_run_folder), cmocka_unit_test(test_resume_bitwise),
-        cmocka_unit_test(test_concat_alpha0), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_concat_alpha0), cmocka_unit_test(test_full_finetuning), cmocka_unit_test(test_multi_turn),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
