@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tensor/quant.h"
@@ -184,6 +185,8 @@ int train_model_init(train_model **out, const model_config *cfg) {
     m->training = true;
     as_rng_seed(&m->rng, 0);
     train_set_threads(m, kernel_get_threads());
+    const char *prec = getenv("ALPHASPIN_TRAIN_PRECISION");
+    if (prec && !strcmp(prec, "bf16")) m->precision = TRAIN_PRECISION_BF16;
     *out = m;
     return AS_OK;
 }

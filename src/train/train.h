@@ -141,7 +141,9 @@ void train_model_free(train_model *m);
 // calls on them).  Default kernel_get_threads().  Results are bitwise
 // reproducible for a given thread count.
 void train_set_threads(train_model *m, int n);
-// Arithmetic of the matrix products (default TRAIN_PRECISION_F32).
+// Arithmetic of the matrix products.  Default TRAIN_PRECISION_F32, or bf16
+// when the environment has ALPHASPIN_TRAIN_PRECISION=bf16 (so commands
+// without a --precision option, e.g. sft, can be switched).
 void train_set_precision(train_model *m, train_precision p);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default
