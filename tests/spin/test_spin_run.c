@@ -284,6 +284,40 @@ static void test_resume_bitwise(void **state) {
         snprintf(rel, sizeof rel, "iter_%d/metrics.jsonl", k);
         compare_files(a, b, rel);
     }
+    // kill -9 at arbitrary moments (not only between phases): a process is killed after
+    // a growing delay until one run completes; the result is the same again.
+    char r[512];
+    snprintf(r, sizeof r, "%s/run_a_killed", dir);
+    int runs = 0;
+    for (useconds_t delay = 30000;; delay += delay / 2 + 20000) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            unsetenv("ALPHASPIN_TEST_ABORT_AFTER");
+            execl(AS_BINARY_DIR "/alphaspin", "alphaspin", "run", "--config", yaml, "--out", r, "--quiet", (char *)NULL);
+            _exit(127);
+        }
+        usleep(delay);
+        kill(pid, SIGKILL);
+        int st2;
+        assert_int_equal(waitpid(pid, &st2, 0), pid);
+        runs++;
+        if (WIFEXITED(st2)) {
+            assert_int_equal(WEXITSTATUS(st2), 0);
+            break;
+        }
+    }
+    fprintf(stderr, "  (random kills: %d processes)\n", runs);
+    for (int k = 1; k <= 3; k++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "iter_%d/adapter/adapter_model.safetensors", k);
+        compare_files(a, r, rel);
+        snprintf(rel, sizeof rel, "iter_%d/pairs_trl.jsonl", k);
+        compare_files(a, r, rel);
+        snprintf(rel, sizeof rel, "iter_%d/metrics.jsonl", k);
+        compare_files(a, r, rel);
+    }
     spin_config_free(&c);
 }
 
