@@ -320,6 +320,7 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
                 if (replay) {
                     const buf_entry *e = &bufs[pi].e[as_rng_below(&rng, (uint64_t)bufs[pi].n)];
                     traj[nt].ids = e->ids, traj[nt].m = e->m, traj[nt].truncated = e->truncated, traj[nt].logr = e->logr;
+                    traj[nt].replayed = true;
                     n_replay++;
                 } else {
                     traj[nt].m = -1; // fresh: filled below
@@ -344,10 +345,7 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
                 where[f] = i, fresh[f++] = traj[i];
             }
             rc = gfn_prefix_rewards(m, lora_t, lora_0, c->alpha, c->end_id, fresh, n_fresh, owned_logr);
-            for (f = 0; f < n_fresh && rc == AS_OK; f++) {
-                traj[where[f]].logr = owned_logr[f];
-                buf_add(&bufs[sprompt[where[f]]], c->buffer_size, &traj[where[f]]);
-            }
+            for (f = 0; f < n_fresh && rc == AS_OK; f++) traj[where[f]].logr = owned_logr[f];
             free(fresh), free(where);
             if (rc) break;
         }
@@ -356,6 +354,9 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
         train_zero_grad(tm);
         if ((rc = gfn_loss(tm, traj, nt, c->end_id, temp_r, c->subtb_lambda, c->micro_batch, true, &loss))) break;
         train_optim_step(tm, opt, &gnorm, &lr);
+        // Into the buffers only now: a replayed trajectory of this step may point into them.
+        for (int64_t i = 0; i < nt; i++)
+            if (!traj[i].replayed) buf_add(&bufs[sprompt[i]], c->buffer_size, &traj[i]);
         for (int64_t f = 0; f < n_fresh; f++) free(owned_ids[f]), free(owned_logr[f]), owned_ids[f] = NULL, owned_logr[f] = NULL;
         int64_t total = 0;
         for (int64_t i = 0; i < n_prompts; i++) total += bufs[i].n;

@@ -72,6 +72,7 @@ typedef struct gfn_traj {
     int32_t m;
     bool truncated;
     const double *logr;      // (m + 1) untempered log-rewards of s_0 .. s_m (gfn_prefix_rewards)
+    bool replayed;           // drawn from the replay buffer (gfn_train)
 } gfn_traj;
 
 // The sub-trajectory balance sum of one trajectory with m transitions:

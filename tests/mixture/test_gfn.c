@@ -305,6 +305,17 @@ static void test_losers(void **state) {
         if (kind == 2) assert_true(isfinite(st.gfn_last_loss) && st.gfn_train_seconds > 0);
         assert_true(tm->lora == own && m->lora.rank == 0);
     }
+    // One prompt drawn several times per step with a small buffer: replayed and fresh
+    // trajectories of the same prompt in one step (the buffer changes only after the step).
+    {
+        train_lora *samp = train_lora_new(&m->cfg, &c.gfn_lora), *prev = train_lora_set(tm, samp);
+        gfn_config g = c.gfn;
+        g.alpha = 0.5f, g.max_new_tokens = MIX_N, g.end_id = MIX_END, g.prompts_per_step = 3, g.samples_per_prompt = 2;
+        g.buffer_size = 2, g.replay_prob = 0.5f, g.steps = 8;
+        assert_int_equal(gfn_train(m, tm, &vt, NULL, &g, pr, np, 1, NULL, NULL), AS_OK);
+        assert_true(train_lora_set(tm, prev) == samp);
+        train_lora_free(samp);
+    }
     char cfgp[400];
     snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", save);
     assert_int_equal(access(cfgp, R_OK), 0);
