@@ -3,7 +3,8 @@
 // tokens; the step is the policy's forward and backward over the 2P sequences
 // with the upstream gradient of the DPO sigmoid loss on the per-sequence
 // answer log-prob sums (the reference log-probs are precomputed, outside the
-// step).  Prints one JSON line: median step time, tokens/s, peak RSS.
+// step).  Prints one JSON line: median step time, tokens/s, peak RSS (with
+// AdamW's state allocated; its update runs after each step, untimed).
 //
 //   bench_train --model M [--mode lora|full] [--precision f32|bf16] [--threads 2]
 //               [--pairs 4] [--len 256] [--prompt 64] [--steps 5] [--rank 16]
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "tensor/kernels.h"
 #include "train/train.h"
@@ -23,6 +25,12 @@
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+static double cpu_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static double peak_rss_mb(void) {
@@ -92,12 +100,23 @@ int main(int argc, char **argv) {
     if (train_forward(m, &b, ref, NULL)) as_die("bench_train: %s", as_last_error());
     if (lora) train_set_adapters(m, true);
 
+    // AdamW state (two moments per trainable parameter) so that the peak RSS is
+    // a real training run's; the update itself runs outside the timed step.
+    float *params, *grads;
+    const optim_segment *segs;
+    int n_segs;
+    const size_t n_train = train_trainable(m, &params, &grads, &segs, &n_segs);
+    optim_config oc;
+    optim_config_default(&oc, OPTIM_ADAMW);
+    oc.total_steps = steps + 1;
+    optim *opt;
+    if (optim_init(&opt, &oc, n_train)) as_die("bench_train: %s", as_last_error());
     const double beta = 0.1;
-    double *times = as_malloc(sizeof(double) * (size_t)(steps + 1));
+    double *times = as_malloc(sizeof(double) * (size_t)(steps + 1)), *cpu = as_malloc(sizeof(double) * (size_t)(steps + 1));
     double loss = 0.0;
     for (int it = 0; it <= steps; it++) { // step 0 warms up (allocations, page faults)
         train_zero_grad(m);
-        const double t0 = as_time();
+        const double t0 = as_time(), c0 = cpu_seconds();
         if (train_forward(m, &b, lp, NULL)) as_die("bench_train: %s", as_last_error());
         // DPO: L = -mean_p log sigmoid(beta ((c - c_ref) - (r - r_ref)))
         loss = 0.0;
@@ -108,18 +127,22 @@ int main(int argc, char **argv) {
             dlp[2 * p] = (float)g, dlp[2 * p + 1] = (float)-g;
         }
         if (train_backward(m, dlp)) as_die("bench_train: %s", as_last_error());
-        times[it] = as_time() - t0;
-        fprintf(stderr, "  step %d: %.3f s\n", it, times[it]);
+        times[it] = as_time() - t0, cpu[it] = cpu_seconds() - c0;
+        fprintf(stderr, "  step %d: %.3f s (cpu %.3f s)\n", it, times[it], cpu[it]);
+        train_optim_step(m, opt, NULL, NULL);
     }
     qsort(times + 1, (size_t)steps, sizeof(double), cmp_double);
+    qsort(cpu + 1, (size_t)steps, sizeof(double), cmp_double);
     const double med = steps % 2 ? times[1 + steps / 2] : 0.5 * (times[steps / 2] + times[1 + steps / 2]);
+    const double cmed = steps % 2 ? cpu[1 + steps / 2] : 0.5 * (cpu[steps / 2] + cpu[1 + steps / 2]);
     const double ntok = (double)nseq * len;
     printf("{\"engine\": \"alphaspin\", \"mode\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"checkpointing\": %s, "
-           "\"tokens\": %.0f, \"step_s_median\": %.4f, \"tokens_per_s\": %.2f, \"peak_rss_mb\": %.0f, \"activation_mb\": %.0f, "
+           "\"tokens\": %.0f, \"step_s_median\": %.4f, \"tokens_per_s\": %.2f, \"cpu_s_median\": %.4f, \"peak_rss_mb\": %.0f, \"activation_mb\": %.0f, "
            "\"loss\": %.6f, \"cpu\": \"%s\"}\n",
-           mode, precision, threads, ckpt ? "true" : "false", ntok, med, ntok / med, peak_rss_mb(),
+           mode, precision, threads, ckpt ? "true" : "false", ntok, med, ntok / med, cmed, peak_rss_mb(),
            (double)train_activation_bytes(m) / (1024.0 * 1024.0), loss, cpu_describe());
-    free(tokens), free(lens), free(plen), free(ref), free(lp), free(dlp), free(times);
+    free(tokens), free(lens), free(plen), free(ref), free(lp), free(dlp), free(times), free(cpu);
+    optim_free(opt);
     train_model_free(m);
     return 0;
 }
