@@ -4,8 +4,9 @@
 # (lm-eval's loglikelihood procedure re-implemented) on ARC-Easy 0-shot in the
 # same run: items/s of both, their ratio, and the agreement of the log-likelihoods.
 #   bash bench/run_eval.sh [BUILD_DIR] [LIMIT]     (defaults: build, 20)
-# Prints one line per task: task, shots, items, seconds, items/s; then the
-# estimated time of the full leaderboard suite (items/s x items of each task).
+# Prints one line per task: task, shots, items, wall seconds, items/s, CPU
+# seconds per item, and the time of the full task estimated from the CPU
+# seconds on idle cores (and at the measured wall rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -21,16 +22,17 @@ trap 'rm -rf "$tmp"' EXIT
 # task shots items-in-the-full-task (the leaderboard's shot counts; mmlu: limit per subject)
 run() {
   local task=$1 shots=$2 full=$3 limit=$4
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$BIN" eval --tasks "$task" --shots "$shots" --limit "$limit" --quiet --out "$tmp/$task.json" \
-      --log-samples "$tmp/$task.samples.jsonl" >/dev/null
-  t1=$(date +%s.%N)
-  python3 - "$tmp/$task.json" "$task" "$shots" "$full" "$t0" "$t1" <<'PY'
+  /usr/bin/time -f "%U %S" -o "$tmp/$task.time" "$BIN" eval --tasks "$task" --shots "$shots" --limit "$limit" --quiet \
+      --out "$tmp/$task.json" --log-samples "$tmp/$task.samples.jsonl" >/dev/null
+  python3 - "$tmp/$task.json" "$task" "$shots" "$full" "$tmp/$task.time" "$(nproc)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); task, shots, full = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cpu = sum(map(float, open(sys.argv[5]).read().split())); ncpu = int(sys.argv[6])
 n = r["n-samples"][task]["effective"]; s = r["config"]["total_evaluation_time_seconds"]
-print(f"{task:16s} shots {shots:2d}  items {n:4d}  {s:7.1f} s  {n / s:6.2f} items/s  full task ({full} items): {full / (n / s) / 3600:5.2f} h")
+# Wall-clock items/s depend on what else runs; CPU seconds per item do not (much):
+# the idle-machine estimate is cpu / item / cores.
+print(f"{task:14s} shots {shots:2d} items {n:4d}  {s:7.1f} s wall  {n / s:6.3f} items/s  {cpu / n:6.2f} cpu-s/item"
+      f"  full task ({full} items): {full * cpu / n / ncpu / 3600:5.2f} h idle-estimate, {full / (n / s) / 3600:5.2f} h at this load")
 PY
 }
 
