@@ -1059,12 +1059,12 @@ static int write_config(const char *run, const spin_config *c) {
     char *y = spin_config_to_yaml(c);
     int rc;
     if (file_exists(path)) {
-        char *old;
+        char *old = NULL;
         size_t n;
         rc = as_read_file(path, &old, &n);
         if (rc == AS_OK && strcmp(old, y) != 0)
             rc = as_error("%s: the run folder holds another configuration (resume with the same one, or choose another --out)", path);
-        if (rc == AS_OK) free(old);
+        free(old);
     } else {
         rc = as_write_file_atomic(path, y, strlen(y));
     }
