@@ -574,6 +574,13 @@ static int read_hellaswag(const char *path, cJSON *docs) {
             }
             cJSON *o = cJSON_CreateObject();
             char *q = hellaswag_preprocess(lines[0]);
+            // lm-eval writes ctx_a + " " + ctx_b.capitalize(); this layout keeps
+            // ctx_b lower-case at the end of the context, after the last sentence
+            // of ctx_a: capitalise the first letter of that last fragment.
+            char *colon = strchr(q, ':'), *frag = colon ? colon + 1 : q;
+            for (char *p2 = strstr(frag, ". "); p2; p2 = strstr(p2 + 1, ". ")) frag = p2 + 2;
+            while (*frag == ' ') frag++;
+            if (*frag >= 'a' && *frag <= 'z') *frag = (char)(*frag - 'a' + 'A');
             cJSON_AddStringToObject(o, "query", q);
             free(q);
             cJSON *ch = cJSON_AddArrayToObject(o, "choices");

@@ -40,7 +40,7 @@ static void test_arc(void **st) {
     check_task("arc_challenge", 1, 1172, "Question: An astronomer observes that a planet rotates faster");
     check_task("arc_easy", 1, 2376, "Question: ");
 }
-static void test_hellaswag(void **st) { (void)st; check_task("hellaswag", 1, 10042, "Roof shingle removal: A man is sitting on a roof. he"); }
+static void test_hellaswag(void **st) { (void)st; check_task("hellaswag", 1, 10042, "Roof shingle removal: A man is sitting on a roof. He"); }
 static void test_winogrande(void **st) { (void)st; check_task("winogrande", 1, 1267, "Sarah was a much better surgeon than Maria so Sarah"); }
 static void test_mmlu(void **st) { (void)st; check_task("mmlu", 57, 14042, NULL); }
 static void test_gsm8k(void **st) { (void)st; check_task("gsm8k", 1, 1319, "Question: Janet"); }

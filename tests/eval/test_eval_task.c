@@ -338,10 +338,12 @@ static void test_hellaswag_layout(void **st) {
     assert_int_equal(eval_task_read_data(&t, "/nonexistent", &s, &ns), 0);
     assert_int_equal(cJSON_GetArraySize(s[0].docs), 2);
     const cJSON *d0 = cJSON_GetArrayItem(s[0].docs, 0);
-    assert_string_equal(cJSON_GetObjectItem(d0, "query")->valuestring, "Making tea: A man boils water in a kettle. he");
+    assert_string_equal(cJSON_GetObjectItem(d0, "query")->valuestring, "Making tea: A man boils water in a kettle. He");
     assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "choices"), 0)->valuestring, "pours milk.");
     assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "choices"), 2)->valuestring, "adds the tea. Done.");
     assert_int_equal(cJSON_GetObjectItem(d0, "gold")->valueint, 2);
+    // ctx_b capitalised, as lm-eval's ctx_b.capitalize().
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(s[0].docs, 1), "query")->valuestring, "Cats: A cat sits. It");
     eval_subsets_free(s, ns);
     // A truncated file names the item's line.
     write_file("hs_bad.txt", "A: b\n1\nx\ny\n");
