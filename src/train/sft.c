@@ -2,6 +2,9 @@
 #include "train/sft.h"
 
 #include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "util/common.h"
@@ -247,6 +250,50 @@ static double eval_loss(train_model *m, const encoded *enc, const int64_t *idx, 
     return rc || t == 0 ? NAN : -s / (double)t;
 }
 
+// The adapters (or the model) and the training state.  data_rng is the
+// data-order stream as it was at the start of the current epoch, so that a
+// resumed run redraws the same permutation.
+static int save_outputs(const sft_config *c, const train_model *m, const optim *o, const as_rng *data_rng) {
+    char path[4096];
+    if (c->lora) {
+        if (train_lora_save_peft(m, c->out_dir, c->model_path)) return AS_FAIL;
+    } else {
+        snprintf(path, sizeof path, "%s/model.gguf", c->out_dir);
+        if (train_export_gguf(m, c->model_path, path, GGML_TYPE_F32)) return AS_FAIL;
+    }
+    snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
+    return train_state_save(m, o, data_rng, path);
+}
+
+// Keeps the first n lines of the log (a resumed run rewrites what came after its state).
+static int log_truncate(const char *path, int64_t n) {
+    char *text;
+    size_t len;
+    if (access(path, F_OK)) return n == 0 ? AS_OK : as_error("%s: missing; the run to resume wrote one", path);
+    if (as_read_file(path, &text, &len)) return AS_FAIL;
+    size_t end = 0;
+    for (int64_t k = 0; k < n; k++) {
+        const char *nl = memchr(text + end, '\n', len - end);
+        if (!nl) {
+            free(text);
+            return as_error("%s: %lld lines, the training state is at step %lld", path, (long long)k, (long long)n);
+        }
+        end = (size_t)(nl - text) + 1;
+    }
+    const int rc = as_write_file_atomic(path, text, end);
+    free(text);
+    return rc;
+}
+
+// ALPHASPIN_TEST_SFT_KILL_AFTER=<step>: die as kill -9 would once that step is saved (the resume tests).
+static void kill_hook(int64_t step) {
+    const char *v = getenv("ALPHASPIN_TEST_SFT_KILL_AFTER");
+    if (v && atoll(v) == step) {
+        fflush(NULL);
+        raise(SIGKILL);
+    }
+}
+
 int sft_train(const sft_config *c, sft_result *res) {
     memset(res, 0, sizeof *res);
     res->eval_loss = NAN;
@@ -316,18 +363,39 @@ int sft_train(const sft_config *c, sft_result *res) {
     optim_config oc = c->optim;
     oc.total_steps = total;
     if (optim_init(&o, &oc, n_params) || as_mkdir_p(c->out_dir)) goto done;
+    // Resuming: the trainable weights, optimizer moments, step and both RNG
+    // streams come back; the data-order stream as it was when the epoch of
+    // that step began.
+    int64_t step = 0;
+    if (c->resume) {
+        snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
+        if (access(path, F_OK)) {
+            as_error("%s: no training state to resume from", path);
+            goto done;
+        }
+        if (train_state_load(m, o, &rng, path)) goto done;
+        step = o->step;
+        if (step > total) {
+            as_error("%s: the state is at step %lld, past this run's %lld steps (other options than the run's?)", path, (long long)step,
+                     (long long)total);
+            goto done;
+        }
+    }
     snprintf(path, sizeof path, "%s/log.jsonl", c->out_dir);
-    if (!(log = fopen(path, "w"))) {
+    if (c->resume && log_truncate(path, step)) goto done;
+    if (!(log = fopen(path, c->resume ? "a" : "w"))) {
         as_error("%s: cannot open for writing", path);
         goto done;
     }
     int64_t *epoch_order = as_malloc(sizeof(int64_t) * (size_t)n_train), *perm = as_malloc(sizeof(int64_t) * (size_t)n_train);
     const double t_start = as_time();
-    int64_t step = 0;
-    for (int32_t ep = 0; ep < c->epochs && step < total; ep++) {
+    const int64_t first_step = step;
+    as_rng epoch_rng = rng;
+    for (int32_t ep = (int32_t)(step / steps_per_epoch); ep < c->epochs && step < total; ep++) {
+        epoch_rng = rng;
         train_shuffle(perm, n_train, &rng);
         for (int64_t i = 0; i < n_train; i++) epoch_order[i] = train_idx[perm[i]];
-        for (int64_t s0 = 0; s0 < n_train && step < total; s0 += c->batch_size, step++) {
+        for (int64_t s0 = (step % steps_per_epoch) * c->batch_size; s0 < n_train && step < total; s0 += c->batch_size, step++) {
             const int64_t nb = AS_MIN((int64_t)c->batch_size, n_train - s0);
             int64_t step_tok = 0;
             for (int64_t i = 0; i < nb; i++) step_tok += enc[epoch_order[s0 + i]].n_scored;
@@ -342,11 +410,11 @@ int sft_train(const sft_config *c, sft_result *res) {
             double gnorm, lr;
             train_optim_step(m, o, &gnorm, &lr);
             const double loss = -sum / (double)got;
-            if (step == 0) res->first_loss = loss;
+            if (step == first_step) res->first_loss = loss;
             res->last_loss = loss;
             res->tokens_trained += got;
             const double el = as_time() - t_start, tps = (double)res->tokens_trained / fmax(el, 1e-9);
-            const double eta = el / (double)(step + 1) * (double)(total - step - 1);
+            const double eta = el / (double)(step + 1 - first_step) * (double)(total - step - 1);
             double ev = NAN;
             if ((c->eval_every > 0 && (step + 1) % c->eval_every == 0) || step + 1 == total) ev = eval_loss(m, enc, eval_idx, n_eval, c->micro_batch);
             fprintf(log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens\": %lld, "
@@ -358,19 +426,20 @@ int sft_train(const sft_config *c, sft_result *res) {
             if (!c->quiet)
                 fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)step + 1, (long long)total, loss, lr,
                         tps, eta, step + 1 == total ? "\n" : "");
+            if (c->save_every > 0 && (step + 1) % c->save_every == 0 && step + 1 < total) {
+                // After an epoch's last step the stream is already where the next epoch starts.
+                if (save_outputs(c, m, o, (step + 1) % steps_per_epoch ? &epoch_rng : &rng)) {
+                    free(epoch_order), free(perm);
+                    goto done;
+                }
+                kill_hook(step + 1);
+            }
         }
     }
     free(epoch_order), free(perm);
     res->steps = step;
     // Results: the adapters (or the model) and the state to resume from.
-    if (c->lora) {
-        if (train_lora_save_peft(m, c->out_dir, c->model_path)) goto done;
-    } else {
-        snprintf(path, sizeof path, "%s/model.gguf", c->out_dir);
-        if (train_export_gguf(m, c->model_path, path, GGML_TYPE_F32)) goto done;
-    }
-    snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
-    if (train_state_save(m, o, &rng, path)) goto done;
+    if (save_outputs(c, m, o, step % steps_per_epoch ? &epoch_rng : &rng)) goto done;
     rc = AS_OK;
 done:
     if (log) fclose(log);

@@ -46,7 +46,7 @@ int sft_encode(const tokenizer *tok, const chat_template *tpl, const sft_example
 #include "train/train.h"
 
 typedef struct sft_config {
-    const char *model_path;     // GGUF (tokenizer and chat template come from it)
+    const char *model_path;     // GGUF file or Hugging Face folder (tokenizer and chat template come from it)
     const char *data_path;      // JSONL in one of the layouts above
     const char *out_dir;        // adapter (PEFT folder) or model (model.gguf), log.jsonl, train_state.safetensors
     const char *chat_template;  // family override ("chatml", "gemma", "llama3") or NULL
@@ -64,6 +64,9 @@ typedef struct sft_config {
     int threads;                // 0: kernel_get_threads()
     bool checkpointing;         // activation checkpointing
     bool quiet;                 // no progress line on stderr
+    int64_t save_every;         // optimizer steps between checkpoints of the outputs and training state (0: only at the end)
+    bool resume;                // continue from out_dir/train_state.safetensors (same data and options): bitwise
+                                // the weights an uninterrupted run gives
 } sft_config;
 
 typedef struct sft_result {
@@ -78,7 +81,9 @@ void sft_config_default(sft_config *c);
 // answer tokens of each optimizer batch.  Writes a progress line (step, loss,
 // lr, tokens/s, ETA) to stderr, one JSON line of metrics per step to
 // out_dir/log.jsonl, and at the end the adapters (PEFT layout) or the model
-// (out_dir/model.gguf, F32) plus the training state.
+// (out_dir/model.gguf, F32) plus the training state (also every save_every
+// steps; with resume the run continues from that state, the log keeping the
+// lines of the steps it holds).
 int sft_train(const sft_config *c, sft_result *res);
 
 #endif

@@ -137,11 +137,23 @@ if [ -r "$model" ]; then
     '{"prompt": "ignored", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}' \
     '{"question": "Capital of France?", "answer": "Paris."}' '{"prompt": "Opposite of cold?", "response": "Hot."}' \
     '{"messages": [{"role": "user", "content": "Count to two."}, {"role": "assistant", "content": "1, 2."}]}' > "$tmp/sft_ok.jsonl"
-  if "$bin" sft --data "$tmp/sft_ok.jsonl" --out "$tmp/run" --max-steps 2 --batch-size 2 --micro-batch 2 --max-len 64 \
-       --lora-rank 2 --lr 0.01 --eval-fraction 0.34 --threads 2 >"$tmp/sft.out" 2>"$tmp/sft.err"; then
-    tr '\r' '\n' < "$tmp/sft.err" | grep -qE 'step 2/2 +loss [0-9.]+ .* [0-9]+ tok/s +ETA [0-9]+s' && ok || bad "sft progress line: $(tr '\r' '\n' < "$tmp/sft.err" | head -3)"
+  sft_opts=(--data "$tmp/sft_ok.jsonl" --epochs 2 --max-steps 3 --batch-size 2 --micro-batch 2 --max-len 64 --lora-rank 2 --lr 0.01
+            --eval-fraction 0.34 --threads 2 --save-every 1)
+  if "$bin" sft "${sft_opts[@]}" --out "$tmp/run" >"$tmp/sft.out" 2>"$tmp/sft.err"; then
+    tr '\r' '\n' < "$tmp/sft.err" | grep -qE 'step 3/3 +loss [0-9.]+ .* [0-9]+ tok/s +ETA [0-9]+s' && ok || bad "sft progress line: $(tr '\r' '\n' < "$tmp/sft.err" | head -3)"
     grep -qE 'held-out loss [0-9.]+' "$tmp/sft.err" && ok || bad "sft printed no held-out loss: $(cat "$tmp/sft.err")"
-    [ "$(grep -c '"loss"' "$tmp/run/log.jsonl")" = 2 ] && tail -1 "$tmp/run/log.jsonl" | grep -q '"eval_loss"' && ok || bad "sft log.jsonl: $(cat "$tmp/run/log.jsonl")"
+    [ "$(grep -c '"loss"' "$tmp/run/log.jsonl")" = 3 ] && tail -1 "$tmp/run/log.jsonl" | grep -q '"eval_loss"' && ok || bad "sft log.jsonl: $(cat "$tmp/run/log.jsonl")"
+    # Killed after step 1 (mid-epoch; 2 steps per epoch), then resumed: bitwise the uninterrupted run's adapter and state.
+    (ALPHASPIN_TEST_SFT_KILL_AFTER=1 "$bin" sft "${sft_opts[@]}" --out "$tmp/run2" >/dev/null 2>&1; true) 2>/dev/null
+    [ "$(grep -c . "$tmp/run2/log.jsonl")" = 1 ] && ok || bad "the killed sft run logged $(grep -c . "$tmp/run2/log.jsonl") steps"
+    expect 0 "" -- "$bin" sft "${sft_opts[@]}" --out "$tmp/run2" --resume
+    cmp -s "$tmp/run/adapter_model.safetensors" "$tmp/run2/adapter_model.safetensors" && cmp -s "$tmp/run/train_state.safetensors" "$tmp/run2/train_state.safetensors" \
+      && ok || bad "sft --resume did not reproduce the uninterrupted run"
+    [ "$(grep -c '"loss"' "$tmp/run2/log.jsonl")" = 3 ] && ok || bad "resumed log.jsonl: $(cat "$tmp/run2/log.jsonl")"
+    f="$tmp/run2/train_state.safetensors"; sz=$(stat -c %s "$f")
+    printf '\x01' | dd of="$f" bs=1 seek=$((sz - 3)) conv=notrunc status=none
+    expect 1 "train_state.safetensors: checksum mismatch" -- "$bin" sft "${sft_opts[@]}" --out "$tmp/run2" --resume
+    expect 1 "nostate/train_state.safetensors: no training state to resume from" -- "$bin" sft "${sft_opts[@]}" --out "$tmp/nostate" --resume
     [ -s "$tmp/run/adapter_model.safetensors" ] && [ -s "$tmp/run/adapter_config.json" ] && [ -s "$tmp/run/train_state.safetensors" ] && ok || bad "sft outputs missing: $(ls "$tmp/run")"
     expect 0 "" -- "$bin" merge --adapter "$tmp/run" --out "$tmp/merged.gguf" --type q8_0
     n=$("$bin" logprobs --model "$tmp/merged.gguf" --text "The capital of France is Paris." | grep -c '"logprob"') && [ "$n" = 7 ] && ok || bad "logprobs on the merged GGUF printed $n lines"
