@@ -4,8 +4,8 @@
 #include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/common.h"
 
