@@ -390,6 +390,7 @@ int sft_train(const sft_config *c, sft_result *res) {
     int64_t *epoch_order = as_malloc(sizeof(int64_t) * (size_t)n_train), *perm = as_malloc(sizeof(int64_t) * (size_t)n_train);
     const double t_start = as_time();
     const int64_t first_step = step;
+    int64_t seen = 0; // tokens processed since this process started
     as_rng epoch_rng = rng;
     for (int32_t ep = (int32_t)(step / steps_per_epoch); ep < c->epochs && step < total; ep++) {
         epoch_rng = rng;
@@ -398,7 +399,7 @@ int sft_train(const sft_config *c, sft_result *res) {
         for (int64_t s0 = (step % steps_per_epoch) * c->batch_size; s0 < n_train && step < total; s0 += c->batch_size, step++) {
             const int64_t nb = AS_MIN((int64_t)c->batch_size, n_train - s0);
             int64_t step_tok = 0;
-            for (int64_t i = 0; i < nb; i++) step_tok += enc[epoch_order[s0 + i]].n_scored;
+            for (int64_t i = 0; i < nb; i++) step_tok += enc[epoch_order[s0 + i]].n_scored, seen += enc[epoch_order[s0 + i]].len;
             train_zero_grad(m);
             double sum = 0;
             int64_t got = 0;
@@ -413,7 +414,8 @@ int sft_train(const sft_config *c, sft_result *res) {
             if (step == first_step) res->first_loss = loss;
             res->last_loss = loss;
             res->tokens_trained += got;
-            const double el = as_time() - t_start, tps = (double)res->tokens_trained / fmax(el, 1e-9);
+            // Throughput counts every token through the model (prompt and answer), as trainers report it.
+            const double el = as_time() - t_start, tps = (double)seen / fmax(el, 1e-9);
             const double eta = el / (double)(step + 1 - first_step) * (double)(total - step - 1);
             double ev = NAN;
             if ((c->eval_every > 0 && (step + 1) % c->eval_every == 0) || step + 1 == total) ev = eval_loss(m, enc, eval_idx, n_eval, c->micro_batch);
