@@ -495,6 +495,45 @@ static void test_multi_turn(void **state) {
     model_free(inf);
 }
 
+// eval.tasks: every iterate (iteration 0 included) is scored through the
+// evaluation module; eval.json is written and summary.json carries the scores.
+static void test_eval_hook(void **state) {
+    (void)state;
+    char quiz[700], task[700], run[512], path[700];
+    snprintf(quiz, sizeof quiz, "%s/quiz.jsonl", dir);
+    snprintf(task, sizeof task, "%s/quiz.yaml", dir);
+    write_file(quiz, "{\"question\": \"1+1?\", \"options\": [\"2\", \"3\"], \"label\": 0}\n"
+                     "{\"question\": \"Say hi\", \"options\": [\"Hello\", \"the\"], \"label\": 0}\n"
+                     "{\"question\": \"2+2?\", \"options\": [\"5\", \"4\"], \"label\": 1}\n");
+    char y[1024];
+    snprintf(y, sizeof y, "task: quiz\ndata: %s\nnum_fewshot: 0\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+                          "choices: [\"{{options}}\"]\ngold: \"{{label}}\"\nmetrics: [acc, acc_norm]\n", quiz);
+    write_file(task, y);
+    spin_config c;
+    tiny_config(&c);
+    spin_config_set(&c, "iterations=1");
+    spin_config_set(&c, "train.epochs=1");
+    char set[800];
+    snprintf(set, sizeof set, "eval.tasks=%s", task);
+    if (spin_config_set(&c, set)) fail_msg("%s", as_last_error());
+    snprintf(run, sizeof run, "%s/run_eval", dir);
+    run_or_fail(&c, run);
+    for (int k = 0; k <= 1; k++) {
+        snprintf(path, sizeof path, "%s/iter_%d/eval.json", run, k);
+        assert_true(exists(path));
+        snprintf(path, sizeof path, "%s/iter_%d/summary.json", run, k);
+        size_t n;
+        char *s = slurp(path, &n);
+        cJSON *o = cJSON_Parse(s);
+        const cJSON *q = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "eval"), "quiz");
+        if (!cJSON_IsNumber(cJSON_GetObjectItem(q, "acc")) || !cJSON_IsNumber(cJSON_GetObjectItem(q, "acc_stderr")))
+            fail_msg("summary.json eval: %s", s);
+        cJSON_Delete(o);
+        free(s);
+    }
+    spin_config_free(&c);
+}
+
 static void test_errors(void **state) {
     (void)state;
     spin_config c;
@@ -520,7 +559,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached_references), cmocka_unit_test(test_run_folder), cmocka_unit_test(test_resume_bitwise),
         cmocka_unit_test(test_concat_alpha0), cmocka_unit_test(test_full_finetuning), cmocka_unit_test(test_multi_turn),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_eval_hook), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
