@@ -706,16 +706,28 @@ static int measure_heldout(spin_ctx *x, int32_t k, heldout_stats *h) {
         h->len_std = n > 1 ? sqrt(fmax(0.0, (s2 - s * s / (double)n) / (double)(n - 1))) : 0.0;
 #ifdef ALPHASPIN_HAVE_DATA
         // Task accuracy when every reference answer states a number (arithmetic, GSM8K):
-        // the number of the sampled answer against the reference's ("#### n" or last number).
-        int64_t right = 0, scored = 0;
+        // greedy answers (as GSM8K is scored), their number ("#### n" or the last one)
+        // against the reference's.
+        int64_t scored = 0, right = 0;
+        int64_t *want = as_malloc(sizeof(int64_t) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
             const sft_example *e = &x->held->ex[x->held_idx[i]];
-            int64_t want, got;
-            if (data_arith_extract(e->msgs[prompt_turns(e)].content, 1, &want)) break;
+            if (data_arith_extract(e->msgs[prompt_turns(e)].content, 1, &want[i])) break;
             scored++;
-            right += data_arith_extract(texts[i], 1, &got) == 0 && got == want;
         }
-        if (scored == n) h->task_accuracy = (double)right / (double)n;
+        if (scored == n) {
+            char **greedy = as_calloc((size_t)n, sizeof *greedy);
+            const sampler_params gs = sampler_params_greedy();
+            rc = generate_answers(x, k, "accuracy", k, x->held, x->held_idx, n, &gs, 0, SALT_HELDOUT, greedy, NULL);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t got;
+                if (rc == AS_OK) right += data_arith_extract(greedy[i], 1, &got) == 0 && got == want[i];
+                free(greedy[i]);
+            }
+            free(greedy);
+            if (rc == AS_OK) h->task_accuracy = (double)right / (double)n;
+        }
+        free(want);
 #endif
     }
     for (int64_t i = 0; i < n; i++) free(texts[i]), spin_seq_free(&gen[i]), spin_seq_free(&sft[i]);

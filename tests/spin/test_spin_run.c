@@ -128,6 +128,7 @@ static void test_run_folder(void **state) {
         assert_true(cJSON_IsNumber(cJSON_GetObjectItem(h, "nll_per_token")));
         assert_true(cJSON_IsNumber(cJSON_GetObjectItem(h, "kl_to_base")));
         assert_true(cJSON_IsNumber(cJSON_GetObjectItem(h, "answer_len_mean")));
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItem(h, "task_accuracy"))); // the answers "It is n." state numbers
         if (k == 0) assert_true(cJSON_GetObjectItem(h, "kl_to_base")->valuedouble == 0.0);
         else assert_true(fabs(cJSON_GetObjectItem(h, "kl_to_base")->valuedouble) > 0.0);
         const cJSON *t = cJSON_GetObjectItem(o, "timing_s");
