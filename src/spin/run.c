@@ -299,6 +299,16 @@ static int make_pairs_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64
     return rc;
 }
 
+// The sampler seam (config key `sampler`): the losers that "iterate j" contributes to
+// iteration k for the prompts of training examples ex[0..n).  `mixture` samples
+// pi_j itself (the window's uniform mixture is made by make_pairs' shares).  Other
+// samplers (e.g. of the geometric mixture pi_t^(1-alpha) pi_0^alpha) plug in here.
+static int generate_losers(spin_ctx *x, int32_t k, int32_t j, const int64_t *ex, int64_t n, const sampler_params *sp, char **texts) {
+    char phase[32];
+    snprintf(phase, sizeof phase, "generate%d", j);
+    return generate_answers(x, k, phase, j, x->train, ex, n, sp, (uint64_t)k, SALT_GENERATE, texts, NULL);
+}
+
 // The pairs of iteration k (t = k - 1): fresh losers from the window's
 // iterates for N prompts drawn afresh, plus (concat) the pairs older iterates
 // of the window generated when they were current.
@@ -332,9 +342,7 @@ static int make_pairs(spin_ctx *x, int32_t k, spin_pairs *ps) {
         }
         char **texts = as_calloc((size_t)(fresh > 0 ? fresh : 1), sizeof *texts);
         const int64_t *ex = chosen + (c->mixing == SPIN_MIX_SAMPLE ? offset : 0);
-        char phase[32];
-        snprintf(phase, sizeof phase, "generate%d", j);
-        rc = generate_answers(x, k, phase, j, x->train, ex, fresh, &sp, (uint64_t)k, SALT_GENERATE, texts, NULL);
+        rc = generate_losers(x, k, j, ex, fresh, &sp, texts);
         for (int64_t i = 0; i < fresh; i++) {
             if (rc == AS_OK) {
                 const sft_example *e = &x->train->ex[ex[i]];
