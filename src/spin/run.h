@@ -1,8 +1,12 @@
 // The alpha-SPIN self-play loop (`alphaspin run`): T iterations of
 //   generate losers from the window's iterates -> score the references of pi_t
-//   and pi_0 once -> train with the preference loss -> evaluate -> checkpoint
+//   and pi_0 once -> train with the preference loss -> checkpoint -> evaluate
 // into the run folder of docs/RUN_FOLDER.md, resumable after a kill at any
 // moment with bitwise-identical final iterates (same seed and thread count).
+// The iterate is saved before it is evaluated: evaluation then runs on the
+// saved bytes (full fine-tuning needs a GGUF for the inference engine anyway),
+// and a kill during a long evaluation never loses the trained iterate;
+// summary.json, written last, still marks the iteration complete.
 #ifndef AS_SPIN_RUN_H
 #define AS_SPIN_RUN_H
 
@@ -25,7 +29,7 @@ typedef struct spin_run_options {
 //
 // Test hook: the environment variable ALPHASPIN_TEST_ABORT_AFTER=<k>:<phase>
 // kills the process (SIGKILL) right after phase <phase> of iteration <k>
-// (phases: generate, references, epoch<e>, train, evaluate, checkpoint, summary).
+// (phases, in order: generate, references, epoch<e>, train, checkpoint, evaluate, summary).
 int spin_run(const spin_config *c, const spin_run_options *o);
 
 // ---- pieces the loop is made of (public for the tests) ----
