@@ -3,6 +3,7 @@
 # GGUF, same cores, same run.  Each engine runs REPEATS times (default 3); the
 # medians and the ratios are printed as a Markdown table for BENCHMARKS.md.
 #   bash bench/run_inference.sh [MODEL.gguf]
+# BUILD=DIR uses another build directory than build/.
 # Needs a Python with llama_cpp, torch, transformers, accelerate: $PYTHON
 # (default ~/.cache/alphaspin/venv/bin/python; tools/setup_venv.sh makes it).
 set -euo pipefail
@@ -10,10 +11,11 @@ cd "$(dirname "$0")/.."
 model=${1:-${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 PY=${PYTHON:-$HOME/.cache/alphaspin/venv/bin/python}
 REPEATS=${REPEATS:-3}; THREADS=${THREADS:-2}; B=${BATCH:-32}; T=${PREFILL:-512}
-bash scripts/build.sh build >/dev/null
+BUILD=${BUILD:-build} # build directory (scripts/build.sh)
+bash scripts/build.sh "$BUILD" >/dev/null
 out=$(mktemp -d)
 for r in $(seq "$REPEATS"); do
-  for prec in q8 f32; do build/bench_inference "$model" "$prec" "$THREADS" "$B" "$T" >> "$out/alphaspin_$prec.jsonl"; done
+  for prec in q8 f32; do "$BUILD"/bench_inference "$model" "$prec" "$THREADS" "$B" "$T" >> "$out/alphaspin_$prec.jsonl"; done
   "$PY" bench/peer_llama_cpp.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/llama_cpp.jsonl" 2>/dev/null
   OMP_WAIT_POLICY=PASSIVE "$PY" bench/peer_torch.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/torch.jsonl" 2>/dev/null
 done

@@ -37,7 +37,8 @@
 #define ELEM_PAR_ROWS 64
 #define GLU_PAR_ROWS 16
 
-// -DAS_PROFILE: wall time per phase of model_forward, printed at exit.
+// -DAS_PROFILE: process CPU time per phase of model_forward, printed at exit
+// (profile with one thread: then waiting for a busy core does not count).
 #ifdef AS_PROFILE
 #include <stdio.h>
 enum { PR_EMB, PR_NORM, PR_QKV, PR_ROPE, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
@@ -49,7 +50,7 @@ static void prof_print(void) {
     for (int i = 0; i < PR_N; i++) fprintf(stderr, "prof %-8s %8.3f s %5.1f%%\n", prof_name[i], prof_t[i], 100 * prof_t[i] / tot);
 }
 #include <time.h>
-static double prof_now(void) { // process CPU time: a contended machine's waits do not count (profile with 1 thread)
+static double prof_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;

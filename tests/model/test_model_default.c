@@ -129,6 +129,34 @@ static void test_batch_invariance_q8(void **state) {
     check_invariance(KERNEL_PRECISION_Q8);
 }
 
+// The Q8 path's fp16 KV cache in key tiles (model.h): a prompt of 21 tokens
+// (one whole tile and part of the next) copied to another sequence continues
+// bitwise like the original, over the next tile boundary; the cache's
+// elements are fp16 (chosen by its first, Q8, forward pass).
+static void test_q8_cache_copy(void **state) {
+    (void)state;
+    M->precision = KERNEL_PRECISION_Q8;
+    const int64_t V = M->cfg.n_vocab;
+    int32_t tok[21], seq[21], pos[21];
+    for (int i = 0; i < 21; i++) tok[i] = 100 + 37 * i, seq[i] = 0, pos[i] = i;
+    kv_cache *kv = kv_cache_init(&M->cfg, 2, 40);
+    float *la = as_malloc(sizeof(float) * (size_t)V), *lb = as_malloc(sizeof(float) * (size_t)V);
+    bool want[21] = {false};
+    assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 21, .token = tok, .seq = seq, .pos = pos, .want_logits = want}, NULL),
+                     AS_OK);
+    assert_int_equal(kv->elem_bytes, 2);
+    kv_cache_copy_seq(kv, 1, 0);
+    for (int step = 0; step < 13; step++) {
+        const int32_t t = 500 + step, p = 21 + step, s0 = 0, s1 = 1;
+        assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 1, .token = &t, .seq = &s0, .pos = &p}, la), AS_OK);
+        assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 1, .token = &t, .seq = &s1, .pos = &p}, lb), AS_OK);
+        assert_memory_equal(la, lb, sizeof(float) * (size_t)V);
+    }
+    kv_cache_free(kv);
+    free(la), free(lb);
+    M->precision = KERNEL_PRECISION_F32;
+}
+
 // Logits against tools/ref_model_default.py's references (tests/vectors/
 // model_default_ref.json): transformers in fp32 on the dequantised weights --
 // the same math as KERNEL_PRECISION_F32 -- and, when the vector has it,
@@ -215,6 +243,7 @@ int main(void) {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_batch_invariance_f32),
         cmocka_unit_test(test_batch_invariance_q8),
+        cmocka_unit_test(test_q8_cache_copy),
         cmocka_unit_test(test_matches_torch_f32),
         cmocka_unit_test(test_q8_close_to_references),
     };
