@@ -96,8 +96,43 @@ AVX512 static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, floa
     for (; i < n; i++) dz[i] -= g * train_expf(z[i] - l);
 }
 
+AVX512 static void silu_fwd_512(float *h, const float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_mul_ps(x, s), _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        const float s = 1.0f / (1.0f + train_expf(-g[i]));
+        h[i] = g[i] * s * u[i];
+    }
+}
+
+AVX512 static void silu_bwd_512(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i), d = _mm512_loadu_ps(dh + i);
+        const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        const __m512 da = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s))));
+        _mm512_storeu_ps(dg + i, _mm512_add_ps(_mm512_loadu_ps(dg + i), _mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(u + i)), da)));
+        _mm512_storeu_ps(du + i, _mm512_add_ps(_mm512_loadu_ps(du + i), _mm512_mul_ps(d, _mm512_mul_ps(x, s))));
+    }
+    for (; i < n; i++) {
+        const float x = g[i], s = 1.0f / (1.0f + train_expf(-x));
+        dg[i] += dh[i] * u[i] * (s * (1.0f + x * (1.0f - s)));
+        du[i] += dh[i] * (x * s);
+    }
+}
+
 static int has_avx512(void) { return cpu_get_features()->avx512f; }
 #else
+static void silu_fwd_512(float *h, const float *g, const float *u, int64_t n) { (void)h, (void)g, (void)u, (void)n; }
+static void silu_bwd_512(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
+    (void)dg, (void)du, (void)dh, (void)g, (void)u, (void)n;
+}
 static int has_avx512(void) { return 0; }
 static double exp_shift_sum_512(float *x, const float *src, int64_t n, float shift, int store) { (void)x, (void)src, (void)n, (void)shift, (void)store; return 0; }
 static float max_512(const float *x, int64_t n) { (void)x, (void)n; return 0; }
@@ -134,4 +169,27 @@ void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l
         return;
     }
     for (int64_t i = 0; i < n; i++) dz[i] -= g * train_expf(z[i] - l);
+}
+
+void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n) {
+    if (has_avx512()) {
+        silu_fwd_512(h, g, u, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + train_expf(-g[i]));
+        h[i] = g[i] * s * u[i];
+    }
+}
+
+void train_silu_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
+    if (has_avx512()) {
+        silu_bwd_512(dg, du, dh, g, u, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], s = 1.0f / (1.0f + train_expf(-x));
+        dg[i] += dh[i] * u[i] * (s * (1.0f + x * (1.0f - s)));
+        du[i] += dh[i] * (x * s);
+    }
 }

@@ -16,6 +16,10 @@ double train_exp_sum(const float *x, int64_t n, float shift);
 float train_max(const float *x, int64_t n);
 // dz[i] -= g * exp(z[i] - l).
 void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l);
+// SwiGLU: h[i] = silu(g[i]) u[i], silu(x) = x / (1 + exp(-x)).
+void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n);
+// dg[i] += dh u s (1 + g (1 - s)),  du[i] += dh silu(g),  s = sigmoid(g).
+void train_silu_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
 // Scalar exp with the vector path's rounding (for tails and tests).
 float train_expf(float x);
 
