@@ -32,8 +32,8 @@
 // one core, cache-hot, 1536x576: 284 -> 408 GFLOP/s with a byte copy;
 // 576x1536 271 -> 371; the 49152x576 Q8_0 output 195 -> 244; at 512 tokens
 // 279 -> 292).  On weights streamed from memory, as in decoding (100 copies
-// of 1536x576, 32 tokens, best of 5 runs): 221 unpacked, 304 byte copy with
-// prefetching, 335 nibble copy.  Measured with
+// of 1536x576, 32 tokens; range of the best of 5-6 runs on a busy machine):
+// byte copy 146-221, byte copy with prefetching 181-304, nibbles 306-335.  Measured with
 // perf at 32 tokens (two token tiles per unpack): unpacking took 29% of the
 // time when done row by row through a staging buffer, and the vectorised
 // version below made the kernel 1.2x faster; at 128 tokens it is amortised
