@@ -411,7 +411,9 @@ static int score_seqs(train_model *m, spin_seq *const *seqs, int64_t n, int32_t 
     return score_seqs_p(m, seqs, n, micro, out, NULL);
 }
 
-static int score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro, const score_progress *sp) {
+// t_is_base: pi_t IS pi_0 (iteration 1): one pass of the base serves both references.
+static int score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro, bool t_is_base,
+                            const score_progress *sp) {
     const int64_t n = ps->n;
     spin_seq **seqs = as_malloc(sizeof *seqs * (size_t)(2 * n + 1));
     float *lp = as_malloc(sizeof(float) * (size_t)(2 * n + 1));
@@ -421,11 +423,11 @@ static int score_references(train_model *m, train_model *m0, spin_pairs *ps, dou
     }
     int rc = AS_OK;
     // Only the models the reference needs: pi_t unless alpha = 1, pi_0 unless alpha = 0.
-    if (spin_ref_needs_t(alpha)) {
+    if (spin_ref_needs_t(alpha) && !t_is_base) {
         rc = score_seqs_p(m, seqs, 2 * n, micro, lp, sp);
         for (int64_t i = 0; i < n && rc == AS_OK; i++) ps->p[i].ref_t_w = lp[2 * i], ps->p[i].ref_t_l = lp[2 * i + 1];
     }
-    if (rc == AS_OK && spin_ref_needs_0(alpha)) {
+    if (rc == AS_OK && (spin_ref_needs_0(alpha) || t_is_base)) {
         if (m0) {
             rc = score_seqs_p(m0, seqs, 2 * n, micro, lp, sp);
         } else {
@@ -434,14 +436,17 @@ static int score_references(train_model *m, train_model *m0, spin_pairs *ps, dou
             rc = score_seqs_p(m, seqs, 2 * n, micro, lp, sp);
             train_set_adapters(m, was);
         }
-        for (int64_t i = 0; i < n && rc == AS_OK; i++) ps->p[i].ref_0_w = lp[2 * i], ps->p[i].ref_0_l = lp[2 * i + 1];
+        for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+            if (spin_ref_needs_0(alpha)) ps->p[i].ref_0_w = lp[2 * i], ps->p[i].ref_0_l = lp[2 * i + 1];
+            if (t_is_base && spin_ref_needs_t(alpha)) ps->p[i].ref_t_w = lp[2 * i], ps->p[i].ref_t_l = lp[2 * i + 1];
+        }
     }
     free(seqs), free(lp);
     return rc;
 }
 
 int spin_score_references(train_model *m, train_model *m0, spin_pairs *ps, double alpha, int32_t micro) {
-    return score_references(m, m0, ps, alpha, micro, NULL);
+    return score_references(m, m0, ps, alpha, micro, false, NULL);
 }
 
 // ---- step 3: training ----
@@ -882,7 +887,7 @@ static int run_iteration(spin_ctx *x, int32_t k) {
         // 2. Score the references once: log pi_t and log pi_0 of every winner and loser.
         t0 = as_time();
         if (spin_pairs_encode(&pairs, x->tok, &x->tpl, c->max_answer_len) ||
-            score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, &(score_progress){x, k, "references", t0}) ||
+            score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, t == 0, &(score_progress){x, k, "references", t0}) ||
             spin_pairs_write(&pairs, c->loss.ref, c->alpha, spin_path, trl_path))
             goto fail;
         pt.references = as_time() - t0;

@@ -151,6 +151,16 @@ static void test_run_folder(void **state) {
         cJSON_Delete(o);
         free(s);
     }
+    // Iteration 1: pi_t is pi_0, scored once for both references.
+    {
+        size_t n1;
+        snprintf(path, sizeof path, "%s/iter_1/pairs_trl.jsonl", run);
+        char *s1 = slurp(path, &n1);
+        cJSON *o1 = cJSON_ParseWithLength(s1, strcspn(s1, "\n"));
+        assert_true(cJSON_GetObjectItem(o1, "ref_t_rejected_logps")->valuedouble == cJSON_GetObjectItem(o1, "ref_0_rejected_logps")->valuedouble);
+        cJSON_Delete(o1);
+        free(s1);
+    }
     // sample, tau = 2: iteration 1 (t = 0) all from pi_0; iteration 3 (t = 2) window {1, 2}: 2 and 3 pairs.
     int64_t w;
     snprintf(path, sizeof path, "%s/iter_1/pairs_trl.jsonl", run);
