@@ -50,7 +50,7 @@ if [ -x "$VENV/bin/python" ]; then
   "$BIN" eval --tasks arc_easy --shots 0 --limit "$LIMIT" --quiet --out "$tmp/a.json" --log-samples "$tmp/a.jsonl" >/dev/null
   t1=$(date +%s.%N)
   peer=$("$VENV/bin/python" bench/peer_torch_eval.py --model "$MODEL" --data "$DATA/arc/arc_easy_test.jsonl" \
-         --limit "$LIMIT" --samples "$tmp/a.jsonl")
+         --limit "$LIMIT" --samples "$tmp/a.jsonl" 2>/dev/null)
   echo "$peer"
   python3 - "$tmp/a.json" "$peer" <<'PY'
 import json, sys
