@@ -100,7 +100,12 @@ static char *metric_name(const char *key) {
     return as_strdup(key);
 }
 
-static bool skipped_metric(const char *key) { return !strcmp(key, "alias") || strstr(key, "_stderr") != NULL; }
+// Not scores: the alias, standard errors, and counts lm-evaluation-harness
+// (and the eval module) put beside them.
+static bool skipped_metric(const char *key) {
+    return !strcmp(key, "alias") || strstr(key, "_stderr") != NULL || !strncmp(key, "n_subsets", 9) || !strncmp(key, "n_samples", 9) ||
+           !strncmp(key, "num_fewshot", 11) || !strncmp(key, "sample_len", 10);
+}
 
 static const char *const PRIMARY_ORDER[] = {"acc_norm", "mc2", "exact_match,strict-match", "exact_match", "acc", "mc1", "score"};
 

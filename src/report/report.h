@@ -11,7 +11,8 @@
 // How evaluation results become table columns and category sets:
 //   - a metric "<m>,none" is named "<m>" (lm-evaluation-harness's filter
 //     suffix); other filters stay ("exact_match,strict-match"); "alias",
-//     strings and "*_stderr*" entries are skipped;
+//     strings, "*_stderr*" entries and counts (n_subsets, n_samples,
+//     num_fewshot, sample_len) are skipped;
 //   - every other number is a column "<task>/<metric>";
 //   - categories (radar charts) come from: a nested object of numbers
 //     ("mt_bench": {"categories": {"writing": 8.1, ...}}); metrics

@@ -190,7 +190,7 @@ static void write_run_a(void) {
                  " \"heldout\": {\"nll_per_token\": %.3f, \"kl_to_base\": %.3f, \"answer_len_mean\": 40.5, \"answer_len_std\": 3.25, \"task_accuracy\": null},\n"
                  " \"eval\": {\"arc_challenge\": {\"alias\": \"arc_challenge\", \"acc,none\": %.4f, \"acc_stderr,none\": 0.01, \"acc_norm,none\": %.4f, \"acc_norm_stderr,none\": 0.01},\n"
                  "          \"gsm8k\": {\"exact_match,strict-match\": %.4f, \"exact_match_stderr,strict-match\": 0.01, \"exact_match,flexible-extract\": 0.2},\n"
-                 "          \"mmlu\": {\"acc,none\": %.4f, \"acc_stderr,none\": \"N/A\"},\n"
+                 "          \"mmlu\": {\"acc,none\": %.4f, \"acc_stderr,none\": \"N/A\", \"n_subsets\": 5},\n"
                  "          \"mmlu_anatomy\": {\"acc,none\": 0.%d1}, \"mmlu_virology\": {\"acc,none\": 0.5}, \"mmlu_philosophy\": {\"acc,none\": 0.6},\n"
                  "          \"mmlu_econometrics\": {\"acc,none\": 0.2}, \"mmlu_abstract_algebra\": {\"acc,none\": 0.%d5},\n"
                  "          \"mt_bench\": {\"score,none\": %.2f%s}},\n"
