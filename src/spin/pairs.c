@@ -8,6 +8,8 @@
 #include "train/sft.h"
 #include "util/common.h"
 
+static void pair_free(spin_pair *p);
+
 static void copy_msgs(chat_message **dst, const chat_message *src, int32_t n) {
     *dst = as_calloc((size_t)(n > 0 ? n : 1), sizeof **dst);
     for (int32_t i = 0; i < n; i++) (*dst)[i].role = as_strdup(src[i].role), (*dst)[i].content = as_strdup(src[i].content);
@@ -36,12 +38,7 @@ void spin_seq_free(spin_seq *s) {
 }
 
 void spin_pairs_free(spin_pairs *ps) {
-    for (int64_t i = 0; i < ps->n; i++) {
-        spin_pair *p = &ps->p[i];
-        for (int32_t j = 0; j < p->n_prompt; j++) free((char *)p->prompt[j].role), free((char *)p->prompt[j].content);
-        free(p->prompt), free(p->chosen), free(p->rejected);
-        spin_seq_free(&p->w), spin_seq_free(&p->l);
-    }
+    for (int64_t i = 0; i < ps->n; i++) pair_free(&ps->p[i]);
     free(ps->p);
     memset(ps, 0, sizeof *ps);
 }
@@ -92,6 +89,29 @@ int spin_pairs_encode(spin_pairs *ps, const tokenizer *tok, const chat_template 
         }
     }
     return AS_OK;
+}
+
+static void pair_free(spin_pair *p) {
+    for (int32_t j = 0; j < p->n_prompt; j++) free((char *)p->prompt[j].role), free((char *)p->prompt[j].content);
+    free(p->prompt), free(p->chosen), free(p->rejected);
+    spin_seq_free(&p->w), spin_seq_free(&p->l);
+}
+
+int64_t spin_pairs_encode_or_drop(spin_pairs *ps, const tokenizer *tok, const chat_template *tpl, int32_t max_answer) {
+    int64_t kept = 0, dropped = 0;
+    for (int64_t i = 0; i < ps->n; i++) {
+        spin_pair *p = &ps->p[i];
+        spin_seq_free(&p->w), spin_seq_free(&p->l);
+        if (spin_encode_answer(tok, tpl, p->prompt, p->n_prompt, p->chosen, max_answer, &p->w, NULL) ||
+            spin_encode_answer(tok, tpl, p->prompt, p->n_prompt, p->rejected, max_answer, &p->l, NULL)) {
+            pair_free(p);
+            dropped++;
+            continue;
+        }
+        ps->p[kept++] = *p;
+    }
+    ps->n = kept;
+    return dropped;
 }
 
 // ---- files ----

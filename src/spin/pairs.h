@@ -56,6 +56,10 @@ void spin_seq_free(spin_seq *s);
 // Encodes every pair's winner and loser.  -1 + as_error naming the pair.
 int spin_pairs_encode(spin_pairs *ps, const tokenizer *tok, const chat_template *tpl, int32_t max_answer);
 
+// Encodes every pair and drops those that cannot be encoded (a generated answer
+// that does not survive the chat template's round trip); returns how many were dropped.
+int64_t spin_pairs_encode_or_drop(spin_pairs *ps, const tokenizer *tok, const chat_template *tpl, int32_t max_answer);
+
 // Writes both layouts atomically (ref: mode and alpha of reference_*_logps).
 int spin_pairs_write(const spin_pairs *ps, spin_ref_mode ref, double alpha, const char *spin_path, const char *trl_path);
 // Reads pairs_trl.jsonl, appending to ps; only pairs whose iterate is `iterate`

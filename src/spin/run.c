@@ -886,8 +886,9 @@ static int run_iteration(spin_ctx *x, int32_t k) {
         abort_hook(k, "generate");
         // 2. Score the references once: log pi_t and log pi_0 of every winner and loser.
         t0 = as_time();
-        if (spin_pairs_encode(&pairs, x->tok, &x->tpl, c->max_answer_len) ||
-            score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, t == 0, &(score_progress){x, k, "references", t0}) ||
+        const int64_t dropped = spin_pairs_encode_or_drop(&pairs, x->tok, &x->tpl, c->max_answer_len);
+        if (dropped && !x->quiet) fprintf(stderr, "alphaspin run: iter %d: %lld generated answers could not be encoded; their pairs are left out\n", k, (long long)dropped);
+        if (score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, t == 0, &(score_progress){x, k, "references", t0}) ||
             spin_pairs_write(&pairs, c->loss.ref, c->alpha, spin_path, trl_path))
             goto fail;
         pt.references = as_time() - t0;

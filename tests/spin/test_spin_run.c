@@ -501,6 +501,14 @@ static void test_multi_turn(void **state) {
     assert_non_null(strstr(s, "\"reference_chosen_logps\":-1.625")); // 0.5 * -1.25 + 0.5 * -2
     free(s);
     spin_pairs_free(&ps), spin_pairs_free(&back);
+    // Encodable pairs are all kept, in order, with their sequences.
+    spin_pairs_add(&ps, conv, 3, "and the end", "a b", 0);
+    spin_pairs_add(&ps, conv, 1, "Hello", "the", 1);
+    assert_int_equal(spin_pairs_encode_or_drop(&ps, tok, &tpl, 16), 0);
+    assert_int_equal(ps.n, 2);
+    assert_string_equal(ps.p[1].rejected, "the");
+    assert_true(ps.p[1].l.n_scored > 0 && ps.p[0].w.n_scored > 0);
+    spin_pairs_free(&ps);
     chat_template_free(&tpl);
     tokenizer_free(tok);
     model_free(inf);
