@@ -22,7 +22,7 @@ void gfn_config_default(gfn_config *c) {
     c->sample_batch = 16;
     c->reward_temp_start = 1.0f, c->reward_temp_end = 0.8f, c->reward_temp_horizon = 750;
     c->subtb_lambda = 1.0f;
-    c->buffer_size = 50, c->replay_prob = 0.5f;
+    c->buffer_size = 50, c->replay_prob = 0.25f;
     c->explore_prob = 0.666f, c->explore_temp_low = 0.5f, c->explore_temp_high = 2.0f;
     optim_config_default(&c->optim, OPTIM_ADAMW);
     c->optim.lr = 1e-4f;

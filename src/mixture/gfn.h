@@ -56,10 +56,12 @@ typedef struct gfn_config {
     uint64_t seed;
 } gfn_config;
 
-// Hu et al.'s defaults where they apply: lambda 1, reward temperature 1.0 ->
-// 0.8 over 750 steps, buffer 50 with replay probability 0.5, exploration
-// probability 0.666 at temperatures in [0.5, 2.0]; AdamW lr 1e-4, clipping 1.
-// alpha 0.1, 128 new tokens, 2 prompts x 8 answers per step, micro-batch 4.
+// The reference code's settings where they apply (gfn-lm-tuning,
+// next_sentence/configs/task/openwebtext_gpt2.yaml): lambda 1, reward
+// temperature 1.0 -> 0.8 over 750 steps, buffer 50 with replay probability
+// 0.25, exploration probability 0.666 at temperatures in [0.5, 2.0], lr 1e-4
+// (AdamW here, clipping 1).  Ours for a CPU: alpha 0.1, 128 new tokens,
+// 2 prompts x 8 answers per step (the reference: 20), micro-batch 4.
 void gfn_config_default(gfn_config *c);
 int gfn_config_check(const gfn_config *c, int32_t n_vocab);
 
