@@ -226,7 +226,7 @@ static void test_gfn_train_tv(void **state) {
     c.steps = 300, c.prompts_per_step = 1, c.samples_per_prompt = 16, c.micro_batch = 16;
     c.reward_temp_start = c.reward_temp_end = 1.0f;
     c.buffer_size = 16;
-    c.optim.lr = 2e-2f;
+    c.optim.lr = 1e-2f, c.optim.schedule = OPTIM_SCHEDULE_LINEAR; // decaying to 0: the last steps settle
     c.seed = 1;
     const int32_t *pr[1] = {prompt};
     const int64_t np[1] = {3};
@@ -250,7 +250,7 @@ static void test_gfn_train_tv(void **state) {
     printf("  trained sampler: exact TV %.4f, empirical TV %.4f (%lld draws); untrained %.4f\n", ctx.tv_last, tv_emp, (long long)n,
            ctx.tv_first);
     assert_true(ctx.tv_last < 0.5 * ctx.tv_first);
-    assert_true(ctx.tv_last < 0.1);
+    assert_true(ctx.tv_last < 0.05);
     // Bad configurations are refused.
     c.subtb_lambda = 0;
     assert_int_equal(gfn_train(m, tm, &vt, NULL, &c, pr, np, 1, NULL, NULL), AS_FAIL);
