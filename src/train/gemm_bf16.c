@@ -69,16 +69,16 @@ AVX512 static inline __m512i pair_units(const float *a, const float *b, int64_t 
     return _mm512_or_si512(_mm512_cvtepu16_epi32(x), _mm512_slli_epi32(_mm512_cvtepu16_epi32(y), 16));
 }
 
-// op(A) (M x K) -> Ap (Mp x Kp) bf16, zero padded.
-AVX512 static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
-    const int64_t nb = Mp / 16;
-#pragma omp parallel for schedule(static) num_threads(nth) if (nb > 1)
-    for (int64_t b = 0; b < nb; b++) {
+// Block b (rows 16b .. 16b+15) of pack_a.  (The OpenMP loops live in
+// functions without target attributes: clang outlines a parallel region into a
+// function of its own, which would not inherit them.)
+AVX512 static void pack_a_block(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Kp, int64_t b) {
+    {
         const int64_t i0 = b * 16;
         uint16_t *dst = Ap + i0 * Kp;
         memset(dst, 0, sizeof(uint16_t) * (size_t)(16 * Kp));
         const int64_t ni = AS_MIN((int64_t)16, M - i0);
-        if (ni <= 0) continue;
+        if (ni <= 0) return;
         if (!ta)
             for (int64_t i = 0; i < ni; i++) {
                 const float *src = A + (i0 + i) * lda;
@@ -96,16 +96,21 @@ AVX512 static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const flo
     }
 }
 
-// op(B) (K x N) -> panels (Np/16) x (Kp/2) x 16 x 2, zero padded.
-AVX512 static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t Np, int nth) {
-    const int64_t np = Np / 16;
-#pragma omp parallel for schedule(static) num_threads(nth) if (np > 1)
-    for (int64_t p = 0; p < np; p++) {
+// op(A) (M x K) -> Ap (Mp x Kp) bf16, zero padded.
+static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
+    const int64_t nb = Mp / 16;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nb > 1)
+    for (int64_t b = 0; b < nb; b++) pack_a_block(Ap, ta, M, K, A, lda, Kp, b);
+}
+
+// Panel p (columns 16p .. 16p+15) of pack_b.
+AVX512 static void pack_b_panel(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t p) {
+    {
         const int64_t n0 = p * 16;
         uint16_t *dst = Bp + p * Kp * 16;
         memset(dst, 0, sizeof(uint16_t) * (size_t)(16 * Kp));
         const int64_t nn = AS_MIN((int64_t)16, N - n0);
-        if (nn <= 0) continue;
+        if (nn <= 0) return;
         uint32_t *d32 = (uint32_t *)dst;
         if (tb) {
             // Row n of B holds op(B)'s column n: its bf16 pairs are the units of column n.
@@ -124,6 +129,13 @@ AVX512 static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const flo
             for (int64_t k = 0; k < K; k += 2)
                 _mm512_storeu_si512(d32 + (k / 2) * 16, pair_units(B + k * ldb + n0, k + 1 < K ? B + (k + 1) * ldb + n0 : NULL, nn));
     }
+}
+
+// op(B) (K x N) -> panels (Np/16) x (Kp/2) x 16 x 2, zero padded.
+static void pack_b(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t Np, int nth) {
+    const int64_t np = Np / 16;
+#pragma omp parallel for schedule(static) num_threads(nth) if (np > 1)
+    for (int64_t p = 0; p < np; p++) pack_b_panel(Bp, tb, K, N, B, ldb, Kp, p);
 }
 #else
 static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Mp, int64_t Kp, int nth) {
