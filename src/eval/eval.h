@@ -3,9 +3,9 @@
 //  - multiple-choice tasks scored by log-likelihood as lm-evaluation-harness
 //    (v0.4) does: acc = argmax of the summed log-probability of each choice's
 //    continuation tokens, acc_norm = argmax of that sum divided by the choice's
-//    length in characters (UTF-8 bytes, as lm-eval's len() of the continuation
-//    string for ASCII), the context of an item run once and its KV cache
-//    copied to every choice; standard errors are the sample standard error of
+//    length in characters (Unicode code points, Python's len() of the choice
+//    text), the context of an item run once and its KV cache copied to every
+//    choice; standard errors are the sample standard error of
 //    the mean, sqrt(sum (x - mean)^2 / (n - 1) / n), as lm-eval's mean_stderr;
 //  - generative exact-match tasks (GSM8K): greedy generation, the answer from
 //    "#### n" or else the last number, compared without commas;
