@@ -388,6 +388,25 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
 
 static const char *const LEADERBOARD[] = {"arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"};
 
+// Before any scoring: every task file parses and its data is there (a long run
+// must not fail hours in for a missing file).
+static int check_task(const char *name, const eval_options *o) {
+    eval_task t;
+    if (eval_task_load(name, o->tasks_dir ? o->tasks_dir : eval_tasks_dir(), &t) != AS_OK) return AS_FAIL;
+    int rc = AS_OK;
+    const char *paths[2] = {t.data, t.fewshot_data};
+    for (int i = 0; i < 2 && rc == AS_OK; i++) {
+        if (!paths[i]) continue;
+        char *p = eval_task_path(&t, data_dir_of(o), paths[i]);
+        char *slash = strstr(p, "{subject}") ? strrchr(p, '/') : NULL;
+        if (slash) *slash = 0;
+        if (access(p, R_OK) != 0) rc = as_error("%s: %s: %s not found", t.path, i ? "fewshot_data" : "data", p);
+        free(p);
+    }
+    eval_task_free(&t);
+    return rc;
+}
+
 static int run_task(model *m, const tokenizer *tok, const char *name, const eval_options *o, cJSON *root, FILE *samples) {
     const char *tdir = o->tasks_dir ? o->tasks_dir : eval_tasks_dir();
     const char *ddir = data_dir_of(o);
@@ -441,8 +460,20 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
     m->precision = o->precision;
     const double t0 = as_time();
     char *list = as_strdup(o->tasks);
+    int rc = AS_OK;
+    {
+        char *copy = as_strdup(o->tasks);
+        for (char *save = NULL, *name = strtok_r(copy, ",", &save); name && rc == AS_OK; name = strtok_r(NULL, ",", &save)) {
+            while (*name == ' ') name++;
+            if (!*name) continue;
+            if (!strcmp(name, "leaderboard"))
+                for (size_t i = 0; i < AS_ARRAY_LEN(LEADERBOARD) && rc == AS_OK; i++) rc = check_task(LEADERBOARD[i], o);
+            else rc = check_task(name, o);
+        }
+        free(copy);
+    }
     as_atomic_file af = {0};
-    int rc = o->log_samples ? as_atomic_open(&af, o->log_samples) : AS_OK;
+    if (rc == AS_OK && o->log_samples) rc = as_atomic_open(&af, o->log_samples);
     for (char *save = NULL, *name = strtok_r(list, ",", &save); name && rc == AS_OK; name = strtok_r(NULL, ",", &save)) {
         while (*name == ' ') name++;
         if (!*name) continue;

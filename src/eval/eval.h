@@ -72,7 +72,8 @@ eval_options eval_options_default(void);
 // gsm8k: "exact_match,strict-match" and "exact_match,flexible-extract";
 // mt_bench: "score,none" overall and "score_<category>,none").  The caller
 // frees it with cJSON_Delete.  -1 + as_error naming the task file and field,
-// or the data file and line, on failure (*results is then NULL).
+// or the data file and line, on failure (*results is then NULL); every task
+// file and data file is checked before any scoring starts.
 int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **results);
 
 // A Markdown table of results (task | metric | value | stderr | shots), heap string.

@@ -196,6 +196,7 @@ if [ -r "$model" ]; then
   expect 1 "no built-in task 'nope'" -- "$bin" eval --tasks nope --quiet
   printf 'task: t\ndata: t.jsonl\nbogus: 1\n' > "$tmp/bad.yaml"
   expect 1 "bad.yaml: bogus: unknown field" -- "$bin" eval --tasks "$tmp/bad.yaml" --quiet
+  expect 1 "arc_easy.yaml: data: /nonexistent/arc/arc_easy_test.jsonl not found" -- "$bin" eval --tasks arc_easy --data-dir /nonexistent --quiet
   printf '{"q": "2+2", "ch": ["4", "5"], "g": 0}\n{"q": "3+3", "ch": ["7", "6"]}\n' > "$tmp/t.jsonl"
   printf 'task: t\ndata: t.jsonl\ndoc_to_text: "Question: {{q}}\\nAnswer:"\nchoices: ["{{ch}}"]\ngold: "{{g}}"\nmetrics: [acc, acc_norm]\n' > "$tmp/t.yaml"
   echo keep > "$tmp/r.json"
