@@ -41,15 +41,16 @@ tp = os.path.join(d, "torch.jsonl")
 peer = [json.loads(l) for l in open(tp)] if os.path.exists(tp) else []
 key = lambda r: (r["mode"], r["precision"])
 P = {key(r): r for r in peer}
-print("| mode | precision | alphaspin tok/s (cpu s/step) | PyTorch tok/s (cpu s/step) | ratio | ratio to PyTorch fp32 | alphaspin peak RSS MB | PyTorch peak RSS MB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| mode | precision | alphaspin tok/s | PyTorch tok/s | ratio (wall) | ratio to PyTorch fp32 (wall) | alphaspin CPU s/step | PyTorch CPU s/step | ratio (CPU) | ratio to PyTorch fp32 (CPU) | alphaspin peak RSS MB | PyTorch peak RSS MB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in ours:
     p, p32 = P.get(key(r)), P.get((r["mode"], "f32"))
     if not p or not p32:
-        print(f"| {r['mode']} | {r['precision']} | {r['tokens_per_s']:.1f} ({r['cpu_s_median']:.1f}) | (not run) | | | {r['peak_rss_mb']:.0f} | |")
+        print(f"| {r['mode']} | {r['precision']} | {r['tokens_per_s']:.1f} | (not run) | | | {r['cpu_s_median']:.1f} | | | | {r['peak_rss_mb']:.0f} | |")
         continue
-    print(f"| {r['mode']} | {r['precision']} | {r['tokens_per_s']:.1f} ({r['cpu_s_median']:.1f}) | "
-          f"{p['tokens_per_s']:.1f} ({p['cpu_s_median']:.1f}) | {r['tokens_per_s'] / p['tokens_per_s']:.2f}x | "
-          f"{r['tokens_per_s'] / p32['tokens_per_s']:.2f}x | {r['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
+    print(f"| {r['mode']} | {r['precision']} | {r['tokens_per_s']:.1f} | {p['tokens_per_s']:.1f} | {r['tokens_per_s'] / p['tokens_per_s']:.2f}x | "
+          f"{r['tokens_per_s'] / p32['tokens_per_s']:.2f}x | {r['cpu_s_median']:.1f} | {p['cpu_s_median']:.1f} | "
+          f"{p['cpu_s_median'] / r['cpu_s_median']:.2f}x | {p32['cpu_s_median'] / r['cpu_s_median']:.2f}x | "
+          f"{r['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
 print(f"CPU features: {ours[0]['cpu']}")
 PY
