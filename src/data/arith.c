@@ -13,28 +13,6 @@
 
 // ---- a growing string ----
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) as_die("vsnprintf failed");
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->s = as_realloc(b->s, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 // ---- configuration ----
 
 void data_arith_config_default(data_arith_config *c) {
@@ -162,11 +140,11 @@ static void capitalize(char *s) {
     if (*s) *s = (char)toupper((unsigned char)*s);
 }
 
-static void write_word(const data_arith_item *it, as_rng *r, sbuf *q, sbuf *a) {
+static void write_word(const data_arith_item *it, as_rng *r, as_sbuf *q, as_sbuf *a) {
     const person *p = &PEOPLE[as_rng_below(r, AS_ARRAY_LEN(PEOPLE))];
     const char *things = THINGS[as_rng_below(r, AS_ARRAY_LEN(THINGS))];
-    sb_printf(q, "%s has %lld %s.", p->name, (long long)it->operands[0], things);
-    sb_printf(a, "%s starts with %lld %s.\n", p->name, (long long)it->operands[0], things);
+    as_sb_printf(q, "%s has %lld %s.", p->name, (long long)it->operands[0], things);
+    as_sb_printf(a, "%s starts with %lld %s.\n", p->name, (long long)it->operands[0], things);
     int64_t t = it->operands[0];
     for (int k = 1; k < it->n_operands; k++) {
         const char op = it->ops[k - 1];
@@ -180,45 +158,45 @@ static void write_word(const data_arith_item *it, as_rng *r, sbuf *q, sbuf *a) {
         capitalize(step);
         if (k == 1) {
             capitalize(sentence);
-            sb_printf(q, " %s", sentence);
+            as_sb_printf(q, " %s", sentence);
         } else {
-            sb_printf(q, " Then %s", sentence);
+            as_sb_printf(q, " Then %s", sentence);
         }
         const int64_t nt = apply_op(t, op, it->operands[k]);
-        sb_printf(a, "%s: %lld %c %lld = %lld.\n", step, (long long)t, op, b, (long long)nt);
+        as_sb_printf(a, "%s: %lld %c %lld = %lld.\n", step, (long long)t, op, b, (long long)nt);
         t = nt;
     }
-    sb_printf(q, " How many %s does %s have now?", things, p->name);
-    sb_printf(a, "#### %lld", (long long)it->value);
+    as_sb_printf(q, " How many %s does %s have now?", things, p->name);
+    as_sb_printf(a, "#### %lld", (long long)it->value);
 }
 
-static void write_plain(const data_arith_item *it, as_rng *r, sbuf *q, sbuf *a) {
+static void write_plain(const data_arith_item *it, as_rng *r, as_sbuf *q, as_sbuf *a) {
     // The expression reads left to right: an additive left side is put in
     // parentheses before it is multiplied.
-    sbuf e = {0};
-    sb_printf(&e, "%lld", (long long)it->operands[0]);
+    as_sbuf e = {0};
+    as_sb_printf(&e, "%lld", (long long)it->operands[0]);
     bool additive = false;
     int64_t t = it->operands[0];
     for (int k = 1; k < it->n_operands; k++) {
         const char op = it->ops[k - 1];
         const int64_t b = it->operands[k];
         if (op == '*' && additive) {
-            sbuf w = {0};
-            sb_printf(&w, "(%s) * %lld", e.s, (long long)b);
+            as_sbuf w = {0};
+            as_sb_printf(&w, "(%s) * %lld", e.s, (long long)b);
             free(e.s);
             e = w;
         } else {
-            sb_printf(&e, " %c %lld", op, (long long)b);
+            as_sb_printf(&e, " %c %lld", op, (long long)b);
         }
         additive = op != '*';
         const int64_t nt = apply_op(t, op, b);
-        sb_printf(a, "%lld %c %lld = %lld\n", (long long)t, op, (long long)b, (long long)nt);
+        as_sb_printf(a, "%lld %c %lld = %lld\n", (long long)t, op, (long long)b, (long long)nt);
         t = nt;
     }
     const char *fmt = PLAIN_Q[as_rng_below(r, AS_ARRAY_LEN(PLAIN_Q))];
     const char *hole = strstr(fmt, "%s");
-    sb_printf(q, "%.*s%s%s", (int)(hole - fmt), fmt, e.s, hole + 2);
-    sb_printf(a, "#### %lld", (long long)it->value);
+    as_sb_printf(q, "%.*s%s%s", (int)(hole - fmt), fmt, e.s, hole + 2);
+    as_sb_printf(a, "#### %lld", (long long)it->value);
     free(e.s);
 }
 
@@ -272,7 +250,7 @@ int data_arith_generate(const data_arith_config *c, data_arith_item **out) {
             data_arith_item it = {0};
             draw_problem(lp, &r, &it);
             const bool word = c->style == DATA_ARITH_WORD || (c->style == DATA_ARITH_MIXED && (as_rng_u64(&r) >> 63));
-            sbuf q = {0}, a = {0};
+            as_sbuf q = {0}, a = {0};
             if (word) write_word(&it, &r, &q, &a);
             else write_plain(&it, &r, &q, &a);
             if (set_insert(slots, cap, q.s)) {

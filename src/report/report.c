@@ -29,28 +29,6 @@ static char *xasprintf(const char *fmt, ...) {
     return s;
 }
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) as_die("vsnprintf failed");
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->s = as_realloc(b->s, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 static bool starts_with(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
 
 // ---- one summary.json: a flat list of metrics and category values ----
@@ -630,11 +608,11 @@ static int column_decimals(const report *r, int m) {
     return d < 0 ? 0 : d > 4 ? 4 : d;
 }
 
-static void sb_cell_text(sbuf *b, const char *s) {
+static void sb_cell_text(as_sbuf *b, const char *s) {
     for (; *s; s++) {
-        if (*s == '|') sb_printf(b, "\\|");
-        else if (*s == '\n' || *s == '\r') sb_printf(b, " ");
-        else sb_printf(b, "%c", *s);
+        if (*s == '|') as_sb_printf(b, "\\|");
+        else if (*s == '\n' || *s == '\r') as_sb_printf(b, " ");
+        else as_sb_printf(b, "%c", *s);
     }
 }
 
@@ -649,43 +627,43 @@ static const char *metric_label(const report_metric *m, char *buf, size_t cap) {
 }
 
 char *report_table_markdown(const report *r) {
-    sbuf b = {0};
+    as_sbuf b = {0};
     char label[512];
-    sb_printf(&b, "| variant | iteration |");
+    as_sb_printf(&b, "| variant | iteration |");
     for (int m = 0; m < r->n_metrics; m++) {
         if (r->metrics[m].kind == REPORT_TRAIN) continue;
-        sb_printf(&b, " ");
+        as_sb_printf(&b, " ");
         sb_cell_text(&b, metric_label(&r->metrics[m], label, sizeof label));
-        sb_printf(&b, " |");
+        as_sb_printf(&b, " |");
     }
-    sb_printf(&b, "\n|---|---:|");
+    as_sb_printf(&b, "\n|---|---:|");
     for (int m = 0; m < r->n_metrics; m++)
-        if (r->metrics[m].kind != REPORT_TRAIN) sb_printf(&b, "---:|");
-    sb_printf(&b, "\n");
+        if (r->metrics[m].kind != REPORT_TRAIN) as_sb_printf(&b, "---:|");
+    as_sb_printf(&b, "\n");
     for (int row = 0; row < r->n_rows; row++) {
-        sb_printf(&b, "| ");
+        as_sb_printf(&b, "| ");
         sb_cell_text(&b, r->variants[r->rows[row].run]);
-        sb_printf(&b, " | %d |", r->rows[row].iteration);
+        as_sb_printf(&b, " | %d |", r->rows[row].iteration);
         for (int m = 0; m < r->n_metrics; m++) {
             if (r->metrics[m].kind == REPORT_TRAIN) continue;
             const double v = r->values[(size_t)row * r->n_metrics + m];
-            if (isnan(v)) sb_printf(&b, " – |");
-            else sb_printf(&b, " %.*f |", column_decimals(r, m), v);
+            if (isnan(v)) as_sb_printf(&b, " – |");
+            else as_sb_printf(&b, " %.*f |", column_decimals(r, m), v);
         }
-        sb_printf(&b, "\n");
+        as_sb_printf(&b, "\n");
     }
     if (r->n_avg_tasks) {
-        sb_printf(&b, "\naverage: mean of");
+        as_sb_printf(&b, "\naverage: mean of");
         bool first = true;
         for (int m = 0; m < r->n_metrics; m++) {
             const report_metric *x = &r->metrics[m];
             if (x->kind != REPORT_EVAL || !x->primary || starts_with(x->task, "mt_bench")) continue;
-            sb_printf(&b, "%s %s", first ? "" : ",", x->name);
+            as_sb_printf(&b, "%s %s", first ? "" : ",", x->name);
             first = false;
         }
-        sb_printf(&b, " (each task's primary metric; MT-Bench apart), for rows that have them all.\n");
+        as_sb_printf(&b, " (each task's primary metric; MT-Bench apart), for rows that have them all.\n");
     }
-    if (!b.s) sb_printf(&b, "%s", "");
+    if (!b.s) as_sb_printf(&b, "%s", "");
     return b.s;
 }
 
@@ -706,10 +684,10 @@ static int write_text(const char *dir, const char *name, const char *text) {
     return rc;
 }
 
-static void md_text(sbuf *b, const char *s) {
+static void md_text(as_sbuf *b, const char *s) {
     for (; *s; s++) {
-        if (strchr("\\`*_[]<>|#", *s)) sb_printf(b, "\\%c", *s);
-        else sb_printf(b, "%c", *s);
+        if (strchr("\\`*_[]<>|#", *s)) as_sb_printf(b, "\\%c", *s);
+        else as_sb_printf(b, "%c", *s);
     }
 }
 
@@ -730,8 +708,8 @@ int report_write(const report *r, const char *out_dir) {
         return AS_FAIL;
     }
     int rc = AS_FAIL;
-    sbuf md = {0};
-    sb_printf(&md, "# alphaspin report\n\nRuns:\n\n");
+    as_sbuf md = {0};
+    as_sb_printf(&md, "# alphaspin report\n\nRuns:\n\n");
     for (int ri = 0; ri < r->n_runs; ri++) {
         int n = 0, lo = -1, hi = -1;
         for (int row = 0; row < r->n_rows; row++)
@@ -739,18 +717,18 @@ int report_write(const report *r, const char *out_dir) {
                 if (lo < 0) lo = r->rows[row].iteration;
                 hi = r->rows[row].iteration, n++;
             }
-        sb_printf(&md, "- `%s`: variant **", r->run_paths[ri]);
+        as_sb_printf(&md, "- `%s`: variant **", r->run_paths[ri]);
         md_text(&md, r->variants[ri]);
-        sb_printf(&md, "**, %d complete iteration%s (%d..%d)\n", n, n == 1 ? "" : "s", lo, hi);
+        as_sb_printf(&md, "**, %d complete iteration%s (%d..%d)\n", n, n == 1 ? "" : "s", lo, hi);
     }
     for (int i = 0; i < r->n_notes; i++) {
-        sb_printf(&md, "%s", i == 0 ? "\nSkipped:\n\n" : "");
-        sb_printf(&md, "- ");
+        as_sb_printf(&md, "%s", i == 0 ? "\nSkipped:\n\n" : "");
+        as_sb_printf(&md, "- ");
         md_text(&md, r->notes[i]);
-        sb_printf(&md, "\n");
+        as_sb_printf(&md, "\n");
     }
     char *table = report_table_markdown(r);
-    sb_printf(&md, "\n## Scores per iteration\n\n%s", table);
+    as_sb_printf(&md, "\n## Scores per iteration\n\n%s", table);
     free(table);
 
     // One line chart per metric: x = iteration, one line per run.
@@ -763,7 +741,7 @@ int report_write(const report *r, const char *out_dir) {
         xs[ri] = as_malloc((size_t)r->n_rows * sizeof **xs);
         ys[ri] = as_malloc((size_t)r->n_rows * sizeof **ys);
     }
-    sb_printf(&md, "\n## Metrics per iteration\n\n");
+    as_sb_printf(&md, "\n## Metrics per iteration\n\n");
     char label[512];
     for (int m = 0; m < r->n_metrics; m++) {
         bool any = false;
@@ -783,9 +761,9 @@ int report_write(const report *r, const char *out_dir) {
         const int w = write_text(out_dir, rel, svg);
         free(svg);
         if (w == AS_OK) {
-            sb_printf(&md, "![");
+            as_sb_printf(&md, "![");
             md_text(&md, label);
-            sb_printf(&md, "](%s)\n", rel);
+            as_sb_printf(&md, "](%s)\n", rel);
         }
         free(file), free(rel);
         if (w != AS_OK) goto charts_done;
@@ -793,14 +771,14 @@ int report_write(const report *r, const char *out_dir) {
 
     // Radar charts: per category set, one per run (a polygon per
     // iteration), and the last iterate of every run together.
-    if (r->n_catsets) sb_printf(&md, "\n## Categories\n\n");
+    if (r->n_catsets) as_sb_printf(&md, "\n## Categories\n\n");
     for (int s = 0; s < r->n_catsets; s++) {
         const report_catset *c = &r->catsets[s];
         if (c->n_cat < 3) {
             char *note = xasprintf("%s: %d categories, too few for a radar chart", c->name, c->n_cat);
-            sb_printf(&md, "- ");
+            as_sb_printf(&md, "- ");
             md_text(&md, note);
-            sb_printf(&md, "\n");
+            as_sb_printf(&md, "\n");
             free(note);
             continue;
         }
@@ -830,9 +808,9 @@ int report_write(const report *r, const char *out_dir) {
                 char *rel = xasprintf("charts/%s", file);
                 const int w = write_text(out_dir, rel, svg);
                 if (w == AS_OK) {
-                    sb_printf(&md, "![");
+                    as_sb_printf(&md, "![");
                     md_text(&md, title);
-                    sb_printf(&md, "](%s)\n", rel);
+                    as_sb_printf(&md, "](%s)\n", rel);
                 }
                 free(svg), free(file), free(rel), free(title);
                 if (w != AS_OK) {

@@ -17,39 +17,17 @@
 #include "report/report.h"
 #include "util/common.h"
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) as_die("vsnprintf failed");
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->s = as_realloc(b->s, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 // Text content and attribute values: the five XML escapes; control
 // characters (not allowed in XML 1.0) become spaces.
-static void sb_xml(sbuf *b, const char *s) {
+static void sb_xml(as_sbuf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        case '\'': sb_printf(b, "&apos;"); break;
-        default: sb_printf(b, "%c", (unsigned char)*s < 0x20 ? ' ' : *s);
+        case '&': as_sb_printf(b, "&amp;"); break;
+        case '<': as_sb_printf(b, "&lt;"); break;
+        case '>': as_sb_printf(b, "&gt;"); break;
+        case '"': as_sb_printf(b, "&quot;"); break;
+        case '\'': as_sb_printf(b, "&apos;"); break;
+        default: as_sb_printf(b, "%c", (unsigned char)*s < 0x20 ? ' ' : *s);
         }
     }
 }
@@ -59,31 +37,31 @@ static const char *const PALETTE[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 static const char *colour(int i) { return PALETTE[i % (int)AS_ARRAY_LEN(PALETTE)]; }
 
-static void header(sbuf *b, int w, int h, const char *title) {
-    sb_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+static void header(as_sbuf *b, int w, int h, const char *title) {
+    as_sb_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    as_sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                  "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"12\">\n", w, h, w, h);
-    sb_printf(b, "<title>");
+    as_sb_printf(b, "<title>");
     sb_xml(b, title);
-    sb_printf(b, "</title>\n<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"white\"/>\n", w, h);
-    sb_printf(b, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">", w / 2);
+    as_sb_printf(b, "</title>\n<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"white\"/>\n", w, h);
+    as_sb_printf(b, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">", w / 2);
     sb_xml(b, title);
-    sb_printf(b, "</text>\n");
+    as_sb_printf(b, "</text>\n");
 }
 
-static void legend(sbuf *b, int x, int y, int n, const char *const *names, bool area) {
-    sb_printf(b, "<g class=\"legend\">\n");
+static void legend(as_sbuf *b, int x, int y, int n, const char *const *names, bool area) {
+    as_sb_printf(b, "<g class=\"legend\">\n");
     for (int i = 0; i < n; i++) {
         const int yy = y + 18 * i;
         if (area)
-            sb_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"10\" fill=\"%s\" fill-opacity=\"0.3\" stroke=\"%s\"/>", x,
+            as_sb_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"10\" fill=\"%s\" fill-opacity=\"0.3\" stroke=\"%s\"/>", x,
                       yy - 9, colour(i), colour(i));
-        else sb_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/>", x, yy - 4, x + 18, yy - 4, colour(i));
-        sb_printf(b, "<text x=\"%d\" y=\"%d\">", x + 24, yy);
+        else as_sb_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/>", x, yy - 4, x + 18, yy - 4, colour(i));
+        as_sb_printf(b, "<text x=\"%d\" y=\"%d\">", x + 24, yy);
         sb_xml(b, names[i]);
-        sb_printf(b, "</text>\n");
+        as_sb_printf(b, "</text>\n");
     }
-    sb_printf(b, "</g>\n");
+    as_sb_printf(b, "</g>\n");
 }
 
 // A "nice" tick step (1, 2 or 5 times a power of ten) for about `n` ticks.
@@ -124,52 +102,52 @@ char *report_svg_line(const char *title, const char *x_label, const char *y_labe
     const double xlo = floor(x0 / xs) * xs, xhi = ceil(x1 / xs) * xs;
 #define PX(v) (L + ((v) - xlo) / (xhi - xlo) * pw)
 #define PY(v) (T + ph - ((v) - ylo) / (yhi - ylo) * ph)
-    sbuf b = {0};
+    as_sbuf b = {0};
     header(&b, W, H, title);
     // Grid, ticks and labels.
-    sb_printf(&b, "<g class=\"axes\" stroke-width=\"1\">\n");
+    as_sb_printf(&b, "<g class=\"axes\" stroke-width=\"1\">\n");
     char tick[64];
     for (double v = ylo; v <= yhi + ys * 0.5; v += ys) {
-        sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#dddddd\"/>", L, PY(v), L + pw, PY(v));
+        as_sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#dddddd\"/>", L, PY(v), L + pw, PY(v));
         fmt_tick(tick, sizeof tick, v, ys);
-        sb_printf(&b, "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">%s</text>\n", L - 6, PY(v) + 4, tick);
+        as_sb_printf(&b, "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">%s</text>\n", L - 6, PY(v) + 4, tick);
     }
     for (double v = xlo; v <= xhi + xs * 0.5; v += xs) {
-        sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#888888\"/>", PX(v), T + ph, PX(v), T + ph + 5);
+        as_sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#888888\"/>", PX(v), T + ph, PX(v), T + ph + 5);
         fmt_tick(tick, sizeof tick, v, xs);
-        sb_printf(&b, "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", PX(v), T + ph + 19, tick);
+        as_sb_printf(&b, "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", PX(v), T + ph + 19, tick);
     }
-    sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>", L, T, L, T + ph);
-    sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", L, T + ph, L + pw, T + ph);
-    sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", L + pw / 2, H - 12);
+    as_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>", L, T, L, T + ph);
+    as_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", L, T + ph, L + pw, T + ph);
+    as_sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", L + pw / 2, H - 12);
     sb_xml(&b, x_label);
-    sb_printf(&b, "</text>\n<text x=\"16\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 16 %d)\">", T + ph / 2, T + ph / 2);
+    as_sb_printf(&b, "</text>\n<text x=\"16\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 16 %d)\">", T + ph / 2, T + ph / 2);
     sb_xml(&b, y_label);
-    sb_printf(&b, "</text>\n</g>\n");
+    as_sb_printf(&b, "</text>\n</g>\n");
     // Series.
     for (int s = 0; s < n_series; s++) {
-        sb_printf(&b, "<g class=\"run\">\n<polyline class=\"series\" data-name=\"");
+        as_sb_printf(&b, "<g class=\"run\">\n<polyline class=\"series\" data-name=\"");
         sb_xml(&b, names[s]);
-        sb_printf(&b, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour(s));
+        as_sb_printf(&b, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour(s));
         bool first = true;
         for (int k = 0; k < n[s]; k++) {
             if (isnan(y[s][k]) || isinf(y[s][k])) continue;
-            sb_printf(&b, "%s%.2f,%.2f", first ? "" : " ", PX(x[s][k]), PY(y[s][k]));
+            as_sb_printf(&b, "%s%.2f,%.2f", first ? "" : " ", PX(x[s][k]), PY(y[s][k]));
             first = false;
         }
-        sb_printf(&b, "\"/>\n");
+        as_sb_printf(&b, "\"/>\n");
         for (int k = 0; k < n[s]; k++) {
             if (isnan(y[s][k]) || isinf(y[s][k])) continue;
-            sb_printf(&b, "<circle class=\"point\" cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"%s\"><title>", PX(x[s][k]), PY(y[s][k]), colour(s));
+            as_sb_printf(&b, "<circle class=\"point\" cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"%s\"><title>", PX(x[s][k]), PY(y[s][k]), colour(s));
             sb_xml(&b, names[s]);
-            sb_printf(&b, ", iteration %g: %.6g</title></circle>\n", x[s][k], y[s][k]);
+            as_sb_printf(&b, ", iteration %g: %.6g</title></circle>\n", x[s][k], y[s][k]);
         }
-        sb_printf(&b, "</g>\n");
+        as_sb_printf(&b, "</g>\n");
     }
 #undef PX
 #undef PY
     legend(&b, L + pw + 18, T + 12, n_series, names, false);
-    sb_printf(&b, "</svg>\n");
+    as_sb_printf(&b, "</svg>\n");
     return b.s;
 }
 
@@ -177,58 +155,58 @@ char *report_svg_radar(const char *title, int n_axes, const char *const *axes, i
                        const double *values, double max) {
     const int W = 640, H = 480, R = 160, CX = 250, CY = 260;
     if (!(max > 0)) max = 1.0;
-    sbuf b = {0};
+    as_sbuf b = {0};
     header(&b, W, H, title);
     // Axis k points up at k = 0 and turns clockwise.
 #define AX(k, f) (CX + (f) * R * sin(2.0 * M_PI * (k) / n_axes))
 #define AY(k, f) (CY - (f) * R * cos(2.0 * M_PI * (k) / n_axes))
-    sb_printf(&b, "<g class=\"axes\" fill=\"none\" stroke=\"#cccccc\">\n");
+    as_sb_printf(&b, "<g class=\"axes\" fill=\"none\" stroke=\"#cccccc\">\n");
     for (int ring = 1; ring <= 5; ring++) {
         const double f = ring / 5.0;
-        sb_printf(&b, "<polygon points=\"");
-        for (int k = 0; k < n_axes; k++) sb_printf(&b, "%s%.2f,%.2f", k ? " " : "", AX(k, f), AY(k, f));
-        sb_printf(&b, "\"/>\n");
+        as_sb_printf(&b, "<polygon points=\"");
+        for (int k = 0; k < n_axes; k++) as_sb_printf(&b, "%s%.2f,%.2f", k ? " " : "", AX(k, f), AY(k, f));
+        as_sb_printf(&b, "\"/>\n");
     }
-    for (int k = 0; k < n_axes; k++) sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%.2f\" y2=\"%.2f\"/>\n", CX, CY, AX(k, 1.0), AY(k, 1.0));
-    sb_printf(&b, "</g>\n<g class=\"labels\">\n");
+    for (int k = 0; k < n_axes; k++) as_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%.2f\" y2=\"%.2f\"/>\n", CX, CY, AX(k, 1.0), AY(k, 1.0));
+    as_sb_printf(&b, "</g>\n<g class=\"labels\">\n");
     char tick[64];
     for (int ring = 1; ring <= 5; ring++) {
         fmt_tick(tick, sizeof tick, max * ring / 5.0, max / 5.0);
-        sb_printf(&b, "<text x=\"%d\" y=\"%.2f\" font-size=\"10\" fill=\"#888888\">%s</text>\n", CX + 3, CY - R * ring / 5.0 - 2, tick);
+        as_sb_printf(&b, "<text x=\"%d\" y=\"%.2f\" font-size=\"10\" fill=\"#888888\">%s</text>\n", CX + 3, CY - R * ring / 5.0 - 2, tick);
     }
     for (int k = 0; k < n_axes; k++) {
         const double sx = sin(2.0 * M_PI * k / n_axes);
         const char *anchor = sx > 0.2 ? "start" : sx < -0.2 ? "end" : "middle";
-        sb_printf(&b, "<text class=\"axis\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"%s\">", AX(k, 1.12), AY(k, 1.12) + 4, anchor);
+        as_sb_printf(&b, "<text class=\"axis\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"%s\">", AX(k, 1.12), AY(k, 1.12) + 4, anchor);
         sb_xml(&b, axes[k]);
-        sb_printf(&b, "</text>\n");
+        as_sb_printf(&b, "</text>\n");
     }
-    sb_printf(&b, "</g>\n");
+    as_sb_printf(&b, "</g>\n");
     for (int s = 0; s < n_series; s++) {
-        sb_printf(&b, "<g class=\"run\">\n<polygon class=\"series\" data-name=\"");
+        as_sb_printf(&b, "<g class=\"run\">\n<polygon class=\"series\" data-name=\"");
         sb_xml(&b, names[s]);
-        sb_printf(&b, "\" fill=\"%s\" fill-opacity=\"0.12\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour(s), colour(s));
+        as_sb_printf(&b, "\" fill=\"%s\" fill-opacity=\"0.12\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour(s), colour(s));
         for (int k = 0; k < n_axes; k++) {
             const double v = values[(size_t)s * n_axes + k];
             const double f = isnan(v) ? 0.0 : fmin(fmax(v / max, 0.0), 1.0);
-            sb_printf(&b, "%s%.2f,%.2f", k ? " " : "", AX(k, f), AY(k, f));
+            as_sb_printf(&b, "%s%.2f,%.2f", k ? " " : "", AX(k, f), AY(k, f));
         }
-        sb_printf(&b, "\"/>\n");
+        as_sb_printf(&b, "\"/>\n");
         for (int k = 0; k < n_axes; k++) {
             const double v = values[(size_t)s * n_axes + k];
             const double f = isnan(v) ? 0.0 : fmin(fmax(v / max, 0.0), 1.0);
-            sb_printf(&b, "<circle class=\"point\" cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"><title>", AX(k, f), AY(k, f), colour(s));
+            as_sb_printf(&b, "<circle class=\"point\" cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"><title>", AX(k, f), AY(k, f), colour(s));
             sb_xml(&b, names[s]);
-            sb_printf(&b, ", ");
+            as_sb_printf(&b, ", ");
             sb_xml(&b, axes[k]);
-            if (isnan(v)) sb_printf(&b, ": missing</title></circle>\n");
-            else sb_printf(&b, ": %.6g</title></circle>\n", v);
+            if (isnan(v)) as_sb_printf(&b, ": missing</title></circle>\n");
+            else as_sb_printf(&b, ": %.6g</title></circle>\n", v);
         }
-        sb_printf(&b, "</g>\n");
+        as_sb_printf(&b, "</g>\n");
     }
 #undef AX
 #undef AY
     legend(&b, CX + R + 90, 60, n_series, names, true);
-    sb_printf(&b, "</svg>\n");
+    as_sb_printf(&b, "</svg>\n");
     return b.s;
 }

@@ -495,46 +495,32 @@ int spin_config_check(const spin_config *c) {
 
 // ---- resolved YAML ----
 
-typedef struct sbuf { char *s; size_t n, cap; } sbuf;
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k >= 0 && (size_t)k < b->cap - b->n) { b->n += (size_t)k; return; }
-        b->cap = 2 * b->cap + (size_t)(k > 0 ? k : 64) + 64;
-        b->s = as_realloc(b->s, b->cap);
-    }
-}
-
-static void sb_quoted(sbuf *b, const char *s) {
-    sb_printf(b, "\"");
+static void sb_quoted(as_sbuf *b, const char *s) {
+    as_sb_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
-        else if (*p == '\n') sb_printf(b, "\\n");
-        else if (*p < 0x20 || *p == 0x7f) sb_printf(b, "\\x%02x", *p);
-        else sb_printf(b, "%c", *p);
+        if (*p == '"' || *p == '\\') as_sb_printf(b, "\\%c", *p);
+        else if (*p == '\n') as_sb_printf(b, "\\n");
+        else if (*p < 0x20 || *p == 0x7f) as_sb_printf(b, "\\x%02x", *p);
+        else as_sb_printf(b, "%c", *p);
     }
-    sb_printf(b, "\"");
+    as_sb_printf(b, "\"");
 }
 
 // The shortest decimal that reads back to the same value (0.1, not 0.10000000000000001).
-static void sb_shortest(sbuf *b, double v, bool single) {
+static void sb_shortest(as_sbuf *b, double v, bool single) {
     char t[64];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(t, sizeof t, "%.*g", prec, v);
         const double back = strtod(t, NULL);
         if (single ? (float)back == (float)v : back == v) break;
     }
-    sb_printf(b, "%s", t);
+    as_sb_printf(b, "%s", t);
 }
 
 char *spin_config_to_yaml(const spin_config *c) {
-    sbuf b = {as_malloc(256), 0, 256};
+    as_sbuf b = {as_malloc(256), 0, 256};
     b.s[0] = 0;
-    sb_printf(&b, "# alphaspin run: resolved configuration (every key; see configs/alphaspin.yaml)\n");
+    as_sb_printf(&b, "# alphaspin run: resolved configuration (every key; see configs/alphaspin.yaml)\n");
     char section[64] = "";
     for (int i = 0; i < N_KEYS; i++) {
         const key_def *k = &KEYS[i];
@@ -543,54 +529,54 @@ char *spin_config_to_yaml(const spin_config *c) {
             const size_t n = (size_t)(dot - k->key);
             if (strlen(section) != n || strncmp(section, k->key, n)) {
                 snprintf(section, sizeof section, "%.*s", (int)n, k->key);
-                sb_printf(&b, "%s:\n", section);
+                as_sb_printf(&b, "%s:\n", section);
             }
             leaf = dot + 1;
-            sb_printf(&b, "  ");
+            as_sb_printf(&b, "  ");
         } else {
             section[0] = 0;
         }
-        sb_printf(&b, "%s: ", leaf);
+        as_sb_printf(&b, "%s: ", leaf);
         const void *p = (const char *)c + k->off;
         switch (k->type) {
         case KT_STR: sb_quoted(&b, *(char *const *)p); break;
-        case KT_I32: sb_printf(&b, "%d", *(const int32_t *)p); break;
-        case KT_I64: sb_printf(&b, "%lld", (long long)*(const int64_t *)p); break;
-        case KT_U64: sb_printf(&b, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+        case KT_I32: as_sb_printf(&b, "%d", *(const int32_t *)p); break;
+        case KT_I64: as_sb_printf(&b, "%lld", (long long)*(const int64_t *)p); break;
+        case KT_U64: as_sb_printf(&b, "%llu", (unsigned long long)*(const uint64_t *)p); break;
         case KT_F64: sb_shortest(&b, *(const double *)p, false); break;
         case KT_F32: sb_shortest(&b, (double)*(const float *)p, true); break;
-        case KT_BOOL: sb_printf(&b, "%s", *(const bool *)p ? "true" : "false"); break;
+        case KT_BOOL: as_sb_printf(&b, "%s", *(const bool *)p ? "true" : "false"); break;
         case KT_TAU: {
             int32_t t = *(const int32_t *)p;
-            if (t == SPIN_TAU_INF) sb_printf(&b, "inf");
-            else sb_printf(&b, "%d", t);
+            if (t == SPIN_TAU_INF) as_sb_printf(&b, "inf");
+            else as_sb_printf(&b, "%d", t);
             break;
         }
-        case KT_LOSS: sb_printf(&b, "%s", spin_loss_kind_name(*(const spin_loss_kind *)p)); break;
-        case KT_REF: sb_printf(&b, "%s", spin_ref_mode_name(*(const spin_ref_mode *)p)); break;
-        case KT_MIX: sb_printf(&b, "%s", spin_mixing_name(*(const spin_mixing *)p)); break;
-        case KT_OPTIM: sb_printf(&b, "%s", OPTIM_NAMES[*(const optim_kind *)p]); break;
-        case KT_SCHED: sb_printf(&b, "%s", SCHED_NAMES[*(const optim_schedule *)p]); break;
-        case KT_PRECISION: sb_printf(&b, "%s", *(const bool *)p ? "q8" : "f32"); break;
+        case KT_LOSS: as_sb_printf(&b, "%s", spin_loss_kind_name(*(const spin_loss_kind *)p)); break;
+        case KT_REF: as_sb_printf(&b, "%s", spin_ref_mode_name(*(const spin_ref_mode *)p)); break;
+        case KT_MIX: as_sb_printf(&b, "%s", spin_mixing_name(*(const spin_mixing *)p)); break;
+        case KT_OPTIM: as_sb_printf(&b, "%s", OPTIM_NAMES[*(const optim_kind *)p]); break;
+        case KT_SCHED: as_sb_printf(&b, "%s", SCHED_NAMES[*(const optim_schedule *)p]); break;
+        case KT_PRECISION: as_sb_printf(&b, "%s", *(const bool *)p ? "q8" : "f32"); break;
         case KT_TARGETS: {
             uint32_t m = *(const uint32_t *)p;
             if (!m) m = (1u << TRAIN_LORA_N_TARGETS) - 1;
-            sb_printf(&b, "[");
+            as_sb_printf(&b, "[");
             for (int t = 0, first = 1; t < TRAIN_LORA_N_TARGETS; t++)
-                if (m & (1u << t)) sb_printf(&b, "%s%s", first ? "" : ", ", TRAIN_LORA_TARGET_NAMES[t]), first = 0;
-            sb_printf(&b, "]");
+                if (m & (1u << t)) as_sb_printf(&b, "%s%s", first ? "" : ", ", TRAIN_LORA_TARGET_NAMES[t]), first = 0;
+            as_sb_printf(&b, "]");
             break;
         }
         case KT_TASKS:
-            sb_printf(&b, "[");
+            as_sb_printf(&b, "[");
             for (int t = 0; t < c->n_eval_tasks; t++) {
-                if (t) sb_printf(&b, ", ");
+                if (t) as_sb_printf(&b, ", ");
                 sb_quoted(&b, c->eval_tasks[t]);
             }
-            sb_printf(&b, "]");
+            as_sb_printf(&b, "]");
             break;
         }
-        sb_printf(&b, "\n");
+        as_sb_printf(&b, "\n");
     }
     return b.s;
 }

@@ -40,6 +40,14 @@ void *as_aligned_alloc_at(size_t n, const char *file, int line);
 char *as_strdup(const char *s);
 char *as_strndup(const char *s, size_t n);
 
+// A growing NUL-terminated string: as_sb_printf appends formatted text
+// ({0} is an empty buffer; the caller frees s).
+typedef struct as_sbuf {
+    char *s;
+    size_t len, cap;
+} as_sbuf;
+void as_sb_printf(as_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 // Reads a whole file into a NUL-terminated heap buffer.  -1 + as_error on failure.
 int as_read_file(const char *path, char **out, size_t *out_len);
 // Atomic write: temporary file in the same folder, fsync, rename, fsync dir.
