@@ -93,6 +93,9 @@ int model_load(model **out, const char *path);
 // closed on failure too).
 int model_from_gguf(model **out, gguf_file *f);
 void model_free(model *m);
+// Writes c as llama.cpp's <arch>.* keys (context_length ... rope.dimension_count;
+// not general.architecture, file_type or vocab_size, which callers choose).
+void model_config_write_gguf(gguf_writer *w, const model_config *c);
 // Uses these adapters in every later forward pass (NULL: the base model).
 // The factors are not copied and must outlive their use; the adapters
 // apply in fp32 whatever the base's precision.  A KV cache filled under other

@@ -125,12 +125,10 @@ static int read_config(const char *dir, model_config *c) {
     return rc;
 }
 
-// The <arch>.* keys of llama.cpp for c.
-static void write_arch(gguf_writer *w, const model_config *c) {
-    const char *a = c->arch_name;
+// The <arch>.* keys of llama.cpp for c (model.h).
+void model_config_write_gguf(gguf_writer *w, const model_config *c) {
     char key[128];
-#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, a), key)
-    gguf_write_str(w, "general.architecture", a);
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, c->arch_name), key)
     gguf_write_u32(w, K("context_length"), (uint32_t)c->n_ctx_train);
     gguf_write_u32(w, K("embedding_length"), (uint32_t)c->n_embd);
     gguf_write_u32(w, K("block_count"), (uint32_t)c->n_layer);
@@ -142,8 +140,15 @@ static void write_arch(gguf_writer *w, const model_config *c) {
     gguf_write_f32(w, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
     gguf_write_f32(w, K("rope.freq_base"), c->rope_theta);
     gguf_write_u32(w, K("rope.dimension_count"), (uint32_t)c->n_rot);
-    gguf_write_u32(w, K("vocab_size"), (uint32_t)c->n_vocab);
 #undef K
+}
+
+static void write_arch(gguf_writer *w, const model_config *c) {
+    char key[128];
+    gguf_write_str(w, "general.architecture", c->arch_name);
+    model_config_write_gguf(w, c);
+    snprintf(key, sizeof key, "%s.vocab_size", c->arch_name);
+    gguf_write_u32(w, key, (uint32_t)c->n_vocab);
 }
 
 int model_hf_write_meta(gguf_writer *w, const char *dir, model_config *cfg) {

@@ -46,23 +46,9 @@ static void copy_kv(gguf_writer *w, const gguf_file *src, int64_t i) {
 }
 
 static void write_config(gguf_writer *w, const model_config *c, ggml_type type) {
-    const char *a = c->arch_name;
-    char key[128];
-#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, a), key)
-    gguf_write_str(w, "general.architecture", a);
+    gguf_write_str(w, "general.architecture", c->arch_name);
     gguf_write_u32(w, "general.file_type", (uint32_t)file_type_of(type));
-    gguf_write_u32(w, K("context_length"), (uint32_t)c->n_ctx_train);
-    gguf_write_u32(w, K("embedding_length"), (uint32_t)c->n_embd);
-    gguf_write_u32(w, K("block_count"), (uint32_t)c->n_layer);
-    gguf_write_u32(w, K("feed_forward_length"), (uint32_t)c->n_ff);
-    gguf_write_u32(w, K("attention.head_count"), (uint32_t)c->n_head);
-    gguf_write_u32(w, K("attention.head_count_kv"), (uint32_t)c->n_head_kv);
-    gguf_write_u32(w, K("attention.key_length"), (uint32_t)c->head_dim);
-    gguf_write_u32(w, K("attention.value_length"), (uint32_t)c->head_dim);
-    gguf_write_f32(w, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
-    gguf_write_f32(w, K("rope.freq_base"), c->rope_theta);
-    gguf_write_u32(w, K("rope.dimension_count"), (uint32_t)c->n_rot);
-#undef K
+    model_config_write_gguf(w, c);
 }
 
 static void write_matrix(gguf_writer *w, const char *name, const float *x, int64_t rows, int64_t cols, ggml_type type) {
