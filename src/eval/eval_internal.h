@@ -110,11 +110,17 @@ typedef struct eval_model_scorer {
     const tokenizer *tok;
     size_t kv_budget_bytes;
     int32_t max_batch_tokens;  // tokens per model_forward call
+    // Items of a KV group whose shared tokens start with >= this many tokens of an
+    // earlier item's copy those KV positions instead of running them (0: 16; < 0:
+    // never; the environment's ALPHASPIN_EVAL_PREFIX_SHARE=0 also turns it off).
+    int32_t prefix_share_min;
     int64_t n_forward_calls;   // statistics
     int64_t n_tokens_run;
+    int64_t n_tokens_reused;   // KV positions copied from another item instead of run
 } eval_model_scorer;
 // eval_loglik_fn on a model: contexts shared by the choices of an item run once
-// (its KV cache copied to each choice), items batched under the KV budget.
+// (its KV cache copied to each choice), a prefix shared with an earlier item of
+// the KV group (few-shot examples) run once too, items batched under the KV budget.
 int eval_model_loglik(void *scorer, eval_mc_item *items, int64_t n);
 
 // Per-item metric values of a scored item.

@@ -2,7 +2,13 @@
 // requests, on the model: the tokens an item's choices share (its context) are
 // run once into one KV sequence, copied to one sequence per choice, and every
 // choice continues from there; several items go into the same forward calls.
+// Across items of one KV group, an item whose shared tokens start with >= 16
+// tokens of an earlier item's (the few-shot examples of a subject, fixed) copies
+// those positions from that item's sequence and runs only the rest: the same
+// tokens at the same positions, so the same scores up to the summation order
+// of kernels over a different number of tokens per call.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "eval/eval_internal.h"
@@ -19,6 +25,8 @@ typedef struct item_plan {
     int32_t shared;  // P: tokens run once (the common prefix of every choice's input, <= each context)
     int32_t n_inp;   // longest input (n_full - 1) among choices
     int32_t seq0;    // first KV sequence of the item
+    int64_t leader;  // item whose shared KV positions [0, reuse) this one copies, or -1
+    int32_t reuse;
 } item_plan;
 
 static int32_t *encode(const tokenizer *tok, const char *s, size_t n, int32_t *len) {
@@ -140,8 +148,43 @@ static int fb_run(eval_model_scorer *s, kv_cache *kv, fwd_batch *b, float *logit
     return AS_OK;
 }
 
+// Leaders and followers of items [i0, i1): an item becomes a follower of the
+// latest leader when their shared tokens agree on >= min_share tokens, else it
+// leads.  The follower keeps at least its last shared token to run, whose
+// logits its choices need.  One pass, one comparison per item.
+static void plan_prefix_sharing(item_plan *plans, int64_t i0, int64_t i1, int32_t min_share) {
+    int64_t lead = -1;
+    for (int64_t i = i0; i < i1; i++) {
+        item_plan *p = &plans[i];
+        p->leader = -1, p->reuse = 0;
+        if (min_share <= 0) continue;
+        int32_t k = 0;
+        if (lead >= 0) {
+            const item_plan *q = &plans[lead];
+            const int32_t lim = AS_MIN(q->shared, p->shared - 1);
+            while (k < lim && q->ch[0].full[k] == p->ch[0].full[k]) k++;
+        }
+        if (k >= min_share) p->leader = lead, p->reuse = k;
+        else lead = i;
+    }
+}
+
+// The shared tokens [from, p->shared) of item i into its first sequence.
+static int push_shared(eval_model_scorer *s, kv_cache *kv, fwd_batch *b, float *logits, item_plan *plans,
+                       eval_mc_item *items, int64_t i, int32_t from) {
+    const item_plan *p = &plans[i];
+    for (int32_t k = from; k < p->shared; k++) {
+        if (b->n == b->cap && fb_run(s, kv, b, logits, plans, items) != AS_OK) return AS_FAIL;
+        fb_push(b, p->ch[0].full[k], p->seq0, k, k == p->shared - 1, (row_dst){(int32_t)i, -1, k});
+    }
+    return AS_OK;
+}
+
 int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
     eval_model_scorer *s = user;
+    // ALPHASPIN_EVAL_PREFIX_SHARE=0 turns sharing across items off (a check of its scores).
+    const char *env = getenv("ALPHASPIN_EVAL_PREFIX_SHARE");
+    const int32_t min_share = (env && !strcmp(env, "0")) ? 0 : s->prefix_share_min == 0 ? 16 : s->prefix_share_min;
     const model_config *cfg = &s->m->cfg;
     const int32_t T = s->max_batch_tokens > 0 ? s->max_batch_tokens : 512;
     const size_t budget = s->kv_budget_bytes ? s->kv_budget_bytes : ((size_t)1 << 30);
@@ -179,13 +222,18 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
         }
         kv_cache *kv = kv_cache_init(cfg, n_seq, AS_MAX(n_ctx, 1));
         if (!kv) { rc = AS_FAIL; break; }
-        // 1. The shared tokens of every item, once, into the item's first sequence.
+        // 1. The shared tokens of every leader, once, into the item's first sequence;
+        // then each follower copies its leader's first `reuse` positions and runs the rest.
+        plan_prefix_sharing(plans, i0, i1, min_share);
+        for (int64_t i = i0; i < i1 && rc == AS_OK; i++)
+            if (plans[i].leader < 0) rc = push_shared(s, kv, &b, logits, plans, items, i, 0);
+        if (rc == AS_OK) rc = fb_run(s, kv, &b, logits, plans, items);
         for (int64_t i = i0; i < i1 && rc == AS_OK; i++) {
             const item_plan *p = &plans[i];
-            for (int32_t k = 0; k < p->shared && rc == AS_OK; k++) {
-                if (b.n == T) rc = fb_run(s, kv, &b, logits, plans, items);
-                fb_push(&b, p->ch[0].full[k], p->seq0, k, k == p->shared - 1, (row_dst){(int32_t)(i), -1, k});
-            }
+            if (p->leader < 0) continue;
+            kv_cache_copy_prefix(kv, p->seq0, plans[p->leader].seq0, p->reuse);
+            s->n_tokens_reused += p->reuse;
+            rc = push_shared(s, kv, &b, logits, plans, items, i, p->reuse);
         }
         if (rc == AS_OK) rc = fb_run(s, kv, &b, logits, plans, items);
         // 2. Each choice continues from a copy of that cache.

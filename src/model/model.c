@@ -293,17 +293,27 @@ void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len) {
     if (len < kv->len[seq]) kv->len[seq] = len;
 }
 
-void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src) {
-    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq) as_die("kv_cache_copy_seq: sequence %d -> %d invalid", src, dst);
-    if (src == dst) return;
-    // K in whole tiles (the last one partly filled), V in rows; byte offsets.
-    const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)kv->len[src] * row;
-    const size_t nk = ((size_t)kv->len[src] + KV_TILE - 1) / KV_TILE * KV_TILE * row;
+void kv_cache_copy_prefix(kv_cache *kv, int32_t dst, int32_t src, int32_t n_pos) {
+    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq || n_pos < 0 || n_pos > kv->len[src])
+        as_die("kv_cache_copy_prefix: sequence %d -> %d, %d positions invalid", src, dst, n_pos);
+    if (src == dst) {
+        kv->len[dst] = n_pos;
+        return;
+    }
+    // K in whole tiles (the last one partly filled: its positions past n_pos are
+    // src's values or zeros, finite, and attention ignores them), V in rows; byte offsets.
+    const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)n_pos * row;
+    const size_t nk = ((size_t)n_pos + KV_TILE - 1) / KV_TILE * KV_TILE * row;
     uint8_t *K = kv->k, *V = kv->v;
     for (int32_t l = 0; l < kv->n_layer; l++) {
         size_t base = (size_t)l * kv->n_seq * seq_stride;
         memcpy(K + base + (size_t)dst * seq_stride, K + base + (size_t)src * seq_stride, nk);
         memcpy(V + base + (size_t)dst * seq_stride, V + base + (size_t)src * seq_stride, n);
     }
-    kv->len[dst] = kv->len[src];
+    kv->len[dst] = n_pos;
+}
+
+void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src) {
+    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq) as_die("kv_cache_copy_seq: sequence %d -> %d invalid", src, dst);
+    kv_cache_copy_prefix(kv, dst, src, kv->len[src]);
 }

@@ -132,6 +132,10 @@ void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len);
 // dst becomes a copy of src (all layers, src's len positions): a prompt
 // prefilled once can then be continued as several samples.
 void kv_cache_copy_seq(kv_cache *kv, int32_t dst, int32_t src);
+// dst becomes a copy of src's first n_pos positions (n_pos <= src's len; dst's
+// len = n_pos): items that start with the same tokens (few-shot examples) run
+// them once and each continues from its own copy.
+void kv_cache_copy_prefix(kv_cache *kv, int32_t dst, int32_t src, int32_t n_pos);
 
 // One forward call over tokens of possibly many sequences.  Token i belongs to
 // sequence seq[i] at position pos[i]; positions of one sequence must be

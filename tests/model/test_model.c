@@ -5,7 +5,8 @@
 // file with F16 matrices and BF16 norms), loads it with model_load and checks
 // the logits of every way of feeding the same tokens: whole-sequence prefill,
 // token-by-token decode, all sequences in one batch (interleaved and grouped),
-// and prefill-3-then-decode with logits asked for only some rows.  The
+// and prefill-3-then-decode with logits asked for only some rows, and a prefix
+// copied from another sequence (kv_cache_copy_prefix) then continued.  The
 // untied llama also carries per-frequency RoPE factors (rope_freqs.weight).  Plus the
 // errors: missing tensor, wrong shape, unknown architecture, missing key, bad
 // batches.
@@ -261,6 +262,40 @@ static void run_chunks(const ref_model *r, model *m, const float *ref_all) {
     kv_cache_free(kv);
 }
 
+// (c) a prefix copied from another sequence: the longest sequence fills
+// sequence 0, sequence 1 holds other tokens (longer than the prefix), then
+// kv_cache_copy_prefix gives sequence 1 the first L positions of sequence 0 and
+// sequence 1 runs the rest; every row must match the reference, for prefixes
+// inside the first key tile, at its end and past it, and the empty one.
+static void run_copy_prefix(const ref_model *r, model *m, const float *ref_all) {
+    int s = 0;
+    for (int k = 1; k < r->n_seq; k++) s = r->seq_len[k] > r->seq_len[s] ? k : s;
+    const int n = r->seq_len[s];
+    assert_true(n > KV_TILE + 1);
+    kv_cache *kv = kv_cache_init(&m->cfg, 2, 32);
+    int32_t tok[64], seq[64], pos[64];
+    float *logits = as_malloc(sizeof(float) * (size_t)n * r->n_vocab);
+    for (int i = 0; i < n; i++) seq[i] = 0, pos[i] = i;
+    assert_int_equal(model_forward(m, kv, &(model_batch){.n_tokens = n, .token = r->seqs[s], .seq = seq, .pos = pos}, logits), AS_OK);
+    const int32_t prefixes[] = {5, KV_TILE, KV_TILE + 1, 0, n - 1};
+    for (size_t c = 0; c < AS_ARRAY_LEN(prefixes); c++) {
+        const int32_t L = prefixes[c];
+        kv_cache_clear_seq(kv, 1);
+        for (int i = 0; i < n; i++) tok[i] = (r->seqs[s][n - 1 - i] + 7) % r->n_vocab, seq[i] = 1, pos[i] = i;
+        assert_int_equal(model_forward(m, kv, &(model_batch){.n_tokens = n, .token = tok, .seq = seq, .pos = pos}, logits), AS_OK);
+        kv_cache_copy_prefix(kv, 1, 0, L);
+        assert_int_equal(kv->len[1], L);
+        assert_int_equal(kv->len[0], n);
+        for (int i = L; i < n; i++) seq[i - L] = 1, pos[i - L] = i;
+        model_batch b = {.n_tokens = n - L, .token = r->seqs[s] + L, .seq = seq, .pos = pos};
+        assert_int_equal(model_forward(m, kv, &b, logits), AS_OK);
+        assert_int_equal(kv->len[1], n);
+        for (int i = L; i < n; i++) check_row(r, ref_all, logits + (int64_t)(i - L) * r->n_vocab, s, i, "copied prefix");
+    }
+    free(logits);
+    kv_cache_free(kv);
+}
+
 static void check_variant(const char *variant, int32_t expect_head_dim, bool expect_tied, bool expect_neox, bool expect_rope_freqs) {
     fixture fx;
     ref_load(&fx.ref, variant);
@@ -286,6 +321,7 @@ static void check_variant(const char *variant, int32_t expect_head_dim, bool exp
         run_one_batch(&fx.ref, m, ref_all, true);
         run_one_batch(&fx.ref, m, ref_all, false);
         run_chunks(&fx.ref, m, ref_all);
+        run_copy_prefix(&fx.ref, m, ref_all);
         printf("  %s%s: worst relative error %.2e\n", variant, lowp ? " (F16/BF16 file)" : "", worst);
         model_free(m);
     }

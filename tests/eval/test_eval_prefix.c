@@ -1,0 +1,211 @@
+// Sharing a prefix across items (eval_model_loglik): items whose contexts start
+// with the same few-shot examples run those tokens once per KV group and copy
+// their KV positions.  Against two references: the scorer with sharing off
+// (prefix_share_min < 0, and ALPHASPIN_EVAL_PREFIX_SHARE=0), and every choice
+// run alone from position 0 in a fresh cache.  Log-likelihoods must agree within
+// 1e-4, and the tokens run must drop by exactly the positions the rule
+// (a follower of the latest leader when >= 16 tokens agree, keeping its last
+// shared token) allows, which this test works out from the tokenizer itself.
+#include "test_common.h"
+
+#include <math.h>
+
+#include "../generate/tiny_llama.h"
+#include "eval/eval_internal.h"
+#include "util/common.h"
+
+static char g_dir[256], g_path[300];
+static model *g_model;
+static tokenizer *g_tok;
+
+// Few-shot examples in the tiny vocabulary (mostly one token a character).
+#define SHOTS "Question: the cat and the dog?\nAnswer: Hello\n\nQuestion: sing and ring?\nAnswer: the thing\n\n"
+#define SHOTS2 "Question: a bee?\nAnswer: and\n\n"
+
+#define N_ITEMS 7
+typedef struct spec { const char *ctx[4]; const char *cont[4]; int n; } spec;
+static const spec k_items[N_ITEMS] = {
+    {{SHOTS "Question: the sky?\nAnswer:", NULL}, {" Hello", " the and", " ing ing", " x"}, 4},  // leader
+    {{SHOTS "Question: a cow and the ink?\nAnswer:", NULL}, {" Hello", " thing"}, 2},          // follower
+    {{SHOTS "Question: the sky?\nAnswer:", NULL}, {" and", " the"}, 2},                        // same context as the leader
+    // Per-choice contexts (partial scoring) after the same examples.
+    {{SHOTS "Ann beat Bo so Ann", SHOTS "Ann beat Bo so Bo", NULL}, {" won.", " won."}, 2},
+    // Other examples: a new leader, then its follower.
+    {{SHOTS2 "Question: the sky?\nAnswer:", NULL}, {" Hello", " and"}, 2},
+    {{SHOTS2 "Question: red?\nAnswer:", NULL}, {" the", " Hello the"}, 2},
+    // Too short to share anything.
+    {{"Q: x?\nA:", NULL}, {" the", " and"}, 2},
+};
+
+static const char *ctx_of(int i, int c) { return k_items[i].ctx[1] ? k_items[i].ctx[c] : k_items[i].ctx[0]; }
+
+static int32_t *enc(const char *s, size_t *n) {
+    int32_t *ids = NULL;
+    assert_int_equal(tokenizer_encode(g_tok, s, strlen(s), true, false, &ids, n), 0);
+    return ids;
+}
+
+static int32_t lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t k = 0;
+    while (k < na && k < nb && a[k] == b[k]) k++;
+    return (int32_t)k;
+}
+
+// The positions the rule lets followers copy, all items in one KV group.  An
+// item's shared tokens: the longest common prefix of its choices' contexts
+// (each choice has a non-empty continuation here).
+static int64_t expected_reused(void) {
+    int32_t *ctx0[N_ITEMS];
+    size_t n0[N_ITEMS];
+    int32_t shared[N_ITEMS];
+    for (int i = 0; i < N_ITEMS; i++) {
+        ctx0[i] = enc(ctx_of(i, 0), &n0[i]);
+        shared[i] = (int32_t)n0[i];
+        for (int c = 1; c < k_items[i].n; c++) {
+            size_t nc;
+            int32_t *t = enc(ctx_of(i, c), &nc);
+            shared[i] = AS_MIN(shared[i], lcp(ctx0[i], n0[i], t, nc));
+            free(t);
+        }
+    }
+    int64_t reused = 0;
+    int lead = 0, n_followers = 0;
+    for (int i = 1; i < N_ITEMS; i++) {
+        int32_t k = AS_MIN(lcp(ctx0[lead], n0[lead], ctx0[i], n0[i]), AS_MIN(shared[lead], shared[i] - 1));
+        if (k >= 16) reused += k, n_followers++;
+        else lead = i;
+    }
+    assert_int_equal(n_followers, 4); // as the items were written: items 1, 2, 3 and 5
+    for (int i = 0; i < N_ITEMS; i++) free(ctx0[i]);
+    return reused;
+}
+
+// Each choice alone from position 0: lm-eval's encoding written out again.
+static double reference_loglik(const char *ctx, const char *cont) {
+    char whole[1024];
+    snprintf(whole, sizeof whole, "%s%s", ctx, cont);
+    size_t n_c, n_w;
+    int32_t *c = enc(ctx, &n_c), *w = enc(whole, &n_w);
+    assert_true(n_c >= 1 && n_w > n_c && n_w <= 512);
+    for (size_t i = 0; i < n_c; i++) assert_int_equal(w[i], c[i]); // no merge across the boundary here
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n_w);
+    int32_t seq[512] = {0}, pos[512];
+    for (size_t i = 0; i < n_w; i++) pos[i] = (int32_t)i;
+    const int32_t nv = g_model->cfg.n_vocab;
+    float *logits = malloc(n_w * (size_t)nv * sizeof *logits);
+    model_batch b = {.n_tokens = (int32_t)(n_w - 1), .token = w, .seq = seq, .pos = pos, .want_logits = NULL};
+    assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
+    double ll = 0;
+    for (size_t j = n_c; j < n_w; j++) {
+        const float *l = logits + (j - 1) * (size_t)nv;
+        double mx = l[0], z = 0;
+        for (int32_t v = 1; v < nv; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int32_t v = 0; v < nv; v++) z += exp(l[v] - mx);
+        ll += l[w[j]] - mx - log(z);
+    }
+    free(logits), free(c), free(w);
+    kv_cache_free(kv);
+    return ll;
+}
+
+static eval_model_scorer run_scorer(size_t budget, int32_t max_tokens, int32_t share_min, double out[N_ITEMS][4]) {
+    eval_mc_item items[N_ITEMS];
+    char *ctx[N_ITEMS][4], *cont[N_ITEMS][4];
+    for (int i = 0; i < N_ITEMS; i++) {
+        for (int c = 0; c < k_items[i].n; c++) ctx[i][c] = (char *)ctx_of(i, c), cont[i][c] = (char *)k_items[i].cont[c];
+        items[i] = (eval_mc_item){.n_choices = k_items[i].n, .ctx = ctx[i], .cont = cont[i], .ll = out[i]};
+        for (int c = 0; c < 4; c++) out[i][c] = 12345; // must be overwritten
+    }
+    eval_model_scorer s = {.m = g_model, .tok = g_tok, .kv_budget_bytes = budget, .max_batch_tokens = max_tokens,
+                           .prefix_share_min = share_min};
+    if (eval_model_loglik(&s, items, N_ITEMS)) fail_msg("%s", as_last_error());
+    return s;
+}
+
+static void expect_close(double got[N_ITEMS][4], double want[N_ITEMS][4], const char *what) {
+    for (int i = 0; i < N_ITEMS; i++)
+        for (int c = 0; c < k_items[i].n; c++) {
+            assert_true(got[i][c] < 0);
+            if (!(fabs(got[i][c] - want[i][c]) <= 1e-4 * (1 + fabs(want[i][c]))))
+                fail_msg("%s: item %d choice %d: %.9g vs %.9g", what, i, c, got[i][c], want[i][c]);
+        }
+}
+
+static void check_precision(kernel_precision prec) {
+    g_model->precision = prec;
+    double ref[N_ITEMS][4];
+    for (int i = 0; i < N_ITEMS; i++)
+        for (int c = 0; c < k_items[i].n; c++) ref[i][c] = reference_loglik(ctx_of(i, c), k_items[i].cont[c]);
+    const int64_t reused = expected_reused();
+    assert_true(reused >= 4 * 60); // the examples are long
+    // All items in one KV group; forward calls of 512 tokens, and of 7 (the
+    // shared tokens of one item split over several calls).
+    const int32_t chunks[2] = {512, 7};
+    for (int k = 0; k < 2; k++) {
+        double on[N_ITEMS][4], off[N_ITEMS][4];
+        eval_model_scorer s_off = run_scorer((size_t)1 << 30, chunks[k], -1, off);
+        eval_model_scorer s_on = run_scorer((size_t)1 << 30, chunks[k], 0, on);
+        expect_close(on, off, "shared vs not shared");
+        expect_close(off, ref, "not shared vs choices alone");
+        expect_close(on, ref, "shared vs choices alone");
+        assert_int_equal(s_off.n_tokens_reused, 0);
+        assert_int_equal(s_on.n_tokens_reused, reused);
+        assert_int_equal(s_off.n_tokens_run - s_on.n_tokens_run, reused);
+        // The environment's switch turns it off too.
+        setenv("ALPHASPIN_EVAL_PREFIX_SHARE", "0", 1);
+        eval_model_scorer s_env = run_scorer((size_t)1 << 30, chunks[k], 0, on);
+        unsetenv("ALPHASPIN_EVAL_PREFIX_SHARE");
+        assert_int_equal(s_env.n_tokens_reused, 0);
+        assert_int_equal(s_env.n_tokens_run, s_off.n_tokens_run);
+        expect_close(on, off, "ALPHASPIN_EVAL_PREFIX_SHARE=0 vs not shared");
+    }
+    // One item per KV group: nothing to share with.
+    double one[N_ITEMS][4];
+    eval_model_scorer s1 = run_scorer(1, 0, 0, one);
+    assert_int_equal(s1.n_tokens_reused, 0);
+    expect_close(one, ref, "one item per group vs choices alone");
+    g_model->precision = KERNEL_PRECISION_F32;
+}
+
+static void test_prefix_shared_f32(void **st) {
+    (void)st;
+    check_precision(KERNEL_PRECISION_F32);
+}
+
+// q8 activations and an fp16 KV cache: the copied positions are fp16 too.
+static void test_prefix_shared_q8(void **st) {
+    (void)st;
+    check_precision(KERNEL_PRECISION_Q8);
+}
+
+static int setup(void **st) {
+    (void)st;
+    char *d = as_test_tmpdir();
+    if (!d) return -1;
+    snprintf(g_dir, sizeof g_dir, "%s", d);
+    snprintf(g_path, sizeof g_path, "%s/tiny.gguf", g_dir);
+    tiny_llama_cfg c = tiny_llama_default();
+    if (tiny_llama_write(g_path, &c, NULL)) return -1;
+    if (model_load(&g_model, g_path) || tokenizer_load(&g_tok, g_model->file)) {
+        fprintf(stderr, "%s\n", as_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    tokenizer_free(g_tok);
+    model_free(g_model);
+    unlink(g_path);
+    rmdir(g_dir);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prefix_shared_f32),
+        cmocka_unit_test(test_prefix_shared_q8),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
