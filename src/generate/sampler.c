@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensor/kernels.h"
 #include "util/common.h"
 
 sampler_params sampler_params_default(void) {
@@ -276,7 +277,43 @@ double sampler_logprob(const float *logits, int32_t n_vocab, int32_t token) {
     return (double)logits[token] - mx - log(sum);
 }
 
+// The first index of the largest value (NaNs never win; a NaN at 0 returns 0,
+// as the plain scan `if (l[i] > l[best]) best = i` does, which is the
+// fallback).  With AVX-512: 16 lanes, each with its running maximum and the
+// first index where it was reached, merged at the end (greedy decoding of 32
+// sequences spent 6% of a step in the plain scan over 49152 logits).
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, int32_t n) {
+    __m512 m = _mm512_set1_ps(l[0]);
+    __m512i at = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16, idx = _mm512_add_epi32(idx, step)) {
+        const __m512 x = _mm512_loadu_ps(l + i);
+        const __mmask16 gt = _mm512_cmp_ps_mask(x, m, _CMP_GT_OQ);
+        m = _mm512_mask_mov_ps(m, gt, x);
+        at = _mm512_mask_mov_epi32(at, gt, idx);
+    }
+    float mv[16];
+    int32_t av[16];
+    _mm512_storeu_ps(mv, m);
+    _mm512_storeu_si512(av, at);
+    float best = mv[0];
+    int32_t best_at = av[0];
+    for (int j = 1; j < 16; j++)
+        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
+    for (; i < n; i++)
+        if (l[i] > best) best = l[i], best_at = i;
+    return best_at;
+}
+#endif
+
 int32_t sampler_argmax(const float *logits, int32_t n_vocab) {
+    if (n_vocab <= 1 || logits[0] != logits[0]) return 0;
+#if defined(__x86_64__)
+    if (cpu_get_features()->avx512f) return argmax_avx512(logits, n_vocab);
+#endif
     int32_t best = 0;
     for (int32_t i = 1; i < n_vocab; i++)
         if (logits[i] > logits[best]) best = i;

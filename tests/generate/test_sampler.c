@@ -315,6 +315,21 @@ static void test_greedy(void **st) {
     assert_int_equal(sampler_init(&s, &g, 49152), 0);
     assert_int_equal(sampler_sample(&s, big, NULL, 0), 12345);
     sampler_free(&s);
+    // sampler_argmax (16 vector lanes) against the plain first-maximum scan,
+    // with ties across and within lanes, tails, -0 vs +0, NaNs and infinities.
+    for (int trial = 0; trial < 400; trial++) {
+        const int32_t n = 1 + trial * 131 % 200 + (trial % 7 == 0 ? 48900 : 0);
+        fill_normal(big, n, 1.0, 100 + trial);
+        for (int32_t i = 0; i < n; i++) big[i] = (float)(int)(big[i] * 2.0f) * 0.5f; // few distinct values: many ties
+        if (trial % 5 == 1) big[trial % n] = NAN;
+        if (trial % 5 == 2) big[0] = NAN;
+        if (trial % 5 == 3) big[(trial * 7) % n] = INFINITY, big[(trial * 3) % n] = INFINITY;
+        if (trial % 11 == 4) for (int32_t i = 0; i < n; i++) big[i] = (i % 3) ? -0.0f : 0.0f;
+        int32_t want = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (big[i] > big[want]) want = i;
+        if (sampler_argmax(big, n) != want) fail_msg("argmax trial %d (n %d): %d, plain scan %d", trial, n, sampler_argmax(big, n), want);
+    }
     free(big);
 }
 
