@@ -1,7 +1,9 @@
 // Log-likelihood of continuations, lm-evaluation-harness's loglikelihood
 // requests, on the model: the tokens an item's choices share (its context) are
 // run once into one KV sequence, copied to one sequence per choice, and every
-// choice continues from there; several items go into the same forward calls.
+// choice continues from there (a choice of one token, MMLU's letters, is scored
+// from the shared row and takes no sequence); several items go into the same
+// forward calls.
 // Across items of one KV group, an item whose shared tokens start with >= 16
 // tokens of an earlier item's (the few-shot examples of a subject, fixed) copies
 // those positions from that item's sequence and runs only the rest: the same
@@ -17,6 +19,7 @@
 typedef struct choice_toks {
     int32_t *full;   // context tokens ++ continuation tokens
     int32_t n_full, n_ctx;
+    int32_t seq;     // its KV sequence, when it runs tokens past the shared ones
 } choice_toks;
 
 typedef struct item_plan {
@@ -25,6 +28,7 @@ typedef struct item_plan {
     int32_t shared;  // P: tokens run once (the common prefix of every choice's input, <= each context)
     int32_t n_inp;   // longest input (n_full - 1) among choices
     int32_t seq0;    // first KV sequence of the item
+    int32_t n_seq;   // sequences it needs: one per choice that runs tokens past `shared` (at least one)
     int64_t leader;  // item whose shared KV positions [0, reuse) this one copies, or -1
     int32_t reuse;
 } item_plan;
@@ -95,6 +99,10 @@ static int plan_item(const eval_model_scorer *s, const eval_mc_item *it, int32_t
         p->n_inp = AS_MAX(p->n_inp, a->n_full - 1);
     }
     p->shared = P;
+    // A choice whose input is the shared tokens (MMLU's one-token letters) is
+    // scored from the shared row and needs no sequence of its own.
+    for (int32_t c = 0; c < it->n_choices; c++) p->n_seq += p->ch[c].n_full - 1 > P;
+    p->n_seq = AS_MAX(p->n_seq, 1);
     return AS_OK;
 }
 
@@ -214,10 +222,10 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
         int64_t i1 = i0;
         int32_t n_seq = 0, n_ctx = 1;
         while (i1 < n) {
-            int32_t ns = n_seq + plans[i1].n_choices, nc = AS_MAX(n_ctx, plans[i1].n_inp);
+            int32_t ns = n_seq + plans[i1].n_seq, nc = AS_MAX(n_ctx, plans[i1].n_inp);
             if (i1 > i0 && (size_t)ns * (size_t)nc * per_pos > budget) break;
             n_seq = ns, n_ctx = nc;
-            plans[i1].seq0 = ns - plans[i1].n_choices;
+            plans[i1].seq0 = ns - plans[i1].n_seq;
             i1++;
         }
         kv_cache *kv = kv_cache_init(cfg, n_seq, AS_MAX(n_ctx, 1));
@@ -236,15 +244,21 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
             rc = push_shared(s, kv, &b, logits, plans, items, i, p->reuse);
         }
         if (rc == AS_OK) rc = fb_run(s, kv, &b, logits, plans, items);
-        // 2. Each choice continues from a copy of that cache.
+        // 2. Each choice that runs tokens continues from a copy of that cache.
         for (int64_t i = i0; i < i1 && rc == AS_OK; i++) {
             const item_plan *p = &plans[i];
-            for (int32_t c = 1; c < p->n_choices; c++) kv_cache_copy_seq(kv, p->seq0 + c, p->seq0);
+            // The first choice that runs tokens continues in seq0, the others in copies.
+            for (int32_t c = 0, next = p->seq0; c < p->n_choices; c++) {
+                choice_toks *ch = &p->ch[c];
+                if (ch->n_full - 1 <= p->shared) continue;
+                ch->seq = next++;
+                if (ch->seq != p->seq0) kv_cache_copy_seq(kv, ch->seq, p->seq0);
+            }
             for (int32_t c = 0; c < p->n_choices && rc == AS_OK; c++) {
                 const choice_toks *ch = &p->ch[c];
                 for (int32_t k = p->shared; k < ch->n_full - 1 && rc == AS_OK; k++) {
                     if (b.n == T) rc = fb_run(s, kv, &b, logits, plans, items);
-                    fb_push(&b, ch->full[k], p->seq0 + c, k, k + 1 >= ch->n_ctx, (row_dst){(int32_t)i, c, k});
+                    fb_push(&b, ch->full[k], ch->seq, k, k + 1 >= ch->n_ctx, (row_dst){(int32_t)i, c, k});
                 }
             }
         }

@@ -5,7 +5,9 @@
 // run alone from position 0 in a fresh cache.  Log-likelihoods must agree within
 // 1e-4, and the tokens run must drop by exactly the positions the rule
 // (a follower of the latest leader when >= 16 tokens agree, keeping its last
-// shared token) allows, which this test works out from the tokenizer itself.
+// shared token) allows, which this test works out from the tokenizer itself,
+// also under a KV budget that holds all items only when a choice scored from
+// the shared row (a one-token continuation) takes no KV sequence of its own.
 #include "test_common.h"
 
 #include <math.h>
@@ -18,7 +20,7 @@ static char g_dir[256], g_path[300];
 static model *g_model;
 static tokenizer *g_tok;
 
-// Few-shot examples in the tiny vocabulary (mostly one token a character).
+// Few-shot examples in the tiny vocabulary (one token a character).
 #define SHOTS "Question: the cat and the dog?\nAnswer: Hello\n\nQuestion: sing and ring?\nAnswer: the thing\n\n"
 #define SHOTS2 "Question: a bee?\nAnswer: and\n\n"
 
@@ -27,7 +29,9 @@ typedef struct spec { const char *ctx[4]; const char *cont[4]; int n; } spec;
 static const spec k_items[N_ITEMS] = {
     {{SHOTS "Question: the sky?\nAnswer:", NULL}, {" Hello", " the and", " ing ing", " x"}, 4},  // leader
     {{SHOTS "Question: a cow and the ink?\nAnswer:", NULL}, {" Hello", " thing"}, 2},          // follower
-    {{SHOTS "Question: the sky?\nAnswer:", NULL}, {" and", " the"}, 2},                        // same context as the leader
+    // The leader's context again, one-token choices (the tiny vocabulary has no
+    // merges: one character a token), which take no KV sequence of their own.
+    {{SHOTS "Question: the sky?\nAnswer:", NULL}, {"A", "B", "C", "D"}, 4},
     // Per-choice contexts (partial scoring) after the same examples.
     {{SHOTS "Ann beat Bo so Ann", SHOTS "Ann beat Bo so Bo", NULL}, {" won.", " won."}, 2},
     // Other examples: a new leader, then its follower.
@@ -53,8 +57,10 @@ static int32_t lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
 
 // The positions the rule lets followers copy, all items in one KV group.  An
 // item's shared tokens: the longest common prefix of its choices' contexts
-// (each choice has a non-empty continuation here).
-static int64_t expected_reused(void) {
+// (each choice has a non-empty continuation here).  *budget: the KV bytes that
+// just hold all items when a choice whose continuation is one token (scored
+// from the shared row) takes no sequence of its own.
+static int64_t expected_reused(size_t *budget) {
     int32_t *ctx0[N_ITEMS];
     size_t n0[N_ITEMS];
     int32_t shared[N_ITEMS];
@@ -68,6 +74,24 @@ static int64_t expected_reused(void) {
             free(t);
         }
     }
+    int32_t n_seq = 0, n_ctx = 0;
+    for (int i = 0; i < N_ITEMS; i++) {
+        int32_t own = 0;
+        for (int c = 0; c < k_items[i].n; c++) {
+            char whole[1024];
+            snprintf(whole, sizeof whole, "%s%s", ctx_of(i, c), k_items[i].cont[c]);
+            size_t nw;
+            free(enc(whole, &nw));
+            own += (int32_t)nw - 1 > shared[i];
+            n_ctx = AS_MAX(n_ctx, (int32_t)nw - 1);
+        }
+        n_seq += AS_MAX(own, 1);
+    }
+    // 18 with one per choice, which would split the items into two groups before
+    // item 5 and leave it no leader to copy from.
+    assert_int_equal(n_seq, 15);
+    const model_config *cfg = &g_model->cfg;
+    *budget = (size_t)n_seq * (size_t)n_ctx * 2 * (size_t)cfg->n_layer * (size_t)cfg->n_head_kv * (size_t)cfg->head_dim * sizeof(float);
     int64_t reused = 0;
     int lead = 0, n_followers = 0;
     for (int i = 1; i < N_ITEMS; i++) {
@@ -136,15 +160,18 @@ static void check_precision(kernel_precision prec) {
     double ref[N_ITEMS][4];
     for (int i = 0; i < N_ITEMS; i++)
         for (int c = 0; c < k_items[i].n; c++) ref[i][c] = reference_loglik(ctx_of(i, c), k_items[i].cont[c]);
-    const int64_t reused = expected_reused();
+    size_t tight;
+    const int64_t reused = expected_reused(&tight);
     assert_true(reused >= 4 * 60); // the examples are long
-    // All items in one KV group; forward calls of 512 tokens, and of 7 (the
-    // shared tokens of one item split over several calls).
-    const int32_t chunks[2] = {512, 7};
-    for (int k = 0; k < 2; k++) {
+    // All items in one KV group: forward calls of 512 tokens, of 7 (the shared
+    // tokens of one item split over several calls), and a budget that holds
+    // them exactly.
+    const int32_t chunks[3] = {512, 7, 512};
+    const size_t budgets[3] = {(size_t)1 << 30, (size_t)1 << 30, tight};
+    for (int k = 0; k < 3; k++) {
         double on[N_ITEMS][4], off[N_ITEMS][4];
-        eval_model_scorer s_off = run_scorer((size_t)1 << 30, chunks[k], -1, off);
-        eval_model_scorer s_on = run_scorer((size_t)1 << 30, chunks[k], 0, on);
+        eval_model_scorer s_off = run_scorer(budgets[k], chunks[k], -1, off);
+        eval_model_scorer s_on = run_scorer(budgets[k], chunks[k], 0, on);
         expect_close(on, off, "shared vs not shared");
         expect_close(off, ref, "not shared vs choices alone");
         expect_close(on, ref, "shared vs choices alone");
@@ -153,7 +180,7 @@ static void check_precision(kernel_precision prec) {
         assert_int_equal(s_off.n_tokens_run - s_on.n_tokens_run, reused);
         // The environment's switch turns it off too.
         setenv("ALPHASPIN_EVAL_PREFIX_SHARE", "0", 1);
-        eval_model_scorer s_env = run_scorer((size_t)1 << 30, chunks[k], 0, on);
+        eval_model_scorer s_env = run_scorer(budgets[k], chunks[k], 0, on);
         unsetenv("ALPHASPIN_EVAL_PREFIX_SHARE");
         assert_int_equal(s_env.n_tokens_reused, 0);
         assert_int_equal(s_env.n_tokens_run, s_off.n_tokens_run);
