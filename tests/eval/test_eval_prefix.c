@@ -8,17 +8,7 @@
 // shared token) allows, which this test works out from the tokenizer itself,
 // also under a KV budget that holds all items only when a choice scored from
 // the shared row (a one-token continuation) takes no KV sequence of its own.
-#include "test_common.h"
-
-#include <math.h>
-
-#include "../generate/tiny_llama.h"
-#include "eval/eval_internal.h"
-#include "util/common.h"
-
-static char g_dir[256], g_path[300];
-static model *g_model;
-static tokenizer *g_tok;
+#include "tiny_scorer.h"
 
 // Few-shot examples in the tiny vocabulary (one token a character).
 #define SHOTS "Question: the cat and the dog?\nAnswer: Hello\n\nQuestion: sing and ring?\nAnswer: the thing\n\n"
@@ -112,23 +102,8 @@ static double reference_loglik(const char *ctx, const char *cont) {
     int32_t *c = enc(ctx, &n_c), *w = enc(whole, &n_w);
     assert_true(n_c >= 1 && n_w > n_c && n_w <= 512);
     for (size_t i = 0; i < n_c; i++) assert_int_equal(w[i], c[i]); // no merge across the boundary here
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n_w);
-    int32_t seq[512] = {0}, pos[512];
-    for (size_t i = 0; i < n_w; i++) pos[i] = (int32_t)i;
-    const int32_t nv = g_model->cfg.n_vocab;
-    float *logits = malloc(n_w * (size_t)nv * sizeof *logits);
-    model_batch b = {.n_tokens = (int32_t)(n_w - 1), .token = w, .seq = seq, .pos = pos, .want_logits = NULL};
-    assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
-    double ll = 0;
-    for (size_t j = n_c; j < n_w; j++) {
-        const float *l = logits + (j - 1) * (size_t)nv;
-        double mx = l[0], z = 0;
-        for (int32_t v = 1; v < nv; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int32_t v = 0; v < nv; v++) z += exp(l[v] - mx);
-        ll += l[w[j]] - mx - log(z);
-    }
-    free(logits), free(c), free(w);
-    kv_cache_free(kv);
+    const double ll = loglik_alone(w, n_w, n_c);
+    free(c), free(w);
     return ll;
 }
 
@@ -203,30 +178,6 @@ static void test_prefix_shared_f32(void **st) {
 static void test_prefix_shared_q8(void **st) {
     (void)st;
     check_precision(KERNEL_PRECISION_Q8);
-}
-
-static int setup(void **st) {
-    (void)st;
-    char *d = as_test_tmpdir();
-    if (!d) return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
-    snprintf(g_path, sizeof g_path, "%s/tiny.gguf", g_dir);
-    tiny_llama_cfg c = tiny_llama_default();
-    if (tiny_llama_write(g_path, &c, NULL)) return -1;
-    if (model_load(&g_model, g_path) || tokenizer_load(&g_tok, g_model->file)) {
-        fprintf(stderr, "%s\n", as_last_error());
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    tokenizer_free(g_tok);
-    model_free(g_model);
-    unlink(g_path);
-    rmdir(g_dir);
-    return 0;
 }
 
 int main(void) {

@@ -3,17 +3,7 @@
 // summed from a double-precision log-softmax.  The scorer shares each item's
 // context (run once, KV copied per choice) and batches items; the sums must
 // agree whatever the batching (KV budget) and for per-choice contexts.
-#include "test_common.h"
-
-#include <math.h>
-
-#include "../generate/tiny_llama.h"
-#include "eval/eval_internal.h"
-#include "util/common.h"
-
-static char g_dir[256], g_path[300];
-static model *g_model;
-static tokenizer *g_tok;
+#include "tiny_scorer.h"
 
 // lm-eval's request encoding, written out again: trailing spaces of the context
 // go to the continuation; continuation tokens = encode(ctx + cont)[len(encode(ctx)):].
@@ -29,25 +19,11 @@ static double reference_loglik(const char *ctx, const char *cont) {
     assert_true(n_c >= 1 && n_w > n_c);
     int32_t toks[512];
     size_t n = 0;
+    assert_true(n_w <= 512);
     for (size_t i = 0; i < n_c; i++) toks[n++] = c[i];
     for (size_t i = n_c; i < n_w; i++) toks[n++] = w[i];
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n);
-    int32_t seq[512] = {0}, pos[512];
-    for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
-    const int32_t nv = g_model->cfg.n_vocab;
-    float *logits = malloc(n * (size_t)nv * sizeof *logits);
-    model_batch b = {.n_tokens = (int32_t)(n - 1), .token = toks, .seq = seq, .pos = pos, .want_logits = NULL};
-    assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
-    double ll = 0;
-    for (size_t j = n_c; j < n; j++) {
-        const float *l = logits + (j - 1) * (size_t)nv;
-        double mx = l[0], z = 0;
-        for (int32_t v = 1; v < nv; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int32_t v = 0; v < nv; v++) z += exp(l[v] - mx);
-        ll += l[toks[j]] - mx - log(z);
-    }
-    free(logits), free(c), free(w);
-    kv_cache_free(kv);
+    const double ll = loglik_alone(toks, n, n_c);
+    free(c), free(w);
     return ll;
 }
 
@@ -113,30 +89,6 @@ static void test_matches_choices_run_alone(void **st) {
                     fail_msg("budget %zu item %d choice %d: %.9g vs reference %.9g", budgets[k], i, c, got[i][c], ref[i][c]);
             }
     }
-}
-
-static int setup(void **st) {
-    (void)st;
-    char *d = as_test_tmpdir();
-    if (!d) return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
-    snprintf(g_path, sizeof g_path, "%s/tiny.gguf", g_dir);
-    tiny_llama_cfg c = tiny_llama_default();
-    if (tiny_llama_write(g_path, &c, NULL)) return -1;
-    if (model_load(&g_model, g_path) || tokenizer_load(&g_tok, g_model->file)) {
-        fprintf(stderr, "%s\n", as_last_error());
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    tokenizer_free(g_tok);
-    model_free(g_model);
-    unlink(g_path);
-    rmdir(g_dir);
-    return 0;
 }
 
 int main(void) {
