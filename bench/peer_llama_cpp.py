@@ -5,6 +5,7 @@ aggregate decode tok/s at batch B, prefill tok/s, and peak RSS.
 
 Build llama-cpp-python without AMX if the kernel refuses AMX tiles here (see
 BENCHMARKS.md for the exact CMAKE_ARGS)."""
+import statistics
 import argparse, ctypes, json, resource, time
 
 import numpy as np
@@ -17,6 +18,7 @@ ap.add_argument("--prompt-tokens", type=int, default=32)
 ap.add_argument("--new-tokens", type=int, default=128)
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--prefill", type=int, default=512)
+ap.add_argument("--prefill-reps", type=int, default=5, help="prefill passes; the median is reported")
 args = ap.parse_args()
 
 L.llama_backend_init()
@@ -97,7 +99,7 @@ res = {
     "peer": "llama.cpp " + L.__version__,
     "decode_b1_tok_s": decode_run(1),
     f"decode_b{args.batch}_tok_s": decode_run(args.batch),
-    f"prefill_{args.prefill}_tok_s": prefill_run(),
+    f"prefill_{args.prefill}_tok_s": statistics.median(prefill_run() for _ in range(args.prefill_reps)),
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }
 print(json.dumps(res))

@@ -3,6 +3,7 @@
 transformers' GGUF loader) on the same cores: the peer for bench/run_inference.sh.
 Run with OMP_WAIT_POLICY=PASSIVE (its best configuration on 2 cores).  Prints one
 JSON line: decode tok/s at batch 1 and B (greedy, KV cache), prefill tok/s, peak RSS."""
+import statistics
 import argparse, json, os, resource, time
 
 import torch
@@ -15,6 +16,7 @@ ap.add_argument("--prompt-tokens", type=int, default=32)
 ap.add_argument("--new-tokens", type=int, default=128)
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--prefill", type=int, default=512)
+ap.add_argument("--prefill-reps", type=int, default=5, help="prefill passes; the median is reported")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 
@@ -50,7 +52,7 @@ res = {
     "peer": f"pytorch {torch.__version__} (transformers, fp32)",
     "decode_b1_tok_s": decode_run(1),
     f"decode_b{args.batch}_tok_s": decode_run(args.batch),
-    f"prefill_{args.prefill}_tok_s": prefill_run(),
+    f"prefill_{args.prefill}_tok_s": statistics.median(prefill_run() for _ in range(args.prefill_reps)),
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }
 print(json.dumps(res))
