@@ -28,8 +28,11 @@ for task in $TASKS; do
   load=$(cut -d' ' -f1 /proc/loadavg)
   start=$(date -u +%FT%TZ)
   echo "$task: started $start (load average $load)"
-  /usr/bin/time -f "%e %U %S" -o "$OUT/$task.time" "$BIN" eval --tasks "$task" --precision "$PRECISION" --threads "$THREADS" \
-      --out "$OUT/$task.json.part" --markdown "$OUT/$task.md" --log-samples "$OUT/$task.samples.jsonl" >"$OUT/$task.log" 2>&1
+  if ! /usr/bin/time -f "%e %U %S" -o "$OUT/$task.time" "$BIN" eval --tasks "$task" --precision "$PRECISION" --threads "$THREADS" \
+      --out "$OUT/$task.json.part" --markdown "$OUT/$task.md" --log-samples "$OUT/$task.samples.jsonl" >"$OUT/$task.log" 2>&1; then
+    echo "$task: FAILED, not timed: $(grep -v '^ *Command exited' "$OUT/$task.log" | tail -n 1)"  # e.g. its data is absent
+    continue
+  fi
   mv "$OUT/$task.json.part" "$OUT/$task.json"
   python3 - "$OUT" "$task" "$load" "$commit" "$start" "$PRECISION" "$THREADS" <<'PY'
 import json, sys

@@ -20,6 +20,12 @@ void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l
 void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n);
 // dg[i] += dh u s (1 + g (1 - s)),  du[i] += dh silu(g),  s = sigmoid(g).
 void train_silu_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+// Inverted dropout of one row: d[j] (+)= x[j] * (h(k0 + j) < thresh ? 0 : keep_scale),
+// h = lowbias32 of the 64-bit counter folded to 32 bits (lo ^ hi).  The mask
+// is a pure function of the counter, so the backward regenerates it.
+// `add` accumulates into d.  _ref is the scalar definition (tests).
+void train_dropout_row(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
+void train_dropout_row_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
 // Scalar exp with the vector path's rounding (for tails and tests).
 float train_expf(float x);
 

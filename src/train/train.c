@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "tensor/quant.h"
+#include "train/fastmath.h"
 #include "train/gemm_bf16.h"
 #include "train/ops.h"
 #include "util/common.h"
@@ -340,33 +341,17 @@ void train_set_training(train_model *m, bool on) { m->training = on; }
 // (lowbias32 of the folded 64-bit counter) so the loops vectorise.
 static inline uint64_t dropout_base(uint64_t seed, int l, int t) { return seed + ((uint64_t)(l * TRAIN_LORA_N_TARGETS + t) << 42); }
 
-static inline float dropout_scale(uint64_t base, int64_t idx, uint32_t thresh, float keep_scale) {
-    const uint64_t k = base + (uint64_t)idx;
-    uint32_t x = (uint32_t)k ^ (uint32_t)(k >> 32);
-    x ^= x >> 16, x *= 0x7feb352dU, x ^= x >> 15, x *= 0x846ca68bU, x ^= x >> 16;
-    return x < thresh ? 0.0f : keep_scale;
-}
-
 // Drop probability p as a 32-bit threshold (p < 1).
 static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
-// dst (+)= x * mask, row by row.
+// dst (+)= x * mask, row by row (train_dropout_row: the mask of element i * in
+// + j hashes the counter base + i * in + j).
 static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uint64_t seed, int l, int t, float p, bool add, int nth) {
     const uint64_t base = dropout_base(seed, l, t);
     const uint32_t th = dropout_thresh(p);
     const float ks = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(nth) if (N > 1)
-    for (int64_t i = 0; i < N; i++) {
-        float *d = dst + i * in;
-        const float *xi = x + i * in;
-        if (add) {
-#pragma omp simd
-            for (int64_t j = 0; j < in; j++) d[j] += xi[j] * dropout_scale(base, i * in + j, th, ks);
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < in; j++) d[j] = xi[j] * dropout_scale(base, i * in + j, th, ks);
-        }
-    }
+    for (int64_t i = 0; i < N; i++) train_dropout_row(dst + i * in, x + i * in, in, base + (uint64_t)(i * in), th, ks, add);
 }
 
 // ---- products at the model's precision ----

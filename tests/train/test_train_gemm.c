@@ -135,6 +135,33 @@ static void test_exp(void **state) {
     for (int i = 0; i < 37; i++) assert_true(fabs(dz[i] + 0.5 * exp((double)x[500 + i] - 10.0)) <= 1e-6 * 0.5 * exp((double)x[500 + i] - 10.0));
 }
 
+// ---- dropout: the vector mask is the scalar definition's, bit for bit ----
+
+static void test_dropout(void **state) {
+    (void)state;
+    enum { N = 301 };
+    float x[N], d[N], r[N];
+    for (int i = 0; i < N; i++) x[i] = (i % 3 ? 1.0f : -1.0f) * (0.25f + (float)i / 7.0f);
+    x[5] = INFINITY, x[6] = -0.0f;
+    // Counters whose low word wraps inside the row (carry into the high word),
+    // a layer/target base as dropout_apply makes, and small ones.
+    const uint64_t k0s[] = {0, 12345, 0xFFFFFFFFull - 100, (7ull << 42) + 0xFFFFFFF0ull, 0xFFFFFFFFFFFFFF00ull};
+    const uint32_t ths[] = {0, (uint32_t)(0.05 * 4294967296.0), (uint32_t)(0.5 * 4294967296.0), 0xFFFFFFFFu};
+    int dropped = 0, kept = 0;
+    for (size_t a = 0; a < sizeof k0s / sizeof *k0s; a++)
+        for (size_t b = 0; b < sizeof ths / sizeof *ths; b++)
+            for (int add = 0; add < 2; add++)
+                for (int n = 1; n <= N; n += n < 40 ? 1 : 37) {
+                    for (int i = 0; i < N; i++) d[i] = r[i] = (float)i * 0.5f;
+                    train_dropout_row(d, x, n, k0s[a], ths[b], 1.25f, add);
+                    train_dropout_row_ref(r, x, n, k0s[a], ths[b], 1.25f, add);
+                    if (memcmp(d, r, sizeof d)) fail_msg("dropout k0 %llx thresh %u n %d add %d: rows differ", (unsigned long long)k0s[a], ths[b], n, add);
+                    for (int i = 0; i < n && !add && b == 2; i++) r[i] == 0.0f ? dropped++ : kept++;
+                }
+    // p = 0.5: about half dropped (the hash is not degenerate).
+    assert_true(dropped > 0.4 * (dropped + kept) && dropped < 0.6 * (dropped + kept));
+}
+
 // ---- attention over more than one block of rows ----
 
 static void test_attention_blocks(void **state) {
@@ -259,7 +286,7 @@ static void test_model_bf16(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_gemm_f32), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_exp),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_gemm_f32), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_exp), cmocka_unit_test(test_dropout),
                                        cmocka_unit_test(test_attention_blocks), cmocka_unit_test(test_model_bf16)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
