@@ -69,30 +69,62 @@ AVX512 static inline __m512i pair_units(const float *a, const float *b, int64_t 
     return _mm512_or_si512(_mm512_cvtepu16_epi32(x), _mm512_slli_epi32(_mm512_cvtepu16_epi32(y), 16));
 }
 
-// Block b (rows 16b .. 16b+15) of pack_a.  (The OpenMP loops live in
-// functions without target attributes: clang outlines a parallel region into a
-// function of its own, which would not inherit them.)
+// r[j] (16 dwords each) <- the transpose: r[c][j] = old r[j][c].  32-bit
+// unpacks give 4 x 4 blocks within each 128-bit lane, 64-bit unpacks finish
+// them, two rounds of lane shuffles put the blocks in place.
+AVX512 static inline void transpose16_epi32(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { // u[4g + m], lane L = rows 4g..4g+3 of column 4L + m
+        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44), x1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);
+        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44), y1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
+        r[m] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+        r[4 + m] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+        r[8 + m] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        r[12 + m] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+    }
+}
+
+// Block b (rows 16b .. 16b+15) of pack_a, every element written (padding
+// zeros included).  (The OpenMP loops live in functions without target
+// attributes: clang outlines a parallel region into a function of its own,
+// which would not inherit them.)
 AVX512 static void pack_a_block(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, int64_t lda, int64_t Kp, int64_t b) {
-    {
-        const int64_t i0 = b * 16;
-        uint16_t *dst = Ap + i0 * Kp;
-        memset(dst, 0, sizeof(uint16_t) * (size_t)(16 * Kp));
-        const int64_t ni = AS_MIN((int64_t)16, M - i0);
-        if (ni <= 0) return;
-        if (!ta)
-            for (int64_t i = 0; i < ni; i++) {
-                const float *src = A + (i0 + i) * lda;
-                uint16_t *d = dst + i * Kp;
-                for (int64_t k = 0; k < K; k += 16) _mm256_storeu_si256((__m256i *)(d + k), cvt_n(src + k, AS_MIN((int64_t)16, K - k)));
+    const int64_t i0 = b * 16, ni = AS_MAX((int64_t)0, AS_MIN((int64_t)16, M - i0));
+    uint16_t *dst = Ap + i0 * Kp;
+    if (!ta) {
+        const int64_t K16 = (K + 15) / 16 * 16;
+        for (int64_t i = 0; i < 16; i++) {
+            uint16_t *d = dst + i * Kp;
+            if (i >= ni) {
+                memset(d, 0, sizeof(uint16_t) * (size_t)Kp);
+                continue;
             }
-        else {
-            // Column block i0..i0+15 of A's rows k, k+1 -> units (k pair) of 16 rows.
-            uint32_t *d32 = (uint32_t *)dst, units[16] __attribute__((aligned(64)));
-            for (int64_t k = 0; k < K; k += 2) {
-                _mm512_store_si512(units, pair_units(A + k * lda + i0, k + 1 < K ? A + (k + 1) * lda + i0 : NULL, ni));
-                for (int64_t i = 0; i < ni; i++) d32[i * (Kp / 2) + k / 2] = units[i];
-            }
+            const float *src = A + (i0 + i) * lda;
+            for (int64_t k = 0; k < K; k += 16) _mm256_storeu_si256((__m256i *)(d + k), cvt_n(src + k, AS_MIN((int64_t)16, K - k)));
+            memset(d + K16, 0, sizeof(uint16_t) * (size_t)(Kp - K16));
         }
+        return;
+    }
+    // op(A) row i is A's column i0 + i: 16 K pairs of the 16 columns as a
+    // 16 x 16 matrix of units (pair p, column i), transposed into 16 rows.
+    for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
+        __m512i r[16];
+        for (int p = 0; p < 16; p++) {
+            const int64_t k = k0 + 2 * p;
+            r[p] = k >= K || ni == 0 ? _mm512_setzero_si512() : pair_units(A + k * lda + i0, k + 1 < K ? A + (k + 1) * lda + i0 : NULL, ni);
+        }
+        transpose16_epi32(r);
+        for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + i * Kp + k0, r[i]);
     }
 }
 
@@ -103,32 +135,33 @@ static void pack_a(uint16_t *Ap, bool ta, int64_t M, int64_t K, const float *A, 
     for (int64_t b = 0; b < nb; b++) pack_a_block(Ap, ta, M, K, A, lda, Kp, b);
 }
 
-// Panel p (columns 16p .. 16p+15) of pack_b.
+// Panel p (columns 16p .. 16p+15) of pack_b, every element written.
 AVX512 static void pack_b_panel(uint16_t *Bp, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int64_t Kp, int64_t p) {
-    {
-        const int64_t n0 = p * 16;
-        uint16_t *dst = Bp + p * Kp * 16;
-        memset(dst, 0, sizeof(uint16_t) * (size_t)(16 * Kp));
-        const int64_t nn = AS_MIN((int64_t)16, N - n0);
-        if (nn <= 0) return;
-        uint32_t *d32 = (uint32_t *)dst;
-        if (tb) {
-            // Row n of B holds op(B)'s column n: its bf16 pairs are the units of column n.
-            uint32_t row[16] __attribute__((aligned(64)));
-            for (int64_t n = 0; n < nn; n++) {
-                const float *src = B + (n0 + n) * ldb;
-                for (int64_t k = 0; k < K; k += 32) {
-                    const int64_t nk = AS_MIN((int64_t)32, K - k);
-                    _mm256_store_si256((__m256i *)row, cvt_n(src + k, AS_MIN((int64_t)16, nk)));
-                    _mm256_store_si256((__m256i *)(row + 8), nk > 16 ? cvt_n(src + k + 16, nk - 16) : _mm256_setzero_si256());
-                    for (int64_t u = 0; u < (nk + 1) / 2; u++) d32[(k / 2 + u) * 16 + n] = row[u];
+    const int64_t n0 = p * 16, nn = AS_MAX((int64_t)0, AS_MIN((int64_t)16, N - n0));
+    uint32_t *d32 = (uint32_t *)(Bp + p * Kp * 16);
+    if (tb) {
+        // Row n of B holds op(B)'s column n: 16 units (32 K) of each of the 16
+        // rows as a 16 x 16 matrix (row n, unit u), transposed: unit row u.
+        for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
+            __m512i r[16];
+            const int64_t nk = AS_MAX((int64_t)0, AS_MIN((int64_t)32, K - k0));
+            for (int64_t n = 0; n < 16; n++) {
+                if (n >= nn || nk == 0) {
+                    r[n] = _mm512_setzero_si512();
+                    continue;
                 }
+                const float *src = B + (n0 + n) * ldb + k0;
+                const __m256i lo = cvt_n(src, AS_MIN((int64_t)16, nk)), hi = nk > 16 ? cvt_n(src + 16, nk - 16) : _mm256_setzero_si256();
+                r[n] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             }
+            transpose16_epi32(r);
+            for (int u = 0; u < 16; u++) _mm512_storeu_si512(d32 + (k0 / 2 + u) * 16, r[u]);
         }
-        else
-            for (int64_t k = 0; k < K; k += 2)
-                _mm512_storeu_si512(d32 + (k / 2) * 16, pair_units(B + k * ldb + n0, k + 1 < K ? B + (k + 1) * ldb + n0 : NULL, nn));
+        return;
     }
+    for (int64_t k = 0; k < Kp; k += 2)
+        _mm512_storeu_si512(d32 + (k / 2) * 16, k >= K || nn == 0 ? _mm512_setzero_si512()
+                                                                  : pair_units(B + k * ldb + n0, k + 1 < K ? B + (k + 1) * ldb + n0 : NULL, nn));
 }
 
 // op(B) (K x N) -> panels (Np/16) x (Kp/2) x 16 x 2, zero padded.

@@ -384,6 +384,15 @@ static void logits_fwd(const train_model *m, const train_bf16_packed *Wp, float 
 
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
 
+// The adapters' products in fp32 at every precision: with rank r each has
+// only 2 r multiply-adds per element of its large operand, so bf16's packing
+// of that operand would cost as much as the product (it was ~10% of a bf16
+// LoRA step); fp32 is also the more exact.
+static void lora_gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+}
+
 // y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
 static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
     if (!lora_active(m, t)) return;
@@ -397,8 +406,8 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
-    lin_fwd(m, u, src, A, N, in, r);
-    gemm(m, false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out);
+    lora_gemm(m, false, true, N, r, in, 1.0f, src, in, A, in, 0.0f, u, r);
+    lora_gemm(m, false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out);
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
@@ -413,19 +422,19 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
     const int nth = m->n_threads;
-    gemm(m, true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r);
-    gemm(m, false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r);
+    lora_gemm(m, true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r);
+    lora_gemm(m, false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r);
     const float *z = x;
     if (a->dropout_on) {
         dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
         z = a->xd;
     }
-    gemm(m, true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in);
+    lora_gemm(m, true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in);
     if (!a->dropout_on) {
-        gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in);
+        lora_gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in);
         return;
     }
-    gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in);
+    lora_gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in);
     dropout_apply(dx, a->xd, N, in, a->dropout_seed, l, t, lo->cfg.dropout, true, nth);
 }
 
