@@ -306,7 +306,7 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
 // 32 values), stored as its row of the token tile.
 static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8_1_f32 *tmp, amx_act_block *act) {
     const int64_t nb = cols / 32;
-    kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + t * cols, tmp, cols);
+    kernel_quantize_q8_1_avx512(x + t * cols, tmp, cols);
     amx_act_block *a = act + (t / AMX_TOKENS) * nb;
     const int n = (int)(t % AMX_TOKENS);
     for (int64_t k = 0; k < nb; k++) {

@@ -34,6 +34,52 @@ static inline __m512i join_256(__m256i lo, __m256i hi) { return _mm512_inserti64
 typedef struct { int8_t lo[4][16]; int8_t hi[4][16]; float d[4]; float s[4]; } act_group;
 _Static_assert(sizeof(act_group) == 4 * sizeof(block_q8_1_f32), "act_group size");
 
+// v rounded to the nearest integer, halves away from zero (roundf).
+static inline __m512 round_half_away512(__m512 v) {
+    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512 frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)); // (no AVX512DQ float logic)
+    const __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign));
+    return _mm512_mask_add_ps(t, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ), t, one);
+}
+
+// Block i's codes, sum and scales from its 32 values and 1 / d.
+static inline void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, block_q8_1_f32 *y) {
+    const __m512 vid = _mm512_set1_ps(id);
+    const __m512i q0 = _mm512_cvtps_epi32(round_half_away512(_mm512_mul_ps(v0, vid)));
+    const __m512i q1 = _mm512_cvtps_epi32(round_half_away512(_mm512_mul_ps(v1, vid)));
+    _mm_storeu_si128((__m128i *)y->qs, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(y->qs + 16), _mm512_cvtsepi32_epi8(q1));
+    y->d = d;
+    y->s = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+}
+
+// The codes of kernel_quantize_q8_1_scalar (and of the AVX2 version), four
+// blocks at a time: their scales d = max|x| / 127 and 1 / d as the lanes of
+// one division each (IEEE divisions, so the scalar's values).
+void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
+    const int64_t nb = n / 32;
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m512 v[8];
+        _Alignas(16) float amax[4], d[4], id[4];
+        for (int b = 0; b < 4; b++) {
+            v[2 * b] = _mm512_loadu_ps(x + 32 * (i + b)), v[2 * b + 1] = _mm512_loadu_ps(x + 32 * (i + b) + 16);
+            amax[b] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[2 * b]), _mm512_abs_ps(v[2 * b + 1])));
+        }
+        const __m128 vd = _mm_div_ps(_mm_load_ps(amax), _mm_set1_ps(127.0f));
+        _mm_store_ps(d, vd);
+        _mm_store_ps(id, _mm_and_ps(_mm_div_ps(_mm_set1_ps(1.0f), vd), _mm_cmpneq_ps(vd, _mm_setzero_ps())));
+        for (int b = 0; b < 4; b++) q8_1_block(v[2 * b], v[2 * b + 1], d[b], id[b], y + i + b);
+    }
+    for (; i < nb; i++) {
+        const __m512 v0 = _mm512_loadu_ps(x + 32 * i), v1 = _mm512_loadu_ps(x + 32 * i + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        q8_1_block(v0, v1, d, d ? 1.0f / d : 0.0f, y + i);
+    }
+}
+
 static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int64_t n) {
     if (wtype != GGML_TYPE_Q4_0 && wtype != GGML_TYPE_Q4_1 && wtype != GGML_TYPE_Q8_0) {
         kernel_quantize_act_avx2(wtype, x, dst, n);
@@ -44,7 +90,7 @@ static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int6
         const int nv = (int)AS_MIN(4, nb - 4 * k); // valid blocks in this group
         block_q8_1_f32 b[4];
         memset(b, 0, sizeof b);
-        kernel_quantize_act_avx2(GGML_TYPE_Q4_1, x + 128 * k, b, 32 * nv);
+        kernel_quantize_q8_1_avx512(x + 128 * k, b, 32 * nv);
         act_group *g = (act_group *)dst + k;
         for (int j = 0; j < 4; j++) {
             memcpy(g->lo[j], b[j].qs, 16);

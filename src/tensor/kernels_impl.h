@@ -99,6 +99,8 @@ float kernel_vec_dot_q6_K_scalar(const block_q6_K *x, const block_q8_K *y, int64
 // AVX2 pieces the AVX-512 table reuses (256-bit code runs unchanged there).
 void kernel_dequant_row_avx2(ggml_type t, const void *src, float *dst, int64_t n);
 void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_t n);
+// The same Q8_1 codes as kernel_quantize_q8_1_scalar, AVX-512 (AVX-512F/BW/VL CPUs only).
+void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n);
 float kernel_vec_dot_avx2(ggml_type wtype, const void *w, const void *act, int64_t n);
 
 #endif

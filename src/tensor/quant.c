@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensor/kernels.h"
 #include "util/common.h"
 
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
@@ -70,6 +71,33 @@ as_fp16 as_f32_to_fp16(float f) {
     const uint32_t mantissa_bits = bits & 0x00000FFFu;
     const uint32_t nonsign = exp_bits + mantissa_bits;
     return (as_fp16)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx,f16c"))) static void f32_to_fp16_f16c(as_fp16 *y, int64_t stride, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        if (stride == 1) _mm_storeu_si128((__m128i *)(y + i), h);
+        else {
+            _Alignas(16) as_fp16 t[8];
+            _mm_store_si128((__m128i *)t, h);
+            for (int j = 0; j < 8; j++) y[(i + j) * stride] = t[j];
+        }
+    }
+    for (; i < n; i++) y[i * stride] = as_f32_to_fp16(x[i]);
+}
+#endif
+
+void as_f32_to_fp16_n(as_fp16 *y, int64_t stride, const float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (cpu_get_features()->f16c) {
+        f32_to_fp16_f16c(y, stride, x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i * stride] = as_f32_to_fp16(x[i]);
 }
 
 float as_bf16_to_f32(as_bf16 h) { return f32_from_bits((uint32_t)h << 16); }

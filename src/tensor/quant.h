@@ -35,6 +35,9 @@ size_t quant_row_size(ggml_type t, int64_t n);
 
 float as_fp16_to_f32(as_fp16 h);
 as_fp16 as_f32_to_fp16(float f); // round to nearest even
+// y[i * stride] = as_f32_to_fp16(x[i]) for i < n, with F16C where the CPU has
+// it (the same bits for every value but NaN, whose payload may differ).
+void as_f32_to_fp16_n(as_fp16 *y, int64_t stride, const float *x, int64_t n);
 float as_bf16_to_f32(as_bf16 h);
 as_bf16 as_f32_to_bf16(float f); // round to nearest even
 

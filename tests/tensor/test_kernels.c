@@ -265,6 +265,39 @@ static void test_thread_count_invariant(void **state) {
 // group of 4 holding 1, 3, 3 and 2), token counts around the tile size and
 // the AMX threshold, 1 and 2 threads.  Skipped where the CPU or the OS does
 // not offer AMX.
+// The AVX-512 Q8_1 quantiser gives the scalar definition's codes and scales,
+// bit for bit: ties at .5 (away from zero), an all-zero block, saturation-free
+// extremes, tails of 1-3 blocks after the groups of 4.
+static void test_quantize_q8_1_avx512(void **state) {
+    (void)state;
+    if (!kernel_isa_available(KERNEL_ISA_AVX512)) {
+        fprintf(stderr, "no AVX-512: skipped\n");
+        skip();
+    }
+    as_rng rng;
+    as_rng_seed(&rng, 5);
+    enum { NB = 11 };
+    float x[NB * 32];
+    for (int i = 0; i < NB * 32; i++) x[i] = (float)(rng_normal(&rng) * (i < 64 ? 1e-3 : i < 128 ? 1.0 : 300.0));
+    for (int i = 32; i < 64; i++) x[i] = 0.0f;                          // d = 0
+    x[128] = 127.0f; // d = 1, 1 / d = 1: the codes of the others are exact halves
+    for (int i = 129; i < 160; i++) x[i] = (float)(i - 144) + 0.5f;
+    x[200] = -3.0e30f, x[201] = 1.0e-30f;
+    for (int nb = 1; nb <= NB; nb++) {
+        block_q8_1_f32 a[NB], b[NB];
+        memset(a, 0, sizeof a), memset(b, 0, sizeof b);
+        kernel_quantize_q8_1_avx512(x, a, 32 * nb);
+        kernel_quantize_q8_1_scalar(x, b, 32 * nb);
+        assert_memory_equal(a, b, sizeof a);
+    }
+    int ties = 0;
+    block_q8_1_f32 c[NB];
+    kernel_quantize_q8_1_scalar(x, c, 32 * NB);
+    for (int j = 1; j < 32; j++) ties += c[4].qs[j] == (int8_t)roundf(x[128 + j]) && x[128 + j] - truncf(x[128 + j]) != 0.0f;
+    assert_true(c[1].d == 0.0f && c[1].s == 0.0f);
+    assert_true(c[4].d == 1.0f && ties == 31); // the halves really are there, rounded away from zero
+}
+
 static void test_amx_matches_vnni(void **state) {
     (void)state;
     if (!kernel_isa_available(KERNEL_ISA_AMX)) {
@@ -376,6 +409,7 @@ int main(void) {
         cmocka_unit_test(test_thread_count_invariant),
         cmocka_unit_test(test_matmul_all_isas_all_types),
         cmocka_unit_test(test_amx_matches_vnni),
+        cmocka_unit_test(test_quantize_q8_1_avx512),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

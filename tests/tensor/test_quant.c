@@ -108,6 +108,33 @@ static void test_quantize_matches_reference(void **state) {
     if (n_ggml == 0) fprintf(stderr, "note: vectors hold no ggml K-quant references (llama_cpp was absent)\n");
 }
 
+// The row conversion (F16C where present) gives as_f32_to_fp16's bits for
+// every non-NaN float it meets: a sweep over 2^22 patterns spread over all
+// exponents (ties, subnormals, overflow, +-0, +-inf), contiguous and strided,
+// with tails of 1..7 values.
+static void test_fp16_row_matches_scalar(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    float x[N];
+    as_fp16 y[3 * N];
+    int64_t checked = 0;
+    for (uint32_t base = 0; base < 1024; base++) {
+        for (int i = 0; i < N; i++) {
+            union { uint32_t u; float f; } v = {(base << 22) ^ ((uint32_t)i * 2654435761u >> 10) ^ (uint32_t)i};
+            x[i] = isnan(v.f) ? 1.5f : v.f;
+        }
+        const int n = N - (int)(base % 8), stride = base % 2 ? 3 : 1;
+        as_f32_to_fp16_n(y, stride, x, n);
+        for (int i = 0; i < n; i++)
+            if (y[i * stride] != as_f32_to_fp16(x[i])) fail_msg("as_f32_to_fp16_n(%a) = 0x%04x, scalar 0x%04x", (double)x[i], y[i * stride], as_f32_to_fp16(x[i]));
+        checked += n;
+    }
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 65520.0f, 65519.0f, 1.0f + 0x1p-11f, 0x1p-25f, 0x1.8p-25f, 0x1p-14f, -0x1p-24f, 1e-30f};
+    as_f32_to_fp16_n(y, 1, special, 12);
+    for (int i = 0; i < 12; i++) assert_int_equal(y[i], as_f32_to_fp16(special[i]));
+    assert_true(checked > 4000000);
+}
+
 // fp16 and bf16: every one of the 65536 patterns survives a round trip
 // (NaNs stay NaNs), and ordering is monotone over the positive finite halves.
 static void test_half_round_trip_exhaustive(void **state) {
@@ -188,6 +215,7 @@ int main(void) {
         cmocka_unit_test(test_dequantize_matches_gguf_py),
         cmocka_unit_test(test_quantize_matches_reference),
         cmocka_unit_test(test_half_round_trip_exhaustive),
+        cmocka_unit_test(test_fp16_row_matches_scalar),
         cmocka_unit_test(test_round_trip_error_bounds),
         cmocka_unit_test(test_row_size),
     };
