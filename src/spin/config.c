@@ -125,13 +125,8 @@ void spin_config_default(spin_config *c) {
     c->gfn_lr = 1e-4f, c->gfn_reward_temp_end = 0.8f;
     spin_loss_config_default(&c->loss);
     c->lora = true;
-    c->lora_cfg = (train_lora_config){.rank = 16, .alpha = 32.0f, .dropout = 0.05f, .targets = 0, .seed = 0};
-    optim_config_default(&c->optim, OPTIM_ADAMW);
-    c->optim.lr = 5e-5f;
-    c->optim.weight_decay = 0.0f;
-    c->optim.schedule = OPTIM_SCHEDULE_LINEAR;
-    c->optim.warmup_ratio = 0.1;
-    c->optim.max_grad_norm = 1.0f;
+    c->lora_cfg = TRAIN_LORA_CONFIG_DEFAULT;
+    optim_config_finetune(&c->optim, 5e-5f);
     c->epochs = 2;
     c->batch_size = 4;
     c->grad_accum = 1;

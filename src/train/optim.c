@@ -18,6 +18,15 @@ void optim_config_default(optim_config *c, optim_kind kind) {
     c->schedule = OPTIM_SCHEDULE_CONSTANT;
 }
 
+void optim_config_finetune(optim_config *c, float lr) {
+    optim_config_default(c, OPTIM_ADAMW);
+    c->lr = lr;
+    c->weight_decay = 0.0f;
+    c->schedule = OPTIM_SCHEDULE_LINEAR;
+    c->warmup_ratio = 0.1;
+    c->max_grad_norm = 1.0f;
+}
+
 int optim_init(optim **out, const optim_config *c, size_t n_params) {
     *out = NULL;
     if (c->kind != OPTIM_ADAMW && c->kind != OPTIM_RMSPROP && c->kind != OPTIM_SGD)

@@ -50,6 +50,10 @@ typedef struct optim {
 // PyTorch's defaults for `kind` (lr 1e-3 for AdamW; 1e-2 for RMSprop; 1e-3 SGD),
 // constant schedule, no warm-up, no clipping.
 void optim_config_default(optim_config *c, optim_kind kind);
+// The fine-tuning recipe of `alphaspin sft` and `alphaspin run` (the SPIN
+// paper's): AdamW at `lr` without weight decay, linear decay after a 10%
+// warm-up, gradients clipped to norm 1.
+void optim_config_finetune(optim_config *c, float lr);
 // -1 + as_error for an invalid configuration (negative rate, beta outside [0, 1), ...).
 int optim_init(optim **out, const optim_config *cfg, size_t n_params);
 void optim_free(optim *o);

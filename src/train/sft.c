@@ -190,13 +190,8 @@ done:
 void sft_config_default(sft_config *c) {
     memset(c, 0, sizeof *c);
     c->lora = true;
-    c->lora_cfg = (train_lora_config){.rank = 16, .alpha = 32.0f, .dropout = 0.05f, .targets = 0, .seed = 0};
-    optim_config_default(&c->optim, OPTIM_ADAMW);
-    c->optim.lr = 2e-4f;
-    c->optim.weight_decay = 0.0f;
-    c->optim.schedule = OPTIM_SCHEDULE_LINEAR;
-    c->optim.warmup_ratio = 0.1;
-    c->optim.max_grad_norm = 1.0f;
+    c->lora_cfg = TRAIN_LORA_CONFIG_DEFAULT;
+    optim_config_finetune(&c->optim, 2e-4f);
     c->epochs = 1;
     c->batch_size = 8;
     c->micro_batch = 4;

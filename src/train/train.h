@@ -60,6 +60,9 @@ typedef struct train_lora_config {
     uint32_t targets;   // bit (1 << train_lora_target); 0 = all seven
     uint64_t seed;      // initialisation of A and the dropout stream
 } train_lora_config;
+// The adapters alphaspin's fine-tuning uses unless told otherwise (SFT and
+// SPIN alike, as the SPIN recipe): rank 16, alpha 32, dropout 0.05, all targets.
+#define TRAIN_LORA_CONFIG_DEFAULT ((train_lora_config){.rank = 16, .alpha = 32.0f, .dropout = 0.05f, .targets = 0, .seed = 0})
 
 // W x + (alpha / r) B A drop(x) for each targeted matrix W (out x in).
 typedef struct train_lora {
