@@ -159,23 +159,6 @@ void chat_template_free(chat_template *t) {
 
 // ---------------------------------------------------------------------------
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t len) {
-    if (b->n + len + 1 > b->cap) {
-        b->cap = AS_MAX(2 * b->cap, b->n + len + 1);
-        b->s = as_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, len);
-    b->n += len;
-    b->s[b->n] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
 // Python's str.isspace (what Jinja's `trim` strips) for one UTF-8 code point at
 // s (len bytes available); returns its length, or 0 if it is not whitespace.
 static size_t space_len(const unsigned char *s, size_t len) {
@@ -191,7 +174,7 @@ static size_t space_len(const unsigned char *s, size_t len) {
 }
 
 // Jinja `| trim`: content without leading and trailing whitespace.
-static void sb_add_trimmed(sbuf *b, const char *content) {
+static void sb_add_trimmed(as_sbuf *b, const char *content) {
     const unsigned char *s = (const unsigned char *)content;
     size_t len = strlen(content), start = 0, end = len;
     for (size_t k; start < len && (k = space_len(s + start, len - start)) > 0;) start += k;
@@ -209,25 +192,25 @@ static void sb_add_trimmed(sbuf *b, const char *content) {
         last_end = i;
     }
     end = last_end;
-    sb_add(b, content + start, end - start);
+    as_sb_add(b, content + start, end - start);
 }
 
 static char *render_chatml(const chat_template *t, const chat_message *m, size_t n, bool gen) {
-    sbuf b = {0};
-    sb_puts(&b, "");
+    as_sbuf b = {0};
+    as_sb_puts(&b, "");
     for (size_t i = 0; i < n; i++) {
         if (i == 0 && t->default_system && strcmp(m[0].role, "system") != 0) {
-            sb_puts(&b, "<|im_start|>system\n");
-            sb_puts(&b, t->default_system);
-            sb_puts(&b, "<|im_end|>\n");
+            as_sb_puts(&b, "<|im_start|>system\n");
+            as_sb_puts(&b, t->default_system);
+            as_sb_puts(&b, "<|im_end|>\n");
         }
-        sb_puts(&b, "<|im_start|>");
-        sb_puts(&b, m[i].role);
-        sb_puts(&b, "\n");
-        sb_puts(&b, m[i].content);
-        sb_puts(&b, "<|im_end|>\n");
+        as_sb_puts(&b, "<|im_start|>");
+        as_sb_puts(&b, m[i].role);
+        as_sb_puts(&b, "\n");
+        as_sb_puts(&b, m[i].content);
+        as_sb_puts(&b, "<|im_end|>\n");
     }
-    if (gen) sb_puts(&b, "<|im_start|>assistant\n");
+    if (gen) as_sb_puts(&b, "<|im_start|>assistant\n");
     return b.s;
 }
 
@@ -236,8 +219,8 @@ static char *render_gemma(const chat_template *t, const chat_message *m, size_t 
         as_error("chat template gemma: no messages to render");
         return NULL;
     }
-    sbuf b = {0};
-    sb_puts(&b, t->bos_text);
+    as_sbuf b = {0};
+    as_sb_puts(&b, t->bos_text);
     const char *system = NULL;
     if (n > 0 && strcmp(m[0].role, "system") == 0) {
         system = m[0].content;
@@ -251,32 +234,32 @@ static char *render_gemma(const chat_template *t, const chat_message *m, size_t 
                      i + (system != NULL), m[i].role);
             return NULL;
         }
-        sb_puts(&b, "<start_of_turn>");
-        sb_puts(&b, strcmp(m[i].role, "assistant") == 0 ? "model" : m[i].role);
-        sb_puts(&b, "\n");
+        as_sb_puts(&b, "<start_of_turn>");
+        as_sb_puts(&b, strcmp(m[i].role, "assistant") == 0 ? "model" : m[i].role);
+        as_sb_puts(&b, "\n");
         if (i == 0 && system) {
-            sb_puts(&b, system);
-            sb_puts(&b, t->system_sep);
+            as_sb_puts(&b, system);
+            as_sb_puts(&b, t->system_sep);
         }
         sb_add_trimmed(&b, m[i].content);
-        sb_puts(&b, "<end_of_turn>\n");
+        as_sb_puts(&b, "<end_of_turn>\n");
     }
-    if (gen) sb_puts(&b, "<start_of_turn>model\n");
+    if (gen) as_sb_puts(&b, "<start_of_turn>model\n");
     return b.s;
 }
 
 static char *render_llama3(const chat_template *t, const chat_message *m, size_t n, bool gen) {
-    sbuf b = {0};
-    sb_puts(&b, "");
+    as_sbuf b = {0};
+    as_sb_puts(&b, "");
     for (size_t i = 0; i < n; i++) {
-        if (i == 0) sb_puts(&b, t->bos_text);
-        sb_puts(&b, "<|start_header_id|>");
-        sb_puts(&b, m[i].role);
-        sb_puts(&b, "<|end_header_id|>\n\n");
+        if (i == 0) as_sb_puts(&b, t->bos_text);
+        as_sb_puts(&b, "<|start_header_id|>");
+        as_sb_puts(&b, m[i].role);
+        as_sb_puts(&b, "<|end_header_id|>\n\n");
         sb_add_trimmed(&b, m[i].content);
-        sb_puts(&b, "<|eot_id|>");
+        as_sb_puts(&b, "<|eot_id|>");
     }
-    if (gen) sb_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (gen) as_sb_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return b.s;
 }
 

@@ -172,6 +172,18 @@ double as_time(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+void as_sb_add(as_sbuf *b, const char *s, size_t len) {
+    if (b->len + len + 1 > b->cap) {
+        b->cap = AS_MAX(2 * b->cap, b->len + len + 1);
+        b->s = as_realloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->len, s, len);
+    b->len += len;
+    b->s[b->len] = 0;
+}
+
+void as_sb_puts(as_sbuf *b, const char *s) { as_sb_add(b, s, strlen(s)); }
+
 void as_sb_printf(as_sbuf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -40,13 +40,16 @@ void *as_aligned_alloc_at(size_t n, const char *file, int line);
 char *as_strdup(const char *s);
 char *as_strndup(const char *s, size_t n);
 
-// A growing NUL-terminated string: as_sb_printf appends formatted text
-// ({0} is an empty buffer; the caller frees s).
+// A growing NUL-terminated string: as_sb_add / as_sb_puts append bytes,
+// as_sb_printf formatted text ({0} is an empty buffer, whose s stays NULL
+// until something, even "", is appended; the caller frees s).
 typedef struct as_sbuf {
     char *s;
     size_t len, cap;
 } as_sbuf;
 void as_sb_printf(as_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void as_sb_add(as_sbuf *b, const char *s, size_t len);
+void as_sb_puts(as_sbuf *b, const char *s);
 
 // Reads a whole file into a NUL-terminated heap buffer.  -1 + as_error on failure.
 int as_read_file(const char *path, char **out, size_t *out_len);
