@@ -68,22 +68,6 @@ static void attention_rows_c(const model_attn_args *a) {
 #ifdef ATTN_X86
 #define ATTN_TARGET __attribute__((target("avx2,fma,f16c,avx512f")))
 
-// e^x as exp_avx2 in forward.c (Cephes' degree-6 polynomial, x clamped to [-87, 88]).
-ATTN_TARGET static inline __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 // 16 keys' or values' elements as fp32 (F16: stored as fp16).
 ATTN_TARGET static inline __attribute__((always_inline)) __m512 kv_load(const void *p, int64_t i, bool F16) {
     return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const as_fp16 *)p + i))) : _mm512_loadu_ps((const float *)p + i);
@@ -184,12 +168,12 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
     __m512 vsum = _mm512_setzero_ps();
     for (j = 0; j + 16 <= n; j += 16) {
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
+        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
         _mm512_storeu_ps(s + j, e);
         vsum = _mm512_add_ps(vsum, e);
     }
     if (tail) {
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), mx));
+        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), mx));
         _mm512_mask_storeu_ps(s + j, tail, e);
         vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
     }

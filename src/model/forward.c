@@ -145,22 +145,6 @@ __attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float
 }
 
 // glu_avx2 16 lanes wide: the same operations on each lane, so the same bits.
-__attribute__((target("avx2,fma,avx512f"))) static inline __m512 exp_avx512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-
 __attribute__((target("avx2,fma,avx512f"))) static void glu_avx512(float *out, const float *g, const float *u, int64_t n, bool gelu) {
     const __m512 one = _mm512_set1_ps(1.0f), k2 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
     int64_t i = 0;
@@ -169,7 +153,7 @@ __attribute__((target("avx2,fma,avx512f"))) static void glu_avx512(float *out, c
         __m512 t;
         if (gelu) t = _mm512_mul_ps(k2, _mm512_fmadd_ps(_mm512_mul_ps(c, x), _mm512_mul_ps(x, x), x));
         else t = _mm512_sub_ps(_mm512_setzero_ps(), x);
-        const __m512 act = _mm512_div_ps(x, _mm512_add_ps(one, exp_avx512(t)));
+        const __m512 act = _mm512_div_ps(x, _mm512_add_ps(one, model_exp512(t)));
         _mm512_storeu_ps(out + i, _mm512_mul_ps(act, _mm512_loadu_ps(u + i)));
     }
     glu_avx2(out + i, g + i, u + i, n - i, gelu);

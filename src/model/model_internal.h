@@ -8,6 +8,28 @@
 struct model_scratch;
 void model_scratch_free(struct model_scratch *s);
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+// e^x, 16 lanes: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split
+// in two for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
+// polynomial (~1 ulp); x clamped to [-87, 88] so 2^n stays a normal float.
+// The same operations as forward.c's 8-lane exp_avx2, so the same bits.
+__attribute__((target("avx2,fma,avx512f"))) static inline __m512 model_exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f)); // 1 + r + r^2 P(r)
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
 // Causal attention of n_rows query rows of one sequence, each with n_heads
 // heads (of one KV group: they share K and V), against that sequence's cache
 // of one layer and KV head (attention.c).
