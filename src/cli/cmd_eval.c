@@ -28,6 +28,8 @@ static void usage(FILE *out) {
             "                        Open LLM Leaderboard tasks), or task files (*.yaml; tasks/README.md)\n"
             "  --shots N             few-shot examples (default: each task's, the leaderboard's)\n"
             "  --limit N             only the first N items of each task (mmlu: of each subject)\n"
+            "  --offset N            skip the first N items (with the few-shot draws a full run makes, so\n"
+            "                        --offset 0/K/2K.. --limit K score a task in shards exactly as one run)\n"
             "  --out FILE.json       results JSON (written atomically)\n"
             "  --markdown FILE.md    the table to a file as well\n"
             "  --log-samples FILE    per-item records (log-likelihoods, outputs) as JSONL\n"
@@ -50,11 +52,12 @@ static void usage(FILE *out) {
 
 int cmd_eval(int argc, char **argv) {
     enum { O_MODEL = 1, O_ADAPTER, O_TASKS, O_SHOTS, O_LIMIT, O_OUT, O_MD, O_SEED, O_PREC, O_DATA, O_TDIR, O_MAXNEW,
-           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP, O_SAMPLES };
+           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP, O_SAMPLES, O_OFFSET };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},       {"adapter", required_argument, 0, O_ADAPTER},
         {"tasks", required_argument, 0, O_TASKS},       {"shots", required_argument, 0, O_SHOTS},
         {"limit", required_argument, 0, O_LIMIT},       {"out", required_argument, 0, O_OUT},
+        {"offset", required_argument, 0, O_OFFSET},
         {"markdown", required_argument, 0, O_MD},       {"seed", required_argument, 0, O_SEED},
         {"precision", required_argument, 0, O_PREC},    {"data-dir", required_argument, 0, O_DATA},
         {"tasks-dir", required_argument, 0, O_TDIR},    {"max-new-tokens", required_argument, 0, O_MAXNEW},
@@ -84,6 +87,10 @@ int cmd_eval(int argc, char **argv) {
         case O_LIMIT:
             if (!cli_parse_int("eval", "--limit", optarg, 1, 1L << 40, &v)) return 2;
             o.limit = v;
+            break;
+        case O_OFFSET:
+            if (!cli_parse_int("eval", "--offset", optarg, 0, 1L << 40, &v)) return 2;
+            o.offset = v;
             break;
         case O_OUT: out_path = optarg; break;
         case O_MD: md_path = optarg; break;

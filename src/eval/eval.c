@@ -108,6 +108,7 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
     cJSON_AddStringToObject(c, "primary_metric", t->primary_metric);
     cJSON_AddStringToObject(c, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
     cJSON_AddNumberToObject(c, "limit", (double)o->limit);
+    cJSON_AddNumberToObject(c, "offset", (double)o->offset);
     cJSON_AddStringToObject(c, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
 }
 
@@ -150,9 +151,18 @@ static void free_strs(char **s, int64_t n) {
     free(s);
 }
 
-static int64_t n_eval_items(const eval_subset *s, int64_t limit) {
-    int64_t n = cJSON_GetArraySize(s->docs);
-    return limit > 0 ? AS_MIN(n, limit) : n;
+// Items evaluated of a subset: [offset, offset + n).
+static int64_t n_eval_items(const eval_subset *s, const eval_options *o) {
+    const int64_t n = AS_MAX((int64_t)0, cJSON_GetArraySize(s->docs) - o->offset);
+    return o->limit > 0 ? AS_MIN(n, o->limit) : n;
+}
+
+// The few-shot draws of the items before the offset, made and dropped, so the
+// rng stands where a full run's stands at item `offset`.
+static void skip_fewshot_draws(const eval_task *t, const eval_subset *sub, int64_t n_pool, int32_t shots, as_rng *rng, const eval_options *o) {
+    const int64_t skip = AS_MIN(o->offset, (int64_t)cJSON_GetArraySize(sub->docs));
+    int64_t idx[shots > 0 ? shots : 1];
+    for (int64_t i = 0; i < skip && shots > 0; i++) eval_fewshot_pick(rng, n_pool, shots, t->fewshot_first_n, sub->fewshot ? -1 : i, idx);
 }
 
 #define MC_CHUNK 16
@@ -161,7 +171,9 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
                 void *user, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
     const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
     progress pr = {.task = t->name, .t0 = as_time(), .on = o->progress};
-    for (int32_t s = 0; s < n_subsets; s++) pr.total += n_eval_items(&subsets[s], o->limit);
+    int32_t k_used = 0; // subsets with items (an offset can pass the end of short ones)
+    for (int32_t s = 0; s < n_subsets; s++) pr.total += n_eval_items(&subsets[s], o), k_used += n_eval_items(&subsets[s], o) > 0;
+    if (k_used == 0) return as_error("%s: --offset %lld is past the last item", t->name, (long long)o->offset);
     int64_t done = 0;
     double sum_acc = 0, sum_norm = 0, sum_mc2 = 0, se2_acc = 0, se2_norm = 0, se2_mc2 = 0;
     int64_t total_items = 0, total_orig = 0;
@@ -169,11 +181,12 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
     for (int32_t s = 0; s < n_subsets && rc == AS_OK; s++) {
         const eval_subset *sub = &subsets[s];
         const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
-        const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o->limit);
+        const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o), off = o->offset;
         char **examples = NULL;
         if (shots > 0 && render_examples(t, pool, &examples) != AS_OK) return AS_FAIL;
         as_rng rng;
         as_rng_seed(&rng, o->seed);
+        skip_fewshot_draws(t, sub, n_pool, shots, &rng, o);
         double *acc = as_malloc((size_t)AS_MAX(n, 1) * sizeof *acc), *norm = as_malloc((size_t)AS_MAX(n, 1) * sizeof *norm),
                *mc2 = as_malloc((size_t)AS_MAX(n, 1) * sizeof *mc2);
         for (int64_t i0 = 0; i0 < n && rc == AS_OK; i0 += MC_CHUNK) {
@@ -183,10 +196,10 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
             char *prefix[MC_CHUNK];
             memset(docs, 0, sizeof docs), memset(items, 0, sizeof items), memset(prefix, 0, sizeof prefix);
             for (int64_t i = i0; i < i1 && rc == AS_OK; i++) {
-                const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)i);
+                const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)(off + i));
                 eval_doc *d = &docs[i - i0];
-                if ((rc = eval_doc_render(t, doc, i, d)) != AS_OK) break;
-                prefix[i - i0] = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : i, t->path ? t->path : t->name);
+                if ((rc = eval_doc_render(t, doc, off + i, d)) != AS_OK) break;
+                prefix[i - i0] = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : off + i, t->path ? t->path : t->name);
                 if (!prefix[i - i0]) { rc = AS_FAIL; break; }
                 eval_mc_item *it = &items[i - i0];
                 it->n_choices = d->n_choices;
@@ -216,7 +229,7 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
                 if (rc == AS_OK && samples) {
                     cJSON *rec = cJSON_CreateObject();
                     cJSON_AddStringToObject(rec, "task", n_subsets > 1 ? sub->name : t->name);
-                    cJSON_AddNumberToObject(rec, "doc_id", (double)(i0 + j));
+                    cJSON_AddNumberToObject(rec, "doc_id", (double)(off + i0 + j));
                     cJSON_AddItemToObject(rec, "ll", cJSON_CreateDoubleArray(items[j].ll, items[j].n_choices));
                     cJSON_AddNumberToObject(rec, "gold", docs[j].gold);
                     cJSON_AddNumberToObject(rec, "acc", acc[i0 + j]);
@@ -237,7 +250,7 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
             progress_show(&pr, done, false);
         }
         free_strs(examples, shots > 0 ? n_pool : 0);
-        if (rc == AS_OK) {
+        if (rc == AS_OK && n > 0) {
             double m_acc, s_acc, m_norm, s_norm, m_mc2, s_mc2;
             eval_mean_stderr(acc, n, &m_acc, &s_acc);
             eval_mean_stderr(norm, n, &m_norm, &s_norm);
@@ -266,13 +279,13 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
     if (rc != AS_OK) return AS_FAIL;
     // The task: the subset itself, or the unweighted mean of its subsets (the
     // leaderboard's MMLU average), whose standard error is sqrt(sum se_i^2) / k.
-    const double k = n_subsets;
+    const double k = k_used;
     cJSON *e = cJSON_AddObjectToObject(results, t->name);
     cJSON_AddStringToObject(e, "alias", t->name);
     if (t->metrics & EVAL_METRIC_ACC) put_metric(e, "acc", "none", sum_acc / k, sqrt(se2_acc) / k);
     if (t->metrics & EVAL_METRIC_ACC_NORM) put_metric(e, "acc_norm", "none", sum_norm / k, sqrt(se2_norm) / k);
     if (t->metrics & EVAL_METRIC_MC2) put_metric(e, "acc", "none", sum_mc2 / k, sqrt(se2_mc2) / k);
-    if (n_subsets > 1) cJSON_AddNumberToObject(e, "n_subsets", n_subsets);
+    if (n_subsets > 1) cJSON_AddNumberToObject(e, "n_subsets", k_used);
     cJSON_AddNumberToObject(nshot, t->name, shots);
     cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
     cJSON_AddNumberToObject(ns, "original", (double)total_orig);
@@ -292,11 +305,13 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
                    cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
     const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
     const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
-    const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o->limit);
+    const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o), off = o->offset;
+    if (n == 0) return as_error("%s: --offset %lld is past the last item", t->name, (long long)off);
     char **examples = NULL;
     if (shots > 0 && render_examples(t, pool, &examples) != AS_OK) return AS_FAIL;
     as_rng rng;
     as_rng_seed(&rng, o->seed);
+    skip_fewshot_draws(t, sub, n_pool, shots, &rng, o);
     generate_request *req = as_calloc((size_t)AS_MAX(n, 1), sizeof *req);
     char **gold = as_calloc((size_t)AS_MAX(n, 1), sizeof *gold);
     int32_t **ids = as_calloc((size_t)AS_MAX(n, 1), sizeof *ids);
@@ -306,10 +321,10 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
     const int32_t max_new = o->max_new_tokens > 0 ? o->max_new_tokens : t->max_gen_toks;
     int rc = AS_OK;
     for (int64_t i = 0; i < n && rc == AS_OK; i++) {
-        const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)i);
+        const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)(off + i));
         eval_doc d;
-        if ((rc = eval_doc_render(t, doc, i, &d)) != AS_OK) break;
-        char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : i, t->path ? t->path : t->name);
+        if ((rc = eval_doc_render(t, doc, off + i, &d)) != AS_OK) break;
+        char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : off + i, t->path ? t->path : t->name);
         char *g = pf ? eval_render(t->gold, doc, t->path ? t->path : t->name) : NULL;
         if (!g) { free(pf); eval_doc_free(&d); rc = AS_FAIL; break; }
         gold[i] = eval_extract_answer(g, false);
@@ -349,7 +364,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         if (samples) {
             cJSON *rec = cJSON_CreateObject();
             cJSON_AddStringToObject(rec, "task", t->name);
-            cJSON_AddNumberToObject(rec, "doc_id", (double)i);
+            cJSON_AddNumberToObject(rec, "doc_id", (double)(off + i));
             cJSON_AddStringToObject(rec, "output", text);
             if (b) cJSON_AddStringToObject(rec, "answer", b);
             else cJSON_AddNullToObject(rec, "answer");
@@ -454,6 +469,7 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
     cJSON_AddStringToObject(cfg, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
     cJSON_AddBoolToObject(cfg, "lora", m->lora.rank > 0);
     cJSON_AddNumberToObject(cfg, "limit", (double)o->limit);
+    cJSON_AddNumberToObject(cfg, "offset", (double)o->offset);
     cJSON_AddNumberToObject(cfg, "fewshot_seed", (double)o->seed);
     cJSON_AddStringToObject(cfg, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
     const kernel_precision saved = m->precision;

@@ -37,6 +37,11 @@ typedef struct eval_options {
     const char *tasks;
     int32_t shots;              // -1: each task's default (the leaderboard's)
     int64_t limit;              // 0: every item; N: the first N items of each task (mmlu: of each subject)
+    // Items skipped before `limit` counts (mmlu: of each subject).  The skipped
+    // items' few-shot draws are still made, so items [S, S + N) get the very
+    // prompts a full run gives them: runs with offsets 0, N, 2N, ... and limit
+    // N score the whole task in shards.
+    int64_t offset;
     uint64_t seed;              // few-shot sampling seed (default 1234, as lm-eval)
     kernel_precision precision; // scoring and generation precision (default F32); restored on return
     int32_t max_new_tokens;     // generative tasks: 0 = the task's own (gsm8k 256, mt_bench 1024, its judge 2048)

@@ -170,6 +170,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
     char *qpath = eval_task_path(t, data_dir, t->data);
     cJSON *qs = NULL, *refs = NULL, *prompts = NULL;
     int rc = read_jsonl_array(qpath, &qs);
+    for (int64_t i = 0; rc == AS_OK && i < o->offset && cJSON_GetArraySize(qs) > 0; i++) cJSON_DeleteItemFromArray(qs, 0); // --offset
     int64_t n = rc == AS_OK ? cJSON_GetArraySize(qs) : 0;
     if (o->limit > 0) n = AS_MIN(n, o->limit);
     chat_template ct = {0}, jct = {0};

@@ -215,6 +215,30 @@ static void test_fewshot_prompts_deterministic(void **st) {
         fake_free(&f);
         cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
     }
+    // Shards (--offset S --limit K): item i gets the prompt the full run gave it.
+    const int64_t shard[][2] = {{0, 1}, {1, 2}, {3, 5}, {2, 0}};
+    for (size_t r = 0; r < sizeof shard / sizeof *shard; r++) {
+        fake f = {.table = tab, .n = 8};
+        eval_options o = eval_options_default();
+        o.offset = shard[r][0], o.limit = shard[r][1];
+        cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
+        assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
+        const int64_t want = AS_MAX((int64_t)0, (o.limit ? AS_MIN(4 - o.offset, o.limit) : 4 - o.offset));
+        assert_int_equal(f.n_seen, 2 * want);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(nsamp, "fs"), "effective")->valueint, want);
+        for (int64_t i = 0; i < want; i++) assert_string_equal(f.ctx[2 * i], first[o.offset + i]);
+        fake_free(&f);
+        cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
+    }
+    { // past the end: an error, not an empty result
+        fake f = {.table = tab, .n = 8};
+        eval_options o = eval_options_default();
+        o.offset = 4;
+        cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
+        assert_int_not_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
+        assert_non_null(strstr(as_last_error(), "--offset 4 is past the last item"));
+        cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
+    }
     for (int i = 0; i < 4; i++) free(first[i]);
     eval_subsets_free(s, ns);
     eval_task_free(&t);
@@ -320,6 +344,16 @@ static void test_subjects_mean(void **st) {
     assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
     assert_near(num(res, "mm", "acc,none"), 1, 1e-12);
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(nsamp, "mm"), "effective")->valueint, 2);
+    fake_free(&f);
+    // --offset 1: alpha_beta's second item only (wrong: acc 0); gamma has no
+    // item left and drops out of the mean instead of making it NaN.
+    cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
+    res = cJSON_CreateObject(), nshot = cJSON_CreateObject(), nsamp = cJSON_CreateObject();
+    o.limit = 0, o.offset = 1;
+    assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
+    assert_near(num(res, "mm", "acc,none"), 0, 1e-12);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(nsamp, "mm"), "effective")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(res, "mm"), "n_subsets")->valueint, 1);
     fake_free(&f);
     cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
     eval_subsets_free(s, ns);
