@@ -5,7 +5,7 @@
 # Defaults: build, ${ALPHASPIN_HOME:-~/.cache/alphaspin}/suite-<precision>.
 # PRECISION=q8|f32 (default q8), THREADS (default: all cores), TASKS (default:
 # the six leaderboard tasks, shortest first), SHARDS="task=N ..." (default
-# hellaswag=2600): run that task as shards of N items (`eval --offset
+# hellaswag=1000): run that task as shards of N items (`eval --offset
 # --limit`, which gives every item the prompt of a full run), each resumable
 # and timed on its own; the table adds the shards up.
 #
@@ -21,7 +21,7 @@ PRECISION=${PRECISION:-q8}
 OUT=${2:-${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}/suite-$PRECISION}
 THREADS=${THREADS:-$(nproc)}
 TASKS=${TASKS:-"truthfulqa_mc2 winogrande arc_challenge gsm8k mmlu hellaswag"}
-SHARDS=${SHARDS-"hellaswag=2600"}
+SHARDS=${SHARDS-"hellaswag=1000"}
 BIN=$BUILD/alphaspin
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
