@@ -277,6 +277,9 @@ static int apply(spin_config *c, const key_def *k, const char *const *vals, int 
         return 0;
     case KT_F64: case KT_F32:
         if (parse_number(s, &v)) return as_error("%s%s: '%s' is not a number", where, k->key, s);
+        if (k->type == KT_F32 && (double)(float)v != v && check_range(k, (double)(float)v, "")) // checked as stored
+            return as_error("%s%s: %s is %g as a 32-bit float, out of range (expected %s%g, %g%s)", where, k->key, s, (double)(float)v,
+                            k->open_lo ? "(" : "[", k->lo, k->hi, k->open_hi ? ")" : "]");
         if (check_range(k, v, where)) return -1;
         if (k->type == KT_F64) *(double *)p = v;
         else *(float *)p = (float)v;

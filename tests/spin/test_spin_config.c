@@ -104,6 +104,10 @@ static void test_errors(void **state) {
     expect_error("a: &x 1\nb: *x\n", "");
     expect_error("alpha: [\n", "t.yaml:");
     expect_error("seed: -1\n", "seed");
+    // Stored as a float, 2.1e-74 is 0: not > 0 (found by fuzz_spin_config; the
+    // resolved YAML would not have parsed again).
+    expect_error("optimizer: {lr: 2.1e-74}\n", "optimizer.lr: 2.1e-74 is 0 as a 32-bit float, out of range");
+    expect_error("lora: {alpha: 1e300}\n", "lora.alpha");
     expect_error("x: 1\n---\ny: 2\n", "");
 }
 
