@@ -172,7 +172,10 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
     const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
     progress pr = {.task = t->name, .t0 = as_time(), .on = o->progress};
     int32_t k_used = 0; // subsets with items (an offset can pass the end of short ones)
-    for (int32_t s = 0; s < n_subsets; s++) pr.total += n_eval_items(&subsets[s], o), k_used += n_eval_items(&subsets[s], o) > 0;
+    for (int32_t s = 0; s < n_subsets; s++) {
+        const int64_t n = n_eval_items(&subsets[s], o);
+        pr.total += n, k_used += n > 0;
+    }
     if (k_used == 0) return as_error("%s: --offset %lld is past the last item", t->name, (long long)o->offset);
     int64_t done = 0;
     double sum_acc = 0, sum_norm = 0, sum_mc2 = 0, se2_acc = 0, se2_norm = 0, se2_mc2 = 0;

@@ -236,6 +236,34 @@ static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, c
         acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_ROWS * n)), _mm512_mul_ps(d_w, _mm512_set1_ps(da[n])), acc[n]);
 }
 
+// The m_w s_a terms of one token tile (the same chains by block position b =
+// k % 4), then out = ((sum_0 + sum_2) + (sum_1 + sum_3)) + ((m_0 + m_2) + (m_1 + m_3))
+// for its nt valid tokens and nr valid rows.
+static inline __attribute__((always_inline)) void amx_finish(const amx_weight_block *wq, const amx_act_block *a, int64_t nb,
+                                                             float (*sum)[AMX_TOKENS][AMX_ROWS], float *out, int64_t ldo, int nr, int nt) {
+    _Alignas(64) float sum_m[4][AMX_TOKENS][AMX_ROWS];
+    for (int b = 0; b < 4; b++) {
+        __m512 acc[AMX_TOKENS];
+#pragma GCC unroll 16
+        for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps();
+        for (int64_t k = b; k < nb; k += 4) {
+            const __m512 m_w = _mm512_loadu_ps(wq[k].m);
+#pragma GCC unroll 16
+            for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
+        }
+#pragma GCC unroll 16
+        for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
+    }
+    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    for (int n = 0; n < nt; n++) {
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][n]), _mm512_load_ps(sum[2][n])),
+                                       _mm512_add_ps(_mm512_load_ps(sum[1][n]), _mm512_load_ps(sum[3][n])));
+        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][n]), _mm512_load_ps(sum_m[2][n])),
+                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][n]), _mm512_load_ps(sum_m[3][n])));
+        _mm512_mask_storeu_ps(out + n * ldo, rows, _mm512_add_ps(s, m));
+    }
+}
+
 // Outputs of 16 weight rows (nr valid) for 16 tokens (nt valid) into
 // out[n * ldo + r].
 //
@@ -248,7 +276,7 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
 #define AMX_PREFETCH()                                                                                                                      \
     for (int64_t p_ = 0; p_ < pf_per_block && pf_next < pf_lines; p_++, pf_next++) _mm_prefetch((const char *)pf + 64 * pf_next, _MM_HINT_T1)
     _Alignas(64) int32_t c[2][AMX_ROWS * AMX_TOKENS];
-    _Alignas(64) float sum[4][AMX_TOKENS][AMX_ROWS], sum_m[4][AMX_TOKENS][AMX_ROWS];
+    _Alignas(64) float sum[4][AMX_TOKENS][AMX_ROWS];
     for (int b = 0; b < 4; b++) {
         __m512 acc[AMX_TOKENS];
 #pragma GCC unroll 16
@@ -280,26 +308,9 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
             amx_scale_block(acc, c[0], &wq[k], a[k].d);
         }
 #pragma GCC unroll 16
-        for (int n = 0; n < AMX_TOKENS; n++) {
-            _mm512_store_ps(sum[b][n], acc[n]);
-            acc[n] = _mm512_setzero_ps();
-        }
-        for (k = b; k < nb; k += 4) {
-            const __m512 m_w = _mm512_loadu_ps(wq[k].m);
-#pragma GCC unroll 16
-            for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
-        }
-#pragma GCC unroll 16
-        for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
+        for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum[b][n], acc[n]);
     }
-    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
-    for (int n = 0; n < nt; n++) {
-        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][n]), _mm512_load_ps(sum[2][n])),
-                                       _mm512_add_ps(_mm512_load_ps(sum[1][n]), _mm512_load_ps(sum[3][n])));
-        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][n]), _mm512_load_ps(sum_m[2][n])),
-                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][n]), _mm512_load_ps(sum_m[3][n])));
-        _mm512_mask_storeu_ps(out + n * ldo, rows, _mm512_add_ps(s, m));
-    }
+    amx_finish(wq, a, nb, sum, out, ldo, nr, nt);
 #undef AMX_PREFETCH
 }
 
@@ -313,32 +324,6 @@ static inline __attribute__((always_inline)) void amx_scale_block_mem(float (*ac
     for (int n = 0; n < AMX_TOKENS; n++)
         _mm512_store_ps(acc[n], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + AMX_ROWS * n)), _mm512_mul_ps(d_w, _mm512_set1_ps(da[n])),
                                                 _mm512_load_ps(acc[n])));
-}
-
-// The m_w s_a terms and the final sums of one token tile, as amx_tile_dot.
-static inline __attribute__((always_inline)) void amx_finish(const amx_weight_block *wq, const amx_act_block *a, int64_t nb,
-                                                             float (*sum)[AMX_TOKENS][AMX_ROWS], float *out, int64_t ldo, int nr, int nt) {
-    _Alignas(64) float sum_m[4][AMX_TOKENS][AMX_ROWS];
-    for (int b = 0; b < 4; b++) {
-        __m512 acc[AMX_TOKENS];
-#pragma GCC unroll 16
-        for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps();
-        for (int64_t k = b; k < nb; k += 4) {
-            const __m512 m_w = _mm512_loadu_ps(wq[k].m);
-#pragma GCC unroll 16
-            for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
-        }
-#pragma GCC unroll 16
-        for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
-    }
-    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
-    for (int n = 0; n < nt; n++) {
-        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][n]), _mm512_load_ps(sum[2][n])),
-                                       _mm512_add_ps(_mm512_load_ps(sum[1][n]), _mm512_load_ps(sum[3][n])));
-        const __m512 m = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum_m[0][n]), _mm512_load_ps(sum_m[2][n])),
-                                       _mm512_add_ps(_mm512_load_ps(sum_m[1][n]), _mm512_load_ps(sum_m[3][n])));
-        _mm512_mask_storeu_ps(out + n * ldo, rows, _mm512_add_ps(s, m));
-    }
 }
 
 // Two token tiles (a0: 16 tokens, a1: nt1 valid) against one row tile: each
