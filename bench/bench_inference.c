@@ -68,7 +68,7 @@ static double prefill_run(model *m, int T) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: bench_inference MODEL.gguf [f32|q8] [threads] [batch] [prefill]\n");
+        fprintf(stderr, "usage: bench_inference MODEL.gguf [f32|q8|bf16] [threads] [batch] [prefill]\n");
         return argc < 2 ? 2 : 0;
     }
     const char *prec = argc > 2 ? argv[2] : "q8";
@@ -79,7 +79,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_inference: %s\n", as_last_error());
         return 1;
     }
-    m->precision = !strcmp(prec, "f32") ? KERNEL_PRECISION_F32 : KERNEL_PRECISION_Q8;
+    if (kernel_precision_parse(prec, &m->precision)) {
+        fprintf(stderr, "bench_inference: precision must be f32, q8 or bf16, got '%s'\n", prec);
+        return 2;
+    }
     prefill_run(m, 64); // warm-up: page the weights in
     // BENCH_ONLY=b1|bB|prefill runs one part (profiling; the others print 0).
     const char *only = getenv("BENCH_ONLY");

@@ -1,4 +1,4 @@
-// The training products alone (fp32 train_gemm vs train_gemm_bf16) on the
+// The training products alone (fp32 kernel_sgemm vs kernel_gemm_bf16) on the
 // default model's layer shapes at 2048 tokens: forward x W^T, dX = dY W,
 // dW = dY^T X.  Prints GFLOP/s (best of --reps) per shape and precision.
 //   bench_train_gemm [--threads 2] [--tokens 2048] [--reps 3]
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "tensor/kernels.h"
-#include "train/gemm_bf16.h"
+#include "tensor/gemm.h"
 #include "train/ops.h"
 #include "util/common.h"
 
@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
     }
     kernel_init();
     const int64_t shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}}; // (out, in)
-    printf("threads %d, tokens %lld, %s, bf16 on %s\n", nth, (long long)T, cpu_describe(), train_gemm_bf16_amx() ? "AMX" : "fallback");
+    printf("threads %d, tokens %lld, %s, bf16 on %s\n", nth, (long long)T, cpu_describe(), kernel_gemm_bf16_amx() ? "AMX" : "fallback");
     for (size_t s = 0; s < AS_ARRAY_LEN(shapes); s++) {
         const int64_t O = shapes[s][0], I = shapes[s][1], Tt = O > 10000 ? 64 : T;
         float *X = as_aligned_alloc(sizeof(float) * (size_t)(Tt * I)), *W = as_aligned_alloc(sizeof(float) * (size_t)(O * I));
@@ -40,8 +40,8 @@ int main(int argc, char **argv) {
                     const float *A = op == 0 ? X : Y, *B = op == 0 ? W : op == 1 ? W : X;
                     const int64_t lda = op == 0 ? I : O, ldb = op == 0 ? I : I;
                     float *C = op == 0 ? Y : op == 1 ? X : dW;
-                    if (bf) train_gemm_bf16(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N, nth);
-                    else train_gemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N, nth);
+                    if (bf) kernel_gemm_bf16(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N, nth);
+                    else kernel_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N, nth);
                     best[op] = AS_MIN(best[op], as_time() - t0);
                 }
             printf("%5lld x %5lld x %4lld %s: fwd %6.1f  dX %6.1f  dW %6.1f GFLOP/s\n", (long long)O, (long long)I, (long long)Tt, bf ? "bf16" : "f32 ",

@@ -17,11 +17,15 @@ ap.add_argument("--new-tokens", type=int, default=128)
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--prefill", type=int, default=512)
 ap.add_argument("--prefill-reps", type=int, default=5, help="prefill passes; the median is reported")
+ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                help="weights and arithmetic: fp32, or bf16 (oneDNN's AMX-BF16 kernels where the CPU has them)")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 
 d, f = os.path.split(os.path.abspath(args.model))
 model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+if args.dtype == "bf16":
+    model = model.to(torch.bfloat16)
 model.eval()
 V = model.config.vocab_size
 g = torch.Generator().manual_seed(1234)
@@ -49,7 +53,7 @@ def prefill_run():
 
 prefill_run()  # warm-up
 res = {
-    "peer": f"pytorch {torch.__version__} (transformers, fp32)",
+    "peer": f"pytorch {torch.__version__} (transformers, {args.dtype})",
     "decode_b1_tok_s": decode_run(1),
     f"decode_b{args.batch}_tok_s": decode_run(args.batch),
     f"prefill_{args.prefill}_tok_s": statistics.median(prefill_run() for _ in range(args.prefill_reps)),

@@ -4,6 +4,7 @@
 # (lm-eval's loglikelihood procedure re-implemented) on ARC-Easy 0-shot in the
 # same run: items/s of both, their ratio, and the agreement of the log-likelihoods.
 #   bash bench/run_eval.sh [BUILD_DIR] [LIMIT]     (defaults: build, 20)
+# PRECISION=f32|q8|bf16 (default f32) selects the scoring arithmetic.
 # Prints one line per task: task, shots, items, wall seconds, items/s, CPU
 # seconds per item, and the time of the full task estimated from the CPU
 # seconds on idle cores (and at the measured wall rate).
@@ -11,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 LIMIT=${2:-20}
+PRECISION=${PRECISION:-f32}
 BIN=$BUILD/alphaspin
 DATA=${ALPHASPIN_DATA:-../shared/data}
 MODEL=${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}/models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -22,7 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 # task shots items-in-the-full-task (the leaderboard's shot counts; mmlu: limit per subject)
 run() {
   local task=$1 shots=$2 full=$3 limit=$4
-  /usr/bin/time -f "%U %S" -o "$tmp/$task.time" "$BIN" eval --tasks "$task" --shots "$shots" --limit "$limit" --quiet \
+  /usr/bin/time -f "%U %S" -o "$tmp/$task.time" "$BIN" eval --tasks "$task" --shots "$shots" --limit "$limit" --precision "$PRECISION" --quiet \
       --out "$tmp/$task.json" --log-samples "$tmp/$task.samples.jsonl" >/dev/null
   python3 - "$tmp/$task.json" "$task" "$shots" "$full" "$tmp/$task.time" "$(nproc)" <<'PY'
 import json, sys
@@ -36,7 +38,7 @@ print(f"{task:14s} shots {shots:2d} items {n:4d}  {s:7.1f} s wall  {n / s:6.3f} 
 PY
 }
 
-echo "== alphaspin eval ($BIN, f32 scoring, $(nproc) cores); first $LIMIT items (mmlu: $((LIMIT / 20 > 0 ? LIMIT / 20 : 1)) per subject, gsm8k: $((LIMIT / 4 > 0 ? LIMIT / 4 : 1)))"
+echo "== alphaspin eval ($BIN, $PRECISION scoring, $(nproc) cores); first $LIMIT items (mmlu: $((LIMIT / 20 > 0 ? LIMIT / 20 : 1)) per subject, gsm8k: $((LIMIT / 4 > 0 ? LIMIT / 4 : 1)))"
 run arc_easy 0 2376 "$LIMIT"
 run arc_challenge 25 1172 "$LIMIT"
 run hellaswag 10 10042 "$LIMIT"

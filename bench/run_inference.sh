@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Inference speed: alphaspin vs llama.cpp (llama-cpp-python) vs PyTorch, same
-# GGUF, same cores, same run.  Each engine runs REPEATS times (default 3); the
+# GGUF, same cores, same run.  alphaspin at its three precisions (q8, f32,
+# bf16), PyTorch in fp32 and in bf16 (oneDNN's AMX kernels where the CPU has
+# them: its fastest prefill).  Each engine runs REPEATS times (default 3); the
 # medians and the ratios are printed as a Markdown table for BENCHMARKS.md.
 #   bash bench/run_inference.sh [MODEL.gguf]
 # BUILD=DIR uses another build directory than build/.
@@ -15,9 +17,11 @@ BUILD=${BUILD:-build} # build directory (scripts/build.sh)
 bash scripts/build.sh "$BUILD" >/dev/null
 out=$(mktemp -d)
 for r in $(seq "$REPEATS"); do
-  for prec in q8 f32; do "$BUILD"/bench_inference "$model" "$prec" "$THREADS" "$B" "$T" >> "$out/alphaspin_$prec.jsonl"; done
+  for prec in q8 f32 bf16; do "$BUILD"/bench_inference "$model" "$prec" "$THREADS" "$B" "$T" >> "$out/alphaspin_$prec.jsonl"; done
   "$PY" bench/peer_llama_cpp.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/llama_cpp.jsonl" 2>/dev/null
-  OMP_WAIT_POLICY=PASSIVE "$PY" bench/peer_torch.py --model "$model" --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/torch.jsonl" 2>/dev/null
+  for dt in fp32 bf16; do
+    OMP_WAIT_POLICY=PASSIVE "$PY" bench/peer_torch.py --model "$model" --dtype $dt --threads "$THREADS" --batch "$B" --prefill "$T" >> "$out/torch_$dt.jsonl" 2>/dev/null
+  done
 done
 "$PY" - "$out" "$B" "$T" <<'PY'
 import json, statistics, sys, glob, os
@@ -31,9 +35,12 @@ print(f"| engine | decode b=1 tok/s | decode b={B} tok/s (aggregate) | prefill {
 print("|---|---|---|---|---|---|")
 for name, (peer, m, n) in rows.items():
     print(f"| {peer} | {m[keys[0]]:.1f} | {m[keys[1]]:.1f} | {m[keys[2]]:.1f} | {m[keys[3]]:.0f} | {n} |")
-a = rows["alphaspin_q8"][1]; af = rows["alphaspin_f32"][1]; l = rows["llama_cpp"][1]; t = rows["torch"][1]
+a = rows["alphaspin_q8"][1]; af = rows["alphaspin_f32"][1]; ab = rows["alphaspin_bf16"][1]; l = rows["llama_cpp"][1]
+t = rows["torch_fp32"][1]; tb = rows["torch_bf16"][1]
 print()
 print(f"- batch-1 decode, alphaspin q8 / llama.cpp: {a[keys[0]] / l[keys[0]]:.2f}x (target >= 1); f32 / llama.cpp: {af[keys[0]] / l[keys[0]]:.2f}x")
 print(f"- batch-{B} aggregate / batch-1, alphaspin q8: {a[keys[1]] / a[keys[0]]:.1f}x (target >= 10); f32: {af[keys[1]] / af[keys[0]]:.1f}x")
-print(f"- prefill {T}, alphaspin f32 / PyTorch: {af[keys[2]] / t[keys[2]]:.2f}x (target >= 3); q8 / PyTorch: {a[keys[2]] / t[keys[2]]:.2f}x; q8 / llama.cpp: {a[keys[2]] / l[keys[2]]:.2f}x")
+p = keys[2]
+print(f"- prefill {T}, alphaspin bf16 / PyTorch fp32: {ab[p] / t[p]:.2f}x (target >= 3); bf16 / PyTorch bf16: {ab[p] / tb[p]:.2f}x; "
+      f"q8 / PyTorch fp32: {a[p] / t[p]:.2f}x; f32 / PyTorch fp32: {af[p] / t[p]:.2f}x; bf16 / llama.cpp: {ab[p] / l[p]:.2f}x")
 PY

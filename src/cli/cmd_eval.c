@@ -34,7 +34,8 @@ static void usage(FILE *out) {
             "  --markdown FILE.md    the table to a file as well\n"
             "  --log-samples FILE    per-item records (log-likelihoods, outputs) as JSONL\n"
             "  --seed S              few-shot sampling seed (default 1234)\n"
-            "  --precision P         f32 (default: exact fp32 activations) or q8 (8-bit, faster)\n"
+            "  --precision P         f32 (default: exact fp32 activations), q8 (8-bit, faster) or bf16\n"
+            "                        (bf16 operands, fp32 sums: fastest on CPUs with AMX)\n"
             "  --data-dir DIR        where relative data paths of tasks are found (default $ALPHASPIN_DATA,\n"
             "                        else the source tree's ../shared/data)\n"
             "  --tasks-dir DIR       built-in task files (default: $ALPHASPIN_TASKS, next to the program,\n"
@@ -99,9 +100,7 @@ int cmd_eval(int argc, char **argv) {
             o.seed = (uint64_t)dv;
             break;
         case O_PREC:
-            if (!strcmp(optarg, "f32")) o.precision = KERNEL_PRECISION_F32;
-            else if (!strcmp(optarg, "q8")) o.precision = KERNEL_PRECISION_Q8;
-            else return cli_usage_error("eval", "--precision must be f32 or q8, got '%s'", optarg);
+            if (kernel_precision_parse(optarg, &o.precision)) return cli_usage_error("eval", "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case O_DATA: o.data_dir = optarg; break;
         case O_TDIR: o.tasks_dir = optarg; break;

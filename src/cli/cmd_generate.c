@@ -38,7 +38,8 @@ static void usage(FILE *out) {
             "  --stop TEXT          stop when TEXT is generated (repeatable)\n"
             "  --batch-size N       sequences decoded together (default 8)\n"
             "  --precision P        q8 (default: 8-bit activations like llama.cpp; fast, and a sequence's tokens\n"
-            "                       do not depend on what else is in the batch) or f32 (exact fp32 activations)\n"
+            "                       do not depend on what else is in the batch), f32 (exact fp32 activations)\n"
+            "                       or bf16 (bf16 operands, fp32 sums: fast prompts on AMX CPUs, slow decoding)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --help               this text\n",
             d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty, d.repeat_last_n,
@@ -284,9 +285,7 @@ int cmd_generate(int argc, char **argv) {
             break;
         case O_BATCH: if (!cli_parse_int(cmd, "--batch-size", optarg, 1, 4096, &o.batch)) return 2; break;
         case O_PREC:
-            if (!strcmp(optarg, "f32")) o.prec = KERNEL_PRECISION_F32;
-            else if (!strcmp(optarg, "q8")) o.prec = KERNEL_PRECISION_Q8;
-            else return cli_usage_error(cmd, "--precision must be f32 or q8, got '%s'", optarg);
+            if (kernel_precision_parse(optarg, &o.prec)) return cli_usage_error(cmd, "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case O_THREADS: if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &o.threads)) return 2; break;
         case O_HELP: usage(stdout); return 0;

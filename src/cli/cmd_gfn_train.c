@@ -48,7 +48,7 @@ static void usage(FILE *out) {
             "  --explore P:LO:HI       tempered exploration: probability and temperature range (default %g:%g:%g)\n"
             "  --micro-batch N         sequences per training forward/backward (default %d)\n"
             "  --sample-batch N        sequences per sampling forward (default %d)\n"
-            "  --precision P           f32 | q8: arithmetic of sampling and rewards (default q8)\n"
+            "  --precision P           f32 | q8 | bf16: arithmetic of sampling and rewards (default q8)\n"
             "  --chat-template T       chatml | gemma | llama3, when the model's template is not recognised\n"
             "  --seed S                default %llu\n"
             "  --threads N             threads (default: all cores)\n"
@@ -151,9 +151,7 @@ int cmd_gfn_train(int argc, char **argv) {
         case O_MICRO: if (!cli_parse_int(cmd, "--micro-batch", optarg, 1, 1 << 20, &l)) return 2; c.micro_batch = (int32_t)l; break;
         case O_SBATCH: if (!cli_parse_int(cmd, "--sample-batch", optarg, 1, 1 << 20, &l)) return 2; c.sample_batch = (int32_t)l; break;
         case O_PREC:
-            if (!strcmp(optarg, "f32")) prec = KERNEL_PRECISION_F32;
-            else if (!strcmp(optarg, "q8")) prec = KERNEL_PRECISION_Q8;
-            else return cli_usage_error(cmd, "--precision must be f32 or q8, got '%s'", optarg);
+            if (kernel_precision_parse(optarg, &prec)) return cli_usage_error(cmd, "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case O_TMPL: tmpl = optarg; break;
         case O_SEED: if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; c.seed = (uint64_t)l; break;

@@ -17,7 +17,8 @@ static void usage(FILE *out) {
             "  --text TEXT        the text to score\n"
             "  --special          recognise special tokens written in TEXT\n"
             "  --precision P      f32 (default: fp32 activations, matches an fp32 reference) or q8\n"
-            "                     (8-bit activations like llama.cpp: faster, slightly less exact)\n"
+            "                     (8-bit activations like llama.cpp: faster, slightly less exact) or bf16\n"
+            "                     (bf16 operands, fp32 sums: fastest on CPUs with AMX)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --help             this text\n");
 }
@@ -39,9 +40,7 @@ int cmd_logprobs(int argc, char **argv) {
         case 't': text = optarg; break;
         case 's': special = true; break;
         case 'p':
-            if (!strcmp(optarg, "f32")) prec = KERNEL_PRECISION_F32;
-            else if (!strcmp(optarg, "q8")) prec = KERNEL_PRECISION_Q8;
-            else return cli_usage_error("logprobs", "--precision must be f32 or q8, got '%s'", optarg);
+            if (kernel_precision_parse(optarg, &prec)) return cli_usage_error("logprobs", "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case 'j':
             if (!cli_parse_int("logprobs", "--threads", optarg, 1, 1024, &threads)) return 2;

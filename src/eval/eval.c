@@ -106,7 +106,7 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
     if (t->metrics & EVAL_METRIC_MC2) cJSON_AddItemToArray(ml, cJSON_CreateString("acc (mc2)"));
     if (t->metrics & EVAL_METRIC_EXACT_MATCH) cJSON_AddItemToArray(ml, cJSON_CreateString("exact_match"));
     cJSON_AddStringToObject(c, "primary_metric", t->primary_metric);
-    cJSON_AddStringToObject(c, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
+    cJSON_AddStringToObject(c, "precision", kernel_precision_name(o->precision));
     cJSON_AddNumberToObject(c, "limit", (double)o->limit);
     cJSON_AddNumberToObject(c, "offset", (double)o->offset);
     cJSON_AddStringToObject(c, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
@@ -469,7 +469,7 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
     cJSON_AddObjectToObject(root, "configs");
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     cJSON_AddStringToObject(cfg, "model", o->model_id ? o->model_id : m->cfg.arch_name);
-    cJSON_AddStringToObject(cfg, "precision", o->precision == KERNEL_PRECISION_Q8 ? "q8" : "f32");
+    cJSON_AddStringToObject(cfg, "precision", kernel_precision_name(o->precision));
     cJSON_AddBoolToObject(cfg, "lora", m->lora.rank > 0);
     cJSON_AddNumberToObject(cfg, "limit", (double)o->limit);
     cJSON_AddNumberToObject(cfg, "offset", (double)o->offset);

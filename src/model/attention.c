@@ -1,5 +1,6 @@
 // Causal attention of a few query rows against one KV group of one sequence's
-// cache (model_internal.h: model_attention_rows), generic C and AVX-512.
+// cache (model_internal.h: model_attention_rows), generic C and AVX-512, and
+// AMX-BF16 for KERNEL_PRECISION_BF16 (below).
 //
 // Keys are stored in tiles of 16 positions, transposed: dimension e of the 16
 // keys of a tile is one run of 16 floats (KV_TILE, model.h), so the scores of
@@ -18,10 +19,13 @@
 // The C and AVX-512 versions differ only in the softmax's summation order and
 // exp (both ~1 ulp).  K and V are fp32 or fp16 (converted as they load).
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/bf16_x86.h"
+#include "tensor/gemm.h"
 #include "tensor/quant.h"
 #include "util/common.h"
 
@@ -199,6 +203,117 @@ ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
         }
     }
 }
+
+// ---- AMX-BF16 (KERNEL_PRECISION_BF16) ----
+//
+// The rows x heads query vectors (vector i = row * n_heads + head), rounded
+// to bf16, against the keys 0 .. n_max-1 (n_max: the largest n_keys), on
+// AMX tiles: scores = Q K^T summed in fp32 over d in one fixed order per
+// (vector, key); the softmax in fp32 over the row's own keys (as above);
+// the probabilities rounded to bf16 (zero past the row's own keys) times V,
+// summed over chunks of 32 keys from key 0, times 1 / sum.  A vector's
+// numbers do not depend on the other vectors in its tiles: the chunks past
+// its own keys add exact zeros (V is packed with zeros past n_max), so a
+// token's attention is bitwise the same in any batch, prefill or decode.
+#define AMX_ATT_TARGET __attribute__((target("amx-tile,amx-bf16,avx2,fma,f16c,avx512f,avx512bw")))
+
+typedef struct { void *p; size_t n; } att_buf;
+static _Thread_local att_buf ws_q, ws_k, ws_v, ws_p, ws_s, ws_inv;
+
+static void *att_grow(att_buf *b, size_t bytes) {
+    if (bytes > b->n) {
+        free(b->p);
+        b->n = bytes + bytes / 4;
+        b->p = as_aligned_alloc(b->n);
+    }
+    return b->p;
+}
+
+AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
+    const int d = a->d, H = a->n_heads, R = a->n_rows * H, Rp = (R + 15) / 16 * 16, dp2 = d / 2;
+    int32_t n_max = 1;
+    for (int r = 0; r < a->n_rows; r++) n_max = AS_MAX(n_max, a->n_keys[r]);
+    const int32_t n16 = (n_max + 15) / 16 * 16, n32 = (n_max + 31) / 32 * 32;
+    uint16_t *Q = att_grow(&ws_q, sizeof(uint16_t) * (size_t)Rp * d);
+    uint32_t *K = att_grow(&ws_k, sizeof(uint32_t) * (size_t)n16 * dp2);                 // [key panel][d/2][16 keys] pairs of dims
+    uint32_t *V = att_grow(&ws_v, sizeof(uint32_t) * (size_t)(n32 / 2) * d);             // [dim panel][n32/2][16 dims] pairs of keys
+    uint16_t *P = att_grow(&ws_p, sizeof(uint16_t) * (size_t)Rp * n32);                  // probabilities (Rp, n32)
+    float *S = att_grow(&ws_s, sizeof(float) * (size_t)Rp * n16);                        // scores (Rp, n16)
+    const bool F16 = a->f16;
+    const int64_t eb = F16 ? 2 : 4;
+    for (int i = 0; i < Rp; i++)
+        for (int e = 0; e < d; e += 16)
+            _mm256_storeu_si256((__m256i *)(Q + (int64_t)i * d + e),
+                                i < R ? as_bf16x16(_mm512_loadu_ps(a->q + (int64_t)(i / H) * a->q_stride + (int64_t)(i % H) * d + e))
+                                      : _mm256_setzero_si256());
+    // Keys: a tile of 16 positions holds dimension e as 16 consecutive
+    // elements, so dimensions e and e+1 interleave into one tile row.
+    for (int32_t t = 0; t < n16 / 16; t++) {
+        const uint8_t *kt = (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb;
+        for (int e = 0; e < d; e += 2)
+            _mm512_storeu_si512(K + ((int64_t)t * dp2 + e / 2) * 16,
+                                as_bf16x16_pairs(as_bf16x16(kv_load(kt, (int64_t)e * KV_TILE, F16)), as_bf16x16(kv_load(kt, (int64_t)(e + 1) * KV_TILE, F16))));
+    }
+    // Values: rows j and j+1 interleave, zeros past n_max.
+    for (int32_t j = 0; j < n32; j += 2)
+        for (int c = 0; c < d; c += 16) {
+            const __m256i lo = j < n_max ? as_bf16x16(kv_load(a->v, (int64_t)j * a->v_stride + c, F16)) : _mm256_setzero_si256();
+            const __m256i hi = j + 1 < n_max ? as_bf16x16(kv_load(a->v, (int64_t)(j + 1) * a->v_stride + c, F16)) : _mm256_setzero_si256();
+            _mm512_storeu_si512(V + ((int64_t)(c / 16) * (n32 / 2) + j / 2) * 16, as_bf16x16_pairs(lo, hi));
+        }
+    kernel_amx_bf16_begin();
+    // Scores, 16 vectors x 16 keys per tile, keys up to the tile's own last.
+    for (int i0 = 0; i0 < Rp; i0 += 16) {
+        int32_t ni = 1;
+        for (int i = i0; i < AS_MIN(i0 + 16, R); i++) ni = AS_MAX(ni, a->n_keys[i / H]);
+        for (int32_t t = 0; t < (ni + 15) / 16; t++) {
+            _tile_zero(0);
+            for (int e = 0; e < d; e += 32) {
+                _tile_loadd(1, Q + (int64_t)i0 * d + e, d * 2);
+                _tile_loadd(2, K + ((int64_t)t * dp2 + e / 2) * 16, 64);
+                _tile_dpbf16ps(0, 1, 2);
+            }
+            _tile_stored(0, S + (int64_t)i0 * n16 + t * 16, n16 * 4);
+        }
+    }
+    // Softmax per vector over its own keys; probabilities to bf16.
+    float *inv = att_grow(&ws_inv, sizeof(float) * (size_t)Rp);
+    const __m512 vs = _mm512_set1_ps(a->scale);
+    for (int i = 0; i < Rp; i++) {
+        const int32_t n = i < R ? a->n_keys[i / H] : 0;
+        float *s = S + (int64_t)i * n16;
+        for (int32_t j = 0; j < n; j += 16) {
+            const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+            _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), vs));
+        }
+        if (n) inv[i] = softmax_exp512(s, n);
+        uint16_t *p = P + (int64_t)i * n32;
+        for (int32_t j = 0; j < n32; j += 16) {
+            const int32_t left = n - j;
+            const __mmask16 m = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(m, s + j)));
+        }
+    }
+    // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.
+    float o[16 * 16] __attribute__((aligned(64)));
+    for (int i0 = 0; i0 < Rp; i0 += 16) {
+        int32_t ni = 1;
+        for (int i = i0; i < AS_MIN(i0 + 16, R); i++) ni = AS_MAX(ni, a->n_keys[i / H]);
+        for (int c = 0; c < d; c += 16) {
+            _tile_zero(0);
+            for (int32_t j = 0; j < ni; j += 32) {
+                _tile_loadd(1, P + (int64_t)i0 * n32 + j, n32 * 2);
+                _tile_loadd(2, V + ((int64_t)(c / 16) * (n32 / 2) + j / 2) * 16, 64);
+                _tile_dpbf16ps(0, 1, 2);
+            }
+            _tile_stored(0, o, 64);
+            for (int i = i0; i < AS_MIN(i0 + 16, R); i++)
+                _mm512_storeu_ps(a->out + (int64_t)(i / H) * a->out_stride + (int64_t)(i % H) * d + c,
+                                 _mm512_mul_ps(_mm512_load_ps(o + (i - i0) * 16), _mm512_set1_ps(inv[i])));
+        }
+    }
+    kernel_amx_bf16_end();
+}
 #endif
 
 bool model_attention_avx512_usable(int d) {
@@ -210,8 +325,21 @@ bool model_attention_avx512_usable(int d) {
 #endif
 }
 
+bool model_attention_amx_usable(int d) {
+#ifdef ATTN_X86
+    return d % 32 == 0 && kernel_gemm_bf16_amx();
+#else
+    (void)d;
+    return false;
+#endif
+}
+
 void model_attention_rows(const model_attn_args *a, bool simd) {
 #ifdef ATTN_X86
+    if (a->bf16 && model_attention_amx_usable(a->d)) {
+        attention_rows_amx(a);
+        return;
+    }
     if (simd && model_attention_avx512_usable(a->d)) {
         attention_rows_avx512(a);
         return;

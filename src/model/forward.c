@@ -21,6 +21,7 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/gemm.h"
 #include "tensor/quant.h"
 #include "util/common.h"
 
@@ -292,7 +293,7 @@ static void rope_forward(float *x, int n_heads, int d, int n_rot, bool neox, con
 // Work items are (block of consecutive rows of one sequence) x (KV head): the
 // block's rows and the group's heads share the K/V they read (attention.c).
 static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, const float *q,
-                              int64_t q_stride, int nth) {
+                              int64_t q_stride, bool bf16, int nth) {
     const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
@@ -307,7 +308,7 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
         const model_attn_args a = {
             .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
             .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + (size_t)g * d * KV_TILE) * eb, .k_tile_stride = KV_TILE * kvd,
-            .v = (const uint8_t *)kv->v + (base + (size_t)g * d) * eb, .v_stride = kvd, .f16 = eb == 2, .scale = scale,
+            .v = (const uint8_t *)kv->v + (base + (size_t)g * d) * eb, .v_stride = kvd, .f16 = eb == 2, .bf16 = bf16, .scale = scale,
             .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
             .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
         };
@@ -406,6 +407,38 @@ static void model_pack(model *m) {
     }
 }
 
+// Every matrix rounded to bf16 in the BF16 path's layout (kernel_bf16_pack_matrix),
+// once, by the first BF16 forward pass.  Q/K/V and gate/up are packed as one
+// stack each (one product each) where their rows allow it.
+static void model_pack_bf16(model *m) {
+    const int32_t nl = m->cfg.n_layer;
+    m->bf16_store = as_calloc((size_t)nl * 7 + 1, sizeof *m->bf16_store);
+    kernel_bf16_packed *p = m->bf16_store;
+    for (int32_t l = 0; l < nl; l++) {
+        model_layer *L = &m->layers[l];
+        as_matrix *const qkv[] = {&L->wq, &L->wk, &L->wv}, *const gu[] = {&L->w_gate, &L->w_up};
+        as_matrix *const *parts[] = {qkv, gu}, *stacks[] = {&L->wqkv_bf16, &L->w_gate_up_bf16};
+        for (int s = 0; s < 2; s++) {
+            as_matrix *const *w = parts[s];
+            const int nw = s == 0 ? 3 : 2;
+            bool stackable = true;
+            int64_t rows = 0;
+            for (int i = 0; i < nw; i++) stackable &= w[i]->cols == w[0]->cols && (i == nw - 1 || w[i]->rows % 16 == 0), rows += w[i]->rows;
+            if (!stackable) { // one product per matrix
+                for (int i = 0; i < nw; i++) kernel_bf16_pack_matrix(p, w[i]), w[i]->bf16 = p++;
+                continue;
+            }
+            kernel_bf16_pack_matrices(p, (const as_matrix *const *)w, nw);
+            *stacks[s] = *w[0];
+            stacks[s]->rows = rows, stacks[s]->packed = NULL, stacks[s]->bf16 = p++;
+        }
+        kernel_bf16_pack_matrix(p, &L->wo), L->wo.bf16 = p++;
+        kernel_bf16_pack_matrix(p, &L->w_down), L->w_down.bf16 = p++;
+    }
+    kernel_bf16_pack_matrix(p, &m->output), m->output.bf16 = p++;
+    m->n_bf16 = (int32_t)(p - m->bf16_store);
+}
+
 // ---- the forward pass ----
 
 static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, const float *logits, model_scratch *s) {
@@ -440,6 +473,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
     if (!m->packed_tried && m->precision == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS) model_pack(m);
+    if (!m->bf16_store && m->precision == KERNEL_PRECISION_BF16) model_pack_bf16(m);
     model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
     if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
 
@@ -503,10 +537,13 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         }
         PROF(PR_NORM);
         // Q/K/V in one call when the packed copies allow it (then rows of q|k|v).
-        const bool fused = L->wqkv.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->wqkv) > 0;
+        const as_matrix *wqkv = prec == KERNEL_PRECISION_BF16 ? (L->wqkv_bf16.bf16 ? &L->wqkv_bf16 : NULL)
+                              : L->wqkv.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->wqkv) > 0 ? &L->wqkv
+                                                                                                                                      : NULL;
+        const bool fused = wqkv != NULL;
         float *q = fused ? s->qkv : s->q, *k = fused ? s->qkv + qd : s->k, *v = fused ? s->qkv + qd + kvd : s->v;
         const int64_t qs = fused ? qkvd : qd, ks = fused ? qkvd : kvd;
-        if (fused) kernel_matmul(s->qkv, qkvd, s->xb, n, &L->wqkv, prec);
+        if (fused) kernel_matmul(s->qkv, qkvd, s->xb, n, wqkv, prec);
         else {
             kernel_matmul(q, qd, s->xb, n, &L->wq, prec);
             kernel_matmul(k, kvd, s->xb, n, &L->wk, prec);
@@ -541,7 +578,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             }
         }
         PROF(PR_ROPE);
-        attention_forward(s, c, kv, l, b, q, qs, nth);
+        attention_forward(s, c, kv, l, b, q, qs, prec == KERNEL_PRECISION_BF16 && s->attn_simd, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
@@ -553,10 +590,14 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             s->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
-        const bool fused_gu = L->w_gate_up.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->w_gate_up) > 0;
+        const as_matrix *wgu = prec == KERNEL_PRECISION_BF16 ? (L->w_gate_up_bf16.bf16 ? &L->w_gate_up_bf16 : NULL)
+                             : L->w_gate_up.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->w_gate_up) > 0
+                                 ? &L->w_gate_up
+                                 : NULL;
+        const bool fused_gu = wgu != NULL;
         float *g = fused_gu ? s->gu : s->hb, *u = fused_gu ? s->gu + F : s->hb2;
         const int64_t gs = fused_gu ? 2 * F : F;
-        if (fused_gu) kernel_matmul(s->gu, 2 * F, s->xb, n, &L->w_gate_up, prec);
+        if (fused_gu) kernel_matmul(s->gu, 2 * F, s->xb, n, wgu, prec);
         else {
             kernel_matmul(g, F, s->xb, n, &L->w_gate, prec);
             kernel_matmul(u, F, s->xb, n, &L->w_up, prec);

@@ -9,6 +9,8 @@
 // one fp32 buffer.
 #include "model/model.h"
 
+#include "tensor/gemm.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -243,6 +245,8 @@ void model_free(model *m) {
     if (!m) return;
     model_scratch_free(m->scratch);
     free(m->packed_store);
+    for (int32_t i = 0; i < m->n_bf16; i++) kernel_bf16_packed_free(&m->bf16_store[i]);
+    free(m->bf16_store);
     free(m->layers);
     free(m->f32_store);
     gguf_close(m->file);

@@ -51,6 +51,9 @@ typedef struct model_layer {
     // Packed (kernel_pack) wq|wk|wv and w_gate|w_up as one matrix each, for
     // the Q8 path of many tokens (rows 0: none; see model.packed_store).
     as_matrix wqkv, w_gate_up;
+    // The same stacks for the BF16 path, used only through their bf16 copies
+    // (bf16 NULL: none; see model.bf16_store).
+    as_matrix wqkv_bf16, w_gate_up_bf16;
 } model_layer;
 
 // LoRA adapters applied by the forward pass: for each targeted matrix W,
@@ -84,6 +87,11 @@ typedef struct model {
     // default model; ALPHASPIN_PACK=0 turns it off).
     void *packed_store;
     bool packed_tried;
+    // Every matrix rounded to bf16 for KERNEL_PRECISION_BF16
+    // (kernel_bf16_pack_matrix: 2 bytes per weight on AMX, ~270 MB for the
+    // default model), made by the first BF16 forward pass; n_bf16 of them.
+    struct kernel_bf16_packed *bf16_store;
+    int32_t n_bf16;
 } model;
 
 // Loads a GGUF model (arch `llama` or `gemma`); -1 + as_error naming the file,

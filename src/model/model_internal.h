@@ -52,6 +52,7 @@ typedef struct model_attn_args {
     const void *v;
     int64_t v_stride;
     bool f16;
+    bool bf16; // KERNEL_PRECISION_BF16: on AMX-BF16 tiles where model_attention_amx_usable
     float scale;
     float *out;
     int64_t out_stride;
@@ -61,5 +62,6 @@ typedef struct model_attn_args {
 #define MODEL_ATTN_SCORE_ROWS 3
 void model_attention_rows(const model_attn_args *a, bool simd);
 bool model_attention_avx512_usable(int d); // this CPU and head size can take the AVX-512 code
+bool model_attention_amx_usable(int d);    // ... and the AMX-BF16 code
 
 #endif

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/gemm.h"
 #include "tensor/kernels_impl.h"
 #include "util/common.h"
 
@@ -291,11 +292,71 @@ static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const floa
     }
 }
 
+// ---- BF16 precision: gemm.h's products on the packed copy ----
+
+// Rows dequantised this many at a time while packing (a multiple of 16).
+#define BF16_PACK_CHUNK 512
+
+void kernel_bf16_pack_matrices(kernel_bf16_packed *dst, const as_matrix *const *w, int n) {
+    const int nth = kernel_get_threads();
+    const kernel_ops *ops = kernel_ops_get();
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->cols != w[0]->cols || (i < n - 1 && w[i]->rows % 16))
+            as_die("kernel_bf16_pack_matrices: matrix %d (%lld x %lld) does not stack", i, (long long)w[i]->rows, (long long)w[i]->cols);
+        rows += w[i]->rows;
+    }
+    const int64_t K = w[0]->cols;
+    kernel_bf16_pack_init(dst, K, rows);
+    float *buf = as_aligned_alloc(sizeof(float) * (size_t)(AS_MIN(rows, (int64_t)BF16_PACK_CHUNK) * K));
+    int64_t at = 0; // first row of matrix i in the stack
+    for (int i = 0; i < n; at += w[i]->rows, i++)
+        for (int64_t r0 = 0; r0 < w[i]->rows; r0 += BF16_PACK_CHUNK) {
+            const int64_t nr = AS_MIN((int64_t)BF16_PACK_CHUNK, w[i]->rows - r0);
+            const uint8_t *src = (const uint8_t *)w[i]->data + (size_t)r0 * w[i]->row_bytes;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nr > 16)
+            for (int64_t r = 0; r < nr; r++) ops->dequant_row(w[i]->type, src + (size_t)r * w[i]->row_bytes, buf + r * K, K);
+            kernel_bf16_pack_rows(dst, at + r0, nr, buf, K, nth);
+        }
+    free(buf);
+}
+
+void kernel_bf16_pack_matrix(kernel_bf16_packed *dst, const as_matrix *w) { kernel_bf16_pack_matrices(dst, &w, 1); }
+
+static void matmul_bf16(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w) {
+    const int nth = kernel_get_threads();
+    if (w->bf16) {
+        kernel_gemm_bf16_packed(false, n_tokens, 1.0f, x, w->cols, w->bf16, 0.0f, out, ldo, nth);
+        return;
+    }
+    kernel_bf16_packed tmp;
+    kernel_bf16_pack_matrix(&tmp, w);
+    kernel_gemm_bf16_packed(false, n_tokens, 1.0f, x, w->cols, &tmp, 0.0f, out, ldo, nth);
+    kernel_bf16_packed_free(&tmp);
+}
+
+const char *kernel_precision_name(kernel_precision p) {
+    return p == KERNEL_PRECISION_Q8 ? "q8" : p == KERNEL_PRECISION_BF16 ? "bf16" : "f32";
+}
+
+int kernel_precision_parse(const char *s, kernel_precision *p) {
+    for (int i = 0; i <= KERNEL_PRECISION_BF16; i++)
+        if (s && !strcmp(s, kernel_precision_name((kernel_precision)i))) {
+            *p = (kernel_precision)i;
+            return 0;
+        }
+    return -1;
+}
+
 void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p) {
     const kernel_ops *ops = kernel_ops_get();
     if (n_tokens <= 0 || w->rows <= 0) return;
     if (quant_row_size(w->type, w->cols) == 0 || w->row_bytes < quant_row_size(w->type, w->cols) || ldo < w->rows)
         as_die("kernel_matmul: bad matrix (type %d, %lld x %lld, ldo %lld)", (int)w->type, (long long)w->rows, (long long)w->cols, (long long)ldo);
+    if (p == KERNEL_PRECISION_BF16) {
+        matmul_bf16(out, ldo, x, n_tokens, w);
+        return;
+    }
     const int nth = (int)AS_MAX(1, AS_MIN((int64_t)kernel_get_threads(), w->rows));
     if (p == KERNEL_PRECISION_Q8 && kernel_type_has_q8(w->type)) {
         if (!ops->matmul_q8 || !ops->matmul_q8(out, ldo, x, n_tokens, w, nth)) matmul_q8(ops, out, ldo, x, n_tokens, w, nth);

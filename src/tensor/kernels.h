@@ -19,6 +19,7 @@ typedef struct as_matrix {
     int64_t rows, cols; // out features, in features
     size_t row_bytes;
     const void *packed; // NULL, or the same weights laid out for this CPU's Q8 path of many tokens (kernel_pack)
+    const struct kernel_bf16_packed *bf16; // NULL, or the weights rounded to bf16 for the BF16 path (kernel_bf16_pack_matrix)
 } as_matrix;
 
 // How activations meet quantised weights.
@@ -37,10 +38,28 @@ typedef struct as_matrix {
 //    Rapids and later) for many tokens too: Q4_0/Q4_1/Q8_0 weights with >= 6
 //    tokens run on AMX tiles at 3-5x the AVX-512 speed, bitwise identical.
 //    Float weight types (F32/F16/BF16) always take the F32 path.
+//  BF16: the exactly dequantised weights and the activations are rounded to
+//    bf16 (nearest even), the products summed in fp32: kernel_gemm_bf16
+//    (gemm.h), on AMX-BF16 tiles where the CPU has them.  Error vs the exact
+//    result: ~0.3% of the output scale (two bf16 roundings per product,
+//    tested).  On AMX a token's outputs are bitwise the same whatever else is
+//    in the batch (without AMX: bf16-rounded operands through sgemm, which may
+//    differ in the last bits between batch sizes).  The fastest choice for
+//    many tokens on AMX CPUs (prefill, scoring: ~2x Q8's many-token AMX-INT8
+//    kernel, whose per-32-block scales cost a tile store per block product),
+//    and the slowest for decoding one token (2 bytes per weight streamed).
+//    Wants the weights packed once (kernel_bf16_pack_matrix, 2 bytes per
+//    weight); without that each call packs them.
 typedef enum kernel_precision {
     KERNEL_PRECISION_F32 = 0, // fp32 activations x dequantised weights: matches an fp32 reference
     KERNEL_PRECISION_Q8 = 1,  // activations quantised to 8 bits like llama.cpp (faster; error documented)
+    KERNEL_PRECISION_BF16 = 2, // bf16 operands, fp32 sums (AMX-BF16: fastest for many tokens)
 } kernel_precision;
+
+// "f32", "q8", "bf16" (command-line and config spelling).  parse: 0, or -1
+// for any other string.
+const char *kernel_precision_name(kernel_precision p);
+int kernel_precision_parse(const char *s, kernel_precision *p);
 
 // CPU features, detected once at run time.
 // Each flag is set only when the CPU has the instructions AND the OS saves the
@@ -80,6 +99,15 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
 #define KERNEL_PACK_MIN_TOKENS 6
 size_t kernel_pack_size(const as_matrix *w);
 void kernel_pack(as_matrix *w, void *dst);
+// The BF16 path's copy of W (gemm.h: W^T rounded and laid out for the
+// products; 2 bytes per weight on AMX, 4 without), made from W's exactly
+// dequantised rows by chunks; owned by the caller (kernel_bf16_packed_free).
+// Point w->bf16 at it to use it.
+struct kernel_bf16_packed;
+void kernel_bf16_pack_matrix(struct kernel_bf16_packed *dst, const as_matrix *w);
+// The same for n matrices stacked by rows (one product for Q|K|V): same
+// cols, the rows of all but the last a multiple of 16.
+void kernel_bf16_pack_matrices(struct kernel_bf16_packed *dst, const as_matrix *const *w, int n);
 // Row r of W as fp32 (embedding lookup).
 void kernel_get_row(const as_matrix *w, int64_t r, float *out);
 

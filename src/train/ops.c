@@ -10,36 +10,6 @@
 #include <omp.h>
 #include <string.h>
 
-// ---- matrix products ----
-
-// Below this many multiply-adds per tile a split costs more than it saves.
-#define GEMM_MIN_TILE_WORK (1 << 16)
-
-void train_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                float beta, float *C, int64_t ldc, int nth) {
-    if (M == 0 || N == 0) return;
-    const bool split_m = M >= N;
-    const int64_t dim = split_m ? M : N;
-    int64_t n_tiles = AS_MIN((int64_t)nth, dim);
-    while (n_tiles > 1 && M * N * K / n_tiles < GEMM_MIN_TILE_WORK) n_tiles--;
-    const int64_t step = (dim + n_tiles - 1) / n_tiles;
-    const int prev = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-#pragma omp parallel for schedule(static) num_threads(nth) if (n_tiles > 1)
-    for (int64_t i = 0; i < n_tiles; i++) {
-        const int64_t o = i * step, n = AS_MIN(step, dim - o);
-        if (n <= 0) continue;
-        // Rows o.. of C come from rows of op(A): A + o*lda (or column o when transposed);
-        // columns o.. of C from columns of op(B): B + o (or row o when transposed).
-        const float *a = split_m ? (ta ? A + o : A + o * lda) : A;
-        const float *b = split_m ? B : (tb ? B + o * ldb : B + o);
-        float *c = split_m ? C + o * ldc : C + o;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(split_m ? n : M),
-                    (int)(split_m ? N : n), (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-    }
-    openblas_set_num_threads(prev);
-}
-
 // ---- embedding ----
 
 void train_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
@@ -63,15 +33,15 @@ void train_embedding_backward(float *dE, const float *dout, const int32_t *tok, 
 // ---- linear ----
 
 void train_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth) {
-    train_gemm(false, true, N, out_dim, in, 1.0f, x, in, W, in, 0.0f, out, out_dim, nth);
+    kernel_sgemm(false, true, N, out_dim, in, 1.0f, x, in, W, in, 0.0f, out, out_dim, nth);
 }
 
 // y = x W^T  =>  dx = dy W (N x in),  dW = dy^T x (out x in).
 void train_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in,
                            int64_t out_dim, int nth) {
     if (N == 0) return;
-    if (dx) train_gemm(false, false, N, in, out_dim, 1.0f, dout, out_dim, W, in, 1.0f, dx, in, nth);
-    if (dW) train_gemm(true, false, out_dim, in, N, 1.0f, dout, out_dim, x, in, 1.0f, dW, in, nth);
+    if (dx) kernel_sgemm(false, false, N, in, out_dim, 1.0f, dout, out_dim, W, in, 1.0f, dx, in, nth);
+    if (dW) kernel_sgemm(true, false, out_dim, in, N, 1.0f, dout, out_dim, x, in, 1.0f, dW, in, nth);
 }
 
 // ---- RMSNorm ----

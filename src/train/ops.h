@@ -13,14 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, row-major, op = transpose
-// when ta / tb: the one matrix-product seam of training.  The output is split
-// into tiles along its larger dimension, one single-threaded cblas_sgemm per
-// tile on nth OpenMP threads (OpenBLAS's own threads would fight OpenMP's
-// spinning workers for the cores), so each element is computed by one call in
-// an order fixed by nth.
-void train_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                float beta, float *C, int64_t ldc, int nth);
+#include "tensor/gemm.h" // kernel_sgemm, the one matrix-product seam of training
 
 // out[t] = scale * E[tok[t]]                            out (N, C), E (V, C)
 void train_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale);

@@ -22,7 +22,7 @@
 
 #include "tensor/quant.h"
 #include "train/fastmath.h"
-#include "train/gemm_bf16.h"
+#include "tensor/gemm.h"
 #include "train/ops.h"
 #include "util/common.h"
 
@@ -358,8 +358,8 @@ static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uin
 
 static void gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (m->precision == TRAIN_PRECISION_BF16) train_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
-    else train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    else kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
 }
 
 // out = x W^T (train_linear_forward at the model's precision).
@@ -376,9 +376,9 @@ static void lin_bwd(const train_model *m, float *dx, float *dW, const float *dou
 }
 
 // Vocabulary logits of nc rows: x W^T, from the packed W^T in bf16.
-static void logits_fwd(const train_model *m, const train_bf16_packed *Wp, float *logits, const float *x, const float *W, int64_t nc) {
+static void logits_fwd(const train_model *m, const kernel_bf16_packed *Wp, float *logits, const float *x, const float *W, int64_t nc) {
     const int64_t C = m->cfg.n_embd, V = m->cfg.n_vocab;
-    if (m->precision == TRAIN_PRECISION_BF16) train_gemm_bf16_packed(false, nc, 1.0f, x, C, Wp, 0.0f, logits, V, m->n_threads);
+    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16_packed(false, nc, 1.0f, x, C, Wp, 0.0f, logits, V, m->n_threads);
     else lin_fwd(m, logits, x, W, nc, C, V);
 }
 
@@ -390,7 +390,7 @@ static bool lora_active(const train_model *m, int t) { return m->lora && m->adap
 // LoRA step); fp32 is also the more exact.
 static void lora_gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
 }
 
 // y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
@@ -575,8 +575,8 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);
-    train_bf16_packed Wp = {0}; // bf16: W^T packed once for all chunks
-    if (m->precision == TRAIN_PRECISION_BF16) train_bf16_pack_b(&Wp, true, C, V, W, C, nth);
+    kernel_bf16_packed Wp = {0}; // bf16: W^T packed once for all chunks
+    if (m->precision == TRAIN_PRECISION_BF16) kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
@@ -585,7 +585,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         if (a->has_target2)
             for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
     }
-    train_bf16_packed_free(&Wp);
+    kernel_bf16_packed_free(&Wp);
     // Sums in double, in row order.
     for (int32_t s = 0; s < b->n_seq; s++) {
         double sum = 0.0;
@@ -640,10 +640,10 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
     const float *W = output_matrix(m);
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
-    train_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T and W packed once for all chunks
+    kernel_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T and W packed once for all chunks
     if (m->precision == TRAIN_PRECISION_BF16) {
-        train_bf16_pack_b(&Wp, true, C, V, W, C, nth);
-        train_bf16_pack_b(&Wb, false, V, C, W, C, nth);
+        kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
+        kernel_bf16_pack_b(&Wb, false, V, C, W, C, nth);
     }
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
@@ -662,7 +662,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
                 a->dlogits[i * V + a->target2[r0 + i]] += dlogp_tok2[r0 + i];
             }
         if (m->precision == TRAIN_PRECISION_BF16) {
-            train_gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, &Wb, 0.0f, a->dxchunk, C, nth);
+            kernel_gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, &Wb, 0.0f, a->dxchunk, C, nth);
             lin_bwd(m, NULL, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
         else {
@@ -674,8 +674,8 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
             for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
         }
     }
-    train_bf16_packed_free(&Wp);
-    train_bf16_packed_free(&Wb);
+    kernel_bf16_packed_free(&Wp);
+    kernel_bf16_packed_free(&Wb);
     memset(a->dresid, 0, sizeof(float) * (size_t)(N * C));
     train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 

@@ -33,7 +33,7 @@ expect 2 "" -- "$bin"
 expect 2 "generate: give exactly one of --prompt and --prompts" -- "$bin" generate
 expect 2 "--top-p expects a number" -- "$bin" generate --prompt hi --top-p 7
 expect 2 "--threads expects an integer" -- "$bin" logprobs --text hi --threads abc
-expect 2 "--precision must be f32 or q8" -- "$bin" logprobs --text hi --precision f64
+expect 2 "--precision must be f32, q8 or bf16" -- "$bin" logprobs --text hi --precision f64
 expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
 expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
 expect 2 "merge: --out is required" -- "$bin" merge --adapter a
@@ -190,7 +190,7 @@ fi
 expect 0 "" -- "$bin" eval --help
 grep -q "usage: alphaspin eval" "$tmp/out" && ok || bad "eval --help prints no usage"
 expect 2 "eval: --tasks is required" -- "$bin" eval
-expect 2 "--precision must be f32 or q8" -- "$bin" eval --tasks arc_easy --precision f64
+expect 2 "--precision must be f32, q8 or bf16" -- "$bin" eval --tasks arc_easy --precision f64
 expect 2 "--limit expects an integer" -- "$bin" eval --tasks arc_easy --limit x
 if [ -r "$model" ]; then
   expect 1 "no built-in task 'nope'" -- "$bin" eval --tasks nope --quiet

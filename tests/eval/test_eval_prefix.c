@@ -180,9 +180,16 @@ static void test_prefix_shared_q8(void **st) {
     check_precision(KERNEL_PRECISION_Q8);
 }
 
+// bf16 operands (AMX tiles where the CPU has them), fp32 KV cache.
+static void test_prefix_shared_bf16(void **st) {
+    (void)st;
+    check_precision(KERNEL_PRECISION_BF16);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefix_shared_f32),
+        cmocka_unit_test(test_prefix_shared_bf16),
         cmocka_unit_test(test_prefix_shared_q8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -5,6 +5,8 @@
 // with both kernel precisions.  Skipped when the model has not been fetched.
 #include "test_common.h"
 
+#include "tensor/gemm.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 
@@ -95,8 +97,9 @@ static void check_invariance(kernel_precision p) {
     assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = n, .token = tok, .seq = seq, .pos = pos}, mixed), AS_OK);
     double worst = 0;
     for (int i = 0; i < LA; i++) worst = fmax(worst, rel_err(mixed + (int64_t)rows_a[i] * V, alone + (int64_t)i * V, V));
-    printf("  %s: A inside a 3-sequence batch vs alone: relative error %.2e\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", worst);
+    printf("  %s: A inside a 3-sequence batch vs alone: relative error %.2e\n", kernel_precision_name(p), worst);
     assert_true(worst < 1e-4);
+    if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(worst == 0); // every product on AMX tiles: bitwise
 
     // Prefill LA-1 tokens without logits, then decode the last one next to a decode step of B.
     for (int s = 0; s < 3; s++) kv_cache_clear_seq(kv, s);
@@ -110,8 +113,9 @@ static void check_invariance(kernel_precision p) {
     int32_t t2[2] = {B[LB - 1], A[LA - 1]}, s2[2] = {0, 1}, p2[2] = {LB - 1, LA - 1};
     assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 2, .token = t2, .seq = s2, .pos = p2}, mixed), AS_OK);
     double e = rel_err(mixed + V, alone + (int64_t)(LA - 1) * V, V);
-    printf("  %s: A's last token decoded after a prefill vs full prefill: relative error %.2e\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", e);
+    printf("  %s: A's last token decoded after a prefill vs full prefill: relative error %.2e\n", kernel_precision_name(p), e);
     assert_true(e < 1e-4);
+    if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(e == 0);
 
     kv_cache_free(kv);
     free(alone);
@@ -127,6 +131,11 @@ static void test_batch_invariance_f32(void **state) {
 static void test_batch_invariance_q8(void **state) {
     (void)state;
     check_invariance(KERNEL_PRECISION_Q8);
+}
+
+static void test_batch_invariance_bf16(void **state) {
+    (void)state;
+    check_invariance(KERNEL_PRECISION_BF16);
 }
 
 // The Q8 path's fp16 KV cache in key tiles (model.h): a prompt of 21 tokens
@@ -208,7 +217,7 @@ static void check_reference(kernel_precision p, const char *which, double tol, d
     }
     cJSON_Delete(doc);
     M->precision = KERNEL_PRECISION_F32;
-    printf("  %s vs %s: %d rows, worst relative error %.2e, argmax differs in %d\n", p == KERNEL_PRECISION_Q8 ? "Q8" : "F32", which, checked,
+    printf("  %s vs %s: %d rows, worst relative error %.2e, argmax differs in %d\n", kernel_precision_name(p), which, checked,
            worst, miss);
     if (checked && !(worst < tol)) fail_msg("relative error %.3g >= %.1g", worst, tol);
     *worst_out = worst;
@@ -243,6 +252,7 @@ int main(void) {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_batch_invariance_f32),
         cmocka_unit_test(test_batch_invariance_q8),
+        cmocka_unit_test(test_batch_invariance_bf16),
         cmocka_unit_test(test_q8_cache_copy),
         cmocka_unit_test(test_matches_torch_f32),
         cmocka_unit_test(test_q8_close_to_references),

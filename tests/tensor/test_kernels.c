@@ -14,11 +14,18 @@
 //    a relative error of about 1/(127*sqrt(3)) per value, ~0.5% of the output
 //    scale ||x|| ||w|| / sqrt(cols) on these random data; bound 2e-2.
 // and a token's Q8 outputs must not depend on the other tokens in the call.
+//
+// The BF16 path likewise: exactly (the double sum of the bf16-rounded
+// operands, bound 1e-5: only the fp32 accumulation differs), its accuracy
+// against fp32 (two roundings of 2^-9 per product: ~0.3% of the output
+// scale, bound 1e-2), with and without a packed copy, and on AMX a token's
+// outputs bitwise the same alone as in any batch.
 #include "test_common.h"
 
 #include <cblas.h>
 #include <math.h>
 
+#include "tensor/gemm.h"
 #include "tensor/kernels_impl.h"
 #include "tensor/quant.h"
 #include "util/common.h"
@@ -77,6 +84,18 @@ static void reference(double *ref, const float *x, int64_t n_tokens, const test_
         }
 }
 
+// out[t,r] = sum_c bf16(x[t,c]) bf16(W[r,c]) in double: what the BF16 path computes.
+static void reference_bf16(double *ref, const float *x, int64_t n_tokens, const test_matrix *tm) {
+    const int64_t rows = tm->m.rows, cols = tm->m.cols;
+    for (int64_t t = 0; t < n_tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t c = 0; c < cols; c++)
+                s += (double)as_bf16_to_f32(as_f32_to_bf16(x[t * cols + c])) * as_bf16_to_f32(as_f32_to_bf16(tm->deq[r * cols + c]));
+            ref[t * rows + r] = s;
+        }
+}
+
 // Activations as the Q8 path sees them: each token's row through the scalar
 // 8-bit quantiser, decoded back to d*q.
 static void q8_activations(float *xq, const float *x, int64_t n_tokens, int64_t cols, ggml_type wtype) {
@@ -129,7 +148,36 @@ static double scaled_error(const float *out, int64_t ldo, const double *ref, int
     return sqrt(se / (scale > 0 ? scale : 1));
 }
 
-static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng, double *worst_f32, double *worst_q8x, double *worst_q8) {
+// The BF16 path on one ISA: exact and accurate (see the top), packed or not,
+// and batch invariant where it runs on AMX.
+static void check_bf16(const float *x, int64_t nt, test_matrix *tm, const double *ref, const double *ref_b, float *out, int64_t ldo,
+                       float *single, int isa, double *worst_bx, double *worst_b) {
+    const int64_t rows = tm->m.rows;
+    kernel_bf16_packed P;
+    kernel_bf16_pack_matrix(&P, &tm->m);
+    for (int packed = 0; packed < 2; packed++) {
+        tm->m.bf16 = packed ? &P : NULL;
+        for (int64_t i = 0; i < nt * ldo; i++) out[i] = NAN;
+        kernel_matmul(out, ldo, x, nt, &tm->m, KERNEL_PRECISION_BF16);
+        for (int64_t t = 0; t < nt; t++)
+            for (int64_t r = rows; r < ldo; r++) assert_true(isnan(out[t * ldo + r]));
+        const double ex = rel_error(out, ldo, ref_b, nt, rows), e = scaled_error(out, ldo, ref, nt, x, tm);
+        if (!(ex < 1e-5)) fail_msg("%s BF16 %s %lldx%lld tokens %lld: error vs bf16 operands %.3g", kernel_isa_name(isa), ggml_type_name(tm->m.type), (long long)rows, (long long)tm->m.cols, (long long)nt, ex);
+        if (!(e < 1e-2)) fail_msg("%s BF16 %s %lldx%lld tokens %lld: error vs fp32 %.3g", kernel_isa_name(isa), ggml_type_name(tm->m.type), (long long)rows, (long long)tm->m.cols, (long long)nt, e);
+        *worst_bx = AS_MAX(*worst_bx, ex), *worst_b = AS_MAX(*worst_b, e);
+        if (!kernel_gemm_bf16_amx()) continue;
+        for (int64_t t = 0; t < nt; t += AS_MAX(1, nt - 1)) {
+            kernel_matmul(single, rows, x + t * tm->m.cols, 1, &tm->m, KERNEL_PRECISION_BF16);
+            if (memcmp(single, out + t * ldo, sizeof(float) * rows) != 0)
+                fail_msg("%s BF16 %s: token %lld of %lld differs from the same token alone", kernel_isa_name(isa), ggml_type_name(tm->m.type), (long long)t, (long long)nt);
+        }
+    }
+    tm->m.bf16 = NULL;
+    kernel_bf16_packed_free(&P);
+}
+
+static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng, double *worst_f32, double *worst_q8x, double *worst_q8,
+                        double *worst_bx, double *worst_b) {
     test_matrix tm;
     make_matrix(&tm, type, rows, cols, rng);
     const int64_t max_tok = token_counts[AS_ARRAY_LEN(token_counts) - 1];
@@ -140,15 +188,18 @@ static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng,
     float *out = malloc(sizeof(float) * max_tok * ldo);
     float *single = malloc(sizeof(float) * rows);
     double *ref = malloc(sizeof(double) * max_tok * rows), *ref_q = malloc(sizeof(double) * max_tok * rows);
+    double *ref_b = malloc(sizeof(double) * max_tok * rows);
     for (size_t k = 0; k < AS_ARRAY_LEN(token_counts); k++) {
         const int64_t nt = token_counts[k];
         reference(ref, x, nt, &tm);
+        reference_bf16(ref_b, x, nt, &tm);
         if (!is_float(type)) {
             q8_activations(xq, x, nt, cols, type);
             reference(ref_q, xq, nt, &tm);
         }
         for (int isa = 0; isa < KERNEL_ISA_COUNT; isa++) {
             if (kernel_force_isa((kernel_isa)isa) != AS_OK) continue;
+            check_bf16(x, nt, &tm, ref, ref_b, out, ldo, single, isa, worst_bx, worst_b);
             for (int p = 0; p < 2; p++) {
                 for (int64_t i = 0; i < nt * ldo; i++) out[i] = NAN;
                 kernel_matmul(out, ldo, x, nt, &tm.m, (kernel_precision)p);
@@ -181,6 +232,7 @@ static void check_shape(ggml_type type, int64_t rows, int64_t cols, as_rng *rng,
     free(single);
     free(ref);
     free(ref_q);
+    free(ref_b);
     free(x);
     free(xq);
     free_matrix(&tm);
@@ -195,7 +247,7 @@ static void test_matmul_all_isas_all_types(void **state) {
     fprintf(stderr, "cpu: %s; testing %d ISA variant(s)\n", cpu_describe(), n_isa);
     for (size_t i = 0; i < AS_ARRAY_LEN(all_types); i++) {
         const ggml_type t = all_types[i];
-        double wf = 0, wqx = 0, wq = 0;
+        double wf = 0, wqx = 0, wq = 0, wbx = 0, wb = 0;
         // Odd shapes: a single row; rows that are no multiple of the tile or the
         // row group; an odd number of 32-blocks per row (the AVX-512 pair tail).
         const int64_t small_cols = is_k(t) ? 256 : (is_float(t) ? 37 : 160);
@@ -203,11 +255,11 @@ static void test_matmul_all_isas_all_types(void **state) {
         // 32-block rows of 5, 7 and 18 blocks: the AVX-512 code's last group of
         // 4 holds 1, 3 and 2 blocks.
         const int64_t mid_cols = is_k(t) ? 512 : (is_float(t) ? 101 : 224);
-        check_shape(t, 3, is_k(t) ? 256 : (is_float(t) ? 5 : 32), &rng, &wf, &wqx, &wq); // one block
-        check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq);
-        check_shape(t, 37, mid_cols, &rng, &wf, &wqx, &wq);
-        check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq);
-        fprintf(stderr, "%-5s worst relative error: F32 %.2g", ggml_type_name(t), wf);
+        check_shape(t, 3, is_k(t) ? 256 : (is_float(t) ? 5 : 32), &rng, &wf, &wqx, &wq, &wbx, &wb); // one block
+        check_shape(t, 1, small_cols, &rng, &wf, &wqx, &wq, &wbx, &wb);
+        check_shape(t, 37, mid_cols, &rng, &wf, &wqx, &wq, &wbx, &wb);
+        check_shape(t, 301, big_cols, &rng, &wf, &wqx, &wq, &wbx, &wb);
+        fprintf(stderr, "%-5s worst relative error: F32 %.2g, BF16 vs bf16 operands %.2g, BF16 vs fp32 %.2g", ggml_type_name(t), wf, wbx, wb);
         if (!is_float(t)) fprintf(stderr, ", Q8 vs 8-bit activations %.2g, Q8 vs fp32 %.2g", wqx, wq);
         fprintf(stderr, "\n");
     }

@@ -1,10 +1,10 @@
 // Training products and kernels against naive references:
-//  * train_gemm_bf16 (AMX tiles, and the fallback forced by
-//    ALPHASPIN_TRAIN_NO_AMX=1) against a double-precision product of the
+//  * kernel_gemm_bf16 (AMX tiles, and the fallback forced by
+//    ALPHASPIN_BF16_NO_AMX=1) against a double-precision product of the
 //    bf16-rounded operands, for every transpose combination, odd shapes,
 //    alpha/beta; the pre-packed entry point gives the same bits; on AMX,
 //    thread counts 1 and 2 give the same bits;
-//  * train_gemm (fp32) against a double-precision product;
+//  * kernel_sgemm (fp32) against a double-precision product;
 //  * the blocked attention (ops.c) against a direct double-precision
 //    softmax(q k^T) v over sequences longer than one block;
 //  * the vectorised exp against exp();
@@ -16,7 +16,8 @@
 #include <string.h>
 
 #include "train/fastmath.h"
-#include "train/gemm_bf16.h"
+#include "tensor/gemm.h"
+#include "tensor/quant.h"
 #include "train/ops.h"
 #include "train/train.h"
 #include "util/common.h"
@@ -29,7 +30,7 @@ static float *randv(int64_t n, uint64_t seed) {
     return x;
 }
 
-static float rnd_bf16(float x) { return train_bf16_to_f32(train_f32_to_bf16(x)); }
+static float rnd_bf16(float x) { return as_bf16_to_f32(as_f32_to_bf16(x)); }
 
 // op(X)[i][j]
 static float at(const float *X, bool t, int64_t ld, int64_t i, int64_t j) { return t ? X[j * ld + i] : X[i * ld + j]; }
@@ -69,21 +70,21 @@ static void gemm_cases(bool bf16) {
                 memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
                 if (beta == 0.0f)
                     for (int64_t i = 0; i < M * ldc; i++) C[i] = NAN; // beta 0 must not read C
-                if (bf16) train_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2);
-                else train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2);
+                if (bf16) kernel_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2);
+                else kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2);
                 check_product("gemm", bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, C, ldc, 1e-5);
                 if (!bf16) continue;
                 // Again (on AMX with one thread: each element is one tile
                 // sum in K order either way): the same bits.  Pre-packed B:
                 // the same bits.
                 memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
-                train_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, ldc, train_gemm_bf16_amx() ? 1 : 2);
+                kernel_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, ldc, kernel_gemm_bf16_amx() ? 1 : 2);
                 for (int64_t i = 0; i < M; i++) assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
                 memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
-                train_bf16_packed P;
-                train_bf16_pack_b(&P, tb, K, N, B, ldb, 2);
-                train_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C2, ldc, 2);
-                train_bf16_packed_free(&P);
+                kernel_bf16_packed P;
+                kernel_bf16_pack_b(&P, tb, K, N, B, ldb, 2);
+                kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C2, ldc, 2);
+                kernel_bf16_packed_free(&P);
                 for (int64_t i = 0; i < M; i++) assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
             }
             free(A), free(B), free(C0), free(C), free(C2);
@@ -97,20 +98,20 @@ static void test_gemm_f32(void **state) {
 
 static void test_gemm_bf16(void **state) {
     (void)state;
-    printf("  bf16 products on %s\n", train_gemm_bf16_amx() ? "AMX tiles" : "the fallback (bf16-rounded operands, fp32 sgemm)");
+    printf("  bf16 products on %s\n", kernel_gemm_bf16_amx() ? "AMX tiles" : "the fallback (bf16-rounded operands, fp32 sgemm)");
     gemm_cases(true);
-    if (train_gemm_bf16_amx()) { // and the fallback on this machine too
-        setenv("ALPHASPIN_TRAIN_NO_AMX", "1", 1);
-        assert_false(train_gemm_bf16_amx());
+    if (kernel_gemm_bf16_amx()) { // and the fallback on this machine too
+        setenv("ALPHASPIN_BF16_NO_AMX", "1", 1);
+        assert_false(kernel_gemm_bf16_amx());
         gemm_cases(true);
-        unsetenv("ALPHASPIN_TRAIN_NO_AMX");
+        unsetenv("ALPHASPIN_BF16_NO_AMX");
     }
     // Rounding: to nearest, ties to even.
-    assert_true(train_f32_to_bf16(1.0f) == 0x3f80);
-    assert_true(train_f32_to_bf16(1.00390625f) == 0x3f80); // 1 + 2^-8: tie -> even (down)
-    assert_true(train_f32_to_bf16(1.01171875f) == 0x3f82); // 1 + 3 * 2^-8: tie -> even (up)
-    assert_true(train_f32_to_bf16(1.0f + 0x1.8p-8f) == 0x3f81);
-    assert_true(isnan(train_bf16_to_f32(train_f32_to_bf16(NAN))));
+    assert_true(as_f32_to_bf16(1.0f) == 0x3f80);
+    assert_true(as_f32_to_bf16(1.00390625f) == 0x3f80); // 1 + 2^-8: tie -> even (down)
+    assert_true(as_f32_to_bf16(1.01171875f) == 0x3f82); // 1 + 3 * 2^-8: tie -> even (up)
+    assert_true(as_f32_to_bf16(1.0f + 0x1.8p-8f) == 0x3f81);
+    assert_true(isnan(as_bf16_to_f32(as_f32_to_bf16(NAN))));
 }
 
 // ---- exp ----

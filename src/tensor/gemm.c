@@ -1,4 +1,4 @@
-// bf16 products on AMX tiles (see gemm_bf16.h).
+// Dense products (see gemm.h): fp32 through OpenBLAS, bf16 on AMX tiles.
 //
 // op(A) is packed to bf16 rows (Mp x Kp, K padded to 32 with zeros), op(B) to
 // 16-column panels with pairs of K interleaved (the layout TDPBF16PS reads:
@@ -9,15 +9,49 @@
 // out.  Threads own contiguous ranges of blocks along the larger output
 // dimension, so each element is summed by one thread in K order.
 #define _GNU_SOURCE
-#include "train/gemm_bf16.h"
+#include "tensor/gemm.h"
 
+#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
+#include "tensor/bf16_x86.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_impl.h"
-#include "train/ops.h"
+#include "tensor/quant.h"
 #include "util/common.h"
+
+// ---- fp32 ----
+
+// Below this many multiply-adds per tile a split costs more than it saves.
+#define GEMM_MIN_TILE_WORK (1 << 16)
+
+void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc, int nth) {
+    if (M == 0 || N == 0) return;
+    const bool split_m = M >= N;
+    const int64_t dim = split_m ? M : N;
+    int64_t n_tiles = AS_MIN((int64_t)nth, dim);
+    while (n_tiles > 1 && M * N * K / n_tiles < GEMM_MIN_TILE_WORK) n_tiles--;
+    const int64_t step = (dim + n_tiles - 1) / n_tiles;
+    const int prev = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(static) num_threads(nth) if (n_tiles > 1)
+    for (int64_t i = 0; i < n_tiles; i++) {
+        const int64_t o = i * step, n = AS_MIN(step, dim - o);
+        if (n <= 0) continue;
+        // Rows o.. of C come from rows of op(A): A + o*lda (or column o when transposed);
+        // columns o.. of C from columns of op(B): B + o (or row o when transposed).
+        const float *a = split_m ? (ta ? A + o : A + o * lda) : A;
+        const float *b = split_m ? B : (tb ? B + o * ldb : B + o);
+        float *c = split_m ? C + o * ldc : C + o;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(split_m ? n : M),
+                    (int)(split_m ? N : n), (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    }
+    openblas_set_num_threads(prev);
+}
+
+// ---- bf16 ----
 
 #define BLK 32
 
@@ -37,10 +71,11 @@ static uint16_t *ws_get(workspace *w, size_t n) {
     return w->p;
 }
 
-bool train_gemm_bf16_amx(void) {
-    const char *env = getenv("ALPHASPIN_TRAIN_NO_AMX"); // testing the fallback on an AMX machine
+bool kernel_gemm_bf16_amx(void) {
+    const char *env = getenv("ALPHASPIN_BF16_NO_AMX"); // testing the fallback on an AMX machine
     if (env && *env && strcmp(env, "0")) return false;
-    return cpu_get_features()->amx_bf16 && cpu_get_features()->avx512f && kernel_amx_permitted();
+    // ALPHASPIN_KERNEL_ISA below amx (kernel_init) turns it off too.
+    return cpu_get_features()->amx_bf16 && kernel_current_isa() == KERNEL_ISA_AMX;
 }
 
 // ---- packing (AVX-512: only the AMX path packs, and AMX implies it) ----
@@ -49,24 +84,15 @@ bool train_gemm_bf16_amx(void) {
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
 
-// 16 floats -> 16 bf16 (round to nearest even; train_f32_to_bf16 for finite values).
-AVX512 static inline __m256i cvt16(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    return _mm512_cvtepi32_epi16(r);
-}
-
 // n floats -> bf16 (n <= 16 via a masked load).
 AVX512 static inline __m256i cvt_n(const float *src, int64_t n) {
     const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-    return cvt16(_mm512_maskz_loadu_ps(m, src));
+    return as_bf16x16(_mm512_maskz_loadu_ps(m, src));
 }
 
 // Units of two bf16 (K pairs) from two rows of 16: lo from a, hi from b.
 AVX512 static inline __m512i pair_units(const float *a, const float *b, int64_t n) {
-    const __m256i x = cvt_n(a, n), y = b ? cvt_n(b, n) : _mm256_setzero_si256();
-    return _mm512_or_si512(_mm512_cvtepu16_epi32(x), _mm512_slli_epi32(_mm512_cvtepu16_epi32(y), 16));
+    return as_bf16x16_pairs(cvt_n(a, n), b ? cvt_n(b, n) : _mm256_setzero_si256());
 }
 
 // r[j] (16 dwords each) <- the transpose: r[c][j] = old r[j][c].  32-bit
@@ -197,9 +223,10 @@ static const tilecfg amx_cfg = {.palette_id = 1,
                                 .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
 
 AMX_TARGET static void amx_config(void) { _tile_loadconfig(&amx_cfg); }
+void kernel_amx_bf16_begin(void) { amx_config(); }
 
-// out (32 x 32 fp32) = A rows (32 x Kp) . B panels p, p+1.
-AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out) {
+// out (32 x 32 fp32, row stride ldo) = A rows (32 x Kp) . B panels p, p+1.
+AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) {
     const uint16_t *b1 = b0 + Kp * 16;
     _tile_zero(0);
     _tile_zero(1);
@@ -216,13 +243,14 @@ AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, out, 128);
-    _tile_stored(1, out + 16, 128);
-    _tile_stored(2, out + 16 * 32, 128);
-    _tile_stored(3, out + 16 * 32 + 16, 128);
+    _tile_stored(0, out, ldo * 4);
+    _tile_stored(1, out + 16, ldo * 4);
+    _tile_stored(2, out + 16 * ldo, ldo * 4);
+    _tile_stored(3, out + 16 * ldo + 16, ldo * 4);
 }
 
 AMX_TARGET static void amx_release(void) { _tile_release(); }
+void kernel_amx_bf16_end(void) { amx_release(); }
 
 // C block (ni x nj) = alpha out + beta C (C not read when beta is 0).
 AVX512 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_t nj, float alpha, float beta) {
@@ -238,8 +266,10 @@ AVX512 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni,
 }
 #else
 static void amx_config(void) {}
-static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out) { (void)a, (void)b0, (void)Kp, (void)out; }
+void kernel_amx_bf16_begin(void) {}
+static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) { (void)a, (void)b0, (void)Kp, (void)out, (void)ldo; }
 static void amx_release(void) {}
+void kernel_amx_bf16_end(void) {}
 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_t nj, float alpha, float beta) {
     (void)C, (void)ldc, (void)out, (void)ni, (void)nj, (void)alpha, (void)beta;
 }
@@ -254,6 +284,7 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
     const bool split_n = nbn >= nbm;
     const int64_t dim = split_n ? nbn : nbm;
     const int nt = (int)AS_MIN((int64_t)nth, dim);
+    const bool direct = alpha == 1.0f && beta == 0.0f;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int t = nt > 1 ? omp_get_thread_num() : 0;
@@ -264,8 +295,12 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
         for (int64_t mc = m_lo; mc < m_hi; mc += MCHUNK)
             for (int64_t nb = n_lo; nb < n_hi; nb++)
                 for (int64_t mb = mc; mb < AS_MIN(mc + MCHUNK, m_hi); mb++) {
-                    block32(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out);
                     const int64_t i0 = mb * BLK, j0 = nb * BLK, ni = AS_MIN((int64_t)BLK, M - i0), nj = AS_MIN((int64_t)BLK, N - j0);
+                    if (direct && ni == BLK && nj == BLK) { // C = the sums: tiles straight to C
+                        block32(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, C + i0 * ldc + j0, ldc);
+                        continue;
+                    }
+                    block32(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK);
                     epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
                 }
         amx_release();
@@ -279,34 +314,57 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
     float *r = as_aligned_alloc(sizeof(float) * (size_t)AS_MAX(rows * cols, (int64_t)1));
 #pragma omp parallel for schedule(static) num_threads(nth) if (rows > 1)
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) r[i * cols + j] = train_bf16_to_f32(train_f32_to_bf16(trans ? X[j * ld + i] : X[i * ld + j]));
+        for (int64_t j = 0; j < cols; j++) r[i * cols + j] = as_bf16_to_f32(as_f32_to_bf16(trans ? X[j * ld + i] : X[i * ld + j]));
     return r;
 }
 
 // ---- entry points ----
 
-void train_bf16_pack_b(train_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
+void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
     memset(p, 0, sizeof *p);
     p->K = K, p->N = N, p->Kp = round_up(AS_MAX(K, (int64_t)1), 32), p->Np = round_up(AS_MAX(N, (int64_t)1), BLK);
-    if (train_gemm_bf16_amx()) {
+    if (kernel_gemm_bf16_amx()) {
         p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
         pack_b(p->data, tb, K, N, B, ldb, p->Kp, p->Np, nth);
     }
     else p->rounded = rounded_copy(tb, K, N, B, ldb, nth);
 }
 
-void train_bf16_packed_free(train_bf16_packed *p) {
+void kernel_bf16_pack_init(kernel_bf16_packed *p, int64_t K, int64_t N) {
+    memset(p, 0, sizeof *p);
+    p->K = K, p->N = N, p->Kp = round_up(AS_MAX(K, (int64_t)1), 32), p->Np = round_up(AS_MAX(N, (int64_t)1), BLK);
+    if (kernel_gemm_bf16_amx()) p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
+    else p->rounded = as_aligned_alloc(sizeof(float) * (size_t)AS_MAX(K * N, (int64_t)1));
+}
+
+void kernel_bf16_pack_rows(kernel_bf16_packed *p, int64_t n0, int64_t nn, const float *W, int64_t ldw, int nth) {
+    if (n0 % 16 || n0 < 0 || nn < 0 || n0 + nn > p->N || ((n0 + nn) % 16 && n0 + nn != p->N))
+        as_die("kernel_bf16_pack_rows: rows %lld + %lld of %lld are not whole panels", (long long)n0, (long long)nn, (long long)p->N);
+    if (p->rounded) {
+        const int64_t K = p->K, N = p->N;
+#pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < nn; j++) p->rounded[k * N + n0 + j] = as_bf16_to_f32(as_f32_to_bf16(W[j * ldw + k]));
+        return;
+    }
+    // Panels of these rows; the last chunk also writes the zero panels up to Np.
+    const int64_t p0 = n0 / 16, p1 = n0 + nn == p->N ? p->Np / 16 : (n0 + nn) / 16;
+    uint16_t *base = p->data + p0 * p->Kp * 16;
+    pack_b(base, true, p->K, nn, W, ldw, p->Kp, (p1 - p0) * 16, nth);
+}
+
+void kernel_bf16_packed_free(kernel_bf16_packed *p) {
     free(p->data), free(p->rounded);
     memset(p, 0, sizeof *p);
 }
 
-void train_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const train_bf16_packed *P, float beta,
+void kernel_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const kernel_bf16_packed *P, float beta,
                             float *C, int64_t ldc, int nth) {
     const int64_t K = P->K, N = P->N;
     if (M == 0 || N == 0) return;
     if (P->rounded) {
         float *ar = rounded_copy(ta, M, K, A, lda, nth);
-        train_gemm(false, false, M, N, K, alpha, ar, K, P->rounded, N, beta, C, ldc, nth);
+        kernel_sgemm(false, false, M, N, K, alpha, ar, K, P->rounded, N, beta, C, ldc, nth);
         free(ar);
         return;
     }
@@ -316,19 +374,19 @@ void train_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int
     amx_compute(Ap, P->data, M, N, P->Kp, alpha, beta, C, ldc, nth);
 }
 
-void train_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                      int64_t ldb, float beta, float *C, int64_t ldc, int nth) {
     if (M == 0 || N == 0) return;
-    train_bf16_packed P;
-    if (!train_gemm_bf16_amx()) {
-        train_bf16_pack_b(&P, tb, K, N, B, ldb, nth);
-        train_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
-        train_bf16_packed_free(&P);
+    kernel_bf16_packed P;
+    if (!kernel_gemm_bf16_amx()) {
+        kernel_bf16_pack_b(&P, tb, K, N, B, ldb, nth);
+        kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
+        kernel_bf16_packed_free(&P);
         return;
     }
     memset(&P, 0, sizeof P);
     P.K = K, P.N = N, P.Kp = round_up(AS_MAX(K, (int64_t)1), 32), P.Np = round_up(N, BLK);
     P.data = ws_get(&ws_b, (size_t)(P.Kp * P.Np));
     pack_b(P.data, tb, K, N, B, ldb, P.Kp, P.Np, nth);
-    train_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
+    kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
 }

@@ -1,0 +1,57 @@
+// Dense fp32 matrix products (training, and the BF16 precision of
+// kernel_matmul), row-major:
+//   C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, op = transpose
+//   when ta / tb.
+//
+// kernel_sgemm: fp32.  The output is split into tiles along its larger
+// dimension, one single-threaded cblas_sgemm per tile on nth OpenMP threads
+// (OpenBLAS's own threads would fight OpenMP's spinning workers for the
+// cores), so each element is computed by one call in an order fixed by nth.
+//
+// kernel_gemm_bf16*: the operands are rounded to bf16 (round to nearest
+// even), the products accumulate in fp32 on AMX-BF16 tiles (TDPBF16PS).
+// Without AMX (or without the OS permission) the same bf16-rounded operands
+// go through kernel_sgemm: the same products, summed in another order.  Every
+// output element is computed by one thread in a fixed order: results depend
+// only on the thread count, and (AMX) a row of C does not depend on the other
+// rows of A.
+#ifndef AS_TENSOR_GEMM_H
+#define AS_TENSOR_GEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                  int64_t ldb, float beta, float *C, int64_t ldc, int nth);
+
+// True when the AMX path runs (CPU has AMX-BF16 and Linux granted the tiles).
+bool kernel_gemm_bf16_amx(void);
+// For other AMX-BF16 code (the BF16 attention): configure this thread's eight
+// tiles as 16 rows x 64 bytes / release them.  Only where kernel_gemm_bf16_amx().
+void kernel_amx_bf16_begin(void);
+void kernel_amx_bf16_end(void);
+
+void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                     int64_t ldb, float beta, float *C, int64_t ldc, int nth);
+
+// op(B) packed once for several products with the same right operand (the
+// vocabulary matrix against chunks of rows).
+typedef struct kernel_bf16_packed {
+    uint16_t *data;    // AMX: 16-column panels of op(B), K pairs interleaved (Np/16, Kp/2, 16, 2)
+    float *rounded;    // without AMX: op(B) rounded to bf16, as fp32 (K x N)
+    int64_t K, N, Kp, Np;
+} kernel_bf16_packed;
+
+void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth);
+// The same for op(B) = W^T, W (N x K, row stride ldw) given by chunks of
+// rows (a matrix dequantised piece by piece): init allocates, pack_rows packs
+// rows n0 .. n0+nn-1 (n0 and, but for the last chunk, nn multiples of 16).
+void kernel_bf16_pack_init(kernel_bf16_packed *p, int64_t K, int64_t N);
+void kernel_bf16_pack_rows(kernel_bf16_packed *p, int64_t n0, int64_t nn, const float *W, int64_t ldw, int nth);
+void kernel_bf16_packed_free(kernel_bf16_packed *p);
+// C = alpha op(A) P + beta C with P from kernel_bf16_pack_b (K, N taken from it).
+void kernel_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const kernel_bf16_packed *P, float beta,
+                            float *C, int64_t ldc, int nth);
+
+#endif
