@@ -17,7 +17,9 @@ typedef enum key_type {
     KT_STR,      // char * (optionally restricted to the '|'-separated names of `names`)
     KT_I32, KT_I64, KT_U64, KT_F64, KT_F32, KT_BOOL,
     KT_TAU,      // integer >= 1 or inf
-    KT_LOSS, KT_REF, KT_MIX, KT_OPTIM, KT_SCHED, KT_PRECISION,
+    KT_LOSS, KT_REF, KT_MIX, KT_OPTIM, KT_SCHED,
+    KT_PRECISION,      // kernel_precision
+    KT_EVAL_PRECISION, // int32_t: a kernel_precision, or -1 written "generation"
     KT_TARGETS,  // list of LoRA target names (train.h)
     KT_TASKS,    // list of evaluation task names
 } key_type;
@@ -86,11 +88,12 @@ static const key_def KEYS[] = {
     {"generation.top_k", KT_I32, OFF(gen_top_k), 0, 1e6, 0, 0, NULL},
     {"generation.max_new_tokens", KT_I32, OFF(max_new_tokens), 1, 1e6, 0, 0, NULL},
     {"generation.batch", KT_I32, OFF(gen_batch), 1, 4096, 0, 0, NULL},
-    {"generation.precision", KT_PRECISION, OFF(gen_q8), 0, 0, 0, 0, NULL},
+    {"generation.precision", KT_PRECISION, OFF(gen_precision), 0, 0, 0, 0, NULL},
     {"eval.tasks", KT_TASKS, OFF(eval_tasks), 0, 0, 0, 0, NULL},
     {"eval.limit", KT_I64, OFF(eval_limit), 0, 1e9, 0, 0, NULL},
     {"eval.shots", KT_I32, OFF(eval_shots), -1, 100, 0, 0, NULL},
     {"eval.heldout", KT_I64, OFF(heldout_size), 0, 1e7, 0, 0, NULL},
+    {"eval.precision", KT_EVAL_PRECISION, OFF(eval_precision), 0, 0, 0, 0, NULL},
     {"seed", KT_U64, OFF(seed), 0, 0, 0, 0, NULL},
     {"threads", KT_I32, OFF(threads), 0, 1024, 0, 0, NULL},
 };
@@ -137,7 +140,8 @@ void spin_config_default(spin_config *c) {
     c->gen_top_k = 0;
     c->max_new_tokens = 256;
     c->gen_batch = 16;
-    c->gen_q8 = true;
+    c->gen_precision = KERNEL_PRECISION_Q8;
+    c->eval_precision = -1;
     c->eval_limit = 0;
     c->eval_shots = -1;
     c->seed = 42;
@@ -307,9 +311,15 @@ static int apply(spin_config *c, const key_def *k, const char *const *vals, int 
         return 0;
     }
     case KT_PRECISION:
-        if (strcmp(s, "q8") && strcmp(s, "f32")) return as_error("%s%s: '%s' (expected q8 or f32)", where, k->key, s);
-        *(bool *)p = strcmp(s, "q8") == 0;
+        if (kernel_precision_parse(s, (kernel_precision *)p)) return as_error("%s%s: '%s' (expected q8, f32 or bf16)", where, k->key, s);
         return 0;
+    case KT_EVAL_PRECISION: {
+        kernel_precision kp;
+        if (!strcmp(s, "generation")) *(int32_t *)p = -1;
+        else if (!kernel_precision_parse(s, &kp)) *(int32_t *)p = (int32_t)kp;
+        else return as_error("%s%s: '%s' (expected generation, q8, f32 or bf16)", where, k->key, s);
+        return 0;
+    }
     default: break;
     }
     return as_error("%s%s: unsupported key type", where, k->key);
@@ -555,7 +565,12 @@ char *spin_config_to_yaml(const spin_config *c) {
         case KT_MIX: as_sb_printf(&b, "%s", spin_mixing_name(*(const spin_mixing *)p)); break;
         case KT_OPTIM: as_sb_printf(&b, "%s", OPTIM_NAMES[*(const optim_kind *)p]); break;
         case KT_SCHED: as_sb_printf(&b, "%s", SCHED_NAMES[*(const optim_schedule *)p]); break;
-        case KT_PRECISION: as_sb_printf(&b, "%s", *(const bool *)p ? "q8" : "f32"); break;
+        case KT_PRECISION: as_sb_printf(&b, "%s", kernel_precision_name(*(const kernel_precision *)p)); break;
+        case KT_EVAL_PRECISION: {
+            const int32_t e = *(const int32_t *)p;
+            as_sb_printf(&b, "%s", e < 0 ? "generation" : kernel_precision_name((kernel_precision)e));
+            break;
+        }
         case KT_TARGETS: {
             uint32_t m = *(const uint32_t *)p;
             if (!m) m = (1u << TRAIN_LORA_N_TARGETS) - 1;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "spin/loss.h"
+#include "tensor/kernels.h"
 #include "spin/window.h"
 #include "train/optim.h"
 #include "train/train.h"
@@ -63,7 +64,8 @@ typedef struct spin_config {
     int32_t gen_top_k;          // 0: off
     int32_t max_new_tokens;
     int32_t gen_batch;
-    bool gen_q8;                // q8 (default) or f32 precision of the inference engine
+    kernel_precision gen_precision; // of the inference engine: q8 (default), f32 or bf16
+    int32_t eval_precision;     // of eval.tasks: a kernel_precision, or -1 (default): gen_precision
     // evaluation
     char *eval_tasks[SPIN_CONFIG_MAX_LIST];
     int32_t n_eval_tasks;

@@ -763,7 +763,7 @@ static int evaluate_tasks(spin_ctx *x, int32_t k, cJSON *summary_eval) {
     o.tasks = tasks;
     o.shots = c->eval_shots;
     o.limit = c->eval_limit;
-    o.precision = gm->precision;
+    o.precision = c->eval_precision < 0 ? gm->precision : (kernel_precision)c->eval_precision;
     o.progress = !x->quiet;
     cJSON *res = NULL;
     if (eval_run(gm, x->tok, &o, &res)) return AS_FAIL;
@@ -950,7 +950,7 @@ static int load_models(spin_ctx *x) {
     if (tokenizer_load(&x->tok, meta) || chat_template_init(&x->tpl, meta, c->chat_template[0] ? c->chat_template : NULL) ||
         train_model_from_model(&x->tm, x->inf))
         return AS_FAIL;
-    x->inf->precision = c->gen_q8 ? KERNEL_PRECISION_Q8 : KERNEL_PRECISION_F32;
+    x->inf->precision = c->gen_precision;
     train_set_threads(x->tm, x->threads);
     train_set_checkpointing(x->tm, c->checkpointing);
     x->tm_iterate = 0;

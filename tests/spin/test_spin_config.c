@@ -23,7 +23,7 @@ static void test_values(void **state) {
                     "optimizer: {type: rmsprop, lr: 1e-4, schedule: cosine, warmup_ratio: 0.05}\n"
                     "train: {epochs: 1, batch_size: 2, grad_accum: 3, max_prompt_len: 100, max_answer_len: 50}\n"
                     "generation: {temperature: 0.7, top_p: 0.9, top_k: 20, max_new_tokens: 40, batch: 4, precision: f32}\n"
-                    "eval: {tasks: [arc_easy, gsm8k], limit: 10, shots: 0, heldout: 5}\n"
+                    "eval: {tasks: [arc_easy, gsm8k], limit: 10, shots: 0, heldout: 5, precision: bf16}\n"
                     "seed: 7\nthreads: 2\n";
     assert_int_equal(parse(&c, y), 0);
     assert_string_equal(c.name, "exp1");
@@ -48,7 +48,8 @@ static void test_values(void **state) {
     assert_int_equal(c.max_answer_len, 50);
     assert_true(c.gen_top_p == 0.9f);
     assert_int_equal(c.gen_top_k, 20);
-    assert_false(c.gen_q8);
+    assert_int_equal(c.gen_precision, KERNEL_PRECISION_F32);
+    assert_int_equal(c.eval_precision, KERNEL_PRECISION_BF16);
     assert_int_equal(c.n_eval_tasks, 2);
     assert_string_equal(c.eval_tasks[1], "gsm8k");
     assert_int_equal(c.eval_shots, 0);
