@@ -43,8 +43,11 @@ typedef struct as_matrix {
 //    (gemm.h), on AMX-BF16 tiles where the CPU has them.  Error vs the exact
 //    result: ~0.3% of the output scale (two bf16 roundings per product,
 //    tested).  On AMX a token's outputs are bitwise the same whatever else is
-//    in the batch (without AMX: bf16-rounded operands through sgemm, which may
-//    differ in the last bits between batch sizes).  The fastest choice for
+//    in the batch.  Without AMX the bf16-rounded operands go through sgemm,
+//    whose last bits may differ between batch sizes; rounding the next
+//    layer's activations to bf16 turns such a difference into a whole bf16
+//    ulp now and then, so a model's logits may differ by ~0.5% of their scale
+//    between batchings (the size of bf16's own error).  The fastest choice for
 //    many tokens on AMX CPUs (prefill, scoring: ~2x Q8's many-token AMX-INT8
 //    kernel, whose per-32-block scales cost a tile store per block product),
 //    and the slowest for decoding one token (2 bytes per weight streamed).

@@ -98,7 +98,12 @@ static void check_invariance(kernel_precision p) {
     double worst = 0;
     for (int i = 0; i < LA; i++) worst = fmax(worst, rel_err(mixed + (int64_t)rows_a[i] * V, alone + (int64_t)i * V, V));
     printf("  %s: A inside a 3-sequence batch vs alone: relative error %.2e\n", kernel_precision_name(p), worst);
-    assert_true(worst < 1e-4);
+    // BF16 without AMX: the products go through sgemm, whose last bits depend
+    // on the batch, and rounding the next layer's activations to bf16 turns
+    // such a difference into a whole bf16 ulp (2^-8) now and then: ~0.3-0.8%
+    // of the logits' scale after 30 layers (measured), the size of bf16's own error.
+    const double tol = p == KERNEL_PRECISION_BF16 && !kernel_gemm_bf16_amx() ? 2e-2 : 1e-4;
+    assert_true(worst < tol);
     if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(worst == 0); // every product on AMX tiles: bitwise
 
     // Prefill LA-1 tokens without logits, then decode the last one next to a decode step of B.
@@ -114,7 +119,7 @@ static void check_invariance(kernel_precision p) {
     assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 2, .token = t2, .seq = s2, .pos = p2}, mixed), AS_OK);
     double e = rel_err(mixed + V, alone + (int64_t)(LA - 1) * V, V);
     printf("  %s: A's last token decoded after a prefill vs full prefill: relative error %.2e\n", kernel_precision_name(p), e);
-    assert_true(e < 1e-4);
+    assert_true(e < tol);
     if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(e == 0);
 
     kv_cache_free(kv);
