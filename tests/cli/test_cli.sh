@@ -116,6 +116,10 @@ if [ -r "$model" ]; then
   # ids from llama.cpp (llama-cpp-python 0.3.36, vocab_only) for the same text
   out=$("$bin" tokenize "Hello, world! 12345") && [ "$out" = "19556 28 905 17 216 33 34 35 36 37" ] && ok || bad "tokenize gave '$out'"
   n=$("$bin" logprobs --text "The capital of France is Paris." | grep -c '"logprob"') && [ "$n" = 7 ] && ok || bad "logprobs printed $n lines"
+  # --precision bf16: the same tokens; the last log-prob within bf16's error of f32's (<= 0.12 nats on the reference texts)
+  f=$("$bin" logprobs --text "The capital of France is Paris." | tail -1 | grep -oE '"logprob":-?[0-9.e-]+' | cut -d: -f2)
+  g=$("$bin" logprobs --precision bf16 --text "The capital of France is Paris." | tail -1 | grep -oE '"logprob":-?[0-9.e-]+' | cut -d: -f2)
+  awk -v a="$f" -v b="$g" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d < 0.3) }' && ok || bad "bf16 log-prob '$g' vs f32 '$f'"
   a=$("$bin" generate --greedy --max-new-tokens 12 --prompt "The capital of France is")
   b=$("$bin" generate --greedy --max-new-tokens 12 --prompt "The capital of France is")
   [ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "greedy generation not reproducible: '$a' vs '$b'"
