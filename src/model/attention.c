@@ -229,6 +229,16 @@ static void *att_grow(att_buf *b, size_t bytes) {
     return b->p;
 }
 
+// Keys of the 16-vector tile at vector i0: the most any of its vectors has (>= 1).
+static inline int32_t tile_keys(const model_attn_args *a, int i0, int R) {
+    int32_t n = 1;
+    for (int i = i0; i < AS_MIN(i0 + 16, R); i++) n = AS_MAX(n, a->n_keys[i / a->n_heads]);
+    return n;
+}
+
+// The first `left` of 16 lanes (none when left <= 0).
+static inline __mmask16 lanes(int32_t left) { return left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0; }
+
 AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     const int d = a->d, H = a->n_heads, R = a->n_rows * H, Rp = (R + 15) / 16 * 16, dp2 = d / 2;
     int32_t n_max = 1;
@@ -264,8 +274,7 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     kernel_amx_bf16_begin();
     // Scores, 16 vectors x 16 keys per tile, keys up to the tile's own last.
     for (int i0 = 0; i0 < Rp; i0 += 16) {
-        int32_t ni = 1;
-        for (int i = i0; i < AS_MIN(i0 + 16, R); i++) ni = AS_MAX(ni, a->n_keys[i / H]);
+        const int32_t ni = tile_keys(a, i0, R);
         for (int32_t t = 0; t < (ni + 15) / 16; t++) {
             _tile_zero(0);
             for (int e = 0; e < d; e += 32) {
@@ -283,22 +292,17 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         const int32_t n = i < R ? a->n_keys[i / H] : 0;
         float *s = S + (int64_t)i * n16;
         for (int32_t j = 0; j < n; j += 16) {
-            const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+            const __mmask16 m = lanes(n - j);
             _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), vs));
         }
         if (n) inv[i] = softmax_exp512(s, n);
         uint16_t *p = P + (int64_t)i * n32;
-        for (int32_t j = 0; j < n32; j += 16) {
-            const int32_t left = n - j;
-            const __mmask16 m = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(m, s + j)));
-        }
+        for (int32_t j = 0; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(lanes(n - j), s + j)));
     }
     // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.
     float o[16 * 16] __attribute__((aligned(64)));
     for (int i0 = 0; i0 < Rp; i0 += 16) {
-        int32_t ni = 1;
-        for (int i = i0; i < AS_MIN(i0 + 16, R); i++) ni = AS_MAX(ni, a->n_keys[i / H]);
+        const int32_t ni = tile_keys(a, i0, R);
         for (int c = 0; c < d; c += 16) {
             _tile_zero(0);
             for (int32_t j = 0; j < ni; j += 32) {

@@ -439,6 +439,15 @@ static void model_pack_bf16(model *m) {
     m->n_bf16 = (int32_t)(p - m->bf16_store);
 }
 
+// The stacked matrix (Q|K|V or gate|up) for this call, or NULL for one product
+// per matrix: the BF16 path's stack whenever it was packed, the Q8 path's for
+// >= KERNEL_PACK_MIN_TOKENS tokens when its packed copies are adjacent.
+static const as_matrix *fused_stack(kernel_precision prec, int64_t n, const as_matrix *q8_stack, const as_matrix *bf16_stack) {
+    if (prec == KERNEL_PRECISION_BF16) return bf16_stack->bf16 ? bf16_stack : NULL;
+    const bool q8 = prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && q8_stack->rows > 0 && kernel_pack_size(q8_stack) > 0;
+    return q8 ? q8_stack : NULL;
+}
+
 // ---- the forward pass ----
 
 static int batch_check(const model *m, const kv_cache *kv, const model_batch *b, const float *logits, model_scratch *s) {
@@ -537,9 +546,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         }
         PROF(PR_NORM);
         // Q/K/V in one call when the packed copies allow it (then rows of q|k|v).
-        const as_matrix *wqkv = prec == KERNEL_PRECISION_BF16 ? (L->wqkv_bf16.bf16 ? &L->wqkv_bf16 : NULL)
-                              : L->wqkv.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->wqkv) > 0 ? &L->wqkv
-                                                                                                                                      : NULL;
+        const as_matrix *wqkv = fused_stack(prec, n, &L->wqkv, &L->wqkv_bf16);
         const bool fused = wqkv != NULL;
         float *q = fused ? s->qkv : s->q, *k = fused ? s->qkv + qd : s->k, *v = fused ? s->qkv + qd + kvd : s->v;
         const int64_t qs = fused ? qkvd : qd, ks = fused ? qkvd : kvd;
@@ -590,10 +597,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             s->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
-        const as_matrix *wgu = prec == KERNEL_PRECISION_BF16 ? (L->w_gate_up_bf16.bf16 ? &L->w_gate_up_bf16 : NULL)
-                             : L->w_gate_up.rows > 0 && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && kernel_pack_size(&L->w_gate_up) > 0
-                                 ? &L->w_gate_up
-                                 : NULL;
+        const as_matrix *wgu = fused_stack(prec, n, &L->w_gate_up, &L->w_gate_up_bf16);
         const bool fused_gu = wgu != NULL;
         float *g = fused_gu ? s->gu : s->hb, *u = fused_gu ? s->gu + F : s->hb2;
         const int64_t gs = fused_gu ? 2 * F : F;

@@ -57,6 +57,12 @@ void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// A packed operand's shape (K padded to 32, N to whole 32-column blocks), nothing allocated.
+static void packed_shape(kernel_bf16_packed *p, int64_t K, int64_t N) {
+    memset(p, 0, sizeof *p);
+    p->K = K, p->N = N, p->Kp = round_up(AS_MAX(K, (int64_t)1), 32), p->Np = round_up(AS_MAX(N, (int64_t)1), BLK);
+}
+
 // Packed operands of the calling thread, kept between calls (fresh pages
 // every call cost more page faults than the packing itself).
 typedef struct { uint16_t *p; size_t n; } workspace;
@@ -321,8 +327,7 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
 // ---- entry points ----
 
 void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
-    memset(p, 0, sizeof *p);
-    p->K = K, p->N = N, p->Kp = round_up(AS_MAX(K, (int64_t)1), 32), p->Np = round_up(AS_MAX(N, (int64_t)1), BLK);
+    packed_shape(p, K, N);
     if (kernel_gemm_bf16_amx()) {
         p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
         pack_b(p->data, tb, K, N, B, ldb, p->Kp, p->Np, nth);
@@ -331,8 +336,7 @@ void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, co
 }
 
 void kernel_bf16_pack_init(kernel_bf16_packed *p, int64_t K, int64_t N) {
-    memset(p, 0, sizeof *p);
-    p->K = K, p->N = N, p->Kp = round_up(AS_MAX(K, (int64_t)1), 32), p->Np = round_up(AS_MAX(N, (int64_t)1), BLK);
+    packed_shape(p, K, N);
     if (kernel_gemm_bf16_amx()) p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
     else p->rounded = as_aligned_alloc(sizeof(float) * (size_t)AS_MAX(K * N, (int64_t)1));
 }
@@ -384,8 +388,7 @@ void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
         kernel_bf16_packed_free(&P);
         return;
     }
-    memset(&P, 0, sizeof P);
-    P.K = K, P.N = N, P.Kp = round_up(AS_MAX(K, (int64_t)1), 32), P.Np = round_up(N, BLK);
+    packed_shape(&P, K, N);
     P.data = ws_get(&ws_b, (size_t)(P.Kp * P.Np));
     pack_b(P.data, tb, K, N, B, ldb, P.Kp, P.Np, nth);
     kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);

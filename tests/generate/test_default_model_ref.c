@@ -140,29 +140,28 @@ static void test_logprobs_f32(void **st) {
     assert_true(ref.max_abs < F32_TOL);
 }
 
-static void test_logprobs_q8(void **st) {
-    (void)st;
-    g_model->precision = KERNEL_PRECISION_Q8;
+// Precision p against the fp32 reference, bounded by `factor` times llama.cpp's
+// own deviation from it, in max and in mean.
+static void check_vs_llamacpp(kernel_precision p, double factor) {
+    g_model->precision = p;
     dev_stats ref = {0}, lcp = {0}, lcp_ref = {0};
     measure(&ref, &lcp, &lcp_ref);
     g_model->precision = KERNEL_PRECISION_F32;
-    fprintf(stderr, "  Q8: max |ours - fp32 ref| %.3f (mean %.4f); max |ours - llama.cpp| %.3f (mean %.4f)\n", ref.max_abs,
-            ref.sum_abs / ref.n, lcp.max_abs, lcp.sum_abs / lcp.n);
+    fprintf(stderr, "  %s: max |ours - fp32 ref| %.3f (mean %.4f); max |ours - llama.cpp| %.3f (mean %.4f)\n", kernel_precision_name(p),
+            ref.max_abs, ref.sum_abs / ref.n, lcp.max_abs, lcp.sum_abs / lcp.n);
     fprintf(stderr, "  llama.cpp: max |llama.cpp - fp32 ref| %.3f (mean %.4f)\n", lcp_ref.max_abs, lcp_ref.sum_abs / lcp_ref.n);
-    assert_true(ref.max_abs <= Q8_VS_LLAMACPP * lcp_ref.max_abs);
-    assert_true(ref.sum_abs / ref.n <= Q8_VS_LLAMACPP * lcp_ref.sum_abs / lcp_ref.n);
+    assert_true(ref.max_abs <= factor * lcp_ref.max_abs);
+    assert_true(ref.sum_abs / ref.n <= factor * lcp_ref.sum_abs / lcp_ref.n);
+}
+
+static void test_logprobs_q8(void **st) {
+    (void)st;
+    check_vs_llamacpp(KERNEL_PRECISION_Q8, Q8_VS_LLAMACPP);
 }
 
 static void test_logprobs_bf16(void **st) {
     (void)st;
-    g_model->precision = KERNEL_PRECISION_BF16;
-    dev_stats ref = {0}, lcp = {0}, lcp_ref = {0};
-    measure(&ref, &lcp, &lcp_ref);
-    g_model->precision = KERNEL_PRECISION_F32;
-    fprintf(stderr, "  BF16: max |ours - fp32 ref| %.3f (mean %.4f); llama.cpp's: %.3f (mean %.4f)\n", ref.max_abs, ref.sum_abs / ref.n,
-            lcp_ref.max_abs, lcp_ref.sum_abs / lcp_ref.n);
-    assert_true(ref.max_abs <= BF16_VS_LLAMACPP * lcp_ref.max_abs);
-    assert_true(ref.sum_abs / ref.n <= BF16_VS_LLAMACPP * lcp_ref.sum_abs / lcp_ref.n);
+    check_vs_llamacpp(KERNEL_PRECISION_BF16, BF16_VS_LLAMACPP);
 }
 
 // Tokens identical to the reference up to (not including) its first near-tie
