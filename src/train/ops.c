@@ -2,6 +2,7 @@
 // The math of each backward is written above it.
 #include "train/ops.h"
 
+#include "tensor/rope.h"
 #include "train/fastmath.h"
 #include "util/common.h"
 
@@ -101,18 +102,7 @@ static void rope_rows(float *x, int64_t N, int n_heads, int d, int n_rot, bool n
                       int nth) {
     const int half = n_rot / 2;
 #pragma omp parallel for num_threads(nth) if (N > 1)
-    for (int64_t t = 0; t < N; t++) {
-        const float *c = cs + t * half, *s = sn + t * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (t * n_heads + h) * d;
-            for (int i = 0; i < half; i++) {
-                const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-                const float x0 = v[i0], x1 = v[i1], si = sign * s[i];
-                v[i0] = x0 * c[i] - x1 * si;
-                v[i1] = x0 * si + x1 * c[i];
-            }
-        }
-    }
+    for (int64_t t = 0; t < N; t++) kernel_rope(x + t * n_heads * d, n_heads, d, n_rot, neox, cs + t * half, sn + t * half, sign);
 }
 
 void train_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {

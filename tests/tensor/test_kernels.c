@@ -28,6 +28,7 @@
 #include "tensor/gemm.h"
 #include "tensor/kernels_impl.h"
 #include "tensor/quant.h"
+#include "tensor/rope.h"
 #include "util/common.h"
 #include "util/rng.h"
 
@@ -453,6 +454,54 @@ static void test_isa_selection(void **state) {
     assert_true(strlen(cpu_describe()) > 0);
 }
 
+// RoPE: every ISA against the rotation in double (within 2 fp32 ulps of the
+// scale), bitwise the same on every ISA (the lanes do the scalar loop's
+// operations), and sign -1 undoing sign +1 to rounding; both pairings, head
+// dims with and without a vector tail, n_rot below d.
+static void test_rope(void **state) {
+    (void)state;
+    as_rng rng;
+    as_rng_seed(&rng, 11);
+    const int shapes[][3] = {{64, 64, 3}, {256, 256, 1}, {24, 16, 2}, {80, 48, 4}, {8, 8, 2}}; // d, n_rot, heads
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        const int d = shapes[sh][0], n_rot = shapes[sh][1], H = shapes[sh][2], half = n_rot / 2;
+        float *x = malloc(sizeof(float) * (size_t)(d * H)), *y = malloc(sizeof(float) * (size_t)(d * H)),
+              *ref_bits = malloc(sizeof(float) * (size_t)(d * H));
+        float *cs = malloc(sizeof(float) * (size_t)half), *sn = malloc(sizeof(float) * (size_t)half);
+        for (int i = 0; i < d * H; i++) x[i] = (float)(2 * as_rng_uniform(&rng) - 1);
+        for (int i = 0; i < half; i++) {
+            const double a = 37.0 * pow(10000.0, -2.0 * i / n_rot);
+            cs[i] = (float)cos(a), sn[i] = (float)sin(a);
+        }
+        for (int neox = 0; neox < 2; neox++) {
+            bool first = true;
+            for (int isa = KERNEL_ISA_SCALAR; isa < KERNEL_ISA_COUNT; isa++) {
+                if (kernel_force_isa((kernel_isa)isa) != AS_OK) continue;
+                memcpy(y, x, sizeof(float) * (size_t)(d * H));
+                kernel_rope(y, H, d, n_rot, neox, cs, sn, 1.0f);
+                for (int h = 0; h < H; h++)
+                    for (int i = 0; i < d; i++) {
+                        const float *xh = x + h * d;
+                        double want = xh[i];
+                        if (i < n_rot) {
+                            const int p = neox ? i % half : i / 2;
+                            const bool second = neox ? i >= half : i % 2;
+                            const int i0 = neox ? p : 2 * p, i1 = neox ? p + half : 2 * p + 1;
+                            want = second ? (double)xh[i0] * sn[p] + (double)xh[i1] * cs[p] : (double)xh[i0] * cs[p] - (double)xh[i1] * sn[p];
+                        }
+                        assert_true(fabs(y[h * d + i] - want) <= 2.5e-7);
+                    }
+                if (first) memcpy(ref_bits, y, sizeof(float) * (size_t)(d * H)), first = false;
+                else assert_memory_equal(ref_bits, y, sizeof(float) * (size_t)(d * H));
+                kernel_rope(y, H, d, n_rot, neox, cs, sn, -1.0f);
+                for (int i = 0; i < d * H; i++) assert_true(fabsf(y[i] - x[i]) <= 5e-7f);
+            }
+        }
+        free(x), free(y), free(ref_bits), free(cs), free(sn);
+    }
+    kernel_force_isa(KERNEL_ISA_AUTO);
+}
+
 int main(void) {
     user_coretype = getenv("OPENBLAS_CORETYPE") != NULL;
     const struct CMUnitTest tests[] = {
@@ -462,6 +511,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_all_isas_all_types),
         cmocka_unit_test(test_amx_matches_vnni),
         cmocka_unit_test(test_quantize_q8_1_avx512),
+        cmocka_unit_test(test_rope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
