@@ -273,7 +273,39 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         }
     kernel_amx_bf16_begin();
     // Scores, 16 vectors x 16 keys per tile, keys up to the tile's own last.
-    for (int i0 = 0; i0 < Rp; i0 += 16) {
+    // Head size 64 (SmolLM2, Llama): the two Q tiles stay loaded and key
+    // tiles go in pairs; the same products in the same order as the loop below.
+    for (int i0 = 0; i0 < Rp && d == 64; i0 += 16) {
+        const int32_t nt = (tile_keys(a, i0, R) + 15) / 16;
+        _tile_loadd(4, Q + (int64_t)i0 * d, d * 2);
+        _tile_loadd(5, Q + (int64_t)i0 * d + 32, d * 2);
+        int32_t t = 0;
+        for (; t + 1 < nt; t += 2) {
+            const uint32_t *k0 = K + (int64_t)t * dp2 * 16, *k1 = k0 + dp2 * 16;
+            _tile_zero(0);
+            _tile_zero(3);
+            _tile_loadd(1, k0, 64);
+            _tile_loadd(2, k1, 64);
+            _tile_dpbf16ps(0, 4, 1);
+            _tile_dpbf16ps(3, 4, 2);
+            _tile_loadd(6, k0 + 16 * 16, 64);
+            _tile_loadd(7, k1 + 16 * 16, 64);
+            _tile_dpbf16ps(0, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+            _tile_stored(0, S + (int64_t)i0 * n16 + t * 16, n16 * 4);
+            _tile_stored(3, S + (int64_t)i0 * n16 + (t + 1) * 16, n16 * 4);
+        }
+        if (t < nt) {
+            const uint32_t *k0 = K + (int64_t)t * dp2 * 16;
+            _tile_zero(0);
+            _tile_loadd(1, k0, 64);
+            _tile_dpbf16ps(0, 4, 1);
+            _tile_loadd(2, k0 + 16 * 16, 64);
+            _tile_dpbf16ps(0, 5, 2);
+            _tile_stored(0, S + (int64_t)i0 * n16 + t * 16, n16 * 4);
+        }
+    }
+    for (int i0 = 0; i0 < Rp && d != 64; i0 += 16) {
         const int32_t ni = tile_keys(a, i0, R);
         for (int32_t t = 0; t < (ni + 15) / 16; t++) {
             _tile_zero(0);
@@ -299,9 +331,39 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         uint16_t *p = P + (int64_t)i * n32;
         for (int32_t j = 0; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(lanes(n - j), s + j)));
     }
-    // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.
-    float o[16 * 16] __attribute__((aligned(64)));
-    for (int i0 = 0; i0 < Rp; i0 += 16) {
+    // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.  Head
+    // size 64: the four dimension tiles at once, each P tile loaded once.
+    float o[4][16 * 16] __attribute__((aligned(64)));
+    const int64_t vp = (int64_t)(n32 / 2) * 16; // one dimension panel of V
+    for (int i0 = 0; i0 < Rp && d == 64; i0 += 16) {
+        const int32_t ni = tile_keys(a, i0, R);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int32_t j = 0; j < ni; j += 32) {
+            const uint32_t *vj = V + (int64_t)(j / 2) * 16;
+            _tile_loadd(4, P + (int64_t)i0 * n32 + j, n32 * 2);
+            _tile_loadd(5, vj, 64);
+            _tile_loadd(6, vj + vp, 64);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_loadd(7, vj + 2 * vp, 64);
+            _tile_dpbf16ps(1, 4, 6);
+            _tile_loadd(5, vj + 3 * vp, 64);
+            _tile_dpbf16ps(2, 4, 7);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+        _tile_stored(0, o[0], 64);
+        _tile_stored(1, o[1], 64);
+        _tile_stored(2, o[2], 64);
+        _tile_stored(3, o[3], 64);
+        for (int i = i0; i < AS_MIN(i0 + 16, R); i++) {
+            const __m512 sc = _mm512_set1_ps(inv[i]);
+            float *out = a->out + (int64_t)(i / H) * a->out_stride + (int64_t)(i % H) * d;
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_load_ps(o[c] + (i - i0) * 16), sc));
+        }
+    }
+    for (int i0 = 0; i0 < Rp && d != 64; i0 += 16) {
         const int32_t ni = tile_keys(a, i0, R);
         for (int c = 0; c < d; c += 16) {
             _tile_zero(0);
@@ -310,10 +372,10 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
                 _tile_loadd(2, V + ((int64_t)(c / 16) * (n32 / 2) + j / 2) * 16, 64);
                 _tile_dpbf16ps(0, 1, 2);
             }
-            _tile_stored(0, o, 64);
+            _tile_stored(0, o[0], 64);
             for (int i = i0; i < AS_MIN(i0 + 16, R); i++)
                 _mm512_storeu_ps(a->out + (int64_t)(i / H) * a->out_stride + (int64_t)(i % H) * d + c,
-                                 _mm512_mul_ps(_mm512_load_ps(o + (i - i0) * 16), _mm512_set1_ps(inv[i])));
+                                 _mm512_mul_ps(_mm512_load_ps(o[0] + (i - i0) * 16), _mm512_set1_ps(inv[i])));
         }
     }
     kernel_amx_bf16_end();
