@@ -69,6 +69,11 @@ static double bench_prefill(model *m, int P, int reps) {
 }
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_forward [--model M] [--threads N] [--batch 32] [--prompt 32] [--new 64] [--prefill 512]\n");
+            return 0;
+        }
     char def[4096];
     snprintf(def, sizeof def, "%s/.cache/alphaspin/models/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : ".");
     const char *path = def;

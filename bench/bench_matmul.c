@@ -67,6 +67,11 @@ static double bench_one(float *out, const float *x, int64_t nt, const as_matrix 
 }
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_matmul [--isa scalar|avx2|avx512|amx|all] [--threads N] [--seconds S] [--decode-only]\n                    [--tokens N,N,...] [--shape NAME] [--q8-only]\n");
+            return 0;
+        }
     const char *isa_arg = "auto";
     double seconds = 0.3;
     bool decode_only = false, q8_only = false;

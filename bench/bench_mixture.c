@@ -27,6 +27,11 @@
 static int cmp_d(const void *a, const void *b) { return (*(const double *)a > *(const double *)b) - (*(const double *)a < *(const double *)b); }
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_mixture [MODEL.gguf] [DATA.jsonl] [P] [MAX_NEW] [K...]\nCost per answer of the geometric-mixture samplers against plain sampling.\n");
+            return 0;
+        }
     char defpath[4096];
     snprintf(defpath, sizeof defpath, "%s/.cache/alphaspin/models/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : "");
     const char *mpath = argc > 1 ? argv[1] : defpath, *dpath = argc > 2 ? argv[2] : "../shared/data/gsm8k/test.jsonl";

@@ -44,6 +44,12 @@ int main(int argc, char **argv) {
     int threads = 2, pairs = 4, len = 256, prompt = 64, steps = 5, rank = 16, ckpt = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: bench_train --model M [--mode lora|full] [--precision f32|bf16] [--threads 2] [--pairs 4] [--len 256]\n"
+                   "                   [--prompt 64] [--steps 5] [--rank 16] [--checkpointing 0|1]\n"
+                   "A DPO-shaped training step (forward + backward over 2 x pairs sequences); prints one JSON line.\n");
+            return 0;
+        }
         if (!v) as_die("bench_train: %s needs a value", a);
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--mode")) mode = v;

@@ -12,6 +12,11 @@
 #include "util/common.h"
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_train_gemm [--threads 2] [--tokens 2048] [--reps 3]\nThe training products alone (fp32 sgemm vs bf16) on the default model's shapes, GFLOP/s.\n");
+            return 0;
+        }
     int nth = 2, reps = 3;
     int64_t T = 2048;
     for (int i = 1; i + 1 < argc; i += 2) {
