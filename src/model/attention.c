@@ -245,8 +245,11 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     for (int r = 0; r < a->n_rows; r++) n_max = AS_MAX(n_max, a->n_keys[r]);
     const int32_t n16 = (n_max + 15) / 16 * 16, n32 = (n_max + 31) / 32 * 32;
     uint16_t *Q = att_grow(&ws_q, sizeof(uint16_t) * (size_t)Rp * d);
-    uint32_t *K = att_grow(&ws_k, sizeof(uint32_t) * (size_t)n16 * dp2);                 // [key panel][d/2][16 keys] pairs of dims
-    uint32_t *V = att_grow(&ws_v, sizeof(uint32_t) * (size_t)(n32 / 2) * d);             // [dim panel][n32/2][16 dims] pairs of keys
+    // Keys [key tile][d/2][16 keys] pairs of dims, values [dim panel][keys/2][16 dims] pairs of keys:
+    // the cache's own tiles, or converted here from its fp32 / fp16 layout.
+    const uint32_t *K = a->tiled ? a->k : att_grow(&ws_k, sizeof(uint32_t) * (size_t)n16 * dp2);
+    const uint32_t *V = a->tiled ? a->v : att_grow(&ws_v, sizeof(uint32_t) * (size_t)(n32 / 2) * d);
+    const int64_t vp = a->tiled ? a->v_panel : (int64_t)(n32 / 2) * 16; // one dimension panel of V
     uint16_t *P = att_grow(&ws_p, sizeof(uint16_t) * (size_t)Rp * n32);                  // probabilities (Rp, n32)
     float *S = att_grow(&ws_s, sizeof(float) * (size_t)Rp * n16);                        // scores (Rp, n16)
     const bool F16 = a->f16;
@@ -258,18 +261,18 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
                                       : _mm256_setzero_si256());
     // Keys: a tile of 16 positions holds dimension e as 16 consecutive
     // elements, so dimensions e and e+1 interleave into one tile row.
-    for (int32_t t = 0; t < n16 / 16; t++) {
+    for (int32_t t = 0; !a->tiled && t < n16 / 16; t++) {
         const uint8_t *kt = (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb;
         for (int e = 0; e < d; e += 2)
-            _mm512_storeu_si512(K + ((int64_t)t * dp2 + e / 2) * 16,
+            _mm512_storeu_si512((uint32_t *)K + ((int64_t)t * dp2 + e / 2) * 16,
                                 as_bf16x16_pairs(as_bf16x16(kv_load(kt, (int64_t)e * KV_TILE, F16)), as_bf16x16(kv_load(kt, (int64_t)(e + 1) * KV_TILE, F16))));
     }
     // Values: rows j and j+1 interleave, zeros past n_max.
-    for (int32_t j = 0; j < n32; j += 2)
+    for (int32_t j = 0; !a->tiled && j < n32; j += 2)
         for (int c = 0; c < d; c += 16) {
             const __m256i lo = j < n_max ? as_bf16x16(kv_load(a->v, (int64_t)j * a->v_stride + c, F16)) : _mm256_setzero_si256();
             const __m256i hi = j + 1 < n_max ? as_bf16x16(kv_load(a->v, (int64_t)(j + 1) * a->v_stride + c, F16)) : _mm256_setzero_si256();
-            _mm512_storeu_si512(V + ((int64_t)(c / 16) * (n32 / 2) + j / 2) * 16, as_bf16x16_pairs(lo, hi));
+            _mm512_storeu_si512((uint32_t *)V + (int64_t)(c / 16) * vp + (int64_t)(j / 2) * 16, as_bf16x16_pairs(lo, hi));
         }
     kernel_amx_bf16_begin();
     // Scores, 16 vectors x 16 keys per tile, keys up to the tile's own last.
@@ -334,7 +337,6 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.  Head
     // size 64: the four dimension tiles at once, each P tile loaded once.
     float o[4][16 * 16] __attribute__((aligned(64)));
-    const int64_t vp = (int64_t)(n32 / 2) * 16; // one dimension panel of V
     for (int i0 = 0; i0 < Rp && d == 64; i0 += 16) {
         const int32_t ni = tile_keys(a, i0, R);
         _tile_zero(0);
@@ -369,7 +371,7 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
             _tile_zero(0);
             for (int32_t j = 0; j < ni; j += 32) {
                 _tile_loadd(1, P + (int64_t)i0 * n32 + j, n32 * 2);
-                _tile_loadd(2, V + ((int64_t)(c / 16) * (n32 / 2) + j / 2) * 16, 64);
+                _tile_loadd(2, V + (int64_t)(c / 16) * vp + (int64_t)(j / 2) * 16, 64);
                 _tile_dpbf16ps(0, 1, 2);
             }
             _tile_stored(0, o[0], 64);

@@ -275,6 +275,34 @@ __attribute__((target("avx2,fma,avx512f"))) static void rmsnorm_avx512(float *ou
 }
 #endif
 
+// ---- the bf16 tiles of the cache (model.h) ----
+
+// Zeroes what position p starts in the sequence's block at element offset at:
+// a key tile (p % 16 == 0) and a chunk of values (p % KV_CHUNK == 0), per KV head.
+static void kv_tiles_clear(kv_cache *kv, size_t at, size_t p, int d) {
+    as_bf16 *K = kv->k, *V = kv->v;
+    const size_t head = (size_t)kv->ctx_pad * (size_t)d;
+    for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
+        if (p % 16 == 0) memset(K + at + g * head + p / 16 * (size_t)d * 16, 0, sizeof(as_bf16) * 16 * (size_t)d);
+        if (p % KV_CHUNK == 0)
+            for (size_t c = 0; c < (size_t)d / 16; c++)
+                memset(V + at + g * head + (c * ((size_t)kv->ctx_pad / 2) + p / 2) * 32, 0, sizeof(as_bf16) * KV_CHUNK * 16);
+    }
+}
+
+// Key and value of position p (ki, vi: n_head_kv * d floats) rounded into the tiles.
+static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki, const float *vi, int d) {
+    as_bf16 *K = kv->k, *V = kv->v;
+    const size_t head = (size_t)kv->ctx_pad * (size_t)d, half_ctx = (size_t)kv->ctx_pad / 2;
+    for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
+        as_bf16 *kh = K + at + g * head, *vh = V + at + g * head;
+        for (size_t e = 0; e < (size_t)d; e++) {
+            kh[(p / 16 * ((size_t)d / 2) + e / 2) * 32 + p % 16 * 2 + e % 2] = as_f32_to_bf16(ki[g * (size_t)d + e]);
+            vh[(e / 16 * half_ctx + p / 2) * 32 + e % 16 * 2 + p % 2] = as_f32_to_bf16(vi[g * (size_t)d + e]);
+        }
+    }
+}
+
 // ---- attention ----
 
 // att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of
@@ -294,10 +322,13 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
         int32_t n_keys[ATTN_BLOCK_AMX];
         for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
         const size_t eb = (size_t)kv->elem_bytes, base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
+        const size_t k_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d * KV_TILE;
+        const size_t v_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d;
         const model_attn_args a = {
             .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
-            .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + (size_t)g * d * KV_TILE) * eb, .k_tile_stride = KV_TILE * kvd,
-            .v = (const uint8_t *)kv->v + (base + (size_t)g * d) * eb, .v_stride = kvd, .f16 = eb == 2, .bf16 = bf16, .scale = scale,
+            .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + k_off) * eb, .k_tile_stride = KV_TILE * kvd,
+            .v = (const uint8_t *)kv->v + (base + v_off) * eb, .v_stride = kvd, .f16 = eb == 2 && !kv->bf16_tiles, .bf16 = bf16,
+            .tiled = kv->bf16_tiles, .v_panel = (int64_t)kv->ctx_pad / 2 * 16, .scale = scale,
             .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
             .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
         };
@@ -479,8 +510,15 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int half = c->n_rot / 2;
     const kernel_precision prec = m->precision;
     const size_t seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
-    // The cache's element type is fixed by its first use (model.h).
-    if (!kv->elem_bytes) kv->elem_bytes = prec == KERNEL_PRECISION_Q8 ? 2 : 4;
+    const bool attn_amx = prec == KERNEL_PRECISION_BF16 && s->attn_simd && model_attention_amx_usable(c->head_dim);
+    // The cache's layout is fixed by its first use (model.h).
+    if (!kv->elem_bytes) {
+        kv->elem_bytes = prec == KERNEL_PRECISION_Q8 || attn_amx ? 2 : 4;
+        kv->bf16_tiles = attn_amx;
+    }
+    if (kv->bf16_tiles && !attn_amx)
+        return as_error("model_forward: the KV cache holds the bf16 tiles of precision bf16; precision %s needs a cache of its own",
+                        kernel_precision_name(prec));
     const size_t eb = (size_t)kv->elem_bytes;
 #ifdef AS_PROFILE
     static bool prof_registered;
@@ -504,7 +542,6 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         }
     }
     // Attention blocks: runs of consecutive rows of one sequence, at most ATTN_BLOCK(_AMX) long.
-    const bool attn_amx = m->precision == KERNEL_PRECISION_BF16 && s->attn_simd && model_attention_amx_usable(c->head_dim);
     const int32_t blk_max = attn_amx ? ATTN_BLOCK_AMX : ATTN_BLOCK;
     s->n_blocks = 0;
     for (int32_t i = 0; i < (int32_t)n; i++) {
@@ -551,11 +588,13 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         lora_apply(m, s, l, 1, k, ks, s->xb, C, kvd, n);
         lora_apply(m, s, l, 2, v, ks, s->xb, C, kvd, n);
         PROF(PR_QKV);
-        // A key tile's first position zeroes the tile (attention reads whole tiles).
-        for (int64_t i = 0; i < n; i++)
-            if (b->pos[i] % KV_TILE == 0)
-                memset((uint8_t *)kv->k + ((size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride + (size_t)b->pos[i] * (size_t)kvd) * eb, 0,
-                       eb * KV_TILE * (size_t)kvd);
+        // A key tile's first position zeroes the tile (attention reads whole
+        // tiles), in the bf16 tiles a chunk of values likewise.
+        for (int64_t i = 0; i < n; i++) {
+            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
+            if (kv->bf16_tiles) kv_tiles_clear(kv, at, p, (int)d);
+            else if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
+        }
 #pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
@@ -565,7 +604,8 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
             const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
             const float *vi = v + i * ks;
-            if (eb == 2) {
+            if (kv->bf16_tiles) kv_tiles_write(kv, at, p, ki, vi, (int)d);
+            else if (eb == 2) {
                 as_fp16 *K16 = kv->k, *V16 = kv->v;
                 as_f32_to_fp16_n(K16 + kt, KV_TILE, ki, kvd);
                 as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
@@ -576,7 +616,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             }
         }
         PROF(PR_ROPE);
-        attention_forward(s, c, kv, l, b, q, qs, prec == KERNEL_PRECISION_BF16 && s->attn_simd, nth);
+        attention_forward(s, c, kv, l, b, q, qs, attn_amx, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);

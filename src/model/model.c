@@ -261,7 +261,7 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
         return NULL;
     }
     size_t n, bytes;
-    const size_t ctx_pad = ((size_t)n_ctx + KV_TILE - 1) / KV_TILE * KV_TILE;
+    const size_t ctx_pad = ((size_t)n_ctx + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK;
     if (as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, ctx_pad, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
         as_mul_overflow(n, sizeof(float), &bytes)) {
         as_error("kv_cache_init: %d sequences x %d positions overflow the address space", n_seq, n_ctx);
@@ -272,7 +272,9 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
     kv->n_ctx = n_ctx;
     kv->n_layer = cfg->n_layer;
     kv->kv_dim = cfg->n_head_kv * cfg->head_dim;
+    kv->n_head_kv = cfg->n_head_kv;
     kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
+    kv->ctx_pad = (int32_t)ctx_pad;
     kv->k = as_aligned_alloc(bytes);
     kv->v = as_aligned_alloc(bytes);
     kv->len = as_calloc((size_t)n_seq, sizeof *kv->len);
@@ -305,14 +307,26 @@ void kv_cache_copy_prefix(kv_cache *kv, int32_t dst, int32_t src, int32_t n_pos)
         return;
     }
     // K in whole tiles (the last one partly filled: its positions past n_pos are
-    // src's values or zeros, finite, and attention ignores them), V in rows; byte offsets.
+    // src's values or zeros, finite, and attention ignores them), V in rows
+    // (bf16 tiles: in whole chunks per panel, likewise); byte offsets.
     const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)n_pos * row;
     const size_t nk = ((size_t)n_pos + KV_TILE - 1) / KV_TILE * KV_TILE * row;
     uint8_t *K = kv->k, *V = kv->v;
     for (int32_t l = 0; l < kv->n_layer; l++) {
         size_t base = (size_t)l * kv->n_seq * seq_stride;
-        memcpy(K + base + (size_t)dst * seq_stride, K + base + (size_t)src * seq_stride, nk);
-        memcpy(V + base + (size_t)dst * seq_stride, V + base + (size_t)src * seq_stride, n);
+        uint8_t *kd = K + base + (size_t)dst * seq_stride, *vd = V + base + (size_t)dst * seq_stride;
+        const uint8_t *ks = K + base + (size_t)src * seq_stride, *vs = V + base + (size_t)src * seq_stride;
+        if (!kv->bf16_tiles) {
+            memcpy(kd, ks, nk);
+            memcpy(vd, vs, n);
+            continue;
+        }
+        const size_t d = (size_t)kv->kv_dim / (size_t)kv->n_head_kv, head = (size_t)kv->ctx_pad * d * eb;
+        const size_t nv = ((size_t)n_pos + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK * 16 * eb, panel = (size_t)kv->ctx_pad * 16 * eb;
+        for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
+            memcpy(kd + g * head, ks + g * head, nk / (size_t)kv->n_head_kv);
+            for (size_t c = 0; c < d / 16; c++) memcpy(vd + g * head + c * panel, vs + g * head + c * panel, nv);
+        }
     }
     kv->len[dst] = n_pos;
 }

@@ -119,12 +119,26 @@ int model_set_lora(model *m, const model_lora *l);
 // fp32, or fp16 (as llama.cpp's default cache: half the memory traffic of
 // batched decoding) -- chosen by the first forward pass that uses the cache:
 // fp16 under KERNEL_PRECISION_Q8, fp32 under F32 (which stays exact).
+//
+// Under KERNEL_PRECISION_BF16 on a CPU with AMX the cache holds bf16 in the
+// layouts the AMX attention's tiles read, so decoding converts nothing: per
+// (layer, seq), KV head g owns ctx_pad * head_dim elements at g * ctx_pad *
+// head_dim (ctx_pad = n_ctx rounded up to KV_CHUNK); key (p, e) of the head at
+// ((p / 16) * (d / 2) + e / 2) * 32 + (p % 16) * 2 + e % 2 (tiles of 16 keys,
+// dimensions in pairs); value (p, e) at ((e / 16) * (ctx_pad / 2) + p / 2) * 32
+// + (e % 16) * 2 + p % 2 (panels of 16 dimensions, keys in pairs).  A key tile
+// is zeroed when its first position is written, a chunk of KV_CHUNK values
+// likewise.  The values are those of the fp32 cache rounded to nearest even,
+// as the AMX attention rounds them itself from the other layouts.
 #define KV_TILE 16
+#define KV_CHUNK 32
 typedef struct kv_cache {
-    int32_t n_seq, n_ctx, n_layer, kv_dim;
+    int32_t n_seq, n_ctx, n_layer, kv_dim, n_head_kv;
     void *k, *v;       // [layer][seq] blocks of seq_stride elements, layouts above
     size_t seq_stride;
-    int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16)
+    int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16 or bf16)
+    bool bf16_tiles;    // the BF16 / AMX layout (elem_bytes 2)
+    int32_t ctx_pad;    // n_ctx rounded up to KV_CHUNK
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 

@@ -36,7 +36,10 @@ __attribute__((target("avx2,fma,avx512f"))) static inline __m512 model_exp512(__
 //   q[r * q_stride + h * d + e]                 query of row r, head h
 //   k[(j / KV_TILE) * k_tile_stride + e * KV_TILE + j % KV_TILE]   key j (tile layout, model.h)
 //   v[j * v_stride + e]                         value j
-// (k and v elements fp32, or fp16 when f16; strides in elements)
+// (k and v elements fp32, or fp16 when f16; strides in elements), or, when
+// tiled (the BF16 cache on AMX, model.h), k and v point at the KV head's bf16
+// tiles in the cache and v_panel is the distance between its V panels (in
+// pairs of bf16).
 //   out[r * out_stride + h * d + e] = sum_j softmax_j(scale q.k_j) v_j[e], j < n_keys[r]
 // scores: scratch of 3 rows of scores_stride floats, scores_stride >= n_keys
 // rounded up to a whole tile.  Each output depends only on its own row's
@@ -53,6 +56,8 @@ typedef struct model_attn_args {
     int64_t v_stride;
     bool f16;
     bool bf16; // KERNEL_PRECISION_BF16: on AMX-BF16 tiles where model_attention_amx_usable
+    bool tiled; // k, v: the cache's bf16 tiles (requires bf16 and the AMX code)
+    int64_t v_panel;
     float scale;
     float *out;
     int64_t out_stride;

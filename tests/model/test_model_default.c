@@ -122,6 +122,25 @@ static void check_invariance(kernel_precision p) {
     assert_true(e < tol);
     if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(e == 0);
 
+    if (p == KERNEL_PRECISION_BF16 && kv->bf16_tiles) {
+        // The cache's bf16 tiles give the logits the fp32 cache gives (the
+        // attention rounds its keys and values the same way from either).
+        kv_cache *kv32 = kv_cache_init(&M->cfg, 1, 16);
+        kv32->elem_bytes = 4; // as if filled at F32 first: the fp32 layout
+        for (int i = 0; i < LA; i++) seq[i] = 0, pos[i] = i;
+        assert_int_equal(model_forward(M, kv32, &(model_batch){.n_tokens = LA, .token = A, .seq = seq, .pos = pos}, mixed), AS_OK);
+        assert_memory_equal(mixed, alone, sizeof(float) * LA * (size_t)V);
+        printf("  bf16: logits from the cache's bf16 tiles and from an fp32 cache: bitwise equal\n");
+        kv_cache_free(kv32);
+        // A cache of bf16 tiles is refused at another precision, and left as it was.
+        M->precision = KERNEL_PRECISION_Q8;
+        const int32_t len0 = kv->len[0];
+        int32_t t1 = 5, s1 = 0, p1 = len0;
+        assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 1, .token = &t1, .seq = &s1, .pos = &p1}, mixed), AS_FAIL);
+        assert_non_null(strstr(as_last_error(), "bf16 tiles"));
+        assert_int_equal(kv->len[0], len0);
+    }
+
     kv_cache_free(kv);
     free(alone);
     free(mixed);
