@@ -21,6 +21,7 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/bf16_x86.h"
 #include "tensor/gemm.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
@@ -290,18 +291,33 @@ static void kv_tiles_clear(kv_cache *kv, size_t at, size_t p, int d) {
     }
 }
 
-// Key and value of position p (ki, vi: n_head_kv * d floats) rounded into the tiles.
-static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki, const float *vi, int d) {
+// Key and value of position p (ki, vi: n_head_kv * d floats) rounded into the
+// tiles.  The tiles exist only with AMX (hence AVX-512): per 16 dimensions, the
+// key's 8 dimension pairs are scattered one 32-bit unit per tile row, the
+// value's 16 go into the even or odd halves of one 64-byte row of its panel.
+#ifdef MODEL_X86
+__attribute__((target("avx2,fma,avx512f,avx512vl"))) static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki,
+                                                                               const float *vi, int d) {
     as_bf16 *K = kv->k, *V = kv->v;
     const size_t head = (size_t)kv->ctx_pad * (size_t)d, half_ctx = (size_t)kv->ctx_pad / 2;
+    const __m256i rows = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112); // unit rows 16 units apart
+    const __m512i keep = _mm512_set1_epi32(p % 2 ? 0x0000ffff : (int)0xffff0000);
     for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
-        as_bf16 *kh = K + at + g * head, *vh = V + at + g * head;
-        for (size_t e = 0; e < (size_t)d; e++) {
-            kh[(p / 16 * ((size_t)d / 2) + e / 2) * 32 + p % 16 * 2 + e % 2] = as_f32_to_bf16(ki[g * (size_t)d + e]);
-            vh[(e / 16 * half_ctx + p / 2) * 32 + e % 16 * 2 + p % 2] = as_f32_to_bf16(vi[g * (size_t)d + e]);
+        uint32_t *kh = (uint32_t *)(K + at + g * head) + p / 16 * ((size_t)d / 2) * 16 + p % 16;
+        as_bf16 *vh = V + at + g * head;
+        for (size_t e = 0; e < (size_t)d; e += 16) {
+            _mm256_i32scatter_epi32(kh + e / 2 * 16, rows, as_bf16x16(_mm512_loadu_ps(ki + g * (size_t)d + e)), 4);
+            __m512i *row = (__m512i *)(vh + (e / 16 * half_ctx + p / 2) * 32);
+            const __m512i w = _mm512_cvtepu16_epi32(as_bf16x16(_mm512_loadu_ps(vi + g * (size_t)d + e)));
+            _mm512_store_si512(row, _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(row), keep), p % 2 ? _mm512_slli_epi32(w, 16) : w));
         }
     }
 }
+#else
+static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki, const float *vi, int d) {
+    (void)kv, (void)at, (void)p, (void)ki, (void)vi, (void)d; // no AMX, no tiles
+}
+#endif
 
 // ---- attention ----
 
