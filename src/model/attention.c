@@ -278,6 +278,9 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     // Scores, 16 vectors x 16 keys per tile, keys up to the tile's own last.
     // Head size 64 (SmolLM2, Llama): the two Q tiles stay loaded and key
     // tiles go in pairs; the same products in the same order as the loop below.
+    // Prefetching the next pair of key tiles (and below the next chunk of
+    // values) into L1: batched bf16 decode, which reads each sequence's cache
+    // once per step, +3-7% (alternating runs).
     for (int i0 = 0; i0 < Rp && d == 64; i0 += 16) {
         const int32_t nt = (tile_keys(a, i0, R) + 15) / 16;
         _tile_loadd(4, Q + (int64_t)i0 * d, d * 2);
@@ -285,6 +288,7 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         int32_t t = 0;
         for (; t + 1 < nt; t += 2) {
             const uint32_t *k0 = K + (int64_t)t * dp2 * 16, *k1 = k0 + dp2 * 16;
+            for (int l = 0; l < 64; l++) _mm_prefetch((const char *)(k1 + dp2 * 16) + 64 * l, _MM_HINT_T0); // the next pair (4 KB)
             _tile_zero(0);
             _tile_zero(3);
             _tile_loadd(1, k0, 64);
@@ -345,6 +349,8 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         _tile_zero(3);
         for (int32_t j = 0; j < ni; j += 32) {
             const uint32_t *vj = V + (int64_t)(j / 2) * 16;
+            for (int c = 0; c < 4; c++) // the next chunk of each panel
+                for (int l = 0; l < 16; l++) _mm_prefetch((const char *)(vj + 256 + c * vp) + 64 * l, _MM_HINT_T0);
             _tile_loadd(4, P + (int64_t)i0 * n32 + j, n32 * 2);
             _tile_loadd(5, vj, 64);
             _tile_loadd(6, vj + vp, 64);
