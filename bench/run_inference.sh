@@ -27,9 +27,10 @@ done
 import json, statistics, sys, glob, os
 d, B, T = sys.argv[1], sys.argv[2], sys.argv[3]
 keys = ["decode_b1_tok_s", f"decode_b{B}_tok_s", f"prefill_{T}_tok_s", "peak_rss_mb"]
-rows = {}
+rows, runs_of = {}, {}
 for f in sorted(glob.glob(os.path.join(d, "*.jsonl"))):
     runs = [json.loads(l) for l in open(f)]
+    runs_of[os.path.basename(f)[:-6]] = runs
     rows[os.path.basename(f)[:-6]] = (runs[0]["peer"], {k: statistics.median(r[k] for r in runs) for k in keys}, len(runs))
 print(f"| engine | decode b=1 tok/s | decode b={B} tok/s (aggregate) | prefill {T} tok/s | peak RSS MB | runs |")
 print("|---|---|---|---|---|---|")
@@ -39,7 +40,10 @@ a = rows["alphaspin_q8"][1]; af = rows["alphaspin_f32"][1]; ab = rows["alphaspin
 t = rows["torch_fp32"][1]; tb = rows["torch_bf16"][1]
 print()
 print(f"- batch-1 decode, alphaspin q8 / llama.cpp: {a[keys[0]] / l[keys[0]]:.2f}x (target >= 1); f32 / llama.cpp: {af[keys[0]] / l[keys[0]]:.2f}x")
-print(f"- batch-{B} aggregate / batch-1, alphaspin q8: {a[keys[1]] / a[keys[0]]:.1f}x (target >= 10); f32: {af[keys[1]] / af[keys[0]]:.1f}x")
+print(f"- batch-{B} aggregate / batch-1, alphaspin q8: {a[keys[1]] / a[keys[0]]:.1f}x (target >= 10); f32: {af[keys[1]] / af[keys[0]]:.1f}x; "
+      f"bf16 batch-{B} / q8 batch-1 (each precision where it is fastest): {ab[keys[1]] / a[keys[0]]:.1f}x")
+print(f"- per repeat (same process pairs): q8 b{B}/b1 " + ", ".join(f"{u[keys[1]] / u[keys[0]]:.1f}" for u in runs_of["alphaspin_q8"])
+      + f"; bf16 b{B} / q8 b1 " + ", ".join(f"{u[keys[1]] / v[keys[0]]:.1f}" for u, v in zip(runs_of["alphaspin_bf16"], runs_of["alphaspin_q8"])))
 p = keys[2]
 print(f"- prefill {T}, alphaspin bf16 / PyTorch fp32: {ab[p] / t[p]:.2f}x (target >= 3); bf16 / PyTorch bf16: {ab[p] / tb[p]:.2f}x; "
       f"q8 / PyTorch fp32: {a[p] / t[p]:.2f}x; f32 / PyTorch fp32: {af[p] / t[p]:.2f}x; bf16 / llama.cpp: {ab[p] / l[p]:.2f}x")
