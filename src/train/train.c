@@ -367,11 +367,12 @@ static void lin_fwd(const train_model *m, float *out, const float *x, const floa
     gemm(m, false, true, N, out_dim, in, 1.0f, x, in, W, in, 0.0f, out, out_dim);
 }
 
-// dx += dout W;  dW += dout^T x (train_linear_backward at the model's precision).
-static void lin_bwd(const train_model *m, float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in,
-                    int64_t out_dim) {
+// dx = dout W + beta dx (beta 0: dx is not read, so the caller need not zero
+// it; 1: train_linear_backward's accumulation);  dW += dout^T x; at the model's precision.
+static void lin_bwd(const train_model *m, float *dx, float beta, float *dW, const float *dout, const float *x, const float *W, int64_t N,
+                    int64_t in, int64_t out_dim) {
     if (N == 0) return;
-    if (dx) gemm(m, false, false, N, in, out_dim, 1.0f, dout, out_dim, W, in, 1.0f, dx, in);
+    if (dx) gemm(m, false, false, N, in, out_dim, 1.0f, dout, out_dim, W, in, beta, dx, in);
     if (dW) gemm(m, true, false, out_dim, in, N, 1.0f, dout, out_dim, x, in, 1.0f, dW, in);
 }
 
@@ -663,11 +664,10 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
             }
         if (m->precision == TRAIN_PRECISION_BF16) {
             kernel_gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, &Wb, 0.0f, a->dxchunk, C, nth);
-            lin_bwd(m, NULL, dW, a->dlogits, a->xchunk, W, nc, C, V);
+            lin_bwd(m, NULL, 1.0f, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
         else {
-            memset(a->dxchunk, 0, sizeof(float) * (size_t)(nc * C));
-            lin_bwd(m, a->dxchunk, dW, a->dlogits, a->xchunk, W, nc, C, V);
+            lin_bwd(m, a->dxchunk, 0.0f, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
         for (int64_t i = 0; i < nc; i++) {
             float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
@@ -687,21 +687,19 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         const float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
         const float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
         // x' = x_mid + W_down(h): dresid is d x' and becomes d x_mid.
-        memset(a->dh, 0, sizeof(float) * (size_t)(N * F));
-        lin_bwd(m, a->dh, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
+        // The first product into each gradient buffer writes it (beta 0), the rest add.
+        lin_bwd(m, a->dh, 0.0f, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
         lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
         memset(a->dgate, 0, sizeof(float) * (size_t)(N * F));
         memset(a->dup, 0, sizeof(float) * (size_t)(N * F));
         train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
-        memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        lin_bwd(m, a->dln, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
+        lin_bwd(m, a->dln, 0.0f, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
-        lin_bwd(m, a->dln, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
+        lin_bwd(m, a->dln, 1.0f, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
         train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + ls * N, N, C, nth);
         // x_mid = x + W_o(att): dresid becomes d x.
-        memset(a->datt, 0, sizeof(float) * (size_t)(N * qd));
-        lin_bwd(m, a->datt, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
+        lin_bwd(m, a->datt, 0.0f, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
         lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
         memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
         memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
@@ -710,12 +708,11 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
                                  (int)Hkv, (int)d, nth);
         train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-        memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
-        lin_bwd(m, a->dln, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
+        lin_bwd(m, a->dln, 0.0f, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
         lora_backward(m, (int)l, TRAIN_LORA_Q, a->dln, a->dq, ln1, N);
-        lin_bwd(m, a->dln, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
+        lin_bwd(m, a->dln, 1.0f, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
-        lin_bwd(m, a->dln, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
+        lin_bwd(m, a->dln, 1.0f, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
         train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + ls * N, N, C, nth);
     }
