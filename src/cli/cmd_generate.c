@@ -39,7 +39,8 @@ static void usage(FILE *out) {
             "  --batch-size N       sequences decoded together (default 8)\n"
             "  --precision P        q8 (default: 8-bit activations like llama.cpp; fast, and a sequence's tokens\n"
             "                       do not depend on what else is in the batch), f32 (exact fp32 activations)\n"
-            "                       or bf16 (bf16 operands, fp32 sums: fast prompts on AMX CPUs, slow decoding)\n"
+            "                       or bf16 (bf16 operands, fp32 sums; on AMX CPUs the fastest for prompts\n"
+            "                       and batched decoding, batch-invariant too; slow for one sequence)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --help               this text\n",
             d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty, d.repeat_last_n,

@@ -134,6 +134,14 @@ if [ -r "$model" ]; then
   if "$bin" generate --chat --greedy --max-new-tokens 8 --batch-size 2 --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl" 2>/dev/null; then
     [ "$(grep -c '"output"' "$tmp/out.jsonl")" = 3 ] && ok || bad "generate --prompts wrote $(wc -l < "$tmp/out.jsonl") lines"
   else bad "generate --prompts failed"; fi
+  # Sampled generation of a file is the same whatever the batch size (q8; bf16, whose KV cache
+  # on AMX holds bf16 tiles that prefix copies and continuous batching move around).
+  for prec in q8 bf16; do
+    for bs in 1 3; do
+      "$bin" generate --chat --max-new-tokens 12 --precision $prec --batch-size $bs --prompts "$tmp/p.jsonl" --out "$tmp/out_$bs.jsonl" 2>/dev/null
+    done
+    [ -s "$tmp/out_1.jsonl" ] && cmp -s "$tmp/out_1.jsonl" "$tmp/out_3.jsonl" && ok || bad "generate --precision $prec: batch sizes 1 and 3 differ"
+  done
   # sft: a few LoRA steps over the three SFT layouts, with the progress line, the
   # metrics log, the held-out loss and the adapter; then merge it into GGUF and
   # Hugging Face outputs that the other commands load.
