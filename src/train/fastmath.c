@@ -121,7 +121,8 @@ AVX512 static void silu_bwd_512(float *dg, float *du, const float *dh, const flo
 
 // 16 counters k0 + j .. k0 + j + 15 hashed at once: the low words add j with
 // a carry into the high word where they wrap, as the 64-bit sum would.
-AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add) {
+// keep_out (when not NULL): the keep mask, bit j % 16 of word j / 16.
+AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add, uint16_t *keep_out) {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i m1 = _mm512_set1_epi32(0x7feb352d), m2 = _mm512_set1_epi32((int)0x846ca68bU), th = _mm512_set1_epi32((int)thresh);
     const __m512 ks = _mm512_set1_ps(keep_scale);
@@ -138,15 +139,28 @@ AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0,
         h = _mm512_mullo_epi32(_mm512_xor_si512(h, _mm512_srli_epi32(h, 15)), m2);
         h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
         const __mmask16 keep = _mm512_cmpge_epu32_mask(h, th);
+        if (keep_out) keep_out[j / 16] = (uint16_t)(keep & m);
         const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_mov_ps(keep, ks)); // x * 0 as the scalar: -0, NaN
+        _mm512_mask_storeu_ps(d + j, m, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), v) : v);
+    }
+}
+
+AVX512 static void dropout_mask_512(float *d, const float *x, int64_t n, const uint16_t *keep, float keep_scale, int add) {
+    const __m512 ks = _mm512_set1_ps(keep_scale);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_mov_ps((__mmask16)keep[j / 16], ks));
         _mm512_mask_storeu_ps(d + j, m, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), v) : v);
     }
 }
 
 static int has_avx512(void) { return cpu_get_features()->avx512f; }
 #else
-static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add) {
-    (void)d, (void)x, (void)n, (void)k0, (void)thresh, (void)keep_scale, (void)add;
+static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add, uint16_t *keep_out) {
+    (void)d, (void)x, (void)n, (void)k0, (void)thresh, (void)keep_scale, (void)add, (void)keep_out;
+}
+static void dropout_mask_512(float *d, const float *x, int64_t n, const uint16_t *keep, float keep_scale, int add) {
+    (void)d, (void)x, (void)n, (void)keep, (void)keep_scale, (void)add;
 }
 static void silu_fwd_512(float *h, const float *g, const float *u, int64_t n) { (void)h, (void)g, (void)u, (void)n; }
 static void silu_bwd_512(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
@@ -213,17 +227,41 @@ void train_silu_glu_backward(float *dg, float *du, const float *dh, const float 
     }
 }
 
-void train_dropout_row_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add) {
+static void dropout_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add, uint16_t *keep_out) {
     for (int64_t j = 0; j < n; j++) {
         const uint64_t k = k0 + (uint64_t)j;
         uint32_t h = (uint32_t)k ^ (uint32_t)(k >> 32);
         h ^= h >> 16, h *= 0x7feb352dU, h ^= h >> 15, h *= 0x846ca68bU, h ^= h >> 16;
+        if (keep_out) {
+            if (j % 16 == 0) keep_out[j / 16] = 0;
+            keep_out[j / 16] |= (uint16_t)((h >= thresh) << (j % 16));
+        }
         const float v = x[j] * (h < thresh ? 0.0f : keep_scale);
         d[j] = add ? d[j] + v : v;
     }
 }
 
+void train_dropout_row_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add) {
+    dropout_ref(d, x, n, k0, thresh, keep_scale, add, NULL);
+}
+
 void train_dropout_row(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add) {
-    if (has_avx512()) dropout_512(d, x, n, k0, thresh, keep_scale, add);
-    else train_dropout_row_ref(d, x, n, k0, thresh, keep_scale, add);
+    if (has_avx512()) dropout_512(d, x, n, k0, thresh, keep_scale, add, NULL);
+    else dropout_ref(d, x, n, k0, thresh, keep_scale, add, NULL);
+}
+
+void train_dropout_row_keep(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add, uint16_t *keep) {
+    if (has_avx512()) dropout_512(d, x, n, k0, thresh, keep_scale, add, keep);
+    else dropout_ref(d, x, n, k0, thresh, keep_scale, add, keep);
+}
+
+void train_dropout_row_mask(float *d, const float *x, int64_t n, const uint16_t *keep, float keep_scale, int add) {
+    if (has_avx512()) {
+        dropout_mask_512(d, x, n, keep, keep_scale, add);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const float v = x[j] * ((keep[j / 16] >> (j % 16)) & 1 ? keep_scale : 0.0f);
+        d[j] = add ? d[j] + v : v;
+    }
 }

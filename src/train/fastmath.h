@@ -26,6 +26,10 @@ void train_silu_glu_backward(float *dg, float *du, const float *dh, const float 
 // `add` accumulates into d.  _ref is the scalar definition (tests).
 void train_dropout_row(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
 void train_dropout_row_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
+// The same, also storing the keep mask (bit j % 16 of keep[j / 16], ceil(n / 16) words) ...
+void train_dropout_row_keep(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add, uint16_t *keep);
+// ... which this applies again without hashing: the same numbers.
+void train_dropout_row_mask(float *d, const float *x, int64_t n, const uint16_t *keep, float keep_scale, int add);
 // Scalar exp with the vector path's rounding (for tails and tests).
 float train_expf(float x);
 

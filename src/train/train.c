@@ -53,6 +53,9 @@ typedef struct train_acts {
     float *lnf;                 // (N, C) final normed stream
     float *rstdf;               // (N)
     float *lora_u;              // (L, 7, N, r) A drop(x) per target
+    uint16_t *drop_keep;        // LoRA dropout keep masks, per (layer, target) N rows of ceil(in / 16) words (drop_off)
+    int64_t drop_off[TRAIN_LORA_N_TARGETS + 1]; // word offsets of the targets within a layer, per row; [7]: a layer's words per row
+    bool drop_replay;           // masks of this forward are stored: apply them instead of hashing
     float *rope_cos, *rope_sin; // (N, n_rot/2)
     float *tmp;                 // (N, max(C, H*d)) forward temporary
     // backward scratch
@@ -107,16 +110,23 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     const int64_t F = c->n_ff, H = c->n_head, half = c->n_rot / 2, V = c->n_vocab;
     const int64_t r = m->lora ? m->lora->cfg.rank : 0, max_in = m->lora ? lora_max_in(c) : 0;
     const int64_t Ls = m->checkpointing ? 1 : L; // layers of stored activations
+    // Dropout keep masks for every layer (checkpointing too: the recomputed
+    // forward and the backward apply them instead of hashing again).
+    memset(a->drop_off, 0, sizeof a->drop_off);
+    if (m->lora && m->lora->cfg.dropout > 0.0f)
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
+            a->drop_off[t + 1] = a->drop_off[t] + ((m->lora->cfg.targets >> t & 1) ? (m->lora->in[t] + 15) / 16 : 0);
     free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
                       &a->gate, &a->up, &a->hact, &a->lnf, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
                       &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->xd, &a->du,
-                      &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out};
+                      &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out, (float **)&a->drop_keep};
     const int64_t sizes[] = {(L + 1) * N * C, Ls * N * C, Ls * N * C, Ls * N * C, Ls * N, Ls * N, Ls * N * qd, Ls * N * kvd, Ls * N * kvd,
                              Ls * N * H, Ls * N * qd, Ls * N * F, Ls * N * F, Ls * N * F, N * C, N, Ls * TRAIN_LORA_N_TARGETS * N * r,
                              N * half, N * half, N * AS_MAX(C, qd),
                              N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * max_in, N * r,
-                             LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N};
+                             LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N,
+                             (L * N * a->drop_off[TRAIN_LORA_N_TARGETS] + 1) / 2};
     size_t total = 0;
     for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) total += ((size_t)sizes[i] + 15) & ~(size_t)15; // 64-byte aligned pieces
     a->memory = as_aligned_alloc(sizeof(float) * AS_MAX(total, (size_t)16));
@@ -345,13 +355,21 @@ static inline uint64_t dropout_base(uint64_t seed, int l, int t) { return seed +
 static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
 // dst (+)= x * mask, row by row (train_dropout_row: the mask of element i * in
-// + j hashes the counter base + i * in + j).
-static void dropout_apply(float *dst, const float *x, int64_t N, int64_t in, uint64_t seed, int l, int t, float p, bool add, int nth) {
-    const uint64_t base = dropout_base(seed, l, t);
+// + j hashes the counter base + i * in + j).  The first forward of a batch
+// hashes and stores the masks (a->drop_keep); the recomputed forward and the
+// backward apply the stored ones (the same numbers, ~3x cheaper).
+static void dropout_apply(train_acts *a, float *dst, const float *x, int64_t N, int64_t in, int l, int t, float p, bool add, int nth) {
+    const uint64_t base = dropout_base(a->dropout_seed, l, t);
     const uint32_t th = dropout_thresh(p);
     const float ks = 1.0f / (1.0f - p);
+    const int64_t w = (in + 15) / 16, stride = a->drop_off[TRAIN_LORA_N_TARGETS];
+    uint16_t *keep = a->drop_keep + (int64_t)l * N * stride + a->drop_off[t] * N;
+    const bool replay = a->drop_replay;
 #pragma omp parallel for num_threads(nth) if (N > 1)
-    for (int64_t i = 0; i < N; i++) train_dropout_row(dst + i * in, x + i * in, in, base + (uint64_t)(i * in), th, ks, add);
+    for (int64_t i = 0; i < N; i++) {
+        if (replay) train_dropout_row_mask(dst + i * in, x + i * in, in, keep + i * w, ks, add);
+        else train_dropout_row_keep(dst + i * in, x + i * in, in, base + (uint64_t)(i * in), th, ks, add, keep + i * w);
+    }
 }
 
 // ---- products at the model's precision ----
@@ -404,7 +422,7 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float *src = x;
     if (a->dropout_on) {
-        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
+        dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
     lora_gemm(m, false, true, N, r, in, 1.0f, src, in, A, in, 0.0f, u, r);
@@ -427,7 +445,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     lora_gemm(m, false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r);
     const float *z = x;
     if (a->dropout_on) {
-        dropout_apply(a->xd, x, N, in, a->dropout_seed, l, t, lo->cfg.dropout, false, m->n_threads);
+        dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
         z = a->xd;
     }
     lora_gemm(m, true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in);
@@ -436,7 +454,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
         return;
     }
     lora_gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in);
-    dropout_apply(dx, a->xd, N, in, a->dropout_seed, l, t, lo->cfg.dropout, true, nth);
+    dropout_apply(a, dx, a->xd, N, in, l, t, lo->cfg.dropout, true, nth);
 }
 
 // ---- forward ----
@@ -572,7 +590,9 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
             }
 
     train_embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
+    a->drop_replay = false;
     for (int64_t l = 0; l < L; l++) layer_forward(m, l);
+    a->drop_replay = true; // the masks of every layer are stored now
     train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);

@@ -158,6 +158,17 @@ static void test_dropout(void **state) {
                     train_dropout_row_ref(r, x, n, k0s[a], ths[b], 1.25f, add);
                     if (memcmp(d, r, sizeof d)) fail_msg("dropout k0 %llx thresh %u n %d add %d: rows differ", (unsigned long long)k0s[a], ths[b], n, add);
                     for (int i = 0; i < n && !add && b == 2; i++) r[i] == 0.0f ? dropped++ : kept++;
+                    // Storing the keep mask, then applying it again: the same rows; no bit past n.
+                    uint16_t keep[(N + 15) / 16 + 1];
+                    float e[N];
+                    for (int i = 0; i < N; i++) d[i] = e[i] = (float)i * 0.5f;
+                    keep[(n + 15) / 16] = 0x5a5a;
+                    train_dropout_row_keep(d, x, n, k0s[a], ths[b], 1.25f, add, keep);
+                    train_dropout_row_mask(e, x, n, keep, 1.25f, add);
+                    if (memcmp(d, r, sizeof d) || memcmp(e, r, sizeof e))
+                        fail_msg("dropout with a stored mask, k0 %llx thresh %u n %d add %d: rows differ", (unsigned long long)k0s[a], ths[b], n, add);
+                    if (n % 16) assert_int_equal(keep[n / 16] >> (n % 16), 0);
+                    assert_int_equal(keep[(n + 15) / 16], 0x5a5a);
                 }
     // p = 0.5: about half dropped (the hash is not degenerate).
     assert_true(dropped > 0.4 * (dropped + kept) && dropped < 0.6 * (dropped + kept));
