@@ -262,7 +262,7 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
     }
     size_t n, bytes;
     const size_t ctx_pad = ((size_t)n_ctx + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK;
-    if (as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, ctx_pad, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
+    if (ctx_pad > (size_t)INT32_MAX || as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, ctx_pad, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
         as_mul_overflow(n, sizeof(float), &bytes)) {
         as_error("kv_cache_init: %d sequences x %d positions overflow the address space", n_seq, n_ctx);
         return NULL;
