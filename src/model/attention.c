@@ -410,7 +410,7 @@ bool model_attention_amx_usable(int d) {
 
 void model_attention_rows(const model_attn_args *a, bool simd) {
 #ifdef ATTN_X86
-    if (a->bf16 && model_attention_amx_usable(a->d)) {
+    if (a->bf16) { // the caller checked model_attention_amx_usable, once per pass (it reads the environment)
         attention_rows_amx(a);
         return;
     }

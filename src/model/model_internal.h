@@ -55,7 +55,7 @@ typedef struct model_attn_args {
     const void *v;
     int64_t v_stride;
     bool f16;
-    bool bf16; // KERNEL_PRECISION_BF16: on AMX-BF16 tiles where model_attention_amx_usable
+    bool bf16; // KERNEL_PRECISION_BF16 on AMX-BF16 tiles: set only where model_attention_amx_usable(d)
     bool tiled; // k, v: the cache's bf16 tiles (requires bf16 and the AMX code)
     int64_t v_panel;
     float scale;
