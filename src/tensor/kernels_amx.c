@@ -139,19 +139,21 @@ typedef struct {
     float d[AMX_ROWS], m[AMX_ROWS];
 } amx_weight_block4;
 
-// One row tile's nb nibble-packed blocks -> amx_weight_block (4 loads, 4
-// masks, 4 shifts per block).
-static void amx_unpack_packed4(const amx_weight_block4 *p, int64_t nb, amx_weight_block *o) {
+// One nibble-packed block -> amx_weight_block (4 loads, 4 masks, 4 shifts).
+static inline __attribute__((always_inline)) void amx_unpack_block4(const amx_weight_block4 *p, amx_weight_block *o) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int64_t k = 0; k < nb; k++) {
-        for (int c = 0; c < 4; c++) {
-            const __m512i z = _mm512_load_si512(p[k].q + 64 * c);
-            _mm512_store_si512(o[k].q[c], _mm512_and_si512(z, m4));
-            _mm512_store_si512(o[k].q[c + 4], _mm512_and_si512(_mm512_srli_epi16(z, 4), m4));
-        }
-        _mm512_store_ps(o[k].d, _mm512_load_ps(p[k].d));
-        _mm512_store_ps(o[k].m, _mm512_load_ps(p[k].m));
+    for (int c = 0; c < 4; c++) {
+        const __m512i z = _mm512_load_si512(p->q + 64 * c);
+        _mm512_store_si512(o->q[c], _mm512_and_si512(z, m4));
+        _mm512_store_si512(o->q[c + 4], _mm512_and_si512(_mm512_srli_epi16(z, 4), m4));
     }
+    _mm512_store_ps(o->d, _mm512_load_ps(p->d));
+    _mm512_store_ps(o->m, _mm512_load_ps(p->m));
+}
+
+// One row tile's nb nibble-packed blocks -> amx_weight_block.
+static void amx_unpack_packed4(const amx_weight_block4 *p, int64_t nb, amx_weight_block *o) {
+    for (int64_t k = 0; k < nb; k++) amx_unpack_block4(&p[k], &o[k]);
 }
 
 // z[p] holds rows 2p, 2p+1 of a 16 x 8 matrix of 32-bit elements (row r,
@@ -238,8 +240,9 @@ static inline __attribute__((always_inline)) void amx_scale_block(__m512 *acc, c
 
 // The m_w s_a terms of one token tile (the same chains by block position b =
 // k % 4), then out = ((sum_0 + sum_2) + (sum_1 + sum_3)) + ((m_0 + m_2) + (m_1 + m_3))
-// for its nt valid tokens and nr valid rows.
-static inline __attribute__((always_inline)) void amx_finish(const amx_weight_block *wq, const amx_act_block *a, int64_t nb,
+// for its nt valid tokens and nr valid rows.  Block k's 16 m_w are the
+// floats at mb + k * ms (bytes): unpacked or nibble-packed blocks.
+static inline __attribute__((always_inline)) void amx_finish(const uint8_t *mb, size_t ms, const amx_act_block *a, int64_t nb,
                                                              float (*sum)[AMX_TOKENS][AMX_ROWS], float *out, int64_t ldo, int nr, int nt) {
     _Alignas(64) float sum_m[4][AMX_TOKENS][AMX_ROWS];
     for (int b = 0; b < 4; b++) {
@@ -247,7 +250,7 @@ static inline __attribute__((always_inline)) void amx_finish(const amx_weight_bl
 #pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps();
         for (int64_t k = b; k < nb; k += 4) {
-            const __m512 m_w = _mm512_loadu_ps(wq[k].m);
+            const __m512 m_w = _mm512_loadu_ps((const float *)(mb + (size_t)k * ms));
 #pragma GCC unroll 16
             for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(a[k].s[n]), acc[n]);
         }
@@ -310,7 +313,7 @@ static void amx_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int
 #pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum[b][n], acc[n]);
     }
-    amx_finish(wq, a, nb, sum, out, ldo, nr, nt);
+    amx_finish((const uint8_t *)wq[0].m, sizeof *wq, a, nb, sum, out, ldo, nr, nt);
 #undef AMX_PREFETCH
 }
 
@@ -330,35 +333,63 @@ static inline __attribute__((always_inline)) void amx_scale_block_mem(float (*ac
 // block's B tile is loaded once for both products (a tile load costs about
 // two thirds of a product on the machines measured, bench_amx_ops).  Every
 // output gets amx_tile_dot's operations in its order: the same bits.
+//
+// p4 (else NULL): the row tile's nibble-packed blocks, unpacked here
+// AMX_UNPACK_AHEAD blocks ahead of their use into a ring of AMX_UNPACK_RING
+// blocks.  A tile load of bytes that vector stores wrote just before waits
+// for them (~35 cycles, /tmp microbenchmark on the Emerald Rapids VM; none
+// at 4 blocks' distance): unpacking the whole row tile first left the first
+// loads waiting and cost ~15% of this function (1536 x 576 Q4_1, 32 tokens,
+// one core: 104 -> 87 ns per 16 rows x 32 columns x 32 tokens cache-hot,
+// 116 -> 100 streamed from memory; best of 5 alternating runs).
+#define AMX_UNPACK_AHEAD 4
+#define AMX_UNPACK_RING 8
 static void amx_tile_dot2(const amx_weight_block *wq, const amx_act_block *a0, const amx_act_block *a1, int64_t nb, float *out0, float *out1,
-                          int64_t ldo, int nr, int nt1, const uint8_t *pf, int64_t pf_lines) {
+                          int64_t ldo, int nr, int nt1, const uint8_t *pf, int64_t pf_lines, const amx_weight_block4 *p4,
+                          amx_weight_block *ring) {
     const int64_t pf_per_block = (pf_lines + nb - 1) / nb;
     int64_t pf_next = 0;
     _Alignas(64) int32_t c[2][AMX_ROWS * AMX_TOKENS];
     _Alignas(64) float sum0[4][AMX_TOKENS][AMX_ROWS], sum1[4][AMX_TOKENS][AMX_ROWS];
+    // Blocks run in the order b = 0..3, k = b, b + 4, ...; (ub, uk) is the
+    // next one to unpack, u its place in that order.
+    int ub = 0;
+    int64_t uk = 0, u = 0, i = 0;
+#define AMX_UNPACK_NEXT()                                                                                                                   \
+    do {                                                                                                                                    \
+        amx_unpack_block4(&p4[uk], &ring[u++ % AMX_UNPACK_RING]);                                                                           \
+        if ((uk += 4) >= nb) uk = ++ub;                                                                                                     \
+    } while (0)
+    if (p4)
+        while (u < AS_MIN((int64_t)AMX_UNPACK_AHEAD, nb)) AMX_UNPACK_NEXT();
     for (int b = 0; b < 4; b++) {
         __m512 acc[AMX_TOKENS];
 #pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) acc[n] = _mm512_setzero_ps(), _mm512_store_ps(sum1[b][n], _mm512_setzero_ps());
-        for (int64_t k = b; k < nb; k += 4) {
+        for (int64_t k = b; k < nb; k += 4, i++) {
+            const amx_weight_block *w = p4 ? &ring[i % AMX_UNPACK_RING] : &wq[k];
             _tile_zero(0);
             _tile_zero(3);
-            _tile_loadd(2, wq[k].q, 64);
+            _tile_loadd(2, w->q, 64);
             _tile_loadd(1, a0[k].q, 32);
             _tile_loadd(4, a1[k].q, 32);
             _tile_dpbsud(0, 1, 2);
             _tile_dpbsud(3, 4, 2);
             _tile_stored(0, c[0], 64);
             _tile_stored(3, c[1], 64);
+            if (p4 && u < nb) AMX_UNPACK_NEXT();
             for (int64_t p_ = 0; p_ < 2 * pf_per_block && pf_next < pf_lines; p_++, pf_next++) _mm_prefetch((const char *)pf + 64 * pf_next, _MM_HINT_T1);
-            amx_scale_block(acc, c[0], &wq[k], a0[k].d);
-            amx_scale_block_mem(sum1[b], c[1], &wq[k], a1[k].d);
+            amx_scale_block(acc, c[0], w, a0[k].d);
+            amx_scale_block_mem(sum1[b], c[1], w, a1[k].d);
         }
 #pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum0[b][n], acc[n]);
     }
-    amx_finish(wq, a0, nb, sum0, out0, ldo, nr, AMX_TOKENS);
-    amx_finish(wq, a1, nb, sum1, out1, ldo, nr, nt1);
+#undef AMX_UNPACK_NEXT
+    const uint8_t *mb = p4 ? (const uint8_t *)p4[0].m : (const uint8_t *)wq[0].m;
+    const size_t ms = p4 ? sizeof *p4 : sizeof *wq;
+    amx_finish(mb, ms, a0, nb, sum0, out0, ldo, nr, AMX_TOKENS);
+    amx_finish(mb, ms, a1, nb, sum1, out1, ldo, nr, nt1);
 }
 
 // Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
@@ -418,7 +449,12 @@ static void amx_thread(const amx_job *j) {
         const uint8_t *tile = packed ? packed + (size_t)(r0 / AMX_ROWS) * tile_bytes : NULL;
         const amx_weight_block *wq = tile && !nibbles ? (const amx_weight_block *)tile : unpacked;
         if (!packed) amx_unpack_weights(w, r0, nr, unpacked);
-        else if (nibbles) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, unpacked);
+        // An item of exactly one token-tile pair (batched decoding) unpacks
+        // a nibble-packed row tile as it goes (amx_tile_dot2); more pairs share one unpacking.
+        const int64_t tt_end = AS_MIN((ch + 1) * tt_per_chunk, n_tt);
+        const bool one_pair = amx_pairs && tt_end - ch * tt_per_chunk == 2;
+        const amx_weight_block4 *p4 = packed && nibbles && one_pair ? (const amx_weight_block4 *)tile : NULL;
+        if (packed && nibbles && !p4) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, unpacked);
         // Packed weights stream from memory once per call: while the first
         // token tile runs, the next two row tiles (this thread's or the other
         // one's next item) are fetched into L2 (without it, 32 tokens on
@@ -426,13 +462,12 @@ static void amx_thread(const amx_job *j) {
         const int64_t pf_tiles = packed ? AS_MIN((int64_t)AMX_PF_TILES, n_rt - 1 - r0 / AMX_ROWS) : 0;
         const uint8_t *pf = pf_tiles > 0 ? tile + tile_bytes : NULL;
         const int64_t pf_lines = pf_tiles * (int64_t)tile_bytes / 64;
-        const int64_t tt_end = AS_MIN((ch + 1) * tt_per_chunk, n_tt);
         for (int64_t tt = ch * tt_per_chunk; tt < tt_end; tt += 2) {
             const bool first = tt == ch * tt_per_chunk;
             if (tt + 1 < tt_end && amx_pairs) { // two token tiles share the B tiles
                 const int nt1 = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - (tt + 1) * AMX_TOKENS);
                 amx_tile_dot2(wq, j->act + tt * nb, j->act + (tt + 1) * nb, nb, j->out + tt * AMX_TOKENS * j->ldo + r0,
-                              j->out + (tt + 1) * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt1, first ? pf : NULL, first ? pf_lines : 0);
+                              j->out + (tt + 1) * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt1, first ? pf : NULL, first ? pf_lines : 0, p4, unpacked);
                 continue;
             }
             for (int64_t u = tt; u < AS_MIN(tt + 2, tt_end); u++) {
@@ -455,7 +490,7 @@ bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tok
     // Tokens past the end of the last tile: zero codes and scales.
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
     const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
-    j.work_bytes = AS_MAX(w_bytes, sizeof(block_q8_1_f32) * (size_t)nb);
+    j.work_bytes = AS_MAX(AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING), sizeof(block_q8_1_f32) * (size_t)nb);
 #pragma omp parallel num_threads(nth)
     amx_thread(&j);
     return true;
