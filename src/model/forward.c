@@ -321,16 +321,57 @@ static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki, c
 
 // ---- attention ----
 
-// att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of
-// seq[i]'s cache in this layer (the batch's own keys were written first).
+// Row i of the batch: the rotary embedding of its queries and keys.
+static void rope_row(const model_scratch *s, const model_config *c, int64_t i, float *q, int64_t qs, float *k, int64_t ks) {
+    const int half = c->n_rot / 2;
+    const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
+    kernel_rope(q + i * qs, c->n_head, c->head_dim, c->n_rot, c->rope_neox, cs, sn, 1.0f);
+    kernel_rope(k + i * ks, c->n_head_kv, c->head_dim, c->n_rot, c->rope_neox, cs, sn, 1.0f);
+}
+
+// Row i's key and value into the cache, in the cache's layout (model.h).
+static void store_row(const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, int64_t i, const float *k, const float *v,
+                      int64_t ks) {
+    const int64_t kvd = kv->kv_dim;
+    const size_t eb = (size_t)kv->elem_bytes, seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
+    const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
+    const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
+    const float *ki = k + i * ks, *vi = v + i * ks;
+    if (kv->bf16_tiles) kv_tiles_write(kv, at, p, ki, vi, c->head_dim);
+    else if (eb == 2) {
+        as_fp16 *K16 = kv->k, *V16 = kv->v;
+        as_f32_to_fp16_n(K16 + kt, KV_TILE, ki, kvd);
+        as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
+    } else {
+        float *K32 = kv->k, *V32 = kv->v;
+        for (int64_t e = 0; e < kvd; e++) K32[kt + (size_t)e * KV_TILE] = ki[e];
+        memcpy(V32 + vt, vi, sizeof(float) * (size_t)kvd);
+    }
+}
+
+// First the batch's rows through rope_row and store_row (q, k, v: row
+// strides q_stride, ks), then att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V
+// over positions 0..pos[i] of seq[i]'s cache in this layer, all in one
+// parallel region: the cache writes (in decoding mostly cache misses, the
+// lines evicted since the last step) run on all threads without a fork of
+// their own.  A sequence's rows are stored by one thread: two positions
+// share the 32-bit words of the bf16 value tiles.
 // Work items are (block of consecutive rows of one sequence) x (KV head): the
 // block's rows and the group's heads share the K/V they read (attention.c).
-static void attention_forward(model_scratch *s, const model_config *c, const kv_cache *kv, int32_t l, const model_batch *b, const float *q,
-                              int64_t q_stride, bool bf16, int nth) {
+static void attention_forward(model_scratch *s, const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, float *q,
+                              int64_t q_stride, float *k, const float *v, int64_t ks, bool bf16, int nth) {
     const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+#pragma omp parallel num_threads(nth)
+    {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < b->n_tokens; i++) rope_row(s, c, i, q, q_stride, k, ks);
+    for (int64_t i = 0; i < b->n_tokens; i++)
+        if (b->seq[i] % nt == tid) store_row(c, kv, l, b, i, k, v, ks);
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {
         const int32_t blk = (int32_t)(it / Hkv);
         const int g = (int)(it % Hkv);
@@ -349,6 +390,7 @@ static void attention_forward(model_scratch *s, const model_config *c, const kv_
             .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
         };
         model_attention_rows(&a, s->attn_simd);
+    }
     }
 }
 
@@ -611,28 +653,8 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             if (kv->bf16_tiles) kv_tiles_clear(kv, at, p, (int)d);
             else if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
         }
-#pragma omp parallel for num_threads(nth) if (par_rows)
-        for (int64_t i = 0; i < n; i++) {
-            const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
-            float *ki = k + i * ks;
-            kernel_rope(q + i * qs, c->n_head, (int)d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-            kernel_rope(ki, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
-            const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
-            const float *vi = v + i * ks;
-            if (kv->bf16_tiles) kv_tiles_write(kv, at, p, ki, vi, (int)d);
-            else if (eb == 2) {
-                as_fp16 *K16 = kv->k, *V16 = kv->v;
-                as_f32_to_fp16_n(K16 + kt, KV_TILE, ki, kvd);
-                as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
-            } else {
-                float *K32 = kv->k, *V32 = kv->v;
-                for (int64_t e = 0; e < kvd; e++) K32[kt + (size_t)e * KV_TILE] = ki[e];
-                memcpy(V32 + vt, vi, sizeof(float) * (size_t)kvd);
-            }
-        }
         PROF(PR_ROPE);
-        attention_forward(s, c, kv, l, b, q, qs, attn_amx, nth);
+        attention_forward(s, c, kv, l, b, q, qs, k, v, ks, attn_amx, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
