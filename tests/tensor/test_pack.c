@@ -52,7 +52,9 @@ static void test_packed_equals_unpacked(void **state) {
     (void)state;
     static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
     static const int64_t shapes[][2] = {{16, 32}, {37, 96}, {192, 576}, {50, 1536}};
-    static const int64_t toks[] = {KERNEL_PACK_MIN_TOKENS, 16, 33, 130};
+    // 20 and 32: one pair of token tiles per item (batched decoding: the
+    // nibbles are unpacked as the products go, amx_tile_dot2).
+    static const int64_t toks[] = {KERNEL_PACK_MIN_TOKENS, 16, 20, 32, 33, 130};
     as_rng r;
     as_rng_seed(&r, 5);
     for (size_t ti = 0; ti < AS_ARRAY_LEN(types); ti++)
