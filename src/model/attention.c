@@ -81,15 +81,19 @@ ATTN_TARGET static inline __attribute__((always_inline)) __m512 kv_load(const vo
 #define TMAX 4 // key tiles per register block
 #define DMAX 4 // 16-float output vectors per register block
 
-// Scores of HC heads (q rows d apart) against TC key tiles starting at kt.
+// Scores of HC heads (q rows d apart) against TC key tiles starting at kt;
+// meanwhile the n_pf cache lines at pf[] are prefetched, a few per dimension.
 ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *q, int d, const void *kt, int64_t tile_stride,
-                                                                           float scale, float *s, int64_t s_stride, int HC, int TC, bool F16) {
+                                                                           float scale, float *s, int64_t s_stride, int HC, int TC, bool F16,
+                                                                           const char *const *pf, int n_pf) {
+    const int pf_per_e = (n_pf + d - 1) / d;
     __m512 acc[HMAX][TMAX];
     #pragma GCC unroll 4
     for (int h = 0; h < HC; h++)
         #pragma GCC unroll 4
         for (int t = 0; t < TC; t++) acc[h][t] = _mm512_setzero_ps();
     for (int e = 0; e < d; e++) {
+        for (int i = e * pf_per_e; i < AS_MIN(n_pf, (e + 1) * pf_per_e); i++) _mm_prefetch(pf[i], _MM_HINT_T0);
         __m512 k[TMAX];
         #pragma GCC unroll 4
         for (int t = 0; t < TC; t++) k[t] = kv_load(kt, t * tile_stride + e * KV_TILE, F16);
@@ -134,9 +138,9 @@ ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const
 
 // Constant block shapes, so that the accumulators live in registers.
 #define SCORES_CASE(H, T, F)                                                                                                                \
-    case (F) * 64 + (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T, F); break;
+    case (F) * 64 + (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T, F, pf, n_pf); break;
 ATTN_TARGET static void scores_dispatch(const float *q, int d, const void *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
-                                        int hc, int tc, bool f16) {
+                                        int hc, int tc, bool f16, const char *const *pf, int n_pf) {
     switch ((int)f16 * 64 + hc * 8 + tc) {
         SCORES_CASE(1, 1, 0) SCORES_CASE(1, 2, 0) SCORES_CASE(1, 3, 0) SCORES_CASE(1, 4, 0)
         SCORES_CASE(2, 1, 0) SCORES_CASE(2, 2, 0) SCORES_CASE(2, 3, 0) SCORES_CASE(2, 4, 0)
@@ -184,17 +188,37 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     return 1.0f / _mm512_reduce_add_ps(vsum);
 }
 
+// Lines prefetched while one block of scores is computed: the values of its
+// keys (read after the softmax) and the next block's keys.  In batched
+// decoding the cache streams from memory (each step reads every sequence's
+// whole context) and the values loop waited on it: prefetching took it from
+// 9% to 2% of a batch-32 q8 step, the prefetches costing ~1%.
+#define ATTN_PF_MAX 512
+
+// The cache lines [p, p + bytes) into pf[*n] onwards, up to ATTN_PF_MAX.
+static inline void pf_lines(const char **pf, int *n, const char *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes && *n < ATTN_PF_MAX; o += 64) pf[(*n)++] = p + o;
+}
+
 ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
     const int d = a->d;
     const int64_t ss = a->scores_stride, eb = a->f16 ? 2 : 4;
+    const char *pf[ATTN_PF_MAX];
     for (int r = 0; r < a->n_rows; r++) {
         const int32_t n = a->n_keys[r], n_tiles = (n + KV_TILE - 1) / KV_TILE;
         for (int h0 = 0; h0 < a->n_heads; h0 += HMAX) {
             const int hc = AS_MIN(HMAX, a->n_heads - h0);
             const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h0 * d;
-            for (int32_t t = 0; t < n_tiles; t += TMAX)
+            for (int32_t t = 0; t < n_tiles; t += TMAX) {
+                int n_pf = 0;
+                if (h0 == 0 && r == 0)
+                    for (int32_t j = t * KV_TILE; j < AS_MIN(n, (t + TMAX) * KV_TILE); j++)
+                        pf_lines(pf, &n_pf, (const char *)a->v + j * a->v_stride * eb, d * eb);
+                for (int32_t u = t + TMAX; u < AS_MIN(n_tiles, t + 2 * TMAX); u++)
+                    pf_lines(pf, &n_pf, (const char *)a->k + u * a->k_tile_stride * eb, (int64_t)d * KV_TILE * eb);
                 scores_dispatch(q, d, (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb, a->k_tile_stride, a->scale,
-                                a->scores + (int64_t)t * KV_TILE, ss, hc, AS_MIN(TMAX, n_tiles - t), a->f16);
+                                a->scores + (int64_t)t * KV_TILE, ss, hc, AS_MIN(TMAX, n_tiles - t), a->f16, pf, n_pf);
+            }
             float inv[HMAX];
             for (int h = 0; h < hc; h++) inv[h] = softmax_exp512(a->scores + h * ss, n);
             float *out = a->out + (int64_t)r * a->out_stride + (int64_t)h0 * d;
