@@ -22,6 +22,7 @@
 
 #include "tensor/quant.h"
 #include "train/fastmath.h"
+#include "train/lora_gemm.h"
 #include "tensor/gemm.h"
 #include "train/ops.h"
 #include "util/common.h"
@@ -403,14 +404,11 @@ static void logits_fwd(const train_model *m, const kernel_bf16_packed *Wp, float
 
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
 
-// The adapters' products in fp32 at every precision: with rank r each has
-// only 2 r multiply-adds per element of its large operand, so bf16's packing
-// of that operand would cost as much as the product (it was ~10% of a bf16
-// LoRA step); fp32 is also the more exact.
-static void lora_gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
-}
+// The adapters' products are in fp32 at every precision (lora_gemm.h): with
+// rank r each has only 2 r multiply-adds per element of its large operand,
+// so bf16's packing of that operand would cost as much as the product (it
+// was ~10% of a bf16 LoRA step), and so did general sgemm's (OpenBLAS's
+// packing copies); fp32 is also the more exact.
 
 // y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
 static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
@@ -425,8 +423,9 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
         dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
-    lora_gemm(m, false, true, N, r, in, 1.0f, src, in, A, in, 0.0f, u, r);
-    lora_gemm(m, false, true, N, out, r, lo->scale, u, r, B, r, 1.0f, y, out);
+    const int nth = m->n_threads;
+    lora_gemm_rows_narrow(N, in, r, 1.0f, src, lora_gemm_transposed(A, r, in), 0.0f, u, nth);  // u = z A^T
+    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), 1.0f, y, nth); // y += s u B^T
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
@@ -441,19 +440,19 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
     const int nth = m->n_threads;
-    lora_gemm(m, true, false, out, r, N, s, dy, out, u, r, 1.0f, gB, r);
-    lora_gemm(m, false, false, N, r, out, s, dy, out, B, r, 0.0f, a->du, r);
+    lora_gemm_reduce(N, r, out, s, u, dy, true, gB, nth);           // gB += s dy^T u
+    lora_gemm_rows_narrow(N, out, r, s, dy, B, 0.0f, a->du, nth); // du = s dy B
     const float *z = x;
     if (a->dropout_on) {
         dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
         z = a->xd;
     }
-    lora_gemm(m, true, false, r, in, N, 1.0f, a->du, r, z, in, 1.0f, gA, in);
+    lora_gemm_reduce(N, r, in, 1.0f, a->du, z, false, gA, nth); // gA += du^T z
     if (!a->dropout_on) {
-        lora_gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 1.0f, dx, in);
+        lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, 1.0f, dx, nth); // dx += du A
         return;
     }
-    lora_gemm(m, false, false, N, in, r, 1.0f, a->du, r, A, in, 0.0f, a->xd, in);
+    lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, 0.0f, a->xd, nth);
     dropout_apply(a, dx, a->xd, N, in, l, t, lo->cfg.dropout, true, nth);
 }
 

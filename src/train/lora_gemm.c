@@ -1,0 +1,220 @@
+// Rank-r LoRA products (lora_gemm.h).  The rank-r operand stays in
+// registers (or L1) while the big operand streams once from where it lies:
+//   rows_narrow: 8 rows of x at a time, a 16-wide slice of W's row k per
+//     step, the 8 x 16 outputs in 8 registers (broadcast x[i][k] times W[k]);
+//   rows_wide: 4 rows x 64 columns of y in 16 registers, over the r terms;
+//   reduce: a 16-column slice of x down all N rows, times up to 16 v[i][j]
+//     broadcast, the 16 x 16 sums in 16 registers.
+// Every output element is one fused multiply-add chain over its sum index
+// in increasing order, then alpha (and + out when beta is 1): the blocking
+// and the thread split decide only which element is computed where.
+#include "train/lora_gemm.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "tensor/gemm.h"
+#include "tensor/kernels.h"
+#include "util/common.h"
+
+const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    const size_t n = (size_t)(rows * cols);
+    if (n > cap) {
+        free(buf);
+        buf = as_malloc(sizeof(float) * n);
+        cap = n;
+    }
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) buf[j * rows + i] = a[i * cols + j];
+    return buf;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __mmask16 lanes(int64_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+
+// R rows of out (16 columns from j0, mask m) from x rows i .. i+R-1.
+#define NARROW_R 8
+AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int64_t i, int64_t K, int64_t r, int64_t j0, __mmask16 m,
+                                                                     float alpha, const float *x, const float *W, float beta, float *out) {
+    __m512 acc[NARROW_R];
+#pragma GCC unroll 8
+    for (int q = 0; q < R; q++) acc[q] = _mm512_setzero_ps();
+    // The next block's rows of x, one line every other k (R rows x K / 16
+    // lines in K / 2 steps): R interleaved row streams defeat the hardware prefetcher.
+    const float *pf = x + (i + R) * K;
+    int64_t pf_off = 0;
+    const int64_t pf_end = (int64_t)R * K;
+    for (int64_t k = 0; k < K; k++) {
+        if (!(k & 1) && pf_off < pf_end) _mm_prefetch((const char *)(pf + pf_off), _MM_HINT_T0), pf_off += 16;
+        const __m512 w = _mm512_maskz_loadu_ps(m, W + k * r + j0);
+#pragma GCC unroll 8
+        for (int q = 0; q < R; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(x[(i + q) * K + k]), w, acc[q]);
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 8
+    for (int q = 0; q < R; q++) {
+        float *o = out + (i + q) * r + j0;
+        const __m512 v = beta != 0.0f ? _mm512_fmadd_ps(acc[q], va, _mm512_maskz_loadu_ps(m, o)) : _mm512_mul_ps(acc[q], va);
+        _mm512_mask_storeu_ps(o, m, v);
+    }
+}
+
+AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out,
+                                      int nth) {
+    const int64_t nblk = (N + NARROW_R - 1) / NARROW_R;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nblk > 1)
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t i = b * NARROW_R;
+        for (int64_t j0 = 0; j0 < r; j0 += 16) {
+            const __mmask16 m = lanes(r - j0);
+            if (i + NARROW_R <= N) narrow_block(NARROW_R, i, K, r, j0, m, alpha, x, W, beta, out);
+            else
+                for (int64_t i1 = i; i1 < N; i1++) narrow_block(1, i1, K, r, j0, m, alpha, x, W, beta, out);
+        }
+    }
+}
+
+// R rows x C 16-column vectors of y from column c0 (mask m on the last vector).
+#define WIDE_R 4
+#define WIDE_C 4
+AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C, int64_t i, int64_t c0, __mmask16 m, int64_t r, int64_t D,
+                                                                   float alpha, const float *u, const float *M, float beta, float *y) {
+    __m512 acc[WIDE_R][WIDE_C];
+#pragma GCC unroll 4
+    for (int q = 0; q < R; q++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) acc[q][c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < r; j++) {
+        __m512 mv[WIDE_C];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) mv[c] = _mm512_maskz_loadu_ps(c == C - 1 ? m : (__mmask16)0xffff, M + j * D + c0 + 16 * c);
+#pragma GCC unroll 4
+        for (int q = 0; q < R; q++) {
+            const __m512 b = _mm512_set1_ps(u[(i + q) * r + j]);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) acc[q][c] = _mm512_fmadd_ps(b, mv[c], acc[q][c]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 4
+    for (int q = 0; q < R; q++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const __mmask16 mc = c == C - 1 ? m : (__mmask16)0xffff;
+            float *o = y + (i + q) * D + c0 + 16 * c;
+            const __m512 v = beta != 0.0f ? _mm512_fmadd_ps(acc[q][c], va, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(acc[q][c], va);
+            _mm512_mask_storeu_ps(o, mc, v);
+        }
+}
+
+AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y,
+                                    int nth) {
+    const int64_t nblk = (N + WIDE_R - 1) / WIDE_R, nvec = (D + 15) / 16;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nblk > 1)
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t i = b * WIDE_R;
+        for (int64_t v0 = 0; v0 < nvec; v0 += WIDE_C) {
+            const int C = (int)AS_MIN((int64_t)WIDE_C, nvec - v0);
+            const int64_t c0 = 16 * v0;
+            const __mmask16 m = lanes(D - (c0 + 16 * (C - 1)));
+            if (i + WIDE_R <= N && C == WIDE_C) wide_block(WIDE_R, WIDE_C, i, c0, m, r, D, alpha, u, M, beta, y);
+            else
+                for (int64_t i1 = i; i1 < AS_MIN(i + WIDE_R, N); i1++)
+                    for (int c = 0; c < C; c++) {
+                        const int64_t cc = c0 + 16 * c;
+                        wide_block(1, 1, i1, cc, lanes(D - cc), r, D, alpha, u, M, beta, y);
+                    }
+        }
+    }
+}
+
+#define REDUCE_PF 16 // rows ahead
+
+// G rows j0 .. j0+NJ-1 (columns c0 .. c0+15, mask m) += alpha sum_i v[i][j] x[i][c].
+AVX512 static inline __attribute__((always_inline)) void reduce_block(int NJ, int64_t N, int64_t r, int64_t D, int64_t j0, int64_t c0, __mmask16 m,
+                                                                     float alpha, const float *v, const float *x, bool trans, float *G) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < NJ; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < N; i++) {
+        // x's rows are D floats apart: too far for the hardware prefetcher.
+        _mm_prefetch((const char *)(x + (i + REDUCE_PF) * D + c0), _MM_HINT_T0);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * D + c0);
+#pragma GCC unroll 16
+        for (int j = 0; j < NJ; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * r + j0 + j]), xv, acc[j]);
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+    if (!trans) {
+#pragma GCC unroll 16
+        for (int j = 0; j < NJ; j++) {
+            float *g = G + (j0 + j) * D + c0;
+            _mm512_mask_storeu_ps(g, m, _mm512_fmadd_ps(acc[j], va, _mm512_maskz_loadu_ps(m, g)));
+        }
+        return;
+    }
+    _Alignas(64) float t[16][16];
+#pragma GCC unroll 16
+    for (int j = 0; j < NJ; j++) _mm512_store_ps(t[j], acc[j]);
+    const int nc = (int)AS_MIN((int64_t)16, D - c0);
+    for (int c = 0; c < nc; c++)
+        for (int j = 0; j < NJ; j++) G[(c0 + c) * r + j0 + j] = fmaf(t[j][c], alpha, G[(c0 + c) * r + j0 + j]);
+}
+
+AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth) {
+    const int64_t nvec = (D + 15) / 16;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nvec > 1)
+    for (int64_t cv = 0; cv < nvec; cv++) {
+        const int64_t c0 = 16 * cv;
+        const __mmask16 m = lanes(D - c0);
+        int64_t j0 = 0;
+        for (; j0 + 16 <= r; j0 += 16) reduce_block(16, N, r, D, j0, c0, m, alpha, v, x, trans, G);
+        if (r - j0 >= 8) reduce_block(8, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 8;
+        if (r - j0 >= 4) reduce_block(4, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 4;
+        if (r - j0 >= 2) reduce_block(2, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 2;
+        if (r - j0 >= 1) reduce_block(1, N, r, D, j0, c0, m, alpha, v, x, trans, G);
+    }
+}
+
+static bool use_avx512(void) { return cpu_get_features()->avx512f; }
+#else
+static bool use_avx512(void) { return false; }
+#endif
+
+void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth) {
+    if (N < 1 || r < 1) return;
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        rows_narrow_avx512(N, K, r, alpha, x, W, beta, out, nth);
+        return;
+    }
+#endif
+    kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
+}
+
+void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y, int nth) {
+    if (N < 1 || D < 1) return;
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        rows_wide_avx512(N, r, D, alpha, u, M, beta, y, nth);
+        return;
+    }
+#endif
+    kernel_sgemm(false, false, N, D, r, alpha, u, r, M, D, beta, y, D, nth);
+}
+
+void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth) {
+    if (N < 1 || r < 1 || D < 1) return;
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        reduce_avx512(N, r, D, alpha, v, x, trans, G, nth);
+        return;
+    }
+#endif
+    if (trans) kernel_sgemm(true, false, D, r, N, alpha, x, D, v, r, 1.0f, G, r, nth);
+    else kernel_sgemm(true, false, r, D, N, alpha, v, r, x, D, 1.0f, G, D, nth);
+}

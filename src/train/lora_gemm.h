@@ -1,0 +1,30 @@
+// The six products of a LoRA adapter of rank r (train.c: lora_forward and
+// lora_backward), in fp32.  Each has one operand of N rows (N: the batch's
+// tokens, ~2048) against a rank-r operand that fits in L1/L2, and only 2 r
+// multiply-adds per element of the big operand: general sgemm spends as much
+// on packing the big operand as on the product (OpenBLAS took ~20-25% of a
+// bf16 LoRA step).  These read it once, in place, with the rank-r side in
+// registers.  All row-major with contiguous rows; r >= 1, any size.
+//
+//   lora_gemm_rows_narrow: out (N x r) = alpha x (N x K) W (K x r) + beta out
+//   lora_gemm_rows_wide:   y (N x D)   = alpha u (N x r) M (r x D) + beta y
+//   lora_gemm_reduce:      G (r x D)  += alpha v^T (r x N) x (N x D)       (trans: G is D x r)
+//
+// beta is 0 (out is not read) or 1.  AVX-512 where the CPU has it, else
+// kernel_sgemm.  Every output element is summed by one thread in an order
+// fixed by its position alone (not by the thread count): bitwise
+// reproducible across runs and thread counts on one machine.
+#ifndef AS_TRAIN_LORA_GEMM_H
+#define AS_TRAIN_LORA_GEMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth);
+void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y, int nth);
+void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth);
+// a (rows x cols) transposed, in a buffer of the calling thread that the
+// next call overwrites (W = A^T, M = B^T for the products above).
+const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols);
+
+#endif
