@@ -39,16 +39,17 @@ AVX512 static inline __mmask16 lanes(int64_t left) { return left >= 16 ? (__mmas
 
 // R rows of out (16 columns from j0, mask m) from x rows i .. i+R-1.
 #define NARROW_R 8
-AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int64_t i, int64_t K, int64_t r, int64_t j0, __mmask16 m,
+AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int64_t N, int64_t i, int64_t K, int64_t r, int64_t j0, __mmask16 m,
                                                                      float alpha, const float *x, const float *W, float beta, float *out) {
     __m512 acc[NARROW_R];
 #pragma GCC unroll 8
     for (int q = 0; q < R; q++) acc[q] = _mm512_setzero_ps();
     // The next block's rows of x, one line every other k (R rows x K / 16
     // lines in K / 2 steps): R interleaved row streams defeat the hardware prefetcher.
-    const float *pf = x + (i + R) * K;
+    const int64_t n_next = AS_MAX((int64_t)0, AS_MIN((int64_t)R, N - (i + R)));
+    const float *pf = n_next ? x + (i + R) * K : x;
     int64_t pf_off = 0;
-    const int64_t pf_end = (int64_t)R * K;
+    const int64_t pf_end = n_next * K;
     for (int64_t k = 0; k < K; k++) {
         if (!(k & 1) && pf_off < pf_end) _mm_prefetch((const char *)(pf + pf_off), _MM_HINT_T0), pf_off += 16;
         const __m512 w = _mm512_maskz_loadu_ps(m, W + k * r + j0);
@@ -72,9 +73,9 @@ AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alp
         const int64_t i = b * NARROW_R;
         for (int64_t j0 = 0; j0 < r; j0 += 16) {
             const __mmask16 m = lanes(r - j0);
-            if (i + NARROW_R <= N) narrow_block(NARROW_R, i, K, r, j0, m, alpha, x, W, beta, out);
+            if (i + NARROW_R <= N) narrow_block(NARROW_R, N, i, K, r, j0, m, alpha, x, W, beta, out);
             else
-                for (int64_t i1 = i; i1 < N; i1++) narrow_block(1, i1, K, r, j0, m, alpha, x, W, beta, out);
+                for (int64_t i1 = i; i1 < N; i1++) narrow_block(1, N, i1, K, r, j0, m, alpha, x, W, beta, out);
         }
     }
 }
@@ -143,7 +144,7 @@ AVX512 static inline __attribute__((always_inline)) void reduce_block(int NJ, in
     for (int j = 0; j < NJ; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < N; i++) {
         // x's rows are D floats apart: too far for the hardware prefetcher.
-        _mm_prefetch((const char *)(x + (i + REDUCE_PF) * D + c0), _MM_HINT_T0);
+        if (i + REDUCE_PF < N) _mm_prefetch((const char *)(x + (i + REDUCE_PF) * D + c0), _MM_HINT_T0);
         const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * D + c0);
 #pragma GCC unroll 16
         for (int j = 0; j < NJ; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * r + j0 + j]), xv, acc[j]);
