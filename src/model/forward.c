@@ -48,8 +48,9 @@
 // (profile with one thread: then waiting for a busy core does not count).
 #ifdef AS_PROFILE
 #include <stdio.h>
-enum { PR_EMB, PR_NORM, PR_QKV, PR_ROPE, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
-static const char *const prof_name[PR_N] = {"emb", "norm", "qkv", "rope", "attn", "o", "gate_up", "glu", "down", "add", "logits"};
+// (PR_CLEAR: zeroing new cache tiles; rope and the cache writes count in attn.)
+enum { PR_EMB, PR_NORM, PR_QKV, PR_CLEAR, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
+static const char *const prof_name[PR_N] = {"emb", "norm", "qkv", "clear", "attn", "o", "gate_up", "glu", "down", "add", "logits"};
 static double prof_t[PR_N], prof_last;
 static void prof_print(void) {
     double tot = 0;
@@ -653,7 +654,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             if (kv->bf16_tiles) kv_tiles_clear(kv, at, p, (int)d);
             else if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
         }
-        PROF(PR_ROPE);
+        PROF(PR_CLEAR);
         attention_forward(s, c, kv, l, b, q, qs, k, v, ks, attn_amx, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);

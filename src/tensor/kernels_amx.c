@@ -26,8 +26,8 @@
 // chunk's token tiles pass -- unless the caller made a packed copy of the
 // matrix once (kernel_pack; the model does so on its first Q8 pass of many
 // tokens): Q8_0 tiles as bytes that the tiles load directly (1.25 bytes per
-// weight), Q4 tiles as nibbles with fp16 scales (0.625 bytes per weight, half as many to stream
-// than bytes) that a few vector operations per block expand into L1.  At 32
+// weight), Q4 tiles as nibbles with fp16 scales (0.625 bytes per weight, half
+// of a byte copy) that a few vector operations per block expand into L1.  At 32
 // tokens the GGUF unpacking is about a third of the time (best of 200 calls,
 // one core, cache-hot, 1536x576: 284 -> 408 GFLOP/s with a byte copy;
 // 576x1536 271 -> 371; the 49152x576 Q8_0 output 195 -> 244; at 512 tokens
@@ -355,6 +355,12 @@ static inline __attribute__((always_inline)) void amx_scale_block_mem(float (*ac
 // loads waiting and cost ~15% of this function (1536 x 576 Q4_1, 32 tokens,
 // one core: 104 -> 87 ns per 16 rows x 32 columns x 32 tokens cache-hot,
 // 116 -> 100 streamed from memory; best of 5 alternating runs).
+//
+// Tried and slower here: scaling block k's stored sums after issuing block
+// k + 1's products into a second buffer (90 vs 82 ns, though faster in a
+// bare micro-benchmark), and storing all blocks' sums first and scaling
+// them in a second pass (125 ns).  The products, the tile stores and the
+// rescaling run nearly one after another; see BENCHMARKS.md.
 #define AMX_UNPACK_AHEAD 4
 #define AMX_UNPACK_RING 8
 static void amx_tile_dot2(const amx_weight_block *wq, const amx_act_block *a0, const amx_act_block *a1, int64_t nb, float *out0, float *out1,
@@ -370,7 +376,7 @@ static void amx_tile_dot2(const amx_weight_block *wq, const amx_act_block *a0, c
     int64_t uk = 0, u = 0, i = 0;
 #define AMX_UNPACK_NEXT()                                                                                                                   \
     do {                                                                                                                                    \
-        amx_unpack_block4(&p4[uk], q4_0, &ring[u++ % AMX_UNPACK_RING]);                                                                           \
+        amx_unpack_block4(&p4[uk], q4_0, &ring[u++ % AMX_UNPACK_RING]);                                                                     \
         if ((uk += 4) >= nb) uk = ++ub;                                                                                                     \
     } while (0)
     if (p4)
