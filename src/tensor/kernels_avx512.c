@@ -106,10 +106,15 @@ static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int6
 }
 
 // Weights stream from memory once per token in decode; asking for the lines
-// ~1 KB ahead (the next rows, as rows are contiguous) measured ~10% more
-// bandwidth than the hardware prefetcher alone (41 MB of Q4_1, one core).
-// Prefetches past the end of the matrix are harmless (they never fault).
-#define KERNEL_PREFETCH_BYTES 1024
+// ahead (the next rows, as rows are contiguous) beats the hardware
+// prefetcher alone.  1 KB ahead measured ~10% more bandwidth than none (41
+// MB of Q4_1, one core); on the 2-vCPU VM of BENCHMARKS.md, whose memory
+// latency is long, 8 KB ahead made batch-1 q8 decoding of the default model
+// ~25% faster than 1 KB (medians of 6 alternating runs: 98 -> 126 tok/s;
+// 2 KB 116, 4 KB 121, 16 KB 122, 32-64 KB no better).  Prefetches past the
+// end of the matrix are harmless (they never fault) and mostly land in the
+// next matrix, which the GGUF stores after it.
+#define KERNEL_PREFETCH_BYTES 8192
 
 static inline float hsum_f32x4(__m128 r) {
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
@@ -291,8 +296,13 @@ static inline __attribute__((always_inline)) void fused_dot_avx512(ggml_type t, 
     for (int j = 0; j < NT; j++) acc0[j] = acc1[j] = _mm512_setzero_ps();
     const __m128i m4 = _mm_set1_epi8(0x0F);
     const int64_t nb = n / 32;
+    const size_t bs = t == GGML_TYPE_Q4_0 ? sizeof(block_q4_0) : t == GGML_TYPE_Q4_1 ? sizeof(block_q4_1) : t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0)
+                    : t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? 64 : 128; // bytes per 32 weights
     for (int64_t i = 0; i < nb; i++) {
         __m512 v0, v1;
+        const char *pf = (const char *)w + (size_t)i * bs + KERNEL_PREFETCH_BYTES; // as in vec_dot_q_avx512
+        _mm_prefetch(pf, _MM_HINT_T0);
+        if (bs > 64) _mm_prefetch(pf + 64, _MM_HINT_T0);
         switch (t) {
         case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: {
             const bool affine = t == GGML_TYPE_Q4_1;
