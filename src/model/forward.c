@@ -48,9 +48,9 @@
 // (profile with one thread: then waiting for a busy core does not count).
 #ifdef AS_PROFILE
 #include <stdio.h>
-// (PR_CLEAR: zeroing new cache tiles; rope and the cache writes count in attn.)
-enum { PR_EMB, PR_NORM, PR_QKV, PR_CLEAR, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
-static const char *const prof_name[PR_N] = {"emb", "norm", "qkv", "clear", "attn", "o", "gate_up", "glu", "down", "add", "logits"};
+// (rope and the cache writes count in attn.)
+enum { PR_EMB, PR_NORM, PR_QKV, PR_ATT, PR_O, PR_GATEUP, PR_GLU, PR_DOWN, PR_ADD, PR_LOGITS, PR_N };
+static const char *const prof_name[PR_N] = {"emb", "norm", "qkv", "attn", "o", "gate_up", "glu", "down", "add", "logits"};
 static double prof_t[PR_N], prof_last;
 static void prof_print(void) {
     double tot = 0;
@@ -330,7 +330,10 @@ static void rope_row(const model_scratch *s, const model_config *c, int64_t i, f
     kernel_rope(k + i * ks, c->n_head_kv, c->head_dim, c->n_rot, c->rope_neox, cs, sn, 1.0f);
 }
 
-// Row i's key and value into the cache, in the cache's layout (model.h).
+// Row i's key and value into the cache, in the cache's layout (model.h).  A
+// key tile's first position zeroes the tile (attention reads whole tiles),
+// in the bf16 tiles a chunk of values likewise; a sequence's rows come in
+// position order, so the later positions of the tile are written after.
 static void store_row(const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, int64_t i, const float *k, const float *v,
                       int64_t ks) {
     const int64_t kvd = kv->kv_dim;
@@ -338,8 +341,13 @@ static void store_row(const model_config *c, kv_cache *kv, int32_t l, const mode
     const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
     const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
     const float *ki = k + i * ks, *vi = v + i * ks;
-    if (kv->bf16_tiles) kv_tiles_write(kv, at, p, ki, vi, c->head_dim);
-    else if (eb == 2) {
+    if (kv->bf16_tiles) {
+        kv_tiles_clear(kv, at, p, c->head_dim);
+        kv_tiles_write(kv, at, p, ki, vi, c->head_dim);
+        return;
+    }
+    if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
+    if (eb == 2) {
         as_fp16 *K16 = kv->k, *V16 = kv->v;
         as_f32_to_fp16_n(K16 + kt, KV_TILE, ki, kvd);
         as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
@@ -568,7 +576,6 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;
     const kernel_precision prec = m->precision;
-    const size_t seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
     const bool attn_amx = prec == KERNEL_PRECISION_BF16 && s->attn_simd && model_attention_amx_usable(c->head_dim);
     // The cache's layout is fixed by its first use (model.h).
     if (!kv->elem_bytes) {
@@ -578,7 +585,6 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     if (kv->bf16_tiles && !attn_amx)
         return as_error("model_forward: the KV cache holds the bf16 tiles of precision bf16; precision %s needs a cache of its own",
                         kernel_precision_name(prec));
-    const size_t eb = (size_t)kv->elem_bytes;
 #ifdef AS_PROFILE
     static bool prof_registered;
     if (!prof_registered) atexit(prof_print), prof_registered = true;
@@ -647,14 +653,6 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         lora_apply(m, s, l, 1, k, ks, s->xb, C, kvd, n);
         lora_apply(m, s, l, 2, v, ks, s->xb, C, kvd, n);
         PROF(PR_QKV);
-        // A key tile's first position zeroes the tile (attention reads whole
-        // tiles), in the bf16 tiles a chunk of values likewise.
-        for (int64_t i = 0; i < n; i++) {
-            const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
-            if (kv->bf16_tiles) kv_tiles_clear(kv, at, p, (int)d);
-            else if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
-        }
-        PROF(PR_CLEAR);
         attention_forward(s, c, kv, l, b, q, qs, k, v, ks, attn_amx, nth);
         PROF(PR_ATT);
         kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
