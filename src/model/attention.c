@@ -26,6 +26,7 @@
 #include "model/model_internal.h"
 #include "tensor/bf16_x86.h"
 #include "tensor/gemm.h"
+#include "tensor/lanes_x86.h"
 #include "tensor/quant.h"
 #include "util/common.h"
 
@@ -171,7 +172,7 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     __m512 vmx = _mm512_set1_ps(-INFINITY);
     int32_t j = 0;
     for (; j + 16 <= n; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(s + j));
-    const __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+    const __mmask16 tail = as_lanes16(n - j);
     if (tail) vmx = _mm512_mask_max_ps(vmx, tail, vmx, _mm512_maskz_loadu_ps(tail, s + j));
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
     __m512 vsum = _mm512_setzero_ps();
@@ -260,8 +261,6 @@ static inline int32_t tile_keys(const model_attn_args *a, int i0, int R) {
     return n;
 }
 
-// The first `left` of 16 lanes (none when left <= 0).
-static inline __mmask16 lanes(int32_t left) { return left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0; }
 
 AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     const int d = a->d, H = a->n_heads, R = a->n_rows * H, Rp = (R + 15) / 16 * 16, dp2 = d / 2;
@@ -355,12 +354,12 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
         const int32_t n = i < R ? a->n_keys[i / H] : 0;
         float *s = S + (int64_t)i * n16;
         for (int32_t j = 0; j < n; j += 16) {
-            const __mmask16 m = lanes(n - j);
+            const __mmask16 m = as_lanes16(n - j);
             _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), vs));
         }
         if (n) inv[i] = softmax_exp512(s, n);
         uint16_t *p = P + (int64_t)i * n32;
-        for (int32_t j = 0; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(lanes(n - j), s + j)));
+        for (int32_t j = 0; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(as_lanes16(n - j), s + j)));
     }
     // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.  Head
     // size 64: the four dimension tiles at once, each P tile loaded once.

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tensor/bf16_x86.h"
+#include "tensor/lanes_x86.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_impl.h"
 #include "tensor/quant.h"
@@ -95,7 +96,7 @@ bool kernel_gemm_bf16_amx(void) {
 
 // n floats -> bf16 (n <= 16 via a masked load).
 AVX512 static inline __m256i cvt_n(const float *src, int64_t n) {
-    const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    const __mmask16 m = as_lanes16(n);
     return as_bf16x16(_mm512_maskz_loadu_ps(m, src));
 }
 
@@ -280,7 +281,7 @@ AVX512 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni,
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (int64_t i = 0; i < ni; i++)
         for (int64_t j = 0; j < nj; j += 16) {
-            const __mmask16 m = nj - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nj - j)) - 1);
+            const __mmask16 m = as_lanes16(nj - j);
             float *c = C + i * ldc + j;
             __m512 v = _mm512_mul_ps(va, _mm512_load_ps(out + i * BLK + j));
             if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), v);

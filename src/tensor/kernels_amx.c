@@ -60,6 +60,7 @@
 #endif
 
 #include "tensor/kernels_impl.h"
+#include "tensor/lanes_x86.h"
 #include "util/common.h"
 
 #if defined(__clang__)
@@ -270,7 +271,7 @@ static inline __attribute__((always_inline)) void amx_finish(const uint8_t *mb, 
 #pragma GCC unroll 16
         for (int n = 0; n < AMX_TOKENS; n++) _mm512_store_ps(sum_m[b][n], acc[n]);
     }
-    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    const __mmask16 rows = as_lanes16(nr);
     for (int n = 0; n < nt; n++) {
         const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sum[0][n]), _mm512_load_ps(sum[2][n])),
                                        _mm512_add_ps(_mm512_load_ps(sum[1][n]), _mm512_load_ps(sum[3][n])));

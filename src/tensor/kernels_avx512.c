@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tensor/kernels_impl.h"
+#include "tensor/lanes_x86.h"
 #include "util/common.h"
 
 #if defined(__clang__)
@@ -355,7 +356,7 @@ static inline __attribute__((always_inline)) void fused_dot_avx512(ggml_type t, 
     }
     // Float rows need not be a multiple of 32: masked tail.
     for (int64_t c = 32 * nb; c < n; c += 16) {
-        const __mmask16 mk = (__mmask16)(n - c >= 16 ? 0xFFFFu : (1u << (n - c)) - 1);
+        const __mmask16 mk = as_lanes16(n - c);
         __m512 v;
         if (t == GGML_TYPE_F16) v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, w + 2 * c));
         else if (t == GGML_TYPE_BF16) v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, w + 2 * c)), 16));
@@ -384,7 +385,7 @@ static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
     }
     for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
     if (i < n) { // masked tail: no scalar loop
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = as_lanes16(n - i);
         s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "tensor/kernels.h"
+#include "tensor/lanes_x86.h"
 
 #define EXP_HI 88.7228391f
 #define EXP_LO -103.9720840f
@@ -55,9 +56,8 @@ AVX512 static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-// Lanes of the last, partial vector: the tails of the functions below run as
-// masked vectors (the same operations as the scalar train_expf, lane by lane).
-AVX512 static inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+// The tails of the functions below run as masked vectors (as_lanes16; the
+// same operations as the scalar train_expf, lane by lane).
 
 // Lane sums folded to double in lane order.
 AVX512 static double exp_shift_sum_512(float *x, const float *src, int64_t n, float shift, int store) {
@@ -65,7 +65,7 @@ AVX512 static double exp_shift_sum_512(float *x, const float *src, int64_t n, fl
     const __m512 s = _mm512_set1_ps(shift);
     int64_t i = 0;
     for (; i < n; i += 16) { // the tail as masked lanes (scalar expf calls were ~4% of a training step)
-        const __mmask16 m = tail_mask(n - i);
+        const __mmask16 m = as_lanes16(n - i);
         const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, src + i), s));
         if (store) _mm512_mask_storeu_ps(x + i, m, e);
         acc = _mm512_mask_add_ps(acc, m, acc, e);
@@ -80,7 +80,7 @@ AVX512 static double exp_shift_sum_512(float *x, const float *src, int64_t n, fl
 AVX512 static float max_512(const float *x, int64_t n) {
     __m512 acc = _mm512_set1_ps(x[0]);
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+        const __mmask16 m = as_lanes16(n - i);
         acc = _mm512_mask_max_ps(acc, m, acc, _mm512_maskz_loadu_ps(m, x + i));
     }
     return _mm512_reduce_max_ps(acc);
@@ -90,7 +90,7 @@ AVX512 static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, floa
     const __m512 vl = _mm512_set1_ps(l), vg = _mm512_set1_ps(g);
     int64_t i = 0;
     for (; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+        const __mmask16 m = as_lanes16(n - i);
         _mm512_mask_storeu_ps(dz + i, m, _mm512_fnmadd_ps(vg, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + i), vl)), _mm512_maskz_loadu_ps(m, dz + i)));
     }
 }
@@ -99,7 +99,7 @@ AVX512 static void silu_fwd_512(float *h, const float *g, const float *u, int64_
     const __m512 one = _mm512_set1_ps(1.0f);
     int64_t i = 0;
     for (; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+        const __mmask16 m = as_lanes16(n - i);
         const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
         const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
         _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_mul_ps(x, s), _mm512_maskz_loadu_ps(m, u + i)));
@@ -110,7 +110,7 @@ AVX512 static void silu_bwd_512(float *dg, float *du, const float *dh, const flo
     const __m512 one = _mm512_set1_ps(1.0f);
     int64_t i = 0;
     for (; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+        const __mmask16 m = as_lanes16(n - i);
         const __m512 x = _mm512_maskz_loadu_ps(m, g + i), d = _mm512_maskz_loadu_ps(m, dh + i);
         const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
         const __m512 da = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s))));
@@ -128,7 +128,7 @@ AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0,
     const __m512 ks = _mm512_set1_ps(keep_scale);
     int64_t j = 0;
     for (; j < n; j += 16) {
-        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __mmask16 m = as_lanes16(n - j);
         const uint64_t k = k0 + (uint64_t)j;
         const __m512i lo0 = _mm512_set1_epi32((int)(uint32_t)k), lo = _mm512_add_epi32(lo0, lane);
         const __mmask16 carry = _mm512_cmplt_epu32_mask(lo, lo0);
@@ -148,7 +148,7 @@ AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0,
 AVX512 static void dropout_mask_512(float *d, const float *x, int64_t n, const uint16_t *keep, float keep_scale, int add) {
     const __m512 ks = _mm512_set1_ps(keep_scale);
     for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __mmask16 m = as_lanes16(n - j);
         const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_mov_ps((__mmask16)keep[j / 16], ks));
         _mm512_mask_storeu_ps(d + j, m, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), v) : v);
     }

@@ -15,6 +15,7 @@
 
 #include "tensor/gemm.h"
 #include "tensor/kernels.h"
+#include "tensor/lanes_x86.h"
 #include "util/common.h"
 
 const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
@@ -34,8 +35,6 @@ const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
-
-AVX512 static inline __mmask16 lanes(int64_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
 
 // R rows of out (16 columns from j0, mask m) from x rows i .. i+R-1.
 #define NARROW_R 8
@@ -72,7 +71,7 @@ AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alp
     for (int64_t b = 0; b < nblk; b++) {
         const int64_t i = b * NARROW_R;
         for (int64_t j0 = 0; j0 < r; j0 += 16) {
-            const __mmask16 m = lanes(r - j0);
+            const __mmask16 m = as_lanes16(r - j0);
             if (i + NARROW_R <= N) narrow_block(NARROW_R, N, i, K, r, j0, m, alpha, x, W, beta, out);
             else
                 for (int64_t i1 = i; i1 < N; i1++) narrow_block(1, N, i1, K, r, j0, m, alpha, x, W, beta, out);
@@ -122,13 +121,13 @@ AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha
         for (int64_t v0 = 0; v0 < nvec; v0 += WIDE_C) {
             const int C = (int)AS_MIN((int64_t)WIDE_C, nvec - v0);
             const int64_t c0 = 16 * v0;
-            const __mmask16 m = lanes(D - (c0 + 16 * (C - 1)));
+            const __mmask16 m = as_lanes16(D - (c0 + 16 * (C - 1)));
             if (i + WIDE_R <= N && C == WIDE_C) wide_block(WIDE_R, WIDE_C, i, c0, m, r, D, alpha, u, M, beta, y);
             else
                 for (int64_t i1 = i; i1 < AS_MIN(i + WIDE_R, N); i1++)
                     for (int c = 0; c < C; c++) {
                         const int64_t cc = c0 + 16 * c;
-                        wide_block(1, 1, i1, cc, lanes(D - cc), r, D, alpha, u, M, beta, y);
+                        wide_block(1, 1, i1, cc, as_lanes16(D - cc), r, D, alpha, u, M, beta, y);
                     }
         }
     }
@@ -171,7 +170,7 @@ AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, c
 #pragma omp parallel for schedule(static) num_threads(nth) if (nvec > 1)
     for (int64_t cv = 0; cv < nvec; cv++) {
         const int64_t c0 = 16 * cv;
-        const __mmask16 m = lanes(D - c0);
+        const __mmask16 m = as_lanes16(D - c0);
         int64_t j0 = 0;
         for (; j0 + 16 <= r; j0 += 16) reduce_block(16, N, r, D, j0, c0, m, alpha, v, x, trans, G);
         if (r - j0 >= 8) reduce_block(8, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 8;
