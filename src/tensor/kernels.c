@@ -298,6 +298,10 @@ static void matmul_q8(const kernel_ops *ops, float *out, int64_t ldo, const floa
     }
 }
 
+void kernel_matmul_q8_rows(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    matmul_q8(kernel_ops_get(), out, ldo, x, n_tokens, w, nth);
+}
+
 // ---- BF16 precision: gemm.h's products on the packed copy ----
 
 // Rows dequantised this many at a time while packing (a multiple of 16).
@@ -372,7 +376,8 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
 }
 
 size_t kernel_pack_size(const as_matrix *w) {
-    return kernel_current_isa() == KERNEL_ISA_AMX ? kernel_amx_pack_size(w) : 0;
+    const kernel_isa isa = kernel_current_isa();
+    return isa == KERNEL_ISA_AMX || isa == KERNEL_ISA_AVX512 ? kernel_amx_pack_size(w) : 0;
 }
 
 void kernel_pack(as_matrix *w, void *dst) {

@@ -1,5 +1,6 @@
 // AMX (Advanced Matrix Extensions) Q8 matmul for Q4_0 / Q4_1 / Q8_0 weights
-// and many tokens (prefill, batched decode): kernel_ops_amx.matmul_q8.
+// and many tokens (prefill, batched decode): kernel_ops_amx.matmul_q8; and
+// the same kernel with its float part on AVX-512 VNNI (below).
 //
 // Integer part: one TDPBSUD per 32-value block multiplies 16 tokens' signed
 // 8-bit activations (A: 16 rows x 32 bytes) by a tile of 16 weight rows'
@@ -39,6 +40,18 @@
 // version below made the kernel 1.2x faster; at 128 tokens it is amortised
 // over 8 token tiles.  One core, ffn_gate shape (1536 x 576 Q4_1): 220
 // GFLOP/s at 16 tokens, 300 at 32, 400 at 128 (AVX-512 VNNI: ~70-85).
+//
+// The same work items also run without tiles, for the "avx512" ISA
+// (kernel_matmul_q8_vnni: CPUs with AVX-512 VNNI but no AMX): the B-tile
+// layout is VNNI's row-interleaved one (lane r of tile row i holds codes
+// 4i..4i+3 of weight row r), so per block 8 VPDPBUSD with broadcast 4-byte
+// activation groups give one token's 16 exact block sums -- a C row -- and
+// the float steps are amx_scale_block's (vnni_tile_dot): the same bits
+// again.  On the Emerald Rapids VM of BENCHMARKS.md, capped to that ISA
+// (ALPHASPIN_KERNEL_ISA=avx512), it made batch-32 q8 decoding 330-370 ->
+// 760-810 tok/s and q8 prefill 512 290-360 -> 790-1080 against the row
+// kernel; with AMX the tiles stay faster (one core, 32 tokens: 205-263
+// GFLOP/s on VNNI against 228-288 on tiles).
 //
 // Linux hands a process the 8 KB tile register state only after it asks
 // (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); without that, tile
@@ -413,6 +426,65 @@ static void amx_tile_dot2(const amx_weight_block *wq, const amx_act_block *a0, c
     amx_finish(mb, ms, mk, a1, nb, sum1, out1, ldo, nr, nt1);
 }
 
+// The same products on AVX-512 VNNI instead of tiles: a row tile's block
+// (8 rows of 64 bytes in the B-tile layout: lane r of row i holds codes
+// 4i .. 4i+3 of weight row r) is 8 vectors, and token n's 32 codes meet them
+// as 8 broadcast 4-byte groups, so 8 VPDPBUSD give the 16 rows' exact block
+// sums P[n][r] -- amx_tile_dot's C row n -- and the float steps are
+// amx_scale_block's: the same bits.  NT tokens (<= 8) share each block's 8
+// weight vectors.
+//
+// pf / pf_lines as amx_tile_dot's, spread over the first group's blocks.
+static inline __attribute__((always_inline)) void vnni_tokens(const amx_weight_block *wq, const amx_act_block *a, int64_t nb, int n0,
+                                                             const int NT, float (*sum)[AMX_TOKENS][AMX_ROWS], const uint8_t *pf,
+                                                             int64_t pf_lines) {
+    const int64_t pf_per_block = (pf_lines + nb - 1) / nb;
+    int64_t pf_next = 0;
+    for (int b = 0; b < 4; b++) {
+        __m512 acc[8];
+#pragma GCC unroll 8
+        for (int n = 0; n < NT; n++) acc[n] = _mm512_setzero_ps();
+        for (int64_t k = b; k < nb; k += 4) {
+            const amx_weight_block *w = &wq[k];
+            for (int64_t p_ = 0; p_ < pf_per_block && pf_next < pf_lines; p_++, pf_next++) _mm_prefetch((const char *)pf + 64 * pf_next, _MM_HINT_T1);
+            __m512i wv[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) wv[i] = _mm512_load_si512(w->q[i]);
+            const __m512 d_w = _mm512_load_ps(w->d);
+            __m512i p[8];
+#pragma GCC unroll 8
+            for (int n = 0; n < NT; n++) p[n] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], _mm512_set1_epi32(((const int32_t *)a[k].q[n0 + n])[0]));
+#pragma GCC unroll 8
+            for (int i = 1; i < 8; i++)
+#pragma GCC unroll 8
+                for (int n = 0; n < NT; n++) p[n] = _mm512_dpbusd_epi32(p[n], wv[i], _mm512_set1_epi32(((const int32_t *)a[k].q[n0 + n])[i]));
+#pragma GCC unroll 8
+            for (int n = 0; n < NT; n++)
+                acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[n]), _mm512_mul_ps(d_w, _mm512_set1_ps(a[k].d[n0 + n])), acc[n]);
+        }
+#pragma GCC unroll 8
+        for (int n = 0; n < NT; n++) _mm512_store_ps(sum[b][n0 + n], acc[n]);
+    }
+}
+
+static void vnni_tile_dot(const amx_weight_block *wq, const amx_act_block *a, int64_t nb, float *out, int64_t ldo, int nr, int nt,
+                          const uint8_t *pf, int64_t pf_lines) {
+    _Alignas(64) float sum[4][AMX_TOKENS][AMX_ROWS];
+    for (int n0 = 0; n0 < nt; n0 += 8, pf_lines = 0) {
+        switch (AS_MIN(8, nt - n0)) {
+        case 1: vnni_tokens(wq, a, nb, n0, 1, sum, pf, pf_lines); break;
+        case 2: vnni_tokens(wq, a, nb, n0, 2, sum, pf, pf_lines); break;
+        case 3: vnni_tokens(wq, a, nb, n0, 3, sum, pf, pf_lines); break;
+        case 4: vnni_tokens(wq, a, nb, n0, 4, sum, pf, pf_lines); break;
+        case 5: vnni_tokens(wq, a, nb, n0, 5, sum, pf, pf_lines); break;
+        case 6: vnni_tokens(wq, a, nb, n0, 6, sum, pf, pf_lines); break;
+        case 7: vnni_tokens(wq, a, nb, n0, 7, sum, pf, pf_lines); break;
+        default: vnni_tokens(wq, a, nb, n0, 8, sum, pf, pf_lines); break;
+        }
+    }
+    amx_finish((const uint8_t *)wq[0].m, sizeof *wq, AMX_M_F32, a, nb, sum, out, ldo, nr, nt);
+}
+
 // Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
 // 32 values), stored as its row of the token tile.
 static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8_1_f32 *tmp, amx_act_block *act) {
@@ -435,6 +507,7 @@ typedef struct {
     const as_matrix *w;
     amx_act_block *act;
     size_t work_bytes;
+    bool vnni; // the float part on VNNI (vnni_tile_dot), no tiles
 } amx_job;
 
 // Token tiles in pairs sharing the B tiles (amx_tile_dot2): batch-32 decode
@@ -462,7 +535,7 @@ static void amx_thread(const amx_job *j) {
     const bool nibbles = w->type != GGML_TYPE_Q8_0, q4_0 = w->type == GGML_TYPE_Q4_0;
     const uint8_t *packed = w->packed;
     const size_t tile_bytes = (size_t)nb * (nibbles ? sizeof(amx_weight_block4) : sizeof(amx_weight_block));
-    amx_config();
+    if (!j->vnni) amx_config();
     // Each thread takes one contiguous range of items (static), so the row
     // tiles it prefetches into its core's L2 are the ones it will use: with
     // items handed out one by one (dynamic) about half of the prefetched
@@ -477,12 +550,7 @@ static void amx_thread(const amx_job *j) {
         const uint8_t *tile = packed ? packed + (size_t)(r0 / AMX_ROWS) * tile_bytes : NULL;
         const amx_weight_block *wq = tile && !nibbles ? (const amx_weight_block *)tile : unpacked;
         if (!packed) amx_unpack_weights(w, r0, nr, unpacked);
-        // An item of exactly one token-tile pair (batched decoding) unpacks
-        // a nibble-packed row tile as it goes (amx_tile_dot2); more pairs share one unpacking.
         const int64_t tt_end = AS_MIN((ch + 1) * tt_per_chunk, n_tt);
-        const bool one_pair = amx_pairs && tt_end - ch * tt_per_chunk == 2;
-        const amx_weight_block4 *p4 = packed && nibbles && one_pair ? (const amx_weight_block4 *)tile : NULL;
-        if (packed && nibbles && !p4) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, q4_0, unpacked);
         // Packed weights stream from memory once per call: while the first
         // token tile runs, the row tile AMX_PF_TILES ahead (the thread's
         // first item: all up to there) is fetched into L2, so each tile is
@@ -494,6 +562,21 @@ static void amx_thread(const amx_job *j) {
         const int64_t pf_tiles = packed ? AS_MAX((int64_t)0, AS_MIN(rt + AMX_PF_TILES, n_rt - 1) - pf_first + 1) : 0;
         const uint8_t *pf = pf_tiles > 0 ? packed + (size_t)pf_first * tile_bytes : NULL;
         const int64_t pf_lines = pf_tiles * (int64_t)tile_bytes / 64;
+        if (j->vnni) {
+            if (packed && nibbles) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, q4_0, unpacked);
+            for (int64_t tt = ch * tt_per_chunk; tt < tt_end; tt++) {
+                const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
+                const bool first = tt == ch * tt_per_chunk;
+                vnni_tile_dot(wq, j->act + tt * nb, nb, j->out + tt * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt, first ? pf : NULL,
+                              first ? pf_lines : 0);
+            }
+            continue;
+        }
+        // An item of exactly one token-tile pair (batched decoding) unpacks
+        // a nibble-packed row tile as it goes (amx_tile_dot2); more pairs share one unpacking.
+        const bool one_pair = amx_pairs && tt_end - ch * tt_per_chunk == 2;
+        const amx_weight_block4 *p4 = packed && nibbles && one_pair ? (const amx_weight_block4 *)tile : NULL;
+        if (packed && nibbles && !p4) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, q4_0, unpacked);
         for (int64_t tt = ch * tt_per_chunk; tt < tt_end; tt += 2) {
             const bool first = tt == ch * tt_per_chunk;
             if (tt + 1 < tt_end && amx_pairs) { // two token tiles share the B tiles
@@ -509,15 +592,12 @@ static void amx_thread(const amx_job *j) {
             }
         }
     }
-    _tile_release();
+    if (!j->vnni) _tile_release();
 }
 
-bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
-    const ggml_type t = w->type;
-    if (n_tokens < KERNEL_AMX_MIN_TOKENS || (t != GGML_TYPE_Q4_0 && t != GGML_TYPE_Q4_1 && t != GGML_TYPE_Q8_0) || !kernel_amx_permitted())
-        return false;
+static void tile_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth, bool vnni) {
     const int64_t nb = w->cols / 32, n_tt = (n_tokens + AMX_TOKENS - 1) / AMX_TOKENS;
-    amx_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w};
+    amx_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w, .vnni = vnni};
     j.act = kernel_scratch(SCRATCH_ACT, sizeof(amx_act_block) * (size_t)(n_tt * nb));
     // Tokens past the end of the last tile: zero codes and scales.
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
@@ -525,6 +605,19 @@ bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tok
     j.work_bytes = AS_MAX(AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING), sizeof(block_q8_1_f32) * (size_t)nb);
 #pragma omp parallel num_threads(nth)
     amx_thread(&j);
+}
+
+static bool tile_type(ggml_type t) { return t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q8_0; }
+
+bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    if (n_tokens < KERNEL_AMX_MIN_TOKENS || !tile_type(w->type) || !kernel_amx_permitted()) return false;
+    tile_matmul(out, ldo, x, n_tokens, w, nth, false);
+    return true;
+}
+
+bool kernel_matmul_q8_vnni(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    if (n_tokens < KERNEL_VNNI_TILE_MIN_TOKENS || !tile_type(w->type)) return false;
+    tile_matmul(out, ldo, x, n_tokens, w, nth, true);
     return true;
 }
 
@@ -535,7 +628,7 @@ bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tok
 // bytes, unpacked per work item into L1 with a few vector operations).
 size_t kernel_amx_pack_size(const as_matrix *w) {
     const ggml_type t = w->type;
-    if ((t != GGML_TYPE_Q4_0 && t != GGML_TYPE_Q4_1 && t != GGML_TYPE_Q8_0) || w->cols % 32 || w->rows < 1 || !kernel_amx_permitted()) return 0;
+    if (!tile_type(t) || w->cols % 32 || w->rows < 1) return 0;
     const size_t blk = t == GGML_TYPE_Q8_0 ? sizeof(amx_weight_block) : sizeof(amx_weight_block4);
     return blk * (size_t)((w->rows + AMX_ROWS - 1) / AMX_ROWS) * (size_t)(w->cols / 32);
 }

@@ -399,6 +399,7 @@ const kernel_ops kernel_ops_avx512 = {
     .vec_dot = vec_dot_avx512,
     .vec_dot_n = vec_dot_n_avx512,
     .fused_dot_n = fused_dot_n_avx512,
+    .matmul_q8 = kernel_matmul_q8_vnni,
 };
 
 // AVX-512 everywhere, plus AMX tiles for the Q8 matmul of many tokens.

@@ -81,7 +81,17 @@ bool kernel_amx_permitted(void);
 // KERNEL_AMX_MIN_TOKENS (kernel_ops.matmul_q8 of the "amx" ISA).
 bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
 #define KERNEL_AMX_MIN_TOKENS KERNEL_PACK_MIN_TOKENS // 6
-// The packed layout of kernel_pack for the AMX kernel (0: w's type has none).
+// The same kernel with its float part on AVX-512 VNNI instead of tiles (the
+// "avx512" ISA's kernel_ops.matmul_q8; same bits as both other kernels), for
+// n_tokens >= KERNEL_VNNI_TILE_MIN_TOKENS.  Only where the CPU has AVX-512
+// VNNI (kernel_isa_available(KERNEL_ISA_AVX512)).
+bool kernel_matmul_q8_vnni(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
+#define KERNEL_VNNI_TILE_MIN_TOKENS KERNEL_PACK_MIN_TOKENS
+// The row kernel of the current ISA (kernels.c matmul_q8): what
+// kernel_matmul runs for Q8 where matmul_q8 declines (tests compare to it).
+void kernel_matmul_q8_rows(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
+// The packed layout of kernel_pack for the tile kernels (0: w's type has none;
+// only AVX-512 code reads or writes it).
 size_t kernel_amx_pack_size(const as_matrix *w);
 void kernel_amx_pack(const as_matrix *w, void *dst, int nth);
 

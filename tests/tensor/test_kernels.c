@@ -312,12 +312,6 @@ static void test_thread_count_invariant(void **state) {
     free_matrix(&tm);
 }
 
-// The AMX kernel (kernels_amx.c) against the AVX-512 VNNI kernel, bit for
-// bit, and against the 8-bit-activation double reference: Q4_0/Q4_1/Q8_0,
-// rows no multiple of the 16-row tile, rows of 1, 3, 7 and 18 blocks (last
-// group of 4 holding 1, 3, 3 and 2), token counts around the tile size and
-// the AMX threshold, 1 and 2 threads.  Skipped where the CPU or the OS does
-// not offer AMX.
 // The AVX-512 Q8_1 quantiser gives the scalar definition's codes and scales,
 // bit for bit: ties at .5 (away from zero), an all-zero block, saturation-free
 // extremes, tails of 1-3 blocks after the groups of 4.
@@ -351,17 +345,37 @@ static void test_quantize_q8_1_avx512(void **state) {
     assert_true(c[4].d == 1.0f && ties == 31); // the halves really are there, rounded away from zero
 }
 
-static void test_amx_matches_vnni(void **state) {
+// The tile kernels (kernels_amx.c: on AMX tiles, and with the float part on
+// AVX-512 VNNI) against the AVX-512 row kernel, bit for bit, and that against
+// the 8-bit-activation double reference: Q4_0/Q4_1/Q8_0, rows no multiple of
+// the 16-row tile, rows of 1, 3, 7 and 18 blocks (last group of 4 holding 1,
+// 3, 3 and 2), token counts around the tile size, the VNNI kernel's groups of
+// 8 and the thresholds, 1 and 2 threads, called directly and through
+// kernel_matmul.  Skipped without AVX-512 VNNI; the AMX part where the CPU or
+// the OS does not offer AMX.
+static void check_same(const float *a, const float *v, int64_t ldo, int64_t nt, int64_t rows, const char *what, ggml_type t, int64_t cols,
+                       int nth) {
+    for (int64_t i = 0; i < nt; i++) {
+        if (memcmp(a + i * ldo, v + i * ldo, sizeof(float) * rows) != 0)
+            fail_msg("%s %s %lldx%lld, %lld tokens, %d threads: token %lld differs from the row kernel", what, ggml_type_name(t), (long long)rows,
+                     (long long)cols, (long long)nt, nth, (long long)i);
+        for (int64_t r = rows; r < ldo; r++) assert_true(isnan(a[i * ldo + r]));
+    }
+}
+
+static void test_tile_kernels_match_rows(void **state) {
     (void)state;
-    if (!kernel_isa_available(KERNEL_ISA_AMX)) {
-        fprintf(stderr, "no AMX-INT8 (or the OS refused the tile state): skipped\n");
+    if (!kernel_isa_available(KERNEL_ISA_AVX512)) {
+        fprintf(stderr, "no AVX-512 VNNI: skipped\n");
         skip();
     }
+    const bool amx = kernel_isa_available(KERNEL_ISA_AMX);
+    if (!amx) fprintf(stderr, "no AMX-INT8 (or the OS refused the tile state): the AMX kernel is not checked\n");
     as_rng rng;
     as_rng_seed(&rng, 77);
     const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
     const int64_t shapes[][2] = {{17, 32}, {45, 96}, {37, 224}, {130, 576}};
-    const int64_t counts[] = {5, 6, 8, 15, 16, 17, 33, 100};
+    const int64_t counts[] = {5, 6, 8, 9, 15, 16, 17, 33, 100};
     const int64_t max_tok = 100, max_cols = 576, max_rows = 130, ldo = max_rows + 5;
     float *x = malloc(sizeof(float) * max_tok * max_cols), *xq = malloc(sizeof(float) * max_tok * max_cols);
     float *a = malloc(sizeof(float) * max_tok * ldo), *v = malloc(sizeof(float) * max_tok * ldo);
@@ -371,32 +385,38 @@ static void test_amx_matches_vnni(void **state) {
         for (size_t si = 0; si < AS_ARRAY_LEN(shapes); si++) {
             test_matrix tm;
             const int64_t rows = shapes[si][0], cols = shapes[si][1];
-            make_matrix(&tm, types[ti], rows, cols, &rng);
+            const ggml_type t = types[ti];
+            make_matrix(&tm, t, rows, cols, &rng);
             for (size_t ci = 0; ci < AS_ARRAY_LEN(counts); ci++) {
                 const int64_t nt = counts[ci];
-                q8_activations(xq, x, nt, cols, types[ti]);
+                q8_activations(xq, x, nt, cols, t);
                 reference(ref, xq, nt, &tm);
                 for (int nth = 1; nth <= 2; nth++) {
                     kernel_set_threads(nth);
                     assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX512), AS_OK);
-                    kernel_matmul(v, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    for (int64_t i = 0; i < nt * ldo; i++) v[i] = NAN;
+                    kernel_matmul_q8_rows(v, ldo, x, nt, &tm.m, nth);
+                    const double e = rel_error(v, ldo, ref, nt, rows);
+                    if (!(e < 1e-5)) fail_msg("row kernel %s %lldx%lld, %lld tokens: error vs 8-bit activations %.3g", ggml_type_name(t), (long long)rows, (long long)cols, (long long)nt, e);
+                    // The VNNI tile kernel itself (it declines below its threshold) ...
                     for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
-                    // The AMX kernel itself (it declines below its threshold) ...
-                    const bool ran = kernel_matmul_q8_amx(a, ldo, x, nt, &tm.m, nth);
-                    assert_int_equal(ran, nt >= KERNEL_AMX_MIN_TOKENS);
-                    // ... and through kernel_matmul with the "amx" ISA.
-                    assert_int_equal(kernel_force_isa(KERNEL_ISA_AMX), AS_OK);
-                    if (!ran) kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
-                    for (int64_t t = 0; t < nt; t++) {
-                        if (memcmp(a + t * ldo, v + t * ldo, sizeof(float) * rows) != 0)
-                            fail_msg("AMX %s %lldx%lld, %lld tokens, %d threads: token %lld differs from AVX-512", ggml_type_name(types[ti]),
-                                     (long long)rows, (long long)cols, (long long)nt, nth, (long long)t);
-                        for (int64_t r = rows; r < ldo; r++) assert_true(isnan(a[t * ldo + r]));
-                    }
-                    const double e = rel_error(a, ldo, ref, nt, rows);
-                    if (!(e < 1e-5)) fail_msg("AMX %s %lldx%lld, %lld tokens: error vs 8-bit activations %.3g", ggml_type_name(types[ti]), (long long)rows, (long long)cols, (long long)nt, e);
+                    const bool ran = kernel_matmul_q8_vnni(a, ldo, x, nt, &tm.m, nth);
+                    assert_int_equal(ran, nt >= KERNEL_VNNI_TILE_MIN_TOKENS);
+                    if (ran) check_same(a, v, ldo, nt, rows, "VNNI tiles", t, cols, nth);
+                    // ... and kernel_matmul with the "avx512" ISA.
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
                     kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
-                    for (int64_t t = 0; t < nt; t++) assert_memory_equal(a + t * ldo, v + t * ldo, sizeof(float) * rows);
+                    check_same(a, v, ldo, nt, rows, "avx512 ISA", t, cols, nth);
+                    if (!amx) continue;
+                    // The AMX kernel itself, and kernel_matmul with the "amx" ISA.
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
+                    const bool ran_amx = kernel_matmul_q8_amx(a, ldo, x, nt, &tm.m, nth);
+                    assert_int_equal(ran_amx, nt >= KERNEL_AMX_MIN_TOKENS);
+                    if (ran_amx) check_same(a, v, ldo, nt, rows, "AMX", t, cols, nth);
+                    assert_int_equal(kernel_force_isa(KERNEL_ISA_AMX), AS_OK);
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
+                    kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    check_same(a, v, ldo, nt, rows, "amx ISA", t, cols, nth);
                 }
             }
             free_matrix(&tm);
@@ -509,7 +529,7 @@ int main(void) {
         cmocka_unit_test(test_get_row_bit_exact),
         cmocka_unit_test(test_thread_count_invariant),
         cmocka_unit_test(test_matmul_all_isas_all_types),
-        cmocka_unit_test(test_amx_matches_vnni),
+        cmocka_unit_test(test_tile_kernels_match_rows),
         cmocka_unit_test(test_quantize_q8_1_avx512),
         cmocka_unit_test(test_rope),
     };

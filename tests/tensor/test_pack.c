@@ -1,10 +1,12 @@
-// kernel_pack (the AMX kernel reading pre-packed weights) on random Q4_0 /
-// Q4_1 / Q8_0 matrices with odd shapes: the Q8 matmul with the packed copy
-// must give exactly the bits it gives without it (which test_kernels checks
-// against a double reference and the VNNI kernel), and must itself be within
-// the Q8 path's documented accuracy of a plain double product of the
-// dequantised weights (relative 2e-2 of ||out||).  Skipped (exit 77) on a CPU
-// without AMX, where kernel_pack_size is 0 (also checked).
+// kernel_pack (the tile kernels reading pre-packed weights: AMX, and the
+// VNNI float part of the "avx512" ISA) on random Q4_0 / Q4_1 / Q8_0 matrices
+// with odd shapes: the Q8 matmul with the packed copy must give exactly the
+// bits it gives without it (which test_kernels checks against a double
+// reference and the row kernel), and must itself be within the Q8 path's
+// documented accuracy of a plain double product of the dequantised weights
+// (relative 2e-2 of ||out||).  Runs on each of the two ISAs the CPU has;
+// skipped (exit 77) on a CPU without AVX-512 VNNI, where kernel_pack_size is
+// 0 (also checked).
 #include "test_common.h"
 
 #include <math.h>
@@ -48,8 +50,7 @@ static void check_one(ggml_type t, int64_t rows, int64_t cols, int64_t n_tok, as
     free(store), free(data), free(row), free(wf), free(x), free(plain), free(packed);
 }
 
-static void test_packed_equals_unpacked(void **state) {
-    (void)state;
+static void packed_equals_unpacked(void) {
     static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
     static const int64_t shapes[][2] = {{16, 32}, {37, 96}, {192, 576}, {50, 1536}};
     // 20 and 32: one pair of token tiles per item (batched decoding: the
@@ -62,6 +63,19 @@ static void test_packed_equals_unpacked(void **state) {
             for (size_t ki = 0; ki < AS_ARRAY_LEN(toks); ki++) check_one(types[ti], shapes[si][0], shapes[si][1], toks[ki], &r);
 }
 
+static void test_packed_equals_unpacked(void **state) {
+    (void)state;
+    int ran = 0;
+    for (int isa = KERNEL_ISA_AVX512; isa <= KERNEL_ISA_AMX; isa++) {
+        if (!kernel_isa_available((kernel_isa)isa)) continue;
+        assert_int_equal(kernel_force_isa((kernel_isa)isa), AS_OK);
+        packed_equals_unpacked();
+        ran++;
+    }
+    kernel_force_isa(KERNEL_ISA_AUTO);
+    assert_true(ran >= 1);
+}
+
 // Types without a packed layout report 0.
 static void test_no_layout(void **state) {
     (void)state;
@@ -71,10 +85,10 @@ static void test_no_layout(void **state) {
 }
 
 int main(void) {
-    if (kernel_current_isa() != KERNEL_ISA_AMX) {
+    if (kernel_current_isa() < KERNEL_ISA_AVX512) {
         as_matrix w = {.data = NULL, .type = GGML_TYPE_Q4_1, .rows = 16, .cols = 32, .row_bytes = 20};
         if (kernel_pack_size(&w) != 0) return 1;
-        fprintf(stderr, "SKIP: no AMX on this CPU (kernel_pack has no layout here)\n");
+        fprintf(stderr, "SKIP: no AVX-512 VNNI on this CPU (kernel_pack has no layout here)\n");
         return AS_TEST_SKIP;
     }
     const struct CMUnitTest tests[] = {
