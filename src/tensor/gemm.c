@@ -9,8 +9,9 @@
 // 32 x 32 outputs is four accumulator tiles (tmm0-3) fed by two A tiles
 // (tmm4-5, 16 rows x 32 K) and two B tiles (tmm6-7) per step of 32 K; the
 // sums stay in the tiles over all of K, then alpha/beta are applied on the way
-// out.  Threads own contiguous ranges of blocks along the larger output
-// dimension, so each element is summed by one thread in K order.
+// out.  The blocks along the larger output dimension go to the threads as
+// GEMM_PARTS_PER_THREAD contiguous ranges each, handed out dynamically; each
+// element is summed by one block call in K order, whichever thread runs it.
 #define _GNU_SOURCE
 #include "tensor/gemm.h"
 
@@ -308,6 +309,15 @@ static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_
 // memory), bf16 prefill 512 ~7% (alternating runs), and training's shapes
 // (bench_train_gemm) alike or faster.
 #define BCHUNK_BYTES (1024 * 1024)
+// Contiguous ranges of blocks per thread, handed out dynamically: one range
+// per thread (static) left the faster thread waiting whenever the two cores'
+// tile units ran at different speeds, which on the shared host of
+// BENCHMARKS.md is common (a bare tile product measured 12 TSC cycles on one
+// vCPU and 28 on the other in the same second).  bf16 prefill 512, two
+// threads, 10 alternating runs: median 2338 -> 2719 tok/s (1985-3826 ->
+// 2082-3679); batch-32 bf16 decoding and a bf16 LoRA training step within
+// the noise (1236 -> 1264 tok/s, 392 -> 418).
+#define GEMM_PARTS_PER_THREAD 4
 
 static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64_t N, int64_t Kp, float alpha, float beta, float *C,
                         int64_t ldc, int nth) {
@@ -318,13 +328,15 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
     const bool direct = alpha == 1.0f && beta == 0.0f;
     const int64_t nchunk = AS_MAX((int64_t)1, BCHUNK_BYTES / (BLK * Kp * 2));
     void (*const blk)(const uint16_t *, const uint16_t *, int64_t, float *, int64_t) = nbm == 1 ? block32_pf : block32;
+    const int64_t n_parts = nt > 1 ? AS_MIN(dim, (int64_t)GEMM_PARTS_PER_THREAD * nt) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const int t = nt > 1 ? omp_get_thread_num() : 0;
-        const int64_t lo = dim * t / nt, hi = dim * (t + 1) / nt;
-        const int64_t m_lo = split_n ? 0 : lo, m_hi = split_n ? nbm : hi, n_lo = split_n ? lo : 0, n_hi = split_n ? hi : nbn;
         float out[BLK * BLK] __attribute__((aligned(64)));
         amx_config();
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t part = 0; part < n_parts; part++) {
+        const int64_t lo = dim * part / n_parts, hi = dim * (part + 1) / n_parts;
+        const int64_t m_lo = split_n ? 0 : lo, m_hi = split_n ? nbm : hi, n_lo = split_n ? lo : 0, n_hi = split_n ? hi : nbn;
         for (int64_t nc = n_lo; nc < n_hi; nc += nchunk)
             for (int64_t mb = m_lo; mb < m_hi; mb++)
                 for (int64_t nb = nc; nb < AS_MIN(nc + nchunk, n_hi); nb++) {
@@ -336,6 +348,7 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
                     blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK);
                     epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
                 }
+        }
         amx_release();
     }
 }
