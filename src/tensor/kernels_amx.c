@@ -541,7 +541,9 @@ static void amx_thread(const amx_job *j) {
     // items handed out one by one (dynamic) about half of the prefetched
     // tiles were next used by the other core.  Batch-32 q8 decoding, two
     // threads: medians 885 -> 1062 tok/s (4 alternating runs), 870 -> 900
-    // (6 more, 5 of the 6 pairs faster); q8 prefill 512 unchanged.
+    // (6 more, 5 of the 6 pairs faster); q8 prefill 512 unchanged.  Four
+    // contiguous ranges per thread handed out dynamically (what the bf16
+    // products do, gemm.c) measured ~4% slower here: 1182 -> 1138 (6 runs).
     bool first_item = true;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < n_chunks * n_rt; item++) {
