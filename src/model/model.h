@@ -82,8 +82,8 @@ typedef struct model {
     model_lora lora;        // adapters in use (rank 0: none); see model_set_lora
     struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
     // The weight matrices in the kernels' packed layout (kernel_pack), made by
-    // the first Q8 forward pass of >= KERNEL_PACK_MIN_TOKENS tokens on an AMX
-    // CPU (0.75 bytes per Q4 weight, 1.25 per Q8_0 weight: ~115 MB for the
+    // the first Q8 forward pass of >= KERNEL_PACK_MIN_TOKENS tokens on a CPU
+    // with AVX-512 VNNI (0.625 bytes per Q4 weight, 1.25 per Q8_0 weight: ~110 MB for the
     // default model; ALPHASPIN_PACK=0 turns it off).
     void *packed_store;
     bool packed_tried;

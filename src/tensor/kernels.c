@@ -13,10 +13,11 @@
 // 8 bits once (block_q8_1_f32 for Q4_0/Q4_1/Q8_0 weights, block_q8_K for
 // Q4_K/Q6_K) and each output is an integer dot product with per-block fp32
 // scales.  A token's outputs are bitwise the same whatever else is in the
-// batch.  Float weight types always take the F32 path.  With the "amx" ISA,
-// Q4_0/Q4_1/Q8_0 calls of >= KERNEL_AMX_MIN_TOKENS tokens go to the AMX
-// kernel (kernel_ops.matmul_q8), which gives the same bits.  (Without AMX,
-// the F32 path's sgemm is faster for many tokens: bench/bench_matmul.)
+// batch.  Float weight types always take the F32 path.  Q4_0/Q4_1/Q8_0
+// calls of several tokens go to the tile kernels of kernels_amx.c
+// (kernel_ops.matmul_q8, which gives the same bits): with the "amx" ISA the
+// AMX kernel from KERNEL_AMX_MIN_TOKENS tokens and its VNNI variant from
+// KERNEL_VNNI_TILE_MIN_TOKENS, with the "avx512" ISA the VNNI variant.
 //
 // Threads take output rows in chunks of 16 from a shared counter (dynamic
 // schedule): on a busy machine a descheduled thread then delays a call by its

@@ -99,7 +99,7 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
 // and points w->packed at it; dst must outlive every use of w, and W's data
 // must not change after.  Results are bitwise the same with or without it.
 // It pays off for callers that make calls of >= KERNEL_PACK_MIN_TOKENS tokens.
-#define KERNEL_PACK_MIN_TOKENS 6
+#define KERNEL_PACK_MIN_TOKENS 3
 size_t kernel_pack_size(const as_matrix *w);
 void kernel_pack(as_matrix *w, void *dst);
 // The BF16 path's copy of W (gemm.h: W^T rounded and laid out for the

@@ -628,6 +628,16 @@ bool kernel_matmul_q8_vnni(float *out, int64_t ldo, const float *x, int64_t n_to
     return true;
 }
 
+// The "amx" ISA's matmul_q8: tiles from KERNEL_AMX_MIN_TOKENS tokens, below
+// that the VNNI float part, which does not pay for a whole 16-token tile.
+// Batch-B q8 decoding on this VM (two threads, two alternating runs each):
+// VNNI tiles over AMX tiles +28% at 6 tokens and +14-18% at 8, AMX ahead from
+// 10 (10: 654 / 527 vs 532 / 437 tok/s, 12 and 14 likewise); VNNI tiles over
+// the row kernel +12% at 3 tokens, +17% at 4, -4..-14% at 2.
+bool kernel_matmul_q8_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    return kernel_matmul_q8_amx(out, ldo, x, n_tokens, w, nth) || kernel_matmul_q8_vnni(out, ldo, x, n_tokens, w, nth);
+}
+
 // kernel_pack's layout: the row tiles' blocks one after another (tile rt,
 // block k at rt * nb + k): for Q8_0 exactly what amx_unpack_weights makes
 // per call without it (tiles load straight from it), for Q4_0 / Q4_1 the

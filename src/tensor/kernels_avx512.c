@@ -411,7 +411,7 @@ const kernel_ops kernel_ops_amx = {
     .vec_dot = vec_dot_avx512,
     .vec_dot_n = vec_dot_n_avx512,
     .fused_dot_n = fused_dot_n_avx512,
-    .matmul_q8 = kernel_matmul_q8_amx,
+    .matmul_q8 = kernel_matmul_q8_tiles,
 };
 
 #if defined(__clang__)

@@ -80,13 +80,16 @@ bool kernel_amx_permitted(void);
 // Q8 matmul of Q4_0/Q4_1/Q8_0 weights with AMX tiles for n_tokens >=
 // KERNEL_AMX_MIN_TOKENS (kernel_ops.matmul_q8 of the "amx" ISA).
 bool kernel_matmul_q8_amx(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
-#define KERNEL_AMX_MIN_TOKENS KERNEL_PACK_MIN_TOKENS // 6
+#define KERNEL_AMX_MIN_TOKENS 9
 // The same kernel with its float part on AVX-512 VNNI instead of tiles (the
 // "avx512" ISA's kernel_ops.matmul_q8; same bits as both other kernels), for
 // n_tokens >= KERNEL_VNNI_TILE_MIN_TOKENS.  Only where the CPU has AVX-512
 // VNNI (kernel_isa_available(KERNEL_ISA_AVX512)).
 bool kernel_matmul_q8_vnni(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
-#define KERNEL_VNNI_TILE_MIN_TOKENS KERNEL_PACK_MIN_TOKENS
+#define KERNEL_VNNI_TILE_MIN_TOKENS KERNEL_PACK_MIN_TOKENS // 3
+// The "amx" ISA's matmul_q8: the AMX kernel from KERNEL_AMX_MIN_TOKENS tokens,
+// the VNNI one from KERNEL_VNNI_TILE_MIN_TOKENS.
+bool kernel_matmul_q8_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
 // The row kernel of the current ISA (kernels.c matmul_q8): what
 // kernel_matmul runs for Q8 where matmul_q8 declines (tests compare to it).
 void kernel_matmul_q8_rows(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);

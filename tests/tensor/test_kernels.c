@@ -375,7 +375,7 @@ static void test_tile_kernels_match_rows(void **state) {
     as_rng_seed(&rng, 77);
     const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
     const int64_t shapes[][2] = {{17, 32}, {45, 96}, {37, 224}, {130, 576}};
-    const int64_t counts[] = {5, 6, 8, 9, 15, 16, 17, 33, 100};
+    const int64_t counts[] = {2, 3, 5, 6, 8, 9, 10, 15, 16, 17, 33, 100};
     const int64_t max_tok = 100, max_cols = 576, max_rows = 130, ldo = max_rows + 5;
     float *x = malloc(sizeof(float) * max_tok * max_cols), *xq = malloc(sizeof(float) * max_tok * max_cols);
     float *a = malloc(sizeof(float) * max_tok * ldo), *v = malloc(sizeof(float) * max_tok * ldo);
