@@ -19,12 +19,15 @@
 // AMX kernel from KERNEL_AMX_MIN_TOKENS tokens and its VNNI variant from
 // KERNEL_VNNI_TILE_MIN_TOKENS, with the "avx512" ISA the VNNI variant.
 //
-// Threads take output rows in chunks of 16 from a shared counter (dynamic
-// schedule): on a busy machine a descheduled thread then delays a call by its
-// current chunk, not by its whole static share (on the shared 2-core
-// development machine, static shares made single calls wait for whole
-// scheduler ticks, 4-8 ms; dynamic chunks cut but do not remove that).  Each
-// output is still computed by one thread in a fixed order, so results do not
+// The f32 path's threads take output rows in chunks of 16 from a shared
+// counter (dynamic schedule): on a busy machine a descheduled thread then
+// delays a call by its current chunk, not by its whole static share (an
+// earlier session measured single calls waiting for whole scheduler ticks,
+// 4-8 ms, with static shares).  The Q8 row kernel takes static shares: its
+// 8 KB prefetch ahead in the rows needs each thread's rows contiguous
+// (batch 1 +16-30%), and with one core kept busy by another process batch-1
+// decoding ran alike either way (32-42 tok/s, dynamic 32-36; 2026-11-27).
+// Each output is computed by one thread in a fixed order, so results do not
 // depend on the schedule.  Each thread owns its scratch, which grows once and is then
 // reused, so the hot loop never allocates.
 #include <cblas.h>
