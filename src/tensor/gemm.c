@@ -335,19 +335,19 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
         amx_config();
 #pragma omp for schedule(dynamic, 1)
         for (int64_t part = 0; part < n_parts; part++) {
-        const int64_t lo = dim * part / n_parts, hi = dim * (part + 1) / n_parts;
-        const int64_t m_lo = split_n ? 0 : lo, m_hi = split_n ? nbm : hi, n_lo = split_n ? lo : 0, n_hi = split_n ? hi : nbn;
-        for (int64_t nc = n_lo; nc < n_hi; nc += nchunk)
-            for (int64_t mb = m_lo; mb < m_hi; mb++)
-                for (int64_t nb = nc; nb < AS_MIN(nc + nchunk, n_hi); nb++) {
-                    const int64_t i0 = mb * BLK, j0 = nb * BLK, ni = AS_MIN((int64_t)BLK, M - i0), nj = AS_MIN((int64_t)BLK, N - j0);
-                    if (direct && ni == BLK && nj == BLK) { // C = the sums: tiles straight to C
-                        blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, C + i0 * ldc + j0, ldc);
-                        continue;
+            const int64_t lo = dim * part / n_parts, hi = dim * (part + 1) / n_parts;
+            const int64_t m_lo = split_n ? 0 : lo, m_hi = split_n ? nbm : hi, n_lo = split_n ? lo : 0, n_hi = split_n ? hi : nbn;
+            for (int64_t nc = n_lo; nc < n_hi; nc += nchunk)
+                for (int64_t mb = m_lo; mb < m_hi; mb++)
+                    for (int64_t nb = nc; nb < AS_MIN(nc + nchunk, n_hi); nb++) {
+                        const int64_t i0 = mb * BLK, j0 = nb * BLK, ni = AS_MIN((int64_t)BLK, M - i0), nj = AS_MIN((int64_t)BLK, N - j0);
+                        if (direct && ni == BLK && nj == BLK) { // C = the sums: tiles straight to C
+                            blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, C + i0 * ldc + j0, ldc);
+                            continue;
+                        }
+                        blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK);
+                        epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
                     }
-                    blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK);
-                    epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
-                }
         }
         amx_release();
     }

@@ -569,24 +569,16 @@ static void amx_thread(const amx_job *j) {
         const int64_t pf_tiles = packed ? AS_MAX((int64_t)0, AS_MIN(rt + AMX_PF_TILES, n_rt - 1) - pf_first + 1) : 0;
         const uint8_t *pf = pf_tiles > 0 ? packed + (size_t)pf_first * tile_bytes : NULL;
         const int64_t pf_lines = pf_tiles * (int64_t)tile_bytes / 64;
-        if (j->vnni) {
-            if (packed && nibbles) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, q4_0, unpacked);
-            for (int64_t tt = ch * tt_per_chunk; tt < tt_end; tt++) {
-                const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
-                const bool first = tt == ch * tt_per_chunk;
-                vnni_tile_dot(wq, j->act + tt * nb, nb, j->out + tt * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt, first ? pf : NULL,
-                              first ? pf_lines : 0);
-            }
-            continue;
-        }
         // An item of exactly one token-tile pair (batched decoding) unpacks
         // a nibble-packed row tile as it goes (amx_tile_dot2); more pairs share one unpacking.
-        const bool one_pair = amx_pairs && tt_end - ch * tt_per_chunk == 2;
+        const bool pairs = amx_pairs && !j->vnni, one_pair = pairs && tt_end - ch * tt_per_chunk == 2;
         const amx_weight_block4 *p4 = packed && nibbles && one_pair ? (const amx_weight_block4 *)tile : NULL;
         if (packed && nibbles && !p4) amx_unpack_packed4((const amx_weight_block4 *)tile, nb, q4_0, unpacked);
+        void (*const tile_dot)(const amx_weight_block *, const amx_act_block *, int64_t, float *, int64_t, int, int, const uint8_t *, int64_t) =
+            j->vnni ? vnni_tile_dot : amx_tile_dot;
         for (int64_t tt = ch * tt_per_chunk; tt < tt_end; tt += 2) {
             const bool first = tt == ch * tt_per_chunk;
-            if (tt + 1 < tt_end && amx_pairs) { // two token tiles share the B tiles
+            if (tt + 1 < tt_end && pairs) { // two token tiles share the B tiles
                 const int nt1 = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - (tt + 1) * AMX_TOKENS);
                 amx_tile_dot2(wq, j->act + tt * nb, j->act + (tt + 1) * nb, nb, j->out + tt * AMX_TOKENS * j->ldo + r0,
                               j->out + (tt + 1) * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt1, first ? pf : NULL, first ? pf_lines : 0, p4, q4_0, unpacked);
@@ -594,8 +586,8 @@ static void amx_thread(const amx_job *j) {
             }
             for (int64_t u = tt; u < AS_MIN(tt + 2, tt_end); u++) {
                 const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - u * AMX_TOKENS);
-                amx_tile_dot(wq, j->act + u * nb, nb, j->out + u * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt, u == tt && first ? pf : NULL,
-                             u == tt && first ? pf_lines : 0);
+                tile_dot(wq, j->act + u * nb, nb, j->out + u * AMX_TOKENS * j->ldo + r0, j->ldo, nr, nt, u == tt && first ? pf : NULL,
+                         u == tt && first ? pf_lines : 0);
             }
         }
     }
