@@ -189,6 +189,36 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     return 1.0f / _mm512_reduce_add_ps(vsum);
 }
 
+// The softmax of softmax_exp512 over the scores s[0..n) times scale, in one
+// pass for the maximum and one for the exponentials: p[0..n32) <- their bf16
+// values, zeros past n; returns 1 / sum (n >= 1; n = 0 writes zeros only).
+// The operations and their order are the scaling pass, softmax_exp512 and the
+// rounding to bf16 done one after another, so the same bits, with s left as it
+// was instead of written three times.
+ATTN_TARGET static float softmax_bf16(const float *s, int32_t n, float scale, uint16_t *p, int32_t n32) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 vmx = _mm512_set1_ps(-INFINITY);
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) vmx = _mm512_max_ps(vmx, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
+    const __mmask16 tail = as_lanes16(n - j);
+    if (tail) vmx = _mm512_mask_max_ps(vmx, tail, vmx, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + j), vs));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
+    __m512 vsum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + j), vs), mx));
+        _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(e));
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (tail) {
+        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + j), vs), mx));
+        _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_mov_ps(tail, e)));
+        vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
+        j += 16;
+    }
+    for (; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), _mm256_setzero_si256());
+    return n ? 1.0f / _mm512_reduce_add_ps(vsum) : 0.0f;
+}
+
 // Lines prefetched while one block of scores is computed: the values of its
 // keys (read after the softmax) and the next block's keys.  In batched
 // decoding the cache streams from memory (each step reads every sequence's
@@ -349,17 +379,9 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
     }
     // Softmax per vector over its own keys; probabilities to bf16.
     float *inv = att_grow(&ws_inv, sizeof(float) * (size_t)Rp);
-    const __m512 vs = _mm512_set1_ps(a->scale);
     for (int i = 0; i < Rp; i++) {
         const int32_t n = i < R ? a->n_keys[i / H] : 0;
-        float *s = S + (int64_t)i * n16;
-        for (int32_t j = 0; j < n; j += 16) {
-            const __mmask16 m = as_lanes16(n - j);
-            _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), vs));
-        }
-        if (n) inv[i] = softmax_exp512(s, n);
-        uint16_t *p = P + (int64_t)i * n32;
-        for (int32_t j = 0; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_loadu_ps(as_lanes16(n - j), s + j)));
+        inv[i] = softmax_bf16(S + (int64_t)i * n16, n, a->scale, P + (int64_t)i * n32, n32);
     }
     // Output, 16 vectors x 16 dimensions per tile, chunks of 32 keys.  Head
     // size 64: the four dimension tiles at once, each P tile loaded once.

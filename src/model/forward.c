@@ -559,6 +559,28 @@ static int batch_check(const model *m, const kv_cache *kv, const model_batch *b,
     return AS_OK;
 }
 
+// The attention blocks by decreasing cost (rows x keys of the last row; ties
+// by position in the batch), so that the threads, which take them one at a
+// time, end together: in a long prefill the cost grows with the block's
+// position, and taken in batch order the most expensive block came last
+// while the other thread waited.  Outputs do not depend on the order.
+static int64_t block_cost(const model_scratch *s, const model_batch *b, int32_t i) {
+    return (int64_t)s->blk_len[i] * (b->pos[s->blk_start[i] + s->blk_len[i] - 1] + 1);
+}
+static void sort_blocks(model_scratch *s, const model_batch *b) {
+    for (int32_t i = 1; i < s->n_blocks; i++) { // insertion sort: usually few blocks, often in order already
+        const int32_t st = s->blk_start[i], ln = s->blk_len[i];
+        const int64_t c = block_cost(s, b, i);
+        int32_t j = i;
+        for (; j > 0; j--) {
+            const int64_t cj = block_cost(s, b, j - 1);
+            if (cj > c || (cj == c && s->blk_start[j - 1] < st)) break;
+            s->blk_start[j] = s->blk_start[j - 1], s->blk_len[j] = s->blk_len[j - 1];
+        }
+        s->blk_start[j] = st, s->blk_len[j] = ln;
+    }
+}
+
 int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const model_config *c = &m->cfg;
     const int64_t n = b->n_tokens;
@@ -619,6 +641,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             s->n_blocks++;
         }
     }
+    sort_blocks(s, b);
     PROF(PR_EMB);
 
     // Element-wise loops run on one thread below ELEM_PAR_ROWS rows (decode):
