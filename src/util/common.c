@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,9 +52,31 @@ void *as_realloc_at(void *p, size_t n, const char *file, int line) {
     return q;
 }
 
+// Buffers of AS_HUGE_MIN bytes or more (packed weights, KV caches, training
+// activations) start on a 2 MB boundary and ask for transparent huge pages
+// (Linux's default THP mode is "madvise": nothing without the request).  The
+// kernels stream them: with 4 KB pages every 4 KB of a stream costs a TLB miss
+// and the hardware prefetchers stop at each page's end.  ALPHASPIN_HUGEPAGES=0
+// turns the request off (A/B measurements).
+#define AS_HUGE_MIN ((size_t)4 << 20)
+#define AS_HUGE_ALIGN ((size_t)2 << 20)
+
+static bool huge_wanted(void) {
+    static int wanted = -1; // read once; a race only repeats the same getenv
+    if (wanted < 0) {
+        const char *e = getenv("ALPHASPIN_HUGEPAGES");
+        wanted = !(e && !strcmp(e, "0"));
+    }
+    return wanted;
+}
+
 void *as_aligned_alloc_at(size_t n, const char *file, int line) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) as_die_at(file, line, "out of memory allocating %zu aligned bytes", n);
+    const bool huge = n >= AS_HUGE_MIN && huge_wanted();
+    if (posix_memalign(&p, huge ? AS_HUGE_ALIGN : 64, n ? n : 64) != 0) as_die_at(file, line, "out of memory allocating %zu aligned bytes", n);
+#ifdef MADV_HUGEPAGE
+    if (huge) (void)madvise(p, n, MADV_HUGEPAGE); // a hint: failure leaves 4 KB pages
+#endif
     return p;
 }
 
