@@ -64,7 +64,9 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")
 #endif
 #include <immintrin.h>
+#include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
@@ -504,6 +506,16 @@ static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8
     }
 }
 
+// Work items of one call: each thread owns a contiguous range (as a static
+// schedule gives), takes its items from the front, and when done takes the
+// other threads' last items from their backs.  The ranges keep what a core
+// prefetches for the items it will run (see amx_thread); the stealing
+// evens out the two cores' speeds, which on a shared host often differ
+// (kernels_amx.c's tile units: 12 against 28 cycles per product measured
+// on the two vCPUs at once).  A range is one 64-bit word, front << 32 |
+// back, changed by compare-and-swap, so an item is claimed exactly once.
+#define AMX_MAX_RANGES 64
+
 typedef struct {
     float *out;
     int64_t ldo;
@@ -513,7 +525,19 @@ typedef struct {
     amx_act_block *act;
     size_t work_bytes;
     bool vnni; // the float part on VNNI (vnni_tile_dot), no tiles
+    _Atomic uint64_t range[AMX_MAX_RANGES];
 } amx_job;
+
+// The next item of range r from its front (own) or back (stolen); -1 when empty.
+static int64_t range_claim(amx_job *j, int r, bool back) {
+    uint64_t v = atomic_load_explicit(&j->range[r], memory_order_relaxed);
+    for (;;) {
+        const uint64_t f = v >> 32, b = v & 0xffffffffu;
+        if (f >= b) return -1;
+        const uint64_t nv = back ? (f << 32 | (b - 1)) : ((f + 1) << 32 | b);
+        if (atomic_compare_exchange_weak_explicit(&j->range[r], &v, nv, memory_order_relaxed, memory_order_relaxed)) return (int64_t)(back ? b - 1 : f);
+    }
+}
 
 // Token tiles in pairs sharing the B tiles (amx_tile_dot2): batch-32 decode
 // 646 -> 728 tok/s (medians of 3 alternating runs, quiet machine).
@@ -527,13 +551,18 @@ static void pairs_read(void) {
 
 // One OpenMP thread's share (called inside the parallel region: clang does
 // not give the region's outlined body this file's target attributes).
-static void amx_thread(const amx_job *j) {
+static void amx_thread(amx_job *j) {
     pthread_once(&pairs_once, pairs_read);
     const as_matrix *w = j->w;
     const int64_t cols = w->cols, nb = cols / 32, n_tokens = j->n_tokens;
     const int64_t n_tt = (n_tokens + AMX_TOKENS - 1) / AMX_TOKENS, n_rt = (w->rows + AMX_ROWS - 1) / AMX_ROWS;
     const int64_t tt_per_chunk = AMX_TOKEN_CHUNK / AMX_TOKENS, n_chunks = (n_tt + tt_per_chunk - 1) / tt_per_chunk;
     uint8_t *work = kernel_scratch(SCRATCH_WORK, j->work_bytes);
+    // This thread's range of items (tile_matmul caps the threads at
+    // AMX_MAX_RANGES), published before the barrier that ends the next loop.
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t n_items = n_chunks * n_rt;
+    atomic_store_explicit(&j->range[tid], (uint64_t)(n_items * tid / nt) << 32 | (uint64_t)(n_items * (tid + 1) / nt), memory_order_relaxed);
 #pragma omp for schedule(static)
     for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
@@ -541,7 +570,7 @@ static void amx_thread(const amx_job *j) {
     const uint8_t *packed = w->packed;
     const size_t tile_bytes = (size_t)nb * (nibbles ? sizeof(amx_weight_block4) : sizeof(amx_weight_block));
     if (!j->vnni) amx_config();
-    // Each thread takes one contiguous range of items (static), so the row
+    // Each thread takes its own contiguous range of items first, so the row
     // tiles it prefetches into its core's L2 are the ones it will use: with
     // items handed out one by one (dynamic) about half of the prefetched
     // tiles were next used by the other core.  Batch-32 q8 decoding, two
@@ -549,9 +578,15 @@ static void amx_thread(const amx_job *j) {
     // (6 more, 5 of the 6 pairs faster); q8 prefill 512 unchanged.  Four
     // contiguous ranges per thread handed out dynamically (what the bf16
     // products do, gemm.c) measured ~4% slower here: 1182 -> 1138 (6 runs).
+    // Then it takes the other ranges' last items (range_claim), without
+    // prefetching: the owner prefetches ahead of its own front.
     bool first_item = true;
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < n_chunks * n_rt; item++) {
+    int victim = tid;
+    for (;;) {
+        int64_t item = victim == tid ? range_claim(j, tid, false) : range_claim(j, victim, true);
+        while (item < 0 && (victim = (victim + 1) % nt) != tid) item = range_claim(j, victim, true);
+        if (item < 0) break;
+        const bool stolen = victim != tid;
         const int64_t ch = item / n_rt, r0 = item % n_rt * AMX_ROWS;
         const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - r0);
         const uint8_t *tile = packed ? packed + (size_t)(r0 / AMX_ROWS) * tile_bytes : NULL;
@@ -566,7 +601,7 @@ static void amx_thread(const amx_job *j) {
         // every item, each tile twice, measured ~3% slower at batch 32).
         const int64_t rt = r0 / AMX_ROWS, pf_first = first_item || rt == 0 ? rt + 1 : rt + AMX_PF_TILES;
         first_item = false;
-        const int64_t pf_tiles = packed ? AS_MAX((int64_t)0, AS_MIN(rt + AMX_PF_TILES, n_rt - 1) - pf_first + 1) : 0;
+        const int64_t pf_tiles = packed && !stolen ? AS_MAX((int64_t)0, AS_MIN(rt + AMX_PF_TILES, n_rt - 1) - pf_first + 1) : 0;
         const uint8_t *pf = pf_tiles > 0 ? packed + (size_t)pf_first * tile_bytes : NULL;
         const int64_t pf_lines = pf_tiles * (int64_t)tile_bytes / 64;
         // An item of exactly one token-tile pair (batched decoding) unpacks
@@ -602,7 +637,7 @@ static void tile_matmul(float *out, int64_t ldo, const float *x, int64_t n_token
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
     const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
     j.work_bytes = AS_MAX(AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING), sizeof(block_q8_1_f32) * (size_t)nb);
-#pragma omp parallel num_threads(nth)
+#pragma omp parallel num_threads(AS_MIN(nth, AMX_MAX_RANGES))
     amx_thread(&j);
 }
 
