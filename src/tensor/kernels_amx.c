@@ -526,17 +526,20 @@ typedef struct {
     amx_act_block *act;
     size_t work_bytes;
     bool vnni; // the float part on VNNI (vnni_tile_dot), no tiles
-    _Atomic uint64_t range[AMX_MAX_RANGES];
+    struct { // one cache line each: with two words in a line, each claim stalled the other thread
+        _Atomic uint64_t w;
+        char pad[64 - sizeof(uint64_t)];
+    } range[AMX_MAX_RANGES] __attribute__((aligned(64)));
 } amx_job;
 
 // The next item of range r from its front (own) or back (stolen); -1 when empty.
 static int64_t range_claim(amx_job *j, int r, bool back) {
-    uint64_t v = atomic_load_explicit(&j->range[r], memory_order_relaxed);
+    uint64_t v = atomic_load_explicit(&j->range[r].w, memory_order_relaxed);
     for (;;) {
         const uint64_t f = v >> 32, b = v & 0xffffffffu;
         if (f >= b) return -1;
         const uint64_t nv = back ? (f << 32 | (b - 1)) : ((f + 1) << 32 | b);
-        if (atomic_compare_exchange_weak_explicit(&j->range[r], &v, nv, memory_order_relaxed, memory_order_relaxed)) return (int64_t)(back ? b - 1 : f);
+        if (atomic_compare_exchange_weak_explicit(&j->range[r].w, &v, nv, memory_order_relaxed, memory_order_relaxed)) return (int64_t)(back ? b - 1 : f);
     }
 }
 
@@ -563,7 +566,7 @@ static void amx_thread(amx_job *j) {
     // AMX_MAX_RANGES), published before the barrier that ends the next loop.
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t n_items = n_chunks * n_rt;
-    atomic_store_explicit(&j->range[tid], (uint64_t)(n_items * tid / nt) << 32 | (uint64_t)(n_items * (tid + 1) / nt), memory_order_relaxed);
+    atomic_store_explicit(&j->range[tid].w, (uint64_t)(n_items * tid / nt) << 32 | (uint64_t)(n_items * (tid + 1) / nt), memory_order_relaxed);
 #pragma omp for schedule(static)
     for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
