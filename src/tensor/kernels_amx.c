@@ -66,7 +66,6 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
@@ -76,6 +75,7 @@
 
 #include "tensor/kernels_impl.h"
 #include "tensor/lanes_x86.h"
+#include "tensor/steal.h"
 #include "util/common.h"
 
 #if defined(__clang__)
@@ -506,17 +506,9 @@ static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8
     }
 }
 
-// Work items of one call: each thread owns a contiguous range (as a static
-// schedule gives), takes its items from the front, and when done takes the
-// other threads' last items from their backs.  The ranges keep what a core
-// prefetches for the items it will run (see amx_thread); the stealing
-// evens out the two cores' speeds, which on a shared host often differ (on
-// the VM of BENCHMARKS.md a tile product measured 12 TSC cycles on one vCPU
-// and 28 on the other at once).  Batch-32 q8 decoding there: median 1137 ->
-// 1270 tok/s against the static ranges alone (8 alternating pairs, 7 faster).  A range is one 64-bit word, front << 32 |
-// back, changed by compare-and-swap, so an item is claimed exactly once.
-#define AMX_MAX_RANGES 64
-
+// Work items of one call: contiguous ranges with stealing (steal.h).
+// Batch-32 q8 decoding on the VM of BENCHMARKS.md: median 1137 -> 1270 tok/s
+// against the static ranges alone (8 alternating pairs, 7 faster).
 typedef struct {
     float *out;
     int64_t ldo;
@@ -526,22 +518,8 @@ typedef struct {
     amx_act_block *act;
     size_t work_bytes;
     bool vnni; // the float part on VNNI (vnni_tile_dot), no tiles
-    struct { // one cache line each: with two words in a line, each claim stalled the other thread
-        _Atomic uint64_t w;
-        char pad[64 - sizeof(uint64_t)];
-    } range[AMX_MAX_RANGES] __attribute__((aligned(64)));
+    steal_ranges ranges;
 } amx_job;
-
-// The next item of range r from its front (own) or back (stolen); -1 when empty.
-static int64_t range_claim(amx_job *j, int r, bool back) {
-    uint64_t v = atomic_load_explicit(&j->range[r].w, memory_order_relaxed);
-    for (;;) {
-        const uint64_t f = v >> 32, b = v & 0xffffffffu;
-        if (f >= b) return -1;
-        const uint64_t nv = back ? (f << 32 | (b - 1)) : ((f + 1) << 32 | b);
-        if (atomic_compare_exchange_weak_explicit(&j->range[r].w, &v, nv, memory_order_relaxed, memory_order_relaxed)) return (int64_t)(back ? b - 1 : f);
-    }
-}
 
 // Token tiles in pairs sharing the B tiles (amx_tile_dot2): batch-32 decode
 // 646 -> 728 tok/s (medians of 3 alternating runs, quiet machine).
@@ -563,10 +541,9 @@ static void amx_thread(amx_job *j) {
     const int64_t tt_per_chunk = AMX_TOKEN_CHUNK / AMX_TOKENS, n_chunks = (n_tt + tt_per_chunk - 1) / tt_per_chunk;
     uint8_t *work = kernel_scratch(SCRATCH_WORK, j->work_bytes);
     // This thread's range of items (tile_matmul caps the threads at
-    // AMX_MAX_RANGES), published before the barrier that ends the next loop.
+    // STEAL_MAX_THREADS), published before the barrier that ends the next loop.
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t n_items = n_chunks * n_rt;
-    atomic_store_explicit(&j->range[tid].w, (uint64_t)(n_items * tid / nt) << 32 | (uint64_t)(n_items * (tid + 1) / nt), memory_order_relaxed);
+    steal_init(&j->ranges, tid, nt, n_chunks * n_rt);
 #pragma omp for schedule(static)
     for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
@@ -582,14 +559,12 @@ static void amx_thread(amx_job *j) {
     // (6 more, 5 of the 6 pairs faster); q8 prefill 512 unchanged.  Four
     // contiguous ranges per thread handed out dynamically (what the bf16
     // products do, gemm.c) measured ~4% slower here: 1182 -> 1138 (6 runs).
-    // Then it takes the other ranges' last items (range_claim), without
+    // Then it takes the other ranges' last items (steal.h), without
     // prefetching: the owner prefetches ahead of its own front.
     bool first_item = true;
     int victim = tid;
-    for (;;) {
-        int64_t item = victim == tid ? range_claim(j, tid, false) : range_claim(j, victim, true);
-        while (item < 0 && (victim = (victim + 1) % nt) != tid) item = range_claim(j, victim, true);
-        if (item < 0) break;
+    int64_t item;
+    while (steal_next(&j->ranges, tid, nt, &victim, &item)) {
         const bool stolen = victim != tid;
         const int64_t ch = item / n_rt, r0 = item % n_rt * AMX_ROWS;
         const int nr = (int)AS_MIN((int64_t)AMX_ROWS, w->rows - r0);
@@ -641,7 +616,7 @@ static void tile_matmul(float *out, int64_t ldo, const float *x, int64_t n_token
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
     const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
     j.work_bytes = AS_MAX(AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING), sizeof(block_q8_1_f32) * (size_t)nb);
-#pragma omp parallel num_threads(AS_MIN(nth, AMX_MAX_RANGES))
+#pragma omp parallel num_threads(AS_MIN(nth, STEAL_MAX_THREADS))
     amx_thread(&j);
 }
 
