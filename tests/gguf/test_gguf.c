@@ -152,7 +152,8 @@ static void check_sample(const gguf_file *f, size_t alignment, bool tensors, boo
         for (int d = 0; d < 4; d++) assert_int_equal(t->ne[d], st->ne[d]);
         assert_int_equal(t->nbytes, sample_tensor_nbytes(st));
         assert_int_equal(t->offset % alignment, 0);
-        assert_int_equal(((const uint8_t *)t->data - f->base) % alignment, 0);
+        const uint8_t *td = t->data; // in the file, or in gguf_own_tensor_data's copy
+        assert_int_equal((f->tensor_store ? (size_t)(td - f->tensor_store) + f->data_offset : (size_t)(td - f->base)) % alignment, 0);
         for (size_t j = 0; j < t->nbytes; j++) assert_int_equal(((const uint8_t *)t->data)[j], sample_tensor_byte(i, j));
     }
     assert_null(gguf_find_tensor(f, "t.missing"));
@@ -211,6 +212,14 @@ static void test_round_trip_file(void **state) {
     assert_int_equal(gguf_open(&f, path), 0);
     assert_true(f->mapped);
     assert_string_equal(f->path, path);
+    check_sample(f, GGUF_DEFAULT_ALIGNMENT, true, false);
+    // The tensor data copied out of the mapping: the same tensors, bytes and offsets.
+    assert_null(f->tensor_store);
+    gguf_own_tensor_data(f);
+    assert_non_null(f->tensor_store);
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        assert_true((const uint8_t *)f->tensors[i].data >= f->tensor_store &&
+                    (const uint8_t *)f->tensors[i].data + f->tensors[i].nbytes <= f->tensor_store + (f->size - f->data_offset));
     check_sample(f, GGUF_DEFAULT_ALIGNMENT, true, false);
     gguf_close(f);
 
