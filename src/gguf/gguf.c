@@ -523,20 +523,20 @@ int gguf_open(gguf_file **out, const char *path) {
 
 void gguf_own_tensor_data(gguf_file *f) {
     if (!f->mapped || f->tensor_store || f->data_offset >= f->size) return;
+    const uint8_t *src = f->base + f->data_offset;
     const size_t n = f->size - f->data_offset, chunk = (size_t)4 << 20;
     uint8_t *dst = as_aligned_alloc(n);
-    // In chunks, each chunk's file pages let go once copied, so that the
-    // process never holds both (peak RSS as with the mapping alone).
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    // In chunks, each chunk's file pages let go once copied (the whole pages
+    // inside it), so that the process never holds both: peak RSS as with the
+    // mapping alone.
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     for (size_t o = 0; o < n; o += chunk) {
         const size_t len = n - o < chunk ? n - o : chunk;
-        memcpy(dst + o, f->base + f->data_offset + o, len);
-        const uintptr_t a = ((uintptr_t)(f->base + f->data_offset + o) + page - 1) / page * page,
-                        b = ((uintptr_t)(f->base + f->data_offset + o + len)) / page * page;
+        memcpy(dst + o, src + o, len);
+        const uintptr_t a = ((uintptr_t)(src + o) + page - 1) / page * page, b = (uintptr_t)(src + o + len) / page * page;
         if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
     }
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        f->tensors[i].data = dst + ((const uint8_t *)f->tensors[i].data - (f->base + f->data_offset));
+    for (uint64_t i = 0; i < f->n_tensors; i++) f->tensors[i].data = dst + ((const uint8_t *)f->tensors[i].data - src);
     f->tensor_store = dst;
 }
 

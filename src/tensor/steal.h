@@ -55,8 +55,10 @@ static inline bool steal_claim(steal_ranges *r, int i, bool back, int64_t *item)
 // The calling thread's next item: its own range first, then the others'
 // backs in turn (*victim: the range it came from; start it at tid).
 static inline bool steal_next(steal_ranges *r, int tid, int nt, int *victim, int64_t *item) {
-    if (*victim == tid && steal_claim(r, tid, false, item)) return true;
-    if (*victim == tid) *victim = (tid + 1) % nt;
+    if (*victim == tid) {
+        if (steal_claim(r, tid, false, item)) return true;
+        *victim = (tid + 1) % nt;
+    }
     for (; *victim != tid; *victim = (*victim + 1) % nt)
         if (steal_claim(r, *victim, true, item)) return true;
     return false;

@@ -61,13 +61,11 @@ void *as_realloc_at(void *p, size_t n, const char *file, int line) {
 #define AS_HUGE_MIN ((size_t)4 << 20)
 #define AS_HUGE_ALIGN ((size_t)2 << 20)
 
+// Read per call: such buffers are few, and a cached flag would be shared
+// unsynchronised state between the threads that allocate.
 static bool huge_wanted(void) {
-    static int wanted = -1; // read once; a race only repeats the same getenv
-    if (wanted < 0) {
-        const char *e = getenv("ALPHASPIN_HUGEPAGES");
-        wanted = !(e && !strcmp(e, "0"));
-    }
-    return wanted;
+    const char *e = getenv("ALPHASPIN_HUGEPAGES");
+    return !(e && !strcmp(e, "0"));
 }
 
 void *as_aligned_alloc_at(size_t n, const char *file, int line) {
