@@ -8,7 +8,10 @@
 // multiply-adds of broadcast query elements -- no horizontal sums.  Values stay
 // one row per position; a row of output is the sum over keys of p_j V_j, again
 // 16 lanes at a time.  Heads of one group share every loaded K/V vector
-// (grouped-query attention: 3 heads per KV head in the default model).
+// (grouped-query attention: 3 heads per KV head in the default model), and
+// so do up to 4 rows of a call (a prefill's block of positions): 12 query
+// vectors per fp16 -> fp32 conversion.  q8 prefill 512 on a 2-core AVX-512
+// VM without AMX (BENCHMARKS.md): attention ~22% -> ~17% of the samples.
 //
 // Every number is computed in an order fixed by its own row and key only:
 // score (row, j) = multiply-add chain over dimensions 0..d-1 from 0, times the
@@ -78,91 +81,127 @@ ATTN_TARGET static inline __attribute__((always_inline)) __m512 kv_load(const vo
     return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const as_fp16 *)p + i))) : _mm512_loadu_ps((const float *)p + i);
 }
 
-#define HMAX 3 // heads per register block
-#define TMAX 4 // key tiles per register block
-#define DMAX 4 // 16-float output vectors per register block
+// Register blocks.  A block of query vectors (rows x heads of one call, up to
+// GMAX: 4 rows of a 3-head group) shares every loaded key and value vector:
+// with one row per block (3 heads) each key vector converted from fp16 fed 3
+// multiply-adds, with 4 rows 12.
+#define GMAX MODEL_ATTN_SCORE_ROWS // query vectors per block (12)
+#define SACC 24                    // scores accumulators: vectors x key tiles
+#define VG 6                       // vectors per values register block
+#define DMAX 4                     // 16-float output vectors per values register block
+#define ATTN_D_MAX 256             // largest head size of the AVX-512 code
 
-// Scores of HC heads (q rows d apart) against TC key tiles starting at kt;
-// meanwhile the n_pf cache lines at pf[] are prefetched, a few per dimension.
-ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *q, int d, const void *kt, int64_t tile_stride,
-                                                                           float scale, float *s, int64_t s_stride, int HC, int TC, bool F16,
+// Key tiles per scores register block of G vectors.
+#define SCORES_TILES(G) ((G) <= SACC / 4 ? 4 : SACC / GMAX)
+
+// Scores of G query vectors against TC key tiles starting at kt: vector g's
+// element e is qT[e * G + g] (the block's queries transposed, so that one
+// pointer walks them), its scores go to s + g * s_stride.  Meanwhile the
+// n_pf cache lines at pf[] are prefetched, a few per dimension.
+ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *qT, int d, const void *kt, int64_t tile_stride,
+                                                                           float scale, float *s, int64_t s_stride, int G, int TC, bool F16,
                                                                            const char *const *pf, int n_pf) {
     const int pf_per_e = (n_pf + d - 1) / d;
-    __m512 acc[HMAX][TMAX];
-    #pragma GCC unroll 4
-    for (int h = 0; h < HC; h++)
+    __m512 acc[GMAX][4];
+    #pragma GCC unroll 12
+    for (int g = 0; g < G; g++)
         #pragma GCC unroll 4
-        for (int t = 0; t < TC; t++) acc[h][t] = _mm512_setzero_ps();
+        for (int t = 0; t < TC; t++) acc[g][t] = _mm512_setzero_ps();
     for (int e = 0; e < d; e++) {
         for (int i = e * pf_per_e; i < AS_MIN(n_pf, (e + 1) * pf_per_e); i++) _mm_prefetch(pf[i], _MM_HINT_T0);
-        __m512 k[TMAX];
+        __m512 k[4];
         #pragma GCC unroll 4
         for (int t = 0; t < TC; t++) k[t] = kv_load(kt, t * tile_stride + e * KV_TILE, F16);
-        #pragma GCC unroll 4
-        for (int h = 0; h < HC; h++) {
-            const __m512 qe = _mm512_set1_ps(q[h * d + e]);
+        #pragma GCC unroll 12
+        for (int g = 0; g < G; g++) {
+            const __m512 qe = _mm512_set1_ps(qT[e * G + g]);
             #pragma GCC unroll 4
-            for (int t = 0; t < TC; t++) acc[h][t] = _mm512_fmadd_ps(qe, k[t], acc[h][t]);
+            for (int t = 0; t < TC; t++) acc[g][t] = _mm512_fmadd_ps(qe, k[t], acc[g][t]);
         }
     }
     const __m512 vs = _mm512_set1_ps(scale);
-    #pragma GCC unroll 4
-    for (int h = 0; h < HC; h++)
+    #pragma GCC unroll 12
+    for (int g = 0; g < G; g++)
         #pragma GCC unroll 4
-        for (int t = 0; t < TC; t++) _mm512_storeu_ps(s + h * s_stride + t * KV_TILE, _mm512_mul_ps(acc[h][t], vs));
+        for (int t = 0; t < TC; t++) _mm512_storeu_ps(s + g * s_stride + t * KV_TILE, _mm512_mul_ps(acc[g][t], vs));
 }
 
-// out[h][0 .. 16 DC) = sum_{j < n} p[h][j] V[j][0 .. 16 DC), for HC heads.
+// out[g][0 .. 16 DC) = inv[g] sum_{j < n[g]} p[g][j] V[j][0 .. 16 DC) for GC
+// vectors (p[g] at p + g * p_stride): the keys all of them have together,
+// then each vector's own further keys, continuing its sums in key order.
 ATTN_TARGET static inline __attribute__((always_inline)) void values_block(const float *p, int64_t p_stride, const void *v, int64_t v_stride,
-                                                                           int32_t n, float *out, int d, const float *inv, int HC, int DC, bool F16) {
-    __m512 acc[HMAX][DMAX];
-    #pragma GCC unroll 4
-    for (int h = 0; h < HC; h++)
+                                                                           const int32_t *n, float *const *out, const float *inv, int GC,
+                                                                           int DC, bool F16) {
+    __m512 acc[VG][DMAX];
+    int32_t n_min = n[0];
+    #pragma GCC unroll 6
+    for (int g = 0; g < GC; g++) {
+        n_min = AS_MIN(n_min, n[g]);
         #pragma GCC unroll 4
-        for (int c = 0; c < DC; c++) acc[h][c] = _mm512_setzero_ps();
-    for (int32_t j = 0; j < n; j++) {
+        for (int c = 0; c < DC; c++) acc[g][c] = _mm512_setzero_ps();
+    }
+    for (int32_t j = 0; j < n_min; j++) {
         __m512 x[DMAX];
         #pragma GCC unroll 4
         for (int c = 0; c < DC; c++) x[c] = kv_load(v, (int64_t)j * v_stride + 16 * c, F16);
-        #pragma GCC unroll 4
-        for (int h = 0; h < HC; h++) {
-            const __m512 pj = _mm512_set1_ps(p[h * p_stride + j]);
+        #pragma GCC unroll 6
+        for (int g = 0; g < GC; g++) {
+            const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]);
             #pragma GCC unroll 4
-            for (int c = 0; c < DC; c++) acc[h][c] = _mm512_fmadd_ps(pj, x[c], acc[h][c]);
+            for (int c = 0; c < DC; c++) acc[g][c] = _mm512_fmadd_ps(pj, x[c], acc[g][c]);
         }
     }
-    #pragma GCC unroll 4
-    for (int h = 0; h < HC; h++)
+    #pragma GCC unroll 6
+    for (int g = 0; g < GC; g++) {
+        for (int32_t j = n_min; j < n[g]; j++) {
+            const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]);
+            #pragma GCC unroll 4
+            for (int c = 0; c < DC; c++) acc[g][c] = _mm512_fmadd_ps(pj, kv_load(v, (int64_t)j * v_stride + 16 * c, F16), acc[g][c]);
+        }
         #pragma GCC unroll 4
-        for (int c = 0; c < DC; c++) _mm512_storeu_ps(out + h * d + 16 * c, _mm512_mul_ps(acc[h][c], _mm512_set1_ps(inv[h])));
+        for (int c = 0; c < DC; c++) _mm512_storeu_ps(out[g] + 16 * c, _mm512_mul_ps(acc[g][c], _mm512_set1_ps(inv[g])));
+    }
 }
 
-// Constant block shapes, so that the accumulators live in registers.
-#define SCORES_CASE(H, T, F)                                                                                                                \
-    case (F) * 64 + (H) * 8 + (T): scores_block(q, d, kt, tile_stride, scale, s, s_stride, H, T, F, pf, n_pf); break;
-ATTN_TARGET static void scores_dispatch(const float *q, int d, const void *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
-                                        int hc, int tc, bool f16, const char *const *pf, int n_pf) {
-    switch ((int)f16 * 64 + hc * 8 + tc) {
-        SCORES_CASE(1, 1, 0) SCORES_CASE(1, 2, 0) SCORES_CASE(1, 3, 0) SCORES_CASE(1, 4, 0)
-        SCORES_CASE(2, 1, 0) SCORES_CASE(2, 2, 0) SCORES_CASE(2, 3, 0) SCORES_CASE(2, 4, 0)
-        SCORES_CASE(3, 1, 0) SCORES_CASE(3, 2, 0) SCORES_CASE(3, 3, 0) SCORES_CASE(3, 4, 0)
-        SCORES_CASE(1, 1, 1) SCORES_CASE(1, 2, 1) SCORES_CASE(1, 3, 1) SCORES_CASE(1, 4, 1)
-        SCORES_CASE(2, 1, 1) SCORES_CASE(2, 2, 1) SCORES_CASE(2, 3, 1) SCORES_CASE(2, 4, 1)
-        SCORES_CASE(3, 1, 1) SCORES_CASE(3, 2, 1) SCORES_CASE(3, 3, 1) SCORES_CASE(3, 4, 1)
+// Constant block shapes, so that the accumulators live in registers: TC the
+// full SCORES_TILES(G) or 1 (the last tiles), DC 4 or 1 (head sizes that are
+// not multiples of 64).
+#define SCORES_CASE(G, F)                                                                                                                   \
+    case (F) * 32 + (G):                                                                                                                    \
+        if (tc == SCORES_TILES(G))                                                                                                          \
+            scores_block(qT, d, kt, tile_stride, scale, s, s_stride, G, SCORES_TILES(G), F, pf, n_pf);                                     \
+        else                                                                                                                                \
+            for (int t_ = 0; t_ < tc; t_++)                                                                                                 \
+                scores_block(qT, d, (const uint8_t *)kt + t_ * tile_stride * (F ? 2 : 4), tile_stride, scale, s + t_ * KV_TILE, s_stride, \
+                             G, 1, F, pf, t_ ? 0 : n_pf);                                                                                   \
+        break;
+#define SCORES_CASES(F)                                                                                                                     \
+    SCORES_CASE(1, F) SCORES_CASE(2, F) SCORES_CASE(3, F) SCORES_CASE(4, F) SCORES_CASE(5, F) SCORES_CASE(6, F)                             \
+    SCORES_CASE(7, F) SCORES_CASE(8, F) SCORES_CASE(9, F) SCORES_CASE(10, F) SCORES_CASE(11, F) SCORES_CASE(12, F)
+ATTN_TARGET static void scores_dispatch(const float *qT, int d, const void *kt, int64_t tile_stride, float scale, float *s, int64_t s_stride,
+                                        int G, int tc, bool f16, const char *const *pf, int n_pf) {
+    switch ((int)f16 * 32 + G) {
+        SCORES_CASES(0)
+        SCORES_CASES(1)
     default: break;
     }
 }
-#define VALUES_CASE(H, D, F)                                                                                                                \
-    case (F) * 64 + (H) * 8 + (D): values_block(p, p_stride, v, v_stride, n, out, d, inv, H, D, F); break;
-ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const void *v, int64_t v_stride, int32_t n, float *out, int d,
-                                        const float *inv, int hc, int dc, bool f16) {
-    switch ((int)f16 * 64 + hc * 8 + dc) {
-        VALUES_CASE(1, 1, 0) VALUES_CASE(1, 2, 0) VALUES_CASE(1, 3, 0) VALUES_CASE(1, 4, 0)
-        VALUES_CASE(2, 1, 0) VALUES_CASE(2, 2, 0) VALUES_CASE(2, 3, 0) VALUES_CASE(2, 4, 0)
-        VALUES_CASE(3, 1, 0) VALUES_CASE(3, 2, 0) VALUES_CASE(3, 3, 0) VALUES_CASE(3, 4, 0)
-        VALUES_CASE(1, 1, 1) VALUES_CASE(1, 2, 1) VALUES_CASE(1, 3, 1) VALUES_CASE(1, 4, 1)
-        VALUES_CASE(2, 1, 1) VALUES_CASE(2, 2, 1) VALUES_CASE(2, 3, 1) VALUES_CASE(2, 4, 1)
-        VALUES_CASE(3, 1, 1) VALUES_CASE(3, 2, 1) VALUES_CASE(3, 3, 1) VALUES_CASE(3, 4, 1)
+#define VALUES_CASE(G, F)                                                                                                                   \
+    case (F) * 32 + (G):                                                                                                                    \
+        if (dc == DMAX)                                                                                                                     \
+            values_block(p, p_stride, v, v_stride, n, out, inv, G, DMAX, F);                                                               \
+        else                                                                                                                                \
+            for (int c_ = 0; c_ < dc; c_++) {                                                                                               \
+                float *o_[VG];                                                                                                              \
+                for (int g_ = 0; g_ < G; g_++) o_[g_] = out[g_] + 16 * c_;                                                                  \
+                values_block(p, p_stride, (const uint8_t *)v + 16 * c_ * (F ? 2 : 4), v_stride, n, o_, inv, G, 1, F);                      \
+            }                                                                                                                               \
+        break;
+ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const void *v, int64_t v_stride, const int32_t *n,
+                                        float *const *out, const float *inv, int G, int dc, bool f16) {
+    switch ((int)f16 * 32 + G) {
+        VALUES_CASE(1, 0) VALUES_CASE(2, 0) VALUES_CASE(3, 0) VALUES_CASE(4, 0) VALUES_CASE(5, 0) VALUES_CASE(6, 0)
+        VALUES_CASE(1, 1) VALUES_CASE(2, 1) VALUES_CASE(3, 1) VALUES_CASE(4, 1) VALUES_CASE(5, 1) VALUES_CASE(6, 1)
     default: break;
     }
 }
@@ -232,29 +271,44 @@ static inline void pf_lines(const char **pf, int *n, const char *p, int64_t byte
 }
 
 ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
-    const int d = a->d;
+    const int d = a->d, H = a->n_heads, hb = AS_MIN(H, GMAX), rb = GMAX / hb;
     const int64_t ss = a->scores_stride, eb = a->f16 ? 2 : 4;
     const char *pf[ATTN_PF_MAX];
-    for (int r = 0; r < a->n_rows; r++) {
-        const int32_t n = a->n_keys[r], n_tiles = (n + KV_TILE - 1) / KV_TILE;
-        for (int h0 = 0; h0 < a->n_heads; h0 += HMAX) {
-            const int hc = AS_MIN(HMAX, a->n_heads - h0);
-            const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h0 * d;
-            for (int32_t t = 0; t < n_tiles; t += TMAX) {
-                int n_pf = 0;
-                if (h0 == 0 && r == 0)
-                    for (int32_t j = t * KV_TILE; j < AS_MIN(n, (t + TMAX) * KV_TILE); j++)
-                        pf_lines(pf, &n_pf, (const char *)a->v + j * a->v_stride * eb, d * eb);
-                for (int32_t u = t + TMAX; u < AS_MIN(n_tiles, t + 2 * TMAX); u++)
-                    pf_lines(pf, &n_pf, (const char *)a->k + u * a->k_tile_stride * eb, (int64_t)d * KV_TILE * eb);
-                scores_dispatch(q, d, (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb, a->k_tile_stride, a->scale,
-                                a->scores + (int64_t)t * KV_TILE, ss, hc, AS_MIN(TMAX, n_tiles - t), a->f16, pf, n_pf);
+    _Alignas(64) float qT[GMAX * ATTN_D_MAX];
+    for (int r0 = 0; r0 < a->n_rows; r0 += rb) {
+        const int rc = AS_MIN(rb, a->n_rows - r0);
+        for (int h0 = 0; h0 < H; h0 += hb) {
+            // The block: vector g = row r0 + g / hc, head h0 + g % hc.
+            const int hc = AS_MIN(hb, H - h0), G = rc * hc, TC = SCORES_TILES(G);
+            int32_t n[GMAX], n_max = 0;
+            float *out[GMAX], inv[GMAX];
+            for (int g = 0; g < G; g++) {
+                const int r = r0 + g / hc, h = h0 + g % hc;
+                n[g] = a->n_keys[r];
+                n_max = AS_MAX(n_max, n[g]);
+                out[g] = a->out + (int64_t)r * a->out_stride + (int64_t)h * d;
+                const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h * d;
+                for (int e = 0; e < d; e++) qT[e * G + g] = q[e];
             }
-            float inv[HMAX];
-            for (int h = 0; h < hc; h++) inv[h] = softmax_exp512(a->scores + h * ss, n);
-            float *out = a->out + (int64_t)r * a->out_stride + (int64_t)h0 * d;
-            for (int c = 0; c < d; c += 16 * DMAX)
-                values_dispatch(a->scores, ss, (const uint8_t *)a->v + c * eb, a->v_stride, n, out + c, d, inv, hc, AS_MIN(DMAX, (d - c) / 16), a->f16);
+            const int32_t n_tiles = (n_max + KV_TILE - 1) / KV_TILE;
+            for (int32_t t = 0; t < n_tiles; t += TC) {
+                int n_pf = 0;
+                if (h0 == 0 && r0 == 0)
+                    for (int32_t j = t * KV_TILE; j < AS_MIN(n_max, (t + TC) * KV_TILE); j++)
+                        pf_lines(pf, &n_pf, (const char *)a->v + j * a->v_stride * eb, d * eb);
+                for (int32_t u = t + TC; u < AS_MIN(n_tiles, t + 2 * TC); u++)
+                    pf_lines(pf, &n_pf, (const char *)a->k + u * a->k_tile_stride * eb, (int64_t)d * KV_TILE * eb);
+                scores_dispatch(qT, d, (const uint8_t *)a->k + (int64_t)t * a->k_tile_stride * eb, a->k_tile_stride, a->scale,
+                                a->scores + (int64_t)t * KV_TILE, ss, G, AS_MIN(TC, n_tiles - t), a->f16, pf, n_pf);
+            }
+            for (int g = 0; g < G; g++) inv[g] = softmax_exp512(a->scores + g * ss, n[g]);
+            for (int g0 = 0; g0 < G; g0 += VG)
+                for (int c = 0; c < d; c += 16 * DMAX) {
+                    float *o[VG];
+                    for (int g = g0; g < AS_MIN(G, g0 + VG); g++) o[g - g0] = out[g] + c;
+                    values_dispatch(a->scores + g0 * ss, ss, (const uint8_t *)a->v + c * eb, a->v_stride, n + g0, o, inv + g0,
+                                    AS_MIN(VG, G - g0), AS_MIN(DMAX, (d - c) / 16), a->f16);
+                }
         }
     }
 }
@@ -437,7 +491,7 @@ AMX_ATT_TARGET static void attention_rows_amx(const model_attn_args *a) {
 
 bool model_attention_avx512_usable(int d) {
 #ifdef ATTN_X86
-    return d % 16 == 0 && cpu_get_features()->avx512f;
+    return d % 16 == 0 && d <= ATTN_D_MAX && cpu_get_features()->avx512f;
 #else
     (void)d;
     return false;

@@ -41,7 +41,7 @@ __attribute__((target("avx2,fma,avx512f"))) static inline __m512 model_exp512(__
 // tiles in the cache and v_panel is the distance between its V panels (in
 // pairs of bf16).
 //   out[r * out_stride + h * d + e] = sum_j softmax_j(scale q.k_j) v_j[e], j < n_keys[r]
-// scores: scratch of 3 rows of scores_stride floats, scores_stride >= n_keys
+// scores: scratch of MODEL_ATTN_SCORE_ROWS rows of scores_stride floats, scores_stride >= n_keys
 // rounded up to a whole tile.  Each output depends only on its own row's
 // query, keys and values, in a fixed order (bitwise the same whatever rows or
 // heads share a call).  simd = false: the generic C code.
@@ -64,7 +64,7 @@ typedef struct model_attn_args {
     float *scores;
     int64_t scores_stride;
 } model_attn_args;
-#define MODEL_ATTN_SCORE_ROWS 3
+#define MODEL_ATTN_SCORE_ROWS 12
 void model_attention_rows(const model_attn_args *a, bool simd);
 bool model_attention_avx512_usable(int d); // this CPU and head size can take the AVX-512 code
 bool model_attention_amx_usable(int d);    // ... and the AMX-BF16 code

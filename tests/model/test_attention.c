@@ -141,11 +141,17 @@ static void test_rows_independent(void **state) {
     (void)state;
     as_rng r;
     as_rng_seed(&r, 11);
+    // Shapes (head size, heads per KV group, rows): the AVX-512 code takes
+    // blocks of up to 12 query vectors (rows x heads), so these split a
+    // call's rows and heads in different ways, with partial last blocks.
+    static const int shapes[][3] = {{64, 3, 16}, {64, 1, 14}, {80, 4, 7}, {256, 8, 5}, {16, 13, 3}};
+    for (int si = 0; si < (int)AS_ARRAY_LEN(shapes); si++)
     for (int simd = 0; simd < 8; simd++) { // bits as above
-        const bool amx = (simd & 4) && model_attention_amx_usable(64);
+        const int d = shapes[si][0], G = shapes[si][1];
+        const bool amx = (simd & 4) && model_attention_amx_usable(d);
         if ((simd & 4) && !amx) continue;
         case_data c;
-        case_init(&c, 64, 3, 16, 150, simd & 2, &r);
+        case_init(&c, d, G, shapes[si][2], 150, simd & 2, &r);
         const int64_t n_out = c.n_rows * c.q_stride;
         model_attn_args a = case_args(&c, 0, c.n_rows);
         a.bf16 = amx;
@@ -158,7 +164,7 @@ static void test_rows_independent(void **state) {
             a.bf16 = amx;
             model_attention_rows(&a, simd & 1);
         }
-        for (int i = 0; i < c.n_rows; i++) assert_memory_equal(all + i * c.q_stride, c.out + i * c.q_stride, sizeof(float) * 3 * 64);
+        for (int i = 0; i < c.n_rows; i++) assert_memory_equal(all + i * c.q_stride, c.out + i * c.q_stride, sizeof(float) * G * d);
         free(all);
         case_free(&c);
     }
