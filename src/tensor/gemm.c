@@ -1,4 +1,6 @@
-// Dense products (see gemm.h): fp32 through OpenBLAS, bf16 on AMX tiles.
+// Dense products (see gemm.h): fp32 through OpenBLAS, bf16 on AMX tiles or,
+// without AMX, on AVX-512 fused multiply-adds of the bf16-rounded operands
+// (the "fallback" section below).
 //
 // op(A) is packed to bf16 (Mp x Kp, K padded to 32 with zeros) as tiles: each
 // 16-row block holds its Kp/32 tiles of 16 rows x 32 K one after another, 1 KB
@@ -16,6 +18,7 @@
 #include "tensor/gemm.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -353,7 +356,7 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
     }
 }
 
-// ---- fallback: bf16-rounded operands through fp32 sgemm ----
+// ---- fallback without AMX: bf16-rounded operands, fp32 sums ----
 
 static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *X, int64_t ld, int nth) {
     // op(X) (rows x cols) rounded, row-major, contiguous.
@@ -364,6 +367,114 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
     return r;
 }
 
+// C = alpha op(A) B + beta C on the rounded operands (ar: M x K contiguous,
+// br: B in panels of FB_COLS columns, fb_at), each element as one fused multiply-add chain over k = 0 ..
+// K-1 from zero, then alpha * sum (+ beta C as one more fused multiply-add
+// when beta != 0).  One order per element whatever M, the blocking or the
+// threads, so a row of C does not depend on the other rows of A: the bf16
+// precision's batch invariance holds without AMX too (with OpenBLAS's sgemm,
+// whose summation depends on the shape, generated text changed with the
+// batch size).  Blocks of up to FB_ROWS rows x FB_COLS columns; threads take
+// whole column blocks.  On the 2-core AVX-512 VM without AMX of BENCHMARKS.md
+// (bf16 precision, bench_inference, 2 alternating pairs) this also ran faster
+// than the sgemm it replaced: prefill 512 610-658 -> 906-948 tok/s, batch-32
+// decoding 286-322 -> 360-419 (OpenBLAS's kernels for these thin products
+// stream B with a 6 KB stride; the panels stream it contiguously).
+#define FB_ROWS 8
+#define FB_COLS 32
+
+// Element (k, n) of B in the fallback's layout: panels of FB_COLS columns, each
+// K rows of FB_COLS floats (zeros past N), so a block streams its panel.
+static inline int64_t fb_at(int64_t K, int64_t k, int64_t n) { return (n / FB_COLS * K + k) * FB_COLS + n % FB_COLS; }
+
+static float *rounded_panels_alloc(int64_t K, int64_t N) {
+    const size_t n = sizeof(float) * (size_t)AS_MAX((N + FB_COLS - 1) / FB_COLS * FB_COLS * K, (int64_t)1);
+    float *p = as_aligned_alloc(n);
+    memset(p, 0, n);
+    return p;
+}
+
+// One block: rows x cols (<= FB_COLS) outputs from the panel bp of columns n0 ...
+static void fb_block_c(const float *ar, const float *bp, int64_t K, int rows, int64_t n0, int cols, float alpha, float beta, float *C,
+                       int64_t ldc) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) acc = fmaf(ar[r * K + k], bp[k * FB_COLS + c], acc);
+            float *o = C + r * ldc + n0 + c;
+            *o = beta != 0.0f ? fmaf(beta, *o, alpha * acc) : alpha * acc;
+        }
+}
+
+#if defined(__x86_64__)
+AVX512 static inline __attribute__((always_inline)) void fb_block_avx512(const float *ar, const float *bp, int64_t K, const int RB, int64_t n0,
+                                                                         int cols, float alpha, float beta, float *C, int64_t ldc) {
+    const __mmask16 m0 = as_lanes16(AS_MIN(cols, 16)), m1 = as_lanes16(AS_MAX(cols - 16, 0));
+    __m512 acc[FB_ROWS][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m512 b0 = _mm512_load_ps(bp + k * FB_COLS), b1 = _mm512_load_ps(bp + k * FB_COLS + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; r++) {
+            const __m512 a = _mm512_set1_ps(ar[r * K + k]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; r++)
+        for (int h = 0; h < 2; h++) {
+            const __mmask16 m = h ? m1 : m0;
+            float *o = C + r * ldc + n0 + 16 * h;
+            __m512 v = _mm512_mul_ps(va, acc[r][h]);
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o), v);
+            _mm512_mask_storeu_ps(o, m, v);
+        }
+}
+
+AVX512 static void fb_block_x86(const float *ar, const float *bp, int64_t K, int rows, int64_t n0, int cols, float alpha, float beta,
+                                float *C, int64_t ldc) {
+    switch (rows) {
+    case 1: fb_block_avx512(ar, bp, K, 1, n0, cols, alpha, beta, C, ldc); break;
+    case 2: fb_block_avx512(ar, bp, K, 2, n0, cols, alpha, beta, C, ldc); break;
+    case 3: fb_block_avx512(ar, bp, K, 3, n0, cols, alpha, beta, C, ldc); break;
+    case 4: fb_block_avx512(ar, bp, K, 4, n0, cols, alpha, beta, C, ldc); break;
+    case 5: fb_block_avx512(ar, bp, K, 5, n0, cols, alpha, beta, C, ldc); break;
+    case 6: fb_block_avx512(ar, bp, K, 6, n0, cols, alpha, beta, C, ldc); break;
+    case 7: fb_block_avx512(ar, bp, K, 7, n0, cols, alpha, beta, C, ldc); break;
+    default: fb_block_avx512(ar, bp, K, 8, n0, cols, alpha, beta, C, ldc); break;
+    }
+}
+#endif
+
+static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *ar, const float *br, float beta, float *C, int64_t ldc,
+                    int nth) {
+#if defined(__x86_64__)
+    const bool simd = cpu_get_features()->avx512f;
+#else
+    const bool simd = false;
+#endif
+    const int64_t n_cb = (N + FB_COLS - 1) / FB_COLS;
+#pragma omp parallel for schedule(static) num_threads(nth) if (n_cb > 1 && M * N * K >= GEMM_MIN_TILE_WORK)
+    for (int64_t cb = 0; cb < n_cb; cb++) {
+        const int64_t n0 = cb * FB_COLS;
+        const int cols = (int)AS_MIN((int64_t)FB_COLS, N - n0);
+        const float *bp = br + cb * K * FB_COLS;
+        for (int64_t m0 = 0; m0 < M; m0 += FB_ROWS) {
+            const int rows = (int)AS_MIN((int64_t)FB_ROWS, M - m0);
+#if defined(__x86_64__)
+            if (simd) {
+                fb_block_x86(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
+                continue;
+            }
+#endif
+            fb_block_c(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
+        }
+    }
+}
+
 // ---- entry points ----
 
 void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
@@ -372,23 +483,28 @@ void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, co
         p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
         pack_b(p->data, tb, K, N, B, ldb, p->Kp, p->Np, nth);
     }
-    else p->rounded = rounded_copy(tb, K, N, B, ldb, nth);
+    else {
+        p->rounded = rounded_panels_alloc(K, N);
+#pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) p->rounded[fb_at(K, k, n)] = as_bf16_to_f32(as_f32_to_bf16(tb ? B[n * ldb + k] : B[k * ldb + n]));
+    }
 }
 
 void kernel_bf16_pack_init(kernel_bf16_packed *p, int64_t K, int64_t N) {
     packed_shape(p, K, N);
     if (kernel_gemm_bf16_amx()) p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
-    else p->rounded = as_aligned_alloc(sizeof(float) * (size_t)AS_MAX(K * N, (int64_t)1));
+    else p->rounded = rounded_panels_alloc(K, N);
 }
 
 void kernel_bf16_pack_rows(kernel_bf16_packed *p, int64_t n0, int64_t nn, const float *W, int64_t ldw, int nth) {
     if (n0 % 16 || n0 < 0 || nn < 0 || n0 + nn > p->N || ((n0 + nn) % 16 && n0 + nn != p->N))
         as_die("kernel_bf16_pack_rows: rows %lld + %lld of %lld are not whole panels", (long long)n0, (long long)nn, (long long)p->N);
     if (p->rounded) {
-        const int64_t K = p->K, N = p->N;
+        const int64_t K = p->K;
 #pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
         for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < nn; j++) p->rounded[k * N + n0 + j] = as_bf16_to_f32(as_f32_to_bf16(W[j * ldw + k]));
+            for (int64_t j = 0; j < nn; j++) p->rounded[fb_at(K, k, n0 + j)] = as_bf16_to_f32(as_f32_to_bf16(W[j * ldw + k]));
         return;
     }
     // Panels of these rows; the last chunk also writes the zero panels up to Np.
@@ -408,7 +524,7 @@ void kernel_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, in
     if (M == 0 || N == 0) return;
     if (P->rounded) {
         float *ar = rounded_copy(ta, M, K, A, lda, nth);
-        kernel_sgemm(false, false, M, N, K, alpha, ar, K, P->rounded, N, beta, C, ldc, nth);
+        fb_gemm(M, N, K, alpha, ar, P->rounded, beta, C, ldc, nth);
         free(ar);
         return;
     }

@@ -11,10 +11,11 @@
 // kernel_gemm_bf16*: the operands are rounded to bf16 (round to nearest
 // even), the products accumulate in fp32 on AMX-BF16 tiles (TDPBF16PS).
 // Without AMX (or without the OS permission) the same bf16-rounded operands
-// go through kernel_sgemm: the same products, summed in another order.  Every
-// output element is computed by one thread in a fixed order: results depend
-// only on the thread count, and (AMX) a row of C does not depend on the other
-// rows of A.
+// go through a fused multiply-add chain per element in K order (AVX-512, or
+// C): the same products, summed in another order.  Every output element is
+// computed by one thread in a fixed order: results depend only on the thread
+// count, and on both paths a row of C does not depend on the other rows of A
+// (the bf16 precision's batch invariance).
 #ifndef AS_TENSOR_GEMM_H
 #define AS_TENSOR_GEMM_H
 
@@ -39,7 +40,7 @@ void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 // vocabulary matrix against chunks of rows).
 typedef struct kernel_bf16_packed {
     uint16_t *data;    // AMX: 16-column panels of op(B), K pairs interleaved (Np/16, Kp/2, 16, 2)
-    float *rounded;    // without AMX: op(B) rounded to bf16, as fp32 (K x N)
+    float *rounded;    // without AMX: op(B) rounded to bf16, as fp32, in panels of 32 columns (gemm.c: fb_at)
     int64_t K, N, Kp, Np;
 } kernel_bf16_packed;
 
