@@ -435,13 +435,19 @@ static void amx_tile_dot2(const amx_weight_block *wq, const amx_act_block *a0, c
 // sums P[n][r] -- amx_tile_dot's C row n -- and the float steps are
 // amx_scale_block's: the same bits.  NT tokens (<= 8) share each block's 8
 // weight vectors.
-//
-// pf / pf_lines as amx_tile_dot's, spread over the first group's blocks.
-static inline __attribute__((always_inline)) __m512i act_group(const int8_t *q, int i) { // codes 4i..4i+3, all lanes
-    int32_t v;
-    memcpy(&v, q + 4 * i, sizeof v);
-    return _mm512_set1_epi32(v);
+
+// acc + VPDPBUSD(w, codes 4i..4i+3 of q in all lanes), the codes as the
+// instruction's embedded broadcast operand ({1to16}): one fused load-and-
+// multiply instead of a VPBROADCASTD and a VPDPBUSD (compilers do not fold
+// _mm512_set1_epi32 into it).  Cache-hot row tile of 16 rows x 16 tokens,
+// one core: 1690 -> 1514 TSC cycles at 576 columns, 4494 -> 3916 at 1536
+// (alternating runs; +8-15% in each pair).
+static inline __attribute__((always_inline)) __m512i dpbusd_bcst(__m512i acc, __m512i w, const int8_t *q, int i) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t (*)[1])(q + 4 * i)));
+    return acc;
 }
+
+// pf / pf_lines as amx_tile_dot's, spread over the first group's blocks.
 static inline __attribute__((always_inline)) void vnni_tokens(const amx_weight_block *wq, const amx_act_block *a, int64_t nb, int n0,
                                                              const int NT, float (*sum)[AMX_TOKENS][AMX_ROWS], const uint8_t *pf,
                                                              int64_t pf_lines) {
@@ -460,11 +466,11 @@ static inline __attribute__((always_inline)) void vnni_tokens(const amx_weight_b
             const __m512 d_w = _mm512_load_ps(w->d);
             __m512i p[8];
 #pragma GCC unroll 8
-            for (int n = 0; n < NT; n++) p[n] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], act_group(a[k].q[n0 + n], 0));
+            for (int n = 0; n < NT; n++) p[n] = dpbusd_bcst(_mm512_setzero_si512(), wv[0], a[k].q[n0 + n], 0);
 #pragma GCC unroll 8
             for (int i = 1; i < 8; i++)
 #pragma GCC unroll 8
-                for (int n = 0; n < NT; n++) p[n] = _mm512_dpbusd_epi32(p[n], wv[i], act_group(a[k].q[n0 + n], i));
+                for (int n = 0; n < NT; n++) p[n] = dpbusd_bcst(p[n], wv[i], a[k].q[n0 + n], i);
 #pragma GCC unroll 8
             for (int n = 0; n < NT; n++)
                 acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[n]), _mm512_mul_ps(d_w, _mm512_set1_ps(a[k].d[n0 + n])), acc[n]);
