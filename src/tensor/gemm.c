@@ -374,8 +374,8 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
 // threads, so a row of C does not depend on the other rows of A: the bf16
 // precision's batch invariance holds without AMX too (with OpenBLAS's sgemm,
 // whose summation depends on the shape, generated text changed with the
-// batch size).  Blocks of up to FB_ROWS rows x FB_COLS columns; threads take
-// whole column blocks.  On the 2-core AVX-512 VM without AMX of BENCHMARKS.md
+// batch size).  Blocks of up to FB_ROWS rows x FB_COLS columns (AVX-512,
+// AVX2 or C: the same bits); threads take whole column blocks.  On the 2-core AVX-512 VM without AMX of BENCHMARKS.md
 // (bf16 precision, bench_inference, 2 alternating pairs) this also ran faster
 // than the sgemm it replaced: prefill 512 610-658 -> 906-948 tok/s, batch-32
 // decoding 286-322 -> 360-419 (OpenBLAS's kernels for these thin products
@@ -434,6 +434,48 @@ AVX512 static inline __attribute__((always_inline)) void fb_block_avx512(const f
         }
 }
 
+// AVX2: the panel as two halves of 16 columns, 4 rows at a time (8 of the 16
+// ymm registers accumulate); each lane's chain is the same as above.
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void fb_rows_avx2(const float *ar, const float *bp, int64_t K,
+                                                                                                  const int RB, int64_t n0, int cols, float alpha,
+                                                                                                  float beta, float *C, int64_t ldc) {
+    for (int h = 0; h < 2 && 16 * h < cols; h++) {
+        __m256 acc[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < RB; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k++) {
+            const __m256 b0 = _mm256_load_ps(bp + k * FB_COLS + 16 * h), b1 = _mm256_load_ps(bp + k * FB_COLS + 16 * h + 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < RB; r++) {
+                const __m256 a = _mm256_broadcast_ss(ar + r * K + k);
+                acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+            }
+        }
+        _Alignas(32) float v[16];
+        for (int r = 0; r < RB; r++) {
+            _mm256_store_ps(v, _mm256_mul_ps(_mm256_set1_ps(alpha), acc[r][0]));
+            _mm256_store_ps(v + 8, _mm256_mul_ps(_mm256_set1_ps(alpha), acc[r][1]));
+            float *o = C + r * ldc + n0 + 16 * h;
+            for (int c = 0; c < AS_MIN(16, cols - 16 * h); c++) o[c] = beta != 0.0f ? fmaf(beta, o[c], v[c]) : v[c];
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void fb_block_avx2(const float *ar, const float *bp, int64_t K, int rows, int64_t n0, int cols,
+                                                               float alpha, float beta, float *C, int64_t ldc) {
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const float *a = ar + r0 * K;
+        float *c = C + r0 * ldc;
+        switch (AS_MIN(4, rows - r0)) {
+        case 1: fb_rows_avx2(a, bp, K, 1, n0, cols, alpha, beta, c, ldc); break;
+        case 2: fb_rows_avx2(a, bp, K, 2, n0, cols, alpha, beta, c, ldc); break;
+        case 3: fb_rows_avx2(a, bp, K, 3, n0, cols, alpha, beta, c, ldc); break;
+        default: fb_rows_avx2(a, bp, K, 4, n0, cols, alpha, beta, c, ldc); break;
+        }
+    }
+}
+
 AVX512 static void fb_block_x86(const float *ar, const float *bp, int64_t K, int rows, int64_t n0, int cols, float alpha, float beta,
                                 float *C, int64_t ldc) {
     switch (rows) {
@@ -451,11 +493,8 @@ AVX512 static void fb_block_x86(const float *ar, const float *bp, int64_t K, int
 
 static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *ar, const float *br, float beta, float *C, int64_t ldc,
                     int nth) {
-#if defined(__x86_64__)
-    const bool simd = cpu_get_features()->avx512f;
-#else
-    const bool simd = false;
-#endif
+    // The active ISA (kernels.h: ALPHASPIN_KERNEL_ISA caps it; the tests run each).
+    const kernel_isa isa = kernel_current_isa();
     const int64_t n_cb = (N + FB_COLS - 1) / FB_COLS;
 #pragma omp parallel for schedule(static) num_threads(nth) if (n_cb > 1 && M * N * K >= GEMM_MIN_TILE_WORK)
     for (int64_t cb = 0; cb < n_cb; cb++) {
@@ -465,8 +504,12 @@ static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *a
         for (int64_t m0 = 0; m0 < M; m0 += FB_ROWS) {
             const int rows = (int)AS_MIN((int64_t)FB_ROWS, M - m0);
 #if defined(__x86_64__)
-            if (simd) {
+            if (isa >= KERNEL_ISA_AVX512) {
                 fb_block_x86(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
+                continue;
+            }
+            if (isa == KERNEL_ISA_AVX2) {
+                fb_block_avx2(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
                 continue;
             }
 #endif
