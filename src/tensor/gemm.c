@@ -367,19 +367,20 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
     return r;
 }
 
-// C = alpha op(A) B + beta C on the rounded operands (ar: M x K contiguous,
-// br: B in panels of FB_COLS columns, fb_at), each element as one fused multiply-add chain over k = 0 ..
-// K-1 from zero, then alpha * sum (+ beta C as one more fused multiply-add
-// when beta != 0).  One order per element whatever M, the blocking or the
-// threads, so a row of C does not depend on the other rows of A: the bf16
+// C = alpha op(A) B + beta C on the rounded operands (ar: M x K contiguous;
+// br: B in panels of FB_COLS columns, fb_at), each element as one fused
+// multiply-add chain over k = 0 .. K-1 from zero, then alpha * sum (+ beta C
+// as one more fused multiply-add when beta != 0).  One order per element
+// whatever M, the blocking, the threads or the ISA (AVX-512, AVX2 or C: the
+// same bits), so a row of C does not depend on the other rows of A: the bf16
 // precision's batch invariance holds without AMX too (with OpenBLAS's sgemm,
 // whose summation depends on the shape, generated text changed with the
-// batch size).  Blocks of up to FB_ROWS rows x FB_COLS columns (AVX-512,
-// AVX2 or C: the same bits); threads take whole column blocks.  On the 2-core AVX-512 VM without AMX of BENCHMARKS.md
+// batch size).  Blocks of up to FB_ROWS rows x FB_COLS columns; threads take
+// whole column blocks.  On the 2-core AVX-512 VM without AMX of BENCHMARKS.md
 // (bf16 precision, bench_inference, 2 alternating pairs) this also ran faster
 // than the sgemm it replaced: prefill 512 610-658 -> 906-948 tok/s, batch-32
-// decoding 286-322 -> 360-419 (OpenBLAS's kernels for these thin products
-// stream B with a 6 KB stride; the panels stream it contiguously).
+// decoding 286-322 -> 360-419 (a first version that read B row-major, not
+// in panels, was slower than sgemm: 464 and 195).
 #define FB_ROWS 8
 #define FB_COLS 32
 
@@ -495,6 +496,7 @@ static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *a
                     int nth) {
     // The active ISA (kernels.h: ALPHASPIN_KERNEL_ISA caps it; the tests run each).
     const kernel_isa isa = kernel_current_isa();
+    (void)isa; // (x86 only)
     const int64_t n_cb = (N + FB_COLS - 1) / FB_COLS;
 #pragma omp parallel for schedule(static) num_threads(nth) if (n_cb > 1 && M * N * K >= GEMM_MIN_TILE_WORK)
     for (int64_t cb = 0; cb < n_cb; cb++) {
