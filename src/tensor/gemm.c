@@ -388,6 +388,14 @@ static float *rounded_copy(bool trans, int64_t rows, int64_t cols, const float *
 // K rows of FB_COLS floats (zeros past N), so a block streams its panel.
 static inline int64_t fb_at(int64_t K, int64_t k, int64_t n) { return (n / FB_COLS * K + k) * FB_COLS + n % FB_COLS; }
 
+// op(B) (K x nn; op = transpose when tb) rounded to bf16 into columns n0 ..
+// n0+nn-1 of the panels at dst (K rows each).
+static void fb_pack(float *dst, bool tb, int64_t K, int64_t n0, int64_t nn, const float *B, int64_t ldb, int nth) {
+#pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < nn; j++) dst[fb_at(K, k, n0 + j)] = as_bf16_to_f32(as_f32_to_bf16(tb ? B[j * ldb + k] : B[k * ldb + j]));
+}
+
 static float *rounded_panels_alloc(int64_t K, int64_t N) {
     const size_t n = sizeof(float) * (size_t)AS_MAX((N + FB_COLS - 1) / FB_COLS * FB_COLS * K, (int64_t)1);
     float *p = as_aligned_alloc(n);
@@ -494,29 +502,22 @@ AVX512 static void fb_block_x86(const float *ar, const float *bp, int64_t K, int
 
 static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *ar, const float *br, float beta, float *C, int64_t ldc,
                     int nth) {
-    // The active ISA (kernels.h: ALPHASPIN_KERNEL_ISA caps it; the tests run each).
+    // The block kernel of the active ISA (kernels.h: ALPHASPIN_KERNEL_ISA caps
+    // it; the tests run each).
+    void (*block)(const float *, const float *, int64_t, int, int64_t, int, float, float, float *, int64_t) = fb_block_c;
+#if defined(__x86_64__)
     const kernel_isa isa = kernel_current_isa();
-    (void)isa; // (x86 only)
+    if (isa >= KERNEL_ISA_AVX512) block = fb_block_x86;
+    else if (isa == KERNEL_ISA_AVX2) block = fb_block_avx2;
+#endif
     const int64_t n_cb = (N + FB_COLS - 1) / FB_COLS;
 #pragma omp parallel for schedule(static) num_threads(nth) if (n_cb > 1 && M * N * K >= GEMM_MIN_TILE_WORK)
     for (int64_t cb = 0; cb < n_cb; cb++) {
         const int64_t n0 = cb * FB_COLS;
         const int cols = (int)AS_MIN((int64_t)FB_COLS, N - n0);
         const float *bp = br + cb * K * FB_COLS;
-        for (int64_t m0 = 0; m0 < M; m0 += FB_ROWS) {
-            const int rows = (int)AS_MIN((int64_t)FB_ROWS, M - m0);
-#if defined(__x86_64__)
-            if (isa >= KERNEL_ISA_AVX512) {
-                fb_block_x86(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
-                continue;
-            }
-            if (isa == KERNEL_ISA_AVX2) {
-                fb_block_avx2(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
-                continue;
-            }
-#endif
-            fb_block_c(ar + m0 * K, bp, K, rows, n0, cols, alpha, beta, C + m0 * ldc, ldc);
-        }
+        for (int64_t m0 = 0; m0 < M; m0 += FB_ROWS)
+            block(ar + m0 * K, bp, K, (int)AS_MIN((int64_t)FB_ROWS, M - m0), n0, cols, alpha, beta, C + m0 * ldc, ldc);
     }
 }
 
@@ -530,9 +531,7 @@ void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, co
     }
     else {
         p->rounded = rounded_panels_alloc(K, N);
-#pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t n = 0; n < N; n++) p->rounded[fb_at(K, k, n)] = as_bf16_to_f32(as_f32_to_bf16(tb ? B[n * ldb + k] : B[k * ldb + n]));
+        fb_pack(p->rounded, tb, K, 0, N, B, ldb, nth);
     }
 }
 
@@ -546,10 +545,7 @@ void kernel_bf16_pack_rows(kernel_bf16_packed *p, int64_t n0, int64_t nn, const 
     if (n0 % 16 || n0 < 0 || nn < 0 || n0 + nn > p->N || ((n0 + nn) % 16 && n0 + nn != p->N))
         as_die("kernel_bf16_pack_rows: rows %lld + %lld of %lld are not whole panels", (long long)n0, (long long)nn, (long long)p->N);
     if (p->rounded) {
-        const int64_t K = p->K;
-#pragma omp parallel for schedule(static) num_threads(nth) if (K > 1)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < nn; j++) p->rounded[fb_at(K, k, n0 + j)] = as_bf16_to_f32(as_f32_to_bf16(W[j * ldw + k]));
+        fb_pack(p->rounded, true, p->K, n0, nn, W, ldw, nth);
         return;
     }
     // Panels of these rows; the last chunk also writes the zero panels up to Np.
