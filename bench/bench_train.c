@@ -105,6 +105,7 @@ int main(int argc, char **argv) {
     if (lora) train_set_adapters(m, false);
     if (train_forward(m, &b, ref, NULL)) as_die("bench_train: %s", as_last_error());
     if (lora) train_set_adapters(m, true);
+    b.backward = true; // the timed forward passes are each followed by a backward pass
 
     // AdamW state (two moments per trainable parameter) so that the peak RSS is
     // a real training run's; the update itself runs outside the timed step.

@@ -193,7 +193,8 @@ int gfn_loss(train_model *tm, const gfn_traj *t, int64_t n, int32_t end_id, doub
             row[tr->n_prompt + tr->m] = end_id;
             len[b] = (int32_t)(tr->n_prompt + tr->m + 1), plen[b] = (int32_t)tr->n_prompt;
         }
-        train_batch tb = {.n_seq = nb, .n_ctx = T, .tokens = tokens, .len = len, .prompt_len = plen, .target2 = target2};
+        train_batch tb = {.n_seq = nb, .n_ctx = T, .tokens = tokens, .len = len, .prompt_len = plen, .target2 = target2,
+                          .backward = backward};
         if ((rc = train_forward(tm, &tb, lsum, NULL))) break;
         train_token_logprobs(tm, lp1);
         train_token_logprobs2(tm, lp2);

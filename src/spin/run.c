@@ -457,6 +457,7 @@ int spin_train_microbatch(train_model *m, const spin_loss_config *lc, spin_pair 
     for (int32_t i = 0; i < n; i++) seqs[i] = &pairs[i]->w, seqs[n + i] = &pairs[i]->l;
     seq_batch sb;
     seq_batch_build(&sb, seqs, 2 * n);
+    sb.b.backward = true;
     float *pol = as_malloc(sizeof(float) * (size_t)(2 * n)), *grad = as_malloc(sizeof(float) * (size_t)(2 * n));
     spin_pair_logps *pl = as_malloc(sizeof *pl * (size_t)n);
     int32_t *cnt = as_malloc(sizeof(int32_t) * (size_t)(2 * n));

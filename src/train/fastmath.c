@@ -114,8 +114,8 @@ AVX512 static void silu_bwd_512(float *dg, float *du, const float *dh, const flo
         const __m512 x = _mm512_maskz_loadu_ps(m, g + i), d = _mm512_maskz_loadu_ps(m, dh + i);
         const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
         const __m512 da = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s))));
-        _mm512_mask_storeu_ps(dg + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dg + i), _mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, u + i)), da)));
-        _mm512_mask_storeu_ps(du + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, du + i), _mm512_mul_ps(d, _mm512_mul_ps(x, s))));
+        _mm512_mask_storeu_ps(dg + i, m, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, u + i)), da));
+        _mm512_mask_storeu_ps(du + i, m, _mm512_mul_ps(d, _mm512_mul_ps(x, s)));
     }
 }
 
@@ -222,8 +222,8 @@ void train_silu_glu_backward(float *dg, float *du, const float *dh, const float 
     }
     for (int64_t i = 0; i < n; i++) {
         const float x = g[i], s = 1.0f / (1.0f + train_expf(-x));
-        dg[i] += dh[i] * u[i] * (s * (1.0f + x * (1.0f - s)));
-        du[i] += dh[i] * (x * s);
+        dg[i] = dh[i] * u[i] * (s * (1.0f + x * (1.0f - s)));
+        du[i] = dh[i] * (x * s);
     }
 }
 

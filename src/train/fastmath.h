@@ -18,7 +18,7 @@ float train_max(const float *x, int64_t n);
 void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l);
 // SwiGLU: h[i] = silu(g[i]) u[i], silu(x) = x / (1 + exp(-x)).
 void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n);
-// dg[i] += dh u s (1 + g (1 - s)),  du[i] += dh silu(g),  s = sigmoid(g).
+// dg[i] = dh u s (1 + g (1 - s)),  du[i] = dh silu(g),  s = sigmoid(g) (written, not accumulated).
 void train_silu_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
 // Inverted dropout of one row: d[j] (+)= x[j] * (h(k0 + j) < thresh ? 0 : keep_scale),
 // h = lowbias32 of the 64-bit counter folded to 32 bits (lo ^ hi).  The mask

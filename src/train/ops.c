@@ -247,7 +247,7 @@ void train_glu_forward(float *h, const float *g, const float *u, int64_t n, bool
     }
 }
 
-// h = act(g) u:  dg += dh u act'(g),  du += dh act(g), with
+// h = act(g) u:  dg = dh u act'(g),  du = dh act(g) (written, not accumulated), with
 //   SiLU:  act = g s, s = sigmoid(g);  act' = s (1 + g (1 - s))
 //   GELU:  act = g/2 (1 + t), t = tanh(k (g + 0.044715 g^3));
 //          act' = (1 + t)/2 + g/2 (1 - t^2) k (1 + 3 * 0.044715 g^2)
@@ -267,8 +267,8 @@ void train_glu_backward(float *dg, float *du, const float *dh, const float *g, c
         const float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
         const float a = 0.5f * x * (1.0f + t);
         const float da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        dg[i] += dh[i] * u[i] * da;
-        du[i] += dh[i] * a;
+        dg[i] = dh[i] * u[i] * da;
+        du[i] = dh[i] * a;
     }
 }
 

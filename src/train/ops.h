@@ -52,6 +52,7 @@ void train_attention_backward(float *dq, float *dk, float *dv, const float *dout
 
 // h = act(g) * u,  act = SiLU (llama) or tanh-approximated GELU (gemma).   (n)
 void train_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth);
+// Its backward writes dg and du (the only paths from g and u).
 void train_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu, int nth);
 
 // Per row: lse = log sum_j exp(logits_j); logp = logits[target] - lse.   logits (rows, V)

@@ -222,7 +222,7 @@ static int run_sequences(train_model *m, const encoded *enc, const int64_t *idx,
             memcpy(mask + (int64_t)b * T, e->mask, (size_t)e->len);
             len[b] = e->len;
         }
-        train_batch batch = {.n_seq = B, .n_ctx = T, .tokens = tok, .len = len, .loss_mask = mask};
+        train_batch batch = {.n_seq = B, .n_ctx = T, .tokens = tok, .len = len, .loss_mask = mask, .backward = grad};
         float lp[B > 0 ? B : 1], up[B > 0 ? B : 1];
         int32_t cnt[B > 0 ? B : 1];
         int rc = train_forward(m, &batch, lp, cnt);

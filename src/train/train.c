@@ -12,7 +12,12 @@
 //   x' = x_mid + (act(f Wg^T) * f Wu^T) Wd^T    act: SiLU (llama), tanh-GELU (gemma)
 // and logp[t] = log_softmax(RMSNorm(x_L) w_out Wout^T)[token t+1] only for the
 // rows whose next token is scored; the vocabulary logits are computed in
-// chunks of rows and recomputed in the backward pass rather than stored.
+// chunks of rows and never stored.  The backward pass needs them only through
+// dlogits = g (onehot(target) - softmax) per scored row, g its upstream
+// gradient: with LoRA and a batch marked for a backward pass (train_batch.
+// backward) the forward keeps e = (onehot(target) - softmax) Wout per row and
+// the backward adds g e; otherwise (and always for full fine-tuning, which
+// also needs dWout) the backward recomputes the logits chunk by chunk.
 #include "train/train.h"
 
 #include <math.h>
@@ -43,7 +48,7 @@ typedef struct train_acts {
     int nth;
     float *memory;              // everything below, one allocation
     float *resid;               // (L+1, N, C) residual stream at each layer input; [L] feeds the final norm
-    float *resid_mid;           // (L, N, C) after the attention block
+    float *resid_mid;           // (L, N, C) after the attention block (every layer, checkpointing too)
     float *ln1, *ln2;           // (L, N, C) normed inputs of attention / FFN
     float *rstd1, *rstd2;       // (L, N)
     float *q;                   // (L, N, H*d) after RoPE
@@ -52,6 +57,7 @@ typedef struct train_acts {
     float *att;                 // (L, N, H*d) attention output
     float *gate, *up, *hact;    // (L, N, F) gate and up pre-activations, act(gate) * up
     float *lnf;                 // (N, C) final normed stream
+    float *vgrad;               // (N, C) e = (onehot(target) - softmax) Wout per scored row (when has_vgrad)
     float *rstdf;               // (N)
     float *lora_u;              // (L, 7, N, r) A drop(x) per target
     uint16_t *drop_keep;        // LoRA dropout keep masks, per (layer, target) N rows of ceil(in / 16) words (drop_off)
@@ -81,6 +87,7 @@ typedef struct train_acts {
     int64_t n_tok, n_rows;
     int32_t n_seq;
     bool valid, with_adapters, dropout_on;
+    bool has_vgrad;             // vgrad holds this forward's rows
     bool checkpoint;            // per-layer buffers hold one layer (recomputed in the backward pass)
     uint64_t dropout_seed;
 } train_acts;
@@ -119,11 +126,11 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
             a->drop_off[t + 1] = a->drop_off[t] + ((m->lora->cfg.targets >> t & 1) ? (m->lora->in[t] + 15) / 16 : 0);
     free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
-                      &a->gate, &a->up, &a->hact, &a->lnf, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
+                      &a->gate, &a->up, &a->hact, &a->lnf, &a->vgrad, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
                       &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->xd, &a->du,
                       &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out, (float **)&a->drop_keep};
-    const int64_t sizes[] = {(L + 1) * N * C, Ls * N * C, Ls * N * C, Ls * N * C, Ls * N, Ls * N, Ls * N * qd, Ls * N * kvd, Ls * N * kvd,
-                             Ls * N * H, Ls * N * qd, Ls * N * F, Ls * N * F, Ls * N * F, N * C, N, Ls * TRAIN_LORA_N_TARGETS * N * r,
+    const int64_t sizes[] = {(L + 1) * N * C, L * N * C, Ls * N * C, Ls * N * C, Ls * N, Ls * N, Ls * N * qd, Ls * N * kvd, Ls * N * kvd,
+                             Ls * N * H, Ls * N * qd, Ls * N * F, Ls * N * F, Ls * N * F, N * C, m->lora ? N * C : 0, N, Ls * TRAIN_LORA_N_TARGETS * N * r,
                              N * half, N * half, N * AS_MAX(C, qd),
                              N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * max_in, N * r,
                              LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N,
@@ -402,6 +409,13 @@ static void logits_fwd(const train_model *m, const kernel_bf16_packed *Wp, float
     else lin_fwd(m, logits, x, W, nc, C, V);
 }
 
+// dx (nc, C) = dlogits W, from the packed W in bf16.
+static void logits_dx(const train_model *m, const kernel_bf16_packed *Wb, float *dx, const float *dlogits, const float *W, int64_t nc) {
+    const int64_t C = m->cfg.n_embd, V = m->cfg.n_vocab;
+    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16_packed(false, nc, 1.0f, dlogits, V, Wb, 0.0f, dx, C, m->n_threads);
+    else gemm(m, false, false, nc, C, V, 1.0f, dlogits, V, W, C, 0.0f, dx, C);
+}
+
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
 
 // The adapters' products are in fp32 at every precision (lora_gemm.h): with
@@ -410,22 +424,31 @@ static bool lora_active(const train_model *m, int t) { return m->lora && m->adap
 // was ~10% of a bf16 LoRA step), and so did general sgemm's (OpenBLAS's
 // packing copies); fp32 is also the more exact.
 
-// y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.
-static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
-    if (!lora_active(m, t)) return;
+// u = drop(x) A^T (N, r), kept for the backward pass; returns u.
+static const float *lora_forward_u(train_model *m, int l, int t, const float *x, int64_t N) {
     train_lora *lo = m->lora;
     train_acts *a = m->acts;
-    const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
-    const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
+    const int64_t r = lo->cfg.rank, in = lo->in[t];
     float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float *src = x;
     if (a->dropout_on) {
         dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
         src = a->xd;
     }
-    const int nth = m->n_threads;
-    lora_gemm_rows_narrow(N, in, r, 1.0f, src, lora_gemm_transposed(A, r, in), 0.0f, u, nth);  // u = z A^T
-    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), 1.0f, y, nth); // y += s u B^T
+    lora_gemm_rows_narrow(N, in, r, 1.0f, src, lora_gemm_transposed(lo->a[t] + l * r * in, r, in), 0.0f, u, m->n_threads);
+    return u;
+}
+
+// y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.  y NULL: only u
+// (a recomputed forward whose output the backward does not need).
+static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
+    if (!lora_active(m, t)) return;
+    const float *u = lora_forward_u(m, l, t, x, N);
+    if (!y) return;
+    train_lora *lo = m->lora;
+    const int64_t r = lo->cfg.rank, out = lo->out[t];
+    const float *B = lo->b[t] + l * out * r;
+    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), 1.0f, y, m->n_threads); // y += s u B^T
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
@@ -500,8 +523,11 @@ static const float *output_matrix(const train_model *m) { return m->cfg.tied_out
 // Layer l's forward pass from resid[l] to resid[l+1], keeping its activations
 // in storage slot ls (l, or 0 when checkpointing: then the backward pass calls
 // this again for each layer, and the recomputation is bit-identical because
-// every op, dropout mask included, is deterministic).
-static void layer_forward(train_model *m, int64_t l) {
+// every op, dropout mask included, is deterministic).  The recomputation
+// (recompute) skips what the backward does not read: x_mid, stored for every
+// layer, with the output projection that made it, and the down projection
+// and resid[l+1]; of those products' adapters it computes only u.
+static void layer_forward(train_model *m, int64_t l, bool recompute) {
     train_acts *a = m->acts;
     const model_config *c = &m->cfg;
     const train_params *p = &m->params;
@@ -509,7 +535,7 @@ static void layer_forward(train_model *m, int64_t l) {
     const int64_t N = a->n_tok, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
     const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, ls = slot(a, l);
     const float *x = a->resid + l * N * C;
-    float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C, *xm = a->resid_mid + ls * N * C;
+    float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C, *xm = a->resid_mid + l * N * C;
     float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
     float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
     train_rmsnorm_forward(ln1, a->rstd1 + ls * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
@@ -523,15 +549,22 @@ static void layer_forward(train_model *m, int64_t l) {
     train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
     train_attention_forward(att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
                             a->cap_len, nth);
-    lin_fwd(m, a->tmp, att, p->wo + l * C * qd, N, qd, C);
-    lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
-    for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
+    if (recompute) lora_forward(m, (int)l, TRAIN_LORA_O, NULL, att, N);
+    else {
+        lin_fwd(m, a->tmp, att, p->wo + l * C * qd, N, qd, C);
+        lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
+        for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
+    }
     train_rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
     lin_fwd(m, gate, ln2, p->w_gate + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
     lin_fwd(m, up, ln2, p->w_up + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
     train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
+    if (recompute) {
+        lora_forward(m, (int)l, TRAIN_LORA_DOWN, NULL, hact, N);
+        return;
+    }
     lin_fwd(m, a->tmp, hact, p->w_down + l * C * F, N, F, C);
     lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
     float *xn = a->resid + (l + 1) * N * C;
@@ -590,13 +623,19 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
 
     train_embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
     a->drop_replay = false;
-    for (int64_t l = 0; l < L; l++) layer_forward(m, l);
+    for (int64_t l = 0; l < L; l++) layer_forward(m, l, false);
     a->drop_replay = true; // the masks of every layer are stored now
     train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);
-    kernel_bf16_packed Wp = {0}; // bf16: W^T packed once for all chunks
-    if (m->precision == TRAIN_PRECISION_BF16) kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
+    a->has_vgrad = b->backward && a->with_adapters; // LoRA: the backward then needs no dWout, only dx
+    kernel_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T (and W) packed once for all chunks
+    if (m->precision == TRAIN_PRECISION_BF16) {
+        kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
+        if (a->has_vgrad) kernel_bf16_pack_b(&Wb, false, V, C, W, C, nth);
+    }
+    float ones[LOGIT_CHUNK];
+    for (int i = 0; i < LOGIT_CHUNK; i++) ones[i] = 1.0f;
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
@@ -604,8 +643,14 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
         if (a->has_target2)
             for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
+        if (a->has_vgrad) { // e = (onehot(target) - softmax) W
+            memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
+            train_logsoftmax_backward(a->dlogits, ones, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
+            logits_dx(m, &Wb, a->vgrad + r0 * C, a->dlogits, W, nc);
+        }
     }
     kernel_bf16_packed_free(&Wp);
+    kernel_bf16_packed_free(&Wb);
     // Sums in double, in row order.
     for (int32_t s = 0; s < b->n_seq; s++) {
         double sum = 0.0;
@@ -656,16 +701,32 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, V = c->n_vocab;
 #define G(field, off) (g ? g->field + (off) : NULL)
 
-    // Vocabulary projection and log-softmax, recomputed chunk by chunk.
+    // Vocabulary projection and log-softmax: dlogits = g (onehot(target) -
+    // softmax) per scored row (g the row's upstream gradient; with a second
+    // target g2 on it, g1 + g2 and g2's onehot moved to target2).
     memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
     const float *W = output_matrix(m);
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
+    if (a->has_vgrad) { // LoRA (no dW): dx = g e from the forward's e = (onehot(target) - softmax) W
+        for (int64_t r = 0; r < nr; r++) {
+            const float g1 = dlogp_tok ? dlogp_tok[r] : dlogp_sum[a->row_seq[r]], g2 = dlogp_tok2 ? dlogp_tok2[r] : 0.0f;
+            const float *e = a->vgrad + r * C;
+            float *dst = a->dln + (int64_t)a->row[r] * C;
+            for (int64_t j = 0; j < C; j++) dst[j] = (g1 + g2) * e[j];
+            if (g2 != 0.0f) {
+                const float *w1 = W + (int64_t)a->target[r] * C, *w2 = W + (int64_t)a->target2[r] * C;
+                for (int64_t j = 0; j < C; j++) dst[j] += g2 * (w2[j] - w1[j]);
+            }
+        }
+    }
+    // Otherwise the logits are recomputed chunk by chunk.
+    const int64_t n_recompute = a->has_vgrad ? 0 : nr;
     kernel_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T and W packed once for all chunks
-    if (m->precision == TRAIN_PRECISION_BF16) {
+    if (m->precision == TRAIN_PRECISION_BF16 && n_recompute) {
         kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
         kernel_bf16_pack_b(&Wb, false, V, C, W, C, nth);
     }
-    for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
+    for (int64_t r0 = 0; r0 < n_recompute; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         float dlogp[LOGIT_CHUNK];
         for (int64_t i = 0; i < nc; i++) {
@@ -699,9 +760,9 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 
     for (int64_t l = L - 1; l >= 0; l--) {
-        if (a->checkpoint) layer_forward(m, l); // recompute this layer's activations into slot 0
+        if (a->checkpoint) layer_forward(m, l, true); // recompute this layer's activations into slot 0
         const int64_t ls = slot(a, l);
-        const float *x = a->resid + l * N * C, *xm = a->resid_mid + ls * N * C;
+        const float *x = a->resid + l * N * C, *xm = a->resid_mid + l * N * C;
         const float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C;
         const float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
         const float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
@@ -709,8 +770,6 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         // The first product into each gradient buffer writes it (beta 0), the rest add.
         lin_bwd(m, a->dh, 0.0f, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
         lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
-        memset(a->dgate, 0, sizeof(float) * (size_t)(N * F));
-        memset(a->dup, 0, sizeof(float) * (size_t)(N * F));
         train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
         lin_bwd(m, a->dln, 0.0f, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);

@@ -124,6 +124,10 @@ typedef struct train_batch {
                                   // mask[b, t] != 0 (t >= 1, t < len); prompt_len is then ignored
     const int32_t *target2;       // (B, T) or NULL: a second target for every scored token t: log p(target2[b, t] | tok[<t])
                                   // is computed too (e.g. the end token after every prefix, for GFlowNet losses)
+    bool backward;                // a backward pass of this forward follows: with LoRA adapters the forward then
+                                  // also differentiates the vocabulary projection (one product the size of the
+                                  // logits' own) so that the backward need not recompute the logits.  Only speed
+                                  // depends on it: without it the backward recomputes them.
 } train_batch;
 
 // Zero-initialised parameters for `cfg` (tests fill them); -1 + as_error for a bad config.
@@ -172,11 +176,12 @@ void train_lora_view(const train_lora *l, model_lora *out);
 void train_set_adapters(train_model *m, bool on);
 // Training mode enables adapter dropout; evaluation mode disables it.
 void train_set_training(train_model *m, bool on);
-// Activation checkpointing: the forward pass keeps only each layer's input
-// (the residual stream) and one layer's worth of activations; the backward
-// pass recomputes each layer before differentiating it (one more forward
-// pass of work, about L times less activation memory).  Gradients are
-// bitwise identical either way.
+// Activation checkpointing: the forward pass keeps only the residual stream
+// (each layer's input and its value after the attention block) and one
+// layer's worth of activations; the backward pass recomputes each layer
+// before differentiating it (about 3/4 of a forward pass of work: not the
+// output and down projections; about L/5 times less activation memory).
+// Gradients are bitwise identical either way.
 void train_set_checkpointing(train_model *m, bool on);
 // Bytes of activation memory currently allocated.
 size_t train_activation_bytes(const train_model *m);

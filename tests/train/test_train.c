@@ -195,11 +195,14 @@ static train_model *tiny_lora_model(bool gemma, float dropout, uint32_t targets)
     return m;
 }
 
-static void grad_lora(bool gemma, float dropout) {
+// backward: the batch is marked for a backward pass (the forward keeps the
+// vocabulary projection's gradient instead of the backward recomputing it).
+static void grad_lora(bool gemma, float dropout, bool backward) {
     train_model *m = tiny_lora_model(gemma, dropout, 0);
     loss_ctx c = {m, the_batch(), UPSTREAM, m->rng};
-    char what[64];
-    snprintf(what, sizeof what, "%s LoRA dropout %.1f", gemma ? "gemma" : "llama", (double)dropout);
+    c.b.backward = backward;
+    char what[80];
+    snprintf(what, sizeof what, "%s LoRA dropout %.1f%s", gemma ? "gemma" : "llama", (double)dropout, backward ? ", backward marked" : "");
     check_all_segments(&c, what);
     assert_null(m->grads_memory); // the base is frozen: no gradient buffer at all
     train_model_free(m);
@@ -207,14 +210,14 @@ static void grad_lora(bool gemma, float dropout) {
 
 static void test_grad_lora_llama(void **state) {
     (void)state;
-    grad_lora(false, 0.0f);
-    grad_lora(false, 0.3f);
+    grad_lora(false, 0.0f, false);
+    grad_lora(false, 0.3f, true);
 }
 
 static void test_grad_lora_gemma(void **state) {
     (void)state;
-    grad_lora(true, 0.0f);
-    grad_lora(true, 0.3f);
+    grad_lora(true, 0.0f, true);
+    grad_lora(true, 0.3f, false);
 }
 
 // ---- adapters ----
@@ -489,7 +492,7 @@ static void test_determinism(void **state) {
 
 // Activation checkpointing: the same log-probabilities and bitwise the same
 // gradients with far less activation memory (full and LoRA with dropout).
-static void checkpoint_case(bool gemma, bool lora) {
+static void checkpoint_case(bool gemma, bool lora, bool backward) {
     float lp[2][NB];
     float *g[2];
     size_t n = 0, bytes[2];
@@ -502,6 +505,7 @@ static void checkpoint_case(bool gemma, bool lora) {
         n = train_trainable(m, &params, &grads, &segs, &ns);
         train_zero_grad(m);
         train_batch b = the_batch();
+        b.backward = backward;
         assert_int_equal(train_forward(m, &b, lp[ck], NULL), AS_OK);
         assert_int_equal(train_backward(m, UPSTREAM), AS_OK);
         g[ck] = as_malloc(sizeof(float) * n);
@@ -519,15 +523,66 @@ static void checkpoint_case(bool gemma, bool lora) {
 
 static void test_checkpointing(void **state) {
     (void)state;
-    checkpoint_case(false, false);
-    checkpoint_case(true, true);
-    checkpoint_case(false, true);
+    checkpoint_case(false, false, false);
+    checkpoint_case(true, true, false);
+    checkpoint_case(false, true, true);
     // And against finite differences directly.
     train_model *m = tiny_lora_model(true, 0.3f, 0);
     train_set_checkpointing(m, true);
     loss_ctx c = {m, the_batch(), UPSTREAM, m->rng};
     check_all_segments(&c, "gemma LoRA dropout 0.3, checkpointing");
     train_model_free(m);
+}
+
+// The two ways to the vocabulary projection's input gradient (the backward
+// recomputing the logits, or a forward marked for a backward keeping e =
+// (onehot - softmax) W per row): the same log-probabilities (bitwise) and the
+// same LoRA gradients up to rounding, through train_backward and through
+// train_backward_tokens with second targets (whose g2 moves the onehot).
+static void test_vocab_grad_paths(void **state) {
+    (void)state;
+    int32_t t2[NB * NT];
+    for (int i = 0; i < NB * NT; i++) t2[i] = (BATCH_TOK[i] * 7 + i) % 37;
+    float gt[64], gt2[64];
+    for (int i = 0; i < 64; i++) gt[i] = 0.3f * (float)((i * 5) % 7) - 0.9f, gt2[i] = 0.2f * (float)((i * 3) % 5) - 0.4f;
+    for (int tokens = 0; tokens < 2; tokens++) {
+        float lp[2][NB], tl[2][64] = {{0}}, tl2[2][64] = {{0}};
+        float *g[2];
+        size_t n = 0;
+        for (int marked = 0; marked < 2; marked++) {
+            train_model *m = tiny_lora_model(false, 0.3f, 0);
+            float *params, *grads;
+            const optim_segment *segs;
+            int ns;
+            n = train_trainable(m, &params, &grads, &segs, &ns);
+            train_zero_grad(m);
+            train_batch b = the_batch();
+            b.backward = marked;
+            if (tokens) b.target2 = t2;
+            assert_int_equal(train_forward(m, &b, lp[marked], NULL), AS_OK);
+            const int64_t nr = train_token_logprobs(m, tl[marked]);
+            assert_true(nr > 0 && nr <= 64);
+            if (tokens) {
+                assert_int_equal(train_token_logprobs2(m, tl2[marked]), nr);
+                assert_int_equal(train_backward_tokens(m, gt, gt2), AS_OK);
+            }
+            else assert_int_equal(train_backward(m, UPSTREAM), AS_OK);
+            g[marked] = as_malloc(sizeof(float) * n);
+            memcpy(g[marked], grads, sizeof(float) * n);
+            train_model_free(m);
+        }
+        assert_memory_equal(lp[0], lp[1], sizeof lp[0]);
+        assert_memory_equal(tl[0], tl[1], sizeof tl[0]);
+        if (tokens) assert_memory_equal(tl2[0], tl2[1], sizeof tl2[0]);
+        double d2 = 0, n2 = 0;
+        for (size_t i = 0; i < n; i++) d2 += ((double)g[0][i] - g[1][i]) * ((double)g[0][i] - g[1][i]), n2 += (double)g[0][i] * g[0][i];
+        const double rel = sqrt(d2 / n2);
+        printf("  %s: gradients with the backward marked vs not: relative L2 difference %.2e\n",
+               tokens ? "per-token upstream, second targets" : "per-sequence upstream", rel);
+        assert_true(n2 > 0);
+        if (!(rel <= 1e-5)) fail_msg("vocabulary gradient paths differ: relative L2 %.3g", rel);
+        free(g[0]), free(g[1]);
+    }
 }
 
 // Data order: a permutation, reproducible from the seed, different for another.
@@ -610,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_shuffle),
         cmocka_unit_test(test_checkpointing),
+        cmocka_unit_test(test_vocab_grad_paths),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

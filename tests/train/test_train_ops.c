@@ -210,6 +210,7 @@ static void test_glu(void **state) {
         glu_ctx c = {NULL, NULL, NULL, NULL, 24, gelu};
         c.g = randn(c.n, 2, &r), c.u = randn(c.n, 1, &r), c.h = zeros(c.n), c.R = randn(c.n, 1, &r);
         float *dg = zeros(c.n), *du = zeros(c.n);
+        for (int64_t i = 0; i < c.n; i++) dg[i] = du[i] = NAN; // written, not accumulated
         train_glu_backward(dg, du, c.R, c.g, c.u, c.n, c.gelu, 1);
         fd_check(gelu ? "geglu dg" : "swiglu dg", c.g, dg, c.n, glu_loss, &c, H_REL, TOL, 1e-3, 1000);
         fd_check(gelu ? "geglu du" : "swiglu du", c.u, du, c.n, glu_loss, &c, H_REL, TOL, 1e-3, 1000);
