@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch peer of bench/bench_train.c: the same DPO-shaped step on the same model
 (transformers' Llama on the GGUF's weights dequantised to fp32), same shapes and
-thread count.  Run with OMP_WAIT_POLICY=PASSIVE.  --precision bf16 runs the
+thread count.  bench/run_train.sh runs it with OMP_WAIT_POLICY unset and =PASSIVE
+and takes the faster (on 2 cores neither wins every time).  --precision bf16 runs the
 forward under torch.autocast("cpu", bfloat16) (oneDNN, AMX where present), with
 fp32 master weights.  LoRA: every q/k/v/o/gate/up/down projection gets
 y = W x + (alpha/r) B A drop(x) (PEFT's math; PEFT itself is not needed), the
