@@ -135,6 +135,13 @@ kernel_isa kernel_current_isa(void) {
     return kernel_isa_active;
 }
 
+// AVX-512 F is enough for such code: on a CPU without VNNI (best ISA AVX2)
+// it counts as active unless ALPHASPIN_KERNEL_ISA capped the choice.
+bool kernel_avx512_active(void) {
+    const kernel_isa isa = kernel_current_isa();
+    return cpu_get_features()->avx512f && (isa >= KERNEL_ISA_AVX512 || isa == kernel_best_isa());
+}
+
 // Both also run the one-time initialisation (ISA choice, OpenBLAS core
 // selection), so a program that sets its thread count first has that done
 // before it starts any threads of its own.

@@ -76,6 +76,10 @@ const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // "Prescott" kernels (this machine), switches it to its AVX-512/AVX2 ones
 // (4x sgemm).  Call it at start-up, before any thread of yours uses cblas.
 void kernel_init(void);
+// Whether code outside tensor/ with AVX-512 F and generic paths should take
+// the AVX-512 one: the CPU has it and ALPHASPIN_KERNEL_ISA does not cap the
+// kernels below it.
+bool kernel_avx512_active(void);
 // Threads used by kernels (OpenMP); default: omp_get_max_threads().  Code
 // that calls cblas_* inside its own OpenMP region should set
 // openblas_set_num_threads(1) around it, as kernels.c does.

@@ -140,8 +140,8 @@ AVX512 static void dropout_512(float *d, const float *x, int64_t n, uint64_t k0,
         h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
         const __mmask16 keep = _mm512_cmpge_epu32_mask(h, th);
         if (keep_out) keep_out[j / 16] = (uint16_t)(keep & m);
-        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_mov_ps(keep, ks)); // x * 0 as the scalar: -0, NaN
-        _mm512_mask_storeu_ps(d + j, m, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), v) : v);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j), f = _mm512_maskz_mov_ps(keep, ks); // x * 0 as the scalar: -0, NaN
+        _mm512_mask_storeu_ps(d + j, m, add ? _mm512_fmadd_ps(xv, f, _mm512_maskz_loadu_ps(m, d + j)) : _mm512_mul_ps(xv, f));
     }
 }
 
@@ -149,8 +149,8 @@ AVX512 static void dropout_mask_512(float *d, const float *x, int64_t n, const u
     const __m512 ks = _mm512_set1_ps(keep_scale);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 m = as_lanes16(n - j);
-        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_mov_ps((__mmask16)keep[j / 16], ks));
-        _mm512_mask_storeu_ps(d + j, m, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), v) : v);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j), f = _mm512_maskz_mov_ps((__mmask16)keep[j / 16], ks);
+        _mm512_mask_storeu_ps(d + j, m, add ? _mm512_fmadd_ps(xv, f, _mm512_maskz_loadu_ps(m, d + j)) : _mm512_mul_ps(xv, f));
     }
 }
 
@@ -236,8 +236,8 @@ static void dropout_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32
             if (j % 16 == 0) keep_out[j / 16] = 0;
             keep_out[j / 16] |= (uint16_t)((h >= thresh) << (j % 16));
         }
-        const float v = x[j] * (h < thresh ? 0.0f : keep_scale);
-        d[j] = add ? d[j] + v : v;
+        const float f = h < thresh ? 0.0f : keep_scale;
+        d[j] = add ? fmaf(x[j], f, d[j]) : x[j] * f;
     }
 }
 
@@ -261,7 +261,7 @@ void train_dropout_row_mask(float *d, const float *x, int64_t n, const uint16_t 
         return;
     }
     for (int64_t j = 0; j < n; j++) {
-        const float v = x[j] * ((keep[j / 16] >> (j % 16)) & 1 ? keep_scale : 0.0f);
-        d[j] = add ? d[j] + v : v;
+        const float f = (keep[j / 16] >> (j % 16)) & 1 ? keep_scale : 0.0f;
+        d[j] = add ? fmaf(x[j], f, d[j]) : x[j] * f;
     }
 }

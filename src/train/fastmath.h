@@ -23,7 +23,8 @@ void train_silu_glu_backward(float *dg, float *du, const float *dh, const float 
 // Inverted dropout of one row: d[j] (+)= x[j] * (h(k0 + j) < thresh ? 0 : keep_scale),
 // h = lowbias32 of the 64-bit counter folded to 32 bits (lo ^ hi).  The mask
 // is a pure function of the counter, so the backward regenerates it.
-// `add` accumulates into d.  _ref is the scalar definition (tests).
+// `add` accumulates into d, as one fused multiply-add (fmaf(x, factor, d)).
+// _ref is the scalar definition (tests).
 void train_dropout_row(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
 void train_dropout_row_ref(float *d, const float *x, int64_t n, uint64_t k0, uint32_t thresh, float keep_scale, int add);
 // The same, also storing the keep mask (bit j % 16 of keep[j / 16], ceil(n / 16) words) ...

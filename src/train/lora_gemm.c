@@ -15,6 +15,7 @@
 
 #include "tensor/gemm.h"
 #include "tensor/kernels.h"
+#include "train/fastmath.h"
 #include "tensor/lanes_x86.h"
 #include "util/common.h"
 
@@ -83,7 +84,8 @@ AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alp
 #define WIDE_R 4
 #define WIDE_C 4
 AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C, int64_t i, int64_t c0, __mmask16 m, int64_t r, int64_t D,
-                                                                   float alpha, const float *u, const float *M, float beta, float *y) {
+                                                                   float alpha, const float *u, const float *M, const lora_drop *drop,
+                                                                   float beta, float *y) {
     __m512 acc[WIDE_R][WIDE_C];
 #pragma GCC unroll 4
     for (int q = 0; q < R; q++)
@@ -101,6 +103,21 @@ AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C
         }
     }
     const __m512 va = _mm512_set1_ps(alpha);
+    if (drop) { // y = (alpha acc) (keep ? scale : 0) [+ y, fused], as train_dropout_row_mask on alpha acc
+        const int64_t w = (D + 15) / 16;
+        const __m512 ks = _mm512_set1_ps(drop->scale);
+#pragma GCC unroll 4
+        for (int q = 0; q < R; q++)
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const __mmask16 mc = c == C - 1 ? m : (__mmask16)0xffff;
+                float *o = y + (i + q) * D + c0 + 16 * c;
+                const __m512 sel = _mm512_maskz_mov_ps((__mmask16)drop->keep[(i + q) * w + (c0 / 16 + c)], ks);
+                const __m512 t = _mm512_mul_ps(acc[q][c], va);
+                _mm512_mask_storeu_ps(o, mc, beta != 0.0f ? _mm512_fmadd_ps(t, sel, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(t, sel));
+            }
+        return;
+    }
 #pragma GCC unroll 4
     for (int q = 0; q < R; q++)
 #pragma GCC unroll 4
@@ -112,8 +129,8 @@ AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C
         }
 }
 
-AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y,
-                                    int nth) {
+AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop,
+                                    float beta, float *y, int nth) {
     const int64_t nblk = (N + WIDE_R - 1) / WIDE_R, nvec = (D + 15) / 16;
 #pragma omp parallel for schedule(static) num_threads(nth) if (nblk > 1)
     for (int64_t b = 0; b < nblk; b++) {
@@ -122,12 +139,12 @@ AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha
             const int C = (int)AS_MIN((int64_t)WIDE_C, nvec - v0);
             const int64_t c0 = 16 * v0;
             const __mmask16 m = as_lanes16(D - (c0 + 16 * (C - 1)));
-            if (i + WIDE_R <= N && C == WIDE_C) wide_block(WIDE_R, WIDE_C, i, c0, m, r, D, alpha, u, M, beta, y);
+            if (i + WIDE_R <= N && C == WIDE_C) wide_block(WIDE_R, WIDE_C, i, c0, m, r, D, alpha, u, M, drop, beta, y);
             else
                 for (int64_t i1 = i; i1 < AS_MIN(i + WIDE_R, N); i1++)
                     for (int c = 0; c < C; c++) {
                         const int64_t cc = c0 + 16 * c;
-                        wide_block(1, 1, i1, cc, as_lanes16(D - cc), r, D, alpha, u, M, beta, y);
+                        wide_block(1, 1, i1, cc, as_lanes16(D - cc), r, D, alpha, u, M, drop, beta, y);
                     }
         }
     }
@@ -135,16 +152,20 @@ AVX512 static void rows_wide_avx512(int64_t N, int64_t r, int64_t D, float alpha
 
 #define REDUCE_PF 16 // rows ahead
 
-// G rows j0 .. j0+NJ-1 (columns c0 .. c0+15, mask m) += alpha sum_i v[i][j] x[i][c].
+// G rows j0 .. j0+NJ-1 (columns c0 .. c0+15, mask m) += alpha sum_i v[i][j] drop(x)[i][c].
 AVX512 static inline __attribute__((always_inline)) void reduce_block(int NJ, int64_t N, int64_t r, int64_t D, int64_t j0, int64_t c0, __mmask16 m,
-                                                                     float alpha, const float *v, const float *x, bool trans, float *G) {
+                                                                     float alpha, const float *v, const float *x, const lora_drop *drop,
+                                                                     bool trans, float *G) {
+    const int64_t w = (D + 15) / 16;
+    const __m512 ks = _mm512_set1_ps(drop ? drop->scale : 1.0f);
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int j = 0; j < NJ; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < N; i++) {
         // x's rows are D floats apart: too far for the hardware prefetcher.
         if (i + REDUCE_PF < N) _mm_prefetch((const char *)(x + (i + REDUCE_PF) * D + c0), _MM_HINT_T0);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * D + c0);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i * D + c0);
+        if (drop) xv = _mm512_mul_ps(xv, _mm512_maskz_mov_ps((__mmask16)drop->keep[i * w + c0 / 16], ks)); // as dropout_mask_512
 #pragma GCC unroll 16
         for (int j = 0; j < NJ; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * r + j0 + j]), xv, acc[j]);
     }
@@ -165,22 +186,25 @@ AVX512 static inline __attribute__((always_inline)) void reduce_block(int NJ, in
         for (int j = 0; j < NJ; j++) G[(c0 + c) * r + j0 + j] = fmaf(t[j][c], alpha, G[(c0 + c) * r + j0 + j]);
 }
 
-AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth) {
+AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, const lora_drop *drop, bool trans,
+                                 float *G, int nth) {
     const int64_t nvec = (D + 15) / 16;
 #pragma omp parallel for schedule(static) num_threads(nth) if (nvec > 1)
     for (int64_t cv = 0; cv < nvec; cv++) {
         const int64_t c0 = 16 * cv;
         const __mmask16 m = as_lanes16(D - c0);
         int64_t j0 = 0;
-        for (; j0 + 16 <= r; j0 += 16) reduce_block(16, N, r, D, j0, c0, m, alpha, v, x, trans, G);
-        if (r - j0 >= 8) reduce_block(8, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 8;
-        if (r - j0 >= 4) reduce_block(4, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 4;
-        if (r - j0 >= 2) reduce_block(2, N, r, D, j0, c0, m, alpha, v, x, trans, G), j0 += 2;
-        if (r - j0 >= 1) reduce_block(1, N, r, D, j0, c0, m, alpha, v, x, trans, G);
+        for (; j0 + 16 <= r; j0 += 16) reduce_block(16, N, r, D, j0, c0, m, alpha, v, x, drop, trans, G);
+        if (r - j0 >= 8) reduce_block(8, N, r, D, j0, c0, m, alpha, v, x, drop, trans, G), j0 += 8;
+        if (r - j0 >= 4) reduce_block(4, N, r, D, j0, c0, m, alpha, v, x, drop, trans, G), j0 += 4;
+        if (r - j0 >= 2) reduce_block(2, N, r, D, j0, c0, m, alpha, v, x, drop, trans, G), j0 += 2;
+        if (r - j0 >= 1) reduce_block(1, N, r, D, j0, c0, m, alpha, v, x, drop, trans, G);
     }
 }
 
-static bool use_avx512(void) { return cpu_get_features()->avx512f; }
+// The AVX-512 kernels unless ALPHASPIN_KERNEL_ISA caps the ISA below it (the
+// tests run the generic path that way too).
+static bool use_avx512(void) { return kernel_avx512_active(); }
 #else
 static bool use_avx512(void) { return false; }
 #endif
@@ -196,25 +220,53 @@ void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const f
     kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
 }
 
-void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y, int nth) {
+// Without AVX-512 the dropout is a separate pass through a scratch buffer of
+// the calling thread (train_dropout_row_mask's arithmetic).
+static float *scratch(size_t n) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        free(buf);
+        buf = as_malloc(sizeof(float) * n);
+        cap = n;
+    }
+    return buf;
+}
+
+void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop, float beta,
+                         float *y, int nth) {
     if (N < 1 || D < 1) return;
 #if defined(__x86_64__)
     if (use_avx512()) {
-        rows_wide_avx512(N, r, D, alpha, u, M, beta, y, nth);
+        rows_wide_avx512(N, r, D, alpha, u, M, drop, beta, y, nth);
         return;
     }
 #endif
-    kernel_sgemm(false, false, N, D, r, alpha, u, r, M, D, beta, y, D, nth);
+    if (!drop) {
+        kernel_sgemm(false, false, N, D, r, alpha, u, r, M, D, beta, y, D, nth);
+        return;
+    }
+    float *t = scratch((size_t)(N * D));
+    kernel_sgemm(false, false, N, D, r, alpha, u, r, M, D, 0.0f, t, D, nth);
+    const int64_t w = (D + 15) / 16;
+    for (int64_t i = 0; i < N; i++) train_dropout_row_mask(y + i * D, t + i * D, D, drop->keep + i * w, drop->scale, beta != 0.0f);
 }
 
-void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth) {
+void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, const lora_drop *drop, bool trans,
+                      float *G, int nth) {
     if (N < 1 || r < 1 || D < 1) return;
 #if defined(__x86_64__)
     if (use_avx512()) {
-        reduce_avx512(N, r, D, alpha, v, x, trans, G, nth);
+        reduce_avx512(N, r, D, alpha, v, x, drop, trans, G, nth);
         return;
     }
 #endif
+    if (drop) {
+        float *t = scratch((size_t)(N * D));
+        const int64_t w = (D + 15) / 16;
+        for (int64_t i = 0; i < N; i++) train_dropout_row_mask(t + i * D, x + i * D, D, drop->keep + i * w, drop->scale, 0);
+        x = t;
+    }
     if (trans) kernel_sgemm(true, false, D, r, N, alpha, x, D, v, r, 1.0f, G, r, nth);
     else kernel_sgemm(true, false, r, D, N, alpha, v, r, x, D, 1.0f, G, D, nth);
 }

@@ -7,11 +7,13 @@
 // registers.  All row-major with contiguous rows; r >= 1, any size.
 //
 //   lora_gemm_rows_narrow: out (N x r) = alpha x (N x K) W (K x r) + beta out
-//   lora_gemm_rows_wide:   y (N x D)   = alpha u (N x r) M (r x D) + beta y
-//   lora_gemm_reduce:      G (r x D)  += alpha v^T (r x N) x (N x D)       (trans: G is D x r)
+//   lora_gemm_rows_wide:   y (N x D)   = drop(alpha u (N x r) M (r x D)) + beta y
+//   lora_gemm_reduce:      G (r x D)  += alpha v^T (r x N) drop(x (N x D))  (trans: G is D x r)
 //
-// beta is 0 (out is not read) or 1.  AVX-512 where the CPU has it, else
-// kernel_sgemm.  Every output element is summed by one thread in an order
+// beta is 0 (out is not read) or 1.  drop (NULL: none) is the adapter
+// dropout of an N x D operand applied on the fly, as train_dropout_row_mask
+// would (the same bits as a separate pass: each element times scale or 0).
+// AVX-512 where the CPU has it (kernel_avx512_active), else kernel_sgemm.  Every output element is summed by one thread in an order
 // fixed by its position alone (not by the thread count): bitwise
 // reproducible across runs and thread counts on one machine.
 #ifndef AS_TRAIN_LORA_GEMM_H
@@ -20,9 +22,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+// Element (i, j) is kept, times scale, when bit j % 16 of keep[i * ceil(D / 16) + j / 16] is set, else 0.
+typedef struct lora_drop {
+    const uint16_t *keep;
+    float scale;
+} lora_drop;
+
 void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth);
-void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, float beta, float *y, int nth);
-void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, bool trans, float *G, int nth);
+void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop, float beta,
+                         float *y, int nth);
+void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, const lora_drop *drop, bool trans,
+                      float *G, int nth);
 // a (rows x cols) transposed, in a buffer of the calling thread that the
 // next call overwrites (W = A^T, M = B^T for the products above).
 const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols);

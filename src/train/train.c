@@ -366,12 +366,17 @@ static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4
 // + j hashes the counter base + i * in + j).  The first forward of a batch
 // hashes and stores the masks (a->drop_keep); the recomputed forward and the
 // backward apply the stored ones (the same numbers, ~3x cheaper).
+// The keep mask of (layer l, target t): N rows of ceil(in / 16) words.
+static uint16_t *drop_keep_of(const train_acts *a, int64_t N, int l, int t) {
+    return a->drop_keep + (int64_t)l * N * a->drop_off[TRAIN_LORA_N_TARGETS] + a->drop_off[t] * N;
+}
+
 static void dropout_apply(train_acts *a, float *dst, const float *x, int64_t N, int64_t in, int l, int t, float p, bool add, int nth) {
     const uint64_t base = dropout_base(a->dropout_seed, l, t);
     const uint32_t th = dropout_thresh(p);
     const float ks = 1.0f / (1.0f - p);
-    const int64_t w = (in + 15) / 16, stride = a->drop_off[TRAIN_LORA_N_TARGETS];
-    uint16_t *keep = a->drop_keep + (int64_t)l * N * stride + a->drop_off[t] * N;
+    const int64_t w = (in + 15) / 16;
+    uint16_t *keep = drop_keep_of(a, N, l, t);
     const bool replay = a->drop_replay;
 #pragma omp parallel for num_threads(nth) if (N > 1)
     for (int64_t i = 0; i < N; i++) {
@@ -448,11 +453,12 @@ static void lora_forward(train_model *m, int l, int t, float *y, const float *x,
     train_lora *lo = m->lora;
     const int64_t r = lo->cfg.rank, out = lo->out[t];
     const float *B = lo->b[t] + l * out * r;
-    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), 1.0f, y, m->n_threads); // y += s u B^T
+    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), NULL, 1.0f, y, m->n_threads); // y += s u B^T
 }
 
 // With y += s u B^T, u = z A^T, z = drop(x):
 //   dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)
+// (the products apply the forward's stored dropout masks on the fly).
 static void lora_backward(train_model *m, int l, int t, float *dx, const float *dy, const float *x, int64_t N) {
     if (!lora_active(m, t)) return;
     train_lora *lo = m->lora;
@@ -463,20 +469,12 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
     const float s = lo->scale;
     const int nth = m->n_threads;
-    lora_gemm_reduce(N, r, out, s, u, dy, true, gB, nth);           // gB += s dy^T u
+    lora_gemm_reduce(N, r, out, s, u, dy, NULL, true, gB, nth);   // gB += s dy^T u
     lora_gemm_rows_narrow(N, out, r, s, dy, B, 0.0f, a->du, nth); // du = s dy B
-    const float *z = x;
-    if (a->dropout_on) {
-        dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
-        z = a->xd;
-    }
-    lora_gemm_reduce(N, r, in, 1.0f, a->du, z, false, gA, nth); // gA += du^T z
-    if (!a->dropout_on) {
-        lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, 1.0f, dx, nth); // dx += du A
-        return;
-    }
-    lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, 0.0f, a->xd, nth);
-    dropout_apply(a, dx, a->xd, N, in, l, t, lo->cfg.dropout, true, nth);
+    const lora_drop keep = {drop_keep_of(a, N, l, t), 1.0f / (1.0f - lo->cfg.dropout)}; // as dropout_apply
+    const lora_drop *drop = a->dropout_on ? &keep : NULL;
+    lora_gemm_reduce(N, r, in, 1.0f, a->du, x, drop, false, gA, nth);    // gA += du^T drop(x)
+    lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, drop, 1.0f, dx, nth); // dx += drop'(du A)
 }
 
 // ---- forward ----

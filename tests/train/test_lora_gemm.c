@@ -2,12 +2,15 @@
 // reference on random data, over ragged shapes (rows, columns and ranks
 // that are no multiple of the kernels' 8 / 4 / 16 blocking, rank above 16),
 // alpha != 1, beta 0 (the output is not read: it starts as NaN) and 1, and
-// the transposed output of lora_gemm_reduce; the same bits with 1 and 2
-// threads (each element's sum order is fixed by its position).
+// the transposed output of lora_gemm_reduce, with and without the dropout
+// applied on the fly (then also bitwise the same as a separate
+// train_dropout_row_mask pass); the same bits with 1 and 2 threads (each
+// element's sum order is fixed by its position).
 #include "test_common.h"
 
 #include <math.h>
 
+#include "train/fastmath.h"
 #include "train/lora_gemm.h"
 #include "util/common.h"
 #include "util/rng.h"
@@ -26,6 +29,23 @@ static void expect_close(const float *got, const double *ref, const double *mag,
             fail();
         }
     }
+}
+
+// A random dropout of an N x D operand (keep probability ~0.7, scale 1/0.7),
+// and the 0/scale factor of element (i, d).
+static lora_drop rnd_drop(as_rng *g, int64_t N, int64_t D) {
+    const int64_t w = (D + 15) / 16;
+    uint16_t *k = as_malloc(sizeof(uint16_t) * (size_t)(N * w));
+    for (int64_t i = 0; i < N * w; i++) {
+        k[i] = 0;
+        for (int b = 0; b < 16; b++) k[i] |= (uint16_t)((as_rng_uniform(g) < 0.7) << b);
+    }
+    return (lora_drop){k, 1.0f / 0.7f};
+}
+
+static double drop_factor(const lora_drop *dr, int64_t D, int64_t i, int64_t d) {
+    if (!dr) return 1.0;
+    return (dr->keep[i * ((D + 15) / 16) + d / 16] >> (d % 16) & 1) ? (double)dr->scale : 0.0;
 }
 
 static const int64_t Ns[] = {1, 5, 8, 13, 37};
@@ -68,9 +88,11 @@ static void test_rows_wide(void **state) {
     for (size_t a = 0; a < AS_ARRAY_LEN(Ns); a++)
         for (size_t b = 0; b < AS_ARRAY_LEN(Ds); b++)
             for (size_t c = 0; c < AS_ARRAY_LEN(Rs); c++)
-                for (int beta = 0; beta <= 1; beta++) {
+                for (int beta = 0; beta <= 1; beta++)
+                for (int dropped = 0; dropped <= 1; dropped++) {
                     const int64_t N = Ns[a], D = Ds[b] + 60 * (int64_t)(c % 2), r = Rs[c]; // D up to 130: several 64-column blocks
                     const float alpha = -1.25f;
+                    const lora_drop drv = rnd_drop(&g, N, D), *dr = dropped ? &drv : NULL;
                     float *u = rnd(&g, N * r), *M = rnd(&g, r * D), *y0 = rnd(&g, N * D);
                     float *y1 = as_malloc(sizeof(float) * (size_t)(N * D)), *y2 = as_malloc(sizeof(float) * (size_t)(N * D));
                     double *ref = as_malloc(sizeof(double) * (size_t)(N * D)), *mag = as_malloc(sizeof(double) * (size_t)(N * D));
@@ -78,15 +100,24 @@ static void test_rows_wide(void **state) {
                         for (int64_t d = 0; d < D; d++) {
                             double s = 0, m = 0;
                             for (int64_t j = 0; j < r; j++) s += (double)u[i * r + j] * M[j * D + d], m += fabs((double)u[i * r + j] * M[j * D + d]);
-                            ref[i * D + d] = alpha * s + (beta ? y0[i * D + d] : 0.0);
-                            mag[i * D + d] = fabs(alpha) * m + (beta ? fabs(y0[i * D + d]) : 0.0);
+                            const double f = drop_factor(dr, D, i, d);
+                            ref[i * D + d] = alpha * s * f + (beta ? y0[i * D + d] : 0.0);
+                            mag[i * D + d] = fabs(alpha) * m * f + (beta ? fabs(y0[i * D + d]) : 0.0);
                         }
                     for (int64_t i = 0; i < N * D; i++) y1[i] = y2[i] = beta ? y0[i] : NAN;
-                    lora_gemm_rows_wide(N, r, D, alpha, u, M, (float)beta, y1, 1);
-                    lora_gemm_rows_wide(N, r, D, alpha, u, M, (float)beta, y2, 2);
+                    lora_gemm_rows_wide(N, r, D, alpha, u, M, dr, (float)beta, y1, 1);
+                    lora_gemm_rows_wide(N, r, D, alpha, u, M, dr, (float)beta, y2, 2);
                     expect_close(y1, ref, mag, N * D);
                     assert_memory_equal(y1, y2, sizeof(float) * (size_t)(N * D));
-                    free(u), free(M), free(y0), free(y1), free(y2), free(ref), free(mag);
+                    if (dr) { // the same bits as the product, then a separate dropout pass
+                        float *t = as_malloc(sizeof(float) * (size_t)(N * D));
+                        lora_gemm_rows_wide(N, r, D, alpha, u, M, NULL, 0.0f, t, 1);
+                        for (int64_t i = 0; i < N * D; i++) y2[i] = beta ? y0[i] : NAN;
+                        for (int64_t i = 0; i < N; i++) train_dropout_row_mask(y2 + i * D, t + i * D, D, dr->keep + i * ((D + 15) / 16), dr->scale, beta);
+                        assert_memory_equal(y1, y2, sizeof(float) * (size_t)(N * D));
+                        free(t);
+                    }
+                    free(u), free(M), free(y0), free(y1), free(y2), free(ref), free(mag), free((void *)drv.keep);
                 }
 }
 
@@ -97,9 +128,11 @@ static void test_reduce(void **state) {
     for (size_t a = 0; a < AS_ARRAY_LEN(Ns); a++)
         for (size_t b = 0; b < AS_ARRAY_LEN(Ds); b++)
             for (size_t c = 0; c < AS_ARRAY_LEN(Rs); c++)
-                for (int trans = 0; trans <= 1; trans++) {
+                for (int trans = 0; trans <= 1; trans++)
+                for (int dropped = 0; dropped <= 1; dropped++) {
                     const int64_t N = Ns[a] * 7, D = Ds[b], r = Rs[c];
                     const float alpha = 0.5f;
+                    const lora_drop drv = rnd_drop(&g, N, D), *dr = dropped ? &drv : NULL;
                     float *v = rnd(&g, N * r), *x = rnd(&g, N * D), *G0 = rnd(&g, r * D);
                     float *G1 = as_malloc(sizeof(float) * (size_t)(r * D)), *G2 = as_malloc(sizeof(float) * (size_t)(r * D));
                     double *ref = as_malloc(sizeof(double) * (size_t)(r * D)), *mag = as_malloc(sizeof(double) * (size_t)(r * D));
@@ -107,17 +140,28 @@ static void test_reduce(void **state) {
                         for (int64_t d = 0; d < D; d++) {
                             const int64_t at = trans ? d * r + j : j * D + d;
                             double s = 0, m = 0;
-                            for (int64_t i = 0; i < N; i++) s += (double)v[i * r + j] * x[i * D + d], m += fabs((double)v[i * r + j] * x[i * D + d]);
+                            for (int64_t i = 0; i < N; i++) {
+                                const double xd = x[i * D + d] * drop_factor(dr, D, i, d);
+                                s += (double)v[i * r + j] * xd, m += fabs((double)v[i * r + j] * xd);
+                            }
                             ref[at] = alpha * s + G0[at];
                             mag[at] = alpha * m + fabs(G0[at]);
                         }
                     memcpy(G1, G0, sizeof(float) * (size_t)(r * D));
                     memcpy(G2, G0, sizeof(float) * (size_t)(r * D));
-                    lora_gemm_reduce(N, r, D, alpha, v, x, trans, G1, 1);
-                    lora_gemm_reduce(N, r, D, alpha, v, x, trans, G2, 2);
+                    lora_gemm_reduce(N, r, D, alpha, v, x, dr, trans, G1, 1);
+                    lora_gemm_reduce(N, r, D, alpha, v, x, dr, trans, G2, 2);
                     expect_close(G1, ref, mag, r * D);
                     assert_memory_equal(G1, G2, sizeof(float) * (size_t)(r * D));
-                    free(v), free(x), free(G0), free(G1), free(G2), free(ref), free(mag);
+                    if (dr) { // the same bits as a separate dropout pass, then the product
+                        float *t = as_malloc(sizeof(float) * (size_t)(N * D));
+                        for (int64_t i = 0; i < N; i++) train_dropout_row_mask(t + i * D, x + i * D, D, dr->keep + i * ((D + 15) / 16), dr->scale, 0);
+                        memcpy(G2, G0, sizeof(float) * (size_t)(r * D));
+                        lora_gemm_reduce(N, r, D, alpha, v, t, NULL, trans, G2, 1);
+                        assert_memory_equal(G1, G2, sizeof(float) * (size_t)(r * D));
+                        free(t);
+                    }
+                    free(v), free(x), free(G0), free(G1), free(G2), free(ref), free(mag), free((void *)drv.keep);
                 }
 }
 
