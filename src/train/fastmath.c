@@ -86,12 +86,12 @@ AVX512 static float max_512(const float *x, int64_t n) {
     return _mm512_reduce_max_ps(acc);
 }
 
-AVX512 static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) {
+AVX512 static void neg_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) {
     const __m512 vl = _mm512_set1_ps(l), vg = _mm512_set1_ps(g);
     int64_t i = 0;
     for (; i < n; i += 16) {
         const __mmask16 m = as_lanes16(n - i);
-        _mm512_mask_storeu_ps(dz + i, m, _mm512_fnmadd_ps(vg, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + i), vl)), _mm512_maskz_loadu_ps(m, dz + i)));
+        _mm512_mask_storeu_ps(dz + i, m, _mm512_fnmadd_ps(vg, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + i), vl)), _mm512_setzero_ps()));
     }
 }
 
@@ -169,7 +169,7 @@ static void silu_bwd_512(float *dg, float *du, const float *dh, const float *g, 
 static int has_avx512(void) { return 0; }
 static double exp_shift_sum_512(float *x, const float *src, int64_t n, float shift, int store) { (void)x, (void)src, (void)n, (void)shift, (void)store; return 0; }
 static float max_512(const float *x, int64_t n) { (void)x, (void)n; return 0; }
-static void sub_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) { (void)dz, (void)z, (void)n, (void)g, (void)l; }
+static void neg_scaled_exp_512(float *dz, const float *z, int64_t n, float g, float l) { (void)dz, (void)z, (void)n, (void)g, (void)l; }
 #endif
 
 // Without AVX-512 the same polynomial runs one element at a time; the sums
@@ -196,12 +196,12 @@ float train_max(const float *x, int64_t n) {
     return m;
 }
 
-void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
+void train_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
     if (has_avx512()) {
-        sub_scaled_exp_512(dz, z, n, g, l);
+        neg_scaled_exp_512(dz, z, n, g, l);
         return;
     }
-    for (int64_t i = 0; i < n; i++) dz[i] -= g * train_expf(z[i] - l);
+    for (int64_t i = 0; i < n; i++) dz[i] = fmaf(-g, train_expf(z[i] - l), 0.0f);
 }
 
 void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n) {

@@ -14,8 +14,8 @@ double train_exp_shift_sum(float *x, int64_t n, float shift);
 double train_exp_sum(const float *x, int64_t n, float shift);
 // Max of x[0..n-1] (n >= 1).
 float train_max(const float *x, int64_t n);
-// dz[i] -= g * exp(z[i] - l).
-void train_sub_scaled_exp(float *dz, const float *z, int64_t n, float g, float l);
+// dz[i] = -(g * exp(z[i] - l)) (written; 0 - g e rounded once, +0 for a zero product).
+void train_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l);
 // SwiGLU: h[i] = silu(g[i]) u[i], silu(x) = x / (1 + exp(-x)).
 void train_silu_glu_forward(float *h, const float *g, const float *u, int64_t n);
 // dg[i] = dh u s (1 + g (1 - s)),  du[i] = dh silu(g),  s = sigmoid(g) (written, not accumulated).

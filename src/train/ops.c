@@ -292,7 +292,7 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
     for (int64_t r = 0; r < rows; r++) {
         const float *z = logits + r * V;
         float *dz = dlogits + r * V;
-        train_sub_scaled_exp(dz, z, V, dlogp[r], lse[r]);
+        train_neg_scaled_exp(dz, z, V, dlogp[r], lse[r]);
         dz[target[r]] += dlogp[r];
     }
 }

@@ -57,7 +57,7 @@ void train_glu_backward(float *dg, float *du, const float *dh, const float *g, c
 
 // Per row: lse = log sum_j exp(logits_j); logp = logits[target] - lse.   logits (rows, V)
 void train_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth);
-// dlogits += dlogp * (onehot(target) - softmax(logits)).
+// dlogits = dlogp * (onehot(target) - softmax(logits)) (written, not accumulated).
 void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
                                int64_t rows, int64_t V, int nth);
 

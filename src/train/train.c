@@ -642,7 +642,6 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
         if (a->has_target2)
             for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
         if (a->has_vgrad) { // e = (onehot(target) - softmax) W
-            memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
             train_logsoftmax_backward(a->dlogits, ones, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
             logits_dx(m, &Wb, a->vgrad + r0 * C, a->dlogits, W, nc);
         }
@@ -732,7 +731,6 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
             dlogp[i] = dlogp_tok ? dlogp_tok[r0 + i] + (dlogp_tok2 ? dlogp_tok2[r0 + i] : 0.0f) : dlogp_sum[a->row_seq[r0 + i]];
         }
         logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
-        memset(a->dlogits, 0, sizeof(float) * (size_t)(nc * V));
         train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
         // That was (g1 + g2) (onehot(target) - softmax); move g2's onehot to target2.
         if (dlogp_tok2)
