@@ -37,46 +37,56 @@ const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
 
-// R rows of out (16 columns from j0, mask m) from x rows i .. i+R-1.
+// R rows of out (16 columns from j0, mask m) from the R rows of x at xb;
+// pf: the next block's rows to prefetch (n_pf of them), or NULL.
 #define NARROW_R 8
-AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int64_t N, int64_t i, int64_t K, int64_t r, int64_t j0, __mmask16 m,
-                                                                     float alpha, const float *x, const float *W, float beta, float *out) {
+AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int64_t K, int64_t r, int64_t j0, __mmask16 m, float alpha,
+                                                                     const float *xb, const float *pf, int64_t n_pf, const float *W,
+                                                                     float beta, float *ob) {
     __m512 acc[NARROW_R];
 #pragma GCC unroll 8
     for (int q = 0; q < R; q++) acc[q] = _mm512_setzero_ps();
     // The next block's rows of x, one line every other k (R rows x K / 16
     // lines in K / 2 steps): R interleaved row streams defeat the hardware prefetcher.
-    const int64_t n_next = AS_MAX((int64_t)0, AS_MIN((int64_t)R, N - (i + R)));
-    const float *pf = n_next ? x + (i + R) * K : x;
     int64_t pf_off = 0;
-    const int64_t pf_end = n_next * K;
+    const int64_t pf_end = pf ? n_pf * K : 0;
     for (int64_t k = 0; k < K; k++) {
         if (!(k & 1) && pf_off < pf_end) _mm_prefetch((const char *)(pf + pf_off), _MM_HINT_T0), pf_off += 16;
         const __m512 w = _mm512_maskz_loadu_ps(m, W + k * r + j0);
 #pragma GCC unroll 8
-        for (int q = 0; q < R; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(x[(i + q) * K + k]), w, acc[q]);
+        for (int q = 0; q < R; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xb[q * K + k]), w, acc[q]);
     }
     const __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8
     for (int q = 0; q < R; q++) {
-        float *o = out + (i + q) * r + j0;
+        float *o = ob + q * r + j0;
         const __m512 v = beta != 0.0f ? _mm512_fmadd_ps(acc[q], va, _mm512_maskz_loadu_ps(m, o)) : _mm512_mul_ps(acc[q], va);
         _mm512_mask_storeu_ps(o, m, v);
     }
 }
 
-AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out,
-                                      int nth) {
+// x in place, or (fill) each block's rows made into a buffer of the thread.
+AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alpha, const float *x, lora_rows_fn fill, void *ctx,
+                                      const float *W, float beta, float *out, int nth) {
     const int64_t nblk = (N + NARROW_R - 1) / NARROW_R;
-#pragma omp parallel for schedule(static) num_threads(nth) if (nblk > 1)
-    for (int64_t b = 0; b < nblk; b++) {
-        const int64_t i = b * NARROW_R;
-        for (int64_t j0 = 0; j0 < r; j0 += 16) {
-            const __mmask16 m = as_lanes16(r - j0);
-            if (i + NARROW_R <= N) narrow_block(NARROW_R, N, i, K, r, j0, m, alpha, x, W, beta, out);
-            else
-                for (int64_t i1 = i; i1 < N; i1++) narrow_block(1, N, i1, K, r, j0, m, alpha, x, W, beta, out);
+#pragma omp parallel num_threads(nth) if (nblk > 1)
+    {
+        float *buf = fill ? as_aligned_alloc(sizeof(float) * (size_t)(NARROW_R * K)) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblk; b++) {
+            const int64_t i = b * NARROW_R, n = AS_MIN((int64_t)NARROW_R, N - i);
+            const int64_t n_pf = AS_MAX((int64_t)0, AS_MIN((int64_t)NARROW_R, N - (i + n)));
+            const float *xb = buf, *pf = NULL;
+            if (fill) fill(ctx, i, n, buf);
+            else xb = x + i * K, pf = n_pf ? x + (i + n) * K : NULL;
+            for (int64_t j0 = 0; j0 < r; j0 += 16) {
+                const __mmask16 m = as_lanes16(r - j0);
+                if (n == NARROW_R) narrow_block(NARROW_R, K, r, j0, m, alpha, xb, pf, n_pf, W, beta, out + i * r);
+                else
+                    for (int64_t q = 0; q < n; q++) narrow_block(1, K, r, j0, m, alpha, xb + q * K, NULL, 0, W, beta, out + (i + q) * r);
+            }
         }
+        free(buf);
     }
 }
 
@@ -209,19 +219,8 @@ static bool use_avx512(void) { return kernel_avx512_active(); }
 static bool use_avx512(void) { return false; }
 #endif
 
-void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth) {
-    if (N < 1 || r < 1) return;
-#if defined(__x86_64__)
-    if (use_avx512()) {
-        rows_narrow_avx512(N, K, r, alpha, x, W, beta, out, nth);
-        return;
-    }
-#endif
-    kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
-}
-
-// Without AVX-512 the dropout is a separate pass through a scratch buffer of
-// the calling thread (train_dropout_row_mask's arithmetic).
+// Without AVX-512 a dropout (or a fill) is a separate pass through a scratch
+// buffer of the calling thread (train_dropout_row_mask's arithmetic).
 static float *scratch(size_t n) {
     static _Thread_local float *buf;
     static _Thread_local size_t cap;
@@ -231,6 +230,33 @@ static float *scratch(size_t n) {
         cap = n;
     }
     return buf;
+}
+
+void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth) {
+    if (N < 1 || r < 1) return;
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        rows_narrow_avx512(N, K, r, alpha, x, NULL, NULL, W, beta, out, nth);
+        return;
+    }
+#endif
+    kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
+}
+
+void lora_gemm_rows_narrow_fill(int64_t N, int64_t K, int64_t r, float alpha, lora_rows_fn fill, void *ctx, const float *W, float beta,
+                                float *out, int nth) {
+    if (N < 1 || r < 1) return;
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        rows_narrow_avx512(N, K, r, alpha, NULL, fill, ctx, W, beta, out, nth);
+        return;
+    }
+#endif
+    float *x = scratch((size_t)(N * K));
+    const int64_t step = 64;
+#pragma omp parallel for schedule(static) num_threads(nth) if (N > step)
+    for (int64_t i = 0; i < N; i += step) fill(ctx, i, AS_MIN(step, N - i), x + i * K);
+    kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
 }
 
 void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop, float beta,

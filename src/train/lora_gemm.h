@@ -29,6 +29,12 @@ typedef struct lora_drop {
 } lora_drop;
 
 void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth);
+// The same product with x's rows made on demand: fill(ctx, i0, n, dst) writes
+// rows i0 .. i0 + n - 1 (n <= 64) to dst (n x K, contiguous), from any thread.
+// A dropout this way stays in a block buffer in L1 instead of an N x K copy.
+typedef void (*lora_rows_fn)(void *ctx, int64_t i0, int64_t n, float *dst);
+void lora_gemm_rows_narrow_fill(int64_t N, int64_t K, int64_t r, float alpha, lora_rows_fn fill, void *ctx, const float *W, float beta,
+                                float *out, int nth);
 void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop, float beta,
                          float *y, int nth);
 void lora_gemm_reduce(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, const lora_drop *drop, bool trans,

@@ -70,7 +70,6 @@ typedef struct train_acts {
     float *dq, *datt;           // (N, H*d)
     float *dk, *dv;             // (N, Hkv*d)
     float *dgate, *dup, *dh;    // (N, F)
-    float *xd;                  // (N, max in) dropped-out adapter input
     float *du;                  // (N, r)
     float *logits, *dlogits;    // (LOGIT_CHUNK, V)
     float *xchunk, *dxchunk;    // (LOGIT_CHUNK, C)
@@ -102,8 +101,6 @@ static void acts_free(train_acts *a) {
     free(a);
 }
 
-static int64_t lora_max_in(const model_config *c) { return AS_MAX(AS_MAX((int64_t)c->n_embd, (int64_t)c->n_head * c->head_dim), (int64_t)c->n_ff); }
-
 // Sizes the buffers for n_tok rows, sequences up to max_len and n_seq sequences.
 static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, int32_t n_seq) {
     train_acts *a = m->acts;
@@ -116,7 +113,7 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     const model_config *c = &m->cfg;
     const int64_t L = c->n_layer, C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
     const int64_t F = c->n_ff, H = c->n_head, half = c->n_rot / 2, V = c->n_vocab;
-    const int64_t r = m->lora ? m->lora->cfg.rank : 0, max_in = m->lora ? lora_max_in(c) : 0;
+    const int64_t r = m->lora ? m->lora->cfg.rank : 0;
     const int64_t Ls = m->checkpointing ? 1 : L; // layers of stored activations
     // Dropout keep masks for every layer (checkpointing too: the recomputed
     // forward and the backward apply them instead of hashing again).
@@ -127,12 +124,12 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
                       &a->gate, &a->up, &a->hact, &a->lnf, &a->vgrad, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
-                      &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->xd, &a->du,
+                      &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->du,
                       &a->logits, &a->dlogits, &a->xchunk, &a->dxchunk, &a->scores, &a->logp_tok, &a->lse_out, (float **)&a->drop_keep};
     const int64_t sizes[] = {(L + 1) * N * C, L * N * C, Ls * N * C, Ls * N * C, Ls * N, Ls * N, Ls * N * qd, Ls * N * kvd, Ls * N * kvd,
                              Ls * N * H, Ls * N * qd, Ls * N * F, Ls * N * F, Ls * N * F, N * C, m->lora ? N * C : 0, N, Ls * TRAIN_LORA_N_TARGETS * N * r,
                              N * half, N * half, N * AS_MAX(C, qd),
-                             N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * max_in, N * r,
+                             N * C, N * C, N * qd, N * qd, N * kvd, N * kvd, N * F, N * F, N * F, N * r,
                              LOGIT_CHUNK * V, LOGIT_CHUNK * V, LOGIT_CHUNK * C, LOGIT_CHUNK * C, (int64_t)nth * T, N, N,
                              (L * N * a->drop_off[TRAIN_LORA_N_TARGETS] + 1) / 2};
     size_t total = 0;
@@ -362,26 +359,33 @@ static inline uint64_t dropout_base(uint64_t seed, int l, int t) { return seed +
 // Drop probability p as a 32-bit threshold (p < 1).
 static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
-// dst (+)= x * mask, row by row (train_dropout_row: the mask of element i * in
-// + j hashes the counter base + i * in + j).  The first forward of a batch
-// hashes and stores the masks (a->drop_keep); the recomputed forward and the
-// backward apply the stored ones (the same numbers, ~3x cheaper).
 // The keep mask of (layer l, target t): N rows of ceil(in / 16) words.
 static uint16_t *drop_keep_of(const train_acts *a, int64_t N, int l, int t) {
     return a->drop_keep + (int64_t)l * N * a->drop_off[TRAIN_LORA_N_TARGETS] + a->drop_off[t] * N;
 }
 
-static void dropout_apply(train_acts *a, float *dst, const float *x, int64_t N, int64_t in, int l, int t, float p, bool add, int nth) {
-    const uint64_t base = dropout_base(a->dropout_seed, l, t);
-    const uint32_t th = dropout_thresh(p);
-    const float ks = 1.0f / (1.0f - p);
-    const int64_t w = (in + 15) / 16;
-    uint16_t *keep = drop_keep_of(a, N, l, t);
-    const bool replay = a->drop_replay;
-#pragma omp parallel for num_threads(nth) if (N > 1)
-    for (int64_t i = 0; i < N; i++) {
-        if (replay) train_dropout_row_mask(dst + i * in, x + i * in, in, keep + i * w, ks, add);
-        else train_dropout_row_keep(dst + i * in, x + i * in, in, base + (uint64_t)(i * in), th, ks, add, keep + i * w);
+// Rows of drop(x) = x * mask (train_dropout_row: the mask of element i * in
+// + j hashes the counter base + i * in + j), for lora_gemm_rows_narrow_fill.
+// The first forward of a batch hashes and stores the masks (a->drop_keep);
+// the recomputed forward and the backward apply the stored ones (the same
+// numbers, ~3x cheaper; the backward's products apply them on the fly).
+typedef struct dropped_rows {
+    const train_acts *a;
+    const float *x;
+    int64_t in;
+    uint64_t base;   // hash counter of row 0
+    uint32_t thresh;
+    float scale;
+    uint16_t *keep;  // the (layer, target) masks
+} dropped_rows;
+
+static void dropped_rows_fill(void *ctx, int64_t i0, int64_t n, float *dst) {
+    const dropped_rows *d = ctx;
+    const int64_t in = d->in, w = (in + 15) / 16;
+    for (int64_t i = i0; i < i0 + n; i++) {
+        float *o = dst + (i - i0) * in;
+        if (d->a->drop_replay) train_dropout_row_mask(o, d->x + i * in, in, d->keep + i * w, d->scale, 0);
+        else train_dropout_row_keep(o, d->x + i * in, in, d->base + (uint64_t)(i * in), d->thresh, d->scale, 0, d->keep + i * w);
     }
 }
 
@@ -429,18 +433,21 @@ static bool lora_active(const train_model *m, int t) { return m->lora && m->adap
 // was ~10% of a bf16 LoRA step), and so did general sgemm's (OpenBLAS's
 // packing copies); fp32 is also the more exact.
 
-// u = drop(x) A^T (N, r), kept for the backward pass; returns u.
+// u = drop(x) A^T (N, r), kept for the backward pass; returns u.  The
+// dropout's rows are made block by block inside the product.
 static const float *lora_forward_u(train_model *m, int l, int t, const float *x, int64_t N) {
     train_lora *lo = m->lora;
     train_acts *a = m->acts;
     const int64_t r = lo->cfg.rank, in = lo->in[t];
     float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
-    const float *src = x;
-    if (a->dropout_on) {
-        dropout_apply(a, a->xd, x, N, in, l, t, lo->cfg.dropout, false, m->n_threads);
-        src = a->xd;
+    const float *At = lora_gemm_transposed(lo->a[t] + l * r * in, r, in);
+    if (!a->dropout_on) {
+        lora_gemm_rows_narrow(N, in, r, 1.0f, x, At, 0.0f, u, m->n_threads);
+        return u;
     }
-    lora_gemm_rows_narrow(N, in, r, 1.0f, src, lora_gemm_transposed(lo->a[t] + l * r * in, r, in), 0.0f, u, m->n_threads);
+    const float p = lo->cfg.dropout;
+    dropped_rows d = {a, x, in, dropout_base(a->dropout_seed, l, t), dropout_thresh(p), 1.0f / (1.0f - p), drop_keep_of(a, N, l, t)};
+    lora_gemm_rows_narrow_fill(N, in, r, 1.0f, dropped_rows_fill, &d, At, 0.0f, u, m->n_threads);
     return u;
 }
 
@@ -471,7 +478,7 @@ static void lora_backward(train_model *m, int l, int t, float *dx, const float *
     const int nth = m->n_threads;
     lora_gemm_reduce(N, r, out, s, u, dy, NULL, true, gB, nth);   // gB += s dy^T u
     lora_gemm_rows_narrow(N, out, r, s, dy, B, 0.0f, a->du, nth); // du = s dy B
-    const lora_drop keep = {drop_keep_of(a, N, l, t), 1.0f / (1.0f - lo->cfg.dropout)}; // as dropout_apply
+    const lora_drop keep = {drop_keep_of(a, N, l, t), 1.0f / (1.0f - lo->cfg.dropout)}; // as dropped_rows_fill
     const lora_drop *drop = a->dropout_on ? &keep : NULL;
     lora_gemm_reduce(N, r, in, 1.0f, a->du, x, drop, false, gA, nth);    // gA += du^T drop(x)
     lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, drop, 1.0f, dx, nth); // dx += drop'(du A)

@@ -5,7 +5,8 @@
 // the transposed output of lora_gemm_reduce, with and without the dropout
 // applied on the fly (then also bitwise the same as a separate
 // train_dropout_row_mask pass); the same bits with 1 and 2 threads (each
-// element's sum order is fixed by its position).
+// element's sum order is fixed by its position); the narrow product with its
+// rows made on demand, bitwise the one on the rows.
 #include "test_common.h"
 
 #include <math.h>
@@ -52,6 +53,16 @@ static const int64_t Ns[] = {1, 5, 8, 13, 37};
 static const int64_t Ds[] = {1, 16, 17, 33, 70};
 static const int64_t Rs[] = {1, 3, 7, 8, 16, 19, 33};
 
+// lora_gemm_rows_narrow_fill's rows: those of a matrix, times 2 (exact).
+typedef struct { const float *x; int64_t K; int calls; } fill_ctx;
+static void fill_twice(void *p, int64_t i0, int64_t n, float *dst) {
+    fill_ctx *c = p;
+    assert_true(n >= 1 && n <= 64);
+#pragma omp atomic
+    c->calls++;
+    for (int64_t i = 0; i < n * c->K; i++) dst[i] = 2.0f * c->x[i0 * c->K + i];
+}
+
 static void test_rows_narrow(void **state) {
     (void)state;
     as_rng g;
@@ -77,6 +88,14 @@ static void test_rows_narrow(void **state) {
                     lora_gemm_rows_narrow(N, K, r, alpha, x, W, (float)beta, o2, 2);
                     expect_close(o1, ref, mag, N * r);
                     assert_memory_equal(o1, o2, sizeof(float) * (size_t)(N * r));
+                    // Rows made on demand (2 x): the bits of the product on 2 x, alpha / 2.
+                    fill_ctx fc = {x, K, 0};
+                    for (int th = 1; th <= 2; th++) {
+                        for (int64_t i = 0; i < N * r; i++) o2[i] = beta ? o0[i] : NAN;
+                        lora_gemm_rows_narrow_fill(N, K, r, alpha / 2, fill_twice, &fc, W, (float)beta, o2, th);
+                        assert_memory_equal(o1, o2, sizeof(float) * (size_t)(N * r));
+                    }
+                    assert_true(fc.calls >= 2);
                     free(x), free(W), free(o0), free(o1), free(o2), free(ref), free(mag);
                 }
 }
