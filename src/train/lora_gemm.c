@@ -112,29 +112,21 @@ AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C
             for (int c = 0; c < C; c++) acc[q][c] = _mm512_fmadd_ps(b, mv[c], acc[q][c]);
         }
     }
-    const __m512 va = _mm512_set1_ps(alpha);
-    if (drop) { // y = (alpha acc) (keep ? scale : 0) [+ y, fused], as train_dropout_row_mask on alpha acc
-        const int64_t w = (D + 15) / 16;
-        const __m512 ks = _mm512_set1_ps(drop->scale);
-#pragma GCC unroll 4
-        for (int q = 0; q < R; q++)
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                const __mmask16 mc = c == C - 1 ? m : (__mmask16)0xffff;
-                float *o = y + (i + q) * D + c0 + 16 * c;
-                const __m512 sel = _mm512_maskz_mov_ps((__mmask16)drop->keep[(i + q) * w + (c0 / 16 + c)], ks);
-                const __m512 t = _mm512_mul_ps(acc[q][c], va);
-                _mm512_mask_storeu_ps(o, mc, beta != 0.0f ? _mm512_fmadd_ps(t, sel, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(t, sel));
-            }
-        return;
-    }
+    const __m512 va = _mm512_set1_ps(alpha), ks = _mm512_set1_ps(drop ? drop->scale : 0.0f);
+    const int64_t w = (D + 15) / 16;
 #pragma GCC unroll 4
     for (int q = 0; q < R; q++)
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const __mmask16 mc = c == C - 1 ? m : (__mmask16)0xffff;
             float *o = y + (i + q) * D + c0 + 16 * c;
-            const __m512 v = beta != 0.0f ? _mm512_fmadd_ps(acc[q][c], va, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(acc[q][c], va);
+            __m512 v;
+            if (drop) { // (alpha acc) (keep ? scale : 0) [+ y, fused]: train_dropout_row_mask on alpha acc
+                const __m512 sel = _mm512_maskz_mov_ps((__mmask16)drop->keep[(i + q) * w + (c0 / 16 + c)], ks);
+                const __m512 t = _mm512_mul_ps(acc[q][c], va);
+                v = beta != 0.0f ? _mm512_fmadd_ps(t, sel, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(t, sel);
+            }
+            else v = beta != 0.0f ? _mm512_fmadd_ps(acc[q][c], va, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(acc[q][c], va);
             _mm512_mask_storeu_ps(o, mc, v);
         }
 }
@@ -232,31 +224,33 @@ static float *scratch(size_t n) {
     return buf;
 }
 
-void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth) {
+// x's rows in place, or made by fill.
+static void narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, lora_rows_fn fill, void *ctx, const float *W, float beta,
+                   float *out, int nth) {
     if (N < 1 || r < 1) return;
 #if defined(__x86_64__)
     if (use_avx512()) {
-        rows_narrow_avx512(N, K, r, alpha, x, NULL, NULL, W, beta, out, nth);
+        rows_narrow_avx512(N, K, r, alpha, x, fill, ctx, W, beta, out, nth);
         return;
     }
 #endif
+    if (fill) {
+        float *t = scratch((size_t)(N * K));
+        const int64_t step = 64;
+#pragma omp parallel for schedule(static) num_threads(nth) if (N > step)
+        for (int64_t i = 0; i < N; i += step) fill(ctx, i, AS_MIN(step, N - i), t + i * K);
+        x = t;
+    }
     kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
+}
+
+void lora_gemm_rows_narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, const float *W, float beta, float *out, int nth) {
+    narrow(N, K, r, alpha, x, NULL, NULL, W, beta, out, nth);
 }
 
 void lora_gemm_rows_narrow_fill(int64_t N, int64_t K, int64_t r, float alpha, lora_rows_fn fill, void *ctx, const float *W, float beta,
                                 float *out, int nth) {
-    if (N < 1 || r < 1) return;
-#if defined(__x86_64__)
-    if (use_avx512()) {
-        rows_narrow_avx512(N, K, r, alpha, NULL, fill, ctx, W, beta, out, nth);
-        return;
-    }
-#endif
-    float *x = scratch((size_t)(N * K));
-    const int64_t step = 64;
-#pragma omp parallel for schedule(static) num_threads(nth) if (N > step)
-    for (int64_t i = 0; i < N; i += step) fill(ctx, i, AS_MIN(step, N - i), x + i * K);
-    kernel_sgemm(false, false, N, r, K, alpha, x, K, W, r, beta, out, r, nth);
+    narrow(N, K, r, alpha, NULL, fill, ctx, W, beta, out, nth);
 }
 
 void lora_gemm_rows_wide(int64_t N, int64_t r, int64_t D, float alpha, const float *u, const float *M, const lora_drop *drop, float beta,

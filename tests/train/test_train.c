@@ -490,6 +490,22 @@ static void test_determinism(void **state) {
     }
 }
 
+// The trainable gradients (allocated for full fine-tuning), zeroed; *n floats.
+static const float *fresh_grads(train_model *m, size_t *n) {
+    float *params, *grads;
+    const optim_segment *segs;
+    int ns;
+    *n = train_trainable(m, &params, &grads, &segs, &ns);
+    train_zero_grad(m);
+    return grads;
+}
+
+static float *dup_floats(const float *p, size_t n) {
+    float *q = as_malloc(sizeof(float) * n);
+    memcpy(q, p, sizeof(float) * n);
+    return q;
+}
+
 // Activation checkpointing: the same log-probabilities and bitwise the same
 // gradients with far less activation memory (full and LoRA with dropout).
 static void checkpoint_case(bool gemma, bool lora, bool backward) {
@@ -499,17 +515,12 @@ static void checkpoint_case(bool gemma, bool lora, bool backward) {
     for (int ck = 0; ck < 2; ck++) {
         train_model *m = lora ? tiny_lora_model(gemma, 0.3f, 0) : tiny_model(gemma, 50);
         train_set_checkpointing(m, ck == 1);
-        float *params, *grads;
-        const optim_segment *segs;
-        int ns;
-        n = train_trainable(m, &params, &grads, &segs, &ns);
-        train_zero_grad(m);
+        const float *grads = fresh_grads(m, &n);
         train_batch b = the_batch();
         b.backward = backward;
         assert_int_equal(train_forward(m, &b, lp[ck], NULL), AS_OK);
         assert_int_equal(train_backward(m, UPSTREAM), AS_OK);
-        g[ck] = as_malloc(sizeof(float) * n);
-        memcpy(g[ck], grads, sizeof(float) * n);
+        g[ck] = dup_floats(grads, n);
         bytes[ck] = train_activation_bytes(m);
         train_model_free(m);
     }
@@ -551,11 +562,7 @@ static void test_vocab_grad_paths(void **state) {
         size_t n = 0;
         for (int marked = 0; marked < 2; marked++) {
             train_model *m = tiny_lora_model(false, 0.3f, 0);
-            float *params, *grads;
-            const optim_segment *segs;
-            int ns;
-            n = train_trainable(m, &params, &grads, &segs, &ns);
-            train_zero_grad(m);
+            const float *grads = fresh_grads(m, &n);
             train_batch b = the_batch();
             b.backward = marked;
             if (tokens) b.target2 = t2;
@@ -567,8 +574,7 @@ static void test_vocab_grad_paths(void **state) {
                 assert_int_equal(train_backward_tokens(m, gt, gt2), AS_OK);
             }
             else assert_int_equal(train_backward(m, UPSTREAM), AS_OK);
-            g[marked] = as_malloc(sizeof(float) * n);
-            memcpy(g[marked], grads, sizeof(float) * n);
+            g[marked] = dup_floats(grads, n);
             train_model_free(m);
         }
         assert_memory_equal(lp[0], lp[1], sizeof lp[0]);
