@@ -19,15 +19,24 @@
 #include "tensor/lanes_x86.h"
 #include "util/common.h"
 
-const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
-    static _Thread_local float *buf;
-    static _Thread_local size_t cap;
-    const size_t n = (size_t)(rows * cols);
-    if (n > cap) {
-        free(buf);
-        buf = as_malloc(sizeof(float) * n);
-        cap = n;
+// Buffers of the calling thread, kept between calls: the transposed rank-r
+// operand (returned to the caller), the generic path's scratch copy of the
+// big operand, and the AVX-512 narrow product's block of rows made by a fill.
+enum { BUF_TRANSPOSED, BUF_SCRATCH, BUF_ROWS, N_BUFS };
+
+static float *thread_buffer(int which, size_t n) {
+    static _Thread_local float *buf[N_BUFS];
+    static _Thread_local size_t cap[N_BUFS];
+    if (n > cap[which]) {
+        free(buf[which]);
+        buf[which] = as_malloc(sizeof(float) * n);
+        cap[which] = n;
     }
+    return buf[which];
+}
+
+const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
+    float *buf = thread_buffer(BUF_TRANSPOSED, (size_t)(rows * cols));
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) buf[j * rows + i] = a[i * cols + j];
     return buf;
@@ -71,7 +80,7 @@ AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alp
     const int64_t nblk = (N + NARROW_R - 1) / NARROW_R;
 #pragma omp parallel num_threads(nth) if (nblk > 1)
     {
-        float *buf = fill ? as_aligned_alloc(sizeof(float) * (size_t)(NARROW_R * K)) : NULL;
+        float *buf = fill ? thread_buffer(BUF_ROWS, (size_t)(NARROW_R * K)) : NULL;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nblk; b++) {
             const int64_t i = b * NARROW_R, n = AS_MIN((int64_t)NARROW_R, N - i);
@@ -86,7 +95,6 @@ AVX512 static void rows_narrow_avx512(int64_t N, int64_t K, int64_t r, float alp
                     for (int64_t q = 0; q < n; q++) narrow_block(1, K, r, j0, m, alpha, xb + q * K, NULL, 0, W, beta, out + (i + q) * r);
             }
         }
-        free(buf);
     }
 }
 
@@ -211,18 +219,9 @@ static bool use_avx512(void) { return kernel_avx512_active(); }
 static bool use_avx512(void) { return false; }
 #endif
 
-// Without AVX-512 a dropout (or a fill) is a separate pass through a scratch
-// buffer of the calling thread (train_dropout_row_mask's arithmetic).
-static float *scratch(size_t n) {
-    static _Thread_local float *buf;
-    static _Thread_local size_t cap;
-    if (n > cap) {
-        free(buf);
-        buf = as_malloc(sizeof(float) * n);
-        cap = n;
-    }
-    return buf;
-}
+// Without AVX-512 a dropout (or a fill) is a separate pass through the
+// calling thread's scratch buffer (train_dropout_row_mask's arithmetic).
+static float *scratch(size_t n) { return thread_buffer(BUF_SCRATCH, n); }
 
 // x's rows in place, or made by fill.
 static void narrow(int64_t N, int64_t K, int64_t r, float alpha, const float *x, lora_rows_fn fill, void *ctx, const float *W, float beta,

@@ -689,6 +689,13 @@ static void grads_ensure(train_model *m) {
     params_point(&m->grads, m->grads_memory, m->param_sizes);
 }
 
+// Scored row r's upstream gradient on its logits' log-softmax: its sequence's
+// (dlogp_sum), or its own (dlogp_tok) plus that on its second target's
+// (dlogp_tok2, may be NULL), whose onehot the caller then moves.
+static inline float row_upstream(const train_acts *a, const float *dlogp_sum, const float *dlogp_tok, const float *dlogp_tok2, int64_t r) {
+    return dlogp_tok ? dlogp_tok[r] + (dlogp_tok2 ? dlogp_tok2[r] : 0.0f) : dlogp_sum[a->row_seq[r]];
+}
+
 // Upstream gradient per sequence (dlogp_sum) or per scored row (dlogp_tok, and
 // dlogp_tok2 on the second targets, may be NULL).
 static int backward_impl(train_model *m, const float *dlogp_sum, const float *dlogp_tok, const float *dlogp_tok2) {
@@ -713,10 +720,10 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
     if (a->has_vgrad) { // LoRA (no dW): dx = g e from the forward's e = (onehot(target) - softmax) W
         for (int64_t r = 0; r < nr; r++) {
-            const float g1 = dlogp_tok ? dlogp_tok[r] : dlogp_sum[a->row_seq[r]], g2 = dlogp_tok2 ? dlogp_tok2[r] : 0.0f;
+            const float g = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r), g2 = dlogp_tok2 ? dlogp_tok2[r] : 0.0f;
             const float *e = a->vgrad + r * C;
             float *dst = a->dln + (int64_t)a->row[r] * C;
-            for (int64_t j = 0; j < C; j++) dst[j] = (g1 + g2) * e[j];
+            for (int64_t j = 0; j < C; j++) dst[j] = g * e[j];
             if (g2 != 0.0f) {
                 const float *w1 = W + (int64_t)a->target[r] * C, *w2 = W + (int64_t)a->target2[r] * C;
                 for (int64_t j = 0; j < C; j++) dst[j] += g2 * (w2[j] - w1[j]);
@@ -735,7 +742,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         float dlogp[LOGIT_CHUNK];
         for (int64_t i = 0; i < nc; i++) {
             memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-            dlogp[i] = dlogp_tok ? dlogp_tok[r0 + i] + (dlogp_tok2 ? dlogp_tok2[r0 + i] : 0.0f) : dlogp_sum[a->row_seq[r0 + i]];
+            dlogp[i] = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r0 + i);
         }
         logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
         train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);

@@ -180,7 +180,8 @@ void train_set_training(train_model *m, bool on);
 // (each layer's input and its value after the attention block) and one
 // layer's worth of activations; the backward pass recomputes each layer
 // before differentiating it (about 3/4 of a forward pass of work: not the
-// output and down projections; about L/5 times less activation memory).
+// output and down projections; on the default model at 2048 tokens 0.46
+// instead of 2.1 GB of activations).
 // Gradients are bitwise identical either way.
 void train_set_checkpointing(train_model *m, bool on);
 // Bytes of activation memory currently allocated.
