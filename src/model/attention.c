@@ -30,6 +30,7 @@
 #include "tensor/bf16_x86.h"
 #include "tensor/gemm.h"
 #include "tensor/lanes_x86.h"
+#include "tensor/transpose_x86.h"
 #include "tensor/quant.h"
 #include "util/common.h"
 
@@ -95,7 +96,7 @@ ATTN_TARGET static inline __attribute__((always_inline)) __m512 kv_load(const vo
 #define SCORES_TILES(G) ((G) <= SACC / 4 ? 4 : SACC / GMAX)
 
 // Scores of G query vectors against TC key tiles starting at kt: vector g's
-// element e is qT[e * G + g] (the block's queries transposed, so that one
+// element e is qT[e * 16 + g] (the block's queries transposed, so that one
 // pointer walks them), its scores go to s + g * s_stride.  Meanwhile the
 // n_pf cache lines at pf[] are prefetched, a few per dimension.
 ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const float *qT, int d, const void *kt, int64_t tile_stride,
@@ -114,7 +115,7 @@ ATTN_TARGET static inline __attribute__((always_inline)) void scores_block(const
         for (int t = 0; t < TC; t++) k[t] = kv_load(kt, t * tile_stride + e * KV_TILE, F16);
         #pragma GCC unroll 12
         for (int g = 0; g < G; g++) {
-            const __m512 qe = _mm512_set1_ps(qT[e * G + g]);
+            const __m512 qe = _mm512_set1_ps(qT[e * 16 + g]);
             #pragma GCC unroll 4
             for (int t = 0; t < TC; t++) acc[g][t] = _mm512_fmadd_ps(qe, k[t], acc[g][t]);
         }
@@ -274,7 +275,7 @@ ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
     const int d = a->d, H = a->n_heads, hb = AS_MIN(H, GMAX), rb = GMAX / hb;
     const int64_t ss = a->scores_stride, eb = a->f16 ? 2 : 4;
     const char *pf[ATTN_PF_MAX];
-    _Alignas(64) float qT[GMAX * ATTN_D_MAX];
+    _Alignas(64) float qT[16 * ATTN_D_MAX];
     for (int r0 = 0; r0 < a->n_rows; r0 += rb) {
         const int rc = AS_MIN(rb, a->n_rows - r0);
         for (int h0 = 0; h0 < H; h0 += hb) {
@@ -287,8 +288,16 @@ ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
                 n[g] = a->n_keys[r];
                 n_max = AS_MAX(n_max, n[g]);
                 out[g] = a->out + (int64_t)r * a->out_stride + (int64_t)h * d;
-                const float *q = a->q + (int64_t)r * a->q_stride + (int64_t)h * d;
-                for (int e = 0; e < d; e++) qT[e * G + g] = q[e];
+            }
+            // qT: the block's vectors transposed, 16 dimensions at a time (lanes past G unused).
+            for (int e0 = 0; e0 < d; e0 += 16) {
+                __m512i z[16];
+                for (int g = 0; g < 16; g++) {
+                    const int gg = AS_MIN(g, G - 1), r = r0 + gg / hc, h = h0 + gg % hc;
+                    z[g] = _mm512_castps_si512(_mm512_loadu_ps(a->q + (int64_t)r * a->q_stride + (int64_t)h * d + e0));
+                }
+                as_transpose16_epi32(z);
+                for (int i = 0; i < 16; i++) _mm512_store_si512(qT + (e0 + i) * 16, z[i]);
             }
             const int32_t n_tiles = (n_max + KV_TILE - 1) / KV_TILE;
             for (int32_t t = 0; t < n_tiles; t += TC) {

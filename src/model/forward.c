@@ -363,8 +363,11 @@ static void store_row(const model_config *c, kv_cache *kv, int32_t l, const mode
 // over positions 0..pos[i] of seq[i]'s cache in this layer, all in one
 // parallel region: the cache writes (in decoding mostly cache misses, the
 // lines evicted since the last step) run on all threads without a fork of
-// their own.  A sequence's rows are stored by one thread: two positions
-// share the 32-bit words of the bf16 value tiles.
+// their own.  The rows of one chunk of KV_CHUNK positions of a sequence are
+// stored by one thread, in order (the chunk's first position clears its
+// tiles, and two positions share the 32-bit words of the bf16 value tiles);
+// a prompt's chunks alternate between threads (by whole sequences instead, a
+// 512-token prefill's stores ran on one thread while the other waited).
 // Work items are (block of consecutive rows of one sequence) x (KV head): the
 // block's rows and the group's heads share the K/V they read (attention.c).
 static void attention_forward(model_scratch *s, const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, float *q,
@@ -378,7 +381,7 @@ static void attention_forward(model_scratch *s, const model_config *c, kv_cache 
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < b->n_tokens; i++) rope_row(s, c, i, q, q_stride, k, ks);
     for (int64_t i = 0; i < b->n_tokens; i++)
-        if (b->seq[i] % nt == tid) store_row(c, kv, l, b, i, k, v, ks);
+        if ((b->seq[i] + b->pos[i] / KV_CHUNK) % nt == tid) store_row(c, kv, l, b, i, k, v, ks);
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {

@@ -96,6 +96,8 @@ bool kernel_gemm_bf16_amx(void) {
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+#include "tensor/transpose_x86.h"
 #define AVX512 __attribute__((target("avx512f")))
 
 // n floats -> bf16 (n <= 16 via a masked load).
@@ -107,31 +109,6 @@ AVX512 static inline __m256i cvt_n(const float *src, int64_t n) {
 // Units of two bf16 (K pairs) from two rows of 16: lo from a, hi from b.
 AVX512 static inline __m512i pair_units(const float *a, const float *b, int64_t n) {
     return as_bf16x16_pairs(cvt_n(a, n), b ? cvt_n(b, n) : _mm256_setzero_si256());
-}
-
-// r[j] (16 dwords each) <- the transpose: r[c][j] = old r[j][c].  32-bit
-// unpacks give 4 x 4 blocks within each 128-bit lane, 64-bit unpacks finish
-// them, two rounds of lane shuffles put the blocks in place.
-AVX512 static inline void transpose16_epi32(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int g = 0; g < 4; g++) { // u[4g + m], lane L = rows 4g..4g+3 of column 4L + m
-        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-    }
-    for (int m = 0; m < 4; m++) {
-        const __m512i x0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44), x1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);
-        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44), y1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
-        r[m] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-        r[4 + m] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
-        r[8 + m] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        r[12 + m] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
-    }
 }
 
 // Block b (rows 16b .. 16b+15) of pack_a, every element written (padding
@@ -159,7 +136,7 @@ AVX512 static void pack_a_block(uint16_t *Ap, bool ta, int64_t M, int64_t K, con
             const int64_t k = k0 + 2 * p;
             r[p] = k >= K || ni == 0 ? _mm512_setzero_si512() : pair_units(A + k * lda + i0, k + 1 < K ? A + (k + 1) * lda + i0 : NULL, ni);
         }
-        transpose16_epi32(r);
+        as_transpose16_epi32(r);
         for (int i = 0; i < 16; i++) _mm512_store_si512(dst + k0 * 16 + i * 32, r[i]);
     }
 }
@@ -190,7 +167,7 @@ AVX512 static void pack_b_panel(uint16_t *Bp, bool tb, int64_t K, int64_t N, con
                 const __m256i lo = cvt_n(src, AS_MIN((int64_t)16, nk)), hi = nk > 16 ? cvt_n(src + 16, nk - 16) : _mm256_setzero_si256();
                 r[n] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             }
-            transpose16_epi32(r);
+            as_transpose16_epi32(r);
             for (int u = 0; u < 16; u++) _mm512_storeu_si512(d32 + (k0 / 2 + u) * 16, r[u]);
         }
         return;
