@@ -146,6 +146,7 @@ typedef struct {
     int8_t q[AMX_TOKENS][32];
     float d[AMX_TOKENS], s[AMX_TOKENS];
 } amx_act_block;
+_Static_assert(sizeof(amx_act_block) % sizeof(float) == 0, "amx_act_block: a whole number of floats (kernel_quantize_q8_1_avx512_strided)");
 
 // One block of 16 weight rows: B tile (code 4i + j of row r at q[i][4r + j])
 // and the rows' scales.
@@ -506,17 +507,11 @@ static void vnni_tile_dot(const amx_weight_block *wq, const amx_act_block *a, in
 }
 
 // Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
-// 32 values), stored as its row of the token tile.
-static void amx_quantize_token(const float *x, int64_t cols, int64_t t, block_q8_1_f32 *tmp, amx_act_block *act) {
-    const int64_t nb = cols / 32;
-    kernel_quantize_q8_1_avx512(x + t * cols, tmp, cols);
-    amx_act_block *a = act + (t / AMX_TOKENS) * nb;
+// 32 values), written straight into its row of the token tile.
+static void amx_quantize_token(const float *x, int64_t cols, int64_t t, amx_act_block *act) {
+    amx_act_block *a = act + (t / AMX_TOKENS) * (cols / 32);
     const int n = (int)(t % AMX_TOKENS);
-    for (int64_t k = 0; k < nb; k++) {
-        memcpy(a[k].q[n], tmp[k].qs, 32);
-        a[k].d[n] = tmp[k].d;
-        a[k].s[n] = tmp[k].s;
-    }
+    kernel_quantize_q8_1_avx512_strided(x + t * cols, cols, a->q[n], sizeof *a, &a->d[n], &a->s[n], sizeof *a / sizeof(float));
 }
 
 // Work items of one call: contiguous ranges with stealing (steal.h).
@@ -558,7 +553,7 @@ static void amx_thread(amx_job *j) {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     steal_init(&j->ranges, tid, nt, n_chunks * n_rt);
 #pragma omp for schedule(static)
-    for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, (block_q8_1_f32 *)work, j->act);
+    for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
     const bool nibbles = w->type != GGML_TYPE_Q8_0, q4_0 = w->type == GGML_TYPE_Q4_0;
     const uint8_t *packed = w->packed;
@@ -628,7 +623,7 @@ static void tile_matmul(float *out, int64_t ldo, const float *x, int64_t n_token
     // Tokens past the end of the last tile: zero codes and scales.
     if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
     const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
-    j.work_bytes = AS_MAX(AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING), sizeof(block_q8_1_f32) * (size_t)nb);
+    j.work_bytes = AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING);
 #pragma omp parallel num_threads(AS_MIN(nth, STEAL_MAX_THREADS))
     amx_thread(&j);
 }

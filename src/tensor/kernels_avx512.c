@@ -35,30 +35,34 @@ static inline __m512i join_256(__m256i lo, __m256i hi) { return _mm512_inserti64
 typedef struct { int8_t lo[4][16]; int8_t hi[4][16]; float d[4]; float s[4]; } act_group;
 _Static_assert(sizeof(act_group) == 4 * sizeof(block_q8_1_f32), "act_group size");
 
-// v rounded to the nearest integer, halves away from zero (roundf).
-static inline __m512 round_half_away512(__m512 v) {
+// v rounded to the nearest integer, halves away from zero (roundf), exactly:
+// with t = trunc(v), f = v - t is exact (t = 0, or t and v within a factor
+// of 2), and trunc(2 f) is sign(v) when |f| >= 0.5, else 0.  Five
+// operations with the conversion where a compare-and-add took seven.
+static inline __m512i round_half_away_epi32(__m512 v) {
     const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m512 frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
-    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)); // (no AVX512DQ float logic)
-    const __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign));
-    return _mm512_mask_add_ps(t, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ), t, one);
+    const __m512 f = _mm512_sub_ps(v, t);
+    return _mm512_cvtps_epi32(_mm512_add_ps(t, _mm512_roundscale_ps(_mm512_add_ps(f, f), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)));
 }
 
-// Block i's codes, sum and scales from its 32 values and 1 / d.
-static inline void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, block_q8_1_f32 *y) {
+// Block i's codes (q, 32 bytes), d and s = d sum(codes) from its 32 values and 1 / d.
+static inline __attribute__((always_inline)) void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, int8_t *q, float *dp,
+                                                             float *sp) {
     const __m512 vid = _mm512_set1_ps(id);
-    const __m512i q0 = _mm512_cvtps_epi32(round_half_away512(_mm512_mul_ps(v0, vid)));
-    const __m512i q1 = _mm512_cvtps_epi32(round_half_away512(_mm512_mul_ps(v1, vid)));
-    _mm_storeu_si128((__m128i *)y->qs, _mm512_cvtsepi32_epi8(q0));
-    _mm_storeu_si128((__m128i *)(y->qs + 16), _mm512_cvtsepi32_epi8(q1));
-    y->d = d;
-    y->s = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    const __m512i q0 = round_half_away_epi32(_mm512_mul_ps(v0, vid));
+    const __m512i q1 = round_half_away_epi32(_mm512_mul_ps(v1, vid));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(q1));
+    *dp = d;
+    *sp = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
 }
 
 // The codes of kernel_quantize_q8_1_scalar (and of the AVX2 version), four
 // blocks at a time: their scales d = max|x| / 127 and 1 / d as the lanes of
-// one division each (IEEE divisions, so the scalar's values).
-void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
+// one division each (IEEE divisions, so the scalar's values).  Block i's
+// codes go to q + i q_step (bytes), its d and s to d + i f_step, s + i f_step (floats).
+static inline __attribute__((always_inline)) void quantize_q8_1_to(const float *x, int64_t n, int8_t *q, size_t q_step, float *dp, float *sp,
+                                                                   size_t f_step) {
     const int64_t nb = n / 32;
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -75,14 +79,25 @@ void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
         const __m128 vd = _mm_div_ps(_mm_setr_ps(amax[0], amax[1], amax[2], amax[3]), _mm_set1_ps(127.0f));
         _mm_store_ps(d, vd);
         _mm_store_ps(id, _mm_and_ps(_mm_div_ps(_mm_set1_ps(1.0f), vd), _mm_cmpneq_ps(vd, _mm_setzero_ps())));
-        for (int b = 0; b < 4; b++) q8_1_block(v[2 * b], v[2 * b + 1], d[b], id[b], y + i + b);
+        for (int b = 0; b < 4; b++) {
+            const int64_t k = i + b;
+            q8_1_block(v[2 * b], v[2 * b + 1], d[b], id[b], q + k * q_step, dp + k * f_step, sp + k * f_step);
+        }
     }
     for (; i < nb; i++) {
         const __m512 v0 = _mm512_loadu_ps(x + 32 * i), v1 = _mm512_loadu_ps(x + 32 * i + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
-        q8_1_block(v0, v1, d, d ? 1.0f / d : 0.0f, y + i);
+        q8_1_block(v0, v1, d, d ? 1.0f / d : 0.0f, q + i * q_step, dp + i * f_step, sp + i * f_step);
     }
+}
+
+void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
+    quantize_q8_1_to(x, n, y->qs, sizeof *y, &y->d, &y->s, sizeof *y / sizeof(float));
+}
+
+void kernel_quantize_q8_1_avx512_strided(const float *x, int64_t n, int8_t *q, size_t q_step, float *d, float *s, size_t f_step) {
+    quantize_q8_1_to(x, n, q, q_step, d, s, f_step);
 }
 
 static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int64_t n) {

@@ -114,6 +114,9 @@ void kernel_dequant_row_avx2(ggml_type t, const void *src, float *dst, int64_t n
 void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_t n);
 // The same Q8_1 codes as kernel_quantize_q8_1_scalar, AVX-512 (AVX-512F/BW/VL CPUs only).
 void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n);
+// The same codes and scales in another layout: block i's 32 codes at q + i
+// q_step (bytes), its d and s at d + i f_step and s + i f_step (floats).
+void kernel_quantize_q8_1_avx512_strided(const float *x, int64_t n, int8_t *q, size_t q_step, float *d, float *s, size_t f_step);
 float kernel_vec_dot_avx2(ggml_type wtype, const void *w, const void *act, int64_t n);
 
 #endif

@@ -329,6 +329,12 @@ static void test_quantize_q8_1_avx512(void **state) {
     x[128] = 127.0f; // d = 1, 1 / d = 1: the codes of the others are exact halves
     for (int i = 129; i < 160; i++) x[i] = (float)(i - 144) + 0.5f;
     x[200] = -3.0e30f, x[201] = 1.0e-30f;
+    // Block 8: d = 1 again, the neighbours of halves (one ulp either side), both signs.
+    x[256] = 127.0f;
+    for (int i = 257; i < 288; i++) {
+        const float h = (float)((i - 257) % 8) + 0.5f, v = nextafterf(h, (i - 257) % 16 < 8 ? 0.0f : 100.0f);
+        x[i] = (i - 257) >= 16 ? -v : v;
+    }
     for (int nb = 1; nb <= NB; nb++) {
         block_q8_1_f32 a[NB], b[NB];
         memset(a, 0, sizeof a), memset(b, 0, sizeof b);
@@ -342,6 +348,15 @@ static void test_quantize_q8_1_avx512(void **state) {
     for (int j = 1; j < 32; j++) ties += c[4].qs[j] == (int8_t)roundf(x[128 + j]) && x[128 + j] - truncf(x[128 + j]) != 0.0f;
     assert_true(c[1].d == 0.0f && c[1].s == 0.0f);
     assert_true(c[4].d == 1.0f && ties == 31); // the halves really are there, rounded away from zero
+    assert_true(c[8].d == 1.0f && c[8].qs[1] == 0 && c[8].qs[9] == 1 && c[8].qs[17] == 0 && c[8].qs[25] == -1);
+    // The strided variant (the tile kernels' layout): the same codes and scales.
+    struct { int8_t q[48]; float ds[3]; } st[NB];
+    memset(st, 0x55, sizeof st);
+    kernel_quantize_q8_1_avx512_strided(x, 32 * NB, st[0].q, sizeof st[0], &st[0].ds[0], &st[0].ds[2], sizeof st[0] / sizeof(float));
+    for (int k = 0; k < NB; k++) {
+        assert_memory_equal(st[k].q, c[k].qs, 32);
+        assert_true(st[k].ds[0] == c[k].d && st[k].ds[2] == c[k].s && st[k].q[40] == 0x55);
+    }
 }
 
 // The tile kernels (kernels_amx.c: on AMX tiles, and with the float part on
