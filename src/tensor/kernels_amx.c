@@ -146,7 +146,6 @@ typedef struct {
     int8_t q[AMX_TOKENS][32];
     float d[AMX_TOKENS], s[AMX_TOKENS];
 } amx_act_block;
-_Static_assert(sizeof(amx_act_block) % sizeof(float) == 0, "amx_act_block: a whole number of floats (kernel_quantize_q8_1_avx512_strided)");
 
 // One block of 16 weight rows: B tile (code 4i + j of row r at q[i][4r + j])
 // and the rows' scales.
@@ -506,12 +505,12 @@ static void vnni_tile_dot(const amx_weight_block *wq, const amx_act_block *a, in
     amx_finish((const uint8_t *)wq[0].m, sizeof *wq, AMX_M_F32, a, nb, sum, out, ldo, nr, nt);
 }
 
-// Token t's activations, quantised as the VNNI kernel's (block_q8_1_f32 per
-// 32 values), written straight into its row of the token tile.
-static void amx_quantize_token(const float *x, int64_t cols, int64_t t, amx_act_block *act) {
-    amx_act_block *a = act + (t / AMX_TOKENS) * (cols / 32);
-    const int n = (int)(t % AMX_TOKENS);
-    kernel_quantize_q8_1_avx512_strided(x + t * cols, cols, a->q[n], sizeof *a, &a->d[n], &a->s[n], sizeof *a / sizeof(float));
+// Token tile tt's activations, quantised as the VNNI kernel's (block_q8_1_f32
+// per 32 values) straight into the tile; rows past the last token zero.
+static void amx_quantize_tile(const float *x, int64_t cols, int64_t n_tokens, int64_t tt, amx_act_block *act) {
+    amx_act_block *a = act + tt * (cols / 32);
+    const int nt = (int)AS_MIN((int64_t)AMX_TOKENS, n_tokens - tt * AMX_TOKENS);
+    kernel_quantize_q8_1_avx512_tile(x + tt * AMX_TOKENS * cols, cols, nt, cols, a->q[0], a->d, a->s, sizeof *a);
 }
 
 // Work items of one call: contiguous ranges with stealing (steal.h).
@@ -553,7 +552,7 @@ static void amx_thread(amx_job *j) {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     steal_init(&j->ranges, tid, nt, n_chunks * n_rt);
 #pragma omp for schedule(static)
-    for (int64_t tok = 0; tok < n_tokens; tok++) amx_quantize_token(j->x, cols, tok, j->act);
+    for (int64_t tt = 0; tt < n_tt; tt++) amx_quantize_tile(j->x, cols, n_tokens, tt, j->act);
     amx_weight_block *unpacked = (amx_weight_block *)work;
     const bool nibbles = w->type != GGML_TYPE_Q8_0, q4_0 = w->type == GGML_TYPE_Q4_0;
     const uint8_t *packed = w->packed;
@@ -620,8 +619,6 @@ static void tile_matmul(float *out, int64_t ldo, const float *x, int64_t n_token
     const int64_t nb = w->cols / 32, n_tt = (n_tokens + AMX_TOKENS - 1) / AMX_TOKENS;
     amx_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w, .vnni = vnni};
     j.act = kernel_scratch(SCRATCH_ACT, sizeof(amx_act_block) * (size_t)(n_tt * nb));
-    // Tokens past the end of the last tile: zero codes and scales.
-    if (n_tokens % AMX_TOKENS) memset(j.act + (n_tt - 1) * nb, 0, sizeof(amx_act_block) * (size_t)nb);
     const size_t w_bytes = sizeof(amx_weight_block) * (size_t)nb;
     j.work_bytes = AS_MAX(w_bytes, sizeof(amx_weight_block) * AMX_UNPACK_RING);
 #pragma omp parallel num_threads(AS_MIN(nth, STEAL_MAX_THREADS))

@@ -16,6 +16,7 @@
 
 #include "tensor/kernels_impl.h"
 #include "tensor/lanes_x86.h"
+#include "tensor/transpose_x86.h"
 #include "util/common.h"
 
 #if defined(__clang__)
@@ -45,24 +46,21 @@ static inline __m512i round_half_away_epi32(__m512 v) {
     return _mm512_cvtps_epi32(_mm512_add_ps(t, _mm512_roundscale_ps(_mm512_add_ps(f, f), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)));
 }
 
-// Block i's codes (q, 32 bytes), d and s = d sum(codes) from its 32 values and 1 / d.
-static inline __attribute__((always_inline)) void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, int8_t *q, float *dp,
-                                                             float *sp) {
+// Block i's codes, sum and scales from its 32 values and 1 / d.
+static inline void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, block_q8_1_f32 *y) {
     const __m512 vid = _mm512_set1_ps(id);
     const __m512i q0 = round_half_away_epi32(_mm512_mul_ps(v0, vid));
     const __m512i q1 = round_half_away_epi32(_mm512_mul_ps(v1, vid));
-    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(q0));
-    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(q1));
-    *dp = d;
-    *sp = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    _mm_storeu_si128((__m128i *)y->qs, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(y->qs + 16), _mm512_cvtsepi32_epi8(q1));
+    y->d = d;
+    y->s = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
 }
 
 // The codes of kernel_quantize_q8_1_scalar (and of the AVX2 version), four
 // blocks at a time: their scales d = max|x| / 127 and 1 / d as the lanes of
-// one division each (IEEE divisions, so the scalar's values).  Block i's
-// codes go to q + i q_step (bytes), its d and s to d + i f_step, s + i f_step (floats).
-static inline __attribute__((always_inline)) void quantize_q8_1_to(const float *x, int64_t n, int8_t *q, size_t q_step, float *dp, float *sp,
-                                                                   size_t f_step) {
+// one division each (IEEE divisions, so the scalar's values).
+void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
     const int64_t nb = n / 32;
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -79,25 +77,53 @@ static inline __attribute__((always_inline)) void quantize_q8_1_to(const float *
         const __m128 vd = _mm_div_ps(_mm_setr_ps(amax[0], amax[1], amax[2], amax[3]), _mm_set1_ps(127.0f));
         _mm_store_ps(d, vd);
         _mm_store_ps(id, _mm_and_ps(_mm_div_ps(_mm_set1_ps(1.0f), vd), _mm_cmpneq_ps(vd, _mm_setzero_ps())));
-        for (int b = 0; b < 4; b++) {
-            const int64_t k = i + b;
-            q8_1_block(v[2 * b], v[2 * b + 1], d[b], id[b], q + k * q_step, dp + k * f_step, sp + k * f_step);
-        }
+        for (int b = 0; b < 4; b++) q8_1_block(v[2 * b], v[2 * b + 1], d[b], id[b], y + i + b);
     }
     for (; i < nb; i++) {
         const __m512 v0 = _mm512_loadu_ps(x + 32 * i), v1 = _mm512_loadu_ps(x + 32 * i + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
-        q8_1_block(v0, v1, d, d ? 1.0f / d : 0.0f, q + i * q_step, dp + i * f_step, sp + i * f_step);
+        q8_1_block(v0, v1, d, d ? 1.0f / d : 0.0f, y + i);
     }
 }
 
-void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n) {
-    quantize_q8_1_to(x, n, y->qs, sizeof *y, &y->d, &y->s, sizeof *y / sizeof(float));
-}
-
-void kernel_quantize_q8_1_avx512_strided(const float *x, int64_t n, int8_t *q, size_t q_step, float *d, float *s, size_t f_step) {
-    quantize_q8_1_to(x, n, q, q_step, d, s, f_step);
+void kernel_quantize_q8_1_avx512_tile(const float *x, int64_t ldx, int nt, int64_t n, int8_t *q, float *d, float *s, size_t step) {
+    const __m512i zero = _mm512_setzero_si512();
+    for (int64_t k = 0; k < n / 32; k++) {
+        const float *xk = x + 32 * k;
+        int8_t *qk = q + k * step;
+        // max|x| of each token's block -> lane n, through one transpose.
+        __m512i r[16];
+        for (int t = 0; t < 16; t++)
+            r[t] = t < nt ? _mm512_castps_si512(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx)), _mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx + 16))))
+                          : zero;
+        as_transpose16_epi32(r);
+        __m512 amax = _mm512_castsi512_ps(r[0]);
+        for (int c = 1; c < 16; c++) amax = _mm512_max_ps(amax, _mm512_castsi512_ps(r[c]));
+        // d = max / 127 and 1 / d (0 where d = 0), IEEE divisions as the per-token code's.
+        const __m512 vd = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+        _Alignas(64) float id[16];
+        _mm512_store_ps(id, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(vd, _mm512_setzero_ps(), _CMP_NEQ_UQ), _mm512_set1_ps(1.0f), vd));
+        for (int t = 0; t < 16; t++) {
+            if (t >= nt) {
+                _mm256_storeu_si256((__m256i *)(qk + 32 * t), _mm256_setzero_si256());
+                r[t] = zero;
+                continue;
+            }
+            const __m512 vid = _mm512_set1_ps(id[t]);
+            const __m512i q0 = round_half_away_epi32(_mm512_mul_ps(_mm512_loadu_ps(xk + t * ldx), vid));
+            const __m512i q1 = round_half_away_epi32(_mm512_mul_ps(_mm512_loadu_ps(xk + t * ldx + 16), vid));
+            _mm_storeu_si128((__m128i *)(qk + 32 * t), _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(qk + 32 * t + 16), _mm512_cvtsepi32_epi8(q1));
+            r[t] = _mm512_add_epi32(q0, q1);
+        }
+        // The code sums -> lane n the same way; s = d * sum.
+        as_transpose16_epi32(r);
+        __m512i sum = r[0];
+        for (int c = 1; c < 16; c++) sum = _mm512_add_epi32(sum, r[c]);
+        _mm512_storeu_ps((float *)((uint8_t *)d + k * step), vd);
+        _mm512_storeu_ps((float *)((uint8_t *)s + k * step), _mm512_mul_ps(vd, _mm512_cvtepi32_ps(sum)));
+    }
 }
 
 static void quantize_act_avx512(ggml_type wtype, const float *x, void *dst, int64_t n) {

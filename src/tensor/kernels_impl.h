@@ -114,9 +114,11 @@ void kernel_dequant_row_avx2(ggml_type t, const void *src, float *dst, int64_t n
 void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_t n);
 // The same Q8_1 codes as kernel_quantize_q8_1_scalar, AVX-512 (AVX-512F/BW/VL CPUs only).
 void kernel_quantize_q8_1_avx512(const float *x, block_q8_1_f32 *y, int64_t n);
-// The same codes and scales in another layout: block i's 32 codes at q + i
-// q_step (bytes), its d and s at d + i f_step and s + i f_step (floats).
-void kernel_quantize_q8_1_avx512_strided(const float *x, int64_t n, int8_t *q, size_t q_step, float *d, float *s, size_t f_step);
+// The same codes and scales for a tile of 16 tokens (the Q8 tile kernels'
+// layout): token t < nt is x + t ldx (n values); block k's codes of token t
+// at q + k step + 32 t, its 16 tokens' d and s at (bytes) d + k step and s +
+// k step; tokens nt..15 get zero codes and scales.
+void kernel_quantize_q8_1_avx512_tile(const float *x, int64_t ldx, int nt, int64_t n, int8_t *q, float *d, float *s, size_t step);
 float kernel_vec_dot_avx2(ggml_type wtype, const void *w, const void *act, int64_t n);
 
 #endif

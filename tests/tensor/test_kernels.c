@@ -349,13 +349,26 @@ static void test_quantize_q8_1_avx512(void **state) {
     assert_true(c[1].d == 0.0f && c[1].s == 0.0f);
     assert_true(c[4].d == 1.0f && ties == 31); // the halves really are there, rounded away from zero
     assert_true(c[8].d == 1.0f && c[8].qs[1] == 0 && c[8].qs[9] == 1 && c[8].qs[17] == 0 && c[8].qs[25] == -1);
-    // The strided variant (the tile kernels' layout): the same codes and scales.
-    struct { int8_t q[48]; float ds[3]; } st[NB];
-    memset(st, 0x55, sizeof st);
-    kernel_quantize_q8_1_avx512_strided(x, 32 * NB, st[0].q, sizeof st[0], &st[0].ds[0], &st[0].ds[2], sizeof st[0] / sizeof(float));
-    for (int k = 0; k < NB; k++) {
-        assert_memory_equal(st[k].q, c[k].qs, 32);
-        assert_true(st[k].ds[0] == c[k].d && st[k].ds[2] == c[k].s && st[k].q[40] == 0x55);
+    // The tile variant (16 tokens a block, the tile kernels' layout): each
+    // token's codes and scales as above; rows past nt zero.  Token t is the
+    // data rotated by t blocks (so tokens differ, the ties included).
+    enum { T = 16 };
+    struct { int8_t q[T][32]; float d[T], s[T]; } tile[NB];
+    static float xt[T][NB * 32];
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < NB * 32; i++) xt[t][i] = x[(i + 32 * t) % (NB * 32)];
+    for (int nt = 1; nt <= T; nt++) {
+        memset(tile, 0x55, sizeof tile);
+        kernel_quantize_q8_1_avx512_tile(xt[0], NB * 32, nt, NB * 32, tile[0].q[0], tile[0].d, tile[0].s, sizeof tile[0]);
+        for (int t = 0; t < T; t++) {
+            block_q8_1_f32 r[NB];
+            if (t < nt) kernel_quantize_q8_1_scalar(xt[t], r, 32 * NB);
+            else memset(r, 0, sizeof r);
+            for (int k = 0; k < NB; k++) {
+                assert_memory_equal(tile[k].q[t], r[k].qs, 32);
+                assert_true(memcmp(&tile[k].d[t], &r[k].d, sizeof(float)) == 0 && memcmp(&tile[k].s[t], &r[k].s, sizeof(float)) == 0);
+            }
+        }
     }
 }
 
