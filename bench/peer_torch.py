@@ -17,6 +17,7 @@ ap.add_argument("--new-tokens", type=int, default=128)
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--prefill", type=int, default=512)
 ap.add_argument("--prefill-reps", type=int, default=5, help="prefill passes; the median is reported")
+ap.add_argument("--only", choices=["all", "prefill"], default="all", help="prefill: skip the decoding runs (they print 0)")
 ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                 help="weights and arithmetic: fp32, or bf16 (oneDNN's AMX-BF16 kernels where the CPU has them)")
 args = ap.parse_args()
@@ -54,8 +55,8 @@ def prefill_run():
 prefill_run()  # warm-up
 res = {
     "peer": f"pytorch {torch.__version__} (transformers, {args.dtype})",
-    "decode_b1_tok_s": decode_run(1),
-    f"decode_b{args.batch}_tok_s": decode_run(args.batch),
+    "decode_b1_tok_s": decode_run(1) if args.only == "all" else 0.0,
+    f"decode_b{args.batch}_tok_s": decode_run(args.batch) if args.only == "all" else 0.0,
     f"prefill_{args.prefill}_tok_s": statistics.median(prefill_run() for _ in range(args.prefill_reps)),
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }
