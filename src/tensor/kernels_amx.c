@@ -131,10 +131,10 @@ static void amx_config(void) {
 #define AMX_ROWS 16
 #define AMX_TOKENS 16
 #define AMX_TOKEN_CHUNK 128 // tokens per work item (8 token tiles)
-// The VNNI path's: its row tile is unpacked once per item and its float part
-// is the slower half, so the whole prefill in one item per row tile (each
-// thread then streams only its own row tiles, once; a chunk's activations,
-// <= 1 MB at 1536 columns, stay in L2).  q8 prefill 512 on the AVX-512 VM
+// The VNNI path's: a row tile is unpacked into L1 once per item, so up to 512
+// tokens share one unpacking (each thread then streams only its own row
+// tiles, once per prefill of 512; a chunk's activations, <= 1 MB at 1536
+// columns, stay in L2).  q8 prefill 512 on the AVX-512 VM
 // without AMX (BENCHMARKS.md), 8 alternating pairs each: 128 -> 256 tokens
 // median 1411 -> 1466 tok/s (6 faster), 256 -> 512 1361 -> 1434 (6 faster).
 #define VNNI_TOKEN_CHUNK 512
