@@ -58,4 +58,5 @@ print(f"- per repeat (same process pairs): q8 b{B}/b1 " + ", ".join(f"{u[keys[1]
 p = keys[2]
 print(f"- prefill {T}, alphaspin bf16 / PyTorch fp32: {ab[p] / t[p]:.2f}x (target >= 3); bf16 / PyTorch bf16: {ab[p] / tb[p]:.2f}x; "
       f"q8 / PyTorch fp32: {a[p] / t[p]:.2f}x; f32 / PyTorch fp32: {af[p] / t[p]:.2f}x; bf16 / llama.cpp: {ab[p] / l[p]:.2f}x")
+print(f"  (each engine's prefill measured minutes apart, PyTorch's after its decoding runs: bench/run_prefill.sh pairs them closely)")
 PY
