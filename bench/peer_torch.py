@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch (transformers' Llama on the GGUF's weights, dequantised to fp32 by
-transformers' GGUF loader) on the same cores: the peer for bench/run_inference.sh.
-Run with OMP_WAIT_POLICY=PASSIVE (its best configuration on 2 cores).  Prints one
-JSON line: decode tok/s at batch 1 and B (greedy, KV cache), prefill tok/s, peak RSS."""
+transformers' GGUF loader) on the same cores: the peer for bench/run_inference.sh
+and bench/run_prefill.sh, which choose its OpenMP wait policy (on the 2-vCPU VM of
+BENCHMARKS.md it ran fastest with the policy unset).  Prints one JSON line: decode
+tok/s at batch 1 and B (greedy, KV cache), prefill tok/s, peak RSS."""
 import statistics
 import argparse, json, os, resource, time
 

@@ -6,7 +6,7 @@
 # medians and the ratios are printed as a Markdown table for BENCHMARKS.md.
 # PyTorch runs under each OpenMP wait policy of TORCH_WAITS (default "PASSIVE
 # default": on 2 vCPUs PyPI's torch 2.15 decodes ~2x faster with libgomp's
-# default spinning, while its prefill is as fast or faster with PASSIVE); the
+# default spinning, and prefills ~10% faster, in BENCHMARKS.md's runs); the
 # ratios take its best per measure.
 #   bash bench/run_inference.sh [MODEL.gguf]
 # BUILD=DIR uses another build directory than build/.

@@ -46,15 +46,21 @@ static inline __m512i round_half_away_epi32(__m512 v) {
     return _mm512_cvtps_epi32(_mm512_add_ps(t, _mm512_roundscale_ps(_mm512_add_ps(f, f), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)));
 }
 
-// Block i's codes, sum and scales from its 32 values and 1 / d.
-static inline void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, block_q8_1_f32 *y) {
+// A block's 32 codes from its values v0, v1 and 1 / d, stored at q; returns
+// their sums in pairs (16 lanes), from which the caller makes s.
+static inline __m512i q8_1_codes(const __m512 v0, const __m512 v1, float id, int8_t *q) {
     const __m512 vid = _mm512_set1_ps(id);
     const __m512i q0 = round_half_away_epi32(_mm512_mul_ps(v0, vid));
     const __m512i q1 = round_half_away_epi32(_mm512_mul_ps(v1, vid));
-    _mm_storeu_si128((__m128i *)y->qs, _mm512_cvtsepi32_epi8(q0));
-    _mm_storeu_si128((__m128i *)(y->qs + 16), _mm512_cvtsepi32_epi8(q1));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(q1));
+    return _mm512_add_epi32(q0, q1);
+}
+
+// Block i's codes, sum and scales from its 32 values and 1 / d.
+static inline void q8_1_block(const __m512 v0, const __m512 v1, float d, float id, block_q8_1_f32 *y) {
     y->d = d;
-    y->s = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    y->s = d * (float)_mm512_reduce_add_epi32(q8_1_codes(v0, v1, id, y->qs));
 }
 
 // The codes of kernel_quantize_q8_1_scalar (and of the AVX2 version), four
@@ -92,11 +98,16 @@ void kernel_quantize_q8_1_avx512_tile(const float *x, int64_t ldx, int nt, int64
     for (int64_t k = 0; k < n / 32; k++) {
         const float *xk = x + 32 * k;
         int8_t *qk = q + k * step;
-        // max|x| of each token's block -> lane n, through one transpose.
+        // max|x| of each token's block -> lane t, through one transpose.
         __m512i r[16];
-        for (int t = 0; t < 16; t++)
-            r[t] = t < nt ? _mm512_castps_si512(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx)), _mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx + 16))))
-                          : zero;
+        for (int t = 0; t < 16; t++) {
+            if (t >= nt) { // (rows past nt are not there to read)
+                r[t] = zero;
+                continue;
+            }
+            const __m512 m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx)), _mm512_abs_ps(_mm512_loadu_ps(xk + t * ldx + 16)));
+            r[t] = _mm512_castps_si512(m);
+        }
         as_transpose16_epi32(r);
         __m512 amax = _mm512_castsi512_ps(r[0]);
         for (int c = 1; c < 16; c++) amax = _mm512_max_ps(amax, _mm512_castsi512_ps(r[c]));
@@ -110,14 +121,9 @@ void kernel_quantize_q8_1_avx512_tile(const float *x, int64_t ldx, int nt, int64
                 r[t] = zero;
                 continue;
             }
-            const __m512 vid = _mm512_set1_ps(id[t]);
-            const __m512i q0 = round_half_away_epi32(_mm512_mul_ps(_mm512_loadu_ps(xk + t * ldx), vid));
-            const __m512i q1 = round_half_away_epi32(_mm512_mul_ps(_mm512_loadu_ps(xk + t * ldx + 16), vid));
-            _mm_storeu_si128((__m128i *)(qk + 32 * t), _mm512_cvtsepi32_epi8(q0));
-            _mm_storeu_si128((__m128i *)(qk + 32 * t + 16), _mm512_cvtsepi32_epi8(q1));
-            r[t] = _mm512_add_epi32(q0, q1);
+            r[t] = q8_1_codes(_mm512_loadu_ps(xk + t * ldx), _mm512_loadu_ps(xk + t * ldx + 16), id[t], qk + 32 * t);
         }
-        // The code sums -> lane n the same way; s = d * sum.
+        // The code sums -> lane t the same way; s = d * sum.
         as_transpose16_epi32(r);
         __m512i sum = r[0];
         for (int c = 1; c < 16; c++) sum = _mm512_add_epi32(sum, r[c]);

@@ -13,9 +13,10 @@
 // beta is 0 (out is not read) or 1.  drop (NULL: none) is the adapter
 // dropout of an N x D operand applied on the fly, as train_dropout_row_mask
 // would (the same bits as a separate pass: each element times scale or 0).
-// AVX-512 where the CPU has it (kernel_avx512_active), else kernel_sgemm.  Every output element is summed by one thread in an order
-// fixed by its position alone (not by the thread count): bitwise
-// reproducible across runs and thread counts on one machine.
+// AVX-512 where the CPU has it (kernel_avx512_active), else kernel_sgemm.
+// Every output element is summed by one thread in an order fixed by its
+// position alone (not by the thread count): bitwise reproducible across runs
+// and thread counts on one machine.
 #ifndef AS_TRAIN_LORA_GEMM_H
 #define AS_TRAIN_LORA_GEMM_H
 
