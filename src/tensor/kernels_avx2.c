@@ -11,9 +11,11 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 #include <immintrin.h>
+#include <omp.h>
 #include <string.h>
 
 #include "tensor/kernels_impl.h"
+#include "tensor/steal.h"
 #include "util/common.h"
 
 #if defined(__clang__)
@@ -175,39 +177,94 @@ void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_
 
 // ---- integer dot products ----
 
-// Q4_0 / Q4_1 / Q8_0 . Q8_1: per block d_w d_a sum_j q_j a_j (+ m_w s_a for
-// Q4_1).  NT activation rows (tokens) share each unpacked weight block; every
-// token goes through the same operations in the same order whatever NT is,
-// so its result does not depend on the batch (vec_dot is the NT = 1 case).
-static inline __attribute__((always_inline)) void vec_dot_q_avx2(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
-                                                                  const int NT, int64_t n, float *out) {
-    const bool affine = t == GGML_TYPE_Q4_1, is_signed = t != GGML_TYPE_Q4_1;
-    const size_t stride = t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0) : affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+// Q8_0 . Q8_1: per block d_w d_a sum_j q_j a_j.  NT activation rows (tokens)
+// share each loaded weight block; every token goes through the same
+// operations in the same order whatever NT is, so its result does not depend
+// on the batch (vec_dot is the NT = 1 case).
+static inline __attribute__((always_inline)) void vec_dot_q8_0_avx2(const uint8_t *w, const uint8_t *act, size_t act_stride, const int NT,
+                                                                     int64_t n, float *out) {
     __m256 acc[KERNEL_DOT_MAX_ACT];
-    float summs[KERNEL_DOT_MAX_ACT];
-    for (int j = 0; j < NT; j++) {
-        acc[j] = _mm256_setzero_ps();
-        summs[j] = 0;
-    }
-    for (int64_t i = 0; i < n / 32; i++, w += stride) {
-        as_fp16 h[2];
-        memcpy(h, w, sizeof h);
-        const float dw = fp16_to_f32(h[0]), mw = affine ? fp16_to_f32(h[1]) : 0.0f;
-        __m256i x; // Q4_0: q - 8, Q8_0: q (signed); Q4_1: q (unsigned)
-        if (t == GGML_TYPE_Q8_0) x = _mm256_loadu_si256((const __m256i *)(w + 2));
-        else if (affine) x = nibbles_to_bytes(w + 4);
-        else x = _mm256_sub_epi8(nibbles_to_bytes(w + 2), _mm256_set1_epi8(8));
-        const __m256i ux = is_signed ? _mm256_sign_epi8(x, x) : x;
+    for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, w += sizeof(block_q8_0)) {
+        as_fp16 h;
+        memcpy(&h, w, sizeof h);
+        const float dw = fp16_to_f32(h);
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2));
+        const __m256i ux = _mm256_sign_epi8(x, x);
         for (int j = 0; j < NT; j++) {
             const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
-            __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
-            if (is_signed) qy = _mm256_sign_epi8(qy, x);
-            const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(ux, qy));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[j]);
-            if (affine) summs[j] += mw * y->s;
+            const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), x);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), _mm256_cvtepi32_ps(dot_u8s8(ux, qy)), acc[j]);
         }
     }
-    for (int j = 0; j < NT; j++) out[j] = hsum_f32x8(acc[j]) + summs[j];
+    for (int j = 0; j < NT; j++) out[j] = hsum_f32x8(acc[j]);
+}
+
+// Q4_0 / Q4_1 . Q8_1 in the float order of the AVX-512 kernels
+// (kernels_avx512.c, kernels_amx.c), which both Q4 kernels here keep, the row
+// kernel below and the tile kernel further down: block i's exact integer sum
+// P_i of the unsigned codes q (0..15) times the activation codes; for b = i
+// % 4, acc_b = fma(float(P_i), d_w * d_a, acc_b) and accm_b = fma(m_w, s_a,
+// accm_b), with m_w = -8 d_w for Q4_0 (its values are q - 8); the result is
+// ((acc_0 + acc_2) + (acc_1 + acc_3)) + ((accm_0 + accm_2) + (accm_1 + accm_3)).
+// So a token's outputs are the same bits from either kernel, in any batch,
+// and the same as the AVX-512 ISA's (tested).
+
+// A Q4 block's codes and its d_w, m_w.
+static inline __m256i q4_block(const uint8_t *b, bool affine, float *dw, float *mw) {
+    as_fp16 h[2];
+    memcpy(h, b, sizeof h);
+    *dw = fp16_to_f32(h[0]);
+    *mw = affine ? fp16_to_f32(h[1]) : *dw * -8.0f;
+    return nibbles_to_bytes(b + (affine ? 4 : 2));
+}
+
+// ((v_0 + v_2) + (v_1 + v_3)).
+static inline float sum4_f32(__m128 v) {
+    const __m128 t = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+// The int32 sums of four 8-lane vectors, as lanes 0..3.
+static inline __m128i hsum4_epi32(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+// Four blocks per step, one per lane of acc and accm; a last step of nv < 4
+// blocks leaves the other lanes' terms zero (adding +0 changes no sum).
+static inline __attribute__((always_inline)) void vec_dot_q4_avx2(bool affine, const uint8_t *w, const uint8_t *act, size_t act_stride,
+                                                                   const int NT, int64_t n, float *out) {
+    const size_t stride = affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const int64_t nb = n / 32;
+    __m128 acc[KERNEL_DOT_MAX_ACT], accm[KERNEL_DOT_MAX_ACT];
+    for (int j = 0; j < NT; j++) acc[j] = accm[j] = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 4) {
+        const int nv = (int)AS_MIN((int64_t)4, nb - i);
+        __m256i x[4];
+        _Alignas(16) float dw[4] = {0}, mw[4] = {0};
+        for (int v = 0; v < 4; v++) x[v] = v < nv ? q4_block(w + (size_t)(i + v) * stride, affine, &dw[v], &mw[v]) : _mm256_setzero_si256();
+        const __m128 vdw = _mm_load_ps(dw), vmw = _mm_load_ps(mw);
+        for (int j = 0; j < NT; j++) {
+            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
+            __m256i p[4];
+            _Alignas(16) float da[4] = {0}, sa[4] = {0};
+            for (int v = 0; v < 4; v++) {
+                p[v] = v < nv ? dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs)) : _mm256_setzero_si256();
+                if (v < nv) da[v] = y[v].d, sa[v] = y[v].s;
+            }
+            const __m128 P = _mm_cvtepi32_ps(hsum4_epi32(p[0], p[1], p[2], p[3]));
+            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, _mm_load_ps(da)), acc[j]);
+            accm[j] = _mm_fmadd_ps(vmw, _mm_load_ps(sa), accm[j]);
+        }
+    }
+    for (int j = 0; j < NT; j++) out[j] = sum4_f32(acc[j]) + sum4_f32(accm[j]);
+}
+
+static inline __attribute__((always_inline)) void vec_dot_q_avx2(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
+                                                                  const int NT, int64_t n, float *out) {
+    if (t == GGML_TYPE_Q8_0) vec_dot_q8_0_avx2(w, act, act_stride, NT, n, out);
+    else vec_dot_q4_avx2(t == GGML_TYPE_Q4_1, w, act, act_stride, NT, n, out);
 }
 
 // Q4_K (after ggml's AVX2 kernel): the 12 scale bytes are rearranged so the 8
@@ -317,6 +374,168 @@ static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t
     return hsum_f32x8(acc);
 }
 
+// ---- Q4_0 / Q4_1 tiles: 16 weight rows x many tokens ----
+//
+// Prefill and batched decoding: a work item is a tile of 16 weight rows and
+// up to A2_TOKEN_CHUNK tokens.  The tile's Q4 codes are unpacked once per
+// item into L1 in the AVX-512 tile kernels' layout (kernels_amx.c: code 4i +
+// j of row r at q[i][4r + j]), so 8 vectors hold a block's 32 codes of 8 rows
+// and a token's 4-byte activation groups meet them as broadcasts: 8 maddubs
+// give 8 rows' block sums for one token, where the row kernel spends about as
+// many operations on one row.  maddubs pairs are at most 2 * 15 * 128 in
+// magnitude and 8 of them add up to less than 2^15, so the int16 sums are
+// exact; one madd makes them int32.  The float steps, and so the bits, are
+// vec_dot_q4_avx2's, with acc_b and accm_b per (token, row) in L1.
+#define A2_ROWS 16
+#define A2_TOKEN_CHUNK 64
+
+typedef struct {
+    uint8_t q[8][64];
+    float d[A2_ROWS], m[A2_ROWS];
+} a2_weight_block;
+
+// Dword i of the 8 vectors r[0..8) -> vector i (an 8 x 8 transpose of int32).
+static inline void transpose8_epi32(__m256i *r) {
+    __m256i t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++)
+        for (int h = 0; h < 2; h++) {
+            u[4 * k + h] = _mm256_unpacklo_epi64(t[4 * k + h], t[4 * k + h + 2]);
+            u[4 * k + h + 2] = _mm256_unpackhi_epi64(t[4 * k + h], t[4 * k + h + 2]);
+        }
+    // u[4k + c]: rows 4k..4k+3, dwords {c', c' + 4} with c' = (0, 2, 1, 3)[c].
+    static const int order[4] = {0, 2, 1, 3};
+    for (int c = 0; c < 4; c++) {
+        r[order[c]] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+        r[order[c] + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+    }
+}
+
+// Rows r0 .. r0+nr-1 of w (nr <= 16) as a2_weight_blocks; rows past nr
+// repeat the last one (their outputs are not stored).  Per block and 8 rows:
+// 8 nibble unpackings, one 8 x 8 transpose, the 8 (d, m) fp16 pairs
+// converted at once.
+static void a2_unpack(const as_matrix *w, int64_t r0, int nr, a2_weight_block *o) {
+    const bool affine = w->type == GGML_TYPE_Q4_1;
+    const size_t stride = affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const int qoff = affine ? 4 : 2;
+    const uint8_t *rows[A2_ROWS];
+    for (int r = 0; r < A2_ROWS; r++) rows[r] = (const uint8_t *)w->data + (size_t)(r0 + AS_MIN(r, nr - 1)) * w->row_bytes;
+    for (int64_t k = 0; k < w->cols / 32; k++)
+        for (int h = 0; h < 2; h++) {
+            __m256i r[8];
+            _Alignas(32) uint32_t dm[8]; // (d, m) of Q4_1, (d, first codes) of Q4_0: d in the low half
+            for (int i = 0; i < 8; i++) {
+                const uint8_t *b = rows[8 * h + i] + (size_t)k * stride;
+                r[i] = nibbles_to_bytes(b + qoff);
+                memcpy(&dm[i], b, 4);
+            }
+            transpose8_epi32(r);
+            for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(o[k].q[i] + 32 * h), r[i]);
+            const __m256i v = _mm256_load_si256((const __m256i *)dm);
+            // The low and high fp16 of each pair, packed into 8 x 16 bits.
+            const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+            const __m256i x = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0xD8); // d0..d7 | m0..m7
+            const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(x));
+            _mm256_store_ps(o[k].d + 8 * h, d);
+            _mm256_store_ps(o[k].m + 8 * h, affine ? _mm256_cvtph_ps(_mm256_extracti128_si256(x, 1)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)));
+        }
+}
+
+static inline __m256i bcast_u32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// One item: row tile wq (nb blocks) x tokens [t0, t1) of act.
+static void a2_tile(const a2_weight_block *wq, int64_t nb, const uint8_t *act, size_t act_bytes, int64_t t0, int64_t t1, float *out,
+                    int64_t ldo, int nr) {
+    _Alignas(32) float acc[4][A2_TOKEN_CHUNK][A2_ROWS], accm[4][A2_TOKEN_CHUNK][A2_ROWS];
+    const int nt = (int)(t1 - t0);
+    for (int b = 0; b < 4; b++) memset(acc[b], 0, sizeof acc[b][0] * (size_t)nt), memset(accm[b], 0, sizeof accm[b][0] * (size_t)nt);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t k = 0; k < nb; k++) {
+        const int b = (int)(k & 3);
+        for (int h = 0; h < 2; h++) {
+            __m256i wv[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) wv[i] = _mm256_load_si256((const __m256i *)(wq[k].q[i] + 32 * h));
+            const __m256 dw = _mm256_load_ps(wq[k].d + 8 * h), mw = _mm256_load_ps(wq[k].m + 8 * h);
+            for (int n = 0; n < nt; n++) {
+                const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)(t0 + n) * act_bytes) + k;
+                __m256i p[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) p[i] = _mm256_maddubs_epi16(wv[i], bcast_u32(y->qs + 4 * i));
+                const __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
+                                                   _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])));
+                const __m256 P = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                float *a = acc[b][n] + 8 * h, *am = accm[b][n] + 8 * h;
+                _mm256_store_ps(a, _mm256_fmadd_ps(P, _mm256_mul_ps(dw, _mm256_set1_ps(y->d)), _mm256_load_ps(a)));
+                _mm256_store_ps(am, _mm256_fmadd_ps(mw, _mm256_set1_ps(y->s), _mm256_load_ps(am)));
+            }
+        }
+    }
+    for (int n = 0; n < nt; n++) {
+        _Alignas(32) float o[A2_ROWS];
+        float *dst = out + (t0 + n) * ldo;
+        for (int h = 0; h < 2; h++) {
+            const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(acc[0][n] + 8 * h), _mm256_load_ps(acc[2][n] + 8 * h)),
+                                           _mm256_add_ps(_mm256_load_ps(acc[1][n] + 8 * h), _mm256_load_ps(acc[3][n] + 8 * h)));
+            const __m256 m = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(accm[0][n] + 8 * h), _mm256_load_ps(accm[2][n] + 8 * h)),
+                                           _mm256_add_ps(_mm256_load_ps(accm[1][n] + 8 * h), _mm256_load_ps(accm[3][n] + 8 * h)));
+            if (nr == A2_ROWS) _mm256_storeu_ps(dst + 8 * h, _mm256_add_ps(s, m));
+            else _mm256_store_ps(o + 8 * h, _mm256_add_ps(s, m));
+        }
+        if (nr < A2_ROWS) memcpy(dst, o, sizeof(float) * (size_t)nr);
+    }
+}
+
+typedef struct {
+    float *out;
+    int64_t ldo;
+    const float *x;
+    int64_t n_tokens;
+    const as_matrix *w;
+    uint8_t *act;
+    size_t act_bytes;
+    steal_ranges ranges;
+} a2_job;
+
+// One OpenMP thread's share: the items (row tile major, so a thread's
+// consecutive items mostly reuse its unpacked tile) of its own range, then
+// the others' last ones (steal.h).
+static void a2_thread(a2_job *j) {
+    const as_matrix *w = j->w;
+    const int64_t nb = w->cols / 32, n_rt = (w->rows + A2_ROWS - 1) / A2_ROWS;
+    const int64_t n_chunks = (j->n_tokens + A2_TOKEN_CHUNK - 1) / A2_TOKEN_CHUNK;
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    steal_init(&j->ranges, tid, nt, n_rt * n_chunks);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < j->n_tokens; t++) quantize_q8_1_avx2(j->x + t * w->cols, (block_q8_1_f32 *)(j->act + (size_t)t * j->act_bytes), w->cols);
+    a2_weight_block *wq = kernel_scratch(SCRATCH_WORK, sizeof(a2_weight_block) * (size_t)nb);
+    int64_t have = -1, item;
+    int victim = tid;
+    while (steal_next(&j->ranges, tid, nt, &victim, &item)) {
+        const int64_t rt = item / n_chunks, c = item % n_chunks, r0 = rt * A2_ROWS;
+        const int nr = (int)AS_MIN((int64_t)A2_ROWS, w->rows - r0);
+        if (rt != have) a2_unpack(w, r0, nr, wq), have = rt;
+        a2_tile(wq, nb, j->act, j->act_bytes, c * A2_TOKEN_CHUNK, AS_MIN((c + 1) * A2_TOKEN_CHUNK, j->n_tokens), j->out + r0, j->ldo, nr);
+    }
+}
+
+bool kernel_matmul_q8_avx2_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
+    if (n_tokens < KERNEL_AVX2_TILE_MIN_TOKENS || (w->type != GGML_TYPE_Q4_0 && w->type != GGML_TYPE_Q4_1) || w->cols % 32) return false;
+    a2_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w, .act_bytes = kernel_act_row_size(w->type, w->cols)};
+    j.act = kernel_scratch(SCRATCH_ACT, j.act_bytes * (size_t)n_tokens);
+#pragma omp parallel num_threads(AS_MIN(nth, STEAL_MAX_THREADS))
+    a2_thread(&j);
+    return true;
+}
+
 static void vec_dot_n_avx2(ggml_type wtype, const void *w, const void *act, size_t act_stride, int n_act, int64_t n, float *out) {
     if (wtype == GGML_TYPE_Q4_K || wtype == GGML_TYPE_Q6_K) {
         for (int j = 0; j < n_act; j++) out[j] = kernel_vec_dot_avx2(wtype, w, (const uint8_t *)act + (size_t)j * act_stride, n);
@@ -351,6 +570,7 @@ const kernel_ops kernel_ops_avx2 = {
     .quantize_act = kernel_quantize_act_avx2,
     .vec_dot = kernel_vec_dot_avx2,
     .vec_dot_n = vec_dot_n_avx2,
+    .matmul_q8 = kernel_matmul_q8_avx2_tiles,
     // No fused_dot_n: an in-register AVX2 version measured 20% slower than
     // dequantising the row into L1 and running dot_f32 (8-wide conversions
     // cost more than the store and reload).

@@ -392,12 +392,14 @@ static void check_same(const float *a, const float *v, int64_t ldo, int64_t nt, 
 
 static void test_tile_kernels_match_rows(void **state) {
     (void)state;
-    if (!kernel_isa_available(KERNEL_ISA_AVX512)) {
-        fprintf(stderr, "no AVX-512 VNNI: skipped\n");
+    if (!kernel_isa_available(KERNEL_ISA_AVX2)) {
+        fprintf(stderr, "no AVX2: skipped\n");
         skip();
     }
-    const bool amx = kernel_isa_available(KERNEL_ISA_AMX);
-    if (!amx) fprintf(stderr, "no AMX-INT8 (or the OS refused the tile state): the AMX kernel is not checked\n");
+    const bool avx512 = kernel_isa_available(KERNEL_ISA_AVX512), amx = kernel_isa_available(KERNEL_ISA_AMX);
+    if (!avx512) fprintf(stderr, "no AVX-512 VNNI: only the AVX2 kernels are checked\n");
+    else if (!amx) fprintf(stderr, "no AMX-INT8 (or the OS refused the tile state): the AMX kernel is not checked\n");
+    float *v2 = malloc(sizeof(float) * 100 * 135);
     as_rng rng;
     as_rng_seed(&rng, 77);
     const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0};
@@ -420,11 +422,28 @@ static void test_tile_kernels_match_rows(void **state) {
                 reference(ref, xq, nt, &tm);
                 for (int nth = 1; nth <= 2; nth++) {
                     kernel_set_threads(nth);
+                    // The "avx2" ISA: its Q4 tile kernel against its row kernel, and
+                    // both Q4 kernels against the AVX-512 ones (the same float steps).
+                    const bool q4 = t != GGML_TYPE_Q8_0;
+                    assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX2), AS_OK);
+                    for (int64_t i = 0; i < nt * ldo; i++) v2[i] = NAN;
+                    kernel_matmul_q8_rows(v2, ldo, x, nt, &tm.m, nth);
+                    const double e2 = rel_error(v2, ldo, ref, nt, rows);
+                    if (!(e2 < 1e-5)) fail_msg("avx2 row kernel %s %lldx%lld, %lld tokens: error vs 8-bit activations %.3g", ggml_type_name(t), (long long)rows, (long long)cols, (long long)nt, e2);
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
+                    const bool ran2 = kernel_matmul_q8_avx2_tiles(a, ldo, x, nt, &tm.m, nth);
+                    assert_int_equal(ran2, q4 && nt >= KERNEL_AVX2_TILE_MIN_TOKENS);
+                    if (ran2) check_same(a, v2, ldo, nt, rows, "AVX2 tiles", t, cols, nth);
+                    for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
+                    kernel_matmul(a, ldo, x, nt, &tm.m, KERNEL_PRECISION_Q8);
+                    check_same(a, v2, ldo, nt, rows, "avx2 ISA", t, cols, nth);
+                    if (!avx512) continue;
                     assert_int_equal(kernel_force_isa(KERNEL_ISA_AVX512), AS_OK);
                     for (int64_t i = 0; i < nt * ldo; i++) v[i] = NAN;
                     kernel_matmul_q8_rows(v, ldo, x, nt, &tm.m, nth);
                     const double e = rel_error(v, ldo, ref, nt, rows);
                     if (!(e < 1e-5)) fail_msg("row kernel %s %lldx%lld, %lld tokens: error vs 8-bit activations %.3g", ggml_type_name(t), (long long)rows, (long long)cols, (long long)nt, e);
+                    if (q4) check_same(v2, v, ldo, nt, rows, "avx2 rows vs avx512 rows", t, cols, nth);
                     // The VNNI tile kernel itself (it declines below its threshold) ...
                     for (int64_t i = 0; i < nt * ldo; i++) a[i] = NAN;
                     const bool ran = kernel_matmul_q8_vnni(a, ldo, x, nt, &tm.m, nth);
@@ -450,7 +469,7 @@ static void test_tile_kernels_match_rows(void **state) {
         }
     kernel_set_threads(0);
     kernel_force_isa(KERNEL_ISA_AUTO);
-    free(x), free(xq), free(a), free(v), free(ref);
+    free(x), free(xq), free(a), free(v), free(v2), free(ref);
 }
 
 static bool user_coretype; // OPENBLAS_CORETYPE set before we started (kernel_init sets it)
