@@ -114,28 +114,6 @@ static void glu_c(float *out, const float *g, const float *u, int64_t n, bool ge
 }
 
 #ifdef MODEL_X86
-// e^x = 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
-// for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
-// polynomial (~1 ulp).  x is clamped to [-87, 88] so 2^n stays a normal float:
-// in softmax (x <= 0 after the max is subtracted) e^-87 ~ 1e-38 is nothing next
-// to the maximum's e^0 = 1; in SiLU/GELU the clamp only touches terms that are
-// already 0 or 1 to float precision.
-__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)); // 1 + r + r^2 P(r)
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 // SiLU(g) = g / (1 + e^-g);  tanh-GELU written as g / (1 + e^-2y), y = sqrt(2/pi) (g + 0.044715 g^3),
 // since (1 + tanh y) / 2 = 1 / (1 + e^-2y).
 __attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float *g, const float *u, int64_t n, bool gelu) {
@@ -146,7 +124,7 @@ __attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float
         __m256 t;
         if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x)); // -2y
         else t = _mm256_sub_ps(_mm256_setzero_ps(), x);
-        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, exp_avx2(t)));
+        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, model_exp256(t)));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
     }
     glu_c(out + i, g + i, u + i, n - i, gelu);
@@ -204,9 +182,9 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         const char *isa = getenv("ALPHASPIN_KERNEL_ISA");
         const bool scalar = isa && !strcmp(isa, "scalar");
         if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) s->glu = glu_avx2;
-        if (!scalar && cpu_get_features()->avx512f) s->rmsnorm = rmsnorm_avx512;
-        if (!scalar && cpu_get_features()->avx512f && s->glu == glu_avx2) s->glu = glu_avx512;
-        s->attn_simd = !scalar && model_attention_avx512_usable(c->head_dim);
+        if (!scalar && kernel_avx512_active()) s->rmsnorm = rmsnorm_avx512;
+        if (!scalar && kernel_avx512_active() && s->glu == glu_avx2) s->glu = glu_avx512;
+        s->attn_simd = !scalar && (model_attention_avx512_usable(c->head_dim) || model_attention_avx2_usable(c->head_dim));
 #endif
     }
     if (n_tokens > s->cap) {

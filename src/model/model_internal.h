@@ -12,8 +12,27 @@ void model_scratch_free(struct model_scratch *s);
 #include <immintrin.h>
 // e^x, 16 lanes: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split
 // in two for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
-// polynomial (~1 ulp); x clamped to [-87, 88] so 2^n stays a normal float.
-// The same operations as forward.c's 8-lane exp_avx2, so the same bits.
+// polynomial (~1 ulp); x clamped to [-87, 88] so 2^n stays a normal float: in
+// softmax (x <= 0 after the max is subtracted) e^-87 ~ 1e-38 is nothing next
+// to the maximum's e^0 = 1; in SiLU/GELU the clamp only touches terms that are
+// already 0 or 1 to float precision.
+// model_exp256 is the same on 8 lanes (2^n built from the exponent bits
+// instead of scalef), so the same bits.
+__attribute__((target("avx2,fma"))) static inline __m256 model_exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)); // 1 + r + r^2 P(r)
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
 __attribute__((target("avx2,fma,avx512f"))) static inline __m512 model_exp512(__m512 x) {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -66,7 +85,8 @@ typedef struct model_attn_args {
 } model_attn_args;
 #define MODEL_ATTN_SCORE_ROWS 12
 void model_attention_rows(const model_attn_args *a, bool simd);
-bool model_attention_avx512_usable(int d); // this CPU and head size can take the AVX-512 code
+bool model_attention_avx512_usable(int d); // this CPU and head size can take the AVX-512 code (kernel_avx512_active)
+bool model_attention_avx2_usable(int d);   // ... the AVX2 code (used where the AVX-512 code is not)
 bool model_attention_amx_usable(int d);    // ... and the AMX-BF16 code
 
 #endif

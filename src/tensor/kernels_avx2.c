@@ -231,33 +231,79 @@ static inline __m128i hsum4_epi32(__m256i p0, __m256i p1, __m256i p2, __m256i p3
     return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
+static inline int32_t load_i32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+// The (d_w, m_w) of 4 Q4 blocks as two 4-lane vectors: their first 4 bytes
+// (Q4_1: fp16 d, m; Q4_0: fp16 d, 2 code bytes) gathered and converted at once.
+static inline void q4_scales4(const uint8_t *w, size_t stride, bool affine, __m128 *dw, __m128 *mw) {
+    __m128i x = _mm_cvtsi32_si128(load_i32(w));
+    x = _mm_insert_epi32(x, load_i32(w + stride), 1);
+    x = _mm_insert_epi32(x, load_i32(w + 2 * stride), 2);
+    x = _mm_insert_epi32(x, load_i32(w + 3 * stride), 3);
+    const __m128i dm = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)); // d0..d3 | m0..m3
+    const __m256 f = _mm256_cvtph_ps(dm);
+    *dw = _mm256_castps256_ps128(f);
+    *mw = affine ? _mm256_extractf128_ps(f, 1) : _mm_mul_ps(*dw, _mm_set1_ps(-8.0f));
+}
+
 // Four blocks per step, one per lane of acc and accm; a last step of nv < 4
 // blocks leaves the other lanes' terms zero (adding +0 changes no sum).
+// Scales go lane-wise into registers (no scalar stores reloaded as a vector:
+// store forwarding fails there, and that version decoded at half the speed).
 static inline __attribute__((always_inline)) void vec_dot_q4_avx2(bool affine, const uint8_t *w, const uint8_t *act, size_t act_stride,
                                                                    const int NT, int64_t n, float *out) {
     const size_t stride = affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const int qoff = affine ? 4 : 2;
     const int64_t nb = n / 32;
     __m128 acc[KERNEL_DOT_MAX_ACT], accm[KERNEL_DOT_MAX_ACT];
+#pragma GCC unroll 8
     for (int j = 0; j < NT; j++) acc[j] = accm[j] = _mm_setzero_ps();
-    for (int64_t i = 0; i < nb; i += 4) {
-        const int nv = (int)AS_MIN((int64_t)4, nb - i);
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        const uint8_t *b = w + (size_t)i * stride;
         __m256i x[4];
-        _Alignas(16) float dw[4] = {0}, mw[4] = {0};
-        for (int v = 0; v < 4; v++) x[v] = v < nv ? q4_block(w + (size_t)(i + v) * stride, affine, &dw[v], &mw[v]) : _mm256_setzero_si256();
-        const __m128 vdw = _mm_load_ps(dw), vmw = _mm_load_ps(mw);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) x[v] = nibbles_to_bytes(b + (size_t)v * stride + qoff);
+        __m128 vdw, vmw;
+        q4_scales4(b, stride, affine, &vdw, &vmw);
+#pragma GCC unroll 8
         for (int j = 0; j < NT; j++) {
             const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
             __m256i p[4];
-            _Alignas(16) float da[4] = {0}, sa[4] = {0};
-            for (int v = 0; v < 4; v++) {
-                p[v] = v < nv ? dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs)) : _mm256_setzero_si256();
-                if (v < nv) da[v] = y[v].d, sa[v] = y[v].s;
-            }
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) p[v] = dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs));
             const __m128 P = _mm_cvtepi32_ps(hsum4_epi32(p[0], p[1], p[2], p[3]));
-            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, _mm_load_ps(da)), acc[j]);
-            accm[j] = _mm_fmadd_ps(vmw, _mm_load_ps(sa), accm[j]);
+            const __m128 da = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d), sa = _mm_setr_ps(y[0].s, y[1].s, y[2].s, y[3].s);
+            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, da), acc[j]);
+            accm[j] = _mm_fmadd_ps(vmw, sa, accm[j]);
         }
     }
+    if (i < nb) { // the last nv < 4 blocks
+        const int nv = (int)(nb - i);
+        __m256i x[4];
+        float dw[4] = {0}, mw[4] = {0};
+        for (int v = 0; v < nv; v++) x[v] = q4_block(w + (size_t)(i + v) * stride, affine, &dw[v], &mw[v]);
+        for (int v = nv; v < 4; v++) x[v] = _mm256_setzero_si256();
+        const __m128 vdw = _mm_setr_ps(dw[0], dw[1], dw[2], dw[3]), vmw = _mm_setr_ps(mw[0], mw[1], mw[2], mw[3]);
+        for (int j = 0; j < NT; j++) {
+            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
+            __m256i p[4];
+            float da[4] = {0}, sa[4] = {0};
+            for (int v = 0; v < 4; v++) p[v] = _mm256_setzero_si256();
+            for (int v = 0; v < nv; v++) {
+                p[v] = dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs));
+                da[v] = y[v].d, sa[v] = y[v].s;
+            }
+            const __m128 P = _mm_cvtepi32_ps(hsum4_epi32(p[0], p[1], p[2], p[3]));
+            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, _mm_setr_ps(da[0], da[1], da[2], da[3])), acc[j]);
+            accm[j] = _mm_fmadd_ps(vmw, _mm_setr_ps(sa[0], sa[1], sa[2], sa[3]), accm[j]);
+        }
+    }
+#pragma GCC unroll 8
     for (int j = 0; j < NT; j++) out[j] = sum4_f32(acc[j]) + sum4_f32(accm[j]);
 }
 

@@ -14,9 +14,10 @@
 #include "tiny_llama.h"
 #include "util/common.h"
 
-static char g_dir[512], g_path[600], g_path_q8[600];
+static char g_dir[512], g_path[600], g_path_q8[600], g_path_q4[600];
 static model *g_model;     // F32 weights
 static model *g_model_q8;  // Q8_0 matrices, run in KERNEL_PRECISION_Q8
+static model *g_model_q4;  // Q4_1 matrices, run in KERNEL_PRECISION_Q8 (the tile kernels of Q4)
 static tokenizer *g_tok;
 static int g_vocab;
 
@@ -31,11 +32,14 @@ static int setup(void **st) {
     snprintf(g_path_q8, sizeof g_path_q8, "%s/tiny_q8.gguf", g_dir);
     c.wtype = GGML_TYPE_Q8_0;
     if (tiny_llama_write(g_path_q8, &c, NULL)) return -1;
-    if (model_load(&g_model, g_path) || model_load(&g_model_q8, g_path_q8)) {
+    snprintf(g_path_q4, sizeof g_path_q4, "%s/tiny_q4.gguf", g_dir);
+    c.wtype = GGML_TYPE_Q4_1;
+    if (tiny_llama_write(g_path_q4, &c, NULL)) return -1;
+    if (model_load(&g_model, g_path) || model_load(&g_model_q8, g_path_q8) || model_load(&g_model_q4, g_path_q4)) {
         fprintf(stderr, "%s\n", as_last_error());
         return -1;
     }
-    g_model_q8->precision = KERNEL_PRECISION_Q8;
+    g_model_q8->precision = g_model_q4->precision = KERNEL_PRECISION_Q8;
     if (tokenizer_load(&g_tok, g_model->file)) {
         fprintf(stderr, "%s\n", as_last_error());
         return -1;
@@ -48,8 +52,10 @@ static int teardown(void **st) {
     tokenizer_free(g_tok);
     model_free(g_model);
     model_free(g_model_q8);
+    model_free(g_model_q4);
     unlink(g_path);
     unlink(g_path_q8);
+    unlink(g_path_q4);
     rmdir(g_dir);
     return 0;
 }
@@ -193,12 +199,14 @@ static void check_batch_invariance(model *m, bool sampled) {
 static void test_batch_invariance_greedy(void **st) {
     (void)st;
     check_batch_invariance(g_model_q8, false);
+    check_batch_invariance(g_model_q4, false);
     check_batch_invariance(g_model, false);
 }
 
 static void test_batch_invariance_sampled(void **st) {
     (void)st;
     check_batch_invariance(g_model_q8, true);
+    check_batch_invariance(g_model_q4, true);
     check_batch_invariance(g_model, true);
 }
 

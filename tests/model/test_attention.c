@@ -1,5 +1,6 @@
-// The attention kernel (model_attention_rows, attention.c; both the AVX-512
-// and the generic C code) against a plain double-precision softmax(q K^T /
+// The attention kernel (model_attention_rows, attention.c; the AVX-512 and
+// the generic C code, and the AVX2 code when run with ALPHASPIN_KERNEL_ISA=avx2
+// as ctest's test_attention_avx2 does) against a plain double-precision softmax(q K^T /
 // sqrt(d)) V on random data, keys stored in the cache's tile layout (model.h)
 // as fp32 or fp16 (the reference then uses the rounded values),
 // for head sizes 8..256, 1..8 heads per KV group, key counts around the tile
@@ -112,7 +113,7 @@ static void test_against_reference(void **state) {
     static const int ds[] = {8, 16, 64, 80, 256}, Gs[] = {1, 3, 4, 8}, ns[] = {1, 2, 15, 16, 17, 33, 64, 100, 300};
     as_rng r;
     as_rng_seed(&r, 7);
-    int n_cases = 0, n_simd = 0, n_amx = 0;
+    int n_cases = 0, n_simd = 0, n_avx2 = 0, n_amx = 0;
     for (size_t di = 0; di < AS_ARRAY_LEN(ds); di++)
         for (size_t gi = 0; gi < AS_ARRAY_LEN(Gs); gi++)
             for (size_t ni = 0; ni < AS_ARRAY_LEN(ns); ni++)
@@ -130,10 +131,11 @@ static void test_against_reference(void **state) {
                     assert_true(e < tol);
                     n_cases++;
                     n_simd += (simd & 1) && model_attention_avx512_usable(ds[di]);
+                    n_avx2 += (simd & 1) && !model_attention_avx512_usable(ds[di]) && model_attention_avx2_usable(ds[di]);
                     n_amx += amx;
                     case_free(&c);
                 }
-    printf("  %d cases, %d on the AVX-512 code, %d on the AMX-BF16 code (0: this CPU lacks it)\n", n_cases, n_simd, n_amx);
+    printf("  %d cases, %d on the AVX-512 code, %d on the AVX2 code, %d on the AMX-BF16 code (0: this CPU lacks it)\n", n_cases, n_simd, n_avx2, n_amx);
 }
 
 // Rows computed alone vs all together: identical bits (both codes).
