@@ -1,6 +1,6 @@
-// Dense products (see gemm.h): fp32 through OpenBLAS, bf16 on AMX tiles or,
-// without AMX, on AVX-512 fused multiply-adds of the bf16-rounded operands
-// (the "fallback" section below).
+// Dense bf16 products (see gemm.h; fp32 is sgemm.c): on AMX tiles or,
+// without AMX, on fused multiply-adds of the bf16-rounded operands (the
+// "fallback" section below).
 //
 // op(A) is packed to bf16 (Mp x Kp, K padded to 32 with zeros) as tiles: each
 // 16-row block holds its Kp/32 tiles of 16 rows x 32 K one after another, 1 KB
@@ -17,7 +17,6 @@
 #define _GNU_SOURCE
 #include "tensor/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -29,35 +28,8 @@
 #include "tensor/quant.h"
 #include "util/common.h"
 
-// ---- fp32 ----
-
-// Below this many multiply-adds per tile a split costs more than it saves.
+// Below this many multiply-adds per call a split costs more than it saves.
 #define GEMM_MIN_TILE_WORK (1 << 16)
-
-void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc, int nth) {
-    if (M == 0 || N == 0) return;
-    const bool split_m = M >= N;
-    const int64_t dim = split_m ? M : N;
-    int64_t n_tiles = AS_MIN((int64_t)nth, dim);
-    while (n_tiles > 1 && M * N * K / n_tiles < GEMM_MIN_TILE_WORK) n_tiles--;
-    const int64_t step = (dim + n_tiles - 1) / n_tiles;
-    const int prev = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-#pragma omp parallel for schedule(static) num_threads(nth) if (n_tiles > 1)
-    for (int64_t i = 0; i < n_tiles; i++) {
-        const int64_t o = i * step, n = AS_MIN(step, dim - o);
-        if (n <= 0) continue;
-        // Rows o.. of C come from rows of op(A): A + o*lda (or column o when transposed);
-        // columns o.. of C from columns of op(B): B + o (or row o when transposed).
-        const float *a = split_m ? (ta ? A + o : A + o * lda) : A;
-        const float *b = split_m ? B : (tb ? B + o * ldb : B + o);
-        float *c = split_m ? C + o * ldc : C + o;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(split_m ? n : M),
-                    (int)(split_m ? N : n), (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-    }
-    openblas_set_num_threads(prev);
-}
 
 // ---- bf16 ----
 

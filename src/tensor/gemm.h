@@ -3,10 +3,12 @@
 //   C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, op = transpose
 //   when ta / tb.
 //
-// kernel_sgemm: fp32.  The output is split into tiles along its larger
-// dimension, one single-threaded cblas_sgemm per tile on nth OpenMP threads
-// (OpenBLAS's own threads would fight OpenMP's spinning workers for the
-// cores), so each element is computed by one call in an order fixed by nth.
+// kernel_sgemm: fp32, the project's own kernels (sgemm.c).  Each element is
+// one fused multiply-add chain over k = 0 .. K-1 from 0, then alpha * sum
+// (skipped when alpha is 1), then + beta C as one more fused multiply-add when
+// beta != 0.  The same bits on every ISA (scalar, AVX2, AVX-512), for every
+// thread count and shape: a row of C does not depend on the other rows of A.
+// nth threads (OpenMP); safe to call from inside a parallel region with nth 1.
 //
 // kernel_gemm_bf16*: the operands are rounded to bf16 (round to nearest
 // even), the products accumulate in fp32 on AMX-BF16 tiles (TDPBF16PS).

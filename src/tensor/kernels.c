@@ -224,24 +224,21 @@ static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, con
     }
 }
 
-// Tiles: at least two per thread (load balance), at most KERNEL_F32_TILE_ROWS
-// rows each (the fp32 tile stays in L2), a multiple of the thread count.
+// Tiles of W dequantised exactly (at most KERNEL_F32_TILE_ROWS rows, at
+// least two per thread), each multiplied by one single-threaded kernel_sgemm:
+// every output is one fused multiply-add chain over the columns in order, so
+// a token's outputs do not depend on the other tokens, the thread count or
+// the ISA.  F32 weights go to kernel_sgemm whole.
 static void matmul_f32_tiled(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
     const int64_t cols = w->cols;
     if (w->type == GGML_TYPE_F32 && w->row_bytes == (size_t)cols * sizeof(float)) {
-        int prev = openblas_get_num_threads();
-        openblas_set_num_threads(nth);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)w->rows, (int)cols, 1.0f, x, (int)cols,
-                    (const float *)w->data, (int)cols, 0.0f, out, (int)ldo);
-        openblas_set_num_threads(prev);
+        kernel_sgemm(false, true, n_tokens, w->rows, cols, 1.0f, x, cols, (const float *)w->data, cols, 0.0f, out, ldo, nth);
         return;
     }
     int64_t n_tiles = AS_MAX((int64_t)nth * 2, (w->rows + KERNEL_F32_TILE_ROWS - 1) / KERNEL_F32_TILE_ROWS);
     n_tiles = (n_tiles + nth - 1) / nth * nth;
     const int64_t tile_rows = (w->rows + n_tiles - 1) / n_tiles;
     n_tiles = (w->rows + tile_rows - 1) / tile_rows;
-    int prev = openblas_get_num_threads();
-    openblas_set_num_threads(1);
 #pragma omp parallel num_threads(nth)
     {
         float *tile = kernel_scratch(SCRATCH_WORK, (size_t)tile_rows * cols * sizeof(float));
@@ -250,11 +247,9 @@ static void matmul_f32_tiled(const kernel_ops *ops, float *out, int64_t ldo, con
             const int64_t r0 = i * tile_rows, nr = AS_MIN(tile_rows, w->rows - r0);
             for (int64_t r = 0; r < nr; r++)
                 ops->dequant_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, tile + r * cols, cols);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)nr, (int)cols, 1.0f, x, (int)cols, tile,
-                        (int)cols, 0.0f, out + r0, (int)ldo);
+            kernel_sgemm(false, true, n_tokens, nr, cols, 1.0f, x, cols, tile, cols, 0.0f, out + r0, ldo, 1);
         }
     }
-    openblas_set_num_threads(prev);
 }
 
 // Work items are (token chunk, row group) pairs: 64 tokens x 16 rows.  The

@@ -6,7 +6,6 @@
 #include "train/fastmath.h"
 #include "util/common.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -126,10 +125,10 @@ static float dot_f(const float *a, const float *b, int n) {
 // are one matrix product, softmaxed in place, then one product with V.
 #define ATT_BLOCK 64
 
+// One thread's product inside the attention's parallel loop.
 static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                    int64_t ldb, float beta, float *C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda,
-                B, (int)ldb, beta, C, (int)ldc);
+    kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
 }
 
 // Work items are (sequence, head); each writes only its own rows' head slice,
@@ -144,8 +143,6 @@ void train_attention_forward(float *out, float *lse, const float *q, const float
     const float scale = 1.0f / sqrtf((float)d);
     const int64_t ld = AS_MAX(max_len, 1);
     float *buf = as_aligned_alloc(sizeof(float) * (size_t)(nth * ATT_BLOCK * ld));
-    const int prev = openblas_get_num_threads();
-    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
     for (int64_t it = 0; it < n_items; it++) {
         const int32_t b = (int32_t)(it / H);
@@ -169,7 +166,6 @@ void train_attention_forward(float *out, float *lse, const float *q, const float
             sgemm1(false, false, bi, d, nc, 1.0f, S, ld, Vv, kvd, 0.0f, out + (t0 + i0) * qd + (int64_t)h * d, qd);
         }
     }
-    openblas_set_num_threads(prev);
     free(buf);
 }
 
@@ -190,8 +186,6 @@ void train_attention_backward(float *dq, float *dk, float *dv, const float *dout
     int64_t ld = 1;
     for (int32_t b = 0; b < n_seq; b++) ld = AS_MAX(ld, (int64_t)seq_len[b]);
     float *buf = as_aligned_alloc(sizeof(float) * (size_t)(nth * 2 * ATT_BLOCK * ld));
-    const int prev = openblas_get_num_threads();
-    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
     for (int64_t it = 0; it < n_items; it++) {
         const int32_t b = (int32_t)(it / Hkv);
@@ -221,7 +215,6 @@ void train_attention_backward(float *dq, float *dk, float *dv, const float *dout
             }
         }
     }
-    openblas_set_num_threads(prev);
     free(buf);
 }
 
