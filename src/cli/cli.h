@@ -25,6 +25,9 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
 // default model), with a helpful message when the default model has not been
 // fetched yet.
 int cli_load_model(const char *path, model **m, tokenizer **tok);
+// The bytes of a --file option (heap, NUL-terminated, may hold NULs: use *len);
+// "-" reads standard input.
+int cli_read_file_text(const char *path, char **out, size_t *len);
 
 int cmd_fetch_model(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

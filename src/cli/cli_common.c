@@ -76,3 +76,10 @@ int cli_load_model(const char *path, model **m, tokenizer **tok) {
     }
     return AS_OK;
 }
+
+int cli_read_file_text(const char *path, char **out, size_t *len) {
+    if (strcmp(path, "-") != 0) return as_read_file(path, out, len);
+    // /dev/stdin reads a pipe, a file or a terminal alike; the error names what the user typed.
+    if (as_read_file("/dev/stdin", out, len) != AS_OK) return as_error("--file -: cannot read standard input");
+    return AS_OK;
+}

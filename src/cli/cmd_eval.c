@@ -11,6 +11,7 @@
 #include "eval/eval.h"
 #include "train/checkpoint.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -156,7 +157,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (rc == AS_OK) rc = eval_run(m, tok, &o, &res);
     if (rc == AS_OK && out_path) {
-        char *js = cJSON_Print(res);
+        char *js = as_json_print(res, true);
         rc = as_write_file_atomic(out_path, js, strlen(js));
         free(js);
     }

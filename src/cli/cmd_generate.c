@@ -10,6 +10,7 @@
 #include "generate/generate.h"
 #include "tokenizer/chat.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static void usage(FILE *out) {
     sampler_params d = sampler_params_default();
@@ -215,7 +216,7 @@ static int run(const gen_opts *o) {
             cJSON_AddNumberToObject(row, "n_tokens", (double)res[i].n_ids);
             cJSON_AddStringToObject(row, "finish", finish_name(res[i].finish));
             cJSON_AddNumberToObject(row, "logprob", res[i].logprob_sum);
-            char *line = cJSON_PrintUnformatted(row);
+            char *line = as_json_print(row, false);
             fprintf(af.fp, "%s\n", line);
             free(line);
             cJSON_Delete(row);

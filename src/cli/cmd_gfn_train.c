@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "train/sft.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static void usage(FILE *out) {
     gfn_config d;
@@ -67,11 +68,20 @@ typedef struct log_ctx {
 
 static void on_step(void *user, const gfn_step_stats *s) {
     log_ctx *l = user;
-    fprintf(l->log,
-            "{\"step\": %lld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, \"reward_temp\": %.4g, \"explore_temp\": %.4g, "
-            "\"mean_log_reward\": %.6g, \"mean_len\": %.4g, \"replayed\": %lld, \"buffer\": %lld, \"elapsed_s\": %.3f}\n",
-            (long long)s->step, s->loss, s->grad_norm, s->lr, s->reward_temp, s->explore_temp, s->mean_log_reward, s->mean_len,
-            (long long)s->n_replayed, (long long)s->buffer_total, s->elapsed_s);
+    // A diverged loss is written as null (printf's "nan" is not JSON).
+    static const char *const keys[] = {"loss", "grad_norm", "lr", "reward_temp", "explore_temp", "mean_log_reward", "mean_len"};
+    const double v[] = {s->loss, s->grad_norm, s->lr, s->reward_temp, s->explore_temp, s->mean_log_reward, s->mean_len};
+    const int digits[] = {6, 6, 6, 4, 4, 6, 4};
+    as_sbuf b = {0};
+    as_sb_printf(&b, "{\"step\": %lld", (long long)s->step);
+    for (size_t i = 0; i < AS_ARRAY_LEN(keys); i++) {
+        as_sb_printf(&b, ", \"%s\": ", keys[i]);
+        as_sb_json_num(&b, digits[i], v[i]);
+    }
+    as_sb_printf(&b, ", \"replayed\": %lld, \"buffer\": %lld, \"elapsed_s\": %.3f}\n", (long long)s->n_replayed, (long long)s->buffer_total,
+                 s->elapsed_s);
+    fputs(b.s, l->log);
+    free(b.s);
     fflush(l->log);
     if (!l->quiet) {
         const double eta = s->elapsed_s / (double)s->step * (double)(l->steps - s->step);

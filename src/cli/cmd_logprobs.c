@@ -7,14 +7,18 @@
 
 #include "cli/cli.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: alphaspin logprobs [--model FILE.gguf] --text TEXT [options]\n\n"
-            "Prints one JSON line per token of TEXT: {\"id\", \"token\", \"logprob\"}, where logprob is\n"
-            "log p(token | the tokens before it) in nats (null for the first token, which has no context).\n\n"
+            "usage: alphaspin logprobs [--model FILE.gguf] (--text TEXT | --file FILE) [options]\n\n"
+            "Prints one JSON line per token of TEXT: {\"id\", \"token\", \"bytes\", \"logprob\"}, where logprob is\n"
+            "log p(token | the tokens before it) in nats (null for the first token, which has no context),\n"
+            "token is the token's text (U+FFFD where it ends inside a multi-byte character) and bytes its\n"
+            "exact bytes.\n\n"
             "  --model FILE|DIR   GGUF file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)\n"
             "  --text TEXT        the text to score\n"
+            "  --file FILE        score the bytes of FILE (- : standard input)\n"
             "  --special          recognise special tokens written in TEXT\n"
             "  --precision P      f32 (default: fp32 activations, matches an fp32 reference) or q8\n"
             "                     (8-bit activations like llama.cpp: faster, slightly less exact) or bf16\n"
@@ -26,9 +30,9 @@ static void usage(FILE *out) {
 int cmd_logprobs(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 't'},
                                          {"special", no_argument, 0, 's'},      {"precision", required_argument, 0, 'p'},
-                                         {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *model_path = NULL, *text = NULL;
+                                         {"threads", required_argument, 0, 'j'}, {"file", required_argument, 0, 'f'},
+                                         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    const char *model_path = NULL, *text_opt = NULL, *file = NULL;
     bool special = false;
     kernel_precision prec = KERNEL_PRECISION_F32;
     long threads = 0;
@@ -37,7 +41,8 @@ int cmd_logprobs(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
-        case 't': text = optarg; break;
+        case 't': text_opt = optarg; break;
+        case 'f': file = optarg; break;
         case 's': special = true; break;
         case 'p':
             if (kernel_precision_parse(optarg, &prec)) return cli_usage_error("logprobs", "--precision must be f32, q8 or bf16, got '%s'", optarg);
@@ -49,20 +54,34 @@ int cmd_logprobs(int argc, char **argv) {
         default: return cli_usage_error("logprobs", "unknown option");
         }
     }
-    if (!text) return cli_usage_error("logprobs", "--text is required");
+    if (!text_opt && !file) return cli_usage_error("logprobs", "--text or --file is required");
+    if (text_opt && file) return cli_usage_error("logprobs", "give one of --text and --file");
     if (optind < argc) return cli_usage_error("logprobs", "unexpected argument '%s'", argv[optind]);
     if (threads) kernel_set_threads((int)threads);
 
+    char *text;
+    size_t text_len;
+    if (file) {
+        if (cli_read_file_text(file, &text, &text_len) != AS_OK) return cli_fail("logprobs");
+    } else {
+        text = as_strdup(text_opt);
+        text_len = strlen(text);
+    }
+    const char *what = file ? file : "--text";
     model *m;
     tokenizer *tok;
-    if (cli_load_model(model_path, &m, &tok) != AS_OK) return cli_fail("logprobs");
+    if (cli_load_model(model_path, &m, &tok) != AS_OK) {
+        free(text);
+        return cli_fail("logprobs");
+    }
     m->precision = prec;
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = tokenizer_encode(tok, text, strlen(text), true, special, &ids, &n);
-    if (rc == AS_OK && n == 0) rc = as_error("--text: the text has no tokens");
+    int rc = tokenizer_encode(tok, text, text_len, true, special, &ids, &n);
+    free(text);
+    if (rc == AS_OK && n == 0) rc = as_error("%s: the text has no tokens", what);
     if (rc == AS_OK && n > (size_t)m->cfg.n_ctx_train)
-        rc = as_error("--text: %zu tokens exceed the model's context of %d", n, m->cfg.n_ctx_train);
+        rc = as_error("%s: %zu tokens exceed the model's context of %d", what, n, m->cfg.n_ctx_train);
     float *logits = NULL;
     kv_cache *kv = NULL;
     if (rc == AS_OK) {
@@ -73,12 +92,19 @@ int cmd_logprobs(int argc, char **argv) {
         logits = as_malloc(n * (size_t)nv * sizeof *logits);
         model_batch b = {.n_tokens = (int32_t)n, .token = ids, .seq = seq, .pos = pos, .want_logits = NULL};
         rc = model_forward(m, kv, &b, logits);
+        size_t piece_cap = 64;
+        char *piece = as_malloc(piece_cap);
         for (size_t i = 0; rc == AS_OK && i < n; i++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "id", ids[i]);
-            char *piece = tokenizer_decode(tok, &ids[i], 1, true);
-            cJSON_AddStringToObject(o, "token", piece);
-            free(piece);
+            // The token's own bytes (not a decode, which would drop an SPM leading space):
+            // valid text in "token", the exact bytes in "bytes" (a piece can end inside a character).
+            size_t k = tokenizer_token_to_piece(tok, ids[i], true, piece, piece_cap);
+            if (k > piece_cap) {
+                piece = as_realloc(piece, piece_cap = k);
+                k = tokenizer_token_to_piece(tok, ids[i], true, piece, piece_cap);
+            }
+            as_json_add_bytes_text(o, "token", "bytes", piece, k);
             if (i == 0) {
                 cJSON_AddNullToObject(o, "logprob");
             } else {
@@ -90,11 +116,12 @@ int cmd_logprobs(int argc, char **argv) {
                 for (int32_t v = 0; v < nv; v++) z += exp((double)l[v] - mx);
                 cJSON_AddNumberToObject(o, "logprob", (double)l[ids[i]] - mx - log(z));
             }
-            char *line = cJSON_PrintUnformatted(o);
+            char *line = as_json_print(o, false);
             puts(line);
             free(line);
             cJSON_Delete(o);
         }
+        free(piece);
         free(seq);
         free(pos);
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util/common.h"
+#include "util/json.h"
 #include "util/rng.h"
 
 // ---- a growing string ----
@@ -282,11 +283,10 @@ int data_arith_write_jsonl(const char *path, const data_arith_item *items, int64
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "question", items[i].question);
         cJSON_AddStringToObject(o, "answer", items[i].answer);
-        char *line = cJSON_PrintUnformatted(o);
+        char *line = as_json_print(o, false);
         cJSON_Delete(o);
-        if (!line) as_die("cJSON_PrintUnformatted: out of memory");
         const int bad = fputs(line, af.fp) < 0 || fputc('\n', af.fp) == EOF;
-        cJSON_free(line);
+        free(line);
         if (bad) {
             as_atomic_abort(&af);
             return as_error("%s: write failed", path);

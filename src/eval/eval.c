@@ -10,6 +10,7 @@
 #include "eval/eval_internal.h"
 #include "generate/generate.h"
 #include "util/common.h"
+#include "util/json.h"
 
 #ifndef AS_EVAL_SOURCE_TASKS
 #define AS_EVAL_SOURCE_TASKS "tasks"
@@ -238,7 +239,7 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
                     cJSON_AddNumberToObject(rec, "acc", acc[i0 + j]);
                     cJSON_AddNumberToObject(rec, "acc_norm", norm[i0 + j]);
                     if (docs[j].n_true) cJSON_AddNumberToObject(rec, "mc2", mc2[i0 + j]);
-                    char *line = cJSON_PrintUnformatted(rec);
+                    char *line = as_json_print(rec, false);
                     fprintf(samples, "%s\n", line);
                     free(line);
                     cJSON_Delete(rec);
@@ -373,7 +374,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
             else cJSON_AddNullToObject(rec, "answer");
             cJSON_AddStringToObject(rec, "gold", gold[i] ? gold[i] : "");
             cJSON_AddNumberToObject(rec, "exact_match", flex[i]);
-            char *line = cJSON_PrintUnformatted(rec);
+            char *line = as_json_print(rec, false);
             fprintf(samples, "%s\n", line);
             free(line);
             cJSON_Delete(rec);

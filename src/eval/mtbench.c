@@ -13,6 +13,7 @@
 #include "generate/generate.h"
 #include "tokenizer/chat.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static int read_jsonl_array(const char *path, cJSON **out) {
     char *text;
@@ -234,7 +235,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
             cJSON_AddItemToArray(turns, cJSON_CreateString(a2[i]));
             cJSON_AddItemToArray(chs, ch);
             cJSON_AddNumberToObject(a, "tstamp", (double)time(NULL));
-            char *line = cJSON_PrintUnformatted(a);
+            char *line = as_json_print(a, false);
             fprintf(af.fp, "%s\n", line);
             free(line);
             cJSON_Delete(a);
@@ -324,7 +325,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
                     cJSON_AddNumberToObject(jo, "score", score);
                     cJSON_AddNumberToObject(jo, "turn", (double)(j % 2 + 1));
                     cJSON_AddNumberToObject(jo, "tstamp", (double)time(NULL));
-                    char *line = cJSON_PrintUnformatted(jo);
+                    char *line = as_json_print(jo, false);
                     fprintf(af.fp, "%s\n", line);
                     free(line);
                     cJSON_Delete(jo);

@@ -6,6 +6,7 @@
 
 #include "tensor/quant.h"
 #include "util/common.h"
+#include "util/json.h"
 
 // A header larger than this is a corrupt file, not a checkpoint (the
 // reference implementation's limit is 100 MB).
@@ -249,7 +250,7 @@ int st_writer_save(st_writer *w, const char *path) {
         cJSON_AddItemToObject(h, e->name, t);
         off += bytes;
     }
-    char *json = cJSON_PrintUnformatted(h);
+    char *json = as_json_print(h, false);
     cJSON_Delete(h);
     // Header padded with spaces to a multiple of 8 so the data is aligned.
     const size_t jl = strlen(json), hl = (jl + 7) & ~(size_t)7;

@@ -7,6 +7,7 @@
 
 #include "train/sft.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static void pair_free(spin_pair *p);
 
@@ -134,9 +135,8 @@ static void add_num(cJSON *o, const char *key, double v) {
 }
 
 static int write_line(as_atomic_file *af, cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
+    char *s = as_json_print(o, false);
     cJSON_Delete(o);
-    if (!s) as_die("out of memory printing JSON");
     int bad = fputs(s, af->fp) < 0 || fputc('\n', af->fp) == EOF;
     free(s);
     return bad ? as_error("%s: write failed", af->path) : 0;

@@ -25,6 +25,7 @@
 #include "train/export.h"
 #include "train/sft.h"
 #include "util/common.h"
+#include "util/json.h"
 #ifdef ALPHASPIN_HAVE_DATA
 #include "data/arith.h"
 #endif
@@ -285,7 +286,7 @@ static int make_pairs_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64
             cJSON_AddNumberToObject(o, "gfn_train_seconds", st.gfn_train_seconds);
             cJSON_AddNumberToObject(o, "gfn_last_loss", isfinite(st.gfn_last_loss) ? st.gfn_last_loss : -1);
         }
-        char *js = cJSON_PrintUnformatted(o), path[PATH_LEN + 16];
+        char *js = as_json_print(o, false), path[PATH_LEN + 16];
         snprintf(path, sizeof path, "%s/sampler.json", dir);
         rc = as_write_file_atomic(path, js, strlen(js));
         if (!x->quiet && mc.kind == MIXTURE_SAMPLER_SIR)
@@ -480,23 +481,30 @@ int spin_train_microbatch(train_model *m, const spin_loss_config *lc, spin_pair 
     return rc;
 }
 
-static void metrics_json_line(const step_metrics *s, char *buf, size_t cap) {
-    snprintf(buf, cap,
-             "{\"loss\": %.9g, \"grad_norm\": %.9g, \"learning_rate\": %.9g, \"rewards/real\": %.9g, \"rewards/generated\": %.9g, "
-             "\"rewards/margins\": %.9g, \"rewards/accuracies\": %.9g, \"logps/real\": %.9g, \"logps/generated\": %.9g, "
-             "\"epoch\": %.9g, \"step\": %lld}\n",
-             s->loss, s->grad_norm, s->lr, s->m.rewards_real, s->m.rewards_generated, s->m.rewards_margins, s->m.rewards_accuracies,
-             s->m.logps_real, s->m.logps_generated, s->epoch, (long long)s->step);
+// A diverged step (loss NaN or infinite) is written as null: printf's "nan" is not JSON.
+// metrics_read reads null back as NaN, so a resumed run rewrites the same bytes.
+static void metrics_json_line(const step_metrics *s, as_sbuf *b) {
+    static const char *const keys[] = {"loss", "grad_norm", "learning_rate", "rewards/real", "rewards/generated", "rewards/margins",
+                                       "rewards/accuracies", "logps/real", "logps/generated", "epoch"};
+    const double v[] = {s->loss, s->grad_norm, s->lr, s->m.rewards_real, s->m.rewards_generated, s->m.rewards_margins,
+                        s->m.rewards_accuracies, s->m.logps_real, s->m.logps_generated, s->epoch};
+    for (size_t i = 0; i < AS_ARRAY_LEN(keys); i++) {
+        as_sb_printf(b, "%s\"%s\": ", i ? ", " : "{", keys[i]);
+        as_sb_json_num(b, 9, v[i]);
+    }
+    as_sb_printf(b, ", \"step\": %lld}\n", (long long)s->step);
 }
 
 static int metrics_write(const char *path, const step_metrics *s, int64_t n) {
     as_atomic_file af;
     if (as_atomic_open(&af, path)) return AS_FAIL;
-    char line[1024];
+    as_sbuf line = {0};
     for (int64_t i = 0; i < n; i++) {
-        metrics_json_line(&s[i], line, sizeof line);
-        fputs(line, af.fp);
+        line.len = 0;
+        metrics_json_line(&s[i], &line);
+        fputs(line.s, af.fp);
     }
+    free(line.s);
     return as_atomic_commit(&af);
 }
 
@@ -769,7 +777,7 @@ static int evaluate_tasks(spin_ctx *x, int32_t k, cJSON *summary_eval) {
     cJSON *res = NULL;
     if (eval_run(gm, x->tok, &o, &res)) return AS_FAIL;
     snprintf(path, sizeof path, "%s/iter_%d/eval.json", x->run, k);
-    char *s = cJSON_Print(res);
+    char *s = as_json_print(res, true);
     int rc = as_write_file_atomic(path, s, strlen(s));
     free(s);
     const cJSON *tasks_res = cJSON_GetObjectItem(res, "results"), *task;
@@ -835,7 +843,7 @@ static int write_summary(spin_ctx *x, int32_t k, const step_metrics *train, cons
     add_num(ts, "checkpoint", pt->checkpoint);
     add_num(ts, "other", fmax(0.0, total - known));
     add_num(ts, "total", total);
-    char *s = cJSON_Print(o), path[PATH_LEN];
+    char *s = as_json_print(o, true), path[PATH_LEN];
     cJSON_Delete(o);
     snprintf(path, sizeof path, "%s/iter_%d/summary.json", x->run, k);
     const int rc = as_write_file_atomic(path, s, strlen(s));

@@ -8,6 +8,7 @@
 
 #include "tokenizer/tokenizer_impl.h"
 #include "util/common.h"
+#include "util/json.h"
 
 // Largest vocabulary accepted from a file (the biggest real ones are ~260k).
 // Fuzzing builds (libFuzzer's FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) take
@@ -738,8 +739,8 @@ int tokenizer_hf_write(const gguf_file *f, const char *dir) {
         cJSON_AddStringToObject(cfg, "chat_template", s);
         free(s);
     }
-    tok_text = cJSON_PrintUnformatted(root);
-    cfg_text = cJSON_Print(cfg);
+    tok_text = as_json_print(root, false);
+    cfg_text = as_json_print(cfg, true);
     char p[4096];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
     if (as_write_file_atomic(p, tok_text, strlen(tok_text))) goto done;

@@ -223,5 +223,82 @@ if [ -r "$model" ]; then
   else bad "eval of a synthetic task failed: $(tail -c 300 "$tmp/eval.err")"; fi
 fi
 
+# tokenize: any text (issue 20 item 5): --text, --file (- : stdin) and `--` for a text
+# that begins with '-'; help; one-line errors.
+expect 0 "" -- "$bin" tokenize --help
+grep -q -- "--file FILE" "$tmp/out" && grep -q -- "--text TEXT" "$tmp/out" && ok || bad "tokenize --help does not show --text and --file"
+expect 2 "unknown option '-4' \(a TEXT that begins with '-' needs --text TEXT or \`--\` before it\)" -- "$bin" tokenize -42
+expect 2 "give exactly one of TEXT, --text and --file" -- "$bin" tokenize --text a b
+expect 2 "give exactly one of TEXT, --text and --file" -- "$bin" tokenize
+expect 2 "expects one TEXT argument, got 2" -- "$bin" tokenize a b
+expect 2 "--text needs a value" -- "$bin" tokenize --text
+expect 2 "give one of --text and --file" -- "$bin" logprobs --text a --file b
+
+# Valid JSON in UTF-8 whatever the bytes (issue 20 item 4), on the tiny random model
+# (tests/cli/write_tiny_model): its vocabulary has the two halves of "é" as separate
+# byte tokens, so a text with "é" has pieces that end inside the character, and
+# sampled text can stop there.  strict_json.py decodes UTF-8 strictly and parses
+# every line (python3's json), refusing NaN and lone surrogates.
+mk="$1/tests/cli/write_tiny_model"
+strict() { python3 "$(dirname "$0")/strict_json.py" "$@"; }
+if ! command -v python3 >/dev/null; then
+  echo "SKIP (partly): python3 absent, the strict JSON checks need it"; skipped=1
+elif ! { [ -x "$mk" ] && "$mk" "$tmp/tiny.gguf" --ctx 512; }; then
+  bad "write_tiny_model could not write the tiny model"
+else
+  tiny=(--model "$tmp/tiny.gguf")
+  txt='Hé the é, -ing and é.'
+  "$bin" tokenize "${tiny[@]}" --pieces "$txt" > "$tmp/pieces.jsonl" && strict --pieces "$txt" "$tmp/pieces.jsonl" >"$tmp/err" 2>&1 \
+    && grep -q '"bytes":\[195\]' "$tmp/pieces.jsonl" && ok || bad "tokenize --pieces: $(cat "$tmp/err") $(head -c 300 "$tmp/pieces.jsonl")"
+  "$bin" logprobs "${tiny[@]}" --text "$txt" > "$tmp/lp.jsonl" && strict --pieces "$txt" "$tmp/lp.jsonl" >"$tmp/err" 2>&1 \
+    && [ "$(grep -c '"logprob"' "$tmp/lp.jsonl")" = "$(grep -c . "$tmp/pieces.jsonl")" ] && ok || bad "logprobs JSON: $(cat "$tmp/err") $(head -c 300 "$tmp/lp.jsonl")"
+  # The same text from --text, --file and standard input; a text that begins with '-'.
+  printf '%s' "$txt" > "$tmp/txt"
+  a=$("$bin" tokenize "${tiny[@]}" "$txt") && b=$("$bin" tokenize "${tiny[@]}" --text "$txt") && c=$("$bin" tokenize "${tiny[@]}" --file "$tmp/txt") \
+    && d=$("$bin" tokenize "${tiny[@]}" --file - < "$tmp/txt") && [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] && [ "$a" = "$d" ] \
+    && ok || bad "tokenize TEXT/--text/--file/stdin differ: '$a' '$b' '$c' '$d'"
+  for t in -42 "- item" "--" "-"; do
+    a=$("$bin" tokenize "${tiny[@]}" -- "$t") && b=$("$bin" tokenize "${tiny[@]}" --text "$t") && c=$(printf '%s' "$t" | "$bin" tokenize "${tiny[@]}" --file -) \
+      && [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] && ok || bad "tokenize of '$t': '$a' '$b' '$c'"
+  done
+  [ "$("$bin" tokenize "${tiny[@]}" -- -42)" = "12 19 17" ] && ok || bad "tokenize -- -42 gave '$("$bin" tokenize "${tiny[@]}" -- -42)'"
+  expect 1 "nope.txt" -- "$bin" tokenize "${tiny[@]}" --file "$tmp/nope.txt"
+  a=$("$bin" logprobs "${tiny[@]}" --text "$txt") && b=$("$bin" logprobs "${tiny[@]}" --file - < "$tmp/txt") && [ -n "$a" ] && [ "$a" = "$b" ] \
+    && ok || bad "logprobs --file - differs from --text"
+  # Sampled text at a high temperature: answers that stop inside "é" or hold a lone half.
+  for i in 1 2 3 4 5 6 7 8; do printf '{"prompt": "Hé %d the"}\n' "$i"; done > "$tmp/tp.jsonl"
+  if "$bin" generate "${tiny[@]}" --prompts "$tmp/tp.jsonl" --out "$tmp/tout.jsonl" --temperature 2 --top-k 0 --top-p 1 --min-p 0 \
+       --max-new-tokens 48 --seed 3 2>/dev/null; then
+    strict "$tmp/tout.jsonl" >"$tmp/err" 2>&1 && [ "$(grep -c '"output"' "$tmp/tout.jsonl")" = 8 ] && ok || bad "generate --out: $(cat "$tmp/err")"
+    # Coverage, not correctness: the seed is one whose answers do hold a replaced byte.
+    grep -q $'\xEF\xBF\xBD' "$tmp/tout.jsonl" && ok || bad "generate --out: no answer held an incomplete character (pick another --seed for this check)"
+  else bad "generate --prompts on the tiny model failed"; fi
+  # sft (log.jsonl, adapter_config.json), gfn-train (log.jsonl), eval (results, --log-samples),
+  # run (every JSON file of the run folder), make-data.
+  printf '%s\n' '{"question": "What is é?", "answer": "é is é."}' '{"prompt": "Say the", "response": "the"}' \
+    '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}' \
+    '{"question": "1+1?", "answer": "It is 2."}' '{"question": "2+2?", "answer": "It is 4."}' '{"question": "3+4?", "answer": "It is 7. #### 7"}' > "$tmp/tsft.jsonl"
+  if "$bin" sft "${tiny[@]}" --data "$tmp/tsft.jsonl" --out "$tmp/tsft" --chat-template chatml --max-steps 2 --batch-size 2 --micro-batch 2 \
+       --max-len 48 --lora-rank 2 --eval-fraction 0.34 --threads 2 >/dev/null 2>"$tmp/err"; then
+    strict "$tmp/tsft/log.jsonl" "$tmp/tsft/adapter_config.json" >"$tmp/err" 2>&1 && ok || bad "sft JSON: $(cat "$tmp/err")"
+    if "$bin" gfn-train "${tiny[@]}" --data "$tmp/tsft.jsonl" --adapter "$tmp/tsft" --out "$tmp/tgfn" --chat-template chatml --steps 2 --prompts-per-step 1 \
+         --samples-per-prompt 2 --max-new-tokens 8 --micro-batch 2 --lora-rank 2 --threads 2 >/dev/null 2>"$tmp/err"; then
+      strict "$tmp/tgfn/log.jsonl" "$tmp/tgfn/adapter_config.json" >"$tmp/err" 2>&1 && ok || bad "gfn-train JSON: $(cat "$tmp/err")"
+    else bad "gfn-train on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
+  else bad "sft on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
+  printf '{"q": "é or e", "ch": ["é", "e"], "g": 0}\n{"q": "the", "ch": ["the", "and"], "g": 1}\n{"q": "H", "ch": ["é", "ing"], "g": 0}\n' > "$tmp/tt.jsonl"
+  printf 'task: tt\ndata: tt.jsonl\ndoc_to_text: "Q: {{q}}\\nA:"\nchoices: ["{{ch}}"]\ngold: "{{g}}"\nmetrics: [acc, acc_norm]\n' > "$tmp/tt.yaml"
+  if "$bin" eval "${tiny[@]}" --tasks "$tmp/tt.yaml" --shots 1 --out "$tmp/tr.json" --log-samples "$tmp/ts.jsonl" --quiet >/dev/null 2>"$tmp/err"; then
+    strict "$tmp/tr.json" "$tmp/ts.jsonl" >"$tmp/err" 2>&1 && ok || bad "eval JSON: $(cat "$tmp/err")"
+  else bad "eval on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
+  printf 'model: {path: "%s", chat_template: chatml}\ndata: {train: "%s"}\niterations: 1\nprompts: 3\ntau: 1\nlora: {rank: 2}\n' "$tmp/tiny.gguf" "$tmp/tsft.jsonl" > "$tmp/trun.yaml"
+  printf 'train: {epochs: 1, batch_size: 2, max_answer_len: 16}\ngeneration: {max_new_tokens: 16, batch: 3, temperature: 2}\neval: {heldout: 2, tasks: ["%s"]}\nthreads: 2\n' "$tmp/tt.yaml" >> "$tmp/trun.yaml"
+  if "$bin" run --config "$tmp/trun.yaml" --out "$tmp/trun" >/dev/null 2>"$tmp/err"; then
+    files=$(find "$tmp/trun" -name '*.json' -o -name '*.jsonl' | sort)
+    [ "$(echo "$files" | grep -c .)" -ge 8 ] && strict $files >"$tmp/err" 2>&1 && ok || bad "run folder JSON: $(cat "$tmp/err") ($(echo $files))"
+  else bad "run on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
+  "$bin" make-data arith --n 5 --seed 2 --out "$tmp/ar.jsonl" 2>/dev/null && strict "$tmp/ar.jsonl" >"$tmp/err" 2>&1 && ok || bad "make-data JSON: $(cat "$tmp/err")"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
