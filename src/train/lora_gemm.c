@@ -5,9 +5,11 @@
 //   rows_wide: 4 rows x 64 columns of y in 16 registers, over the r terms;
 //   reduce: a 16-column slice of x down all N rows, times up to 16 v[i][j]
 //     broadcast, the 16 x 16 sums in 16 registers.
-// Every output element is one fused multiply-add chain over its sum index
-// in increasing order, then alpha (and + out when beta is 1): the blocking
-// and the thread split decide only which element is computed where.
+// Every output element is kernel_sgemm's (gemm.h): one fused multiply-add
+// chain over its sum index in increasing order from 0, t = alpha acc (one
+// rounded multiply), then fmaf(beta, old, t) when beta != 0, else t; a
+// dropout as lora_gemm.h says.  The blocking and the thread split decide only
+// which element is computed where, so these give the generic path's bits.
 #include "train/lora_gemm.h"
 
 #include <math.h>
@@ -46,6 +48,13 @@ const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
 
+// kernel_sgemm's epilogue on 16 elements: t = alpha acc (alpha 1: acc, the
+// same bits), then fmaf(beta, old, t), or t when beta is 0 (old not read).
+AVX512 static inline __attribute__((always_inline)) __m512 epilogue(__m512 acc, float alpha, float beta, __mmask16 m, const float *old) {
+    const __m512 t = alpha == 1.0f ? acc : _mm512_mul_ps(_mm512_set1_ps(alpha), acc);
+    return beta != 0.0f ? _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, old), t) : t;
+}
+
 // R rows of out (16 columns from j0, mask m) from the R rows of x at xb;
 // pf: the next block's rows to prefetch (n_pf of them), or NULL.
 #define NARROW_R 8
@@ -65,12 +74,10 @@ AVX512 static inline __attribute__((always_inline)) void narrow_block(int R, int
 #pragma GCC unroll 8
         for (int q = 0; q < R; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xb[q * K + k]), w, acc[q]);
     }
-    const __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8
     for (int q = 0; q < R; q++) {
         float *o = ob + q * r + j0;
-        const __m512 v = beta != 0.0f ? _mm512_fmadd_ps(acc[q], va, _mm512_maskz_loadu_ps(m, o)) : _mm512_mul_ps(acc[q], va);
-        _mm512_mask_storeu_ps(o, m, v);
+        _mm512_mask_storeu_ps(o, m, epilogue(acc[q], alpha, beta, m, o));
     }
 }
 
@@ -120,7 +127,7 @@ AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C
             for (int c = 0; c < C; c++) acc[q][c] = _mm512_fmadd_ps(b, mv[c], acc[q][c]);
         }
     }
-    const __m512 va = _mm512_set1_ps(alpha), ks = _mm512_set1_ps(drop ? drop->scale : 0.0f);
+    const __m512 ks = _mm512_set1_ps(drop ? drop->scale : 0.0f);
     const int64_t w = (D + 15) / 16;
 #pragma GCC unroll 4
     for (int q = 0; q < R; q++)
@@ -129,12 +136,12 @@ AVX512 static inline __attribute__((always_inline)) void wide_block(int R, int C
             const __mmask16 mc = c == C - 1 ? m : (__mmask16)0xffff;
             float *o = y + (i + q) * D + c0 + 16 * c;
             __m512 v;
-            if (drop) { // (alpha acc) (keep ? scale : 0) [+ y, fused]: train_dropout_row_mask on alpha acc
+            if (drop) { // train_dropout_row_mask on t = alpha acc: t (keep ? scale : 0), or fmaf(t, that, y) when beta is 1
                 const __m512 sel = _mm512_maskz_mov_ps((__mmask16)drop->keep[(i + q) * w + (c0 / 16 + c)], ks);
-                const __m512 t = _mm512_mul_ps(acc[q][c], va);
+                const __m512 t = epilogue(acc[q][c], alpha, 0.0f, mc, o);
                 v = beta != 0.0f ? _mm512_fmadd_ps(t, sel, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(t, sel);
             }
-            else v = beta != 0.0f ? _mm512_fmadd_ps(acc[q][c], va, _mm512_maskz_loadu_ps(mc, o)) : _mm512_mul_ps(acc[q][c], va);
+            else v = epilogue(acc[q][c], alpha, beta, mc, o);
             _mm512_mask_storeu_ps(o, mc, v);
         }
 }
@@ -179,21 +186,20 @@ AVX512 static inline __attribute__((always_inline)) void reduce_block(int NJ, in
 #pragma GCC unroll 16
         for (int j = 0; j < NJ; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * r + j0 + j]), xv, acc[j]);
     }
-    const __m512 va = _mm512_set1_ps(alpha);
-    if (!trans) {
+    if (!trans) { // G = fmaf(1, G, alpha acc): beta 1
 #pragma GCC unroll 16
         for (int j = 0; j < NJ; j++) {
             float *g = G + (j0 + j) * D + c0;
-            _mm512_mask_storeu_ps(g, m, _mm512_fmadd_ps(acc[j], va, _mm512_maskz_loadu_ps(m, g)));
+            _mm512_mask_storeu_ps(g, m, epilogue(acc[j], alpha, 1.0f, m, g));
         }
         return;
     }
     _Alignas(64) float t[16][16];
 #pragma GCC unroll 16
-    for (int j = 0; j < NJ; j++) _mm512_store_ps(t[j], acc[j]);
+    for (int j = 0; j < NJ; j++) _mm512_store_ps(t[j], epilogue(acc[j], alpha, 0.0f, m, NULL));
     const int nc = (int)AS_MIN((int64_t)16, D - c0);
     for (int c = 0; c < nc; c++)
-        for (int j = 0; j < NJ; j++) G[(c0 + c) * r + j0 + j] = fmaf(t[j][c], alpha, G[(c0 + c) * r + j0 + j]);
+        for (int j = 0; j < NJ; j++) G[(c0 + c) * r + j0 + j] = fmaf(1.0f, G[(c0 + c) * r + j0 + j], t[j][c]);
 }
 
 AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, const float *v, const float *x, const lora_drop *drop, bool trans,

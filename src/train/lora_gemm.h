@@ -12,11 +12,17 @@
 //
 // beta is 0 (out is not read) or 1.  drop (NULL: none) is the adapter
 // dropout of an N x D operand applied on the fly, as train_dropout_row_mask
-// would (the same bits as a separate pass: each element times scale or 0).
-// AVX-512 where the CPU has it (kernel_avx512_active), else kernel_sgemm.
-// Every output element is summed by one thread in an order fixed by its
-// position alone (not by the thread count): bitwise reproducible across runs
-// and thread counts on one machine.
+// would (the same bits as a separate pass).  AVX-512 where the CPU has it
+// (kernel_avx512_active), else kernel_sgemm; both give the same bits, each
+// element being kernel_sgemm's (tensor/gemm.h):
+//   acc = fmaf(a_k, b_k, acc) over k = 0 .. K-1 from 0;  t = alpha acc;
+//   out = fmaf(beta, out, t) (beta != 0) or t
+// with the dropout as these operations:
+//   rows_narrow_fill: the rows fill made (x times keep ? scale : 0) are a_k;
+//   rows_wide:   t (keep ? scale : 0), or fmaf(t, keep ? scale : 0, y) when beta is 1;
+//   reduce:      b_k = x (keep ? scale : 0) (rounded), beta 1.
+// Every output element is summed by one thread, the thread split deciding
+// only where: the same bits for any thread count and any CPU.
 #ifndef AS_TRAIN_LORA_GEMM_H
 #define AS_TRAIN_LORA_GEMM_H
 
