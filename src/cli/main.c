@@ -1,6 +1,8 @@
 // alphaspin: regularised self-play fine-tuning (alpha-SPIN) in one C program.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -28,15 +30,36 @@ static const cli_command commands[] = {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: alphaspin <command> [options]\n\n"
-            "alphaspin loads Llama-family models (GGUF), generates, and (in later versions) runs\n"
-            "regularised self-play fine-tuning (alpha-SPIN).\n\ncommands:\n");
+            "alphaspin loads Llama- and Gemma-family models (GGUF, Hugging Face folders), generates,\n"
+            "scores, trains and evaluates them, and runs regularised self-play fine-tuning (alpha-SPIN).\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n`alphaspin <command> --help` describes each command's options.\n"
                  "Models and downloads are cached in $ALPHASPIN_HOME (default ~/.cache/alphaspin).\n");
 }
 
+// How OpenMP's idle threads wait between parallel regions.  libgomp's default
+// spins GOMP_SPINCOUNT = 300000 times (milliseconds) before sleeping: the
+// fastest on an idle machine, but with one other busy process on a 2-core
+// machine the spinning threads take the core the work needs (batch-1 decoding
+// fell to a quarter of its quiet speed), while OMP_WAIT_POLICY=PASSIVE (sleep
+// at once) loses a third of the quiet speed to wake-ups.  Spinning briefly,
+// then sleeping, keeps most of both (BENCHMARKS.md, "Under load").  libgomp
+// reads its settings once, when it is loaded, so the command sets the count
+// and runs itself again; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is left
+// alone, and ALPHASPIN_SPINCOUNT chooses another count.
+#define DEFAULT_SPINCOUNT "10000"
+
+static void set_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("ALPHASPIN_WAIT_SET")) return;
+    const char *count = getenv("ALPHASPIN_SPINCOUNT");
+    if (setenv("GOMP_SPINCOUNT", count && *count ? count : DEFAULT_SPINCOUNT, 1) || setenv("ALPHASPIN_WAIT_SET", "1", 1)) return;
+    execv("/proc/self/exe", argv); // returns only on failure: then run as we are
+    unsetenv("GOMP_SPINCOUNT");
+}
+
 int main(int argc, char **argv) {
+    set_wait_policy(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -6,9 +6,11 @@
 //   n_tokens <= 4 (decode): each weight row is dequantised once and dotted
 //     with every token, in registers where the ISA has a fused kernel
 //     (fused_dot_n), else through a small per-thread L1-resident buffer.
-//   more tokens (prefill, training): each thread dequantises a tile of rows and
-//     hands it to OpenBLAS sgemm; OpenBLAS runs single-threaded inside our
-//     parallel region, so the two thread pools never oversubscribe the cores.
+//   more tokens (prefill, training): each thread dequantises tiles of rows
+//     and multiplies them by the project's own fp32 product (kernel_sgemm,
+//     sgemm.c): one fused multiply-add chain per output over the columns in
+//     order, the same bits at every batch size above 4 and thread count.
+//   Both regimes give the same bits on every ISA.
 // Q8 precision (like llama.cpp): every token's activations are quantised to
 // 8 bits once (block_q8_1_f32 for Q4_0/Q4_1/Q8_0 weights, block_q8_K for
 // Q4_K/Q6_K) and each output is an integer dot product with per-block fp32
@@ -200,6 +202,13 @@ static bool kernel_type_has_q8(ggml_type t) {
     return t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
 }
 
+// n_tokens <= KERNEL_F32_FUSED_MAX_TOKENS (decode): each weight row dequantised
+// once (in registers where the ISA has fused_dot_n) and dotted with each
+// token by the ISA's dot product, whose order is the same on every ISA
+// (kernels_impl.h: dot_f32) but not the tiles' single chain: a token's
+// outputs in a call of 1-4 tokens may differ in the last bits from the same
+// token's in a larger call.  (The tiles' chain order at one token needs each
+// tile transposed, measured ~4x slower for batch-1 decoding.)
 static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
     const int64_t cols = w->cols;
     const bool is_f32 = w->type == GGML_TYPE_F32;
@@ -224,30 +233,35 @@ static void matmul_f32_fused(const kernel_ops *ops, float *out, int64_t ldo, con
     }
 }
 
-// Tiles of W dequantised exactly (at most KERNEL_F32_TILE_ROWS rows, at
-// least two per thread), each multiplied by one single-threaded kernel_sgemm:
-// every output is one fused multiply-add chain over the columns in order, so
-// a token's outputs do not depend on the other tokens, the thread count or
-// the ISA.  F32 weights go to kernel_sgemm whole.
+// Tiles of W (at most KERNEL_F32_TILE_ROWS rows, at least two per thread),
+// each dequantised exactly 16 rows at a time and stored transposed (column c
+// of the tile is row c of tt), then multiplied by one single-threaded
+// kernel_sgemm: out[t][r] = sum_c x[t][c] tt[c][r], the tokens broadcast and
+// the tile's rows in the vector lanes, which suits one token as well as
+// hundreds.  Every output is one fused multiply-add chain over the columns in
+// order, so a token's outputs do not depend on the other tokens, the thread
+// count or the ISA (the same bits at every batch size and on every CPU).
 static void matmul_f32_tiled(const kernel_ops *ops, float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
     const int64_t cols = w->cols;
-    if (w->type == GGML_TYPE_F32 && w->row_bytes == (size_t)cols * sizeof(float)) {
-        kernel_sgemm(false, true, n_tokens, w->rows, cols, 1.0f, x, cols, (const float *)w->data, cols, 0.0f, out, ldo, nth);
-        return;
-    }
     int64_t n_tiles = AS_MAX((int64_t)nth * 2, (w->rows + KERNEL_F32_TILE_ROWS - 1) / KERNEL_F32_TILE_ROWS);
     n_tiles = (n_tiles + nth - 1) / nth * nth;
-    const int64_t tile_rows = (w->rows + n_tiles - 1) / n_tiles;
+    int64_t tile_rows = (w->rows + n_tiles - 1) / n_tiles;
+    tile_rows = (tile_rows + 15) / 16 * 16;
     n_tiles = (w->rows + tile_rows - 1) / tile_rows;
-#pragma omp parallel num_threads(nth)
+#pragma omp parallel num_threads(nth) if (n_tiles > 1)
     {
-        float *tile = kernel_scratch(SCRATCH_WORK, (size_t)tile_rows * cols * sizeof(float));
+        float *blk = kernel_scratch(SCRATCH_WORK, (size_t)(tile_rows + 16) * cols * sizeof(float)), *tt = blk + 16 * cols;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < n_tiles; i++) {
             const int64_t r0 = i * tile_rows, nr = AS_MIN(tile_rows, w->rows - r0);
-            for (int64_t r = 0; r < nr; r++)
-                ops->dequant_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, tile + r * cols, cols);
-            kernel_sgemm(false, true, n_tokens, nr, cols, 1.0f, x, cols, tile, cols, 0.0f, out + r0, ldo, 1);
+            for (int64_t b = 0; b < nr; b += 16) {
+                const int64_t nb = AS_MIN((int64_t)16, nr - b);
+                for (int64_t r = 0; r < nb; r++)
+                    ops->dequant_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + b + r) * w->row_bytes, blk + r * cols, cols);
+                for (int64_t c = 0; c < cols; c++)
+                    for (int64_t r = 0; r < nb; r++) tt[c * nr + b + r] = blk[r * cols + c];
+            }
+            kernel_sgemm(false, false, n_tokens, nr, cols, 1.0f, x, cols, tt, nr, 0.0f, out + r0, ldo, 1);
         }
     }
 }
