@@ -123,6 +123,13 @@ typedef struct eval_model_scorer {
 // the KV group (few-shot examples) run once too, items batched under the KV budget.
 int eval_model_loglik(void *scorer, eval_mc_item *items, int64_t n);
 
+// Length of s[0..n) without its trailing whitespace as Python's str.rstrip()
+// sees it (str.isspace: ASCII \t \n \v \f \r space, \x1c-\x1f, U+0085,
+// U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000).
+size_t eval_py_rstrip_len(const char *s, size_t n);
+// The same at the start: how many bytes str.lstrip() removes.
+size_t eval_py_lstrip_len(const char *s, size_t n);
+
 // Per-item metric values of a scored item.
 void eval_mc_metrics(const eval_doc *d, const double *ll, double *acc, double *acc_norm, double *mc2);
 // Mean and lm-eval's standard error of the mean (sample std / sqrt(n)).

@@ -5,6 +5,7 @@
 
 #include "eval/eval_internal.h"
 #include "util/common.h"
+#include "util/json.h"
 
 // Python's len(): Unicode code points of a UTF-8 string.
 static double n_chars(const char *s) {
@@ -105,4 +106,37 @@ char *eval_extract_answer(const char *text, bool strict) {
     }
     if (strict) return NULL;
     return scan_number(text, false);
+}
+
+// ---- Python's whitespace ----
+
+static bool py_space_cp(int32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+size_t eval_py_lstrip_len(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        int32_t cp;
+        size_t k = as_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (!py_space_cp(cp)) break;
+        i += k;
+    }
+    return i;
+}
+
+size_t eval_py_rstrip_len(const char *s, size_t n) {
+    // Walk back over whole characters: a continuation byte belongs to the
+    // sequence that starts at most 3 bytes before it.
+    while (n > 0) {
+        size_t st = n - 1;
+        while (st > 0 && n - st < 4 && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
+        int32_t cp;
+        size_t k = as_utf8_next((const unsigned char *)s + st, n - st, &cp);
+        if (k != n - st || !py_space_cp(cp)) break;
+        n = st;
+    }
+    return n;
 }

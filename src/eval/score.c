@@ -42,14 +42,13 @@ static int32_t *encode(const tokenizer *tok, const char *s, size_t n, int32_t *l
     return ids;
 }
 
-// lm-eval's _encode_pair: trailing spaces of the context move to the start of
-// the continuation; the continuation's tokens are those of encode(ctx + cont)
-// after the first len(encode(ctx)) tokens.
+// lm-eval's _encode_pair: all trailing whitespace of the context (Python's
+// context.rstrip(): spaces, "\n", "\t", and the Unicode spaces) moves to the
+// start of the continuation; the continuation's tokens are those of
+// encode(ctx + cont) after the first len(encode(ctx)) tokens.
 static int encode_pair(const eval_model_scorer *s, const char *ctx, const char *cont, int32_t bos, choice_toks *out) {
-    size_t nc = strlen(ctx), ncont = strlen(cont);
-    size_t sp = 0;
-    while (sp < nc && ctx[nc - 1 - sp] == ' ') sp++;
-    nc -= sp;
+    size_t ncont = strlen(cont), nc = eval_py_rstrip_len(ctx, strlen(ctx));
+    size_t sp = strlen(ctx) - nc;
     char *whole = as_malloc(nc + sp + ncont + 1);
     memcpy(whole, ctx, nc + sp);
     memcpy(whole + nc + sp, cont, ncont + 1);

@@ -5,11 +5,20 @@
 // agree whatever the batching (KV budget) and for per-choice contexts.
 #include "tiny_scorer.h"
 
-// lm-eval's request encoding, written out again: trailing spaces of the context
-// go to the continuation; continuation tokens = encode(ctx + cont)[len(encode(ctx)):].
-static double reference_loglik(const char *ctx, const char *cont) {
+// lm-eval's request encoding, written out again: all trailing whitespace of the
+// context (context.rstrip(): here " ", "\n", "\t", "\r" and U+00A0) goes to the
+// continuation; continuation tokens = encode(ctx + cont)[len(encode(ctx)):].
+static size_t rstrip_len(const char *ctx) {
     size_t nc = strlen(ctx);
-    while (nc && ctx[nc - 1] == ' ') nc--;
+    for (;;) {
+        if (nc && strchr(" \n\t\r", ctx[nc - 1])) nc--;
+        else if (nc >= 2 && !memcmp(ctx + nc - 2, "\xC2\xA0", 2)) nc -= 2;
+        else return nc;
+    }
+}
+
+static double reference_loglik(const char *ctx, const char *cont) {
+    size_t nc = rstrip_len(ctx);
     char whole[1024];
     snprintf(whole, sizeof whole, "%s%s", ctx, cont);
     int32_t *c = NULL, *w = NULL;
@@ -27,7 +36,7 @@ static double reference_loglik(const char *ctx, const char *cont) {
     return ll;
 }
 
-#define N_ITEMS 5
+#define N_ITEMS 9
 typedef struct spec { const char *ctx[4]; const char *cont[4]; int n; } spec;
 static const spec k_items[N_ITEMS] = {
     // Shared context, choices of different lengths (one of one token).
@@ -40,6 +49,12 @@ static const spec k_items[N_ITEMS] = {
     {{"abc", "xyz", "Hello", NULL}, {" and", " and", " and"}, 3},
     // Choices that share their first tokens.
     {{"Pick:", NULL}, {" the and the", " the and Hello", " the"}, 3},
+    // Contexts ending in other whitespace (lm-eval's context.rstrip()): "\n"
+    // (PIQA's "Answer:\n"-style prompts), "\n " before a digit, "\t", U+00A0.
+    {{"Question: the cat\nAnswer:\n", NULL}, {"Hello", "the and"}, 2},
+    {{"Count:\n ", NULL}, {"7", "42"}, 2},
+    {{"Q: and\t", NULL}, {"the", "ing"}, 2},
+    {{"Q: and\xC2\xA0", NULL}, {"the", "ing"}, 2},
 };
 
 static void run_scorer(size_t budget, int32_t max_tokens, double out[N_ITEMS][4]) {
@@ -91,8 +106,22 @@ static void test_matches_choices_run_alone(void **st) {
     }
 }
 
+// Python's str.rstrip()/lstrip() whitespace, by code point, on UTF-8.
+static void test_python_whitespace(void **st) {
+    (void)st;
+    struct { const char *s; size_t keep; } r[] = {
+        {"a \n\t\r\v\f", 1}, {"a\xC2\xA0", 1}, {"a\xE3\x80\x80", 1}, {"a\xE2\x80\xA8 ", 1},
+        {"\xC3\xA9", 2}, {"a\xC2", 2}, {"  ", 0}, {"", 0}, {"a\x1f", 1}, {"a\xE2\x80\x8B", 4} /* U+200B: not a space */,
+    };
+    for (size_t i = 0; i < sizeof r / sizeof *r; i++)
+        if (eval_py_rstrip_len(r[i].s, strlen(r[i].s)) != r[i].keep) fail_msg("rstrip case %zu", i);
+    assert_int_equal(eval_py_lstrip_len("\n\xC2\xA0 x ", 5), 4);
+    assert_int_equal(eval_py_lstrip_len("x", 1), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_python_whitespace),
         cmocka_unit_test(test_matches_choices_run_alone),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
