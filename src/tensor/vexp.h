@@ -62,10 +62,9 @@ static inline float as_expf(float x) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// Note for the vector versions: fmaxf/fminf above return the non-NaN operand;
-// max_ps/min_ps return the second operand when either is NaN, so the operand
-// order (x first, the bound second) makes a NaN lane come out as the bound in
-// the vectors but NaN in the scalar.  NaN inputs are a bug upstream either way.
+// NaN: fmaxf(NaN, lo) above returns lo, and max_ps(x, lo) below returns its
+// second operand when either is NaN, so a NaN input comes out as e^lo on every
+// path alike (NaN inputs are a bug upstream either way).
 __attribute__((target("avx2,fma"))) static inline __m256 as_exp8(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(AS_EXP_LO)), _mm256_set1_ps(AS_EXP_HI));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(AS_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

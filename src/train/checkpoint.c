@@ -9,6 +9,7 @@
 #include "train/layout.h"
 #include "train/safetensors.h"
 #include "util/common.h"
+#include "util/json.h"
 
 static const char *const HF_MODULE[TRAIN_LORA_N_TARGETS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                                             "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
@@ -92,7 +93,7 @@ int train_lora_save_peft(const train_model *m, const char *dir, const char *base
     cJSON_AddNullToObject(c, "layers_to_transform");
     cJSON_AddItemToObject(c, "rank_pattern", cJSON_CreateObject());
     cJSON_AddItemToObject(c, "alpha_pattern", cJSON_CreateObject());
-    char *json = cJSON_Print(c);
+    char *json = as_json_print(c, true); // the base model's path may hold any bytes
     cJSON_Delete(c);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     rc = as_write_file_atomic(path, json, strlen(json));

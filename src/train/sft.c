@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/json.h"
 
 static void example_free(sft_example *e) {
     for (size_t i = 0; i < e->n_msgs; i++) free((char *)e->msgs[i].role), free((char *)e->msgs[i].content);
@@ -414,11 +415,22 @@ int sft_train(const sft_config *c, sft_result *res) {
             const double eta = el / (double)(step + 1 - first_step) * (double)(total - step - 1);
             double ev = NAN;
             if ((c->eval_every > 0 && (step + 1) % c->eval_every == 0) || step + 1 == total) ev = eval_loss(m, enc, eval_idx, n_eval, c->micro_batch);
-            fprintf(log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens\": %lld, "
-                         "\"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
-                    (long long)step + 1, ep + 1, loss, lr, gnorm, (long long)got, tps, el);
-            if (!isnan(ev)) fprintf(log, ", \"eval_loss\": %.6f", ev), res->eval_loss = ev;
-            fprintf(log, "}\n");
+            // A diverged step's NaN loss or norm is written as null (valid JSON).
+            as_sbuf line = {0};
+            as_sb_printf(&line, "{\"step\": %lld, \"epoch\": %d, \"loss\": ", (long long)step + 1, ep + 1);
+            as_sb_json_num(&line, 7, loss);
+            as_sb_puts(&line, ", \"learning_rate\": ");
+            as_sb_json_num(&line, 6, lr);
+            as_sb_puts(&line, ", \"grad_norm\": ");
+            as_sb_json_num(&line, 7, gnorm);
+            as_sb_printf(&line, ", \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f", (long long)got, tps, el);
+            if (!isnan(ev)) {
+                as_sb_puts(&line, ", \"eval_loss\": ");
+                as_sb_json_num(&line, 7, ev);
+                res->eval_loss = ev;
+            }
+            fprintf(log, "%s}\n", line.s);
+            free(line.s);
             fflush(log);
             if (!c->quiet)
                 fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)step + 1, (long long)total, loss, lr,
