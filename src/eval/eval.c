@@ -329,10 +329,25 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         eval_doc d;
         if ((rc = eval_doc_render(t, doc, off + i, &d)) != AS_OK) break;
         char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : off + i, t->path ? t->path : t->name);
-        char *g = pf ? eval_render(t->gold, doc, t->path ? t->path : t->name) : NULL;
+        char what[512];
+        snprintf(what, sizeof what, "%s: item %lld", t->path ? t->path : t->name, (long long)(off + i));
+        char *g = pf ? eval_render(t->gold, doc, what) : NULL;
         if (!g) { free(pf); eval_doc_free(&d); rc = AS_FAIL; break; }
-        gold[i] = eval_extract_answer(g, false);
-        free(g);
+        if (t->match_string) gold[i] = g;
+        else {
+            // A gold answer the extraction cannot read would score 0 whatever
+            // the model says: an error, never a silent 0.
+            gold[i] = eval_extract_answer(g, false);
+            if (!gold[i]) {
+                as_error("%s: gold: '%.80s' holds no number (match: number reads \"#### n\" or the last number; "
+                         "match: string compares text)", what, g);
+                free(g), free(pf);
+                eval_doc_free(&d);
+                rc = AS_FAIL;
+                break;
+            }
+            free(g);
+        }
         char *prompt = as_malloc(strlen(pf) + strlen(d.text) + 1);
         sprintf(prompt, "%s%s", pf, d.text);
         size_t np = 0;
@@ -359,36 +374,51 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         rc = generate_run(m, tok, req, n, &go, out);
     }
     progress_show(&pr, rc == AS_OK ? n : 0, true);
-    double *strict = as_calloc((size_t)AS_MAX(n, 1), sizeof *strict), *flex = as_calloc((size_t)AS_MAX(n, 1), sizeof *flex);
+    // One score per filter: GSM8K's strict-match and flexible-extract for
+    // numbers, the task's filter_list (default "none": the output as it is) for strings.
+    static const eval_filter NONE_FILTER = {.name = "none"};
+    const int32_t n_f = t->match_string ? AS_MAX(t->n_filters, 1) : 2;
+    double *score = as_calloc((size_t)n_f * (size_t)AS_MAX(n, 1), sizeof *score);
     for (int64_t i = 0; rc == AS_OK && i < n; i++) {
         const char *text = out[i].text ? out[i].text : "";
-        char *a = eval_extract_answer(text, true), *b = eval_extract_answer(text, false);
-        strict[i] = a && gold[i] && !strcmp(a, gold[i]);
-        flex[i] = b && gold[i] && !strcmp(b, gold[i]);
+        char *ans[8] = {0}, **answers = n_f <= 8 ? ans : as_calloc((size_t)n_f, sizeof *answers);
+        for (int32_t f = 0; f < n_f; f++) {
+            if (t->match_string) {
+                answers[f] = eval_filter_apply(t->n_filters ? &t->filters[f] : &NONE_FILTER, text);
+                score[f * n + i] = eval_exact_match_equal(&t->em, answers[f], gold[i]);
+            } else {
+                answers[f] = eval_extract_answer(text, f == 0);
+                score[f * n + i] = answers[f] && !strcmp(answers[f], gold[i]);
+            }
+        }
         if (samples) {
             cJSON *rec = cJSON_CreateObject();
             cJSON_AddStringToObject(rec, "task", t->name);
             cJSON_AddNumberToObject(rec, "doc_id", (double)(off + i));
             cJSON_AddStringToObject(rec, "output", text);
-            if (b) cJSON_AddStringToObject(rec, "answer", b);
+            const char *last = answers[n_f - 1];
+            if (last) cJSON_AddStringToObject(rec, "answer", last);
             else cJSON_AddNullToObject(rec, "answer");
-            cJSON_AddStringToObject(rec, "gold", gold[i] ? gold[i] : "");
-            cJSON_AddNumberToObject(rec, "exact_match", flex[i]);
+            cJSON_AddStringToObject(rec, "gold", gold[i]);
+            cJSON_AddNumberToObject(rec, "exact_match", score[(n_f - 1) * n + i]);
             char *line = as_json_print(rec, false);
             fprintf(samples, "%s\n", line);
             free(line);
             cJSON_Delete(rec);
         }
-        free(a), free(b);
+        for (int32_t f = 0; f < n_f; f++) free(answers[f]);
+        if (answers != ans) free(answers);
     }
     if (rc == AS_OK) {
-        double ms, ss, mf, sf;
-        eval_mean_stderr(strict, n, &ms, &ss);
-        eval_mean_stderr(flex, n, &mf, &sf);
         cJSON *e = cJSON_AddObjectToObject(results, t->name);
         cJSON_AddStringToObject(e, "alias", t->name);
-        put_metric(e, "exact_match", "strict-match", ms, ss);
-        put_metric(e, "exact_match", "flexible-extract", mf, sf);
+        for (int32_t f = 0; f < n_f; f++) {
+            double m_, s_;
+            eval_mean_stderr(score + (size_t)f * (size_t)n, n, &m_, &s_);
+            put_metric(e, "exact_match",
+                       t->match_string ? (t->n_filters ? t->filters[f].name : "none") : f == 0 ? "strict-match" : "flexible-extract",
+                       m_, s_);
+        }
         cJSON_AddNumberToObject(nshot, t->name, shots);
         cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
         cJSON_AddNumberToObject(ns, "original", cJSON_GetArraySize(sub->docs));
@@ -398,7 +428,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         free(ids[i]), free(gold[i]);
         generate_result_free(&out[i]);
     }
-    free(ids), free(gold), free(out), free(req), free(stop), free(strict), free(flex);
+    free(ids), free(gold), free(out), free(req), free(stop), free(score);
     free_strs(examples, shots > 0 ? n_pool : 0);
     return rc;
 }

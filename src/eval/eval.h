@@ -8,7 +8,9 @@
 //    choice; standard errors are the sample standard error of
 //    the mean, sqrt(sum (x - mean)^2 / (n - 1) / n), as lm-eval's mean_stderr;
 //  - generative exact-match tasks (GSM8K): greedy generation, the answer from
-//    "#### n" or else the last number, compared without commas;
+//    "#### n" or else the last number, compared without commas (a gold answer
+//    without a number is an error); or text answers through lm-eval's filters
+//    (regex, take_first, ...) and exact_match options;
 //  - MT-Bench as FastChat: per-category temperatures, answers in its
 //    model_answer JSONL, optional local judging with its single-answer prompts.
 // Tasks are YAML files (tasks/*.yaml, see tasks/README.md): a new

@@ -14,11 +14,60 @@
 
 typedef enum eval_task_kind {
     EVAL_TASK_MULTIPLE_CHOICE = 0,
-    EVAL_TASK_GENERATE_UNTIL,   // exact match of a number (GSM8K's "#### n" convention)
+    EVAL_TASK_GENERATE_UNTIL,   // exact match of a number (GSM8K's "#### n") or of filtered strings
     EVAL_TASK_MT_BENCH,
+    EVAL_TASK_LOGLIKELIHOOD,         // one continuation: acc = greedy, perplexity
+    EVAL_TASK_LOGLIKELIHOOD_ROLLING, // whole documents: word/byte perplexity, bits per byte
 } eval_task_kind;
 
-enum { EVAL_METRIC_ACC = 1, EVAL_METRIC_ACC_NORM = 2, EVAL_METRIC_MC2 = 4, EVAL_METRIC_EXACT_MATCH = 8 };
+enum {
+    EVAL_METRIC_ACC = 1, EVAL_METRIC_ACC_NORM = 2, EVAL_METRIC_MC2 = 4, EVAL_METRIC_EXACT_MATCH = 8,
+    EVAL_METRIC_PERPLEXITY = 16, EVAL_METRIC_WORD_PERPLEXITY = 32, EVAL_METRIC_BYTE_PERPLEXITY = 64,
+    EVAL_METRIC_BITS_PER_BYTE = 128,
+};
+// The task type's name as lm-eval's output_type ("multiple_choice", ...).
+const char *eval_task_kind_name(eval_task_kind k);
+
+// ---- filters and exact match (filter.c): lm-eval's, for generate_until ----
+
+// A compiled Python-syntax regular expression (PCRE2 with UTF and Unicode properties).
+typedef struct eval_regex eval_regex;
+// -1 + as_error "<what>: bad regular expression ..." on a bad pattern.
+int eval_regex_compile(const char *pattern, const char *what, eval_regex **out);
+void eval_regex_free(eval_regex *re);
+// re.findall(pattern, s)[group_select] as lm-eval's regex filter takes it
+// (negative group_select: from the end; with groups, the first non-empty
+// group of the match).  Heap string, or NULL when there is no such match.
+char *eval_regex_findall_pick(const eval_regex *re, const char *s, int32_t group_select);
+// re.sub(pattern, "", s).  Heap string.
+char *eval_regex_remove(const eval_regex *re, const char *s);
+
+typedef struct eval_filter_step eval_filter_step;
+// One of lm-eval's filter_list entries: a name ("strict-match") and its steps
+// (regex, take_first, remove_whitespace, lowercase, uppercase, map; and
+// alphaspin's strip, both ends).
+typedef struct eval_filter {
+    const char *name;
+    int32_t n_steps;
+    eval_filter_step *steps;
+} eval_filter;
+// Parses a filter_list (strings point into `list`).  -1 + as_error naming what.
+int eval_filters_parse(const cJSON *list, const char *what, eval_filter **out, int32_t *n);
+void eval_filters_free(eval_filter *fs, int32_t n);
+// The filtered answer of one model output.  Heap string.
+char *eval_filter_apply(const eval_filter *f, const char *output);
+
+// HF evaluate's exact_match options as lm-eval passes them from metric_list.
+typedef struct eval_exact_match {
+    bool ignore_case, ignore_punctuation, ignore_numbers; // case: ASCII letters only
+    int32_t n_ignore;
+    eval_regex **ignore;          // regexes_to_ignore, removed from both strings in order
+} eval_exact_match;
+int eval_exact_match_parse(const cJSON *metric, const char *what, eval_exact_match *em);
+void eval_exact_match_free(eval_exact_match *em);
+// The string exact_match compares (heap), and the comparison itself.
+char *eval_exact_match_normalise(const eval_exact_match *em, const char *s);
+bool eval_exact_match_equal(const eval_exact_match *em, const char *pred, const char *gold);
 
 // A task file, checked.  Strings point into `root` (the YAML as cJSON).
 typedef struct eval_task {
@@ -40,6 +89,12 @@ typedef struct eval_task {
     const char *primary_metric;
     const cJSON *until;                 // stop strings (generate_until)
     int32_t max_gen_toks;
+    // generate_until: exact match of strings (the model's output through each
+    // filter, the gold as doc_to_target/gold renders it) instead of numbers.
+    bool match_string;
+    eval_filter *filters;               // (n_filters) lm-eval's filter_list; default one "none" = take_first
+    int32_t n_filters;
+    eval_exact_match em;                // exact_match's options from metric_list
     const cJSON *temperatures;          // mt_bench: {category: T}
     const char *reference, *judge_prompts; // mt_bench
 } eval_task;

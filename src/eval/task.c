@@ -48,7 +48,70 @@ static const char *const KNOWN_KEYS[] = {
     "task", "type", "data", "fewshot_data", "format", "split_lists", "num_fewshot", "fewshot_sampler", "description",
     "doc_to_text", "doc_to_target", "gold", "target_delimiter", "fewshot_delimiter", "choices", "true_choices",
     "false_choices", "contexts", "continuation", "metrics", "primary_metric", "until", "max_gen_toks", "temperatures",
-    "reference", "judge_prompts", "notes"};
+    "reference", "judge_prompts", "notes", "match", "filter_list", "metric_list"};
+
+const char *eval_task_kind_name(eval_task_kind k) {
+    switch (k) {
+    case EVAL_TASK_MULTIPLE_CHOICE: return "multiple_choice";
+    case EVAL_TASK_GENERATE_UNTIL: return "generate_until";
+    case EVAL_TASK_MT_BENCH: return "mt_bench";
+    case EVAL_TASK_LOGLIKELIHOOD: return "loglikelihood";
+    case EVAL_TASK_LOGLIKELIHOOD_ROLLING: return "loglikelihood_rolling";
+    }
+    return "?";
+}
+
+// Metric names, their bits and the aggregation lm-eval gives them.
+static const struct { const char *name; unsigned bit; const char *aggregation; } METRICS[] = {
+    {"acc", EVAL_METRIC_ACC, "mean"},
+    {"acc_norm", EVAL_METRIC_ACC_NORM, "mean"},
+    {"mc2", EVAL_METRIC_MC2, "mean"},
+    {"exact_match", EVAL_METRIC_EXACT_MATCH, "mean"},
+    {"perplexity", EVAL_METRIC_PERPLEXITY, "perplexity"},
+    {"word_perplexity", EVAL_METRIC_WORD_PERPLEXITY, "weighted_perplexity"},
+    {"byte_perplexity", EVAL_METRIC_BYTE_PERPLEXITY, "weighted_perplexity"},
+    {"bits_per_byte", EVAL_METRIC_BITS_PER_BYTE, "bits_per_byte"},
+};
+
+static int metric_bit(const char *name, const char *s, unsigned *bit) {
+    for (size_t i = 0; i < AS_ARRAY_LEN(METRICS); i++)
+        if (!strcmp(s, METRICS[i].name)) { *bit = METRICS[i].bit; return AS_OK; }
+    return as_error("%s: metrics: unknown metric '%s' (acc, acc_norm, mc2, exact_match, perplexity, word_perplexity, "
+                    "byte_perplexity, bits_per_byte)", name, s);
+}
+
+// lm-eval's metric_list: [{metric, aggregation, higher_is_better, <options>}].
+static int parse_metric_list(eval_task *t, const cJSON *list, const char *name) {
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) return as_error("%s: metric_list: expected a non-empty list", name);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "metric");
+        if (!cJSON_IsObject(e) || !cJSON_IsString(m)) return as_error("%s: metric_list: each entry needs 'metric: <name>'", name);
+        unsigned bit = 0;
+        if (metric_bit(name, m->valuestring, &bit) != AS_OK) return AS_FAIL;
+        t->metrics |= bit;
+        const cJSON *agg = cJSON_GetObjectItemCaseSensitive(e, "aggregation");
+        for (size_t i = 0; i < AS_ARRAY_LEN(METRICS); i++)
+            if (METRICS[i].bit == bit && agg && (!cJSON_IsString(agg) || strcmp(agg->valuestring, METRICS[i].aggregation)))
+                return as_error("%s: metric_list: %s: aggregation '%s' is not supported (this metric aggregates by %s)", name,
+                                m->valuestring, cJSON_IsString(agg) ? agg->valuestring : "?", METRICS[i].aggregation);
+        if (bit == EVAL_METRIC_EXACT_MATCH) {
+            if (eval_exact_match_parse(e, name, &t->em) != AS_OK) return AS_FAIL;
+        } else {
+            const cJSON *k;
+            cJSON_ArrayForEach(k, e) if (strcmp(k->string, "metric") && strcmp(k->string, "aggregation") &&
+                                         strcmp(k->string, "higher_is_better"))
+                return as_error("%s: metric_list: %s: unknown option '%s'", name, m->valuestring, k->string);
+        }
+    }
+    return AS_OK;
+}
+
+static void task_release(eval_task *t) {
+    eval_filters_free(t->filters, t->n_filters);
+    eval_exact_match_free(&t->em);
+    cJSON_Delete(t->root);
+}
 
 int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t) {
     memset(t, 0, sizeof *t);
@@ -62,7 +125,7 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         for (size_t i = 0; i < AS_ARRAY_LEN(KNOWN_KEYS); i++) known |= !strcmp(k->string, KNOWN_KEYS[i]);
         if (!known) { as_error("%s: %s: unknown field", name, k->string); goto fail; }
     }
-    const char *type = NULL, *sampler = NULL;
+    const char *type = NULL, *sampler = NULL, *match = NULL;
     if (opt_str(r, name, "task", NULL, &t->name) || opt_str(r, name, "type", "multiple_choice", &type) ||
         opt_str(r, name, "data", NULL, &t->data) || opt_str(r, name, "fewshot_data", NULL, &t->fewshot_data) ||
         opt_str(r, name, "format", "jsonl", &t->format) || opt_str(r, name, "fewshot_sampler", "random", &sampler) ||
@@ -71,7 +134,7 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         opt_str(r, name, "target_delimiter", " ", &t->target_delimiter) ||
         opt_str(r, name, "fewshot_delimiter", "\n\n", &t->fewshot_delimiter) ||
         opt_str(r, name, "contexts", NULL, &t->contexts) || opt_str(r, name, "continuation", NULL, &t->continuation) ||
-        opt_str(r, name, "primary_metric", NULL, &t->primary_metric) ||
+        opt_str(r, name, "primary_metric", NULL, &t->primary_metric) || opt_str(r, name, "match", NULL, &match) ||
         opt_str(r, name, "reference", NULL, &t->reference) || opt_str(r, name, "judge_prompts", NULL, &t->judge_prompts) ||
         opt_int(r, name, "num_fewshot", 0, 0, 1000, &t->num_fewshot) ||
         opt_int(r, name, "max_gen_toks", 256, 1, 1 << 20, &t->max_gen_toks) ||
@@ -88,7 +151,13 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
     if (!strcmp(type, "multiple_choice")) t->kind = EVAL_TASK_MULTIPLE_CHOICE;
     else if (!strcmp(type, "generate_until")) t->kind = EVAL_TASK_GENERATE_UNTIL;
     else if (!strcmp(type, "mt_bench")) t->kind = EVAL_TASK_MT_BENCH;
-    else { as_error("%s: type: expected multiple_choice, generate_until or mt_bench, got '%s'", name, type); goto fail; }
+    else if (!strcmp(type, "loglikelihood")) t->kind = EVAL_TASK_LOGLIKELIHOOD;
+    else if (!strcmp(type, "loglikelihood_rolling")) t->kind = EVAL_TASK_LOGLIKELIHOOD_ROLLING;
+    else {
+        as_error("%s: type: expected multiple_choice, generate_until, loglikelihood, loglikelihood_rolling or mt_bench, "
+                 "got '%s'", name, type);
+        goto fail;
+    }
     if (strcmp(t->format, "jsonl") && strcmp(t->format, "csv") && strcmp(t->format, "hellaswag")) {
         as_error("%s: format: expected jsonl, csv or hellaswag, got '%s'", name, t->format);
         goto fail;
@@ -104,22 +173,29 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
             goto fail;
         }
     }
-    const cJSON *metrics;
+    const cJSON *metrics, *metric_list = cJSON_GetObjectItemCaseSensitive(r, "metric_list");
     if (opt_str_array(r, name, "metrics", &metrics)) goto fail;
+    if (metrics && metric_list) { as_error("%s: metric_list: give metrics or metric_list, not both", name); goto fail; }
     if (metrics) {
         const cJSON *e;
         cJSON_ArrayForEach(e, metrics) {
-            const char *s = e->valuestring;
-            if (!strcmp(s, "acc")) t->metrics |= EVAL_METRIC_ACC;
-            else if (!strcmp(s, "acc_norm")) t->metrics |= EVAL_METRIC_ACC_NORM;
-            else if (!strcmp(s, "mc2")) t->metrics |= EVAL_METRIC_MC2;
-            else if (!strcmp(s, "exact_match")) t->metrics |= EVAL_METRIC_EXACT_MATCH;
-            else { as_error("%s: metrics: unknown metric '%s' (acc, acc_norm, mc2, exact_match)", name, s); goto fail; }
+            unsigned bit = 0;
+            if (metric_bit(name, e->valuestring, &bit) != AS_OK) goto fail;
+            t->metrics |= bit;
         }
     }
+    if (metric_list && parse_metric_list(t, metric_list, name) != AS_OK) goto fail;
+    const cJSON *filter_list = cJSON_GetObjectItemCaseSensitive(r, "filter_list");
+    if (filter_list && t->kind != EVAL_TASK_GENERATE_UNTIL) { as_error("%s: filter_list: only generate_until tasks take filters", name); goto fail; }
+    if (match && t->kind != EVAL_TASK_GENERATE_UNTIL) { as_error("%s: match: only generate_until tasks take it", name); goto fail; }
+    const unsigned LL_METRICS = EVAL_METRIC_PERPLEXITY | EVAL_METRIC_ACC,
+                   ROLLING_METRICS = EVAL_METRIC_WORD_PERPLEXITY | EVAL_METRIC_BYTE_PERPLEXITY | EVAL_METRIC_BITS_PER_BYTE;
     if (t->kind == EVAL_TASK_MULTIPLE_CHOICE) {
         if (!t->metrics) t->metrics = EVAL_METRIC_ACC;
-        if (t->metrics & EVAL_METRIC_EXACT_MATCH) { as_error("%s: metrics: exact_match needs type generate_until", name); goto fail; }
+        if (t->metrics & ~(unsigned)(EVAL_METRIC_ACC | EVAL_METRIC_ACC_NORM | EVAL_METRIC_MC2)) {
+            as_error("%s: metrics: multiple_choice tasks have acc, acc_norm and mc2", name);
+            goto fail;
+        }
         const int n_forms = !!t->choices + !!(t->true_choices || t->false_choices) + !!t->contexts;
         if (n_forms != 1) {
             as_error("%s: choices: give exactly one of choices (+ gold), true_choices + false_choices, or contexts + "
@@ -139,6 +215,24 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         if (t->metrics != EVAL_METRIC_EXACT_MATCH) { as_error("%s: metrics: generate_until tasks have exact_match only", name); goto fail; }
         if (!t->doc_to_text || !t->gold) { as_error("%s: doc_to_text and gold are required for generate_until", name); goto fail; }
         if (!t->doc_to_target) t->doc_to_target = t->gold;
+        if (match && strcmp(match, "number") && strcmp(match, "string")) { as_error("%s: match: expected number or string, got '%s'", name, match); goto fail; }
+        t->match_string = (match && !strcmp(match, "string")) || filter_list || metric_list;
+        if (match && !strcmp(match, "number") && t->match_string) {
+            as_error("%s: match: number takes no filter_list or metric_list (they are for string matches)", name);
+            goto fail;
+        }
+        if (filter_list && eval_filters_parse(filter_list, name, &t->filters, &t->n_filters) != AS_OK) goto fail;
+    } else if (t->kind == EVAL_TASK_LOGLIKELIHOOD) {
+        if (!t->metrics) t->metrics = LL_METRICS;
+        if (t->metrics & ~LL_METRICS) { as_error("%s: metrics: loglikelihood tasks have perplexity and acc", name); goto fail; }
+        if (!t->doc_to_text || !t->doc_to_target) { as_error("%s: doc_to_text and doc_to_target are required for loglikelihood", name); goto fail; }
+    } else if (t->kind == EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
+        if (!t->metrics) t->metrics = ROLLING_METRICS;
+        if (t->metrics & ~ROLLING_METRICS) {
+            as_error("%s: metrics: loglikelihood_rolling tasks have word_perplexity, byte_perplexity and bits_per_byte", name);
+            goto fail;
+        }
+        if (!t->doc_to_target) { as_error("%s: doc_to_target: missing (the document scored)", name); goto fail; }
     } else {
         t->temperatures = cJSON_GetObjectItemCaseSensitive(r, "temperatures");
         if (t->temperatures && !cJSON_IsObject(t->temperatures)) { as_error("%s: temperatures: expected a mapping", name); goto fail; }
@@ -146,10 +240,15 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
     if (!t->primary_metric)
         t->primary_metric = t->kind == EVAL_TASK_MT_BENCH ? "score"
                             : (t->metrics & EVAL_METRIC_EXACT_MATCH) ? "exact_match"
-                            : (t->metrics & EVAL_METRIC_ACC_NORM) ? "acc_norm" : "acc";
+                            : (t->metrics & EVAL_METRIC_ACC_NORM) ? "acc_norm"
+                            : (t->metrics & EVAL_METRIC_ACC) ? "acc"
+                            : (t->metrics & EVAL_METRIC_MC2) ? "acc"
+                            : (t->metrics & EVAL_METRIC_PERPLEXITY) ? "perplexity"
+                            : (t->metrics & EVAL_METRIC_WORD_PERPLEXITY) ? "word_perplexity"
+                            : (t->metrics & EVAL_METRIC_BYTE_PERPLEXITY) ? "byte_perplexity" : "bits_per_byte";
     return AS_OK;
 fail:
-    cJSON_Delete(t->root);
+    task_release(t);
     memset(t, 0, sizeof *t);
     return rc;
 }
@@ -183,7 +282,7 @@ int eval_task_load(const char *name_or_path, const char *tasks_dir, eval_task *t
 }
 
 void eval_task_free(eval_task *t) {
-    cJSON_Delete(t->root);
+    task_release(t);
     free(t->path);
     free(t->dir);
     memset(t, 0, sizeof *t);

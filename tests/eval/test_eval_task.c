@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "eval/eval_internal.h"
+#include "eval/yaml_json.h"
 #include "util/common.h"
 
 static char g_dir[256];
@@ -462,6 +463,76 @@ static void test_answer_extraction(void **st) {
     assert_near(eval_parse_rating("no rating [[x]]"), -1, 0);
 }
 
+// lm-eval's filters (regex with findall/group_select/fallback, take_first,
+// remove_whitespace, lowercase, map) and HF evaluate's exact_match options.
+static void test_filters_and_exact_match(void **st) {
+    (void)st;
+    cJSON *root;
+    const char *y = "filter_list:\n"
+                    "  - name: strict-match\n    filter:\n      - function: regex\n        regex_pattern: \"#### (\\\\-?[0-9\\\\.\\\\,]+)\"\n      - function: take_first\n"
+                    "  - name: flexible-extract\n    filter:\n      - function: regex\n        group_select: -1\n        regex_pattern: \"(-?[$0-9.,]{2,})|(-?[0-9]+)\"\n      - function: take_first\n"
+                    "  - name: words\n    filter:\n      - function: remove_whitespace\n      - function: lowercase\n"
+                    "  - name: first\n    filter:\n      - function: regex\n        regex_pattern: \"[A-D]\"\n        fallback: none\n"
+                    "  - name: mapped\n    filter:\n      - function: strip\n      - function: map\n        mapping_dict: {\"yes\": \"1\", \"no\": \"0\"}\n        default_value: \"-1\"\n";
+    assert_int_equal(yaml_to_json(y, strlen(y), "f.yaml", &root), 0);
+    eval_filter *fs;
+    int32_t nf;
+    if (eval_filters_parse(cJSON_GetObjectItem(root, "filter_list"), "f.yaml", &fs, &nf)) fail_msg("%s", as_last_error());
+    assert_int_equal(nf, 5);
+    struct { int f; const char *in, *want; } cases[] = {
+        {0, "so 3 + 4 = 7\n#### 1,234 and #### 9", "1,234"},
+        {0, "The answer is 7.", "[invalid]"},
+        {1, "It costs $1,200 in total, then 18 more.", "18"},
+        {1, "x = 12.", "12."},
+        {1, "nothing", "[invalid]"},
+        {2, "  \n Paris Is", "paris is"},
+        {3, "I pick C, not A", "C"},
+        {3, "I pick c", "none"},
+        {4, " yes\n", "1"},
+        {4, "maybe", "-1"},
+    };
+    for (size_t i = 0; i < AS_ARRAY_LEN(cases); i++) {
+        char *got = eval_filter_apply(&fs[cases[i].f], cases[i].in);
+        if (strcmp(got, cases[i].want)) fail_msg("filter case %zu: '%s', want '%s'", i, got, cases[i].want);
+        free(got);
+    }
+    eval_filters_free(fs, nf);
+    cJSON_Delete(root);
+    // exact_match as lm-eval's gsm8k configures it: regexes removed from both, case ignored.
+    const char *m = "metric: exact_match\naggregation: mean\nhigher_is_better: true\nignore_case: true\n"
+                    "ignore_punctuation: false\nregexes_to_ignore: [\",\", \"\\\\$\", \"(?s).*#### \", \"\\\\.$\"]\n";
+    assert_int_equal(yaml_to_json(m, strlen(m), "m.yaml", &root), 0);
+    eval_exact_match em;
+    if (eval_exact_match_parse(root, "m.yaml", &em)) fail_msg("%s", as_last_error());
+    assert_true(eval_exact_match_equal(&em, "$1,234.", "Half of it...\n#### 1234"));
+    assert_false(eval_exact_match_equal(&em, "1235", "#### 1234"));
+    char *norm = eval_exact_match_normalise(&em, "Step 1\nStep 2\n#### 5,000");
+    assert_string_equal(norm, "5000");
+    free(norm);
+    eval_exact_match_free(&em);
+    cJSON_Delete(root);
+    eval_exact_match p = {.ignore_punctuation = true, .ignore_numbers = true};
+    assert_true(eval_exact_match_equal(&p, "Paris!", "Pa-ris2"));
+    assert_false(eval_exact_match_equal(&p, "paris", "Paris"));
+    // Bad filters and options name the file and the key.
+    const char *bad[][2] = {
+        {"filter_list:\n  - name: a\n    filter:\n      - function: majority_vote\n", "f.yaml: filter_list: a: function 'majority_vote'"},
+        {"filter_list:\n  - name: a\n    filter:\n      - function: regex\n        regex_pattern: \"(\"\n", "f.yaml: filter_list: a: regex: regex_pattern: bad regular expression"},
+        {"filter_list:\n  - name: a\n    filter:\n      - function: regex\n        group: 1\n", "unknown or malformed argument 'group'"},
+        {"filter_list: []\n", "expected a non-empty list"},
+    };
+    for (size_t i = 0; i < AS_ARRAY_LEN(bad); i++) {
+        assert_int_equal(yaml_to_json(bad[i][0], strlen(bad[i][0]), "f.yaml", &root), 0);
+        assert_int_equal(eval_filters_parse(cJSON_GetObjectItem(root, "filter_list"), "f.yaml", &fs, &nf), -1);
+        if (!strstr(as_last_error(), bad[i][1])) fail_msg("'%s' lacks '%s'", as_last_error(), bad[i][1]);
+        cJSON_Delete(root);
+    }
+    expect_task_error("task: a\ndata: d\ntype: generate_until\ndoc_to_text: x\ngold: y\nmetric_list:\n  - metric: exact_match\n    ignore_spaces: true\n",
+                      "x.yaml: metric_list: exact_match: unknown option 'ignore_spaces'");
+    expect_task_error("task: a\ndata: d\ntype: generate_until\ndoc_to_text: x\ngold: y\nmatch: words\n", "match: expected number or string");
+    expect_task_error("task: a\ndata: d\ndoc_to_text: x\nchoices: [a, b]\ngold: '0'\nfilter_list: []\n", "only generate_until tasks take filters");
+}
+
 static int setup(void **st) {
     (void)st;
     char *d = as_test_tmpdir();
@@ -490,6 +561,7 @@ int main(void) {
         cmocka_unit_test(test_task_file_errors),
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_answer_extraction),
+        cmocka_unit_test(test_filters_and_exact_match),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
