@@ -24,13 +24,6 @@
 
 static inline float fp16_to_f32(as_fp16 h) { return _cvtsh_ss(h); }
 
-static inline float hsum_f32x8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
 static inline int hsum_i32x8(__m256i x) {
     __m128i r = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
     r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
@@ -112,19 +105,24 @@ void kernel_dequant_row_avx2(ggml_type t, const void *src, float *dst, int64_t n
     }
 }
 
+// The F32 path's dot product in the order of every ISA (kernels_scalar.c
+// dot_f32: product c in lane c % 32, lanes l and l + 16 added, then a fixed
+// tree): the 32 lanes as four 8-lane accumulators, a row's tail masked into
+// the accumulators its positions belong to.
 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) s[k] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k), s[k]);
+    for (int k = 0; i < n; k++, i += 8) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)AS_MIN(n - i, (int64_t)8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        s[k] = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), s[k]);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    // Lanes 0-15 = s0 + s2 | s1 + s3, then the tree.
+    const __m256 s8 = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 // ---- activation quantisation ----
@@ -140,9 +138,23 @@ static inline __m256 round_half_away(__m256 v) {
     return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one));
 }
 
-// Same codes as kernel_quantize_q8_1_scalar.
+// What the AVX2 layout keeps after an activation row's blocks (n values,
+// quantize_q8_1_avx2; kernel_act_row_size reserves it): 128 times the blocks'
+// code sums, their d and their s, each an array padded to groups of 4 with
+// zeros, so that the row kernel loads 4 blocks' values as one vector (no
+// gathering shuffles).
+typedef struct { int32_t *sum; float *d, *s; } act_extra;
+static inline act_extra act_extra_of(const void *y, int64_t n) {
+    const int64_t np = (n / QK8_1 + 3) / 4 * 4;
+    int32_t *e = (int32_t *)((block_q8_1_f32 *)y + np);
+    return (act_extra){e, (float *)(e + np), (float *)(e + 2 * np)};
+}
+
+// Same codes as kernel_quantize_q8_1_scalar, and act_extra_of's arrays.
 static void quantize_q8_1_avx2(const float *x, block_q8_1_f32 *y, int64_t n) {
+    const act_extra ex = act_extra_of(y, n);
     const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    for (int64_t i = n / QK8_1; i < (n / QK8_1 + 3) / 4 * 4; i++) ex.d[i] = ex.s[i] = 0.0f, ex.sum[i] = 0; // the last group's padding
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
         __m256 v[4];
         __m256 amax = _mm256_setzero_ps();
@@ -165,8 +177,9 @@ static void quantize_q8_1_avx2(const float *x, block_q8_1_f32 *y, int64_t n) {
         __m256i p = _mm256_packs_epi16(p01, p23);
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[i].qs, p);
-        y[i].d = d;
-        y[i].s = d * (float)sum;
+        y[i].d = ex.d[i] = d;
+        y[i].s = ex.s[i] = d * (float)sum;
+        ex.sum[i] = 128 * sum;
     }
 }
 
@@ -177,46 +190,41 @@ void kernel_quantize_act_avx2(ggml_type wtype, const float *x, void *dst, int64_
 
 // ---- integer dot products ----
 
-// Q8_0 . Q8_1: per block d_w d_a sum_j q_j a_j.  NT activation rows (tokens)
-// share each loaded weight block; every token goes through the same
-// operations in the same order whatever NT is, so its result does not depend
-// on the batch (vec_dot is the NT = 1 case).
-static inline __attribute__((always_inline)) void vec_dot_q8_0_avx2(const uint8_t *w, const uint8_t *act, size_t act_stride, const int NT,
-                                                                     int64_t n, float *out) {
-    __m256 acc[KERNEL_DOT_MAX_ACT];
-    for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, w += sizeof(block_q8_0)) {
-        as_fp16 h;
-        memcpy(&h, w, sizeof h);
-        const float dw = fp16_to_f32(h);
-        const __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2));
-        const __m256i ux = _mm256_sign_epi8(x, x);
-        for (int j = 0; j < NT; j++) {
-            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
-            const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), x);
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), _mm256_cvtepi32_ps(dot_u8s8(ux, qy)), acc[j]);
-        }
-    }
-    for (int j = 0; j < NT; j++) out[j] = hsum_f32x8(acc[j]);
-}
-
-// Q4_0 / Q4_1 . Q8_1 in the float order of the AVX-512 kernels
-// (kernels_avx512.c, kernels_amx.c), which both Q4 kernels here keep, the row
-// kernel below and the tile kernel further down: block i's exact integer sum
-// P_i of the unsigned codes q (0..15) times the activation codes; for b = i
-// % 4, acc_b = fma(float(P_i), d_w * d_a, acc_b) and accm_b = fma(m_w, s_a,
-// accm_b), with m_w = -8 d_w for Q4_0 (its values are q - 8); the result is
+// Q4_0 / Q4_1 / Q8_0 . Q8_1 in the float order of the AVX-512 kernels
+// (kernels_avx512.c, kernels_amx.c; kernels_scalar.c states it in C), which
+// the row kernel below and the Q4 tile kernel further down keep: block i's
+// exact integer sum P_i of unsigned weight codes u times the activation codes
+// a (u = q, 0..15, for Q4; u = q + 128 for Q8_0); for b = i % 4,
+// acc_b = fma(float(P_i), d_w * d_a, acc_b) and accm_b = fma(m_w, s_a, accm_b),
+// with m_w = Q4_1's m, -8 d_w for Q4_0 (its values are q - 8), -128 d_w for
+// Q8_0; the result is
 // ((acc_0 + acc_2) + (acc_1 + acc_3)) + ((accm_0 + accm_2) + (accm_1 + accm_3)).
 // So a token's outputs are the same bits from either kernel, in any batch,
-// and the same as the AVX-512 ISA's (tested).
+// and the same as the AVX-512 and scalar ISAs' (tested).  NT activation rows
+// (tokens) share each loaded weight block; every token goes through the same
+// operations in the same order whatever NT is (vec_dot is the NT = 1 case).
 
-// A Q4 block's codes and its d_w, m_w.
-static inline __m256i q4_block(const uint8_t *b, bool affine, float *dw, float *mw) {
+// A block's codes (Q4: unsigned nibbles in element order; Q8_0: the signed
+// bytes) and its d_w, m_w.
+static inline __attribute__((always_inline)) __m256i q32_block(ggml_type t, const uint8_t *b, float *dw, float *mw) {
     as_fp16 h[2];
     memcpy(h, b, sizeof h);
     *dw = fp16_to_f32(h[0]);
-    *mw = affine ? fp16_to_f32(h[1]) : *dw * -8.0f;
-    return nibbles_to_bytes(b + (affine ? 4 : 2));
+    if (t == GGML_TYPE_Q8_0) {
+        *mw = *dw * -128.0f;
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    }
+    *mw = t == GGML_TYPE_Q4_1 ? fp16_to_f32(h[1]) : *dw * -8.0f;
+    return nibbles_to_bytes(b + (t == GGML_TYPE_Q4_1 ? 4 : 2));
+}
+
+// The codes' part of P as 8 int32 lanes: Q4, the unsigned codes x times the
+// activation codes a; Q8_0, sum(q a) by the sign trick (|q| = ux times a with
+// q's sign): maddubs needs an unsigned operand, and u = q + 128 times a would
+// overflow its int16 pairs.  The Q8_0 kernel adds 128 sum(a) from the
+// activation row's act_extra.
+static inline __attribute__((always_inline)) __m256i q32_dot(ggml_type t, __m256i x, __m256i ux, __m256i a) {
+    return t == GGML_TYPE_Q8_0 ? dot_u8s8(ux, _mm256_sign_epi8(a, x)) : dot_u8s8(x, a);
 }
 
 // ((v_0 + v_2) + (v_1 + v_3)).
@@ -225,10 +233,17 @@ static inline float sum4_f32(__m128 v) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-// The int32 sums of four 8-lane vectors, as lanes 0..3.
+// The int32 sums of four 8-lane vectors, as lanes 0..3.  First the pairs of
+// neighbouring lanes by 64-bit shifts and a blend (p0's in the even lanes,
+// p1's in the odd ones) instead of hadd's shuffles: in the row kernel the
+// shuffle port was the bottleneck.
+static inline __m256i pairs2_epi32(__m256i a, __m256i b) {
+    return _mm256_blend_epi32(_mm256_add_epi32(a, _mm256_srli_epi64(a, 32)), _mm256_add_epi32(b, _mm256_slli_epi64(b, 32)), 0xAA);
+}
 static inline __m128i hsum4_epi32(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
-    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    const __m256i q01 = pairs2_epi32(p0, p1), q23 = pairs2_epi32(p2, p3); // [p0 p1 p0 p1 | p0 p1 p0 p1], pair sums
+    const __m256i r = _mm256_add_epi32(_mm256_unpacklo_epi64(q01, q23), _mm256_unpackhi_epi64(q01, q23)); // [p0 p1 p2 p3 | p0 p1 p2 p3]
+    return _mm_add_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
 
 static inline int32_t load_i32(const uint8_t *p) {
@@ -237,71 +252,68 @@ static inline int32_t load_i32(const uint8_t *p) {
     return v;
 }
 
-// The (d_w, m_w) of 4 Q4 blocks as two 4-lane vectors: their first 4 bytes
-// (Q4_1: fp16 d, m; Q4_0: fp16 d, 2 code bytes) gathered and converted at once.
-static inline void q4_scales4(const uint8_t *w, size_t stride, bool affine, __m128 *dw, __m128 *mw) {
+// The (d_w, m_w) of 4 blocks as two 4-lane vectors: their first 4 bytes
+// (Q4_1: fp16 d, m; Q4_0 and Q8_0: fp16 d, 2 code bytes) gathered and
+// converted at once; blocks nv..3 (past a row's end) as zeros.
+static inline __attribute__((always_inline)) void q32_scales4(ggml_type t, const uint8_t *w, size_t stride, int nv, __m128 *dw, __m128 *mw) {
     __m128i x = _mm_cvtsi32_si128(load_i32(w));
-    x = _mm_insert_epi32(x, load_i32(w + stride), 1);
-    x = _mm_insert_epi32(x, load_i32(w + 2 * stride), 2);
-    x = _mm_insert_epi32(x, load_i32(w + 3 * stride), 3);
+    if (nv > 1) x = _mm_insert_epi32(x, load_i32(w + stride), 1);
+    if (nv > 2) x = _mm_insert_epi32(x, load_i32(w + 2 * stride), 2);
+    if (nv > 3) x = _mm_insert_epi32(x, load_i32(w + 3 * stride), 3);
     const __m128i dm = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)); // d0..d3 | m0..m3
     const __m256 f = _mm256_cvtph_ps(dm);
     *dw = _mm256_castps256_ps128(f);
-    *mw = affine ? _mm256_extractf128_ps(f, 1) : _mm_mul_ps(*dw, _mm_set1_ps(-8.0f));
+    *mw = t == GGML_TYPE_Q4_1 ? _mm256_extractf128_ps(f, 1) : _mm_mul_ps(*dw, _mm_set1_ps(t == GGML_TYPE_Q8_0 ? -128.0f : -8.0f));
 }
 
-// Four blocks per step, one per lane of acc and accm; a last step of nv < 4
-// blocks leaves the other lanes' terms zero (adding +0 changes no sum).
-// Scales go lane-wise into registers (no scalar stores reloaded as a vector:
-// store forwarding fails there, and that version decoded at half the speed).
-static inline __attribute__((always_inline)) void vec_dot_q4_avx2(bool affine, const uint8_t *w, const uint8_t *act, size_t act_stride,
-                                                                   const int NT, int64_t n, float *out) {
-    const size_t stride = affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
-    const int qoff = affine ? 4 : 2;
+// Four blocks per step, one per lane of acc and accm.  The last step of a row
+// of nv < 4 blocks reads only those: the other lanes' codes, weight scales
+// and (act_extra's zero padding) activation scales are zeros, so their terms
+// are +0 (or -0 for m_w = -0 times s_a = 0), which change no sum.  Weight
+// scales go lane-wise into registers (no scalar stores reloaded as a vector:
+// store forwarding fails there, and that version decoded at half the speed);
+// the activations' come as vectors from act_extra.
+static inline __attribute__((always_inline)) void q32_step(ggml_type t, const uint8_t *b, size_t stride, int nv, const uint8_t *act,
+                                                            size_t act_stride, const int NT, int64_t n, int64_t i, __m128 *acc, __m128 *accm) {
+    const bool q8 = t == GGML_TYPE_Q8_0;
+    __m256i x[4], ux[4];
+    float unused_d, unused_m;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        x[v] = v < nv ? q32_block(t, b + (size_t)v * stride, &unused_d, &unused_m) : _mm256_setzero_si256();
+        ux[v] = q8 ? _mm256_sign_epi8(x[v], x[v]) : x[v];
+    }
+    __m128 vdw, vmw;
+    q32_scales4(t, b, stride, nv, &vdw, &vmw);
+#pragma GCC unroll 8
+    for (int j = 0; j < NT; j++) {
+        const uint8_t *aj = act + (size_t)j * act_stride;
+        const block_q8_1_f32 *y = (const block_q8_1_f32 *)aj + i;
+        const act_extra ex = act_extra_of(aj, n);
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) p[v] = v < nv ? q32_dot(t, x[v], ux[v], _mm256_loadu_si256((const __m256i *)y[v].qs)) : _mm256_setzero_si256();
+        __m128i Pi = hsum4_epi32(p[0], p[1], p[2], p[3]);
+        if (q8) Pi = _mm_add_epi32(Pi, _mm_loadu_si128((const __m128i *)(ex.sum + i)));
+        acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(Pi), _mm_mul_ps(vdw, _mm_loadu_ps(ex.d + i)), acc[j]);
+        accm[j] = _mm_fmadd_ps(vmw, _mm_loadu_ps(ex.s + i), accm[j]);
+    }
+}
+
+static inline __attribute__((always_inline)) void vec_dot_q32_avx2(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
+                                                                    const int NT, int64_t n, float *out) {
+    const size_t stride = t == GGML_TYPE_Q8_0 ? sizeof(block_q8_0) : t == GGML_TYPE_Q4_1 ? sizeof(block_q4_1) : sizeof(block_q4_0);
     const int64_t nb = n / 32;
     __m128 acc[KERNEL_DOT_MAX_ACT], accm[KERNEL_DOT_MAX_ACT];
 #pragma GCC unroll 8
     for (int j = 0; j < NT; j++) acc[j] = accm[j] = _mm_setzero_ps();
     int64_t i = 0;
-    for (; i + 4 <= nb; i += 4) {
-        const uint8_t *b = w + (size_t)i * stride;
-        __m256i x[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) x[v] = nibbles_to_bytes(b + (size_t)v * stride + qoff);
-        __m128 vdw, vmw;
-        q4_scales4(b, stride, affine, &vdw, &vmw);
-#pragma GCC unroll 8
-        for (int j = 0; j < NT; j++) {
-            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
-            __m256i p[4];
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) p[v] = dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs));
-            const __m128 P = _mm_cvtepi32_ps(hsum4_epi32(p[0], p[1], p[2], p[3]));
-            const __m128 da = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d), sa = _mm_setr_ps(y[0].s, y[1].s, y[2].s, y[3].s);
-            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, da), acc[j]);
-            accm[j] = _mm_fmadd_ps(vmw, sa, accm[j]);
-        }
-    }
-    if (i < nb) { // the last nv < 4 blocks
-        const int nv = (int)(nb - i);
-        __m256i x[4];
-        float dw[4] = {0}, mw[4] = {0};
-        for (int v = 0; v < nv; v++) x[v] = q4_block(w + (size_t)(i + v) * stride, affine, &dw[v], &mw[v]);
-        for (int v = nv; v < 4; v++) x[v] = _mm256_setzero_si256();
-        const __m128 vdw = _mm_setr_ps(dw[0], dw[1], dw[2], dw[3]), vmw = _mm_setr_ps(mw[0], mw[1], mw[2], mw[3]);
-        for (int j = 0; j < NT; j++) {
-            const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)j * act_stride) + i;
-            __m256i p[4];
-            float da[4] = {0}, sa[4] = {0};
-            for (int v = 0; v < 4; v++) p[v] = _mm256_setzero_si256();
-            for (int v = 0; v < nv; v++) {
-                p[v] = dot_u8s8(x[v], _mm256_loadu_si256((const __m256i *)y[v].qs));
-                da[v] = y[v].d, sa[v] = y[v].s;
-            }
-            const __m128 P = _mm_cvtepi32_ps(hsum4_epi32(p[0], p[1], p[2], p[3]));
-            acc[j] = _mm_fmadd_ps(P, _mm_mul_ps(vdw, _mm_setr_ps(da[0], da[1], da[2], da[3])), acc[j]);
-            accm[j] = _mm_fmadd_ps(vmw, _mm_setr_ps(sa[0], sa[1], sa[2], sa[3]), accm[j]);
-        }
+    for (; i + 4 <= nb; i += 4) q32_step(t, w + (size_t)i * stride, stride, 4, act, act_stride, NT, n, i, acc, accm);
+    switch (nb - i) { // the last nv < 4 blocks (a constant nv per call, so the step unrolls)
+    case 1: q32_step(t, w + (size_t)i * stride, stride, 1, act, act_stride, NT, n, i, acc, accm); break;
+    case 2: q32_step(t, w + (size_t)i * stride, stride, 2, act, act_stride, NT, n, i, acc, accm); break;
+    case 3: q32_step(t, w + (size_t)i * stride, stride, 3, act, act_stride, NT, n, i, acc, accm); break;
+    default: break;
     }
 #pragma GCC unroll 8
     for (int j = 0; j < NT; j++) out[j] = sum4_f32(acc[j]) + sum4_f32(accm[j]);
@@ -309,9 +321,16 @@ static inline __attribute__((always_inline)) void vec_dot_q4_avx2(bool affine, c
 
 static inline __attribute__((always_inline)) void vec_dot_q_avx2(ggml_type t, const uint8_t *w, const uint8_t *act, size_t act_stride,
                                                                   const int NT, int64_t n, float *out) {
-    if (t == GGML_TYPE_Q8_0) vec_dot_q8_0_avx2(w, act, act_stride, NT, n, out);
-    else vec_dot_q4_avx2(t == GGML_TYPE_Q4_1, w, act, act_stride, NT, n, out);
+    if (t == GGML_TYPE_Q8_0) vec_dot_q32_avx2(GGML_TYPE_Q8_0, w, act, act_stride, NT, n, out);
+    else if (t == GGML_TYPE_Q4_1) vec_dot_q32_avx2(GGML_TYPE_Q4_1, w, act, act_stride, NT, n, out);
+    else vec_dot_q32_avx2(GGML_TYPE_Q4_0, w, act, act_stride, NT, n, out);
 }
+
+// The K formats' float steps are kernels_scalar.c's (the definition for every
+// ISA; the AVX-512 table runs these two): per super-block the exact integer
+// sums, reduced across lanes, then one fused multiply-add each into running
+// sums (Q4_K: acc - accm at the end).
+static inline float fma_ss(float a, float b, float c) { return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))); }
 
 // Q4_K (after ggml's AVX2 kernel): the 12 scale bytes are rearranged so the 8
 // scales and the 8 mins are each 8 consecutive bytes; the mins meet the
@@ -320,11 +339,10 @@ static inline __attribute__((always_inline)) void vec_dot_q_avx2(ggml_type t, co
 static float vec_dot_q4_K_avx2(const block_q4_K *x, const block_q8_K *y, int64_t n) {
     const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    float acc = 0.0f, accm = 0.0f;
     for (int64_t i = 0; i < n / QK_K; ++i) {
         const float d = y[i].d * fp16_to_f32(x[i].d);
-        const float dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+        const float dmin = y[i].d * fp16_to_f32(x[i].dmin);
         uint32_t utmp[4];
         memcpy(utmp, x[i].scales, 12);
         utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
@@ -338,7 +356,9 @@ static float vec_dot_q4_K_avx2(const block_q4_K *x, const block_q8_K *y, int64_t
         const __m256i q8sums = _mm256_loadu_si256((const __m256i *)y[i].bsums);
         const __m128i q8s = _mm_hadd_epi16(_mm256_extracti128_si256(q8sums, 0), _mm256_extracti128_si256(q8sums, 1));
         const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        __m128i m = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+        m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 1));
+        accm = fma_ss((float)_mm_cvtsi128_si32(m), dmin, accm);
         const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
         const __m256i scales = _mm256_set_m128i(sc128, sc128);
         __m256i sumi = _mm256_setzero_si256();
@@ -358,18 +378,16 @@ static float vec_dot_q4_K_avx2(const block_q4_K *x, const block_q8_K *y, int64_t
             const __m256i p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = fma_ss((float)hsum_i32x8(sumi), d, acc);
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return hsum_f32x8(acc) + _mm_cvtss_f32(acc_m);
+    return acc - accm;
 }
 
 // Q6_K (after ggml's AVX2 kernel): values are assembled unsigned (0..63), the
 // -32 offset is removed at the end as 32 * sum(scale * bsum).
 static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t n) {
     const __m256i m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t i = 0; i < n / QK_K; ++i) {
         const float d = y[i].d * fp16_to_f32(x[i].d);
         const uint8_t *q4 = x[i].ql;
@@ -415,9 +433,9 @@ static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)));
         }
         sumi = _mm256_sub_epi32(sumi, q8sclsub);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = fma_ss((float)hsum_i32x8(sumi), d, acc);
     }
-    return hsum_f32x8(acc);
+    return acc;
 }
 
 // ---- Q4_0 / Q4_1 tiles: 16 weight rows x many tokens ----
@@ -431,7 +449,7 @@ static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t
 // many operations on one row.  maddubs pairs are at most 2 * 15 * 128 in
 // magnitude and 8 of them add up to less than 2^15, so the int16 sums are
 // exact; one madd makes them int32.  The float steps, and so the bits, are
-// vec_dot_q4_avx2's, with acc_b and accm_b per (token, row) in L1.
+// vec_dot_q32_avx2's, with acc_b and accm_b per (token, row) in L1.
 #define A2_ROWS 16
 #define A2_TOKEN_CHUNK 64
 

@@ -338,6 +338,19 @@ static float vec_dot_avx512(ggml_type wtype, const void *w, const void *act, int
 // does (same products and sums, no FMA), then FMA'd into per-token
 // accumulators; the block never goes through memory.  Two accumulators per
 // token (first and second 16 values of a block) halve the FMA latency chain.
+// They are the definition of the F32 dot product's order on every ISA
+// (kernels_scalar.c dot_f32): product c in lane c % 32 (acc0: lanes 0-15,
+// acc1: 16-31, a float row's tail masked into the register its positions
+// belong to), then acc0 + acc1 and sum16's tree.
+
+// Lanes l and l + 8, then l and l + 4, l and l + 2, then lanes 0 and 1 (the
+// fixed tree that _mm512_reduce_add_ps leaves to the compiler).
+static inline float sum16(__m512 v) {
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
 static inline __attribute__((always_inline)) void fused_dot_avx512(ggml_type t, const uint8_t *w, const float *x, size_t xs, const int NT,
                                                                     int64_t n, float *out) {
     __m512 acc0[KERNEL_DOT_MAX_ACT], acc1[KERNEL_DOT_MAX_ACT];
@@ -401,16 +414,21 @@ static inline __attribute__((always_inline)) void fused_dot_avx512(ggml_type t, 
             acc1[j] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + j * xs + 32 * i + 16), acc1[j]);
         }
     }
-    // Float rows need not be a multiple of 32: masked tail.
+    // Float rows need not be a multiple of 32: masked tail, positions 0-15 of
+    // the last 32 into acc0, 16-31 into acc1.
     for (int64_t c = 32 * nb; c < n; c += 16) {
         const __mmask16 mk = as_lanes16(n - c);
         __m512 v;
         if (t == GGML_TYPE_F16) v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, w + 2 * c));
         else if (t == GGML_TYPE_BF16) v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, w + 2 * c)), 16));
         else v = _mm512_maskz_loadu_ps(mk, (const float *)w + c);
-        for (int j = 0; j < NT; j++) acc0[j] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, x + j * xs + c), acc0[j]);
+        const bool second = c > 32 * nb;
+        for (int j = 0; j < NT; j++) {
+            __m512 *a = second ? &acc1[j] : &acc0[j];
+            *a = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, x + j * xs + c), *a);
+        }
     }
-    for (int j = 0; j < NT; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[j], acc1[j]));
+    for (int j = 0; j < NT; j++) out[j] = sum16(_mm512_add_ps(acc0[j], acc1[j]));
 }
 
 static bool fused_dot_n_avx512(ggml_type t, const void *w, const float *x, size_t x_stride, int n_act, int64_t n, float *out) {
@@ -421,21 +439,21 @@ static bool fused_dot_n_avx512(ggml_type t, const void *w, const float *x, size_
     return true;
 }
 
+// The same order (fused_dot_avx512's accumulators) for rows already in fp32
+// (the dequantised rows of the types fused_dot_n leaves out).
 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
+    for (; i + 32 <= n; i += 32) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
     }
-    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
     if (i < n) { // masked tail: no scalar loop
-        const __mmask16 m = as_lanes16(n - i);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+        const __mmask16 m0 = as_lanes16(n - i), m1 = as_lanes16(n - i - 16);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, a + i), _mm512_maskz_loadu_ps(m0, b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, a + i + 16), _mm512_maskz_loadu_ps(m1, b + i + 16), s1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    return sum16(_mm512_add_ps(s0, s1));
 }
 
 const kernel_ops kernel_ops_avx512 = {
