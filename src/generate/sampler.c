@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tensor/kernels.h"
+#include "tensor/vexp.h"
 #include "util/common.h"
 
 sampler_params sampler_params_default(void) {
@@ -134,14 +135,55 @@ static void select_top_k(sampler *s, const float *logits, int64_t k) {
     s->sorted = true;
 }
 
+// e^(l - mx) of the candidates' logits, into w[0..n): vexp.h's exp (the one
+// of every softmax in alphaspin; libm's expf may differ between CPUs and
+// library builds), 16 or 8 lanes at a time where the CPU has them -- the same
+// bits as the scalar as_expf, so the same candidates, probabilities and draws
+// on every ISA; every other step of the chain is scalar code in a fixed order.
+// A logit of -inf (NaN, or a banned token) gets exactly 0, as with expf,
+// rather than the approximation's e^-87 floor.
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma,avx512f"))) static void exp_n_avx512(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, as_exp16(_mm512_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = as_expf(x[i]);
+}
+__attribute__((target("avx2,fma"))) static void exp_n_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, as_exp8(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = as_expf(x[i]);
+}
+#endif
+
+static void cand_exp(const sampler_cand *c, int64_t n, float mx, float *w) {
+    for (int64_t i = 0; i < n; i++) w[i] = c[i].logit - mx;
+#if defined(__x86_64__)
+    const cpu_features *f = cpu_get_features();
+    if (kernel_avx512_active()) exp_n_avx512(w, n);
+    else if (f->avx2 && f->fma) exp_n_avx2(w, n);
+    else
+#endif
+        for (int64_t i = 0; i < n; i++) w[i] = as_expf(w[i]);
+    for (int64_t i = 0; i < n; i++)
+        if (c[i].logit == -INFINITY) w[i] = 0.0f;
+}
+
+#define CAND_EXP_CHUNK 256
+
 // Softmax over the candidates into .p (accumulated in double).
 static void cand_softmax(sampler_cand *c, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) mx = c[i].logit > mx ? c[i].logit : mx;
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        c[i].p = expf(c[i].logit - mx);
-        sum += c[i].p;
+    float w[CAND_EXP_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CAND_EXP_CHUNK) {
+        const int64_t m = AS_MIN((int64_t)CAND_EXP_CHUNK, n - i0);
+        cand_exp(c + i0, m, mx, w);
+        for (int64_t i = 0; i < m; i++) {
+            c[i0 + i].p = w[i];
+            sum += w[i];
+        }
     }
     for (int64_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
 }
@@ -260,11 +302,20 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) mx = c[i].logit > mx ? c[i].logit : mx;
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += expf(c[i].logit - mx);
+    float w[CAND_EXP_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CAND_EXP_CHUNK) {
+        const int64_t m = AS_MIN((int64_t)CAND_EXP_CHUNK, n - i0);
+        cand_exp(c + i0, m, mx, w);
+        for (int64_t i = 0; i < m; i++) sum += w[i];
+    }
     double target = as_rng_uniform(&s->rng) * sum, run = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        run += expf(c[i].logit - mx);
-        if (run > target) return c[i].id;
+    for (int64_t i0 = 0; i0 < n; i0 += CAND_EXP_CHUNK) {
+        const int64_t m = AS_MIN((int64_t)CAND_EXP_CHUNK, n - i0);
+        cand_exp(c + i0, m, mx, w);
+        for (int64_t i = 0; i < m; i++) {
+            run += w[i];
+            if (run > target) return c[i0 + i].id;
+        }
     }
     return c[n - 1].id; // unreachable: run == sum > target at the end
 }
@@ -312,7 +363,7 @@ __attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, 
 int32_t sampler_argmax(const float *logits, int32_t n_vocab) {
     if (n_vocab <= 1 || logits[0] != logits[0]) return 0;
 #if defined(__x86_64__)
-    if (cpu_get_features()->avx512f) return argmax_avx512(logits, n_vocab);
+    if (kernel_avx512_active()) return argmax_avx512(logits, n_vocab); // (the same index as the scan below)
 #endif
     int32_t best = 0;
     for (int32_t i = 1; i < n_vocab; i++)

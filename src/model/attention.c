@@ -14,13 +14,16 @@
 // VM without AMX (BENCHMARKS.md): attention ~22% -> ~17% of the samples.
 //
 // Every number is computed in an order fixed by its own row and key only:
-// score (row, j) = multiply-add chain over dimensions 0..d-1 from 0, times the
-// scale; softmax over the row's own n keys; output element = multiply-add
-// chain over keys 0..n-1 from 0, times 1 / sum.  How rows and heads are grouped into calls or
-// registers never changes a bit, so a token's attention is the same in any
-// batch, in prefill or in decode (the Q8 path's batch invariance rests on it).
-// The C and AVX-512 versions differ only in the softmax's summation order and
-// exp (both ~1 ulp).  K and V are fp32 or fp16 (converted as they load).
+// score (row, j) = fused multiply-add chain over dimensions 0..d-1 from 0,
+// times the scale; softmax over the row's own n keys: m = max, p_j =
+// as_exp(s_j - m), sum = the p_j in model_sum16's order (16 interleaved
+// partial sums, one fixed tree); output element = fused multiply-add chain
+// p_j V_j over keys 0..n-1 from 0, times 1 / sum.  How rows and heads are
+// grouped into calls or registers never changes a bit, so a token's attention
+// is the same in any batch, in prefill or in decode (the Q8 path's batch
+// invariance rests on it), and the generic C, AVX2 and AVX-512 codes give the
+// same bits (fmaf where the vectors fuse; vexp.h's one exp).  K and V are fp32
+// or fp16 (converted exactly as they load).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +32,7 @@
 #include "model/model_internal.h"
 #include "tensor/bf16_x86.h"
 #include "tensor/gemm.h"
+#include "tensor/kernels_impl.h"
 #include "tensor/lanes_x86.h"
 #include "tensor/transpose_x86.h"
 #include "tensor/quant.h"
@@ -56,16 +60,16 @@ static void attention_rows_c(const model_attn_args *a) {
             for (int32_t j = 0; j < n; j++) {
                 const int64_t kt = (int64_t)(j / KV_TILE) * a->k_tile_stride + j % KV_TILE;
                 float acc = 0.0f;
-                for (int e = 0; e < d; e++) acc += q[e] * kv_at(a->k, kt + e * KV_TILE, a->f16);
+                for (int e = 0; e < d; e++) acc = fmaf(q[e], kv_at(a->k, kt + e * KV_TILE, a->f16), acc);
                 s[j] = acc * a->scale;
                 mx = s[j] > mx ? s[j] : mx;
             }
-            float sum = 0.0f;
-            for (int32_t j = 0; j < n; j++) sum += s[j] = expf(s[j] - mx);
-            const float inv = 1.0f / sum;
+            float part[16] = {0};
+            for (int32_t j = 0; j < n; j++) part[j % 16] += s[j] = as_expf(s[j] - mx);
+            const float inv = 1.0f / model_sum16(part);
             for (int e = 0; e < d; e++) {
                 float acc = 0.0f;
-                for (int32_t j = 0; j < n; j++) acc += s[j] * kv_at(a->v, (int64_t)j * a->v_stride + e, a->f16);
+                for (int32_t j = 0; j < n; j++) acc = fmaf(s[j], kv_at(a->v, (int64_t)j * a->v_stride + e, a->f16), acc);
                 out[e] = acc * inv;
             }
         }
@@ -207,7 +211,7 @@ ATTN_TARGET static void values_dispatch(const float *p, int64_t p_stride, const 
     }
 }
 
-// s[0..n) <- e^(s - max); returns 1 / sum.  Lane-wise sums in a fixed order for a given n.
+// s[0..n) <- e^(s - max); returns 1 / sum (model_sum16's order: p_j in lane j % 16).
 ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     __m512 vmx = _mm512_set1_ps(-INFINITY);
     int32_t j = 0;
@@ -217,16 +221,16 @@ ATTN_TARGET static float softmax_exp512(float *s, int32_t n) {
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
     __m512 vsum = _mm512_setzero_ps();
     for (j = 0; j + 16 <= n; j += 16) {
-        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
+        const __m512 e = as_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
         _mm512_storeu_ps(s + j, e);
         vsum = _mm512_add_ps(vsum, e);
     }
     if (tail) {
-        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), mx));
+        const __m512 e = as_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), mx));
         _mm512_mask_storeu_ps(s + j, tail, e);
         vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
     }
-    return 1.0f / _mm512_reduce_add_ps(vsum);
+    return 1.0f / model_sum16_512(vsum);
 }
 
 // The softmax of softmax_exp512 over the scores s[0..n) times scale, in one
@@ -245,18 +249,18 @@ ATTN_TARGET static float softmax_bf16(const float *s, int32_t n, float scale, ui
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
     __m512 vsum = _mm512_setzero_ps();
     for (j = 0; j + 16 <= n; j += 16) {
-        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + j), vs), mx));
+        const __m512 e = as_exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + j), vs), mx));
         _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(e));
         vsum = _mm512_add_ps(vsum, e);
     }
     if (tail) {
-        const __m512 e = model_exp512(_mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + j), vs), mx));
+        const __m512 e = as_exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + j), vs), mx));
         _mm256_storeu_si256((__m256i *)(p + j), as_bf16x16(_mm512_maskz_mov_ps(tail, e)));
         vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
         j += 16;
     }
     for (; j < n32; j += 16) _mm256_storeu_si256((__m256i *)(p + j), _mm256_setzero_si256());
-    return n ? 1.0f / _mm512_reduce_add_ps(vsum) : 0.0f;
+    return n ? 1.0f / model_sum16_512(vsum) : 0.0f;
 }
 
 // Lines prefetched while one block of scores is computed: the values of its
@@ -328,9 +332,9 @@ ATTN_TARGET static void attention_rows_avx512(const model_attn_args *a) {
 // registers, blocks of up to G2MAX query vectors share every loaded key, and
 // the values go 16 dimensions at a time for up to VG2 vectors.  Every number
 // in the same order as above (scores: multiply-add chain over dimensions from
-// 0, times the scale; outputs: chain over keys from 0, times 1 / sum), so the
-// same bits as the AVX-512 code except the softmax's sum, which adds 8-lane
-// partial sums (~1 ulp).  Without it an AVX2 CPU ran the generic C loops: q8
+// 0, times the scale; the softmax's sum in 16 lanes, two registers; outputs:
+// chain over keys from 0, times 1 / sum), so the same bits as the AVX-512
+// code.  Without it an AVX2 CPU ran the generic C loops: q8
 // prefill of 512 tokens at 73 tok/s instead of ~1000 (dev VM, capped to AVX2).
 #define ATTN2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define G2MAX 6 // query vectors per scores block: 12 accumulators
@@ -371,7 +375,8 @@ ATTN2_TARGET static void scores2(const float *qT, int d, const void *k, int64_t 
     switch (G) { SCORES2_CASE(1) SCORES2_CASE(2) SCORES2_CASE(3) SCORES2_CASE(4) SCORES2_CASE(5) SCORES2_CASE(6) default: break; }
 }
 
-// s[0..n) <- e^(s - max); returns 1 / sum (n >= 1).
+// s[0..n) <- e^(s - max); returns 1 / sum (n >= 1): softmax_exp512's
+// operations, its 16 lanes as lanes 0-7 and 8-15 of two registers.
 ATTN2_TARGET static float softmax_exp256(float *s, int32_t n) {
     __m256 vmx = _mm256_set1_ps(-INFINITY);
     int32_t j = 0;
@@ -381,21 +386,22 @@ ATTN2_TARGET static float softmax_exp256(float *s, int32_t n) {
     float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
     for (int32_t i = j; i < n; i++) mx = s[i] > mx ? s[i] : mx;
     const __m256 vm = _mm256_set1_ps(mx);
-    __m256 vsum = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= n; j += 8) {
-        const __m256 e = model_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-        _mm256_storeu_ps(s + j, e);
-        vsum = _mm256_add_ps(vsum, e);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        const __m256 e0 = as_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)), e1 = as_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vm));
+        _mm256_storeu_ps(s + j, e0);
+        _mm256_storeu_ps(s + j + 8, e1);
+        lo = _mm256_add_ps(lo, e0);
+        hi = _mm256_add_ps(hi, e1);
     }
-    if (j < n) {
+    for (int h = 0; j < n; j += 8, h++) { // the tail: up to two masked halves
         const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        const __m256 e = _mm256_and_ps(model_exp256(_mm256_sub_ps(_mm256_maskload_ps(s + j, lanes), vm)), _mm256_castsi256_ps(lanes));
+        const __m256 e = _mm256_and_ps(as_exp8(_mm256_sub_ps(_mm256_maskload_ps(s + j, lanes), vm)), _mm256_castsi256_ps(lanes));
         _mm256_maskstore_ps(s + j, lanes, e);
-        vsum = _mm256_add_ps(vsum, e);
+        if (h == 0) lo = _mm256_add_ps(lo, e);
+        else hi = _mm256_add_ps(hi, e);
     }
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    return 1.0f / _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+    return 1.0f / model_sum16_256(lo, hi);
 }
 
 // out[g][0..16) = inv[g] sum_{j < n[g]} p[g][j] V[j][0..16) for GC vectors
@@ -656,8 +662,7 @@ bool model_attention_avx512_usable(int d) {
 
 bool model_attention_avx2_usable(int d) {
 #ifdef ATTN_X86
-    const cpu_features *f = cpu_get_features();
-    return d % 16 == 0 && d <= ATTN_D_MAX && f->avx2 && f->fma && f->f16c;
+    return d % 16 == 0 && d <= ATTN_D_MAX && kernel_current_isa() >= KERNEL_ISA_AVX2; // (the ISA implies AVX2, FMA, F16C)
 #else
     (void)d;
     return false;

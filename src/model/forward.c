@@ -23,6 +23,8 @@
 #include "model/model_internal.h"
 #include "tensor/bf16_x86.h"
 #include "tensor/gemm.h"
+#include "tensor/kernels_impl.h"
+#include "tensor/lanes_x86.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
 #include "util/common.h"
@@ -97,59 +99,154 @@ typedef struct model_scratch {
     float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): outputs of the fused matmuls
 } model_scratch;
 
-// ---- element-wise kernels: generic C and AVX2/FMA ----
+// ---- element-wise kernels: generic C, AVX2/FMA and AVX-512 ----
+//
+// Each does the same operations on each element in the same order (fmaf in
+// the C code exactly where the vectors fuse), and sums in model_sum16's order,
+// so the three give the same bits (README: bitwise reproducible across CPUs).
 
-// out <- act(g) * u: SiLU(g) = g / (1 + e^-g); GELU(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
-// out may be g.
+// out <- act(g) * u with act(x) = x / (1 + e^t): SiLU, t = -x; tanh-GELU
+// x/2 (1 + tanh y), y = sqrt(2/pi) (x + 0.044715 x^3), written with
+// t = -2y since (1 + tanh y) / 2 = 1 / (1 + e^-2y): t = k2 fma(c x, x x, x),
+// k2 = -2 sqrt(2/pi).  out may be g.
+#define GLU_K2 (-2.0f * 0.7978845608028654f)
+#define GLU_C 0.044715f
 static void glu_c(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    if (gelu) {
-        const float k = 0.7978845608028654f; // sqrt(2 / pi)
-        for (int64_t i = 0; i < n; i++) {
-            const float x = g[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))) * u[i];
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        const float t = gelu ? GLU_K2 * fmaf(GLU_C * x, x * x, x) : 0.0f - x;
+        out[i] = x / (1.0f + as_expf(t)) * u[i];
     }
 }
 
 #ifdef MODEL_X86
-// SiLU(g) = g / (1 + e^-g);  tanh-GELU written as g / (1 + e^-2y), y = sqrt(2/pi) (g + 0.044715 g^3),
-// since (1 + tanh y) / 2 = 1 / (1 + e^-2y).
 __attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    const __m256 one = _mm256_set1_ps(1.0f), k2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f), k2 = _mm256_set1_ps(GLU_K2), c = _mm256_set1_ps(GLU_C);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_loadu_ps(g + i);
         __m256 t;
-        if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x)); // -2y
+        if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x));
         else t = _mm256_sub_ps(_mm256_setzero_ps(), x);
-        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, model_exp256(t)));
+        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, as_exp8(t)));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
     }
     glu_c(out + i, g + i, u + i, n - i, gelu);
 }
 
-// glu_avx2 16 lanes wide: the same operations on each lane, so the same bits.
+// glu_avx2 16 lanes wide.
 __attribute__((target("avx2,fma,avx512f"))) static void glu_avx512(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    const __m512 one = _mm512_set1_ps(1.0f), k2 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
+    const __m512 one = _mm512_set1_ps(1.0f), k2 = _mm512_set1_ps(GLU_K2), c = _mm512_set1_ps(GLU_C);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 x = _mm512_loadu_ps(g + i);
         __m512 t;
         if (gelu) t = _mm512_mul_ps(k2, _mm512_fmadd_ps(_mm512_mul_ps(c, x), _mm512_mul_ps(x, x), x));
         else t = _mm512_sub_ps(_mm512_setzero_ps(), x);
-        const __m512 act = _mm512_div_ps(x, _mm512_add_ps(one, model_exp512(t)));
+        const __m512 act = _mm512_div_ps(x, _mm512_add_ps(one, as_exp16(t)));
         _mm512_storeu_ps(out + i, _mm512_mul_ps(act, _mm512_loadu_ps(u + i)));
     }
     glu_avx2(out + i, g + i, u + i, n - i, gelu);
 }
 #endif
 
-static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps);
+// out = x / sqrt(mean(x^2) + eps) * w.  The sum of squares in double (C can
+// be thousands; the products x^2 are exact in double, so fused or not they
+// add the same), over 16 lanes in model_sum16's order.
+static inline double rms_sum16_c(const double l[16]) {
+    double s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    for (int i = 0; i < 2; i++) s2[i] = s4[i] + s4[i + 2];
+    return s2[0] + s2[1];
+}
+
+static inline float rms_scale(double ss, int64_t C, float eps) { return (float)(1.0 / sqrt(ss / (double)C + (double)eps)); }
+
+static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps) {
+    double l[16] = {0};
+    for (int64_t i = 0; i < C; i++) l[i % 16] += (double)x[i] * (double)x[i];
+    const float r = rms_scale(rms_sum16_c(l), C, eps);
+    for (int64_t i = 0; i < C; i++) out[i] = x[i] * r * w[i];
+}
+
 #ifdef MODEL_X86
-static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps);
+// Lanes 0-3, 4-7, 8-11, 12-15 in a[0..4).
+__attribute__((target("avx2,fma"))) static void rmsnorm_avx2(float *out, const float *x, const float *w, int64_t C, float eps) {
+    __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    int64_t i = 0;
+    for (; i + 16 <= C; i += 16)
+        for (int k = 0; k < 4; k++) {
+            const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * k));
+            a[k] = _mm256_fmadd_pd(v, v, a[k]);
+        }
+    for (int k = 0; i < C; k++, i += 4) { // the tail, 4 lanes at a time (masked)
+        const __m128i lanes = _mm_cmpgt_epi32(_mm_set1_epi32((int)(C - i)), _mm_setr_epi32(0, 1, 2, 3));
+        const __m256d v = _mm256_cvtps_pd(_mm_maskload_ps(x + i, lanes));
+        a[k] = _mm256_fmadd_pd(v, v, a[k]);
+    }
+    const __m256d s8lo = _mm256_add_pd(a[0], a[2]), s8hi = _mm256_add_pd(a[1], a[3]); // s8[0..4), s8[4..8)
+    const __m256d s4 = _mm256_add_pd(s8lo, s8hi);
+    const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    const float r = rms_scale(_mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2))), C, eps);
+    const __m256 vr = _mm256_set1_ps(r);
+    for (i = 0; i + 8 <= C; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vr), _mm256_loadu_ps(w + i)));
+    for (; i < C; i++) out[i] = x[i] * r * w[i];
+}
+
+// Lanes 0-7 in a0, 8-15 in a1.
+__attribute__((target("avx2,fma,avx512f"))) static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= C; i += 16) {
+        const __m512d lo = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), hi = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a1 = _mm512_fmadd_pd(hi, hi, a1);
+    }
+    if (i < C) { // masked tail
+        const __m512 v = _mm512_maskz_loadu_ps(as_lanes16(C - i), x + i);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a1 = _mm512_fmadd_pd(hi, hi, a1);
+    }
+    const __m512d s8 = _mm512_add_pd(a0, a1);
+    const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(s8), _mm512_extractf64x4_pd(s8, 1));
+    const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    const float r = rms_scale(_mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2))), C, eps);
+    const __m512 vr = _mm512_set1_ps(r);
+    for (i = 0; i + 16 <= C; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vr), _mm512_loadu_ps(w + i)));
+    if (i < C) {
+        const __mmask16 m = as_lanes16(C - i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vr), _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
 #endif
+
+// The codes the current kernel ISA allows (kernel_avx512_active: AVX-512 F,
+// unless ALPHASPIN_KERNEL_ISA / kernel_force_isa caps it below; the avx2 ISA
+// implies AVX2 and FMA).  Chosen at every forward pass, so a forced ISA
+// takes effect at once.
+static glu_fn glu_select(void) {
+#ifdef MODEL_X86
+    if (kernel_avx512_active()) return glu_avx512;
+    if (kernel_current_isa() >= KERNEL_ISA_AVX2) return glu_avx2;
+#endif
+    return glu_c;
+}
+
+static rmsnorm_fn rmsnorm_select(void) {
+#ifdef MODEL_X86
+    if (kernel_avx512_active()) return rmsnorm_avx512;
+    if (kernel_current_isa() >= KERNEL_ISA_AVX2) return rmsnorm_avx2;
+#endif
+    return rmsnorm_c;
+}
+
+void model_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) { rmsnorm_select()(out, x, w, C, eps); }
+void model_glu(float *out, const float *g, const float *u, int64_t n, bool gelu) { glu_select()(out, g, u, n, gelu); }
 
 // ---- scratch ----
 
@@ -174,19 +271,12 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->inv_freq = as_malloc(sizeof(double) * (size_t)AS_MAX(half, 1));
         for (int i = 0; i < half; i++)
             s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
-        s->glu = glu_c;
-        s->rmsnorm = rmsnorm_c;
-#ifdef MODEL_X86
-        // ALPHASPIN_KERNEL_ISA=scalar (the kernels' switch) also selects the
-        // generic attention here, so the C path is testable on any machine.
-        const char *isa = getenv("ALPHASPIN_KERNEL_ISA");
-        const bool scalar = isa && !strcmp(isa, "scalar");
-        if (!scalar && cpu_get_features()->avx2 && cpu_get_features()->fma) s->glu = glu_avx2;
-        if (!scalar && kernel_avx512_active()) s->rmsnorm = rmsnorm_avx512;
-        if (!scalar && kernel_avx512_active() && s->glu == glu_avx2) s->glu = glu_avx512;
-        s->attn_simd = !scalar && (model_attention_avx512_usable(c->head_dim) || model_attention_avx2_usable(c->head_dim));
-#endif
     }
+    // The SIMD codes of this ISA (a forced one included: ALPHASPIN_KERNEL_ISA=scalar
+    // runs the generic C loops, so they are testable on any machine).
+    s->glu = glu_select();
+    s->rmsnorm = rmsnorm_select();
+    s->attn_simd = model_attention_avx512_usable(c->head_dim) || model_attention_avx2_usable(c->head_dim);
     if (n_tokens > s->cap) {
         int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
         const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
@@ -224,36 +314,6 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
     }
     return s;
 }
-
-// ---- element-wise layers ----
-
-// out = x / sqrt(mean(x^2) + eps) * w   (sum of squares in double: C can be thousands)
-static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
-    const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
-    for (int64_t i = 0; i < C; i++) out[i] = x[i] * r * w[i];
-}
-
-#ifdef MODEL_X86
-// The same with 8 double lanes (then summed in a fixed order) and 16-float products.
-__attribute__((target("avx2,fma,avx512f"))) static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16) {
-        const __m512d lo = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), hi = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
-        a0 = _mm512_fmadd_pd(lo, lo, a0);
-        a1 = _mm512_fmadd_pd(hi, hi, a1);
-    }
-    double ss = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-    for (int64_t j = i; j < C; j++) ss += (double)x[j] * x[j];
-    const float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
-    const __m512 vr = _mm512_set1_ps(r);
-    for (i = 0; i + 16 <= C; i += 16)
-        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vr), _mm512_loadu_ps(w + i)));
-    for (; i < C; i++) out[i] = x[i] * r * w[i];
-}
-#endif
 
 // ---- the bf16 tiles of the cache (model.h) ----
 

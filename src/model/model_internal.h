@@ -8,44 +8,40 @@
 struct model_scratch;
 void model_scratch_free(struct model_scratch *s);
 
+#include "tensor/vexp.h"
+
+// ---- one summation order on every ISA (README: bitwise reproducible) ----
+//
+// A sum of many terms in the model's own loops (softmax denominators, RMSNorm's
+// sum of squares) runs as 16 interleaved partial sums: term j goes to lane
+// j % 16, each lane adds its terms in increasing j from +0, and a lane past
+// the end of the data simply receives nothing (as a masked lane of the
+// vectors).  The 16 lanes are then added by one fixed tree:
+//   s8[i] = l[i] + l[i + 8],  s4[i] = s8[i] + s8[i + 4],  s2[i] = s4[i] + s4[i + 2],  sum = s2[0] + s2[1]
+// The AVX-512 code holds the 16 lanes in one register, the AVX2 code lanes
+// 0-7 and 8-15 in two, the generic C code in an array: the same bits on
+// every path.  (A partial sum that starts at +0 never becomes -0, so the
+// zero terms of masked tails change nothing.)
+static inline float model_sum16(const float l[16]) {
+    float s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    for (int i = 0; i < 2; i++) s2[i] = s4[i] + s4[i + 2];
+    return s2[0] + s2[1];
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-// e^x, 16 lanes: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split
-// in two for exactness) in [-ln2/2, ln2/2], e^r from Cephes' degree-6 expf
-// polynomial (~1 ulp); x clamped to [-87, 88] so 2^n stays a normal float: in
-// softmax (x <= 0 after the max is subtracted) e^-87 ~ 1e-38 is nothing next
-// to the maximum's e^0 = 1; in SiLU/GELU the clamp only touches terms that are
-// already 0 or 1 to float precision.
-// model_exp256 is the same on 8 lanes (2^n built from the exponent bits
-// instead of scalef), so the same bits.
-__attribute__((target("avx2,fma"))) static inline __m256 model_exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)); // 1 + r + r^2 P(r)
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+// model_sum16 of lanes 0-7 (lo) and 8-15 (hi).
+__attribute__((target("avx2"))) static inline float model_sum16_256(__m256 lo, __m256 hi) {
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
-__attribute__((target("avx2,fma,avx512f"))) static inline __m512 model_exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f)); // 1 + r + r^2 P(r)
-    return _mm512_scalef_ps(p, n);
+// model_sum16 of the 16 lanes of v.
+__attribute__((target("avx2,avx512f"))) static inline float model_sum16_512(__m512 v) {
+    return model_sum16_256(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 #endif
 
@@ -86,7 +82,18 @@ typedef struct model_attn_args {
 #define MODEL_ATTN_SCORE_ROWS 12
 void model_attention_rows(const model_attn_args *a, bool simd);
 bool model_attention_avx512_usable(int d); // this CPU and head size can take the AVX-512 code (kernel_avx512_active)
-bool model_attention_avx2_usable(int d);   // ... the AVX2 code (used where the AVX-512 code is not)
+bool model_attention_avx2_usable(int d);   // ... the AVX2 code (used where the AVX-512 code is not; ISA avx2 or above)
 bool model_attention_amx_usable(int d);    // ... and the AMX-BF16 code
+
+
+// The element-wise layers of the forward pass (forward.c) on the code the
+// current kernel ISA allows (kernel_force_isa, ALPHASPIN_KERNEL_ISA): the same
+// bits from every code.
+//   model_rmsnorm: out = x / sqrt(mean(x^2) + eps) * w (the mean in double,
+//     model_sum16's order over 16 double lanes; Gemma's 1 + w is in w already)
+//   model_glu: out = act(g) * u, act = SiLU or tanh-GELU, both as
+//     x / (1 + e^t) (t = -x, or -2 sqrt(2/pi) (x + 0.044715 x^3)), e^t = as_expf's
+void model_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps);
+void model_glu(float *out, const float *g, const float *u, int64_t n, bool gelu);
 
 #endif

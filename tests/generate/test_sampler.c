@@ -10,6 +10,8 @@
 #include <math.h>
 
 #include "generate/sampler.h"
+#include "tensor/kernels_impl.h"
+#include "tensor/vexp.h"
 #include "util/common.h"
 
 // ---- independent reference ----
@@ -401,6 +403,74 @@ static void test_params_check(void **st) {
     assert_int_equal(sampler_init(&s, &ok, 0), -1);
 }
 
+// The same candidates, probabilities and draws under every ISA this CPU has
+// (kernel_force_isa; README: bitwise reproducible across CPUs): the chain is
+// plain scalar code in a fixed order, and its exp is vexp.h's as_expf (not
+// libm's expf, which may differ between CPUs and builds): the probabilities
+// are checked against it bit for bit.
+static void test_isa_invariant(void **st) {
+    (void)st;
+    enum { V = 49152, DRAWS = 100 };
+    float *logits = malloc(V * sizeof *logits);
+    fill_normal(logits, V, 2.5, 41);
+    for (int i = 0; i < V; i += 1000) logits[i] = logits[7]; // ties
+    const sampler_params ps[] = {
+        {0.7f, 0, 0.9f, 0.02f, 1.3f, 64, 5},   // no top_k: top_p by quickselect over the whole vocabulary
+        {1.0f, 40, 0.95f, 0.05f, 1.0f, 64, 6}, // the defaults' chain
+        {1.3f, 0, 1.0f, 0.0f, 1.1f, -1, 7},    // plain softmax, penalty over the whole history
+    };
+    int32_t ref_ids[3][DRAWS], ids[DRAWS];
+    float *ref_p[3] = {0};
+    int64_t ref_n[3] = {0};
+    int n_isa = 0;
+    for (int isa = KERNEL_ISA_SCALAR; isa < KERNEL_ISA_COUNT; isa++) {
+        if (kernel_force_isa((kernel_isa)isa) != AS_OK) {
+            fprintf(stderr, "  ISA %s: not on this CPU, skipped\n", kernel_isa_name((kernel_isa)isa));
+            continue;
+        }
+        for (size_t k = 0; k < AS_ARRAY_LEN(ps); k++) {
+            sampler s;
+            assert_int_equal(sampler_init(&s, &ps[k], V), 0);
+            int32_t hist[8] = {3, 1000, 2000, 5, 3, 40000, 7, 9};
+            const int64_t n = sampler_distribution(&s, logits, hist, 8);
+            float *p = malloc(sizeof(float) * 2 * (size_t)n);
+            for (int64_t i = 0; i < n; i++) p[2 * i] = (float)s.cand[i].id, p[2 * i + 1] = s.cand[i].p;
+            if (n_isa == 0) {
+                // The probabilities are as_expf's: p_i = (float)(e_i / sum e), e_i = as_expf(l_i - max).
+                float mx = -INFINITY;
+                for (int64_t i = 0; i < n; i++) mx = fmaxf(mx, s.cand[i].logit);
+                double sum = 0;
+                for (int64_t i = 0; i < n; i++) sum += as_expf(s.cand[i].logit - mx);
+                for (int64_t i = 0; i < n; i++) {
+                    const float want = (float)(as_expf(s.cand[i].logit - mx) / sum);
+                    if (memcmp(&want, &s.cand[i].p, sizeof want)) fail_msg("params %zu: candidate %lld's p %.9g, as_expf gives %.9g", k, (long long)i, s.cand[i].p, want);
+                }
+                ref_p[k] = p, ref_n[k] = n;
+            } else {
+                assert_int_equal(n, ref_n[k]);
+                if (memcmp(p, ref_p[k], sizeof(float) * 2 * (size_t)n)) fail_msg("params %zu: ISA %s's candidates differ", k, kernel_isa_name((kernel_isa)isa));
+                free(p);
+            }
+            assert_int_equal(sampler_reset(&s, &ps[k]), 0);
+            for (int i = 0; i < DRAWS; i++) ids[i] = sampler_sample(&s, logits, ids, i);
+            if (n_isa == 0) memcpy(ref_ids[k], ids, sizeof ids);
+            else if (memcmp(ref_ids[k], ids, sizeof ids)) fail_msg("params %zu: ISA %s draws other tokens", k, kernel_isa_name((kernel_isa)isa));
+            sampler_free(&s);
+        }
+        // argmax: ties to the lowest index on every ISA's code.
+        float *t = malloc(V * sizeof *t);
+        for (int i = 0; i < V; i++) t[i] = (float)(i % 97) * 0.25f;
+        t[12345] = t[33333] = t[49151] = 1000.0f;
+        assert_int_equal(sampler_argmax(t, V), 12345);
+        assert_int_equal(sampler_argmax(t, 33334 - 16 + 3), 12345);
+        free(t);
+        n_isa++;
+    }
+    kernel_force_isa(KERNEL_ISA_AUTO);
+    for (size_t k = 0; k < AS_ARRAY_LEN(ps); k++) free(ref_p[k]);
+    free(logits);
+}
+
 static void test_logprob(void **st) {
     (void)st;
     const float l[4] = {1.0f, 2.0f, -3.0f, 0.5f};
@@ -422,6 +492,7 @@ int main(void) {
         cmocka_unit_test(test_seed_reproducible),
         cmocka_unit_test(test_params_check),
         cmocka_unit_test(test_logprob),
+        cmocka_unit_test(test_isa_invariant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
