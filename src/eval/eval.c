@@ -89,8 +89,7 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
     cJSON *c = cJSON_AddObjectToObject(configs, t->name);
     cJSON_AddStringToObject(c, "task", t->name);
     cJSON_AddStringToObject(c, "task_file", t->path ? t->path : "");
-    cJSON_AddStringToObject(c, "output_type", t->kind == EVAL_TASK_MULTIPLE_CHOICE ? "multiple_choice"
-                                              : t->kind == EVAL_TASK_GENERATE_UNTIL ? "generate_until" : "mt_bench");
+    cJSON_AddStringToObject(c, "output_type", eval_task_kind_name(t->kind));
     cJSON_AddStringToObject(c, "data", t->data);
     cJSON_AddStringToObject(c, "data_dir", data_dir);
     cJSON_AddStringToObject(c, "fewshot_split", t->fewshot_data ? t->fewshot_data : "the evaluated split, the item itself excluded");
@@ -297,6 +296,260 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
     return AS_OK;
 }
 
+// ---- lm-eval's sample log ----
+
+// One line of lm-eval's samples_<task>.jsonl (EvaluationTracker's layout:
+// arguments as {"gen_args_i": {"arg_j": ..}}, responses as Python's str() of
+// each value, the hashes lm-eval writes), with "task" and the token ids
+// ("tokens": per request {"context": [..], "continuation": [..]}) added.
+typedef struct sample_line {
+    const char *task;
+    int64_t doc_id;
+    const cJSON *doc;
+    const char *target;  // str(target)
+    cJSON *arguments;    // consumed
+    const char *prompt;  // arguments' first string (prompt_hash)
+    cJSON *resps, *filtered_resps; // consumed
+    const char *filter;
+    cJSON *metrics;      // {name: value}, consumed
+    cJSON *tokens;       // consumed, may be NULL
+} sample_line;
+
+static void sample_write(FILE *f, sample_line *l) {
+    cJSON *rec = cJSON_CreateObject();
+    cJSON_AddNumberToObject(rec, "doc_id", (double)l->doc_id);
+    cJSON_AddItemToObject(rec, "doc", cJSON_Duplicate(l->doc, true));
+    cJSON_AddStringToObject(rec, "target", l->target);
+    cJSON_AddItemToObject(rec, "arguments", l->arguments);
+    cJSON_AddItemToObject(rec, "resps", l->resps);
+    cJSON_AddItemToObject(rec, "filtered_resps", l->filtered_resps);
+    cJSON_AddStringToObject(rec, "filter", l->filter);
+    cJSON *names = cJSON_AddArrayToObject(rec, "metrics");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, l->metrics) cJSON_AddItemToArray(names, cJSON_CreateString(m->string));
+    char h[65];
+    char *dumped = eval_py_json_dumps(l->doc);
+    eval_sha256_hex(dumped, h);
+    free(dumped);
+    cJSON_AddStringToObject(rec, "doc_hash", h);
+    eval_sha256_hex(l->prompt, h);
+    cJSON_AddStringToObject(rec, "prompt_hash", h);
+    eval_sha256_hex(l->target, h);
+    cJSON_AddStringToObject(rec, "target_hash", h);
+    while (l->metrics->child) {
+        cJSON *v = cJSON_DetachItemViaPointer(l->metrics, l->metrics->child);
+        char *k = as_strdup(v->string);
+        cJSON_AddItemToObject(rec, k, v);
+        free(k);
+    }
+    cJSON_Delete(l->metrics);
+    cJSON_AddStringToObject(rec, "task", l->task);
+    if (l->tokens) cJSON_AddItemToObject(rec, "tokens", l->tokens);
+    char *line = as_json_print(rec, false);
+    fprintf(f, "%s\n", line);
+    free(line);
+    cJSON_Delete(rec);
+}
+
+// {"gen_args_i": {"arg_0": ctx, "arg_1": cont}} of n string pairs (cont NULL: one argument).
+static cJSON *sample_arguments(char *const *ctx, char *const *cont, int32_t n) {
+    cJSON *a = cJSON_CreateObject();
+    for (int32_t i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "gen_args_%d", i);
+        cJSON *g = cJSON_AddObjectToObject(a, k);
+        cJSON_AddStringToObject(g, "arg_0", ctx[i]);
+        if (cont) cJSON_AddStringToObject(g, "arg_1", cont[i]);
+    }
+    return a;
+}
+
+static cJSON *py_float_json(double x) {
+    char f[32];
+    eval_py_float(x, f);
+    return cJSON_CreateString(f);
+}
+
+// [str(ll), str(is_greedy)]: a loglikelihood response as lm-eval logs it.
+static cJSON *ll_resp(double ll, bool greedy) {
+    cJSON *r = cJSON_CreateArray();
+    cJSON_AddItemToArray(r, py_float_json(ll));
+    cJSON_AddItemToArray(r, cJSON_CreateString(greedy ? "True" : "False"));
+    return r;
+}
+
+static cJSON *token_pair(const int32_t *toks, int32_t n, int32_t n_ctx) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "context", cJSON_CreateIntArray(toks, n_ctx));
+    cJSON_AddItemToObject(o, "continuation", cJSON_CreateIntArray(toks + n_ctx, n - n_ctx));
+    return o;
+}
+
+// ---- loglikelihood: one continuation (LAMBADA) ----
+
+int eval_run_loglik(const eval_task *t, const eval_subset *sub, const eval_options *o, eval_loglik_fn fn, void *user,
+                    cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
+    const int32_t shots = o->shots >= 0 ? o->shots : t->num_fewshot;
+    const cJSON *pool = sub->fewshot ? sub->fewshot : sub->docs;
+    const int64_t n_pool = cJSON_GetArraySize(pool), n = n_eval_items(sub, o), off = o->offset;
+    if (n == 0) return as_error("%s: --offset %lld is past the last item", t->name, (long long)off);
+    char **examples = NULL;
+    if (shots > 0 && render_examples(t, pool, &examples) != AS_OK) return AS_FAIL;
+    as_rng rng;
+    as_rng_seed(&rng, o->seed);
+    skip_fewshot_draws(t, sub, n_pool, shots, &rng, o);
+    double *ll = as_calloc((size_t)n, sizeof *ll), *acc = as_calloc((size_t)n, sizeof *acc);
+    progress pr = {.task = t->name, .t0 = as_time(), .total = n, .on = o->progress};
+    int rc = AS_OK;
+    for (int64_t i0 = 0; i0 < n && rc == AS_OK; i0 += MC_CHUNK) {
+        const int64_t nb = AS_MIN(n, i0 + MC_CHUNK) - i0;
+        eval_doc docs[MC_CHUNK];
+        eval_mc_item items[MC_CHUNK];
+        char *ctx[MC_CHUNK], *cont[MC_CHUNK];
+        double ll1[MC_CHUNK];
+        bool greedy[MC_CHUNK];
+        int32_t *toks[MC_CHUNK], n_toks[MC_CHUNK], n_ctx_toks[MC_CHUNK];
+        memset(docs, 0, sizeof docs), memset(ctx, 0, sizeof ctx), memset(cont, 0, sizeof cont), memset(toks, 0, sizeof toks);
+        int64_t j = 0;
+        for (; j < nb; j++) {
+            const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)(off + i0 + j));
+            if ((rc = eval_doc_render(t, doc, off + i0 + j, &docs[j])) != AS_OK) break;
+            char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : off + i0 + j, t->path ? t->path : t->name);
+            if (!pf) { rc = AS_FAIL; break; }
+            ctx[j] = as_malloc(strlen(pf) + strlen(docs[j].text) + 1);
+            sprintf(ctx[j], "%s%s", pf, docs[j].text);
+            free(pf);
+            // lm-eval's loglikelihood request: (context, doc_to_target), no delimiter.
+            cont[j] = as_strdup(docs[j].target);
+            items[j] = (eval_mc_item){.n_choices = 1, .ctx = &ctx[j], .cont = &cont[j], .ll = &ll1[j], .greedy = &greedy[j]};
+            if (samples) items[j].tokens = &toks[j], items[j].n_tokens = &n_toks[j], items[j].n_ctx_tokens = &n_ctx_toks[j];
+        }
+        if (rc == AS_OK) rc = fn(user, items, nb);
+        for (int64_t k = 0; k < j; k++) {
+            if (rc == AS_OK) {
+                ll[i0 + k] = ll1[k], acc[i0 + k] = greedy[k];
+                if (samples) {
+                    cJSON *resps = cJSON_CreateArray(), *one = cJSON_CreateArray(), *filtered = cJSON_CreateArray();
+                    cJSON_AddItemToArray(one, ll_resp(ll1[k], greedy[k]));
+                    cJSON_AddItemToArray(resps, one);
+                    cJSON_AddItemToArray(filtered, ll_resp(ll1[k], greedy[k]));
+                    cJSON *metrics = cJSON_CreateObject();
+                    if (t->metrics & EVAL_METRIC_PERPLEXITY) cJSON_AddNumberToObject(metrics, "perplexity", ll1[k]);
+                    if (t->metrics & EVAL_METRIC_ACC) cJSON_AddNumberToObject(metrics, "acc", greedy[k]);
+                    cJSON *tk = cJSON_CreateArray();
+                    cJSON_AddItemToArray(tk, token_pair(toks[k], n_toks[k], n_ctx_toks[k]));
+                    sample_line l = {.task = t->name, .doc_id = off + i0 + k, .doc = cJSON_GetArrayItem(sub->docs, (int)(off + i0 + k)),
+                                     .target = docs[k].target, .arguments = sample_arguments(&ctx[k], &cont[k], 1),
+                                     .prompt = ctx[k], .resps = resps, .filtered_resps = filtered, .filter = "none",
+                                     .metrics = metrics, .tokens = tk};
+                    sample_write(samples, &l);
+                }
+            }
+            if (samples && rc == AS_OK) free(toks[k]);
+            free(ctx[k]), free(cont[k]);
+            eval_doc_free(&docs[k]);
+        }
+        progress_show(&pr, i0 + nb, false);
+    }
+    progress_show(&pr, rc == AS_OK ? n : 0, true);
+    free_strs(examples, shots > 0 ? n_pool : 0);
+    if (rc == AS_OK) {
+        cJSON *e = cJSON_AddObjectToObject(results, t->name);
+        cJSON_AddStringToObject(e, "alias", t->name);
+        double m_, s_;
+        if (t->metrics & EVAL_METRIC_PERPLEXITY) {
+            // lm-eval's perplexity aggregation: exp(-mean ll), stderr by bootstrap.
+            eval_mean_stderr(ll, n, &m_, &s_);
+            put_metric(e, "perplexity", "none", exp(-m_), eval_perplexity_bootstrap_stderr(ll, n, 100000));
+        }
+        if (t->metrics & EVAL_METRIC_ACC) {
+            eval_mean_stderr(acc, n, &m_, &s_);
+            put_metric(e, "acc", "none", m_, s_);
+        }
+        cJSON_AddNumberToObject(nshot, t->name, shots);
+        cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
+        cJSON_AddNumberToObject(ns, "original", cJSON_GetArraySize(sub->docs));
+        cJSON_AddNumberToObject(ns, "effective", (double)n);
+    }
+    free(ll), free(acc);
+    return rc;
+}
+
+// ---- loglikelihood_rolling: whole documents (perplexity) ----
+
+int eval_run_rolling(const eval_task *t, const eval_subset *sub, const eval_options *o, const tokenizer *tok,
+                     int32_t max_len, eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples,
+                     FILE *samples) {
+    const int64_t n = n_eval_items(sub, o), off = o->offset;
+    if (n == 0) return as_error("%s: --offset %lld is past the last item", t->name, (long long)off);
+    double sum_ll = 0, sum_words = 0, sum_bytes = 0;
+    progress pr = {.task = t->name, .t0 = as_time(), .total = n, .on = o->progress};
+    const int32_t prefix = eval_prefix_token(tok);
+    int rc = AS_OK;
+    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
+        const cJSON *doc = cJSON_GetArrayItem(sub->docs, (int)(off + i));
+        eval_doc d;
+        if ((rc = eval_doc_render(t, doc, off + i, &d)) != AS_OK) break;
+        int32_t *ids = NULL;
+        size_t nid = 0;
+        // lm-eval's tok_encode(string): no special tokens (the prefix token
+        // conditions the first window).
+        rc = tokenizer_encode(tok, d.target, strlen(d.target), false, false, &ids, &nid);
+        int32_t **full = NULL, *n_full = NULL, *n_ctx = NULL;
+        const int32_t nw = rc == AS_OK ? eval_rolling_windows(ids, (int32_t)nid, prefix, max_len, &full, &n_full, &n_ctx) : 0;
+        double doc_ll = 0;
+        for (int32_t w0 = 0; w0 < nw && rc == AS_OK; w0 += MC_CHUNK) {
+            const int32_t nb = AS_MIN(nw, w0 + MC_CHUNK) - w0;
+            eval_mc_item items[MC_CHUNK];
+            double wll[MC_CHUNK];
+            for (int32_t k = 0; k < nb; k++)
+                items[k] = (eval_mc_item){.n_choices = 1, .ll = &wll[k], .tok_full = &full[w0 + k], .tok_n_full = &n_full[w0 + k],
+                                          .tok_n_ctx = &n_ctx[w0 + k]};
+            rc = fn(user, items, nb);
+            for (int32_t k = 0; k < nb && rc == AS_OK; k++) doc_ll += wll[k];
+        }
+        const double words = (double)eval_count_words(d.target), bytes = (double)strlen(d.target);
+        if (rc == AS_OK) {
+            sum_ll += doc_ll, sum_words += words, sum_bytes += bytes;
+            if (samples) {
+                cJSON *resps = cJSON_CreateArray(), *one = cJSON_CreateArray(), *filtered = cJSON_CreateArray();
+                cJSON_AddItemToArray(one, py_float_json(doc_ll));
+                cJSON_AddItemToArray(resps, one);
+                cJSON_AddItemToArray(filtered, py_float_json(doc_ll));
+                cJSON *metrics = cJSON_CreateObject();
+                const double pair_w[2] = {doc_ll, words}, pair_b[2] = {doc_ll, bytes};
+                if (t->metrics & EVAL_METRIC_WORD_PERPLEXITY) cJSON_AddItemToObject(metrics, "word_perplexity", cJSON_CreateDoubleArray(pair_w, 2));
+                if (t->metrics & EVAL_METRIC_BYTE_PERPLEXITY) cJSON_AddItemToObject(metrics, "byte_perplexity", cJSON_CreateDoubleArray(pair_b, 2));
+                if (t->metrics & EVAL_METRIC_BITS_PER_BYTE) cJSON_AddItemToObject(metrics, "bits_per_byte", cJSON_CreateDoubleArray(pair_b, 2));
+                cJSON *tk = cJSON_CreateArray();
+                for (int32_t w = 0; w < nw; w++) cJSON_AddItemToArray(tk, token_pair(full[w], n_full[w], n_ctx[w]));
+                sample_line l = {.task = t->name, .doc_id = off + i, .doc = doc, .target = d.target,
+                                 .arguments = sample_arguments(&d.target, NULL, 1), .prompt = d.target, .resps = resps,
+                                 .filtered_resps = filtered, .filter = "none", .metrics = metrics, .tokens = tk};
+                sample_write(samples, &l);
+            }
+        }
+        for (int32_t w = 0; w < nw; w++) free(full[w]);
+        free(full), free(n_full), free(n_ctx), free(ids);
+        eval_doc_free(&d);
+        progress_show(&pr, i + 1, false);
+    }
+    progress_show(&pr, rc == AS_OK ? n : 0, true);
+    if (rc != AS_OK) return AS_FAIL;
+    // lm-eval's weighted_perplexity = exp(-sum ll / sum weights) and
+    // bits_per_byte = -sum ll / (sum bytes * ln 2); it gives them no stderr.
+    cJSON *e = cJSON_AddObjectToObject(results, t->name);
+    cJSON_AddStringToObject(e, "alias", t->name);
+    if (t->metrics & EVAL_METRIC_WORD_PERPLEXITY) put_metric(e, "word_perplexity", "none", exp(-sum_ll / sum_words), NAN);
+    if (t->metrics & EVAL_METRIC_BYTE_PERPLEXITY) put_metric(e, "byte_perplexity", "none", exp(-sum_ll / sum_bytes), NAN);
+    if (t->metrics & EVAL_METRIC_BITS_PER_BYTE) put_metric(e, "bits_per_byte", "none", -sum_ll / (sum_bytes * log(2.0)), NAN);
+    cJSON_AddNumberToObject(nshot, t->name, 0);
+    cJSON *ns = cJSON_AddObjectToObject(nsamples, t->name);
+    cJSON_AddNumberToObject(ns, "original", cJSON_GetArraySize(sub->docs));
+    cJSON_AddNumberToObject(ns, "effective", (double)n);
+    return AS_OK;
+}
+
 // ---- generative exact match ----
 
 typedef struct gen_progress_ctx { progress *p; } gen_progress_ctx;
@@ -475,9 +728,16 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
         int32_t ns;
         rc = eval_task_read_data(&t, ddir, &subs, &ns);
         if (rc == AS_OK) {
+            eval_model_scorer sc = {.m = m, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
             if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
-                eval_model_scorer sc = {.m = m, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
                 rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples, samples);
+            } else if (ns != 1) {
+                rc = as_error("%s: data: %s tasks take one data file", t.path, eval_task_kind_name(t.kind));
+            } else if (t.kind == EVAL_TASK_LOGLIKELIHOOD) {
+                rc = eval_run_loglik(&t, &subs[0], o, eval_model_loglik, &sc, results, nshot, nsamples, samples);
+            } else if (t.kind == EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
+                const int32_t max_len = m->cfg.n_ctx_train > 0 ? m->cfg.n_ctx_train : 2048;
+                rc = eval_run_rolling(&t, &subs[0], o, tok, max_len, eval_model_loglik, &sc, results, nshot, nsamples, samples);
             } else {
                 if (ns != 1) rc = as_error("%s: data: generate_until tasks take one data file", t.path);
                 else rc = run_gen(m, tok, &t, &subs[0], o, results, nshot, nsamples, samples);

@@ -157,6 +157,16 @@ typedef struct eval_mc_item {
     char **ctx;
     char **cont;
     double *ll;          // (n_choices) output
+    // Optional outputs: lm-eval's is_greedy (every continuation token is the
+    // argmax of its logits, the first of equal maxima), and the token ids
+    // scored (heap arrays the caller frees: tokens[c][0..n_tokens[c]), the
+    // first n_ctx_tokens[c] of them the context).
+    bool *greedy;
+    int32_t **tokens, *n_tokens, *n_ctx_tokens;
+    // Token-level requests (rolling windows): when tok_full is set, choice c is
+    // tok_full[c][0..tok_n_full[c]) with its first tok_n_ctx[c] tokens as the
+    // context, run as is (ctx/cont are not encoded, no BOS is added).
+    int32_t **tok_full, *tok_n_full, *tok_n_ctx;
 } eval_mc_item;
 typedef int (*eval_loglik_fn)(void *user, eval_mc_item *items, int64_t n);
 
@@ -173,6 +183,16 @@ typedef struct eval_model_scorer {
     int64_t n_tokens_run;
     int64_t n_tokens_reused;   // KV positions copied from another item instead of run
 } eval_model_scorer;
+// lm-eval's prefix_token_id: what an empty context (and the first rolling
+// window) conditions on: the BOS token when the tokenizer has one, else EOS.
+int32_t eval_prefix_token(const tokenizer *tok);
+// lm-eval's get_rolling_token_windows(tokens, prefix, max_len, context_len 1)
+// made disjoint (make_disjoint_window): the windows that score every token of
+// a document once, each at most max_len input tokens.  *full[w] (heap, the
+// caller frees each and the arrays) holds window w's tokens, the first
+// (*n_ctx)[w] of them its context; returns the number of windows.
+int32_t eval_rolling_windows(const int32_t *tokens, int32_t n, int32_t prefix, int32_t max_len, int32_t ***full,
+                             int32_t **n_full, int32_t **n_ctx);
 // eval_loglik_fn on a model: contexts shared by the choices of an item run once
 // (its KV cache copied to each choice), a prefix shared with an earlier item of
 // the KV group (few-shot examples) run once too, items batched under the KV budget.
@@ -184,6 +204,18 @@ int eval_model_loglik(void *scorer, eval_mc_item *items, int64_t n);
 size_t eval_py_rstrip_len(const char *s, size_t n);
 // The same at the start: how many bytes str.lstrip() removes.
 size_t eval_py_lstrip_len(const char *s, size_t n);
+
+// lm-eval's count_words: len(re.split(r"\s+", s)).
+int64_t eval_count_words(const char *s);
+// lm-eval's stderr of perplexity (exp(-mean ll)): the standard deviation of
+// `iters` bootstrap resamples (lm-eval: 100000), NaN when n < 2.
+double eval_perplexity_bootstrap_stderr(const double *ll, int64_t n, int32_t iters);
+
+// Python's text forms in lm-eval's sample logs (pyfmt.c): str(x) of a float,
+// json.dumps(v, indent=2, ensure_ascii=False) (heap), sha256 hex digest.
+void eval_py_float(double x, char out[32]);
+char *eval_py_json_dumps(const cJSON *v);
+void eval_sha256_hex(const char *s, char out[65]);
 
 // Per-item metric values of a scored item.
 void eval_mc_metrics(const eval_doc *d, const double *ll, double *acc, double *acc_norm, double *mc2);
@@ -202,5 +234,15 @@ typedef struct eval_task_result {
 // `samples`: per-item JSONL records (NULL: none).
 int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o,
                 eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples);
+
+// Runs a loglikelihood task (one continuation per item: acc = it is the greedy
+// one, perplexity = exp(-mean ll)) and a loglikelihood_rolling task (whole
+// documents in windows of max_len tokens: word_perplexity, byte_perplexity,
+// bits_per_byte), as eval_run_mc; `samples` gets lm-eval's sample lines.
+int eval_run_loglik(const eval_task *t, const eval_subset *sub, const eval_options *o, eval_loglik_fn fn, void *user,
+                    cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples);
+int eval_run_rolling(const eval_task *t, const eval_subset *sub, const eval_options *o, const tokenizer *tok,
+                     int32_t max_len, eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples,
+                     FILE *samples);
 
 #endif

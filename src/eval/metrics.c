@@ -6,6 +6,7 @@
 #include "eval/eval_internal.h"
 #include "util/common.h"
 #include "util/json.h"
+#include "util/rng.h"
 
 // Python's len(): Unicode code points of a UTF-8 string.
 static double n_chars(const char *s) {
@@ -139,4 +140,48 @@ size_t eval_py_rstrip_len(const char *s, size_t n) {
         n = st;
     }
     return n;
+}
+
+// ---- perplexities (lm-eval's aggregations) ----
+
+int64_t eval_count_words(const char *s) {
+    // len(re.split(r"\s+", s)): one more than the maximal runs of whitespace
+    // (empty pieces at either end count, as Python's split gives them).
+    const size_t n = strlen(s);
+    int64_t runs = 0;
+    bool in_run = false;
+    for (size_t i = 0; i < n;) {
+        int32_t cp;
+        size_t k = as_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        const bool sp = py_space_cp(cp);
+        runs += sp && !in_run;
+        in_run = sp;
+        i += k;
+    }
+    return runs + 1;
+}
+
+double eval_perplexity_bootstrap_stderr(const double *ll, int64_t n, int32_t iters) {
+    // lm-eval's bootstrap_stderr(perplexity, xs, iters): `iters` resamples of
+    // n items with replacement, in chunks of 1000 each seeded by its index;
+    // the sample standard deviation of exp(-mean) over the resamples.  The
+    // draws are this RNG's, not Python's: the estimate, not the digits, agrees.
+    if (n < 2 || iters < 2) return NAN;
+    double *res = as_malloc((size_t)iters * sizeof *res);
+    const int32_t chunk = AS_MIN(1000, iters), n_chunks = iters / chunk;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int32_t c = 0; c < n_chunks; c++) {
+        as_rng r;
+        as_rng_seed(&r, (uint64_t)c);
+        for (int32_t j = 0; j < chunk; j++) {
+            double sum = 0;
+            for (int64_t i = 0; i < n; i++) sum += ll[as_rng_below(&r, (uint64_t)n)];
+            res[(size_t)c * (size_t)chunk + (size_t)j] = exp(-sum / (double)n);
+        }
+    }
+    const int64_t m = (int64_t)n_chunks * chunk;
+    double mean, se;
+    eval_mean_stderr(res, m, &mean, &se);
+    free(res);
+    return se * sqrt((double)m); // sample standard deviation
 }

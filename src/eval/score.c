@@ -62,7 +62,7 @@ static int encode_pair(const eval_model_scorer *s, const char *ctx, const char *
     out->n_ctx = n_ctx + pre;
     out->n_full = out->n_ctx + n_cont;
     out->full = as_malloc((size_t)AS_MAX(out->n_full, 1) * sizeof *out->full);
-    if (pre) out->full[0] = bos >= 0 ? bos : tokenizer_eos(s->tok);
+    if (pre) out->full[0] = bos >= 0 ? bos : eval_prefix_token(s->tok);
     memcpy(out->full + pre, c, (size_t)n_ctx * sizeof *c);
     memcpy(out->full + out->n_ctx, w + n_ctx, (size_t)n_cont * sizeof *w);
     free(c), free(w);
@@ -77,6 +77,11 @@ static int encode_pair(const eval_model_scorer *s, const char *ctx, const char *
     return AS_OK;
 }
 
+int32_t eval_prefix_token(const tokenizer *tok) {
+    const int32_t bos = tokenizer_bos(tok);
+    return bos >= 0 ? bos : tokenizer_eos(tok);
+}
+
 static void plan_free(item_plan *p) {
     for (int32_t c = 0; c < p->n_choices; c++) free(p->ch[c].full);
     free(p->ch);
@@ -86,8 +91,23 @@ static int plan_item(const eval_model_scorer *s, const eval_mc_item *it, int32_t
     memset(p, 0, sizeof *p);
     p->n_choices = it->n_choices;
     p->ch = as_calloc((size_t)it->n_choices, sizeof *p->ch);
-    for (int32_t c = 0; c < it->n_choices; c++)
-        if (encode_pair(s, it->ctx[c], it->cont[c], bos, &p->ch[c]) != AS_OK) { plan_free(p); return AS_FAIL; }
+    for (int32_t c = 0; c < it->n_choices; c++) {
+        if (it->tok_full) {
+            choice_toks *ch = &p->ch[c];
+            ch->n_full = it->tok_n_full[c], ch->n_ctx = it->tok_n_ctx[c];
+            ch->full = as_malloc((size_t)AS_MAX(ch->n_full, 1) * sizeof *ch->full);
+            memcpy(ch->full, it->tok_full[c], (size_t)ch->n_full * sizeof *ch->full);
+        } else if (encode_pair(s, it->ctx[c], it->cont[c], bos, &p->ch[c]) != AS_OK) {
+            plan_free(p);
+            return AS_FAIL;
+        }
+        if (it->tokens) {
+            const choice_toks *ch = &p->ch[c];
+            it->tokens[c] = as_malloc((size_t)AS_MAX(ch->n_full, 1) * sizeof *ch->full);
+            memcpy(it->tokens[c], ch->full, (size_t)ch->n_full * sizeof *ch->full);
+            it->n_tokens[c] = ch->n_full, it->n_ctx_tokens[c] = ch->n_ctx;
+        }
+    }
     int32_t P = p->ch[0].n_ctx;
     for (int32_t c = 0; c < it->n_choices; c++) {
         const choice_toks *a = &p->ch[c], *b = &p->ch[0];
@@ -123,12 +143,16 @@ static void fb_push(fwd_batch *b, int32_t token, int32_t seq, int32_t pos, bool 
     b->n++;
 }
 
-// log softmax(l)[t] with a double normaliser.
-static double log_prob(const float *l, int32_t nv, int32_t t) {
+// log softmax(l)[t] with a double normaliser; *greedy: t is the argmax (the
+// first of equal maxima, as torch's argmax).
+static double log_prob(const float *l, int32_t nv, int32_t t, bool *greedy) {
     float mx = l[0];
-    for (int32_t v = 1; v < nv; v++) mx = l[v] > mx ? l[v] : mx;
+    int32_t arg = 0;
+    for (int32_t v = 1; v < nv; v++)
+        if (l[v] > mx) mx = l[v], arg = v;
     double z = 0;
     for (int32_t v = 0; v < nv; v++) z += exp((double)l[v] - mx);
+    *greedy = arg == t;
     return (double)l[t] - mx - log(z);
 }
 
@@ -148,7 +172,11 @@ static int fb_run(eval_model_scorer *s, kv_cache *kv, fwd_batch *b, float *logit
         // continuation starts at or before pos + 1.
         for (int32_t c = d->choice < 0 ? 0 : d->choice; c < (d->choice < 0 ? p->n_choices : d->choice + 1); c++) {
             const choice_toks *ch = &p->ch[c];
-            if (d->pos + 1 >= ch->n_ctx && d->pos + 1 < ch->n_full) items[d->item].ll[c] += log_prob(l, nv, ch->full[d->pos + 1]);
+            if (d->pos + 1 >= ch->n_ctx && d->pos + 1 < ch->n_full) {
+                bool g;
+                items[d->item].ll[c] += log_prob(l, nv, ch->full[d->pos + 1], &g);
+                if (items[d->item].greedy) items[d->item].greedy[c] &= g;
+            }
         }
     }
     b->n = b->n_rows = 0;
@@ -208,7 +236,10 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
     item_plan *plans = as_calloc((size_t)AS_MAX(n, 1), sizeof *plans);
     int rc = AS_OK;
     for (int64_t i = 0; i < n && rc == AS_OK; i++) {
-        for (int32_t c = 0; c < items[i].n_choices; c++) items[i].ll[c] = 0;
+        for (int32_t c = 0; c < items[i].n_choices; c++) {
+            items[i].ll[c] = 0;
+            if (items[i].greedy) items[i].greedy[c] = true;
+        }
         rc = plan_item(s, &items[i], bos, &plans[i]);
     }
     fwd_batch b = {.cap = T};
@@ -269,4 +300,33 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
     free(plans);
     free(b.token), free(b.seq), free(b.pos), free(b.want), free(b.dst), free(logits);
     return rc;
+}
+
+int32_t eval_rolling_windows(const int32_t *tokens, int32_t n, int32_t prefix, int32_t max_len, int32_t ***full,
+                             int32_t **n_full, int32_t **n_ctx) {
+    *full = NULL, *n_full = NULL, *n_ctx = NULL;
+    if (n <= 0 || max_len < 1) return 0;
+    // context_len 1: each window after the first predicts up to max_len new
+    // tokens; its disjoint context is what precedes them in the max_len + 1
+    // tokens ending at the last one predicted.
+    const int32_t pred_len = max_len;
+    int32_t nw = 1 + (n > max_len ? (n - max_len + pred_len - 1) / pred_len : 0);
+    *full = as_calloc((size_t)nw, sizeof **full);
+    *n_full = as_calloc((size_t)nw, sizeof **n_full);
+    *n_ctx = as_calloc((size_t)nw, sizeof **n_ctx);
+    // First window: [prefix] + tokens[:L - 1] in, tokens[:L] scored.
+    const int32_t L = AS_MIN(max_len, n);
+    (*full)[0] = as_malloc((size_t)(L + 1) * sizeof ***full);
+    (*full)[0][0] = prefix;
+    memcpy((*full)[0] + 1, tokens, (size_t)L * sizeof *tokens);
+    (*n_full)[0] = L + 1, (*n_ctx)[0] = 1;
+    int32_t w = 1;
+    for (int32_t predicted = L; predicted < n; w++) {
+        const int32_t wpl = AS_MIN(n - predicted, pred_len), end = predicted + wpl, start = end - max_len - 1;
+        (*full)[w] = as_malloc((size_t)(max_len + 1) * sizeof ***full);
+        memcpy((*full)[w], tokens + start, (size_t)(max_len + 1) * sizeof *tokens);
+        (*n_full)[w] = max_len + 1, (*n_ctx)[w] = max_len + 1 - wpl;
+        predicted = end;
+    }
+    return w;
 }

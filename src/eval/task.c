@@ -449,7 +449,7 @@ int eval_doc_render(const eval_task *t, const cJSON *doc, int64_t index, eval_do
     char what[512];
     snprintf(what, sizeof what, "%s: item %lld", t->path ? t->path : t->name, (long long)index);
     if (t->doc_to_text && !(d->text = eval_render(t->doc_to_text, doc, what))) goto fail;
-    if (t->kind == EVAL_TASK_GENERATE_UNTIL) {
+    if (t->kind == EVAL_TASK_GENERATE_UNTIL || t->kind == EVAL_TASK_LOGLIKELIHOOD || t->kind == EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
         if (!(d->target = eval_render(t->doc_to_target, doc, what))) goto fail;
         return AS_OK;
     }
@@ -485,7 +485,7 @@ fail:
 char *eval_doc_example(const eval_task *t, const eval_doc *d) {
     sbuf b = {0};
     sb_add(&b, "", 0);
-    if (t->kind == EVAL_TASK_GENERATE_UNTIL) {
+    if (t->kind == EVAL_TASK_GENERATE_UNTIL || t->kind == EVAL_TASK_LOGLIKELIHOOD) {
         sb_adds(&b, d->text), sb_adds(&b, t->target_delimiter), sb_adds(&b, d->target);
     } else if (d->contexts) {
         sb_adds(&b, d->contexts[d->gold]), sb_adds(&b, t->target_delimiter), sb_adds(&b, d->continuation);

@@ -410,7 +410,7 @@ static void test_task_file_errors(void **st) {
     expect_task_error("task: a\ndata: d\ntype: generate_until\ndoc_to_text: x\n", "gold are required");
     // Every built-in task file parses.
     const char *names[] = {"arc_easy", "arc_challenge", "hellaswag", "winogrande", "mmlu", "truthfulqa_mc1",
-                           "truthfulqa_mc2", "gsm8k", "mt_bench"};
+                           "truthfulqa_mc2", "gsm8k", "mt_bench", "lambada_openai"};
     for (size_t i = 0; i < AS_ARRAY_LEN(names); i++) {
         eval_task t;
         if (eval_task_load(names[i], AS_TASKS_DIR, &t)) fail_msg("%s", as_last_error());

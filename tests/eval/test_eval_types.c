@@ -3,6 +3,8 @@
 // on a gold answer the extraction cannot read.
 #include "tiny_scorer.h"
 
+#include <sys/stat.h>
+
 #include "eval/eval.h"
 
 static void write_text(const char *name, const char *text) {
@@ -141,6 +143,239 @@ static void test_unreadable_gold(void **st) {
     run_fails("num2.yaml", "num2.yaml: item 0: field 'answer' missing");
 }
 
+// The log-likelihood of toks[n_ctx..n) after toks[0..n_ctx) and whether each
+// of those tokens is the argmax of its logits (the first of equal maxima),
+// from one run of the sequence in a fresh cache.
+static double ref_ll(const int32_t *toks, size_t n, size_t n_ctx, bool *greedy) {
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n);
+    int32_t seq[512] = {0}, pos[512];
+    assert_true(n <= 512);
+    for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
+    const int32_t nv = g_model->cfg.n_vocab;
+    float *logits = malloc(n * (size_t)nv * sizeof *logits);
+    model_batch b = {.n_tokens = (int32_t)(n - 1), .token = toks, .seq = seq, .pos = pos};
+    assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
+    double ll = 0;
+    *greedy = true;
+    for (size_t j = n_ctx; j < n; j++) {
+        const float *l = logits + (j - 1) * (size_t)nv;
+        double mx = l[0], z = 0;
+        int32_t arg = 0;
+        for (int32_t v = 1; v < nv; v++)
+            if (l[v] > mx) mx = l[v], arg = v;
+        for (int32_t v = 0; v < nv; v++) z += exp(l[v] - mx);
+        ll += l[toks[j]] - mx - log(z);
+        *greedy &= arg == toks[j];
+    }
+    free(logits);
+    kv_cache_free(kv);
+    return ll;
+}
+
+static int32_t *encode(const char *s, size_t n, size_t *k) {
+    int32_t *ids = NULL;
+    *k = 0;
+    assert_int_equal(tokenizer_encode(g_tok, s, n, false, false, &ids, k), 0);
+    return ids;
+}
+
+// type: loglikelihood (LAMBADA): the built-in lambada_openai.yaml on a
+// {context, continuation} file.  Each item's log-likelihood and greedy flag
+// against a reference; perplexity = exp(-mean ll), acc = mean greedy.  One
+// more task makes a continuation the model's own argmax token: acc 1 there.
+static void test_loglikelihood_lambada(void **st) {
+    (void)st;
+    const char *ctx[3] = {"the cat and the", "Hello and", "ing the"}, *word[3] = {"thing", "Hello", NULL};
+    // A context and the model's argmax token after it, one printable character
+    // (the tiny tokenizer has no merges: a character is a token).
+    static const char *const cands[] = {"ing the", "the", "and", "Hello", "ing", "the cat", "x and", "Hello the",
+                                        "a b c", "and and", "the the", "q", "Hello ing", "z", "cat", "dog and"};
+    char greedy_word[8] = "";
+    const char *greedy_ctx = NULL;
+    for (size_t ci = 0; ci < sizeof cands / sizeof *cands && !greedy_word[0]; ci++) {
+        size_t k;
+        int32_t *toks = encode(cands[ci], strlen(cands[ci]), &k);
+        kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)k);
+        int32_t seq[64] = {0}, pos[64];
+        for (size_t i = 0; i < k; i++) pos[i] = (int32_t)i;
+        float *logits = malloc(k * (size_t)g_model->cfg.n_vocab * sizeof *logits);
+        model_batch b = {.n_tokens = (int32_t)k, .token = toks, .seq = seq, .pos = pos};
+        assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
+        const float *l = logits + (k - 1) * (size_t)g_model->cfg.n_vocab;
+        int32_t arg = 0;
+        for (int32_t v = 1; v < g_model->cfg.n_vocab; v++)
+            if (l[v] > l[arg]) arg = v;
+        free(logits), free(toks);
+        kv_cache_free(kv);
+        char piece[64];
+        size_t pn = tokenizer_token_to_piece(g_tok, arg, false, piece, sizeof piece - 1);
+        if (pn == 1 && piece[0] > ' ' && piece[0] < 127 && piece[0] != '"' && piece[0] != '\\')
+            greedy_word[0] = piece[0], greedy_ctx = cands[ci];
+    }
+    assert_non_null(greedy_ctx);
+    word[2] = "and";
+    as_sbuf data = {0};
+    for (int i = 0; i < 3; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "context", ctx[i]);
+        cJSON_AddStringToObject(o, "continuation", word[i]);
+        char *line = cJSON_PrintUnformatted(o);
+        as_sb_printf(&data, "%s\n", line);
+        free(line);
+        cJSON_Delete(o);
+    }
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/lambada", g_dir);
+    mkdir(dir, 0755);
+    write_text("lambada/lambada_openai_test.jsonl", data.s);
+    free(data.s);
+    eval_options o = eval_options_default();
+    o.tasks = "lambada_openai";
+    o.data_dir = g_dir;
+    o.tasks_dir = AS_TASKS_DIR;
+    o.log_samples = path_of("ll_samples.jsonl");
+    cJSON *r;
+    if (eval_run(g_model, g_tok, &o, &r)) fail_msg("%s", as_last_error());
+    double sum = 0, n_greedy = 0;
+    for (int i = 0; i < 3; i++) {
+        char whole[256];
+        snprintf(whole, sizeof whole, "%s %s", ctx[i], word[i]);
+        size_t nc, nw;
+        int32_t *c = encode(ctx[i], strlen(ctx[i]), &nc), *w = encode(whole, strlen(whole), &nw);
+        int32_t toks[256];
+        memcpy(toks, c, nc * sizeof *c);
+        memcpy(toks + nc, w + nc, (nw - nc) * sizeof *w);
+        bool g;
+        sum += ref_ll(toks, nw, nc, &g);
+        n_greedy += g;
+        free(c), free(w);
+    }
+    const cJSON *res = cJSON_GetObjectItem(r, "results");
+    const double ppl = get(res, "lambada_openai", "perplexity,none")->valuedouble;
+    if (fabs(ppl - exp(-sum / 3)) > 1e-4 * ppl) fail_msg("perplexity %.9g vs reference %.9g", ppl, exp(-sum / 3));
+    assert_true(fabs(get(res, "lambada_openai", "acc,none")->valuedouble - n_greedy / 3) < 1e-12);
+    assert_true(cJSON_IsNumber(get(res, "lambada_openai", "perplexity_stderr,none")));
+    assert_string_equal(get(cJSON_GetObjectItem(r, "configs"), "lambada_openai", "output_type")->valuestring, "loglikelihood");
+    cJSON_Delete(r);
+    // acc is the greedy flag: the argmax character as the continuation scores 1.
+    char line[256];
+    snprintf(line, sizeof line, "{\"c\": \"%s\", \"w\": \"%s\"}\n{\"c\": \"%s\", \"w\": \"%s%s\"}\n", greedy_ctx,
+             greedy_word, greedy_ctx, greedy_word, greedy_word);
+    write_text("greedy.jsonl", line);
+    write_text("greedy.yaml", "task: greedy\ntype: loglikelihood\ndata: greedy.jsonl\ndoc_to_text: \"{{c}}\"\ndoc_to_target: \"{{w}}\"\n");
+    cJSON *samples;
+    r = run("greedy.yaml", &samples);
+    const cJSON *resp0 = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(samples, 0), "filtered_resps"), 0);
+    assert_string_equal(cJSON_GetArrayItem(resp0, 1)->valuestring, "True");
+    // The second item adds a second token: greedy only if it is the argmax again.
+    size_t nc, nw;
+    char whole[64];
+    snprintf(whole, sizeof whole, "%s%s%s", greedy_ctx, greedy_word, greedy_word);
+    int32_t *cc = encode(greedy_ctx, strlen(greedy_ctx), &nc), *ww = encode(whole, strlen(whole), &nw);
+    bool g2;
+    ref_ll(ww, nw, nc, &g2);
+    free(cc), free(ww);
+    assert_true(fabs(get(cJSON_GetObjectItem(r, "results"), "greedy", "acc,none")->valuedouble - (1 + g2) / 2.0) < 1e-12);
+    cJSON_Delete(samples), cJSON_Delete(r);
+}
+
+// lm-eval's get_rolling_token_windows + make_disjoint_window, written out
+// again from its definition (context_len 1): the first window predicts the
+// first min(max, n) tokens after the prefix token; each next one predicts up
+// to `max` more, its input the `max` tokens before its last prediction.
+static int ref_windows(const int32_t *t, int n, int32_t prefix, int max, int32_t win[][64], int *wn, int *wctx) {
+    int k = 0, first = n < max ? n : max;
+    // (input, pred) = ([prefix] + t[:first-1], t[:first]); disjoint: input[:len - (len(pred) - 1)].
+    win[k][0] = prefix;
+    for (int i = 0; i < first; i++) win[k][1 + i] = t[i];
+    wn[k] = first + 1, wctx[k] = 1, k++;
+    for (int predicted = first; predicted < n; k++) {
+        int plen = n - predicted < max ? n - predicted : max, end = predicted + plen;
+        // input = t[end - max - 1 : end - 1] (max tokens), pred = t[end - plen : end]
+        int in0 = end - max - 1, ctx_len = max - (plen - 1);
+        for (int i = 0; i < ctx_len; i++) win[k][i] = t[in0 + i];
+        for (int i = 0; i < plen; i++) win[k][ctx_len + i] = t[end - plen + i];
+        wn[k] = ctx_len + plen, wctx[k] = ctx_len;
+        predicted = end;
+    }
+    return k;
+}
+
+// type: loglikelihood_rolling on a model whose context window (16) is shorter
+// than the documents: word_perplexity = exp(-sum ll / sum words),
+// byte_perplexity = exp(-sum ll / sum bytes), bits_per_byte = -sum ll /
+// (sum bytes * ln 2), the ll of each document the sum over its windows.
+static void test_loglikelihood_rolling(void **st) {
+    (void)st;
+    char small[600];
+    snprintf(small, sizeof small, "%s/small.gguf", g_dir);
+    tiny_llama_cfg c = tiny_llama_default();
+    c.n_ctx = 16, c.seed = 7;
+    assert_int_equal(tiny_llama_write(small, &c, NULL), 0);
+    model *big = g_model, *m;
+    if (model_load(&m, small)) fail_msg("%s", as_last_error());
+    g_model = m;
+    const char *docs[3] = {"the cat and the dog sing and ring the thing, Hello Hello and the end.",
+                           "short one", "  two  spaces\n\nand a newline and more and more and more words here ok"};
+    as_sbuf data = {0};
+    for (int i = 0; i < 3; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "page", docs[i]);
+        char *line = cJSON_PrintUnformatted(o);
+        as_sb_printf(&data, "%s\n", line);
+        free(line);
+        cJSON_Delete(o);
+    }
+    write_text("wiki.jsonl", data.s);
+    free(data.s);
+    write_text("wiki.yaml", "task: wiki\ntype: loglikelihood_rolling\ndata: wiki.jsonl\ndoc_to_target: \"{{page}}\"\n");
+    cJSON *samples;
+    cJSON *r = run("wiki.yaml", &samples);
+    const int32_t prefix = tokenizer_bos(g_tok) >= 0 ? tokenizer_bos(g_tok) : tokenizer_eos(g_tok);
+    double sum = 0, words = 0, bytes = 0;
+    int total_windows = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t k;
+        int32_t *t = encode(docs[i], strlen(docs[i]), &k);
+        static int32_t win[32][64];
+        int wn[32], wctx[32];
+        int nw = ref_windows(t, (int)k, prefix, 16, win, wn, wctx);
+        total_windows += nw;
+        double doc = 0;
+        for (int w = 0; w < nw; w++) {
+            bool g;
+            assert_true(wn[w] - 1 <= 16);
+            doc += ref_ll(win[w], (size_t)wn[w], (size_t)wctx[w], &g);
+        }
+        // The sample log: one token pair per window, the same tokens.
+        const cJSON *tk = cJSON_GetObjectItem(cJSON_GetArrayItem(samples, i), "tokens");
+        assert_int_equal(cJSON_GetArraySize(tk), nw);
+        for (int w = 0; w < nw; w++) {
+            const cJSON *pair = cJSON_GetArrayItem(tk, w);
+            assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pair, "context")), wctx[w]);
+            assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pair, "continuation")), wn[w] - wctx[w]);
+            assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(pair, "continuation"), 0)->valueint, win[w][wctx[w]]);
+        }
+        sum += doc;
+        bytes += (double)strlen(docs[i]);
+        free(t);
+    }
+    words = 15 + 2 + 15; // Python: [len(re.split(r"\s+", d)) for d in docs] (a leading run gives an empty piece)
+    assert_true(total_windows > 3);
+    const cJSON *res = cJSON_GetObjectItem(r, "results");
+    struct { const char *k; double want; } m3[] = {{"word_perplexity,none", exp(-sum / words)},
+                                                   {"byte_perplexity,none", exp(-sum / bytes)},
+                                                   {"bits_per_byte,none", -sum / (bytes * log(2.0))}};
+    for (int i = 0; i < 3; i++) {
+        const double got = get(res, "wiki", m3[i].k)->valuedouble;
+        if (fabs(got - m3[i].want) > 1e-4 * fabs(m3[i].want)) fail_msg("%s %.9g vs reference %.9g", m3[i].k, got, m3[i].want);
+    }
+    assert_string_equal(get(res, "wiki", "word_perplexity_stderr,none")->valuestring, "N/A");
+    cJSON_Delete(samples), cJSON_Delete(r);
+    g_model = big;
+    model_free(m);
+}
+
 // The tiny model's teardown, then the files the tests wrote.
 static int teardown_all(void **st) {
     char cmd[400];
@@ -154,6 +389,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_until_strings),
         cmocka_unit_test(test_unreadable_gold),
+        cmocka_unit_test(test_loglikelihood_lambada),
+        cmocka_unit_test(test_loglikelihood_rolling),
     };
     return cmocka_run_group_tests(tests, setup, teardown_all);
 }
