@@ -85,26 +85,50 @@ static void put_metric(cJSON *entry, const char *metric, const char *filter, dou
     else cJSON_AddStringToObject(entry, key, "N/A");
 }
 
+// How many shots the items of the task running now were actually given (a
+// pool smaller than num_fewshot + 1 gives fewer): fewshot_prefix records,
+// run_task resets and reports.  One task runs at a time.
+static struct { int32_t min, max; int64_t items; } g_drawn;
+
 static void add_config(cJSON *configs, const eval_task *t, const eval_options *o, int32_t shots, const char *data_dir) {
     cJSON *c = cJSON_AddObjectToObject(configs, t->name);
     cJSON_AddStringToObject(c, "task", t->name);
     cJSON_AddStringToObject(c, "task_file", t->path ? t->path : "");
     cJSON_AddStringToObject(c, "output_type", eval_task_kind_name(t->kind));
-    cJSON_AddStringToObject(c, "data", t->data);
-    cJSON_AddStringToObject(c, "data_dir", data_dir);
-    cJSON_AddStringToObject(c, "fewshot_split", t->fewshot_data ? t->fewshot_data : "the evaluated split, the item itself excluded");
-    cJSON_AddStringToObject(c, "fewshot_sampler", t->fewshot_first_n ? "first_n" : "random");
-    cJSON_AddNumberToObject(c, "fewshot_seed", (double)o->seed);
+    // What ran: the data file as resolved (absolute as written, beside the
+    // task file, or under the data folder), and the few-shot set-up only when
+    // there were shots.
+    char *data = eval_task_path(t, data_dir, t->data);
+    cJSON_AddStringToObject(c, "data", data);
+    free(data);
     cJSON_AddNumberToObject(c, "num_fewshot", shots);
-    if (t->description) cJSON_AddStringToObject(c, "description", t->description);
+    if (shots > 0 && t->kind != EVAL_TASK_MT_BENCH && t->kind != EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
+        char *few = t->fewshot_data ? eval_task_path(t, data_dir, t->fewshot_data) : NULL;
+        cJSON_AddStringToObject(c, "fewshot_split", few ? few : "the evaluated split, the item itself excluded");
+        free(few);
+        cJSON_AddStringToObject(c, "fewshot_sampler", t->fewshot_first_n ? "first_n" : "random");
+        if (!t->fewshot_first_n) cJSON_AddNumberToObject(c, "fewshot_seed", (double)o->seed);
+        if (g_drawn.items > 0 && g_drawn.min == g_drawn.max) cJSON_AddNumberToObject(c, "fewshot_drawn", g_drawn.min);
+        else if (g_drawn.items > 0) {
+            cJSON *d = cJSON_AddObjectToObject(c, "fewshot_drawn");
+            cJSON_AddNumberToObject(d, "min", g_drawn.min);
+            cJSON_AddNumberToObject(d, "max", g_drawn.max);
+        }
+        cJSON_AddStringToObject(c, "fewshot_delimiter", t->fewshot_delimiter);
+    }
+    if (t->description && *t->description) cJSON_AddStringToObject(c, "description", t->description);
     if (t->doc_to_text) cJSON_AddStringToObject(c, "doc_to_text", t->doc_to_text);
-    cJSON_AddStringToObject(c, "target_delimiter", t->target_delimiter);
-    cJSON_AddStringToObject(c, "fewshot_delimiter", t->fewshot_delimiter);
+    if (t->doc_to_target) cJSON_AddStringToObject(c, "doc_to_target", t->doc_to_target);
+    if (t->kind == EVAL_TASK_MULTIPLE_CHOICE || t->kind == EVAL_TASK_GENERATE_UNTIL || (t->kind == EVAL_TASK_LOGLIKELIHOOD && shots > 0))
+        cJSON_AddStringToObject(c, "target_delimiter", t->target_delimiter);
     cJSON *ml = cJSON_AddArrayToObject(c, "metric_list");
-    if (t->metrics & EVAL_METRIC_ACC) cJSON_AddItemToArray(ml, cJSON_CreateString("acc"));
-    if (t->metrics & EVAL_METRIC_ACC_NORM) cJSON_AddItemToArray(ml, cJSON_CreateString("acc_norm"));
-    if (t->metrics & EVAL_METRIC_MC2) cJSON_AddItemToArray(ml, cJSON_CreateString("acc (mc2)"));
-    if (t->metrics & EVAL_METRIC_EXACT_MATCH) cJSON_AddItemToArray(ml, cJSON_CreateString("exact_match"));
+    static const struct { unsigned bit; const char *name; } names[] = {
+        {EVAL_METRIC_ACC, "acc"}, {EVAL_METRIC_ACC_NORM, "acc_norm"}, {EVAL_METRIC_MC2, "acc (mc2)"},
+        {EVAL_METRIC_EXACT_MATCH, "exact_match"}, {EVAL_METRIC_PERPLEXITY, "perplexity"},
+        {EVAL_METRIC_WORD_PERPLEXITY, "word_perplexity"}, {EVAL_METRIC_BYTE_PERPLEXITY, "byte_perplexity"},
+        {EVAL_METRIC_BITS_PER_BYTE, "bits_per_byte"}};
+    for (size_t i = 0; i < AS_ARRAY_LEN(names); i++)
+        if (t->metrics & names[i].bit) cJSON_AddItemToArray(ml, cJSON_CreateString(names[i].name));
     cJSON_AddStringToObject(c, "primary_metric", t->primary_metric);
     cJSON_AddStringToObject(c, "precision", kernel_precision_name(o->precision));
     cJSON_AddNumberToObject(c, "limit", (double)o->limit);
@@ -120,6 +144,9 @@ static char *fewshot_prefix(const eval_task *t, const cJSON *doc, char **example
     size_t cap = strlen(desc) + 1;
     int64_t idx[shots > 0 ? shots : 1];
     int32_t k = eval_fewshot_pick(rng, n_pool, shots, t->fewshot_first_n, exclude, idx);
+    g_drawn.min = g_drawn.items ? AS_MIN(g_drawn.min, k) : k;
+    g_drawn.max = g_drawn.items ? AS_MAX(g_drawn.max, k) : k;
+    g_drawn.items++;
     for (int32_t j = 0; j < k; j++) cap += strlen(examples[idx[j]]) + strlen(t->fewshot_delimiter);
     char *s = as_malloc(cap);
     char *p = s;
@@ -721,6 +748,7 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
         return AS_OK; // listed twice
     }
     int rc;
+    g_drawn.items = 0;
     if (t.kind == EVAL_TASK_MT_BENCH) {
         rc = eval_run_mt_bench(m, tok, &t, o, ddir, results, nshot, nsamples);
     } else {

@@ -376,6 +376,36 @@ static void test_loglikelihood_rolling(void **st) {
     model_free(m);
 }
 
+// The results' configs state what ran: the data file as resolved, the
+// few-shot set-up only with shots, and the shots each item actually got.
+static void test_configs_state_what_ran(void **st) {
+    (void)st;
+    write_text("mc.jsonl", "{\"q\": \"a\", \"ch\": [\"x\", \"y\"], \"g\": 0}\n{\"q\": \"b\", \"ch\": [\"x\", \"y\"], \"g\": 1}\n"
+                           "{\"q\": \"c\", \"ch\": [\"x\", \"y\"], \"g\": 0}\n");
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml, "task: mc0\ndata: %s\ndoc_to_text: \"Q: {{q}}\\nA:\"\nchoices: [\"{{ch}}\"]\ngold: \"{{g}}\"\n",
+             path_of("mc.jsonl"));
+    write_text("mc0.yaml", yaml);
+    cJSON *r = run("mc0.yaml", NULL);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "configs"), "mc0");
+    assert_string_equal(cJSON_GetObjectItem(c, "data")->valuestring, path_of("mc.jsonl"));
+    assert_null(cJSON_GetObjectItem(c, "data_dir"));
+    assert_null(cJSON_GetObjectItem(c, "fewshot_sampler"));
+    assert_null(cJSON_GetObjectItem(c, "fewshot_split"));
+    assert_string_equal(cJSON_GetObjectItem(c, "primary_metric")->valuestring, "acc");
+    cJSON_Delete(r);
+    // 5 shots asked from a pool of 3 with the item excluded: 2 drawn for each.
+    write_text("mc5.yaml", "task: mc5\ndata: mc.jsonl\nnum_fewshot: 5\ndoc_to_text: \"Q: {{q}}\\nA:\"\nchoices: [\"{{ch}}\"]\ngold: \"{{g}}\"\n");
+    r = run("mc5.yaml", NULL);
+    c = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "configs"), "mc5");
+    assert_string_equal(cJSON_GetObjectItem(c, "data")->valuestring, path_of("mc.jsonl")); // found beside the task file
+    assert_string_equal(cJSON_GetObjectItem(c, "fewshot_sampler")->valuestring, "random");
+    assert_int_equal(cJSON_GetObjectItem(c, "num_fewshot")->valueint, 5);
+    assert_int_equal(cJSON_GetObjectItem(c, "fewshot_drawn")->valueint, 2);
+    assert_int_equal(get(r, "n-shot", "mc5")->valueint, 5);
+    cJSON_Delete(r);
+}
+
 // The tiny model's teardown, then the files the tests wrote.
 static int teardown_all(void **st) {
     char cmd[400];
@@ -391,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_unreadable_gold),
         cmocka_unit_test(test_loglikelihood_lambada),
         cmocka_unit_test(test_loglikelihood_rolling),
+        cmocka_unit_test(test_configs_state_what_ran),
     };
     return cmocka_run_group_tests(tests, setup, teardown_all);
 }
