@@ -192,6 +192,97 @@ static void skip_fewshot_draws(const eval_task *t, const eval_subset *sub, int64
     for (int64_t i = 0; i < skip && shots > 0; i++) eval_fewshot_pick(rng, n_pool, shots, t->fewshot_first_n, sub->fewshot ? -1 : i, idx);
 }
 
+// ---- lm-eval's sample log ----
+
+// One line of lm-eval's samples_<task>.jsonl (EvaluationTracker's layout:
+// arguments as {"gen_args_i": {"arg_j": ..}}, responses as Python's str() of
+// each value, the hashes lm-eval writes), with "task" and the token ids
+// ("tokens": per request {"context": [..], "continuation": [..]}) added.
+typedef struct sample_line {
+    const char *task;
+    int64_t doc_id;
+    const cJSON *doc;
+    const char *target;  // str(target)
+    cJSON *arguments;    // consumed
+    const char *prompt;  // arguments' first string (prompt_hash)
+    cJSON *resps, *filtered_resps; // consumed
+    const char *filter;
+    cJSON *metrics;      // {name: value}, consumed
+    cJSON *tokens;       // consumed, may be NULL
+    cJSON *ll;           // consumed, may be NULL: the log-likelihoods as numbers (multiple choice)
+} sample_line;
+
+static void sample_write(FILE *f, sample_line *l) {
+    cJSON *rec = cJSON_CreateObject();
+    cJSON_AddNumberToObject(rec, "doc_id", (double)l->doc_id);
+    cJSON_AddItemToObject(rec, "doc", cJSON_Duplicate(l->doc, true));
+    cJSON_AddStringToObject(rec, "target", l->target);
+    cJSON_AddItemToObject(rec, "arguments", l->arguments);
+    cJSON_AddItemToObject(rec, "resps", l->resps);
+    cJSON_AddItemToObject(rec, "filtered_resps", l->filtered_resps);
+    cJSON_AddStringToObject(rec, "filter", l->filter);
+    cJSON *names = cJSON_AddArrayToObject(rec, "metrics");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, l->metrics) cJSON_AddItemToArray(names, cJSON_CreateString(m->string));
+    char h[65];
+    char *dumped = eval_py_json_dumps(l->doc);
+    eval_sha256_hex(dumped, h);
+    free(dumped);
+    cJSON_AddStringToObject(rec, "doc_hash", h);
+    eval_sha256_hex(l->prompt, h);
+    cJSON_AddStringToObject(rec, "prompt_hash", h);
+    eval_sha256_hex(l->target, h);
+    cJSON_AddStringToObject(rec, "target_hash", h);
+    while (l->metrics->child) {
+        cJSON *v = cJSON_DetachItemViaPointer(l->metrics, l->metrics->child);
+        char *k = as_strdup(v->string);
+        cJSON_AddItemToObject(rec, k, v);
+        free(k);
+    }
+    cJSON_Delete(l->metrics);
+    cJSON_AddStringToObject(rec, "task", l->task);
+    if (l->ll) cJSON_AddItemToObject(rec, "ll", l->ll);
+    if (l->tokens) cJSON_AddItemToObject(rec, "tokens", l->tokens);
+    char *line = as_json_print(rec, false);
+    fprintf(f, "%s\n", line);
+    free(line);
+    cJSON_Delete(rec);
+}
+
+// {"gen_args_i": {"arg_0": ctx, "arg_1": cont}} of n string pairs (cont NULL: one argument).
+static cJSON *sample_arguments(char *const *ctx, char *const *cont, int32_t n) {
+    cJSON *a = cJSON_CreateObject();
+    for (int32_t i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "gen_args_%d", i);
+        cJSON *g = cJSON_AddObjectToObject(a, k);
+        cJSON_AddStringToObject(g, "arg_0", ctx[i]);
+        if (cont) cJSON_AddStringToObject(g, "arg_1", cont[i]);
+    }
+    return a;
+}
+
+static cJSON *py_float_json(double x) {
+    char f[32];
+    eval_py_float(x, f);
+    return cJSON_CreateString(f);
+}
+
+// [str(ll), str(is_greedy)]: a loglikelihood response as lm-eval logs it.
+static cJSON *ll_resp(double ll, bool greedy) {
+    cJSON *r = cJSON_CreateArray();
+    cJSON_AddItemToArray(r, py_float_json(ll));
+    cJSON_AddItemToArray(r, cJSON_CreateString(greedy ? "True" : "False"));
+    return r;
+}
+
+static cJSON *token_pair(const int32_t *toks, int32_t n, int32_t n_ctx) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "context", cJSON_CreateIntArray(toks, n_ctx));
+    cJSON_AddItemToObject(o, "continuation", cJSON_CreateIntArray(toks + n_ctx, n - n_ctx));
+    return o;
+}
+
 #define MC_CHUNK 16
 
 int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subsets, const eval_options *o, eval_loglik_fn fn,
@@ -236,6 +327,12 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
                 it->ctx = as_calloc((size_t)d->n_choices, sizeof *it->ctx);
                 it->cont = as_calloc((size_t)d->n_choices, sizeof *it->cont);
                 it->ll = as_calloc((size_t)d->n_choices, sizeof *it->ll);
+                if (samples) {
+                    it->greedy = as_calloc((size_t)d->n_choices, sizeof *it->greedy);
+                    it->tokens = as_calloc((size_t)d->n_choices, sizeof *it->tokens);
+                    it->n_tokens = as_calloc((size_t)d->n_choices, sizeof *it->n_tokens);
+                    it->n_ctx_tokens = as_calloc((size_t)d->n_choices, sizeof *it->n_ctx_tokens);
+                }
                 const char *pf = prefix[i - i0], *dl = t->target_delimiter;
                 char *shared = NULL;
                 for (int32_t c = 0; c < d->n_choices; c++) {
@@ -257,19 +354,34 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
             for (int64_t j = 0; j < nb; j++) {
                 if (rc == AS_OK) eval_mc_metrics(&docs[j], items[j].ll, &acc[i0 + j], &norm[i0 + j], &mc2[i0 + j]);
                 if (rc == AS_OK && samples) {
-                    cJSON *rec = cJSON_CreateObject();
-                    cJSON_AddStringToObject(rec, "task", n_subsets > 1 ? sub->name : t->name);
-                    cJSON_AddNumberToObject(rec, "doc_id", (double)(off + i0 + j));
-                    cJSON_AddItemToObject(rec, "ll", cJSON_CreateDoubleArray(items[j].ll, items[j].n_choices));
-                    cJSON_AddNumberToObject(rec, "gold", docs[j].gold);
-                    cJSON_AddNumberToObject(rec, "acc", acc[i0 + j]);
-                    cJSON_AddNumberToObject(rec, "acc_norm", norm[i0 + j]);
-                    if (docs[j].n_true) cJSON_AddNumberToObject(rec, "mc2", mc2[i0 + j]);
-                    char *line = as_json_print(rec, false);
-                    fprintf(samples, "%s\n", line);
-                    free(line);
-                    cJSON_Delete(rec);
+                    const eval_mc_item *it = &items[j];
+                    cJSON *resps = cJSON_CreateArray(), *filtered = cJSON_CreateArray(), *tk = cJSON_CreateArray();
+                    for (int32_t c = 0; c < it->n_choices; c++) {
+                        cJSON *one = cJSON_CreateArray();
+                        cJSON_AddItemToArray(one, ll_resp(it->ll[c], it->greedy[c]));
+                        cJSON_AddItemToArray(resps, one);
+                        cJSON_AddItemToArray(filtered, ll_resp(it->ll[c], it->greedy[c]));
+                        if (it->tokens[c]) cJSON_AddItemToArray(tk, token_pair(it->tokens[c], it->n_tokens[c], it->n_ctx_tokens[c]));
+                    }
+                    cJSON *metrics = cJSON_CreateObject();
+                    if (t->metrics & EVAL_METRIC_ACC) cJSON_AddNumberToObject(metrics, "acc", acc[i0 + j]);
+                    if (t->metrics & EVAL_METRIC_ACC_NORM) cJSON_AddNumberToObject(metrics, "acc_norm", norm[i0 + j]);
+                    if (t->metrics & EVAL_METRIC_MC2) // lm-eval names mc2 "acc"
+                        cJSON_AddNumberToObject(metrics, t->metrics & EVAL_METRIC_ACC ? "mc2" : "acc", mc2[i0 + j]);
+                    char target[32];
+                    snprintf(target, sizeof target, "%d", docs[j].gold);
+                    char name[512];
+                    snprintf(name, sizeof name, "%s_%s", t->name, sub->name);
+                    sample_line l = {.task = n_subsets > 1 ? name : t->name, .doc_id = off + i0 + j,
+                                     .doc = cJSON_GetArrayItem(sub->docs, (int)(off + i0 + j)), .target = target,
+                                     .arguments = sample_arguments(it->ctx, it->cont, it->n_choices), .prompt = it->ctx[0],
+                                     .resps = resps, .filtered_resps = filtered, .filter = "none", .metrics = metrics, .tokens = tk,
+                                     .ll = cJSON_CreateDoubleArray(it->ll, it->n_choices)};
+                    sample_write(samples, &l);
                 }
+                if (items[j].tokens)
+                    for (int32_t c = 0; c < items[j].n_choices; c++) free(items[j].tokens[c]);
+                free(items[j].greedy), free(items[j].tokens), free(items[j].n_tokens), free(items[j].n_ctx_tokens);
                 free_strs(items[j].ctx, items[j].n_choices);
                 free_strs(items[j].cont, items[j].n_choices);
                 free(items[j].ll);
@@ -321,95 +433,6 @@ int eval_run_mc(const eval_task *t, const eval_subset *subsets, int32_t n_subset
     cJSON_AddNumberToObject(ns, "original", (double)total_orig);
     cJSON_AddNumberToObject(ns, "effective", (double)total_items);
     return AS_OK;
-}
-
-// ---- lm-eval's sample log ----
-
-// One line of lm-eval's samples_<task>.jsonl (EvaluationTracker's layout:
-// arguments as {"gen_args_i": {"arg_j": ..}}, responses as Python's str() of
-// each value, the hashes lm-eval writes), with "task" and the token ids
-// ("tokens": per request {"context": [..], "continuation": [..]}) added.
-typedef struct sample_line {
-    const char *task;
-    int64_t doc_id;
-    const cJSON *doc;
-    const char *target;  // str(target)
-    cJSON *arguments;    // consumed
-    const char *prompt;  // arguments' first string (prompt_hash)
-    cJSON *resps, *filtered_resps; // consumed
-    const char *filter;
-    cJSON *metrics;      // {name: value}, consumed
-    cJSON *tokens;       // consumed, may be NULL
-} sample_line;
-
-static void sample_write(FILE *f, sample_line *l) {
-    cJSON *rec = cJSON_CreateObject();
-    cJSON_AddNumberToObject(rec, "doc_id", (double)l->doc_id);
-    cJSON_AddItemToObject(rec, "doc", cJSON_Duplicate(l->doc, true));
-    cJSON_AddStringToObject(rec, "target", l->target);
-    cJSON_AddItemToObject(rec, "arguments", l->arguments);
-    cJSON_AddItemToObject(rec, "resps", l->resps);
-    cJSON_AddItemToObject(rec, "filtered_resps", l->filtered_resps);
-    cJSON_AddStringToObject(rec, "filter", l->filter);
-    cJSON *names = cJSON_AddArrayToObject(rec, "metrics");
-    const cJSON *m;
-    cJSON_ArrayForEach(m, l->metrics) cJSON_AddItemToArray(names, cJSON_CreateString(m->string));
-    char h[65];
-    char *dumped = eval_py_json_dumps(l->doc);
-    eval_sha256_hex(dumped, h);
-    free(dumped);
-    cJSON_AddStringToObject(rec, "doc_hash", h);
-    eval_sha256_hex(l->prompt, h);
-    cJSON_AddStringToObject(rec, "prompt_hash", h);
-    eval_sha256_hex(l->target, h);
-    cJSON_AddStringToObject(rec, "target_hash", h);
-    while (l->metrics->child) {
-        cJSON *v = cJSON_DetachItemViaPointer(l->metrics, l->metrics->child);
-        char *k = as_strdup(v->string);
-        cJSON_AddItemToObject(rec, k, v);
-        free(k);
-    }
-    cJSON_Delete(l->metrics);
-    cJSON_AddStringToObject(rec, "task", l->task);
-    if (l->tokens) cJSON_AddItemToObject(rec, "tokens", l->tokens);
-    char *line = as_json_print(rec, false);
-    fprintf(f, "%s\n", line);
-    free(line);
-    cJSON_Delete(rec);
-}
-
-// {"gen_args_i": {"arg_0": ctx, "arg_1": cont}} of n string pairs (cont NULL: one argument).
-static cJSON *sample_arguments(char *const *ctx, char *const *cont, int32_t n) {
-    cJSON *a = cJSON_CreateObject();
-    for (int32_t i = 0; i < n; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "gen_args_%d", i);
-        cJSON *g = cJSON_AddObjectToObject(a, k);
-        cJSON_AddStringToObject(g, "arg_0", ctx[i]);
-        if (cont) cJSON_AddStringToObject(g, "arg_1", cont[i]);
-    }
-    return a;
-}
-
-static cJSON *py_float_json(double x) {
-    char f[32];
-    eval_py_float(x, f);
-    return cJSON_CreateString(f);
-}
-
-// [str(ll), str(is_greedy)]: a loglikelihood response as lm-eval logs it.
-static cJSON *ll_resp(double ll, bool greedy) {
-    cJSON *r = cJSON_CreateArray();
-    cJSON_AddItemToArray(r, py_float_json(ll));
-    cJSON_AddItemToArray(r, cJSON_CreateString(greedy ? "True" : "False"));
-    return r;
-}
-
-static cJSON *token_pair(const int32_t *toks, int32_t n, int32_t n_ctx) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "context", cJSON_CreateIntArray(toks, n_ctx));
-    cJSON_AddItemToObject(o, "continuation", cJSON_CreateIntArray(toks + n_ctx, n - n_ctx));
-    return o;
 }
 
 // ---- loglikelihood: one continuation (LAMBADA) ----
@@ -598,6 +621,8 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
     skip_fewshot_draws(t, sub, n_pool, shots, &rng, o);
     generate_request *req = as_calloc((size_t)AS_MAX(n, 1), sizeof *req);
     char **gold = as_calloc((size_t)AS_MAX(n, 1), sizeof *gold);
+    char **gold_text = as_calloc((size_t)AS_MAX(n, 1), sizeof *gold_text), **prompts = as_calloc((size_t)AS_MAX(n, 1), sizeof *prompts);
+    int64_t *n_prompt = as_calloc((size_t)AS_MAX(n, 1), sizeof *n_prompt);
     int32_t **ids = as_calloc((size_t)AS_MAX(n, 1), sizeof *ids);
     int32_t n_stop = t->until ? cJSON_GetArraySize(t->until) : 0;
     const char **stop = as_calloc((size_t)AS_MAX(n_stop, 1), sizeof *stop);
@@ -613,6 +638,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         snprintf(what, sizeof what, "%s: item %lld", t->path ? t->path : t->name, (long long)(off + i));
         char *g = pf ? eval_render(t->gold, doc, what) : NULL;
         if (!g) { free(pf); eval_doc_free(&d); rc = AS_FAIL; break; }
+        gold_text[i] = as_strdup(g);
         if (t->match_string) gold[i] = g;
         else {
             // A gold answer the extraction cannot read would score 0 whatever
@@ -640,7 +666,8 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         }
         req[i] = (generate_request){.prompt = ids[i], .n_prompt = (int64_t)np, .sampling = sampler_params_greedy(),
                                     .max_new_tokens = max_new, .stop = stop, .n_stop = n_stop};
-        free(prompt), free(pf);
+        prompts[i] = prompt, n_prompt[i] = (int64_t)np;
+        free(pf);
         eval_doc_free(&d);
     }
     generate_result *out = as_calloc((size_t)AS_MAX(n, 1), sizeof *out);
@@ -671,20 +698,30 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
                 score[f * n + i] = answers[f] && !strcmp(answers[f], gold[i]);
             }
         }
-        if (samples) {
-            cJSON *rec = cJSON_CreateObject();
-            cJSON_AddStringToObject(rec, "task", t->name);
-            cJSON_AddNumberToObject(rec, "doc_id", (double)(off + i));
-            cJSON_AddStringToObject(rec, "output", text);
-            const char *last = answers[n_f - 1];
-            if (last) cJSON_AddStringToObject(rec, "answer", last);
-            else cJSON_AddNullToObject(rec, "answer");
-            cJSON_AddStringToObject(rec, "gold", gold[i]);
-            cJSON_AddNumberToObject(rec, "exact_match", score[(n_f - 1) * n + i]);
-            char *line = as_json_print(rec, false);
-            fprintf(samples, "%s\n", line);
-            free(line);
-            cJSON_Delete(rec);
+        // lm-eval's log: one line per filter, arguments (prompt, generation_kwargs).
+        for (int32_t f = 0; samples && f < n_f; f++) {
+            cJSON *args = cJSON_CreateObject(), *g0 = cJSON_AddObjectToObject(args, "gen_args_0");
+            cJSON_AddStringToObject(g0, "arg_0", prompts[i]);
+            cJSON *kw = cJSON_AddObjectToObject(g0, "arg_1");
+            cJSON *until = cJSON_AddArrayToObject(kw, "until");
+            for (int32_t k = 0; k < n_stop; k++) cJSON_AddItemToArray(until, cJSON_CreateString(stop[k]));
+            cJSON_AddBoolToObject(kw, "do_sample", false);
+            cJSON_AddNumberToObject(kw, "max_gen_toks", max_new);
+            cJSON *resps = cJSON_CreateArray(), *one = cJSON_CreateArray(), *filtered = cJSON_CreateArray();
+            cJSON_AddItemToArray(one, cJSON_CreateString(text));
+            cJSON_AddItemToArray(resps, one);
+            cJSON_AddItemToArray(filtered, answers[f] ? cJSON_CreateString(answers[f]) : cJSON_CreateNull());
+            cJSON *metrics = cJSON_CreateObject();
+            cJSON_AddNumberToObject(metrics, "exact_match", score[f * n + i]);
+            cJSON *tk = cJSON_CreateArray(), *pair = cJSON_CreateObject();
+            cJSON_AddItemToObject(pair, "context", cJSON_CreateIntArray(ids[i], (int)n_prompt[i]));
+            cJSON_AddItemToObject(pair, "continuation", cJSON_CreateIntArray(out[i].ids ? out[i].ids : ids[i], out[i].ids ? (int)out[i].n_ids : 0));
+            cJSON_AddItemToArray(tk, pair);
+            const char *fname = t->match_string ? (t->n_filters ? t->filters[f].name : "none") : f == 0 ? "strict-match" : "flexible-extract";
+            sample_line l = {.task = t->name, .doc_id = off + i, .doc = cJSON_GetArrayItem(sub->docs, (int)(off + i)),
+                             .target = gold_text[i], .arguments = args, .prompt = prompts[i], .resps = resps,
+                             .filtered_resps = filtered, .filter = fname, .metrics = metrics, .tokens = tk};
+            sample_write(samples, &l);
         }
         for (int32_t f = 0; f < n_f; f++) free(answers[f]);
         if (answers != ans) free(answers);
@@ -705,10 +742,10 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         cJSON_AddNumberToObject(ns, "effective", (double)n);
     }
     for (int64_t i = 0; i < n; i++) {
-        free(ids[i]), free(gold[i]);
+        free(ids[i]), free(gold[i]), free(gold_text[i]), free(prompts[i]);
         generate_result_free(&out[i]);
     }
-    free(ids), free(gold), free(out), free(req), free(stop), free(score);
+    free(ids), free(gold), free(gold_text), free(prompts), free(n_prompt), free(out), free(req), free(stop), free(score);
     free_strs(examples, shots > 0 ? n_pool : 0);
     return rc;
 }

@@ -51,9 +51,14 @@ typedef struct eval_options {
     const char *tasks_dir;      // built-in task files; NULL: see eval_tasks_dir()
     size_t kv_budget_bytes;     // KV-cache memory for batching items (0: 1 GiB)
     bool progress;              // progress line (items/s, ETA) on stderr
-    // Per-item records as JSONL (NULL: none), like lm-eval's --log_samples:
-    // multiple choice {"task", "doc_id", "ll": [..], "gold", "acc", "acc_norm"},
-    // generate_until {"task", "doc_id", "output", "answer", "gold", "exact_match"}.
+    // Per-item records as JSONL (NULL: none) in lm-eval's samples_<task>.jsonl
+    // layout: {"doc_id", "doc", "target", "arguments": {"gen_args_i": {"arg_0":
+    // context, "arg_1": continuation or generation kwargs}}, "resps",
+    // "filtered_resps" (Python's str() of each value: [ll, is_greedy] for
+    // log-likelihoods), "filter", "metrics", "doc_hash", "prompt_hash",
+    // "target_hash", <metric>: value, ...} plus "task", "ll" (multiple choice:
+    // the log-likelihoods as numbers) and "tokens" (per request
+    // {"context": [ids], "continuation": [ids]}); generate_until: one line per filter.
     const char *log_samples;
     // MT-Bench only: where to write the answers (FastChat model_answer JSONL;
     // NULL: not written), the model_id written in them, and an optional local

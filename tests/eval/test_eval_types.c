@@ -83,13 +83,20 @@ static void test_generate_until_strings(void **st) {
     write_text("gen.yaml", yaml);
     cJSON *samples;
     cJSON *r = run("gen.yaml", &samples);
-    assert_int_equal(cJSON_GetArraySize(samples), 4);
+    // lm-eval logs one line per document and filter.
+    assert_int_equal(cJSON_GetArraySize(samples), 8);
     char out[4][64];
     for (int i = 0; i < 4; i++) {
-        const cJSON *s = cJSON_GetArrayItem(samples, i);
-        const cJSON *resp = cJSON_GetObjectItem(s, "output");
-        if (!resp) resp = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "resps"), 0), 0);
+        const cJSON *s = cJSON_GetArrayItem(samples, 2 * i);
+        assert_string_equal(cJSON_GetObjectItem(s, "filter")->valuestring, "none");
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(samples, 2 * i + 1), "filter")->valuestring, "first-char");
+        assert_int_equal(cJSON_GetObjectItem(s, "doc_id")->valueint, i);
+        const cJSON *resp = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "resps"), 0), 0);
         assert_true(cJSON_IsString(resp));
+        assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "filtered_resps"), 0)->valuestring, resp->valuestring);
+        const cJSON *args = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "arguments"), "gen_args_0");
+        assert_non_null(strstr(cJSON_GetObjectItem(args, "arg_0")->valuestring, "\nA:"));
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(args, "arg_1"), "max_gen_toks")->valueint, 6);
         snprintf(out[i], sizeof out[i], "%s", resp->valuestring);
         assert_true(strlen(out[i]) < 60);
         if (getenv("AS_TEST_VERBOSE")) fprintf(stderr, "output %d: [%s]\n", i, out[i]);
@@ -406,6 +413,87 @@ static void test_configs_state_what_ran(void **st) {
     cJSON_Delete(r);
 }
 
+// Python's str(float) and json.dumps(indent=2, ensure_ascii=False), the forms
+// lm-eval's sample lines and hashes hold (expected values from Python 3).
+static void test_python_forms(void **st) {
+    (void)st;
+    struct { double x; const char *want; } f[] = {{-1.5, "-1.5"}, {-12.345678901234567, "-12.345678901234567"}, {1e-05, "1e-05"},
+                                                  {1e16, "1e+16"}, {123456789012345.6, "123456789012345.6"}, {-0.0001, "-0.0001"},
+                                                  {0.1, "0.1"}, {100.0, "100.0"}, {2.5e-10, "2.5e-10"}};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        char buf[32];
+        eval_py_float(f[i].x, buf);
+        if (strcmp(buf, f[i].want)) fail_msg("str(%.17g): '%s', want '%s'", f[i].x, buf, f[i].want);
+    }
+    cJSON *d = cJSON_Parse("{\"q\": \"\u00e9 \\\"x\\\"\\n\\u0001\", \"n\": 0.5, \"big\": 1e-05, \"ch\": [\"x\", \"y\"], \"g\": 0, \"e\": [], \"o\": {}}");
+    assert_non_null(d);
+    char *dumped = eval_py_json_dumps(d);
+    assert_string_equal(dumped, "{\n  \"q\": \"\xC3\xA9 \\\"x\\\"\\n\\u0001\",\n  \"n\": 0.5,\n  \"big\": 1e-05,\n  \"ch\": [\n    \"x\",\n"
+                                "    \"y\"\n  ],\n  \"g\": 0,\n  \"e\": [],\n  \"o\": {}\n}");
+    char h[65];
+    eval_sha256_hex(dumped, h);
+    assert_string_equal(h, "356e4e243acf5dc5e2013dbab8bcae06c1a688adcc80b1a08988cef5a1901055");
+    free(dumped);
+    cJSON_Delete(d);
+}
+
+// --log-samples in lm-eval's layout for a multiple-choice task: the document,
+// each choice's request (context, continuation), its response (str(ll),
+// str(is_greedy)), the target, the metric names and values, lm-eval's hashes,
+// and the token ids (the tokens the scorer ran, by lm-eval's split rule).
+static void test_log_samples_layout(void **st) {
+    (void)st;
+    write_text("ls.jsonl", "{\"q\": \"a\", \"ch\": [\"x\", \"y\"], \"g\": 0}\n{\"q\": \"b\", \"ch\": [\"the\", \"ing\"], \"g\": 1}\n");
+    write_text("ls.yaml", "task: ls\ndata: ls.jsonl\ndoc_to_text: \"Q: {{q}}\\nA:\"\nchoices: [\"{{ch}}\"]\ngold: \"{{g}}\"\nmetrics: [acc, acc_norm]\n");
+    cJSON *samples;
+    cJSON *r = run("ls.yaml", &samples);
+    assert_int_equal(cJSON_GetArraySize(samples), 2);
+    const cJSON *s0 = cJSON_GetArrayItem(samples, 0);
+    static const char *const keys[] = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics",
+                                       "doc_hash", "prompt_hash", "target_hash", "acc", "acc_norm", "task", "ll", "tokens"};
+    const cJSON *k = s0->child;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++, k = k->next) {
+        assert_non_null(k);
+        assert_string_equal(k->string, keys[i]);
+    }
+    assert_null(k);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(s0, "doc"), "q")->valuestring, "a");
+    assert_string_equal(cJSON_GetObjectItem(s0, "target")->valuestring, "0");
+    const cJSON *a1 = cJSON_GetObjectItem(cJSON_GetObjectItem(s0, "arguments"), "gen_args_1");
+    assert_string_equal(cJSON_GetObjectItem(a1, "arg_0")->valuestring, "Q: a\nA:");
+    assert_string_equal(cJSON_GetObjectItem(a1, "arg_1")->valuestring, " y");
+    // sha256 of "Q: a\nA:" and of "0", as hashlib gives them.
+    assert_string_equal(cJSON_GetObjectItem(s0, "prompt_hash")->valuestring, "ffe6024bb23f74dff4125fc5d4653d32222517915c21acd4d5dcf38be318ca51");
+    assert_string_equal(cJSON_GetObjectItem(s0, "target_hash")->valuestring, "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9");
+    const cJSON *names = cJSON_GetObjectItem(s0, "metrics");
+    assert_int_equal(cJSON_GetArraySize(names), 2);
+    assert_string_equal(cJSON_GetArrayItem(names, 1)->valuestring, "acc_norm");
+    // Responses: [[str(ll), str(greedy)]] per request; the ll that of a reference.
+    for (int c = 0; c < 2; c++) {
+        const cJSON *resp = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s0, "resps"), c), 0);
+        const char *ll_s = cJSON_GetArrayItem(resp, 0)->valuestring, *g_s = cJSON_GetArrayItem(resp, 1)->valuestring;
+        assert_true(!strcmp(g_s, "True") || !strcmp(g_s, "False"));
+        const char *cont = c ? " y" : " x";
+        char whole[64];
+        snprintf(whole, sizeof whole, "Q: a\nA:%s", cont);
+        size_t nc, nw;
+        int32_t *cc = encode("Q: a\nA:", 7, &nc), *ww = encode(whole, strlen(whole), &nw);
+        bool g;
+        const double want = ref_ll(ww, nw, nc, &g);
+        if (fabs(strtod(ll_s, NULL) - want) > 1e-4 * fabs(want)) fail_msg("choice %d: ll %s vs reference %.9g", c, ll_s, want);
+        assert_string_equal(g_s, g ? "True" : "False");
+        const cJSON *pair = cJSON_GetArrayItem(cJSON_GetObjectItem(s0, "tokens"), c);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pair, "context")), (int)nc);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pair, "continuation")), (int)(nw - nc));
+        for (size_t q = 0; q < nw; q++) {
+            const cJSON *part = cJSON_GetObjectItem(pair, q < nc ? "context" : "continuation");
+            assert_int_equal(cJSON_GetArrayItem(part, (int)(q < nc ? q : q - nc))->valueint, ww[q]);
+        }
+        free(cc), free(ww);
+    }
+    cJSON_Delete(samples), cJSON_Delete(r);
+}
+
 // The tiny model's teardown, then the files the tests wrote.
 static int teardown_all(void **st) {
     char cmd[400];
@@ -422,6 +510,8 @@ int main(void) {
         cmocka_unit_test(test_loglikelihood_lambada),
         cmocka_unit_test(test_loglikelihood_rolling),
         cmocka_unit_test(test_configs_state_what_ran),
+        cmocka_unit_test(test_python_forms),
+        cmocka_unit_test(test_log_samples_layout),
     };
     return cmocka_run_group_tests(tests, setup, teardown_all);
 }
