@@ -98,7 +98,7 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
     // What ran: the data file as resolved (absolute as written, beside the
     // task file, or under the data folder), and the few-shot set-up only when
     // there were shots.
-    char *data = eval_task_path(t, data_dir, t->data);
+    char *data = eval_task_data_path(t, data_dir);
     cJSON_AddStringToObject(c, "data", data);
     free(data);
     cJSON_AddNumberToObject(c, "num_fewshot", shots);
@@ -763,7 +763,7 @@ static int check_task(const char *name, const eval_options *o) {
     const char *paths[2] = {t.data, t.fewshot_data};
     for (int i = 0; i < 2 && rc == AS_OK; i++) {
         if (!paths[i]) continue;
-        char *p = eval_task_path(&t, data_dir_of(o), paths[i]);
+        char *p = i ? eval_task_path(&t, data_dir_of(o), paths[i]) : eval_task_data_path(&t, data_dir_of(o));
         char *slash = strstr(p, "{subject}") ? strrchr(p, '/') : NULL;
         if (slash) *slash = 0;
         if (access(p, R_OK) != 0) rc = as_error("%s: %s: %s not found", t.path, i ? "fewshot_data" : "data", p);

@@ -77,6 +77,7 @@ typedef struct eval_task {
     const char *name;
     eval_task_kind kind;
     const char *data, *fewshot_data;   // may contain {subject}
+    const cJSON *data_alts;            // data: [a, b, ...]: the first that exists is read (data = a)
     const char *format;                // jsonl | csv | hellaswag
     const cJSON *split_lists;          // {"column": "separator"} (csv)
     int32_t num_fewshot;
@@ -123,6 +124,13 @@ void eval_subsets_free(eval_subset *s, int32_t n);
 // A data path of the task: absolute as is, else beside the task file when it
 // exists there, else under data_dir.  Heap string.
 char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel);
+// The evaluated data file: the first of the task's data alternatives that
+// exists (else the first), resolved as eval_task_path.  Heap string.
+char *eval_task_data_path(const eval_task *t, const char *data_dir);
+// TruthfulQA's split_multi_answer (truthfulqa/utilities.py): a cell split on
+// ";", each answer stripped, empty ones dropped, a "." added where it does not
+// end in one.  A JSON array of strings.
+cJSON *eval_truthfulqa_split(const char *cell);
 // MT-Bench (mtbench.c): answers, optional local judging, results.
 int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const eval_options *o, const char *data_dir,
                       cJSON *results, cJSON *nshot, cJSON *nsamples);

@@ -168,7 +168,7 @@ static bool needs_ref(const char *cat) { return !strcmp(cat, "math") || !strcmp(
 
 int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const eval_options *o, const char *data_dir,
                       cJSON *results, cJSON *nshot, cJSON *nsamples) {
-    char *qpath = eval_task_path(t, data_dir, t->data);
+    char *qpath = eval_task_data_path(t, data_dir);
     cJSON *qs = NULL, *refs = NULL, *prompts = NULL;
     int rc = read_jsonl_array(qpath, &qs);
     for (int64_t i = 0; rc == AS_OK && i < o->offset && cJSON_GetArraySize(qs) > 0; i++) cJSON_DeleteItemFromArray(qs, 0); // --offset

@@ -127,7 +127,7 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
     }
     const char *type = NULL, *sampler = NULL, *match = NULL;
     if (opt_str(r, name, "task", NULL, &t->name) || opt_str(r, name, "type", "multiple_choice", &type) ||
-        opt_str(r, name, "data", NULL, &t->data) || opt_str(r, name, "fewshot_data", NULL, &t->fewshot_data) ||
+        opt_str(r, name, "fewshot_data", NULL, &t->fewshot_data) ||
         opt_str(r, name, "format", "jsonl", &t->format) || opt_str(r, name, "fewshot_sampler", "random", &sampler) ||
         opt_str(r, name, "description", "", &t->description) || opt_str(r, name, "doc_to_text", NULL, &t->doc_to_text) ||
         opt_str(r, name, "doc_to_target", NULL, &t->doc_to_target) || opt_str(r, name, "gold", NULL, &t->gold) ||
@@ -141,6 +141,13 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         opt_str_array(r, name, "choices", &t->choices) || opt_str_array(r, name, "true_choices", &t->true_choices) ||
         opt_str_array(r, name, "false_choices", &t->false_choices) || opt_str_array(r, name, "until", &t->until))
         goto fail;
+    {
+        const cJSON *dv = cJSON_GetObjectItemCaseSensitive(r, "data");
+        if (cJSON_IsArray(dv)) {
+            if (opt_str_array(r, name, "data", &t->data_alts)) goto fail;
+            t->data = cJSON_GetArrayItem(t->data_alts, 0)->valuestring;
+        } else if (opt_str(r, name, "data", NULL, &t->data)) goto fail;
+    }
     if (!t->name || !*t->name) { as_error("%s: task: missing (the task's name)", name); goto fail; }
     for (const char *p = t->name; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
@@ -158,8 +165,8 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
                  "got '%s'", name, type);
         goto fail;
     }
-    if (strcmp(t->format, "jsonl") && strcmp(t->format, "csv") && strcmp(t->format, "hellaswag")) {
-        as_error("%s: format: expected jsonl, csv or hellaswag, got '%s'", name, t->format);
+    if (strcmp(t->format, "jsonl") && strcmp(t->format, "csv") && strcmp(t->format, "hellaswag") && strcmp(t->format, "truthfulqa")) {
+        as_error("%s: format: expected jsonl, csv, hellaswag or truthfulqa, got '%s'", name, t->format);
         goto fail;
     }
     if (!strcmp(sampler, "first_n")) t->fewshot_first_n = true;
@@ -540,6 +547,38 @@ char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel) 
     return p;
 }
 
+char *eval_task_data_path(const eval_task *t, const char *data_dir) {
+    const cJSON *e;
+    if (t->data_alts)
+        cJSON_ArrayForEach(e, t->data_alts) {
+            char *p = eval_task_path(t, data_dir, e->valuestring);
+            if (access(p, R_OK) == 0) return p;
+            free(p);
+        }
+    return eval_task_path(t, data_dir, t->data);
+}
+
+cJSON *eval_truthfulqa_split(const char *cell) {
+    cJSON *arr = cJSON_CreateArray();
+    for (const char *s = cell;;) {
+        const char *semi = strchr(s, ';'), *e = semi ? semi : s + strlen(s);
+        size_t n = (size_t)(e - s);
+        const char *q = s;
+        trim_span(&q, &n);
+        if (n) {
+            char *a = as_malloc(n + 2);
+            memcpy(a, q, n);
+            a[n] = 0;
+            if (a[n - 1] != '.') a[n] = '.', a[n + 1] = 0;
+            cJSON_AddItemToArray(arr, cJSON_CreateString(a));
+            free(a);
+        }
+        if (!semi) break;
+        s = semi + 1;
+    }
+    return arr;
+}
+
 static int read_jsonl(const char *path, cJSON *docs) {
     char *text;
     size_t len;
@@ -698,9 +737,105 @@ static int read_hellaswag(const char *path, cJSON *docs) {
     return rc;
 }
 
+// TruthfulQA in either layout, as {question, mc1_true, mc1_false, mc2_true,
+// mc2_false}: the multiple-choice JSON (JSONL, or one JSON array) lm-eval's
+// data set holds, {question, mc1_targets: {choices, labels}, mc2_targets:
+// {choices, labels}} (label 1 true, 0 false); or the original TruthfulQA.csv,
+// its answer cells split as TruthfulQA's own code splits them (mc1: the best
+// answer against the incorrect ones; mc2: the correct against the incorrect).
+static int split_targets(const cJSON *tg, const char *path, int64_t item, const char *key, cJSON *o, const char *pre) {
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(tg, "choices"), *lb = cJSON_GetObjectItemCaseSensitive(tg, "labels");
+    if (cJSON_IsObject(tg) && !ch && !lb) {
+        // The TruthfulQA repository's mc_task.json: {answer: label, ...}.
+        char k[32];
+        snprintf(k, sizeof k, "%s_true", pre);
+        cJSON *tr = cJSON_AddArrayToObject(o, k);
+        snprintf(k, sizeof k, "%s_false", pre);
+        cJSON *fa = cJSON_AddArrayToObject(o, k);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, tg) {
+            if (!cJSON_IsNumber(e) || (e->valuedouble != 0 && e->valuedouble != 1))
+                return as_error("%s: item %lld: %s: '%s': expected label 0 or 1", path, (long long)item, key, e->string);
+            cJSON_AddItemToArray(e->valuedouble == 1 ? tr : fa, cJSON_CreateString(e->string));
+        }
+        return AS_OK;
+    }
+    if (!cJSON_IsArray(ch) || !cJSON_IsArray(lb) || cJSON_GetArraySize(ch) != cJSON_GetArraySize(lb))
+        return as_error("%s: item %lld: %s: expected {choices: [...], labels: [...]} of one length", path, (long long)item, key);
+    char k[32];
+    snprintf(k, sizeof k, "%s_true", pre);
+    cJSON *tr = cJSON_AddArrayToObject(o, k);
+    snprintf(k, sizeof k, "%s_false", pre);
+    cJSON *fa = cJSON_AddArrayToObject(o, k);
+    for (int i = 0; i < cJSON_GetArraySize(ch); i++) {
+        const cJSON *c = cJSON_GetArrayItem(ch, i), *l = cJSON_GetArrayItem(lb, i);
+        if (!cJSON_IsString(c) || !cJSON_IsNumber(l) || (l->valuedouble != 0 && l->valuedouble != 1))
+            return as_error("%s: item %lld: %s: choice %d: expected a string with label 0 or 1", path, (long long)item, key, i);
+        cJSON_AddItemToArray(l->valuedouble == 1 ? tr : fa, cJSON_CreateString(c->valuestring));
+    }
+    return AS_OK;
+}
+
+static int read_truthfulqa(const char *path, cJSON *docs) {
+    const size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".csv")) {
+        csv_table tab;
+        if (csv_read_file(path, &tab) != AS_OK) return AS_FAIL;
+        const int32_t cq = csv_column(&tab, "Question"), cb = csv_column(&tab, "Best Answer"),
+                      cc = csv_column(&tab, "Correct Answers"), ci = csv_column(&tab, "Incorrect Answers");
+        if (cq < 0 || cb < 0 || cc < 0 || ci < 0) {
+            csv_free(&tab);
+            return as_error("%s: expected TruthfulQA.csv's columns Question, Best Answer, Correct Answers, Incorrect Answers", path);
+        }
+        for (int64_t r = 0; r < tab.n_rows; r++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "question", csv_cell(&tab, r, cq));
+            cJSON *best = eval_truthfulqa_split(csv_cell(&tab, r, cb)); // one answer, closed with "."
+            cJSON_AddItemToObject(o, "mc1_true", best);
+            cJSON_AddItemToObject(o, "mc1_false", eval_truthfulqa_split(csv_cell(&tab, r, ci)));
+            cJSON_AddItemToObject(o, "mc2_true", eval_truthfulqa_split(csv_cell(&tab, r, cc)));
+            cJSON_AddItemToObject(o, "mc2_false", eval_truthfulqa_split(csv_cell(&tab, r, ci)));
+            cJSON_AddItemToArray(docs, o);
+        }
+        csv_free(&tab);
+        return AS_OK;
+    }
+    char *text;
+    size_t len;
+    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
+    cJSON *raw = cJSON_CreateArray();
+    const char *p = text;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    cJSON *whole = *p == '[' ? cJSON_ParseWithLength(text, len) : NULL;
+    int rc = AS_OK;
+    if (whole) cJSON_Delete(raw), raw = whole;
+    else {
+        free(text);
+        rc = read_jsonl(path, raw);
+        text = NULL;
+    }
+    free(text);
+    int64_t i = 0;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, raw) {
+        if (rc != AS_OK) break;
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(d, "question");
+        if (!cJSON_IsString(q)) { rc = as_error("%s: item %lld: question: missing or not a string", path, (long long)i); break; }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "question", q->valuestring);
+        rc = split_targets(cJSON_GetObjectItemCaseSensitive(d, "mc1_targets"), path, i, "mc1_targets", o, "mc1");
+        if (rc == AS_OK) rc = split_targets(cJSON_GetObjectItemCaseSensitive(d, "mc2_targets"), path, i, "mc2_targets", o, "mc2");
+        cJSON_AddItemToArray(docs, o);
+        i++;
+    }
+    cJSON_Delete(raw);
+    return rc;
+}
+
 static int read_docs(const eval_task *t, const char *path, cJSON **out) {
     cJSON *docs = cJSON_CreateArray();
-    int rc = !strcmp(t->format, "csv") ? read_csv(t, path, docs)
+    int rc = !strcmp(t->format, "truthfulqa") ? read_truthfulqa(path, docs)
+             : !strcmp(t->format, "csv") ? read_csv(t, path, docs)
              : !strcmp(t->format, "hellaswag") ? read_hellaswag(path, docs)
                                                 : read_jsonl(path, docs);
     if (rc == AS_OK && cJSON_GetArraySize(docs) == 0) rc = as_error("%s: no items", path);
@@ -769,7 +904,7 @@ void eval_subsets_free(eval_subset *s, int32_t n) {
 
 int eval_task_read_data(const eval_task *t, const char *data_dir, eval_subset **subsets, int32_t *n) {
     *subsets = NULL, *n = 0;
-    char *data = eval_task_path(t, data_dir, t->data);
+    char *data = eval_task_data_path(t, data_dir);
     char *few = t->fewshot_data ? eval_task_path(t, data_dir, t->fewshot_data) : NULL;
     char **subjects = NULL;
     int32_t ns = 0;

@@ -533,6 +533,73 @@ static void test_filters_and_exact_match(void **st) {
     expect_task_error("task: a\ndata: d\ndoc_to_text: x\nchoices: [a, b]\ngold: '0'\nfilter_list: []\n", "only generate_until tasks take filters");
 }
 
+// TruthfulQA: the CSV's answer cells split as TruthfulQA's split_multi_answer
+// (on ";", with or without a space; each answer closed with "."), and the
+// multiple-choice JSON layout read instead when it is there.
+static void test_truthfulqa_layouts(void **st) {
+    (void)st;
+    cJSON *a = eval_truthfulqa_split("No; It is blue;It is;  ; green. ");
+    const char *want[] = {"No.", "It is blue.", "It is.", "green."};
+    assert_int_equal(cJSON_GetArraySize(a), 4);
+    for (int i = 0; i < 4; i++) assert_string_equal(cJSON_GetArrayItem(a, i)->valuestring, want[i]);
+    cJSON_Delete(a);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/truthfulqa", g_dir);
+    mkdir(dir, 0755);
+    write_file("truthfulqa/TruthfulQA.csv", "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+                                            "Adversarial,Misc,Is the sky green?,No,\"No; It is blue;Never\",\"Yes;It is green; Sometimes\",x\n");
+    fake_entry tab[] = {{" No.", log(0.4)}, {" It is blue.", log(0.1)}, {" Never.", log(0.05)}, {" Yes.", log(0.3)},
+                        {" It is green.", log(0.1)}, {" Sometimes.", log(0.05)}, {" Blue.", log(0.5)}, {" Green.", log(0.25)},
+                        {" Red.", log(0.25)}};
+    for (int layout = 0; layout < 2; layout++) {
+        if (layout == 1)
+            write_file("truthfulqa/truthfulqa_mc.jsonl",
+                       "{\"question\": \"Is the sky green?\", \"mc1_targets\": {\"choices\": [\"Blue.\", \"Green.\", \"Red.\"], \"labels\": [1, 0, 0]},"
+                       " \"mc2_targets\": {\"choices\": [\"Green.\", \"Blue.\", \"Red.\"], \"labels\": [0, 1, 0]}}\n");
+        for (int k = 1; k <= 2; k++) {
+            eval_task t;
+            if (eval_task_load(k == 1 ? "truthfulqa_mc1" : "truthfulqa_mc2", AS_TASKS_DIR, &t)) fail_msg("%s", as_last_error());
+            eval_subset *s;
+            int32_t ns;
+            if (eval_task_read_data(&t, g_dir, &s, &ns)) fail_msg("%s", as_last_error());
+            fake f = {.table = tab, .n = 9};
+            eval_options o = eval_options_default();
+            cJSON *res = cJSON_CreateObject(), *nshot = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
+            assert_int_equal(eval_run_mc(&t, s, ns, &o, fake_loglik, &f, res, nshot, nsamp, NULL), 0);
+            assert_non_null(strstr(f.ctx[0], "Q: Is the sky green?\nA:"));
+            if (layout == 0 && k == 1) { // best answer against the incorrect ones, split on ";"
+                assert_int_equal(f.n_seen, 4);
+                assert_string_equal(f.cont[0], " No.");
+                assert_string_equal(f.cont[2], " It is green.");
+                assert_near(num(res, "truthfulqa_mc1", "acc,none"), 1, 0);
+            } else if (layout == 0) { // (0.4 + 0.1 + 0.05) / (0.55 + 0.45)
+                assert_int_equal(f.n_seen, 6);
+                assert_near(num(res, "truthfulqa_mc2", "acc,none"), 0.55, 1e-12);
+            } else if (k == 1) {
+                assert_int_equal(f.n_seen, 3);
+                assert_string_equal(f.cont[0], " Blue.");
+                assert_near(num(res, "truthfulqa_mc1", "acc,none"), 1, 0);
+            } else {
+                assert_int_equal(f.n_seen, 3);
+                assert_near(num(res, "truthfulqa_mc2", "acc,none"), 0.5, 1e-12);
+            }
+            fake_free(&f);
+            cJSON_Delete(res), cJSON_Delete(nshot), cJSON_Delete(nsamp);
+            eval_subsets_free(s, ns);
+            eval_task_free(&t);
+        }
+    }
+    // A malformed layout names the file and the item.
+    write_file("truthfulqa/truthfulqa_mc.jsonl", "{\"question\": \"q\", \"mc1_targets\": {\"choices\": [\"a\"], \"labels\": [1, 0]}}\n");
+    eval_task t;
+    assert_int_equal(eval_task_load("truthfulqa_mc1", AS_TASKS_DIR, &t), 0);
+    eval_subset *s;
+    int32_t ns;
+    assert_int_equal(eval_task_read_data(&t, g_dir, &s, &ns), -1);
+    assert_non_null(strstr(as_last_error(), "truthfulqa_mc.jsonl: item 0: mc1_targets: expected {choices"));
+    eval_task_free(&t);
+}
+
 static int setup(void **st) {
     (void)st;
     char *d = as_test_tmpdir();
@@ -562,6 +629,7 @@ int main(void) {
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_answer_extraction),
         cmocka_unit_test(test_filters_and_exact_match),
+        cmocka_unit_test(test_truthfulqa_layouts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
