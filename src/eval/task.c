@@ -48,7 +48,7 @@ static const char *const KNOWN_KEYS[] = {
     "task", "type", "data", "fewshot_data", "format", "split_lists", "num_fewshot", "fewshot_sampler", "description",
     "doc_to_text", "doc_to_target", "gold", "target_delimiter", "fewshot_delimiter", "choices", "true_choices",
     "false_choices", "contexts", "continuation", "metrics", "primary_metric", "until", "max_gen_toks", "temperatures",
-    "reference", "judge_prompts", "notes", "match", "filter_list", "metric_list"};
+    "reference", "judge_prompts", "notes", "match", "filter_list", "metric_list", "output_type"};
 
 const char *eval_task_kind_name(eval_task_kind k) {
     switch (k) {
@@ -119,13 +119,26 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
     const cJSON *r = t->root;
     int rc = AS_FAIL;
     if (!cJSON_IsObject(r)) { as_error("%s: expected a mapping of task fields", name); goto fail; }
+    // lm-eval's own task keys: one line saying what this version runs instead.
+    static const char *const LM_EVAL_KEYS[] = {
+        "dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split",
+        "fewshot_split", "doc_to_choice", "include", "tag", "task_alias", "group", "should_decontaminate",
+        "doc_to_decontamination_query", "generation_kwargs", "repeats", "fewshot_config", "metadata", "process_docs",
+        "process_results", "use_prompt", "doc_to_image", "gen_prefix", "unsafe_code"};
     const cJSON *k;
     cJSON_ArrayForEach(k, r) {
-        bool known = false;
+        bool known = false, lm_eval = false;
         for (size_t i = 0; i < AS_ARRAY_LEN(KNOWN_KEYS); i++) known |= !strcmp(k->string, KNOWN_KEYS[i]);
+        for (size_t i = 0; i < AS_ARRAY_LEN(LM_EVAL_KEYS); i++) lm_eval |= !strcmp(k->string, LM_EVAL_KEYS[i]);
+        if (lm_eval) {
+            as_error("%s: %s: an lm-evaluation-harness key this version does not read; write the task in alphaspin's "
+                     "fields (data:, choices:, gold:; tasks/README.md)", name, k->string);
+            goto fail;
+        }
         if (!known) { as_error("%s: %s: unknown field", name, k->string); goto fail; }
     }
-    const char *type = NULL, *sampler = NULL, *match = NULL;
+    const char *type = NULL, *sampler = NULL, *match = NULL, *output_type = NULL;
+    if (opt_str(r, name, "output_type", NULL, &output_type)) goto fail;
     if (opt_str(r, name, "task", NULL, &t->name) || opt_str(r, name, "type", "multiple_choice", &type) ||
         opt_str(r, name, "fewshot_data", NULL, &t->fewshot_data) ||
         opt_str(r, name, "format", "jsonl", &t->format) || opt_str(r, name, "fewshot_sampler", "random", &sampler) ||
@@ -147,6 +160,14 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
             if (opt_str_array(r, name, "data", &t->data_alts)) goto fail;
             t->data = cJSON_GetArrayItem(t->data_alts, 0)->valuestring;
         } else if (opt_str(r, name, "data", NULL, &t->data)) goto fail;
+    }
+    if (output_type) {
+        // lm-eval's name for `type`.
+        if (cJSON_GetObjectItemCaseSensitive(r, "type") && strcmp(type, output_type)) {
+            as_error("%s: output_type: '%s' disagrees with type '%s'", name, output_type, type);
+            goto fail;
+        }
+        type = output_type;
     }
     if (!t->name || !*t->name) { as_error("%s: task: missing (the task's name)", name); goto fail; }
     for (const char *p = t->name; *p; p++)

@@ -74,6 +74,15 @@ static int parse_node(yparser *y, yaml_event_t *ev, int depth, cJSON **out) {
             }
             yaml_event_t v;
             if (next_event(y, &v) != AS_OK) { free(key); cJSON_Delete(obj); return AS_FAIL; }
+            // lm-eval's `key: !function module.name` names Python code.
+            if (v.type == YAML_SCALAR_EVENT && v.data.scalar.tag && !strcmp((const char *)v.data.scalar.tag, "!function")) {
+                as_error("%s:%zu: %s: !function %.*s: a Python function cannot run in C (write the field as a template)",
+                         y->name, v.start_mark.line + 1, key, (int)v.data.scalar.length, (const char *)v.data.scalar.value);
+                yaml_event_delete(&v);
+                free(key);
+                cJSON_Delete(obj);
+                return AS_FAIL;
+            }
             cJSON *child;
             int rc = parse_node(y, &v, depth + 1, &child);
             yaml_event_delete(&v);
