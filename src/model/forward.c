@@ -13,7 +13,6 @@
 //
 // Every weight multiply goes through kernel_matmul (the speed seam); this file
 // owns only the cheap element-wise work and attention.
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -469,9 +468,8 @@ static void lora_apply(model *m, model_scratch *s, int32_t l, int t, float *y, i
         s->cap_lora = n * r;
     }
     const float *A = lo->a[t] + (int64_t)l * r * in, *B = lo->b[t] + (int64_t)l * out * r;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)in, 1.0f, x, (int)in, A, (int)in, 0.0f, s->lora_u, (int)r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)r, lo->scale, s->lora_u, (int)r, B, (int)r, 1.0f, y,
-                (int)ldy);
+    kernel_sgemm(false, true, n, r, in, 1.0f, x, in, A, in, 0.0f, s->lora_u, r, kernel_get_threads());
+    kernel_sgemm(false, true, n, out, r, lo->scale, s->lora_u, r, B, r, 1.0f, y, ldy, kernel_get_threads());
 }
 
 // ---- packed weights ----
