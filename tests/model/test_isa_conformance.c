@@ -12,9 +12,11 @@
 // Ops: activation quantisation (Q8_1 blocks and the AVX-512 group layout,
 // Q8_K); the Q8 matmul of each weight type through kernel_matmul (row and
 // tile kernels, 1 and 2 threads, token counts around every kernel's
-// thresholds), and the F32 one of every type (float rows of any length); weight rows (kernel_get_row); RoPE; RMSNorm; SiLU/GELU GLU;
-// attention (head sizes 8..256, fp32 and fp16 caches, several query rows and
-// key counts around the tile size, whole softmax included).
+// thresholds), and the F32 one of every type (float rows of any length);
+// weight rows (kernel_get_row); RoPE; RMSNorm; SiLU/GELU GLU; attention
+// (head sizes 8..256, fp32 and fp16 caches, several query rows and key
+// counts around the tile size, whole softmax included).  The sampler's
+// check is test_sampler's test_isa_invariant.
 //
 // Models with F32 weights take the F32 matmul even at q8 (kernels.h), and
 // precision f32 takes it for every weight type: a Q4_1 and an F32 model are
