@@ -8,7 +8,6 @@
 // stream from memory, activations stay in cache); GFLOP/s counts 2*rows*cols
 // per token.  The last lines add the per-token matmul time of one decode step
 // of the whole model (30 layers x 7 projections + the output head).
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +100,7 @@ int main(int argc, char **argv) {
         }
     }
     kernel_force_isa(KERNEL_ISA_AUTO); // initialises the kernels (and OpenBLAS core selection)
-    printf("cpu: %s; threads %d; OpenBLAS core %s\n", cpu_describe(), kernel_get_threads(), openblas_get_corename());
+    printf("cpu: %s; threads %d\n", cpu_describe(), kernel_get_threads());
     as_rng rng;
     as_rng_seed(&rng, 1);
     const int64_t max_tok = 512;

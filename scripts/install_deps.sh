@@ -3,7 +3,7 @@
 # nothing when they are all present).  Run as root or with sudo available.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config python3 python3-pip
-      libopenblas-dev libpcre2-dev libcjson-dev libyaml-dev libcmocka-dev libssl-dev
+      libpcre2-dev libcjson-dev libyaml-dev libcmocka-dev libssl-dev
       clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -33,7 +33,6 @@
 // Each output is computed by one thread in a fixed order, so results do not
 // depend on the schedule.  Each thread owns its scratch, which grows once and is then
 // reused, so the hot loop never allocates.
-#include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -72,31 +71,6 @@ static kernel_isa kernel_best_isa(void) {
     return KERNEL_ISA_SCALAR;
 }
 
-// OpenBLAS (DYNAMIC_ARCH builds, as Debian's) picks its kernels from the CPU
-// model number when the library loads.  Models newer than the library (e.g.
-// this project's Xeon under KVM) fall back to "Prescott" SSE3 kernels, 4x
-// slower than its AVX-512 ones.  The documented override, OPENBLAS_CORETYPE,
-// is read only at load time; the exported gotoblas_dynamic_quit/init pair
-// re-runs that selection, so we set the variable from the features we
-// detected and re-select once, before the first BLAS call.  A user's own
-// OPENBLAS_CORETYPE is left alone; weak symbols keep other BLAS builds linking.
-extern void gotoblas_dynamic_init(void) __attribute__((weak));
-extern void gotoblas_dynamic_quit(void) __attribute__((weak));
-
-static void kernel_blas_init(void) {
-    if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
-    const char *core = openblas_get_corename();
-    const char *generic[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Coppermine", "Northwood", "Banias", "unknown"};
-    bool is_generic = core == NULL;
-    for (size_t i = 0; core && i < AS_ARRAY_LEN(generic); i++) is_generic |= strcmp(core, generic[i]) == 0;
-    if (!is_generic) return;
-    const char *want = kernel_isa_available(KERNEL_ISA_AVX512) ? "SkylakeX" : kernel_isa_available(KERNEL_ISA_AVX2) ? "Haswell" : NULL;
-    if (!want) return;
-    setenv("OPENBLAS_CORETYPE", want, 0);
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-}
-
 // ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps the choice (debugging, and
 // comparing against the fallbacks on a fast machine; avx512 turns AMX off).
 // It also caps kernel_force_isa(KERNEL_ISA_AUTO).
@@ -114,7 +88,6 @@ static void kernel_init_once(void) {
     const kernel_isa isa = kernel_auto_isa();
     kernel_isa_active = isa;
     kernel_ops_active = kernel_ops_table[isa];
-    kernel_blas_init();
 }
 
 void kernel_init(void) { pthread_once(&kernel_once, kernel_init_once); }

@@ -25,10 +25,11 @@ typedef struct as_matrix {
 // How activations meet quantised weights.
 //  F32: weights dequantised exactly (bit-identical to quant_dequantize_row),
 //    products summed in fp32: ||out - exact|| / ||exact|| < 1e-5 (tested; ~1e-7
-//    to 4e-6 observed).  n_tokens <= 4 dots each row in registers; more tokens
-//    use OpenBLAS sgemm on dequantised tiles (different summation order, so
-//    results for a token may differ in the last bits between the two regimes).
-//    Fastest choice for prefill / log-probs of many tokens (~130 GFLOP/s/core).
+//    to 4e-6 observed).  n_tokens <= 4 dots each row in registers (32 lanes,
+//    one fixed tree); more tokens use the project's GEMM on dequantised tiles
+//    (one chain per output: sgemm.c), so results for a token may differ in the
+//    last bits between the two regimes.  Both regimes give the same bits on
+//    every ISA and thread count.
 //  Q8: like llama.cpp, each token's activations are quantised to 8 bits per
 //    block of 32 (Q8_K per 256 for Q4_K/Q6_K) and dotted in integers.  Error vs
 //    the exact result: ~0.5-1.2% of the output scale ||x|| ||w|| / sqrt(cols)
@@ -42,12 +43,9 @@ typedef struct as_matrix {
 //    bf16 (nearest even), the products summed in fp32: kernel_gemm_bf16
 //    (gemm.h), on AMX-BF16 tiles where the CPU has them.  Error vs the exact
 //    result: ~0.3% of the output scale (two bf16 roundings per product,
-//    tested).  On AMX a token's outputs are bitwise the same whatever else is
-//    in the batch.  Without AMX the bf16-rounded operands go through sgemm,
-//    whose last bits may differ between batch sizes; rounding the next
-//    layer's activations to bf16 turns such a difference into a whole bf16
-//    ulp now and then, so a model's logits may differ by ~0.5% of their scale
-//    between batchings (the size of bf16's own error).  The fastest choice for
+//    tested).  A token's outputs are bitwise the same whatever else is in the
+//    batch; AMX tiles and the fused multiply-add fallback of CPUs without AMX
+//    sum in different orders (bf16 results differ between them).  The fastest choice for
 //    many tokens on AMX CPUs (prefill, scoring: ~2x Q8's many-token AMX-INT8
 //    kernel, whose per-32-block scales cost a tile store per block product),
 //    and the slowest for decoding one token (2 bytes per weight streamed).
@@ -71,18 +69,13 @@ typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnn
 const cpu_features *cpu_get_features(void);
 const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // One-time setup, idempotent and also run by every kernel_* call: picks the
-// SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps it) and,
-// when OpenBLAS did not recognise the CPU and fell back to its SSE3
-// "Prescott" kernels (this machine), switches it to its AVX-512/AVX2 ones
-// (4x sgemm).  Call it at start-up, before any thread of yours uses cblas.
+// SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps it).
 void kernel_init(void);
 // Whether code outside tensor/ with AVX-512 F and generic paths should take
 // the AVX-512 one: the CPU has it and ALPHASPIN_KERNEL_ISA does not cap the
 // kernels below it.
 bool kernel_avx512_active(void);
-// Threads used by kernels (OpenMP); default: omp_get_max_threads().  Code
-// that calls cblas_* inside its own OpenMP region should set
-// openblas_set_num_threads(1) around it, as kernels.c does.
+// Threads used by kernels (OpenMP); default: omp_get_max_threads().
 void kernel_set_threads(int n);
 int kernel_get_threads(void);
 
