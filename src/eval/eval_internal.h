@@ -41,6 +41,10 @@ void eval_regex_free(eval_regex *re);
 char *eval_regex_findall_pick(const eval_regex *re, const char *s, int32_t group_select);
 // re.sub(pattern, "", s).  Heap string.
 char *eval_regex_remove(const eval_regex *re, const char *s);
+// re.sub(pattern, repl, s, count) with Python's replacement template (count
+// <= 0: every match).  Heap string, or NULL + as_error "<what>: ..." on a bad
+// template.
+char *eval_regex_sub(const eval_regex *re, const char *s, const char *repl, int64_t count, const char *what);
 
 typedef struct eval_filter_step eval_filter_step;
 // One of lm-eval's filter_list entries: a name ("strict-match") and its steps

@@ -98,6 +98,87 @@ char *eval_regex_remove(const eval_regex *rex, const char *s) {
     return b.s;
 }
 
+// Python's re.sub(pattern, repl, s, count) (count 0: all): repl's \\1..\\99,
+// \\g<n>, \\g<name> (an unmatched group gives ""), \\n \\t \\r \\f \\v \\a
+// \\\\; another escaped ASCII letter is an error, any other escaped character
+// stays as written.  Empty matches next to a previous match are replaced
+// (Python 3.7+).  Heap string, or NULL + as_error "<what>: ...".
+char *eval_regex_sub(const eval_regex *rex, const char *s, const char *repl, int64_t count, const char *what) {
+    const pcre2_code *re = (const pcre2_code *)rex;
+    uint32_t n_groups = 0;
+    pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &n_groups);
+    // Check the template once.
+    for (const char *r = repl; *r; r++) {
+        if (*r != '\\') continue;
+        char e = *++r;
+        if (!e) { as_error("%s: bad escape (end of pattern) in the replacement", what); return NULL; }
+        if (e >= '0' && e <= '9') {
+            int g = e - '0';
+            if (r[1] >= '0' && r[1] <= '9') g = g * 10 + (*++r - '0');
+            if (g == 0 || (uint32_t)g > n_groups) { as_error("%s: invalid group reference %d in the replacement", what, g); return NULL; }
+        } else if (e == 'g') {
+            const char *close = r[1] == '<' ? strchr(r, '>') : NULL;
+            if (!close || close == r + 2) { as_error("%s: bad \\g<...> in the replacement", what); return NULL; }
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(close - r - 2), r + 2);
+            char *end;
+            long g = strtol(name, &end, 10);
+            if (*end ? pcre2_substring_number_from_name(re, (PCRE2_SPTR)name) < 0 : (g < 0 || (uint32_t)g > n_groups)) {
+                as_error("%s: unknown group '%s' in the replacement", what, name);
+                return NULL;
+            }
+            r = close;
+        } else if (((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) && !strchr("ntrfvab", e)) {
+            as_error("%s: bad escape \\%c in the replacement", what, e);
+            return NULL;
+        }
+    }
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    const size_t n = strlen(s);
+    as_sbuf b = {0};
+    as_sb_add(&b, "", 0);
+    size_t at = 0, copied = 0;
+    int64_t done = 0;
+    bool last_empty = false;
+    while (at <= n && (count <= 0 || done < count)) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, last_empty ? PCRE2_NOTEMPTY_ATSTART : 0, md, NULL);
+        if (rc < 0) break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        as_sb_add(&b, s + copied, ov[0] - copied);
+        for (const char *r = repl; *r; r++) {
+            if (*r != '\\') { as_sb_add(&b, r, 1); continue; }
+            char e = *++r;
+            long g = -1;
+            if (e >= '0' && e <= '9') {
+                g = e - '0';
+                if (r[1] >= '0' && r[1] <= '9') g = g * 10 + (*++r - '0');
+            } else if (e == 'g') {
+                const char *close = strchr(r, '>');
+                char name[64];
+                snprintf(name, sizeof name, "%.*s", (int)(close - r - 2), r + 2);
+                char *end;
+                g = strtol(name, &end, 10);
+                if (*end) g = pcre2_substring_number_from_name(re, (PCRE2_SPTR)name);
+                r = close;
+            } else {
+                const char *esc = strchr("ntrfvab", e);
+                if (esc) as_sb_add(&b, &"\n\t\r\f\v\a\b"[esc - "ntrfvab"], 1);
+                else if (e == '\\') as_sb_add(&b, "\\", 1);
+                else as_sb_add(&b, r - 1, 2);
+                continue;
+            }
+            if (g >= 0 && g < rc && ov[2 * g] != PCRE2_UNSET) as_sb_add(&b, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
+        }
+        copied = ov[1];
+        done++;
+        last_empty = ov[0] == ov[1];
+        at = ov[1];
+    }
+    as_sb_add(&b, s + copied, n - copied);
+    pcre2_match_data_free(md);
+    return b.s;
+}
+
 // ---- filters ----
 
 typedef enum filter_kind {
