@@ -11,6 +11,7 @@
 #include "tokenizer/chat.h"
 #include "util/common.h"
 #include "util/json.h"
+#include "util/jsonl.h"
 
 static void usage(FILE *out) {
     sampler_params d = sampler_params_default();
@@ -99,31 +100,24 @@ static const char *finish_name(generate_finish f) {
 
 // Reads the prompts file: each line a JSON object with "prompt" or "messages".
 static int read_prompts(const char *path, cJSON ***items, size_t *n_items) {
-    char *buf;
-    size_t len;
-    if (as_read_file(path, &buf, &len) != AS_OK) return AS_FAIL;
-    size_t cap = 64, n = 0, line_no = 0;
+    as_jsonl r;
+    if (as_jsonl_open(&r, path) != AS_OK) return AS_FAIL;
+    size_t cap = 64, n = 0;
     cJSON **v = as_malloc(cap * sizeof *v);
-    int rc = AS_OK;
-    for (char *line = buf, *next; rc == AS_OK && line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        line_no++;
-        if (strspn(line, " \t\r") == strlen(line)) continue;
-        cJSON *o = cJSON_Parse(line);
-        if (!o || !cJSON_IsObject(o)) rc = as_error("%s:%zu: not a JSON object", path, line_no);
-        else if (!cJSON_IsString(cJSON_GetObjectItem(o, "prompt")) && !cJSON_IsArray(cJSON_GetObjectItem(o, "messages")))
-            rc = as_error("%s:%zu: expected a string field \"prompt\" or an array \"messages\"", path, line_no);
-        if (rc != AS_OK) {
+    cJSON *o;
+    int got;
+    while ((got = as_jsonl_next(&r, &o)) > 0) {
+        if (!cJSON_IsString(cJSON_GetObjectItem(o, "prompt")) && !cJSON_IsArray(cJSON_GetObjectItem(o, "messages"))) {
+            got = as_jsonl_error(&r, "expected a string field \"prompt\" or an array \"messages\"");
             cJSON_Delete(o);
             break;
         }
         if (n == cap) v = as_realloc(v, (cap *= 2) * sizeof *v);
         v[n++] = o;
     }
-    free(buf);
-    if (rc == AS_OK && n == 0) rc = as_error("%s: no prompts", path);
-    if (rc != AS_OK) {
+    as_jsonl_close(&r);
+    if (got == 0 && n == 0) got = as_error("%s: no prompts", path);
+    if (got < 0) {
         for (size_t i = 0; i < n; i++) cJSON_Delete(v[i]);
         free(v);
         return AS_FAIL;

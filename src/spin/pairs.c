@@ -8,6 +8,7 @@
 #include "train/sft.h"
 #include "util/common.h"
 #include "util/json.h"
+#include "util/jsonl.h"
 
 static void pair_free(spin_pair *p);
 
@@ -209,39 +210,31 @@ static float read_num(const cJSON *o, const char *key, int *bad) {
 }
 
 int spin_pairs_read_trl(spin_pairs *ps, const char *path, int32_t iterate) {
-    char *text;
-    size_t size;
-    if (as_read_file(path, &text, &size)) return AS_FAIL;
-    int64_t line = 0;
-    int rc = AS_OK;
-    for (size_t pos = 0; pos < size && rc == AS_OK;) {
-        const char *nl = memchr(text + pos, '\n', size - pos);
-        const size_t end = nl ? (size_t)(nl - text) : size;
-        line++;
-        if (end > pos) {
-            cJSON *o = cJSON_ParseWithLength(text + pos, end - pos);
-            chat_message *prompt = NULL, *ch = NULL, *rj = NULL;
-            int32_t np, nc, nr;
-            const cJSON *it = cJSON_GetObjectItem(o, "iterate");
-            if (!o || !cJSON_IsObject(o)) rc = as_error("%s:%lld: not a JSON object", path, (long long)line);
-            else if (read_msgs(cJSON_GetObjectItem(o, "prompt"), &prompt, &np)) rc = as_error("%s:%lld: prompt: expected a list of messages", path, (long long)line);
-            else if (read_msgs(cJSON_GetObjectItem(o, "chosen"), &ch, &nc) || nc != 1) rc = as_error("%s:%lld: chosen: expected one message", path, (long long)line);
-            else if (read_msgs(cJSON_GetObjectItem(o, "rejected"), &rj, &nr) || nr != 1) rc = as_error("%s:%lld: rejected: expected one message", path, (long long)line);
-            else if (!cJSON_IsNumber(it)) rc = as_error("%s:%lld: iterate: expected a number", path, (long long)line);
-            else if (iterate < 0 || it->valueint == iterate) {
-                int bad = 0;
-                spin_pair *p = spin_pairs_add(ps, prompt, np, ch[0].content, rj[0].content, it->valueint);
-                p->ref_t_w = read_num(o, "ref_t_chosen_logps", &bad);
-                p->ref_t_l = read_num(o, "ref_t_rejected_logps", &bad);
-                p->ref_0_w = read_num(o, "ref_0_chosen_logps", &bad);
-                p->ref_0_l = read_num(o, "ref_0_rejected_logps", &bad);
-                if (bad) rc = as_error("%s:%lld: ref_*_logps: expected numbers or null", path, (long long)line);
-            }
-            free(prompt), free(ch), free(rj);
-            cJSON_Delete(o);
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
+    cJSON *o;
+    int got;
+    while ((got = as_jsonl_next(&r, &o)) > 0) {
+        chat_message *prompt = NULL, *ch = NULL, *rj = NULL;
+        int32_t np, nc, nr;
+        const cJSON *it = cJSON_GetObjectItem(o, "iterate");
+        if (read_msgs(cJSON_GetObjectItem(o, "prompt"), &prompt, &np)) got = as_jsonl_error(&r, "prompt: expected a list of messages");
+        else if (read_msgs(cJSON_GetObjectItem(o, "chosen"), &ch, &nc) || nc != 1) got = as_jsonl_error(&r, "chosen: expected one message");
+        else if (read_msgs(cJSON_GetObjectItem(o, "rejected"), &rj, &nr) || nr != 1) got = as_jsonl_error(&r, "rejected: expected one message");
+        else if (!cJSON_IsNumber(it)) got = as_jsonl_error(&r, "iterate: expected a number");
+        else if (iterate < 0 || it->valueint == iterate) {
+            int bad = 0;
+            spin_pair *p = spin_pairs_add(ps, prompt, np, ch[0].content, rj[0].content, it->valueint);
+            p->ref_t_w = read_num(o, "ref_t_chosen_logps", &bad);
+            p->ref_t_l = read_num(o, "ref_t_rejected_logps", &bad);
+            p->ref_0_w = read_num(o, "ref_0_chosen_logps", &bad);
+            p->ref_0_l = read_num(o, "ref_0_rejected_logps", &bad);
+            if (bad) got = as_jsonl_error(&r, "ref_*_logps: expected numbers or null");
         }
-        pos = end + 1;
+        free(prompt), free(ch), free(rj);
+        cJSON_Delete(o);
+        if (got < 0) break;
     }
-    free(text);
-    return rc;
+    as_jsonl_close(&r);
+    return got < 0 ? AS_FAIL : AS_OK;
 }

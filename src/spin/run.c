@@ -26,6 +26,7 @@
 #include "train/sft.h"
 #include "util/common.h"
 #include "util/json.h"
+#include "util/jsonl.h"
 #ifdef ALPHASPIN_HAVE_DATA
 #include "data/arith.h"
 #endif
@@ -515,15 +516,12 @@ static double num(const cJSON *o, const char *k) {
 
 // The first n lines of a metrics.jsonl written by metrics_write.
 static int metrics_read(const char *path, step_metrics *s, int64_t n) {
-    char *text;
-    size_t size;
-    if (as_read_file(path, &text, &size)) return AS_FAIL;
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
     int64_t i = 0;
-    for (char *line = text, *nl; i < n && line < text + size; line = nl + 1, i++) {
-        nl = strchr(line, '\n');
-        if (!nl) break;
-        cJSON *o = cJSON_ParseWithLength(line, (size_t)(nl - line));
-        if (!o) break;
+    cJSON *o;
+    int got = 1;
+    while (i < n && (got = as_jsonl_next(&r, &o)) > 0) {
         s[i] = (step_metrics){.step = (int64_t)num(o, "step"), .epoch = num(o, "epoch"), .loss = num(o, "loss"),
                               .grad_norm = num(o, "grad_norm"), .lr = num(o, "learning_rate")};
         s[i].m.loss = s[i].loss;
@@ -534,9 +532,11 @@ static int metrics_read(const char *path, step_metrics *s, int64_t n) {
         s[i].m.logps_real = num(o, "logps/real");
         s[i].m.logps_generated = num(o, "logps/generated");
         cJSON_Delete(o);
+        i++;
     }
-    free(text);
-    return i == n ? AS_OK : as_error("%s: fewer than %lld readable lines (the training state says %lld steps)", path, (long long)n, (long long)n);
+    as_jsonl_close(&r);
+    if (got < 0) return AS_FAIL;
+    return i == n ? AS_OK : as_error("%s: %lld lines, but the training state says %lld steps", path, (long long)i, (long long)n);
 }
 
 // Epochs over the pairs: shuffled with a stream seeded by (seed, k); micro-batches
@@ -977,23 +977,18 @@ static int load_models(spin_ctx *x) {
 
 static int check_layout(const char *path, const char *layout) {
     if (strcmp(layout, "auto") == 0) return AS_OK;
-    char *text;
-    size_t size;
-    if (as_read_file(path, &text, &size)) return AS_FAIL;
     const char *need = !strcmp(layout, "messages") ? "messages" : !strcmp(layout, "prompt_response") ? "response" : "answer";
-    int rc = AS_OK;
-    int64_t line = 0;
-    for (char *p = text, *nl; p < text + size && rc == AS_OK; p = nl + 1) {
-        nl = strchr(p, '\n');
-        if (!nl) nl = text + size;
-        line++;
-        cJSON *o = cJSON_ParseWithLength(p, (size_t)(nl - p));
-        if (o && !cJSON_GetObjectItem(o, need))
-            rc = as_error("%s:%lld: data.layout is %s but the line has no \"%s\" field", path, (long long)line, layout, need);
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
+    cJSON *o;
+    int got;
+    while ((got = as_jsonl_next(&r, &o)) > 0) {
+        if (!cJSON_GetObjectItem(o, need)) got = as_jsonl_error(&r, "data.layout is %s but the line has no \"%s\" field", layout, need);
         cJSON_Delete(o);
+        if (got < 0) break;
     }
-    free(text);
-    return rc;
+    as_jsonl_close(&r);
+    return got < 0 ? AS_FAIL : AS_OK;
 }
 
 static int load_data(spin_ctx *x) {

@@ -9,6 +9,7 @@
 
 #include "util/common.h"
 #include "util/json.h"
+#include "util/jsonl.h"
 
 static void example_free(sft_example *e) {
     for (size_t i = 0; i < e->n_msgs; i++) free((char *)e->msgs[i].role), free((char *)e->msgs[i].content);
@@ -35,87 +36,58 @@ static const char *str_field(const cJSON *o, const char *key) {
 }
 
 // One JSON line into e; -1 + as_error naming path:line.
-static int parse_line(const char *path, int64_t line, const char *text, size_t len, sft_example *e) {
-    cJSON *o = cJSON_ParseWithLength(text, len);
-    int rc = AS_FAIL;
-    if (!o || !cJSON_IsObject(o)) {
-        as_error("%s:%lld: not a JSON object", path, (long long)line);
-        goto done;
-    }
+static int parse_line(const as_jsonl *r, const cJSON *o, sft_example *e) {
     const cJSON *msgs = cJSON_GetObjectItem(o, "messages");
     if (msgs) {
-        if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-            as_error("%s:%lld: messages: expected a non-empty list", path, (long long)line);
-            goto done;
-        }
+        if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) return as_jsonl_error(r, "messages: expected a non-empty list");
         const cJSON *m;
         int i = 0;
         bool has_answer = false;
         cJSON_ArrayForEach(m, msgs) {
             const char *role = str_field(m, "role"), *content = str_field(m, "content");
-            if (!role || !content) {
-                as_error("%s:%lld: messages[%d]: expected string fields role and content", path, (long long)line, i);
-                goto done;
-            }
-            if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) {
-                as_error("%s:%lld: messages[%d]: role '%s' (expected system, user or assistant)", path, (long long)line, i, role);
-                goto done;
-            }
+            if (!role || !content) return as_jsonl_error(r, "messages[%d]: expected string fields role and content", i);
+            if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant"))
+                return as_jsonl_error(r, "messages[%d]: role '%s' (expected system, user or assistant)", i, role);
             has_answer |= !strcmp(role, "assistant");
             add_msg(e, role, content);
             i++;
         }
-        if (!has_answer) {
-            as_error("%s:%lld: messages: no assistant turn to train on", path, (long long)line);
-            goto done;
-        }
+        if (!has_answer) return as_jsonl_error(r, "messages: no assistant turn to train on");
     } else {
         const char *q = str_field(o, "prompt"), *a = str_field(o, "response");
         if (!q || !a) q = str_field(o, "question"), a = str_field(o, "answer");
-        if (!q || !a) {
-            as_error("%s:%lld: expected {messages}, {prompt, response} or {question, answer} with string values", path, (long long)line);
-            goto done;
-        }
+        if (!q || !a) return as_jsonl_error(r, "expected {messages}, {prompt, response} or {question, answer} with string values");
         add_msg(e, "user", q);
         add_msg(e, "assistant", a);
     }
-    rc = AS_OK;
-done:
-    cJSON_Delete(o);
-    return rc;
+    return AS_OK;
 }
 
 int sft_data_load(sft_data **out, const char *path) {
     *out = NULL;
-    char *text;
-    size_t size;
-    if (as_read_file(path, &text, &size)) return AS_FAIL;
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
     sft_data *d = as_calloc(1, sizeof *d);
-    int64_t cap = 0, line = 0;
-    for (size_t pos = 0; pos < size;) {
-        const char *nl = memchr(text + pos, '\n', size - pos);
-        const size_t end = nl ? (size_t)(nl - text) : size;
-        line++;
-        size_t b = pos;
-        while (b < end && (text[b] == ' ' || text[b] == '\t' || text[b] == '\r')) b++;
-        if (b < end) {
-            if (d->n == cap) {
-                cap = cap ? 2 * cap : 256;
-                d->ex = as_realloc(d->ex, sizeof *d->ex * (size_t)cap);
-            }
-            sft_example *e = &d->ex[d->n];
-            memset(e, 0, sizeof *e);
-            if (parse_line(path, line, text + pos, end - pos, e)) {
-                example_free(e);
-                free(text);
-                sft_data_free(d);
-                return AS_FAIL;
-            }
-            d->n++;
+    int64_t cap = 0;
+    cJSON *o;
+    int got;
+    while ((got = as_jsonl_next(&r, &o)) > 0) {
+        if (d->n == cap) {
+            cap = cap ? 2 * cap : 256;
+            d->ex = as_realloc(d->ex, sizeof *d->ex * (size_t)cap);
         }
-        pos = end + 1;
+        sft_example *e = &d->ex[d->n];
+        memset(e, 0, sizeof *e);
+        if (parse_line(&r, o, e)) got = AS_FAIL, example_free(e);
+        else d->n++;
+        cJSON_Delete(o);
+        if (got < 0) break;
     }
-    free(text);
+    as_jsonl_close(&r);
+    if (got < 0) {
+        sft_data_free(d);
+        return AS_FAIL;
+    }
     if (d->n == 0) {
         sft_data_free(d);
         return as_error("%s: no examples", path);

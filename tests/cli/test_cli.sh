@@ -128,7 +128,7 @@ if [ -r "$model" ]; then
   expect 1 "sft.jsonl:2" -- "$bin" sft --data "$tmp/sft.jsonl" --out "$tmp/sft_out"
   printf '{"prompt": "hi"}\n{"prompt": \n' > "$tmp/p.jsonl"
   echo keep > "$tmp/out.jsonl"
-  expect 1 "p.jsonl:2: not a JSON object" -- "$bin" generate --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl"
+  expect 1 "p.jsonl:2: not valid JSON \(column 11\)" -- "$bin" generate --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl"
   [ "$(cat "$tmp/out.jsonl")" = keep ] && ok || bad "--out was modified by a failed run"
   printf '{"prompt": "Say hi."}\n{"messages": [{"role": "user", "content": "Count to three."}]}\n{"prompt": "2+2="}\n' > "$tmp/p.jsonl"
   if "$bin" generate --chat --greedy --max-new-tokens 8 --batch-size 2 --prompts "$tmp/p.jsonl" --out "$tmp/out.jsonl" 2>/dev/null; then

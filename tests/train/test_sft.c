@@ -39,7 +39,9 @@ static void test_layouts(void **state) {
     assert_string_equal(d->ex[2].msgs[1].role, "assistant");
     sft_data_free(d);
     struct { const char *text, *needle; } bad[] = {
-        {"{\"prompt\": \"a\", \"response\": \"b\"}\n\n{\"prompt\": \"a\"", ":3: not a JSON object"},
+        {"{\"prompt\": \"a\", \"response\": \"b\"}\n\n{\"prompt\": \"a\"", ":3: cut off: the last line has no newline"},
+        {"{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\"\n", ":2: not valid JSON (column 14)"},
+        {"[{\"prompt\": \"a\", \"response\": \"b\"}]\n", ":1: not a JSON object (an array)"},
         {"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", ":1: messages[0]: role 'robot'"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "no assistant turn"},
         {"{\"text\": \"x\"}", "expected {messages}"},
