@@ -49,7 +49,7 @@ static const key_def KEYS[] = {
     {"data.generator_style", KT_STR, OFF(generator_style), 0, 0, 0, 0, "mixed|word|plain"},
     {"iterations", KT_I32, OFF(iterations), 1, 1000, 0, 0, NULL},
     {"prompts", KT_I64, OFF(prompts), 0, 1e9, 0, 0, NULL},
-    {"alpha", KT_F64, OFF(alpha), 0, 1, 0, 0, NULL},
+    {"alpha", KT_F64, OFF(loss.alpha), 0, 1, 0, 0, NULL},
     {"tau", KT_TAU, OFF(tau), 1, 1e6, 0, 0, NULL},
     {"mixing", KT_MIX, OFF(mixing), 0, 0, 0, 0, NULL},
     {"sampler", KT_STR, OFF(sampler), 0, 0, 0, 0, "mixture|token-geometric|sir|gflownet"},
@@ -118,7 +118,6 @@ void spin_config_default(spin_config *c) {
     c->heldout_size = 32;
     c->iterations = 3;
     c->prompts = 0;
-    c->alpha = 0.1;
     c->tau = SPIN_TAU_INF;
     c->mixing = SPIN_MIX_SAMPLE;
     c->sampler = as_strdup("mixture");
@@ -127,6 +126,7 @@ void spin_config_default(spin_config *c) {
     c->gfn_steps = 100, c->gfn_rank = 16, c->gfn_samples = 8;
     c->gfn_lr = 1e-4f, c->gfn_reward_temp_end = 0.8f;
     spin_loss_config_default(&c->loss);
+    c->loss.alpha = 0.1;
     c->lora = true;
     c->lora_cfg = TRAIN_LORA_CONFIG_DEFAULT;
     optim_config_finetune(&c->optim, 5e-5f);

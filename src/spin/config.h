@@ -38,7 +38,6 @@ typedef struct spin_config {
     // self-play
     int32_t iterations;         // T
     int64_t prompts;            // N prompts per iteration (0: every training example)
-    double alpha;               // reference weight of pi_0
     int32_t tau;                // history length, SPIN_TAU_INF = inf
     spin_mixing mixing;
     char *sampler;              // mixture (the window's iterates) | token-geometric | sir | gflownet (src/mixture/losers.h)
@@ -46,7 +45,8 @@ typedef struct spin_config {
     char *gfn_adapter;          // sampler gflownet: a trained sampler (PEFT folder); "": train one per iteration
     int32_t gfn_steps, gfn_rank, gfn_samples; // gflownet training: steps, adapter rank, answers per prompt and step
     float gfn_lr, gfn_reward_temp_end;        // learning rate, final reward temperature (annealed from 1)
-    spin_loss_config loss;      // kind, beta, label_smoothing, delta, lambda; ref and alpha copied in
+    spin_loss_config loss;      // kind, beta, label_smoothing, delta, lambda, and the reference: its mode (key
+                                // `reference`) and alpha (key `alpha`, the weight of pi_0), held here only
     // LoRA or full fine-tuning
     bool lora;
     train_lora_config lora_cfg; // rank, alpha, dropout, targets

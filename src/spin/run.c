@@ -83,7 +83,6 @@ typedef struct phase_times { double generate, references, train, evaluate, check
 
 typedef struct spin_ctx {
     const spin_config *c;
-    spin_loss_config lc;      // loss with the reference mode and alpha
     const char *run;
     char base_gguf[PATH_LEN]; // pi_0: a GGUF file or a Hugging Face folder
     bool quiet;
@@ -228,7 +227,7 @@ static int make_pairs_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64
     char dir[PATH_LEN], save[PATH_LEN + 16];
     snprintf(dir, sizeof dir, "%s/iter_%d", x->run, k);
     snprintf(save, sizeof save, "%s/gfn_sampler", dir);
-    mixture_losers_config mc = {.kind = (mixture_sampler_kind)mixture_sampler_from_name(c->sampler), .alpha = (float)c->alpha,
+    mixture_losers_config mc = {.kind = (mixture_sampler_kind)mixture_sampler_from_name(c->sampler), .alpha = (float)c->loss.alpha,
                                 .max_new_tokens = c->max_new_tokens, .batch = c->gen_batch,
                                 .seed = derive_seed(c->seed, (uint64_t)k, SALT_GENERATE, 0), .sir_k = c->sir_k,
                                 .gfn_adapter = c->gfn_adapter, .gfn_save_dir = save};
@@ -587,7 +586,7 @@ static int train_pairs(spin_ctx *x, int32_t k, spin_pairs *ps, step_metrics *mea
                 for (int32_t b = 0; b < nb; b++) mb[b] = &ps->p[perm[j0 + b]];
                 spin_loss_metrics met;
                 // The step's loss is the mean over its pairs: each micro-batch weighs nb / ns.
-                if (spin_train_microbatch(m, &x->lc, mb, nb, (double)nb / (double)ns, &met)) goto done;
+                if (spin_train_microbatch(m, &c->loss, mb, nb, (double)nb / (double)ns, &met)) goto done;
                 const double w = (double)nb / (double)ns;
                 acc.loss += w * met.loss, acc.rewards_real += w * met.rewards_real, acc.rewards_generated += w * met.rewards_generated;
                 acc.rewards_margins += w * met.rewards_margins, acc.rewards_accuracies += w * met.rewards_accuracies;
@@ -897,8 +896,8 @@ static int run_iteration(spin_ctx *x, int32_t k) {
         t0 = as_time();
         const int64_t dropped = spin_pairs_encode_or_drop(&pairs, x->tok, &x->tpl, c->max_answer_len);
         if (dropped && !x->quiet) fprintf(stderr, "alphaspin run: iter %d: %lld generated answers could not be encoded; their pairs are left out\n", k, (long long)dropped);
-        if (score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->alpha, x->micro, t == 0, &(score_progress){x, k, "references", t0}) ||
-            spin_pairs_write(&pairs, c->loss.ref, c->alpha, spin_path, trl_path))
+        if (score_references(x->tm, x->c->lora ? NULL : x->tm0, &pairs, c->loss.alpha, x->micro, t == 0, &(score_progress){x, k, "references", t0}) ||
+            spin_pairs_write(&pairs, c->loss.ref, c->loss.alpha, spin_path, trl_path))
             goto fail;
         pt.references = as_time() - t0;
         spin_pairs_free(&pairs);
@@ -1114,8 +1113,6 @@ int spin_run(const spin_config *cin, const spin_run_options *o) {
     if (strlen(o->out_dir) > 1024) return as_error("%.64s...: run folder path too long", o->out_dir);
     if (spin_config_check(&c) || as_mkdir_p(o->out_dir) || write_config(o->out_dir, &c)) return AS_FAIL;
     spin_ctx x = {.c = &c, .run = o->out_dir, .quiet = o->quiet};
-    x.lc = c.loss;
-    x.lc.alpha = c.alpha;
     x.threads = c.threads > 0 ? c.threads : kernel_get_threads();
     kernel_set_threads(x.threads);
     x.micro = 2 * c.batch_size;

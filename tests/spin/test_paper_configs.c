@@ -16,7 +16,7 @@ static void check_one(const char *variant, double alpha, int32_t tau) {
     if (spin_config_load(&c, path) != AS_OK) fail_msg("%s", as_last_error());
     if (spin_config_check(&c) != AS_OK) fail_msg("%s", as_last_error());
     assert_string_equal(c.name, name);
-    assert_true(c.alpha == alpha);
+    assert_true(c.loss.alpha == alpha);
     assert_int_equal(c.tau, tau);
     assert_string_equal(c.model_path, "gemma-2b");
     assert_string_equal(c.layout, "messages");

@@ -32,7 +32,7 @@ static void test_values(void **state) {
     assert_string_equal(c.layout, "messages");
     assert_int_equal(c.iterations, 4);
     assert_int_equal(c.prompts, 64);
-    assert_true(c.alpha == 0.25);
+    assert_true(c.loss.alpha == 0.25);
     assert_int_equal(c.tau, 2);
     assert_int_equal(c.mixing, SPIN_MIX_CONCAT);
     assert_int_equal(c.loss.ref, SPIN_REF_ARITHMETIC);
