@@ -1,7 +1,10 @@
 // alphaspin run: the alpha-SPIN self-play experiment of a YAML configuration.
-// The loop is spin_run() in src/spin/run.c; this file only reads the options.
+// The loop is spin_run() in src/spin/run.c; this file reads the options (and
+// installs the resume tests' kill hook).
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,6 +29,17 @@ static void usage(FILE *out) {
             "  --out RUN       run folder (default: runs/<name>, or runs/<config file's basename>)\n"
             "  --quiet         no progress lines and no report at the end\n"
             "  --help          this text\n");
+}
+
+// For the resume tests (tests/spin/test_spin_run.c): with ALPHASPIN_TEST_ABORT_AFTER=<k>:<phase>
+// in the environment the process kills itself as kill -9 would, right after that phase.
+static void test_abort_after(void *want, int32_t k, const char *phase) {
+    char got[64];
+    snprintf(got, sizeof got, "%d:%s", k, phase);
+    if (strcmp(got, want) == 0) {
+        fflush(NULL);
+        raise(SIGKILL);
+    }
 }
 
 int cmd_run(int argc, char **argv) {
@@ -79,6 +93,8 @@ int cmd_run(int argc, char **argv) {
         out = out_buf;
     }
     spin_run_options o = {.out_dir = out, .quiet = quiet};
+    const char *abort_after = getenv("ALPHASPIN_TEST_ABORT_AFTER");
+    if (abort_after) o.on_phase = test_abort_after, o.user = (void *)abort_after;
     if (spin_run(&c, &o)) goto done;
     rc = 0;
     if (!quiet) {

@@ -21,15 +21,18 @@
 typedef struct spin_run_options {
     const char *out_dir;   // RUN (required)
     bool quiet;            // no progress lines on stderr
+    // Called (when not NULL) after each phase of iteration k, once its files are
+    // written; phases in order: generate, references, epoch<e> (e = 1, 2, ...),
+    // train, checkpoint, evaluate, summary.  A resumed iteration reports only
+    // the phases it runs.  The command line installs one that kills the process
+    // for the resume tests (ALPHASPIN_TEST_ABORT_AFTER, src/cli/cmd_run.c).
+    void (*on_phase)(void *user, int32_t k, const char *phase);
+    void *user;
 } spin_run_options;
 
 // Runs (or resumes) the experiment of c in o->out_dir.  RUN/config.yaml must
 // be absent or equal to c's resolved YAML (a different configuration is an
 // error, not a silent mix).  -1 + as_error on failure.
-//
-// Test hook: the environment variable ALPHASPIN_TEST_ABORT_AFTER=<k>:<phase>
-// kills the process (SIGKILL) right after phase <phase> of iteration <k>
-// (phases, in order: generate, references, epoch<e>, train, checkpoint, evaluate, summary).
 int spin_run(const spin_config *c, const spin_run_options *o);
 
 // ---- pieces the loop is made of (public for the tests) ----

@@ -192,6 +192,46 @@ static void test_run_folder(void **state) {
     spin_config_free(&c);
 }
 
+// The phase hook (spin_run_options.on_phase, the resume tests' kill switch) sees every
+// phase of every iteration in the order of docs/RUN_FOLDER.md, after its files exist.
+typedef struct phase_log {
+    char text[1024];
+    const char *run;
+} phase_log;
+
+static void record_phase(void *user, int32_t k, const char *phase) {
+    phase_log *l = user;
+    snprintf(l->text + strlen(l->text), sizeof l->text - strlen(l->text), "%s%d:%s", l->text[0] ? " " : "", k, phase);
+    static const struct { const char *phase, *file; } written[] = {
+        {"generate", ""}, {"references", "pairs_trl.jsonl"}, {"epoch", "train_state.safetensors"}, {"train", "metrics.jsonl"},
+        {"checkpoint", "adapter/adapter_model.safetensors"}, {"evaluate", "adapter/adapter_model.safetensors"}, {"summary", "summary.json"}};
+    for (size_t i = 0; i < AS_ARRAY_LEN(written); i++) {
+        if (strncmp(phase, written[i].phase, strlen(written[i].phase)) != 0) continue;
+        char path[700];
+        snprintf(path, sizeof path, "%s/iter_%d/%s", l->run, k, written[i].file);
+        if (access(path, F_OK) != 0) fail_msg("after %d:%s, %s is missing", k, phase, path);
+    }
+}
+
+static void test_phase_hook(void **state) {
+    (void)state;
+    spin_config c;
+    tiny_config(&c);
+    spin_config_set(&c, "iterations=2");
+    char run[512];
+    snprintf(run, sizeof run, "%s/run_phases", dir);
+    phase_log l = {.run = run};
+    spin_run_options o = {.out_dir = run, .quiet = true, .on_phase = record_phase, .user = &l};
+    if (spin_run(&c, &o)) fail_msg("%s", as_last_error());
+    assert_string_equal(l.text, "1:generate 1:references 1:epoch1 1:epoch2 1:train 1:checkpoint 1:evaluate 1:summary "
+                                "2:generate 2:references 2:epoch1 2:epoch2 2:train 2:checkpoint 2:evaluate 2:summary");
+    // A complete run has no phases left to run.
+    l.text[0] = 0;
+    if (spin_run(&c, &o)) fail_msg("%s", as_last_error());
+    assert_string_equal(l.text, "");
+    spin_config_free(&c);
+}
+
 static void test_concat_alpha0(void **state) {
     (void)state;
     spin_config c;
@@ -577,7 +617,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached_references), cmocka_unit_test(test_run_folder), cmocka_unit_test(test_resume_bitwise),
-        cmocka_unit_test(test_concat_alpha0), cmocka_unit_test(test_full_finetuning), cmocka_unit_test(test_multi_turn),
+        cmocka_unit_test(test_phase_hook), cmocka_unit_test(test_concat_alpha0), cmocka_unit_test(test_full_finetuning), cmocka_unit_test(test_multi_turn),
         cmocka_unit_test(test_eval_hook), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
