@@ -10,8 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "tensor/kernels.h"
-#include "tensor/vexp.h"
+#include "tensor/ops.h"
 #include "util/common.h"
 
 sampler_params sampler_params_default(void) {
@@ -135,36 +134,15 @@ static void select_top_k(sampler *s, const float *logits, int64_t k) {
     s->sorted = true;
 }
 
-// e^(l - mx) of the candidates' logits, into w[0..n): vexp.h's exp (the one
-// of every softmax in alphaspin; libm's expf may differ between CPUs and
-// library builds), 16 or 8 lanes at a time where the CPU has them -- the same
-// bits as the scalar as_expf, so the same candidates, probabilities and draws
-// on every ISA; every other step of the chain is scalar code in a fixed order.
-// A logit of -inf (NaN, or a banned token) gets exactly 0, as with expf,
-// rather than the approximation's e^-87 floor.
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx2,fma,avx512f"))) static void exp_n_avx512(float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, as_exp16(_mm512_loadu_ps(x + i)));
-    for (; i < n; i++) x[i] = as_expf(x[i]);
-}
-__attribute__((target("avx2,fma"))) static void exp_n_avx2(float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, as_exp8(_mm256_loadu_ps(x + i)));
-    for (; i < n; i++) x[i] = as_expf(x[i]);
-}
-#endif
-
+// e^(l - mx) of the candidates' logits, into w[0..n): kernel_exp, vexp.h's
+// exp (the one of every softmax in alphaspin; libm's expf may differ between
+// CPUs and library builds), the same bits on every ISA, so the same
+// candidates, probabilities and draws; every other step of the chain is
+// scalar code in a fixed order.  A logit of -inf (NaN, or a banned token) gets
+// exactly 0, as with expf, rather than the approximation's e^-87 floor.
 static void cand_exp(const sampler_cand *c, int64_t n, float mx, float *w) {
     for (int64_t i = 0; i < n; i++) w[i] = c[i].logit - mx;
-#if defined(__x86_64__)
-    const cpu_features *f = cpu_get_features();
-    if (kernel_avx512_active()) exp_n_avx512(w, n);
-    else if (f->avx2 && f->fma) exp_n_avx2(w, n);
-    else
-#endif
-        for (int64_t i = 0; i < n; i++) w[i] = as_expf(w[i]);
+    kernel_exp(w, n);
     for (int64_t i = 0; i < n; i++)
         if (c[i].logit == -INFINITY) w[i] = 0.0f;
 }
@@ -328,45 +306,6 @@ double sampler_logprob(const float *logits, int32_t n_vocab, int32_t token) {
     return (double)logits[token] - mx - log(sum);
 }
 
-// The first index of the largest value (NaNs never win; a NaN at 0 returns 0,
-// as the plain scan `if (l[i] > l[best]) best = i` does, which is the
-// fallback).  With AVX-512: 16 lanes, each with its running maximum and the
-// first index where it was reached, merged at the end (greedy decoding of 32
-// sequences spent 6% of a step in the plain scan over 49152 logits).
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, int32_t n) {
-    __m512 m = _mm512_set1_ps(l[0]);
-    __m512i at = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i step = _mm512_set1_epi32(16);
-    int32_t i = 0;
-    for (; i + 16 <= n; i += 16, idx = _mm512_add_epi32(idx, step)) {
-        const __m512 x = _mm512_loadu_ps(l + i);
-        const __mmask16 gt = _mm512_cmp_ps_mask(x, m, _CMP_GT_OQ);
-        m = _mm512_mask_mov_ps(m, gt, x);
-        at = _mm512_mask_mov_epi32(at, gt, idx);
-    }
-    float mv[16];
-    int32_t av[16];
-    _mm512_storeu_ps(mv, m);
-    _mm512_storeu_si512(av, at);
-    float best = mv[0];
-    int32_t best_at = av[0];
-    for (int j = 1; j < 16; j++)
-        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
-    for (; i < n; i++)
-        if (l[i] > best) best = l[i], best_at = i;
-    return best_at;
-}
-#endif
-
-int32_t sampler_argmax(const float *logits, int32_t n_vocab) {
-    if (n_vocab <= 1 || logits[0] != logits[0]) return 0;
-#if defined(__x86_64__)
-    if (kernel_avx512_active()) return argmax_avx512(logits, n_vocab); // (the same index as the scan below)
-#endif
-    int32_t best = 0;
-    for (int32_t i = 1; i < n_vocab; i++)
-        if (logits[i] > logits[best]) best = i;
-    return best;
-}
+// The first index of the largest value, ties to the lowest id (kernel_argmax:
+// NaNs never win, a NaN at 0 returns 0).
+int32_t sampler_argmax(const float *logits, int32_t n_vocab) { return kernel_argmax(logits, n_vocab); }

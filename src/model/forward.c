@@ -11,8 +11,10 @@
 //   x += (act(f Wg^T) * (f Wu^T)) Wd^T           act = SiLU (llama) or tanh-GELU (gemma)
 // and at the end logits = (RMSNorm(x) * w_out) Wout^T, only for the rows asked for.
 //
-// Every weight multiply goes through kernel_matmul (the speed seam); this file
-// owns only the cheap element-wise work and attention.
+// Every product, norm, GLU, rotation and attention goes through the tensor
+// backend (kernel_matmul, kernel_rmsnorm, kernel_glu, kernel_rope,
+// kernel_attention_rows: the speed seam); this file owns the data flow, the
+// residual adds, the KV cache's bookkeeping and the threading.
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -20,24 +22,21 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
-#include "tensor/bf16_x86.h"
+#include "tensor/attention.h"
 #include "tensor/gemm.h"
-#include "tensor/kernels_impl.h"
-#include "tensor/lanes_x86.h"
+#include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
 #include "util/common.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define MODEL_X86 1
-#endif
+// The cache layout model.h describes is the one the attention kernels read.
+_Static_assert(KV_TILE == KERNEL_KV_TILE && KV_CHUNK == KERNEL_KV_CHUNK, "model.h's KV cache tiles differ from tensor/attention.h's");
 
 // Consecutive batch rows of one sequence are handled by one attention work
 // item (per head) so that the rows share the sequence's K/V in cache.  The
 // AMX attention converts the item's keys and values to bf16 tiles first, a
 // cost per item: there longer blocks (prefill 512: 30% less attention time
-// than with 16 rows).  Neither changes a number (attention.c).
+// than with 16 rows).  Neither changes a number (tensor/attention.h).
 #define ATTN_BLOCK 16
 #define ATTN_BLOCK_AMX 64
 // Fewest rows for which the element-wise loops (norms, RoPE, residual adds;
@@ -71,9 +70,6 @@ static double prof_now(void) {
 #define PROF(i) ((void)0)
 #endif
 
-typedef void (*glu_fn)(float *out, const float *g, const float *u, int64_t n, bool gelu);
-typedef void (*rmsnorm_fn)(float *out, const float *x, const float *w, int64_t C, float eps);
-
 typedef struct model_scratch {
     int64_t cap;                      // token rows the buffers below hold
     float *x, *xb;                    // (cap, C): residual stream, normed / matmul output
@@ -89,163 +85,11 @@ typedef struct model_scratch {
     int32_t *next_pos;                // (cap_seq): validation of positions
     int nth;                          // threads the score rows are sized for
     int64_t cap_keys;
-    float *scores;                    // (nth, MODEL_ATTN_SCORE_ROWS * cap_keys)
-    bool attn_simd;                   // AVX-512 attention (attention.c)
+    float *scores;                    // (nth, KERNEL_ATTN_SCORE_ROWS * cap_keys)
     int64_t cap_lora;
     float *lora_u;                    // (cap, rank): A x of one adapter
-    glu_fn glu;
-    rmsnorm_fn rmsnorm;
     float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): outputs of the fused matmuls
 } model_scratch;
-
-// ---- element-wise kernels: generic C, AVX2/FMA and AVX-512 ----
-//
-// Each does the same operations on each element in the same order (fmaf in
-// the C code exactly where the vectors fuse), and sums in model_sum16's order,
-// so the three give the same bits (README: bitwise reproducible across CPUs).
-
-// out <- act(g) * u with act(x) = x / (1 + e^t): SiLU, t = -x; tanh-GELU
-// x/2 (1 + tanh y), y = sqrt(2/pi) (x + 0.044715 x^3), written with
-// t = -2y since (1 + tanh y) / 2 = 1 / (1 + e^-2y): t = k2 fma(c x, x x, x),
-// k2 = -2 sqrt(2/pi).  out may be g.
-#define GLU_K2 (-2.0f * 0.7978845608028654f)
-#define GLU_C 0.044715f
-static void glu_c(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    for (int64_t i = 0; i < n; i++) {
-        const float x = g[i];
-        const float t = gelu ? GLU_K2 * fmaf(GLU_C * x, x * x, x) : 0.0f - x;
-        out[i] = x / (1.0f + as_expf(t)) * u[i];
-    }
-}
-
-#ifdef MODEL_X86
-__attribute__((target("avx2,fma"))) static void glu_avx2(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    const __m256 one = _mm256_set1_ps(1.0f), k2 = _mm256_set1_ps(GLU_K2), c = _mm256_set1_ps(GLU_C);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(g + i);
-        __m256 t;
-        if (gelu) t = _mm256_mul_ps(k2, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x));
-        else t = _mm256_sub_ps(_mm256_setzero_ps(), x);
-        const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, as_exp8(t)));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(act, _mm256_loadu_ps(u + i)));
-    }
-    glu_c(out + i, g + i, u + i, n - i, gelu);
-}
-
-// glu_avx2 16 lanes wide.
-__attribute__((target("avx2,fma,avx512f"))) static void glu_avx512(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    const __m512 one = _mm512_set1_ps(1.0f), k2 = _mm512_set1_ps(GLU_K2), c = _mm512_set1_ps(GLU_C);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 x = _mm512_loadu_ps(g + i);
-        __m512 t;
-        if (gelu) t = _mm512_mul_ps(k2, _mm512_fmadd_ps(_mm512_mul_ps(c, x), _mm512_mul_ps(x, x), x));
-        else t = _mm512_sub_ps(_mm512_setzero_ps(), x);
-        const __m512 act = _mm512_div_ps(x, _mm512_add_ps(one, as_exp16(t)));
-        _mm512_storeu_ps(out + i, _mm512_mul_ps(act, _mm512_loadu_ps(u + i)));
-    }
-    glu_avx2(out + i, g + i, u + i, n - i, gelu);
-}
-#endif
-
-// out = x / sqrt(mean(x^2) + eps) * w.  The sum of squares in double (C can
-// be thousands; the products x^2 are exact in double, so fused or not they
-// add the same), over 16 lanes in model_sum16's order.
-static inline double rms_sum16_c(const double l[16]) {
-    double s8[8], s4[4], s2[2];
-    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
-    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
-    for (int i = 0; i < 2; i++) s2[i] = s4[i] + s4[i + 2];
-    return s2[0] + s2[1];
-}
-
-static inline float rms_scale(double ss, int64_t C, float eps) { return (float)(1.0 / sqrt(ss / (double)C + (double)eps)); }
-
-static void rmsnorm_c(float *out, const float *x, const float *w, int64_t C, float eps) {
-    double l[16] = {0};
-    for (int64_t i = 0; i < C; i++) l[i % 16] += (double)x[i] * (double)x[i];
-    const float r = rms_scale(rms_sum16_c(l), C, eps);
-    for (int64_t i = 0; i < C; i++) out[i] = x[i] * r * w[i];
-}
-
-#ifdef MODEL_X86
-// Lanes 0-3, 4-7, 8-11, 12-15 in a[0..4).
-__attribute__((target("avx2,fma"))) static void rmsnorm_avx2(float *out, const float *x, const float *w, int64_t C, float eps) {
-    __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16)
-        for (int k = 0; k < 4; k++) {
-            const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * k));
-            a[k] = _mm256_fmadd_pd(v, v, a[k]);
-        }
-    for (int k = 0; i < C; k++, i += 4) { // the tail, 4 lanes at a time (masked)
-        const __m128i lanes = _mm_cmpgt_epi32(_mm_set1_epi32((int)(C - i)), _mm_setr_epi32(0, 1, 2, 3));
-        const __m256d v = _mm256_cvtps_pd(_mm_maskload_ps(x + i, lanes));
-        a[k] = _mm256_fmadd_pd(v, v, a[k]);
-    }
-    const __m256d s8lo = _mm256_add_pd(a[0], a[2]), s8hi = _mm256_add_pd(a[1], a[3]); // s8[0..4), s8[4..8)
-    const __m256d s4 = _mm256_add_pd(s8lo, s8hi);
-    const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
-    const float r = rms_scale(_mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2))), C, eps);
-    const __m256 vr = _mm256_set1_ps(r);
-    for (i = 0; i + 8 <= C; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vr), _mm256_loadu_ps(w + i)));
-    for (; i < C; i++) out[i] = x[i] * r * w[i];
-}
-
-// Lanes 0-7 in a0, 8-15 in a1.
-__attribute__((target("avx2,fma,avx512f"))) static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t C, float eps) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16) {
-        const __m512d lo = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), hi = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
-        a0 = _mm512_fmadd_pd(lo, lo, a0);
-        a1 = _mm512_fmadd_pd(hi, hi, a1);
-    }
-    if (i < C) { // masked tail
-        const __m512 v = _mm512_maskz_loadu_ps(as_lanes16(C - i), x + i);
-        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-        a0 = _mm512_fmadd_pd(lo, lo, a0);
-        a1 = _mm512_fmadd_pd(hi, hi, a1);
-    }
-    const __m512d s8 = _mm512_add_pd(a0, a1);
-    const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(s8), _mm512_extractf64x4_pd(s8, 1));
-    const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
-    const float r = rms_scale(_mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2))), C, eps);
-    const __m512 vr = _mm512_set1_ps(r);
-    for (i = 0; i + 16 <= C; i += 16)
-        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vr), _mm512_loadu_ps(w + i)));
-    if (i < C) {
-        const __mmask16 m = as_lanes16(C - i);
-        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vr), _mm512_maskz_loadu_ps(m, w + i)));
-    }
-}
-#endif
-
-// The codes the current kernel ISA allows (kernel_avx512_active: AVX-512 F,
-// unless ALPHASPIN_KERNEL_ISA / kernel_force_isa caps it below; the avx2 ISA
-// implies AVX2 and FMA).  Chosen at every forward pass, so a forced ISA
-// takes effect at once.
-static glu_fn glu_select(void) {
-#ifdef MODEL_X86
-    if (kernel_avx512_active()) return glu_avx512;
-    if (kernel_current_isa() >= KERNEL_ISA_AVX2) return glu_avx2;
-#endif
-    return glu_c;
-}
-
-static rmsnorm_fn rmsnorm_select(void) {
-#ifdef MODEL_X86
-    if (kernel_avx512_active()) return rmsnorm_avx512;
-    if (kernel_current_isa() >= KERNEL_ISA_AVX2) return rmsnorm_avx2;
-#endif
-    return rmsnorm_c;
-}
-
-void model_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) { rmsnorm_select()(out, x, w, C, eps); }
-void model_glu(float *out, const float *g, const float *u, int64_t n, bool gelu) { glu_select()(out, g, u, n, gelu); }
 
 // ---- scratch ----
 
@@ -271,11 +115,6 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         for (int i = 0; i < half; i++)
             s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
     }
-    // The SIMD codes of this ISA (a forced one included: ALPHASPIN_KERNEL_ISA=scalar
-    // runs the generic C loops, so they are testable on any machine).
-    s->glu = glu_select();
-    s->rmsnorm = rmsnorm_select();
-    s->attn_simd = model_attention_avx512_usable(c->head_dim) || model_attention_avx2_usable(c->head_dim);
     if (n_tokens > s->cap) {
         int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
         const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
@@ -309,53 +148,10 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->nth = AS_MAX(nth, s->nth);
         // Rows padded to 64 bytes so threads never share a cache line.
         s->cap_keys = (s->cap_keys + 15) & ~(int64_t)15;
-        s->scores = alloc_rows(s->nth, MODEL_ATTN_SCORE_ROWS * s->cap_keys);
+        s->scores = alloc_rows(s->nth, KERNEL_ATTN_SCORE_ROWS * s->cap_keys);
     }
     return s;
 }
-
-// ---- the bf16 tiles of the cache (model.h) ----
-
-// Zeroes what position p starts in the sequence's block at element offset at:
-// a key tile (p % 16 == 0) and a chunk of values (p % KV_CHUNK == 0), per KV head.
-static void kv_tiles_clear(kv_cache *kv, size_t at, size_t p, int d) {
-    as_bf16 *K = kv->k, *V = kv->v;
-    const size_t head = (size_t)kv->ctx_pad * (size_t)d;
-    for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
-        if (p % 16 == 0) memset(K + at + g * head + p / 16 * (size_t)d * 16, 0, sizeof(as_bf16) * 16 * (size_t)d);
-        if (p % KV_CHUNK == 0)
-            for (size_t c = 0; c < (size_t)d / 16; c++)
-                memset(V + at + g * head + (c * ((size_t)kv->ctx_pad / 2) + p / 2) * 32, 0, sizeof(as_bf16) * KV_CHUNK * 16);
-    }
-}
-
-// Key and value of position p (ki, vi: n_head_kv * d floats) rounded into the
-// tiles.  The tiles exist only with AMX (hence AVX-512): per 16 dimensions, the
-// key's 8 dimension pairs are scattered one 32-bit unit per tile row, the
-// value's 16 go into the even or odd halves of one 64-byte row of its panel.
-#ifdef MODEL_X86
-__attribute__((target("avx2,fma,avx512f,avx512vl"))) static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki,
-                                                                               const float *vi, int d) {
-    as_bf16 *K = kv->k, *V = kv->v;
-    const size_t head = (size_t)kv->ctx_pad * (size_t)d, half_ctx = (size_t)kv->ctx_pad / 2;
-    const __m256i rows = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112); // unit rows 16 units apart
-    const __m512i keep = _mm512_set1_epi32(p % 2 ? 0x0000ffff : (int)0xffff0000);
-    for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
-        uint32_t *kh = (uint32_t *)(K + at + g * head) + p / 16 * ((size_t)d / 2) * 16 + p % 16;
-        as_bf16 *vh = V + at + g * head;
-        for (size_t e = 0; e < (size_t)d; e += 16) {
-            _mm256_i32scatter_epi32(kh + e / 2 * 16, rows, as_bf16x16(_mm512_loadu_ps(ki + g * (size_t)d + e)), 4);
-            __m512i *row = (__m512i *)(vh + (e / 16 * half_ctx + p / 2) * 32);
-            const __m512i w = _mm512_cvtepu16_epi32(as_bf16x16(_mm512_loadu_ps(vi + g * (size_t)d + e)));
-            _mm512_store_si512(row, _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(row), keep), p % 2 ? _mm512_slli_epi32(w, 16) : w));
-        }
-    }
-}
-#else
-static void kv_tiles_write(kv_cache *kv, size_t at, size_t p, const float *ki, const float *vi, int d) {
-    (void)kv, (void)at, (void)p, (void)ki, (void)vi, (void)d; // no AMX, no tiles
-}
-#endif
 
 // ---- attention ----
 
@@ -379,8 +175,8 @@ static void store_row(const model_config *c, kv_cache *kv, int32_t l, const mode
     const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
     const float *ki = k + i * ks, *vi = v + i * ks;
     if (kv->bf16_tiles) {
-        kv_tiles_clear(kv, at, p, c->head_dim);
-        kv_tiles_write(kv, at, p, ki, vi, c->head_dim);
+        kernel_attention_store_bf16_tiles((as_bf16 *)kv->k + at, (as_bf16 *)kv->v + at, kv->ctx_pad, kv->n_head_kv, c->head_dim, (int64_t)p, ki,
+                                          vi);
         return;
     }
     if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
@@ -406,7 +202,7 @@ static void store_row(const model_config *c, kv_cache *kv, int32_t l, const mode
 // a prompt's chunks alternate between threads (by whole sequences instead, a
 // 512-token prefill's stores ran on one thread while the other waited).
 // Work items are (block of consecutive rows of one sequence) x (KV head): the
-// block's rows and the group's heads share the K/V they read (attention.c).
+// block's rows and the group's heads share the K/V they read (tensor/attention.h).
 static void attention_forward(model_scratch *s, const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, float *q,
                               int64_t q_stride, float *k, const float *v, int64_t ks, bool bf16, int nth) {
     const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
@@ -430,15 +226,15 @@ static void attention_forward(model_scratch *s, const model_config *c, kv_cache 
         const size_t eb = (size_t)kv->elem_bytes, base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
         const size_t k_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d * KV_TILE;
         const size_t v_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d;
-        const model_attn_args a = {
+        const kernel_attn_args a = {
             .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
             .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + k_off) * eb, .k_tile_stride = KV_TILE * kvd,
             .v = (const uint8_t *)kv->v + (base + v_off) * eb, .v_stride = kvd, .f16 = eb == 2 && !kv->bf16_tiles, .bf16 = bf16,
             .tiled = kv->bf16_tiles, .v_panel = (int64_t)kv->ctx_pad / 2 * 16, .scale = scale,
             .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
-            .scores = s->scores + (int64_t)omp_get_thread_num() * MODEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
+            .scores = s->scores + (int64_t)omp_get_thread_num() * KERNEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
         };
-        model_attention_rows(&a, s->attn_simd);
+        kernel_attention_rows(&a);
     }
     }
 }
@@ -637,7 +433,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;
     const kernel_precision prec = m->precision;
-    const bool attn_amx = prec == KERNEL_PRECISION_BF16 && s->attn_simd && model_attention_amx_usable(c->head_dim);
+    const bool attn_amx = prec == KERNEL_PRECISION_BF16 && kernel_attention_bf16_tiles(c->head_dim);
     // The cache's layout is fixed by its first use (model.h).
     if (!kv->elem_bytes) {
         kv->elem_bytes = prec == KERNEL_PRECISION_Q8 || attn_amx ? 2 : 4;
@@ -697,7 +493,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
             float *x = s->x + i * C, *o = s->xb + i * C;
             if (l > 0)
                 for (int64_t j = 0; j < C; j++) x[j] += o[j];
-            s->rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
+            kernel_rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
         // Q/K/V in one call when the packed copies allow it (then rows of q|k|v).
@@ -724,7 +520,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
             for (int64_t j = 0; j < C; j++) x[j] += o[j];
-            s->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
+            kernel_rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
         const as_matrix *wgu = fused_stack(prec, n, &L->w_gate_up, &L->w_gate_up_bf16);
@@ -740,7 +536,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
         lora_apply(m, s, l, 5, u, gs, s->xb, C, F, n);
         PROF(PR_GATEUP);
 #pragma omp parallel for num_threads(nth) if (par_glu)
-        for (int64_t i = 0; i < n; i++) s->glu(s->hb + i * F, g + i * gs, u + i * gs, F, c->gelu);
+        for (int64_t i = 0; i < n; i++) kernel_glu(s->hb + i * F, g + i * gs, u + i * gs, F, c->gelu);
         PROF(PR_GLU);
         kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
         lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
@@ -759,7 +555,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     for (int64_t i = 0; i < n; i++)
         if (!b->want_logits || b->want_logits[i]) s->out_rows[n_out++] = (int32_t)i;
     if (n_out == 0) return AS_OK;
-    for (int64_t o = 0; o < n_out; o++) s->rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
+    for (int64_t o = 0; o < n_out; o++) kernel_rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
     kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
     PROF(PR_LOGITS);
     return AS_OK;

@@ -1,5 +1,5 @@
 // fp32 -> bf16 on AVX-512 registers, shared by the bf16 products (gemm.c) and
-// the AMX attention of the BF16 precision (model/attention.c).  x86-64 only;
+// the AMX attention of the BF16 precision (attention_amx.c).  x86-64 only;
 // callers compile these into functions with target("avx512f") or wider.
 #ifndef AS_TENSOR_BF16_X86_H
 #define AS_TENSOR_BF16_X86_H

@@ -45,17 +45,8 @@ static void packed_shape(kernel_bf16_packed *p, int64_t K, int64_t N) {
 
 // Packed operands of the calling thread, kept between calls (fresh pages
 // every call cost more page faults than the packing itself).
-typedef struct { uint16_t *p; size_t n; } workspace;
-static _Thread_local workspace ws_a, ws_b;
-
-static uint16_t *ws_get(workspace *w, size_t n) {
-    if (n > w->n) {
-        free(w->p);
-        w->n = n + n / 4;
-        w->p = as_aligned_alloc(sizeof(uint16_t) * w->n);
-    }
-    return w->p;
-}
+// (kernel_scratch: freed when the thread exits).
+static uint16_t *ws_get(int slot, size_t n) { return kernel_scratch(slot, sizeof(uint16_t) * (n > 0 ? n : 1)); }
 
 bool kernel_gemm_bf16_amx(void) {
     const char *env = getenv("ALPHASPIN_BF16_NO_AMX"); // testing the fallback on an AMX machine
@@ -519,7 +510,7 @@ void kernel_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, in
         return;
     }
     const int64_t Mp = round_up(M, BLK);
-    uint16_t *Ap = ws_get(&ws_a, (size_t)(Mp * P->Kp));
+    uint16_t *Ap = ws_get(SCRATCH_GEMM_A, (size_t)(Mp * P->Kp));
     pack_a(Ap, ta, M, K, A, lda, Mp, P->Kp, nth);
     amx_compute(Ap, P->data, M, N, P->Kp, alpha, beta, C, ldc, nth);
 }
@@ -535,7 +526,7 @@ void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
         return;
     }
     packed_shape(&P, K, N);
-    P.data = ws_get(&ws_b, (size_t)(P.Kp * P.Np));
+    P.data = ws_get(SCRATCH_GEMM_B, (size_t)(P.Kp * P.Np));
     pack_b(P.data, tb, K, N, B, ldb, P.Kp, P.Np, nth);
     kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
 }

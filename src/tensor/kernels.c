@@ -45,6 +45,7 @@
 static int kernel_n_threads; // 0: omp_get_max_threads()
 static const kernel_ops *kernel_ops_active;
 static kernel_isa kernel_isa_active = KERNEL_ISA_SCALAR;
+static kernel_vec kernel_vec_active = KERNEL_VEC_C;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
 static const kernel_ops *const kernel_ops_table[KERNEL_ISA_COUNT] = {&kernel_ops_scalar, &kernel_ops_avx2, &kernel_ops_avx512, &kernel_ops_amx};
@@ -84,11 +85,19 @@ static kernel_isa kernel_auto_isa(void) {
     return isa;
 }
 
-static void kernel_init_once(void) {
-    const kernel_isa isa = kernel_auto_isa();
+// AVX-512 F is enough for such code: on a CPU without VNNI (best ISA AVX2)
+// it counts as active unless ALPHASPIN_KERNEL_ISA capped the choice.
+static bool kernel_avx512_active_for(kernel_isa isa) {
+    return cpu_get_features()->avx512f && (isa >= KERNEL_ISA_AVX512 || isa == kernel_best_isa());
+}
+
+static void kernel_isa_set(kernel_isa isa) {
     kernel_isa_active = isa;
     kernel_ops_active = kernel_ops_table[isa];
+    kernel_vec_active = kernel_avx512_active_for(isa) ? KERNEL_VEC_AVX512 : isa >= KERNEL_ISA_AVX2 ? KERNEL_VEC_AVX2 : KERNEL_VEC_C;
 }
+
+static void kernel_init_once(void) { kernel_isa_set(kernel_auto_isa()); }
 
 void kernel_init(void) { pthread_once(&kernel_once, kernel_init_once); }
 
@@ -101,8 +110,7 @@ int kernel_force_isa(kernel_isa isa) {
     pthread_once(&kernel_once, kernel_init_once);
     if (isa == KERNEL_ISA_AUTO) isa = kernel_auto_isa();
     if (!kernel_isa_available(isa)) return AS_FAIL;
-    kernel_isa_active = isa;
-    kernel_ops_active = kernel_ops_table[isa];
+    kernel_isa_set(isa);
     return AS_OK;
 }
 
@@ -111,16 +119,16 @@ kernel_isa kernel_current_isa(void) {
     return kernel_isa_active;
 }
 
-// AVX-512 F is enough for such code: on a CPU without VNNI (best ISA AVX2)
-// it counts as active unless ALPHASPIN_KERNEL_ISA capped the choice.
-bool kernel_avx512_active(void) {
-    const kernel_isa isa = kernel_current_isa();
-    return cpu_get_features()->avx512f && (isa >= KERNEL_ISA_AVX512 || isa == kernel_best_isa());
+bool kernel_avx512_active(void) { return kernel_vec_level() == KERNEL_VEC_AVX512; }
+
+kernel_vec kernel_vec_level(void) {
+    pthread_once(&kernel_once, kernel_init_once);
+    return kernel_vec_active;
 }
 
-// Both also run the one-time initialisation (ISA choice, OpenBLAS core
-// selection), so a program that sets its thread count first has that done
-// before it starts any threads of its own.
+// Both also run the one-time initialisation (the ISA choice), so a program
+// that sets its thread count first has that done before it starts any
+// threads of its own.
 void kernel_set_threads(int n) {
     pthread_once(&kernel_once, kernel_init_once);
     kernel_n_threads = n > 0 ? n : 0;
@@ -133,13 +141,12 @@ int kernel_get_threads(void) {
 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime
 // (OpenMP reuses its worker threads, so after the first call of the largest
-// shape there is no allocation).  Two slots: the calling thread holds the
-// quantised activations in one while using the other as a worker.  A
+// shape there is no allocation).  One slot per user (kernels_impl.h).  A
 // pthread key frees a thread's buffers when it exits (e.g. when the team
-// shrinks after kernel_set_threads).
+// shrinks after kernel_set_threads, or a nested team ends).
 typedef struct kernel_scratch_set {
-    void *ptr[2];
-    size_t cap[2];
+    void *ptr[SCRATCH_N];
+    size_t cap[SCRATCH_N];
 } kernel_scratch_set;
 static _Thread_local kernel_scratch_set *kernel_scratch_tls;
 static pthread_key_t kernel_scratch_key;
@@ -147,8 +154,7 @@ static pthread_once_t kernel_scratch_once = PTHREAD_ONCE_INIT;
 
 static void kernel_scratch_free(void *p) {
     kernel_scratch_set *s = p;
-    free(s->ptr[0]);
-    free(s->ptr[1]);
+    for (int i = 0; i < SCRATCH_N; i++) free(s->ptr[i]);
     free(s);
 }
 
@@ -165,8 +171,8 @@ void *kernel_scratch(int slot, size_t bytes) {
     }
     if (bytes > s->cap[slot]) {
         free(s->ptr[slot]);
-        s->ptr[slot] = as_aligned_alloc(bytes);
-        s->cap[slot] = bytes;
+        s->cap[slot] = bytes + bytes / 4; // headroom: shapes that grow a little do not reallocate each call
+        s->ptr[slot] = as_aligned_alloc(s->cap[slot]);
     }
     return s->ptr[slot];
 }

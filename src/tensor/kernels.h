@@ -1,5 +1,8 @@
 // The narrow seam behind which all the speed lives (see STYLE.md, BLIS): model
-// code calls only these; a faster backend replaces their bodies.
+// code calls only these and the other public headers of src/tensor (gemm.h,
+// quant.h, rope.h, ops.h, attention.h, train_ops.h, lora_gemm.h); a faster
+// backend replaces their bodies.  Every ISA-specific line lives in src/tensor,
+// which picks its code at run time (.ci/check_seam.sh keeps it so).
 //
 // Weights are stored as in GGUF: a matrix W of `rows` output features, each a
 // row of `cols` input features in type `type`.  Activations are fp32,
@@ -71,10 +74,6 @@ const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // One-time setup, idempotent and also run by every kernel_* call: picks the
 // SIMD code for this CPU (ALPHASPIN_KERNEL_ISA=scalar|avx2|avx512|amx caps it).
 void kernel_init(void);
-// Whether code outside tensor/ with AVX-512 F and generic paths should take
-// the AVX-512 one: the CPU has it and ALPHASPIN_KERNEL_ISA does not cap the
-// kernels below it.
-bool kernel_avx512_active(void);
 // Threads used by kernels (OpenMP); default: omp_get_max_threads().
 void kernel_set_threads(int n);
 int kernel_get_threads(void);

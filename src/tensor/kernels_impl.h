@@ -56,6 +56,17 @@ bool kernel_isa_available(kernel_isa isa);
 int kernel_force_isa(kernel_isa isa);
 kernel_isa kernel_current_isa(void);
 const char *kernel_isa_name(kernel_isa isa);
+// Whether code with AVX-512 F and generic paths should take the AVX-512 one:
+// the CPU has it and ALPHASPIN_KERNEL_ISA does not cap the kernels below it.
+bool kernel_avx512_active(void);
+// The vector code of the element-wise ops, attention, training ops and LoRA
+// products (ops.c, attention*.c, train_ops.c, lora_gemm.c): AVX-512 where
+// kernel_avx512_active, else AVX2 (+ FMA, F16C) where the kernels' ISA is at
+// least avx2, else C.  Follows kernel_force_isa and ALPHASPIN_KERNEL_ISA;
+// cached, so cheap enough to ask per row.  Every such op gives the same bits
+// on the three.
+typedef enum kernel_vec { KERNEL_VEC_C = 0, KERNEL_VEC_AVX2 = 1, KERNEL_VEC_AVX512 = 2 } kernel_vec;
+kernel_vec kernel_vec_level(void);
 
 // Largest n_tokens for which the F32 path dequantises one weight row at a time
 // and dots it with each token; above it, tiles of W go through BLAS sgemm.
@@ -102,10 +113,20 @@ void kernel_matmul_q8_rows(float *out, int64_t ldo, const float *x, int64_t n_to
 size_t kernel_amx_pack_size(const as_matrix *w);
 void kernel_amx_pack(const as_matrix *w, void *dst, int nth);
 
-// Per-thread scratch (kernels.c): 64-byte aligned, grown on demand, kept for
-// the thread's lifetime.  SCRATCH_ACT holds the calling thread's quantised
-// activations while SCRATCH_WORK serves it (and every worker) in the loop.
-enum { SCRATCH_WORK = 0, SCRATCH_ACT = 1 };
+// Per-thread scratch (kernels.c): 64-byte aligned, grown on demand (contents
+// not kept when it grows), kept for the thread's lifetime and freed when the
+// thread exits (a pthread key), so OpenMP teams that shrink leak nothing.
+// One slot per user, since a kernel may call another while holding its own:
+// SCRATCH_ACT holds the calling thread's quantised activations while
+// SCRATCH_WORK serves it (and every worker) in the loop.
+enum {
+    SCRATCH_WORK, SCRATCH_ACT,                         // kernels.c, kernels_avx2.c, kernels_amx.c
+    SCRATCH_SGEMM_T, SCRATCH_SGEMM_RUN,                // sgemm.c: a transposed operand, running sums
+    SCRATCH_LORA_T, SCRATCH_LORA_COPY, SCRATCH_LORA_ROWS, // lora_gemm.c
+    SCRATCH_GEMM_A, SCRATCH_GEMM_B,                    // gemm.c: packed bf16 operands
+    SCRATCH_ATT_Q, SCRATCH_ATT_K, SCRATCH_ATT_V, SCRATCH_ATT_P, SCRATCH_ATT_S, SCRATCH_ATT_INV, // attention_amx.c
+    SCRATCH_N
+};
 void *kernel_scratch(int slot, size_t bytes);
 
 // Shared scalar helpers (kernels_scalar.c) that the SIMD files fall back to.

@@ -279,16 +279,7 @@ AVX2 static void block_avx2(const sg_problem *P, int rows, int64_t i0, int cols,
 
 // The calling thread's buffers, kept between calls: the transposed operand
 // and the running sums of a work item.
-static float *thread_buffer(int which, size_t n) {
-    static _Thread_local float *buf[2];
-    static _Thread_local size_t cap[2];
-    if (n > cap[which]) {
-        free(buf[which]);
-        cap[which] = n + n / 4;
-        buf[which] = as_aligned_alloc(sizeof(float) * cap[which]);
-    }
-    return buf[which];
-}
+static float *thread_buffer(int which, size_t n) { return kernel_scratch(which ? SCRATCH_SGEMM_RUN : SCRATCH_SGEMM_T, sizeof(float) * n); }
 
 // dst (cols x rows, row stride rows) = the transpose of X (rows x cols, row stride ld).
 static void transpose_into(float *dst, const float *X, int64_t rows, int64_t cols, int64_t ld, int nth) {

@@ -1,5 +1,5 @@
 // The 16 x 16 transpose of 32-bit elements in AVX-512 registers (packing of
-// the bf16 products, gemm.c; the query blocks of the attention, attention.c).
+// the bf16 products, gemm.c; the query blocks of the attention, attention_avx512.c).
 // x86-64 only.
 #ifndef AS_TENSOR_TRANSPOSE_X86_H
 #define AS_TENSOR_TRANSPOSE_X86_H

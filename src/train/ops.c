@@ -3,7 +3,7 @@
 #include "train/ops.h"
 
 #include "tensor/rope.h"
-#include "train/fastmath.h"
+#include "tensor/train_ops.h"
 #include "util/common.h"
 
 #include <math.h>
@@ -222,7 +222,7 @@ void train_attention_backward(float *dq, float *dk, float *dv, const float *dout
 
 #define GELU_K 0.7978845608028654f // sqrt(2 / pi)
 
-// SiLU runs in chunks of 4096 through the vectorised exp (fastmath.h).
+// SiLU runs in chunks of 4096 through the vectorised exp (tensor/train_ops.h).
 void train_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth) {
     if (!gelu) {
         const int64_t nb = (n + 4095) / 4096;

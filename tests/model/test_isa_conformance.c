@@ -28,8 +28,9 @@
 
 #include "../generate/tiny_llama.h"
 #include "model/model.h"
-#include "model/model_internal.h"
+#include "tensor/attention.h"
 #include "tensor/kernels_impl.h"
+#include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
 #include "util/common.h"
@@ -282,8 +283,8 @@ static void test_rmsnorm_glu(void **state) {
             assert_int_equal(kernel_force_isa((kernel_isa)g_isas[i]), AS_OK);
             for (int op = 0; op < 3; op++) { // RMSNorm, SiLU GLU, GELU GLU
                 float *o = i == 0 ? ref[op] : out;
-                if (op == 0) model_rmsnorm(o, x, w, n, 1e-6f);
-                else model_glu(o, x, u, n, op == 2);
+                if (op == 0) kernel_rmsnorm(o, x, w, n, 1e-6f);
+                else kernel_glu(o, x, u, n, op == 2);
                 char what[64];
                 snprintf(what, sizeof what, "%s of %lld", op == 0 ? "RMSNorm" : op == 1 ? "SiLU GLU" : "GELU GLU", (long long)n);
                 if (i) expect_same(ref[op], out, sizeof(float) * (size_t)n, g_isas[i], what);
@@ -314,7 +315,7 @@ static void attn_init(attn_case *c, int d, int G, int n_rows, int n_last, bool f
     c->q = malloc(sizeof(float) * (size_t)(n_rows * c->q_stride));
     c->k = calloc((size_t)(n_tiles * c->tile_stride), (size_t)eb);
     c->v = calloc((size_t)(n_last * c->kvd), (size_t)eb);
-    c->scores = as_aligned_alloc(sizeof(float) * (size_t)(MODEL_ATTN_SCORE_ROWS * c->cap));
+    c->scores = as_aligned_alloc(sizeof(float) * (size_t)(KERNEL_ATTN_SCORE_ROWS * c->cap));
     c->n_keys = malloc(sizeof(int32_t) * (size_t)n_rows);
     fill_normal(c->q, n_rows * c->q_stride, 1.5, r);
     for (int j = 0; j < n_last; j++)
@@ -331,11 +332,11 @@ static void attn_free(attn_case *c) { free(c->q), free(c->k), free(c->v), free(c
 
 static void attn_run(const attn_case *c, float *out) {
     const int64_t eb = c->f16 ? 2 : 4;
-    const model_attn_args a = {.q = c->q, .q_stride = c->q_stride, .n_heads = c->G, .d = c->d, .n_rows = c->n_rows, .n_keys = c->n_keys,
+    const kernel_attn_args a = {.q = c->q, .q_stride = c->q_stride, .n_heads = c->G, .d = c->d, .n_rows = c->n_rows, .n_keys = c->n_keys,
                                .k = (const uint8_t *)c->k + (int64_t)c->d * KV_TILE * eb, .k_tile_stride = c->tile_stride,
                                .v = (const uint8_t *)c->v + c->d * eb, .v_stride = c->kvd, .f16 = c->f16, .scale = 1.0f / sqrtf((float)c->d),
                                .out = out, .out_stride = c->q_stride, .scores = c->scores, .scores_stride = c->cap};
-    model_attention_rows(&a, true);
+    kernel_attention_rows(&a);
 }
 
 static void test_attention(void **state) {

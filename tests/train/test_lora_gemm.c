@@ -1,4 +1,4 @@
-// The LoRA rank-r products (train/lora_gemm.h) on every code path this CPU
+// The LoRA rank-r products (tensor/lora_gemm.h) on every code path this CPU
 // has (the kernels' ISA forced to scalar, avx2 and avx512 in turn: the
 // generic path through kernel_sgemm and separate dropout passes, or the
 // AVX-512 kernels), each bit for bit against a plain C reference of the
@@ -15,8 +15,8 @@
 #include <math.h>
 
 #include "tensor/kernels_impl.h"
-#include "train/fastmath.h"
-#include "train/lora_gemm.h"
+#include "tensor/lora_gemm.h"
+#include "tensor/train_ops.h"
 #include "util/common.h"
 #include "util/rng.h"
 

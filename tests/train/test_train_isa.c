@@ -4,12 +4,12 @@
 // output must be memcmp-equal to the scalar path's with 1 thread.  Sizes are
 // awkward (1 .. 40, around multiples of 8, 16 and 64, past the GLU's 4096
 // chunks), inputs include +-0, values beyond exp's clamp and ties.
-//   fastmath.h: train_exp_shift_sum / train_exp_sum (the values and the
+//   train_ops.h: train_exp_shift_sum / train_exp_sum (the values and the
 //     returned double), train_max, train_neg_scaled_exp, the SwiGLU pair,
 //     the dropout rows (hashing, storing and replaying masks, add or not);
 //     the sums and the max also against a plain C reference of the order
-//     fastmath.h defines (16 lanes, folded in lane order);
-//   ops.h: log-softmax forward/backward, GLU forward/backward (SiLU and
+//     train_ops.h defines (16 lanes, folded in lane order);
+//   train/ops.h: log-softmax forward/backward, GLU forward/backward (SiLU and
 //     GELU), RMSNorm forward/backward, RoPE forward/backward (interleaved and
 //     NeoX, partial rotation), causal attention forward/backward over packed
 //     sequences longer than one block (with kernel_sgemm inside).
@@ -18,8 +18,8 @@
 #include <math.h>
 
 #include "tensor/kernels_impl.h"
+#include "tensor/train_ops.h"
 #include "tensor/vexp.h"
-#include "train/fastmath.h"
 #include "train/ops.h"
 #include "util/common.h"
 
@@ -73,7 +73,7 @@ static void check_paths(const char *what, int64_t size, run_fn run, void *ctx, c
     kernel_force_isa(KERNEL_ISA_AUTO);
 }
 
-// ---- fastmath.h ----
+// ---- train_ops.h ----
 
 typedef struct {
     const float *x, *u, *dh;
@@ -101,7 +101,7 @@ static void run_silu(void *p, int nth) {
     train_silu_glu_backward(c->y2, c->y3, c->dh, c->x, c->u, c->n);
 }
 
-// fastmath.h's order written out: 16 float lanes (element i in lane i % 16),
+// train_ops.h's order written out: 16 float lanes (element i in lane i % 16),
 // folded in lane order into a double; the max with max_ps's rule.
 static double ref_exp_sum(const float *x, int64_t n, float shift) {
     float lane[16] = {0};
@@ -133,7 +133,7 @@ static void test_exp_ops(void **state) {
             const size_t b = sizeof(float) * (size_t)n;
             outputs o = {5, {c.y, c.y2, &c.sum, &c.sum2, &c.max}, {b, b, sizeof c.sum, sizeof c.sum2, sizeof c.max}};
             check_paths("exp sums, max, neg_scaled_exp", n, run_exp, &c, &o, false);
-            // What every path gave (the last one's outputs) is the order fastmath.h defines.
+            // What every path gave (the last one's outputs) is the order train_ops.h defines.
             const double want = ref_exp_sum(x, n, c.shift);
             const float mx = ref_max(x, n);
             assert_memory_equal(&c.sum, &want, sizeof want);

@@ -1,4 +1,4 @@
-// The element-wise and reduction kernels of training (see fastmath.h) on
+// The element-wise and reduction kernels of training (see train_ops.h) on
 // three paths that give the same bits: AVX-512 (16 lanes), AVX2 (two 8-lane
 // registers standing for the 16 lanes) and C (a float[16] of lanes).
 //
@@ -8,11 +8,10 @@
 // left alone); at the end the 16 lanes are folded in lane order 0 .. 15.
 // That is the AVX-512 loop's natural order; the AVX2 and C loops reproduce
 // it, so the vector width changes only which elements are computed together.
-#include "train/fastmath.h"
+#include "tensor/train_ops.h"
 
 #include <math.h>
 
-#include "tensor/kernels.h"
 #include "tensor/kernels_impl.h"
 #include "tensor/lanes_x86.h"
 #include "tensor/vexp.h"
@@ -348,17 +347,14 @@ AVX2 static void dropout_mask_avx2(float *d, const float *x, int64_t n, const ui
     }
 }
 
-// The path: 2 AVX-512 (kernel_avx512_active), 1 AVX2 (the kernels' ISA is
-// AVX2 or above: ALPHASPIN_KERNEL_ISA=avx2 caps an AVX-512 CPU to it), 0 C.
-static int path(void) {
-    if (kernel_avx512_active()) return 2;
-    return kernel_current_isa() >= KERNEL_ISA_AVX2 ? 1 : 0;
-}
+// The path: kernel_vec_level (AVX-512 where kernel_avx512_active; AVX2 where
+// the kernels' ISA is AVX2 or above: ALPHASPIN_KERNEL_ISA=avx2 caps an
+// AVX-512 CPU to it; else C).
 #define DISPATCH(c512, c2, cc) \
     do { \
-        switch (path()) { \
-        case 2: c512; break; \
-        case 1: c2; break; \
+        switch (kernel_vec_level()) { \
+        case KERNEL_VEC_AVX512: c512; break; \
+        case KERNEL_VEC_AVX2: c2; break; \
         default: cc; \
         } \
     } while (0)

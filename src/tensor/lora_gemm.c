@@ -10,32 +10,24 @@
 // rounded multiply), then fmaf(beta, old, t) when beta != 0, else t; a
 // dropout as lora_gemm.h says.  The blocking and the thread split decide only
 // which element is computed where, so these give the generic path's bits.
-#include "train/lora_gemm.h"
+#include "tensor/lora_gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 #include "tensor/gemm.h"
-#include "tensor/kernels.h"
-#include "train/fastmath.h"
+#include "tensor/kernels_impl.h"
 #include "tensor/lanes_x86.h"
+#include "tensor/train_ops.h"
 #include "util/common.h"
 
 // Buffers of the calling thread, kept between calls: the transposed rank-r
 // operand (returned to the caller), the generic path's scratch copy of the
 // big operand, and the AVX-512 narrow product's block of rows made by a fill.
-enum { BUF_TRANSPOSED, BUF_SCRATCH, BUF_ROWS, N_BUFS };
+// (kernel_scratch: freed when the thread exits).
+enum { BUF_TRANSPOSED = SCRATCH_LORA_T, BUF_SCRATCH = SCRATCH_LORA_COPY, BUF_ROWS = SCRATCH_LORA_ROWS };
 
-static float *thread_buffer(int which, size_t n) {
-    static _Thread_local float *buf[N_BUFS];
-    static _Thread_local size_t cap[N_BUFS];
-    if (n > cap[which]) {
-        free(buf[which]);
-        buf[which] = as_malloc(sizeof(float) * n);
-        cap[which] = n;
-    }
-    return buf[which];
-}
+static float *thread_buffer(int which, size_t n) { return kernel_scratch(which, sizeof(float) * (n > 0 ? n : 1)); }
 
 const float *lora_gemm_transposed(const float *a, int64_t rows, int64_t cols) {
     float *buf = thread_buffer(BUF_TRANSPOSED, (size_t)(rows * cols));
@@ -220,7 +212,7 @@ AVX512 static void reduce_avx512(int64_t N, int64_t r, int64_t D, float alpha, c
 
 // The AVX-512 kernels unless ALPHASPIN_KERNEL_ISA caps the ISA below it (the
 // tests run the generic path that way too).
-static bool use_avx512(void) { return kernel_avx512_active(); }
+static bool use_avx512(void) { return kernel_vec_level() == KERNEL_VEC_AVX512; }
 #else
 static bool use_avx512(void) { return false; }
 #endif
