@@ -1,14 +1,26 @@
 // alphaspin sft: supervised fine-tuning (LoRA or full) on a JSONL file of
 // conversations, loss on the answer tokens only.  The run itself is
-// sft_train() in src/train/sft.c; this file only turns options into its config.
+// sft_train() in src/train/sft.c; this file only turns options into its config
+// (and installs the resume tests' kill hook).
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "train/sft.h"
 #include "util/common.h"
+
+// For the resume tests (tests/cli/test_cli.sh): with ALPHASPIN_TEST_SFT_KILL_AFTER=<step> in the
+// environment the process kills itself as kill -9 would, once that step's outputs and state are saved.
+static void test_kill_after(void *want, int64_t step) {
+    if (atoll(want) == step) {
+        fflush(NULL);
+        raise(SIGKILL);
+    }
+}
 
 static void usage(FILE *out) {
     sft_config d;
@@ -147,6 +159,8 @@ int cmd_sft(int argc, char **argv) {
     if (c.micro_batch > c.batch_size) return cli_usage_error(cmd, "--micro-batch (%d) exceeds --batch-size (%d)", c.micro_batch, c.batch_size);
     if (!c.model_path) c.model_path = cli_default_model();
     if (c.threads) kernel_set_threads(c.threads);
+    const char *kill_after = getenv("ALPHASPIN_TEST_SFT_KILL_AFTER");
+    if (kill_after) c.on_saved = test_kill_after, c.user = (void *)kill_after;
     sft_result r;
     if (sft_train(&c, &r) != AS_OK) return cli_fail(cmd);
     fprintf(stderr, "sft: %lld steps, loss %.4f -> %.4f", (long long)r.steps, r.first_loss, r.last_loss);

@@ -1,14 +1,14 @@
 // Phase 3 of iteration k: pi_t -> pi_k with the preference loss over the
-// iteration's pairs, their references cached (phase_references.c).  Epochs
-// over the pairs shuffled with a stream seeded by (seed, k); micro-batches of
-// batch_size pairs, grad_accum of them per optimizer step.  After every epoch
-// metrics.jsonl and then the training state are written (the state's step
-// count says how many metric lines are valid), and a saved state is resumed.
+// iteration's pairs, their references cached (phase_references.c), through
+// the training loop (train/loop.h): epochs over the pairs shuffled with a
+// stream seeded by (seed, k); micro-batches of batch_size pairs, grad_accum of
+// them per optimizer step.  After every epoch metrics.jsonl and then the
+// training state are written, and a saved state is resumed.
 #include <stdio.h>
 #include <string.h>
 
 #include "spin/run_internal.h"
-#include "train/checkpoint.h"
+#include "train/loop.h"
 #include "util/common.h"
 
 int spin_train_microbatch(train_model *m, const spin_loss_config *lc, spin_pair *const *pairs, int32_t n, double scale,
@@ -40,84 +40,86 @@ int spin_train_microbatch(train_model *m, const spin_loss_config *lc, spin_pair 
     return rc;
 }
 
+// What the training loop's callbacks need.
+typedef struct pairs_run {
+    spin_ctx *x;
+    int32_t k;
+    spin_pairs *ps;
+    spin_pair **mb;           // a micro-batch's pairs
+    spin_loss_metrics acc;    // the step's metrics, accumulated over its micro-batches
+    spin_step_metrics *hist;  // every step's metrics (metrics.jsonl)
+    const char *metrics_path;
+} pairs_run;
+
+// The step's loss is the mean over its pairs: a micro-batch of n of its pairs weighs n / (pairs of the step).
+static int pairs_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n) {
+    pairs_run *r = user;
+    for (int32_t b = 0; b < n; b++) r->mb[b] = &r->ps->p[items[b]];
+    spin_loss_metrics met;
+    const double w = (double)n / (double)s->n_items;
+    if (spin_train_microbatch(r->x->tm, &r->x->c->loss, r->mb, n, w, &met)) return AS_FAIL;
+    spin_loss_metrics *acc = &r->acc;
+    acc->loss += w * met.loss, acc->rewards_real += w * met.rewards_real, acc->rewards_generated += w * met.rewards_generated;
+    acc->rewards_margins += w * met.rewards_margins, acc->rewards_accuracies += w * met.rewards_accuracies;
+    acc->logps_real += w * met.logps_real, acc->logps_generated += w * met.logps_generated, acc->n += met.n;
+    return AS_OK;
+}
+
+static int pairs_step_done(void *user, const train_loop_step *s) {
+    pairs_run *r = user;
+    r->hist[s->step - 1] = (spin_step_metrics){.step = s->step, .epoch = (double)s->step / (double)s->steps_per_epoch, .loss = r->acc.loss,
+                                               .grad_norm = s->grad_norm, .lr = s->lr, .m = r->acc};
+    if (!r->x->quiet)
+        fprintf(stderr, "\ralphaspin run: iter %d/%d train      step %lld/%lld  loss %.4f  margin %.3f  %.0fs elapsed, ETA %.0fs   %s", r->k,
+                r->x->c->iterations, (long long)s->step, (long long)s->total, r->acc.loss, r->acc.rewards_margins, s->elapsed_s, s->eta_s,
+                s->step == s->total ? "\n" : "");
+    memset(&r->acc, 0, sizeof r->acc);
+    return AS_OK;
+}
+
+// metrics.jsonl before the training state: the state's step count says how many lines are valid.
+static int pairs_save(void *user, const train_loop_step *s) {
+    const pairs_run *r = user;
+    return spin_metrics_write(r->metrics_path, r->hist, s->step);
+}
+
+static void pairs_saved(void *user, const train_loop_step *s) {
+    pairs_run *r = user;
+    char phase[32];
+    snprintf(phase, sizeof phase, "epoch%d", s->epoch);
+    spin_phase_done(r->x, r->k, phase);
+}
+
 int spin_phase_train(spin_ctx *x, int32_t k, spin_pairs *ps, spin_step_metrics *mean) {
     const spin_config *c = x->c;
     train_model *m = x->tm;
-    const int64_t n = ps->n, per_step = (int64_t)c->batch_size * c->grad_accum;
+    const int64_t n = ps->n;
     if (n == 0) return as_error("iteration %d: no pairs to train on", k);
-    const int64_t steps_per_epoch = (n + per_step - 1) / per_step, total = steps_per_epoch * c->epochs;
     char state_path[SPIN_PATH_LEN], metrics_path[SPIN_PATH_LEN];
     snprintf(state_path, sizeof state_path, "%s/iter_%d/train_state.safetensors", x->run, k);
     snprintf(metrics_path, sizeof metrics_path, "%s/iter_%d/metrics.jsonl", x->run, k);
-    float *params, *grads;
-    const optim_segment *segs;
-    int nsegs;
-    const size_t n_params = train_trainable(m, &params, &grads, &segs, &nsegs);
-    optim_config oc = c->optim;
-    oc.total_steps = total;
-    optim *o = NULL;
-    if (optim_init(&o, &oc, n_params)) return AS_FAIL;
     as_rng order;
     as_rng_seed(&order, spin_derive_seed(c->seed, (uint64_t)k, SPIN_SALT_ORDER, 0));
     as_rng_seed(&m->rng, spin_derive_seed(c->seed, (uint64_t)k, SPIN_SALT_DROPOUT, 0));
-    spin_step_metrics *hist = as_calloc((size_t)(total > 0 ? total : 1), sizeof *hist);
-    int64_t *perm = as_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-    spin_pair **mb = as_malloc(sizeof *mb * (size_t)c->batch_size);
+    const train_loop_config lc = {.n_items = n, .epochs = c->epochs, .step_items = c->batch_size * c->grad_accum,
+                                  .micro_items = c->batch_size, .optim = c->optim, .state_path = state_path,
+                                  .resume = spin_file_exists(state_path), .save_each_epoch = true};
+    train_loop loop;
+    pairs_run r = {.x = x, .k = k, .ps = ps, .metrics_path = metrics_path};
     int rc = AS_FAIL;
-    if (spin_file_exists(state_path)) {
-        if (train_state_load(m, o, &order, state_path)) goto done;
-        if (o->step % steps_per_epoch || o->step > total) {
-            as_error("%s: the state is at step %lld, not at the end of one of this iteration's %d epochs of %lld steps", state_path,
-                     (long long)o->step, c->epochs, (long long)steps_per_epoch);
-            goto done;
-        }
-        if (spin_metrics_read(metrics_path, hist, o->step)) goto done;
-    }
+    if (train_loop_init(&loop, m, &lc, &order)) goto done;
+    r.hist = as_calloc((size_t)(loop.total > 0 ? loop.total : 1), sizeof *r.hist);
+    r.mb = as_malloc(sizeof *r.mb * (size_t)c->batch_size);
+    if (loop.step > 0 && spin_metrics_read(metrics_path, r.hist, loop.step)) goto done;
     train_set_training(m, true);
-    const double t0 = as_time();
-    const int64_t resumed = o->step;
-    for (int64_t step = o->step; step < total;) {
-        const int32_t ep = (int32_t)(step / steps_per_epoch);
-        train_shuffle(perm, n, &order);
-        for (int64_t s = 0; s < steps_per_epoch; s++, step++) {
-            const int64_t i0 = s * per_step, ns = AS_MIN(per_step, n - i0);
-            spin_loss_metrics acc = {0};
-            train_zero_grad(m);
-            for (int64_t j0 = i0; j0 < i0 + ns; j0 += c->batch_size) {
-                const int32_t nb = (int32_t)AS_MIN((int64_t)c->batch_size, i0 + ns - j0);
-                for (int32_t b = 0; b < nb; b++) mb[b] = &ps->p[perm[j0 + b]];
-                spin_loss_metrics met;
-                // The step's loss is the mean over its pairs: each micro-batch weighs nb / ns.
-                if (spin_train_microbatch(m, &c->loss, mb, nb, (double)nb / (double)ns, &met)) goto done;
-                const double w = (double)nb / (double)ns;
-                acc.loss += w * met.loss, acc.rewards_real += w * met.rewards_real, acc.rewards_generated += w * met.rewards_generated;
-                acc.rewards_margins += w * met.rewards_margins, acc.rewards_accuracies += w * met.rewards_accuracies;
-                acc.logps_real += w * met.logps_real, acc.logps_generated += w * met.logps_generated, acc.n += met.n;
-            }
-            double gn, lr;
-            train_optim_step(m, o, &gn, &lr);
-            hist[step] = (spin_step_metrics){.step = step + 1, .epoch = (double)(step + 1) / (double)steps_per_epoch, .loss = acc.loss,
-                                             .grad_norm = gn, .lr = lr, .m = acc};
-            char extra[96];
-            snprintf(extra, sizeof extra, "loss %.4f  margin %.3f", acc.loss, acc.rewards_margins);
-            if (!x->quiet) {
-                const double el = as_time() - t0, done = (double)(step + 1 - resumed);
-                fprintf(stderr, "\ralphaspin run: iter %d/%d train      step %lld/%lld  %s  %.0fs elapsed, ETA %.0fs   %s", k, c->iterations,
-                        (long long)step + 1, (long long)total, extra, el, el / done * (double)(total - step - 1),
-                        step + 1 == total ? "\n" : "");
-            }
-        }
-        if (spin_metrics_write(metrics_path, hist, step) || train_state_save(m, o, &order, state_path)) goto done;
-        char phase[32];
-        snprintf(phase, sizeof phase, "epoch%d", ep + 1);
-        spin_phase_done(x, k, phase);
-    }
+    const train_loop_fns fns = {.micro = pairs_micro, .step_done = pairs_step_done, .save = pairs_save, .saved = pairs_saved, .user = &r};
+    if (train_loop_run(&loop, &fns)) goto done;
     // TRL-style summary: means over the last epoch's steps.
-    spin_metrics_mean(hist, total - steps_per_epoch, total, c->epochs, mean);
+    spin_metrics_mean(r.hist, loop.total - loop.steps_per_epoch, loop.total, c->epochs, mean);
     rc = AS_OK;
 done:
     train_set_training(m, false);
-    free(hist), free(perm), free(mb);
-    optim_free(o);
+    free(r.hist), free(r.mb);
+    train_loop_free(&loop);
     return rc;
 }

@@ -2,7 +2,6 @@
 #include "train/sft.h"
 
 #include <cjson/cJSON.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -159,6 +158,7 @@ done:
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
+#include "train/loop.h"
 
 void sft_config_default(sft_config *c) {
     memset(c, 0, sizeof *c);
@@ -218,21 +218,6 @@ static double eval_loss(train_model *m, const encoded *enc, const int64_t *idx, 
     return rc || t == 0 ? NAN : -s / (double)t;
 }
 
-// The adapters (or the model) and the training state.  data_rng is the
-// data-order stream as it was at the start of the current epoch, so that a
-// resumed run redraws the same permutation.
-static int save_outputs(const sft_config *c, const train_model *m, const optim *o, const as_rng *data_rng) {
-    char path[4096];
-    if (c->lora) {
-        if (train_lora_save_peft(m, c->out_dir, c->model_path)) return AS_FAIL;
-    } else {
-        snprintf(path, sizeof path, "%s/model.gguf", c->out_dir);
-        if (train_export_gguf(m, c->model_path, path, GGML_TYPE_F32)) return AS_FAIL;
-    }
-    snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
-    return train_state_save(m, o, data_rng, path);
-}
-
 // Keeps the first n lines of the log (a resumed run rewrites what came after its state).
 static int log_truncate(const char *path, int64_t n) {
     char *text;
@@ -253,13 +238,83 @@ static int log_truncate(const char *path, int64_t n) {
     return rc;
 }
 
-// ALPHASPIN_TEST_SFT_KILL_AFTER=<step>: die as kill -9 would once that step is saved (the resume tests).
-static void kill_hook(int64_t step) {
-    const char *v = getenv("ALPHASPIN_TEST_SFT_KILL_AFTER");
-    if (v && atoll(v) == step) {
-        fflush(NULL);
-        raise(SIGKILL);
+// What the training loop's callbacks need.
+typedef struct sft_run {
+    const sft_config *c;
+    train_model *m;
+    const encoded *enc;
+    const int64_t *train_idx, *eval_idx; // the split: indices into enc
+    int64_t n_eval;
+    FILE *log;
+    sft_result *res;
+    double sum;                          // the step's summed answer log-probs ...
+    int64_t got;                         // ... over this many answer tokens
+    int64_t seen;                        // tokens through the model since this process started (throughput)
+} sft_run;
+
+// loss = -(sum of answer log-probs) / (answer tokens of the step): every
+// sequence of the step gets dL/dlogp = -1 / (the step's answer tokens).
+static int sft_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n) {
+    sft_run *r = user;
+    int64_t step_tok = 0;
+    for (int64_t i = 0; i < s->n_items; i++) step_tok += r->enc[r->train_idx[s->items[i]]].n_scored;
+    int64_t *idx = as_malloc(sizeof(int64_t) * (size_t)n);
+    for (int32_t i = 0; i < n; i++) idx[i] = r->train_idx[items[i]], r->seen += r->enc[idx[i]].len;
+    const int rc = run_sequences(r->m, r->enc, idx, n, n, true, -1.0f / (float)step_tok, &r->sum, &r->got);
+    free(idx);
+    return rc;
+}
+
+// The log line of the step (and the evaluation loss every eval_every steps and at the end), the progress line.
+static int sft_step_done(void *user, const train_loop_step *s) {
+    sft_run *r = user;
+    const sft_config *c = r->c;
+    const double loss = -r->sum / (double)r->got;
+    if (s->step - 1 == s->first_step) r->res->first_loss = loss;
+    r->res->last_loss = loss;
+    r->res->tokens_trained += r->got;
+    // Throughput counts every token through the model (prompt and answer), as trainers report it.
+    const double tps = (double)r->seen / fmax(s->elapsed_s, 1e-9);
+    double ev = NAN;
+    if ((c->eval_every > 0 && s->step % c->eval_every == 0) || s->step == s->total) ev = eval_loss(r->m, r->enc, r->eval_idx, r->n_eval, c->micro_batch);
+    // A diverged step's NaN loss or norm is written as null (valid JSON).
+    as_sbuf line = {0};
+    as_sb_printf(&line, "{\"step\": %lld, \"epoch\": %d, \"loss\": ", (long long)s->step, s->epoch);
+    as_sb_json_num(&line, 7, loss);
+    as_sb_puts(&line, ", \"learning_rate\": ");
+    as_sb_json_num(&line, 6, s->lr);
+    as_sb_puts(&line, ", \"grad_norm\": ");
+    as_sb_json_num(&line, 7, s->grad_norm);
+    as_sb_printf(&line, ", \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f", (long long)r->got, tps, s->elapsed_s);
+    if (!isnan(ev)) {
+        as_sb_puts(&line, ", \"eval_loss\": ");
+        as_sb_json_num(&line, 7, ev);
+        r->res->eval_loss = ev;
     }
+    fprintf(r->log, "%s}\n", line.s);
+    free(line.s);
+    fflush(r->log);
+    if (!c->quiet)
+        fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)s->step, (long long)s->total, loss,
+                s->lr, tps, s->eta_s, s->step == s->total ? "\n" : "");
+    r->sum = 0, r->got = 0;
+    return AS_OK;
+}
+
+// The adapters (PEFT folder) or the model, which the training state goes with.
+static int sft_save(void *user, const train_loop_step *s) {
+    const sft_run *r = user;
+    const sft_config *c = r->c;
+    (void)s;
+    if (c->lora) return train_lora_save_peft(r->m, c->out_dir, c->model_path);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.gguf", c->out_dir);
+    return train_export_gguf(r->m, c->model_path, path, GGML_TYPE_F32);
+}
+
+static void sft_saved(void *user, const train_loop_step *s) {
+    const sft_run *r = user;
+    if (r->c->on_saved) r->c->on_saved(r->c->user, s->step);
 }
 
 int sft_train(const sft_config *c, sft_result *res) {
@@ -272,7 +327,7 @@ int sft_train(const sft_config *c, sft_result *res) {
     chat_template tpl = {0};
     sft_data *data = NULL;
     train_model *m = NULL;
-    optim *o = NULL;
+    train_loop loop = {0};
     encoded *enc = NULL;
     int64_t *order = NULL, *train_idx = NULL, *eval_idx = NULL, n_enc = 0;
     FILE *log = NULL;
@@ -321,112 +376,31 @@ int sft_train(const sft_config *c, sft_result *res) {
         if (train_lora_attach(m, &lc)) goto done;
     }
     as_rng_seed(&m->rng, c->seed + 1);
-    const int64_t steps_per_epoch = (n_train + c->batch_size - 1) / c->batch_size;
-    int64_t total = steps_per_epoch * c->epochs;
-    if (c->max_steps > 0) total = AS_MIN(total, c->max_steps);
-    float *params, *grads;
-    const optim_segment *segs;
-    int ns;
-    const size_t n_params = train_trainable(m, &params, &grads, &segs, &ns);
-    optim_config oc = c->optim;
-    oc.total_steps = total;
-    if (optim_init(&o, &oc, n_params) || as_mkdir_p(c->out_dir)) goto done;
-    // Resuming: the trainable weights, optimizer moments, step and both RNG
-    // streams come back; the data-order stream as it was when the epoch of
-    // that step began.
-    int64_t step = 0;
-    if (c->resume) {
-        snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
-        if (access(path, F_OK)) {
-            as_error("%s: no training state to resume from", path);
-            goto done;
-        }
-        if (train_state_load(m, o, &rng, path)) goto done;
-        step = o->step;
-        if (step > total) {
-            as_error("%s: the state is at step %lld, past this run's %lld steps (other options than the run's?)", path, (long long)step,
-                     (long long)total);
-            goto done;
-        }
-    }
-    snprintf(path, sizeof path, "%s/log.jsonl", c->out_dir);
-    if (c->resume && log_truncate(path, step)) goto done;
-    if (!(log = fopen(path, c->resume ? "a" : "w"))) {
-        as_error("%s: cannot open for writing", path);
+    // The training loop; resuming, the trainable weights, optimizer moments,
+    // step and both RNG streams come back (the data-order stream as it was when
+    // the epoch of that step began).
+    snprintf(path, sizeof path, "%s/train_state.safetensors", c->out_dir);
+    const train_loop_config loop_cfg = {.n_items = n_train, .epochs = c->epochs, .max_steps = c->max_steps, .step_items = c->batch_size,
+                                        .micro_items = c->micro_batch, .optim = c->optim, .state_path = path, .resume = c->resume,
+                                        .save_every = c->save_every};
+    if (train_loop_init(&loop, m, &loop_cfg, &rng) || as_mkdir_p(c->out_dir)) goto done;
+    char log_path[4096];
+    snprintf(log_path, sizeof log_path, "%s/log.jsonl", c->out_dir);
+    if (c->resume && log_truncate(log_path, loop.step)) goto done;
+    if (!(log = fopen(log_path, c->resume ? "a" : "w"))) {
+        as_error("%s: cannot open for writing", log_path);
         goto done;
     }
-    int64_t *epoch_order = as_malloc(sizeof(int64_t) * (size_t)n_train), *perm = as_malloc(sizeof(int64_t) * (size_t)n_train);
-    const double t_start = as_time();
-    const int64_t first_step = step;
-    int64_t seen = 0; // tokens processed since this process started
-    as_rng epoch_rng = rng;
-    for (int32_t ep = (int32_t)(step / steps_per_epoch); ep < c->epochs && step < total; ep++) {
-        epoch_rng = rng;
-        train_shuffle(perm, n_train, &rng);
-        for (int64_t i = 0; i < n_train; i++) epoch_order[i] = train_idx[perm[i]];
-        for (int64_t s0 = (step % steps_per_epoch) * c->batch_size; s0 < n_train && step < total; s0 += c->batch_size, step++) {
-            const int64_t nb = AS_MIN((int64_t)c->batch_size, n_train - s0);
-            int64_t step_tok = 0;
-            for (int64_t i = 0; i < nb; i++) step_tok += enc[epoch_order[s0 + i]].n_scored, seen += enc[epoch_order[s0 + i]].len;
-            train_zero_grad(m);
-            double sum = 0;
-            int64_t got = 0;
-            // loss = -(sum of answer log-probs) / (answer tokens of the step)
-            if (run_sequences(m, enc, epoch_order + s0, nb, c->micro_batch, true, -1.0f / (float)step_tok, &sum, &got)) {
-                free(epoch_order), free(perm);
-                goto done;
-            }
-            double gnorm, lr;
-            train_optim_step(m, o, &gnorm, &lr);
-            const double loss = -sum / (double)got;
-            if (step == first_step) res->first_loss = loss;
-            res->last_loss = loss;
-            res->tokens_trained += got;
-            // Throughput counts every token through the model (prompt and answer), as trainers report it.
-            const double el = as_time() - t_start, tps = (double)seen / fmax(el, 1e-9);
-            const double eta = el / (double)(step + 1 - first_step) * (double)(total - step - 1);
-            double ev = NAN;
-            if ((c->eval_every > 0 && (step + 1) % c->eval_every == 0) || step + 1 == total) ev = eval_loss(m, enc, eval_idx, n_eval, c->micro_batch);
-            // A diverged step's NaN loss or norm is written as null (valid JSON).
-            as_sbuf line = {0};
-            as_sb_printf(&line, "{\"step\": %lld, \"epoch\": %d, \"loss\": ", (long long)step + 1, ep + 1);
-            as_sb_json_num(&line, 7, loss);
-            as_sb_puts(&line, ", \"learning_rate\": ");
-            as_sb_json_num(&line, 6, lr);
-            as_sb_puts(&line, ", \"grad_norm\": ");
-            as_sb_json_num(&line, 7, gnorm);
-            as_sb_printf(&line, ", \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f", (long long)got, tps, el);
-            if (!isnan(ev)) {
-                as_sb_puts(&line, ", \"eval_loss\": ");
-                as_sb_json_num(&line, 7, ev);
-                res->eval_loss = ev;
-            }
-            fprintf(log, "%s}\n", line.s);
-            free(line.s);
-            fflush(log);
-            if (!c->quiet)
-                fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)step + 1, (long long)total, loss, lr,
-                        tps, eta, step + 1 == total ? "\n" : "");
-            if (c->save_every > 0 && (step + 1) % c->save_every == 0 && step + 1 < total) {
-                // After an epoch's last step the stream is already where the next epoch starts.
-                if (save_outputs(c, m, o, (step + 1) % steps_per_epoch ? &epoch_rng : &rng)) {
-                    free(epoch_order), free(perm);
-                    goto done;
-                }
-                kill_hook(step + 1);
-            }
-        }
-    }
-    free(epoch_order), free(perm);
-    res->steps = step;
-    // Results: the adapters (or the model) and the state to resume from.
-    if (save_outputs(c, m, o, step % steps_per_epoch ? &epoch_rng : &rng)) goto done;
+    sft_run run = {.c = c, .m = m, .enc = enc, .train_idx = train_idx, .eval_idx = eval_idx, .n_eval = n_eval, .log = log, .res = res};
+    const train_loop_fns fns = {.micro = sft_micro, .step_done = sft_step_done, .save = sft_save, .saved = sft_saved, .user = &run};
+    if (train_loop_run(&loop, &fns)) goto done;
+    res->steps = loop.step;
     rc = AS_OK;
 done:
     if (log) fclose(log);
+    train_loop_free(&loop);
     for (int64_t i = 0; enc && i < n_enc; i++) free(enc[i].tokens), free(enc[i].mask);
     free(enc), free(order);
-    optim_free(o);
     train_model_free(m);
     sft_data_free(data);
     chat_template_free(&tpl);

@@ -67,6 +67,8 @@ typedef struct sft_config {
     int64_t save_every;         // optimizer steps between checkpoints of the outputs and training state (0: only at the end)
     bool resume;                // continue from out_dir/train_state.safetensors (same data and options): bitwise
                                 // the weights an uninterrupted run gives
+    void (*on_saved)(void *user, int64_t step); // after the outputs and training state of a step are written (may be
+    void *user;                                 // NULL; the resume tests' kill switch, src/cli/cmd_sft.c)
 } sft_config;
 
 typedef struct sft_result {
