@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "eval/eval_internal.h"
+#include "eval/yaml_json.h"
 #include "generate/generate.h"
 #include "util/common.h"
 #include "util/json.h"
@@ -103,7 +104,7 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
     free(data);
     cJSON_AddNumberToObject(c, "num_fewshot", shots);
     if (shots > 0 && t->kind != EVAL_TASK_MT_BENCH && t->kind != EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
-        char *few = t->fewshot_data ? eval_task_path(t, data_dir, t->fewshot_data) : NULL;
+        char *few = eval_task_fewshot_path(t, data_dir);
         cJSON_AddStringToObject(c, "fewshot_split", few ? few : "the evaluated split, the item itself excluded");
         free(few);
         cJSON_AddStringToObject(c, "fewshot_sampler", t->fewshot_first_n ? "first_n" : "random");
@@ -117,8 +118,25 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
         cJSON_AddStringToObject(c, "fewshot_delimiter", t->fewshot_delimiter);
     }
     if (t->description && *t->description) cJSON_AddStringToObject(c, "description", t->description);
-    if (t->doc_to_text) cJSON_AddStringToObject(c, "doc_to_text", t->doc_to_text);
-    if (t->doc_to_target) cJSON_AddStringToObject(c, "doc_to_target", t->doc_to_target);
+    if (t->lm_eval) {
+        // lm-eval's fields as the file gives them; a built-in function by its name.
+        const struct { const char *key; const eval_lm_field *f; } F[] = {
+            {"doc_to_text", &t->lm_text}, {"doc_to_target", &t->lm_target}, {"doc_to_choice", &t->lm_choice}};
+        for (size_t i = 0; i < AS_ARRAY_LEN(F); i++) {
+            if (!F[i].f->v) continue;
+            const char *fn = yaml_function(F[i].f->v);
+            if (fn) {
+                char s[256];
+                snprintf(s, sizeof s, "!function %s (alphaspin's built-in equivalent)", fn);
+                cJSON_AddStringToObject(c, F[i].key, s);
+            } else {
+                cJSON_AddItemToObject(c, F[i].key, cJSON_Duplicate(F[i].f->v, true));
+            }
+        }
+    } else {
+        if (t->doc_to_text) cJSON_AddStringToObject(c, "doc_to_text", t->doc_to_text);
+        if (t->doc_to_target) cJSON_AddStringToObject(c, "doc_to_target", t->doc_to_target);
+    }
     if (t->kind == EVAL_TASK_MULTIPLE_CHOICE || t->kind == EVAL_TASK_GENERATE_UNTIL || (t->kind == EVAL_TASK_LOGLIKELIHOOD && shots > 0))
         cJSON_AddStringToObject(c, "target_delimiter", t->target_delimiter);
     cJSON *ml = cJSON_AddArrayToObject(c, "metric_list");
@@ -139,7 +157,9 @@ static void add_config(cJSON *configs, const eval_task *t, const eval_options *o
 // Few-shot prefix of one item: description + examples, each followed by the delimiter.
 static char *fewshot_prefix(const eval_task *t, const cJSON *doc, char **examples, int64_t n_pool, int32_t shots, as_rng *rng,
                             int64_t exclude, const char *what) {
-    char *desc = eval_render(t->description, doc, what);
+    char w[600];
+    snprintf(w, sizeof w, "%s: description", what);
+    char *desc = eval_render(t->description, doc, w);
     if (!desc) return NULL;
     size_t cap = strlen(desc) + 1;
     int64_t idx[shots > 0 ? shots : 1];
@@ -635,8 +655,8 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         if ((rc = eval_doc_render(t, doc, off + i, &d)) != AS_OK) break;
         char *pf = fewshot_prefix(t, doc, examples, n_pool, shots, &rng, sub->fewshot ? -1 : off + i, t->path ? t->path : t->name);
         char what[512];
-        snprintf(what, sizeof what, "%s: item %lld", t->path ? t->path : t->name, (long long)(off + i));
-        char *g = pf ? eval_render(t->gold, doc, what) : NULL;
+        snprintf(what, sizeof what, "%s: item %lld: gold", t->path ? t->path : t->name, (long long)(off + i));
+        char *g = !pf ? NULL : t->lm_eval ? as_strdup(d.target) : eval_render(t->gold, doc, what);
         if (!g) { free(pf); eval_doc_free(&d); rc = AS_FAIL; break; }
         gold_text[i] = as_strdup(g);
         if (t->match_string) gold[i] = g;
@@ -645,7 +665,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
             // the model says: an error, never a silent 0.
             gold[i] = eval_extract_answer(g, false);
             if (!gold[i]) {
-                as_error("%s: gold: '%.80s' holds no number (match: number reads \"#### n\" or the last number; "
+                as_error("%s: '%.80s' holds no number (match: number reads \"#### n\" or the last number; "
                          "match: string compares text)", what, g);
                 free(g), free(pf);
                 eval_doc_free(&d);
@@ -759,16 +779,7 @@ static const char *const LEADERBOARD[] = {"arc_challenge", "hellaswag", "truthfu
 static int check_task(const char *name, const eval_options *o) {
     eval_task t;
     if (eval_task_load(name, o->tasks_dir ? o->tasks_dir : eval_tasks_dir(), &t) != AS_OK) return AS_FAIL;
-    int rc = AS_OK;
-    const char *paths[2] = {t.data, t.fewshot_data};
-    for (int i = 0; i < 2 && rc == AS_OK; i++) {
-        if (!paths[i]) continue;
-        char *p = i ? eval_task_path(&t, data_dir_of(o), paths[i]) : eval_task_data_path(&t, data_dir_of(o));
-        char *slash = strstr(p, "{subject}") ? strrchr(p, '/') : NULL;
-        if (slash) *slash = 0;
-        if (access(p, R_OK) != 0) rc = as_error("%s: %s: %s not found", t.path, i ? "fewshot_data" : "data", p);
-        free(p);
-    }
+    int rc = eval_task_check_data(&t, data_dir_of(o), o->shots >= 0 ? o->shots : t.num_fewshot);
     eval_task_free(&t);
     return rc;
 }
@@ -786,6 +797,8 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
     }
     int rc;
     g_drawn.items = 0;
+    // Without shots no few-shot file is read (nor needed).
+    if ((o->shots >= 0 ? o->shots : t.num_fewshot) == 0) t.fewshot_data = NULL, t.fewshot_alts = NULL;
     if (t.kind == EVAL_TASK_MT_BENCH) {
         rc = eval_run_mt_bench(m, tok, &t, o, ddir, results, nshot, nsamples);
     } else {

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "eval/eval.h"
+#include "eval/jinja.h"
 #include "util/rng.h"
 
 typedef enum eval_task_kind {
@@ -73,6 +74,22 @@ void eval_exact_match_free(eval_exact_match *em);
 char *eval_exact_match_normalise(const eval_exact_match *em, const char *s);
 bool eval_exact_match_equal(const eval_exact_match *em, const char *pred, const char *gold);
 
+// lm-evaluation-harness's doc_to_text / doc_to_target / doc_to_choice: a
+// Jinja2 template or a document key (a string), a number, a list, a mapping
+// (doc_to_choice: its values), or a built-in equivalent of one of lm-eval's
+// Python functions (`!function preprocess_winogrande.doc_to_text`, ...).
+typedef enum eval_lm_fn {
+    EVAL_LM_FN_NONE = 0,
+    EVAL_LM_FN_WINOGRANDE_TEXT,   // {"1": 0, "2": 1}[answer]
+    EVAL_LM_FN_WINOGRANDE_TARGET, // sentence after "_", stripped
+    EVAL_LM_FN_WINOGRANDE_CHOICE, // [sentence up to "_" + option1, ... + option2]
+} eval_lm_fn;
+typedef struct eval_lm_field {
+    const cJSON *v;     // the value in the task file (NULL: not given)
+    jinja_tpl *tpl;     // v is a string: compiled
+    eval_lm_fn fn;
+} eval_lm_field;
+
 // A task file, checked.  Strings point into `root` (the YAML as cJSON).
 typedef struct eval_task {
     cJSON *root;
@@ -102,16 +119,29 @@ typedef struct eval_task {
     eval_exact_match em;                // exact_match's options from metric_list
     const cJSON *temperatures;          // mt_bench: {category: T}
     const char *reference, *judge_prompts; // mt_bench
+    // lm-evaluation-harness's own task files (dataset_path, doc_to_choice, ...):
+    // data_alts / fewshot_alts list the files that may hold the evaluated and
+    // the few-shot split (the first that exists is read; format "auto": by
+    // extension), the doc_to_* fields follow lm-eval's ConfigurableTask.
+    bool lm_eval;
+    const char *eval_split, *fewshot_split;
+    const cJSON *fewshot_alts;
+    eval_lm_field lm_text, lm_target, lm_choice;
+    cJSON *own;                         // values the loader made (lists of files, stop strings)
 } eval_task;
 
-// Parses a task file's text.  -1 + as_error "<name>: <field>: ..." .
+// Parses a task file's text (`include:` paths relative to name's folder).
+// -1 + as_error "<name>: <field>: ..." .
 int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t);
 // A built-in name (tasks_dir/<name>.yaml) or a path to a .yaml file.
 int eval_task_load(const char *name_or_path, const char *tasks_dir, eval_task *t);
 void eval_task_free(eval_task *t);
 
-// Renders a template: {{field}}, {{field[i]}}, {{field|trim}}; other text is
-// copied.  Heap string, or NULL + as_error naming the missing field.
+// Renders a Jinja2 template (jinja.h) over a document: {{field}},
+// {{field[i]}}, {{field|trim}}, any expression; a tag that is exactly a key
+// of the document holding spaces or other non-name characters ({{Best
+// Answer}}, a CSV column) names that key.  Heap string, or NULL + as_error
+// "<what>: position N: ..." (an undefined field, a syntax error).
 char *eval_render(const char *tpl, const cJSON *doc, const char *what);
 
 // One subset of a task's documents (mmlu: a subject; else the whole task).
@@ -131,6 +161,13 @@ char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel);
 // The evaluated data file: the first of the task's data alternatives that
 // exists (else the first), resolved as eval_task_path.  Heap string.
 char *eval_task_data_path(const eval_task *t, const char *data_dir);
+// The few-shot file (fewshot_data, or the first of lm-eval's few-shot split
+// files that exists), resolved as eval_task_path; NULL when the shots come
+// from the evaluated split.  Heap string.
+char *eval_task_fewshot_path(const eval_task *t, const char *data_dir);
+// Before a run: the data the task needs with `shots` shots is there (no
+// few-shot file is needed without shots).  -1 + as_error naming the file.
+int eval_task_check_data(const eval_task *t, const char *data_dir, int32_t shots);
 // TruthfulQA's split_multi_answer (truthfulqa/utilities.py): a cell split on
 // ";", each answer stripped, empty ones dropped, a "." added where it does not
 // end in one.  A JSON array of strings.

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,6 +43,12 @@ static int opt_str_array(const cJSON *root, const char *name, const char *key, c
     cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e)) return as_error("%s: %s: expected a list of strings", name, key);
     *out = v;
     return AS_OK;
+}
+
+static bool in_list(const char *const *l, size_t n, const char *s) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(l[i], s)) return true;
+    return false;
 }
 
 static const char *const KNOWN_KEYS[] = {
@@ -110,31 +117,58 @@ static int parse_metric_list(eval_task *t, const cJSON *list, const char *name) 
 static void task_release(eval_task *t) {
     eval_filters_free(t->filters, t->n_filters);
     eval_exact_match_free(&t->em);
+    jinja_free(t->lm_text.tpl), jinja_free(t->lm_target.tpl), jinja_free(t->lm_choice.tpl);
+    cJSON_Delete(t->own);
     cJSON_Delete(t->root);
 }
 
-int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t) {
-    memset(t, 0, sizeof *t);
-    if (yaml_to_json(yaml, len, name, &t->root) != AS_OK) return AS_FAIL;
+// lm-eval's own task keys: a file holding any of them is read as lm-eval reads it.
+static const char *const LM_EVAL_KEYS[] = {
+    "dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split",
+    "fewshot_split", "doc_to_choice", "tag", "task_alias", "group", "should_decontaminate",
+    "doc_to_decontamination_query", "generation_kwargs", "repeats", "fewshot_config", "metadata", "process_docs",
+    "process_results", "use_prompt", "doc_to_image", "gen_prefix", "unsafe_code"};
+
+// The first `!function` value under v (depth first), with its key path.
+static const cJSON *find_function(const cJSON *v, char *path, size_t cap) {
+    if (yaml_function(v)) return v;
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return NULL;
+    const size_t len = strlen(path);
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        if (cJSON_IsObject(v)) snprintf(path + len, cap - len, "%s%s", len ? "." : "", e->string);
+        else snprintf(path + len, cap - len, "[%d]", i);
+        const cJSON *f = find_function(e, path, cap);
+        if (f) return f;
+        path[len] = 0;
+        i++;
+    }
+    return NULL;
+}
+
+// One line for a `!function` that cannot run: its file, line, key and function.
+static int function_error(const cJSON *fn, const char *key, const char *why) {
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(fn, "!file"), *line = cJSON_GetObjectItemCaseSensitive(fn, "!line");
+    return as_error("%s:%d: %s: !function %s: a Python function cannot run in C (%s)", file ? file->valuestring : "?",
+                    line ? (int)line->valuedouble : 0, key, yaml_function(fn), why);
+}
+
+static int check_task_name(const char *name, const char *task);
+static const char *default_primary(const eval_task *t);
+
+static int parse_native(eval_task *t, const char *name) {
     const cJSON *r = t->root;
     int rc = AS_FAIL;
-    if (!cJSON_IsObject(r)) { as_error("%s: expected a mapping of task fields", name); goto fail; }
-    // lm-eval's own task keys: one line saying what this version runs instead.
-    static const char *const LM_EVAL_KEYS[] = {
-        "dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split",
-        "fewshot_split", "doc_to_choice", "include", "tag", "task_alias", "group", "should_decontaminate",
-        "doc_to_decontamination_query", "generation_kwargs", "repeats", "fewshot_config", "metadata", "process_docs",
-        "process_results", "use_prompt", "doc_to_image", "gen_prefix", "unsafe_code"};
+    {
+        char path[256] = "";
+        const cJSON *fn = find_function(r, path, sizeof path);
+        if (fn) return function_error(fn, path, "write the field as a template");
+    }
     const cJSON *k;
     cJSON_ArrayForEach(k, r) {
-        bool known = false, lm_eval = false;
+        bool known = false;
         for (size_t i = 0; i < AS_ARRAY_LEN(KNOWN_KEYS); i++) known |= !strcmp(k->string, KNOWN_KEYS[i]);
-        for (size_t i = 0; i < AS_ARRAY_LEN(LM_EVAL_KEYS); i++) lm_eval |= !strcmp(k->string, LM_EVAL_KEYS[i]);
-        if (lm_eval) {
-            as_error("%s: %s: an lm-evaluation-harness key this version does not read; write the task in alphaspin's "
-                     "fields (data:, choices:, gold:; tasks/README.md)", name, k->string);
-            goto fail;
-        }
         if (!known) { as_error("%s: %s: unknown field", name, k->string); goto fail; }
     }
     const char *type = NULL, *sampler = NULL, *match = NULL, *output_type = NULL;
@@ -169,12 +203,7 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         }
         type = output_type;
     }
-    if (!t->name || !*t->name) { as_error("%s: task: missing (the task's name)", name); goto fail; }
-    for (const char *p = t->name; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
-            as_error("%s: task: '%s' may hold only letters, digits, '_', '-', '.'", name, t->name);
-            goto fail;
-        }
+    if (check_task_name(name, t->name)) goto fail;
     if (!t->data) { as_error("%s: data: missing (the data file)", name); goto fail; }
     if (!strcmp(type, "multiple_choice")) t->kind = EVAL_TASK_MULTIPLE_CHOICE;
     else if (!strcmp(type, "generate_until")) t->kind = EVAL_TASK_GENERATE_UNTIL;
@@ -265,19 +294,371 @@ int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t
         t->temperatures = cJSON_GetObjectItemCaseSensitive(r, "temperatures");
         if (t->temperatures && !cJSON_IsObject(t->temperatures)) { as_error("%s: temperatures: expected a mapping", name); goto fail; }
     }
-    if (!t->primary_metric)
-        t->primary_metric = t->kind == EVAL_TASK_MT_BENCH ? "score"
-                            : (t->metrics & EVAL_METRIC_EXACT_MATCH) ? "exact_match"
-                            : (t->metrics & EVAL_METRIC_ACC_NORM) ? "acc_norm"
-                            : (t->metrics & EVAL_METRIC_ACC) ? "acc"
-                            : (t->metrics & EVAL_METRIC_MC2) ? "acc"
-                            : (t->metrics & EVAL_METRIC_PERPLEXITY) ? "perplexity"
-                            : (t->metrics & EVAL_METRIC_WORD_PERPLEXITY) ? "word_perplexity"
-                            : (t->metrics & EVAL_METRIC_BYTE_PERPLEXITY) ? "byte_perplexity" : "bits_per_byte";
+    if (!t->primary_metric) t->primary_metric = default_primary(t);
     return AS_OK;
 fail:
-    task_release(t);
+    return rc;
+}
+
+// ---- lm-evaluation-harness task files ----
+
+// lm-eval's include: the included file's keys under the including file's own
+// (a list: the first listed wins), the path relative to the including file.
+static int resolve_includes(cJSON *root, const char *path, int depth) {
+    cJSON *inc = cJSON_DetachItemFromObjectCaseSensitive(root, "include");
+    if (!inc) return AS_OK;
+    int rc = AS_OK;
+    if (depth >= 16) rc = as_error("%s: include: nested more than 16 deep (do the files include each other?)", path);
+    else if (!cJSON_IsString(inc) && !cJSON_IsArray(inc)) rc = as_error("%s: include: expected a file name or a list of them", path);
+    cJSON *list = inc;
+    if (rc == AS_OK && cJSON_IsString(inc)) {
+        list = cJSON_CreateArray();
+        cJSON_AddItemToArray(list, cJSON_Duplicate(inc, 1));
+    }
+    const cJSON *e;
+    if (rc == AS_OK)
+        cJSON_ArrayForEach(e, list) {
+            if (!cJSON_IsString(e)) { rc = as_error("%s: include: expected file names", path); break; }
+            const char *slash = strrchr(path, '/');
+            char *p;
+            if (e->valuestring[0] == '/' || !slash) p = as_strdup(e->valuestring);
+            else {
+                p = as_malloc(strlen(path) + strlen(e->valuestring) + 2);
+                sprintf(p, "%.*s/%s", (int)(slash - path), path, e->valuestring);
+            }
+            char *text;
+            size_t len;
+            cJSON *sub = NULL;
+            if (as_read_file(p, &text, &len) != AS_OK) rc = as_error("%s: include: cannot read %s", path, p);
+            else {
+                rc = yaml_to_json(text, len, p, &sub);
+                free(text);
+                if (rc == AS_OK && !cJSON_IsObject(sub)) rc = as_error("%s: expected a mapping of task fields", p);
+                if (rc == AS_OK) rc = resolve_includes(sub, p, depth + 1);
+                while (rc == AS_OK && sub->child) {
+                    cJSON *k = cJSON_DetachItemViaPointer(sub, sub->child);
+                    if (cJSON_GetObjectItemCaseSensitive(root, k->string)) cJSON_Delete(k);
+                    else cJSON_AddItemToArray(root, k); // keeps k->string
+                }
+                cJSON_Delete(sub);
+            }
+            free(p);
+            if (rc != AS_OK) break;
+        }
+    if (list != inc) cJSON_Delete(list);
+    cJSON_Delete(inc);
+    return rc;
+}
+
+// YAML's null (the YAML reader keeps scalars as text).
+static bool yaml_null(const cJSON *v) {
+    if (!v || cJSON_IsNull(v)) return true;
+    if (!cJSON_IsString(v)) return false;
+    const char *s = v->valuestring;
+    return !*s || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL") || !strcmp(s, "~");
+}
+
+// An optional string that may be null.
+static int lm_str(const cJSON *r, const char *name, const char *key, const char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, key);
+    *out = NULL;
+    if (yaml_null(v)) return AS_OK;
+    if (!cJSON_IsString(v)) return as_error("%s: %s: expected a string", name, key);
+    *out = v->valuestring;
+    return AS_OK;
+}
+
+static bool ascii_digits(const char *s) {
+    if (!*s) return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return false;
+    return true;
+}
+
+static bool yaml_bool(const cJSON *v, bool *out) {
+    if (!cJSON_IsString(v)) return false;
+    const char *s = v->valuestring;
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) { *out = true; return true; }
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) { *out = false; return true; }
+    return false;
+}
+
+// lm-eval's Python functions alphaspin has in C, by their exact names.
+static const struct { const char *key, *fn; eval_lm_fn id; } LM_BUILTINS[] = {
+    {"doc_to_text", "preprocess_winogrande.doc_to_text", EVAL_LM_FN_WINOGRANDE_TEXT},
+    {"doc_to_target", "preprocess_winogrande.doc_to_target", EVAL_LM_FN_WINOGRANDE_TARGET},
+    {"doc_to_choice", "preprocess_winogrande.doc_to_choice", EVAL_LM_FN_WINOGRANDE_CHOICE},
+};
+
+static int lm_field(eval_task *t, eval_lm_field *f, const char *key, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(t->root, key);
+    memset(f, 0, sizeof *f);
+    if (yaml_null(v)) return AS_OK;
+    f->v = v;
+    const char *fn = yaml_function(v);
+    if (fn) {
+        for (size_t i = 0; i < AS_ARRAY_LEN(LM_BUILTINS); i++)
+            if (!strcmp(key, LM_BUILTINS[i].key) && !strcmp(fn, LM_BUILTINS[i].fn)) {
+                f->fn = LM_BUILTINS[i].id;
+                return AS_OK;
+            }
+        return function_error(v, key, "alphaspin runs Jinja templates, and preprocess_winogrande's doc_to_text, "
+                                      "doc_to_target and doc_to_choice as built-in equivalents");
+    }
+    if (cJSON_IsString(v)) {
+        char what[600];
+        snprintf(what, sizeof what, "%s: %s", name, key);
+        return jinja_compile(v->valuestring, what, &f->tpl);
+    }
+    if (cJSON_IsArray(v) && strcmp(key, "doc_to_text")) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e)) return as_error("%s: %s: expected a list of strings", name, key);
+        return AS_OK;
+    }
+    if (cJSON_IsObject(v) && !strcmp(key, "doc_to_choice")) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e)) return as_error("%s: %s: expected a mapping of strings", name, key);
+        return AS_OK;
+    }
+    return as_error("%s: %s: expected a template, a document key%s", name, key,
+                    !strcmp(key, "doc_to_choice") ? ", a list or a mapping" : !strcmp(key, "doc_to_target") ? " or a list" : "");
+}
+
+// The files that may hold a split: dataset_kwargs.data_files' entry for it
+// (a file or a list: HF's "train" split), else <dataset_path>[/<data_dir>]
+// [/<dataset_name>]/<split>.{jsonl,json,csv}.
+static int split_files(eval_task *t, const char *name, const char *split, cJSON **out) {
+    const cJSON *r = t->root, *kw = cJSON_GetObjectItemCaseSensitive(r, "dataset_kwargs");
+    const cJSON *df = cJSON_IsObject(kw) ? cJSON_GetObjectItemCaseSensitive(kw, "data_files") : NULL;
+    cJSON *arr = cJSON_CreateArray();
+    *out = arr;
+    if (df) {
+        const cJSON *v = cJSON_IsObject(df) ? cJSON_GetObjectItemCaseSensitive(df, split) : !strcmp(split, "train") ? df : NULL;
+        if (cJSON_IsArray(v)) {
+            if (cJSON_GetArraySize(v) != 1)
+                return as_error("%s: dataset_kwargs.data_files: %s: one file per split is supported (got %d)", name, split,
+                                cJSON_GetArraySize(v));
+            v = cJSON_GetArrayItem(v, 0);
+        }
+        if (v && !cJSON_IsString(v)) return as_error("%s: dataset_kwargs.data_files: %s: expected a file name", name, split);
+        if (v) cJSON_AddItemToArray(arr, cJSON_CreateString(v->valuestring));
+        return AS_OK;
+    }
+    const char *path, *dname, *ddir = NULL;
+    if (lm_str(r, name, "dataset_path", &path) || lm_str(r, name, "dataset_name", &dname)) return AS_FAIL;
+    const cJSON *dd = cJSON_IsObject(kw) ? cJSON_GetObjectItemCaseSensitive(kw, "data_dir") : NULL;
+    if (dd && !cJSON_IsString(dd)) return as_error("%s: dataset_kwargs.data_dir: expected a folder name", name);
+    if (dd) ddir = dd->valuestring;
+    static const char *const EXT[] = {"jsonl", "json", "csv"};
+    for (int with_name = dname ? 1 : 0; with_name >= 0; with_name--)
+        for (size_t e = 0; e < AS_ARRAY_LEN(EXT); e++) {
+            char p[2048];
+            snprintf(p, sizeof p, "%s%s%s%s%s/%s.%s", path, ddir ? "/" : "", ddir ? ddir : "", with_name ? "/" : "",
+                     with_name ? dname : "", split, EXT[e]);
+            cJSON_AddItemToArray(arr, cJSON_CreateString(p));
+        }
+    return AS_OK;
+}
+
+static int check_task_name(const char *name, const char *task) {
+    if (!task || !*task) return as_error("%s: task: missing (the task's name)", name);
+    for (const char *p = task; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+            return as_error("%s: task: '%s' may hold only letters, digits, '_', '-', '.'", name, task);
+    return AS_OK;
+}
+
+static const char *default_primary(const eval_task *t) {
+    return t->kind == EVAL_TASK_MT_BENCH ? "score"
+           : (t->metrics & EVAL_METRIC_EXACT_MATCH) ? "exact_match"
+           : (t->metrics & EVAL_METRIC_ACC_NORM) ? "acc_norm"
+           : (t->metrics & EVAL_METRIC_ACC) ? "acc"
+           : (t->metrics & EVAL_METRIC_MC2) ? "acc"
+           : (t->metrics & EVAL_METRIC_PERPLEXITY) ? "perplexity"
+           : (t->metrics & EVAL_METRIC_WORD_PERPLEXITY) ? "word_perplexity"
+           : (t->metrics & EVAL_METRIC_BYTE_PERPLEXITY) ? "byte_perplexity" : "bits_per_byte";
+}
+
+// An lm-evaluation-harness task file, read as lm-eval 0.4's ConfigurableTask
+// reads it.  What cannot run in C (Python functions, prompt sources, images)
+// is refused with one line naming the key.
+static int parse_lm_eval(eval_task *t, const char *name) {
+    cJSON *r = t->root;
+    t->lm_eval = true;
+    t->own = cJSON_CreateObject();
+    static const char *const READ[] = {
+        "task", "output_type", "dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split",
+        "test_split", "fewshot_split", "doc_to_text", "doc_to_target", "doc_to_choice", "description", "target_delimiter",
+        "fewshot_delimiter", "num_fewshot", "fewshot_config", "metric_list", "filter_list", "generation_kwargs", "repeats",
+        "primary_metric"};
+    // Keys that change nothing lm-eval scores (decontamination, grouping, metadata).
+    static const char *const IGNORED[] = {"tag", "task_alias", "group", "should_decontaminate", "doc_to_decontamination_query",
+                                          "metadata", "unsafe_code"};
+    static const struct { const char *key, *why; } REFUSED[] = {
+        {"process_docs", "Python that rewrites the documents; preprocess the data file instead"},
+        {"process_results", "Python that scores the outputs"},
+        {"use_prompt", "promptsource prompts"},
+        {"doc_to_image", "images"},
+        {"gen_prefix", "an answer prefix"},
+    };
+    const cJSON *k;
+    cJSON_ArrayForEach(k, r) {
+        const bool doc_key = !strcmp(k->string, "doc_to_text") || !strcmp(k->string, "doc_to_target") || !strcmp(k->string, "doc_to_choice");
+        for (size_t i = 0; i < AS_ARRAY_LEN(REFUSED); i++)
+            if (!strcmp(k->string, REFUSED[i].key)) {
+                if (yaml_function(k)) return function_error(k, k->string, REFUSED[i].why);
+                return as_error("%s: %s: not supported (%s)", name, k->string, REFUSED[i].why);
+            }
+        char path[256];
+        snprintf(path, sizeof path, "%s", k->string);
+        const cJSON *fn = doc_key && yaml_function(k) ? NULL : find_function(k, path, sizeof path);
+        if (fn) return function_error(fn, path, "alphaspin runs Jinja templates");
+        if (in_list(READ, AS_ARRAY_LEN(READ), k->string) || in_list(IGNORED, AS_ARRAY_LEN(IGNORED), k->string)) continue;
+        if (in_list(KNOWN_KEYS, AS_ARRAY_LEN(KNOWN_KEYS), k->string))
+            return as_error("%s: %s: alphaspin's field, not lm-evaluation-harness's (this file is read as an lm-eval task "
+                            "file: it has lm-eval's keys, e.g. dataset_path or doc_to_choice; tasks/README.md)", name, k->string);
+        return as_error("%s: %s: unknown field", name, k->string);
+    }
+    const char *output_type = NULL, *path = NULL, *sampler = "default";
+    if (opt_str(r, name, "task", NULL, &t->name) || opt_str(r, name, "output_type", "generate_until", &output_type) ||
+        lm_str(r, name, "dataset_path", &path) || opt_str(r, name, "description", "", &t->description) ||
+        opt_str(r, name, "target_delimiter", " ", &t->target_delimiter) ||
+        opt_str(r, name, "fewshot_delimiter", "\n\n", &t->fewshot_delimiter) ||
+        opt_str(r, name, "primary_metric", NULL, &t->primary_metric))
+        return AS_FAIL;
+    if (check_task_name(name, t->name)) return AS_FAIL;
+    if (!path) return as_error("%s: dataset_path: missing (the data set: a folder of <split>.jsonl/.json/.csv files, or json/csv with dataset_kwargs.data_files)", name);
+    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(r, "num_fewshot");
+    if (yaml_null(nf)) t->num_fewshot = 0;
+    else if (opt_int(r, name, "num_fewshot", 0, 0, 1000, &t->num_fewshot)) return AS_FAIL;
+    if (!strcmp(output_type, "multiple_choice")) t->kind = EVAL_TASK_MULTIPLE_CHOICE;
+    else if (!strcmp(output_type, "generate_until")) t->kind = EVAL_TASK_GENERATE_UNTIL;
+    else if (!strcmp(output_type, "loglikelihood")) t->kind = EVAL_TASK_LOGLIKELIHOOD;
+    else if (!strcmp(output_type, "loglikelihood_rolling")) t->kind = EVAL_TASK_LOGLIKELIHOOD_ROLLING;
+    else return as_error("%s: output_type: expected multiple_choice, generate_until, loglikelihood or loglikelihood_rolling, got '%s'", name, output_type);
+    if (lm_field(t, &t->lm_text, "doc_to_text", name) || lm_field(t, &t->lm_target, "doc_to_target", name) ||
+        lm_field(t, &t->lm_choice, "doc_to_choice", name))
+        return AS_FAIL;
+    if (cJSON_IsString(t->lm_text.v)) t->doc_to_text = t->lm_text.v->valuestring;
+    if (cJSON_IsString(t->lm_target.v)) t->doc_to_target = t->lm_target.v->valuestring;
+    if (!t->lm_target.v) return as_error("%s: doc_to_target: missing", name);
+    if (t->kind != EVAL_TASK_LOGLIKELIHOOD_ROLLING && !t->lm_text.v) return as_error("%s: doc_to_text: missing", name);
+    if (t->kind == EVAL_TASK_MULTIPLE_CHOICE && !t->lm_choice.v)
+        return as_error("%s: doc_to_choice: missing (multiple_choice scores each choice)", name);
+    // fewshot_config: the sampler only.
+    const cJSON *fc = cJSON_GetObjectItemCaseSensitive(r, "fewshot_config");
+    if (fc && !yaml_null(fc)) {
+        if (!cJSON_IsObject(fc)) return as_error("%s: fewshot_config: expected a mapping", name);
+        cJSON_ArrayForEach(k, fc) {
+            if (strcmp(k->string, "sampler")) return as_error("%s: fewshot_config.%s: not supported (sampler only)", name, k->string);
+            if (!cJSON_IsString(k)) return as_error("%s: fewshot_config.sampler: expected default or first_n", name);
+            sampler = k->valuestring;
+        }
+    }
+    if (!strcmp(sampler, "first_n")) t->fewshot_first_n = true;
+    else if (strcmp(sampler, "default")) return as_error("%s: fewshot_config.sampler: expected default or first_n, got '%s'", name, sampler);
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(r, "repeats");
+    if (rep && !yaml_null(rep) && !(cJSON_IsString(rep) && !strcmp(rep->valuestring, "1")))
+        return as_error("%s: repeats: only 1 is supported", name);
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(r, "dataset_kwargs");
+    if (kw && !yaml_null(kw)) {
+        if (!cJSON_IsObject(kw)) return as_error("%s: dataset_kwargs: expected a mapping", name);
+        cJSON_ArrayForEach(k, kw) if (strcmp(k->string, "data_files") && strcmp(k->string, "data_dir") && strcmp(k->string, "trust_remote_code"))
+            return as_error("%s: dataset_kwargs.%s: not supported (data_files, data_dir)", name, k->string);
+    }
+    // Metrics: metric_list, else lm-eval's defaults for the type.
+    const cJSON *metric_list = cJSON_GetObjectItemCaseSensitive(r, "metric_list");
+    if (metric_list && parse_metric_list(t, metric_list, name) != AS_OK) return AS_FAIL;
+    if (!metric_list)
+        t->metrics = t->kind == EVAL_TASK_MULTIPLE_CHOICE ? EVAL_METRIC_ACC | EVAL_METRIC_ACC_NORM
+                     : t->kind == EVAL_TASK_GENERATE_UNTIL ? EVAL_METRIC_EXACT_MATCH
+                     : t->kind == EVAL_TASK_LOGLIKELIHOOD ? EVAL_METRIC_PERPLEXITY | EVAL_METRIC_ACC
+                     : EVAL_METRIC_WORD_PERPLEXITY | EVAL_METRIC_BYTE_PERPLEXITY | EVAL_METRIC_BITS_PER_BYTE;
+    const unsigned ALLOWED = t->kind == EVAL_TASK_MULTIPLE_CHOICE ? EVAL_METRIC_ACC | EVAL_METRIC_ACC_NORM
+                             : t->kind == EVAL_TASK_GENERATE_UNTIL ? EVAL_METRIC_EXACT_MATCH
+                             : t->kind == EVAL_TASK_LOGLIKELIHOOD ? EVAL_METRIC_PERPLEXITY | EVAL_METRIC_ACC
+                             : EVAL_METRIC_WORD_PERPLEXITY | EVAL_METRIC_BYTE_PERPLEXITY | EVAL_METRIC_BITS_PER_BYTE;
+    if (t->metrics & ~ALLOWED) return as_error("%s: metric_list: a metric %s tasks do not have", name, output_type);
+    const cJSON *filter_list = cJSON_GetObjectItemCaseSensitive(r, "filter_list"), *gk = cJSON_GetObjectItemCaseSensitive(r, "generation_kwargs");
+    if (filter_list && t->kind != EVAL_TASK_GENERATE_UNTIL) return as_error("%s: filter_list: only generate_until tasks take filters", name);
+    if (gk && !yaml_null(gk) && t->kind != EVAL_TASK_GENERATE_UNTIL) return as_error("%s: generation_kwargs: only generate_until tasks generate", name);
+    if (t->kind == EVAL_TASK_GENERATE_UNTIL) {
+        t->match_string = true;
+        if (filter_list && eval_filters_parse(filter_list, name, &t->filters, &t->n_filters) != AS_OK) return AS_FAIL;
+        // lm-eval's default: until the few-shot delimiter, greedy.
+        cJSON *until = cJSON_AddArrayToObject(t->own, "until");
+        t->max_gen_toks = 256;
+        bool until_given = false;
+        if (gk && !yaml_null(gk)) {
+            if (!cJSON_IsObject(gk)) return as_error("%s: generation_kwargs: expected a mapping", name);
+            cJSON_ArrayForEach(k, gk) {
+                bool b;
+                if (!strcmp(k->string, "until")) {
+                    until_given = true;
+                    if (cJSON_IsString(k)) cJSON_AddItemToArray(until, cJSON_CreateString(k->valuestring));
+                    else if (cJSON_IsArray(k)) {
+                        const cJSON *e;
+                        cJSON_ArrayForEach(e, k) {
+                            if (!cJSON_IsString(e)) return as_error("%s: generation_kwargs.until: expected strings", name);
+                            cJSON_AddItemToArray(until, cJSON_CreateString(e->valuestring));
+                        }
+                    } else return as_error("%s: generation_kwargs.until: expected a string or a list", name);
+                } else if (!strcmp(k->string, "max_gen_toks")) {
+                    if (opt_int(gk, name, "max_gen_toks", 256, 1, 1 << 20, &t->max_gen_toks)) return AS_FAIL;
+                } else if (!strcmp(k->string, "do_sample")) {
+                    if (!yaml_bool(k, &b) || b) return as_error("%s: generation_kwargs.do_sample: only false (greedy) is supported", name);
+                } else if (!strcmp(k->string, "temperature")) {
+                    if (!cJSON_IsString(k) || strtod(k->valuestring, NULL) != 0)
+                        return as_error("%s: generation_kwargs.temperature: only 0 (greedy) is supported", name);
+                } else {
+                    return as_error("%s: generation_kwargs.%s: not supported (until, max_gen_toks, do_sample: false, temperature: 0)", name, k->string);
+                }
+            }
+        }
+        if (!until_given) cJSON_AddItemToArray(until, cJSON_CreateString(t->fewshot_delimiter));
+        t->until = cJSON_GetArraySize(until) ? until : NULL;
+    }
+    // Splits: the evaluated one (test, else validation) and the few-shot one
+    // (fewshot_split, else training, validation, test: lm-eval's order).
+    const char *train, *val, *test, *few;
+    if (lm_str(r, name, "training_split", &train) || lm_str(r, name, "validation_split", &val) ||
+        lm_str(r, name, "test_split", &test) || lm_str(r, name, "fewshot_split", &few))
+        return AS_FAIL;
+    t->eval_split = test ? test : val;
+    if (!t->eval_split) return as_error("%s: test_split: neither test_split nor validation_split is given", name);
+    t->fewshot_split = few ? few : train ? train : val ? val : test;
+    cJSON *files;
+    if (split_files(t, name, t->eval_split, &files) != AS_OK) { cJSON_Delete(files); return AS_FAIL; }
+    cJSON_AddItemToObject(t->own, "data", files);
+    if (cJSON_GetArraySize(files) == 0)
+        return as_error("%s: dataset_kwargs.data_files: no file for the evaluated split '%s'", name, t->eval_split);
+    t->data_alts = files;
+    t->data = cJSON_GetArrayItem(files, 0)->valuestring;
+    if (strcmp(t->fewshot_split, t->eval_split)) {
+        if (split_files(t, name, t->fewshot_split, &files) != AS_OK) { cJSON_Delete(files); return AS_FAIL; }
+        cJSON_AddItemToObject(t->own, "fewshot", files);
+        t->fewshot_alts = files;
+        if (cJSON_GetArraySize(files)) t->fewshot_data = cJSON_GetArrayItem(files, 0)->valuestring;
+    }
+    t->format = "auto";
+    if (!t->primary_metric) t->primary_metric = default_primary(t);
+    return AS_OK;
+}
+
+int eval_task_parse(const char *yaml, size_t len, const char *name, eval_task *t) {
     memset(t, 0, sizeof *t);
+    if (yaml_to_json(yaml, len, name, &t->root) != AS_OK) return AS_FAIL;
+    int rc = AS_FAIL;
+    if (!cJSON_IsObject(t->root)) as_error("%s: expected a mapping of task fields", name);
+    else if (resolve_includes(t->root, name, 0) == AS_OK) {
+        bool lm = false;
+        for (size_t i = 0; i < AS_ARRAY_LEN(LM_EVAL_KEYS); i++) lm |= cJSON_GetObjectItemCaseSensitive(t->root, LM_EVAL_KEYS[i]) != NULL;
+        rc = lm ? parse_lm_eval(t, name) : parse_native(t, name);
+    }
+    if (rc != AS_OK) {
+        task_release(t);
+        memset(t, 0, sizeof *t);
+    }
     return rc;
 }
 
@@ -330,125 +711,308 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
 }
 static void sb_adds(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
-// Scalar value as text: strings as they are, integral numbers without a fraction.
-static char *value_text(const cJSON *v) {
-    if (cJSON_IsString(v)) return as_strdup(v->valuestring);
-    if (cJSON_IsNumber(v)) {
-        char buf[64];
-        double x = v->valuedouble;
-        if (x == (double)(int64_t)x && x > -1e15 && x < 1e15) snprintf(buf, sizeof buf, "%lld", (long long)(int64_t)x);
-        else snprintf(buf, sizeof buf, "%.17g", x);
-        return as_strdup(buf);
-    }
-    if (cJSON_IsBool(v)) return as_strdup(cJSON_IsTrue(v) ? "True" : "False");
-    return NULL;
-}
-
-// Resolves "name", "name[i]"; returns the JSON value or NULL.
-static const cJSON *lookup(const cJSON *doc, const char *expr, size_t n) {
-    const char *br = memchr(expr, '[', n);
-    char *key = as_strndup(expr, br ? (size_t)(br - expr) : n);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, key);
-    free(key);
-    if (!v || !br) return v;
-    char *end;
-    long i = strtol(br + 1, &end, 10);
-    if (end == br + 1 || *end != ']' || (size_t)(end - expr) != n - 1 || !cJSON_IsArray(v) || i < 0 ||
-        i >= cJSON_GetArraySize(v))
-        return NULL;
-    return cJSON_GetArrayItem(v, (int)i);
-}
-
 static void trim_span(const char **s, size_t *n) {
     while (*n && isspace((unsigned char)**s)) (*s)++, (*n)--;
     while (*n && isspace((unsigned char)(*s)[*n - 1])) (*n)--;
 }
 
-// Parses the inside of {{ }}: expression and filter.
-static int parse_tag(const char *in, size_t n, const char **expr, size_t *en, bool *trim) {
-    trim_span(&in, &n);
-    const char *bar = memchr(in, '|', n);
-    *trim = false;
-    *expr = in;
-    *en = bar ? (size_t)(bar - in) : n;
-    trim_span(expr, en);
-    if (bar) {
-        const char *f = bar + 1;
-        size_t fn = n - (size_t)(f - in);
-        trim_span(&f, &fn);
-        if (fn == 4 && !memcmp(f, "trim", 4)) *trim = true;
-        else return AS_FAIL;
-    }
-    return *en ? AS_OK : AS_FAIL;
+// Compiled templates, reused: a task renders the same few templates over every
+// document.  (Evaluation renders on one thread.)
+#define TPL_CACHE 32
+static struct { char *src; jinja_tpl *tpl; } g_tpl_cache[TPL_CACHE];
+static int g_tpl_next;
+
+static const jinja_tpl *cached_compile(const char *src, const char *what) {
+    for (int i = 0; i < TPL_CACHE; i++)
+        if (g_tpl_cache[i].src && !strcmp(g_tpl_cache[i].src, src)) return g_tpl_cache[i].tpl;
+    jinja_tpl *t;
+    if (jinja_compile(src, what, &t) != AS_OK) return NULL;
+    const int i = g_tpl_next;
+    g_tpl_next = (g_tpl_next + 1) % TPL_CACHE;
+    free(g_tpl_cache[i].src);
+    jinja_free(g_tpl_cache[i].tpl);
+    g_tpl_cache[i].src = as_strdup(src), g_tpl_cache[i].tpl = t;
+    return t;
 }
 
-char *eval_render(const char *tpl, const cJSON *doc, const char *what) {
+// alphaspin's templates may name a key that is no Jinja name ({{Best Answer}},
+// a CSV column): such a tag's name becomes __col<k>, a variable beside the
+// document's keys in *vars (references; the caller deletes *vars when it is
+// not doc).  Heap string: the template to compile.
+static char *rewrite_columns(const char *tpl, const cJSON *doc, cJSON **vars) {
+    *vars = (cJSON *)doc;
     sbuf b = {0};
     sb_add(&b, "", 0);
+    int k = 0;
     const char *p = tpl;
     for (;;) {
-        const char *open = strstr(p, "{{");
-        if (!open) { sb_adds(&b, p); break; }
-        sb_add(&b, p, (size_t)(open - p));
-        const char *close = strstr(open + 2, "}}");
-        if (!close) { free(b.p); as_error("%s: '{{' without '}}' in template", what); return NULL; }
-        const char *expr;
-        size_t en;
-        bool trim;
-        if (parse_tag(open + 2, (size_t)(close - open - 2), &expr, &en, &trim) != AS_OK) {
-            free(b.p);
-            as_error("%s: bad template tag '%.*s' (use {{field}}, {{field[i]}} or {{field|trim}})", what,
-                     (int)(close - open - 2), open + 2);
-            return NULL;
+        const char *open = strstr(p, "{{"), *close = open ? strstr(open + 2, "}}") : NULL;
+        if (!close) { sb_adds(&b, p); break; }
+        const char *in = open + 2, *bar = memchr(in, '|', (size_t)(close - in));
+        const char *head = in;
+        size_t hn = (size_t)((bar ? bar : close) - in);
+        trim_span(&head, &hn);
+        bool plain = hn > 0;
+        for (size_t i = 0; i < hn; i++) plain &= isalnum((unsigned char)head[i]) || head[i] == '_';
+        char *key = as_strndup(head, hn);
+        const cJSON *v = !plain && hn && cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, key) : NULL;
+        if (v) {
+            if (*vars == doc) {
+                *vars = cJSON_CreateObject();
+                const cJSON *e;
+                cJSON_ArrayForEach(e, doc) cJSON_AddItemReferenceToObject(*vars, e->string, (cJSON *)e);
+            }
+            char name[32];
+            snprintf(name, sizeof name, "__col%d", k++);
+            cJSON_AddItemReferenceToObject(*vars, name, (cJSON *)v);
+            sb_add(&b, p, (size_t)(head - p));
+            sb_adds(&b, name);
+            p = head + hn;
+        } else {
+            sb_add(&b, p, (size_t)(close + 2 - p));
+            p = close + 2;
         }
-        const cJSON *v = lookup(doc, expr, en);
-        char *s = v ? value_text(v) : NULL;
-        if (!s) {
-            free(b.p);
-            as_error("%s: field '%.*s' missing or not a scalar", what, (int)en, expr);
-            return NULL;
-        }
-        const char *q = s;
-        size_t qn = strlen(s);
-        if (trim) trim_span(&q, &qn);
-        sb_add(&b, q, qn);
-        free(s);
-        p = close + 2;
+        free(key);
     }
     return b.p;
 }
 
-// A list entry: "{{field}}" naming an array expands to its elements.
+// alphaspin's wording for a document field a template names but the document
+// lacks: "<file>: item N: field 'x' missing (<key>, position P)" for Jinja's
+// "<file>: item N: <key>: position P: 'x' is undefined".
+static void field_missing_error(const char *what) {
+    const char *e = as_last_error();
+    const size_t wn = strlen(what);
+    int pos, off = 0;
+    if (strncmp(e, what, wn) || sscanf(e + wn, ": position %d: '%n", &pos, &off) != 1 || !off) return;
+    const char *name = e + wn + off, *q = strchr(name, '\'');
+    if (!q || strcmp(q, "' is undefined")) return;
+    char *n = as_strndup(name, (size_t)(q - name));
+    const char *sep = NULL;
+    for (const char *p = strstr(what, ": "); p; p = strstr(p + 2, ": ")) sep = p;
+    if (sep) as_error("%.*s: field '%s' missing (%s, position %d)", (int)(sep - what), what, n, sep + 2, pos);
+    else as_error("%s: field '%s' missing (position %d)", what, n, pos);
+    free(n);
+}
+
+char *eval_render(const char *tpl, const cJSON *doc, const char *what) {
+    cJSON *vars;
+    char *src = rewrite_columns(tpl, doc, &vars);
+    const jinja_tpl *t = cached_compile(src, what);
+    char *s = t ? jinja_render(t, vars, what) : NULL;
+    if (t && !s) field_missing_error(what);
+    if (vars != doc) cJSON_Delete(vars);
+    free(src);
+    return s;
+}
+
+static void push_str(char ***out, int32_t *n, char *s) {
+    *out = as_realloc(*out, (size_t)(*n + 1) * sizeof **out);
+    (*out)[(*n)++] = s;
+}
+
+// A list entry: a template that is one {{ expression }} giving a list
+// expands to its items (each as Python's str()); else the rendered text.
 static int render_list(const cJSON *tpls, const cJSON *doc, const char *what, char ***out, int32_t *n) {
     const cJSON *e;
     cJSON_ArrayForEach(e, tpls) {
-        const char *s = e->valuestring;
-        size_t len = strlen(s);
-        const char *expr;
-        size_t en;
-        bool trim;
-        const cJSON *arr = NULL;
-        if (len >= 4 && !strncmp(s, "{{", 2) && !strcmp(s + len - 2, "}}") && !strstr(s + 2, "{{") &&
-            parse_tag(s + 2, len - 4, &expr, &en, &trim) == AS_OK) {
-            const cJSON *v = lookup(doc, expr, en);
-            if (cJSON_IsArray(v)) arr = v;
-        }
-        if (arr) {
-            const cJSON *x;
-            cJSON_ArrayForEach(x, arr) {
-                char *t = value_text(x);
-                if (!t) return as_error("%s: list '%s' holds a non-scalar", what, s);
-                *out = as_realloc(*out, (size_t)(*n + 1) * sizeof **out);
-                (*out)[(*n)++] = t;
+        cJSON *vars;
+        char *src = rewrite_columns(e->valuestring, doc, &vars);
+        const jinja_tpl *t = cached_compile(src, what);
+        int rc = t ? AS_OK : AS_FAIL;
+        if (t && jinja_is_single_expr(t)) {
+            cJSON *v;
+            rc = jinja_eval_json(t, vars, what, &v);
+            if (rc == AS_OK && cJSON_IsArray(v)) {
+                const cJSON *x;
+                cJSON_ArrayForEach(x, v) push_str(out, n, jinja_json_str(x));
+            } else if (rc == AS_OK) {
+                push_str(out, n, jinja_json_str(v));
             }
-        } else {
-            char *t = eval_render(s, doc, what);
-            if (!t) return AS_FAIL;
-            *out = as_realloc(*out, (size_t)(*n + 1) * sizeof **out);
-            (*out)[(*n)++] = t;
+            cJSON_Delete(v);
+        } else if (t) {
+            char *s = jinja_render(t, vars, what);
+            if (s) push_str(out, n, s);
+            else rc = AS_FAIL;
         }
+        if (vars != doc) cJSON_Delete(vars);
+        free(src);
+        if (rc != AS_OK) return AS_FAIL;
     }
     return AS_OK;
+}
+
+// ---- lm-eval's doc_to_text / doc_to_target / doc_to_choice ----
+
+// preprocess_winogrande.py's functions, as lm-eval 0.4 has them.
+static int winogrande_fn(eval_lm_fn fn, const cJSON *doc, const char *what, cJSON **out) {
+    *out = NULL;
+    if (fn == EVAL_LM_FN_WINOGRANDE_TEXT) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(doc, "answer");
+        if (!cJSON_IsString(a) || (strcmp(a->valuestring, "1") && strcmp(a->valuestring, "2")))
+            return as_error("%s: preprocess_winogrande.doc_to_text: answer: expected \"1\" or \"2\"", what);
+        *out = cJSON_CreateNumber(a->valuestring[0] == '1' ? 0 : 1);
+        return AS_OK;
+    }
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(doc, "sentence");
+    const char *blank = cJSON_IsString(s) ? strchr(s->valuestring, '_') : NULL;
+    if (!cJSON_IsString(s)) return as_error("%s: preprocess_winogrande: sentence: missing or not a string", what);
+    if (!blank) return as_error("%s: preprocess_winogrande: sentence: no '_' (the blank)", what);
+    if (fn == EVAL_LM_FN_WINOGRANDE_TARGET) {
+        // sentence[idx + 1:].strip()
+        const char *rest = blank + 1;
+        size_t n = strlen(rest), a = eval_py_lstrip_len(rest, n);
+        n = a + eval_py_rstrip_len(rest + a, n - a);
+        char *t = as_strndup(rest + a, n - a);
+        *out = cJSON_CreateString(t);
+        free(t);
+        return AS_OK;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 1; i <= 2; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "option%d", i);
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(doc, key);
+        if (!cJSON_IsString(o)) {
+            cJSON_Delete(arr);
+            return as_error("%s: preprocess_winogrande.doc_to_choice: %s: missing or not a string", what, key);
+        }
+        const size_t pre = (size_t)(blank - s->valuestring);
+        char *c = as_malloc(pre + strlen(o->valuestring) + 1);
+        sprintf(c, "%.*s%s", (int)pre, s->valuestring, o->valuestring);
+        cJSON_AddItemToArray(arr, cJSON_CreateString(c));
+        free(c);
+    }
+    *out = arr;
+    return AS_OK;
+}
+
+typedef enum lm_kind { LM_TEXT, LM_TARGET, LM_CHOICE } lm_kind;
+
+// What lm-eval's ConfigurableTask.doc_to_text / doc_to_target / doc_to_choice
+// returns for a document (*out: the caller deletes it): a document key gives
+// the field; a template its text, read back by ast.literal_eval where lm-eval
+// does (doc_to_choice always; text of digits when doc_to_choice is set; a
+// target "[...]", falling back to the text); a YAML integer (a value of
+// digits) the number; a list itself; a mapping its values.
+static int lm_apply(const eval_task *t, const eval_lm_field *f, lm_kind k, const cJSON *doc, const char *what, cJSON **out) {
+    *out = NULL;
+    const cJSON *v = f->v;
+    if (f->fn) return winogrande_fn(f->fn, doc, what, out);
+    if (cJSON_IsArray(v)) {
+        *out = cJSON_Duplicate(v, 1);
+        return AS_OK;
+    }
+    if (cJSON_IsObject(v)) {
+        *out = cJSON_CreateArray();
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) cJSON_AddItemToArray(*out, cJSON_Duplicate(e, 1));
+        return AS_OK;
+    }
+    if (ascii_digits(v->valuestring)) {
+        *out = cJSON_CreateNumber(strtod(v->valuestring, NULL));
+        return AS_OK;
+    }
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive(doc, v->valuestring);
+    if (field) {
+        *out = cJSON_Duplicate(field, 1);
+        return AS_OK;
+    }
+    char *s = jinja_render(f->tpl, doc, what);
+    if (!s) return AS_FAIL;
+    const size_t n = strlen(s);
+    const bool has_choice = t->lm_choice.v != NULL, bracketed = n >= 2 && s[0] == '[' && s[n - 1] == ']';
+    if (k == LM_CHOICE || (k != LM_CHOICE && has_choice && ascii_digits(s)) || (k == LM_TARGET && bracketed)) {
+        cJSON *lit;
+        if (jinja_literal_eval(s, what, &lit) == AS_OK) {
+            free(s);
+            *out = lit;
+            return AS_OK;
+        }
+        if (k != LM_TARGET || !bracketed) {
+            free(s);
+            return AS_FAIL;
+        }
+        as_clear_error();
+    }
+    *out = cJSON_CreateString(s);
+    free(s);
+    return AS_OK;
+}
+
+// A value as an index (an integral number >= 0).
+static int lm_index(const cJSON *v, const char *what, const char *key, int32_t *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > INT32_MAX)
+        return as_error("%s: %s: expected an index, got %s", what, key, cJSON_IsNumber(v) ? "a non-integral number" : "a non-number");
+    *out = (int32_t)v->valuedouble;
+    return AS_OK;
+}
+
+static int lm_doc_render(const eval_task *t, const cJSON *doc, int64_t index, eval_doc *d) {
+    char base[512], w_text[600], w_target[600], w_choice[600];
+    snprintf(base, sizeof base, "%s: item %lld", t->path ? t->path : t->name, (long long)index);
+    snprintf(w_text, sizeof w_text, "%s: doc_to_text", base);
+    snprintf(w_target, sizeof w_target, "%s: doc_to_target", base);
+    snprintf(w_choice, sizeof w_choice, "%s: doc_to_choice", base);
+    cJSON *text = NULL, *target = NULL, *choice = NULL;
+    int rc = AS_FAIL;
+    if (t->lm_choice.v) {
+        if (lm_apply(t, &t->lm_choice, LM_CHOICE, doc, w_choice, &choice)) goto done;
+        if (!cJSON_IsArray(choice)) { as_error("%s: expected a list", w_choice); goto done; }
+    }
+    if (t->lm_text.v && lm_apply(t, &t->lm_text, LM_TEXT, doc, w_text, &text)) goto done;
+    if (lm_apply(t, &t->lm_target, LM_TARGET, doc, w_target, &target)) goto done;
+    if (cJSON_IsArray(target)) {
+        as_error("%s: a list of gold answers (lm-eval's multiple targets) is not supported", w_target);
+        goto done;
+    }
+    if (t->kind == EVAL_TASK_MULTIPLE_CHOICE) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, choice) push_str(&d->choices, &d->n_choices, jinja_json_str(e));
+        if (cJSON_IsNumber(text)) {
+            // lm-eval's multiple inputs (Winogrande): the choices are the
+            // contexts, the target the shared continuation, the text the gold.
+            if (lm_index(text, w_text, "the gold choice", &d->gold)) goto done;
+            d->contexts = d->choices;
+            d->continuation = jinja_json_str(target);
+        } else if (cJSON_IsString(text)) {
+            d->text = as_strdup(text->valuestring);
+            if (cJSON_IsString(target)) {
+                d->gold = -1;
+                for (int32_t c = 0; c < d->n_choices && d->gold < 0; c++)
+                    if (!strcmp(d->choices[c], target->valuestring)) d->gold = c;
+                if (d->gold < 0) { as_error("%s: '%.80s' is not one of the choices", w_target, target->valuestring); goto done; }
+            } else if (lm_index(target, w_target, "the gold choice", &d->gold)) goto done;
+        } else {
+            as_error("%s: expected a text or the index of the gold context", w_text);
+            goto done;
+        }
+        if (d->n_choices < 2) { as_error("%s: needs at least two choices, has %d", w_choice, d->n_choices); goto done; }
+        if (d->gold >= d->n_choices) { as_error("%s: gold %d out of range (%d choices)", base, d->gold, d->n_choices); goto done; }
+        rc = AS_OK;
+        goto done;
+    }
+    // An index into doc_to_choice where lm-eval takes one; else the text.
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = i ? target : text;
+        char **dst = i ? &d->target : &d->text;
+        if (!v) continue;
+        if (cJSON_IsNumber(v) && choice) {
+            int32_t c;
+            if (lm_index(v, i ? w_target : w_text, "an index into doc_to_choice", &c)) goto done;
+            if (c >= cJSON_GetArraySize(choice)) { as_error("%s: index %d out of range of doc_to_choice", i ? w_target : w_text, c); goto done; }
+            *dst = jinja_json_str(cJSON_GetArrayItem(choice, c));
+        } else if (cJSON_IsArray(v)) {
+            as_error("%s: expected a text, got a list", i ? w_target : w_text);
+            goto done;
+        } else {
+            *dst = jinja_json_str(v);
+        }
+    }
+    rc = AS_OK;
+done:
+    cJSON_Delete(text), cJSON_Delete(target), cJSON_Delete(choice);
+    return rc;
 }
 
 static int render_int(const char *tpl, const cJSON *doc, const char *what, int32_t *out) {
@@ -457,7 +1021,7 @@ static int render_int(const char *tpl, const cJSON *doc, const char *what, int32
     char *end;
     errno = 0;
     long x = strtol(s, &end, 10);
-    int rc = (end == s || *end || errno || x < 0 || x > INT32_MAX) ? as_error("%s: gold: '%s' is not an index", what, s) : AS_OK;
+    int rc = (end == s || *end || errno || x < 0 || x > INT32_MAX) ? as_error("%s: '%s' is not an index", what, s) : AS_OK;
     free(s);
     *out = (int32_t)x;
     return rc;
@@ -474,19 +1038,27 @@ void eval_doc_free(eval_doc *d) {
 
 int eval_doc_render(const eval_task *t, const cJSON *doc, int64_t index, eval_doc *d) {
     memset(d, 0, sizeof *d);
-    char what[512];
+    if (t->lm_eval) {
+        if (lm_doc_render(t, doc, index, d) == AS_OK) return AS_OK;
+        eval_doc_free(d);
+        return AS_FAIL;
+    }
+    char what[512], w[600];
     snprintf(what, sizeof what, "%s: item %lld", t->path ? t->path : t->name, (long long)index);
-    if (t->doc_to_text && !(d->text = eval_render(t->doc_to_text, doc, what))) goto fail;
+#define KEY(k) (snprintf(w, sizeof w, "%s: %s", what, k), w)
+    if (t->doc_to_text && !(d->text = eval_render(t->doc_to_text, doc, KEY("doc_to_text")))) goto fail;
     if (t->kind == EVAL_TASK_GENERATE_UNTIL || t->kind == EVAL_TASK_LOGLIKELIHOOD || t->kind == EVAL_TASK_LOGLIKELIHOOD_ROLLING) {
-        if (!(d->target = eval_render(t->doc_to_target, doc, what))) goto fail;
+        if (!(d->target = eval_render(t->doc_to_target, doc, KEY(t->doc_to_target == t->gold ? "gold" : "doc_to_target")))) goto fail;
         return AS_OK;
     }
     if (t->choices) {
-        if (render_list(t->choices, doc, what, &d->choices, &d->n_choices) || render_int(t->gold, doc, what, &d->gold)) goto fail;
+        if (render_list(t->choices, doc, KEY("choices"), &d->choices, &d->n_choices) ||
+            render_int(t->gold, doc, KEY("gold"), &d->gold))
+            goto fail;
     } else if (t->true_choices) {
-        if (render_list(t->true_choices, doc, what, &d->choices, &d->n_choices)) goto fail;
+        if (render_list(t->true_choices, doc, KEY("true_choices"), &d->choices, &d->n_choices)) goto fail;
         d->n_true = d->n_choices;
-        if (render_list(t->false_choices, doc, what, &d->choices, &d->n_choices)) goto fail;
+        if (render_list(t->false_choices, doc, KEY("false_choices"), &d->choices, &d->n_choices)) goto fail;
         if (d->n_true == 0 || d->n_true == d->n_choices) {
             as_error("%s: needs at least one true and one false choice", what);
             goto fail;
@@ -496,12 +1068,13 @@ int eval_doc_render(const eval_task *t, const cJSON *doc, int64_t index, eval_do
         const cJSON *tpl = cJSON_CreateStringReference(t->contexts);
         cJSON *arr = cJSON_CreateArray();
         cJSON_AddItemToArray(arr, (cJSON *)tpl);
-        int rc = render_list(arr, doc, what, &d->choices, &d->n_choices);
+        int rc = render_list(arr, doc, KEY("contexts"), &d->choices, &d->n_choices);
         cJSON_Delete(arr);
-        if (rc || render_int(t->gold, doc, what, &d->gold)) goto fail;
+        if (rc || render_int(t->gold, doc, KEY("gold"), &d->gold)) goto fail;
         d->contexts = d->choices;
-        if (!(d->continuation = eval_render(t->continuation, doc, what))) goto fail;
+        if (!(d->continuation = eval_render(t->continuation, doc, KEY("continuation")))) goto fail;
     }
+#undef KEY
     if (d->n_choices < 2) { as_error("%s: needs at least two choices, has %d", what, d->n_choices); goto fail; }
     if (d->gold >= d->n_choices) { as_error("%s: gold %d out of range (%d choices)", what, d->gold, d->n_choices); goto fail; }
     return AS_OK;
@@ -568,15 +1141,72 @@ char *eval_task_path(const eval_task *t, const char *data_dir, const char *rel) 
     return p;
 }
 
-char *eval_task_data_path(const eval_task *t, const char *data_dir) {
+// The first of `alts` that exists, resolved; else the first resolved.
+static char *first_existing(const eval_task *t, const char *data_dir, const cJSON *alts) {
     const cJSON *e;
-    if (t->data_alts)
-        cJSON_ArrayForEach(e, t->data_alts) {
-            char *p = eval_task_path(t, data_dir, e->valuestring);
-            if (access(p, R_OK) == 0) return p;
-            free(p);
+    cJSON_ArrayForEach(e, alts) {
+        char *p = eval_task_path(t, data_dir, e->valuestring);
+        if (access(p, R_OK) == 0) return p;
+        free(p);
+    }
+    return NULL;
+}
+
+char *eval_task_data_path(const eval_task *t, const char *data_dir) {
+    char *p = t->data_alts ? first_existing(t, data_dir, t->data_alts) : NULL;
+    return p ? p : eval_task_path(t, data_dir, t->data);
+}
+
+char *eval_task_fewshot_path(const eval_task *t, const char *data_dir) {
+    if (!t->fewshot_data) return NULL;
+    char *p = t->fewshot_alts ? first_existing(t, data_dir, t->fewshot_alts) : NULL;
+    return p ? p : eval_task_path(t, data_dir, t->fewshot_data);
+}
+
+// "a, b or c" of a list of file names.
+static char *list_files(const cJSON *alts) {
+    sbuf b = {0};
+    sb_add(&b, "", 0);
+    const int n = cJSON_GetArraySize(alts);
+    for (int i = 0; i < n; i++) {
+        if (i) sb_adds(&b, i == n - 1 ? " or " : ", ");
+        sb_adds(&b, cJSON_GetArrayItem(alts, i)->valuestring);
+    }
+    return b.p;
+}
+
+int eval_task_check_data(const eval_task *t, const char *data_dir, int32_t shots) {
+    const bool with_shots = shots > 0 && t->kind != EVAL_TASK_MT_BENCH && t->kind != EVAL_TASK_LOGLIKELIHOOD_ROLLING;
+    if (t->lm_eval) {
+        // A split lm-eval would download is looked for as local files.
+        for (int i = 0; i < 2; i++) {
+            const cJSON *alts = i ? t->fewshot_alts : t->data_alts;
+            if (i && (!with_shots || !strcmp(t->fewshot_split, t->eval_split))) break;
+            char *p = alts ? first_existing(t, data_dir, alts) : NULL;
+            if (p) { free(p); continue; }
+            const char *split = i ? t->fewshot_split : t->eval_split;
+            if (!alts || !cJSON_GetArraySize(alts))
+                return as_error("%s: dataset_kwargs.data_files: no file for the %s split '%s'%s", t->path, i ? "few-shot" : "evaluated",
+                                split, i ? " (give it, or run with --shots 0)" : "");
+            char *files = list_files(alts);
+            as_error("%s: %s split '%s': no local file (looked for %s, beside the task file in %s and under the data folder %s)%s",
+                     t->path, i ? "few-shot" : "evaluated", split, files, t->dir ? t->dir : ".", data_dir,
+                     i ? "; give the split, or run with --shots 0" : "");
+            free(files);
+            return AS_FAIL;
         }
-    return eval_task_path(t, data_dir, t->data);
+        return AS_OK;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (i && (!with_shots || !t->fewshot_data)) break;
+        char *p = i ? eval_task_fewshot_path(t, data_dir) : eval_task_data_path(t, data_dir);
+        char *slash = strstr(p, "{subject}") ? strrchr(p, '/') : NULL;
+        if (slash) *slash = 0;
+        int rc = access(p, R_OK) == 0 ? AS_OK : as_error("%s: %s: %s not found", t->path, i ? "fewshot_data" : "data", p);
+        free(p);
+        if (rc != AS_OK) return rc;
+    }
+    return AS_OK;
 }
 
 cJSON *eval_truthfulqa_split(const char *cell) {
@@ -853,9 +1483,91 @@ static int read_truthfulqa(const char *path, cJSON *docs) {
     return rc;
 }
 
+// A CSV cell's type as pandas infers a column's (what Hugging Face's csv
+// loader does): 0 int, 1 float, 2 bool, 3 text.  Empty cells are None.
+static int csv_cell_kind(const char *s) {
+    if (!strcmp(s, "True") || !strcmp(s, "true") || !strcmp(s, "TRUE") || !strcmp(s, "False") || !strcmp(s, "false") ||
+        !strcmp(s, "FALSE"))
+        return 2;
+    char *end;
+    errno = 0;
+    (void)strtoll(s, &end, 10);
+    if (end != s && !*end && !errno && !isspace((unsigned char)*s)) return 0;
+    if (strpbrk(s, "xXpP")) return 3;
+    (void)strtod(s, &end);
+    if (end != s && !*end && !isspace((unsigned char)*s)) return 1;
+    return 3;
+}
+
+static int read_csv_typed(const char *path, cJSON *docs) {
+    csv_table tab;
+    if (csv_read_file(path, &tab) != AS_OK) return AS_FAIL;
+    int *kind = as_calloc((size_t)AS_MAX(tab.n_cols, 1), sizeof *kind);
+    for (int32_t c = 0; c < tab.n_cols; c++) {
+        int k = -1;
+        for (int64_t r = 0; r < tab.n_rows; r++) {
+            const char *cell = csv_cell(&tab, r, c);
+            if (!*cell) continue;
+            const int x = csv_cell_kind(cell);
+            k = k < 0 ? x : (k == x ? k : (k <= 1 && x <= 1) ? 1 : 3);
+        }
+        kind[c] = k < 0 ? 3 : k;
+    }
+    for (int64_t r = 0; r < tab.n_rows; r++) {
+        cJSON *o = cJSON_CreateObject();
+        for (int32_t c = 0; c < tab.n_cols; c++) {
+            const char *cell = csv_cell(&tab, r, c);
+            cJSON *v = !*cell ? cJSON_CreateNull()
+                       : kind[c] <= 1 ? cJSON_CreateNumber(strtod(cell, NULL))
+                       : kind[c] == 2 ? cJSON_CreateBool(cell[0] == 'T' || cell[0] == 't')
+                                      : cJSON_CreateString(cell);
+            cJSON_AddItemToObject(o, tab.header[c], v);
+        }
+        cJSON_AddItemToArray(docs, o);
+    }
+    free(kind);
+    csv_free(&tab);
+    return AS_OK;
+}
+
+// lm-eval's local data as Hugging Face's loaders read it: .csv (typed as
+// pandas types it), else JSON: an array of objects or JSON Lines.
+static int read_auto(const char *path, cJSON *docs) {
+    const size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".csv")) return read_csv_typed(path, docs);
+    char *text;
+    size_t len;
+    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
+    const char *p = text;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    if (*p != '[') {
+        free(text);
+        return read_jsonl(path, docs);
+    }
+    cJSON *arr = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        return as_error("%s: not a JSON array of objects (nor JSON Lines)", path);
+    }
+    int i = 0;
+    while (arr->child) {
+        cJSON *o = cJSON_DetachItemViaPointer(arr, arr->child);
+        if (!cJSON_IsObject(o)) {
+            cJSON_Delete(o), cJSON_Delete(arr);
+            return as_error("%s: item %d: not a JSON object", path, i);
+        }
+        cJSON_AddItemToArray(docs, o);
+        i++;
+    }
+    cJSON_Delete(arr);
+    return AS_OK;
+}
+
 static int read_docs(const eval_task *t, const char *path, cJSON **out) {
     cJSON *docs = cJSON_CreateArray();
-    int rc = !strcmp(t->format, "truthfulqa") ? read_truthfulqa(path, docs)
+    int rc = !strcmp(t->format, "auto") ? read_auto(path, docs)
+             : !strcmp(t->format, "truthfulqa") ? read_truthfulqa(path, docs)
              : !strcmp(t->format, "csv") ? read_csv(t, path, docs)
              : !strcmp(t->format, "hellaswag") ? read_hellaswag(path, docs)
                                                 : read_jsonl(path, docs);
@@ -926,7 +1638,7 @@ void eval_subsets_free(eval_subset *s, int32_t n) {
 int eval_task_read_data(const eval_task *t, const char *data_dir, eval_subset **subsets, int32_t *n) {
     *subsets = NULL, *n = 0;
     char *data = eval_task_data_path(t, data_dir);
-    char *few = t->fewshot_data ? eval_task_path(t, data_dir, t->fewshot_data) : NULL;
+    char *few = eval_task_fewshot_path(t, data_dir);
     char **subjects = NULL;
     int32_t ns = 0;
     int rc = AS_OK;

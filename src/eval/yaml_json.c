@@ -74,14 +74,20 @@ static int parse_node(yparser *y, yaml_event_t *ev, int depth, cJSON **out) {
             }
             yaml_event_t v;
             if (next_event(y, &v) != AS_OK) { free(key); cJSON_Delete(obj); return AS_FAIL; }
-            // lm-eval's `key: !function module.name` names Python code.
+            // lm-eval's `key: !function module.name` names Python code: kept as
+            // {"!function": name, "!file": file, "!line": line} for the reader to
+            // refuse (or to map to a built-in equivalent).
             if (v.type == YAML_SCALAR_EVENT && v.data.scalar.tag && !strcmp((const char *)v.data.scalar.tag, "!function")) {
-                as_error("%s:%zu: %s: !function %.*s: a Python function cannot run in C (write the field as a template)",
-                         y->name, v.start_mark.line + 1, key, (int)v.data.scalar.length, (const char *)v.data.scalar.value);
+                cJSON *fn = cJSON_CreateObject();
+                char *name = as_strndup((const char *)v.data.scalar.value, v.data.scalar.length);
+                cJSON_AddStringToObject(fn, YAML_FUNCTION_KEY, name);
+                cJSON_AddStringToObject(fn, "!file", y->name);
+                cJSON_AddNumberToObject(fn, "!line", (double)(v.start_mark.line + 1));
+                free(name);
                 yaml_event_delete(&v);
+                cJSON_AddItemToObject(obj, key, fn);
                 free(key);
-                cJSON_Delete(obj);
-                return AS_FAIL;
+                continue;
             }
             cJSON *child;
             int rc = parse_node(y, &v, depth + 1, &child);

@@ -428,10 +428,16 @@ static void test_templates(void **st) {
     char *s = eval_render("<{{a}}|{{ a | trim }}|{{n}}|{{l[1]}}|{{b c}}>", doc, "t");
     assert_string_equal(s, "< x |x|3|q|sp>");
     free(s);
-    assert_null(eval_render("{{missing}}", doc, "t.yaml: item 0"));
-    assert_non_null(strstr(as_last_error(), "t.yaml: item 0: field 'missing'"));
+    // Templates are Jinja2 (jinja.h): fields can be rewritten.
+    s = eval_render("{{ a|trim|upper }}/{{ l|join(',') }}/{{ 'Passage: ' ~ a.strip() }}/{{ n + 1 }}/{{ 'yes' if n > 2 else 'no' }}", doc, "t");
+    assert_string_equal(s, "X/p,q/Passage: x/4/yes");
+    free(s);
+    assert_null(eval_render("Q: {{nope}}", doc, "t.yaml: item 0: doc_to_text"));
+    assert_non_null(strstr(as_last_error(), "t.yaml: item 0: field 'nope' missing (doc_to_text, position 6)"));
     assert_null(eval_render("{{l[2]}}", doc, "t"));
-    assert_null(eval_render("{{a|upper}}", doc, "t"));
+    assert_non_null(strstr(as_last_error(), "t: position 4: list object has no element 2"));
+    assert_null(eval_render("{{a|nofilter}}", doc, "t"));
+    assert_non_null(strstr(as_last_error(), "t: position 5: no filter named 'nofilter'"));
     assert_null(eval_render("{{a", doc, "t"));
     cJSON_Delete(doc);
 }

@@ -147,7 +147,7 @@ static void test_unreadable_gold(void **st) {
     run_fails("num.yaml", "num.yaml: item 1: gold: 'forty-two' holds no number");
     write_text("num2.yaml", "task: num2\ntype: generate_until\ndata: num.jsonl\ndoc_to_text: \"Q: {{q}}\\nA:\"\n"
                             "gold: \"{{answer}}\"\nuntil: [\"\\n\"]\nmax_gen_toks: 4\n");
-    run_fails("num2.yaml", "num2.yaml: item 0: field 'answer' missing");
+    run_fails("num2.yaml", "num2.yaml: item 0: field 'answer' missing (gold, position 3)");
 }
 
 // The log-likelihood of toks[n_ctx..n) after toks[0..n_ctx) and whether each
