@@ -1,7 +1,7 @@
 // Inference speed of alphaspin on a GGUF model, measured exactly as the peers
 // (bench/peer_llama_cpp.py, bench/peer_torch.py) measure it: random prompt ids,
 // greedy decode through model_forward with a KV cache.  Prints one JSON line.
-//   decode_b1_tok_s   : 1 sequence, prompt P, N new tokens (decode only)
+//   decode_b1_tok_s   : 1 sequence, prompt P, then 16 untimed and N timed new tokens
 //   decode_bB_tok_s   : B sequences decoded together, aggregate tokens/s
 //   prefill_T_tok_s   : one forward over T prompt tokens, median of
 //                       PREFILL_REPS (default 5) passes, as the peers
@@ -17,7 +17,10 @@
 
 static double decode_run(model *m, int B, int P, int N) {
     int V = m->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&m->cfg, B, P + N + 1);
+    // W untimed decoding steps first, as llama-bench times a repetition after
+    // its warm-up run (and the thread tuner, tensor/tuner.h, has measured).
+    enum { W = 16 };
+    kv_cache *kv = kv_cache_init(&m->cfg, B, P + W + N + 1);
     int T = B * P;
     int32_t *tok = as_malloc(T * sizeof *tok), *seq = as_malloc(T * sizeof *seq), *pos = as_malloc(T * sizeof *pos);
     bool *want = as_calloc(T, sizeof *want);
@@ -33,7 +36,8 @@ static double decode_run(model *m, int B, int P, int N) {
     model_batch b = {T, tok, seq, pos, want};
     if (model_forward(m, kv, &b, logits) != AS_OK) as_die("%s", as_last_error());
     double t0 = as_time();
-    for (int step = 0; step < N; step++) {
+    for (int step = 0; step < W + N; step++) {
+        if (step == W) t0 = as_time();
         for (int s = 0; s < B; s++) {
             tok[s] = sampler_argmax(logits + (size_t)s * V, V);
             seq[s] = s, pos[s] = P + step;

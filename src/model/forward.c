@@ -27,6 +27,7 @@
 #include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
+#include "tensor/tuner.h"
 #include "util/common.h"
 
 // The cache layout model.h describes is the one the attention kernels read.
@@ -416,7 +417,7 @@ static void sort_blocks(model_scratch *s, const model_batch *b) {
     }
 }
 
-int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
+static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const model_config *c = &m->cfg;
     const int64_t n = b->n_tokens;
     if (n < 0) return as_error("model_forward: n_tokens %lld is negative", (long long)n);
@@ -559,4 +560,14 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
     PROF(PR_LOGITS);
     return AS_OK;
+}
+
+// Decoding steps (a few tokens) run on the threads the tuner picks (tensor/tuner.h:
+// all, or half when another process makes them wait); the bits are the same.
+int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
+    tuner_step t;
+    tuner_begin(&t, b->n_tokens);
+    const int rc = forward_run(m, kv, b, logits);
+    tuner_end(&t);
+    return rc;
 }

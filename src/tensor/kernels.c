@@ -134,9 +134,24 @@ void kernel_set_threads(int n) {
     kernel_n_threads = n > 0 ? n : 0;
 }
 
+// The calling thread's cap (kernel_cap_threads; 0: none).
+static _Thread_local int kernel_thread_cap;
+
 int kernel_get_threads(void) {
     pthread_once(&kernel_once, kernel_init_once);
+    const int n = kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads();
+    return kernel_thread_cap > 0 && kernel_thread_cap < n ? kernel_thread_cap : n;
+}
+
+int kernel_max_threads(void) {
+    pthread_once(&kernel_once, kernel_init_once);
     return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads();
+}
+
+int kernel_cap_threads(int n) {
+    const int old = kernel_thread_cap;
+    kernel_thread_cap = n > 0 ? n : 0;
+    return old;
 }
 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime

@@ -76,7 +76,16 @@ const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 void kernel_init(void);
 // Threads used by kernels (OpenMP); default: omp_get_max_threads().
 void kernel_set_threads(int n);
+// The threads a kernel called now from this thread uses: kernel_set_threads's
+// number (or OpenMP's), at most the calling thread's cap.
 int kernel_get_threads(void);
+// kernel_set_threads's number (or OpenMP's), without the cap.
+int kernel_max_threads(void);
+// Caps the kernels called from this thread at n threads (0: no cap); returns
+// the previous cap.  Every kernel gives the same bits at any thread count
+// (tests/model/test_isa_conformance.c), so a cap changes speed, not results;
+// the thread tuner (tensor/tuner.h) sets it around decoding steps.
+int kernel_cap_threads(int n);
 
 // out[t, r] = sum_c x[t, c] * W[r, c]   for t < n_tokens, r < W.rows.
 // x is [n_tokens, W.cols] contiguous; out has row stride ldo (>= W.rows) and

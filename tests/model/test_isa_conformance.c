@@ -33,6 +33,7 @@
 #include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/rope.h"
+#include "tensor/tuner.h"
 #include "util/common.h"
 #include "util/rng.h"
 
@@ -468,6 +469,52 @@ static void test_model_logits(void **state) {
     rmdir(dir);
 }
 
+// The same logits at any thread count, and with the thread tuner switching
+// between all and half of the threads on every step (tensor/tuner.h relies on
+// this): 1, 2, 3 threads and the tuner's alternate mode against 2 threads.
+static void test_model_threads(void **state) {
+    (void)state;
+    static const model_case cases[] = {
+        {"Q4_1, head size 16, q8", GGML_TYPE_Q4_1, 64, 4, 2, 96, KERNEL_PRECISION_Q8},
+        {"Q4_K, head size 64, q8", GGML_TYPE_Q4_K, 256, 4, 2, 512, KERNEL_PRECISION_Q8},
+        {"F32, head size 80, f32", GGML_TYPE_F32, 160, 2, 1, 224, KERNEL_PRECISION_F32},
+        {"Q4_1, head size 16, f32", GGML_TYPE_Q4_1, 64, 4, 2, 96, KERNEL_PRECISION_F32},
+        {"Q4_1, head size 64, bf16", GGML_TYPE_Q4_1, 256, 4, 1, 256, KERNEL_PRECISION_BF16},
+    };
+    char *dir = as_test_tmpdir();
+    assert_non_null(dir);
+    kernel_force_isa(KERNEL_ISA_AUTO);
+    for (size_t ci = 0; ci < AS_ARRAY_LEN(cases); ci++) {
+        const model_case *mc = &cases[ci];
+        char path[512];
+        snprintf(path, sizeof path, "%s/tiny_t%zu.gguf", dir, ci);
+        tiny_llama_cfg cfg = tiny_llama_default();
+        cfg.wtype = mc->wtype, cfg.n_embd = mc->n_embd, cfg.n_head = mc->n_head, cfg.n_head_kv = mc->n_head_kv, cfg.n_ff = mc->n_ff;
+        int V;
+        if (tiny_llama_write(path, &cfg, &V)) fail_msg("%s", as_last_error());
+        const size_t n_floats = (size_t)(19 + 23 + 12) * (size_t)V;
+        float *ref = malloc(sizeof(float) * n_floats), *out = malloc(sizeof(float) * n_floats);
+        tuner_reset("0");
+        kernel_set_threads(2);
+        int Vr;
+        const int64_t n_ref = model_run(path, mc->prec, ref, &Vr);
+        static const struct { int threads; const char *tuner; } runs[] = {{1, "0"}, {3, "0"}, {2, "alternate"}};
+        for (size_t k = 0; k < AS_ARRAY_LEN(runs); k++) {
+            tuner_reset(runs[k].tuner);
+            kernel_set_threads(runs[k].threads);
+            assert_int_equal(model_run(path, mc->prec, out, &Vr), n_ref);
+            if (memcmp(ref, out, sizeof(float) * (size_t)(n_ref * Vr)))
+                fail_msg("%s: logits with %d threads (tuner %s) differ from 2 threads'", mc->name, runs[k].threads, runs[k].tuner);
+        }
+        fprintf(stderr, "  %s: logits byte-identical at 1, 2, 3 threads and with the tuner alternating\n", mc->name);
+        free(ref), free(out);
+        unlink(path);
+    }
+    tuner_reset(NULL);
+    kernel_set_threads(0);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantize),
@@ -478,6 +525,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_glu),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_model_logits),
+        cmocka_unit_test(test_model_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
