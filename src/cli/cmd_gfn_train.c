@@ -83,11 +83,9 @@ static void on_step(void *user, const gfn_step_stats *s) {
     fputs(b.s, l->log);
     free(b.s);
     fflush(l->log);
-    if (!l->quiet) {
-        const double eta = s->elapsed_s / (double)s->step * (double)(l->steps - s->step);
+    if (!l->quiet)
         fprintf(stderr, "\rgfn-train: step %lld/%lld loss %.4f log R %.2f len %.1f elapsed %.0fs ETA %.0fs   ", (long long)s->step,
-                (long long)l->steps, s->loss, s->mean_log_reward, s->mean_len, s->elapsed_s, eta);
-    }
+                (long long)l->steps, s->loss, s->mean_log_reward, s->mean_len, s->elapsed_s, s->eta_s);
 }
 
 // Three numbers "a:b:c" (the last may be an integer).

@@ -1,5 +1,5 @@
 // GFlowNet fine-tuning: the modified sub-trajectory balance loss, prefix
-// rewards, the replay buffer and the training loop (see gfn.h).
+// rewards, the replay buffer and the steps of the training loop (see gfn.h).
 #include "mixture/gfn.h"
 
 #include <math.h>
@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mixture/mixture.h"
+#include "train/loop.h"
 #include "util/common.h"
 #include "util/rng.h"
 
@@ -266,6 +267,110 @@ static void buf_add(buf *b, int32_t cap, const gfn_traj *t) {
 
 // ---- the training loop ----
 
+// gfn_train through the training loop (train/loop.h), without items: each
+// step is one micro call that draws its own trajectories.
+typedef struct gfn_run {
+    model *m;
+    train_model *tm;
+    const model_lora *lora_t, *lora_0;
+    const gfn_config *c;
+    const int32_t *const *prompt;
+    const int64_t *n_prompt;
+    int64_t n_prompts;
+    model_lora view;            // the sampler's adapters, for the inference model
+    as_rng rng;                 // prompt order, replay, exploration, sampling seeds
+    int64_t *order, cursor;     // the shuffled prompt order, the next position in it
+    buf *bufs;                  // per prompt
+    gfn_traj *traj;             // the step's trajectories (per_step of them)
+    double **owned_logr;        // the fresh ones' rewards and tokens, owned until the step ends
+    int32_t **owned_ids;
+    const int32_t **sp;         // the fresh ones' prompts, for the sampler
+    int64_t *snp, *sprompt;     // ... their lengths; every trajectory's prompt index
+    mixture_sample *samples;
+    int64_t nt, n_fresh, n_replay;
+    double temp_r, temp_x, loss, sum_r, sum_len;
+    gfn_step_fn on_step;
+    void *user;
+} gfn_run;
+
+// The step's trajectories (replayed, or fresh from the tempered sampler with
+// their prefix rewards), then the loss; its gradient accumulates.
+static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n_items) {
+    (void)items, (void)n_items;
+    gfn_run *r = user;
+    const gfn_config *c = r->c;
+    const double frac = c->reward_temp_horizon > 0 ? fmin(1.0, (double)(s->step - 1) / c->reward_temp_horizon) : 1.0;
+    r->temp_r = c->reward_temp_start + (c->reward_temp_end - c->reward_temp_start) * frac;
+    r->temp_x = as_rng_uniform(&r->rng) < c->explore_prob
+                    ? c->explore_temp_low + (c->explore_temp_high - c->explore_temp_low) * as_rng_uniform(&r->rng)
+                    : 1.0;
+    // Choose the step's prompts and, per prompt, replay or fresh answers.
+    gfn_traj *traj = r->traj;
+    int64_t nt = 0, n_fresh = 0, n_replay = 0;
+    for (int32_t p = 0; p < c->prompts_per_step; p++) {
+        if (r->cursor == r->n_prompts) train_shuffle(r->order, r->n_prompts, &r->rng), r->cursor = 0;
+        const int64_t pi = r->order[r->cursor++];
+        const bool replay = r->bufs[pi].n > 0 && as_rng_uniform(&r->rng) < c->replay_prob;
+        for (int32_t k = 0; k < c->samples_per_prompt; k++, nt++) {
+            traj[nt] = (gfn_traj){.prompt = r->prompt[pi], .n_prompt = r->n_prompt[pi]};
+            r->sprompt[nt] = pi;
+            if (replay) {
+                const buf_entry *e = &r->bufs[pi].e[as_rng_below(&r->rng, (uint64_t)r->bufs[pi].n)];
+                traj[nt].ids = e->ids, traj[nt].m = e->m, traj[nt].truncated = e->truncated, traj[nt].logr = e->logr;
+                traj[nt].replayed = true;
+                n_replay++;
+            } else {
+                traj[nt].m = -1; // fresh: filled below
+                r->sp[n_fresh] = r->prompt[pi], r->snp[n_fresh] = r->n_prompt[pi], n_fresh++;
+            }
+        }
+    }
+    r->nt = nt, r->n_fresh = n_fresh, r->n_replay = n_replay;
+    // Fresh answers from the sampler (tempered) and their prefix rewards.
+    if (n_fresh) {
+        mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
+                             .batch_size = c->sample_batch, .seed = as_rng_u64(&r->rng)};
+        if (mixture_sample_policy(r->m, &r->view, (float)r->temp_x, &mc, r->sp, r->snp, n_fresh, r->samples)) return AS_FAIL;
+        gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)n_fresh);
+        int64_t *where = as_malloc(sizeof(int64_t) * (size_t)n_fresh), f = 0;
+        for (int64_t i = 0; i < nt; i++) {
+            if (traj[i].m >= 0) continue;
+            mixture_sample *ms = &r->samples[f];
+            traj[i].ids = r->owned_ids[f] = ms->ids;
+            ms->ids = NULL;
+            traj[i].truncated = !ms->ended;
+            traj[i].m = (int32_t)(ms->ended ? ms->n_ids - 1 : ms->n_ids);
+            where[f] = i, fresh[f++] = traj[i];
+        }
+        const int rc = gfn_prefix_rewards(r->m, r->lora_t, r->lora_0, c->alpha, c->end_id, fresh, n_fresh, r->owned_logr);
+        for (f = 0; f < n_fresh && rc == AS_OK; f++) traj[where[f]].logr = r->owned_logr[f];
+        free(fresh), free(where);
+        if (rc) return AS_FAIL;
+    }
+    r->sum_r = r->sum_len = 0.0;
+    for (int64_t i = 0; i < nt; i++) r->sum_r += traj[i].logr[traj[i].m], r->sum_len += traj[i].m + (traj[i].truncated ? 0 : 1);
+    return gfn_loss(r->tm, traj, nt, c->end_id, r->temp_r, c->subtb_lambda, c->micro_batch, true, &r->loss);
+}
+
+// After the update: the fresh answers into the buffers (only now: a replayed
+// trajectory of this step may point into them), then the step's statistics.
+static int gfn_step_done(void *user, const train_loop_step *s) {
+    gfn_run *r = user;
+    for (int64_t i = 0; i < r->nt; i++)
+        if (!r->traj[i].replayed) buf_add(&r->bufs[r->sprompt[i]], r->c->buffer_size, &r->traj[i]);
+    for (int64_t f = 0; f < r->n_fresh; f++) free(r->owned_ids[f]), free(r->owned_logr[f]), r->owned_ids[f] = NULL, r->owned_logr[f] = NULL;
+    int64_t total = 0;
+    for (int64_t i = 0; i < r->n_prompts; i++) total += r->bufs[i].n;
+    if (r->on_step) {
+        const gfn_step_stats st = {.step = s->step, .loss = r->loss, .grad_norm = s->grad_norm, .lr = s->lr, .reward_temp = r->temp_r,
+                                   .explore_temp = r->temp_x, .mean_log_reward = r->sum_r / (double)r->nt,
+                                   .mean_len = r->sum_len / (double)r->nt, .n_replayed = r->n_replay, .buffer_total = total,
+                                   .elapsed_s = s->elapsed_s, .eta_s = s->eta_s};
+        r->on_step(r->user, &st);
+    }
+    return AS_OK;
+}
+
 int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_lora *lora_0, const gfn_config *c,
               const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, gfn_step_fn on_step, void *user) {
     if (gfn_config_check(c, m->cfg.n_vocab)) return AS_FAIL;
@@ -274,106 +379,37 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
     if (tm->cfg.n_vocab != m->cfg.n_vocab || tm->cfg.n_layer != m->cfg.n_layer || tm->cfg.n_embd != m->cfg.n_embd)
         return as_error("gfn: the training model and the inference model differ");
     train_set_adapters(tm, true);
-    float *params, *grads;
-    const optim_segment *segs;
-    int n_segs;
-    const size_t n_par = train_trainable(tm, &params, &grads, &segs, &n_segs);
-    optim_config oc = c->optim;
-    oc.total_steps = c->steps;
-    optim *opt;
-    if (optim_init(&opt, &oc, n_par)) return AS_FAIL;
-    model_lora view;
-    train_lora_view(tm->lora, &view);
-
-    as_rng rng;
-    as_rng_seed(&rng, c->seed);
-    int64_t *order = as_malloc(sizeof(int64_t) * (size_t)n_prompts);
-    train_shuffle(order, n_prompts, &rng);
-    int64_t cursor = 0;
-    buf *bufs = as_calloc((size_t)n_prompts, sizeof(buf));
-    for (int64_t i = 0; i < n_prompts; i++) bufs[i].e = as_calloc((size_t)AS_MAX(c->buffer_size, 1), sizeof(buf_entry));
-
+    const train_loop_config lc = {.n_items = 0, .max_steps = c->steps, .optim = c->optim};
+    train_loop loop;
+    if (train_loop_init(&loop, tm, &lc, NULL)) {
+        train_loop_free(&loop);
+        return AS_FAIL;
+    }
     const int64_t per_step = (int64_t)c->prompts_per_step * c->samples_per_prompt;
-    gfn_traj *traj = as_calloc((size_t)per_step, sizeof(gfn_traj));
-    double **owned_logr = as_calloc((size_t)per_step, sizeof(double *));
-    int32_t **owned_ids = as_calloc((size_t)per_step, sizeof(int32_t *));
-    const int32_t **sp = as_malloc(sizeof(int32_t *) * (size_t)per_step);
-    int64_t *snp = as_malloc(sizeof(int64_t) * (size_t)per_step);
-    int64_t *sprompt = as_malloc(sizeof(int64_t) * (size_t)per_step);
-    mixture_sample *samples = as_calloc((size_t)per_step, sizeof(mixture_sample));
-    const double t0 = as_time();
-    int rc = AS_OK;
-    for (int64_t step = 0; step < c->steps && rc == AS_OK; step++) {
-        const double frac = c->reward_temp_horizon > 0 ? fmin(1.0, (double)step / c->reward_temp_horizon) : 1.0;
-        const double temp_r = c->reward_temp_start + (c->reward_temp_end - c->reward_temp_start) * frac;
-        const double temp_x = as_rng_uniform(&rng) < c->explore_prob
-                                  ? c->explore_temp_low + (c->explore_temp_high - c->explore_temp_low) * as_rng_uniform(&rng)
-                                  : 1.0;
-        // Choose the step's prompts and, per prompt, replay or fresh answers.
-        int64_t nt = 0, n_fresh = 0, n_replay = 0;
-        for (int32_t p = 0; p < c->prompts_per_step; p++) {
-            if (cursor == n_prompts) train_shuffle(order, n_prompts, &rng), cursor = 0;
-            const int64_t pi = order[cursor++];
-            const bool replay = bufs[pi].n > 0 && as_rng_uniform(&rng) < c->replay_prob;
-            for (int32_t s = 0; s < c->samples_per_prompt; s++, nt++) {
-                traj[nt] = (gfn_traj){.prompt = prompt[pi], .n_prompt = n_prompt[pi]};
-                sprompt[nt] = pi;
-                if (replay) {
-                    const buf_entry *e = &bufs[pi].e[as_rng_below(&rng, (uint64_t)bufs[pi].n)];
-                    traj[nt].ids = e->ids, traj[nt].m = e->m, traj[nt].truncated = e->truncated, traj[nt].logr = e->logr;
-                    traj[nt].replayed = true;
-                    n_replay++;
-                } else {
-                    traj[nt].m = -1; // fresh: filled below
-                    sp[n_fresh] = prompt[pi], snp[n_fresh] = n_prompt[pi], n_fresh++;
-                }
-            }
-        }
-        // Fresh answers from the sampler (tempered), their prefix rewards, into the buffers.
-        if (n_fresh) {
-            mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
-                                 .batch_size = c->sample_batch, .seed = as_rng_u64(&rng)};
-            if ((rc = mixture_sample_policy(m, &view, (float)temp_x, &mc, sp, snp, n_fresh, samples))) break;
-            gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)n_fresh);
-            int64_t *where = as_malloc(sizeof(int64_t) * (size_t)n_fresh), f = 0;
-            for (int64_t i = 0; i < nt; i++) {
-                if (traj[i].m >= 0) continue;
-                mixture_sample *s = &samples[f];
-                traj[i].ids = owned_ids[f] = s->ids;
-                s->ids = NULL;
-                traj[i].truncated = !s->ended;
-                traj[i].m = (int32_t)(s->ended ? s->n_ids - 1 : s->n_ids);
-                where[f] = i, fresh[f++] = traj[i];
-            }
-            rc = gfn_prefix_rewards(m, lora_t, lora_0, c->alpha, c->end_id, fresh, n_fresh, owned_logr);
-            for (f = 0; f < n_fresh && rc == AS_OK; f++) traj[where[f]].logr = owned_logr[f];
-            free(fresh), free(where);
-            if (rc) break;
-        }
-        double loss, gnorm, lr, sum_r = 0.0, sum_len = 0.0;
-        for (int64_t i = 0; i < nt; i++) sum_r += traj[i].logr[traj[i].m], sum_len += traj[i].m + (traj[i].truncated ? 0 : 1);
-        train_zero_grad(tm);
-        if ((rc = gfn_loss(tm, traj, nt, c->end_id, temp_r, c->subtb_lambda, c->micro_batch, true, &loss))) break;
-        train_optim_step(tm, opt, &gnorm, &lr);
-        // Into the buffers only now: a replayed trajectory of this step may point into them.
-        for (int64_t i = 0; i < nt; i++)
-            if (!traj[i].replayed) buf_add(&bufs[sprompt[i]], c->buffer_size, &traj[i]);
-        for (int64_t f = 0; f < n_fresh; f++) free(owned_ids[f]), free(owned_logr[f]), owned_ids[f] = NULL, owned_logr[f] = NULL;
-        int64_t total = 0;
-        for (int64_t i = 0; i < n_prompts; i++) total += bufs[i].n;
-        if (on_step) {
-            const gfn_step_stats st = {.step = step + 1, .loss = loss, .grad_norm = gnorm, .lr = lr, .reward_temp = temp_r,
-                                       .explore_temp = temp_x, .mean_log_reward = sum_r / (double)nt, .mean_len = sum_len / (double)nt,
-                                       .n_replayed = n_replay, .buffer_total = total, .elapsed_s = as_time() - t0};
-            on_step(user, &st);
-        }
-    }
-    for (int64_t f = 0; f < per_step; f++) free(owned_ids[f]), free(owned_logr[f]), mixture_sample_free(&samples[f]);
+    gfn_run r = {.m = m, .tm = tm, .lora_t = lora_t, .lora_0 = lora_0, .c = c, .prompt = prompt, .n_prompt = n_prompt,
+                 .n_prompts = n_prompts, .on_step = on_step, .user = user};
+    train_lora_view(tm->lora, &r.view);
+    as_rng_seed(&r.rng, c->seed);
+    r.order = as_malloc(sizeof(int64_t) * (size_t)n_prompts);
+    train_shuffle(r.order, n_prompts, &r.rng);
+    r.bufs = as_calloc((size_t)n_prompts, sizeof(buf));
+    for (int64_t i = 0; i < n_prompts; i++) r.bufs[i].e = as_calloc((size_t)AS_MAX(c->buffer_size, 1), sizeof(buf_entry));
+    r.traj = as_calloc((size_t)per_step, sizeof(gfn_traj));
+    r.owned_logr = as_calloc((size_t)per_step, sizeof(double *));
+    r.owned_ids = as_calloc((size_t)per_step, sizeof(int32_t *));
+    r.sp = as_malloc(sizeof(int32_t *) * (size_t)per_step);
+    r.snp = as_malloc(sizeof(int64_t) * (size_t)per_step);
+    r.sprompt = as_malloc(sizeof(int64_t) * (size_t)per_step);
+    r.samples = as_calloc((size_t)per_step, sizeof(mixture_sample));
+    const train_loop_fns fns = {.micro = gfn_micro, .step_done = gfn_step_done, .user = &r};
+    const int rc = train_loop_run(&loop, &fns);
+    for (int64_t f = 0; f < per_step; f++) free(r.owned_ids[f]), free(r.owned_logr[f]), mixture_sample_free(&r.samples[f]);
     for (int64_t i = 0; i < n_prompts; i++) {
-        for (int32_t j = 0; j < bufs[i].n; j++) free(bufs[i].e[j].ids), free(bufs[i].e[j].logr);
-        free(bufs[i].e);
+        for (int32_t j = 0; j < r.bufs[i].n; j++) free(r.bufs[i].e[j].ids), free(r.bufs[i].e[j].logr);
+        free(r.bufs[i].e);
     }
-    free(bufs), free(order), free(traj), free(owned_logr), free(owned_ids), free(sp), free(snp), free(sprompt), free(samples);
-    optim_free(opt);
+    free(r.bufs), free(r.order), free(r.traj), free(r.owned_logr), free(r.owned_ids), free(r.sp), free(r.snp), free(r.sprompt);
+    free(r.samples);
+    train_loop_free(&loop);
     return rc;
 }

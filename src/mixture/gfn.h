@@ -105,14 +105,15 @@ typedef struct gfn_step_stats {
     double mean_len;           // answer tokens
     int64_t n_replayed;        // trajectories of this step from the buffer
     int64_t buffer_total;      // answers in all buffers
-    double elapsed_s;
+    double elapsed_s, eta_s;   // since training began; remaining (train/loop.h)
 } gfn_step_stats;
 typedef void (*gfn_step_fn)(void *user, const gfn_step_stats *s);
 
 // Trains the adapters attached to tm (the sampler; tm's base must be the
 // same weights as m's) to sample the geometric mixture of pi_t (m with
-// lora_t) and pi_0 (m with lora_0) for these prompts.  on_step (may be NULL)
-// after every optimizer step.
+// lora_t) and pi_0 (m with lora_0) for these prompts, c->steps optimizer
+// steps of the training loop (train/loop.h; no training state is saved, so a
+// run cannot be resumed).  on_step (may be NULL) after every step.
 int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_lora *lora_0, const gfn_config *c,
               const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, gfn_step_fn on_step, void *user);
 
