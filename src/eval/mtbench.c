@@ -14,32 +14,15 @@
 #include "tokenizer/chat.h"
 #include "util/common.h"
 #include "util/json.h"
+#include "util/jsonl.h"
 
+// FastChat's JSON Lines files (questions, judge prompts, reference answers) as one array.
 static int read_jsonl_array(const char *path, cJSON **out) {
-    char *text;
-    size_t len;
-    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
     cJSON *arr = cJSON_CreateArray();
-    int64_t line = 0;
-    int rc = AS_OK;
-    for (char *p = text, *end = text + len; p < end;) {
-        char *e = memchr(p, '\n', (size_t)(end - p));
-        if (!e) e = end;
-        line++;
-        char *q = p;
-        while (q < e && isspace((unsigned char)*q)) q++;
-        if (q < e) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(e - p));
-            if (!cJSON_IsObject(o)) {
-                cJSON_Delete(o);
-                rc = as_error("%s:%lld: not a JSON object", path, (long long)line);
-                break;
-            }
-            cJSON_AddItemToArray(arr, o);
-        }
-        p = e + 1;
-    }
-    free(text);
+    const int rc = as_jsonl_read_all(&r, arr);
+    as_jsonl_close(&r);
     if (rc != AS_OK) { cJSON_Delete(arr); return AS_FAIL; }
     *out = arr;
     return AS_OK;

@@ -11,6 +11,7 @@
 #include "eval/eval_internal.h"
 #include "eval/yaml_json.h"
 #include "util/common.h"
+#include "util/jsonl.h"
 
 // ---- task files ----
 
@@ -1230,32 +1231,21 @@ cJSON *eval_truthfulqa_split(const char *cell) {
     return arr;
 }
 
+// JSON Lines (util/jsonl.h): every line's object appended to docs.
 static int read_jsonl(const char *path, cJSON *docs) {
-    char *text;
-    size_t len;
-    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
-    int64_t line = 0;
-    char *p = text, *end = text + len;
-    int rc = AS_OK;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *e = nl ? nl : end;
-        line++;
-        char *q = p;
-        while (q < e && isspace((unsigned char)*q)) q++;
-        if (q < e) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(e - p));
-            if (!cJSON_IsObject(o)) {
-                cJSON_Delete(o);
-                rc = as_error("%s:%lld: not a JSON object", path, (long long)line);
-                break;
-            }
-            cJSON_AddItemToArray(docs, o);
-        }
-        p = e + 1;
-    }
-    free(text);
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
+    const int rc = as_jsonl_read_all(&r, docs);
+    as_jsonl_close(&r);
     return rc;
+}
+
+// A file that is one JSON array rather than JSON Lines: its first character
+// that is not white space is '['.
+static bool is_json_array(const as_jsonl *r) {
+    const char *p = r->text;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    return *p == '[';
 }
 
 static int read_csv(const eval_task *t, const char *path, cJSON *docs) {
@@ -1451,21 +1441,12 @@ static int read_truthfulqa(const char *path, cJSON *docs) {
         csv_free(&tab);
         return AS_OK;
     }
-    char *text;
-    size_t len;
-    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
-    cJSON *raw = cJSON_CreateArray();
-    const char *p = text;
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-    cJSON *whole = *p == '[' ? cJSON_ParseWithLength(text, len) : NULL;
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
+    cJSON *raw = is_json_array(&r) ? cJSON_ParseWithLength(r.text, r.size) : NULL;
     int rc = AS_OK;
-    if (whole) cJSON_Delete(raw), raw = whole;
-    else {
-        free(text);
-        rc = read_jsonl(path, raw);
-        text = NULL;
-    }
-    free(text);
+    if (!raw) raw = cJSON_CreateArray(), rc = as_jsonl_read_all(&r, raw);
+    as_jsonl_close(&r);
     int64_t i = 0;
     const cJSON *d;
     cJSON_ArrayForEach(d, raw) {
@@ -1535,17 +1516,15 @@ static int read_csv_typed(const char *path, cJSON *docs) {
 static int read_auto(const char *path, cJSON *docs) {
     const size_t n = strlen(path);
     if (n > 4 && !strcmp(path + n - 4, ".csv")) return read_csv_typed(path, docs);
-    char *text;
-    size_t len;
-    if (as_read_file(path, &text, &len) != AS_OK) return AS_FAIL;
-    const char *p = text;
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-    if (*p != '[') {
-        free(text);
-        return read_jsonl(path, docs);
+    as_jsonl r;
+    if (as_jsonl_open(&r, path)) return AS_FAIL;
+    if (!is_json_array(&r)) {
+        const int rc = as_jsonl_read_all(&r, docs);
+        as_jsonl_close(&r);
+        return rc;
     }
-    cJSON *arr = cJSON_ParseWithLength(text, len);
-    free(text);
+    cJSON *arr = cJSON_ParseWithLength(r.text, r.size);
+    as_jsonl_close(&r);
     if (!cJSON_IsArray(arr)) {
         cJSON_Delete(arr);
         return as_error("%s: not a JSON array of objects (nor JSON Lines)", path);

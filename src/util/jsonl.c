@@ -8,7 +8,8 @@
 
 #include "util/common.h"
 
-static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+// isspace's set in the C locale, less the newline (cJSON skips all of them too).
+static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
 int as_jsonl_open(as_jsonl *r, const char *path) {
     memset(r, 0, sizeof *r);
@@ -65,4 +66,11 @@ int as_jsonl_next(as_jsonl *r, cJSON **obj) {
         return 1;
     }
     return 0;
+}
+
+int as_jsonl_read_all(as_jsonl *r, cJSON *arr) {
+    cJSON *o;
+    int got;
+    while ((got = as_jsonl_next(r, &o)) > 0) cJSON_AddItemToArray(arr, o);
+    return got < 0 ? AS_FAIL : AS_OK;
 }

@@ -1,11 +1,12 @@
 // JSON Lines (https://jsonlines.org): the one reader of every JSONL file
-// alphaspin reads (SFT data, prompts, pairs, metrics).  One JSON object per
-// line; blank lines (spaces, tabs, a CR) are skipped but counted, so a line
-// number in an error is the one an editor shows.  Every error is one line
+// alphaspin reads (SFT data, prompts, pairs, metrics, evaluation data).  One
+// JSON object per line; blank lines (white space only: spaces, tabs, CR, VT,
+// FF) are skipped but counted, so a line number in an error is the one an
+// editor shows.  Every error is one line
 // "<file>:<line>: <what is wrong>":
 //   not valid JSON (column C)       the parser stopped at column C
 //   not a JSON object (an array)    a value that is not {...}
-//   text after the JSON object      anything but spaces after the closing brace
+//   text after the JSON object      anything but white space after the closing brace
 //   cut off (no newline ...)        the last line has no newline and does not parse:
 //                                   a write that was interrupted
 //
@@ -44,6 +45,9 @@ int as_jsonl_next(as_jsonl *r, cJSON **obj);
 // as_error with "<file>:<line>: " before the message, for the caller's checks
 // of the line as_jsonl_next returned last.  Returns AS_FAIL.
 int as_jsonl_error(const as_jsonl *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Every remaining object appended to arr (a cJSON array), in order: 0, or
+// -1 + as_error as as_jsonl_next (the objects before the bad line stay in arr).
+int as_jsonl_read_all(as_jsonl *r, cJSON *arr);
 void as_jsonl_close(as_jsonl *r);
 
 #endif

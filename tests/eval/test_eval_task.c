@@ -606,6 +606,63 @@ static void test_truthfulqa_layouts(void **st) {
     eval_task_free(&t);
 }
 
+// Task data in JSON Lines goes through util/jsonl.h: blank lines (spaces, a
+// CR, a form feed) skipped but counted, and a bad line's error names the file
+// and the line, for every layout that reads JSONL (jsonl, truthfulqa, and
+// lm-eval files' auto: JSON Lines unless the file is one JSON array).
+static void test_jsonl_data(void **st) {
+    (void)st;
+    write_file("jl.jsonl", "{\"q\": \"a\", \"ch\": [\"x\", \"y\"], \"g\": 0}\r\n\n \f \n{\"q\": \"b\", \"ch\": [\"x\", \"y\"], \"g\": 1}\n");
+    eval_task t;
+    load_task("jl.yaml", "task: jl\ndata: jl.jsonl\ndoc_to_text: \"{{q}}\"\nchoices: [\"{{ch}}\"]\ngold: \"{{g}}\"\n", &t);
+    eval_subset *s;
+    int32_t ns;
+    if (eval_task_read_data(&t, "/nonexistent", &s, &ns)) fail_msg("%s", as_last_error());
+    assert_int_equal(cJSON_GetArraySize(s[0].docs), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(s[0].docs, 1), "q")->valuestring, "b");
+    eval_subsets_free(s, ns);
+    eval_task_free(&t);
+    static const char *const bad[][2] = {
+        {"{\"q\": \"a\"}\n\n{\"q\": \n", "jl.jsonl:3: not valid JSON (column 6)"},
+        {"{\"q\": \"a\"}\n[1]\n", "jl.jsonl:2: not a JSON object (an array)"},
+        {"{\"q\": \"a\"} x\n", "jl.jsonl:1: text after the JSON object (column 12)"},
+        {"{\"q\": \"a\"}\n{\"q\": \"b", "jl.jsonl:2: cut off: the last line has no newline"},
+    };
+    for (size_t i = 0; i < AS_ARRAY_LEN(bad); i++) {
+        write_file("jl.jsonl", bad[i][0]);
+        load_task("jl.yaml", "task: jl\ndata: jl.jsonl\ndoc_to_text: \"{{q}}\"\nchoices: [\"{{ch}}\"]\ngold: \"{{g}}\"\n", &t);
+        assert_int_equal(eval_task_read_data(&t, "/nonexistent", &s, &ns), -1);
+        if (!strstr(as_last_error(), bad[i][1])) fail_msg("'%s' lacks '%s'", as_last_error(), bad[i][1]);
+        eval_task_free(&t);
+    }
+    // TruthfulQA's multiple-choice JSONL.
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/tq", g_dir);
+    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "%s/tq/truthfulqa", g_dir);
+    mkdir(dir, 0755);
+    write_file("tq/truthfulqa/truthfulqa_mc.jsonl", "\n{\"question\": \"q\"\n");
+    assert_int_equal(eval_task_load("truthfulqa_mc1", AS_TASKS_DIR, &t), 0);
+    snprintf(dir, sizeof dir, "%s/tq", g_dir);
+    assert_int_equal(eval_task_read_data(&t, dir, &s, &ns), -1);
+    if (!strstr(as_last_error(), "truthfulqa_mc.jsonl:2: not valid JSON (column 16)")) fail_msg("got '%s'", as_last_error());
+    eval_task_free(&t);
+    // lm-eval's local data: JSON Lines when not one array.
+    const char *lm = "task: lj\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: lj.jsonl\n"
+                     "output_type: multiple_choice\ntest_split: test\ndoc_to_text: q\ndoc_to_choice: ch\ndoc_to_target: g\n";
+    write_file("lj.jsonl", "\n{\"q\": \"a\", \"ch\": [\"x\", \"y\"], \"g\": 0}\n{\"q\": \"b\", \"ch\": [\"x\", \"y\"], \"g\": 1}\n");
+    load_task("lj.yaml", lm, &t);
+    if (eval_task_read_data(&t, "/nonexistent", &s, &ns)) fail_msg("%s", as_last_error());
+    assert_int_equal(cJSON_GetArraySize(s[0].docs), 2);
+    eval_subsets_free(s, ns);
+    eval_task_free(&t);
+    write_file("lj.jsonl", "{\"q\": \"a\", \"ch\": [\"x\", \"y\"], \"g\": 0}\n\"b\"\n");
+    load_task("lj.yaml", lm, &t);
+    assert_int_equal(eval_task_read_data(&t, "/nonexistent", &s, &ns), -1);
+    if (!strstr(as_last_error(), "lj.jsonl:2: not a JSON object (a string)")) fail_msg("got '%s'", as_last_error());
+    eval_task_free(&t);
+}
+
 static int setup(void **st) {
     (void)st;
     char *d = as_test_tmpdir();
@@ -636,6 +693,7 @@ int main(void) {
         cmocka_unit_test(test_answer_extraction),
         cmocka_unit_test(test_filters_and_exact_match),
         cmocka_unit_test(test_truthfulqa_layouts),
+        cmocka_unit_test(test_jsonl_data),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

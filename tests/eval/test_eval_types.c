@@ -150,6 +150,16 @@ static void test_unreadable_gold(void **st) {
     run_fails("num2.yaml", "num2.yaml: item 0: field 'answer' missing (gold, position 3)");
 }
 
+// MT-Bench's question file is JSON Lines (util/jsonl.h): a bad line is an
+// error naming the file and the line, before any answer is generated.
+static void test_mt_bench_questions(void **st) {
+    (void)st;
+    write_text("mtq.jsonl", "{\"question_id\": 1, \"category\": \"math\", \"turns\": [\"1+1?\", \"And 2+2?\"]}\n\n"
+                            "{\"question_id\": 2, \"category\": \"math\", \"turns\": [\"3+3?\"\n");
+    write_text("mtq.yaml", "task: mtq\ntype: mt_bench\ndata: mtq.jsonl\nmax_gen_toks: 4\n");
+    run_fails("mtq.yaml", "mtq.jsonl:3: not valid JSON (column 55)");
+}
+
 // The log-likelihood of toks[n_ctx..n) after toks[0..n_ctx) and whether each
 // of those tokens is the argmax of its logits (the first of equal maxima),
 // from one run of the sequence in a fresh cache.
@@ -507,6 +517,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_until_strings),
         cmocka_unit_test(test_unreadable_gold),
+        cmocka_unit_test(test_mt_bench_questions),
         cmocka_unit_test(test_loglikelihood_lambada),
         cmocka_unit_test(test_loglikelihood_rolling),
         cmocka_unit_test(test_configs_state_what_ran),

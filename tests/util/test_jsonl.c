@@ -40,7 +40,7 @@ static void test_lines(void **state) {
     (void)state;
     int64_t v[8], l[8];
     int n;
-    write_text("{\"i\": 1}\n\n  \t\r\n{\"i\": 2}\r\n {\"i\": 3} \n");
+    write_text("{\"i\": 1}\n\n  \t\r\v\f\n{\"i\": 2}\r\n {\"i\": 3} \f\n");
     assert_int_equal(read_all(v, l, &n), 0);
     assert_int_equal(n, 3);
     assert_int_equal(v[0], 1), assert_int_equal(l[0], 1);
@@ -92,10 +92,30 @@ static void test_errors(void **state) {
     assert_non_null(strstr(as_last_error(), ".missing"));
 }
 
+// as_jsonl_read_all: the objects appended in order; on a bad line, the ones before it.
+static void test_read_all(void **state) {
+    (void)state;
+    write_text("{\"i\": 1}\n\n{\"i\": 2}\n");
+    as_jsonl r;
+    cJSON *arr = cJSON_CreateArray();
+    assert_int_equal(as_jsonl_open(&r, path), 0);
+    assert_int_equal(as_jsonl_read_all(&r, arr), 0);
+    as_jsonl_close(&r);
+    assert_int_equal(cJSON_GetArraySize(arr), 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "i")->valueint, 2);
+    write_text("{\"i\": 3}\n[]\n{\"i\": 4}\n");
+    assert_int_equal(as_jsonl_open(&r, path), 0);
+    assert_int_equal(as_jsonl_read_all(&r, arr), AS_FAIL);
+    as_jsonl_close(&r);
+    assert_int_equal(cJSON_GetArraySize(arr), 3);
+    assert_non_null(strstr(as_last_error(), ":2: not a JSON object (an array)"));
+    cJSON_Delete(arr);
+}
+
 int main(void) {
     char *dir = as_test_tmpdir();
     snprintf(path, sizeof path, "%s/t.jsonl", dir);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_lines), cmocka_unit_test(test_errors)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_lines), cmocka_unit_test(test_errors), cmocka_unit_test(test_read_all)};
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(path);
     rmdir(dir);
