@@ -1,0 +1,78 @@
+// The backend interface: the operations a compute backend provides, as one
+// table of function pointers, and the registry of the backends compiled in.
+//
+// The CPU backend (backend_cpu.c: the kernels of src/tensor, every ISA path
+// behind kernel_force_isa) is the first entry.  A new backend (CUDA, filed as
+// issue 22) fills an as_backend with its own functions and adds it to
+// backends[] in backend.c; tests/tensor/test_backend_ops.c then runs every op
+// of it, each variant (for the CPU: each ISA the machine has) against a
+// double-precision reference with a tolerance per op and precision, with no
+// new test code (the manner of ggml's test-backend-ops).
+//
+// Conventions: row-major fp32 arrays with explicit strides where the op has
+// them; a backend's functions take host pointers (a device backend copies, or
+// is handed buffers it allocated; weight buffers are as_matrix's); each op is
+// documented where the CPU backend declares it (kernels.h, ops.h, rope.h,
+// attention.h, gemm.h, train_ops.h), which is the contract every backend meets.
+//
+// Not yet behind this table (docs/ARCHITECTURE.md): the model calls the CPU
+// backend's functions directly, and it still owns the packed / fused / bf16
+// weight copies it builds with kernel_pack and kernel_bf16_pack_matrix; the
+// training graph's attention and the optimizer are in src/train.
+#ifndef AS_TENSOR_BACKEND_H
+#define AS_TENSOR_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/attention.h"
+#include "tensor/kernels.h"
+
+typedef struct as_backend {
+    const char *name;
+    // Code paths of this backend on this machine (the CPU: its ISAs, best
+    // last), selected one at a time for tests; use_variant(-1): the default.
+    int (*n_variants)(void);
+    const char *(*variant_name)(int i);
+    int (*use_variant)(int i); // AS_OK, or AS_FAIL when not available here
+
+    // ---- inference ----
+    // out[t * ldo + r] = sum_c w[r][c] x[t * cols + c] at precision p (kernels.h).
+    void (*matmul)(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p);
+    // Row r of w, dequantised exactly.
+    void (*get_row)(const as_matrix *w, int64_t r, float *out);
+    // x / sqrt(mean(x^2) + eps) * w (ops.h).
+    void (*rmsnorm)(float *out, const float *x, const float *w, int64_t C, float eps);
+    // SiLU(g) * u, or tanh-GELU(g) * u (ops.h).
+    void (*glu)(float *out, const float *g, const float *u, int64_t n, bool gelu);
+    // Rotary embedding of n_heads vectors of d in place (rope.h).
+    void (*rope)(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign);
+    // Causal attention of query rows against one KV head's cache (attention.h).
+    void (*attention_rows)(const kernel_attn_args *a);
+    // e^x in place; first index of the maximum (ops.h).
+    void (*exp)(float *x, int64_t n);
+    int32_t (*argmax)(const float *x, int32_t n);
+
+    // ---- training ----
+    // C = alpha op(A) op(B) + beta C, fp32 (gemm.h), nth threads.
+    void (*sgemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                  int64_t ldb, float beta, float *C, int64_t ldc, int nth);
+    // Softmax pieces (train_ops.h): x <- e^(x - shift), returns the sum; max.
+    double (*exp_shift_sum)(float *x, int64_t n, float shift);
+    float (*max)(const float *x, int64_t n);
+    // The log-softmax backward's dz = -g e^(z - l) (train_ops.h).
+    void (*neg_scaled_exp)(float *dz, const float *z, int64_t n, float g, float l);
+    // SwiGLU forward and backward (train_ops.h).
+    void (*silu_glu_forward)(float *h, const float *g, const float *u, int64_t n);
+    void (*silu_glu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+} as_backend;
+
+// The backends compiled in (the CPU first).
+int as_backend_count(void);
+const as_backend *as_backend_at(int i);
+// By name ("cpu"); NULL if not compiled in.
+const as_backend *as_backend_find(const char *name);
+
+extern const as_backend as_backend_cpu;
+
+#endif

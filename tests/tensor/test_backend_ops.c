@@ -1,0 +1,401 @@
+// Op-level conformance of every backend (tensor/backend.h), in the manner of
+// ggml's test-backend-ops: each op of the interface, forward and backward,
+// for every backend compiled in and every variant it has on this machine (the
+// CPU: each ISA), against a double-precision reference written here, with a
+// tolerance per op and precision.  Shapes include the default model's
+// (SmolLM2-135M: width 576, 9 heads of 64 over 3 KV heads, FFN 1536),
+// Gemma-2B's (width 2048, head size 256, one KV head for 8 heads, GeGLU, FFN
+// 16384) and ragged edges (1 token, odd counts, tails of every vector width).
+// A backend added to the registry is tested here with no new code.
+//
+// Errors: matrix products norm-wise, ||y - ref|| / ||ref||; element-wise ops
+// max |y - ref| / max(1, |ref|); argmax, max and get_row exactly.
+#include "test_common.h"
+
+#include <math.h>
+
+#include "tensor/backend.h"
+#include "tensor/kernels_impl.h"
+#include "gguf/gguf.h"
+#include "tensor/quant.h"
+#include "util/common.h"
+#include "util/rng.h"
+
+static as_rng g_rng;
+
+static void fill(float *x, int64_t n, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * as_rng_uniform(&g_rng));
+}
+
+static double norm_err(const float *y, const double *ref, int64_t n) {
+    double e = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) e += (y[i] - ref[i]) * (y[i] - ref[i]), r += ref[i] * ref[i];
+    return sqrt(e) / fmax(sqrt(r), 1e-30);
+}
+
+static double elem_err(const float *y, const double *ref, int64_t n) {
+    double w = 0;
+    for (int64_t i = 0; i < n; i++) w = fmax(w, fabs(y[i] - ref[i]) / fmax(1.0, fabs(ref[i])));
+    return w;
+}
+
+// Checks err <= tol, naming the backend, variant, op and case.
+// The worst error seen per op (and precision), printed at the end: how close to its tolerance each op runs.
+static int g_checks;
+static struct { char op[48]; double err, tol; } g_worst[64];
+static int g_n_worst;
+static void expect(double err, double tol, const as_backend *b, int v, const char *op, const char *what) {
+    g_checks++;
+    char key[48];
+    const char *prec = strrchr(what, ',');
+    snprintf(key, sizeof key, "%s%s", op, !strcmp(op, "matmul") && prec ? prec : "");
+    int i = 0;
+    while (i < g_n_worst && strcmp(g_worst[i].op, key)) i++;
+    if (i == g_n_worst && g_n_worst < (int)AS_ARRAY_LEN(g_worst)) snprintf(g_worst[g_n_worst++].op, sizeof g_worst[0].op, "%s", key);
+    if (i < g_n_worst && err >= g_worst[i].err) g_worst[i].err = err, g_worst[i].tol = tol;
+    if (!(err <= tol)) fail_msg("%s/%s %s (%s): error %.3g > tolerance %.3g", b->name, b->variant_name(v), op, what, err, tol);
+}
+
+// Runs fn for every backend and each of its variants available here.
+typedef void (*op_test)(const as_backend *b, int v);
+static void for_each(op_test fn) {
+    for (int i = 0; i < as_backend_count(); i++) {
+        const as_backend *b = as_backend_at(i);
+        int ran = 0;
+        for (int v = 0; v < b->n_variants(); v++) {
+            if (b->use_variant(v) != AS_OK) continue;
+            fn(b, v);
+            ran++;
+        }
+        b->use_variant(-1);
+        assert_true(ran > 0);
+    }
+}
+
+// ---- matrix products: every weight type and precision ----
+
+typedef struct { int64_t rows, cols; const char *name; } mshape;
+
+static void t_matmul(const as_backend *b, int v) {
+    static const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    static const mshape shapes[] = {{576, 576, "default model q/o"}, {192, 576, "default model k/v"}, {256, 2048, "Gemma-2B k/v"},
+                                    {37, 96, "ragged"}, {19, 512, "ragged, K-quant width"}};
+    static const int ntoks[] = {1, 3, 5, 17, 64};
+    static const kernel_precision precs[] = {KERNEL_PRECISION_F32, KERNEL_PRECISION_Q8, KERNEL_PRECISION_BF16};
+    // Tolerances (norm-wise): fp32 sums; 8-bit activations (llama.cpp's Q8_1/Q8_K); bf16-rounded operands.
+    static const double tol[] = {1e-5, 2e-2, 1e-2};
+    for (size_t ti = 0; ti < AS_ARRAY_LEN(types); ti++)
+        for (size_t si = 0; si < AS_ARRAY_LEN(shapes); si++) {
+            const ggml_type t = types[ti];
+            const mshape *s = &shapes[si];
+            const bool kq = t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
+            if (kq ? s->cols % 256 : s->cols % 32) continue;
+            const size_t rb = quant_row_size(t, s->cols);
+            uint8_t *wq = as_malloc(rb * (size_t)s->rows);
+            float *wf = as_malloc(sizeof(float) * (size_t)s->cols), *row = as_malloc(sizeof(float) * (size_t)s->cols);
+            double *wd = as_malloc(sizeof(double) * (size_t)(s->rows * s->cols));
+            for (int64_t r = 0; r < s->rows; r++) {
+                fill(wf, s->cols, -0.5, 0.5);
+                quant_quantize_row(t, wf, wq + rb * (size_t)r, s->cols);
+                quant_dequantize_row(t, wq + rb * (size_t)r, row, s->cols);
+                for (int64_t c = 0; c < s->cols; c++) wd[r * s->cols + c] = row[c];
+            }
+            as_matrix w = {.data = wq, .type = t, .rows = s->rows, .cols = s->cols, .row_bytes = rb};
+            // get_row: the exact dequantisation.
+            for (int64_t r = 0; r < s->rows; r += 7) {
+                b->get_row(&w, r, row);
+                for (int64_t c = 0; c < s->cols; c++)
+                    if (row[c] != (float)wd[r * s->cols + c]) fail_msg("%s/%s get_row %s %s row %lld col %lld", b->name, b->variant_name(v),
+                                                                        ggml_type_name(t), s->name, (long long)r, (long long)c);
+                g_checks++;
+            }
+            for (size_t ni = 0; ni < AS_ARRAY_LEN(ntoks); ni++) {
+                const int64_t n = ntoks[ni];
+                float *x = as_malloc(sizeof(float) * (size_t)(n * s->cols)), *y = as_malloc(sizeof(float) * (size_t)(n * (s->rows + 3)));
+                double *ref = as_malloc(sizeof(double) * (size_t)(n * s->rows));
+                fill(x, n * s->cols, -1, 1);
+                for (int64_t tk = 0; tk < n; tk++)
+                    for (int64_t r = 0; r < s->rows; r++) {
+                        double a = 0;
+                        for (int64_t c = 0; c < s->cols; c++) a += wd[r * s->cols + c] * x[tk * s->cols + c];
+                        ref[tk * s->rows + r] = a;
+                    }
+                for (size_t pi = 0; pi < AS_ARRAY_LEN(precs); pi++) {
+                    const int64_t ldo = s->rows + 3; // an output stride wider than the rows
+                    b->matmul(y, ldo, x, n, &w, precs[pi]);
+                    float *yc = as_malloc(sizeof(float) * (size_t)(n * s->rows));
+                    for (int64_t tk = 0; tk < n; tk++) memcpy(yc + tk * s->rows, y + tk * ldo, sizeof(float) * (size_t)s->rows);
+                    char what[128];
+                    snprintf(what, sizeof what, "%s, %s %lldx%lld, %lld tokens, %s", ggml_type_name(t), s->name, (long long)s->rows,
+                             (long long)s->cols, (long long)n, kernel_precision_name(precs[pi]));
+                    expect(norm_err(yc, ref, n * s->rows), tol[pi], b, v, "matmul", what);
+                    free(yc);
+                }
+                free(x), free(y), free(ref);
+            }
+            free(wq), free(wf), free(row), free(wd);
+        }
+}
+
+static void test_matmul(void **st) { (void)st, for_each(t_matmul); }
+
+// ---- fp32 GEMM (training's products, forward and backward) ----
+
+static void t_sgemm(const as_backend *b, int v) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 300}, {64, 96, 576}, {2, 256, 2048}, {33, 5, 1536}};
+    for (size_t si = 0; si < AS_ARRAY_LEN(shapes); si++)
+        for (int tr = 0; tr < 4; tr++) {
+            const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            const bool ta = tr & 1, tb = tr & 2;
+            const int64_t lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+            float *A = as_malloc(sizeof(float) * (size_t)((ta ? K : M) * lda)), *B = as_malloc(sizeof(float) * (size_t)((tb ? N : K) * ldb));
+            float *C = as_malloc(sizeof(float) * (size_t)(M * ldc)), *Cv = as_malloc(sizeof(float) * (size_t)(M * N));
+            double *ref = as_malloc(sizeof(double) * (size_t)(M * N));
+            fill(A, (ta ? K : M) * lda, -1, 1), fill(B, (tb ? N : K) * ldb, -1, 1), fill(C, M * ldc, -1, 1);
+            const float alpha = 0.75f, beta = tr == 3 ? 0.0f : 0.5f;
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    double a = 0;
+                    for (int64_t k = 0; k < K; k++) a += (double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+                    ref[i * N + j] = alpha * a + (beta != 0 ? beta * (double)C[i * ldc + j] : 0);
+                }
+            b->sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2);
+            for (int64_t i = 0; i < M; i++) memcpy(Cv + i * N, C + i * ldc, sizeof(float) * (size_t)N);
+            char what[96];
+            snprintf(what, sizeof what, "%lldx%lldx%lld ta=%d tb=%d beta=%g", (long long)M, (long long)N, (long long)K, ta, tb, beta);
+            expect(norm_err(Cv, ref, M * N), 1e-5, b, v, "sgemm", what);
+            free(A), free(B), free(C), free(Cv), free(ref);
+        }
+}
+
+static void test_sgemm(void **st) { (void)st, for_each(t_sgemm); }
+
+// ---- row ops: RMSNorm, GLU, RoPE, exp, argmax ----
+
+static const int64_t row_sizes[] = {1, 7, 16, 33, 576, 1536, 2048, 16384};
+
+static void t_rows(const as_backend *b, int v) {
+    for (size_t si = 0; si < AS_ARRAY_LEN(row_sizes); si++) {
+        const int64_t n = row_sizes[si];
+        float *x = as_malloc(sizeof(float) * (size_t)n), *w = as_malloc(sizeof(float) * (size_t)n), *y = as_malloc(sizeof(float) * (size_t)n);
+        double *ref = as_malloc(sizeof(double) * (size_t)n);
+        char what[64];
+        snprintf(what, sizeof what, "n=%lld", (long long)n);
+        // RMSNorm (Llama's w; Gemma's 1 + w is the same op on w + 1).
+        fill(x, n, -3, 3), fill(w, n, 0.5, 1.5);
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        const double inv = 1.0 / sqrt(ss / (double)n + 1e-6);
+        for (int64_t i = 0; i < n; i++) ref[i] = x[i] * inv * w[i];
+        b->rmsnorm(y, x, w, n, 1e-6f);
+        expect(elem_err(y, ref, n), 2e-6, b, v, "rmsnorm", what);
+        // SwiGLU and GeGLU (tanh form).
+        for (int gelu = 0; gelu < 2; gelu++) {
+            fill(x, n, -8, 8), fill(w, n, -2, 2);
+            for (int64_t i = 0; i < n; i++) {
+                const double g = x[i];
+                ref[i] = (gelu ? 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) : g / (1 + exp(-g))) * w[i];
+            }
+            b->glu(y, x, w, n, gelu);
+            expect(elem_err(y, ref, n), 2e-6, b, v, gelu ? "glu (GeGLU)" : "glu (SwiGLU)", what);
+        }
+        // exp over [-80, 80] (relative error).
+        fill(x, n, -80, 80);
+        for (int64_t i = 0; i < n; i++) ref[i] = exp((double)x[i]);
+        memcpy(y, x, sizeof(float) * (size_t)n);
+        b->exp(y, n);
+        double e = 0;
+        for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(y[i] - ref[i]) / ref[i]);
+        expect(e, 4e-7, b, v, "exp", what);
+        // argmax with ties (the first of equal maxima).
+        for (int64_t i = 0; i < n; i++) x[i] = (float)(int)(8 * as_rng_uniform(&g_rng));
+        int32_t best = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (x[i] > x[best]) best = (int32_t)i;
+        expect(b->argmax(x, (int32_t)n) == best ? 0 : 1, 0, b, v, "argmax", what);
+        free(x), free(w), free(y), free(ref);
+    }
+}
+
+static void test_rows(void **st) { (void)st, for_each(t_rows); }
+
+static void t_rope(const as_backend *b, int v) {
+    static const int cfg[][3] = {{9, 64, 64}, {3, 64, 64}, {8, 256, 256}, {1, 256, 256}, {2, 80, 32}}; // heads, d, n_rot
+    for (size_t ci = 0; ci < AS_ARRAY_LEN(cfg); ci++)
+        for (int neox = 0; neox < 2; neox++)
+            for (int back = 0; back < 2; back++) {
+                const int H = cfg[ci][0], d = cfg[ci][1], nr = cfg[ci][2], half = nr / 2;
+                const float sign = back ? -1.0f : 1.0f;
+                float *x = as_malloc(sizeof(float) * (size_t)(H * d)), *cs = as_malloc(sizeof(float) * (size_t)half),
+                      *sn = as_malloc(sizeof(float) * (size_t)half);
+                double *ref = as_malloc(sizeof(double) * (size_t)(H * d));
+                fill(x, H * d, -2, 2);
+                for (int i = 0; i < half; i++) {
+                    const double a = 37.0 * pow(10000.0, -2.0 * i / nr);
+                    cs[i] = (float)cos(a), sn[i] = (float)sin(a);
+                }
+                for (int h = 0; h < H; h++) {
+                    const float *xv = x + h * d;
+                    double *r = ref + h * d;
+                    for (int e = 0; e < d; e++) r[e] = xv[e];
+                    for (int i = 0; i < half; i++) {
+                        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                        const double c = cs[i], s = (double)sign * sn[i];
+                        r[i0] = xv[i0] * c - xv[i1] * s, r[i1] = xv[i0] * s + xv[i1] * c;
+                    }
+                }
+                b->rope(x, H, d, nr, neox, cs, sn, sign);
+                char what[96];
+                snprintf(what, sizeof what, "%d heads of %d, n_rot %d, %s, %s", H, d, nr, neox ? "neox" : "gguf pairs", back ? "backward" : "forward");
+                expect(elem_err(x, ref, H * d), 1e-6, b, v, "rope", what);
+                free(x), free(cs), free(sn), free(ref);
+            }
+}
+
+static void test_rope(void **st) { (void)st, for_each(t_rope); }
+
+// ---- attention over the KV cache's layout (attention.h), fp32 and fp16 caches ----
+
+static void t_attention(const as_backend *b, int v) {
+    static const int cfg[][2] = {{64, 3}, {256, 8}, {16, 1}, {80, 2}}; // head size, query heads per KV head
+    static const int rows[] = {1, 5}, keys[] = {1, 17, 100};
+    for (size_t ci = 0; ci < AS_ARRAY_LEN(cfg); ci++)
+        for (int f16 = 0; f16 < 2; f16++)
+            for (size_t ri = 0; ri < AS_ARRAY_LEN(rows); ri++)
+                for (size_t ki = 0; ki < AS_ARRAY_LEN(keys); ki++) {
+                    const int d = cfg[ci][0], G = cfg[ci][1], R = rows[ri], NK = keys[ki] + R - 1;
+                    const int64_t tiles = (NK + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE, ts = (int64_t)KERNEL_KV_TILE * d, cap = tiles * KERNEL_KV_TILE;
+                    const int64_t qs = (int64_t)G * d;
+                    const size_t eb = f16 ? 2 : 4;
+                    float *q = as_malloc(sizeof(float) * (size_t)(R * qs)), *out = as_malloc(sizeof(float) * (size_t)(R * qs));
+                    float *scores = as_aligned_alloc(sizeof(float) * (size_t)(KERNEL_ATTN_SCORE_ROWS * cap));
+                    uint8_t *k = as_calloc((size_t)(tiles * ts), eb), *vv = as_calloc((size_t)(NK * d), eb);
+                    double *kd = as_malloc(sizeof(double) * (size_t)(NK * d)), *vd = as_malloc(sizeof(double) * (size_t)(NK * d));
+                    double *ref = as_malloc(sizeof(double) * (size_t)(R * qs)), *s = as_malloc(sizeof(double) * (size_t)NK);
+                    int32_t *nk = as_malloc(sizeof(int32_t) * (size_t)R);
+                    fill(q, R * qs, -1, 1);
+                    for (int j = 0; j < NK; j++)
+                        for (int e = 0; e < d; e++) {
+                            float kk = (float)(2 * as_rng_uniform(&g_rng) - 1), vx = (float)(2 * as_rng_uniform(&g_rng) - 1);
+                            const int64_t kidx = (j / KERNEL_KV_TILE) * ts + (int64_t)e * KERNEL_KV_TILE + j % KERNEL_KV_TILE, vidx = (int64_t)j * d + e;
+                            if (f16) {
+                                ((as_fp16 *)k)[kidx] = as_f32_to_fp16(kk), ((as_fp16 *)vv)[vidx] = as_f32_to_fp16(vx);
+                                kk = as_fp16_to_f32(as_f32_to_fp16(kk)), vx = as_fp16_to_f32(as_f32_to_fp16(vx));
+                            } else ((float *)k)[kidx] = kk, ((float *)vv)[vidx] = vx;
+                            kd[vidx] = kk, vd[vidx] = vx;
+                        }
+                    for (int r = 0; r < R; r++) nk[r] = NK - (R - 1 - r); // causal: a block of consecutive positions
+                    for (int r = 0; r < R; r++)
+                        for (int h = 0; h < G; h++) {
+                            double mx = -INFINITY, sum = 0;
+                            for (int j = 0; j < nk[r]; j++) {
+                                double a = 0;
+                                for (int e = 0; e < d; e++) a += (double)q[r * qs + h * d + e] * kd[(int64_t)j * d + e];
+                                s[j] = a / sqrt((double)d), mx = fmax(mx, s[j]);
+                            }
+                            for (int j = 0; j < nk[r]; j++) sum += s[j] = exp(s[j] - mx);
+                            for (int e = 0; e < d; e++) {
+                                double o = 0;
+                                for (int j = 0; j < nk[r]; j++) o += s[j] / sum * vd[(int64_t)j * d + e];
+                                ref[r * qs + h * d + e] = o;
+                            }
+                        }
+                    const kernel_attn_args a = {.q = q, .q_stride = qs, .n_heads = G, .d = d, .n_rows = R, .n_keys = nk, .k = k,
+                                                .k_tile_stride = ts, .v = vv, .v_stride = d, .f16 = f16, .scale = 1.0f / sqrtf((float)d),
+                                                .out = out, .out_stride = qs, .scores = scores, .scores_stride = cap};
+                    b->attention_rows(&a);
+                    char what[128];
+                    snprintf(what, sizeof what, "head size %d, %d heads per KV head, %d rows, %d keys, %s cache", d, G, R, NK, f16 ? "fp16" : "fp32");
+                    expect(elem_err(out, ref, R * qs), 2e-6, b, v, "attention", what);
+                    free(q), free(out), free(scores), free(k), free(vv), free(kd), free(vd), free(ref), free(s), free(nk);
+                }
+}
+
+static void test_attention(void **st) { (void)st, for_each(t_attention); }
+
+// ---- training's softmax and SwiGLU pieces, forward and backward ----
+
+static void t_train(const as_backend *b, int v) {
+    for (size_t si = 0; si < AS_ARRAY_LEN(row_sizes); si++) {
+        const int64_t n = row_sizes[si];
+        float *z = as_malloc(sizeof(float) * (size_t)n), *g = as_malloc(sizeof(float) * (size_t)n), *u = as_malloc(sizeof(float) * (size_t)n);
+        float *y = as_malloc(sizeof(float) * (size_t)n), *y2 = as_malloc(sizeof(float) * (size_t)n), *dh = as_malloc(sizeof(float) * (size_t)n);
+        double *ref = as_malloc(sizeof(double) * (size_t)n), *ref2 = as_malloc(sizeof(double) * (size_t)n);
+        char what[64];
+        snprintf(what, sizeof what, "n=%lld", (long long)n);
+        // max, and the log-softmax's sum of e^(z - max).
+        fill(z, n, -30, 30);
+        float mx = z[0];
+        for (int64_t i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
+        expect(b->max(z, n) == mx ? 0 : 1, 0, b, v, "max", what);
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += ref[i] = exp((double)z[i] - mx);
+        memcpy(y, z, sizeof(float) * (size_t)n);
+        const double got = b->exp_shift_sum(y, n, mx);
+        expect(fabs(got - sum) / sum, 1e-6, b, v, "exp_shift_sum (sum)", what);
+        expect(elem_err(y, ref, n), 4e-7, b, v, "exp_shift_sum (values)", what);
+        // The log-softmax backward's -g e^(z - l).
+        const float gg = 0.37f, l = (float)(mx + log(sum));
+        for (int64_t i = 0; i < n; i++) ref[i] = -gg * exp((double)z[i] - l);
+        b->neg_scaled_exp(y, z, n, gg, l);
+        expect(elem_err(y, ref, n), 4e-7, b, v, "neg_scaled_exp", what);
+        // SwiGLU forward, and its backward against the analytic derivative.
+        fill(g, n, -8, 8), fill(u, n, -2, 2), fill(dh, n, -1, 1);
+        for (int64_t i = 0; i < n; i++) {
+            const double s = 1 / (1 + exp(-(double)g[i]));
+            ref[i] = g[i] * s * u[i];
+        }
+        b->silu_glu_forward(y, g, u, n);
+        expect(elem_err(y, ref, n), 2e-6, b, v, "silu_glu_forward", what);
+        for (int64_t i = 0; i < n; i++) {
+            const double s = 1 / (1 + exp(-(double)g[i]));
+            ref[i] = dh[i] * u[i] * s * (1 + g[i] * (1 - s)), ref2[i] = dh[i] * g[i] * s;
+        }
+        b->silu_glu_backward(y, y2, dh, g, u, n);
+        expect(elem_err(y, ref, n), 2e-6, b, v, "silu_glu_backward (dg)", what);
+        expect(elem_err(y2, ref2, n), 2e-6, b, v, "silu_glu_backward (du)", what);
+        free(z), free(g), free(u), free(y), free(y2), free(dh), free(ref), free(ref2);
+    }
+}
+
+static void test_train_ops(void **st) { (void)st, for_each(t_train); }
+
+static void test_registry(void **st) {
+    (void)st;
+    assert_true(as_backend_count() >= 1);
+    assert_ptr_equal(as_backend_find("cpu"), &as_backend_cpu);
+    assert_null(as_backend_find("no-such-backend"));
+    for (int i = 0; i < as_backend_count(); i++) {
+        const as_backend *b = as_backend_at(i);
+        // Every op is provided: a backend without one would not be tested (and would crash its caller).
+        const void *ops[] = {b->matmul, b->get_row, b->rmsnorm, b->glu, b->rope, b->attention_rows, b->exp, b->argmax, b->sgemm,
+                             b->exp_shift_sum, b->max, b->neg_scaled_exp, b->silu_glu_forward, b->silu_glu_backward};
+        for (size_t k = 0; k < AS_ARRAY_LEN(ops); k++)
+            if (!ops[k]) fail_msg("backend %s: op %zu missing", b->name, k);
+        int avail = 0;
+        for (int v = 0; v < b->n_variants(); v++) {
+            const int ok = b->use_variant(v) == AS_OK;
+            avail += ok;
+            fprintf(stderr, "backend %s variant %s: %s\n", b->name, b->variant_name(v), ok ? "tested" : "not on this machine");
+        }
+        b->use_variant(-1);
+        assert_true(avail > 0);
+    }
+}
+
+static int report(void **st) {
+    (void)st;
+    fprintf(stderr, "%d checks against the double-precision references; worst error per op (tolerance):\n", g_checks);
+    for (int i = 0; i < g_n_worst; i++) fprintf(stderr, "  %-28s %.3g (%.3g)\n", g_worst[i].op, g_worst[i].err, g_worst[i].tol);
+    return 0;
+}
+
+int main(void) {
+    as_rng_seed(&g_rng, 2026);
+    kernel_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registry), cmocka_unit_test(test_matmul),    cmocka_unit_test(test_sgemm), cmocka_unit_test(test_rows),
+        cmocka_unit_test(test_rope),     cmocka_unit_test(test_attention), cmocka_unit_test(test_train_ops),
+    };
+    return cmocka_run_group_tests(tests, NULL, report);
+}
