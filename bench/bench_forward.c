@@ -21,9 +21,9 @@ static int32_t argmax(const float *x, int64_t n) {
 
 // B sequences: prefill P0 pseudo-random tokens each (one call), then `n_new`
 // decode steps of B tokens.  Returns aggregate decode tokens per second.
-static double bench_decode(model *m, int B, int P0, int n_new) {
+static double bench_decode(model *m, kernel_precision prec, int B, int P0, int n_new) {
     const int64_t V = m->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&m->cfg, B, P0 + n_new);
+    kv_cache *kv = kv_cache_init(&m->cfg, B, P0 + n_new, prec);
     int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)B * P0), *seq = as_malloc(sizeof(int32_t) * (size_t)B * P0),
             *pos = as_malloc(sizeof(int32_t) * (size_t)B * P0);
     bool *want = as_malloc((size_t)B * P0);
@@ -47,9 +47,9 @@ static double bench_decode(model *m, int B, int P0, int n_new) {
     return (double)B * n_new / dt;
 }
 
-static double bench_prefill(model *m, int P, int reps) {
+static double bench_prefill(model *m, kernel_precision prec, int P, int reps) {
     const int64_t V = m->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, P);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, P, prec);
     int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)P), *seq = as_calloc((size_t)P, sizeof(int32_t)), *pos = as_malloc(sizeof(int32_t) * (size_t)P);
     bool *want = as_calloc((size_t)P, 1);
     float *logits = as_malloc(sizeof(float) * (size_t)V);
@@ -104,11 +104,11 @@ int main(int argc, char **argv) {
     printf("%-4s %14s %14s %10s %14s\n", "prec", "decode b=1", "decode b=B", "ratio", "prefill P");
     double res[2][3];
     for (int p = 0; p < 2; p++) {
-        m->precision = p ? KERNEL_PRECISION_Q8 : KERNEL_PRECISION_F32;
-        bench_decode(m, 1, P0, 4); // warm-up: page in the weights, size the scratch
-        res[p][0] = bench_decode(m, 1, P0, n_new);
-        res[p][1] = bench_decode(m, B, P0, n_new);
-        res[p][2] = bench_prefill(m, P, 2);
+        const kernel_precision prec = p ? KERNEL_PRECISION_Q8 : KERNEL_PRECISION_F32;
+        bench_decode(m, prec, 1, P0, 4); // warm-up: page in the weights, size the scratch
+        res[p][0] = bench_decode(m, prec, 1, P0, n_new);
+        res[p][1] = bench_decode(m, prec, B, P0, n_new);
+        res[p][2] = bench_prefill(m, prec, P, 2);
         printf("%-4s %10.1f t/s %10.1f t/s %9.1fx %10.1f t/s\n", p ? "Q8" : "F32", res[p][0], res[p][1], res[p][1] / res[p][0], res[p][2]);
     }
     printf("{\"threads\": %d, \"batch\": %d, \"prefill_tokens\": %d, \"f32\": {\"decode_b1\": %.2f, \"decode_bB\": %.2f, \"prefill\": %.2f}, "

@@ -15,12 +15,12 @@
 #include "util/common.h"
 #include "util/rng.h"
 
-static double decode_run(model *m, int B, int P, int N) {
+static double decode_run(model *m, kernel_precision prec, int B, int P, int N) {
     int V = m->cfg.n_vocab;
     // W untimed decoding steps first, as llama-bench times a repetition after
     // its warm-up run (and the thread tuner, tensor/tuner.h, has measured).
     enum { W = 16 };
-    kv_cache *kv = kv_cache_init(&m->cfg, B, P + W + N + 1);
+    kv_cache *kv = kv_cache_init(&m->cfg, B, P + W + N + 1, prec);
     int T = B * P;
     int32_t *tok = as_malloc(T * sizeof *tok), *seq = as_malloc(T * sizeof *seq), *pos = as_malloc(T * sizeof *pos);
     bool *want = as_calloc(T, sizeof *want);
@@ -51,9 +51,9 @@ static double decode_run(model *m, int B, int P, int N) {
     return B * N / dt;
 }
 
-static double prefill_run(model *m, int T) {
+static double prefill_run(model *m, kernel_precision prec, int T) {
     int V = m->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, T);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, T, prec);
     int32_t *tok = as_malloc(T * sizeof *tok), *seq = as_calloc(T, sizeof *seq), *pos = as_malloc(T * sizeof *pos);
     bool *want = as_calloc(T, sizeof *want);
     float *logits = as_malloc((size_t)V * sizeof *logits);
@@ -83,22 +83,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_inference: %s\n", as_last_error());
         return 1;
     }
-    if (kernel_precision_parse(prec, &m->precision)) {
+    kernel_precision kp;
+    if (kernel_precision_parse(prec, &kp)) {
         fprintf(stderr, "bench_inference: precision must be f32, q8 or bf16, got '%s'\n", prec);
         return 2;
     }
-    prefill_run(m, 64); // warm-up: page the weights in
+    prefill_run(m, kp, 64); // warm-up: page the weights in
     // BENCH_ONLY=b1|bB|prefill runs one part (profiling; the others print 0).
     const char *only = getenv("BENCH_ONLY");
     const bool all = !only || !*only;
-    double d1 = all || !strcmp(only, "b1") ? decode_run(m, 1, P, N) : 0;
-    double dB = all || !strcmp(only, "bB") ? decode_run(m, B, P, N) : 0;
+    double d1 = all || !strcmp(only, "b1") ? decode_run(m, kp, 1, P, N) : 0;
+    double dB = all || !strcmp(only, "bB") ? decode_run(m, kp, B, P, N) : 0;
     double pf = 0;
     if (all || !strcmp(only, "prefill")) {
         const char *r = getenv("PREFILL_REPS");
         const int reps = r && atoi(r) > 0 ? AS_MIN(atoi(r), 99) : 5;
         double v[99];
-        for (int i = 0; i < reps; i++) v[i] = prefill_run(m, T);
+        for (int i = 0; i < reps; i++) v[i] = prefill_run(m, kp, T);
         for (int i = 1; i < reps; i++) // insertion sort; median below
             for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
                 const double t = v[j];

@@ -49,7 +49,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_mixture: %s\n", as_last_error());
         return 1;
     }
-    m->precision = KERNEL_PRECISION_Q8;
     int32_t end = -1;
     {
         const char *te = chat_turn_end(&ct);
@@ -80,7 +79,8 @@ int main(int argc, char **argv) {
         }
     model_lora vt;
     train_lora_view(lt, &vt);
-    mixture_config c = {.alpha = 0.1f, .max_new_tokens = max_new, .end_ids = &end, .n_end_ids = 1, .batch_size = 64, .seed = 1};
+    mixture_config c = {.precision = KERNEL_PRECISION_Q8, .alpha = 0.1f, .max_new_tokens = max_new, .end_ids = &end, .n_end_ids = 1,
+                        .batch_size = 64, .seed = 1};
     printf("model %s, %d prompts, max %d new tokens, q8, %d threads\n", mpath, P, max_new, kernel_get_threads());
     printf("%-10s %10s %12s %12s %10s %8s\n", "sampler", "answers", "tokens/ans", "s/answer", "ms/token", "x plain");
     double plain = 0;
@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
                     req[i].sampling.seed = (uint64_t)(rep * 100 + i);
                 }
                 generate_options o = generate_options_default();
+                o.precision = KERNEL_PRECISION_Q8;
                 o.batch_size = 64;
                 o.end_ids = &end, o.n_end_ids = 1;
                 model_set_lora(m, &vt);

@@ -63,7 +63,6 @@ int cmd_chat(int argc, char **argv) {
     tokenizer *tok;
     chat_template ct;
     if (cli_load_model(model_path, &m, &tok) != AS_OK) return cli_fail(cmd);
-    m->precision = KERNEL_PRECISION_Q8; // interactive: speed first (see `generate --help`)
     if (chat_template_init(&ct, m->file, tmpl_name) != AS_OK) {
         tokenizer_free(tok);
         model_free(m);
@@ -112,6 +111,7 @@ int cmd_chat(int argc, char **argv) {
         generate_request req = {.prompt = ids, .n_prompt = (int64_t)n_ids, .sampling = sp, .max_new_tokens = (int32_t)max_new};
         req.sampling.seed = sp.seed + turn++;
         generate_options go = generate_options_default();
+        go.precision = KERNEL_PRECISION_Q8; // interactive: speed first (see `generate --help`)
         go.batch_size = 1;
         go.on_token = stream_token;
         generate_result res;

@@ -164,7 +164,6 @@ static int run(const gen_opts *o) {
     int rc = AS_OK;
     if (o->prompts_path && read_prompts(o->prompts_path, &items, &n_items) != AS_OK) return AS_FAIL;
     if (cli_load_model(o->model_path, &m, &tok) != AS_OK) goto done_fail;
-    m->precision = o->prec;
     if (o->chat) {
         if (chat_template_init(&ct, m->file, o->chat_template) != AS_OK) goto done_fail;
         ctp = &ct;
@@ -193,6 +192,7 @@ static int run(const gen_opts *o) {
     }
     if (rc == AS_OK) {
         generate_options go = generate_options_default();
+        go.precision = o->prec;
         go.batch_size = (int32_t)AS_MIN((long)n_req, o->batch);
         if (o->prompts_path) go.on_progress = print_progress;
         else go.on_token = stream_token;

@@ -118,11 +118,11 @@ int cmd_gfn_train(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *out = NULL, *adapter = NULL, *base_adapter = NULL, *init = NULL, *tmpl = NULL;
     gfn_config c;
     gfn_config_default(&c);
+    c.precision = KERNEL_PRECISION_Q8; // sampling and rewards: speed first (--precision)
     train_lora_config lc = {.rank = 16, .alpha = 32, .dropout = 0, .targets = 0, .seed = 0};
     long l, max_prompts = 0, max_prompt_len = 512;
     double d, a, b, e;
     bool quiet = false;
-    kernel_precision prec = KERNEL_PRECISION_Q8;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -159,7 +159,7 @@ int cmd_gfn_train(int argc, char **argv) {
         case O_MICRO: if (!cli_parse_int(cmd, "--micro-batch", optarg, 1, 1 << 20, &l)) return 2; c.micro_batch = (int32_t)l; break;
         case O_SBATCH: if (!cli_parse_int(cmd, "--sample-batch", optarg, 1, 1 << 20, &l)) return 2; c.sample_batch = (int32_t)l; break;
         case O_PREC:
-            if (kernel_precision_parse(optarg, &prec)) return cli_usage_error(cmd, "--precision must be f32, q8 or bf16, got '%s'", optarg);
+            if (kernel_precision_parse(optarg, &c.precision)) return cli_usage_error(cmd, "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case O_TMPL: tmpl = optarg; break;
         case O_SEED: if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; c.seed = (uint64_t)l; break;
@@ -229,7 +229,6 @@ int cmd_gfn_train(int argc, char **argv) {
     if (train_model_from_model(&tm, m)) goto done;
     train_set_training(tm, false);
     if (init ? train_lora_load_peft(tm, init) : train_lora_attach(tm, &lc)) goto done;
-    m->precision = prec;
     if (as_mkdir_p(out)) goto done;
     char path[4096];
     snprintf(path, sizeof path, "%s/log.jsonl", out);

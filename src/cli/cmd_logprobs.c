@@ -74,7 +74,6 @@ int cmd_logprobs(int argc, char **argv) {
         free(text);
         return cli_fail("logprobs");
     }
-    m->precision = prec;
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = tokenizer_encode(tok, text, text_len, true, special, &ids, &n);
@@ -86,12 +85,13 @@ int cmd_logprobs(int argc, char **argv) {
     kv_cache *kv = NULL;
     if (rc == AS_OK) {
         int32_t nv = m->cfg.n_vocab;
-        kv = kv_cache_init(&m->cfg, 1, (int32_t)n);
+        kv = kv_cache_init(&m->cfg, 1, (int32_t)n, prec);
+        if (!kv) rc = AS_FAIL;
         int32_t *seq = as_calloc(n, sizeof *seq), *pos = as_malloc(n * sizeof *pos);
         for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
         logits = as_malloc(n * (size_t)nv * sizeof *logits);
         model_batch b = {.n_tokens = (int32_t)n, .token = ids, .seq = seq, .pos = pos, .want_logits = NULL};
-        rc = model_forward(m, kv, &b, logits);
+        if (rc == AS_OK) rc = model_forward(m, kv, &b, logits);
         size_t piece_cap = 64;
         char *piece = as_malloc(piece_cap);
         for (size_t i = 0; rc == AS_OK && i < n; i++) {

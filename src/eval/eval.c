@@ -695,6 +695,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
     gen_progress_ctx gp = {&pr};
     if (rc == AS_OK) {
         generate_options go = generate_options_default();
+        go.precision = o->precision;
         go.batch_size = 16;
         go.on_progress = on_gen_progress;
         go.user = &gp;
@@ -806,7 +807,7 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
         int32_t ns;
         rc = eval_task_read_data(&t, ddir, &subs, &ns);
         if (rc == AS_OK) {
-            eval_model_scorer sc = {.m = m, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
+            eval_model_scorer sc = {.m = m, .precision = o->precision, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
             if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
                 rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples, samples);
             } else if (ns != 1) {
@@ -844,8 +845,6 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
     cJSON_AddNumberToObject(cfg, "offset", (double)o->offset);
     cJSON_AddNumberToObject(cfg, "fewshot_seed", (double)o->seed);
     cJSON_AddStringToObject(cfg, "prompt_format_version", EVAL_PROMPT_FORMAT_VERSION);
-    const kernel_precision saved = m->precision;
-    m->precision = o->precision;
     const double t0 = as_time();
     char *list = as_strdup(o->tasks);
     int rc = AS_OK;
@@ -876,7 +875,6 @@ int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out)
         if (rc == AS_OK) rc = as_atomic_commit(&af);
         else as_atomic_abort(&af);
     }
-    m->precision = saved;
     cJSON_AddNumberToObject(cfg, "total_evaluation_time_seconds", as_time() - t0);
     if (rc != AS_OK) {
         cJSON_Delete(root);

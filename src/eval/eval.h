@@ -45,7 +45,7 @@ typedef struct eval_options {
     // N score the whole task in shards.
     int64_t offset;
     uint64_t seed;              // few-shot sampling seed (default 1234, as lm-eval)
-    kernel_precision precision; // scoring and generation precision (default F32); restored on return
+    kernel_precision precision; // of the inference contexts scoring and generating (default F32); the model is not changed
     int32_t max_new_tokens;     // generative tasks: 0 = the task's own (gsm8k 256, mt_bench 1024, its judge 2048)
     const char *data_dir;       // relative data paths of tasks; NULL: $ALPHASPIN_DATA, else ../shared/data
     const char *tasks_dir;      // built-in task files; NULL: see eval_tasks_dir()
@@ -62,8 +62,8 @@ typedef struct eval_options {
     const char *log_samples;
     // MT-Bench only: where to write the answers (FastChat model_answer JSONL;
     // NULL: not written), the model_id written in them, and an optional local
-    // judge (NULL: answers only, no scores).  The judge's judgments go to
-    // mt_bench_judgments (FastChat model_judgment JSONL) when not NULL.
+    // judge (NULL: answers only, no scores; it generates in f32).  The judge's
+    // judgments go to mt_bench_judgments (FastChat model_judgment JSONL) when not NULL.
     const char *mt_bench_answers;
     const char *mt_bench_judgments;
     const char *model_id;

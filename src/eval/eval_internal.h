@@ -221,6 +221,7 @@ typedef int (*eval_loglik_fn)(void *user, eval_mc_item *items, int64_t n);
 
 typedef struct eval_model_scorer {
     model *m;
+    kernel_precision precision; // of the KV caches the items run in
     const tokenizer *tok;
     size_t kv_budget_bytes;
     int32_t max_batch_tokens;  // tokens per model_forward call

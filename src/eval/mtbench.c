@@ -75,10 +75,10 @@ static void mt_on_progress(void *user, const generate_progress *p) {
     fflush(stderr);
 }
 
-// Generates one answer per conversation; texts stripped (FastChat's output.strip()).
-static int run_chats(model *m, const tokenizer *tok, const chat_template *ct, chat_message **convs, const size_t *n_msgs,
-                     const float *temps, int64_t n, int32_t max_new, uint64_t seed, const char *what, bool progress,
-                     char **answers) {
+// Generates one answer per conversation, at precision prec; texts stripped (FastChat's output.strip()).
+static int run_chats(model *m, kernel_precision prec, const tokenizer *tok, const chat_template *ct, chat_message **convs,
+                     const size_t *n_msgs, const float *temps, int64_t n, int32_t max_new, uint64_t seed, const char *what,
+                     bool progress, char **answers) {
     generate_request *req = as_calloc((size_t)AS_MAX(n, 1), sizeof *req);
     int32_t **ids = as_calloc((size_t)AS_MAX(n, 1), sizeof *ids);
     int rc = AS_OK;
@@ -101,6 +101,7 @@ static int run_chats(model *m, const tokenizer *tok, const chat_template *ct, ch
     mt_progress mp = {.what = what, .t0 = as_time(), .total = n, .on = progress};
     if (rc == AS_OK) {
         generate_options go = generate_options_default();
+        go.precision = prec;
         go.batch_size = 16;
         go.on_progress = mt_on_progress;
         go.user = &mp;
@@ -185,7 +186,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
             conv[i][0] = (chat_message){"user", q1[i]};
             convp[i] = conv[i], nm[i] = 1;
         }
-        rc = run_chats(m, tok, &ct, convp, nm, temps, n, max_new, o->seed, "mt_bench turn 1", o->progress, a1);
+        rc = run_chats(m, o->precision, tok, &ct, convp, nm, temps, n, max_new, o->seed, "mt_bench turn 1", o->progress, a1);
     }
     if (rc == AS_OK) {
         for (int64_t i = 0; i < n; i++) {
@@ -193,7 +194,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
             conv[i][2] = (chat_message){"user", q2[i]};
             nm[i] = 3;
         }
-        rc = run_chats(m, tok, &ct, convp, nm, temps, n, max_new, o->seed + 1000003, "mt_bench turn 2", o->progress, a2);
+        rc = run_chats(m, o->precision, tok, &ct, convp, nm, temps, n, max_new, o->seed + 1000003, "mt_bench turn 2", o->progress, a2);
     }
     const char *model_id = o->model_id ? o->model_id : "alphaspin";
     if (rc == AS_OK && o->mt_bench_answers) {
@@ -282,7 +283,7 @@ int eval_run_mt_bench(model *m, const tokenizer *tok, const eval_task *t, const 
                 jp[j] = jconv[j], jn[j] = 2;
             }
         }
-        if (rc == AS_OK) rc = run_chats(o->judge, o->judge_tok, &jct, jp, jn, jt, nj, o->max_new_tokens > 0 ? o->max_new_tokens : 2048, o->seed, "mt_bench judge", o->progress, judgment);
+        if (rc == AS_OK) rc = run_chats(o->judge, KERNEL_PRECISION_F32, o->judge_tok, &jct, jp, jn, jt, nj, o->max_new_tokens > 0 ? o->max_new_tokens : 2048, o->seed, "mt_bench judge", o->progress, judgment);
         if (rc == AS_OK) {
             // FastChat's show_result: mean over the judgments with a rating (!= -1).
             static const char *const CATS[] = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"};

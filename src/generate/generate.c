@@ -20,7 +20,7 @@ void generate_result_free(generate_result *r) {
 }
 
 generate_options generate_options_default(void) {
-    return (generate_options){.batch_size = 8, .n_ctx = 0, .max_batch_tokens = 512};
+    return (generate_options){.precision = KERNEL_PRECISION_F32, .batch_size = 8, .n_ctx = 0, .max_batch_tokens = 512};
 }
 
 typedef struct gen_slot {
@@ -329,8 +329,8 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
         if (check_request(&g, i)) return -1;
 
     g.n_slot = (int32_t)AS_MIN((int64_t)o.batch_size, n_reqs);
-    g.kv = kv_cache_init(&m->cfg, g.n_slot, g.n_ctx);
-    if (!g.kv) return as_error("generate: cannot allocate a KV cache of %d x %d positions", g.n_slot, g.n_ctx);
+    g.kv = kv_cache_init(&m->cfg, g.n_slot, g.n_ctx, o.precision);
+    if (!g.kv) return -1; // kv_cache_init said why
     g.slots = as_calloc((size_t)g.n_slot, sizeof *g.slots);
     for (int32_t si = 0; si < g.n_slot; si++) {
         g.slots[si].req = -1;

@@ -63,6 +63,7 @@ typedef void (*generate_token_fn)(void *user, int64_t request, int32_t token, co
 typedef void (*generate_progress_fn)(void *user, const generate_progress *p);
 
 typedef struct generate_options {
+    kernel_precision precision; // arithmetic of the forward passes (default f32; `generate` and `chat` use q8)
     int32_t batch_size;       // concurrent sequences (>= 1)
     int32_t n_ctx;            // positions per sequence; 0: the longest prompt + max_new_tokens, capped at n_ctx_train
     int32_t max_batch_tokens; // tokens per model_forward call (0: 512); long prompts are prefilled in chunks
@@ -73,9 +74,10 @@ typedef struct generate_options {
     void *user;
 } generate_options;
 
-generate_options generate_options_default(void); // batch 8, n_ctx 0, 512 tokens per call
+generate_options generate_options_default(void); // f32, batch 8, n_ctx 0, 512 tokens per call
 
-// Runs all requests; out[i] receives request i's result (free each with
+// Runs all requests in one inference context (a KV cache at opt->precision)
+// over m; out[i] receives request i's result (free each with
 // generate_result_free).  `tok` may be NULL (no text, no stop strings).
 // -1 + as_error on a bad request (naming its index and field) or a failing forward.
 int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, int64_t n_reqs,

@@ -30,6 +30,7 @@ void gfn_config_default(gfn_config *c) {
     c->optim.weight_decay = 0.0f;
     c->optim.max_grad_norm = 1.0f;
     c->seed = 42;
+    c->precision = KERNEL_PRECISION_F32;
 }
 
 int gfn_config_check(const gfn_config *c, int32_t n_vocab) {
@@ -101,9 +102,9 @@ static double row_lse(const float *z, int64_t V) {
 }
 
 // cum[i] = log pi(s_i) and end[i] = log pi(END|s_i), i = 0..m, for one trajectory under the model's adapters.
-static int prefix_logps(model *m, const gfn_traj *t, int32_t end_id, double *cum, double *end) {
+static int prefix_logps(model *m, kernel_precision prec, const gfn_traj *t, int32_t end_id, double *cum, double *end) {
     const int64_t V = m->cfg.n_vocab, P = t->n_prompt, n = P + t->m;
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, (int32_t)n);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, (int32_t)n, prec);
     if (!kv) return AS_FAIL;
     int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)n), *seq = as_calloc((size_t)n, sizeof(int32_t));
     int32_t *pos = as_malloc(sizeof(int32_t) * (size_t)n);
@@ -130,8 +131,8 @@ static int prefix_logps(model *m, const gfn_traj *t, int32_t end_id, double *cum
     return rc;
 }
 
-int gfn_prefix_rewards(model *m, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id, const gfn_traj *t,
-                       int64_t n, double **logr_out) {
+int gfn_prefix_rewards(model *m, kernel_precision prec, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id,
+                       const gfn_traj *t, int64_t n, double **logr_out) {
     const model_lora saved = m->lora;
     int rc = AS_OK;
     for (int64_t i = 0; i < n; i++) logr_out[i] = NULL;
@@ -140,9 +141,9 @@ int gfn_prefix_rewards(model *m, const model_lora *lora_t, const model_lora *lor
         double *ct = as_malloc(sizeof(double) * (size_t)(M + 1)), *et = as_malloc(sizeof(double) * (size_t)(M + 1));
         double *c0 = as_malloc(sizeof(double) * (size_t)(M + 1)), *e0 = as_malloc(sizeof(double) * (size_t)(M + 1));
         rc = model_set_lora(m, lora_t);
-        if (rc == AS_OK) rc = prefix_logps(m, &t[i], end_id, ct, et);
+        if (rc == AS_OK) rc = prefix_logps(m, prec, &t[i], end_id, ct, et);
         if (rc == AS_OK) rc = model_set_lora(m, lora_0);
-        if (rc == AS_OK) rc = prefix_logps(m, &t[i], end_id, c0, e0);
+        if (rc == AS_OK) rc = prefix_logps(m, prec, &t[i], end_id, c0, e0);
         if (rc == AS_OK) {
             double *r = logr_out[i] = as_malloc(sizeof(double) * (size_t)(M + 1));
             for (int32_t k = 0; k <= M; k++) {
@@ -329,7 +330,7 @@ static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items,
     // Fresh answers from the sampler (tempered) and their prefix rewards.
     if (n_fresh) {
         mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
-                             .batch_size = c->sample_batch, .seed = as_rng_u64(&r->rng)};
+                             .batch_size = c->sample_batch, .precision = c->precision, .seed = as_rng_u64(&r->rng)};
         if (mixture_sample_policy(r->m, &r->view, (float)r->temp_x, &mc, r->sp, r->snp, n_fresh, r->samples)) return AS_FAIL;
         gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)n_fresh);
         int64_t *where = as_malloc(sizeof(int64_t) * (size_t)n_fresh), f = 0;
@@ -342,7 +343,7 @@ static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items,
             traj[i].m = (int32_t)(ms->ended ? ms->n_ids - 1 : ms->n_ids);
             where[f] = i, fresh[f++] = traj[i];
         }
-        const int rc = gfn_prefix_rewards(r->m, r->lora_t, r->lora_0, c->alpha, c->end_id, fresh, n_fresh, r->owned_logr);
+        const int rc = gfn_prefix_rewards(r->m, c->precision, r->lora_t, r->lora_0, c->alpha, c->end_id, fresh, n_fresh, r->owned_logr);
         for (f = 0; f < n_fresh && rc == AS_OK; f++) traj[where[f]].logr = r->owned_logr[f];
         free(fresh), free(where);
         if (rc) return AS_FAIL;

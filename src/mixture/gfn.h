@@ -54,6 +54,7 @@ typedef struct gfn_config {
     float explore_prob, explore_temp_low, explore_temp_high;
     optim_config optim;
     uint64_t seed;
+    kernel_precision precision;   // of the inference model's forward passes (sampling, rewards; default f32)
 } gfn_config;
 
 // The reference code's settings where they apply (gfn-lm-tuning,
@@ -86,10 +87,11 @@ double gfn_subtb(int32_t m, const double *logr, const double *logpf, const doubl
                  double *g_pt);
 
 // Untempered log-rewards of every prefix of each trajectory (fills a new
-// array of m + 1 per trajectory into logr_out[i]), from the inference model
-// with pi_t's and pi_0's adapters (NULL: the base).  Restores the model's adapters.
-int gfn_prefix_rewards(model *m, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id, const gfn_traj *t,
-                       int64_t n, double **logr_out);
+// array of m + 1 per trajectory into logr_out[i]), from the inference model at
+// precision prec with pi_t's and pi_0's adapters (NULL: the base).  Restores
+// the model's adapters.
+int gfn_prefix_rewards(model *m, kernel_precision prec, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id,
+                       const gfn_traj *t, int64_t n, double **logr_out);
 
 // The batch loss for the sampler in tm (adapters attached and on); with
 // backward, ACCUMULATES its gradient into the adapters' gradients.  Runs

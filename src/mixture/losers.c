@@ -27,6 +27,7 @@ static int gflownet_sampler(model *inf, train_model *tm, const model_lora *lora_
     train_lora *sampler = train_lora_new(&tm->cfg, &c->gfn_lora);
     if (!sampler) return AS_FAIL;
     gfn_config g = c->gfn;
+    g.precision = c->precision;
     g.alpha = c->alpha, g.max_new_tokens = c->max_new_tokens, g.end_id = c->end_id, g.seed = c->seed ^ 0x6F6E;
     const bool was_training = tm->training, was_on = tm->adapters_on;
     train_lora *own = train_lora_set(tm, sampler);
@@ -51,8 +52,8 @@ int mixture_losers(model *inf, train_model *tm, const model_lora *lora_t, const 
                    const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
     memset(st, 0, sizeof *st);
     const double t0 = as_time();
-    mixture_config mc = {.alpha = c->alpha, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
-                         .batch_size = c->batch, .seed = c->seed};
+    mixture_config mc = {.precision = c->precision, .alpha = c->alpha, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id,
+                         .n_end_ids = 1, .batch_size = c->batch, .seed = c->seed};
     mixture_sample *s = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *s);
     double *ess = NULL;
     train_lora *sampler = NULL;

@@ -25,6 +25,7 @@ int mixture_sampler_from_name(const char *name);
 
 typedef struct mixture_losers_config {
     mixture_sampler_kind kind;
+    kernel_precision precision; // of the inference model's forward passes (sampling, rewards)
     float alpha;
     int32_t max_new_tokens;
     int32_t end_id;           // the end-of-turn token (stripped from the answers)
@@ -32,7 +33,7 @@ typedef struct mixture_losers_config {
     uint64_t seed;
     int32_t sir_k;            // sir: candidates per prompt
     const char *gfn_adapter;  // gflownet: a trained sampler (PEFT folder); NULL or "": train one now
-    gfn_config gfn;           // gflownet, when training (alpha, max_new_tokens, end_id, seed are overwritten)
+    gfn_config gfn;           // gflownet, when training (precision, alpha, max_new_tokens, end_id, seed are overwritten)
     train_lora_config gfn_lora; // gflownet: the new sampler's adapters
     const char *gfn_save_dir; // gflownet: where a sampler trained now is written (PEFT; NULL: not saved)
 } mixture_losers_config;

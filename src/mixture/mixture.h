@@ -38,6 +38,7 @@
 #include "model/model.h"
 
 typedef struct mixture_config {
+    kernel_precision precision; // of the forward passes (their KV caches; default f32)
     float alpha;              // weight of pi_0, in [0, 1]
     int32_t max_new_tokens;   // answer tokens at most (>= 1)
     const int32_t *end_ids;   // tokens that end an answer (>= 1 of them)

@@ -426,14 +426,17 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     int64_t max_keys = 1;
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
-    if (!m->packed_tried && m->precision == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS) model_pack(m);
-    if (!m->bf16_store && m->precision == KERNEL_PRECISION_BF16) model_pack_bf16(m);
+    const kernel_precision prec = kv->precision;
+    // The weight layouts of this precision, once (under m->lock); the other
+    // precisions' paths never read them, so what a cache gives does not
+    // depend on which precisions ran before it.
+    if (!m->packed_tried && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS) model_pack(m);
+    if (!m->bf16_store && prec == KERNEL_PRECISION_BF16) model_pack_bf16(m);
     model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
     if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
 
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;
-    const kernel_precision prec = m->precision;
     const bool attn_amx = prec == KERNEL_PRECISION_BF16 && kernel_attention_bf16_tiles(c->head_dim);
     // The cache's layout is fixed by its first use (model.h).
     if (!kv->elem_bytes) {
@@ -441,8 +444,8 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
         kv->bf16_tiles = attn_amx;
     }
     if (kv->bf16_tiles && !attn_amx)
-        return as_error("model_forward: the KV cache holds the bf16 tiles of precision bf16; precision %s needs a cache of its own",
-                        kernel_precision_name(prec));
+        return as_error("model_forward: the KV cache holds the AMX attention's bf16 tiles, and the ISA in use "
+                        "(capped since its first forward pass) has no AMX attention");
 #ifdef AS_PROFILE
     static bool prof_registered;
     if (!prof_registered) atexit(prof_print), prof_registered = true;
@@ -565,9 +568,11 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
 // Decoding steps (a few tokens) run on the threads the tuner picks (tensor/tuner.h:
 // all, or half when another process makes them wait); the bits are the same.
 int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
+    pthread_mutex_lock(&m->lock); // one call at a time on a model (model.h)
     tuner_step t;
     tuner_begin(&t, b->n_tokens);
     const int rc = forward_run(m, kv, b, logits);
     tuner_end(&t);
+    pthread_mutex_unlock(&m->lock);
     return rc;
 }

@@ -177,7 +177,7 @@ int model_from_gguf(model **out, gguf_file *f) {
     if (!(copy && !strcmp(copy, "0"))) gguf_own_tensor_data(f);
     model *m = as_calloc(1, sizeof *m);
     m->file = f;
-    m->precision = KERNEL_PRECISION_F32;
+    pthread_mutex_init(&m->lock, NULL);
     model_config *c = &m->cfg;
     const char *path = model_path(f);
     if (read_config(f, c)) goto fail;
@@ -257,14 +257,19 @@ void model_free(model *m) {
     free(m->layers);
     free(m->f32_store);
     gguf_close(m->file);
+    pthread_mutex_destroy(&m->lock);
     free(m);
 }
 
 // ---- KV cache ----
 
-kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
+kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
     if (n_seq < 1 || n_ctx < 1) {
         as_error("kv_cache_init: expected n_seq >= 1 and n_ctx >= 1, found %d and %d", n_seq, n_ctx);
+        return NULL;
+    }
+    if (precision != KERNEL_PRECISION_F32 && precision != KERNEL_PRECISION_Q8 && precision != KERNEL_PRECISION_BF16) {
+        as_error("kv_cache_init: precision %d: expected f32, q8 or bf16", (int)precision);
         return NULL;
     }
     size_t n, bytes;
@@ -275,6 +280,7 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx) {
         return NULL;
     }
     kv_cache *kv = as_calloc(1, sizeof *kv);
+    kv->precision = precision;
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
     kv->n_layer = cfg->n_layer;

@@ -5,6 +5,7 @@
 #ifndef AS_MODEL_H
 #define AS_MODEL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -78,18 +79,22 @@ typedef struct model {
     const float *rope_freqs;  // (n_rot/2): per-frequency divisors of RoPE's theta_i (Llama-3 scaling), or NULL
     model_layer *layers;
     float *f32_store;       // all norm vectors, converted to fp32 (from F32, F16 or BF16)
-    kernel_precision precision; // how kernel_matmul treats activations (default F32)
     model_lora lora;        // adapters in use (rank 0: none); see model_set_lora
+    // model_forward holds this for the whole call: calls on one model run one
+    // at a time, whatever their caches (they share the scratch buffers below,
+    // and the first call at a precision builds its weight layouts).
+    pthread_mutex_t lock;
     struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
     // The weight matrices in the kernels' packed layout (kernel_pack), made by
     // the first Q8 forward pass of >= KERNEL_PACK_MIN_TOKENS tokens on a CPU
     // with AVX-512 VNNI (0.625 bytes per Q4 weight, 1.25 per Q8_0 weight: ~110 MB for the
-    // default model; ALPHASPIN_PACK=0 turns it off).
+    // default model; ALPHASPIN_PACK=0 turns it off).  Only the Q8 path reads it.
     void *packed_store;
     bool packed_tried;
     // Every matrix rounded to bf16 for KERNEL_PRECISION_BF16
     // (kernel_bf16_pack_matrix: 2 bytes per weight on AMX, ~270 MB for the
     // default model), made by the first BF16 forward pass; n_bf16 of them.
+    // Only the BF16 path reads it.
     struct kernel_bf16_packed *bf16_store;
     int32_t n_bf16;
 } model;
@@ -110,14 +115,20 @@ void model_config_write_gguf(gguf_writer *w, const model_config *c);
 // adapters is stale: clear it.  -1 + as_error for a rank < 1 or a non-finite scale.
 int model_set_lora(model *m, const model_lora *l);
 
-// KV cache for up to n_seq sequences of up to n_ctx positions each.  Keys are
+// KV cache for up to n_seq sequences of up to n_ctx positions each: the state
+// of one inference context over a model.  Its precision, fixed at
+// kv_cache_init, is the arithmetic of every forward pass over it (how
+// kernel_matmul treats activations, kernel_precision) and the type of its
+// elements; the weights are shared, so caches of different precisions over
+// one model can be used in any order (each gives what a model used at its
+// precision alone gives).  Keys are
 // stored transposed in tiles of KV_TILE positions (attention reads 16 keys'
 // element e as one vector): key (pos p, element e) of a sequence at
 // k[(p / KV_TILE) * KV_TILE * kv_dim + e * KV_TILE + p % KV_TILE]; values one
 // row per position, v[p * kv_dim + e].  Each (layer, seq) spans seq_stride
 // elements (n_ctx rounded up to whole tiles, times kv_dim).  Elements are
 // fp32, or fp16 (as llama.cpp's default cache: half the memory traffic of
-// batched decoding) -- chosen by the first forward pass that uses the cache:
+// batched decoding), laid out by the first forward pass that uses the cache:
 // fp16 under KERNEL_PRECISION_Q8, fp32 under F32 (which stays exact).
 //
 // Under KERNEL_PRECISION_BF16 on a CPU with AMX the cache holds bf16 in the
@@ -133,6 +144,7 @@ int model_set_lora(model *m, const model_lora *l);
 #define KV_TILE 16
 #define KV_CHUNK 32
 typedef struct kv_cache {
+    kernel_precision precision; // of every forward pass over this cache
     int32_t n_seq, n_ctx, n_layer, kv_dim, n_head_kv;
     void *k, *v;       // [layer][seq] blocks of seq_stride elements, layouts above
     size_t seq_stride;
@@ -142,11 +154,12 @@ typedef struct kv_cache {
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 
-// NULL + as_error for non-positive or overflowing sizes.  K/V memory is not
-// zeroed: a position is only used after a forward pass wrote it (which zeroes
-// a key tile when it writes its first position, since attention computes the
-// scores of whole tiles and then ignores the positions past a row's keys).
-kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx);
+// NULL + as_error for non-positive or overflowing sizes or an unknown
+// precision.  K/V memory is not zeroed: a position is only used after a
+// forward pass wrote it (which zeroes a key tile when it writes its first
+// position, since attention computes the scores of whole tiles and then
+// ignores the positions past a row's keys).
+kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
 void kv_cache_free(kv_cache *kv);
 void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)
 // Keep only the first `len` positions of a sequence (len >= current: no-op).
@@ -172,10 +185,13 @@ typedef struct model_batch {
     const bool *want_logits;
 } model_batch;
 
-// Returns -1 + as_error (and leaves the cache untouched) for a bad batch: token
-// id out of range, unknown sequence, position not contiguous or past n_ctx,
-// or a cache built for another model.  Not thread-safe on one model (the
-// scratch buffers are shared); the work inside is threaded with OpenMP.
+// At kv's precision.  Returns -1 + as_error (and leaves the cache untouched)
+// for a bad batch: token id out of range, unknown sequence, position not
+// contiguous or past n_ctx, or a cache built for another model.  Calls on one
+// model from several threads are safe and run one after the other (m->lock);
+// the work inside each is threaded with OpenMP.  The weight layouts a
+// precision wants (packed_store, bf16_store) are made by its first call and
+// then only read.
 int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits);
 
 #endif

@@ -60,7 +60,6 @@ model *spin_iterate_model(spin_ctx *x, int32_t j) {
     char path[SPIN_PATH_LEN];
     snprintf(path, sizeof path, "%s/iter_%d/model.gguf", x->run, j);
     if (model_load(&x->gen_full, path)) return NULL;
-    x->gen_full->precision = x->inf->precision;
     x->gen_full_k = j;
     return x->gen_full;
 }
@@ -104,6 +103,7 @@ int spin_generate_answers(spin_ctx *x, int32_t k, const char *phase, int32_t j, 
         req[i].max_new_tokens = x->c->max_new_tokens;
     }
     generate_options opt = generate_options_default();
+    opt.precision = x->c->gen_precision;
     opt.batch_size = x->c->gen_batch;
     gen_progress_ctx pc = {x, k, phase, as_time()};
     opt.on_progress = on_gen_progress;

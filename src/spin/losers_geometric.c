@@ -24,7 +24,7 @@ int spin_losers_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64_t n, 
     snprintf(dir, sizeof dir, "%s/iter_%d", x->run, k);
     snprintf(save, sizeof save, "%s/gfn_sampler", dir);
     mixture_losers_config mc = {.kind = (mixture_sampler_kind)mixture_sampler_from_name(c->sampler), .alpha = (float)c->loss.alpha,
-                                .max_new_tokens = c->max_new_tokens, .batch = c->gen_batch,
+                                .precision = c->gen_precision, .max_new_tokens = c->max_new_tokens, .batch = c->gen_batch,
                                 .seed = spin_derive_seed(c->seed, (uint64_t)k, SPIN_SALT_GENERATE, 0), .sir_k = c->sir_k,
                                 .gfn_adapter = c->gfn_adapter, .gfn_save_dir = save};
     gfn_config_default(&mc.gfn);

@@ -26,7 +26,7 @@ int spin_phase_evaluate(spin_ctx *x, int32_t k, cJSON *summary_eval) {
     o.tasks = tasks;
     o.shots = c->eval_shots;
     o.limit = c->eval_limit;
-    o.precision = c->eval_precision < 0 ? gm->precision : (kernel_precision)c->eval_precision;
+    o.precision = c->eval_precision < 0 ? c->gen_precision : (kernel_precision)c->eval_precision;
     o.progress = !x->quiet;
     cJSON *res = NULL;
     if (eval_run(gm, x->tok, &o, &res)) return AS_FAIL;

@@ -28,7 +28,6 @@ int spin_setup_models(spin_ctx *x) {
     if (tokenizer_load(&x->tok, meta) || chat_template_init(&x->tpl, meta, c->chat_template[0] ? c->chat_template : NULL) ||
         train_model_from_model(&x->tm, x->inf))
         return AS_FAIL;
-    x->inf->precision = c->gen_precision;
     train_set_threads(x->tm, x->threads);
     train_set_checkpointing(x->tm, c->checkpointing);
     x->tm_iterate = 0;

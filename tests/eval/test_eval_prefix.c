@@ -115,7 +115,7 @@ static eval_model_scorer run_scorer(size_t budget, int32_t max_tokens, int32_t s
         items[i] = (eval_mc_item){.n_choices = k_items[i].n, .ctx = ctx[i], .cont = cont[i], .ll = out[i]};
         for (int c = 0; c < 4; c++) out[i][c] = 12345; // must be overwritten
     }
-    eval_model_scorer s = {.m = g_model, .tok = g_tok, .kv_budget_bytes = budget, .max_batch_tokens = max_tokens,
+    eval_model_scorer s = {.m = g_model, .precision = g_prec, .tok = g_tok, .kv_budget_bytes = budget, .max_batch_tokens = max_tokens,
                            .prefix_share_min = share_min};
     if (eval_model_loglik(&s, items, N_ITEMS)) fail_msg("%s", as_last_error());
     return s;
@@ -131,7 +131,7 @@ static void expect_close(double got[N_ITEMS][4], double want[N_ITEMS][4], const 
 }
 
 static void check_precision(kernel_precision prec) {
-    g_model->precision = prec;
+    g_prec = prec;
     double ref[N_ITEMS][4];
     for (int i = 0; i < N_ITEMS; i++)
         for (int c = 0; c < k_items[i].n; c++) ref[i][c] = reference_loglik(ctx_of(i, c), k_items[i].cont[c]);
@@ -166,7 +166,7 @@ static void check_precision(kernel_precision prec) {
     eval_model_scorer s1 = run_scorer(1, 0, 0, one);
     assert_int_equal(s1.n_tokens_reused, 0);
     expect_close(one, ref, "one item per group vs choices alone");
-    g_model->precision = KERNEL_PRECISION_F32;
+    g_prec = KERNEL_PRECISION_F32;
 }
 
 static void test_prefix_shared_f32(void **st) {

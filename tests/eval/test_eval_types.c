@@ -164,7 +164,7 @@ static void test_mt_bench_questions(void **st) {
 // of those tokens is the argmax of its logits (the first of equal maxima),
 // from one run of the sequence in a fresh cache.
 static double ref_ll(const int32_t *toks, size_t n, size_t n_ctx, bool *greedy) {
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n);
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n, g_prec);
     int32_t seq[512] = {0}, pos[512];
     assert_true(n <= 512);
     for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
@@ -212,7 +212,7 @@ static void test_loglikelihood_lambada(void **st) {
     for (size_t ci = 0; ci < sizeof cands / sizeof *cands && !greedy_word[0]; ci++) {
         size_t k;
         int32_t *toks = encode(cands[ci], strlen(cands[ci]), &k);
-        kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)k);
+        kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)k, g_prec);
         int32_t seq[64] = {0}, pos[64];
         for (size_t i = 0; i < k; i++) pos[i] = (int32_t)i;
         float *logits = malloc(k * (size_t)g_model->cfg.n_vocab * sizeof *logits);

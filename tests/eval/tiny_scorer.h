@@ -18,10 +18,11 @@
 static char g_dir[256], g_path[300];
 static model *g_model;
 static tokenizer *g_tok;
+static kernel_precision g_prec = KERNEL_PRECISION_F32; // of the reference's KV cache (and the scorer's)
 
 static double loglik_alone(const int32_t *toks, size_t n, size_t n_ctx) {
     assert_true(n_ctx >= 1 && n > n_ctx && n <= 512);
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n);
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, (int32_t)n, g_prec);
     int32_t seq[512] = {0}, pos[512];
     for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
     const int32_t nv = g_model->cfg.n_vocab;

@@ -39,6 +39,7 @@
 #define BF16_VS_LLAMACPP 0.5
 
 static model *g_model;
+static kernel_precision g_prec = KERNEL_PRECISION_F32; // of the KV caches the checks below run in
 static tokenizer *g_tok;
 static cJSON *g_ref;
 
@@ -80,7 +81,7 @@ static int teardown(void **st) {
 // lp[t-1] = log p(ids[t] | ids[<t]), t = 1..n-1, in one prefill call.
 static void text_logprobs(const int32_t *ids, int n, double *lp) {
     const int V = g_model->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n);
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n, g_prec);
     int32_t *seq = calloc(n, sizeof *seq), *pos = malloc(n * sizeof *pos);
     for (int i = 0; i < n; i++) pos[i] = i;
     float *logits = malloc((size_t)n * V * sizeof *logits);
@@ -102,7 +103,7 @@ static void dev_add(dev_stats *d, double a, double b) {
     d->n++;
 }
 
-// Deviations of our log-probabilities (in the model's current precision) from
+// Deviations of our log-probabilities (at precision g_prec) from
 // the fp32 reference and from llama.cpp; also llama.cpp's from the reference.
 static void measure(dev_stats *vs_ref, dev_stats *vs_lcp, dev_stats *lcp_vs_ref) {
     const cJSON *texts = cJSON_GetObjectItem(g_ref, "texts");
@@ -132,7 +133,7 @@ static void measure(dev_stats *vs_ref, dev_stats *vs_lcp, dev_stats *lcp_vs_ref)
 
 static void test_logprobs_f32(void **st) {
     (void)st;
-    g_model->precision = KERNEL_PRECISION_F32;
+    g_prec = KERNEL_PRECISION_F32;
     dev_stats ref = {0}, lcp = {0}, lcp_ref = {0};
     measure(&ref, &lcp, &lcp_ref);
     fprintf(stderr, "  F32: max |ours - fp32 ref| %.2e (mean %.2e); max |ours - llama.cpp| %.3f (mean %.4f)\n", ref.max_abs,
@@ -143,10 +144,10 @@ static void test_logprobs_f32(void **st) {
 // Precision p against the fp32 reference, bounded by `factor` times llama.cpp's
 // own deviation from it, in max and in mean.
 static void check_vs_llamacpp(kernel_precision p, double factor) {
-    g_model->precision = p;
+    g_prec = p;
     dev_stats ref = {0}, lcp = {0}, lcp_ref = {0};
     measure(&ref, &lcp, &lcp_ref);
-    g_model->precision = KERNEL_PRECISION_F32;
+    g_prec = KERNEL_PRECISION_F32;
     fprintf(stderr, "  %s: max |ours - fp32 ref| %.3f (mean %.4f); max |ours - llama.cpp| %.3f (mean %.4f)\n", kernel_precision_name(p),
             ref.max_abs, ref.sum_abs / ref.n, lcp.max_abs, lcp.sum_abs / lcp.n);
     fprintf(stderr, "  llama.cpp: max |llama.cpp - fp32 ref| %.3f (mean %.4f)\n", lcp_ref.max_abs, lcp_ref.sum_abs / lcp_ref.n);
@@ -188,7 +189,7 @@ static int64_t compare_greedy(const generate_result *r, const cJSON *ref_ids, co
 }
 
 static void run_greedy(kernel_precision p, bool require) {
-    g_model->precision = p;
+    g_prec = p;
     const cJSON *prompts = cJSON_GetObjectItem(g_ref, "prompts");
     int n = cJSON_GetArraySize(prompts);
     assert_true(n >= 5);
@@ -203,6 +204,7 @@ static void run_greedy(kernel_precision p, bool require) {
                                   .max_new_tokens = cJSON_GetObjectItem(g_ref, "n_gen")->valueint};
     }
     generate_options o = generate_options_default();
+    o.precision = g_prec;
     o.batch_size = n;
     if (generate_run(g_model, g_tok, r, n, &o, out)) fail_msg("%s", as_last_error());
     for (int i = 0; i < n; i++) {
@@ -216,7 +218,7 @@ static void run_greedy(kernel_precision p, bool require) {
     free(r);
     free(out);
     free(ids);
-    g_model->precision = KERNEL_PRECISION_F32;
+    g_prec = KERNEL_PRECISION_F32;
 }
 
 static void test_greedy_f32(void **st) {
@@ -233,7 +235,7 @@ static void test_greedy_q8(void **st) {
     const int V = g_model->cfg.n_vocab;
     const cJSON *prompts = cJSON_GetObjectItem(g_ref, "prompts");
     int n_checked = 0, n_same = 0, n_steps = 0;
-    g_model->precision = KERNEL_PRECISION_Q8;
+    g_prec = KERNEL_PRECISION_Q8;
     for (int i = 0; i < cJSON_GetArraySize(prompts); i++) {
         const cJSON *pr = cJSON_GetArrayItem(prompts, i), *margins = cJSON_GetObjectItem(pr, "ref_margins");
         int np, ng, nl;
@@ -247,7 +249,7 @@ static void test_greedy_q8(void **st) {
         memcpy(ids + np, gen, (ng - 1) * sizeof *ids);
         for (int t = 0; t < n; t++) pos[t] = t, want[t] = t >= np - 1;
         float *logits = malloc((size_t)ng * V * sizeof *logits);
-        kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n);
+        kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n, g_prec);
         model_batch b = {.n_tokens = n, .token = ids, .seq = seq, .pos = pos, .want_logits = want};
         assert_int_equal(model_forward(g_model, kv, &b, logits), 0);
         for (int j = 0; j < ng; j++) {

@@ -39,7 +39,6 @@ static int setup(void **st) {
         fprintf(stderr, "%s\n", as_last_error());
         return -1;
     }
-    g_model_q8->precision = g_model_q4->precision = KERNEL_PRECISION_Q8;
     if (tokenizer_load(&g_tok, g_model->file)) {
         fprintf(stderr, "%s\n", as_last_error());
         return -1;
@@ -116,7 +115,7 @@ static double ref_logprob(const float *l, int n, int tok) {
 
 static void plain_greedy(const int32_t *prompt, int n_prompt, int max_new, int32_t *ids, double *lps) {
     const int V = g_model->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n_prompt + max_new);
+    kv_cache *kv = kv_cache_init(&g_model->cfg, 1, n_prompt + max_new, KERNEL_PRECISION_F32);
     int32_t *seq = calloc(n_prompt, sizeof *seq), *pos = malloc(n_prompt * sizeof *pos);
     bool *want = calloc(n_prompt, sizeof *want);
     for (int t = 0; t < n_prompt; t++) pos[t] = t;
@@ -173,13 +172,14 @@ static void test_matches_plain_loop(void **st) {
 // its own; in F32 precision the matmul switches from per-row dot products
 // (<= 4 tokens) to OpenBLAS sgemm (more tokens), whose summation order differs
 // in the last bits, so tokens must agree and log-probabilities within 1e-5.
-static void check_batch_invariance(model *m, bool sampled) {
+static void check_batch_invariance(model *m, kernel_precision prec, bool sampled) {
     enum { N = 9 };
-    const bool bitwise = m->precision == KERNEL_PRECISION_Q8;
+    const bool bitwise = prec == KERNEL_PRECISION_Q8;
     generate_request r[N];
     generate_result ref[N], out[N];
     make_requests(r, N, 20, sampled);
     generate_options o = generate_options_default();
+    o.precision = prec;
     o.batch_size = 1;
     run_model(m, r, N, &o, ref);
     const struct { int batch, max_tokens; } cfgs[] = {{3, 512}, {4, 512}, {6, 8}, {9, 16}, {2, 2}};
@@ -198,16 +198,16 @@ static void check_batch_invariance(model *m, bool sampled) {
 
 static void test_batch_invariance_greedy(void **st) {
     (void)st;
-    check_batch_invariance(g_model_q8, false);
-    check_batch_invariance(g_model_q4, false);
-    check_batch_invariance(g_model, false);
+    check_batch_invariance(g_model_q8, KERNEL_PRECISION_Q8, false);
+    check_batch_invariance(g_model_q4, KERNEL_PRECISION_Q8, false);
+    check_batch_invariance(g_model, KERNEL_PRECISION_F32, false);
 }
 
 static void test_batch_invariance_sampled(void **st) {
     (void)st;
-    check_batch_invariance(g_model_q8, true);
-    check_batch_invariance(g_model_q4, true);
-    check_batch_invariance(g_model, true);
+    check_batch_invariance(g_model_q8, KERNEL_PRECISION_Q8, true);
+    check_batch_invariance(g_model_q4, KERNEL_PRECISION_Q8, true);
+    check_batch_invariance(g_model, KERNEL_PRECISION_F32, true);
 }
 
 static void test_max_new_tokens(void **st) {

@@ -49,26 +49,26 @@ static int teardown(void **st) {
     return 0;
 }
 
-static void run(const generate_request *r, int n, int batch, generate_result *out) {
+static void run(kernel_precision p, const generate_request *r, int n, int batch, generate_result *out) {
     generate_options o = generate_options_default();
+    o.precision = p;
     o.batch_size = batch;
     double t0 = as_time();
     if (generate_run(g_model, g_tok, r, n, &o, out)) fail_msg("%s", as_last_error());
     int64_t toks = 0;
     for (int i = 0; i < n; i++) toks += out[i].n_ids;
     fprintf(stderr, "  %s batch %d: %d requests, %lld tokens in %.2f s\n",
-            g_model->precision == KERNEL_PRECISION_Q8 ? "Q8 " : "F32", batch, n, (long long)toks, as_time() - t0);
+            p == KERNEL_PRECISION_Q8 ? "Q8 " : "F32", batch, n, (long long)toks, as_time() - t0);
 }
 
 static void check_precision(kernel_precision p) {
-    g_model->precision = p;
     generate_request r[N_PROMPTS];
     for (int i = 0; i < N_PROMPTS; i++)
         r[i] = (generate_request){.prompt = g_ids[i], .n_prompt = (int64_t)g_n[i], .sampling = sampler_params_greedy(),
                                   .max_new_tokens = N_NEW};
     generate_result alone[1], all[N_PROMPTS];
-    run(r, 1, 1, alone);
-    run(r, N_PROMPTS, N_PROMPTS, all);
+    run(p, r, 1, 1, alone);
+    run(p, r, N_PROMPTS, N_PROMPTS, all);
     assert_int_equal(alone[0].n_ids, all[0].n_ids);
     assert_memory_equal(alone[0].ids, all[0].ids, alone[0].n_ids * sizeof(int32_t));
     assert_string_equal(alone[0].text, all[0].text);

@@ -93,7 +93,7 @@ static void test_gfn_loss_gradient(void **state) {
                      {.prompt = prompt, .n_prompt = 3, .ids = a3, .m = 3, .truncated = true},
                      {.prompt = prompt2, .n_prompt = 2, .ids = a2, .m = 0}};
     double *logr[4];
-    assert_int_equal(gfn_prefix_rewards(m, &vt, NULL, 0.3f, MIX_END, t, 4, logr), AS_OK);
+    assert_int_equal(gfn_prefix_rewards(m, KERNEL_PRECISION_F32, &vt, NULL, 0.3f, MIX_END, t, 4, logr), AS_OK);
     for (int i = 0; i < 4; i++) t[i].logr = logr[i];
     // Rewards against the independent log-softmax of the test: prefix + END, both models.
     {

@@ -19,7 +19,6 @@ static void test_default_identities(void **state) {
     chat_template ct;
     if (model_load(&m, as_test_default_model()) || tokenizer_load(&tok, m->file) || chat_template_init(&ct, m->file, NULL))
         fail_msg("%s", as_last_error());
-    m->precision = KERNEL_PRECISION_F32;
     const chat_message msg = {"user", "What is 2+3? Answer briefly."};
     char *text = chat_render(&ct, &msg, 1, true);
     int32_t *prompt, end;
@@ -61,14 +60,14 @@ static void test_default_identities(void **state) {
         t[i] = (gfn_traj){.prompt = prompt, .n_prompt = (int64_t)np, .ids = a[i].ids, .m = (int32_t)(a[i].ended ? a[i].n_ids - 1 : a[i].n_ids),
                           .truncated = !a[i].ended};
     double *logr[2], loss_same, loss_diff;
-    assert_int_equal(gfn_prefix_rewards(m, NULL, NULL, 0.3f, end, t, 2, logr), AS_OK);
+    assert_int_equal(gfn_prefix_rewards(m, KERNEL_PRECISION_F32, NULL, NULL, 0.3f, end, t, 2, logr), AS_OK);
     for (int i = 0; i < 2; i++) t[i].logr = logr[i];
     assert_int_equal(gfn_loss(tm, t, 2, end, 1.0, 1.0, 2, false, &loss_same), AS_OK);
     for (int i = 0; i < 2; i++) free(logr[i]);
     train_lora *lt = mix_random_lora(&m->cfg, 4, 0.05, 3);
     model_lora vt;
     train_lora_view(lt, &vt);
-    assert_int_equal(gfn_prefix_rewards(m, &vt, NULL, 0.3f, end, t, 2, logr), AS_OK);
+    assert_int_equal(gfn_prefix_rewards(m, KERNEL_PRECISION_F32, &vt, NULL, 0.3f, end, t, 2, logr), AS_OK);
     for (int i = 0; i < 2; i++) t[i].logr = logr[i];
     assert_int_equal(gfn_loss(tm, t, 2, end, 1.0, 1.0, 2, false, &loss_diff), AS_OK);
     printf("  SubTB loss of the base's answers: %.2e with pi_t = pi_0 = base, %.3f with pi_t = base + random adapters\n", loss_same,

@@ -103,13 +103,13 @@ static inline int mix_leaf_tokens(int leaf, int32_t *ids, bool *ended) {
 }
 
 // log-softmax of every position of prompt + ids under the model's current
-// adapters, independently of the library under test: lp[i][v] = log p(v | prompt, ids[<i]), i = 0..n.
+// adapters (f32), independently of the library under test: lp[i][v] = log p(v | prompt, ids[<i]), i = 0..n.
 static inline void mix_logsoftmax_rows(model *m, const int32_t *prompt, int np, const int32_t *ids, int n, double lp[][MIX_V]) {
     int32_t tok[32], seq[32], pos[32];
     bool want[32];
     const int total = np + n;
     for (int i = 0; i < total; i++) tok[i] = i < np ? prompt[i] : ids[i - np], seq[i] = 0, pos[i] = i, want[i] = i >= np - 1;
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, total);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, total, KERNEL_PRECISION_F32);
     float logits[32 * MIX_V];
     model_batch b = {.n_tokens = total, .token = tok, .seq = seq, .pos = pos, .want_logits = want};
     if (model_forward(m, kv, &b, logits)) fail_msg("%s", as_last_error());

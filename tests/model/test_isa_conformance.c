@@ -388,9 +388,8 @@ static int32_t argmax(const float *l, int n) {
 static int64_t model_run(const char *path, kernel_precision prec, float *logits, int *V) {
     model *m;
     if (model_load(&m, path)) fail_msg("%s", as_last_error());
-    m->precision = prec;
     *V = m->cfg.n_vocab;
-    kv_cache *kv = kv_cache_init(&m->cfg, 2, 64);
+    kv_cache *kv = kv_cache_init(&m->cfg, 2, 64, prec);
     enum { P0 = 19, P1 = 23, STEPS = 6 };
     int32_t tok[P0 + P1], seq[P0 + P1], pos[P0 + P1];
     as_rng r;

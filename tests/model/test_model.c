@@ -161,6 +161,7 @@ static double rel_err(const float *a, const float *b, int n) {
 
 static double worst;
 static double tol = TOL; // TOL, or BF16_TOL while the BF16 precision runs
+static kernel_precision prec = KERNEL_PRECISION_F32; // of the KV caches the ways of feeding below make
 // bf16 operands (two roundings of 2^-8 relative per product) on these tiny
 // random models: logits within ~0.5% of the reference's scale.
 #define BF16_TOL 2e-2
@@ -183,7 +184,7 @@ typedef struct fixture {
 static void run_prefill(const ref_model *r, model *m, const float *ref_all) {
     for (int s = 0; s < r->n_seq; s++) {
         const int n = r->seq_len[s];
-        kv_cache *kv = kv_cache_init(&m->cfg, 1, n);
+        kv_cache *kv = kv_cache_init(&m->cfg, 1, n, prec);
         int32_t seq[64], pos[64];
         for (int i = 0; i < n; i++) seq[i] = 0, pos[i] = i;
         float *logits = as_malloc(sizeof(float) * (size_t)n * r->n_vocab);
@@ -198,7 +199,7 @@ static void run_prefill(const ref_model *r, model *m, const float *ref_all) {
 
 // (b) each sequence one token per call through the KV cache.
 static void run_decode(const ref_model *r, model *m, const float *ref_all) {
-    kv_cache *kv = kv_cache_init(&m->cfg, 2, 32);
+    kv_cache *kv = kv_cache_init(&m->cfg, 2, 32, prec);
     float *logits = as_malloc(sizeof(float) * (size_t)r->n_vocab);
     for (int s = 0; s < r->n_seq; s++) {
         kv_cache_clear_seq(kv, 1);
@@ -227,7 +228,7 @@ static void run_one_batch(const ref_model *r, model *m, const float *ref_all, bo
             for (int i = 0; i < r->seq_len[s]; i++) tok[n] = r->seqs[s][i], seq[n] = s, pos[n] = i, src_s[n] = s, src_i[n] = i, n++;
     }
     assert_int_equal(n, r->total);
-    kv_cache *kv = kv_cache_init(&m->cfg, r->n_seq, 24);
+    kv_cache *kv = kv_cache_init(&m->cfg, r->n_seq, 24, prec);
     float *logits = as_malloc(sizeof(float) * (size_t)n * r->n_vocab);
     model_batch b = {.n_tokens = n, .token = tok, .seq = seq, .pos = pos};
     assert_int_equal(model_forward(m, kv, &b, logits), AS_OK);
@@ -241,7 +242,7 @@ static void run_one_batch(const ref_model *r, model *m, const float *ref_all, bo
 // each sequence's last prefill row), then one token per unfinished sequence per
 // call, sequences dropping out as they end.
 static void run_chunks(const ref_model *r, model *m, const float *ref_all) {
-    kv_cache *kv = kv_cache_init(&m->cfg, r->n_seq, 20);
+    kv_cache *kv = kv_cache_init(&m->cfg, r->n_seq, 20, prec);
     int32_t tok[128], seq[128], pos[128], src_s[128], src_i[128];
     bool want[128];
     float *logits = as_malloc(sizeof(float) * 128 * (size_t)r->n_vocab);
@@ -276,7 +277,7 @@ static void run_copy_prefix(const ref_model *r, model *m, const float *ref_all) 
     for (int k = 1; k < r->n_seq; k++) s = r->seq_len[k] > r->seq_len[s] ? k : s;
     const int n = r->seq_len[s];
     assert_true(n > KV_TILE + 1);
-    kv_cache *kv = kv_cache_init(&m->cfg, 2, 32);
+    kv_cache *kv = kv_cache_init(&m->cfg, 2, 32, prec);
     int32_t tok[64], seq[64], pos[64];
     float *logits = as_malloc(sizeof(float) * (size_t)n * r->n_vocab);
     for (int i = 0; i < n; i++) seq[i] = 0, pos[i] = i;
@@ -328,7 +329,7 @@ static void check_variant(const char *variant, int32_t expect_head_dim, bool exp
         run_copy_prefix(&fx.ref, m, ref_all);
         printf("  %s%s: worst relative error %.2e\n", variant, lowp ? " (F16/BF16 file)" : "", worst);
         if (!lowp) { // the BF16 precision, every way of feeding tokens, against the same fp32 reference
-            m->precision = KERNEL_PRECISION_BF16, tol = BF16_TOL, worst = 0;
+            prec = KERNEL_PRECISION_BF16, tol = BF16_TOL, worst = 0;
             run_prefill(&fx.ref, m, ref_all);
             run_decode(&fx.ref, m, ref_all);
             run_one_batch(&fx.ref, m, ref_all, true);
@@ -336,7 +337,7 @@ static void check_variant(const char *variant, int32_t expect_head_dim, bool exp
             run_copy_prefix(&fx.ref, m, ref_all);
             printf("  %s, BF16 precision: worst relative error %.2e\n", variant, worst);
             assert_true(worst > TOL); // the bf16 path really ran (it rounds)
-            tol = TOL;
+            prec = KERNEL_PRECISION_F32, tol = TOL;
         }
         model_free(m);
     }
@@ -426,7 +427,7 @@ static void test_batch_errors(void **state) {
     write_model(&r, path, false, NULL);
     model *m;
     assert_int_equal(model_load(&m, path), AS_OK);
-    kv_cache *kv = kv_cache_init(&m->cfg, 2, 4);
+    kv_cache *kv = kv_cache_init(&m->cfg, 2, 4, KERNEL_PRECISION_F32);
     float logits[2 * 96];
     int32_t tok[2] = {1, 2}, seq[2] = {0, 0}, pos[2] = {0, 1};
     model_batch b = {.n_tokens = 2, .token = tok, .seq = seq, .pos = pos};
@@ -473,10 +474,12 @@ static void test_batch_errors(void **state) {
     // A cache built for another model is refused.
     model_config other = m->cfg;
     other.n_layer = 3;
-    kv_cache *kv2 = kv_cache_init(&other, 1, 4);
+    kv_cache *kv2 = kv_cache_init(&other, 1, 4, KERNEL_PRECISION_F32);
     assert_int_equal(model_forward(m, kv2, &b4, l4), AS_FAIL);
     assert_non_null(strstr(as_last_error(), "KV cache"));
-    assert_null(kv_cache_init(&m->cfg, 0, 4));
+    assert_null(kv_cache_init(&m->cfg, 0, 4, KERNEL_PRECISION_F32));
+    assert_null(kv_cache_init(&m->cfg, 1, 4, (kernel_precision)7));
+    assert_non_null(strstr(as_last_error(), "precision 7"));
     kv_cache_free(kv2);
     kv_cache_free(kv);
     model_free(m);

@@ -50,7 +50,7 @@ static const int32_t SEQ[] = {3, 17, 5, 9, 22, 31, 4, 2, 11, 39, 0, 7};
 
 // Logits of every position of SEQ.
 static float *logits_of(model *m) {
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, SEQ_N);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, SEQ_N, KERNEL_PRECISION_F32);
     int32_t seq[SEQ_N], pos[SEQ_N];
     for (int i = 0; i < SEQ_N; i++) seq[i] = 0, pos[i] = i;
     model_batch b = {.n_tokens = SEQ_N, .token = SEQ, .seq = seq, .pos = pos};

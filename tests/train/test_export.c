@@ -83,7 +83,7 @@ static void merge_arch(const char *arch) {
         const cJSON *q = cJSON_GetArrayItem(seqs, s);
         int32_t len = cJSON_GetArraySize(q), tok[64], sq[64], pos[64];
         for (int i = 0; i < len; i++) tok[i] = cJSON_GetArrayItem(q, i)->valueint, sq[i] = 0, pos[i] = i;
-        kv_cache *kv = kv_cache_init(&inf->cfg, 1, len);
+        kv_cache *kv = kv_cache_init(&inf->cfg, 1, len, KERNEL_PRECISION_F32);
         model_batch mb = {.n_tokens = len, .token = tok, .seq = sq, .pos = pos};
         assert_int_equal(model_forward(inf, kv, &mb, logits), AS_OK);
         for (int i = 1; i < len; i++, r++) {

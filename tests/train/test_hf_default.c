@@ -27,7 +27,7 @@ static char g_dir[300];
 
 // log p(ids[t] | ids[<t]) for t >= 1, f32 precision.
 static double *logprobs(model *m, const int32_t *ids, int n) {
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, n);
+    kv_cache *kv = kv_cache_init(&m->cfg, 1, n, KERNEL_PRECISION_F32);
     int32_t *seq = as_calloc((size_t)n, sizeof(int32_t)), *pos = as_malloc(sizeof(int32_t) * (size_t)n);
     for (int i = 0; i < n; i++) pos[i] = i;
     model_batch b = {.n_tokens = n, .token = ids, .seq = seq, .pos = pos};

@@ -331,7 +331,7 @@ static void cross_check(const char *variant, bool f16) {
     int64_t r = 0, ref_off = 0;
     nref = 0;
     for (int32_t s = 0; s < B; s++) {
-        kv_cache *kv = kv_cache_init(&inf->cfg, 1, T);
+        kv_cache *kv = kv_cache_init(&inf->cfg, 1, T, KERNEL_PRECISION_F32);
         int32_t sq[64], pos[64];
         for (int32_t i = 0; i < len[s]; i++) sq[i] = 0, pos[i] = i;
         model_batch mb = {.n_tokens = len[s], .token = tok + s * T, .seq = sq, .pos = pos};

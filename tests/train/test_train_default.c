@@ -38,7 +38,6 @@ static void test_default_model(void **state) {
     (void)state;
     model *inf;
     if (model_load(&inf, as_test_default_model())) fail_msg("%s", as_last_error());
-    inf->precision = KERNEL_PRECISION_F32;
     const int64_t V = inf->cfg.n_vocab;
     make_tokens(inf->cfg.n_vocab);
     double t0 = as_time();
@@ -61,7 +60,7 @@ static void test_default_model(void **state) {
     double worst = 0;
     int64_t r = 0;
     for (int s = 0; s < NSEQ; s++) {
-        kv_cache *kv = kv_cache_init(&inf->cfg, 1, NTOK);
+        kv_cache *kv = kv_cache_init(&inf->cfg, 1, NTOK, KERNEL_PRECISION_F32);
         int32_t sq[NTOK], pos[NTOK];
         for (int i = 0; i < lens[s]; i++) sq[i] = 0, pos[i] = i;
         model_batch mb = {.n_tokens = lens[s], .token = tokens + s * NTOK, .seq = sq, .pos = pos};
