@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The same 200-step SFT run (LoRA, default model, ../shared/data/dolly_hhrlhf)
-# with fp32 and with bf16 products (ALPHASPIN_TRAIN_PRECISION=bf16), then the
+# with fp32 and with bf16 products (sft --precision bf16), then the
 # two loss curves compared step by step (bench/sft_compare.py).
 # Both runs go at once (THREADS each, default 1: the comparison needs the same
 # thread count in both, not speed).
@@ -13,7 +13,7 @@ data=../shared/data/dolly_hhrlhf/$(ls ../shared/data/dolly_hhrlhf | grep -m1 jso
 ninja -C "$build" alphaspin >/dev/null
 rm -rf "$OUT" && mkdir -p "$OUT"
 for p in f32 bf16; do
-  /usr/bin/time -v env ALPHASPIN_TRAIN_PRECISION=$p OMP_WAIT_POLICY=PASSIVE "$build/alphaspin" sft --data "$data" --out "$OUT/$p" \
+  /usr/bin/time -v env OMP_WAIT_POLICY=PASSIVE "$build/alphaspin" sft --precision $p --data "$data" --out "$OUT/$p" \
     --max-steps "$STEPS" --batch-size "$BATCH" --micro-batch "$BATCH" --max-len "$MAXLEN" --threads "$THREADS" --seed 7 \
     2> "$OUT/$p.stderr" &
 done

@@ -8,6 +8,7 @@
 
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "train/train.h"
 
 // ${ALPHASPIN_HOME:-$HOME/.cache/alphaspin}
 const char *cli_home(void);
@@ -20,6 +21,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 // Parses an integer/float option value or reports which option was wrong.
 bool cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
+
+// The training precision's override: when the environment has
+// ALPHASPIN_TRAIN_PRECISION (f32 or bf16; empty: unset), *p becomes it.
+// Commands apply it over their config file and default, unless their command
+// line chose the precision.  -1 + as_error naming the variable for another value.
+int cli_train_precision_env(train_precision *p);
 
 // Loads model + tokenizer from a GGUF path or a Hugging Face folder (NULL: the
 // default model), with a helpful message when the default model has not been

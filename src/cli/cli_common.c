@@ -62,6 +62,13 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
     return true;
 }
 
+int cli_train_precision_env(train_precision *p) {
+    const char *v = getenv("ALPHASPIN_TRAIN_PRECISION");
+    if (!v || !*v) return AS_OK;
+    if (train_precision_parse(v, p)) return as_error("ALPHASPIN_TRAIN_PRECISION: '%s' (expected f32 or bf16)", v);
+    return AS_OK;
+}
+
 int cli_load_model(const char *path, model **m, tokenizer **tok) {
     if (!path) {
         path = cli_default_model();

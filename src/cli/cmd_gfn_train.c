@@ -229,6 +229,9 @@ int cmd_gfn_train(int argc, char **argv) {
     if (train_model_from_model(&tm, m)) goto done;
     train_set_training(tm, false);
     if (init ? train_lora_load_peft(tm, init) : train_lora_attach(tm, &lc)) goto done;
+    train_precision tp = TRAIN_PRECISION_F32; // the sampler's training products; the environment may override
+    if (cli_train_precision_env(&tp)) goto done;
+    train_set_precision(tm, tp);
     if (as_mkdir_p(out)) goto done;
     char path[4096];
     snprintf(path, sizeof path, "%s/log.jsonl", out);

@@ -15,7 +15,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: alphaspin run --config FILE.yaml [--set key.sub=value ...] [--out RUN]\n\n"
+            "usage: alphaspin run --config FILE.yaml [--set key.sub=value ...] [--train-precision P] [--out RUN]\n\n"
             "Runs T iterations of alpha-SPIN self-play fine-tuning: generate losers from the\n"
             "window's iterates, score the references of pi_t and pi_0 once, train with the\n"
             "preference loss, checkpoint, evaluate.  configs/alphaspin.yaml documents every key.\n"
@@ -26,6 +26,9 @@ static void usage(FILE *out) {
             "of `alphaspin report RUN` is printed (and RUN/report.md, RUN/charts/ written).\n\n"
             "  --config FILE   YAML configuration\n"
             "  --set K=V       override a key (e.g. --set alpha=0 --set loss.beta=0.2; lists comma-separated)\n"
+            "  --train-precision P  f32 | bf16: the training products (--set train.precision=P); without it or\n"
+            "                  --set train.precision, the environment's ALPHASPIN_TRAIN_PRECISION, when set,\n"
+            "                  overrides the file's train.precision\n"
             "  --out RUN       run folder (default: runs/<name>, or runs/<config file's basename>)\n"
             "  --quiet         no progress lines and no report at the end\n"
             "  --help          this text\n");
@@ -43,14 +46,16 @@ static void test_abort_after(void *want, int32_t k, const char *phase) {
 }
 
 int cmd_run(int argc, char **argv) {
-    enum { O_CONFIG = 1, O_SET, O_OUT, O_QUIET, O_HELP };
+    enum { O_CONFIG = 1, O_SET, O_OUT, O_QUIET, O_HELP, O_TPREC };
     static const struct option opts[] = {{"config", required_argument, 0, O_CONFIG}, {"set", required_argument, 0, O_SET},
                                          {"out", required_argument, 0, O_OUT},       {"quiet", no_argument, 0, O_QUIET},
-                                         {"help", no_argument, 0, O_HELP},           {0, 0, 0, 0}};
+                                         {"help", no_argument, 0, O_HELP},           {"train-precision", required_argument, 0, O_TPREC},
+                                         {0, 0, 0, 0}};
     const char *cmd = "run", *config = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, ch;
-    bool quiet = false;
+    bool quiet = false, tprec_given = false;
+    train_precision tp;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -58,6 +63,14 @@ int cmd_run(int argc, char **argv) {
         case O_SET:
             if (n_sets == (int)AS_ARRAY_LEN(sets)) return cli_usage_error(cmd, "too many --set options");
             sets[n_sets++] = optarg;
+            tprec_given |= strncmp(optarg, "train.precision=", 16) == 0;
+            break;
+        case O_TPREC:
+            if (train_precision_parse(optarg, &tp))
+                return cli_usage_error(cmd, "--train-precision must be f32 or bf16, got '%s'", optarg);
+            if (n_sets == (int)AS_ARRAY_LEN(sets)) return cli_usage_error(cmd, "too many --set options");
+            sets[n_sets++] = tp == TRAIN_PRECISION_BF16 ? "train.precision=bf16" : "train.precision=f32";
+            tprec_given = true;
             break;
         case O_OUT: out = optarg; break;
         case O_QUIET: quiet = true; break;
@@ -71,6 +84,7 @@ int cmd_run(int argc, char **argv) {
     spin_config_default(&c);
     int rc = 1;
     if (spin_config_load(&c, config)) goto done;
+    if (!tprec_given && cli_train_precision_env(&c.train_prec)) goto done;
     for (int i = 0; i < n_sets; i++)
         if (spin_config_set(&c, sets[i])) goto done;
     if (!c.model_path[0]) {

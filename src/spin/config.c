@@ -20,6 +20,7 @@ typedef enum key_type {
     KT_LOSS, KT_REF, KT_MIX, KT_OPTIM, KT_SCHED,
     KT_PRECISION,      // kernel_precision
     KT_EVAL_PRECISION, // int32_t: a kernel_precision, or -1 written "generation"
+    KT_TRAIN_PRECISION, // train_precision
     KT_TARGETS,  // list of LoRA target names (train.h)
     KT_TASKS,    // list of evaluation task names
 } key_type;
@@ -83,6 +84,7 @@ static const key_def KEYS[] = {
     {"train.max_prompt_len", KT_I32, OFF(max_prompt_len), 1, 1e6, 0, 0, NULL},
     {"train.max_answer_len", KT_I32, OFF(max_answer_len), 1, 1e6, 0, 0, NULL},
     {"train.checkpointing", KT_BOOL, OFF(checkpointing), 0, 0, 0, 0, NULL},
+    {"train.precision", KT_TRAIN_PRECISION, OFF(train_prec), 0, 0, 0, 0, NULL},
     {"generation.temperature", KT_F32, OFF(gen_temperature), 0, 100, 0, 0, NULL},
     {"generation.top_p", KT_F32, OFF(gen_top_p), 0, 1, 1, 0, NULL},
     {"generation.top_k", KT_I32, OFF(gen_top_k), 0, 1e6, 0, 0, NULL},
@@ -140,6 +142,7 @@ void spin_config_default(spin_config *c) {
     c->gen_top_k = 0;
     c->max_new_tokens = 256;
     c->gen_batch = 16;
+    c->train_prec = TRAIN_PRECISION_F32;
     c->gen_precision = KERNEL_PRECISION_Q8;
     c->eval_precision = -1;
     c->eval_limit = 0;
@@ -320,6 +323,9 @@ static int apply(spin_config *c, const key_def *k, const char *const *vals, int 
         else return as_error("%s%s: '%s' (expected generation, q8, f32 or bf16)", where, k->key, s);
         return 0;
     }
+    case KT_TRAIN_PRECISION:
+        if (train_precision_parse(s, (train_precision *)p)) return as_error("%s%s: '%s' (expected f32 or bf16)", where, k->key, s);
+        return 0;
     default: break;
     }
     return as_error("%s%s: unsupported key type", where, k->key);
@@ -571,6 +577,7 @@ char *spin_config_to_yaml(const spin_config *c) {
             as_sb_printf(&b, "%s", e < 0 ? "generation" : kernel_precision_name((kernel_precision)e));
             break;
         }
+        case KT_TRAIN_PRECISION: as_sb_printf(&b, "%s", train_precision_name(*(const train_precision *)p)); break;
         case KT_TARGETS: {
             uint32_t m = *(const uint32_t *)p;
             if (!m) m = (1u << TRAIN_LORA_N_TARGETS) - 1;

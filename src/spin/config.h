@@ -58,6 +58,7 @@ typedef struct spin_config {
     int32_t max_prompt_len;     // prompts longer than this (tokens) are not used
     int32_t max_answer_len;     // answers (winners and losers) cut to this many tokens
     bool checkpointing;         // activation checkpointing
+    train_precision train_prec; // train.precision: of every training model's products (f32 default, or bf16)
     // generation of losers (and held-out answers)
     float gen_temperature;      // 0: greedy
     float gen_top_p;            // 1: off

@@ -132,6 +132,7 @@ int spin_iterate_policy(spin_ctx *x, int32_t t) {
     if (train_model_load(&m, t == 0 ? x->base_gguf : path)) return AS_FAIL;
     train_set_threads(m, x->threads);
     train_set_checkpointing(m, x->c->checkpointing);
+    train_set_precision(m, x->c->train_prec);
     train_model_free(x->tm);
     x->tm = m;
     x->tm_iterate = t;

@@ -30,6 +30,7 @@ int spin_setup_models(spin_ctx *x) {
         return AS_FAIL;
     train_set_threads(x->tm, x->threads);
     train_set_checkpointing(x->tm, c->checkpointing);
+    train_set_precision(x->tm, c->train_prec);
     x->tm_iterate = 0;
     if (c->lora) {
         train_lora_config lc = c->lora_cfg;
@@ -38,6 +39,7 @@ int spin_setup_models(spin_ctx *x) {
     } else {
         if (train_model_from_model(&x->tm0, x->inf)) return AS_FAIL;
         train_set_threads(x->tm0, x->threads);
+        train_set_precision(x->tm0, c->train_prec);
     }
     x->iterates = as_calloc((size_t)c->iterations + 1, sizeof *x->iterates);
     return AS_OK;

@@ -171,6 +171,7 @@ void sft_config_default(sft_config *c) {
     c->max_len = 1024;
     c->eval_fraction = 0.05;
     c->seed = 42;
+    c->precision = TRAIN_PRECISION_F32;
 }
 
 typedef struct encoded {
@@ -338,6 +339,7 @@ int sft_train(const sft_config *c, sft_result *res) {
         goto done;
     train_set_threads(m, c->threads > 0 ? c->threads : kernel_get_threads());
     train_set_checkpointing(m, c->checkpointing);
+    train_set_precision(m, c->precision);
     // Encode every example; those whose answers were cut away entirely are dropped.
     enc = as_calloc((size_t)data->n, sizeof *enc);
     for (int64_t i = 0; i < data->n; i++) {

@@ -63,6 +63,7 @@ typedef struct sft_config {
     uint64_t seed;              // data split and order, adapter init, dropout
     int threads;                // 0: kernel_get_threads()
     bool checkpointing;         // activation checkpointing
+    train_precision precision;  // of the matrix products: f32 (default) or bf16 (train.h)
     bool quiet;                 // no progress line on stderr
     int64_t save_every;         // optimizer steps between checkpoints of the outputs and training state (0: only at the end)
     bool resume;                // continue from out_dir/train_state.safetensors (same data and options): bitwise

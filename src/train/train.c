@@ -187,6 +187,15 @@ static void params_point(train_params *p, float *mem, const size_t *sizes) {
 void train_set_threads(train_model *m, int n) { m->n_threads = AS_MAX(n, 1); }
 void train_set_precision(train_model *m, train_precision p) { m->precision = p; }
 
+const char *train_precision_name(train_precision p) { return p == TRAIN_PRECISION_BF16 ? "bf16" : "f32"; }
+
+int train_precision_parse(const char *s, train_precision *p) {
+    if (s && !strcmp(s, "f32")) *p = TRAIN_PRECISION_F32;
+    else if (s && !strcmp(s, "bf16")) *p = TRAIN_PRECISION_BF16;
+    else return -1;
+    return 0;
+}
+
 int train_model_init(train_model **out, const model_config *cfg) {
     *out = NULL;
     if (config_check(cfg)) return AS_FAIL;
@@ -201,8 +210,6 @@ int train_model_init(train_model **out, const model_config *cfg) {
     m->training = true;
     as_rng_seed(&m->rng, 0);
     train_set_threads(m, kernel_get_threads());
-    const char *prec = getenv("ALPHASPIN_TRAIN_PRECISION");
-    if (prec && !strcmp(prec, "bf16")) m->precision = TRAIN_PRECISION_BF16;
     *out = m;
     return AS_OK;
 }

@@ -89,6 +89,10 @@ typedef enum train_precision {
     TRAIN_PRECISION_BF16 = 1, // operands rounded to bf16, fp32 accumulation, on AMX-BF16 tiles (AVX-512 BF16
                               // or fp32 where absent); also reproducible for a thread count
 } train_precision;
+// "f32", "bf16": the spelling of train.precision, `sft --precision` and
+// ALPHASPIN_TRAIN_PRECISION.  parse: 0, or -1 for any other string.
+const char *train_precision_name(train_precision p);
+int train_precision_parse(const char *s, train_precision *p);
 
 struct train_acts;
 
@@ -148,9 +152,10 @@ void train_model_free(train_model *m);
 // calls on them).  Default kernel_get_threads().  Results are bitwise
 // reproducible for a given thread count.
 void train_set_threads(train_model *m, int n);
-// Arithmetic of the matrix products.  Default TRAIN_PRECISION_F32, or bf16
-// when the environment has ALPHASPIN_TRAIN_PRECISION=bf16 (so commands
-// without a --precision option, e.g. sft, can be switched).
+// Arithmetic of the matrix products (default TRAIN_PRECISION_F32).  The
+// commands take it from the run config's train.precision (`run`) or
+// --precision (`sft`); ALPHASPIN_TRAIN_PRECISION, read by the command line
+// only, overrides the configured value (src/cli/cli.h).
 void train_set_precision(train_model *m, train_precision p);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default

@@ -36,6 +36,12 @@ expect 2 "--threads expects an integer" -- "$bin" logprobs --text hi --threads a
 expect 2 "--precision must be f32, q8 or bf16" -- "$bin" logprobs --text hi --precision f64
 expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
 expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
+expect 2 "sft: --precision must be f32 or bf16, got 'q8'" -- "$bin" sft --data x.jsonl --out o --precision q8
+expect 1 "sft: ALPHASPIN_TRAIN_PRECISION: 'fp16' \(expected f32 or bf16\)" -- env ALPHASPIN_TRAIN_PRECISION=fp16 "$bin" sft --data x.jsonl --out o
+expect 2 "run: --train-precision must be f32 or bf16, got 'q8'" -- "$bin" run --config x.yaml --train-precision q8
+printf 'iterations: 1\n' > "$tmp/prec.yaml"
+expect 1 "run: ALPHASPIN_TRAIN_PRECISION: 'fp16' \(expected f32 or bf16\)" -- env ALPHASPIN_TRAIN_PRECISION=fp16 "$bin" run --config "$tmp/prec.yaml"
+expect 1 "train.precision: 'q8' \(expected f32 or bf16\)" -- "$bin" run --config "$tmp/prec.yaml" --set train.precision=q8
 expect 2 "merge: --out is required" -- "$bin" merge --adapter a
 expect 2 "--type must be f32, f16 or q8_0" -- "$bin" merge --out m.gguf --type q4_k
 expect 2 "--type applies to a .gguf output" -- "$bin" merge --out folder --type f16
@@ -278,9 +284,18 @@ else
   printf '%s\n' '{"question": "What is é?", "answer": "é is é."}' '{"prompt": "Say the", "response": "the"}' \
     '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}' \
     '{"question": "1+1?", "answer": "It is 2."}' '{"question": "2+2?", "answer": "It is 4."}' '{"question": "3+4?", "answer": "It is 7. #### 7"}' > "$tmp/tsft.jsonl"
-  if "$bin" sft "${tiny[@]}" --data "$tmp/tsft.jsonl" --out "$tmp/tsft" --chat-template chatml --max-steps 2 --batch-size 2 --micro-batch 2 \
-       --max-len 48 --lora-rank 2 --eval-fraction 0.34 --threads 2 >/dev/null 2>"$tmp/err"; then
+  tsft=("${tiny[@]}" --data "$tmp/tsft.jsonl" --chat-template chatml --max-steps 2 --batch-size 2 --micro-batch 2 --max-len 48 --lora-rank 2
+        --eval-fraction 0.34 --threads 2)
+  if "$bin" sft "${tsft[@]}" --out "$tmp/tsft" >/dev/null 2>"$tmp/err"; then
     strict "$tmp/tsft/log.jsonl" "$tmp/tsft/adapter_config.json" >"$tmp/err" 2>&1 && ok || bad "sft JSON: $(cat "$tmp/err")"
+    # The training precision: --precision bf16 trains other weights; ALPHASPIN_TRAIN_PRECISION=bf16
+    # does what the flag does, and an explicit --precision wins over it.
+    a=adapter_model.safetensors
+    "$bin" sft "${tsft[@]}" --out "$tmp/tsft_bf16" --precision bf16 >/dev/null 2>&1 \
+      && ALPHASPIN_TRAIN_PRECISION=bf16 "$bin" sft "${tsft[@]}" --out "$tmp/tsft_env" >/dev/null 2>&1 \
+      && ALPHASPIN_TRAIN_PRECISION=bf16 "$bin" sft "${tsft[@]}" --out "$tmp/tsft_flag" --precision f32 >/dev/null 2>&1 \
+      && ! cmp -s "$tmp/tsft/$a" "$tmp/tsft_bf16/$a" && cmp -s "$tmp/tsft_bf16/$a" "$tmp/tsft_env/$a" && cmp -s "$tmp/tsft/$a" "$tmp/tsft_flag/$a" \
+      && ok || bad "sft --precision bf16 / ALPHASPIN_TRAIN_PRECISION: the adapters are not as expected"
     if "$bin" gfn-train "${tiny[@]}" --data "$tmp/tsft.jsonl" --adapter "$tmp/tsft" --out "$tmp/tgfn" --chat-template chatml --steps 2 --prompts-per-step 1 \
          --samples-per-prompt 2 --max-new-tokens 8 --micro-batch 2 --lora-rank 2 --threads 2 >/dev/null 2>"$tmp/err"; then
       strict "$tmp/tgfn/log.jsonl" "$tmp/tgfn/adapter_config.json" >"$tmp/err" 2>&1 && ok || bad "gfn-train JSON: $(cat "$tmp/err")"
@@ -296,7 +311,15 @@ else
   if "$bin" run --config "$tmp/trun.yaml" --out "$tmp/trun" >/dev/null 2>"$tmp/err"; then
     files=$(find "$tmp/trun" -name '*.json' -o -name '*.jsonl' | sort)
     [ "$(echo "$files" | grep -c .)" -ge 8 ] && strict $files >"$tmp/err" 2>&1 && ok || bad "run folder JSON: $(cat "$tmp/err") ($(echo $files))"
+    grep -A1 '^  checkpointing:' "$tmp/trun/config.yaml" | grep -qx '  precision: f32' && ok || bad "run: config.yaml has no train.precision: f32"
   else bad "run on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
+  # run --train-precision (the command line wins over ALPHASPIN_TRAIN_PRECISION), recorded in config.yaml.
+  if ALPHASPIN_TRAIN_PRECISION=f32 "$bin" run --config "$tmp/trun.yaml" --train-precision bf16 --set eval.tasks= --out "$tmp/trun_bf16" \
+       --quiet >/dev/null 2>"$tmp/err"; then
+    grep -A1 '^  checkpointing:' "$tmp/trun_bf16/config.yaml" | grep -qx '  precision: bf16' && ok || bad "run --train-precision bf16: not in config.yaml"
+    a=iter_1/adapter/adapter_model.safetensors # the same losers, trained in bf16: other weights
+    [ -s "$tmp/trun_bf16/$a" ] && ! cmp -s "$tmp/trun/$a" "$tmp/trun_bf16/$a" && ok || bad "run --train-precision bf16 trained the f32 adapter"
+  else bad "run --train-precision bf16 on the tiny model failed: $(tail -c 300 "$tmp/err")"; fi
   "$bin" make-data arith --n 5 --seed 2 --out "$tmp/ar.jsonl" 2>/dev/null && strict "$tmp/ar.jsonl" >"$tmp/err" 2>&1 && ok || bad "make-data JSON: $(cat "$tmp/err")"
 fi
 

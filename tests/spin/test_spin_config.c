@@ -21,7 +21,7 @@ static void test_values(void **state) {
                     "loss:\n  type: ipo\n  beta: 0.5\n"
                     "lora:\n  enabled: false\n  rank: 8\n  targets: [q, v]\n"
                     "optimizer: {type: rmsprop, lr: 1e-4, schedule: cosine, warmup_ratio: 0.05}\n"
-                    "train: {epochs: 1, batch_size: 2, grad_accum: 3, max_prompt_len: 100, max_answer_len: 50}\n"
+                    "train: {epochs: 1, batch_size: 2, grad_accum: 3, max_prompt_len: 100, max_answer_len: 50, precision: bf16}\n"
                     "generation: {temperature: 0.7, top_p: 0.9, top_k: 20, max_new_tokens: 40, batch: 4, precision: f32}\n"
                     "eval: {tasks: [arc_easy, gsm8k], limit: 10, shots: 0, heldout: 5, precision: bf16}\n"
                     "seed: 7\nthreads: 2\n";
@@ -46,6 +46,7 @@ static void test_values(void **state) {
     assert_int_equal(c.optim.schedule, OPTIM_SCHEDULE_COSINE);
     assert_int_equal(c.grad_accum, 3);
     assert_int_equal(c.max_answer_len, 50);
+    assert_int_equal(c.train_prec, TRAIN_PRECISION_BF16);
     assert_true(c.gen_top_p == 0.9f);
     assert_int_equal(c.gen_top_k, 20);
     assert_int_equal(c.gen_precision, KERNEL_PRECISION_F32);
@@ -100,6 +101,7 @@ static void test_errors(void **state) {
     expect_error("sampler: gibbs\n", "sampler: 'gibbs' (expected one of mixture");
     expect_error("optimizer: {type: adam}\n", "optimizer.type");
     expect_error("generation: {precision: f16}\n", "generation.precision");
+    expect_error("train: {precision: q8}\n", "t.yaml:1: train.precision: 'q8' (expected f32 or bf16)");
     expect_error("lora: {enabled: maybe}\n", "lora.enabled: 'maybe' is not a boolean");
     expect_error("- a\n- b\n", "expected a mapping");
     expect_error("a: &x 1\nb: *x\n", "");
@@ -133,6 +135,15 @@ static void test_set(void **state) {
     assert_int_equal(spin_config_set(&c, "alpha"), -1);
     assert_int_equal(spin_config_set(&c, "alpha=2"), -1);
     assert_non_null(strstr(as_last_error(), "--set alpha: 2 is out of range"));
+    assert_int_equal(c.train_prec, TRAIN_PRECISION_F32);
+    assert_int_equal(spin_config_set(&c, "train.precision=bf16"), 0);
+    assert_int_equal(c.train_prec, TRAIN_PRECISION_BF16);
+    char *y = spin_config_to_yaml(&c);
+    assert_non_null(strstr(y, "\ntrain:\n  epochs: 2\n"));
+    assert_non_null(strstr(y, "\n  precision: bf16\ngeneration:\n"));
+    free(y);
+    assert_int_equal(spin_config_set(&c, "train.precision=fp16"), -1);
+    assert_non_null(strstr(as_last_error(), "--set train.precision: 'fp16' (expected f32 or bf16)"));
     spin_config_free(&c);
 }
 
