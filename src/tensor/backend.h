@@ -1,7 +1,7 @@
 // The backend interface: the operations a compute backend provides, as one
 // table of function pointers, and the registry of the backends compiled in.
 //
-// The CPU backend (backend_cpu.c: the kernels of src/tensor, every ISA path
+// The CPU backend (backend.c: the kernels of src/tensor, every ISA path
 // behind kernel_force_isa) is the first entry.  A new backend (CUDA, filed as
 // issue 22) fills an as_backend with its own functions and adds it to
 // backends[] in backend.c; tests/tensor/test_backend_ops.c then runs every op

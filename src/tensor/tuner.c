@@ -63,8 +63,12 @@ void tuner_begin(tuner_step *s, int64_t n_tokens) {
 }
 
 void tuner_end(tuner_step *s) {
+    if (s->cls >= 0) tuner_record(s, as_time() - s->t0);
+}
+
+void tuner_record(tuner_step *s, double seconds) {
     if (s->cls < 0) return;
-    const double per = (as_time() - s->t0) / (double)s->tokens;
+    const double per = seconds / (double)s->tokens;
     kernel_cap_threads(s->old_cap);
     if (g_mode != MODE_ON) return;
     pthread_mutex_lock(&g_lock);

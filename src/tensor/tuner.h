@@ -42,6 +42,8 @@ typedef struct tuner_step {
 void tuner_begin(tuner_step *s, int64_t n_tokens);
 // Records the step's time and restores the cap.
 void tuner_end(tuner_step *s);
+// tuner_end with the step's duration given (tests: decisions without clocks).
+void tuner_record(tuner_step *s, double seconds);
 // Forgets every measurement and sets the mode as ALPHASPIN_THREAD_TUNER would
 // ("1" or NULL: on, "0": off, "alternate"); for tests.
 void tuner_reset(const char *mode);

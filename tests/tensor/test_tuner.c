@@ -1,23 +1,18 @@
 // The thread tuner's decisions (tensor/tuner.h), on steps whose time is set by
-// the test: a step sleeps for a time that depends on the thread count the
-// tuner gave it (kernel_get_threads() inside the step), so which arm is faster
-// is known, and the tuner must find it, follow a change, leave prefill-sized
-// steps alone, restore the caller's cap, and do nothing when turned off.
+// the test: a step's duration, given to tuner_record, depends on the thread
+// count the tuner gave it (kernel_get_threads() inside the step), so which arm
+// is faster is known, and the tuner must find it, follow a change, leave
+// prefill-sized steps alone, restore the caller's cap, and do nothing when
+// turned off.  No clock is read, so the machine's load cannot change the
+// outcome.
 // (That the thread count does not change any result is test_isa_conformance's
 // test_model_threads.)
 #include "test_common.h"
 
-#include <time.h>
-
 #include "tensor/kernels.h"
 #include "tensor/tuner.h"
 
-static void sleep_ms(double ms) {
-    struct timespec ts = {0, (long)(ms * 1e6)};
-    nanosleep(&ts, NULL);
-}
-
-// n steps of n_tokens tokens; a step sleeps ms_full (all threads) or ms_half;
+// n steps of n_tokens tokens; a step takes ms_full (all threads) or ms_half;
 // returns how many of the last `tail` steps ran on half the threads.
 static int run_steps(int n, int64_t n_tokens, double ms_full, double ms_half, int tail) {
     int half = 0;
@@ -26,8 +21,7 @@ static int run_steps(int n, int64_t n_tokens, double ms_full, double ms_half, in
         tuner_begin(&t, n_tokens);
         const int th = kernel_get_threads();
         assert_true(th == 1 || th == 2);
-        sleep_ms(th == 2 ? ms_full : ms_half);
-        tuner_end(&t);
+        tuner_record(&t, 1e-3 * (th == 2 ? ms_full : ms_half));
         assert_int_equal(kernel_get_threads(), 2); // the cap is restored
         if (i >= n - tail) half += th == 1;
     }
