@@ -68,6 +68,11 @@ int as_atomic_commit(as_atomic_file *af);
 void as_atomic_abort(as_atomic_file *af);
 // mkdir -p
 int as_mkdir_p(const char *path);
+// Whether this process writes files (default yes).  In a job of several
+// processes only rank 0 does (dist/dist.h): on the others the atomic writes
+// above succeed and their bytes go nowhere, so every rank runs the same code.
+void as_files_set_writer(int on);
+int as_files_writer(void);
 
 // Monotonic wall-clock seconds.
 double as_time(void);
