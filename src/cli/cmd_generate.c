@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/dist_generate.h"
 #include "generate/generate.h"
 #include "tokenizer/chat.h"
 #include "util/common.h"
@@ -196,7 +197,7 @@ static int run(const gen_opts *o) {
         go.batch_size = (int32_t)AS_MIN((long)n_req, o->batch);
         if (o->prompts_path) go.on_progress = print_progress;
         else go.on_token = stream_token;
-        rc = generate_run(m, tok, reqs, (int64_t)n_req, &go, res);
+        rc = dist_generate_run(m, tok, reqs, (int64_t)n_req, &go, res); // under mpirun: a share per rank
     }
     if (rc == AS_OK && !o->prompts_path) {
         fputc('\n', stdout);

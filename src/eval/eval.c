@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
+#include "dist/dist_generate.h"
 #include "eval/eval_internal.h"
 #include "eval/yaml_json.h"
 #include "generate/generate.h"
@@ -699,7 +701,7 @@ static int run_gen(model *m, const tokenizer *tok, const eval_task *t, const eva
         go.batch_size = 16;
         go.on_progress = on_gen_progress;
         go.user = &gp;
-        rc = generate_run(m, tok, req, n, &go, out);
+        rc = dist_generate_run(m, tok, req, n, &go, out); // under mpirun: a share per rank
     }
     progress_show(&pr, rc == AS_OK ? n : 0, true);
     // One score per filter: GSM8K's strict-match and flexible-extract for
@@ -785,6 +787,39 @@ static int check_task(const char *name, const eval_options *o) {
     return rc;
 }
 
+// The log-likelihood kinds of task with scorer fn.
+static int score_kind(model *m, const tokenizer *tok, const eval_task *t, const eval_subset *subs, int32_t ns, const eval_options *o,
+                      eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
+    if (t->kind == EVAL_TASK_MULTIPLE_CHOICE) return eval_run_mc(t, subs, ns, o, fn, user, results, nshot, nsamples, samples);
+    if (t->kind == EVAL_TASK_LOGLIKELIHOOD) return eval_run_loglik(t, &subs[0], o, fn, user, results, nshot, nsamples, samples);
+    const int32_t max_len = m->cfg.n_ctx_train > 0 ? m->cfg.n_ctx_train : 2048;
+    return eval_run_rolling(t, &subs[0], o, tok, max_len, fn, user, results, nshot, nsamples, samples);
+}
+
+// Under mpirun (dist/dist.h): the task runs twice, recording the scorer's
+// calls and then replaying what the ranks scored of them (score_dist.c); the
+// first run's results, samples and few-shot counts are thrown away.
+static int score_on_ranks(model *m, const tokenizer *tok, const eval_task *t, const eval_subset *subs, int32_t ns, const eval_options *o,
+                          eval_model_scorer *sc, cJSON *results, cJSON *nshot, cJSON *nsamples, FILE *samples) {
+    eval_dist_scorer d = {.inner = sc};
+    eval_options quiet = *o;
+    quiet.progress = false;
+    cJSON *scratch = cJSON_CreateObject();
+    cJSON *r1 = cJSON_AddObjectToObject(scratch, "results"), *n1 = cJSON_AddObjectToObject(scratch, "n-shot"),
+          *s1 = cJSON_AddObjectToObject(scratch, "n-samples");
+    FILE *nowhere = samples ? fopen("/dev/null", "w") : NULL;
+    const __typeof__(g_drawn) drawn = g_drawn;
+    int rc = samples && !nowhere ? as_error("eval: cannot open /dev/null") : AS_OK;
+    if (rc == AS_OK) rc = score_kind(m, tok, t, subs, ns, &quiet, eval_dist_loglik, &d, r1, n1, s1, nowhere);
+    if (nowhere) fclose(nowhere);
+    cJSON_Delete(scratch);
+    g_drawn = drawn;
+    if (rc == AS_OK) rc = eval_dist_score(&d, t->name, o->progress);
+    if (rc == AS_OK) rc = score_kind(m, tok, t, subs, ns, o, eval_dist_loglik, &d, results, nshot, nsamples, samples);
+    eval_dist_free(&d);
+    return rc;
+}
+
 static int run_task(model *m, const tokenizer *tok, const char *name, const eval_options *o, cJSON *root, FILE *samples) {
     const char *tdir = o->tasks_dir ? o->tasks_dir : eval_tasks_dir();
     const char *ddir = data_dir_of(o);
@@ -808,7 +843,9 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
         rc = eval_task_read_data(&t, ddir, &subs, &ns);
         if (rc == AS_OK) {
             eval_model_scorer sc = {.m = m, .precision = o->precision, .tok = tok, .kv_budget_bytes = o->kv_budget_bytes};
-            if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
+            if (dist_size() > 1 && t.kind != EVAL_TASK_GENERATE_UNTIL && (t.kind == EVAL_TASK_MULTIPLE_CHOICE || ns == 1)) {
+                rc = score_on_ranks(m, tok, &t, subs, ns, o, &sc, results, nshot, nsamples, samples);
+            } else if (t.kind == EVAL_TASK_MULTIPLE_CHOICE) {
                 rc = eval_run_mc(&t, subs, ns, o, eval_model_loglik, &sc, results, nshot, nsamples, samples);
             } else if (ns != 1) {
                 rc = as_error("%s: data: %s tasks take one data file", t.path, eval_task_kind_name(t.kind));
@@ -831,6 +868,8 @@ static int run_task(model *m, const tokenizer *tok, const char *name, const eval
 
 int eval_run(model *m, const tokenizer *tok, const eval_options *o, cJSON **out) {
     *out = NULL;
+    eval_options quiet; // under mpirun rank 0 alone shows progress
+    if (dist_rank() != 0) quiet = *o, quiet.progress = false, o = &quiet;
     if (!o->tasks || !*o->tasks) return as_error("--tasks: empty task list");
     cJSON *root = cJSON_CreateObject();
     cJSON_AddObjectToObject(root, "results");

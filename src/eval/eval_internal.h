@@ -295,4 +295,25 @@ int eval_run_rolling(const eval_task *t, const eval_subset *sub, const eval_opti
                      int32_t max_len, eval_loglik_fn fn, void *user, cJSON *results, cJSON *nshot, cJSON *nsamples,
                      FILE *samples);
 
+// ---- over the processes of a job (score_dist.c; eval.c runs a task twice) ----
+
+typedef struct eval_dist_scorer {
+    eval_model_scorer *inner;  // scores this rank's calls
+    bool replay;               // false: the first run, recording; true: the second, answering
+    int64_t n_calls, cap, next;
+    char **req;                // per call: its requests as bytes (req_len), and its items
+    size_t *req_len;
+    int64_t *n_items;
+    char **out, *all;          // per call: its outputs (out_len bytes) inside `all`, the gathered bytes
+    size_t *out_len;
+} eval_dist_scorer;
+// eval_loglik_fn: records the call (first run; scores are 0) or answers it
+// from the gathered outputs (second run; -1 + as_error if it is not the
+// recorded call).
+int eval_dist_loglik(void *user, eval_mc_item *items, int64_t n);
+// Between the runs, on every rank: call c scored on rank c mod N by
+// eval_model_loglik(d->inner), the outputs gathered to every rank.
+int eval_dist_score(eval_dist_scorer *d, const char *task, bool progress);
+void eval_dist_free(eval_dist_scorer *d);
+
 #endif
