@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "spin/config.h"
 #include "spin/run.h"
 #include "util/common.h"
@@ -35,11 +36,13 @@ static void usage(FILE *out) {
 }
 
 // For the resume tests (tests/spin/test_spin_run.c): with ALPHASPIN_TEST_ABORT_AFTER=<k>:<phase>
-// in the environment the process kills itself as kill -9 would, right after that phase.
+// in the environment the process kills itself as kill -9 would, right after that phase
+// (under mpirun every rank, or only rank r with ALPHASPIN_TEST_ABORT_RANK=r: tests/dist).
 static void test_abort_after(void *want, int32_t k, const char *phase) {
     char got[64];
     snprintf(got, sizeof got, "%d:%s", k, phase);
-    if (strcmp(got, want) == 0) {
+    const char *rank = getenv("ALPHASPIN_TEST_ABORT_RANK");
+    if (strcmp(got, want) == 0 && (!rank || !*rank || atoi(rank) == dist_rank())) {
         fflush(NULL);
         raise(SIGKILL);
     }

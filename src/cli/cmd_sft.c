@@ -174,6 +174,7 @@ int cmd_sft(int argc, char **argv) {
     if (kill_after) c.on_saved = test_kill_after, c.user = (void *)kill_after;
     sft_result r;
     if (sft_train(&c, &r) != AS_OK) return cli_fail(cmd);
+    if (!as_files_writer()) return 0; // under mpirun rank 0 reports (dist/dist.h)
     fprintf(stderr, "sft: %lld steps, loss %.4f -> %.4f", (long long)r.steps, r.first_loss, r.last_loss);
     if (!isnan(r.eval_loss)) fprintf(stderr, ", held-out loss %.4f", r.eval_loss);
     fprintf(stderr, "; wrote %s\n", c.out_dir);

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dist/dist.h"
+#include "dist/dist_generate.h"
 #include "generate/generate.h"
 #include "spin/run_internal.h"
 #include "train/checkpoint.h"
@@ -23,9 +25,10 @@ uint64_t spin_derive_seed(uint64_t seed, uint64_t k, uint64_t salt, uint64_t i) 
     return as_splitmix64(&x);
 }
 
+// Rank 0 looks, for the whole job (dist/dist.h): every rank takes the same branch.
 bool spin_file_exists(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0;
+    return dist_bcast_bool(stat(path, &st) == 0);
 }
 
 int32_t spin_prompt_turns(const sft_example *e) {
@@ -108,7 +111,7 @@ int spin_generate_answers(spin_ctx *x, int32_t k, const char *phase, int32_t j, 
     gen_progress_ctx pc = {x, k, phase, as_time()};
     opt.on_progress = on_gen_progress;
     opt.user = &pc;
-    if (generate_run(gm, x->tok, req, n, &opt, res)) goto done;
+    if (dist_generate_run(gm, x->tok, req, n, &opt, res)) goto done; // under mpirun: a share per rank
     for (int64_t i = 0; i < n; i++) {
         texts[i] = as_strdup(res[i].text ? res[i].text : "");
         if (n_tokens) n_tokens[i] = (int32_t)res[i].n_ids;
@@ -147,14 +150,15 @@ int spin_phase_checkpoint(spin_ctx *x, int32_t k) {
         snprintf(path, sizeof path, "%s/iter_%d/adapter", x->run, k);
         train_lora_free(x->iterates[k]);
         x->iterates[k] = NULL;
-        if (train_lora_save_peft(x->tm, path, x->c->model_path[0] ? x->c->model_path : x->base_gguf) ||
-            train_lora_read_peft(&x->tm->cfg, path, &x->iterates[k]))
-            return AS_FAIL;
+        if (train_lora_save_peft(x->tm, path, x->c->model_path[0] ? x->c->model_path : x->base_gguf)) return AS_FAIL;
+        dist_barrier(); // rank 0 wrote it; every rank reads it back
+        if (train_lora_read_peft(&x->tm->cfg, path, &x->iterates[k])) return AS_FAIL;
         train_lora_copy(x->tm->lora, x->iterates[k]);
         return AS_OK;
     }
     snprintf(path, sizeof path, "%s/iter_%d/model.gguf", x->run, k);
     if (train_export_gguf(x->tm, x->base_gguf, path, GGML_TYPE_F32)) return AS_FAIL;
+    dist_barrier(); // rank 0 wrote it; every rank reads it (spin_iterate_model)
     x->tm_iterate = k;
     return AS_OK;
 }

@@ -51,18 +51,35 @@ typedef struct pairs_run {
     const char *metrics_path;
 } pairs_run;
 
+// What a micro-batch reports: its weight in the step and its metrics (the
+// training loop gathers them from every process, train/loop.h).
+typedef struct pairs_record {
+    double w;
+    spin_loss_metrics met;
+} pairs_record;
+
 // The step's loss is the mean over its pairs: a micro-batch of n of its pairs weighs n / (pairs of the step).
 static int pairs_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n) {
     pairs_run *r = user;
     for (int32_t b = 0; b < n; b++) r->mb[b] = &r->ps->p[items[b]];
-    spin_loss_metrics met;
-    const double w = (double)n / (double)s->n_items;
-    if (spin_train_microbatch(r->x->tm, &r->x->c->loss, r->mb, n, w, &met)) return AS_FAIL;
+    pairs_record *rec = s->record;
+    rec->w = (double)n / (double)s->n_items;
+    return spin_train_microbatch(r->x->tm, &r->x->c->loss, r->mb, n, rec->w, &rec->met);
+}
+
+// The step's metrics, its micro-batches' in order.
+static void pairs_combine(void *user, const train_loop_step *s, const void *records, int32_t n_micro) {
+    pairs_run *r = user;
+    (void)s;
+    const pairs_record *rec = records;
     spin_loss_metrics *acc = &r->acc;
-    acc->loss += w * met.loss, acc->rewards_real += w * met.rewards_real, acc->rewards_generated += w * met.rewards_generated;
-    acc->rewards_margins += w * met.rewards_margins, acc->rewards_accuracies += w * met.rewards_accuracies;
-    acc->logps_real += w * met.logps_real, acc->logps_generated += w * met.logps_generated, acc->n += met.n;
-    return AS_OK;
+    for (int32_t i = 0; i < n_micro; i++) {
+        const double w = rec[i].w;
+        const spin_loss_metrics *met = &rec[i].met;
+        acc->loss += w * met->loss, acc->rewards_real += w * met->rewards_real, acc->rewards_generated += w * met->rewards_generated;
+        acc->rewards_margins += w * met->rewards_margins, acc->rewards_accuracies += w * met->rewards_accuracies;
+        acc->logps_real += w * met->logps_real, acc->logps_generated += w * met->logps_generated, acc->n += met->n;
+    }
 }
 
 static int pairs_step_done(void *user, const train_loop_step *s) {
@@ -112,7 +129,8 @@ int spin_phase_train(spin_ctx *x, int32_t k, spin_pairs *ps, spin_step_metrics *
     r.mb = as_malloc(sizeof *r.mb * (size_t)c->batch_size);
     if (loop.step > 0 && spin_metrics_read(metrics_path, r.hist, loop.step)) goto done;
     train_set_training(m, true);
-    const train_loop_fns fns = {.micro = pairs_micro, .step_done = pairs_step_done, .save = pairs_save, .saved = pairs_saved, .user = &r};
+    const train_loop_fns fns = {.micro = pairs_micro, .record_size = sizeof(pairs_record), .combine = pairs_combine, .step_done = pairs_step_done,
+                                .save = pairs_save, .saved = pairs_saved, .user = &r};
     if (train_loop_run(&loop, &fns)) goto done;
     // TRL-style summary: means over the last epoch's steps.
     spin_metrics_mean(r.hist, loop.total - loop.steps_per_epoch, loop.total, c->epochs, mean);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "spin/run_internal.h"
 #include "tensor/kernels.h"
 #include "train/checkpoint.h"
@@ -57,6 +58,7 @@ static int run_iteration(spin_ctx *x, int32_t k) {
         // 2. References, once: log pi_t and log pi_0 of every winner and loser; both pair files.
         t0 = as_time();
         if (spin_phase_references(x, k, &pairs, spin_path, trl_path)) goto fail;
+        dist_barrier(); // under mpirun rank 0 wrote the pair files every rank reads next
         pt.references = as_time() - t0;
         spin_pairs_free(&pairs);
         spin_phase_done(x, k, "references");
@@ -87,7 +89,7 @@ static int run_iteration(spin_ctx *x, int32_t k) {
     spin_pairs_free(&pairs);
     if (rc) return AS_FAIL;
     spin_phase_done(x, k, "summary");
-    unlink(state);
+    if (as_files_writer()) unlink(state); // the job's writer (dist/dist.h)
     return AS_OK;
 fail:
     cJSON_Delete(eval);
@@ -106,7 +108,8 @@ int spin_run(const spin_config *cin, const spin_run_options *o) {
     }
     if (strlen(o->out_dir) > 1024) return as_error("%.64s...: run folder path too long", o->out_dir);
     if (spin_config_check(&c) || as_mkdir_p(o->out_dir) || spin_setup_config(o->out_dir, &c)) return AS_FAIL;
-    spin_ctx x = {.c = &c, .o = o, .run = o->out_dir, .quiet = o->quiet};
+    // Under mpirun rank 0 alone reports progress (dist/dist.h).
+    spin_ctx x = {.c = &c, .o = o, .run = o->out_dir, .quiet = o->quiet || dist_rank() != 0};
     x.threads = c.threads > 0 ? c.threads : kernel_get_threads();
     kernel_set_threads(x.threads);
     x.micro = 2 * c.batch_size;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "spin/run_internal.h"
 #include "train/checkpoint.h"
 #include "util/common.h"
@@ -94,6 +95,7 @@ int spin_setup_data(spin_ctx *x) {
         return as_error("data.generator: this build has no data module (src/data)");
 #endif
     }
+    dist_barrier(); // under mpirun rank 0 wrote the generated data that every rank reads
     if (check_layout(train_path, c->layout) || sft_data_load(&x->train, train_path)) return AS_FAIL;
     if (held_path[0] && (check_layout(held_path, c->layout) || sft_data_load(&x->held, held_path))) return AS_FAIL;
     // Without a held-out file, heldout_size examples of a seeded permutation are held out.

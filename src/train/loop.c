@@ -1,9 +1,12 @@
 // The one training loop (see loop.h).
 #include "train/loop.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "train/checkpoint.h"
 #include "util/common.h"
 
@@ -53,6 +56,172 @@ static int save(train_loop *l, const train_loop_fns *f, const train_loop_step *s
     return AS_OK;
 }
 
+// ---- the step's gradient: a fixed tree over its micro-batches (loop.h) ----
+
+typedef struct grad_tree {
+    train_loop *l;
+    const train_loop_fns *f;
+    train_loop_step *s;
+    int32_t M;        // micro-batches of the step
+    float *grads;     // the model's gradient buffer: backward accumulates there
+    size_t n;         // its floats
+    float *bufs[32];  // one per tree level (allocated on first use)
+    char *records;    // M records
+    as_rng r0;        // the dropout stream when the step began
+    int draws;        // dropout seeds each micro-batch draws
+} grad_tree;
+
+static as_rng rng_after(as_rng r, int64_t k) {
+    while (k-- > 0) as_rng_u64(&r);
+    return r;
+}
+
+static float *level_buf(grad_tree *t, int32_t level) {
+    if (level >= 32) as_die("train loop: gradient tree deeper than 32 levels");
+    if (!t->bufs[level]) t->bufs[level] = as_aligned_alloc(sizeof(float) * (t->n ? t->n : 1));
+    return t->bufs[level];
+}
+
+// a += b, element by element (the thread count changes nothing).
+static void grads_add(float *a, const float *b, size_t n, int nth) {
+#pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+// Micro-batch i's gradient, computed from zero, into dst (NULL: left in the
+// model's buffer), with the dropout stream where one process has it then.
+static int leaf(grad_tree *t, int32_t i, float *dst) {
+    train_loop_step *s = t->s;
+    const int64_t mi = t->l->c.micro_items, j = (int64_t)i * mi;
+    train_model *m = t->l->m;
+    m->rng = rng_after(t->r0, (int64_t)i * t->draws);
+    s->micro_index = i;
+    s->record = t->f->record_size ? t->records + (size_t)i * t->f->record_size : NULL;
+    train_zero_grad(m);
+    if (t->f->micro(t->f->user, s, s->items + j, (int32_t)AS_MIN(mi, s->n_items - j))) return AS_FAIL;
+    const as_rng want = rng_after(t->r0, (int64_t)(i + 1) * t->draws);
+    if (memcmp(&want, &m->rng, sizeof want))
+        return as_error("train loop: micro-batch %d of step %lld did not draw %d dropout seed(s) (one per training forward pass)", i,
+                        (long long)s->step, t->draws);
+    if (dst) memcpy(dst, t->grads, sizeof(float) * t->n);
+    return AS_OK;
+}
+
+// The node over micro-batches [lo, min(lo + size, M)) (size a power of two)
+// into dst, the buffer of `level`; its right child goes one level down.  A
+// node whose right half is past M is its left child.
+static int node(grad_tree *t, int32_t lo, int32_t size, float *dst, int32_t level) {
+    if (size == 1) return leaf(t, lo, dst);
+    const int32_t half = size / 2;
+    if (lo + half >= t->M) return node(t, lo, half, dst, level);
+    if (node(t, lo, half, dst, level)) return AS_FAIL;
+    float *right = level_buf(t, level + 1);
+    if (node(t, lo + half, half, right, level + 1)) return AS_FAIL;
+    grads_add(dst, right, t->n, t->l->m->n_threads);
+    return AS_OK;
+}
+
+// The largest nodes inside this rank's micro-batches [b0, b1), each appended
+// to out as (lo, hi, its gradient).
+static int pieces(grad_tree *t, int32_t lo, int32_t size, int32_t b0, int32_t b1, as_sbuf *out) {
+    const int32_t hi = AS_MIN(lo + size, t->M);
+    if (hi <= b0 || lo >= b1) return AS_OK;
+    if (b0 <= lo && hi <= b1) {
+        float *g = level_buf(t, 0);
+        if (node(t, lo, size, g, 0)) return AS_FAIL;
+        const int32_t range[2] = {lo, hi};
+        as_sb_add(out, (const char *)range, sizeof range);
+        as_sb_add(out, (const char *)g, sizeof(float) * t->n);
+        return AS_OK;
+    }
+    const int32_t half = size / 2;
+    if (pieces(t, lo, half, b0, b1, out)) return AS_FAIL;
+    return lo + half < t->M ? pieces(t, lo + half, half, b0, b1, out) : AS_OK;
+}
+
+typedef struct piece { int32_t lo, hi; const char *g; } piece;
+
+// The node [lo, min(lo + size, M)) from the gathered pieces of every rank, as node() adds.
+static void finish(grad_tree *t, const piece *p, int32_t np, int32_t lo, int32_t size, float *dst, int32_t level) {
+    const int32_t hi = AS_MIN(lo + size, t->M);
+    for (int32_t i = 0; i < np; i++)
+        if (p[i].lo == lo && p[i].hi == hi) {
+            memcpy(dst, p[i].g, sizeof(float) * t->n);
+            return;
+        }
+    const int32_t half = size / 2;
+    if (size == 1) as_die("train loop: micro-batch %d missing from the gathered gradients", lo);
+    finish(t, p, np, lo, half, dst, level);
+    if (lo + half >= t->M) return;
+    float *right = level_buf(t, level + 1);
+    finish(t, p, np, lo + half, half, right, level + 1);
+    grads_add(dst, right, t->n, t->l->m->n_threads);
+}
+
+// The step's gradient into the model's buffer, and combine's records.
+static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step *s) {
+    train_model *m = l->m;
+    float *params, *grads;
+    const optim_segment *segs;
+    int n_segs;
+    grad_tree t = {.l = l, .f = f, .s = s, .M = (int32_t)((s->n_items + l->c.micro_items - 1) / l->c.micro_items), .r0 = m->rng};
+    t.n = train_trainable(m, &params, &grads, &segs, &n_segs);
+    t.grads = grads;
+    // train_forward draws one seed per forward pass with adapter dropout on.
+    t.draws = m->lora && m->adapters_on && m->training && m->lora->cfg.dropout > 0.0f;
+    const size_t rs = f->record_size;
+    t.records = as_calloc((size_t)t.M, rs ? rs : 1);
+    int32_t size = 1;
+    while (size < t.M) size *= 2;
+    int rc = AS_OK;
+    if (dist_size() == 1) { // every micro-batch here: the root, straight into the model's buffer
+        if (t.M == 1) rc = leaf(&t, 0, NULL);
+        else if ((rc = node(&t, 0, size, level_buf(&t, 0), 0)) == AS_OK) memcpy(grads, t.bufs[0], sizeof(float) * t.n);
+    } else { // this rank's share, then every rank's pieces and records
+        int64_t b0, b1;
+        dist_share(t.M, &b0, &b1);
+        as_sbuf out = {0};
+        rc = pieces(&t, 0, size, (int32_t)b0, (int32_t)b1, &out);
+        // Block: this rank's records, then its pieces.
+        as_sbuf block = {0};
+        as_sb_add(&block, t.records + (size_t)b0 * rs, (size_t)(b1 - b0) * rs);
+        as_sb_add(&block, out.s, out.len);
+        free(out.s);
+        char *all;
+        size_t *off;
+        const double t0 = as_time();
+        rc = dist_allgather(block.s, block.len, rc == AS_OK, &all, &off);
+        // ALPHASPIN_DIST_STATS=1: what the exchange costs (BENCHMARKS.md).
+        if (rc == AS_OK && dist_rank() == 0 && getenv("ALPHASPIN_DIST_STATS"))
+            fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, %.1f ms\n", (long long)s->step, t.M,
+                    block.len, off[dist_size()], 1e3 * (as_time() - t0));
+        free(block.s);
+        if (rc == AS_OK) {
+            piece p[64 * 32];
+            int32_t np = 0;
+            for (int r = 0; r < dist_size(); r++) {
+                int64_t r0, r1;
+                dist_share_of(t.M, r, &r0, &r1);
+                memcpy(t.records + (size_t)r0 * rs, all + off[r], (size_t)(r1 - r0) * rs);
+                for (size_t at = off[r] + (size_t)(r1 - r0) * rs; at < off[r + 1]; at += 2 * sizeof(int32_t) + sizeof(float) * t.n) {
+                    if (np == (int32_t)AS_ARRAY_LEN(p)) as_die("train loop: too many gradient pieces");
+                    int32_t range[2];
+                    memcpy(range, all + at, sizeof range);
+                    p[np++] = (piece){range[0], range[1], all + at + sizeof range};
+                }
+            }
+            finish(&t, p, np, 0, size, grads, 0);
+            free(all), free(off);
+        }
+    }
+    m->rng = rng_after(t.r0, (int64_t)t.M * t.draws);
+    if (rc == AS_OK && f->combine) f->combine(f->user, s, t.records, t.M);
+    s->record = NULL;
+    for (int i = 0; i < 32; i++) free(t.bufs[i]);
+    free(t.records);
+    return rc;
+}
+
 int train_loop_run(train_loop *l, const train_loop_fns *f) {
     const train_loop_config *c = &l->c;
     const int64_t n = c->n_items, spe = l->steps_per_epoch;
@@ -74,10 +243,12 @@ int train_loop_run(train_loop *l, const train_loop_fns *f) {
             s.step = l->step + 1;
             s.items = n > 0 ? perm + i * c->step_items : NULL;
             s.n_items = n > 0 ? AS_MIN((int64_t)c->step_items, n - i * c->step_items) : 0;
-            train_zero_grad(l->m);
-            if (n == 0) rc = f->micro(f->user, &s, NULL, 0);
-            for (int64_t j = 0; j < s.n_items && rc == AS_OK; j += c->micro_items)
-                rc = f->micro(f->user, &s, s.items + j, (int32_t)AS_MIN((int64_t)c->micro_items, s.n_items - j));
+            if (n == 0) {
+                train_zero_grad(l->m);
+                rc = f->micro(f->user, &s, NULL, 0);
+            } else {
+                rc = step_gradient(l, f, &s);
+            }
             if (rc) break;
             train_optim_step(l->m, l->o, &s.grad_norm, &s.lr);
             l->step++;

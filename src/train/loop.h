@@ -18,6 +18,22 @@
 // Without items (n_items = 0) there is no data order: each step is one call of
 // micro with no items, which brings its own data (GFlowNet samples its
 // trajectories), max_steps steps.
+//
+// The step's gradient is a fixed tree over its micro-batches: each micro-batch's
+// gradient is computed from zero, and they are added pairwise, micro-batch i
+// with i + 1, then pairs of pairs, and so on (the tree of a binary counter:
+// ((g0 + g1) + (g2 + g3)) + g4 for five).  The tree depends only on the number
+// of micro-batches, so under mpirun (dist/dist.h), where each rank computes a
+// contiguous share of the micro-batches (the subtrees inside its share), the
+// partial sums are gathered and every rank completes the same tree: the
+// gradient, and so the trained weights and optimizer state, are one process's
+// bits whatever the number of processes.  A step of one micro-batch is its
+// gradient as computed.  Whatever a micro-batch reports besides its gradient
+// (its loss, its metrics) goes through records: micro writes its record into
+// s->record (record_size bytes), and combine receives every micro-batch's, in
+// order, before step_done.  The dropout stream is positioned for each
+// micro-batch as one process leaves it: one draw per training forward pass
+// with dropout (train_forward), checked.
 #ifndef AS_TRAIN_LOOP_H
 #define AS_TRAIN_LOOP_H
 
@@ -50,6 +66,8 @@ typedef struct train_loop_step {
     int32_t epoch;           // 1-based (1 without items)
     const int64_t *items;    // the step's items (indices into the caller's data), n_items of them
     int64_t n_items;
+    int32_t micro_index;     // micro: which micro-batch of the step (0-based)
+    void *record;            // micro: where it writes its record (NULL when record_size is 0)
     double grad_norm, lr;    // of the update (step_done)
     double elapsed_s, eta_s; // since train_loop_run began; remaining, at this process's pace (step_done)
 } train_loop_step;
@@ -58,6 +76,11 @@ typedef struct train_loop_fns {
     // Forward and backward of items[0..n) (a slice of s->items; NULL, 0 without
     // items): ACCUMULATES the gradient of the step's loss into the model's.
     int (*micro)(void *user, const train_loop_step *s, const int64_t *items, int32_t n);
+    // What each micro-batch reports, record_size bytes at s->record (0: nothing);
+    // combine gets every micro-batch's record of the step in order, after its
+    // gradient is complete and before the update (may be NULL).
+    size_t record_size;
+    void (*combine)(void *user, const train_loop_step *s, const void *records, int32_t n_micro);
     // After the update (may be NULL).
     int (*step_done)(void *user, const train_loop_step *s);
     // Writes the outputs the training state goes with, before it (may be NULL).

@@ -182,8 +182,9 @@ typedef struct encoded {
 
 // Sum of answer log-probs and scored-token count over sequences idx[0..n),
 // micro-batch by micro-batch; with grad, backpropagates dL/dlogp = scale.
+// lp (may be NULL) receives each sequence's sum.
 static int run_sequences(train_model *m, const encoded *enc, const int64_t *idx, int64_t n, int32_t micro, bool grad, float scale,
-                         double *sum_logp, int64_t *n_tok) {
+                         double *sum_logp, int64_t *n_tok, float *lp_out) {
     for (int64_t i0 = 0; i0 < n; i0 += micro) {
         const int32_t B = (int32_t)AS_MIN((int64_t)micro, n - i0);
         int32_t T = 1;
@@ -201,6 +202,7 @@ static int run_sequences(train_model *m, const encoded *enc, const int64_t *idx,
         int32_t cnt[B > 0 ? B : 1];
         int rc = train_forward(m, &batch, lp, cnt);
         for (int32_t b = 0; b < B && !rc; b++) *sum_logp += lp[b], *n_tok += cnt[b], up[b] = scale;
+        if (lp_out && !rc) memcpy(lp_out + i0, lp, sizeof(float) * (size_t)B);
         if (!rc && grad) rc = train_backward(m, up);
         free(tok), free(mask);
         if (rc) return AS_FAIL;
@@ -214,7 +216,7 @@ static double eval_loss(train_model *m, const encoded *enc, const int64_t *idx, 
     train_set_training(m, false);
     double s = 0;
     int64_t t = 0;
-    const int rc = run_sequences(m, enc, idx, n, micro, false, 0.0f, &s, &t);
+    const int rc = run_sequences(m, enc, idx, n, micro, false, 0.0f, &s, &t, NULL);
     train_set_training(m, was);
     return rc || t == 0 ? NAN : -s / (double)t;
 }
@@ -253,17 +255,42 @@ typedef struct sft_run {
     int64_t seen;                        // tokens through the model since this process started (throughput)
 } sft_run;
 
+// What a micro-batch reports (the training loop gathers them from every
+// process, train/loop.h): its sequences' answer log-probs (the step's sum
+// adds them in order), answer tokens and tokens; lp holds micro_batch floats.
+typedef struct sft_record {
+    int32_t n;
+    int64_t got, seen;
+    float lp[];
+} sft_record;
+// Whole records, 8-byte aligned one after another.
+static size_t sft_record_size(const sft_config *c) { return (sizeof(sft_record) + sizeof(float) * (size_t)c->micro_batch + 7) & ~(size_t)7; }
+
 // loss = -(sum of answer log-probs) / (answer tokens of the step): every
 // sequence of the step gets dL/dlogp = -1 / (the step's answer tokens).
 static int sft_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n) {
     sft_run *r = user;
+    sft_record *rec = s->record;
     int64_t step_tok = 0;
     for (int64_t i = 0; i < s->n_items; i++) step_tok += r->enc[r->train_idx[s->items[i]]].n_scored;
     int64_t *idx = as_malloc(sizeof(int64_t) * (size_t)n);
-    for (int32_t i = 0; i < n; i++) idx[i] = r->train_idx[items[i]], r->seen += r->enc[idx[i]].len;
-    const int rc = run_sequences(r->m, r->enc, idx, n, n, true, -1.0f / (float)step_tok, &r->sum, &r->got);
+    rec->n = n, rec->got = rec->seen = 0;
+    for (int32_t i = 0; i < n; i++) idx[i] = r->train_idx[items[i]], rec->seen += r->enc[idx[i]].len;
+    double sum = 0;
+    const int rc = run_sequences(r->m, r->enc, idx, n, n, true, -1.0f / (float)step_tok, &sum, &rec->got, rec->lp);
     free(idx);
     return rc;
+}
+
+static void sft_combine(void *user, const train_loop_step *s, const void *records, int32_t n_micro) {
+    sft_run *r = user;
+    const size_t rs = sft_record_size(r->c);
+    for (int32_t i = 0; i < n_micro; i++) {
+        const sft_record *rec = (const sft_record *)((const char *)records + (size_t)i * rs);
+        for (int32_t b = 0; b < rec->n; b++) r->sum += rec->lp[b];
+        r->got += rec->got, r->seen += rec->seen;
+    }
+    (void)s;
 }
 
 // The log line of the step (and the evaluation loss every eval_every steps and at the end), the progress line.
@@ -295,7 +322,7 @@ static int sft_step_done(void *user, const train_loop_step *s) {
     fprintf(r->log, "%s}\n", line.s);
     free(line.s);
     fflush(r->log);
-    if (!c->quiet)
+    if (!c->quiet && as_files_writer())
         fprintf(stderr, "\rsft: step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs%s", (long long)s->step, (long long)s->total, loss,
                 s->lr, tps, s->eta_s, s->step == s->total ? "\n" : "");
     r->sum = 0, r->got = 0;
@@ -389,12 +416,14 @@ int sft_train(const sft_config *c, sft_result *res) {
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", c->out_dir);
     if (c->resume && log_truncate(log_path, loop.step)) goto done;
-    if (!(log = fopen(log_path, c->resume ? "a" : "w"))) {
+    // Under mpirun rank 0 alone writes (dist/dist.h).
+    if (!(log = fopen(as_files_writer() ? log_path : "/dev/null", c->resume ? "a" : "w"))) {
         as_error("%s: cannot open for writing", log_path);
         goto done;
     }
     sft_run run = {.c = c, .m = m, .enc = enc, .train_idx = train_idx, .eval_idx = eval_idx, .n_eval = n_eval, .log = log, .res = res};
-    const train_loop_fns fns = {.micro = sft_micro, .step_done = sft_step_done, .save = sft_save, .saved = sft_saved, .user = &run};
+    const train_loop_fns fns = {.micro = sft_micro, .record_size = sft_record_size(c),
+                                .combine = sft_combine, .step_done = sft_step_done, .save = sft_save, .saved = sft_saved, .user = &run};
     if (train_loop_run(&loop, &fns)) goto done;
     res->steps = loop.step;
     rc = AS_OK;
