@@ -189,12 +189,16 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
         free(out.s);
         char *all;
         size_t *off;
+        // ALPHASPIN_DIST_STATS=1: what the exchange costs (BENCHMARKS.md), the
+        // wait for the slowest rank (a barrier, only then) apart from the transfer.
+        const bool stats = getenv("ALPHASPIN_DIST_STATS") != NULL;
         const double t0 = as_time();
+        if (stats) dist_barrier();
+        const double t1 = as_time();
         rc = dist_allgather(block.s, block.len, rc == AS_OK, &all, &off);
-        // ALPHASPIN_DIST_STATS=1: what the exchange costs (BENCHMARKS.md).
-        if (rc == AS_OK && dist_rank() == 0 && getenv("ALPHASPIN_DIST_STATS"))
-            fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, %.1f ms\n", (long long)s->step, t.M,
-                    block.len, off[dist_size()], 1e3 * (as_time() - t0));
+        if (rc == AS_OK && dist_rank() == 0 && stats)
+            fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, waited %.1f ms, exchange %.1f ms\n",
+                    (long long)s->step, t.M, block.len, off[dist_size()], 1e3 * (t1 - t0), 1e3 * (as_time() - t1));
         free(block.s);
         if (rc == AS_OK) {
             piece p[64 * 32];
