@@ -213,7 +213,7 @@ void as_sb_add(as_sbuf *b, const char *s, size_t len) {
         b->cap = AS_MAX(2 * b->cap, b->len + len + 1);
         b->s = as_realloc(b->s, b->cap);
     }
-    memcpy(b->s + b->len, s, len);
+    if (len) memcpy(b->s + b->len, s, len); // s may be NULL when len is 0
     b->len += len;
     b->s[b->len] = 0;
 }
