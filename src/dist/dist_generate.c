@@ -26,7 +26,9 @@ static void on_progress(void *user, const generate_progress *p) {
     s->opt->on_progress(s->opt->user, &q);
 }
 
-static void put(as_sbuf *b, const void *p, size_t n) { as_sb_add(b, p, n); }
+static void put(as_sbuf *b, const void *p, size_t n) {
+    if (n) as_sb_add(b, p, n); // p may be NULL when n is 0
+}
 
 static const char *get(const char *p, void *dst, size_t n) {
     memcpy(dst, p, n);

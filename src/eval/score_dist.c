@@ -18,7 +18,9 @@
 
 enum { WANT_GREEDY = 1, WANT_TOKENS = 2, TOKEN_LEVEL = 4 };
 
-static void put(as_sbuf *b, const void *p, size_t n) { as_sb_add(b, p, n); }
+static void put(as_sbuf *b, const void *p, size_t n) {
+    if (n) as_sb_add(b, p, n); // p may be NULL when n is 0
+}
 static void put_i32(as_sbuf *b, int32_t v) { put(b, &v, sizeof v); }
 static void put_str(as_sbuf *b, const char *s) {
     const uint64_t n = strlen(s);

@@ -185,7 +185,7 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
         // Block: this rank's records, then its pieces.
         as_sbuf block = {0};
         as_sb_add(&block, t.records + (size_t)b0 * rs, (size_t)(b1 - b0) * rs);
-        as_sb_add(&block, out.s, out.len);
+        if (out.len) as_sb_add(&block, out.s, out.len); // a rank may have no micro-batch
         free(out.s);
         char *all;
         size_t *off;
