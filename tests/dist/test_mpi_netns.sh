@@ -43,8 +43,6 @@ exec ip netns exec "\$ns" /bin/sh -c "\$*"
 AGENT
 chmod +x "$tmp/agent"
 printf '10.231.0.1 slots=1\n10.231.0.2 slots=1\n' > "$tmp/hosts"
-# The sanitizer build (scripts/test.sh): Open MPI's own allocations would read as leaks.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 export OMP_WAIT_POLICY=PASSIVE OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # The sanitizer build (scripts/test.sh): Open MPI's own allocations would read as leaks;
 # -x below hands the setting to the ranks the agent starts in the other namespace.
