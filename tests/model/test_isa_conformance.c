@@ -420,6 +420,18 @@ typedef struct model_case {
     kernel_precision prec;
 } model_case;
 
+// Writes the tiny llama of case mc to dir/tiny_<tag>.gguf (path, n bytes) and
+// returns room for model_run's logits; *n_floats is its size.
+static float *case_model(const model_case *mc, const char *dir, const char *tag, char *path, size_t n, size_t *n_floats) {
+    snprintf(path, n, "%s/tiny_%s.gguf", dir, tag);
+    tiny_llama_cfg cfg = tiny_llama_default();
+    cfg.wtype = mc->wtype, cfg.n_embd = mc->n_embd, cfg.n_head = mc->n_head, cfg.n_head_kv = mc->n_head_kv, cfg.n_ff = mc->n_ff;
+    int V;
+    if (tiny_llama_write(path, &cfg, &V)) fail_msg("%s", as_last_error());
+    *n_floats = (size_t)(19 + 23 + 12) * (size_t)V;
+    return malloc(sizeof(float) * *n_floats);
+}
+
 static void test_model_logits(void **state) {
     (void)state;
     isas_init();
@@ -438,14 +450,10 @@ static void test_model_logits(void **state) {
     assert_non_null(dir);
     for (size_t ci = 0; ci < AS_ARRAY_LEN(cases); ci++) {
         const model_case *mc = &cases[ci];
-        char path[512];
-        snprintf(path, sizeof path, "%s/tiny_%zu.gguf", dir, ci);
-        tiny_llama_cfg cfg = tiny_llama_default();
-        cfg.wtype = mc->wtype, cfg.n_embd = mc->n_embd, cfg.n_head = mc->n_head, cfg.n_head_kv = mc->n_head_kv, cfg.n_ff = mc->n_ff;
-        int V;
-        if (tiny_llama_write(path, &cfg, &V)) fail_msg("%s", as_last_error());
-        const size_t n_floats = (size_t)(19 + 23 + 12) * (size_t)V;
-        float *ref = malloc(sizeof(float) * n_floats), *out = malloc(sizeof(float) * n_floats);
+        char path[512], tag[32];
+        snprintf(tag, sizeof tag, "%zu", ci);
+        size_t n_floats;
+        float *ref = case_model(mc, dir, tag, path, sizeof path, &n_floats), *out = malloc(sizeof(float) * n_floats);
         int64_t n_ref = 0;
         for (int i = 0; i < g_n_isas; i++) {
             assert_int_equal(kernel_force_isa((kernel_isa)g_isas[i]), AS_OK);
@@ -485,14 +493,10 @@ static void test_model_threads(void **state) {
     kernel_force_isa(KERNEL_ISA_AUTO);
     for (size_t ci = 0; ci < AS_ARRAY_LEN(cases); ci++) {
         const model_case *mc = &cases[ci];
-        char path[512];
-        snprintf(path, sizeof path, "%s/tiny_t%zu.gguf", dir, ci);
-        tiny_llama_cfg cfg = tiny_llama_default();
-        cfg.wtype = mc->wtype, cfg.n_embd = mc->n_embd, cfg.n_head = mc->n_head, cfg.n_head_kv = mc->n_head_kv, cfg.n_ff = mc->n_ff;
-        int V;
-        if (tiny_llama_write(path, &cfg, &V)) fail_msg("%s", as_last_error());
-        const size_t n_floats = (size_t)(19 + 23 + 12) * (size_t)V;
-        float *ref = malloc(sizeof(float) * n_floats), *out = malloc(sizeof(float) * n_floats);
+        char path[512], tag[32];
+        snprintf(tag, sizeof tag, "t%zu", ci);
+        size_t n_floats;
+        float *ref = case_model(mc, dir, tag, path, sizeof path, &n_floats), *out = malloc(sizeof(float) * n_floats);
         tuner_reset("0");
         kernel_set_threads(2);
         int Vr;
