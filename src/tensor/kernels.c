@@ -143,11 +143,6 @@ int kernel_get_threads(void) {
     return kernel_thread_cap > 0 && kernel_thread_cap < n ? kernel_thread_cap : n;
 }
 
-int kernel_max_threads(void) {
-    pthread_once(&kernel_once, kernel_init_once);
-    return kernel_n_threads > 0 ? kernel_n_threads : omp_get_max_threads();
-}
-
 int kernel_cap_threads(int n) {
     const int old = kernel_thread_cap;
     kernel_thread_cap = n > 0 ? n : 0;

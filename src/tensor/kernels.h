@@ -79,8 +79,6 @@ void kernel_set_threads(int n);
 // The threads a kernel called now from this thread uses: kernel_set_threads's
 // number (or OpenMP's), at most the calling thread's cap.
 int kernel_get_threads(void);
-// kernel_set_threads's number (or OpenMP's), without the cap.
-int kernel_max_threads(void);
 // Caps the kernels called from this thread at n threads (0: no cap); returns
 // the previous cap.  Every kernel gives the same bits at any thread count
 // (tests/model/test_isa_conformance.c), so a cap changes speed, not results;

@@ -7,7 +7,8 @@
 // batch-1 decoding on 2 cores with one busy process fell to 10-25% of its
 // quiet speed, whatever OpenMP's wait policy.  Run on fewer threads, the step
 // has no thread to wait for and keeps the cores it gets.  The tuner keeps two
-// arms, all threads (kernel_max_threads) and half of them, and measures:
+// arms, all threads (kernel_get_threads(): a caller's own cap
+// counts) and half of them, and measures:
 //
 //   each step runs on the current arm; its seconds per token feed that arm's
 //   running mean (per size class of the step: 1, 2-3, 4-7, ... tokens);
