@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "tensor/ops.h"
+#include "tensor/backend.h"
 #include "util/common.h"
 
 sampler_params sampler_params_default(void) {
@@ -134,7 +134,11 @@ static void select_top_k(sampler *s, const float *logits, int64_t k) {
     s->sorted = true;
 }
 
-// e^(l - mx) of the candidates' logits, into w[0..n): kernel_exp, vexp.h's
+// Logits are host memory (model_forward returns them there), so their row
+// ops run on the host's backend, the CPU's.
+static const as_backend *const host = &as_backend_cpu;
+
+// e^(l - mx) of the candidates' logits, into w[0..n): the backend's exp, vexp.h's
 // exp (the one of every softmax in alphaspin; libm's expf may differ between
 // CPUs and library builds), the same bits on every ISA, so the same
 // candidates, probabilities and draws; every other step of the chain is
@@ -142,7 +146,7 @@ static void select_top_k(sampler *s, const float *logits, int64_t k) {
 // exactly 0, as with expf, rather than the approximation's e^-87 floor.
 static void cand_exp(const sampler_cand *c, int64_t n, float mx, float *w) {
     for (int64_t i = 0; i < n; i++) w[i] = c[i].logit - mx;
-    kernel_exp(w, n);
+    host->exp(w, n);
     for (int64_t i = 0; i < n; i++)
         if (c[i].logit == -INFINITY) w[i] = 0.0f;
 }
@@ -306,6 +310,6 @@ double sampler_logprob(const float *logits, int32_t n_vocab, int32_t token) {
     return (double)logits[token] - mx - log(sum);
 }
 
-// The first index of the largest value, ties to the lowest id (kernel_argmax:
-// NaNs never win, a NaN at 0 returns 0).
-int32_t sampler_argmax(const float *logits, int32_t n_vocab) { return kernel_argmax(logits, n_vocab); }
+// The first index of the largest value, ties to the lowest id (the backend's
+// argmax, ops.h: NaNs never win, a NaN at 0 returns 0).
+int32_t sampler_argmax(const float *logits, int32_t n_vocab) { return host->argmax(logits, n_vocab); }

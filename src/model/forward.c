@@ -11,10 +11,10 @@
 //   x += (act(f Wg^T) * (f Wu^T)) Wd^T           act = SiLU (llama) or tanh-GELU (gemma)
 // and at the end logits = (RMSNorm(x) * w_out) Wout^T, only for the rows asked for.
 //
-// Every product, norm, GLU, rotation and attention goes through the tensor
-// backend (kernel_matmul, kernel_rmsnorm, kernel_glu, kernel_rope,
-// kernel_attention_rows: the speed seam); this file owns the data flow, the
-// residual adds, the KV cache's bookkeeping and the threading.
+// Every product, norm, GLU, rotation, residual add and attention goes through
+// the model's backend (m->be, tensor/backend.h: the seam), which also owns the
+// weights' layouts and the KV cache's; this file owns the data flow, the
+// cache's positions and the threading.
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -22,24 +22,14 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
-#include "tensor/attention.h"
-#include "tensor/gemm.h"
-#include "tensor/ops.h"
-#include "tensor/quant.h"
-#include "tensor/rope.h"
 #include "tensor/tuner.h"
 #include "util/common.h"
 
-// The cache layout model.h describes is the one the attention kernels read.
-_Static_assert(KV_TILE == KERNEL_KV_TILE && KV_CHUNK == KERNEL_KV_CHUNK, "model.h's KV cache tiles differ from tensor/attention.h's");
-
 // Consecutive batch rows of one sequence are handled by one attention work
-// item (per head) so that the rows share the sequence's K/V in cache.  The
-// AMX attention converts the item's keys and values to bf16 tiles first, a
-// cost per item: there longer blocks (prefill 512: 30% less attention time
-// than with 16 rows).  Neither changes a number (tensor/attention.h).
-#define ATTN_BLOCK 16
-#define ATTN_BLOCK_AMX 64
+// item (per head) so that the rows share the sequence's K/V in cache, at most
+// the backend's block_rows (kernel_kv_pass); no block length changes a
+// number (tensor/attention.h).
+#define ATTN_BLOCK_MAX 64
 // Fewest rows for which the element-wise loops (norms, RoPE, residual adds;
 // the GLU) are split over threads.
 #define ELEM_PAR_ROWS 64
@@ -74,9 +64,8 @@ static double prof_now(void) {
 typedef struct model_scratch {
     int64_t cap;                      // token rows the buffers below hold
     float *x, *xb;                    // (cap, C): residual stream, normed / matmul output
-    float *q, *att;                   // (cap, n_head * head_dim)
-    float *k, *v;                     // (cap, n_head_kv * head_dim): this call's new keys / values
-    float *hb, *hb2;                  // (cap, n_ff)
+    float *att;                       // (cap, n_head * head_dim)
+    float *hb;                        // (cap, n_ff)
     float *rope_cos, *rope_sin;       // (cap, n_rot / 2)
     int32_t *blk_start, *blk_len;     // attention blocks of consecutive same-sequence rows
     int32_t *out_rows;                // rows whose logits are wanted
@@ -89,14 +78,14 @@ typedef struct model_scratch {
     float *scores;                    // (nth, KERNEL_ATTN_SCORE_ROWS * cap_keys)
     int64_t cap_lora;
     float *lora_u;                    // (cap, rank): A x of one adapter
-    float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): outputs of the fused matmuls
+    float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): rows of q|k|v, of gate|up
 } model_scratch;
 
 // ---- scratch ----
 
 void model_scratch_free(model_scratch *s) {
     if (!s) return;
-    free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
+    free(s->x), free(s->xb), free(s->att), free(s->hb);
     free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
     free(s->inv_freq), free(s->next_pos), free(s->scores), free(s->lora_u), free(s->qkv), free(s->gu);
     free(s);
@@ -119,18 +108,14 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
     if (n_tokens > s->cap) {
         int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
         const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
-        free(s->x), free(s->xb), free(s->q), free(s->att), free(s->k), free(s->v), free(s->hb), free(s->hb2);
+        free(s->x), free(s->xb), free(s->att), free(s->hb);
         free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows), free(s->qkv), free(s->gu);
         s->qkv = alloc_rows(cap, qd + 2 * kvd);
         s->gu = alloc_rows(cap, 2 * (int64_t)c->n_ff);
         s->x = alloc_rows(cap, C);
         s->xb = alloc_rows(cap, C);
-        s->q = alloc_rows(cap, qd);
         s->att = alloc_rows(cap, qd);
-        s->k = alloc_rows(cap, kvd);
-        s->v = alloc_rows(cap, kvd);
         s->hb = alloc_rows(cap, c->n_ff);
-        s->hb2 = alloc_rows(cap, c->n_ff);
         s->rope_cos = alloc_rows(cap, c->n_rot / 2);
         s->rope_sin = alloc_rows(cap, c->n_rot / 2);
         s->blk_start = as_malloc(sizeof(int32_t) * (size_t)cap);
@@ -156,86 +141,46 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
 
 // ---- attention ----
 
-// Row i of the batch: the rotary embedding of its queries and keys.
-static void rope_row(const model_scratch *s, const model_config *c, int64_t i, float *q, int64_t qs, float *k, int64_t ks) {
-    const int half = c->n_rot / 2;
-    const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
-    kernel_rope(q + i * qs, c->n_head, c->head_dim, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-    kernel_rope(k + i * ks, c->n_head_kv, c->head_dim, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-}
-
-// Row i's key and value into the cache, in the cache's layout (model.h).  A
-// key tile's first position zeroes the tile (attention reads whole tiles),
-// in the bf16 tiles a chunk of values likewise; a sequence's rows come in
-// position order, so the later positions of the tile are written after.
-static void store_row(const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, int64_t i, const float *k, const float *v,
-                      int64_t ks) {
-    const int64_t kvd = kv->kv_dim;
-    const size_t eb = (size_t)kv->elem_bytes, seq_stride = kv->seq_stride, layer_stride = (size_t)kv->n_seq * seq_stride;
-    const size_t at = (size_t)l * layer_stride + (size_t)b->seq[i] * seq_stride, p = (size_t)b->pos[i];
-    const size_t kt = at + p / KV_TILE * KV_TILE * (size_t)kvd + p % KV_TILE, vt = at + p * (size_t)kvd;
-    const float *ki = k + i * ks, *vi = v + i * ks;
-    if (kv->bf16_tiles) {
-        kernel_attention_store_bf16_tiles((as_bf16 *)kv->k + at, (as_bf16 *)kv->v + at, kv->ctx_pad, kv->n_head_kv, c->head_dim, (int64_t)p, ki,
-                                          vi);
-        return;
-    }
-    if (p % KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KV_TILE * (size_t)kvd);
-    if (eb == 2) {
-        as_fp16 *K16 = kv->k, *V16 = kv->v;
-        as_f32_to_fp16_n(K16 + kt, KV_TILE, ki, kvd);
-        as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
-    } else {
-        float *K32 = kv->k, *V32 = kv->v;
-        for (int64_t e = 0; e < kvd; e++) K32[kt + (size_t)e * KV_TILE] = ki[e];
-        memcpy(V32 + vt, vi, sizeof(float) * (size_t)kvd);
-    }
-}
-
-// First the batch's rows through rope_row and store_row (q, k, v: row
-// strides q_stride, ks), then att[i, h] = softmax(q[i, h] K^T / sqrt(d)) V
-// over positions 0..pos[i] of seq[i]'s cache in this layer, all in one
-// parallel region: the cache writes (in decoding mostly cache misses, the
-// lines evicted since the last step) run on all threads without a fork of
-// their own.  The rows of one chunk of KV_CHUNK positions of a sequence are
-// stored by one thread, in order (the chunk's first position clears its
-// tiles, and two positions share the 32-bit words of the bf16 value tiles);
+// First the batch's rows' queries and keys rotated (RoPE) and their keys and
+// values stored in the cache (q, k, v: row stride qs), then att[i, h] =
+// softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of seq[i]'s cache
+// in this layer, all in one parallel region: the cache writes (in decoding
+// mostly cache misses, the lines evicted since the last step) run on all
+// threads without a fork of their own.  The rows of one chunk of KV_CHUNK
+// positions of a sequence are stored by one thread, in order (kernel_kv_store);
 // a prompt's chunks alternate between threads (by whole sequences instead, a
-// 512-token prefill's stores ran on one thread while the other waited).
-// Work items are (block of consecutive rows of one sequence) x (KV head): the
-// block's rows and the group's heads share the K/V they read (tensor/attention.h).
-static void attention_forward(model_scratch *s, const model_config *c, kv_cache *kv, int32_t l, const model_batch *b, float *q,
-                              int64_t q_stride, float *k, const float *v, int64_t ks, bool bf16, int nth) {
-    const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv;
-    const int64_t qd = (int64_t)H * d, kvd = kv->kv_dim, n_items = (int64_t)s->n_blocks * Hkv;
+// 512-token prefill's stores ran on one thread while the other waited).  Work
+// items are (block of consecutive rows of one sequence) x (KV head): the
+// block's rows and the group's heads share the K/V they read.
+static void attention_forward(const as_backend *be, model_scratch *s, const model_config *c, kv_cache *kv, const kernel_kv_pass *pass,
+                              int32_t l, const model_batch *b, float *q, float *k, const float *v, int64_t qs, int nth) {
+    const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv, half = c->n_rot / 2;
+    const int64_t qd = (int64_t)H * d, n_items = (int64_t)s->n_blocks * Hkv;
     const float scale = 1.0f / sqrtf((float)d);
 #pragma omp parallel num_threads(nth)
     {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < b->n_tokens; i++) rope_row(s, c, i, q, q_stride, k, ks);
+    for (int64_t i = 0; i < b->n_tokens; i++) {
+        const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
+        be->rope(q + i * qs, H, d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
+        be->rope(k + i * qs, Hkv, d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
+    }
     for (int64_t i = 0; i < b->n_tokens; i++)
-        if ((b->seq[i] + b->pos[i] / KV_CHUNK) % nt == tid) store_row(c, kv, l, b, i, k, v, ks);
+        if ((b->seq[i] + b->pos[i] / KV_CHUNK) % nt == tid) be->kv_store(&kv->mem, l, b->seq[i], b->pos[i], k + i * qs, v + i * qs);
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {
-        const int32_t blk = (int32_t)(it / Hkv);
+        const int32_t blk = (int32_t)(it / Hkv), t0 = s->blk_start[blk];
         const int g = (int)(it % Hkv);
-        const int32_t t0 = s->blk_start[blk];
-        int32_t n_keys[ATTN_BLOCK_AMX];
+        int32_t n_keys[ATTN_BLOCK_MAX];
         for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
-        const size_t eb = (size_t)kv->elem_bytes, base = ((size_t)l * kv->n_seq + (size_t)b->seq[t0]) * kv->seq_stride;
-        const size_t k_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d * KV_TILE;
-        const size_t v_off = kv->bf16_tiles ? (size_t)g * (size_t)kv->ctx_pad * d : (size_t)g * d;
-        const kernel_attn_args a = {
-            .q = q + t0 * q_stride + (int64_t)g * group * d, .q_stride = q_stride, .n_heads = group, .d = d, .n_rows = s->blk_len[blk],
-            .n_keys = n_keys, .k = (const uint8_t *)kv->k + (base + k_off) * eb, .k_tile_stride = KV_TILE * kvd,
-            .v = (const uint8_t *)kv->v + (base + v_off) * eb, .v_stride = kvd, .f16 = eb == 2 && !kv->bf16_tiles, .bf16 = bf16,
-            .tiled = kv->bf16_tiles, .v_panel = (int64_t)kv->ctx_pad / 2 * 16, .scale = scale,
-            .out = s->att + t0 * qd + (int64_t)g * group * d, .out_stride = qd,
-            .scores = s->scores + (int64_t)omp_get_thread_num() * KERNEL_ATTN_SCORE_ROWS * s->cap_keys, .scores_stride = s->cap_keys,
-        };
-        kernel_attention_rows(&a);
+        be->kv_attention(&(kernel_kv_attn){
+            .kv = &kv->mem, .pass = pass, .layer = l, .seq = b->seq[t0], .g = g, .q = q + t0 * qs + (int64_t)g * group * d, .q_stride = qs,
+            .n_heads = group, .n_rows = s->blk_len[blk], .n_keys = n_keys, .scale = scale, .out = s->att + t0 * qd + (int64_t)g * group * d,
+            .out_stride = qd, .scores = s->scores + (int64_t)omp_get_thread_num() * KERNEL_ATTN_SCORE_ROWS * s->cap_keys,
+            .scores_stride = s->cap_keys,
+        });
     }
     }
 }
@@ -265,110 +210,8 @@ static void lora_apply(model *m, model_scratch *s, int32_t l, int t, float *y, i
         s->cap_lora = n * r;
     }
     const float *A = lo->a[t] + (int64_t)l * r * in, *B = lo->b[t] + (int64_t)l * out * r;
-    kernel_sgemm(false, true, n, r, in, 1.0f, x, in, A, in, 0.0f, s->lora_u, r, kernel_get_threads());
-    kernel_sgemm(false, true, n, out, r, lo->scale, s->lora_u, r, B, r, 1.0f, y, ldy, kernel_get_threads());
-}
-
-// ---- packed weights ----
-
-// Matrix i of the model's list: 7 per layer, then the output matrix.
-static as_matrix *model_matrix(model *m, int64_t i) {
-    if (i == (int64_t)m->cfg.n_layer * 7) return &m->output;
-    model_layer *L = &m->layers[i / 7];
-    as_matrix *const lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return lw[i % 7];
-}
-
-// *out = the n matrices stacked by rows, when their packed copies are
-// adjacent and kernel_pack_size of the stack equals the sum of theirs (same
-// type and columns, whole row tiles); else out->rows = 0.  The stack is only
-// used through its packed copy (its data field is the first matrix's).
-static void fuse_packed(as_matrix *out, const as_matrix *const *w, int n) {
-    memset(out, 0, sizeof *out);
-    as_matrix f = *w[0];
-    size_t sum = kernel_pack_size(w[0]);
-    for (int i = 1; i < n; i++) {
-        const size_t sz = kernel_pack_size(w[i]);
-        if (!w[i]->packed || !w[0]->packed || w[i]->type != f.type || w[i]->cols != f.cols || !sz ||
-            (const uint8_t *)w[i]->packed != (const uint8_t *)w[0]->packed + sum)
-            return;
-        f.rows += w[i]->rows;
-        sum += sz;
-    }
-    if (kernel_pack_size(&f) != sum) return;
-    *out = f;
-}
-
-// Every weight matrix in the kernels' packed layout (kernel_pack), in one
-// allocation; the tied output matrix is packed as `output` (`tok_embd` only
-// serves row lookups).  Done once; a matrix without a packed layout (float
-// types, no AMX) stays as it is.
-static void model_pack(model *m) {
-    m->packed_tried = true;
-    const char *env = getenv("ALPHASPIN_PACK");
-    if (env && !strcmp(env, "0")) return;
-    const int64_t n_mats = (int64_t)m->cfg.n_layer * 7 + 1;
-    size_t total = 0;
-    for (int64_t i = 0; i < n_mats; i++) total += (kernel_pack_size(model_matrix(m, i)) + 63) & ~(size_t)63;
-    if (total == 0) return;
-    uint8_t *store = as_aligned_alloc(total);
-    size_t off = 0;
-    for (int64_t i = 0; i < n_mats; i++) {
-        as_matrix *w = model_matrix(m, i);
-        const size_t sz = kernel_pack_size(w);
-        if (!sz) continue;
-        kernel_pack(w, store + off);
-        off += (sz + 63) & ~(size_t)63;
-    }
-    m->packed_store = store;
-    // Consecutive packed matrices of one type and row tiles are one packed
-    // matrix: Q/K/V and gate/up then take one kernel call each.
-    for (int32_t l = 0; l < m->cfg.n_layer; l++) {
-        model_layer *L = &m->layers[l];
-        fuse_packed(&L->wqkv, (const as_matrix *[]){&L->wq, &L->wk, &L->wv}, 3);
-        fuse_packed(&L->w_gate_up, (const as_matrix *[]){&L->w_gate, &L->w_up}, 2);
-    }
-}
-
-// Every matrix rounded to bf16 in the BF16 path's layout (kernel_bf16_pack_matrix),
-// once, by the first BF16 forward pass.  Q/K/V and gate/up are packed as one
-// stack each (one product each) where their rows allow it.
-static void model_pack_bf16(model *m) {
-    const int32_t nl = m->cfg.n_layer;
-    m->bf16_store = as_calloc((size_t)nl * 7 + 1, sizeof *m->bf16_store);
-    kernel_bf16_packed *p = m->bf16_store;
-    for (int32_t l = 0; l < nl; l++) {
-        model_layer *L = &m->layers[l];
-        as_matrix *const qkv[] = {&L->wq, &L->wk, &L->wv}, *const gu[] = {&L->w_gate, &L->w_up};
-        as_matrix *const *parts[] = {qkv, gu}, *stacks[] = {&L->wqkv_bf16, &L->w_gate_up_bf16};
-        for (int s = 0; s < 2; s++) {
-            as_matrix *const *w = parts[s];
-            const int nw = s == 0 ? 3 : 2;
-            bool stackable = true;
-            int64_t rows = 0;
-            for (int i = 0; i < nw; i++) stackable &= w[i]->cols == w[0]->cols && (i == nw - 1 || w[i]->rows % 16 == 0), rows += w[i]->rows;
-            if (!stackable) { // one product per matrix
-                for (int i = 0; i < nw; i++) kernel_bf16_pack_matrix(p, w[i]), w[i]->bf16 = p++;
-                continue;
-            }
-            kernel_bf16_pack_matrices(p, (const as_matrix *const *)w, nw);
-            *stacks[s] = *w[0];
-            stacks[s]->rows = rows, stacks[s]->packed = NULL, stacks[s]->bf16 = p++;
-        }
-        kernel_bf16_pack_matrix(p, &L->wo), L->wo.bf16 = p++;
-        kernel_bf16_pack_matrix(p, &L->w_down), L->w_down.bf16 = p++;
-    }
-    kernel_bf16_pack_matrix(p, &m->output), m->output.bf16 = p++;
-    m->n_bf16 = (int32_t)(p - m->bf16_store);
-}
-
-// The stacked matrix (Q|K|V or gate|up) for this call, or NULL for one product
-// per matrix: the BF16 path's stack whenever it was packed, the Q8 path's for
-// >= KERNEL_PACK_MIN_TOKENS tokens when its packed copies are adjacent.
-static const as_matrix *fused_stack(kernel_precision prec, int64_t n, const as_matrix *q8_stack, const as_matrix *bf16_stack) {
-    if (prec == KERNEL_PRECISION_BF16) return bf16_stack->bf16 ? bf16_stack : NULL;
-    const bool q8 = prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS && q8_stack->rows > 0 && kernel_pack_size(q8_stack) > 0;
-    return q8 ? q8_stack : NULL;
+    m->be->sgemm(false, true, n, r, in, 1.0f, x, in, A, in, 0.0f, s->lora_u, r, kernel_get_threads());
+    m->be->sgemm(false, true, n, out, r, lo->scale, s->lora_u, r, B, r, 1.0f, y, ldy, kernel_get_threads());
 }
 
 // ---- the forward pass ----
@@ -419,33 +262,23 @@ static void sort_blocks(model_scratch *s, const model_batch *b) {
 
 static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const model_config *c = &m->cfg;
+    const as_backend *be = m->be;
     const int64_t n = b->n_tokens;
     if (n < 0) return as_error("model_forward: n_tokens %lld is negative", (long long)n);
     if (n == 0) return AS_OK;
     if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
+    if (kv->be != be) return as_error("model_forward: KV cache made on backend %s, the model runs on %s", kv->be->name, be->name);
     int64_t max_keys = 1;
     for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
     const int nth = AS_MAX(kernel_get_threads(), 1);
     const kernel_precision prec = kv->precision;
-    // The weight layouts of this precision, once (under m->lock); the other
-    // precisions' paths never read them, so what a cache gives does not
-    // depend on which precisions ran before it.
-    if (!m->packed_tried && prec == KERNEL_PRECISION_Q8 && n >= KERNEL_PACK_MIN_TOKENS) model_pack(m);
-    if (!m->bf16_store && prec == KERNEL_PRECISION_BF16) model_pack_bf16(m);
     model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
     if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
+    kernel_kv_pass pass; // the cache's layout is fixed by its first pass
+    if (be->kv_begin(&kv->mem, prec, &pass)) return AS_FAIL;
 
     const int64_t C = c->n_embd, d = c->head_dim, qd = (int64_t)c->n_head * d, kvd = (int64_t)c->n_head_kv * d, F = c->n_ff;
     const int half = c->n_rot / 2;
-    const bool attn_amx = prec == KERNEL_PRECISION_BF16 && kernel_attention_bf16_tiles(c->head_dim);
-    // The cache's layout is fixed by its first use (model.h).
-    if (!kv->elem_bytes) {
-        kv->elem_bytes = prec == KERNEL_PRECISION_Q8 || attn_amx ? 2 : 4;
-        kv->bf16_tiles = attn_amx;
-    }
-    if (kv->bf16_tiles && !attn_amx)
-        return as_error("model_forward: the KV cache holds the AMX attention's bf16 tiles, and the ISA in use "
-                        "(capped since its first forward pass) has no AMX attention");
 #ifdef AS_PROFILE
     static bool prof_registered;
     if (!prof_registered) atexit(prof_print), prof_registered = true;
@@ -458,17 +291,16 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
 #pragma omp parallel for num_threads(nth) if (n > 1)
     for (int64_t i = 0; i < n; i++) {
         float *x = s->x + i * C;
-        kernel_get_row(&m->tok_embd, b->token[i], x);
-        if (c->emb_scale != 1.0f)
-            for (int64_t j = 0; j < C; j++) x[j] *= c->emb_scale;
+        be->get_row(&m->tok_embd, b->token[i], x);
+        if (c->emb_scale != 1.0f) be->scale(x, C, c->emb_scale);
         for (int j = 0; j < half; j++) {
             const double a = (double)b->pos[i] * s->inv_freq[j];
             s->rope_cos[i * half + j] = (float)cos(a);
             s->rope_sin[i * half + j] = (float)sin(a);
         }
     }
-    // Attention blocks: runs of consecutive rows of one sequence, at most ATTN_BLOCK(_AMX) long.
-    const int32_t blk_max = attn_amx ? ATTN_BLOCK_AMX : ATTN_BLOCK;
+    // Attention blocks: runs of consecutive rows of one sequence, at most the backend's block_rows long.
+    const int32_t blk_max = AS_MIN(pass.block_rows, ATTN_BLOCK_MAX);
     s->n_blocks = 0;
     for (int32_t i = 0; i < (int32_t)n; i++) {
         const int32_t nb = s->n_blocks;
@@ -488,6 +320,8 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     // cores are busy with other work.
     const bool par_rows = n >= ELEM_PAR_ROWS, par_glu = n >= GLU_PAR_ROWS;
     const int64_t qkvd = qd + 2 * kvd;
+    // Rows of q|k|v and of gate|up, as the weight groups write them.
+    float *q = s->qkv, *k = s->qkv + qd, *v = s->qkv + qd + kvd, *g = s->gu, *u = s->gu + F;
     for (int32_t l = 0; l < c->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         // The previous layer's FFN output joins the residual stream here, in
@@ -495,62 +329,40 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
 #pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
-            if (l > 0)
-                for (int64_t j = 0; j < C; j++) x[j] += o[j];
-            kernel_rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
+            if (l > 0) be->add(x, o, C);
+            be->rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
-        // Q/K/V in one call when the packed copies allow it (then rows of q|k|v).
-        const as_matrix *wqkv = fused_stack(prec, n, &L->wqkv, &L->wqkv_bf16);
-        const bool fused = wqkv != NULL;
-        float *q = fused ? s->qkv : s->q, *k = fused ? s->qkv + qd : s->k, *v = fused ? s->qkv + qd + kvd : s->v;
-        const int64_t qs = fused ? qkvd : qd, ks = fused ? qkvd : kvd;
-        if (fused) kernel_matmul(s->qkv, qkvd, s->xb, n, wqkv, prec);
-        else {
-            kernel_matmul(q, qd, s->xb, n, &L->wq, prec);
-            kernel_matmul(k, kvd, s->xb, n, &L->wk, prec);
-            kernel_matmul(v, kvd, s->xb, n, &L->wv, prec);
-        }
-        lora_apply(m, s, l, 0, q, qs, s->xb, C, qd, n);
-        lora_apply(m, s, l, 1, k, ks, s->xb, C, kvd, n);
-        lora_apply(m, s, l, 2, v, ks, s->xb, C, kvd, n);
+        be->weights_matmul(L->qkv, s->qkv, qkvd, s->xb, n, prec);
+        lora_apply(m, s, l, 0, q, qkvd, s->xb, C, qd, n);
+        lora_apply(m, s, l, 1, k, qkvd, s->xb, C, kvd, n);
+        lora_apply(m, s, l, 2, v, qkvd, s->xb, C, kvd, n);
         PROF(PR_QKV);
-        attention_forward(s, c, kv, l, b, q, qs, k, v, ks, attn_amx, nth);
+        attention_forward(be, s, c, kv, &pass, l, b, q, k, v, qkvd, nth);
         PROF(PR_ATT);
-        kernel_matmul(s->xb, C, s->att, n, &L->wo, prec);
+        be->weights_matmul(L->o, s->xb, C, s->att, n, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
         PROF(PR_O);
 #pragma omp parallel for num_threads(nth) if (par_rows)
         for (int64_t i = 0; i < n; i++) {
             float *x = s->x + i * C, *o = s->xb + i * C;
-            for (int64_t j = 0; j < C; j++) x[j] += o[j];
-            kernel_rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
+            be->add(x, o, C);
+            be->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
         }
         PROF(PR_NORM);
-        const as_matrix *wgu = fused_stack(prec, n, &L->w_gate_up, &L->w_gate_up_bf16);
-        const bool fused_gu = wgu != NULL;
-        float *g = fused_gu ? s->gu : s->hb, *u = fused_gu ? s->gu + F : s->hb2;
-        const int64_t gs = fused_gu ? 2 * F : F;
-        if (fused_gu) kernel_matmul(s->gu, 2 * F, s->xb, n, wgu, prec);
-        else {
-            kernel_matmul(g, F, s->xb, n, &L->w_gate, prec);
-            kernel_matmul(u, F, s->xb, n, &L->w_up, prec);
-        }
-        lora_apply(m, s, l, 4, g, gs, s->xb, C, F, n);
-        lora_apply(m, s, l, 5, u, gs, s->xb, C, F, n);
+        be->weights_matmul(L->gate_up, s->gu, 2 * F, s->xb, n, prec);
+        lora_apply(m, s, l, 4, g, 2 * F, s->xb, C, F, n);
+        lora_apply(m, s, l, 5, u, 2 * F, s->xb, C, F, n);
         PROF(PR_GATEUP);
 #pragma omp parallel for num_threads(nth) if (par_glu)
-        for (int64_t i = 0; i < n; i++) kernel_glu(s->hb + i * F, g + i * gs, u + i * gs, F, c->gelu);
+        for (int64_t i = 0; i < n; i++) be->glu(s->hb + i * F, g + i * 2 * F, u + i * 2 * F, F, c->gelu);
         PROF(PR_GLU);
-        kernel_matmul(s->xb, C, s->hb, n, &L->w_down, prec);
+        be->weights_matmul(L->down, s->xb, C, s->hb, n, prec);
         lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
         PROF(PR_DOWN);
     }
 #pragma omp parallel for num_threads(nth) if (par_rows)
-    for (int64_t i = 0; i < n; i++) {
-        float *x = s->x + i * C, *o = s->xb + i * C;
-        for (int64_t j = 0; j < C; j++) x[j] += o[j];
-    }
+    for (int64_t i = 0; i < n; i++) be->add(s->x + i * C, s->xb + i * C, C);
     PROF(PR_ADD);
     for (int64_t i = 0; i < n; i++) kv->len[b->seq[i]]++;
 
@@ -559,8 +371,8 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     for (int64_t i = 0; i < n; i++)
         if (!b->want_logits || b->want_logits[i]) s->out_rows[n_out++] = (int32_t)i;
     if (n_out == 0) return AS_OK;
-    for (int64_t o = 0; o < n_out; o++) kernel_rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
-    kernel_matmul(logits, c->n_vocab, s->xb, n_out, &m->output, prec);
+    for (int64_t o = 0; o < n_out; o++) be->rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
+    be->weights_matmul(m->out_w, logits, c->n_vocab, s->xb, n_out, prec);
     PROF(PR_LOGITS);
     return AS_OK;
 }

@@ -5,11 +5,9 @@
 // `<arch>.*` keys, the vocabulary size from token_embd's shape, and each
 // tensor's shape is checked against the configuration before any pointer into
 // the file is kept.  Matrices stay in the mapped file in their stored type
-// (kernel_matmul reads them there); only the small norm vectors are copied to
-// one fp32 buffer.
+// (the backend's weight groups read them there, upload_weights); only the
+// small norm vectors are copied to one fp32 buffer.
 #include "model/model.h"
-
-#include "tensor/gemm.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -166,6 +164,33 @@ static int bind_norm(const gguf_file *f, const char *name, int64_t n, bool add_o
     return AS_OK;
 }
 
+// ---- the weights on the backend ----
+
+static void release_weights(model *m) {
+    if (!m->be) return;
+    for (int32_t l = 0; m->layers && l < m->cfg.n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        as_weights **g[] = {&L->qkv, &L->o, &L->gate_up, &L->down};
+        for (size_t i = 0; i < AS_ARRAY_LEN(g); i++) m->be->weights_free(*g[i]), *g[i] = NULL;
+    }
+    m->be->weights_free(m->out_w), m->out_w = NULL;
+}
+
+// The layers' matrices handed to be, grouped by the activations they multiply.
+static void upload_weights(model *m, const as_backend *be) {
+    m->be = be;
+    for (int32_t l = 0; l < m->cfg.n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        L->qkv = be->weights_new((const as_matrix *[]){&L->wq, &L->wk, &L->wv}, 3);
+        L->o = be->weights_new((const as_matrix *[]){&L->wo}, 1);
+        L->gate_up = be->weights_new((const as_matrix *[]){&L->w_gate, &L->w_up}, 2);
+        L->down = be->weights_new((const as_matrix *[]){&L->w_down}, 1);
+        if (!L->qkv || !L->o || !L->gate_up || !L->down) as_die("model: layer %d's weights: %s", (int)l, as_last_error());
+    }
+    m->out_w = be->weights_new((const as_matrix *[]){&m->output}, 1);
+    if (!m->out_w) as_die("model: output weights: %s", as_last_error());
+}
+
 int model_from_gguf(model **out, gguf_file *f) {
     *out = NULL;
     // The weights in memory of the process's own, on huge pages: batch-1 q8
@@ -233,6 +258,7 @@ int model_from_gguf(model **out, gguf_file *f) {
             goto fail;
 #undef BLK
     }
+    upload_weights(m, &as_backend_cpu);
     *out = m;
     return AS_OK;
 fail:
@@ -248,12 +274,26 @@ int model_load(model **out, const char *path) {
     return model_from_gguf(out, f);
 }
 
+void model_use_backend(model *m, const as_backend *be) {
+    pthread_mutex_lock(&m->lock);
+    release_weights(m);
+    upload_weights(m, be);
+    pthread_mutex_unlock(&m->lock);
+}
+
+size_t model_layout_bytes(const model *m) {
+    size_t n = m->be->weights_bytes(m->out_w);
+    for (int32_t l = 0; l < m->cfg.n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        n += m->be->weights_bytes(L->qkv) + m->be->weights_bytes(L->o) + m->be->weights_bytes(L->gate_up) + m->be->weights_bytes(L->down);
+    }
+    return n;
+}
+
 void model_free(model *m) {
     if (!m) return;
     model_scratch_free(m->scratch);
-    free(m->packed_store);
-    for (int32_t i = 0; i < m->n_bf16; i++) kernel_bf16_packed_free(&m->bf16_store[i]);
-    free(m->bf16_store);
+    release_weights(m);
     free(m->layers);
     free(m->f32_store);
     gguf_close(m->file);
@@ -263,7 +303,7 @@ void model_free(model *m) {
 
 // ---- KV cache ----
 
-kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
+kv_cache *kv_cache_init_on(const as_backend *be, const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
     if (n_seq < 1 || n_ctx < 1) {
         as_error("kv_cache_init: expected n_seq >= 1 and n_ctx >= 1, found %d and %d", n_seq, n_ctx);
         return NULL;
@@ -272,32 +312,29 @@ kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, k
         as_error("kv_cache_init: precision %d: expected f32, q8 or bf16", (int)precision);
         return NULL;
     }
-    size_t n, bytes;
-    const size_t ctx_pad = ((size_t)n_ctx + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK;
-    if (ctx_pad > (size_t)INT32_MAX || as_mul_overflow((size_t)cfg->n_layer * (size_t)n_seq, ctx_pad, &n) || as_mul_overflow(n, (size_t)cfg->n_head_kv * cfg->head_dim, &n) ||
-        as_mul_overflow(n, sizeof(float), &bytes)) {
-        as_error("kv_cache_init: %d sequences x %d positions overflow the address space", n_seq, n_ctx);
+    kv_cache *kv = as_calloc(1, sizeof *kv);
+    if (be->kv_init(&kv->mem, cfg->n_layer, n_seq, n_ctx, cfg->n_head_kv, cfg->head_dim)) { // (its message names the sizes)
+        free(kv);
         return NULL;
     }
-    kv_cache *kv = as_calloc(1, sizeof *kv);
+    kv->be = be;
     kv->precision = precision;
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
     kv->n_layer = cfg->n_layer;
     kv->kv_dim = cfg->n_head_kv * cfg->head_dim;
     kv->n_head_kv = cfg->n_head_kv;
-    kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
-    kv->ctx_pad = (int32_t)ctx_pad;
-    kv->k = as_aligned_alloc(bytes);
-    kv->v = as_aligned_alloc(bytes);
     kv->len = as_calloc((size_t)n_seq, sizeof *kv->len);
     return kv;
 }
 
+kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
+    return kv_cache_init_on(&as_backend_cpu, cfg, n_seq, n_ctx, precision);
+}
+
 void kv_cache_free(kv_cache *kv) {
     if (!kv) return;
-    free(kv->k);
-    free(kv->v);
+    kv->be->kv_release(&kv->mem);
     free(kv->len);
     free(kv);
 }
@@ -315,32 +352,7 @@ void kv_cache_truncate_seq(kv_cache *kv, int32_t seq, int32_t len) {
 void kv_cache_copy_prefix(kv_cache *kv, int32_t dst, int32_t src, int32_t n_pos) {
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq || n_pos < 0 || n_pos > kv->len[src])
         as_die("kv_cache_copy_prefix: sequence %d -> %d, %d positions invalid", src, dst, n_pos);
-    if (src == dst) {
-        kv->len[dst] = n_pos;
-        return;
-    }
-    // K in whole tiles (the last one partly filled: its positions past n_pos are
-    // src's values or zeros, finite, and attention ignores them), V in rows
-    // (bf16 tiles: in whole chunks per panel, likewise); byte offsets.
-    const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)n_pos * row;
-    const size_t nk = ((size_t)n_pos + KV_TILE - 1) / KV_TILE * KV_TILE * row;
-    uint8_t *K = kv->k, *V = kv->v;
-    for (int32_t l = 0; l < kv->n_layer; l++) {
-        size_t base = (size_t)l * kv->n_seq * seq_stride;
-        uint8_t *kd = K + base + (size_t)dst * seq_stride, *vd = V + base + (size_t)dst * seq_stride;
-        const uint8_t *ks = K + base + (size_t)src * seq_stride, *vs = V + base + (size_t)src * seq_stride;
-        if (!kv->bf16_tiles) {
-            memcpy(kd, ks, nk);
-            memcpy(vd, vs, n);
-            continue;
-        }
-        const size_t d = (size_t)kv->kv_dim / (size_t)kv->n_head_kv, head = (size_t)kv->ctx_pad * d * eb;
-        const size_t nv = ((size_t)n_pos + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK * 16 * eb, panel = (size_t)kv->ctx_pad * 16 * eb;
-        for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
-            memcpy(kd + g * head, ks + g * head, nk / (size_t)kv->n_head_kv);
-            for (size_t c = 0; c < d / 16; c++) memcpy(vd + g * head + c * panel, vs + g * head + c * panel, nv);
-        }
-    }
+    kv->be->kv_copy_prefix(&kv->mem, dst, src, n_pos);
     kv->len[dst] = n_pos;
 }
 

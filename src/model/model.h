@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "gguf/gguf.h"
-#include "tensor/kernels.h"
+#include "tensor/backend.h"
 
 typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_GEMMA = 1 } model_arch;
 
@@ -49,12 +49,9 @@ typedef struct model_layer {
     const float *ffn_norm;  // (C)
     as_matrix w_gate, w_up; // (n_ff, C)
     as_matrix w_down;       // (C, n_ff)
-    // Packed (kernel_pack) wq|wk|wv and w_gate|w_up as one matrix each, for
-    // the Q8 path of many tokens (rows 0: none; see model.packed_store).
-    as_matrix wqkv, w_gate_up;
-    // The same stacks for the BF16 path, used only through their bf16 copies
-    // (bf16 NULL: none; see model.bf16_store).
-    as_matrix wqkv_bf16, w_gate_up_bf16;
+    // The same matrices as the backend holds them (backend.h, weights.h), by
+    // the activations they multiply: Q|K|V, O, gate|up, down.
+    as_weights *qkv, *o, *gate_up, *down;
 } model_layer;
 
 // LoRA adapters applied by the forward pass: for each targeted matrix W,
@@ -85,18 +82,13 @@ typedef struct model {
     // and the first call at a precision builds its weight layouts).
     pthread_mutex_t lock;
     struct model_scratch *scratch; // forward-pass buffers (forward.c), grown on demand
-    // The weight matrices in the kernels' packed layout (kernel_pack), made by
-    // the first Q8 forward pass of >= KERNEL_PACK_MIN_TOKENS tokens on a CPU
-    // with AVX-512 VNNI (0.625 bytes per Q4 weight, 1.25 per Q8_0 weight: ~110 MB for the
-    // default model; ALPHASPIN_PACK=0 turns it off).  Only the Q8 path reads it.
-    void *packed_store;
-    bool packed_tried;
-    // Every matrix rounded to bf16 for KERNEL_PRECISION_BF16
-    // (kernel_bf16_pack_matrix: 2 bytes per weight on AMX, ~270 MB for the
-    // default model), made by the first BF16 forward pass; n_bf16 of them.
-    // Only the BF16 path reads it.
-    struct kernel_bf16_packed *bf16_store;
-    int32_t n_bf16;
+    // The backend every forward pass runs on (the CPU's unless
+    // model_use_backend chose another), and the output matrix as it holds it
+    // (the layers' groups are in model_layer).  Its weight layouts for a
+    // precision (the CPU's: Q8's packed tiles, BF16's rounded copies) are made
+    // by the first forward pass at that precision, under the lock.
+    const as_backend *be;
+    as_weights *out_w;
 } model;
 
 // Loads a GGUF model (arch `llama` or `gemma`); -1 + as_error naming the file,
@@ -114,51 +106,36 @@ void model_config_write_gguf(gguf_writer *w, const model_config *c);
 // apply in fp32 whatever the base's precision.  A KV cache filled under other
 // adapters is stale: clear it.  -1 + as_error for a rank < 1 or a non-finite scale.
 int model_set_lora(model *m, const model_lora *l);
+// Runs every later forward pass on be: the weight groups move to it (their
+// layouts are made again by the first pass at each precision).  KV caches
+// made for the previous backend are refused by model_forward.
+void model_use_backend(model *m, const as_backend *be);
+// Bytes of weight layouts the backend made for this model so far.
+size_t model_layout_bytes(const model *m);
 
 // KV cache for up to n_seq sequences of up to n_ctx positions each: the state
 // of one inference context over a model.  Its precision, fixed at
 // kv_cache_init, is the arithmetic of every forward pass over it (how
-// kernel_matmul treats activations, kernel_precision) and the type of its
-// elements; the weights are shared, so caches of different precisions over
-// one model can be used in any order (each gives what a model used at its
-// precision alone gives).  Keys are
-// stored transposed in tiles of KV_TILE positions (attention reads 16 keys'
-// element e as one vector): key (pos p, element e) of a sequence at
-// k[(p / KV_TILE) * KV_TILE * kv_dim + e * KV_TILE + p % KV_TILE]; values one
-// row per position, v[p * kv_dim + e].  Each (layer, seq) spans seq_stride
-// elements (n_ctx rounded up to whole tiles, times kv_dim).  Elements are
-// fp32, or fp16 (as llama.cpp's default cache: half the memory traffic of
-// batched decoding), laid out by the first forward pass that uses the cache:
-// fp16 under KERNEL_PRECISION_Q8, fp32 under F32 (which stays exact).
-//
-// Under KERNEL_PRECISION_BF16 on a CPU with AMX the cache holds bf16 in the
-// layouts the AMX attention's tiles read, so decoding converts nothing: per
-// (layer, seq), KV head g owns ctx_pad * head_dim elements at g * ctx_pad *
-// head_dim (ctx_pad = n_ctx rounded up to KV_CHUNK); key (p, e) of the head at
-// ((p / 16) * (d / 2) + e / 2) * 32 + (p % 16) * 2 + e % 2 (tiles of 16 keys,
-// dimensions in pairs); value (p, e) at ((e / 16) * (ctx_pad / 2) + p / 2) * 32
-// + (e % 16) * 2 + p % 2 (panels of 16 dimensions, keys in pairs).  A key tile
-// is zeroed when its first position is written, a chunk of KV_CHUNK values
-// likewise.  The values are those of the fp32 cache rounded to nearest even,
-// as the AMX attention rounds them itself from the other layouts.
-#define KV_TILE 16
-#define KV_CHUNK 32
+// kernel_matmul treats activations, kernel_precision) and decides the type of
+// its elements; the weights are shared, so caches of different precisions
+// over one model can be used in any order (each gives what a model used at its
+// precision alone gives).  Its memory and layout are the backend's
+// (tensor/attention.h, kernel_kv: keys in tiles of KV_TILE positions, fp32,
+// fp16 or AMX bf16 tiles), laid out by the first forward pass over it.
+#define KV_TILE KERNEL_KV_TILE
+#define KV_CHUNK KERNEL_KV_CHUNK
 typedef struct kv_cache {
     kernel_precision precision; // of every forward pass over this cache
     int32_t n_seq, n_ctx, n_layer, kv_dim, n_head_kv;
-    void *k, *v;       // [layer][seq] blocks of seq_stride elements, layouts above
-    size_t seq_stride;
-    int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16 or bf16)
-    bool bf16_tiles;    // the BF16 / AMX layout (elem_bytes 2)
-    int32_t ctx_pad;    // n_ctx rounded up to KV_CHUNK
+    const as_backend *be; // whose memory mem is (the CPU's: kv_cache_init)
+    kernel_kv mem;
     int32_t *len;      // positions filled per sequence
 } kv_cache;
 
 // NULL + as_error for non-positive or overflowing sizes or an unknown
-// precision.  K/V memory is not zeroed: a position is only used after a
-// forward pass wrote it (which zeroes a key tile when it writes its first
-// position, since attention computes the scores of whole tiles and then
-// ignores the positions past a row's keys).
+// precision.  On the CPU backend; a model on another backend wants
+// kv_cache_init_on(m->be, ...).
+kv_cache *kv_cache_init_on(const as_backend *be, const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
 kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
 void kv_cache_free(kv_cache *kv);
 void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)
@@ -187,11 +164,10 @@ typedef struct model_batch {
 
 // At kv's precision.  Returns -1 + as_error (and leaves the cache untouched)
 // for a bad batch: token id out of range, unknown sequence, position not
-// contiguous or past n_ctx, or a cache built for another model.  Calls on one
+// contiguous or past n_ctx, or a cache built for another model or backend.  Calls on one
 // model from several threads are safe and run one after the other (m->lock);
 // the work inside each is threaded with OpenMP.  The weight layouts a
-// precision wants (packed_store, bf16_store) are made by its first call and
-// then only read.
+// precision wants are made by its first call and then only read.
 int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits);
 
 #endif

@@ -1,5 +1,6 @@
-// Causal attention of a few query rows of one sequence against one KV head of
-// that sequence's cache (the model's KV cache, whose layout model.h states):
+// The KV cache as the CPU backend lays it out (kernel_kv, below), and causal
+// attention of a few query rows of one sequence against one KV head of
+// that sequence's cache:
 //
 //   out[r * out_stride + h * d + e] = sum_j softmax_j(scale q.k_j) v_j[e],  j < n_keys[r]
 //
@@ -34,6 +35,82 @@
 #define KERNEL_KV_TILE 16  // keys per tile of the fp32 / fp16 cache (model.h: KV_TILE)
 #define KERNEL_KV_CHUNK 32 // positions per chunk of the bf16 tiles (model.h: KV_CHUNK)
 #define KERNEL_ATTN_SCORE_ROWS 12
+
+#include "tensor/kernels.h"
+
+// ---- the KV cache: memory and layout owned by the backend ----
+//
+// One inference context's keys and values, [layer][seq] blocks of seq_stride
+// elements.  Keys are stored transposed in tiles of KERNEL_KV_TILE positions
+// (attention reads 16 keys' element e as one vector): key (pos p, element e)
+// of a block at k[(p / 16) * 16 * kv_dim + e * 16 + p % 16]; values one row
+// per position, v[p * kv_dim + e].  Elements are fp32, or fp16 (as
+// llama.cpp's default cache: half the memory traffic of batched decoding),
+// laid out by the first forward pass (kernel_kv_begin): fp16 under
+// KERNEL_PRECISION_Q8, fp32 under F32 (which stays exact).
+//
+// Under KERNEL_PRECISION_BF16 on a CPU with AMX the cache holds bf16 in the
+// layouts the AMX attention's tiles read, so decoding converts nothing: per
+// (layer, seq), KV head g owns ctx_pad * head_dim elements at g * ctx_pad *
+// head_dim (ctx_pad = n_ctx rounded up to KERNEL_KV_CHUNK); key (p, e) of the
+// head at ((p / 16) * (d / 2) + e / 2) * 32 + (p % 16) * 2 + e % 2 (tiles of
+// 16 keys, dimensions in pairs); value (p, e) at ((e / 16) * (ctx_pad / 2) + p
+// / 2) * 32 + (e % 16) * 2 + p % 2 (panels of 16 dimensions, keys in pairs).
+// A key tile is zeroed when its first position is written, a chunk of
+// KERNEL_KV_CHUNK values likewise.  The values are those of the fp32 cache
+// rounded to nearest even, as the AMX attention rounds them itself from the
+// other layouts.  Memory is not zeroed: a position is only read after it was
+// written (attention computes the scores of whole tiles, then ignores the
+// positions past a row's keys).
+typedef struct kernel_kv {
+    void *k, *v;
+    int32_t n_layer, n_seq, n_ctx, n_head_kv, head_dim, kv_dim;
+    size_t seq_stride;  // elements per (layer, seq) block
+    int32_t ctx_pad;    // n_ctx rounded up to KERNEL_KV_CHUNK
+    int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16 or bf16)
+    bool bf16_tiles;    // the BF16 / AMX layout (elem_bytes 2)
+} kernel_kv;
+
+// Allocates the cache (AS_FAIL + as_error when the sizes overflow).
+int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
+void kernel_kv_release(kernel_kv *kv);
+
+// What one forward pass at a precision needs to know of the cache: whether
+// its attention runs on bf16 tiles, and how many consecutive rows of a
+// sequence one attention call should take (longer for the AMX attention,
+// which converts a call's keys first).  Neither changes a number.
+typedef struct kernel_kv_pass {
+    bool bf16;
+    int32_t block_rows;
+} kernel_kv_pass;
+// Lays the cache out for precision p on its first pass; AS_FAIL + as_error
+// when it was laid out for tiles the ISA now in use cannot read.  Reads the
+// environment: once per forward pass.
+int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass);
+// Position pos of sequence seq in layer l: its keys and values (kv_dim floats
+// each), in the layout above.  Positions of one KERNEL_KV_CHUNK chunk of a
+// sequence must be stored in order by one thread; other stores may run at once.
+void kernel_kv_store(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *k, const float *v);
+// The causal attention of n_rows consecutive rows of sequence seq (row r
+// sees keys 0 .. n_keys[r] - 1) for KV head g's n_heads query heads, in layer
+// l: kernel_attention_rows over this cache's layout.  scores as there.
+typedef struct kernel_kv_attn {
+    const kernel_kv *kv;
+    const kernel_kv_pass *pass;
+    int32_t layer, seq, g;
+    const float *q;
+    int64_t q_stride;
+    int n_heads, n_rows;
+    const int32_t *n_keys;
+    float scale;
+    float *out;
+    int64_t out_stride;
+    float *scores;
+    int64_t scores_stride;
+} kernel_kv_attn;
+void kernel_kv_attention(const kernel_kv_attn *a);
+// dst's first n_pos positions (all layers) become src's.
+void kernel_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
 
 typedef struct kernel_attn_args {
     const float *q;

@@ -27,6 +27,7 @@
 
 #include "tensor/attention.h"
 #include "tensor/kernels.h"
+#include "tensor/weights.h"
 
 typedef struct as_backend {
     const char *name;
@@ -52,6 +53,24 @@ typedef struct as_backend {
     // e^x in place; first index of the maximum (ops.h).
     void (*exp)(float *x, int64_t n);
     int32_t (*argmax)(const float *x, int32_t n);
+    // y += x; x *= s (the residual stream, Gemma's embedding scale).
+    void (*add)(float *y, const float *x, int64_t n);
+    void (*scale)(float *x, int64_t n, float s);
+    // Weight groups the backend lays out (weights.h): GGUF matrices multiplied
+    // by the same activations (Q|K|V, gate|up, one matrix), stacked by rows;
+    // the packed / fused / bf16 copies each precision wants are the backend's.
+    as_weights *(*weights_new)(const as_matrix *const *parts, int n_parts);
+    void (*weights_free)(as_weights *w);
+    void (*weights_matmul)(as_weights *w, float *out, int64_t ldo, const float *x, int64_t n_tokens, kernel_precision p);
+    size_t (*weights_bytes)(const as_weights *w);
+    // The KV cache, memory and layout the backend's (attention.h, kernel_kv):
+    // allocate, lay out for a pass, store a position, attend, copy a prefix.
+    int (*kv_init)(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
+    void (*kv_release)(kernel_kv *kv);
+    int (*kv_begin)(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass);
+    void (*kv_store)(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *k, const float *v);
+    void (*kv_attention)(const kernel_kv_attn *a);
+    void (*kv_copy_prefix)(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
 
     // ---- training ----
     // C = alpha op(A) op(B) + beta C, fp32 (gemm.h), nth threads.

@@ -234,3 +234,13 @@ int32_t kernel_argmax(const float *x, int32_t n) {
         if (x[i] > x[best]) best = i;
     return best;
 }
+
+// ---- residual adds and scaling: one rounding per element ----
+
+void kernel_add(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void kernel_scale(float *x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}

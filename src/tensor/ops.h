@@ -24,5 +24,8 @@ void kernel_exp(float *x, int64_t n);
 // The first index of the largest of x[0..n) (NaNs never win; n <= 1 or a NaN
 // at 0 gives 0, as the plain scan `if (x[i] > x[best]) best = i`).
 int32_t kernel_argmax(const float *x, int32_t n);
+// y[i] += x[i]; x[i] *= s (one rounding each: the same bits everywhere).
+void kernel_add(float *y, const float *x, int64_t n);
+void kernel_scale(float *x, int64_t n, float s);
 
 #endif

@@ -156,8 +156,8 @@ static void check_model(const char *path, const char *name) {
     for (int i = 0; i < N_PREC; i++)
         if (args[i].rc) fail_msg("thread %s: %s", kernel_precision_name(s[i].prec), s[i].error);
     for (int i = 0; i < N_PREC; i++) expect_alone(&s[i], ref, "three threads");
-    fprintf(stderr, "  %s: q8, f32 and bf16 contexts on one model (interleaved both ways, and threaded): each bitwise as alone%s\n", name,
-            m->packed_store ? " (q8's packed weights made)" : "");
+    fprintf(stderr, "  %s: q8, f32 and bf16 contexts on one model (interleaved both ways, and threaded): each bitwise as alone (%.1f MB of weight layouts made)\n",
+            name, (double)model_layout_bytes(m) / 1e6);
     for (int i = 0; i < N_PREC; i++) session_free(&s[i]);
     model_free(m);
     for (int i = 0; i < N_PREC; i++) free(ref[i]);

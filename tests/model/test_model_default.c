@@ -121,11 +121,11 @@ static void check_invariance(kernel_precision p) {
     assert_true(e < tol);
     if (p == KERNEL_PRECISION_BF16 && kernel_gemm_bf16_amx()) assert_true(e == 0);
 
-    if (p == KERNEL_PRECISION_BF16 && kv->bf16_tiles) {
+    if (p == KERNEL_PRECISION_BF16 && kv->mem.bf16_tiles) {
         // The cache's bf16 tiles give the logits the fp32 cache gives (the
         // attention rounds its keys and values the same way from either).
         kv_cache *kv32 = kv_cache_init(&M->cfg, 1, 16, p);
-        kv32->elem_bytes = 4; // the fp32 layout (a CPU without AMX's) before the first forward pass lays out another
+        kv32->mem.elem_bytes = 4; // the fp32 layout (a CPU without AMX's) before the first forward pass lays out another
         for (int i = 0; i < LA; i++) seq[i] = 0, pos[i] = i;
         assert_int_equal(model_forward(M, kv32, &(model_batch){.n_tokens = LA, .token = A, .seq = seq, .pos = pos}, mixed), AS_OK);
         assert_memory_equal(mixed, alone, sizeof(float) * LA * (size_t)V);
@@ -167,7 +167,7 @@ static void test_q8_cache_copy(void **state) {
     bool want[21] = {false};
     assert_int_equal(model_forward(M, kv, &(model_batch){.n_tokens = 21, .token = tok, .seq = seq, .pos = pos, .want_logits = want}, NULL),
                      AS_OK);
-    assert_int_equal(kv->elem_bytes, 2);
+    assert_int_equal(kv->mem.elem_bytes, 2);
     kv_cache_copy_seq(kv, 1, 0);
     for (int step = 0; step < 13; step++) {
         const int32_t t = 500 + step, p = 21 + step, s0 = 0, s1 = 1;

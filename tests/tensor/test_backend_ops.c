@@ -48,7 +48,7 @@ static void expect(double err, double tol, const as_backend *b, int v, const cha
     g_checks++;
     char key[48];
     const char *prec = strrchr(what, ',');
-    snprintf(key, sizeof key, "%s%s", op, !strcmp(op, "matmul") && prec ? prec : "");
+    snprintf(key, sizeof key, "%s%s", op, (!strcmp(op, "matmul") || !strcmp(op, "weights_matmul")) && prec ? prec : "");
     int i = 0;
     while (i < g_n_worst && strcmp(g_worst[i].op, key)) i++;
     if (i == g_n_worst && g_n_worst < (int)AS_ARRAY_LEN(g_worst)) snprintf(g_worst[g_n_worst++].op, sizeof g_worst[0].op, "%s", key);
@@ -139,6 +139,89 @@ static void t_matmul(const as_backend *b, int v) {
 
 static void test_matmul(void **st) { (void)st, for_each(t_matmul); }
 
+// ---- weight groups (weights.h): Q|K|V, gate|up, one matrix, stacked by rows ----
+
+static void t_weights(const as_backend *b, int v) {
+    typedef struct { ggml_type type; int n; int64_t rows[3], cols; const char *name; } gshape;
+    static const gshape groups[] = {
+        {GGML_TYPE_Q4_1, 3, {576, 192, 192}, 576, "default model q|k|v"},
+        {GGML_TYPE_Q8_0, 1, {1000, 0, 0}, 576, "default model's output head (part)"},
+        {GGML_TYPE_Q4_K, 2, {64, 64, 0}, 2048, "Gemma-2B gate|up (rows cut)"},
+        {GGML_TYPE_Q4_0, 3, {40, 17, 23}, 96, "ragged q|k|v"},
+        {GGML_TYPE_F32, 2, {33, 31, 0}, 64, "fp32 weights, ragged"},
+    };
+    static const int ntoks[] = {1, 3, 17};
+    static const kernel_precision precs[] = {KERNEL_PRECISION_F32, KERNEL_PRECISION_Q8, KERNEL_PRECISION_BF16};
+    static const double tol[] = {1e-5, 2e-2, 1e-2};
+    for (size_t gi = 0; gi < AS_ARRAY_LEN(groups); gi++) {
+        const gshape *g = &groups[gi];
+        const size_t rb = quant_row_size(g->type, g->cols);
+        as_matrix parts[3];
+        const as_matrix *pp[3];
+        int64_t rows = 0;
+        double *wd[3];
+        for (int i = 0; i < g->n; i++) {
+            uint8_t *wq = as_malloc(rb * (size_t)g->rows[i]);
+            float *row = as_malloc(sizeof(float) * (size_t)g->cols);
+            wd[i] = as_malloc(sizeof(double) * (size_t)(g->rows[i] * g->cols));
+            for (int64_t r = 0; r < g->rows[i]; r++) {
+                fill(row, g->cols, -0.5, 0.5);
+                quant_quantize_row(g->type, row, wq + rb * (size_t)r, g->cols);
+                quant_dequantize_row(g->type, wq + rb * (size_t)r, row, g->cols);
+                for (int64_t c = 0; c < g->cols; c++) wd[i][r * g->cols + c] = row[c];
+            }
+            free(row);
+            parts[i] = (as_matrix){.data = wq, .type = g->type, .rows = g->rows[i], .cols = g->cols, .row_bytes = rb};
+            pp[i] = &parts[i];
+            rows += g->rows[i];
+        }
+        as_weights *w = b->weights_new(pp, g->n);
+        assert_non_null(w);
+        for (size_t pi = 0; pi < AS_ARRAY_LEN(precs); pi++)
+            for (size_t ni = 0; ni < AS_ARRAY_LEN(ntoks); ni++) {
+                const int64_t n = ntoks[ni], ldo = rows + 5;
+                float *x = as_malloc(sizeof(float) * (size_t)(n * g->cols)), *y = as_malloc(sizeof(float) * (size_t)(n * ldo));
+                float *yc = as_malloc(sizeof(float) * (size_t)(n * rows)), *yp = as_malloc(sizeof(float) * (size_t)(n * rows));
+                double *ref = as_malloc(sizeof(double) * (size_t)(n * rows));
+                fill(x, n * g->cols, -1, 1);
+                for (int64_t t = 0; t < n; t++) {
+                    int64_t r0 = 0;
+                    for (int i = 0; i < g->n; i++) {
+                        for (int64_t r = 0; r < g->rows[i]; r++) {
+                            double a = 0;
+                            for (int64_t c = 0; c < g->cols; c++) a += wd[i][r * g->cols + c] * x[t * g->cols + c];
+                            ref[t * rows + r0 + r] = a;
+                        }
+                        r0 += g->rows[i];
+                    }
+                }
+                // Twice: the first product at a precision makes its layouts, the second reads them.
+                for (int rep = 0; rep < 2; rep++) {
+                    b->weights_matmul(w, y, ldo, x, n, precs[pi]);
+                    for (int64_t t = 0; t < n; t++) memcpy(yc + t * rows, y + t * ldo, sizeof(float) * (size_t)rows);
+                    char what[160];
+                    snprintf(what, sizeof what, "%s %s, %lld tokens, call %d, %s", ggml_type_name(g->type), g->name, (long long)n, rep + 1,
+                             kernel_precision_name(precs[pi]));
+                    expect(norm_err(yc, ref, n * rows), tol[pi], b, v, "weights_matmul", what);
+                    // The CPU's layouts never change a bit: the group gives what each part's own product gives.
+                    if (!strcmp(b->name, "cpu")) {
+                        int64_t r0 = 0;
+                        for (int i = 0; i < g->n; i++) {
+                            b->matmul(yp + r0, rows, x, n, &parts[i], precs[pi]);
+                            r0 += g->rows[i];
+                        }
+                        expect(memcmp(yp, yc, sizeof(float) * (size_t)(n * rows)) ? 1 : 0, 0, b, v, "weights_matmul (= parts, bitwise)", what);
+                    }
+                }
+                free(x), free(y), free(yc), free(yp), free(ref);
+            }
+        b->weights_free(w);
+        for (int i = 0; i < g->n; i++) free((void *)parts[i].data), free(wd[i]);
+    }
+}
+
+static void test_weights(void **st) { (void)st, for_each(t_weights); }
+
 // ---- fp32 GEMM (training's products, forward and backward) ----
 
 static void t_sgemm(const as_backend *b, int v) {
@@ -213,6 +296,18 @@ static void t_rows(const as_backend *b, int v) {
         for (int64_t i = 1; i < n; i++)
             if (x[i] > x[best]) best = (int32_t)i;
         expect(b->argmax(x, (int32_t)n) == best ? 0 : 1, 0, b, v, "argmax", what);
+        // The residual add and the embedding scale: one rounding per element, exact.
+        fill(x, n, -3, 3), fill(w, n, -3, 3);
+        memcpy(y, w, sizeof(float) * (size_t)n);
+        b->add(y, x, n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += y[i] != w[i] + x[i];
+        expect(bad, 0, b, v, "add", what);
+        memcpy(y, x, sizeof(float) * (size_t)n);
+        b->scale(y, n, 45.254833f);
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += y[i] != x[i] * 45.254833f;
+        expect(bad, 0, b, v, "scale", what);
         free(x), free(w), free(y), free(ref);
     }
 }
@@ -313,6 +408,85 @@ static void t_attention(const as_backend *b, int v) {
 
 static void test_attention(void **st) { (void)st, for_each(t_attention); }
 
+// ---- the KV cache the backend owns: layout per precision, stores, attention, prefix copies ----
+
+static void t_kv(const as_backend *b, int v) {
+    static const int cfg[][3] = {{64, 3, 3}, {256, 1, 8}, {80, 2, 1}, {32, 1, 2}}; // head size, KV heads, query heads per KV head
+    static const kernel_precision precs[] = {KERNEL_PRECISION_F32, KERNEL_PRECISION_Q8, KERNEL_PRECISION_BF16};
+    const int32_t L = 2, S = 2, NCTX = 45, NP = 37; // positions filled: two tiles, a part of the third, past one chunk
+    for (size_t ci = 0; ci < AS_ARRAY_LEN(cfg); ci++)
+        for (size_t pi = 0; pi < AS_ARRAY_LEN(precs); pi++) {
+            const int d = cfg[ci][0], Hkv = cfg[ci][1], G = cfg[ci][2], kvd = d * Hkv, qs = G * d * Hkv;
+            kernel_kv kv;
+            assert_int_equal(b->kv_init(&kv, L, S, NCTX, Hkv, d), AS_OK);
+            kernel_kv_pass pass;
+            assert_int_equal(b->kv_begin(&kv, precs[pi], &pass), AS_OK);
+            assert_true(pass.block_rows >= 1);
+            // Keys and values of every (layer, sequence, position), as the cache's elements round them.
+            const int64_t nkv = (int64_t)L * S * NP * kvd;
+            float *K = as_malloc(sizeof(float) * (size_t)nkv), *V = as_malloc(sizeof(float) * (size_t)nkv);
+            fill(K, nkv, -1, 1), fill(V, nkv, -1, 1);
+            for (int32_t l = 0; l < L; l++)
+                for (int32_t sq = 0; sq < S; sq++)
+                    for (int32_t p = 0; p < NP; p++) {
+                        const int64_t o = (((int64_t)l * S + sq) * NP + p) * kvd;
+                        b->kv_store(&kv, l, sq, p, K + o, V + o);
+                    }
+            const bool f16 = kv.elem_bytes == 2 && !kv.bf16_tiles;
+            if (f16)
+                for (int64_t i = 0; i < nkv; i++) K[i] = as_fp16_to_f32(as_f32_to_fp16(K[i])), V[i] = as_fp16_to_f32(as_f32_to_fp16(V[i]));
+            const int R = 4; // the last R positions of layer 1, sequence 1 attend (causally) to the cache
+            float *q = as_malloc(sizeof(float) * (size_t)(R * qs)), *out = as_malloc(sizeof(float) * (size_t)(R * qs)),
+                  *out2 = as_malloc(sizeof(float) * (size_t)(R * qs));
+            const int64_t cap = (NCTX + 15) / 16 * 16;
+            float *scores = as_aligned_alloc(sizeof(float) * (size_t)(KERNEL_ATTN_SCORE_ROWS * cap));
+            double *ref = as_malloc(sizeof(double) * (size_t)(R * qs)), *sc = as_malloc(sizeof(double) * NP);
+            int32_t nk[4];
+            for (int r = 0; r < R; r++) nk[r] = NP - R + 1 + r;
+            fill(q, R * qs, -1, 1);
+            const float *Ks = K + ((int64_t)1 * S + 1) * NP * kvd, *Vs = V + ((int64_t)1 * S + 1) * NP * kvd;
+            for (int g = 0; g < Hkv; g++)
+                for (int r = 0; r < R; r++)
+                    for (int h = 0; h < G; h++) {
+                        const float *qv = q + r * qs + (g * G + h) * d;
+                        double mx = -INFINITY, sum = 0;
+                        for (int j = 0; j < nk[r]; j++) {
+                            double a = 0;
+                            for (int e = 0; e < d; e++) a += (double)qv[e] * Ks[(int64_t)j * kvd + g * d + e];
+                            sc[j] = a / sqrt((double)d), mx = fmax(mx, sc[j]);
+                        }
+                        for (int j = 0; j < nk[r]; j++) sum += sc[j] = exp(sc[j] - mx);
+                        for (int e = 0; e < d; e++) {
+                            double o = 0;
+                            for (int j = 0; j < nk[r]; j++) o += sc[j] / sum * Vs[(int64_t)j * kvd + g * d + e];
+                            ref[r * qs + (g * G + h) * d + e] = o;
+                        }
+                    }
+            for (int g = 0; g < Hkv; g++)
+                b->kv_attention(&(kernel_kv_attn){.kv = &kv, .pass = &pass, .layer = 1, .seq = 1, .g = g, .q = q + g * G * d, .q_stride = qs,
+                                                  .n_heads = G, .n_rows = R, .n_keys = nk, .scale = 1.0f / sqrtf((float)d),
+                                                  .out = out + g * G * d, .out_stride = qs, .scores = scores, .scores_stride = cap});
+            char what[128];
+            snprintf(what, sizeof what, "head size %d, %d KV heads x %d, %s cache%s, %s", d, Hkv, G, kv.bf16_tiles ? "bf16-tile" : f16 ? "fp16" : "fp32",
+                     pass.bf16 ? " (bf16 attention)" : "", kernel_precision_name(precs[pi]));
+            expect(elem_err(out, ref, R * qs), pass.bf16 ? 1e-2 : 2e-6, b, v, "kv_store + kv_attention", what);
+            // Sequence 0 of layer 1 takes sequence 1's first NP - 3 positions, then attends as sequence 1 did.
+            b->kv_copy_prefix(&kv, 0, 1, NP - 3);
+            for (int r = 0; r < R; r++) nk[r] = NP - 3 - R + 1 + r;
+            for (int pass_seq = 0; pass_seq < 2; pass_seq++)
+                for (int g = 0; g < Hkv; g++)
+                    b->kv_attention(&(kernel_kv_attn){.kv = &kv, .pass = &pass, .layer = 1, .seq = pass_seq, .g = g, .q = q + g * G * d,
+                                                      .q_stride = qs, .n_heads = G, .n_rows = R, .n_keys = nk, .scale = 1.0f / sqrtf((float)d),
+                                                      .out = (pass_seq ? out2 : out) + g * G * d, .out_stride = qs, .scores = scores,
+                                                      .scores_stride = cap});
+            expect(memcmp(out, out2, sizeof(float) * (size_t)(R * qs)) ? 1 : 0, 0, b, v, "kv_copy_prefix (bitwise)", what);
+            b->kv_release(&kv);
+            free(K), free(V), free(q), free(out), free(out2), free(scores), free(ref), free(sc);
+        }
+}
+
+static void test_kv(void **st) { (void)st, for_each(t_kv); }
+
 // ---- training's softmax and SwiGLU pieces, forward and backward ----
 
 static void t_train(const as_backend *b, int v) {
@@ -368,8 +542,10 @@ static void test_registry(void **st) {
     for (int i = 0; i < as_backend_count(); i++) {
         const as_backend *b = as_backend_at(i);
         // Every op is provided: a backend without one would not be tested (and would crash its caller).
-        const void *ops[] = {b->matmul, b->get_row, b->rmsnorm, b->glu, b->rope, b->attention_rows, b->exp, b->argmax, b->sgemm,
-                             b->exp_shift_sum, b->max, b->neg_scaled_exp, b->silu_glu_forward, b->silu_glu_backward};
+        const void *ops[] = {b->matmul, b->get_row, b->rmsnorm, b->glu, b->rope, b->attention_rows, b->exp, b->argmax, b->add, b->scale,
+                             b->weights_new, b->weights_free, b->weights_matmul, b->weights_bytes, b->kv_init, b->kv_release, b->kv_begin,
+                             b->kv_store, b->kv_attention, b->kv_copy_prefix, b->sgemm, b->exp_shift_sum, b->max, b->neg_scaled_exp,
+                             b->silu_glu_forward, b->silu_glu_backward};
         for (size_t k = 0; k < AS_ARRAY_LEN(ops); k++)
             if (!ops[k]) fail_msg("backend %s: op %zu missing", b->name, k);
         int avail = 0;
@@ -395,7 +571,8 @@ int main(void) {
     kernel_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry), cmocka_unit_test(test_matmul),    cmocka_unit_test(test_sgemm), cmocka_unit_test(test_rows),
-        cmocka_unit_test(test_rope),     cmocka_unit_test(test_attention), cmocka_unit_test(test_train_ops),
+        cmocka_unit_test(test_rope),     cmocka_unit_test(test_attention), cmocka_unit_test(test_train_ops), cmocka_unit_test(test_weights),
+        cmocka_unit_test(test_kv),
     };
     return cmocka_run_group_tests(tests, NULL, report);
 }

@@ -1,0 +1,114 @@
+// The CPU backend's KV cache (attention.h, kernel_kv): allocation, the layout
+// a precision wants, the stores of one position, attention over it, copies.
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/attention.h"
+#include "tensor/quant.h"
+#include "util/common.h"
+
+// The AMX attention converts a call's keys and values to bf16 tiles first, a
+// cost per call: there longer blocks of rows (prefill 512: 30% less attention
+// time than with 16 rows).
+#define BLOCK_ROWS 16
+#define BLOCK_ROWS_AMX 64
+
+int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
+    memset(kv, 0, sizeof *kv);
+    if (n_layer < 1 || n_seq < 1 || n_ctx < 1 || n_head_kv < 1 || head_dim < 1)
+        return as_error("kv cache: expected positive sizes, found %d layers, %d sequences, %d positions, %d x %d", n_layer, n_seq, n_ctx,
+                        n_head_kv, head_dim);
+    size_t n, bytes;
+    const size_t ctx_pad = ((size_t)n_ctx + KERNEL_KV_CHUNK - 1) / KERNEL_KV_CHUNK * KERNEL_KV_CHUNK;
+    if (ctx_pad > (size_t)INT32_MAX || as_mul_overflow((size_t)n_layer * (size_t)n_seq, ctx_pad, &n) ||
+        as_mul_overflow(n, (size_t)n_head_kv * (size_t)head_dim, &n) || as_mul_overflow(n, sizeof(float), &bytes))
+        return as_error("kv cache: %d sequences x %d positions overflow the address space", n_seq, n_ctx);
+    kv->n_layer = n_layer, kv->n_seq = n_seq, kv->n_ctx = n_ctx, kv->n_head_kv = n_head_kv, kv->head_dim = head_dim;
+    kv->kv_dim = n_head_kv * head_dim;
+    kv->ctx_pad = (int32_t)ctx_pad;
+    kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
+    kv->k = as_aligned_alloc(bytes); // room for fp32; the 2-byte layouts use half
+    kv->v = as_aligned_alloc(bytes);
+    return AS_OK;
+}
+
+void kernel_kv_release(kernel_kv *kv) {
+    free(kv->k), free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
+    const bool amx = p == KERNEL_PRECISION_BF16 && kernel_attention_bf16_tiles(kv->head_dim);
+    if (!kv->elem_bytes) {
+        kv->elem_bytes = p == KERNEL_PRECISION_Q8 || amx ? 2 : 4;
+        kv->bf16_tiles = amx;
+    }
+    if (kv->bf16_tiles && !amx)
+        return as_error("model_forward: the KV cache holds the AMX attention's bf16 tiles, and the ISA in use "
+                        "(capped since its first forward pass) has no AMX attention");
+    pass->bf16 = amx;
+    pass->block_rows = amx ? BLOCK_ROWS_AMX : BLOCK_ROWS;
+    return AS_OK;
+}
+
+void kernel_kv_store(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *ki, const float *vi) {
+    const int64_t kvd = kv->kv_dim;
+    const size_t eb = (size_t)kv->elem_bytes, at = ((size_t)l * kv->n_seq + (size_t)seq) * kv->seq_stride, p = (size_t)pos;
+    if (kv->bf16_tiles) {
+        kernel_attention_store_bf16_tiles((as_bf16 *)kv->k + at, (as_bf16 *)kv->v + at, kv->ctx_pad, kv->n_head_kv, kv->head_dim, pos, ki, vi);
+        return;
+    }
+    const size_t kt = at + p / KERNEL_KV_TILE * KERNEL_KV_TILE * (size_t)kvd + p % KERNEL_KV_TILE, vt = at + p * (size_t)kvd;
+    if (p % KERNEL_KV_TILE == 0) memset((uint8_t *)kv->k + (at + p * (size_t)kvd) * eb, 0, eb * KERNEL_KV_TILE * (size_t)kvd);
+    if (eb == 2) {
+        as_fp16 *K16 = kv->k, *V16 = kv->v;
+        as_f32_to_fp16_n(K16 + kt, KERNEL_KV_TILE, ki, kvd);
+        as_f32_to_fp16_n(V16 + vt, 1, vi, kvd);
+    } else {
+        float *K32 = kv->k, *V32 = kv->v;
+        for (int64_t e = 0; e < kvd; e++) K32[kt + (size_t)e * KERNEL_KV_TILE] = ki[e];
+        memcpy(V32 + vt, vi, sizeof(float) * (size_t)kvd);
+    }
+}
+
+void kernel_kv_attention(const kernel_kv_attn *a) {
+    const kernel_kv *kv = a->kv;
+    const int d = kv->head_dim;
+    const size_t eb = (size_t)kv->elem_bytes, base = ((size_t)a->layer * kv->n_seq + (size_t)a->seq) * kv->seq_stride;
+    const size_t k_off = kv->bf16_tiles ? (size_t)a->g * (size_t)kv->ctx_pad * d : (size_t)a->g * d * KERNEL_KV_TILE;
+    const size_t v_off = kv->bf16_tiles ? (size_t)a->g * (size_t)kv->ctx_pad * d : (size_t)a->g * d;
+    const kernel_attn_args r = {
+        .q = a->q, .q_stride = a->q_stride, .n_heads = a->n_heads, .d = d, .n_rows = a->n_rows, .n_keys = a->n_keys,
+        .k = (const uint8_t *)kv->k + (base + k_off) * eb, .k_tile_stride = KERNEL_KV_TILE * (int64_t)kv->kv_dim,
+        .v = (const uint8_t *)kv->v + (base + v_off) * eb, .v_stride = kv->kv_dim, .f16 = eb == 2 && !kv->bf16_tiles,
+        .bf16 = a->pass->bf16, .tiled = kv->bf16_tiles, .v_panel = (int64_t)kv->ctx_pad / 2 * 16, .scale = a->scale, .out = a->out,
+        .out_stride = a->out_stride, .scores = a->scores, .scores_stride = a->scores_stride,
+    };
+    kernel_attention_rows(&r);
+}
+
+void kernel_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos) {
+    if (src == dst || n_pos == 0 || !kv->elem_bytes) return;
+    // K in whole tiles (the last one partly filled: its positions past n_pos are
+    // src's values or zeros, finite, and attention ignores them), V in rows
+    // (bf16 tiles: in whole chunks per panel, likewise); byte offsets.
+    const size_t eb = (size_t)kv->elem_bytes, row = (size_t)kv->kv_dim * eb, seq_stride = kv->seq_stride * eb, n = (size_t)n_pos * row;
+    const size_t nk = ((size_t)n_pos + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE * KERNEL_KV_TILE * row;
+    uint8_t *K = kv->k, *V = kv->v;
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        size_t base = (size_t)l * kv->n_seq * seq_stride;
+        uint8_t *kd = K + base + (size_t)dst * seq_stride, *vd = V + base + (size_t)dst * seq_stride;
+        const uint8_t *ks = K + base + (size_t)src * seq_stride, *vs = V + base + (size_t)src * seq_stride;
+        if (!kv->bf16_tiles) {
+            memcpy(kd, ks, nk);
+            memcpy(vd, vs, n);
+            continue;
+        }
+        const size_t d = (size_t)kv->head_dim, head = (size_t)kv->ctx_pad * d * eb;
+        const size_t nv = ((size_t)n_pos + KERNEL_KV_CHUNK - 1) / KERNEL_KV_CHUNK * KERNEL_KV_CHUNK * 16 * eb, panel = (size_t)kv->ctx_pad * 16 * eb;
+        for (size_t g = 0; g < (size_t)kv->n_head_kv; g++) {
+            memcpy(kd + g * head, ks + g * head, nk / (size_t)kv->n_head_kv);
+            for (size_t c = 0; c < d / 16; c++) memcpy(vd + g * head + c * panel, vs + g * head + c * panel, nv);
+        }
+    }
+}
