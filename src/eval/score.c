@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "eval/eval_internal.h"
+#include "tensor/backend.h"
 #include "util/common.h"
 
 typedef struct choice_toks {
@@ -143,17 +144,11 @@ static void fb_push(fwd_batch *b, int32_t token, int32_t seq, int32_t pos, bool 
     b->n++;
 }
 
-// log softmax(l)[t] with a double normaliser; *greedy: t is the argmax (the
-// first of equal maxima, as torch's argmax).
+// log softmax(l)[t] (the host backend's logprob, in double); *greedy: t is
+// the argmax (the first of equal maxima, as torch's argmax).
 static double log_prob(const float *l, int32_t nv, int32_t t, bool *greedy) {
-    float mx = l[0];
-    int32_t arg = 0;
-    for (int32_t v = 1; v < nv; v++)
-        if (l[v] > mx) mx = l[v], arg = v;
-    double z = 0;
-    for (int32_t v = 0; v < nv; v++) z += exp((double)l[v] - mx);
-    *greedy = arg == t;
-    return (double)l[t] - mx - log(z);
+    *greedy = as_backend_cpu.argmax(l, nv) == t;
+    return as_backend_cpu.logprob(l, nv, t);
 }
 
 static int fb_run(eval_model_scorer *s, kv_cache *kv, fwd_batch *b, float *logits, const item_plan *plans,

@@ -302,13 +302,7 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
     return c[n - 1].id; // unreachable: run == sum > target at the end
 }
 
-double sampler_logprob(const float *logits, int32_t n_vocab, int32_t token) {
-    float mx = -INFINITY;
-    for (int32_t i = 0; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - mx);
-    return (double)logits[token] - mx - log(sum);
-}
+double sampler_logprob(const float *logits, int32_t n_vocab, int32_t token) { return host->logprob(logits, n_vocab, token); }
 
 // The first index of the largest value, ties to the lowest id (the backend's
 // argmax, ops.h: NaNs never win, a NaN at 0 returns 0).

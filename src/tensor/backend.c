@@ -38,6 +38,7 @@ const as_backend as_backend_cpu = {
     .attention_rows = kernel_attention_rows,
     .exp = kernel_exp,
     .argmax = kernel_argmax,
+    .logprob = kernel_logprob,
     .add = kernel_add,
     .scale = kernel_scale,
     .weights_new = kernel_weights_new,

@@ -244,3 +244,13 @@ void kernel_add(float *y, const float *x, int64_t n) {
 void kernel_scale(float *x, int64_t n, float s) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
+
+// ---- a token's log-probability over host logits ----
+
+double kernel_logprob(const float *z, int32_t n, int32_t t) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++) mx = z[i] > mx ? z[i] : mx;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) sum += exp((double)z[i] - mx);
+    return (double)z[t] - mx - log(sum);
+}

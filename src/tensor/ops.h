@@ -24,6 +24,10 @@ void kernel_exp(float *x, int64_t n);
 // The first index of the largest of x[0..n) (NaNs never win; n <= 1 or a NaN
 // at 0 gives 0, as the plain scan `if (x[i] > x[best]) best = i`).
 int32_t kernel_argmax(const float *x, int32_t n);
+// log softmax(z)[t] over n logits, in double: m = the largest z (NaNs
+// skipped), log p = (z[t] - m) - log(sum_i e^(z[i] - m)), each term in double
+// with libm's exp, summed in index order (the same bits on every ISA).
+double kernel_logprob(const float *z, int32_t n, int32_t t);
 // y[i] += x[i]; x[i] *= s (one rounding each: the same bits everywhere).
 void kernel_add(float *y, const float *x, int64_t n);
 void kernel_scale(float *x, int64_t n, float s);

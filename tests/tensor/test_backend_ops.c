@@ -296,6 +296,14 @@ static void t_rows(const as_backend *b, int v) {
         for (int64_t i = 1; i < n; i++)
             if (x[i] > x[best]) best = (int32_t)i;
         expect(b->argmax(x, (int32_t)n) == best ? 0 : 1, 0, b, v, "argmax", what);
+        // A token's log-probability (in double) against long double.
+        fill(x, n, -20, 20);
+        long double lm = x[0], ls = 0;
+        for (int64_t i = 1; i < n; i++) lm = x[i] > lm ? x[i] : lm;
+        for (int64_t i = 0; i < n; i++) ls += expl((long double)x[i] - lm);
+        const int32_t tk = (int32_t)(n / 3);
+        const double lp = b->logprob(x, (int32_t)n, tk), lref = (double)((long double)x[tk] - lm - logl(ls));
+        expect(fabs(lp - lref) / fmax(1.0, fabs(lref)), 1e-13, b, v, "logprob", what);
         // The residual add and the embedding scale: one rounding per element, exact.
         fill(x, n, -3, 3), fill(w, n, -3, 3);
         memcpy(y, w, sizeof(float) * (size_t)n);
@@ -542,7 +550,7 @@ static void test_registry(void **st) {
     for (int i = 0; i < as_backend_count(); i++) {
         const as_backend *b = as_backend_at(i);
         // Every op is provided: a backend without one would not be tested (and would crash its caller).
-        const void *ops[] = {b->matmul, b->get_row, b->rmsnorm, b->glu, b->rope, b->attention_rows, b->exp, b->argmax, b->add, b->scale,
+        const void *ops[] = {b->matmul, b->get_row, b->rmsnorm, b->glu, b->rope, b->attention_rows, b->exp, b->argmax, b->logprob, b->add, b->scale,
                              b->weights_new, b->weights_free, b->weights_matmul, b->weights_bytes, b->kv_init, b->kv_release, b->kv_begin,
                              b->kv_store, b->kv_attention, b->kv_copy_prefix, b->sgemm, b->exp_shift_sum, b->max, b->neg_scaled_exp,
                              b->silu_glu_forward, b->silu_glu_backward};
