@@ -2,9 +2,10 @@
 // table of function pointers, and the registry of the backends compiled in.
 //
 // The CPU backend (backend.c: the kernels of src/tensor, every ISA path
-// behind kernel_force_isa) is the first entry.  A new backend (CUDA, filed as
-// issue 22) fills an as_backend with its own functions and adds it to
-// backends[] in backend.c; tests/tensor/test_backend_ops.c then runs every op
+// behind kernel_force_isa) is the first entry; the CUDA backend (issue 22,
+// src/tensor/cuda, a dlopened plugin; not yet run on a GPU) the second where
+// it loads.  A new backend fills an as_backend with its own functions and
+// adds it to the registry in backend.c; tests/tensor/test_backend_ops.c then runs every op
 // of it, each variant (for the CPU: each ISA the machine has) against a
 // double-precision reference with a tolerance per op and precision, with no
 // new test code (the manner of ggml's test-backend-ops).
