@@ -149,54 +149,93 @@ struct op_max_f { __device__ float operator()(float a, float b) const { return b
 
 // ---- dequantisation (quant.c's operations, one output element per thread) ----
 
-__device__ static inline float fp16_at(const uint8_t *p) {
-    const unsigned short h = (unsigned short)(p[0] | (p[1] << 8));
-    return __half2float(__ushort_as_half(h));
+// The dequantiser is compiled for the host too (alphaspin_cuda_dequant_host,
+// which tests/tensor/test_cuda_dequant.c checks bit for bit against quant.c on
+// machines without a GPU).  Products and sums are rounded one at a time, never
+// contracted to a fused multiply-add (the host side is built with
+// -ffp-contract=off), so the bits are quant.c's.
+__host__ __device__ static inline float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ static inline float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ static inline float sub_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ static inline float bits_f32(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
 }
 
-__device__ static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+// IEEE half -> float, exact (quant.c's as_fp16_to_f32: 2^-112 rebias, subnormals by subtraction).
+__host__ __device__ static inline float fp16_at(const uint8_t *p) {
+    const uint32_t w = (uint32_t)(p[0] | (p[1] << 8)) << 16;
+    const uint32_t sign = w & 0x80000000u, two_w = w + w;
+    const float normalized = mul_rn(bits_f32((two_w >> 4) + (0xE0u << 23)), 0x1.0p-112f);
+    const float denormalized = sub_rn(bits_f32((two_w >> 17) | (126u << 23)), 0.5f);
+    float r = two_w < (1u << 27) ? denormalized : normalized;
+    uint32_t u;
+#ifdef __CUDA_ARCH__
+    u = __float_as_uint(r);
+#else
+    memcpy(&u, &r, 4);
+#endif
+    return bits_f32(sign | u);
+}
+
+__host__ __device__ static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
     if (j < 4) *d = q[j] & 63, *m = q[j + 4] & 63;
     else *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
 }
 
-// Element c of a row at `row` (type t).  __fmul_rn/__fadd_rn: never contracted to
-// a fused multiply-add, so the bits are quant.c's.
-__device__ static float dequant_elem(int t, const uint8_t *row, int64_t c) {
+// Element c of a row at `row` (type t), as quant_dequantize_row gives it.
+__host__ __device__ static float dequant_elem(int t, const uint8_t *row, int64_t c) {
     switch (t) {
-    case GGML_TYPE_F32: {
-        float f;
-        memcpy(&f, row + 4 * c, 4);
-        return f;
-    }
+    case GGML_TYPE_F32: return bits_f32((uint32_t)row[4 * c] | ((uint32_t)row[4 * c + 1] << 8) | ((uint32_t)row[4 * c + 2] << 16) | ((uint32_t)row[4 * c + 3] << 24));
     case GGML_TYPE_F16: return fp16_at(row + 2 * c);
-    case GGML_TYPE_BF16: {
-        const unsigned u = (unsigned)(row[2 * c] | (row[2 * c + 1] << 8)) << 16;
-        return __uint_as_float(u);
-    }
+    case GGML_TYPE_BF16: return bits_f32((uint32_t)(row[2 * c] | (row[2 * c + 1] << 8)) << 16);
     case GGML_TYPE_Q4_0: {
         const uint8_t *b = row + (c / 32) * 18;
         const int j = (int)(c % 32);
         const int x = j < 16 ? (b[2 + j] & 0x0F) - 8 : (b[2 + j - 16] >> 4) - 8;
-        return __fmul_rn((float)x, fp16_at(b));
+        return mul_rn((float)x, fp16_at(b));
     }
     case GGML_TYPE_Q4_1: {
         const uint8_t *b = row + (c / 32) * 20;
         const int j = (int)(c % 32);
         const int x = j < 16 ? (b[4 + j] & 0x0F) : (b[4 + j - 16] >> 4);
-        return __fadd_rn(__fmul_rn((float)x, fp16_at(b)), fp16_at(b + 2));
+        return add_rn(mul_rn((float)x, fp16_at(b)), fp16_at(b + 2));
     }
     case GGML_TYPE_Q8_0: {
         const uint8_t *b = row + (c / 32) * 34;
-        return __fmul_rn((float)(int8_t)b[2 + c % 32], fp16_at(b));
+        return mul_rn((float)(int8_t)b[2 + c % 32], fp16_at(b));
     }
     case GGML_TYPE_Q4_K: { // d, dmin, scales[12], qs[128]
         const uint8_t *b = row + (c / 256) * 144;
         const int l = (int)(c % 256), j = l / 64, hi = (l % 64) / 32, lane = l % 32;
         int sc, m;
         scale_min_k4(2 * j + hi, b + 4, &sc, &m);
-        const float d1 = __fmul_rn(fp16_at(b), (float)sc), m1 = __fmul_rn(fp16_at(b + 2), (float)m);
+        const float d1 = mul_rn(fp16_at(b), (float)sc), m1 = mul_rn(fp16_at(b + 2), (float)m);
         const uint8_t q = b[16 + j * 32 + lane];
-        return __fsub_rn(__fmul_rn(d1, (float)(hi ? q >> 4 : q & 0xF)), m1);
+        return sub_rn(mul_rn(d1, (float)(hi ? q >> 4 : q & 0xF)), m1);
     }
     case GGML_TYPE_Q6_K: { // ql[128], qh[64], scales[16], d
         const uint8_t *b = row + (c / 256) * 210;
@@ -205,7 +244,7 @@ __device__ static float dequant_elem(int t, const uint8_t *row, int64_t c) {
         const int8_t *sc = (const int8_t *)(b + 192) + n * 8;
         const int lo = quarter & 1 ? ql[lane + 32] : ql[lane];
         const int q = ((quarter < 2 ? lo & 0xF : lo >> 4) | (((qh[lane] >> (2 * quarter)) & 3) << 4)) - 32;
-        return __fmul_rn(__fmul_rn(fp16_at(b + 208), (float)sc[is + 2 * quarter]), (float)q);
+        return mul_rn(mul_rn(fp16_at(b + 208), (float)sc[is + 2 * quarter]), (float)q);
     }
     default: return 0.0f; // validated on the host
     }
@@ -250,6 +289,16 @@ static void check_matrix(const as_matrix *w, const char *op) {
     if (!be) die(op, "unsupported weight type %d", (int)w->type);
     if (w->rows < 0 || w->cols <= 0 || w->cols % be) die(op, "bad matrix shape %lldx%lld for type %d", (long long)w->rows, (long long)w->cols, (int)w->type);
     if (w->row_bytes < (size_t)(w->cols / be) * block_bytes(w->type)) die(op, "row_bytes %zu too small", w->row_bytes);
+}
+
+// The device dequantiser's code run on the host, for tests on machines
+// without a GPU: row (cols elements of type t) into out; -1 for an
+// unsupported type or a width that is not whole blocks.
+extern "C" __attribute__((visibility("default"))) int alphaspin_cuda_dequant_host(int t, const void *row, int64_t cols, float *out) {
+    const int64_t be = block_elems((ggml_type)t);
+    if (!be || cols <= 0 || cols % be) return -1;
+    for (int64_t c = 0; c < cols; c++) out[c] = dequant_elem(t, (const uint8_t *)row, c);
+    return 0;
 }
 
 // Dequantises rows [r0, r0 + n) of w into dst (device, n * cols floats), exactly.
