@@ -17,7 +17,8 @@
 // dequantisers), and keeps it in a table keyed by the as_matrix's data pointer
 // (with its type, shape and a fingerprint of its bytes, so a freed and reused
 // pointer is noticed).  Weights must not change after their first product
-// (as with kernel_pack).  Precision:
+// (as with kernel_pack).  Nothing is evicted yet: running out of device
+// memory is an error naming the bytes the table holds.  Precision:
 //   F32:  fp32 weights x fp32 activations, cublasSgemm with fp32 math (no
 //         TF32): meets the fp32 tolerance of test_backend_ops.
 //   BF16: weights and activations rounded to bf16 (nearest even), fp32
