@@ -2,7 +2,8 @@
 # scripts/device_check.sh [BUILD_DIR]: the GPU checks of issue 22 in one command,
 # for a machine with an NVIDIA GPU and its driver (an H100 or H200; x86-64).
 #
-# It does NOT build anything (unless DEVICE_CHECK_BUILD=1): it runs the build made
+# It does NOT build anything (unless DEVICE_CHECK_BUILD=1, which needs the project's
+# Debian build dependencies there, which a GPU image usually lacks): it runs the build made
 # on a development machine and carried here as BUILD_DIR (default build/), whose
 # libalphaspin_cuda.so links cudart statically and finds cuBLAS / cuBLASLt
 # (libcublas.so.13, libcublasLt.so.13) through, in order: the toolkit here

@@ -39,6 +39,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -827,7 +828,11 @@ extern "C" __attribute__((visibility("default"))) const as_backend *alphaspin_cu
     if (device < 0) device = 0;
     e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        r = fail(err, n, "no CUDA device: cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        // Without a driver the runtime says "driver version is insufficient": say which it is.
+        void *drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        if (drv) dlclose(drv);
+        r = fail(err, n, "no CUDA device: cudaGetDeviceCount: %s%s", cudaGetErrorString(e),
+                 drv ? "" : " (no NVIDIA driver here: libcuda.so.1 not found)");
         goto out;
     }
     if (count == 0) {
