@@ -6,6 +6,8 @@ pkgs=(build-essential cmake ninja-build pkg-config python3 python3-pip
       libpcre2-dev libcjson-dev libyaml-dev libcmocka-dev libssl-dev
       clang libclang-rt-14-dev
       libopenmpi-dev openmpi-bin)   # MPI: mpirun -np N alphaspin ... (src/dist); optional at build time
+# Not installed here: the CUDA toolkit (nvcc, cuBLAS/cuBLASLt), optional; when CMake finds
+# nvcc it builds the CUDA backend plugin, build/libalphaspin_cuda.so (README, "Dependencies").
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,16 @@
-// The registry of backends (backend.h) and the CPU backend's entry: the
-// kernels of src/tensor, one variant per ISA this CPU has.
+// The registry of backends (backend.h), the CPU backend's entry (the kernels
+// of src/tensor, one variant per ISA this CPU has), and the loader of the CUDA
+// plugin (src/tensor/cuda), which is dlopened so that nothing links CUDA.
 #include "tensor/backend.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tensor/gemm.h"
 #include "tensor/kernels_impl.h"
@@ -59,16 +67,130 @@ const as_backend as_backend_cpu = {
     .silu_glu_backward = train_silu_glu_backward,
 };
 
+// ---- the CUDA plugin (src/tensor/cuda; docs/ARCHITECTURE.md "Adding a backend") ----
+
+// Its entry point: the backend on CUDA device `device` (-1: the default), or
+// NULL with one line in err.
+typedef const as_backend *(*cuda_entry_fn)(int device, char *err, size_t n);
+
+static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
+static cuda_entry_fn cuda_entry;       // NULL when the plugin did not load
+static char cuda_reason[512];          // why not, when not
+static const as_backend *cuda_default; // the registry's CUDA backend, if usable
+
+#define CUDA_PLUGIN_NAME "libalphaspin_cuda.so"
+
+static void one_line(char *s) {
+    for (; *s; s++)
+        if (*s == '\n' || *s == '\r') *s = ' ';
+}
+
+// Loads the plugin at path; 1 when loaded, 0 (cuda_reason set) when not.
+static int cuda_try(const char *path) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        e = e ? e : "unknown dlopen error";
+        if (strstr(e, "libcudart")) snprintf(cuda_reason, sizeof cuda_reason, "libcudart not found: %s", e);
+        else if (strstr(e, "libcublas"))
+            snprintf(cuda_reason, sizeof cuda_reason, "cuBLAS not found (libcublas / libcublasLt; set LD_LIBRARY_PATH): %s", e);
+        else snprintf(cuda_reason, sizeof cuda_reason, "cannot load the CUDA plugin: %s", e);
+        return 0;
+    }
+    cuda_entry = (cuda_entry_fn)(uintptr_t)dlsym(h, "alphaspin_cuda_backend");
+    if (!cuda_entry) {
+        snprintf(cuda_reason, sizeof cuda_reason, "%s has no alphaspin_cuda_backend entry point", path);
+        return 0;
+    }
+    return 1;
+}
+
+static void cuda_load(void) {
+    const char *env = getenv("ALPHASPIN_CUDA_PLUGIN");
+    char path[4096 + sizeof CUDA_PLUGIN_NAME + 1];
+    int found = 0;
+    if (env && *env) { // only this one when set
+        if (access(env, R_OK) == 0) found = 1, cuda_try(env);
+        else snprintf(cuda_reason, sizeof cuda_reason, "plugin not found: ALPHASPIN_CUDA_PLUGIN=%s: %s", env, strerror(errno));
+    } else {
+        char exe[4096];
+        const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = 0;
+            char *slash = strrchr(exe, '/');
+            if (slash) {
+                *slash = 0;
+                snprintf(path, sizeof path, "%s/%s", exe, CUDA_PLUGIN_NAME);
+                if (access(path, R_OK) == 0) found = 1, cuda_try(path);
+            }
+        }
+#ifdef ALPHASPIN_CUDA_PLUGIN_BUILD
+        if (!found && access(ALPHASPIN_CUDA_PLUGIN_BUILD, R_OK) == 0) found = 1, cuda_try(ALPHASPIN_CUDA_PLUGIN_BUILD);
+#endif
+        if (!found)
+            snprintf(cuda_reason, sizeof cuda_reason,
+                     "plugin not built: no " CUDA_PLUGIN_NAME " next to the executable or in the build (configure with nvcc found and "
+                     "ALPHASPIN_CUDA=ON, or set ALPHASPIN_CUDA_PLUGIN)");
+    }
+    one_line(cuda_reason);
+}
+
+// The plugin's backend on device `dev` (-1: the one in use, else 0), or NULL
+// with why in err.
+static const as_backend *cuda_open(int dev, char *err, size_t n) {
+    pthread_once(&cuda_once, cuda_load);
+    if (!cuda_entry) return snprintf(err, n, "%s", cuda_reason), NULL;
+    const as_backend *b = cuda_entry(dev, err, n);
+    if (!b && !*err) snprintf(err, n, "the CUDA plugin gave no reason");
+    one_line(err);
+    return b;
+}
+
+// The registry's CUDA entry, asked for once (the device in use, else 0).
+static pthread_once_t cuda_registry_once = PTHREAD_ONCE_INIT;
+static char cuda_registry_reason[512];
+static void cuda_registry(void) { cuda_default = cuda_open(-1, cuda_registry_reason, sizeof cuda_registry_reason); }
+static void cuda_init(void) { pthread_once(&cuda_registry_once, cuda_registry); }
+
+const char *as_backend_cuda_status(void) {
+    cuda_init();
+    return cuda_default ? NULL : cuda_registry_reason;
+}
+
 // ---- the registry ----
 
-static const as_backend *const backends[] = {&as_backend_cpu};
+int as_backend_count(void) {
+    cuda_init();
+    return cuda_default ? 2 : 1;
+}
 
-int as_backend_count(void) { return (int)AS_ARRAY_LEN(backends); }
-
-const as_backend *as_backend_at(int i) { return i >= 0 && i < as_backend_count() ? backends[i] : NULL; }
+const as_backend *as_backend_at(int i) {
+    if (i < 0 || i >= as_backend_count()) return NULL;
+    return i == 0 ? &as_backend_cpu : cuda_default;
+}
 
 const as_backend *as_backend_find(const char *name) {
     for (int i = 0; i < as_backend_count(); i++)
-        if (!strcmp(backends[i]->name, name)) return backends[i];
+        if (!strcmp(as_backend_at(i)->name, name)) return as_backend_at(i);
     return NULL;
+}
+
+const as_backend *as_backend_open(const char *spec) {
+    if (!spec || !*spec) return as_error("device: empty (expected cpu, cuda or cuda:N)"), NULL;
+    if (!strcmp(spec, "cpu")) return &as_backend_cpu;
+    int dev = -1;
+    if (!strncmp(spec, "cuda:", 5)) {
+        const char *p = spec + 5;
+        long v = 0;
+        if (!*p || strlen(p) > 4) return as_error("device %s: expected cuda:N with N a device index", spec), NULL;
+        for (; *p; p++) {
+            if (*p < '0' || *p > '9') return as_error("device %s: expected cuda:N with N a device index", spec), NULL;
+            v = v * 10 + (*p - '0');
+        }
+        dev = (int)v;
+    } else if (strcmp(spec, "cuda")) return as_error("device %s: unknown (expected cpu, cuda or cuda:N)", spec), NULL;
+    char err[512] = "";
+    const as_backend *b = cuda_open(dev, err, sizeof err);
+    if (!b) return as_error("device %s: %s", spec, err), NULL;
+    return b;
 }

@@ -2,9 +2,10 @@
 // table of function pointers, and the registry of the backends compiled in.
 //
 // The CPU backend (backend.c: the kernels of src/tensor, every ISA path
-// behind kernel_force_isa) is the first entry.  A new backend (CUDA, filed as
-// issue 22) fills an as_backend with its own functions and adds it to
-// backends[] in backend.c; tests/tensor/test_backend_ops.c then runs every op
+// behind kernel_force_isa) is the first entry; the CUDA backend (issue 22,
+// src/tensor/cuda, a dlopened plugin; not yet run on a GPU) the second where
+// it loads.  A new backend fills an as_backend with its own functions and
+// adds it to the registry in backend.c; tests/tensor/test_backend_ops.c then runs every op
 // of it, each variant (for the CPU: each ISA the machine has) against a
 // double-precision reference with a tolerance per op and precision, with no
 // new test code (the manner of ggml's test-backend-ops).
@@ -88,11 +89,27 @@ typedef struct as_backend {
     void (*silu_glu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
 } as_backend;
 
-// The backends compiled in (the CPU first).
+// The backends available in this process (the CPU first, then CUDA when its
+// plugin loads and finds a device).  The first call of any of these three
+// tries to load the CUDA plugin, once (see as_backend_open).
 int as_backend_count(void);
 const as_backend *as_backend_at(int i);
-// By name ("cpu"); NULL if not compiled in.
+// By name ("cpu", "cuda"); NULL if not available here.
 const as_backend *as_backend_find(const char *name);
+
+// The backend a device spec names: "cpu", "cuda" (the default CUDA device)
+// or "cuda:N"; NULL + as_error (one line: the spec and why) when the spec is
+// malformed or that device cannot be used here.  What a `--device` flag calls.
+//
+// The CUDA backend is a plugin, libalphaspin_cuda.so, dlopened on first use
+// from $ALPHASPIN_CUDA_PLUGIN, else the executable's folder, else the build
+// folder it was configured in; nothing else links CUDA, so the same binary
+// runs where there is no GPU, driver or CUDA library.  One CUDA device per
+// process: after "cuda:N" succeeds, another index fails.
+const as_backend *as_backend_open(const char *spec);
+// NULL when the CUDA backend is available, else why not (one line, e.g. "no
+// CUDA device: cudaGetDeviceCount: ..." or "plugin not built ...").
+const char *as_backend_cuda_status(void);
 
 extern const as_backend as_backend_cpu;
 

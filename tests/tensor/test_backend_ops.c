@@ -6,7 +6,8 @@
 // (SmolLM2-135M: width 576, 9 heads of 64 over 3 KV heads, FFN 1536),
 // Gemma-2B's (width 2048, head size 256, one KV head for 8 heads, GeGLU, FFN
 // 16384) and ragged edges (1 token, odd counts, tails of every vector width).
-// A backend added to the registry is tested here with no new code.
+// A backend added to the registry is tested here with no new code; the CUDA
+// backend (a plugin, loaded when there is a device) too.
 //
 // Errors: matrix products norm-wise, ||y - ref|| / ||ref||; element-wise ops
 // max |y - ref| / max(1, |ref|); argmax, max and get_row exactly.
@@ -56,11 +57,17 @@ static void expect(double err, double tol, const as_backend *b, int v, const cha
     if (!(err <= tol)) fail_msg("%s/%s %s (%s): error %.3g > tolerance %.3g", b->name, b->variant_name(v), op, what, err, tol);
 }
 
+// ALPHASPIN_BACKEND_ONLY=name: test that backend alone (the `gpu` test
+// test_cuda_backend runs this program with cuda; where the backend is not
+// available it prints SKIP and exits 77, which ctest reports as skipped).
+static const char *g_only;
+
 // Runs fn for every backend and each of its variants available here.
 typedef void (*op_test)(const as_backend *b, int v);
 static void for_each(op_test fn) {
     for (int i = 0; i < as_backend_count(); i++) {
         const as_backend *b = as_backend_at(i);
+        if (g_only && strcmp(b->name, g_only)) continue;
         int ran = 0;
         for (int v = 0; v < b->n_variants(); v++) {
             if (b->use_variant(v) != AS_OK) continue;
@@ -77,7 +84,7 @@ static void for_each(op_test fn) {
 typedef struct { int64_t rows, cols; const char *name; } mshape;
 
 static void t_matmul(const as_backend *b, int v) {
-    static const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    static const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
     static const mshape shapes[] = {{576, 576, "default model q/o"}, {192, 576, "default model k/v"}, {256, 2048, "Gemma-2B k/v"},
                                     {37, 96, "ragged"}, {19, 512, "ragged, K-quant width"}};
     static const int ntoks[] = {1, 3, 5, 17, 64};
@@ -575,6 +582,17 @@ static int report(void **st) {
 }
 
 int main(void) {
+    g_only = getenv("ALPHASPIN_BACKEND_ONLY");
+    if (g_only && !*g_only) g_only = NULL;
+    if (g_only && !as_backend_find(g_only)) {
+        const char *why = !strcmp(g_only, "cuda") ? as_backend_cuda_status() : "not a backend of this build";
+        if (!strcmp(g_only, "cuda")) printf("SKIP: no CUDA device (%s)\n", why ? why : "?");
+        else printf("SKIP: backend %s not available (%s)\n", g_only, why);
+        return AS_TEST_SKIP;
+    }
+    for (int i = 0; i < as_backend_count(); i++)
+        fprintf(stderr, "backend %s%s\n", as_backend_at(i)->name, g_only && strcmp(as_backend_at(i)->name, g_only) ? " (not tested: ALPHASPIN_BACKEND_ONLY)" : "");
+    if (as_backend_cuda_status()) fprintf(stderr, "backend cuda: not available (%s)\n", as_backend_cuda_status());
     as_rng_seed(&g_rng, 2026);
     kernel_set_threads(2);
     const struct CMUnitTest tests[] = {

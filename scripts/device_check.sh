@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# scripts/device_check.sh [BUILD_DIR]: the GPU checks of issue 22 in one command,
+# for a machine with an NVIDIA GPU and its driver (an H100 or H200; x86-64).
+#
+# It does NOT build anything (unless DEVICE_CHECK_BUILD=1, which needs the project's
+# Debian build dependencies there, which a GPU image usually lacks): it runs the build made
+# on a development machine and carried here as BUILD_DIR (default build/), whose
+# libalphaspin_cuda.so links cudart statically and finds cuBLAS / cuBLASLt
+# (libcublas.so.13, libcublasLt.so.13) through, in order: the toolkit here
+# (/usr/local/cuda), the NVIDIA pip wheels of the python3 here (PyTorch's), or
+# LD_LIBRARY_PATH as given.
+#
+# Steps, each under a time limit (at most 8 minutes in all):
+#   1. the GPU (nvidia-smi: name, driver, memory);
+#   2. the plugin: size, libraries it resolves, whether alphaspin sees a device;
+#   3. ctest -L gpu (test_cuda_backend: tests/tensor/test_backend_ops.c on the
+#      cuda backend alone, every op against double-precision references), plus
+#      test_backend_open and test_cuda_dequant;
+#   4. one summary table (each test, and the worst error per op with its tolerance).
+# What to carry from the development machine, at least: build/CMakeCache.txt,
+# build/libalphaspin_cuda.so and build/tests/tensor/ (about 5 MB; the whole build/
+# is about 50 MB).
+# Exit status: 0 when every check passed on a GPU; 1 otherwise (a `gpu` test that
+# skips on a machine with a GPU counts as a failure: it means the plugin did not load).
+#
+# A carried build remembers the absolute paths it was configured at (ctest files,
+# test data): when those do not exist here, the script links them to this checkout.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd -P)
+build=${1:-build}
+start=$(date +%s)
+log=$(mktemp -d)/device_check
+mkdir -p "$(dirname "$log")"
+fail=0
+note() { printf '%s\n' "$*"; }
+
+if [ "${DEVICE_CHECK_BUILD:-0}" = 1 ]; then
+    note "== building in $build (DEVICE_CHECK_BUILD=1)"
+    timeout 300 bash scripts/build.sh "$build" || { note "FAIL: build"; exit 1; }
+fi
+[ -f "$build/CMakeCache.txt" ] || { note "FAIL: no build in $build (carry the development machine's build/, or DEVICE_CHECK_BUILD=1)"; exit 1; }
+build=$(cd "$build" && pwd -P)
+
+# 1. The GPU.
+note "== GPU"
+gpu="none seen"
+if command -v nvidia-smi >/dev/null; then
+    gpu=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
+else
+    note "nvidia-smi: not found"
+fi
+note "GPU: $gpu"
+
+# The configure-time paths of a carried build.
+orig_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+orig_build=$(sed -n 's/^CMAKE_CACHEFILE_DIR:INTERNAL=//p' "$build/CMakeCache.txt")
+for pair in "$orig_src:$root" "$orig_build:$build"; do
+    from=${pair%%:*} to=${pair#*:}
+    if [ -n "$from" ] && [ "$from" != "$to" ] && [ ! -e "$from" ]; then
+        mkdir -p "$(dirname "$from")" && ln -s "$to" "$from" && note "linked $from -> $to (the build was configured there)"
+    fi
+done
+run_dir=$build
+[ -n "$orig_build" ] && [ -d "$orig_build/" ] && run_dir=$orig_build
+# The tests live in tests/tensor (its own CTestTestfile.cmake), so a carry of
+# CMakeCache.txt, libalphaspin_cuda.so and tests/tensor/ alone is enough.
+run_dir=$run_dir/tests/tensor
+
+# 2. The plugin and its libraries.
+note "== plugin"
+plugin=$build/libalphaspin_cuda.so
+if [ ! -f "$plugin" ]; then
+    note "FAIL: $plugin missing (the build was configured without nvcc or with ALPHASPIN_CUDA=OFF)"
+    exit 1
+fi
+export ALPHASPIN_CUDA_PLUGIN=$plugin
+missing() { ldd "$plugin" 2>/dev/null | grep -q 'not found'; }
+if missing; then
+    dirs=()
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+        ls "$d"/libcublasLt.so.* >/dev/null 2>&1 && dirs+=("$d")
+    done
+    if command -v python3 >/dev/null; then
+        while IFS= read -r d; do dirs+=("$d"); done < <(timeout 60 python3 - <<'EOF' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    for base in list(nvidia.__path__):
+        for lib in sorted(glob.glob(os.path.join(base, "*", "lib"))):
+            if glob.glob(os.path.join(lib, "libcublas*.so*")) or glob.glob(os.path.join(lib, "libcudart.so*")):
+                print(lib)
+except Exception:
+    pass
+EOF
+)
+    fi
+    for d in "${dirs[@]}"; do
+        export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        missing || break
+    done
+    note "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+fi
+note "plugin: $(du -h "$plugin" | cut -f1) $plugin"
+ldd "$plugin" | grep -E 'cublas|cudart|not found' | sed 's/^/  /'
+missing && { note "FAIL: the plugin's libraries are not all found (above)"; fail=1; }
+
+# 3. The tests.
+note "== tests"
+# Test programs need libcmocka and libgomp: the build's copies where this machine has none.
+if ldd "$run_dir/test_backend_ops" 2>/dev/null | grep -q 'not found' && [ -d "$run_dir/devlibs" ]; then
+    export LD_LIBRARY_PATH=$run_dir/devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    note "using the build's copies of: $(ls "$run_dir/devlibs" | tr '\n' ' ')"
+fi
+ldd "$run_dir/test_backend_ops" 2>/dev/null | grep 'not found' | sed 's/^/  missing: /'
+elapsed() { echo $(( $(date +%s) - start )); }
+left=$(( 450 - $(elapsed) ))
+[ "$left" -lt 60 ] && left=60
+(cd "$run_dir" && timeout "$left" ctest -L gpu -V --timeout "$left" >"$log.gpu" 2>&1)
+gpu_rc=$?
+left=$(( 470 - $(elapsed) ))
+[ "$left" -lt 30 ] && left=30
+(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
+cpu_rc=$?
+grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend)' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
+[ "$gpu_rc" = 0 ] && [ "$cpu_rc" = 0 ] || fail=1
+if grep -q 'Skipped\|Not Run' "$log.gpu"; then
+    note "FAIL: a gpu test was skipped on this machine (the reason is its SKIP line above)"
+    fail=1
+fi
+grep -q 'No tests were found' "$log.gpu" && { note "FAIL: ctest found no gpu tests in $run_dir"; fail=1; }
+
+# 4. The summary.
+note ""
+note "== summary ($(elapsed) s)"
+note "| check | result |"
+note "|---|---|"
+note "| GPU | $gpu |"
+note "| plugin | $(du -h "$plugin" | cut -f1), $(missing && echo 'libraries missing' || echo 'libraries found') |"
+grep -hE 'Test +#[0-9]+: ' "$log.gpu" "$log.cpu" | sed -E 's/.*Test +#[0-9]+: ([^ ]+) \.*\** *([A-Za-z ]+[A-Za-z]) +([0-9.]+ sec).*/| \1 | \2 (\3) |/'
+if grep -q 'worst error per op' "$log.gpu"; then
+    note ""
+    note "| op (cuda) | worst error | tolerance |"
+    note "|---|---|---|"
+    sed -n '/worst error per op/,/test(s) run/p' "$log.gpu" | grep -E '^[0-9]+: +[a-z]' |
+        sed -E 's/^[0-9]+: +(.*[^ ]) +([0-9.e+-]+) \(([0-9.e+-]+)\)$/| \1 | \2 | \3 |/'
+fi
+if [ "$fail" != 0 ]; then
+    note ""
+    note "FAILED; the gpu tests' output:"
+    tail -n 60 "$log.gpu"
+    tail -n 30 "$log.cpu"
+    note "device_check: FAIL"
+    exit 1
+fi
+note "device_check: PASS"

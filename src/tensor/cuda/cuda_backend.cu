@@ -1,0 +1,882 @@
+// The CUDA backend (issue 22, first step): every op of as_backend
+// (tensor/backend.h) on one NVIDIA GPU, built as the plugin
+// libalphaspin_cuda.so that backend.c dlopens.  Only the entry point
+// alphaspin_cuda_backend is exported; cudart is linked in statically, cuBLAS
+// and cuBLASLt dynamically.
+//
+// NOT YET RUN ON A GPU: this was written and compiled on machines without one
+// (issue 22); scripts/device_check.sh runs its tests where there is a device.
+//
+// The table's convention is host pointers, so every op copies its inputs to
+// the device and its outputs back (cudaMemcpy on the legacy default stream,
+// synchronous): correct, and slow; resident device buffers are a later step.
+// Ops are serialised by one mutex (the table promises thread safety).
+//
+// Weights: matmul dequantises a matrix on the device once, exactly (the same
+// fp32 values as quant_dequantize_row: no fused multiply-add in the
+// dequantisers), and keeps it in a table keyed by the as_matrix's data pointer
+// (with its type, shape and a fingerprint of its bytes, so a freed and reused
+// pointer is noticed).  Weights must not change after their first product
+// (as with kernel_pack).  Nothing is evicted yet: running out of device
+// memory is an error naming the bytes the table holds.  Precision:
+//   F32:  fp32 weights x fp32 activations, cublasSgemm with fp32 math (no
+//         TF32): meets the fp32 tolerance of test_backend_ops.
+//   BF16: weights and activations rounded to bf16 (nearest even), fp32
+//         accumulation and output, on cuBLASLt.
+//   Q8:   as BF16 (the GPU has no reason to quantise activations to 8 bits;
+//         bf16's error is below Q8's documented one).
+// get_row dequantises the one row on the device (exact).
+//
+// Determinism: reductions are fixed-order block trees (no floating-point
+// atomics); cuBLASLt is asked for algorithms without split-K reductions.  One
+// device per process (the table's functions carry no context): the first
+// alphaspin_cuda_backend call that succeeds binds the process to its device.
+//
+// Errors: a failing CUDA or cuBLAS call prints one line naming the op and the
+// error, and aborts (the ops return void).
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "tensor/backend.h"
+}
+
+#define CU_OK 0
+#define CU_FAIL (-1)
+
+// ---- errors ----
+
+static void die(const char *op, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "alphaspin: cuda backend: %s: %s\n", op, msg);
+    fflush(stderr);
+    abort();
+}
+
+#define CK(call)                                                                                                                           \
+    do {                                                                                                                                   \
+        const cudaError_t e_ = (call);                                                                                                     \
+        if (e_ != cudaSuccess) die(op, "%s: %s", #call, cudaGetErrorString(e_));                                                           \
+    } while (0)
+#define CKB(call)                                                                                                                          \
+    do {                                                                                                                                   \
+        const cublasStatus_t s_ = (call);                                                                                                  \
+        if (s_ != CUBLAS_STATUS_SUCCESS) die(op, "%s: %s", #call, cublasGetStatusString(s_));                                              \
+    } while (0)
+#define CK_LAUNCH() CK(cudaGetLastError())
+
+// ---- state ----
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_device = -1; // bound device, -1 before the first successful entry call
+static char g_variant[320];
+static cublasHandle_t g_blas;
+static cublasLtHandle_t g_lt;
+static void *g_lt_ws;
+static const size_t g_lt_ws_bytes = (size_t)32 << 20;
+
+// Scratch device buffers, grown as needed and kept.
+typedef struct { void *p; size_t cap; } dbuf;
+static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
+
+static size_t g_weight_bytes; // device bytes held by the weight table
+
+static void *dmalloc(size_t bytes, const char *op) {
+    void *p = NULL;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess)
+        die(op, "cudaMalloc(%zu bytes): %s (the weight table holds %zu bytes; nothing is evicted yet)", bytes, cudaGetErrorString(e), g_weight_bytes);
+    return p;
+}
+
+static void *grow(dbuf *b, size_t bytes, const char *op) {
+    if (bytes <= b->cap) return b->p;
+    if (b->p) CK(cudaFree(b->p));
+    b->p = NULL, b->cap = 0;
+    const size_t cap = bytes < 4096 ? 4096 : bytes + bytes / 4;
+    b->p = dmalloc(cap, op);
+    b->cap = cap;
+    return b->p;
+}
+
+struct lock_guard {
+    explicit lock_guard(const char *op) {
+        pthread_mutex_lock(&g_lock);
+        CK(cudaSetDevice(g_device)); // the calling thread's current device may be another
+    }
+    ~lock_guard() { pthread_mutex_unlock(&g_lock); }
+};
+
+static unsigned grid_for(int64_t n, unsigned threads) {
+    int64_t g = (n + threads - 1) / threads;
+    if (g < 1) g = 1;
+    if (g > 65535 * 8) g = 65535 * 8; // grid-stride loops cover the rest
+    return (unsigned)g;
+}
+
+// ---- block reductions in a fixed order (blockDim.x a power of two) ----
+
+template <typename T, typename F> __device__ T block_reduce(T *sh, T v, F op) {
+    const unsigned t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) sh[t] = op(sh[t], sh[t + s]);
+        __syncthreads();
+    }
+    const T r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+struct op_add_d { __device__ double operator()(double a, double b) const { return a + b; } };
+struct op_add_f { __device__ float operator()(float a, float b) const { return a + b; } };
+struct op_max_f { __device__ float operator()(float a, float b) const { return b > a ? b : a; } };
+
+#define RED_THREADS 1024
+
+// ---- dequantisation (quant.c's operations, one output element per thread) ----
+
+// The dequantiser is compiled for the host too (alphaspin_cuda_dequant_host,
+// which tests/tensor/test_cuda_dequant.c checks bit for bit against quant.c on
+// machines without a GPU).  Products and sums are rounded one at a time, never
+// contracted to a fused multiply-add (the host side is built with
+// -ffp-contract=off), so the bits are quant.c's.
+__host__ __device__ static inline float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ static inline float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ static inline float sub_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ static inline float bits_f32(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+// IEEE half -> float, exact (quant.c's as_fp16_to_f32: 2^-112 rebias, subnormals by subtraction).
+__host__ __device__ static inline float fp16_at(const uint8_t *p) {
+    const uint32_t w = (uint32_t)(p[0] | (p[1] << 8)) << 16;
+    const uint32_t sign = w & 0x80000000u, two_w = w + w;
+    const float normalized = mul_rn(bits_f32((two_w >> 4) + (0xE0u << 23)), 0x1.0p-112f);
+    const float denormalized = sub_rn(bits_f32((two_w >> 17) | (126u << 23)), 0.5f);
+    float r = two_w < (1u << 27) ? denormalized : normalized;
+    uint32_t u;
+#ifdef __CUDA_ARCH__
+    u = __float_as_uint(r);
+#else
+    memcpy(&u, &r, 4);
+#endif
+    return bits_f32(sign | u);
+}
+
+__host__ __device__ static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+    if (j < 4) *d = q[j] & 63, *m = q[j + 4] & 63;
+    else *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+}
+
+// Element c of a row at `row` (type t), as quant_dequantize_row gives it.
+__host__ __device__ static float dequant_elem(int t, const uint8_t *row, int64_t c) {
+    switch (t) {
+    case GGML_TYPE_F32: return bits_f32((uint32_t)row[4 * c] | ((uint32_t)row[4 * c + 1] << 8) | ((uint32_t)row[4 * c + 2] << 16) | ((uint32_t)row[4 * c + 3] << 24));
+    case GGML_TYPE_F16: return fp16_at(row + 2 * c);
+    case GGML_TYPE_BF16: return bits_f32((uint32_t)(row[2 * c] | (row[2 * c + 1] << 8)) << 16);
+    case GGML_TYPE_Q4_0: {
+        const uint8_t *b = row + (c / 32) * 18;
+        const int j = (int)(c % 32);
+        const int x = j < 16 ? (b[2 + j] & 0x0F) - 8 : (b[2 + j - 16] >> 4) - 8;
+        return mul_rn((float)x, fp16_at(b));
+    }
+    case GGML_TYPE_Q4_1: {
+        const uint8_t *b = row + (c / 32) * 20;
+        const int j = (int)(c % 32);
+        const int x = j < 16 ? (b[4 + j] & 0x0F) : (b[4 + j - 16] >> 4);
+        return add_rn(mul_rn((float)x, fp16_at(b)), fp16_at(b + 2));
+    }
+    case GGML_TYPE_Q8_0: {
+        const uint8_t *b = row + (c / 32) * 34;
+        return mul_rn((float)(int8_t)b[2 + c % 32], fp16_at(b));
+    }
+    case GGML_TYPE_Q4_K: { // d, dmin, scales[12], qs[128]
+        const uint8_t *b = row + (c / 256) * 144;
+        const int l = (int)(c % 256), j = l / 64, hi = (l % 64) / 32, lane = l % 32;
+        int sc, m;
+        scale_min_k4(2 * j + hi, b + 4, &sc, &m);
+        const float d1 = mul_rn(fp16_at(b), (float)sc), m1 = mul_rn(fp16_at(b + 2), (float)m);
+        const uint8_t q = b[16 + j * 32 + lane];
+        return sub_rn(mul_rn(d1, (float)(hi ? q >> 4 : q & 0xF)), m1);
+    }
+    case GGML_TYPE_Q6_K: { // ql[128], qh[64], scales[16], d
+        const uint8_t *b = row + (c / 256) * 210;
+        const int l = (int)(c % 256), n = l / 128, k = l % 128, quarter = k / 32, lane = k % 32, is = lane / 16;
+        const uint8_t *ql = b + n * 64, *qh = b + 128 + n * 32;
+        const int8_t *sc = (const int8_t *)(b + 192) + n * 8;
+        const int lo = quarter & 1 ? ql[lane + 32] : ql[lane];
+        const int q = ((quarter < 2 ? lo & 0xF : lo >> 4) | (((qh[lane] >> (2 * quarter)) & 3) << 4)) - 32;
+        return mul_rn(mul_rn(fp16_at(b + 208), (float)sc[is + 2 * quarter]), (float)q);
+    }
+    default: return 0.0f; // validated on the host
+    }
+}
+
+__global__ void k_dequant(const uint8_t *raw, int t, int64_t rows, int64_t cols, size_t row_bytes, float *out) {
+    const int64_t n = rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / cols, c = i % cols;
+        out[i] = dequant_elem(t, raw + r * row_bytes, c);
+    }
+}
+
+__global__ void k_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+static int64_t block_elems(ggml_type t) {
+    switch (t) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: return 1;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q8_0: return 32;
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+static size_t block_bytes(ggml_type t) {
+    switch (t) {
+    case GGML_TYPE_F32: return 4;
+    case GGML_TYPE_F16: case GGML_TYPE_BF16: return 2;
+    case GGML_TYPE_Q4_0: return 18;
+    case GGML_TYPE_Q4_1: return 20;
+    case GGML_TYPE_Q8_0: return 34;
+    case GGML_TYPE_Q4_K: return 144;
+    case GGML_TYPE_Q6_K: return 210;
+    default: return 0;
+    }
+}
+
+static void check_matrix(const as_matrix *w, const char *op) {
+    const int64_t be = block_elems(w->type);
+    if (!be) die(op, "unsupported weight type %d", (int)w->type);
+    if (w->rows < 0 || w->cols <= 0 || w->cols % be) die(op, "bad matrix shape %lldx%lld for type %d", (long long)w->rows, (long long)w->cols, (int)w->type);
+    if (w->row_bytes < (size_t)(w->cols / be) * block_bytes(w->type)) die(op, "row_bytes %zu too small", w->row_bytes);
+}
+
+// The device dequantiser's code run on the host, for tests on machines
+// without a GPU: row (cols elements of type t) into out; -1 for an
+// unsupported type or a width that is not whole blocks.
+extern "C" __attribute__((visibility("default"))) int alphaspin_cuda_dequant_host(int t, const void *row, int64_t cols, float *out) {
+    const int64_t be = block_elems((ggml_type)t);
+    if (!be || cols <= 0 || cols % be) return -1;
+    for (int64_t c = 0; c < cols; c++) out[c] = dequant_elem(t, (const uint8_t *)row, c);
+    return 0;
+}
+
+// Dequantises rows [r0, r0 + n) of w into dst (device, n * cols floats), exactly.
+static void dequant_rows(const as_matrix *w, int64_t r0, int64_t n, float *dst, const char *op) {
+    const size_t bytes = (size_t)n * w->row_bytes;
+    uint8_t *raw = (uint8_t *)grow(&b_f, bytes, op);
+    CK(cudaMemcpy(raw, (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, bytes, cudaMemcpyHostToDevice));
+    k_dequant<<<grid_for(n * w->cols, 256), 256>>>(raw, (int)w->type, n, w->cols, w->row_bytes, dst);
+    CK_LAUNCH();
+}
+
+// ---- the weight table ----
+
+typedef struct {
+    const void *data;
+    int type;
+    int64_t rows, cols;
+    size_t row_bytes;
+    uint64_t fp;
+    float *f32;           // exact fp32 weights (precision F32)
+    __nv_bfloat16 *bf16;  // bf16-rounded (precisions BF16, Q8)
+} wentry;
+static wentry *g_w;
+static int g_nw, g_capw;
+
+// FNV-1a over up to 256 bytes at the start, middle and end of the matrix.
+static uint64_t fingerprint(const as_matrix *w) {
+    const uint8_t *p = (const uint8_t *)w->data;
+    const size_t n = (size_t)w->rows * w->row_bytes, k = n < 256 ? n : 256;
+    const size_t at[3] = {0, n / 2 - (n / 2 < k / 2 ? n / 2 : k / 2), n - k};
+    uint64_t h = 1469598103934665603ull;
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < k && at[s] + i < n; i++) h = (h ^ p[at[s] + i]) * 1099511628211ull;
+    return h;
+}
+
+static void free_entry(wentry *e) {
+    const int64_t n = e->rows * e->cols;
+    if (e->f32) cudaFree(e->f32), g_weight_bytes -= sizeof(float) * (size_t)n;
+    if (e->bf16) cudaFree(e->bf16), g_weight_bytes -= sizeof(__nv_bfloat16) * (size_t)n;
+    e->f32 = NULL, e->bf16 = NULL;
+}
+
+// The table's entry of w (made on first use), with the fp32 or bf16 copy made.
+static const wentry *weights(const as_matrix *w, bool want_bf16, const char *op) {
+    const uint64_t fp = fingerprint(w);
+    int i = 0;
+    while (i < g_nw && g_w[i].data != w->data) i++;
+    if (i < g_nw && (g_w[i].type != (int)w->type || g_w[i].rows != w->rows || g_w[i].cols != w->cols || g_w[i].row_bytes != w->row_bytes ||
+                     g_w[i].fp != fp)) {
+        free_entry(&g_w[i]); // the pointer was freed and reused for another matrix
+        g_w[i] = g_w[--g_nw];
+        i = g_nw;
+    }
+    if (i == g_nw) {
+        if (g_nw == g_capw) {
+            g_capw = g_capw ? 2 * g_capw : 64;
+            g_w = (wentry *)realloc(g_w, sizeof(wentry) * (size_t)g_capw);
+            if (!g_w) die(op, "out of host memory");
+        }
+        wentry e = {w->data, (int)w->type, w->rows, w->cols, w->row_bytes, fp, NULL, NULL};
+        g_w[g_nw++] = e;
+    }
+    wentry *e = &g_w[i];
+    const int64_t n = w->rows * w->cols;
+    if (want_bf16 && !e->bf16) {
+        e->bf16 = (__nv_bfloat16 *)dmalloc(sizeof(__nv_bfloat16) * (size_t)n, op);
+        g_weight_bytes += sizeof(__nv_bfloat16) * (size_t)n;
+        float *tmp = e->f32 ? e->f32 : (float *)grow(&b_e, sizeof(float) * (size_t)n, op);
+        if (!e->f32) dequant_rows(w, 0, w->rows, tmp, op);
+        k_to_bf16<<<grid_for(n, 256), 256>>>(tmp, e->bf16, n);
+        CK_LAUNCH();
+    } else if (!want_bf16 && !e->f32) {
+        e->f32 = (float *)dmalloc(sizeof(float) * (size_t)n, op);
+        g_weight_bytes += sizeof(float) * (size_t)n;
+        dequant_rows(w, 0, w->rows, e->f32, op);
+    }
+    return e;
+}
+
+// ---- matrix products ----
+
+static void lt_matmul_bf16(const __nv_bfloat16 *W, const __nv_bfloat16 *X, float *Y, int64_t rows, int64_t cols, int64_t n, const char *op) {
+    // Column-major view: Y (rows x n) = W^T (W stored cols x rows) * X (cols x n).
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulPreference_t pref;
+    CKB(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    CKB(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
+    CKB(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+    CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)cols, (uint64_t)rows, cols));
+    CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)cols, (uint64_t)n, cols));
+    CKB(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)rows, (uint64_t)n, rows));
+    CKB(cublasLtMatmulPreferenceCreate(&pref));
+    CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_lt_ws_bytes, sizeof g_lt_ws_bytes));
+    const uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE; // no split-K: one order of summation per output
+    CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &res, &nres);
+    const float one = 1.0f, zero = 0.0f;
+    if (hs == CUBLAS_STATUS_SUCCESS && nres > 0) {
+        CKB(cublasLtMatmul(g_lt, desc, &one, W, la, X, lb, &zero, Y, ld, Y, ld, &res.algo, g_lt_ws, g_lt_ws_bytes, 0));
+    } else { // no cuBLASLt algorithm for this shape: the same product through cublasGemmEx
+        CKB(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)cols, &one, W, CUDA_R_16BF, (int)cols, X, CUDA_R_16BF, (int)cols, &zero, Y,
+                         CUDA_R_32F, (int)rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(desc);
+}
+
+static void cu_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p) {
+    const char *op = "matmul";
+    check_matrix(w, op);
+    if (ldo < w->rows) die(op, "ldo %lld < rows %lld", (long long)ldo, (long long)w->rows);
+    if (n_tokens <= 0 || w->rows == 0) return;
+    if (w->rows > INT32_MAX || w->cols > INT32_MAX || n_tokens > INT32_MAX) die(op, "matrix too large for one product");
+    lock_guard g(op);
+    const int64_t rows = w->rows, cols = w->cols;
+    const bool bf16 = p != KERNEL_PRECISION_F32;
+    const wentry *e = weights(w, bf16, op);
+    float *dx = (float *)grow(&b_a, sizeof(float) * (size_t)(n_tokens * cols), op);
+    float *dy = (float *)grow(&b_c, sizeof(float) * (size_t)(n_tokens * rows), op);
+    CK(cudaMemcpy(dx, x, sizeof(float) * (size_t)(n_tokens * cols), cudaMemcpyHostToDevice));
+    if (!bf16) {
+        const float one = 1.0f, zero = 0.0f;
+        CKB(cublasSgemm(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n_tokens, (int)cols, &one, e->f32, (int)cols, dx, (int)cols, &zero, dy, (int)rows));
+    } else {
+        __nv_bfloat16 *dxb = (__nv_bfloat16 *)grow(&b_b, sizeof(__nv_bfloat16) * (size_t)(n_tokens * cols), op);
+        k_to_bf16<<<grid_for(n_tokens * cols, 256), 256>>>(dx, dxb, n_tokens * cols);
+        CK_LAUNCH();
+        lt_matmul_bf16(e->bf16, dxb, dy, rows, cols, n_tokens, op);
+    }
+    CK(cudaMemcpy2D(out, sizeof(float) * (size_t)ldo, dy, sizeof(float) * (size_t)rows, sizeof(float) * (size_t)rows, (size_t)n_tokens,
+                    cudaMemcpyDeviceToHost));
+}
+
+static void cu_get_row(const as_matrix *w, int64_t r, float *out) {
+    const char *op = "get_row";
+    check_matrix(w, op);
+    if (r < 0 || r >= w->rows) die(op, "row %lld of %lld", (long long)r, (long long)w->rows);
+    lock_guard g(op);
+    float *d = (float *)grow(&b_a, sizeof(float) * (size_t)w->cols, op);
+    dequant_rows(w, r, 1, d, op);
+    CK(cudaMemcpy(out, d, sizeof(float) * (size_t)w->cols, cudaMemcpyDeviceToHost));
+}
+
+// C = alpha op(A) op(B) + beta C, row-major: in cuBLAS's column-major terms
+// C^T = alpha op(B)^T op(A)^T + beta C^T.  Operands are copied compact.
+static void cu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                     float beta, float *C, int64_t ldc, int nth) {
+    const char *op = "sgemm";
+    (void)nth;
+    if (M <= 0 || N <= 0) return;
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) die(op, "matrix too large");
+    lock_guard g(op);
+    const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    float *dA = (float *)grow(&b_a, sizeof(float) * (size_t)(ar * ac > 0 ? ar * ac : 1), op);
+    float *dB = (float *)grow(&b_b, sizeof(float) * (size_t)(br * bc > 0 ? br * bc : 1), op);
+    float *dC = (float *)grow(&b_c, sizeof(float) * (size_t)(M * N), op);
+    if (K > 0) {
+        CK(cudaMemcpy2D(dA, sizeof(float) * (size_t)ac, A, sizeof(float) * (size_t)lda, sizeof(float) * (size_t)ac, (size_t)ar, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy2D(dB, sizeof(float) * (size_t)bc, B, sizeof(float) * (size_t)ldb, sizeof(float) * (size_t)bc, (size_t)br, cudaMemcpyHostToDevice));
+    }
+    if (beta != 0.0f)
+        CK(cudaMemcpy2D(dC, sizeof(float) * (size_t)N, C, sizeof(float) * (size_t)ldc, sizeof(float) * (size_t)N, (size_t)M, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(dC, 0, sizeof(float) * (size_t)(M * N))); // beta 0: C is not read (it may hold NaN)
+    CKB(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, dB, (int)(bc > 0 ? bc : 1), dA,
+                    (int)(ac > 0 ? ac : 1), &beta, dC, (int)N));
+    CK(cudaMemcpy2D(C, sizeof(float) * (size_t)ldc, dC, sizeof(float) * (size_t)N, sizeof(float) * (size_t)N, (size_t)M, cudaMemcpyDeviceToHost));
+}
+
+// ---- row ops ----
+
+__global__ void k_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) {
+    __shared__ double sh[RED_THREADS];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) s += (double)x[i] * x[i];
+    s = block_reduce(sh, s, op_add_d());
+    const float inv = (float)(1.0 / sqrt(s / (double)C + (double)eps));
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) out[i] = __fmul_rn(__fmul_rn(x[i], inv), w[i]);
+}
+
+__global__ void k_glu(float *out, const float *g, const float *u, int64_t n, bool gelu) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float x = g[i];
+        const float a = gelu ? 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) : x / (1.0f + expf(-x));
+        out[i] = a * u[i];
+    }
+}
+
+__global__ void k_exp(float *x, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = expf(x[i]);
+}
+
+// One block: the first index of the largest value.
+__global__ void k_argmax(const float *x, int32_t n, int32_t *out) {
+    __shared__ float sv[RED_THREADS];
+    __shared__ int32_t si[RED_THREADS];
+    float bv = -INFINITY;
+    int32_t bi = -1;
+    for (int32_t i = threadIdx.x; i < n; i += blockDim.x)
+        if (bi < 0 || x[i] > bv) bv = x[i], bi = i;
+    const unsigned t = threadIdx.x;
+    sv[t] = bv, si[t] = bi;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) {
+            const float v2 = sv[t + s];
+            const int32_t i2 = si[t + s];
+            if (i2 >= 0 && (si[t] < 0 || v2 > sv[t] || (v2 == sv[t] && i2 < si[t]))) sv[t] = v2, si[t] = i2;
+        }
+        __syncthreads();
+    }
+    if (t == 0) *out = si[0] < 0 ? 0 : si[0];
+}
+
+__global__ void k_max(const float *x, int64_t n, float *out) {
+    __shared__ float sh[RED_THREADS];
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = x[i] > m ? x[i] : m;
+    m = block_reduce(sh, m, op_max_f());
+    if (threadIdx.x == 0) *out = m;
+}
+
+__global__ void k_exp_shift_sum(float *x, int64_t n, float shift, double *out) {
+    __shared__ double sh[RED_THREADS];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float e = expf(x[i] - shift);
+        x[i] = e, s += e;
+    }
+    s = block_reduce(sh, s, op_add_d());
+    if (threadIdx.x == 0) *out = s;
+}
+
+__global__ void k_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dz[i] = -g * expf(z[i] - l);
+}
+
+__global__ void k_silu_fwd(float *h, const float *g, const float *u, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float s = 1.0f / (1.0f + expf(-g[i]));
+        h[i] = g[i] * s * u[i];
+    }
+}
+
+__global__ void k_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float s = 1.0f / (1.0f + expf(-g[i]));
+        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] = dh[i] * g[i] * s;
+    }
+}
+
+// Copies n floats in, returns the device pointer (scratch b).
+static float *upload(dbuf *b, const float *x, int64_t n, const char *op) {
+    float *d = (float *)grow(b, sizeof(float) * (size_t)(n > 0 ? n : 1), op);
+    if (n > 0) CK(cudaMemcpy(d, x, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void download(float *x, const float *d, int64_t n, const char *op) {
+    if (n > 0) CK(cudaMemcpy(x, d, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
+}
+
+static void cu_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) {
+    const char *op = "rmsnorm";
+    if (C <= 0) return;
+    lock_guard g(op);
+    float *dx = upload(&b_a, x, C, op), *dw = upload(&b_b, w, C, op), *dy = (float *)grow(&b_c, sizeof(float) * (size_t)C, op);
+    k_rmsnorm<<<1, RED_THREADS>>>(dy, dx, dw, C, eps);
+    CK_LAUNCH();
+    download(out, dy, C, op);
+}
+
+static void cu_glu(float *out, const float *gg, const float *u, int64_t n, bool gelu) {
+    const char *op = "glu";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *dg = upload(&b_a, gg, n, op), *du = upload(&b_b, u, n, op), *dy = (float *)grow(&b_c, sizeof(float) * (size_t)n, op);
+    k_glu<<<grid_for(n, 256), 256>>>(dy, dg, du, n, gelu);
+    CK_LAUNCH();
+    download(out, dy, n, op);
+}
+
+static void cu_exp(float *x, int64_t n) {
+    const char *op = "exp";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *d = upload(&b_a, x, n, op);
+    k_exp<<<grid_for(n, 256), 256>>>(d, n);
+    CK_LAUNCH();
+    download(x, d, n, op);
+}
+
+static int32_t cu_argmax(const float *x, int32_t n) {
+    const char *op = "argmax";
+    if (n <= 0) return 0;
+    lock_guard g(op);
+    float *d = upload(&b_a, x, n, op);
+    int32_t *di = (int32_t *)grow(&b_b, sizeof(int32_t), op), r = 0;
+    k_argmax<<<1, RED_THREADS>>>(d, n, di);
+    CK_LAUNCH();
+    CK(cudaMemcpy(&r, di, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
+}
+
+static float cu_max(const float *x, int64_t n) {
+    const char *op = "max";
+    if (n <= 0) return -INFINITY;
+    lock_guard g(op);
+    float *d = upload(&b_a, x, n, op), *dm = (float *)grow(&b_b, sizeof(float), op), r = 0;
+    k_max<<<1, RED_THREADS>>>(d, n, dm);
+    CK_LAUNCH();
+    CK(cudaMemcpy(&r, dm, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
+}
+
+static double cu_exp_shift_sum(float *x, int64_t n, float shift) {
+    const char *op = "exp_shift_sum";
+    if (n <= 0) return 0.0;
+    lock_guard g(op);
+    float *d = upload(&b_a, x, n, op);
+    double *ds = (double *)grow(&b_b, sizeof(double), op), r = 0;
+    k_exp_shift_sum<<<1, RED_THREADS>>>(d, n, shift, ds);
+    CK_LAUNCH();
+    download(x, d, n, op);
+    CK(cudaMemcpy(&r, ds, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
+}
+
+static void cu_neg_scaled_exp(float *dz, const float *z, int64_t n, float gg, float l) {
+    const char *op = "neg_scaled_exp";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *d = upload(&b_a, z, n, op), *dy = (float *)grow(&b_b, sizeof(float) * (size_t)n, op);
+    k_neg_scaled_exp<<<grid_for(n, 256), 256>>>(dy, d, n, gg, l);
+    CK_LAUNCH();
+    download(dz, dy, n, op);
+}
+
+static void cu_silu_glu_forward(float *h, const float *gg, const float *u, int64_t n) {
+    const char *op = "silu_glu_forward";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *dg = upload(&b_a, gg, n, op), *du = upload(&b_b, u, n, op), *dh = (float *)grow(&b_c, sizeof(float) * (size_t)n, op);
+    k_silu_fwd<<<grid_for(n, 256), 256>>>(dh, dg, du, n);
+    CK_LAUNCH();
+    download(h, dh, n, op);
+}
+
+static void cu_silu_glu_backward(float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n) {
+    const char *op = "silu_glu_backward";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *ddh = upload(&b_a, dh, n, op), *dg = upload(&b_b, gg, n, op), *du = upload(&b_c, u, n, op);
+    float *o = (float *)grow(&b_d, sizeof(float) * (size_t)(2 * n), op);
+    k_silu_bwd<<<grid_for(n, 256), 256>>>(o, o + n, ddh, dg, du, n);
+    CK_LAUNCH();
+    download(dgo, o, n, op);
+    download(duo, o + n, n, op);
+}
+
+// ---- RoPE (rope.h): n_heads vectors of d, pairs (i, i + n_rot/2) (neox) or (2i, 2i+1) ----
+
+__global__ void k_rope(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+    const int half = n_rot / 2, h = blockIdx.x;
+    if (h >= n_heads) return;
+    float *x = v + (int64_t)h * d;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        const float c = cs[i], s = sign * sn[i], a = x[i0], b = x[i1];
+        x[i0] = a * c - b * s, x[i1] = a * s + b * c;
+    }
+}
+
+static void cu_rope(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+    const char *op = "rope";
+    if (n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    if (n_rot > d) die(op, "n_rot %d > d %d", n_rot, d);
+    lock_guard g(op);
+    const int64_t n = (int64_t)n_heads * d;
+    float *dv = upload(&b_a, v, n, op), *dc = upload(&b_b, cs, n_rot / 2, op), *ds = upload(&b_c, sn, n_rot / 2, op);
+    k_rope<<<n_heads, 128>>>(dv, n_heads, d, n_rot, neox, dc, ds, sign);
+    CK_LAUNCH();
+    download(v, dv, n, op);
+}
+
+// ---- attention (attention.h's layout: keys in tiles of 16, transposed) ----
+// One block per (row, head): scores by one thread per key (a fixed chain over
+// the dimensions), softmax with a fixed-order block max and sum, then each
+// output dimension by one thread (a fixed chain over the keys).  Each output
+// depends on its own row's query, keys and values only.
+
+#define ATT_THREADS 128
+
+template <bool F16> __device__ static inline float kv_at(const void *p, int64_t i) {
+    if (F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+template <bool F16>
+__global__ void k_attention(const float *q, int64_t q_stride, int n_heads, int d, const int32_t *n_keys, const void *k, int64_t k_tile_stride,
+                            const void *v, int64_t v_stride, float scale, float *out, int64_t out_stride, float *scores, int64_t s_stride) {
+    __shared__ float qs[256];
+    __shared__ float red[ATT_THREADS];
+    const int r = blockIdx.x / n_heads, h = blockIdx.x % n_heads, t = threadIdx.x;
+    const int nk = n_keys[r];
+    const float *qr = q + r * q_stride + (int64_t)h * d;
+    float *s = scores + (int64_t)blockIdx.x * s_stride;
+    for (int e = t; e < d; e += ATT_THREADS) qs[e] = qr[e];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int j = t; j < nk; j += ATT_THREADS) {
+        const int64_t base = (int64_t)(j / KERNEL_KV_TILE) * k_tile_stride + j % KERNEL_KV_TILE;
+        float a = 0.0f;
+        for (int e = 0; e < d; e++) a = fmaf(qs[e], kv_at<F16>(k, base + (int64_t)e * KERNEL_KV_TILE), a);
+        a *= scale;
+        s[j] = a;
+        mx = a > mx ? a : mx;
+    }
+    mx = block_reduce(red, mx, op_max_f());
+    float sum = 0.0f;
+    for (int j = t; j < nk; j += ATT_THREADS) {
+        const float p = expf(s[j] - mx);
+        s[j] = p, sum += p;
+    }
+    sum = block_reduce(red, sum, op_add_f()); // also orders the writes of s before the reads below
+    const float inv = 1.0f / sum;
+    float *o = out + r * out_stride + (int64_t)h * d;
+    for (int e = t; e < d; e += ATT_THREADS) {
+        float a = 0.0f;
+        for (int j = 0; j < nk; j++) a = fmaf(s[j], kv_at<F16>(v, (int64_t)j * v_stride + e), a);
+        o[e] = a * inv;
+    }
+}
+
+static void cu_attention_rows(const kernel_attn_args *a) {
+    const char *op = "attention_rows";
+    if (a->n_rows <= 0 || a->n_heads <= 0) return;
+    if (a->tiled) die(op, "the CPU's bf16 key/value tiles (tiled) are not supported by the CUDA backend");
+    if (a->d <= 0 || a->d > 256) die(op, "head size %d (at most 256)", a->d);
+    lock_guard g(op);
+    const int R = a->n_rows, G = a->n_heads, d = a->d;
+    int32_t maxk = 0;
+    for (int r = 0; r < R; r++) {
+        if (a->n_keys[r] < 1) die(op, "row %d has %d keys", r, (int)a->n_keys[r]);
+        maxk = a->n_keys[r] > maxk ? a->n_keys[r] : maxk;
+    }
+    const size_t eb = a->f16 ? 2 : 4;
+    const int64_t tiles = (maxk + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE;
+    const int64_t k_elems = (tiles - 1) * a->k_tile_stride + (int64_t)KERNEL_KV_TILE * d, v_elems = (int64_t)(maxk - 1) * a->v_stride + d;
+    const int64_t qw = (int64_t)G * d; // floats of one row read and written
+    float *dq = (float *)grow(&b_a, sizeof(float) * (size_t)(R * qw), op);
+    void *dk = grow(&b_b, eb * (size_t)k_elems, op), *dv = grow(&b_c, eb * (size_t)v_elems, op);
+    float *dout = (float *)grow(&b_d, sizeof(float) * (size_t)(R * qw), op);
+    float *ds = (float *)grow(&b_e, sizeof(float) * (size_t)R * G * (size_t)maxk, op);
+    int32_t *dnk = (int32_t *)grow(&b_f, sizeof(int32_t) * (size_t)R, op);
+    CK(cudaMemcpy2D(dq, sizeof(float) * (size_t)qw, a->q, sizeof(float) * (size_t)a->q_stride, sizeof(float) * (size_t)qw, (size_t)R, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dk, a->k, eb * (size_t)k_elems, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dv, a->v, eb * (size_t)v_elems, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dnk, a->n_keys, sizeof(int32_t) * (size_t)R, cudaMemcpyHostToDevice));
+    if (a->f16)
+        k_attention<true><<<R * G, ATT_THREADS>>>(dq, qw, G, d, dnk, dk, a->k_tile_stride, dv, a->v_stride, a->scale, dout, qw, ds, maxk);
+    else k_attention<false><<<R * G, ATT_THREADS>>>(dq, qw, G, d, dnk, dk, a->k_tile_stride, dv, a->v_stride, a->scale, dout, qw, ds, maxk);
+    CK_LAUNCH();
+    CK(cudaMemcpy2D(a->out, sizeof(float) * (size_t)a->out_stride, dout, sizeof(float) * (size_t)qw, sizeof(float) * (size_t)qw, (size_t)R,
+                    cudaMemcpyDeviceToHost));
+}
+
+// ---- the table ----
+
+static int cu_n_variants(void) { return 1; }
+static const char *cu_variant_name(int i) { return i == 0 ? g_variant : "default"; }
+static int cu_use_variant(int i) { return i == -1 || i == 0 ? CU_OK : CU_FAIL; }
+
+static as_backend g_table;
+
+static void fill_table(void) {
+    g_table.name = "cuda";
+    g_table.n_variants = cu_n_variants;
+    g_table.variant_name = cu_variant_name;
+    g_table.use_variant = cu_use_variant;
+    g_table.matmul = cu_matmul;
+    g_table.get_row = cu_get_row;
+    g_table.rmsnorm = cu_rmsnorm;
+    g_table.glu = cu_glu;
+    g_table.rope = cu_rope;
+    g_table.attention_rows = cu_attention_rows;
+    g_table.exp = cu_exp;
+    g_table.argmax = cu_argmax;
+    g_table.sgemm = cu_sgemm;
+    g_table.exp_shift_sum = cu_exp_shift_sum;
+    g_table.max = cu_max;
+    g_table.neg_scaled_exp = cu_neg_scaled_exp;
+    g_table.silu_glu_forward = cu_silu_glu_forward;
+    g_table.silu_glu_backward = cu_silu_glu_backward;
+}
+
+static const as_backend *fail(char *err, size_t n, const char *fmt, ...) {
+    if (err && n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return NULL;
+}
+
+// The plugin's entry point (backend.c): the backend on CUDA device `device`
+// (-1: the one already bound, else 0), or NULL with one line in err saying why.
+extern "C" __attribute__((visibility("default"))) const as_backend *alphaspin_cuda_backend(int device, char *err, size_t n) {
+    pthread_mutex_lock(&g_lock);
+    const as_backend *r = NULL;
+    int count = 0;
+    cudaError_t e;
+    if (g_device >= 0) {
+        r = device < 0 || device == g_device ? &g_table
+                                             : fail(err, n, "cuda:%d: this process already uses cuda:%d (one CUDA device per process)", device, g_device);
+        goto out;
+    }
+    if (device < 0) device = 0;
+    e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        // Without a driver the runtime says "driver version is insufficient": say which it is.
+        void *drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        if (drv) dlclose(drv);
+        r = fail(err, n, "no CUDA device: cudaGetDeviceCount: %s%s", cudaGetErrorString(e),
+                 drv ? "" : " (no NVIDIA driver here: libcuda.so.1 not found)");
+        goto out;
+    }
+    if (count == 0) {
+        r = fail(err, n, "no CUDA device: cudaGetDeviceCount found none");
+        goto out;
+    }
+    if (device >= count) {
+        r = fail(err, n, "cuda:%d: no such device (%d CUDA device%s)", device, count, count == 1 ? "" : "s");
+        goto out;
+    }
+    {
+        cudaDeviceProp prop;
+        if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess || (e = cudaSetDevice(device)) != cudaSuccess) {
+            r = fail(err, n, "cuda:%d: %s", device, cudaGetErrorString(e));
+            goto out;
+        }
+        if (prop.major < 9) {
+            r = fail(err, n, "cuda:%d is %s (compute capability %d.%d): this build has code for sm_90 and later only", device, prop.name, prop.major,
+                     prop.minor);
+            goto out;
+        }
+        cublasStatus_t s = cublasCreate(&g_blas);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            r = fail(err, n, "cuda:%d: cublasCreate: %s", device, cublasGetStatusString(s));
+            goto out;
+        }
+        // fp32 products in fp32: no TF32, no reduced-precision reductions.
+        cublasSetMathMode(g_blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+        if ((s = cublasLtCreate(&g_lt)) != CUBLAS_STATUS_SUCCESS) {
+            cublasDestroy(g_blas);
+            r = fail(err, n, "cuda:%d: cublasLtCreate: %s", device, cublasGetStatusString(s));
+            goto out;
+        }
+        if ((e = cudaMalloc(&g_lt_ws, g_lt_ws_bytes)) != cudaSuccess) {
+            cublasLtDestroy(g_lt), cublasDestroy(g_blas);
+            r = fail(err, n, "cuda:%d: cudaMalloc: %s", device, cudaGetErrorString(e));
+            goto out;
+        }
+        snprintf(g_variant, sizeof g_variant, "%s (sm_%d%d)", prop.name, prop.major, prop.minor);
+        g_device = device;
+        fill_table();
+        r = &g_table;
+    }
+out:
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
