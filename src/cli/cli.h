@@ -28,9 +28,14 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
 // line chose the precision.  -1 + as_error naming the variable for another value.
 int cli_train_precision_env(train_precision *p);
 
+// The backend later cli_load_model calls put the model on: a --device spec,
+// "cpu" (the default), "cuda" or "cuda:N" (tensor/backend.h, as_backend_open).
+void cli_set_device(const char *spec);
+#define CLI_DEVICE_HELP "cpu (default) or cuda[:N]: the backend the model runs on (README, \"Devices\")"
 // Loads model + tokenizer from a GGUF path or a Hugging Face folder (NULL: the
 // default model), with a helpful message when the default model has not been
-// fetched yet.
+// fetched yet, on the --device's backend (opened first: a device that cannot
+// be used fails before the model is read).
 int cli_load_model(const char *path, model **m, tokenizer **tok);
 // The bytes of a --file option (heap, NUL-terminated, may hold NULs: use *len);
 // "-" reads standard input.

@@ -69,13 +69,24 @@ int cli_train_precision_env(train_precision *p) {
     return AS_OK;
 }
 
+static const char *g_device;
+
+void cli_set_device(const char *spec) { g_device = spec; }
+
 int cli_load_model(const char *path, model **m, tokenizer **tok) {
+    const as_backend *be = NULL;
+    if (g_device && !(be = as_backend_open(g_device))) return AS_FAIL;
     if (!path) {
         path = cli_default_model();
         if (access(path, R_OK) != 0)
             return as_error("default model %s not found; run `alphaspin fetch-model` first, or pass --model FILE.gguf or a Hugging Face folder", path);
     }
     if (model_load(m, path) != AS_OK) return AS_FAIL;
+    if (be && model_use_backend(*m, be) != AS_OK) {
+        model_free(*m);
+        *m = NULL;
+        return AS_FAIL;
+    }
     if (tok && tokenizer_load(tok, (*m)->file) != AS_OK) {
         model_free(*m);
         *m = NULL;

@@ -23,6 +23,7 @@ static void usage(FILE *out) {
             "  --temperature T      default 0.8 (0: greedy)\n"
             "  --seed S             default 42\n"
             "  --threads N          threads (default: all cores)\n"
+            "  --device D           " CLI_DEVICE_HELP "\n"
             "  --help               this text\n");
 }
 
@@ -37,6 +38,7 @@ int cmd_chat(int argc, char **argv) {
                                          {"chat-template", required_argument, 0, 'c'}, {"max-new-tokens", required_argument, 0, 'n'},
                                          {"temperature", required_argument, 0, 't'},   {"seed", required_argument, 0, 'S'},
                                          {"threads", required_argument, 0, 'j'},       {"help", no_argument, 0, 'h'},
+                                         {"device", required_argument, 0, 'D'},
                                          {0, 0, 0, 0}};
     const char *cmd = "chat", *model_path = NULL, *system = NULL, *tmpl_name = NULL;
     sampler_params sp = sampler_params_default();
@@ -53,6 +55,7 @@ int cmd_chat(int argc, char **argv) {
         case 't': if (!cli_parse_float(cmd, "--temperature", optarg, 0, 100, &d)) return 2; sp.temperature = (float)d; break;
         case 'S': if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; sp.seed = (uint64_t)l; break;
         case 'j': if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &l)) return 2; kernel_set_threads((int)l); break;
+        case 'D': cli_set_device(optarg); break;
         case 'h': usage(stdout); return 0;
         default: return cli_usage_error(cmd, "unknown option");
         }

@@ -58,13 +58,14 @@ static void usage(FILE *out) {
             "  --mt-bench-judgments F  write the judge's judgments (FastChat model_judgment JSONL)\n"
             "  --model-id NAME       model_id in the outputs (default: the model file's name)\n"
             "  --threads N           threads (default: all cores)\n"
+            "  --device D            " CLI_DEVICE_HELP "\n"
             "  --quiet               no progress line\n"
             "  --help                this text\n");
 }
 
 int cmd_eval(int argc, char **argv) {
     enum { O_MODEL = 1, O_ADAPTER, O_TASKS, O_SHOTS, O_LIMIT, O_OUT, O_MD, O_SEED, O_PREC, O_DATA, O_TDIR, O_MAXNEW,
-           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP, O_SAMPLES, O_OFFSET };
+           O_KV, O_MTA, O_JUDGE, O_MTJ, O_ID, O_THREADS, O_QUIET, O_HELP, O_SAMPLES, O_OFFSET, O_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},       {"adapter", required_argument, 0, O_ADAPTER},
         {"tasks", required_argument, 0, O_TASKS},       {"shots", required_argument, 0, O_SHOTS},
@@ -77,7 +78,7 @@ int cmd_eval(int argc, char **argv) {
         {"judge-model", required_argument, 0, O_JUDGE}, {"mt-bench-judgments", required_argument, 0, O_MTJ},
         {"model-id", required_argument, 0, O_ID},       {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},             {"help", no_argument, 0, O_HELP},
-        {"log-samples", required_argument, 0, O_SAMPLES},
+        {"log-samples", required_argument, 0, O_SAMPLES}, {"device", required_argument, 0, O_DEVICE},
         {0, 0, 0, 0}};
     const char *model_path = NULL, *adapter = NULL, *out_path = NULL, *md_path = NULL, *judge_path = NULL;
     eval_options o = eval_options_default();
@@ -90,6 +91,7 @@ int cmd_eval(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODEL: model_path = optarg; break;
+        case O_DEVICE: cli_set_device(optarg); break;
         case O_ADAPTER: adapter = optarg; break;
         case O_TASKS: o.tasks = optarg; break;
         case O_SHOTS:

@@ -45,6 +45,7 @@ static void usage(FILE *out) {
             "                       or bf16 (bf16 operands, fp32 sums; on AMX CPUs the fastest for prompts\n"
             "                       and batched decoding, batch-invariant too; slow for one sequence)\n"
             "  --threads N          threads (default: all cores)\n"
+            "  --device D           " CLI_DEVICE_HELP "\n"
             "  --help               this text\n",
             d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty, d.repeat_last_n,
             (unsigned long long)d.seed);
@@ -239,7 +240,7 @@ done:
 
 int cmd_generate(int argc, char **argv) {
     enum { O_MODEL = 1, O_PROMPT, O_PROMPTS, O_OUT, O_CHAT, O_SYSTEM, O_TMPL, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_MINP,
-           O_RPEN, O_RLAST, O_SEED, O_GREEDY, O_STOP, O_BATCH, O_PREC, O_THREADS, O_HELP };
+           O_RPEN, O_RLAST, O_SEED, O_GREEDY, O_STOP, O_BATCH, O_PREC, O_THREADS, O_HELP, O_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
         {"prompts", required_argument, 0, O_PROMPTS},   {"out", required_argument, 0, O_OUT},
@@ -251,7 +252,8 @@ int cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},         {"greedy", no_argument, 0, O_GREEDY},
         {"stop", required_argument, 0, O_STOP},         {"batch-size", required_argument, 0, O_BATCH},
         {"precision", required_argument, 0, O_PREC},    {"threads", required_argument, 0, O_THREADS},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0}};
+        {"help", no_argument, 0, O_HELP},               {"device", required_argument, 0, O_DEVICE},
+        {0, 0, 0, 0}};
     const char *cmd = "generate";
     gen_opts o = {.sp = sampler_params_default(), .max_new = 128, .batch = 8, .prec = KERNEL_PRECISION_Q8};
     long l;
@@ -285,6 +287,7 @@ int cmd_generate(int argc, char **argv) {
             if (kernel_precision_parse(optarg, &o.prec)) return cli_usage_error(cmd, "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
         case O_THREADS: if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &o.threads)) return 2; break;
+        case O_DEVICE: cli_set_device(optarg); break;
         case O_HELP: usage(stdout); return 0;
         default: return cli_usage_error(cmd, "unknown option");
         }

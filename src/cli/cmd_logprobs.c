@@ -24,13 +24,14 @@ static void usage(FILE *out) {
             "                     (8-bit activations like llama.cpp: faster, slightly less exact) or bf16\n"
             "                     (bf16 operands, fp32 sums: fastest on CPUs with AMX)\n"
             "  --threads N        threads (default: all cores)\n"
+            "  --device D         " CLI_DEVICE_HELP "\n"
             "  --help             this text\n");
 }
 
 int cmd_logprobs(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 't'},
                                          {"special", no_argument, 0, 's'},      {"precision", required_argument, 0, 'p'},
-                                         {"threads", required_argument, 0, 'j'}, {"file", required_argument, 0, 'f'},
+                                         {"threads", required_argument, 0, 'j'}, {"file", required_argument, 0, 'f'}, {"device", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *model_path = NULL, *text_opt = NULL, *file = NULL;
     bool special = false;
@@ -44,6 +45,7 @@ int cmd_logprobs(int argc, char **argv) {
         case 't': text_opt = optarg; break;
         case 'f': file = optarg; break;
         case 's': special = true; break;
+        case 'D': cli_set_device(optarg); break;
         case 'p':
             if (kernel_precision_parse(optarg, &prec)) return cli_usage_error("logprobs", "--precision must be f32, q8 or bf16, got '%s'", optarg);
             break;
@@ -85,7 +87,7 @@ int cmd_logprobs(int argc, char **argv) {
     kv_cache *kv = NULL;
     if (rc == AS_OK) {
         int32_t nv = m->cfg.n_vocab;
-        kv = kv_cache_init(&m->cfg, 1, (int32_t)n, prec);
+        kv = model_kv_cache(m, 1, (int32_t)n, prec);
         if (!kv) rc = AS_FAIL;
         int32_t *seq = as_calloc(n, sizeof *seq), *pos = as_malloc(n * sizeof *pos);
         for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;

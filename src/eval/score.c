@@ -253,7 +253,7 @@ int eval_model_loglik(void *user, eval_mc_item *items, int64_t n) {
             plans[i1].seq0 = ns - plans[i1].n_seq;
             i1++;
         }
-        kv_cache *kv = kv_cache_init(cfg, n_seq, AS_MAX(n_ctx, 1), s->precision);
+        kv_cache *kv = model_kv_cache(s->m, n_seq, AS_MAX(n_ctx, 1), s->precision);
         if (!kv) { rc = AS_FAIL; break; }
         // 1. The shared tokens of every leader, once, into the item's first sequence;
         // then each follower copies its leader's first `reuse` positions and runs the rest.

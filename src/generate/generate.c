@@ -329,7 +329,7 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
         if (check_request(&g, i)) return -1;
 
     g.n_slot = (int32_t)AS_MIN((int64_t)o.batch_size, n_reqs);
-    g.kv = kv_cache_init(&m->cfg, g.n_slot, g.n_ctx, o.precision);
+    g.kv = model_kv_cache(m, g.n_slot, g.n_ctx, o.precision);
     if (!g.kv) return -1; // kv_cache_init said why
     g.slots = as_calloc((size_t)g.n_slot, sizeof *g.slots);
     for (int32_t si = 0; si < g.n_slot; si++) {

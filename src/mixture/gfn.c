@@ -104,7 +104,7 @@ static double row_lse(const float *z, int64_t V) {
 // cum[i] = log pi(s_i) and end[i] = log pi(END|s_i), i = 0..m, for one trajectory under the model's adapters.
 static int prefix_logps(model *m, kernel_precision prec, const gfn_traj *t, int32_t end_id, double *cum, double *end) {
     const int64_t V = m->cfg.n_vocab, P = t->n_prompt, n = P + t->m;
-    kv_cache *kv = kv_cache_init(&m->cfg, 1, (int32_t)n, prec);
+    kv_cache *kv = model_kv_cache(m, 1, (int32_t)n, prec);
     if (!kv) return AS_FAIL;
     int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)n), *seq = as_calloc((size_t)n, sizeof(int32_t));
     int32_t *pos = as_malloc(sizeof(int32_t) * (size_t)n);

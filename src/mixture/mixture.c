@@ -202,7 +202,7 @@ static int engine_run(engine *e, const int32_t *const *prompt, const int64_t *n_
     const model_lora saved = m->lora;
     int rc = AS_OK;
     for (int k = 0; k < e->n_pol; k++) {
-        e->kv[k] = kv_cache_init(&m->cfg, B, n_ctx, c->precision);
+        e->kv[k] = model_kv_cache(m, B, n_ctx, c->precision);
         if (!e->kv[k]) rc = AS_FAIL;
         e->logits[k] = as_malloc(sizeof(float) * (size_t)(B * V));
     }

@@ -274,11 +274,15 @@ int model_load(model **out, const char *path) {
     return model_from_gguf(out, f);
 }
 
-void model_use_backend(model *m, const as_backend *be) {
+int model_use_backend(model *m, const as_backend *be) {
+    const char *missing = as_backend_missing(be);
+    if (missing) return as_error("backend %s cannot run a model yet: it has no %s op", be->name, missing);
+    if (be == m->be) return AS_OK;
     pthread_mutex_lock(&m->lock);
     release_weights(m);
     upload_weights(m, be);
     pthread_mutex_unlock(&m->lock);
+    return AS_OK;
 }
 
 size_t model_layout_bytes(const model *m) {
@@ -330,6 +334,10 @@ kv_cache *kv_cache_init_on(const as_backend *be, const model_config *cfg, int32_
 
 kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
     return kv_cache_init_on(&as_backend_cpu, cfg, n_seq, n_ctx, precision);
+}
+
+kv_cache *model_kv_cache(const model *m, int32_t n_seq, int32_t n_ctx, kernel_precision precision) {
+    return kv_cache_init_on(m->be, &m->cfg, n_seq, n_ctx, precision);
 }
 
 void kv_cache_free(kv_cache *kv) {

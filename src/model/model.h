@@ -108,8 +108,9 @@ void model_config_write_gguf(gguf_writer *w, const model_config *c);
 int model_set_lora(model *m, const model_lora *l);
 // Runs every later forward pass on be: the weight groups move to it (their
 // layouts are made again by the first pass at each precision).  KV caches
-// made for the previous backend are refused by model_forward.
-void model_use_backend(model *m, const as_backend *be);
+// made for the previous backend are refused by model_forward.  -1 + as_error
+// (the model unchanged) when be lacks an op (as_backend_missing).
+int model_use_backend(model *m, const as_backend *be);
 // Bytes of weight layouts the backend made for this model so far.
 size_t model_layout_bytes(const model *m);
 
@@ -137,6 +138,8 @@ typedef struct kv_cache {
 // kv_cache_init_on(m->be, ...).
 kv_cache *kv_cache_init_on(const as_backend *be, const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
 kv_cache *kv_cache_init(const model_config *cfg, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
+// A cache for m, on m's backend: what callers that hold the model use.
+kv_cache *model_kv_cache(const model *m, int32_t n_seq, int32_t n_ctx, kernel_precision precision);
 void kv_cache_free(kv_cache *kv);
 void kv_cache_clear_seq(kv_cache *kv, int32_t seq); // forget a sequence (len = 0)
 // Keep only the first `len` positions of a sequence (len >= current: no-op).

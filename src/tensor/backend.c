@@ -194,3 +194,19 @@ const as_backend *as_backend_open(const char *spec) {
     if (!b) return as_error("device %s: %s", spec, err), NULL;
     return b;
 }
+
+// ---- completeness ----
+
+const char *as_backend_missing(const as_backend *be) {
+#define OP(f) {#f, (const void *)be->f}
+    const struct { const char *name; const void *fn; } ops[] = {
+        OP(n_variants), OP(variant_name), OP(use_variant), OP(matmul), OP(get_row), OP(rmsnorm), OP(glu), OP(rope),
+        OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(add), OP(scale), OP(weights_new), OP(weights_free),
+        OP(weights_matmul), OP(weights_bytes), OP(kv_init), OP(kv_release), OP(kv_begin), OP(kv_store), OP(kv_attention),
+        OP(kv_copy_prefix), OP(sgemm), OP(exp_shift_sum), OP(max), OP(neg_scaled_exp), OP(silu_glu_forward), OP(silu_glu_backward),
+    };
+#undef OP
+    for (size_t i = 0; i < AS_ARRAY_LEN(ops); i++)
+        if (!ops[i].fn) return ops[i].name;
+    return NULL;
+}

@@ -110,6 +110,10 @@ const as_backend *as_backend_open(const char *spec);
 // NULL when the CUDA backend is available, else why not (one line, e.g. "no
 // CUDA device: cudaGetDeviceCount: ..." or "plugin not built ...").
 const char *as_backend_cuda_status(void);
+// The name of the first op be leaves NULL (a backend still being written),
+// or NULL when it provides every op: callers refuse such a backend with one
+// line instead of calling through a NULL pointer.
+const char *as_backend_missing(const as_backend *be);
 
 extern const as_backend as_backend_cpu;
 

@@ -34,6 +34,18 @@ expect 2 "generate: give exactly one of --prompt and --prompts" -- "$bin" genera
 expect 2 "--top-p expects a number" -- "$bin" generate --prompt hi --top-p 7
 expect 2 "--threads expects an integer" -- "$bin" logprobs --text hi --threads abc
 expect 2 "--precision must be f32, q8 or bf16" -- "$bin" logprobs --text hi --precision f64
+# --device: a malformed spec, and CUDA where this machine has no usable GPU, fail with one line
+# before the model is read (a model path that does not exist shows it is not read).
+for c in logprobs generate eval chat; do
+  args=(--text hi); [ $c = generate ] && args=(--prompt hi); [ $c = eval ] && args=(--tasks arc_easy); [ $c = chat ] && args=()
+  expect 1 "$c: device tpu: unknown \(expected cpu, cuda or cuda:N\)" -- "$bin" $c "${args[@]}" --model "$tmp/none.gguf" --device tpu
+  expect 1 "$c: device cuda:x: " -- "$bin" $c "${args[@]}" --model "$tmp/none.gguf" --device cuda:x
+done
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  echo "skip: --device cuda without a GPU (this machine has one)"; skipped=$((skipped + 1))
+else
+  expect 1 "generate: device cuda: (no CUDA device|plugin not built|libcudart not found|cuBLAS not found)" -- "$bin" generate --prompt hi --model "$tmp/none.gguf" --device cuda
+fi
 expect 2 "--data and --out are required" -- "$bin" sft --data x.jsonl
 expect 2 "unknown matrix 'qq'" -- "$bin" sft --data x.jsonl --out o --lora-targets q,qq
 expect 2 "sft: --precision must be f32 or bf16, got 'q8'" -- "$bin" sft --data x.jsonl --out o --precision q8
