@@ -113,25 +113,7 @@ run_all() { # ISA OUTDIR
   rm -f "$o/err"
   unset ALPHASPIN_KERNEL_ISA
   # Wall-clock fields out (see the header); everything else stays as written.
-  python3 - "$o" <<'EOF'
-import json, os, sys
-TIMING = {"timing_s", "total_evaluation_time_seconds", "tokens_per_s", "elapsed_s", "seconds", "gfn_train_seconds"}
-def strip(v):
-    if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if k not in TIMING}
-    if isinstance(v, list):
-        return [strip(x) for x in v]
-    return v
-for root, _, files in os.walk(sys.argv[1]):
-    for f in files:
-        p = os.path.join(root, f)
-        if f in ("summary.json", "eval.json", "sampler.json"):
-            v = strip(json.load(open(p, encoding="utf-8")))
-            open(p, "w", encoding="utf-8").write(json.dumps(v, indent=1, ensure_ascii=False) + "\n")
-        elif f == "log.jsonl":
-            lines = [json.dumps(strip(json.loads(l)), ensure_ascii=False) for l in open(p, encoding="utf-8")]
-            open(p, "w", encoding="utf-8").write("".join(l + "\n" for l in lines))
-EOF
+  python3 "$(dirname "$0")/../strip_timing.py" "$o"
 }
 
 declare -A secs

@@ -111,28 +111,7 @@ all() {
     find "$o/resume" -name '*.tmp.*' -delete
   fi
   rm -f "$o/err"
-  python3 - "$o" <<'PY'
-import json, os, sys
-TIMING = {"timing_s", "total_evaluation_time_seconds", "tokens_per_s", "elapsed_s", "seconds", "gfn_train_seconds"}
-def strip(v):
-    if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if k not in TIMING}
-    if isinstance(v, list):
-        return [strip(x) for x in v]
-    return v
-for root, _, files in os.walk(sys.argv[1]):
-    for f in files:
-        p = os.path.join(root, f)
-        if f in ("summary.json", "eval.json", "eval_gen.json", "sampler.json"):
-            v = strip(json.load(open(p, encoding="utf-8")))
-            open(p, "w", encoding="utf-8").write(json.dumps(v, indent=1, ensure_ascii=False) + "\n")
-        elif f == "log.jsonl":
-            lines = [json.dumps(strip(json.loads(l)), ensure_ascii=False) for l in open(p, encoding="utf-8")]
-            open(p, "w", encoding="utf-8").write("".join(l + "\n" for l in lines))
-        elif f == "config.yaml":  # the thread count is part of the configuration
-            lines = [l for l in open(p, encoding="utf-8") if not l.startswith("threads:")]
-            open(p, "w", encoding="utf-8").write("".join(lines))
-PY
+  python3 "$(dirname "$0")/../strip_timing.py" "$o" --drop-threads
 }
 
 t0=$(date +%s); all one "$tmp/one"; t1=$(date +%s); all mpi "$tmp/mpi"; t2=$(date +%s)
