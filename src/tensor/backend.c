@@ -8,6 +8,7 @@
 #include "tensor/kernels_impl.h"
 #include "tensor/ops.h"
 #include "tensor/rope.h"
+#include "tensor/train_graph.h"
 #include "tensor/train_ops.h"
 #include "util/common.h"
 
@@ -44,6 +45,35 @@ const as_backend as_backend_cpu = {
     .neg_scaled_exp = train_neg_scaled_exp,
     .silu_glu_forward = train_silu_glu_forward,
     .silu_glu_backward = train_silu_glu_backward,
+    // ---- training graph (forward/backward pairs, LoRA, dropout, optimizer) ----
+    .embedding_forward = train_embedding_forward,
+    .embedding_backward = train_embedding_backward,
+    .linear_forward = train_linear_forward,
+    .linear_backward = train_linear_backward,
+    .rmsnorm_forward = train_rmsnorm_forward,
+    .rmsnorm_backward = train_rmsnorm_backward,
+    .rope_forward = train_rope_forward,
+    .rope_backward = train_rope_backward,
+    .attention_forward = train_attention_forward,
+    .attention_backward = train_attention_backward,
+    .glu_forward = train_glu_forward,
+    .glu_backward = train_glu_backward,
+    .logsoftmax_forward = train_logsoftmax_forward,
+    .logsoftmax_backward = train_logsoftmax_backward,
+    .residual_forward = train_residual_forward,
+    .dropout_forward = train_dropout_forward,
+    .dropout_backward = train_dropout_backward,
+    .lora_forward = train_lora_forward,
+    .lora_backward = train_lora_backward,
+    .gemm_bf16 = kernel_gemm_bf16,
+    .bf16_pack_b = train_bf16_pack_b,
+    .bf16_packed_free = train_bf16_packed_free,
+    .gemm_bf16_packed = train_gemm_bf16_packed,
+    .sum_squares = train_sum_squares,
+    .scale = train_scale,
+    .adamw_update = train_adamw_update,
+    .rmsprop_update = train_rmsprop_update,
+    .sgd_update = train_sgd_update,
 };
 
 // ---- the registry ----
