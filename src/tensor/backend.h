@@ -94,7 +94,7 @@ typedef struct as_backend {
     void (*logsoftmax_forward)(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth);
     void (*logsoftmax_backward)(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
                                 int64_t V, int nth); // writes
-    void (*residual_forward)(float *out, const float *a, const float *b, int64_t n);
+    void (*residual_forward)(float *out, const float *a, const float *b, int64_t n, int nth);
     // Adapter dropout (as_dropout: the probability, hash counter, keep bits).
     void (*dropout_forward)(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth);
     void (*dropout_backward)(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth);

@@ -295,7 +295,8 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
 
 // ---- residual ----
 
-void train_residual_forward(float *out, const float *a, const float *b, int64_t n) {
+void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+#pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 

@@ -68,8 +68,9 @@ void train_logsoftmax_forward(float *logp, float *lse, const float *logits, cons
 void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
                                int64_t rows, int64_t V, int nth);
 
-// out = a + b (n): the residual connections (their backward is the identity).
-void train_residual_forward(float *out, const float *a, const float *b, int64_t n);
+// out = a + b (n; out may be a): the residual connections (their backward is
+// the identity), and the sum of micro-batches' gradients.
+void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth);
 
 // ---- adapter dropout ----
 

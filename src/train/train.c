@@ -21,7 +21,6 @@
 #include "train/train.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -519,7 +518,7 @@ static void layer_forward(train_model *m, int64_t l, bool recompute) {
     else {
         lin_fwd(m, a->tmp, att, p->wo + l * C * qd, N, qd, C);
         lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
-        be->residual_forward(xm, x, a->tmp, N * C);
+        be->residual_forward(xm, x, a->tmp, N * C, nth);
     }
     be->rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
     lin_fwd(m, gate, ln2, p->w_gate + l * F * C, N, C, F);
@@ -534,7 +533,7 @@ static void layer_forward(train_model *m, int64_t l, bool recompute) {
     lin_fwd(m, a->tmp, hact, p->w_down + l * C * F, N, F, C);
     lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
     float *xn = a->resid + (l + 1) * N * C;
-    be->residual_forward(xn, xm, a->tmp, N * C);
+    be->residual_forward(xn, xm, a->tmp, N * C, nth);
 }
 
 int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t *n_scored) {
@@ -722,10 +721,8 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         else {
             lin_bwd(m, a->dxchunk, 0.0f, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
-        for (int64_t i = 0; i < nc; i++) {
-            float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
-            for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
-        }
+        // dln[row] += dxchunk: the embedding backward's scatter-add of rows (scale 1: exact).
+        be->embedding_backward(a->dln, a->dxchunk, a->row + r0, nc, C, 1.0f);
     }
     be->bf16_packed_free(Wp);
     be->bf16_packed_free(Wb);
