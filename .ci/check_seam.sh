@@ -28,4 +28,15 @@ if [ -n "$hits" ]; then
     echo "seam: $(printf '%s\n' "$hits" | wc -l) violations: ISA-specific code belongs in src/tensor/ behind its public headers" >&2
     exit 1
 fi
+# Above the seam, arithmetic goes through the backend table (as_backend):
+# no direct call of the CPU backend's kernels, LoRA products or training-op
+# pieces.  Allowed: thread and precision plumbing, CPU feature names.
+calls=$(grep -rnoE '\b(kernel_[a-z0-9_]+|lora_gemm_[a-z0-9_]+|train_(exp_shift_sum|exp_sum|max|neg_scaled_exp|silu_glu_[a-z]+|dropout_[a-z_]+))[[:space:]]*\(' \
+    src --include='*.c' --include='*.h' | grep -v '^src/tensor/' |
+    grep -vE ':(kernel_(get_threads|set_threads|cap_threads|precision_name|precision_parse|init))[[:space:]]*\($' || true)
+if [ -n "$calls" ]; then
+    printf '%s\n' "$calls"
+    echo "seam: $(printf '%s\n' "$calls" | wc -l) direct calls of the CPU backend above it: call through as_backend (src/tensor/backend.h)" >&2
+    exit 1
+fi
 echo "seam: 0 violations"

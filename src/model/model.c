@@ -275,7 +275,7 @@ int model_load(model **out, const char *path) {
 }
 
 int model_use_backend(model *m, const as_backend *be) {
-    const char *missing = as_backend_missing(be);
+    const char *missing = as_backend_missing(be, AS_BACKEND_INFERENCE);
     if (missing) return as_error("backend %s cannot run a model yet: it has no %s op", be->name, missing);
     if (be == m->be) return AS_OK;
     pthread_mutex_lock(&m->lock);

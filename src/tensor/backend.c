@@ -16,6 +16,7 @@
 #include "tensor/kernels_impl.h"
 #include "tensor/ops.h"
 #include "tensor/rope.h"
+#include "tensor/train_graph.h"
 #include "tensor/train_ops.h"
 #include "util/common.h"
 
@@ -65,6 +66,35 @@ const as_backend as_backend_cpu = {
     .neg_scaled_exp = train_neg_scaled_exp,
     .silu_glu_forward = train_silu_glu_forward,
     .silu_glu_backward = train_silu_glu_backward,
+    // ---- training graph (forward/backward pairs, LoRA, dropout, optimizer) ----
+    .embedding_forward = train_embedding_forward,
+    .embedding_backward = train_embedding_backward,
+    .linear_forward = train_linear_forward,
+    .linear_backward = train_linear_backward,
+    .rmsnorm_forward = train_rmsnorm_forward,
+    .rmsnorm_backward = train_rmsnorm_backward,
+    .rope_forward = train_rope_forward,
+    .rope_backward = train_rope_backward,
+    .attention_forward = train_attention_forward,
+    .attention_backward = train_attention_backward,
+    .glu_forward = train_glu_forward,
+    .glu_backward = train_glu_backward,
+    .logsoftmax_forward = train_logsoftmax_forward,
+    .logsoftmax_backward = train_logsoftmax_backward,
+    .residual_forward = train_residual_forward,
+    .dropout_forward = train_dropout_forward,
+    .dropout_backward = train_dropout_backward,
+    .lora_forward = train_lora_forward,
+    .lora_backward = train_lora_backward,
+    .gemm_bf16 = kernel_gemm_bf16,
+    .bf16_pack_b = train_bf16_pack_b,
+    .bf16_packed_free = train_bf16_packed_free,
+    .gemm_bf16_packed = train_gemm_bf16_packed,
+    .sum_squares = train_sum_squares,
+    .grad_scale = train_scale,
+    .adamw_update = train_adamw_update,
+    .rmsprop_update = train_rmsprop_update,
+    .sgd_update = train_sgd_update,
 };
 
 // ---- the CUDA plugin (src/tensor/cuda; docs/ARCHITECTURE.md "Adding a backend") ----
@@ -197,16 +227,27 @@ const as_backend *as_backend_open(const char *spec) {
 
 // ---- completeness ----
 
-const char *as_backend_missing(const as_backend *be) {
+const char *as_backend_missing(const as_backend *be, unsigned groups) {
 #define OP(f) {#f, (const void *)be->f}
-    const struct { const char *name; const void *fn; } ops[] = {
+    const struct { const char *name; const void *fn; } inference[] = {
         OP(n_variants), OP(variant_name), OP(use_variant), OP(matmul), OP(get_row), OP(rmsnorm), OP(glu), OP(rope),
         OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(add), OP(scale), OP(weights_new), OP(weights_free),
         OP(weights_matmul), OP(weights_bytes), OP(kv_init), OP(kv_release), OP(kv_begin), OP(kv_store), OP(kv_attention),
-        OP(kv_copy_prefix), OP(sgemm), OP(exp_shift_sum), OP(max), OP(neg_scaled_exp), OP(silu_glu_forward), OP(silu_glu_backward),
+        OP(kv_copy_prefix),
+    }, training[] = {
+        OP(sgemm), OP(exp_shift_sum), OP(max), OP(neg_scaled_exp), OP(silu_glu_forward), OP(silu_glu_backward),
+        OP(embedding_forward), OP(embedding_backward), OP(linear_forward), OP(linear_backward), OP(rmsnorm_forward),
+        OP(rmsnorm_backward), OP(rope_forward), OP(rope_backward), OP(attention_forward), OP(attention_backward), OP(glu_forward),
+        OP(glu_backward), OP(logsoftmax_forward), OP(logsoftmax_backward), OP(residual_forward), OP(dropout_forward),
+        OP(dropout_backward), OP(lora_forward), OP(lora_backward), OP(gemm_bf16), OP(bf16_pack_b), OP(bf16_packed_free),
+        OP(gemm_bf16_packed), OP(sum_squares), OP(grad_scale), OP(adamw_update), OP(rmsprop_update), OP(sgd_update),
     };
 #undef OP
-    for (size_t i = 0; i < AS_ARRAY_LEN(ops); i++)
-        if (!ops[i].fn) return ops[i].name;
+    if (groups & AS_BACKEND_INFERENCE)
+        for (size_t i = 0; i < AS_ARRAY_LEN(inference); i++)
+            if (!inference[i].fn) return inference[i].name;
+    if (groups & AS_BACKEND_TRAINING)
+        for (size_t i = 0; i < AS_ARRAY_LEN(training); i++)
+            if (!training[i].fn) return training[i].name;
     return NULL;
 }

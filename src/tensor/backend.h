@@ -14,12 +14,14 @@
 // them; a backend's functions take host pointers (a device backend copies, or
 // is handed buffers it allocated; weight buffers are as_matrix's); each op is
 // documented where the CPU backend declares it (kernels.h, ops.h, rope.h,
-// attention.h, gemm.h, train_ops.h), which is the contract every backend meets.
+// attention.h, gemm.h, train_ops.h, train_graph.h), which is the contract
+// every backend meets.
 //
+// Training runs through this table: train/ calls only the entries of the
+// training-graph block (the model's `be`, default the CPU).
 // Not yet behind this table (docs/ARCHITECTURE.md): the model calls the CPU
 // backend's functions directly, and it still owns the packed / fused / bf16
-// weight copies it builds with kernel_pack and kernel_bf16_pack_matrix; the
-// training graph's attention and the optimizer are in src/train.
+// weight copies it builds with kernel_pack and kernel_bf16_pack_matrix.
 #ifndef AS_TENSOR_BACKEND_H
 #define AS_TENSOR_BACKEND_H
 
@@ -29,6 +31,7 @@
 #include "tensor/attention.h"
 #include "tensor/kernels.h"
 #include "tensor/weights.h"
+#include "tensor/train_graph.h"
 
 typedef struct as_backend {
     const char *name;
@@ -87,6 +90,57 @@ typedef struct as_backend {
     // SwiGLU forward and backward (train_ops.h).
     void (*silu_glu_forward)(float *h, const float *g, const float *u, int64_t n);
     void (*silu_glu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+
+    // ---- training graph (forward/backward pairs, LoRA, dropout, optimizer) ----
+    // What the training model (train/train.c, optim.c) runs, each entry as
+    // train_graph.h declares its CPU function: llm.c's forward/backward pairs
+    // with the same argument order, every backward accumulating (+=) into its
+    // gradients (NULL: not wanted) unless documented otherwise; nth threads.
+    void (*embedding_forward)(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale);
+    void (*embedding_backward)(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale);
+    void (*linear_forward)(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth);
+    void (*linear_backward)(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim,
+                            int nth);
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth);
+    void (*rmsnorm_backward)(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                             int nth);
+    void (*rope_forward)(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth);
+    void (*rope_backward)(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth);
+    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                              const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                               int d, int nth);
+    void (*glu_forward)(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth);
+    void (*glu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu, int nth); // writes
+    void (*logsoftmax_forward)(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth);
+    void (*logsoftmax_backward)(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                int64_t V, int nth); // writes
+    void (*residual_forward)(float *out, const float *a, const float *b, int64_t n, int nth);
+    // Adapter dropout (as_dropout: the probability, hash counter, keep bits).
+    void (*dropout_forward)(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth);
+    void (*dropout_backward)(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth);
+    // The LoRA products of one adapter, fp32, dropout inside (drop NULL: none).
+    void (*lora_forward)(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                         float scale, const as_dropout *drop, int nth);
+    void (*lora_backward)(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                          int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth);
+    // Training's bf16 products (gemm.h's kernel_gemm_bf16): sgemm's contract
+    // with bf16-rounded operands; op(B) packed once into a buffer the backend owns.
+    void (*gemm_bf16)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, float beta, float *C, int64_t ldc, int nth);
+    as_bf16_packed *(*bf16_pack_b)(bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth);
+    void (*bf16_packed_free)(as_bf16_packed *p);
+    void (*gemm_bf16_packed)(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const as_bf16_packed *P, float beta, float *C,
+                             int64_t ldc, int nth);
+    // Optimizer arithmetic: the gradient norm's sum of squares (double, fixed
+    // blocks), scaling, and torch.optim's AdamW / RMSprop / SGD element updates.
+    double (*sum_squares)(const float *x, size_t n, int nth);
+    void (*grad_scale)(float *x, size_t n, float c, int nth);
+    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd,
+                         int64_t t, int nth);
+    void (*rmsprop_update)(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth);
+    void (*sgd_update)(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth);
 } as_backend;
 
 // The backends available in this process (the CPU first, then CUDA when its
@@ -110,10 +164,13 @@ const as_backend *as_backend_open(const char *spec);
 // NULL when the CUDA backend is available, else why not (one line, e.g. "no
 // CUDA device: cudaGetDeviceCount: ..." or "plugin not built ...").
 const char *as_backend_cuda_status(void);
-// The name of the first op be leaves NULL (a backend still being written),
-// or NULL when it provides every op: callers refuse such a backend with one
-// line instead of calling through a NULL pointer.
-const char *as_backend_missing(const as_backend *be);
+// The name of the first op of the given groups that be leaves NULL (a
+// backend still being written), or NULL when it provides them all: callers
+// refuse such a backend with one line instead of calling through a NULL
+// pointer (the model asks for the inference ops, the training model for both).
+#define AS_BACKEND_INFERENCE 1u // the variants, matmul ... kv_copy_prefix: what model_forward and the sampler call
+#define AS_BACKEND_TRAINING 2u  // sgemm ... sgd_update: what the training model and its optimizer call
+const char *as_backend_missing(const as_backend *be, unsigned groups);
 
 extern const as_backend as_backend_cpu;
 

@@ -8,7 +8,6 @@
 #include "tensor/quant.h"
 #include "tokenizer/tokenizer_hf.h"
 #include "train/layout.h"
-#include "train/ops.h"
 #include "model/safetensors.h"
 #include "util/common.h"
 
@@ -232,8 +231,8 @@ int train_lora_merge(train_model *m) {
         const int64_t in = lo->in[t], out = lo->out[t];
         for (int64_t l = 0; l < L; l++)
             // W (out x in) += s B (out x r) A (r x in)
-            kernel_sgemm(false, false, out, in, r, lo->scale, lo->b[t] + l * out * r, r, lo->a[t] + l * r * in, in, 1.0f,
-                       base[t] + l * out * in, in, m->n_threads);
+            m->be->sgemm(false, false, out, in, r, lo->scale, lo->b[t] + l * out * r, r, lo->a[t] + l * r * in, in, 1.0f,
+                         base[t] + l * out * in, in, m->n_threads);
     }
     train_lora_detach(m);
     return AS_OK;

@@ -82,11 +82,8 @@ static float *level_buf(grad_tree *t, int32_t level) {
     return t->bufs[level];
 }
 
-// a += b, element by element (the thread count changes nothing).
-static void grads_add(float *a, const float *b, size_t n, int nth) {
-#pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
-    for (size_t i = 0; i < n; i++) a[i] += b[i];
-}
+// a += b, element by element (the thread count changes nothing), on the model's backend.
+static void grads_add(const train_model *m, float *a, const float *b, size_t n) { m->be->residual_forward(a, a, b, (int64_t)n, m->n_threads); }
 
 // Micro-batch i's gradient, computed from zero, into dst (NULL: left in the
 // model's buffer), with the dropout stream where one process has it then.
@@ -117,7 +114,7 @@ static int node(grad_tree *t, int32_t lo, int32_t size, float *dst, int32_t leve
     if (node(t, lo, half, dst, level)) return AS_FAIL;
     float *right = level_buf(t, level + 1);
     if (node(t, lo + half, half, right, level + 1)) return AS_FAIL;
-    grads_add(dst, right, t->n, t->l->m->n_threads);
+    grads_add(t->l->m, dst, right, t->n);
     return AS_OK;
 }
 
@@ -155,7 +152,7 @@ static void finish(grad_tree *t, const piece *p, int32_t np, int32_t lo, int32_t
     if (lo + half >= t->M) return;
     float *right = level_buf(t, level + 1);
     finish(t, p, np, lo + half, half, right, level + 1);
-    grads_add(dst, right, t->n, t->l->m->n_threads);
+    grads_add(t->l->m, dst, right, t->n);
 }
 
 // The step's gradient into the model's buffer, and combine's records.

@@ -48,6 +48,7 @@ int optim_init(optim **out, const optim_config *c, size_t n_params) {
     if (!(c->max_grad_norm >= 0.0f)) return as_error("optimizer: max_grad_norm %g: expected a value >= 0", (double)c->max_grad_norm);
     optim *o = as_calloc(1, sizeof *o);
     o->cfg = *c;
+    o->be = &as_backend_cpu;
     o->n = n_params;
     const bool need_m = c->kind == OPTIM_ADAMW || (c->kind == OPTIM_SGD && c->momentum > 0.0f);
     const bool need_v = c->kind == OPTIM_ADAMW || c->kind == OPTIM_RMSPROP;
@@ -79,86 +80,27 @@ double optim_lr_factor(const optim_config *c, int64_t s) {
     }
 }
 
-// Blocks of a fixed size, each summed serially, then the block sums in order:
-// the same bits for any thread count.
-#define NORM_BLOCK 65536
-
-double optim_clip_grad_norm(float *g, size_t n, float max_norm, int nth) {
-    const size_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
-    double *part = as_calloc(AS_MAX(nb, (size_t)1), sizeof(double));
-#pragma omp parallel for num_threads(nth) if (nb > 1)
-    for (size_t b = 0; b < nb; b++) {
-        const size_t i1 = AS_MIN(n, (b + 1) * NORM_BLOCK);
-        double s = 0.0;
-        for (size_t i = b * NORM_BLOCK; i < i1; i++) s += (double)g[i] * g[i];
-        part[b] = s;
-    }
-    double ss = 0.0;
-    for (size_t b = 0; b < nb; b++) ss += part[b];
-    free(part);
-    const double norm = sqrt(ss);
+double optim_clip_grad_norm_on(const as_backend *be, float *g, size_t n, float max_norm, int nth) {
+    const double norm = sqrt(be->sum_squares(g, n, nth));
     if (max_norm > 0.0f) {
         const double coef = (double)max_norm / (norm + 1e-6);
-        if (coef < 1.0) {
-            const float cf = (float)coef;
-#pragma omp parallel for num_threads(nth) if (n > 65536)
-            for (size_t i = 0; i < n; i++) g[i] *= cf;
-        }
+        if (coef < 1.0) be->grad_scale(g, n, (float)coef, nth);
     }
     return norm;
 }
 
-// torch.optim.AdamW (amsgrad off):
-//   p <- p (1 - lr wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
-//   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// torch.optim.RMSprop (centered off, momentum 0):
-//   g <- g + wd p;  v <- alpha v + (1 - alpha) g^2;  p <- p - lr g / (sqrt(v) + eps)
-// torch.optim.SGD (dampening 0, not Nesterov):
-//   g <- g + wd p;  b <- g at t = 1, else mu b + g;  p <- p - lr b
+double optim_clip_grad_norm(float *g, size_t n, float max_norm, int nth) { return optim_clip_grad_norm_on(&as_backend_cpu, g, n, max_norm, nth); }
+
+// The update of one segment (the rules: tensor/train_graph.h).
 static void update_range(optim *o, float *p, const float *g, size_t off, size_t n, bool decay, float lr, int nth) {
     const optim_config *c = &o->cfg;
+    const as_backend *be = o->be;
     const float wd = decay ? c->weight_decay : 0.0f;
     const int64_t t = o->step; // already incremented
     switch (c->kind) {
-    case OPTIM_ADAMW: {
-        const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-        const float bc1 = (float)(1.0 - pow((double)b1, (double)t)), bc2s = (float)sqrt(1.0 - pow((double)b2, (double)t));
-        const float step_size = lr / bc1;
-        float *m = o->m, *v = o->v;
-#pragma omp parallel for num_threads(nth) if (n > 65536)
-        for (size_t i = off; i < off + n; i++) {
-            float pi = p[i] * (1.0f - lr * wd);
-            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-            p[i] = pi - step_size * m[i] / (sqrtf(v[i]) / bc2s + eps);
-        }
-        break;
-    }
-    case OPTIM_RMSPROP: {
-        const float a = c->alpha, eps = c->eps;
-        float *v = o->v;
-#pragma omp parallel for num_threads(nth) if (n > 65536)
-        for (size_t i = off; i < off + n; i++) {
-            const float gi = g[i] + wd * p[i];
-            v[i] = a * v[i] + (1.0f - a) * gi * gi;
-            p[i] -= lr * gi / (sqrtf(v[i]) + eps);
-        }
-        break;
-    }
-    case OPTIM_SGD: {
-        const float mu = c->momentum;
-        float *m = o->m;
-#pragma omp parallel for num_threads(nth) if (n > 65536)
-        for (size_t i = off; i < off + n; i++) {
-            float gi = g[i] + wd * p[i];
-            if (m) {
-                m[i] = t == 1 ? gi : mu * m[i] + gi;
-                gi = m[i];
-            }
-            p[i] -= lr * gi;
-        }
-        break;
-    }
+    case OPTIM_ADAMW: be->adamw_update(p + off, g + off, o->m + off, o->v + off, n, lr, c->beta1, c->beta2, c->eps, wd, t, nth); break;
+    case OPTIM_RMSPROP: be->rmsprop_update(p + off, g + off, o->v + off, n, lr, c->alpha, c->eps, wd, nth); break;
+    case OPTIM_SGD: be->sgd_update(p + off, g + off, o->m ? o->m + off : NULL, n, lr, c->momentum, wd, t, nth); break;
     }
 }
 

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensor/backend.h"
+
 typedef enum optim_kind { OPTIM_ADAMW = 0, OPTIM_RMSPROP = 1, OPTIM_SGD = 2 } optim_kind;
 typedef enum optim_schedule { OPTIM_SCHEDULE_CONSTANT = 0, OPTIM_SCHEDULE_LINEAR = 1, OPTIM_SCHEDULE_COSINE = 2 } optim_schedule;
 
@@ -45,6 +47,7 @@ typedef struct optim {
     size_t n;
     float *m;             // (n) AdamW first moment / SGD momentum buffer
     float *v;             // (n) AdamW second moment / RMSprop square average
+    const as_backend *be; // where the updates run (optim_init: the CPU; train_optim_step: the model's)
 } optim;
 
 // PyTorch's defaults for `kind` (lr 1e-3 for AdamW; 1e-2 for RMSprop; 1e-3 SGD),
@@ -65,6 +68,8 @@ double optim_lr_factor(const optim_config *c, int64_t step);
 // The global L2 norm of the gradients (in double); when max_norm > 0 and the
 // norm exceeds it, the gradients are scaled by max_norm / (norm + 1e-6).
 double optim_clip_grad_norm(float *grads, size_t n, float max_norm, int nth);
+// The same on backend be (optim_clip_grad_norm: the CPU).
+double optim_clip_grad_norm_on(const as_backend *be, float *grads, size_t n, float max_norm, int nth);
 // One update of params from grads; returns the learning rate used.
 double optim_step(optim *o, float *params, const float *grads, const optim_segment *segs, int n_segs, int nth);
 

@@ -21,15 +21,11 @@
 #include "train/train.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/backend.h"
 #include "tensor/quant.h"
-#include "train/fastmath.h"
-#include "train/lora_gemm.h"
-#include "tensor/gemm.h"
-#include "train/ops.h"
 #include "util/common.h"
 
 const char *const TRAIN_PARAM_NAMES[TRAIN_N_PARAMS] = {"tok_embd", "output", "output_norm", "attn_norm", "wq",     "wk",
@@ -186,6 +182,7 @@ static void params_point(train_params *p, float *mem, const size_t *sizes) {
 
 void train_set_threads(train_model *m, int n) { m->n_threads = AS_MAX(n, 1); }
 void train_set_precision(train_model *m, train_precision p) { m->precision = p; }
+void train_set_backend(train_model *m, const as_backend *be) { m->be = be ? be : &as_backend_cpu; }
 
 const char *train_precision_name(train_precision p) { return p == TRAIN_PRECISION_BF16 ? "bf16" : "f32"; }
 
@@ -208,6 +205,7 @@ int train_model_init(train_model **out, const model_config *cfg) {
     params_point(&m->params, m->params_memory, m->param_sizes);
     m->adapters_on = true;
     m->training = true;
+    m->be = &as_backend_cpu;
     as_rng_seed(&m->rng, 0);
     train_set_threads(m, kernel_get_threads());
     *out = m;
@@ -357,60 +355,42 @@ void train_set_checkpointing(train_model *m, bool on) { m->checkpointing = on; }
 size_t train_activation_bytes(const train_model *m) { return m->acts ? m->acts->bytes : 0; }
 void train_set_training(train_model *m, bool on) { m->training = on; }
 
-// Inverted dropout from a counter-based hash of (seed, layer, target, element):
-// the backward regenerates the same mask without storing it, and the mask does
-// not depend on the thread count.  The hash is 32-bit integer arithmetic
-// (lowbias32 of the folded 64-bit counter) so the loops vectorise.
+// Inverted dropout from a counter-based hash of (seed, layer, target, element)
+// (as_dropout, tensor/train_graph.h): the mask does not depend on the thread
+// count.  The first forward of a batch hashes and stores the masks
+// (a->drop_keep); the recomputed forward and the backward apply the stored
+// ones (the same numbers, ~3x cheaper; the backward's products apply them on
+// the fly).
 static inline uint64_t dropout_base(uint64_t seed, int l, int t) { return seed + ((uint64_t)(l * TRAIN_LORA_N_TARGETS + t) << 42); }
-
-// Drop probability p as a 32-bit threshold (p < 1).
-static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
 // The keep mask of (layer l, target t): N rows of ceil(in / 16) words.
 static uint16_t *drop_keep_of(const train_acts *a, int64_t N, int l, int t) {
     return a->drop_keep + (int64_t)l * N * a->drop_off[TRAIN_LORA_N_TARGETS] + a->drop_off[t] * N;
 }
 
-// Rows of drop(x) = x * mask (train_dropout_row: the mask of element i * in
-// + j hashes the counter base + i * in + j), for lora_gemm_rows_narrow_fill.
-// The first forward of a batch hashes and stores the masks (a->drop_keep);
-// the recomputed forward and the backward apply the stored ones (the same
-// numbers, ~3x cheaper; the backward's products apply them on the fly).
-typedef struct dropped_rows {
-    const train_acts *a;
-    const float *x;
-    int64_t in;
-    uint64_t base;   // hash counter of row 0
-    uint32_t thresh;
-    float scale;
-    uint16_t *keep;  // the (layer, target) masks
-} dropped_rows;
-
-static void dropped_rows_fill(void *ctx, int64_t i0, int64_t n, float *dst) {
-    const dropped_rows *d = ctx;
-    const int64_t in = d->in, w = (in + 15) / 16;
-    for (int64_t i = i0; i < i0 + n; i++) {
-        float *o = dst + (i - i0) * in;
-        if (d->a->drop_replay) train_dropout_row_mask(o, d->x + i * in, in, d->keep + i * w, d->scale, 0);
-        else train_dropout_row_keep(o, d->x + i * in, in, d->base + (uint64_t)(i * in), d->thresh, d->scale, 0, d->keep + i * w);
-    }
+// The dropout of (layer l, target t) in this pass, or NULL when off.
+static const as_dropout *dropout_of(const train_model *m, int l, int t, int64_t N, as_dropout *d) {
+    const train_acts *a = m->acts;
+    if (!a->dropout_on) return NULL;
+    *d = (as_dropout){m->lora->cfg.dropout, dropout_base(a->dropout_seed, l, t), drop_keep_of(a, N, l, t), a->drop_replay};
+    return d;
 }
 
 // ---- products at the model's precision ----
 
 static void gemm(const train_model *m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
-    else kernel_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    if (m->precision == TRAIN_PRECISION_BF16) m->be->gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
+    else m->be->sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, m->n_threads);
 }
 
-// out = x W^T (train_linear_forward at the model's precision).
+// out = x W^T (the backend's linear_forward at the model's precision).
 static void lin_fwd(const train_model *m, float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim) {
     gemm(m, false, true, N, out_dim, in, 1.0f, x, in, W, in, 0.0f, out, out_dim);
 }
 
 // dx = dout W + beta dx (beta 0: dx is not read, so the caller need not zero
-// it; 1: train_linear_backward's accumulation);  dW += dout^T x; at the model's precision.
+// it; 1: the backend's linear_backward accumulation);  dW += dout^T x; at the model's precision.
 static void lin_bwd(const train_model *m, float *dx, float beta, float *dW, const float *dout, const float *x, const float *W, int64_t N,
                     int64_t in, int64_t out_dim) {
     if (N == 0) return;
@@ -419,76 +399,48 @@ static void lin_bwd(const train_model *m, float *dx, float beta, float *dW, cons
 }
 
 // Vocabulary logits of nc rows: x W^T, from the packed W^T in bf16.
-static void logits_fwd(const train_model *m, const kernel_bf16_packed *Wp, float *logits, const float *x, const float *W, int64_t nc) {
+static void logits_fwd(const train_model *m, const as_bf16_packed *Wp, float *logits, const float *x, const float *W, int64_t nc) {
     const int64_t C = m->cfg.n_embd, V = m->cfg.n_vocab;
-    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16_packed(false, nc, 1.0f, x, C, Wp, 0.0f, logits, V, m->n_threads);
+    if (m->precision == TRAIN_PRECISION_BF16) m->be->gemm_bf16_packed(false, nc, 1.0f, x, C, Wp, 0.0f, logits, V, m->n_threads);
     else lin_fwd(m, logits, x, W, nc, C, V);
 }
 
 // dx (nc, C) = dlogits W, from the packed W in bf16.
-static void logits_dx(const train_model *m, const kernel_bf16_packed *Wb, float *dx, const float *dlogits, const float *W, int64_t nc) {
+static void logits_dx(const train_model *m, const as_bf16_packed *Wb, float *dx, const float *dlogits, const float *W, int64_t nc) {
     const int64_t C = m->cfg.n_embd, V = m->cfg.n_vocab;
-    if (m->precision == TRAIN_PRECISION_BF16) kernel_gemm_bf16_packed(false, nc, 1.0f, dlogits, V, Wb, 0.0f, dx, C, m->n_threads);
+    if (m->precision == TRAIN_PRECISION_BF16) m->be->gemm_bf16_packed(false, nc, 1.0f, dlogits, V, Wb, 0.0f, dx, C, m->n_threads);
     else gemm(m, false, false, nc, C, V, 1.0f, dlogits, V, W, C, 0.0f, dx, C);
 }
 
 static bool lora_active(const train_model *m, int t) { return m->lora && m->adapters_on && (m->lora->cfg.targets & (1u << t)); }
 
-// The adapters' products are in fp32 at every precision (lora_gemm.h): with
-// rank r each has only 2 r multiply-adds per element of its large operand,
-// so bf16's packing of that operand would cost as much as the product (it
-// was ~10% of a bf16 LoRA step), and so did general sgemm's (OpenBLAS's
-// packing copies); fp32 is also the more exact.
-
-// u = drop(x) A^T (N, r), kept for the backward pass; returns u.  The
-// dropout's rows are made block by block inside the product.
-static const float *lora_forward_u(train_model *m, int l, int t, const float *x, int64_t N) {
-    train_lora *lo = m->lora;
-    train_acts *a = m->acts;
-    const int64_t r = lo->cfg.rank, in = lo->in[t];
-    float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
-    const float *At = lora_gemm_transposed(lo->a[t] + l * r * in, r, in);
-    if (!a->dropout_on) {
-        lora_gemm_rows_narrow(N, in, r, 1.0f, x, At, 0.0f, u, m->n_threads);
-        return u;
-    }
-    const float p = lo->cfg.dropout;
-    dropped_rows d = {a, x, in, dropout_base(a->dropout_seed, l, t), dropout_thresh(p), 1.0f / (1.0f - p), drop_keep_of(a, N, l, t)};
-    lora_gemm_rows_narrow_fill(N, in, r, 1.0f, dropped_rows_fill, &d, At, 0.0f, u, m->n_threads);
-    return u;
-}
-
-// y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept.  y NULL: only u
-// (a recomputed forward whose output the backward does not need).
+// y (N, out) += s (drop(x) A^T) B^T;  u = drop(x) A^T is kept for the
+// backward pass.  y NULL: only u (a recomputed forward whose output the
+// backward does not need).  fp32 at every precision (tensor/train_graph.h).
 static void lora_forward(train_model *m, int l, int t, float *y, const float *x, int64_t N) {
     if (!lora_active(m, t)) return;
-    const float *u = lora_forward_u(m, l, t, x, N);
-    if (!y) return;
     train_lora *lo = m->lora;
-    const int64_t r = lo->cfg.rank, out = lo->out[t];
-    const float *B = lo->b[t] + l * out * r;
-    lora_gemm_rows_wide(N, r, out, lo->scale, u, lora_gemm_transposed(B, out, r), NULL, 1.0f, y, m->n_threads); // y += s u B^T
+    train_acts *a = m->acts;
+    const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
+    float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
+    as_dropout d;
+    m->be->lora_forward(y, u, x, lo->a[t] + l * r * in, lo->b[t] + l * out * r, N, in, r, out, lo->scale, dropout_of(m, l, t, N, &d),
+                        m->n_threads);
 }
 
-// With y += s u B^T, u = z A^T, z = drop(x):
-//   dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)
+// dB += s dy^T u;  du = s dy B;  dA += du^T drop(x);  dx += drop'(du A)
 // (the products apply the forward's stored dropout masks on the fly).
 static void lora_backward(train_model *m, int l, int t, float *dx, const float *dy, const float *x, int64_t N) {
     if (!lora_active(m, t)) return;
     train_lora *lo = m->lora;
     train_acts *a = m->acts;
     const int64_t r = lo->cfg.rank, in = lo->in[t], out = lo->out[t];
-    const float *A = lo->a[t] + l * r * in, *B = lo->b[t] + l * out * r;
-    float *gA = lo->ga[t] + l * r * in, *gB = lo->gb[t] + l * out * r;
     const float *u = a->lora_u + (slot(a, l) * TRAIN_LORA_N_TARGETS + t) * N * r;
-    const float s = lo->scale;
-    const int nth = m->n_threads;
-    lora_gemm_reduce(N, r, out, s, u, dy, NULL, true, gB, nth);   // gB += s dy^T u
-    lora_gemm_rows_narrow(N, out, r, s, dy, B, 0.0f, a->du, nth); // du = s dy B
-    const lora_drop keep = {drop_keep_of(a, N, l, t), 1.0f / (1.0f - lo->cfg.dropout)}; // as dropped_rows_fill
-    const lora_drop *drop = a->dropout_on ? &keep : NULL;
-    lora_gemm_reduce(N, r, in, 1.0f, a->du, x, drop, false, gA, nth);    // gA += du^T drop(x)
-    lora_gemm_rows_wide(N, r, in, 1.0f, a->du, A, drop, 1.0f, dx, nth); // dx += drop'(du A)
+    as_dropout d;
+    const as_dropout *drop = dropout_of(m, l, t, N, &d);
+    if (drop) d.replay = true; // the forward stored the masks
+    m->be->lora_backward(dx, lo->ga[t] + l * r * in, lo->gb[t] + l * out * r, dy, x, u, lo->a[t] + l * r * in, lo->b[t] + l * out * r, N, in,
+                         r, out, lo->scale, drop, a->du, m->n_threads);
 }
 
 // ---- forward ----
@@ -543,6 +495,7 @@ static void layer_forward(train_model *m, int64_t l, bool recompute) {
     train_acts *a = m->acts;
     const model_config *c = &m->cfg;
     const train_params *p = &m->params;
+    const as_backend *be = m->be;
     const int nth = m->n_threads;
     const int64_t N = a->n_tok, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
     const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, ls = slot(a, l);
@@ -550,29 +503,29 @@ static void layer_forward(train_model *m, int64_t l, bool recompute) {
     float *ln1 = a->ln1 + ls * N * C, *ln2 = a->ln2 + ls * N * C, *xm = a->resid_mid + l * N * C;
     float *q = a->q + ls * N * qd, *k = a->k + ls * N * kvd, *v = a->v + ls * N * kvd, *att = a->att + ls * N * qd;
     float *gate = a->gate + ls * N * F, *up = a->up + ls * N * F, *hact = a->hact + ls * N * F;
-    train_rmsnorm_forward(ln1, a->rstd1 + ls * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
+    be->rmsnorm_forward(ln1, a->rstd1 + ls * N, x, p->attn_norm + l * C, N, C, c->rms_eps, nth);
     lin_fwd(m, q, ln1, p->wq + l * qd * C, N, C, qd);
     lora_forward(m, (int)l, TRAIN_LORA_Q, q, ln1, N);
     lin_fwd(m, k, ln1, p->wk + l * kvd * C, N, C, kvd);
     lora_forward(m, (int)l, TRAIN_LORA_K, k, ln1, N);
     lin_fwd(m, v, ln1, p->wv + l * kvd * C, N, C, kvd);
     lora_forward(m, (int)l, TRAIN_LORA_V, v, ln1, N);
-    train_rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-    train_rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-    train_attention_forward(att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
+    be->rope_forward(q, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+    be->rope_forward(k, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+    be->attention_forward(att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H, (int)Hkv, (int)d, a->scores,
                             a->cap_len, nth);
     if (recompute) lora_forward(m, (int)l, TRAIN_LORA_O, NULL, att, N);
     else {
         lin_fwd(m, a->tmp, att, p->wo + l * C * qd, N, qd, C);
         lora_forward(m, (int)l, TRAIN_LORA_O, a->tmp, att, N);
-        for (int64_t i = 0; i < N * C; i++) xm[i] = x[i] + a->tmp[i];
+        be->residual_forward(xm, x, a->tmp, N * C, nth);
     }
-    train_rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
+    be->rmsnorm_forward(ln2, a->rstd2 + ls * N, xm, p->ffn_norm + l * C, N, C, c->rms_eps, nth);
     lin_fwd(m, gate, ln2, p->w_gate + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_GATE, gate, ln2, N);
     lin_fwd(m, up, ln2, p->w_up + l * F * C, N, C, F);
     lora_forward(m, (int)l, TRAIN_LORA_UP, up, ln2, N);
-    train_glu_forward(hact, gate, up, N * F, c->gelu, nth);
+    be->glu_forward(hact, gate, up, N * F, c->gelu, nth);
     if (recompute) {
         lora_forward(m, (int)l, TRAIN_LORA_DOWN, NULL, hact, N);
         return;
@@ -580,7 +533,7 @@ static void layer_forward(train_model *m, int64_t l, bool recompute) {
     lin_fwd(m, a->tmp, hact, p->w_down + l * C * F, N, F, C);
     lora_forward(m, (int)l, TRAIN_LORA_DOWN, a->tmp, hact, N);
     float *xn = a->resid + (l + 1) * N * C;
-    for (int64_t i = 0; i < N * C; i++) xn[i] = xm[i] + a->tmp[i];
+    be->residual_forward(xn, xm, a->tmp, N * C, nth);
 }
 
 int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t *n_scored) {
@@ -589,6 +542,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     train_acts *a = acts_reserve(m, N, max_len, b->n_seq);
     const model_config *c = &m->cfg;
     const train_params *p = &m->params;
+    const as_backend *be = m->be;
     const int nth = m->n_threads;
     const int64_t L = c->n_layer, C = c->n_embd, V = c->n_vocab;
     const int half = c->n_rot / 2;
@@ -633,35 +587,35 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
                 a->rope_sin[(a->seq_off[s] + i) * half + j] = (float)sin(ang);
             }
 
-    train_embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
+    be->embedding_forward(a->resid, a->tokens, p->tok_embd, N, C, c->emb_scale);
     a->drop_replay = false;
     for (int64_t l = 0; l < L; l++) layer_forward(m, l, false);
     a->drop_replay = true; // the masks of every layer are stored now
-    train_rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
+    be->rmsnorm_forward(a->lnf, a->rstdf, a->resid + L * N * C, p->output_norm, N, C, c->rms_eps, nth);
 
     const float *W = output_matrix(m);
     a->has_vgrad = b->backward && a->with_adapters; // LoRA: the backward then needs no dWout, only dx
-    kernel_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T (and W) packed once for all chunks
+    as_bf16_packed *Wp = NULL, *Wb = NULL; // bf16: W^T (and W) packed once for all chunks
     if (m->precision == TRAIN_PRECISION_BF16) {
-        kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
-        if (a->has_vgrad) kernel_bf16_pack_b(&Wb, false, V, C, W, C, nth);
+        Wp = be->bf16_pack_b(true, C, V, W, C, nth);
+        if (a->has_vgrad) Wb = be->bf16_pack_b(false, V, C, W, C, nth);
     }
     float ones[LOGIT_CHUNK];
     for (int i = 0; i < LOGIT_CHUNK; i++) ones[i] = 1.0f;
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-        logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
-        train_logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
+        logits_fwd(m, Wp, a->logits, a->xchunk, W, nc);
+        be->logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
         if (a->has_target2)
             for (int64_t i = 0; i < nc; i++) a->logp_tok2[r0 + i] = a->logits[i * V + a->target2[r0 + i]] - a->lse_out[r0 + i];
         if (a->has_vgrad) { // e = (onehot(target) - softmax) W
-            train_logsoftmax_backward(a->dlogits, ones, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
-            logits_dx(m, &Wb, a->vgrad + r0 * C, a->dlogits, W, nc);
+            be->logsoftmax_backward(a->dlogits, ones, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
+            logits_dx(m, Wb, a->vgrad + r0 * C, a->dlogits, W, nc);
         }
     }
-    kernel_bf16_packed_free(&Wp);
-    kernel_bf16_packed_free(&Wb);
+    be->bf16_packed_free(Wp);
+    be->bf16_packed_free(Wb);
     // Sums in double, in row order.
     for (int32_t s = 0; s < b->n_seq; s++) {
         double sum = 0.0;
@@ -714,6 +668,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     const model_config *c = &m->cfg;
     const train_params *p = &m->params;
     const train_params *g = full ? &m->grads : NULL;
+    const as_backend *be = m->be;
     const int nth = m->n_threads;
     const int64_t N = a->n_tok, nr = a->n_rows, L = c->n_layer, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, d = c->head_dim;
     const int64_t qd = H * d, kvd = Hkv * d, F = c->n_ff, V = c->n_vocab;
@@ -739,10 +694,10 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     }
     // Otherwise the logits are recomputed chunk by chunk.
     const int64_t n_recompute = a->has_vgrad ? 0 : nr;
-    kernel_bf16_packed Wp = {0}, Wb = {0}; // bf16: W^T and W packed once for all chunks
+    as_bf16_packed *Wp = NULL, *Wb = NULL; // bf16: W^T and W packed once for all chunks
     if (m->precision == TRAIN_PRECISION_BF16 && n_recompute) {
-        kernel_bf16_pack_b(&Wp, true, C, V, W, C, nth);
-        kernel_bf16_pack_b(&Wb, false, V, C, W, C, nth);
+        Wp = be->bf16_pack_b(true, C, V, W, C, nth);
+        Wb = be->bf16_pack_b(false, V, C, W, C, nth);
     }
     for (int64_t r0 = 0; r0 < n_recompute; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
@@ -751,8 +706,8 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
             memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
             dlogp[i] = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r0 + i);
         }
-        logits_fwd(m, &Wp, a->logits, a->xchunk, W, nc);
-        train_logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
+        logits_fwd(m, Wp, a->logits, a->xchunk, W, nc);
+        be->logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
         // That was (g1 + g2) (onehot(target) - softmax); move g2's onehot to target2.
         if (dlogp_tok2)
             for (int64_t i = 0; i < nc; i++) {
@@ -760,21 +715,19 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
                 a->dlogits[i * V + a->target2[r0 + i]] += dlogp_tok2[r0 + i];
             }
         if (m->precision == TRAIN_PRECISION_BF16) {
-            kernel_gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, &Wb, 0.0f, a->dxchunk, C, nth);
+            be->gemm_bf16_packed(false, nc, 1.0f, a->dlogits, V, Wb, 0.0f, a->dxchunk, C, nth);
             lin_bwd(m, NULL, 1.0f, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
         else {
             lin_bwd(m, a->dxchunk, 0.0f, dW, a->dlogits, a->xchunk, W, nc, C, V);
         }
-        for (int64_t i = 0; i < nc; i++) {
-            float *dst = a->dln + (int64_t)a->row[r0 + i] * C;
-            for (int64_t j = 0; j < C; j++) dst[j] += a->dxchunk[i * C + j];
-        }
+        // dln[row] += dxchunk: the embedding backward's scatter-add of rows (scale 1: exact).
+        be->embedding_backward(a->dln, a->dxchunk, a->row + r0, nc, C, 1.0f);
     }
-    kernel_bf16_packed_free(&Wp);
-    kernel_bf16_packed_free(&Wb);
+    be->bf16_packed_free(Wp);
+    be->bf16_packed_free(Wb);
     memset(a->dresid, 0, sizeof(float) * (size_t)(N * C));
-    train_rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
+    be->rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 
     for (int64_t l = L - 1; l >= 0; l--) {
         if (a->checkpoint) layer_forward(m, l, true); // recompute this layer's activations into slot 0
@@ -787,31 +740,31 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         // The first product into each gradient buffer writes it (beta 0), the rest add.
         lin_bwd(m, a->dh, 0.0f, G(w_down, l * C * F), a->dresid, hact, p->w_down + l * C * F, N, F, C);
         lora_backward(m, (int)l, TRAIN_LORA_DOWN, a->dh, a->dresid, hact, N);
-        train_glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
+        be->glu_backward(a->dgate, a->dup, a->dh, gate, up, N * F, c->gelu, nth);
         lin_bwd(m, a->dln, 0.0f, G(w_gate, l * F * C), a->dgate, ln2, p->w_gate + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_GATE, a->dln, a->dgate, ln2, N);
         lin_bwd(m, a->dln, 1.0f, G(w_up, l * F * C), a->dup, ln2, p->w_up + l * F * C, N, C, F);
         lora_backward(m, (int)l, TRAIN_LORA_UP, a->dln, a->dup, ln2, N);
-        train_rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + ls * N, N, C, nth);
+        be->rmsnorm_backward(a->dresid, G(ffn_norm, l * C), a->dln, xm, p->ffn_norm + l * C, a->rstd2 + ls * N, N, C, nth);
         // x_mid = x + W_o(att): dresid becomes d x.
         lin_bwd(m, a->datt, 0.0f, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
         lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
         memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
         memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
         memset(a->dv, 0, sizeof(float) * (size_t)(N * kvd));
-        train_attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
+        be->attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
                                  (int)Hkv, (int)d, nth);
-        train_rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
-        train_rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        be->rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
+        be->rope_backward(a->dk, N, (int)Hkv, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
         lin_bwd(m, a->dln, 0.0f, G(wq, l * qd * C), a->dq, ln1, p->wq + l * qd * C, N, C, qd);
         lora_backward(m, (int)l, TRAIN_LORA_Q, a->dln, a->dq, ln1, N);
         lin_bwd(m, a->dln, 1.0f, G(wk, l * kvd * C), a->dk, ln1, p->wk + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_K, a->dln, a->dk, ln1, N);
         lin_bwd(m, a->dln, 1.0f, G(wv, l * kvd * C), a->dv, ln1, p->wv + l * kvd * C, N, C, kvd);
         lora_backward(m, (int)l, TRAIN_LORA_V, a->dln, a->dv, ln1, N);
-        train_rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + ls * N, N, C, nth);
+        be->rmsnorm_backward(a->dresid, G(attn_norm, l * C), a->dln, x, p->attn_norm + l * C, a->rstd1 + ls * N, N, C, nth);
     }
-    if (g) train_embedding_backward(g->tok_embd, a->dresid, a->tokens, N, C, c->emb_scale);
+    if (g) be->embedding_backward(g->tok_embd, a->dresid, a->tokens, N, C, c->emb_scale);
 #undef G
     return AS_OK;
 }
@@ -864,7 +817,8 @@ void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr) {
     int n_segs;
     const size_t n = train_trainable(m, &params, &grads, &segs, &n_segs);
     if (n != o->n) as_die("train_optim_step: optimizer built for %zu parameters, model trains %zu", o->n, n);
-    const double norm = optim_clip_grad_norm(grads, n, o->cfg.max_grad_norm, m->n_threads);
+    o->be = m->be;
+    const double norm = optim_clip_grad_norm_on(m->be, grads, n, o->cfg.max_grad_norm, m->n_threads);
     const double used = optim_step(o, params, grads, segs, n_segs, m->n_threads);
     if (grad_norm) *grad_norm = norm;
     if (lr) *lr = used;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "tensor/backend.h"
 #include "train/optim.h"
 #include "util/rng.h"
 
@@ -115,6 +116,7 @@ typedef struct train_model {
     optim_segment segs[2 * TRAIN_LORA_N_TARGETS]; // table returned by train_trainable
     int n_segs;
     struct train_acts *acts;              // activations of the last forward (train.c)
+    const as_backend *be;                 // every piece of arithmetic runs here (default &as_backend_cpu)
 } train_model;
 
 // A batch of B sequences padded to n_ctx tokens.
@@ -157,6 +159,9 @@ void train_set_threads(train_model *m, int n);
 // --precision (`sft`); ALPHASPIN_TRAIN_PRECISION, read by the command line
 // only, overrides the configured value (src/cli/cli.h).
 void train_set_precision(train_model *m, train_precision p);
+// The backend the forward, backward and optimizer steps run on (tensor/
+// backend.h; default the CPU's).  Buffers stay host memory.
+void train_set_backend(train_model *m, const as_backend *be);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default
 // kaiming_uniform(a=sqrt(5)), B = 0, so the model is unchanged at first) and

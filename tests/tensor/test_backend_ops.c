@@ -10,8 +10,10 @@
 // backend (a plugin, loaded when there is a device) too.
 //
 // Errors: matrix products norm-wise, ||y - ref|| / ||ref||; element-wise ops
-// max |y - ref| / max(1, |ref|); argmax, max and get_row exactly.
-#include "test_common.h"
+// max |y - ref| / max(1, |ref|); argmax, max and get_row exactly.  The
+// training graph's ops (forward/backward pairs, LoRA, dropout, optimizer)
+// are tested in test_backend_ops_train.c; the helpers are backend_ops_common.c's.
+#include "backend_ops_common.h"
 
 #include <math.h>
 
@@ -21,63 +23,6 @@
 #include "tensor/quant.h"
 #include "util/common.h"
 #include "util/rng.h"
-
-static as_rng g_rng;
-
-static void fill(float *x, int64_t n, double lo, double hi) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * as_rng_uniform(&g_rng));
-}
-
-static double norm_err(const float *y, const double *ref, int64_t n) {
-    double e = 0, r = 0;
-    for (int64_t i = 0; i < n; i++) e += (y[i] - ref[i]) * (y[i] - ref[i]), r += ref[i] * ref[i];
-    return sqrt(e) / fmax(sqrt(r), 1e-30);
-}
-
-static double elem_err(const float *y, const double *ref, int64_t n) {
-    double w = 0;
-    for (int64_t i = 0; i < n; i++) w = fmax(w, fabs(y[i] - ref[i]) / fmax(1.0, fabs(ref[i])));
-    return w;
-}
-
-// Checks err <= tol, naming the backend, variant, op and case.
-// The worst error seen per op (and precision), printed at the end: how close to its tolerance each op runs.
-static int g_checks;
-static struct { char op[48]; double err, tol; } g_worst[64];
-static int g_n_worst;
-static void expect(double err, double tol, const as_backend *b, int v, const char *op, const char *what) {
-    g_checks++;
-    char key[48];
-    const char *prec = strrchr(what, ',');
-    snprintf(key, sizeof key, "%s%s", op, (!strcmp(op, "matmul") || !strcmp(op, "weights_matmul")) && prec ? prec : "");
-    int i = 0;
-    while (i < g_n_worst && strcmp(g_worst[i].op, key)) i++;
-    if (i == g_n_worst && g_n_worst < (int)AS_ARRAY_LEN(g_worst)) snprintf(g_worst[g_n_worst++].op, sizeof g_worst[0].op, "%s", key);
-    if (i < g_n_worst && err >= g_worst[i].err) g_worst[i].err = err, g_worst[i].tol = tol;
-    if (!(err <= tol)) fail_msg("%s/%s %s (%s): error %.3g > tolerance %.3g", b->name, b->variant_name(v), op, what, err, tol);
-}
-
-// ALPHASPIN_BACKEND_ONLY=name: test that backend alone (the `gpu` test
-// test_cuda_backend runs this program with cuda; where the backend is not
-// available it prints SKIP and exits 77, which ctest reports as skipped).
-static const char *g_only;
-
-// Runs fn for every backend and each of its variants available here.
-typedef void (*op_test)(const as_backend *b, int v);
-static void for_each(op_test fn) {
-    for (int i = 0; i < as_backend_count(); i++) {
-        const as_backend *b = as_backend_at(i);
-        if (g_only && strcmp(b->name, g_only)) continue;
-        int ran = 0;
-        for (int v = 0; v < b->n_variants(); v++) {
-            if (b->use_variant(v) != AS_OK) continue;
-            fn(b, v);
-            ran++;
-        }
-        b->use_variant(-1);
-        assert_true(ran > 0);
-    }
-}
 
 // ---- matrix products: every weight type and precision ----
 
@@ -144,7 +89,7 @@ static void t_matmul(const as_backend *b, int v) {
         }
 }
 
-static void test_matmul(void **st) { (void)st, for_each(t_matmul); }
+static void test_matmul(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_matmul); }
 
 // ---- weight groups (weights.h): Q|K|V, gate|up, one matrix, stacked by rows ----
 
@@ -227,7 +172,7 @@ static void t_weights(const as_backend *b, int v) {
     }
 }
 
-static void test_weights(void **st) { (void)st, for_each(t_weights); }
+static void test_weights(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_weights); }
 
 // ---- fp32 GEMM (training's products, forward and backward) ----
 
@@ -258,7 +203,7 @@ static void t_sgemm(const as_backend *b, int v) {
         }
 }
 
-static void test_sgemm(void **st) { (void)st, for_each(t_sgemm); }
+static void test_sgemm(void **st) { (void)st, for_each_in(AS_BACKEND_TRAINING, t_sgemm); }
 
 // ---- row ops: RMSNorm, GLU, RoPE, exp, argmax ----
 
@@ -327,7 +272,7 @@ static void t_rows(const as_backend *b, int v) {
     }
 }
 
-static void test_rows(void **st) { (void)st, for_each(t_rows); }
+static void test_rows(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_rows); }
 
 static void t_rope(const as_backend *b, int v) {
     static const int cfg[][3] = {{9, 64, 64}, {3, 64, 64}, {8, 256, 256}, {1, 256, 256}, {2, 80, 32}}; // heads, d, n_rot
@@ -362,7 +307,7 @@ static void t_rope(const as_backend *b, int v) {
             }
 }
 
-static void test_rope(void **st) { (void)st, for_each(t_rope); }
+static void test_rope(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_rope); }
 
 // ---- attention over the KV cache's layout (attention.h), fp32 and fp16 caches ----
 
@@ -421,7 +366,7 @@ static void t_attention(const as_backend *b, int v) {
                 }
 }
 
-static void test_attention(void **st) { (void)st, for_each(t_attention); }
+static void test_attention(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_attention); }
 
 // ---- the KV cache the backend owns: layout per precision, stores, attention, prefix copies ----
 
@@ -500,7 +445,7 @@ static void t_kv(const as_backend *b, int v) {
         }
 }
 
-static void test_kv(void **st) { (void)st, for_each(t_kv); }
+static void test_kv(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_kv); }
 
 // ---- training's softmax and SwiGLU pieces, forward and backward ----
 
@@ -547,7 +492,7 @@ static void t_train(const as_backend *b, int v) {
     }
 }
 
-static void test_train_ops(void **st) { (void)st, for_each(t_train); }
+static void test_train_ops(void **st) { (void)st, for_each_in(AS_BACKEND_TRAINING, t_train); }
 
 static void test_registry(void **st) {
     (void)st;
@@ -555,13 +500,18 @@ static void test_registry(void **st) {
     assert_ptr_equal(as_backend_find("cpu"), &as_backend_cpu);
     assert_null(as_backend_find("no-such-backend"));
     as_backend partial = as_backend_cpu; // a backend still being written is named by its first missing op
-    assert_null(as_backend_missing(&partial));
+    const unsigned all = AS_BACKEND_INFERENCE | AS_BACKEND_TRAINING;
+    assert_null(as_backend_missing(&partial, all));
     partial.kv_store = NULL;
-    assert_string_equal(as_backend_missing(&partial), "kv_store");
+    assert_string_equal(as_backend_missing(&partial, all), "kv_store");
+    assert_null(as_backend_missing(&partial, AS_BACKEND_TRAINING));
+    partial.kv_store = as_backend_cpu.kv_store, partial.adamw_update = NULL;
+    assert_string_equal(as_backend_missing(&partial, AS_BACKEND_TRAINING), "adamw_update");
+    assert_null(as_backend_missing(&partial, AS_BACKEND_INFERENCE));
     for (int i = 0; i < as_backend_count(); i++) {
         const as_backend *b = as_backend_at(i);
         // Every op is provided: a backend without one would not be tested (and would crash its caller).
-        const char *missing = as_backend_missing(b);
+        const char *missing = as_backend_missing(b, AS_BACKEND_INFERENCE | AS_BACKEND_TRAINING);
         if (missing) fail_msg("backend %s: op %s missing", b->name, missing);
         int avail = 0;
         for (int v = 0; v < b->n_variants(); v++) {
@@ -572,13 +522,6 @@ static void test_registry(void **st) {
         b->use_variant(-1);
         assert_true(avail > 0);
     }
-}
-
-static int report(void **st) {
-    (void)st;
-    fprintf(stderr, "%d checks against the double-precision references; worst error per op (tolerance):\n", g_checks);
-    for (int i = 0; i < g_n_worst; i++) fprintf(stderr, "  %-28s %.3g (%.3g)\n", g_worst[i].op, g_worst[i].err, g_worst[i].tol);
-    return 0;
 }
 
 int main(void) {
@@ -598,7 +541,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry), cmocka_unit_test(test_matmul),    cmocka_unit_test(test_sgemm), cmocka_unit_test(test_rows),
         cmocka_unit_test(test_rope),     cmocka_unit_test(test_attention), cmocka_unit_test(test_train_ops), cmocka_unit_test(test_weights),
-        cmocka_unit_test(test_kv),
+        cmocka_unit_test(test_kv),       TRAIN_GRAPH_TESTS, // test_backend_ops_train.c
     };
     return cmocka_run_group_tests(tests, NULL, report);
 }

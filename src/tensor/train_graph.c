@@ -1,7 +1,10 @@
-// Forward/backward pairs of the transformer layers (see ops.h for shapes).
-// The math of each backward is written above it.
-#include "train/ops.h"
+// The CPU backend's training graph (train_graph.h): forward/backward pairs
+// of the transformer layers, adapter dropout, the LoRA products, and the bf16
+// products with their packed operand.  The math of each backward is written
+// above it.  The optimizers' updates are in train_optim.c.
+#include "tensor/train_graph.h"
 
+#include "tensor/lora_gemm.h"
 #include "tensor/rope.h"
 #include "tensor/train_ops.h"
 #include "util/common.h"
@@ -288,4 +291,109 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
         train_neg_scaled_exp(dz, z, V, dlogp[r], lse[r]);
         dz[target[r]] += dlogp[r];
     }
+}
+
+// ---- residual ----
+
+void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+#pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+// ---- adapter dropout ----
+
+// Drop probability p as a 32-bit threshold (p < 1).
+static inline uint32_t dropout_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+// Rows i0 .. i0+n-1 of drop(x) into dst (n x cols): row i hashes the counter
+// base + i * cols (train_dropout_row) and stores its keep bits, or replays them.
+static void dropout_rows(float *dst, const float *x, int64_t i0, int64_t n, int64_t cols, const as_dropout *drop) {
+    const int64_t w = (cols + 15) / 16;
+    const float scale = 1.0f / (1.0f - drop->p);
+    for (int64_t i = i0; i < i0 + n; i++) {
+        float *o = dst + (i - i0) * cols;
+        if (drop->replay) train_dropout_row_mask(o, x + i * cols, cols, drop->keep + i * w, scale, 0);
+        else train_dropout_row_keep(o, x + i * cols, cols, drop->base + (uint64_t)(i * cols), dropout_thresh(drop->p), scale, 0, drop->keep + i * w);
+    }
+}
+
+void train_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+#pragma omp parallel for num_threads(nth) if (rows > 1)
+    for (int64_t i = 0; i < rows; i++) dropout_rows(out + i * cols, x, i, 1, cols, drop);
+}
+
+void train_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    const int64_t w = (cols + 15) / 16;
+    const float scale = 1.0f / (1.0f - drop->p);
+#pragma omp parallel for num_threads(nth) if (rows > 1)
+    for (int64_t i = 0; i < rows; i++) train_dropout_row_mask(dx + i * cols, dout + i * cols, cols, drop->keep + i * w, scale, 1);
+}
+
+// ---- LoRA ----
+
+// The adapters' products are in fp32 at every precision (lora_gemm.h): with
+// rank r each has only 2 r multiply-adds per element of its large operand,
+// so bf16's packing of that operand would cost as much as the product (it
+// was ~10% of a bf16 LoRA step), and so did general sgemm's (OpenBLAS's
+// packing copies); fp32 is also the more exact.
+
+typedef struct dropped_rows {
+    const float *x;
+    int64_t in;
+    const as_dropout *drop;
+} dropped_rows;
+
+// Rows of drop(x) for lora_gemm_rows_narrow_fill: made block by block inside
+// the product (in L1) instead of an N x in copy.
+static void dropped_rows_fill(void *ctx, int64_t i0, int64_t n, float *dst) {
+    const dropped_rows *d = ctx;
+    dropout_rows(dst, d->x, i0, n, d->in, d->drop);
+}
+
+void train_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r,
+                        int64_t out, float scale, const as_dropout *drop, int nth) {
+    const float *At = lora_gemm_transposed(A, r, in);
+    if (!drop) lora_gemm_rows_narrow(N, in, r, 1.0f, x, At, 0.0f, u, nth);
+    else {
+        dropped_rows d = {x, in, drop};
+        lora_gemm_rows_narrow_fill(N, in, r, 1.0f, dropped_rows_fill, &d, At, 0.0f, u, nth);
+    }
+    if (!y) return;
+    lora_gemm_rows_wide(N, r, out, scale, u, lora_gemm_transposed(B, out, r), NULL, 1.0f, y, nth); // y += s u B^T
+}
+
+// dB += s dy^T u;  du = s dy B;  dA += du^T drop(x);  dx += drop'(du A)
+// (the products apply the forward's stored keep bits on the fly).
+void train_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A,
+                         const float *B, int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du,
+                         int nth) {
+    lora_gemm_reduce(N, r, out, scale, u, dy, NULL, true, dB, nth);   // dB += s dy^T u
+    lora_gemm_rows_narrow(N, out, r, scale, dy, B, 0.0f, du, nth);   // du = s dy B
+    const lora_drop keep = {drop ? drop->keep : NULL, drop ? 1.0f / (1.0f - drop->p) : 1.0f};
+    const lora_drop *dk = drop ? &keep : NULL;
+    lora_gemm_reduce(N, r, in, 1.0f, du, x, dk, false, dA, nth);     // dA += du^T drop(x)
+    lora_gemm_rows_wide(N, r, in, 1.0f, du, A, dk, 1.0f, dx, nth);  // dx += drop'(du A)
+}
+
+// ---- the bf16 products ----
+
+struct as_bf16_packed {
+    kernel_bf16_packed p;
+};
+
+as_bf16_packed *train_bf16_pack_b(bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
+    as_bf16_packed *p = as_calloc(1, sizeof *p);
+    kernel_bf16_pack_b(&p->p, tb, K, N, B, ldb, nth);
+    return p;
+}
+
+void train_bf16_packed_free(as_bf16_packed *p) {
+    if (!p) return;
+    kernel_bf16_packed_free(&p->p);
+    free(p);
+}
+
+void train_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const as_bf16_packed *P, float beta, float *C,
+                            int64_t ldc, int nth) {
+    kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P->p, beta, C, ldc, nth);
 }
