@@ -6,11 +6,17 @@
 //
 // NOT YET RUN ON A GPU: this was written and compiled on machines without one
 // (issue 22); scripts/device_check.sh runs its tests where there is a device.
+// It provides every op of the table, so a model can run on it (generate,
+// logprobs, chat, eval --device cuda), untried.
 //
 // The table's convention is host pointers, so every op copies its inputs to
 // the device and its outputs back (cudaMemcpy on the legacy default stream,
-// synchronous): correct, and slow; resident device buffers are a later step.
-// Ops are serialised by one mutex (the table promises thread safety).
+// synchronous): correct, and slow.  What stays resident on the device: the
+// weight groups (weights_new: each group's parts stacked and dequantised once,
+// bf16, plus fp32 made by the first F32 product) and the KV cache (kv_init:
+// kernel_kv's k and v are device pointers, the CPU's fp32 layout); the
+// activations, logits and LoRA factors travel per call.  Ops are serialised
+// by one mutex (the model calls them from OpenMP threads).
 //
 // Weights: matmul dequantises a matrix on the device once, exactly (the same
 // fp32 values as quant_dequantize_row: no fused multiply-add in the
@@ -25,7 +31,12 @@
 //         accumulation and output, on cuBLASLt.
 //   Q8:   as BF16 (the GPU has no reason to quantise activations to 8 bits;
 //         bf16's error is below Q8's documented one).
+// The model's products go through weight groups instead (weights_matmul:
+// one GEMM per group and call, same precisions; section "weight groups").
 // get_row dequantises the one row on the device (exact).
+// add and scale round once per element (exact, as the CPU); logprob runs on
+// the device too: one block, the fp32 max and the sum of e^(z - max) in
+// double, both fixed-order trees.
 //
 // Determinism: reductions are fixed-order block trees (no floating-point
 // atomics); cuBLASLt is asked for algorithms without split-K reductions.  One
@@ -33,7 +44,10 @@
 // alphaspin_cuda_backend call that succeeds binds the process to its device.
 //
 // Errors: a failing CUDA or cuBLAS call prints one line naming the op and the
-// error, and aborts (the ops return void).
+// error, and aborts (the ops return void).  So do weights_new's and kv_init's
+// errors (bad parts or sizes, no device memory), whose contract is NULL /
+// AS_FAIL + as_error: the plugin links nothing of alphaspin, so it cannot set
+// as_error, and a caller would print a stale message.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -1094,7 +1108,8 @@ static void cu_kv_attention(const kernel_kv_attn *a) {
 
 // dst's first n_pos positions of every layer become src's, device to device:
 // K in whole tiles (the last one's positions past n_pos are src's or zeros,
-// never read), V in rows; one strided copy per array over the layers.
+// never read), V in rows; one copy per layer and array (a strided copy over
+// the layers would need pitches of a whole layer, which cudaMemcpy2D caps).
 static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos) {
     const char *op = "kv_copy_prefix";
     if (src == dst || n_pos == 0 || !kv->elem_bytes) return;
@@ -1104,8 +1119,11 @@ static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n
     const size_t row = sizeof(float) * (size_t)kv->kv_dim, seq = sizeof(float) * kv->seq_stride, layer = seq * (size_t)kv->n_seq;
     const size_t nk = ((size_t)n_pos + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE * KERNEL_KV_TILE * row, nv = (size_t)n_pos * row;
     uint8_t *K = (uint8_t *)kv->k, *V = (uint8_t *)kv->v;
-    CK(cudaMemcpy2D(K + (size_t)dst * seq, layer, K + (size_t)src * seq, layer, nk, (size_t)kv->n_layer, cudaMemcpyDeviceToDevice));
-    CK(cudaMemcpy2D(V + (size_t)dst * seq, layer, V + (size_t)src * seq, layer, nv, (size_t)kv->n_layer, cudaMemcpyDeviceToDevice));
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        const size_t at = (size_t)l * layer;
+        CK(cudaMemcpy(K + at + (size_t)dst * seq, K + at + (size_t)src * seq, nk, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(V + at + (size_t)dst * seq, V + at + (size_t)src * seq, nv, cudaMemcpyDeviceToDevice));
+    }
 }
 
 // ---- the table ----
