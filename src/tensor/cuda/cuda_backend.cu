@@ -6,11 +6,17 @@
 //
 // NOT YET RUN ON A GPU: this was written and compiled on machines without one
 // (issue 22); scripts/device_check.sh runs its tests where there is a device.
+// It provides every op of the table, so a model can run on it (generate,
+// logprobs, chat, eval --device cuda), untried.
 //
 // The table's convention is host pointers, so every op copies its inputs to
 // the device and its outputs back (cudaMemcpy on the legacy default stream,
-// synchronous): correct, and slow; resident device buffers are a later step.
-// Ops are serialised by one mutex (the table promises thread safety).
+// synchronous): correct, and slow.  What stays resident on the device: the
+// weight groups (weights_new: each group's parts stacked and dequantised once,
+// bf16, plus fp32 made by the first F32 product) and the KV cache (kv_init:
+// kernel_kv's k and v are device pointers, the CPU's fp32 layout); the
+// activations, logits and LoRA factors travel per call.  Ops are serialised
+// by one mutex (the model calls them from OpenMP threads).
 //
 // Weights: matmul dequantises a matrix on the device once, exactly (the same
 // fp32 values as quant_dequantize_row: no fused multiply-add in the
@@ -25,7 +31,12 @@
 //         accumulation and output, on cuBLASLt.
 //   Q8:   as BF16 (the GPU has no reason to quantise activations to 8 bits;
 //         bf16's error is below Q8's documented one).
+// The model's products go through weight groups instead (weights_matmul:
+// one GEMM per group and call, same precisions; section "weight groups").
 // get_row dequantises the one row on the device (exact).
+// add and scale round once per element (exact, as the CPU); logprob runs on
+// the device too: one block, the fp32 max and the sum of e^(z - max) in
+// double, both fixed-order trees.
 //
 // Determinism: reductions are fixed-order block trees (no floating-point
 // atomics); cuBLASLt is asked for algorithms without split-K reductions.  One
@@ -33,7 +44,10 @@
 // alphaspin_cuda_backend call that succeeds binds the process to its device.
 //
 // Errors: a failing CUDA or cuBLAS call prints one line naming the op and the
-// error, and aborts (the ops return void).
+// error, and aborts (the ops return void).  So do weights_new's and kv_init's
+// errors (bad parts or sizes, no device memory), whose contract is NULL /
+// AS_FAIL + as_error: the plugin links nothing of alphaspin, so it cannot set
+// as_error, and a caller would print a stale message.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -93,13 +107,15 @@ static const size_t g_lt_ws_bytes = (size_t)32 << 20;
 typedef struct { void *p; size_t cap; } dbuf;
 static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
 
-static size_t g_weight_bytes; // device bytes held by the weight table
+static size_t g_weight_bytes; // device bytes held by the weight table and the weight groups
+static size_t g_kv_bytes;     // device bytes held by KV caches
 
 static void *dmalloc(size_t bytes, const char *op) {
     void *p = NULL;
     const cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess)
-        die(op, "cudaMalloc(%zu bytes): %s (the weight table holds %zu bytes; nothing is evicted yet)", bytes, cudaGetErrorString(e), g_weight_bytes);
+        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu; nothing is evicted yet)", bytes, cudaGetErrorString(e),
+            g_weight_bytes, g_kv_bytes);
     return p;
 }
 
@@ -257,6 +273,15 @@ __global__ void k_dequant(const uint8_t *raw, int t, int64_t rows, int64_t cols,
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / cols, c = i % cols;
         out[i] = dequant_elem(t, raw + r * row_bytes, c);
+    }
+}
+
+// As k_dequant, rounded to bf16 (nearest even): the values k_to_bf16 makes of k_dequant's.
+__global__ void k_dequant_bf16(const uint8_t *raw, int t, int64_t rows, int64_t cols, size_t row_bytes, __nv_bfloat16 *out) {
+    const int64_t n = rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / cols, c = i % cols;
+        out[i] = __float2bfloat16_rn(dequant_elem(t, raw + r * row_bytes, c));
     }
 }
 
@@ -667,6 +692,192 @@ static void cu_silu_glu_backward(float *dgo, float *duo, const float *dh, const 
     download(duo, o + n, n, op);
 }
 
+// ---- the residual add, the embedding scale, a token's log-probability (ops.h) ----
+
+// One rounding per element, as the CPU's loops (no contraction: __fadd_rn / __fmul_rn).
+__global__ void k_add(float *y, const float *x, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = __fadd_rn(y[i], x[i]);
+}
+
+__global__ void k_scale(float *x, int64_t n, float s) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = __fmul_rn(x[i], s);
+}
+
+// One block: log softmax(z)[t] in double, as kernel_logprob: the fp32 maximum
+// (a fixed tree), the sum of e^(z - max) in double (per-thread strided sums
+// folded by a fixed tree), then z[t] - max - log(sum).
+__global__ void k_logprob(const float *z, int32_t n, int32_t t, double *out) {
+    __shared__ float shf[RED_THREADS];
+    __shared__ double shd[RED_THREADS];
+    float mx = -INFINITY;
+    for (int32_t i = threadIdx.x; i < n; i += blockDim.x) mx = z[i] > mx ? z[i] : mx;
+    mx = block_reduce(shf, mx, op_max_f());
+    double s = 0;
+    for (int32_t i = threadIdx.x; i < n; i += blockDim.x) s += exp((double)z[i] - (double)mx);
+    s = block_reduce(shd, s, op_add_d());
+    if (threadIdx.x == 0) *out = (double)z[t] - (double)mx - log(s);
+}
+
+static void cu_add(float *y, const float *x, int64_t n) {
+    const char *op = "add";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *dy = upload(&b_a, y, n, op), *dx = upload(&b_b, x, n, op);
+    k_add<<<grid_for(n, 256), 256>>>(dy, dx, n);
+    CK_LAUNCH();
+    download(y, dy, n, op);
+}
+
+static void cu_scale(float *x, int64_t n, float s) {
+    const char *op = "scale";
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *d = upload(&b_a, x, n, op);
+    k_scale<<<grid_for(n, 256), 256>>>(d, n, s);
+    CK_LAUNCH();
+    download(x, d, n, op);
+}
+
+static double cu_logprob(const float *z, int32_t n, int32_t t) {
+    const char *op = "logprob";
+    if (n <= 0 || t < 0 || t >= n) die(op, "token %d of %d logits", (int)t, (int)n);
+    lock_guard g(op);
+    float *d = upload(&b_a, z, n, op);
+    double *dr = (double *)grow(&b_b, sizeof(double), op), r = 0;
+    k_logprob<<<1, RED_THREADS>>>(d, n, t, dr);
+    CK_LAUNCH();
+    CK(cudaMemcpy(&r, dr, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
+}
+
+// ---- weight groups (weights.h), resident on the device ----
+//
+// A group's parts (Q|K|V, gate|up, or one matrix) become one row-major
+// matrix on the device, the parts' rows stacked in order, so that a product
+// is one GEMM whatever the parts:
+//   bf16 [rows][cols], made by weights_new: precisions BF16 and Q8, as matmul
+//        (the GGUF blocks dequantised on the device, exactly, then rounded
+//        to nearest even; bf16 x bf16 -> fp32 on cuBLASLt);
+//   fp32 [rows][cols], made by the first F32 product (from the GGUF bytes
+//        again: they outlive the group, weights.h): cublasSgemm, no TF32.
+// Nothing but the stacks stays on the device; the GGUF bytes travel in
+// chunks of at most DEQUANT_CHUNK_BYTES through scratch.
+
+struct as_weights {
+    int n;
+    as_matrix part[KERNEL_WEIGHTS_MAX_PARTS];
+    int64_t rows, cols; // of the stack
+    __nv_bfloat16 *bf16;
+    float *f32;
+};
+
+#define DEQUANT_CHUNK_BYTES ((size_t)64 << 20)
+
+// All rows of w, dequantised (exactly) into dst (device, rows * cols elements),
+// as fp32 or rounded to bf16.
+static void dequant_matrix(const as_matrix *w, void *dst, bool bf16, const char *op) {
+    const int64_t step = (int64_t)(DEQUANT_CHUNK_BYTES / w->row_bytes > 0 ? DEQUANT_CHUNK_BYTES / w->row_bytes : 1);
+    for (int64_t r0 = 0; r0 < w->rows; r0 += step) {
+        const int64_t n = w->rows - r0 < step ? w->rows - r0 : step;
+        const size_t bytes = (size_t)n * w->row_bytes;
+        uint8_t *raw = (uint8_t *)grow(&b_f, bytes, op);
+        CK(cudaMemcpy(raw, (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, bytes, cudaMemcpyHostToDevice));
+        if (bf16)
+            k_dequant_bf16<<<grid_for(n * w->cols, 256), 256>>>(raw, (int)w->type, n, w->cols, w->row_bytes, (__nv_bfloat16 *)dst + r0 * w->cols);
+        else k_dequant<<<grid_for(n * w->cols, 256), 256>>>(raw, (int)w->type, n, w->cols, w->row_bytes, (float *)dst + r0 * w->cols);
+        CK_LAUNCH();
+    }
+}
+
+// The stack of w's parts at fp32 or bf16 (made here when missing).
+static void *stack_of(as_weights *w, bool bf16, const char *op) {
+    void **at = bf16 ? (void **)&w->bf16 : (void **)&w->f32;
+    if (*at || w->rows == 0) return *at;
+    const size_t eb = bf16 ? sizeof(__nv_bfloat16) : sizeof(float), bytes = eb * (size_t)w->rows * (size_t)w->cols;
+    uint8_t *d = (uint8_t *)dmalloc(bytes, op);
+    g_weight_bytes += bytes;
+    int64_t r0 = 0;
+    for (int i = 0; i < w->n; i++) {
+        if (w->part[i].rows > 0) dequant_matrix(&w->part[i], d + eb * (size_t)r0 * (size_t)w->cols, bf16, op);
+        r0 += w->part[i].rows;
+    }
+    *at = d;
+    return d;
+}
+
+// Bad parts are the caller's bug: the plugin cannot set as_error (it links
+// nothing of alphaspin), so they abort with one line, as every failure here.
+static as_weights *cu_weights_new(const as_matrix *const *parts, int n_parts) {
+    const char *op = "weights_new";
+    if (n_parts < 1 || n_parts > KERNEL_WEIGHTS_MAX_PARTS) die(op, "%d parts: expected 1 to %d", n_parts, KERNEL_WEIGHTS_MAX_PARTS);
+    as_weights *w = (as_weights *)calloc(1, sizeof *w);
+    if (!w) die(op, "out of host memory");
+    w->n = n_parts;
+    w->cols = parts[0]->cols;
+    for (int i = 0; i < n_parts; i++) {
+        check_matrix(parts[i], op);
+        if (parts[i]->cols != w->cols) die(op, "part %d has %lld columns, part 0 %lld", i, (long long)parts[i]->cols, (long long)w->cols);
+        w->part[i] = *parts[i];
+        w->part[i].packed = NULL, w->part[i].bf16 = NULL;
+        w->rows += parts[i]->rows;
+    }
+    if (w->rows > INT32_MAX || w->cols > INT32_MAX) die(op, "a %lldx%lld stack is too large for one product", (long long)w->rows, (long long)w->cols);
+    lock_guard g(op);
+    stack_of(w, true, op);
+    return w;
+}
+
+static void cu_weights_free(as_weights *w) {
+    const char *op = "weights_free";
+    if (!w) return;
+    {
+        lock_guard g(op);
+        const size_t n = (size_t)w->rows * (size_t)w->cols;
+        if (w->bf16) {
+            CK(cudaFree(w->bf16));
+            g_weight_bytes -= sizeof(__nv_bfloat16) * n;
+        }
+        if (w->f32) {
+            CK(cudaFree(w->f32));
+            g_weight_bytes -= sizeof(float) * n;
+        }
+    }
+    free(w);
+}
+
+static size_t cu_weights_bytes(const as_weights *w) {
+    const size_t n = (size_t)w->rows * (size_t)w->cols;
+    return (w->bf16 ? sizeof(__nv_bfloat16) * n : 0) + (w->f32 ? sizeof(float) * n : 0);
+}
+
+// out[t * ldo + r] = sum_c W[r][c] x[t * cols + c] over the stack's rows: x in,
+// one GEMM (matmul's, on the stack), the rows out into the strided host out.
+static void cu_weights_matmul(as_weights *w, float *out, int64_t ldo, const float *x, int64_t n_tokens, kernel_precision p) {
+    const char *op = "weights_matmul";
+    if (ldo < w->rows) die(op, "ldo %lld < rows %lld", (long long)ldo, (long long)w->rows);
+    if (n_tokens <= 0 || w->rows == 0) return;
+    if (n_tokens > INT32_MAX) die(op, "%lld tokens: too many for one product", (long long)n_tokens);
+    lock_guard g(op);
+    const int64_t rows = w->rows, cols = w->cols;
+    const bool bf16 = p != KERNEL_PRECISION_F32;
+    const void *W = stack_of(w, bf16, op);
+    float *dx = (float *)grow(&b_a, sizeof(float) * (size_t)(n_tokens * cols), op);
+    float *dy = (float *)grow(&b_c, sizeof(float) * (size_t)(n_tokens * rows), op);
+    CK(cudaMemcpy(dx, x, sizeof(float) * (size_t)(n_tokens * cols), cudaMemcpyHostToDevice));
+    if (!bf16) {
+        const float one = 1.0f, zero = 0.0f;
+        CKB(cublasSgemm(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n_tokens, (int)cols, &one, (const float *)W, (int)cols, dx, (int)cols, &zero, dy,
+                        (int)rows));
+    } else {
+        __nv_bfloat16 *dxb = (__nv_bfloat16 *)grow(&b_b, sizeof(__nv_bfloat16) * (size_t)(n_tokens * cols), op);
+        k_to_bf16<<<grid_for(n_tokens * cols, 256), 256>>>(dx, dxb, n_tokens * cols);
+        CK_LAUNCH();
+        lt_matmul_bf16((const __nv_bfloat16 *)W, dxb, dy, rows, cols, n_tokens, op);
+    }
+    CK(cudaMemcpy2D(out, sizeof(float) * (size_t)ldo, dy, sizeof(float) * (size_t)rows, sizeof(float) * (size_t)rows, (size_t)n_tokens,
+                    cudaMemcpyDeviceToHost));
+}
+
 // ---- RoPE (rope.h): n_heads vectors of d, pairs (i, i + n_rot/2) (neox) or (2i, 2i+1) ----
 
 __global__ void k_rope(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
@@ -774,6 +985,147 @@ static void cu_attention_rows(const kernel_attn_args *a) {
                     cudaMemcpyDeviceToHost));
 }
 
+// ---- the KV cache (attention.h, kernel_kv) in device memory ----
+//
+// kernel_kv's fields mean what they mean for the CPU backend, except that k
+// and v are DEVICE pointers (cudaMalloc'd by kv_init, freed by kv_release):
+// nothing on the host may read them.  The layout is the CPU's fp32 one at
+// every precision: [layer][seq] blocks of seq_stride = ctx_pad * kv_dim
+// floats; key (p, e) of a block at (p / 16) * 16 * kv_dim + e * 16 + p % 16
+// (tiles of 16 keys, transposed: k_attention's threads, one per key, read 16
+// consecutive floats), value (p, e) at p * kv_dim + e.  elem_bytes 4,
+// bf16_tiles false, pass->bf16 false: the attention is k_attention's fp32
+// (exact inputs, no fp16 cache under Q8 as on the CPU), so test_backend_ops'
+// 2e-6 holds at every precision.  The cache is zeroed once by kv_init; a
+// position is read only after it was stored.
+
+// One position's key (kvd floats at src) into its tile column (dst: the key's
+// first element; elements 16 apart).
+__global__ void k_kv_store_key(float *dst, const float *src, int64_t kvd) {
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < kvd; e += (int64_t)gridDim.x * blockDim.x) dst[e * KERNEL_KV_TILE] = src[e];
+}
+
+// Size errors abort with one line (the plugin cannot set as_error, as weights_new).
+static int cu_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
+    const char *op = "kv_init";
+    memset(kv, 0, sizeof *kv);
+    if (n_layer < 1 || n_seq < 1 || n_ctx < 1 || n_head_kv < 1 || head_dim < 1)
+        die(op, "expected positive sizes, found %d layers, %d sequences, %d positions, %d x %d", n_layer, n_seq, n_ctx, n_head_kv, head_dim);
+    if (head_dim > 256) die(op, "head size %d (at most 256)", head_dim);
+    const size_t ctx_pad = ((size_t)n_ctx + KERNEL_KV_CHUNK - 1) / KERNEL_KV_CHUNK * KERNEL_KV_CHUNK;
+    size_t n, bytes;
+    if (ctx_pad > (size_t)INT32_MAX || __builtin_mul_overflow((size_t)n_layer * (size_t)n_seq, ctx_pad, &n) ||
+        __builtin_mul_overflow(n, (size_t)n_head_kv * (size_t)head_dim, &n) || __builtin_mul_overflow(n, sizeof(float), &bytes))
+        die(op, "%d sequences x %d positions overflow the address space", n_seq, n_ctx);
+    kv->n_layer = n_layer, kv->n_seq = n_seq, kv->n_ctx = n_ctx, kv->n_head_kv = n_head_kv, kv->head_dim = head_dim;
+    kv->kv_dim = n_head_kv * head_dim;
+    kv->ctx_pad = (int32_t)ctx_pad;
+    kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
+    lock_guard g(op);
+    kv->k = dmalloc(bytes, op);
+    g_kv_bytes += bytes;
+    kv->v = dmalloc(bytes, op);
+    g_kv_bytes += bytes;
+    CK(cudaMemset(kv->k, 0, bytes));
+    CK(cudaMemset(kv->v, 0, bytes));
+    return CU_OK;
+}
+
+static void cu_kv_release(kernel_kv *kv) {
+    const char *op = "kv_release";
+    if (!kv->k && !kv->v) return;
+    lock_guard g(op);
+    const size_t bytes = sizeof(float) * (size_t)kv->n_layer * (size_t)kv->n_seq * kv->seq_stride;
+    if (kv->k) {
+        CK(cudaFree(kv->k));
+        g_kv_bytes -= bytes;
+    }
+    if (kv->v) {
+        CK(cudaFree(kv->v));
+        g_kv_bytes -= bytes;
+    }
+    kv->k = kv->v = NULL;
+}
+
+// Every precision: the fp32 layout above; rows per attention call: the
+// model's most (forward.c caps them), each call being a few copies.
+static int cu_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
+    (void)p;
+    kv->elem_bytes = 4;
+    kv->bf16_tiles = false;
+    pass->bf16 = false;
+    pass->block_rows = 64;
+    return CU_OK;
+}
+
+static void cu_kv_store(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *ki, const float *vi) {
+    const char *op = "kv_store";
+    if (kv->elem_bytes != 4) die(op, "store before the cache's first kv_begin");
+    if (l < 0 || l >= kv->n_layer || seq < 0 || seq >= kv->n_seq || pos < 0 || pos >= kv->n_ctx)
+        die(op, "layer %d, sequence %d, position %lld outside the cache (%d, %d, %d)", (int)l, (int)seq, (long long)pos, (int)kv->n_layer,
+            (int)kv->n_seq, (int)kv->n_ctx);
+    lock_guard g(op);
+    const int64_t kvd = kv->kv_dim;
+    const size_t at = ((size_t)l * kv->n_seq + (size_t)seq) * kv->seq_stride, p = (size_t)pos;
+    float *K = (float *)kv->k + at + p / KERNEL_KV_TILE * KERNEL_KV_TILE * (size_t)kvd + p % KERNEL_KV_TILE, *V = (float *)kv->v + at + p * (size_t)kvd;
+    const float *dk = upload(&b_a, ki, kvd, op);
+    k_kv_store_key<<<grid_for(kvd, 256), 256>>>(K, dk, kvd);
+    CK_LAUNCH();
+    CK(cudaMemcpy(V, vi, sizeof(float) * (size_t)kvd, cudaMemcpyHostToDevice));
+}
+
+// k_attention over the device cache: q and n_keys in, out back (host
+// pointers, strided); a->scores (host scratch) is not used, the scores live
+// in device scratch.
+static void cu_kv_attention(const kernel_kv_attn *a) {
+    const char *op = "kv_attention";
+    const kernel_kv *kv = a->kv;
+    if (a->n_rows <= 0 || a->n_heads <= 0) return;
+    if (kv->elem_bytes != 4) die(op, "attention before the cache's first kv_begin");
+    if (a->layer < 0 || a->layer >= kv->n_layer || a->seq < 0 || a->seq >= kv->n_seq || a->g < 0 || a->g >= kv->n_head_kv)
+        die(op, "layer %d, sequence %d, KV head %d outside the cache", (int)a->layer, (int)a->seq, (int)a->g);
+    const int R = a->n_rows, G = a->n_heads, d = kv->head_dim;
+    int32_t maxk = 0;
+    for (int r = 0; r < R; r++) {
+        if (a->n_keys[r] < 1 || a->n_keys[r] > kv->n_ctx) die(op, "row %d has %d keys (cache of %d positions)", r, (int)a->n_keys[r], (int)kv->n_ctx);
+        maxk = a->n_keys[r] > maxk ? a->n_keys[r] : maxk;
+    }
+    lock_guard g(op);
+    const int64_t qw = (int64_t)G * d, kvd = kv->kv_dim; // floats of one row read and written
+    const size_t base = ((size_t)a->layer * kv->n_seq + (size_t)a->seq) * kv->seq_stride;
+    const float *dk = (const float *)kv->k + base + (size_t)a->g * (size_t)d * KERNEL_KV_TILE, *dv = (const float *)kv->v + base + (size_t)a->g * (size_t)d;
+    float *dq = (float *)grow(&b_a, sizeof(float) * (size_t)(R * qw), op);
+    float *dout = (float *)grow(&b_d, sizeof(float) * (size_t)(R * qw), op);
+    float *ds = (float *)grow(&b_e, sizeof(float) * (size_t)R * G * (size_t)maxk, op);
+    int32_t *dnk = (int32_t *)grow(&b_f, sizeof(int32_t) * (size_t)R, op);
+    CK(cudaMemcpy2D(dq, sizeof(float) * (size_t)qw, a->q, sizeof(float) * (size_t)a->q_stride, sizeof(float) * (size_t)qw, (size_t)R, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dnk, a->n_keys, sizeof(int32_t) * (size_t)R, cudaMemcpyHostToDevice));
+    k_attention<false><<<R * G, ATT_THREADS>>>(dq, qw, G, d, dnk, dk, KERNEL_KV_TILE * kvd, dv, kvd, a->scale, dout, qw, ds, maxk);
+    CK_LAUNCH();
+    CK(cudaMemcpy2D(a->out, sizeof(float) * (size_t)a->out_stride, dout, sizeof(float) * (size_t)qw, sizeof(float) * (size_t)qw, (size_t)R,
+                    cudaMemcpyDeviceToHost));
+}
+
+// dst's first n_pos positions of every layer become src's, device to device:
+// K in whole tiles (the last one's positions past n_pos are src's or zeros,
+// never read), V in rows; one copy per layer and array (a strided copy over
+// the layers would need pitches of a whole layer, which cudaMemcpy2D caps).
+static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos) {
+    const char *op = "kv_copy_prefix";
+    if (src == dst || n_pos == 0 || !kv->elem_bytes) return;
+    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq || n_pos < 0 || n_pos > kv->n_ctx)
+        die(op, "sequence %d -> %d, %d positions invalid", (int)src, (int)dst, (int)n_pos);
+    lock_guard g(op);
+    const size_t row = sizeof(float) * (size_t)kv->kv_dim, seq = sizeof(float) * kv->seq_stride, layer = seq * (size_t)kv->n_seq;
+    const size_t nk = ((size_t)n_pos + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE * KERNEL_KV_TILE * row, nv = (size_t)n_pos * row;
+    uint8_t *K = (uint8_t *)kv->k, *V = (uint8_t *)kv->v;
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        const size_t at = (size_t)l * layer;
+        CK(cudaMemcpy(K + at + (size_t)dst * seq, K + at + (size_t)src * seq, nk, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(V + at + (size_t)dst * seq, V + at + (size_t)src * seq, nv, cudaMemcpyDeviceToDevice));
+    }
+}
+
 // ---- the table ----
 
 static int cu_n_variants(void) { return 1; }
@@ -795,6 +1147,19 @@ static void fill_table(void) {
     g_table.attention_rows = cu_attention_rows;
     g_table.exp = cu_exp;
     g_table.argmax = cu_argmax;
+    g_table.logprob = cu_logprob;
+    g_table.add = cu_add;
+    g_table.scale = cu_scale;
+    g_table.weights_new = cu_weights_new;
+    g_table.weights_free = cu_weights_free;
+    g_table.weights_matmul = cu_weights_matmul;
+    g_table.weights_bytes = cu_weights_bytes;
+    g_table.kv_init = cu_kv_init;
+    g_table.kv_release = cu_kv_release;
+    g_table.kv_begin = cu_kv_begin;
+    g_table.kv_store = cu_kv_store;
+    g_table.kv_attention = cu_kv_attention;
+    g_table.kv_copy_prefix = cu_kv_copy_prefix;
     g_table.sgemm = cu_sgemm;
     g_table.exp_shift_sum = cu_exp_shift_sum;
     g_table.max = cu_max;
