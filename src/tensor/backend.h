@@ -17,11 +17,14 @@
 // attention.h, gemm.h, train_ops.h, train_graph.h), which is the contract
 // every backend meets.
 //
-// Training runs through this table: train/ calls only the entries of the
-// training-graph block (the model's `be`, default the CPU).
-// Not yet behind this table (docs/ARCHITECTURE.md): the model calls the CPU
-// backend's functions directly, and it still owns the packed / fused / bf16
-// weight copies it builds with kernel_pack and kernel_bf16_pack_matrix.
+// Everything above src/tensor computes through this table: the model
+// (model.h's `be`: every op of the forward pass, over weight groups and a KV
+// cache whose memory and layouts the backend owns), training (train.h's
+// `be`: the training-graph block) and the host-side row ops of sampling and
+// scoring (the CPU's table).  .ci/check_seam.sh fails on a direct call of the
+// CPU backend's functions above the seam.  What is still host memory: the
+// activations, logits and LoRA factors every op takes and returns
+// (docs/ARCHITECTURE.md, "Adding a backend").
 #ifndef AS_TENSOR_BACKEND_H
 #define AS_TENSOR_BACKEND_H
 
