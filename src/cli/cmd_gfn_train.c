@@ -53,6 +53,7 @@ static void usage(FILE *out) {
             "  --chat-template T       chatml | gemma | llama3, when the model's template is not recognised\n"
             "  --seed S                default %llu\n"
             "  --threads N             threads (default: all cores)\n"
+            "  --device D              " CLI_DEVICE_HELP "\n"
             "  --quiet                 no progress line\n"
             "  --help                  this text\n",
             d.alpha, d.steps, d.optim.lr, d.prompts_per_step, d.samples_per_prompt, d.max_new_tokens, d.reward_temp_start,
@@ -97,7 +98,7 @@ static bool parse_triple(const char *s, double *a, double *b, double *c) {
 int cmd_gfn_train(int argc, char **argv) {
     enum { O_MODEL = 1, O_DATA, O_OUT, O_ADAPTER, O_BASE_ADAPTER, O_INIT, O_ALPHA, O_STEPS, O_LR, O_RANK, O_LALPHA, O_PPS, O_SPP,
            O_MAXP, O_MAXPL, O_MAXNEW, O_RTEMP, O_LAMBDA, O_BUF, O_REPLAY, O_EXPLORE, O_MICRO, O_SBATCH, O_PREC, O_TMPL, O_SEED,
-           O_THREADS, O_QUIET, O_HELP };
+           O_THREADS, O_QUIET, O_HELP, O_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},           {"data", required_argument, 0, O_DATA},
         {"out", required_argument, 0, O_OUT},               {"adapter", required_argument, 0, O_ADAPTER},
@@ -113,7 +114,8 @@ int cmd_gfn_train(int argc, char **argv) {
         {"sample-batch", required_argument, 0, O_SBATCH},   {"precision", required_argument, 0, O_PREC},
         {"chat-template", required_argument, 0, O_TMPL},    {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS},       {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, O_HELP},                   {0, 0, 0, 0}};
+        {"help", no_argument, 0, O_HELP},                   {"device", required_argument, 0, O_DEVICE},
+        {0, 0, 0, 0}};
     const char *cmd = "gfn-train";
     const char *model_path = NULL, *data = NULL, *out = NULL, *adapter = NULL, *base_adapter = NULL, *init = NULL, *tmpl = NULL;
     gfn_config c;
@@ -164,6 +166,7 @@ int cmd_gfn_train(int argc, char **argv) {
         case O_TMPL: tmpl = optarg; break;
         case O_SEED: if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; c.seed = (uint64_t)l; break;
         case O_THREADS: if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &l)) return 2; kernel_set_threads((int)l); break;
+        case O_DEVICE: cli_set_device(optarg); break;
         case O_QUIET: quiet = true; break;
         case O_HELP: usage(stdout); return 0;
         default: return cli_usage_error(cmd, "unknown option");

@@ -16,7 +16,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: alphaspin run --config FILE.yaml [--set key.sub=value ...] [--train-precision P] [--out RUN]\n\n"
+            "usage: alphaspin run --config FILE.yaml [--set key.sub=value ...] [--train-precision P] [--device D] [--out RUN]\n\n"
             "Runs T iterations of alpha-SPIN self-play fine-tuning: generate losers from the\n"
             "window's iterates, score the references of pi_t and pi_0 once, train with the\n"
             "preference loss, checkpoint, evaluate.  configs/alphaspin.yaml documents every key.\n"
@@ -30,6 +30,7 @@ static void usage(FILE *out) {
             "  --train-precision P  f32 | bf16: the training products (--set train.precision=P); without it or\n"
             "                  --set train.precision, the environment's ALPHASPIN_TRAIN_PRECISION, when set,\n"
             "                  overrides the file's train.precision\n"
+            "  --device D      cpu | cuda[:N]: the backend every phase runs on (--set device=D; README, \"Devices\")\n"
             "  --out RUN       run folder (default: runs/<name>, or runs/<config file's basename>)\n"
             "  --quiet         no progress lines and no report at the end\n"
             "  --help          this text\n");
@@ -49,11 +50,12 @@ static void test_abort_after(void *want, int32_t k, const char *phase) {
 }
 
 int cmd_run(int argc, char **argv) {
-    enum { O_CONFIG = 1, O_SET, O_OUT, O_QUIET, O_HELP, O_TPREC };
+    enum { O_CONFIG = 1, O_SET, O_OUT, O_QUIET, O_HELP, O_TPREC, O_DEVICE };
     static const struct option opts[] = {{"config", required_argument, 0, O_CONFIG}, {"set", required_argument, 0, O_SET},
                                          {"out", required_argument, 0, O_OUT},       {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},           {"train-precision", required_argument, 0, O_TPREC},
-                                         {0, 0, 0, 0}};
+                                         {"device", required_argument, 0, O_DEVICE},  {0, 0, 0, 0}};
+    static char device_set[128];
     const char *cmd = "run", *config = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, ch;
@@ -74,6 +76,12 @@ int cmd_run(int argc, char **argv) {
             if (n_sets == (int)AS_ARRAY_LEN(sets)) return cli_usage_error(cmd, "too many --set options");
             sets[n_sets++] = tp == TRAIN_PRECISION_BF16 ? "train.precision=bf16" : "train.precision=f32";
             tprec_given = true;
+            break;
+        case O_DEVICE:
+            if (n_sets == (int)AS_ARRAY_LEN(sets)) return cli_usage_error(cmd, "too many --set options");
+            if (snprintf(device_set, sizeof device_set, "device=%s", optarg) >= (int)sizeof device_set)
+                return cli_usage_error(cmd, "--device: '%s' is too long", optarg);
+            sets[n_sets++] = device_set;
             break;
         case O_OUT: out = optarg; break;
         case O_QUIET: quiet = true; break;

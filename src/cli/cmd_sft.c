@@ -62,6 +62,7 @@ static void usage(FILE *out) {
             "                       the result is bitwise that of an uninterrupted run\n"
             "  --seed S             default %llu\n"
             "  --threads N          threads (default: all cores)\n"
+            "  --device D           " CLI_DEVICE_HELP "\n"
             "  --help               this text\n",
             d.lora_cfg.rank, d.lora_cfg.alpha, d.lora_cfg.dropout, d.optim.lr, d.optim.weight_decay, d.optim.warmup_ratio,
             d.optim.max_grad_norm, d.epochs, d.batch_size, d.micro_batch, d.max_len, d.eval_fraction,
@@ -93,7 +94,7 @@ static bool parse_targets(const char *cmd, const char *s, uint32_t *out) {
 int cmd_sft(int argc, char **argv) {
     enum { O_MODEL = 1, O_DATA, O_OUT, O_FULL, O_RANK, O_ALPHA, O_DROP, O_TARGETS, O_OPT, O_LR, O_WD, O_SCHED, O_WARM,
            O_CLIP, O_EPOCHS, O_STEPS, O_BATCH, O_MICRO, O_MAXLEN, O_EVALF, O_EVALN, O_TMPL, O_SEED, O_THREADS, O_HELP, O_SAVE, O_RESUME,
-           O_PREC };
+           O_PREC, O_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},          {"data", required_argument, 0, O_DATA},
         {"out", required_argument, 0, O_OUT},              {"full", no_argument, 0, O_FULL},
@@ -109,7 +110,7 @@ int cmd_sft(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},            {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, O_HELP},                  {"save-every", required_argument, 0, O_SAVE},
         {"resume", no_argument, 0, O_RESUME},              {"precision", required_argument, 0, O_PREC},
-        {0, 0, 0, 0}};
+        {"device", required_argument, 0, O_DEVICE},        {0, 0, 0, 0}};
     const char *cmd = "sft";
     sft_config c;
     sft_config_default(&c);
@@ -154,6 +155,7 @@ int cmd_sft(int argc, char **argv) {
         case O_TMPL: c.chat_template = optarg; break;
         case O_SEED: if (!cli_parse_int(cmd, "--seed", optarg, 0, __LONG_MAX__, &l)) return 2; c.seed = (uint64_t)l; break;
         case O_THREADS: if (!cli_parse_int(cmd, "--threads", optarg, 1, 1024, &l)) return 2; c.threads = (int)l; break;
+        case O_DEVICE: c.device = optarg; break;
         case O_SAVE: if (!cli_parse_int(cmd, "--save-every", optarg, 1, __LONG_MAX__, &l)) return 2; c.save_every = l; break;
         case O_RESUME: c.resume = true; break;
         case O_PREC:

@@ -98,6 +98,7 @@ static const key_def KEYS[] = {
     {"eval.precision", KT_EVAL_PRECISION, OFF(eval_precision), 0, 0, 0, 0, NULL},
     {"seed", KT_U64, OFF(seed), 0, 0, 0, 0, NULL},
     {"threads", KT_I32, OFF(threads), 0, 1024, 0, 0, NULL},
+    {"device", KT_STR, OFF(device), 0, 0, 0, 0, NULL},
 };
 #define N_KEYS ((int)AS_ARRAY_LEN(KEYS))
 
@@ -149,6 +150,7 @@ void spin_config_default(spin_config *c) {
     c->eval_shots = -1;
     c->seed = 42;
     c->threads = 0;
+    c->device = as_strdup("cpu");
 }
 
 void spin_config_free(spin_config *c) {

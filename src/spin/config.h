@@ -75,6 +75,7 @@ typedef struct spin_config {
     // run
     uint64_t seed;
     int32_t threads;            // 0: all cores
+    char *device;               // the backend everything runs on: cpu | cuda | cuda:N (tensor/backend.h, as_backend_open)
 } spin_config;
 
 // Defaults (documented in configs/alphaspin.yaml).

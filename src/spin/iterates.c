@@ -62,7 +62,7 @@ model *spin_iterate_model(spin_ctx *x, int32_t j) {
     x->gen_full = NULL;
     char path[SPIN_PATH_LEN];
     snprintf(path, sizeof path, "%s/iter_%d/model.gguf", x->run, j);
-    if (model_load(&x->gen_full, path)) return NULL;
+    if (model_load(&x->gen_full, path) || model_use_backend(x->gen_full, x->inf->be)) return NULL;
     x->gen_full_k = j;
     return x->gen_full;
 }
@@ -133,6 +133,10 @@ int spin_iterate_policy(spin_ctx *x, int32_t t) {
     snprintf(path, sizeof path, "%s/iter_%d/model.gguf", x->run, t);
     train_model *m;
     if (train_model_load(&m, t == 0 ? x->base_gguf : path)) return AS_FAIL;
+    if (train_set_backend(m, x->inf->be)) {
+        train_model_free(m);
+        return AS_FAIL;
+    }
     train_set_threads(m, x->threads);
     train_set_checkpointing(m, x->c->checkpointing);
     train_set_precision(m, x->c->train_prec);

@@ -107,7 +107,14 @@ int spin_run(const spin_config *cin, const spin_run_options *o) {
         c.name = name;
     }
     if (strlen(o->out_dir) > 1024) return as_error("%.64s...: run folder path too long", o->out_dir);
-    if (spin_config_check(&c) || as_mkdir_p(o->out_dir) || spin_setup_config(o->out_dir, &c)) return AS_FAIL;
+    // The device is opened before the run folder is touched: one that cannot
+    // be used here (or cannot train) leaves no folder holding its configuration behind.
+    if (spin_config_check(&c)) return AS_FAIL;
+    const as_backend *be = as_backend_open(c.device);
+    if (!be) return AS_FAIL;
+    const char *missing = as_backend_missing(be, AS_BACKEND_INFERENCE | AS_BACKEND_TRAINING);
+    if (missing) return as_error("device %s: backend %s cannot run alpha-SPIN yet: it has no %s op", c.device, be->name, missing);
+    if (as_mkdir_p(o->out_dir) || spin_setup_config(o->out_dir, &c)) return AS_FAIL;
     // Under mpirun rank 0 alone reports progress (dist/dist.h).
     spin_ctx x = {.c = &c, .o = o, .run = o->out_dir, .quiet = o->quiet || dist_rank() != 0};
     x.threads = c.threads > 0 ? c.threads : kernel_get_threads();

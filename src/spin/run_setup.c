@@ -19,13 +19,15 @@ int spin_setup_models(spin_ctx *x) {
     const spin_config *c = x->c;
     // model_load takes a GGUF file or a Hugging Face folder (model/model_hf.h).
     snprintf(x->base_gguf, sizeof x->base_gguf, "%s", c->model_path);
-    if (model_load(&x->inf, x->base_gguf)) return AS_FAIL;
+    const as_backend *be = as_backend_open(c->device);
+    if (!be || model_load(&x->inf, x->base_gguf) || model_use_backend(x->inf, be)) return AS_FAIL;
     const gguf_file *meta = x->inf->file;
     if (c->tokenizer_path[0]) {
         // The tokenizer and chat template of another file (a folder without tokenizer.json).
         if (gguf_open(&x->tok_file, c->tokenizer_path)) return AS_FAIL;
         meta = x->tok_file;
     }
+    // The training models run on the inference model's backend (train_model_from_model).
     if (tokenizer_load(&x->tok, meta) || chat_template_init(&x->tpl, meta, c->chat_template[0] ? c->chat_template : NULL) ||
         train_model_from_model(&x->tm, x->inf))
         return AS_FAIL;

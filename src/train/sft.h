@@ -62,6 +62,7 @@ typedef struct sft_config {
     int32_t eval_every;         // optimizer steps between evaluations (0: only at the end)
     uint64_t seed;              // data split and order, adapter init, dropout
     int threads;                // 0: kernel_get_threads()
+    const char *device;         // NULL or "cpu": the CPU; "cuda[:N]": the backend to train on (tensor/backend.h)
     bool checkpointing;         // activation checkpointing
     train_precision precision;  // of the matrix products: f32 (default) or bf16 (train.h)
     bool quiet;                 // no progress line on stderr

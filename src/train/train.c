@@ -182,7 +182,13 @@ static void params_point(train_params *p, float *mem, const size_t *sizes) {
 
 void train_set_threads(train_model *m, int n) { m->n_threads = AS_MAX(n, 1); }
 void train_set_precision(train_model *m, train_precision p) { m->precision = p; }
-void train_set_backend(train_model *m, const as_backend *be) { m->be = be ? be : &as_backend_cpu; }
+int train_set_backend(train_model *m, const as_backend *be) {
+    if (!be) be = &as_backend_cpu;
+    const char *missing = as_backend_missing(be, AS_BACKEND_TRAINING);
+    if (missing) return as_error("backend %s cannot train yet: it has no %s op", be->name, missing);
+    m->be = be;
+    return AS_OK;
+}
 
 const char *train_precision_name(train_precision p) { return p == TRAIN_PRECISION_BF16 ? "bf16" : "f32"; }
 
@@ -240,6 +246,11 @@ int train_model_from_model(train_model **out, const model *src) {
         dequant_matrix(&L->w_gate, p->w_gate + l * F * C);
         dequant_matrix(&L->w_up, p->w_up + l * F * C);
         dequant_matrix(&L->w_down, p->w_down + l * C * F);
+    }
+    if (train_set_backend(m, src->be)) { // the inference model's backend
+        train_model_free(m);
+        *out = NULL;
+        return AS_FAIL;
     }
     return AS_OK;
 }

@@ -160,8 +160,10 @@ void train_set_threads(train_model *m, int n);
 // only, overrides the configured value (src/cli/cli.h).
 void train_set_precision(train_model *m, train_precision p);
 // The backend the forward, backward and optimizer steps run on (tensor/
-// backend.h; default the CPU's).  Buffers stay host memory.
-void train_set_backend(train_model *m, const as_backend *be);
+// backend.h; NULL: the CPU's, the default; train_model_from_model takes the
+// inference model's).  Buffers stay host memory.  -1 + as_error (the model
+// unchanged) when be lacks a training op (as_backend_missing).
+int train_set_backend(train_model *m, const as_backend *be);
 
 // Adds LoRA adapters (A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT's default
 // kaiming_uniform(a=sqrt(5)), B = 0, so the model is unchanged at first) and

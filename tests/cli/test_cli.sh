@@ -41,6 +41,12 @@ for c in logprobs generate eval chat; do
   expect 1 "$c: device tpu: unknown \(expected cpu, cuda or cuda:N\)" -- "$bin" $c "${args[@]}" --model "$tmp/none.gguf" --device tpu
   expect 1 "$c: device cuda:x: " -- "$bin" $c "${args[@]}" --model "$tmp/none.gguf" --device cuda:x
 done
+# Training commands: the same one line, and `run` leaves no run folder behind.
+expect 1 "sft: device tpu: unknown" -- "$bin" sft --data "$tmp/none.jsonl" --out "$tmp/sft_dev" --device tpu
+expect 1 "gfn-train: device tpu: unknown" -- "$bin" gfn-train --model "$tmp/none.gguf" --data "$tmp/none.jsonl" --out "$tmp/gfn_dev" --device tpu
+expect 1 "run: device tpu: unknown" -- "$bin" run --config "$(dirname "$0")/../../configs/default.yaml" --out "$tmp/run_dev" --device tpu
+[ -e "$tmp/run_dev" ] && bad "run --device tpu left a run folder" || ok
+expect 1 "run: device cuda:x: " -- "$bin" run --config "$(dirname "$0")/../../configs/default.yaml" --out "$tmp/run_dev" --set device=cuda:x
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   echo "skip: --device cuda without a GPU (this machine has one)"; skipped=$((skipped + 1))
 else

@@ -159,6 +159,26 @@ static void check_model(const char *path, const char *name) {
     fprintf(stderr, "  %s: q8, f32 and bf16 contexts on one model (interleaved both ways, and threaded): each bitwise as alone (%.1f MB of weight layouts made)\n",
             name, (double)model_layout_bytes(m) / 1e6);
     for (int i = 0; i < N_PREC; i++) session_free(&s[i]);
+
+    // A backend that lacks an inference op is refused with one line, the model
+    // unchanged; a KV cache of another backend is refused by model_forward.
+    as_backend partial = as_backend_cpu;
+    partial.name = "partial", partial.kv_store = NULL;
+    assert_int_equal(model_use_backend(m, &partial), AS_FAIL);
+    assert_string_equal(as_last_error(), "backend partial cannot run a model yet: it has no kv_store op");
+    assert_ptr_equal(m->be, &as_backend_cpu);
+    partial.kv_store = as_backend_cpu.kv_store;
+    kv_cache *kv = model_kv_cache(m, 1, 8, KERNEL_PRECISION_F32);
+    assert_int_equal(model_use_backend(m, &partial), AS_OK); // the weights move to `partial` (the CPU's functions)
+    const int32_t tok = 3, seq = 0, pos = 0;
+    float *logits = as_malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
+    assert_int_equal(model_forward(m, kv, &(model_batch){.n_tokens = 1, .token = &tok, .seq = &seq, .pos = &pos}, logits), AS_FAIL);
+    assert_string_equal(as_last_error(), "model_forward: KV cache made on backend cpu, the model runs on partial");
+    kv_cache_free(kv);
+    kv = model_kv_cache(m, 1, 8, KERNEL_PRECISION_F32);
+    assert_int_equal(model_forward(m, kv, &(model_batch){.n_tokens = 1, .token = &tok, .seq = &seq, .pos = &pos}, logits), AS_OK);
+    kv_cache_free(kv);
+    free(logits);
     model_free(m);
     for (int i = 0; i < N_PREC; i++) free(ref[i]);
 }

@@ -120,7 +120,7 @@ static train_model *tiny(bool gemma) {
 // Two optimizer steps of (forward, backward) on one batch; returns the trainable parameters (caller frees).
 static float *train_two_steps(const as_backend *be, bool gemma, bool lora, train_precision prec, bool ckpt, size_t *n_out) {
     train_model *m = tiny(gemma);
-    if (be) train_set_backend(m, be);
+    if (be) assert_int_equal(train_set_backend(m, be), AS_OK);
     train_set_precision(m, prec);
     train_set_checkpointing(m, ckpt);
     if (lora) {
@@ -188,7 +188,23 @@ static void test_runs_on_given_backend(void **st) {
                 }
 }
 
+// A backend still being written (a training op left NULL) is refused with one
+// line naming the op, and the model stays on its backend.
+static void test_refuses_incomplete_backend(void **st) {
+    (void)st;
+    as_backend partial = as_backend_cpu;
+    partial.name = "partial", partial.adamw_update = NULL;
+    train_model *m = tiny(false);
+    const as_backend *before = m->be;
+    assert_int_equal(train_set_backend(m, &partial), AS_FAIL);
+    assert_string_equal(as_last_error(), "backend partial cannot train yet: it has no adamw_update op");
+    assert_ptr_equal(m->be, before);
+    assert_int_equal(train_set_backend(m, NULL), AS_OK); // NULL: the CPU's
+    assert_ptr_equal(m->be, &as_backend_cpu);
+    train_model_free(m);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_on_given_backend)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_on_given_backend), cmocka_unit_test(test_refuses_incomplete_backend)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
