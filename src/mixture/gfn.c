@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mixture/mixture.h"
+#include "tensor/backend.h"
 #include "train/loop.h"
 #include "util/common.h"
 #include "util/rng.h"
@@ -93,13 +94,8 @@ static double subtb_weight(int32_t m, double lambda) {
 
 // ---- prefix rewards (inference model) ----
 
-static double row_lse(const float *z, int64_t V) {
-    float mx = z[0];
-    for (int64_t j = 1; j < V; j++) mx = fmaxf(mx, z[j]);
-    double s = 0.0;
-    for (int64_t j = 0; j < V; j++) s += exp((double)(z[j] - mx));
-    return mx + log(s);
-}
+// log sum_j e^z_j of a row of host logits: the host (CPU) backend's logsumexp.
+static double row_lse(const float *z, int64_t V) { return as_backend_cpu.logsumexp(z, V, 1.0f); }
 
 // cum[i] = log pi(s_i) and end[i] = log pi(END|s_i), i = 0..m, for one trajectory under the model's adapters.
 static int prefix_logps(model *m, kernel_precision prec, const gfn_traj *t, int32_t end_id, double *cum, double *end) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/backend.h"
 #include "util/common.h"
 #include "util/rng.h"
 
@@ -41,13 +42,8 @@ double mixture_ess(const double *log_w, int64_t n) {
 // Answer i's stream: independent of the batch it runs in.
 static void seed_stream(as_rng *r, uint64_t seed, int64_t i) { as_rng_seed(r, seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ull + 0x2545F4914F6CDD1Dull)); }
 
-static double log_sum_exp_f(const float *z, int64_t V, float scale) {
-    float mx = z[0] * scale;
-    for (int64_t j = 1; j < V; j++) mx = fmaxf(mx, z[j] * scale);
-    double s = 0.0;
-    for (int64_t j = 0; j < V; j++) s += exp((double)(z[j] * scale - mx));
-    return mx + log(s);
-}
+// log sum_j e^(scale z_j) of a row of host logits: the host (CPU) backend's logsumexp.
+static double log_sum_exp_f(const float *z, int64_t V, float scale) { return as_backend_cpu.logsumexp(z, V, scale); }
 
 typedef struct engine {
     model *m;

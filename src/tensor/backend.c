@@ -48,6 +48,7 @@ const as_backend as_backend_cpu = {
     .exp = kernel_exp,
     .argmax = kernel_argmax,
     .logprob = kernel_logprob,
+    .logsumexp = kernel_logsumexp,
     .add = kernel_add,
     .scale = kernel_scale,
     .weights_new = kernel_weights_new,
@@ -231,7 +232,7 @@ const char *as_backend_missing(const as_backend *be, unsigned groups) {
 #define OP(f) {#f, (const void *)be->f}
     const struct { const char *name; const void *fn; } inference[] = {
         OP(n_variants), OP(variant_name), OP(use_variant), OP(matmul), OP(get_row), OP(rmsnorm), OP(glu), OP(rope),
-        OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(add), OP(scale), OP(weights_new), OP(weights_free),
+        OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(logsumexp), OP(add), OP(scale), OP(weights_new), OP(weights_free),
         OP(weights_matmul), OP(weights_bytes), OP(kv_init), OP(kv_release), OP(kv_begin), OP(kv_store), OP(kv_attention),
         OP(kv_copy_prefix),
     }, training[] = {

@@ -62,6 +62,8 @@ typedef struct as_backend {
     int32_t (*argmax)(const float *x, int32_t n);
     // log softmax(z)[t] in double (ops.h): a token's log-probability.
     double (*logprob)(const float *z, int32_t n, int32_t t);
+    // log sum e^(s z) in double (ops.h): the mixture samplers' normalisers.
+    double (*logsumexp)(const float *z, int64_t n, float s);
     // y += x; x *= s (the residual stream, Gemma's embedding scale).
     void (*add)(float *y, const float *x, int64_t n);
     void (*scale)(float *x, int64_t n, float s);

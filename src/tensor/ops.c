@@ -254,3 +254,11 @@ double kernel_logprob(const float *z, int32_t n, int32_t t) {
     for (int32_t i = 0; i < n; i++) sum += exp((double)z[i] - mx);
     return (double)z[t] - mx - log(sum);
 }
+
+double kernel_logsumexp(const float *z, int64_t n, float s) {
+    float mx = z[0] * s;
+    for (int64_t j = 1; j < n; j++) mx = fmaxf(mx, z[j] * s);
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; j++) sum += exp((double)(z[j] * s - mx));
+    return mx + log(sum);
+}

@@ -28,6 +28,10 @@ int32_t kernel_argmax(const float *x, int32_t n);
 // skipped), log p = (z[t] - m) - log(sum_i e^(z[i] - m)), each term in double
 // with libm's exp, summed in index order (the same bits on every ISA).
 double kernel_logprob(const float *z, int32_t n, int32_t t);
+// log sum_i e^(s z[i]) over n logits scaled by s, in double: m = the largest
+// s z[i] in fp32 (fmaxf, from z[0]), then m + log(sum_i e^(double)(s z[i] - m)),
+// the differences in fp32, summed in index order (the mixture samplers').
+double kernel_logsumexp(const float *z, int64_t n, float s);
 // y[i] += x[i]; x[i] *= s (one rounding each: the same bits everywhere).
 void kernel_add(float *y, const float *x, int64_t n);
 void kernel_scale(float *x, int64_t n, float s);

@@ -256,6 +256,13 @@ static void t_rows(const as_backend *b, int v) {
         const int32_t tk = (int32_t)(n / 3);
         const double lp = b->logprob(x, (int32_t)n, tk), lref = (double)((long double)x[tk] - lm - logl(ls));
         expect(fabs(lp - lref) / fmax(1.0, fabs(lref)), 1e-13, b, v, "logprob", what);
+        // log sum e^(s z) (the mixture samplers' normaliser; s z rounded to fp32, ops.h) against long double.
+        const float sc = 0.7f;
+        long double sm = (long double)(x[0] * sc), ss2 = 0;
+        for (int64_t i = 1; i < n; i++) sm = fmaxl(sm, (long double)(x[i] * sc));
+        for (int64_t i = 0; i < n; i++) ss2 += expl((long double)(x[i] * sc) - sm);
+        const double lse = b->logsumexp(x, n, sc), lseref = (double)(sm + logl(ss2));
+        expect(fabs(lse - lseref) / fmax(1.0, fabs(lseref)), 1e-6, b, v, "logsumexp", what); // the differences s z - m are fp32
         // The residual add and the embedding scale: one rounding per element, exact.
         fill(x, n, -3, 3), fill(w, n, -3, 3);
         memcpy(y, w, sizeof(float) * (size_t)n);
