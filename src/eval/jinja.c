@@ -368,16 +368,18 @@ static void lex(parser *p, size_t i, const char *end, int32_t tag_pos, size_t *a
             size_t j = 0;
             char num[64];
             size_t k = 0;
-            bool is_float = false;
+            bool is_float = false, too_long = false;
+            // Appends one character of the literal; one longer than the buffer is an error, not a truncation.
+#define NUM_PUT(c) (k < sizeof num - 1 ? (void)(num[k++] = (c)) : (void)(too_long = true))
             while (j < rest && ((s[j] >= '0' && s[j] <= '9') || (s[j] == '_' && j + 1 < rest && s[j + 1] >= '0' && s[j + 1] <= '9'))) {
-                if (s[j] != '_' && k < 62) num[k++] = s[j];
+                if (s[j] != '_') NUM_PUT(s[j]);
                 j++;
             }
             if (j + 1 < rest && s[j] == '.' && s[j + 1] >= '0' && s[j + 1] <= '9' && !(i > 0 && p->src[i - 1] == '.')) {
                 is_float = true;
-                num[k++] = '.', j++;
+                NUM_PUT('.'), j++;
                 while (j < rest && ((s[j] >= '0' && s[j] <= '9') || s[j] == '_')) {
-                    if (s[j] != '_' && k < 62) num[k++] = s[j];
+                    if (s[j] != '_') NUM_PUT(s[j]);
                     j++;
                 }
             }
@@ -386,16 +388,18 @@ static void lex(parser *p, size_t i, const char *end, int32_t tag_pos, size_t *a
                 if (q < rest && (s[q] == '+' || s[q] == '-')) q++;
                 if (q < rest && s[q] >= '0' && s[q] <= '9') {
                     is_float = true;
-                    num[k++] = 'e';
-                    for (size_t r = j + 1; r < q; r++) num[k++] = s[r];
+                    NUM_PUT('e');
+                    for (size_t r = j + 1; r < q; r++) NUM_PUT(s[r]);
                     j = q;
                     while (j < rest && s[j] >= '0' && s[j] <= '9') {
-                        if (k < 62) num[k++] = s[j];
+                        NUM_PUT(s[j]);
                         j++;
                     }
                 }
             }
+#undef NUM_PUT
             num[k] = 0;
+            if (too_long) pfail(p, (int32_t)i, "numeric literal longer than %zu characters", sizeof num - 1);
             if (is_float) t->k = K_FLOAT, t->fv = strtod(num, NULL);
             else {
                 errno = 0;

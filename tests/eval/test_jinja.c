@@ -205,6 +205,9 @@ static void test_errors(void **st) {
     expect_error("{{ 'abc' | regex_replace('(', '') }}", "regex_replace: bad regular expression");
     expect_error("{# open", "'{#' without '#}'");
     expect_error("{{ 'unterminated }}", "unterminated string");
+    // A numeric literal longer than the lexer's buffer is an error (it wrote past the buffer: fuzz_eval_task).
+    expect_error("{{ 11111111111111111111111111111111111111111111111111111111111111.5e+10 }}", "position 4: numeric literal longer than 63 characters");
+    expect_error("{{ 1111111111111111111111111111111111111111111111111111111111111111111111 }}", "numeric literal longer than 63 characters");
     // Positions count characters, not bytes.
     expect_error("\xc3\xa9\xc3\xa9 {{ nope }}", "position 7: 'nope' is undefined");
 }
