@@ -20,7 +20,7 @@
 // (kernel_ops.matmul_q8, which gives the same bits): with the "amx" ISA the
 // AMX kernel from KERNEL_AMX_MIN_TOKENS tokens and its VNNI variant from
 // KERNEL_VNNI_TILE_MIN_TOKENS, with the "avx512" ISA the VNNI variant, with
-// the "avx2" ISA its Q4 tile kernel (kernels_avx2.c; Q8_0 stays on rows).
+// the "avx2" ISA its tile kernel (kernels_avx2.c).
 //
 // The f32 path's threads take output rows in chunks of 16 from a shared
 // counter (dynamic schedule): on a busy machine a descheduled thread then

@@ -438,18 +438,23 @@ static float vec_dot_q6_K_avx2(const block_q6_K *x, const block_q8_K *y, int64_t
     return acc;
 }
 
-// ---- Q4_0 / Q4_1 tiles: 16 weight rows x many tokens ----
+// ---- Q4_0 / Q4_1 / Q8_0 tiles: 16 weight rows x many tokens ----
 //
 // Prefill and batched decoding: a work item is a tile of 16 weight rows and
-// up to A2_TOKEN_CHUNK tokens.  The tile's Q4 codes are unpacked once per
+// up to A2_TOKEN_CHUNK tokens.  The tile's codes are unpacked once per
 // item into L1 in the AVX-512 tile kernels' layout (kernels_amx.c: code 4i +
 // j of row r at q[i][4r + j]), so 8 vectors hold a block's 32 codes of 8 rows
 // and a token's 4-byte activation groups meet them as broadcasts: 8 maddubs
 // give 8 rows' block sums for one token, where the row kernel spends about as
-// many operations on one row.  maddubs pairs are at most 2 * 15 * 128 in
+// many operations on one row.  Q4: maddubs pairs are at most 2 * 15 * 128 in
 // magnitude and 8 of them add up to less than 2^15, so the int16 sums are
-// exact; one madd makes them int32.  The float steps, and so the bits, are
-// vec_dot_q32_avx2's, with acc_b and accm_b per (token, row) in L1.
+// exact; one madd makes them int32 (Q8_0: a2_tile_t).  The float steps, and
+// so the bits, are vec_dot_q32_avx2's, with acc_b and accm_b per (token, row)
+// in L1.  One core, 32 tokens, cache-hot (`bench_matmul --isa avx2 --threads
+// 1 --tokens 32 --q8-only`, AMD EPYC Zen 4 class): the 49152 x 576 Q8_0
+// output 58.5 GFLOP/s on the row kernel, 97.4 on tiles; with two threads the
+// 1536 x 576 Q4_1 went 185 -> 300 GFLOP/s when transpose8_epi32 stopped
+// going through the stack.
 #define A2_ROWS 16
 #define A2_TOKEN_CHUNK 64
 
@@ -459,53 +464,63 @@ typedef struct {
 } a2_weight_block;
 
 // Dword i of the 8 vectors r[0..8) -> vector i (an 8 x 8 transpose of int32).
-static inline void transpose8_epi32(__m256i *r) {
-    __m256i t[8], u[8];
-    for (int k = 0; k < 4; k++) {
-        t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-    }
-    for (int k = 0; k < 2; k++)
-        for (int h = 0; h < 2; h++) {
-            u[4 * k + h] = _mm256_unpacklo_epi64(t[4 * k + h], t[4 * k + h + 2]);
-            u[4 * k + h + 2] = _mm256_unpackhi_epi64(t[4 * k + h], t[4 * k + h + 2]);
-        }
-    // u[4k + c]: rows 4k..4k+3, dwords {c', c' + 4} with c' = (0, 2, 1, 3)[c].
-    static const int order[4] = {0, 2, 1, 3};
-    for (int c = 0; c < 4; c++) {
-        r[order[c]] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
-        r[order[c] + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
-    }
+// Written out (no loops over arrays indexed by a table), so that it stays in
+// registers: the loop version went through the stack and its stores stalled
+// (perf: a2_unpack, 21% of batch-32 decoding, most of it there).
+static inline __attribute__((always_inline)) void transpose8_epi32(__m256i *r) {
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    // u_c: rows 0..3 (u0..u3) or 4..7 (u4..u7); per 128-bit lane, dword c of
+    // each row for c = 0, 1 (from t0/t4), 2, 3 (from t1/t5) of that lane.
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
 // Rows r0 .. r0+nr-1 of w (nr <= 16) as a2_weight_blocks; rows past nr
 // repeat the last one (their outputs are not stored).  Per block and 8 rows:
-// 8 nibble unpackings, one 8 x 8 transpose, the 8 (d, m) fp16 pairs
-// converted at once.
+// 8 nibble unpackings (Q8_0: loads of the signed codes), one 8 x 8
+// transpose, the 8 (d, m) fp16 pairs converted at once.
 static void a2_unpack(const as_matrix *w, int64_t r0, int nr, a2_weight_block *o) {
-    const bool affine = w->type == GGML_TYPE_Q4_1;
-    const size_t stride = affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    const bool affine = w->type == GGML_TYPE_Q4_1, q8 = w->type == GGML_TYPE_Q8_0;
+    const size_t stride = q8 ? sizeof(block_q8_0) : affine ? sizeof(block_q4_1) : sizeof(block_q4_0);
     const int qoff = affine ? 4 : 2;
+    const float m_per_d = q8 ? -128.0f : -8.0f; // m_w of Q4_0 and Q8_0 (vec_dot_q32_avx2)
     const uint8_t *rows[A2_ROWS];
     for (int r = 0; r < A2_ROWS; r++) rows[r] = (const uint8_t *)w->data + (size_t)(r0 + AS_MIN(r, nr - 1)) * w->row_bytes;
     for (int64_t k = 0; k < w->cols / 32; k++)
         for (int h = 0; h < 2; h++) {
             __m256i r[8];
-            _Alignas(32) uint32_t dm[8]; // (d, m) of Q4_1, (d, first codes) of Q4_0: d in the low half
+            int32_t dm[8]; // (d, m) of Q4_1, (d, first codes) of Q4_0: d in the low half
+#pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 const uint8_t *b = rows[8 * h + i] + (size_t)k * stride;
-                r[i] = nibbles_to_bytes(b + qoff);
-                memcpy(&dm[i], b, 4);
+                r[i] = q8 ? _mm256_loadu_si256((const __m256i *)(b + qoff)) : nibbles_to_bytes(b + qoff);
+                dm[i] = load_i32(b);
             }
             transpose8_epi32(r);
+#pragma GCC unroll 8
             for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(o[k].q[i] + 32 * h), r[i]);
-            const __m256i v = _mm256_load_si256((const __m256i *)dm);
+            // Built in registers: eight scalar stores reloaded as one vector
+            // would miss store forwarding.
+            const __m256i v = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]);
             // The low and high fp16 of each pair, packed into 8 x 16 bits.
             const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
             const __m256i x = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0xD8); // d0..d7 | m0..m7
             const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(x));
             _mm256_store_ps(o[k].d + 8 * h, d);
-            _mm256_store_ps(o[k].m + 8 * h, affine ? _mm256_cvtph_ps(_mm256_extracti128_si256(x, 1)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)));
+            _mm256_store_ps(o[k].m + 8 * h, affine ? _mm256_cvtph_ps(_mm256_extracti128_si256(x, 1)) : _mm256_mul_ps(d, _mm256_set1_ps(m_per_d)));
         }
 }
 
@@ -515,47 +530,84 @@ static inline __m256i bcast_u32(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-// One item: row tile wq (nb blocks) x tokens [t0, t1) of act.
-static void a2_tile(const a2_weight_block *wq, int64_t nb, const uint8_t *act, size_t act_bytes, int64_t t0, int64_t t1, float *out,
-                    int64_t ldo, int nr) {
+// One item: row tile wq (nb blocks) x tokens [t0, t1) of act.  pf_bytes
+// bytes from pf (the GGUF rows of the thread's next row tile, or none) are
+// prefetched into L2 a share per block, so that the next a2_unpack finds
+// them in cache.
+//
+// Q8_0 (q8): the codes are signed and up to 128 in magnitude, so a maddubs
+// pair reaches 2 * 128 * 127 and two of them would overflow int16: the sign
+// trick of the row kernel (|w| in registers, the broadcast activations with
+// w's sign), each pair sum widened by a madd, then 128 sum(a) from act_extra
+// added: the same exact P_i as the row kernel's.
+static inline __attribute__((always_inline)) void a2_tile_t(const bool q8, const a2_weight_block *wq, int64_t nb, const uint8_t *act,
+                                                             size_t act_bytes, int64_t t0, int64_t t1, float *out, int64_t ldo, int nr,
+                                                             const uint8_t *pf, size_t pf_bytes, int64_t n) {
     _Alignas(32) float acc[4][A2_TOKEN_CHUNK][A2_ROWS], accm[4][A2_TOKEN_CHUNK][A2_ROWS];
     const int nt = (int)(t1 - t0);
     for (int b = 0; b < 4; b++) memset(acc[b], 0, sizeof acc[b][0] * (size_t)nt), memset(accm[b], 0, sizeof accm[b][0] * (size_t)nt);
     const __m256i ones = _mm256_set1_epi16(1);
+    const size_t pf_lines = (pf_bytes + 63) / 64;
     for (int64_t k = 0; k < nb; k++) {
         const int b = (int)(k & 3);
+        for (size_t l = pf_lines * (size_t)k / (size_t)nb; l < pf_lines * (size_t)(k + 1) / (size_t)nb; l++)
+            _mm_prefetch((const char *)pf + 64 * l, _MM_HINT_T1);
         for (int h = 0; h < 2; h++) {
             __m256i wv[8];
+            const __m256i *ws = (const __m256i *)wq[k].q; // Q8_0: the signed codes, vector i at ws[2 i + h]
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) wv[i] = _mm256_load_si256((const __m256i *)(wq[k].q[i] + 32 * h));
+            for (int i = 0; i < 8; i++) {
+                wv[i] = _mm256_load_si256((const __m256i *)(wq[k].q[i] + 32 * h));
+                if (q8) wv[i] = _mm256_sign_epi8(wv[i], wv[i]);
+            }
             const __m256 dw = _mm256_load_ps(wq[k].d + 8 * h), mw = _mm256_load_ps(wq[k].m + 8 * h);
-            for (int n = 0; n < nt; n++) {
-                const block_q8_1_f32 *y = (const block_q8_1_f32 *)(act + (size_t)(t0 + n) * act_bytes) + k;
-                __m256i p[8];
+            for (int j = 0; j < nt; j++) {
+                const uint8_t *aj = act + (size_t)(t0 + j) * act_bytes;
+                const block_q8_1_f32 *y = (const block_q8_1_f32 *)aj + k;
+                __m256i P32;
+                if (q8) {
+                    __m256i p[8];
 #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) p[i] = _mm256_maddubs_epi16(wv[i], bcast_u32(y->qs + 4 * i));
-                const __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
-                                                   _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])));
-                const __m256 P = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
-                float *a = acc[b][n] + 8 * h, *am = accm[b][n] + 8 * h;
+                    for (int i = 0; i < 8; i++)
+                        p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(wv[i], _mm256_sign_epi8(bcast_u32(y->qs + 4 * i), _mm256_load_si256(ws + 2 * i + h))), ones);
+                    P32 = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3])),
+                                           _mm256_add_epi32(_mm256_add_epi32(p[4], p[5]), _mm256_add_epi32(p[6], p[7])));
+                    P32 = _mm256_add_epi32(P32, _mm256_set1_epi32(act_extra_of(aj, n).sum[k]));
+                }
+                else {
+                    __m256i p[8];
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) p[i] = _mm256_maddubs_epi16(wv[i], bcast_u32(y->qs + 4 * i));
+                    const __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
+                                                       _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])));
+                    P32 = _mm256_madd_epi16(s, ones);
+                }
+                const __m256 P = _mm256_cvtepi32_ps(P32);
+                float *a = acc[b][j] + 8 * h, *am = accm[b][j] + 8 * h;
                 _mm256_store_ps(a, _mm256_fmadd_ps(P, _mm256_mul_ps(dw, _mm256_set1_ps(y->d)), _mm256_load_ps(a)));
                 _mm256_store_ps(am, _mm256_fmadd_ps(mw, _mm256_set1_ps(y->s), _mm256_load_ps(am)));
             }
         }
     }
-    for (int n = 0; n < nt; n++) {
+    for (int j = 0; j < nt; j++) {
         _Alignas(32) float o[A2_ROWS];
-        float *dst = out + (t0 + n) * ldo;
+        float *dst = out + (t0 + j) * ldo;
         for (int h = 0; h < 2; h++) {
-            const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(acc[0][n] + 8 * h), _mm256_load_ps(acc[2][n] + 8 * h)),
-                                           _mm256_add_ps(_mm256_load_ps(acc[1][n] + 8 * h), _mm256_load_ps(acc[3][n] + 8 * h)));
-            const __m256 m = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(accm[0][n] + 8 * h), _mm256_load_ps(accm[2][n] + 8 * h)),
-                                           _mm256_add_ps(_mm256_load_ps(accm[1][n] + 8 * h), _mm256_load_ps(accm[3][n] + 8 * h)));
+            const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(acc[0][j] + 8 * h), _mm256_load_ps(acc[2][j] + 8 * h)),
+                                           _mm256_add_ps(_mm256_load_ps(acc[1][j] + 8 * h), _mm256_load_ps(acc[3][j] + 8 * h)));
+            const __m256 m = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(accm[0][j] + 8 * h), _mm256_load_ps(accm[2][j] + 8 * h)),
+                                           _mm256_add_ps(_mm256_load_ps(accm[1][j] + 8 * h), _mm256_load_ps(accm[3][j] + 8 * h)));
             if (nr == A2_ROWS) _mm256_storeu_ps(dst + 8 * h, _mm256_add_ps(s, m));
             else _mm256_store_ps(o + 8 * h, _mm256_add_ps(s, m));
         }
         if (nr < A2_ROWS) memcpy(dst, o, sizeof(float) * (size_t)nr);
     }
+}
+
+static void a2_tile(bool q8, const a2_weight_block *wq, int64_t nb, const uint8_t *act, size_t act_bytes, int64_t t0, int64_t t1, float *out,
+                    int64_t ldo, int nr, const uint8_t *pf, size_t pf_bytes, int64_t n) {
+    if (q8) a2_tile_t(true, wq, nb, act, act_bytes, t0, t1, out, ldo, nr, pf, pf_bytes, n);
+    else a2_tile_t(false, wq, nb, act, act_bytes, t0, t1, out, ldo, nr, pf, pf_bytes, n);
 }
 
 typedef struct {
@@ -587,12 +639,18 @@ static void a2_thread(a2_job *j) {
         const int64_t rt = item / n_chunks, c = item % n_chunks, r0 = rt * A2_ROWS;
         const int nr = (int)AS_MIN((int64_t)A2_ROWS, w->rows - r0);
         if (rt != have) a2_unpack(w, r0, nr, wq), have = rt;
-        a2_tile(wq, nb, j->act, j->act_bytes, c * A2_TOKEN_CHUNK, AS_MIN((c + 1) * A2_TOKEN_CHUNK, j->n_tokens), j->out + r0, j->ldo, nr);
+        // The last chunk of a row tile prefetches the next one's rows.
+        const int64_t r_next = r0 + A2_ROWS, nr_next = AS_MIN((int64_t)A2_ROWS, w->rows - r_next);
+        const bool pf = c == n_chunks - 1 && nr_next > 0;
+        a2_tile(w->type == GGML_TYPE_Q8_0, wq, nb, j->act, j->act_bytes, c * A2_TOKEN_CHUNK, AS_MIN((c + 1) * A2_TOKEN_CHUNK, j->n_tokens), j->out + r0, j->ldo, nr,
+                pf ? (const uint8_t *)w->data + (size_t)r_next * w->row_bytes : NULL, pf ? (size_t)nr_next * w->row_bytes : 0, w->cols);
     }
 }
 
 bool kernel_matmul_q8_avx2_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth) {
-    if (n_tokens < KERNEL_AVX2_TILE_MIN_TOKENS || (w->type != GGML_TYPE_Q4_0 && w->type != GGML_TYPE_Q4_1) || w->cols % 32) return false;
+    if (n_tokens < KERNEL_AVX2_TILE_MIN_TOKENS || (w->type != GGML_TYPE_Q4_0 && w->type != GGML_TYPE_Q4_1 && w->type != GGML_TYPE_Q8_0) ||
+        w->cols % 32)
+        return false;
     a2_job j = {.out = out, .ldo = ldo, .x = x, .n_tokens = n_tokens, .w = w, .act_bytes = kernel_act_row_size(w->type, w->cols)};
     j.act = kernel_scratch(SCRATCH_ACT, j.act_bytes * (size_t)n_tokens);
 #pragma omp parallel num_threads(AS_MIN(nth, STEAL_MAX_THREADS))

@@ -101,8 +101,9 @@ bool kernel_matmul_q8_vnni(float *out, int64_t ldo, const float *x, int64_t n_to
 // The "amx" ISA's matmul_q8: the AMX kernel from KERNEL_AMX_MIN_TOKENS tokens,
 // the VNNI one from KERNEL_VNNI_TILE_MIN_TOKENS.
 bool kernel_matmul_q8_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
-// The "avx2" ISA's matmul_q8 (kernels_avx2.c): Q4_0 / Q4_1 weights in tiles of
-// 16 rows for n_tokens >= KERNEL_AVX2_TILE_MIN_TOKENS; same bits as its row kernel.
+// The "avx2" ISA's matmul_q8 (kernels_avx2.c): Q4_0 / Q4_1 / Q8_0 weights in
+// tiles of 16 rows for n_tokens >= KERNEL_AVX2_TILE_MIN_TOKENS; same bits as
+// its row kernel.
 bool kernel_matmul_q8_avx2_tiles(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, int nth);
 #define KERNEL_AVX2_TILE_MIN_TOKENS 4
 // The row kernel of the current ISA (kernels.c matmul_q8): what

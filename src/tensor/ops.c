@@ -187,6 +187,31 @@ __attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, 
         if (l[i] > best) best = l[i], best_at = i;
     return best_at;
 }
+
+// The same with 8 lanes (AVX2 CPUs: 5% of a batch-32 greedy step in the scan).
+__attribute__((target("avx2"))) static int32_t argmax_avx2(const float *l, int32_t n) {
+    __m256 m = _mm256_set1_ps(l[0]);
+    __m256i at = _mm256_setzero_si256(), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i step = _mm256_set1_epi32(8);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8, idx = _mm256_add_epi32(idx, step)) {
+        const __m256 x = _mm256_loadu_ps(l + i);
+        const __m256 gt = _mm256_cmp_ps(x, m, _CMP_GT_OQ);
+        m = _mm256_blendv_ps(m, x, gt);
+        at = _mm256_blendv_epi8(at, idx, _mm256_castps_si256(gt));
+    }
+    float mv[8];
+    int32_t av[8];
+    _mm256_storeu_ps(mv, m);
+    _mm256_storeu_si256((__m256i *)av, at);
+    float best = mv[0];
+    int32_t best_at = av[0];
+    for (int j = 1; j < 8; j++)
+        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
+    for (; i < n; i++)
+        if (l[i] > best) best = l[i], best_at = i;
+    return best_at;
+}
 #endif
 
 // ---- entry points ----
@@ -227,7 +252,11 @@ void kernel_exp(float *x, int64_t n) {
 int32_t kernel_argmax(const float *x, int32_t n) {
     if (n <= 1 || x[0] != x[0]) return 0;
 #if defined(__x86_64__)
-    if (kernel_vec_level() == KERNEL_VEC_AVX512) return argmax_avx512(x, n);
+    switch (kernel_vec_level()) {
+    case KERNEL_VEC_AVX512: return argmax_avx512(x, n);
+    case KERNEL_VEC_AVX2: return argmax_avx2(x, n);
+    default: break;
+    }
 #endif
     int32_t best = 0;
     for (int32_t i = 1; i < n; i++)

@@ -248,6 +248,12 @@ static void t_rows(const as_backend *b, int v) {
         for (int64_t i = 1; i < n; i++)
             if (x[i] > x[best]) best = (int32_t)i;
         expect(b->argmax(x, (int32_t)n) == best ? 0 : 1, 0, b, v, "argmax", what);
+        // ... and NaNs past the first element are never the maximum (the scan's rule).
+        for (int64_t i = 1; i < n; i += 3) x[i] = NAN;
+        best = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (x[i] > x[best]) best = (int32_t)i;
+        expect(b->argmax(x, (int32_t)n) == best ? 0 : 1, 0, b, v, "argmax with NaNs", what);
         // A token's log-probability (in double) against long double.
         fill(x, n, -20, 20);
         long double lm = x[0], ls = 0;
