@@ -78,6 +78,10 @@ int main(int argc, char **argv) {
     const char *prec = argc > 2 ? argv[2] : "q8";
     if (argc > 3) kernel_set_threads(atoi(argv[3]));
     int B = argc > 4 ? atoi(argv[4]) : 32, T = argc > 5 ? atoi(argv[5]) : 512, P = 32, N = 128;
+    if ((argc > 3 && atoi(argv[3]) < 1) || B < 1 || T < 1) {
+        fprintf(stderr, "bench_inference: threads, batch and prefill must be positive integers\n");
+        return 2;
+    }
     model *m;
     if (model_load(&m, argv[1]) != AS_OK) {
         fprintf(stderr, "bench_inference: %s\n", as_last_error());

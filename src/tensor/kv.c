@@ -44,7 +44,7 @@ int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
         kv->bf16_tiles = amx;
     }
     if (kv->bf16_tiles && !amx)
-        return as_error("model_forward: the KV cache holds the AMX attention's bf16 tiles, and the ISA in use "
+        return as_error("kv cache: it holds the AMX attention's bf16 tiles, and the ISA in use "
                         "(capped since its first forward pass) has no AMX attention");
     pass->bf16 = amx;
     pass->block_rows = amx ? BLOCK_ROWS_AMX : BLOCK_ROWS;

@@ -164,6 +164,18 @@ __attribute__((target("avx2,fma"))) static void exp_avx2(float *x, int64_t n) {
 // spent 6% of a step in the plain scan over 49152 logits).  The same index as
 // the scan.
 #if defined(__x86_64__)
+// The lanes' maxima mv and first indices av merged (the lowest index among
+// equal maxima), then the scan over the tail l[i..n).
+static int32_t argmax_merge(const float *mv, const int32_t *av, int lanes, const float *l, int32_t i, int32_t n) {
+    float best = mv[0];
+    int32_t best_at = av[0];
+    for (int j = 1; j < lanes; j++)
+        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
+    for (; i < n; i++)
+        if (l[i] > best) best = l[i], best_at = i;
+    return best_at;
+}
+
 __attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, int32_t n) {
     __m512 m = _mm512_set1_ps(l[0]);
     __m512i at = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -179,13 +191,7 @@ __attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, 
     int32_t av[16];
     _mm512_storeu_ps(mv, m);
     _mm512_storeu_si512(av, at);
-    float best = mv[0];
-    int32_t best_at = av[0];
-    for (int j = 1; j < 16; j++)
-        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
-    for (; i < n; i++)
-        if (l[i] > best) best = l[i], best_at = i;
-    return best_at;
+    return argmax_merge(mv, av, 16, l, i, n);
 }
 
 // The same with 8 lanes (AVX2 CPUs: 5% of a batch-32 greedy step in the scan).
@@ -204,13 +210,7 @@ __attribute__((target("avx2"))) static int32_t argmax_avx2(const float *l, int32
     int32_t av[8];
     _mm256_storeu_ps(mv, m);
     _mm256_storeu_si256((__m256i *)av, at);
-    float best = mv[0];
-    int32_t best_at = av[0];
-    for (int j = 1; j < 8; j++)
-        if (mv[j] > best || (mv[j] == best && av[j] < best_at)) best = mv[j], best_at = av[j];
-    for (; i < n; i++)
-        if (l[i] > best) best = l[i], best_at = i;
-    return best_at;
+    return argmax_merge(mv, av, 8, l, i, n);
 }
 #endif
 
