@@ -1,5 +1,5 @@
 // The AMX tile unit in C (amx_emulate.h describes what and from where).
-// Plain C, no target attributes: runs on any x86-64.
+// Plain C (the two products with AVX2 / FMA enabled: only AVX-512 code calls them).
 #define _GNU_SOURCE
 #include "amx_emulate.h"
 
@@ -111,32 +111,35 @@ static void zero_outside(int c, int M, int N) {
     for (int m = 0; m < EMU_ROWS; m++) memset(st.t[c][m] + (m < M ? 4 * N : 0), 0, (size_t)(m < M ? EMU_COLSB - 4 * N : EMU_COLSB));
 }
 
-void amx_emu_dpbsud(int c, int a, int b) {
+// (AVX2 for speed: the loops vectorised; integer sums modulo 2^32 in any
+// order are the same.  Only AMX-INT8 code calls it, which needs AVX-512.)
+__attribute__((target("avx2"))) void amx_emu_dpbsud(int c, int a, int b) {
     int M, N, K;
     check_product("TDPBSUD", c, a, b, &M, &N, &K);
     __atomic_fetch_add(&n_dpbsud, 1, __ATOMIC_RELAXED);
     const int f = __atomic_load_n(&fault, __ATOMIC_RELAXED);
+    // B as a (4K x 16) matrix of its unsigned bytes: bw[4k + j][n] = B[k].byte[4n + j]
+    // (all 16 columns: bytes past B's colsb are 0 in the register).
+    int32_t bw[64][16];
+    for (int i = 0; i < 4 * K; i++)
+        for (int n = 0; n < 16; n++) bw[i][n] = st.t[b][i >> 2][4 * n + (i & 3)];
     for (int m = 0; m < M; m++) {
-        uint32_t tmp[16];
-        memcpy(tmp, st.t[c][m], sizeof tmp);
-        for (int k = 0; k < K; k++) {
-            const uint8_t *x = &st.t[a][m][4 * k], *y = st.t[b][k];
-            int32_t xs[4]; // A's bytes signed (TDPBSUD), or unsigned for the planted fault
-            for (int j = 0; j < 4; j++) xs[j] = f == AMX_EMU_FAULT_DPBSUD_UNSIGNED ? (int32_t)x[j] : (int32_t)(int8_t)x[j];
-            for (int n = 0; n < N; n++) {
-                // |4 products| <= 4 * 128 * 255: exact in int32; the accumulation wraps.
-                const int32_t p = xs[0] * y[4 * n] + xs[1] * y[4 * n + 1] + xs[2] * y[4 * n + 2] + xs[3] * y[4 * n + 3];
-                tmp[n] += (uint32_t)p;
-            }
+        // C[m].dword[n] + sum over k, j of A[m].byte[4k + j] (signed; unsigned for the
+        // planted fault) * B[k].byte[4n + j]; |product| <= 128 * 255, the sums wrap (uint32).
+        uint32_t acc[16];
+        memcpy(acc, st.t[c][m], sizeof acc);
+        for (int i = 0; i < 4 * K; i++) {
+            const int32_t x = f == AMX_EMU_FAULT_DPBSUD_UNSIGNED ? (int32_t)st.t[a][m][i] : (int32_t)(int8_t)st.t[a][m][i];
+            for (int n = 0; n < 16; n++) acc[n] += (uint32_t)(x * bw[i][n]);
         }
-        if (f == AMX_EMU_FAULT_DPBSUD_PLUS1 && m == 5 && N > 7) tmp[7] += 1;
-        memcpy(st.t[c][m], tmp, sizeof tmp);
+        if (f == AMX_EMU_FAULT_DPBSUD_PLUS1 && m == 5 && N > 7) acc[7] += 1;
+        memcpy(st.t[c][m], acc, sizeof acc);
     }
     zero_outside(c, M, N);
 }
 
 // bf16 as fp32, a denormal read as zero (of its sign).
-static float bf16_daz(uint16_t h) {
+static inline float bf16_daz(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
     float x;
@@ -145,23 +148,31 @@ static float bf16_daz(uint16_t h) {
 }
 
 // A denormal result flushed to zero (of its sign).
-static float ftz(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
+static inline float ftz(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 
-void amx_emu_dpbf16ps(int c, int a, int b) {
+// (FMA and AVX2 for speed: fmaf inline and the loops vectorised, the same
+// results; only AMX-BF16 code calls it, which needs AVX-512 anyway.)
+__attribute__((target("avx2,fma"))) void amx_emu_dpbf16ps(int c, int a, int b) {
     int M, N, K;
     check_product("TDPBF16PS", c, a, b, &M, &N, &K);
     __atomic_fetch_add(&n_dpbf16ps, 1, __ATOMIC_RELAXED);
     const int f = __atomic_load_n(&fault, __ATOMIC_RELAXED);
+    // B's rows as fp32 (DAZ), element e of row k at bk[k][e]: dword n holds elements 2n (even) and 2n + 1 (odd).
+    float bk[16][32];
+    for (int k = 0; k < K; k++)
+        for (int e = 0; e < 2 * N; e++) {
+            uint16_t y;
+            memcpy(&y, &st.t[b][k][2 * (f == AMX_EMU_FAULT_DPBF16PS_SWAP ? e ^ 1 : e)], 2);
+            bk[k][e] = bf16_daz(y);
+        }
     for (int m = 0; m < M; m++) {
-        float tmp[32] = {0};
-        for (int k = 0; k < K; k++)
-            for (int n = 0; n < N; n++)
-                for (int e = 0; e < 2; e++) {
-                    uint16_t x, y;
-                    memcpy(&x, &st.t[a][m][4 * k + 2 * e], 2);
-                    memcpy(&y, &st.t[b][k][4 * n + 2 * (f == AMX_EMU_FAULT_DPBF16PS_SWAP ? 1 - e : e)], 2);
-                    tmp[2 * n + e] = ftz(fmaf(bf16_daz(x), bf16_daz(y), tmp[2 * n + e]));
-                }
+        float tmp[32] = {0}; // tmp[2n + p]: the chain of output n's products of parity p
+        for (int k = 0; k < K; k++) {
+            uint16_t x[2];
+            memcpy(x, &st.t[a][m][4 * k], 4);
+            const float xa[2] = {bf16_daz(x[0]), bf16_daz(x[1])};
+            for (int e = 0; e < 2 * N; e++) tmp[e] = ftz(fmaf(xa[e & 1], bk[k][e], tmp[e]));
+        }
         for (int n = 0; n < N; n++) {
             float acc;
             memcpy(&acc, &st.t[c][m][4 * n], 4);
@@ -211,9 +222,18 @@ long amx_emu_syscall(long nr, ...) {
     return ret;
 }
 
+kernel_isa amx_emu_current_isa(void) { return KERNEL_ISA_AMX; }
+
 amx_emu_counts amx_emu_get_counts(void) {
     return (amx_emu_counts){__atomic_load_n(&n_loadconfig, __ATOMIC_RELAXED), __atomic_load_n(&n_dpbsud, __ATOMIC_RELAXED),
                             __atomic_load_n(&n_dpbf16ps, __ATOMIC_RELAXED)};
 }
 
 void amx_emu_set_fault(amx_emu_fault f) { __atomic_store_n(&fault, (int)f, __ATOMIC_RELAXED); }
+
+// ALPHASPIN_AMX_EMU_FAULT=n plants fault n from the start (checking by hand
+// that a test using the emulator fails, e.g. test_attention_amx_emu).
+__attribute__((constructor)) static void fault_from_env(void) {
+    const char *e = getenv("ALPHASPIN_AMX_EMU_FAULT");
+    if (e && *e) amx_emu_set_fault((amx_emu_fault)atoi(e));
+}

@@ -16,18 +16,32 @@
 // token tile per call, amx_tile_dot).
 //
 // The emulator itself is checked against a plain matrix product of tiles
-// (int8 x uint8 with 32-bit wrapping, rows and columns past the configured
-// shape zero), and the test checks that it notices planted faults in the
-// tile unit (one int32 off by one; A's bytes read unsigned).  Where the CPU
+// (int8 x uint8 with 32-bit wrapping, nothing stored past the configured
+// shape), and the test checks that it notices planted faults in the tile
+// unit (one int32 off by one; A's bytes read unsigned).  Where the CPU
 // really has AMX, the real kernel is compared with the emulated one too.
 //
-// The float part is AVX-512 code: skipped (exit 77) without AVX-512 VNNI.
+// AMX-BF16 (not with ALPHASPIN_AMX_PAIRS=0, which only the INT8 kernel
+// reads): gemm.c's tile GEMM, emulated, within the worst-case fp32 bound of
+// a double product of the bf16-rounded operands (TDPBF16PS's order of
+// additions is not specified, so no bitwise comparison with the fallback),
+// for every transposition, alpha / beta, partial blocks, the model's shapes,
+// 1 and 2 threads; its packed-B forms and a row alone give bitwise the same
+// outputs (gemm.h); the padding of C untouched; a planted fault (B's bf16
+// pairs swapped) breaks the bound 10^5 times over.  The AMX attention on the
+// cache's own bf16 tiles (kernel_attention_store_bf16_tiles) gives bitwise
+// the outputs it gives on the fp32 cache; test_attention_amx_emu runs
+// test_attention's reference checks on it.
+//
+// The kernels' vector parts are AVX-512 code: skipped (exit 77) without
+// AVX-512 VNNI.
 #include "test_common.h"
 
 #include <math.h>
 #include <time.h>
 
 #include "amx_emulate.h"
+#include "tensor/attention.h"
 #include "tensor/kernels_impl.h"
 #include "tensor/quant.h"
 #include "util/common.h"
@@ -319,6 +333,204 @@ static void test_permission(void **state) {
     assert_true(kernel_amx_permitted() == cpu_get_features()->amx_int8 || !kernel_amx_permitted());
 }
 
+// ---- AMX-BF16: gemm.c ----
+
+static float bf(float x) { return as_bf16_to_f32(as_f32_to_bf16(x)); }
+
+// The double products of the bf16-rounded op(A) and op(B): S = sum_k a_k b_k
+// and SA = sum_k |a_k b_k| (M x N).
+static void gemm_sums(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, double *S,
+                      double *SA) {
+    double *a = as_malloc(sizeof(double) * (size_t)(M * K)), *b = as_malloc(sizeof(double) * (size_t)(N * K)); // op(A) rows, op(B) columns
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) a[i * K + k] = bf(ta ? A[k * lda + i] : A[i * lda + k]);
+    for (int64_t j = 0; j < N; j++)
+        for (int64_t k = 0; k < K; k++) b[j * K + k] = bf(tb ? B[j * ldb + k] : B[k * ldb + j]);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double sum = 0, abs_sum = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double p = a[i * K + k] * b[j * K + k];
+                sum += p, abs_sum += fabs(p);
+            }
+            S[i * N + j] = sum, SA[i * N + j] = abs_sum;
+        }
+    free(a), free(b);
+}
+
+// max over C of |C - ref| / bound, ref = alpha S + beta C0 (gemm_sums); bound
+// (K + 4) 2^-23 (|alpha| SA + |beta c|) + 2^-126, the worst case of fp32 sums
+// of K products in any order (TDPBF16PS's order is not specified).  A wrong
+// element, pair or tile (layout, indexing) gives errors of the order of the
+// sum itself, hundreds of bounds at these sizes.
+static double gemm_error(int64_t M, int64_t N, int64_t K, float alpha, const double *S, const double *SA, float beta, const float *C0, const float *C,
+                         int64_t ldc) {
+    double worst = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            const double c0 = beta != 0.0f ? (double)beta * C0[i * ldc + j] : 0.0;
+            const double ref = alpha * S[i * N + j] + c0, bound = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * SA[i * N + j] + fabs(c0)) + 0x1p-126;
+            worst = fmax(worst, fabs(C[i * ldc + j] - ref) / bound);
+        }
+    return worst;
+}
+
+static void test_gemm_bf16(void **state) {
+    (void)state;
+    as_rng r;
+    as_rng_seed(&r, 21);
+    // (M, N, K): single elements, partial 16/32 blocks in every dimension, K
+    // not a multiple of 32, the model's projections (576, 1536), a chunked B.
+    static const int64_t shapes[][3] = {{1, 1, 1}, {5, 17, 31}, {32, 32, 32}, {33, 50, 33}, {100, 96, 64}, {64, 70, 576}, {7, 1536, 576}, {40, 576, 1536}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.5f}};
+    double worst_emu = 0, worst_real = 0;
+    int n_cases = 0;
+    const uint64_t before = amx_emu_get_counts().dpbf16ps;
+    for (size_t si = 0; si < AS_ARRAY_LEN(shapes); si++) {
+        const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const int64_t lda_n = K + 2, lda_t = M + 1, ldb_n = N + 3, ldb_t = K + 1, ldc = N + 5;
+        float *A = as_malloc(sizeof(float) * (size_t)(AS_MAX(M * lda_n, K * lda_t))), *B = as_malloc(sizeof(float) * (size_t)(AS_MAX(K * ldb_n, N * ldb_t)));
+        float *C0 = as_malloc(sizeof(float) * (size_t)(M * ldc)), *C = as_malloc(sizeof(float) * (size_t)(M * ldc)),
+              *C2 = as_malloc(sizeof(float) * (size_t)(M * ldc));
+        for (int64_t i = 0; i < AS_MAX(M * lda_n, K * lda_t); i++) A[i] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+        for (int64_t i = 0; i < AS_MAX(K * ldb_n, N * ldb_t); i++) B[i] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+        for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? (float)(2.0 * as_rng_uniform(&r) - 1.0) : NAN; // NaN: padding, never read or written
+        double *S = as_malloc(sizeof(double) * (size_t)(M * N)), *SA = as_malloc(sizeof(double) * (size_t)(M * N));
+        for (int t = 0; t < 4; t++) {
+            const bool ta = t & 1, tb = t & 2;
+            const int64_t lda = ta ? lda_t : lda_n, ldb = tb ? ldb_t : ldb_n;
+            gemm_sums(ta, tb, M, N, K, A, lda, B, ldb, S, SA);
+            for (size_t ai = 0; ai < AS_ARRAY_LEN(ab); ai++) {
+                const float alpha = ab[ai][0], beta = ab[ai][1];
+                for (int nth = 1; nth <= 2; nth++) {
+                    memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+                    kernel_gemm_bf16_emu(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nth);
+                    const double e = gemm_error(M, N, K, alpha, S, SA, beta, C0, C, ldc);
+                    if (!(e <= 1.0))
+                        fail_msg("AMX-BF16 GEMM (emulated) %lldx%lldx%lld ta %d tb %d alpha %g beta %g, %d threads: error %.3g bounds", (long long)M,
+                                 (long long)N, (long long)K, ta, tb, (double)alpha, (double)beta, nth, e);
+                    for (int64_t i = 0; i < M; i++)
+                        for (int64_t j = N; j < ldc; j++) assert_true(isnan(C[i * ldc + j]));
+                    worst_emu = fmax(worst_emu, e);
+                    // The library's own path (the fallback here; AMX where the CPU has it), same bound.
+                    memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
+                    kernel_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, ldc, nth);
+                    worst_real = fmax(worst_real, gemm_error(M, N, K, alpha, S, SA, beta, C0, C2, ldc));
+                    if (kernel_gemm_bf16_amx()) // real tiles: the emulator's every product and sum in some order -- compare only within the bound
+                        assert_true(gemm_error(M, N, K, alpha, S, SA, beta, C0, C2, ldc) <= 1.0);
+                    // A packed B (pack_b, and pack_init + pack_rows by chunks of 16 rows of W = op(B)^T): the same bits.
+                    kernel_bf16_packed P;
+                    kernel_bf16_pack_b_emu(&P, tb, K, N, B, ldb, nth);
+                    memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
+                    kernel_gemm_bf16_packed_emu(ta, M, alpha, A, lda, &P, beta, C2, ldc, nth);
+                    kernel_bf16_packed_free_emu(&P);
+                    assert_memory_equal(C, C2, sizeof(float) * (size_t)(M * ldc));
+                    if (tb) {
+                        kernel_bf16_pack_init_emu(&P, K, N);
+                        for (int64_t n0 = 0; n0 < N; n0 += 48) kernel_bf16_pack_rows_emu(&P, n0, AS_MIN((int64_t)48, N - n0), B + n0 * ldb, ldb, nth);
+                        memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
+                        kernel_gemm_bf16_packed_emu(ta, M, alpha, A, lda, &P, beta, C2, ldc, nth);
+                        kernel_bf16_packed_free_emu(&P);
+                        assert_memory_equal(C, C2, sizeof(float) * (size_t)(M * ldc));
+                    }
+                    // Batch invariance (gemm.h): row i alone gives row i's bits.
+                    if (!ta) {
+                        const int64_t i = M / 2;
+                        memcpy(C2, C0 + i * ldc, sizeof(float) * (size_t)ldc);
+                        kernel_gemm_bf16_emu(false, tb, 1, N, K, alpha, A + i * lda, lda, B, ldb, beta, C2, ldc, nth);
+                        assert_memory_equal(C + i * ldc, C2, sizeof(float) * (size_t)N);
+                    }
+                    n_cases++;
+                }
+            }
+        }
+        free(A), free(B), free(C0), free(C), free(C2), free(S), free(SA);
+    }
+    const uint64_t products = amx_emu_get_counts().dpbf16ps - before;
+    fprintf(stderr, "  %d products, %llu TDPBF16PS; worst error / bound: emulated AMX %.3g, %s %.3g\n", n_cases, (unsigned long long)products,
+            worst_emu, kernel_gemm_bf16_amx() ? "real AMX" : "the fallback", worst_real);
+    assert_true(products > 0);
+}
+
+// A wrong TDPBF16PS (B's pairs swapped) breaks the bound.
+static void test_gemm_bf16_fault_detected(void **state) {
+    (void)state;
+    as_rng r;
+    as_rng_seed(&r, 22);
+    const int64_t M = 20, N = 40, K = 64;
+    float *A = as_malloc(sizeof(float) * M * K), *B = as_malloc(sizeof(float) * K * N), *C0 = as_calloc((size_t)(M * N), sizeof(float)),
+          *C = as_calloc((size_t)(M * N), sizeof(float));
+    for (int64_t i = 0; i < M * K; i++) A[i] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+    for (int64_t i = 0; i < K * N; i++) B[i] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+    double *S = as_malloc(sizeof(double) * M * N), *SA = as_malloc(sizeof(double) * M * N);
+    gemm_sums(false, false, M, N, K, A, K, B, N, S, SA);
+    amx_emu_set_fault(AMX_EMU_FAULT_DPBF16PS_SWAP);
+    kernel_gemm_bf16_emu(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, 1);
+    amx_emu_set_fault(AMX_EMU_FAULT_NONE);
+    const double e = gemm_error(M, N, K, 1.0f, S, SA, 0.0f, C0, C, N);
+    fprintf(stderr, "  planted fault: error %.3g bounds\n", e);
+    assert_true(e > 10.0);
+    kernel_gemm_bf16_emu(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, 1);
+    assert_true(gemm_error(M, N, K, 1.0f, S, SA, 0.0f, C0, C, N) <= 1.0);
+    free(A), free(B), free(C0), free(C), free(S), free(SA);
+}
+
+// ---- AMX-BF16: attention_amx.c on the cache's bf16 tiles ----
+//
+// test_attention_amx_emu runs test_attention's reference checks on the
+// emulated AMX attention with fp32 / fp16 caches (converted to tiles per
+// call).  Here the cache's own bf16 tiles (kernel_attention_store_bf16_tiles,
+// tiled): the same values give bitwise the same outputs as the fp32 cache,
+// with finite junk in the tiles' unused positions (attention.h: ignored).
+static void test_attention_tiled_cache(void **state) {
+    (void)state;
+    as_rng r;
+    as_rng_seed(&r, 31);
+    static const int ds[] = {32, 64, 128}, Gs[] = {1, 3}, ns[] = {1, 17, 32, 33, 100};
+    const int Hkv = 2, g = 1; // the second of two KV heads: real strides and offsets
+    const uint64_t before = amx_emu_get_counts().dpbf16ps;
+    int n_cases = 0;
+    for (size_t di = 0; di < AS_ARRAY_LEN(ds); di++)
+        for (size_t gi = 0; gi < AS_ARRAY_LEN(Gs); gi++)
+            for (size_t ni = 0; ni < AS_ARRAY_LEN(ns); ni++) {
+                const int d = ds[di], G = Gs[gi], n = ns[ni], rows = AS_MIN(n, 5), kvd = Hkv * d;
+                const int64_t n_tiles = (n + KERNEL_KV_TILE - 1) / KERNEL_KV_TILE, ctx_pad = (n + KERNEL_KV_CHUNK - 1) / KERNEL_KV_CHUNK * KERNEL_KV_CHUNK;
+                float *K32 = as_calloc((size_t)(n_tiles * KERNEL_KV_TILE * kvd), sizeof(float)), *V32 = as_calloc((size_t)n * kvd, sizeof(float));
+                const size_t tile_elems = (size_t)(Hkv * ctx_pad * d);
+                as_bf16 *Kt = as_aligned_alloc(sizeof(as_bf16) * tile_elems), *Vt = as_aligned_alloc(sizeof(as_bf16) * tile_elems);
+                for (size_t i = 0; i < tile_elems; i++) Kt[i] = as_f32_to_bf16((float)as_rng_uniform(&r)), Vt[i] = as_f32_to_bf16((float)as_rng_uniform(&r));
+                float *ki = as_malloc(sizeof(float) * (size_t)kvd), *vi = as_malloc(sizeof(float) * (size_t)kvd);
+                for (int p = 0; p < n; p++) {
+                    for (int e = 0; e < kvd; e++) ki[e] = (float)(2.0 * as_rng_uniform(&r) - 1.0), vi[e] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+                    for (int e = 0; e < kvd; e++) K32[(p / KERNEL_KV_TILE) * KERNEL_KV_TILE * kvd + e * KERNEL_KV_TILE + p % KERNEL_KV_TILE] = ki[e];
+                    memcpy(V32 + (int64_t)p * kvd, vi, sizeof(float) * (size_t)kvd);
+                    kernel_attention_store_bf16_tiles_emu(Kt, Vt, ctx_pad, Hkv, d, p, ki, vi);
+                }
+                const int64_t q_stride = (int64_t)G * d + 3;
+                float *q = as_malloc(sizeof(float) * (size_t)(rows * q_stride)), *o32 = as_calloc((size_t)(rows * q_stride), sizeof(float)),
+                      *ot = as_calloc((size_t)(rows * q_stride), sizeof(float));
+                float *scores = as_aligned_alloc(sizeof(float) * (size_t)(KERNEL_ATTN_SCORE_ROWS * n_tiles * KERNEL_KV_TILE));
+                for (int64_t i = 0; i < rows * q_stride; i++) q[i] = (float)(2.0 * as_rng_uniform(&r) - 1.0);
+                int32_t n_keys[5];
+                for (int i = 0; i < rows; i++) n_keys[i] = n - (rows - 1 - i);
+                kernel_attn_args a = {.q = q, .q_stride = q_stride, .n_heads = G, .d = d, .n_rows = rows, .n_keys = n_keys,
+                                      .k = K32 + (int64_t)g * d * KERNEL_KV_TILE, .k_tile_stride = KERNEL_KV_TILE * (int64_t)kvd,
+                                      .v = V32 + (int64_t)g * d, .v_stride = kvd, .bf16 = true, .scale = 1.0f / sqrtf((float)d),
+                                      .out = o32, .out_stride = q_stride, .scores = scores, .scores_stride = n_tiles * KERNEL_KV_TILE};
+                kernel_attention_rows_amx_emu(&a);
+                a.tiled = true, a.k = Kt + (int64_t)g * ctx_pad * d, a.v = Vt + (int64_t)g * ctx_pad * d, a.v_panel = ctx_pad / 2 * 16, a.out = ot;
+                kernel_attention_rows_amx_emu(&a);
+                for (int i = 0; i < rows; i++)
+                    if (memcmp(o32 + i * q_stride, ot + i * q_stride, sizeof(float) * (size_t)(G * d)))
+                        fail_msg("AMX attention (emulated) d %d, G %d, %d keys: row %d differs between the fp32 cache and the bf16 tiles", d, G, n, i);
+                free(K32), free(V32), free(Kt), free(Vt), free(ki), free(vi), free(q), free(o32), free(ot), free(scores);
+                n_cases++;
+            }
+    const uint64_t products = amx_emu_get_counts().dpbf16ps - before;
+    fprintf(stderr, "  %d cases, %llu TDPBF16PS\n", n_cases, (unsigned long long)products);
+    assert_true(products > 0);
+}
+
 static int setup(void **state) {
     (void)state;
     return kernel_force_isa(KERNEL_ISA_AVX512) == AS_OK ? 0 : -1;
@@ -336,13 +548,20 @@ int main(void) {
         return AS_TEST_SKIP;
     }
     const char *pairs = getenv("ALPHASPIN_AMX_PAIRS");
-    fprintf(stderr, "token tiles %s\n", pairs && !strcmp(pairs, "0") ? "one per call (ALPHASPIN_AMX_PAIRS=0)" : "in pairs");
-    const struct CMUnitTest tests[] = {
+    const bool no_pairs = pairs && !strcmp(pairs, "0");
+    fprintf(stderr, "token tiles %s\n", no_pairs ? "one per call (ALPHASPIN_AMX_PAIRS=0): the INT8 tests only" : "in pairs");
+    const struct CMUnitTest int8[] = {
         cmocka_unit_test(test_emulator_tdpbsud),
         cmocka_unit_test(test_permission),
         cmocka_unit_test(test_faults_are_detected),
         cmocka_unit_test(test_small_shapes_all_counts),
         cmocka_unit_test(test_model_shapes),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest bf16[] = {
+        cmocka_unit_test(test_gemm_bf16),
+        cmocka_unit_test(test_gemm_bf16_fault_detected),
+        cmocka_unit_test(test_attention_tiled_cache),
+    };
+    const int failed = cmocka_run_group_tests(int8, setup, teardown);
+    return no_pairs ? failed : failed + cmocka_run_group_tests(bf16, setup, teardown);
 }
