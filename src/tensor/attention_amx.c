@@ -23,6 +23,10 @@
 #include "tensor/vexp.h"
 #include "util/common.h"
 
+#if defined(KERNEL_AMX_EMULATE) // test builds only: the tile instructions in C (tests/tensor/amx_emulate.h)
+#include "amx_emulate.h"
+#endif
+
 // ---- the cache's bf16 tiles ----
 
 // Zeroes what position p starts: a key tile (p % 16 == 0) and a chunk of

@@ -28,6 +28,10 @@
 #include "tensor/quant.h"
 #include "util/common.h"
 
+#if defined(KERNEL_AMX_EMULATE) // test builds only: the tile instructions in C (tests/tensor/amx_emulate.h)
+#include "amx_emulate.h"
+#endif
+
 // Below this many multiply-adds per call a split costs more than it saves.
 #define GEMM_MIN_TILE_WORK (1 << 16)
 

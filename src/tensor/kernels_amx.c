@@ -78,6 +78,10 @@
 #include "tensor/steal.h"
 #include "util/common.h"
 
+#if defined(KERNEL_AMX_EMULATE) // test builds only: the tile instructions in C (tests/tensor/amx_emulate.h)
+#include "amx_emulate.h"
+#endif
+
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8"))), apply_to = function)
 #endif
