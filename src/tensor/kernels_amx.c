@@ -119,18 +119,14 @@ typedef struct {
 // Tiles 0 and 3: C (16 tokens x 16 int32); 1 and 4: A (16 tokens x 32
 // bytes); 2 and 5: B (8 rows x 64 bytes = 32 codes x 16 weight rows).  Two
 // sets, so that two blocks' products are in flight while the previous ones'
-// sums are scaled.
-static void amx_config(void) {
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette_id = 1;
-    for (int s = 0; s < 2; s++) {
-        cfg.rows[3 * s + 0] = 16, cfg.colsb[3 * s + 0] = 64;
-        cfg.rows[3 * s + 1] = 16, cfg.colsb[3 * s + 1] = 32;
-        cfg.rows[3 * s + 2] = 8, cfg.colsb[3 * s + 2] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
+// sums are scaled.  A static table, as gemm.c's: GCC's LDTILECFG builtin
+// says it reads only 8 bytes of its operand, so stores to a local one could
+// be dropped as dead (GCC 12 -O2 happened to keep them).
+static const amx_tilecfg amx_cfg = {.palette_id = 1,
+                                    .colsb = {64, 32, 64, 64, 32, 64},
+                                    .rows = {16, 16, 8, 16, 16, 8}};
+
+static void amx_config(void) { _tile_loadconfig(&amx_cfg); }
 
 #define AMX_ROWS 16
 #define AMX_TOKENS 16
