@@ -54,6 +54,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -63,6 +64,7 @@
 
 extern "C" {
 #include "tensor/backend.h"
+#include "tensor/cuda/cuda_host_check.h"
 }
 
 #define CU_OK 0
@@ -164,6 +166,212 @@ struct op_add_f { __device__ float operator()(float a, float b) const { return a
 struct op_max_f { __device__ float operator()(float a, float b) const { return b > a ? b : a; } };
 
 #define RED_THREADS 1024
+
+// ---- training (backend.h's training-graph block) ----
+//
+// Every entry of train_graph.h, with the CPU's contracts: every backward
+// ACCUMULATES (+=) into its gradients (NULL: not wanted) except glu_backward
+// and logsoftmax_backward, which write.  Correctness first: host pointers in
+// and out, every operand copied per call (performance is a later step: keep
+// activations and gradients resident, fuse, and use cuBLAS for the LoRA
+// products and tensor cores for attention).
+//
+// Each output element is computed by one thread in a fixed order, mostly the
+// CPU's own order and operations (train_graph.c, train_ops.c, lora_gemm.h,
+// train_optim.c), so that a GPU run can be compared bit for bit with the CPU:
+//   - products of a single fused multiply-add chain in k order, then alpha,
+//     then + old (kernel_sgemm's element, gemm.h): attention's scores and
+//     outputs, the LoRA products (k_chain);
+//   - the softmaxes' sums and maxima in train_ops.h's 16 lanes (lane l: the
+//     elements i = l mod 16 in increasing i, folded in lane order);
+//   - the reductions over rows (embedding's dE, rmsnorm's dw, LoRA's dA and
+//     dB, attention's dk/dv over the query rows, in blocks of 64 rows and then
+//     over the heads of a group) sequential per output element, in the CPU's
+//     row order; sum_squares by blocks of 65536 as train_sum_squares.
+// No floating-point atomics anywhere, so the same inputs give the same bits
+// run to run.  The fp32 linear products and the bf16 products are cuBLAS's
+// (deterministic for a given GPU and toolkit: no atomics mode), whose
+// summation order is not the CPU's.  The e^x is vexp.h's as_expf (tr_expf),
+// the libm functions the device's own (tanhf of GELU, log of a log-sum-exp).
+// The whole plugin is compiled with --fmad=false: no multiply-add is fused
+// unless written as fmaf, as the CPU's -ffp-contract=off.
+//
+// The element arithmetic that is more than one rounding lives in the
+// __host__ __device__ functions below; alphaspin_cuda_train_host (at the end
+// of this section) runs them on the host for tests/tensor/test_cuda_train_host.c.
+
+#define HD __host__ __device__ static inline
+
+HD float div_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+HD float sqrt_rn(float a) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return sqrtf(a);
+#endif
+}
+HD float f32_of_bits(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+// vexp.h's as_expf, operation for operation (rintf: nearbyintf's rounding to
+// nearest even; the clamps turn NaN into AS_EXP_LO as there).
+HD float tr_expf(float x) {
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
+#ifdef __CUDA_ARCH__
+    const float n = rintf(x * 1.44269504088896341f);
+#else
+    const float n = nearbyintf(x * 1.44269504088896341f);
+#endif
+    float r = fmaf(-n, 0.693359375f, x);
+    r = fmaf(-n, -2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    return p * f32_of_bits((uint32_t)((int32_t)n + 127) << 23);
+}
+
+// train_ops.h's 16 lanes: lane l of a sum of e^(x - shift) (also storing the
+// terms in dst when not NULL) and of a maximum (every lane starts at x[0]).
+#define TR_LANES 16
+HD float lane_exp_sum(const float *x, int64_t n, float shift, int l, float *dst) {
+    float acc = 0.0f;
+    for (int64_t i = l; i < n; i += TR_LANES) {
+        const float e = tr_expf(x[i] - shift);
+        if (dst) dst[i] = e;
+        acc = acc + e;
+    }
+    return acc;
+}
+HD float lane_max(const float *x, int64_t n, int l) {
+    float acc = x[0];
+    for (int64_t i = l; i < n; i += TR_LANES) acc = acc > x[i] ? acc : x[i];
+    return acc;
+}
+HD double fold_sum(const float *lanes) {
+    double s = 0.0;
+    for (int l = 0; l < TR_LANES; l++) s += (double)lanes[l];
+    return s;
+}
+HD float fold_max(const float *lanes) {
+    float m = lanes[0];
+    for (int l = 1; l < TR_LANES; l++) m = m > lanes[l] ? m : lanes[l];
+    return m;
+}
+
+// SwiGLU (train_ops.c: silu_fwd_c, silu_bwd_c) and GeGLU (train_graph.c).
+#define TR_GELU_K 0.7978845608028654f
+HD float silu_sigmoid(float x) { return div_rn(1.0f, 1.0f + tr_expf(0.0f - x)); }
+HD float glu_fwd_elem(float x, float u, bool gelu) {
+    if (gelu) return 0.5f * x * (1.0f + tanhf(TR_GELU_K * (x + 0.044715f * x * x * x))) * u;
+    const float s = silu_sigmoid(x);
+    return (x * s) * u;
+}
+HD void glu_bwd_elem(float *dg, float *du, float d, float x, float u, bool gelu) {
+    if (gelu) {
+        const float t = tanhf(TR_GELU_K * (x + 0.044715f * x * x * x));
+        const float a = 0.5f * x * (1.0f + t);
+        const float da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * TR_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        *dg = d * u * da;
+        *du = d * a;
+        return;
+    }
+    const float s = silu_sigmoid(x);
+    const float da = s * (1.0f + x * (1.0f - s));
+    *dg = (d * u) * da;
+    *du = d * (x * s);
+}
+
+// The log-softmax backward's dz = fmaf(-g, e^(z - l), 0) (train_ops.h).
+HD float neg_scaled_exp_elem(float z, float g, float l) { return fmaf(-g, tr_expf(z - l), 0.0f); }
+
+// One RoPE pair of a head x (rope.c's rope_c: products rounded before the sum).
+HD void rope_pair(float *x, int i, int half, bool neox, float c, float sn, float sign) {
+    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    const float x0 = x[i0], x1 = x[i1], s = sign * sn;
+    const float a = x0 * c, b = x1 * s, e = x0 * s, f = x1 * c;
+    x[i0] = a - b;
+    x[i1] = e + f;
+}
+
+// Adapter dropout (train_ops.c's drop_hash, dropout_c and dropout_mask_c):
+// element j of a row whose counter is k0 is kept when lowbias32 of k0 + j,
+// folded to 32 bits, is >= p 2^32.
+HD uint32_t drop_hash(uint64_t k) {
+    uint32_t h = (uint32_t)k ^ (uint32_t)(k >> 32);
+    h ^= h >> 16, h *= 0x7feb352dU, h ^= h >> 15, h *= 0x846ca68bU, h ^= h >> 16;
+    return h;
+}
+HD uint32_t drop_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
+// The keep bits of the 16 elements j0 .. j0+15 (< n) of a row: hashed, or the stored word.
+HD uint16_t drop_word(uint64_t k0, int64_t j0, int64_t n, uint32_t thresh) {
+    uint16_t w = 0;
+    for (int64_t j = j0; j < j0 + 16 && j < n; j++) w |= (uint16_t)((drop_hash(k0 + (uint64_t)j) >= thresh) << (j % 16));
+    return w;
+}
+// d = x f, or fmaf(x, f, d) (add), f = keep ? keep_scale : 0.
+HD float drop_apply(float x, bool keep, float keep_scale, float d, bool add) {
+    const float f = keep ? keep_scale : 0.0f;
+    return add ? fmaf(x, f, d) : x * f;
+}
+
+// The optimizers' element updates (train_optim.c), their per-step constants
+// computed on the host as there.
+typedef struct { float lr, b1, b2, eps, wd, step_size, bc2s; } adamw_k;
+static adamw_k adamw_consts(float lr, float beta1, float beta2, float eps, float wd, int64_t t) {
+    adamw_k k;
+    k.lr = lr, k.b1 = beta1, k.b2 = beta2, k.eps = eps, k.wd = wd;
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    k.bc2s = (float)sqrt(1.0 - pow((double)beta2, (double)t));
+    k.step_size = lr / bc1;
+    return k;
+}
+HD void adamw_elem(float *p, float g, float *m, float *v, const adamw_k k) {
+    const float pi = *p * (1.0f - k.lr * k.wd);
+    *m = k.b1 * *m + (1.0f - k.b1) * g;
+    *v = k.b2 * *v + (1.0f - k.b2) * g * g;
+    *p = pi - div_rn(k.step_size * *m, div_rn(sqrt_rn(*v), k.bc2s) + k.eps);
+}
+HD void rmsprop_elem(float *p, float g, float *v, float lr, float a, float eps, float wd) {
+    const float gi = g + wd * *p;
+    *v = a * *v + (1.0f - a) * gi * gi;
+    *p -= div_rn(lr * gi, sqrt_rn(*v) + eps);
+}
+HD void sgd_elem(float *p, float g, float *m, float lr, float mu, float wd, int64_t t) {
+    float gi = g + wd * *p;
+    if (m) {
+        *m = t == 1 ? gi : mu * *m + gi;
+        gi = *m;
+    }
+    *p -= lr * gi;
+}
+
+// train_sum_squares's blocks: block b of 65536 elements summed in order, in double.
+#define TR_NORM_BLOCK 65536
+HD double sumsq_block(const float *x, size_t n, size_t b) {
+    const size_t i1 = (b + 1) * TR_NORM_BLOCK < n ? (b + 1) * TR_NORM_BLOCK : n;
+    double s = 0.0;
+    for (size_t i = b * TR_NORM_BLOCK; i < i1; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
 
 // ---- dequantisation (quant.c's operations, one output element per thread) ----
 
@@ -545,42 +753,35 @@ __global__ void k_argmax(const float *x, int32_t n, int32_t *out) {
     if (t == 0) *out = si[0] < 0 ? 0 : si[0];
 }
 
+// The softmax pieces in train_ops.h's 16 lanes (threads 0 .. 15 of the
+// block, each a lane in increasing i, folded in lane order: the CPU's bits
+// with vexp.h's e^x, tr_expf); n >= 1.
 __global__ void k_max(const float *x, int64_t n, float *out) {
-    __shared__ float sh[RED_THREADS];
-    float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = x[i] > m ? x[i] : m;
-    m = block_reduce(sh, m, op_max_f());
-    if (threadIdx.x == 0) *out = m;
+    __shared__ float lanes[TR_LANES];
+    if (threadIdx.x < TR_LANES) lanes[threadIdx.x] = lane_max(x, n, threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x == 0) *out = fold_max(lanes);
 }
 
 __global__ void k_exp_shift_sum(float *x, int64_t n, float shift, double *out) {
-    __shared__ double sh[RED_THREADS];
-    double s = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float e = expf(x[i] - shift);
-        x[i] = e, s += e;
-    }
-    s = block_reduce(sh, s, op_add_d());
-    if (threadIdx.x == 0) *out = s;
+    __shared__ float lanes[TR_LANES];
+    if (threadIdx.x < TR_LANES) lanes[threadIdx.x] = lane_exp_sum(x, n, shift, threadIdx.x, x);
+    __syncthreads();
+    if (threadIdx.x == 0) *out = fold_sum(lanes);
 }
 
+// The element functions of train_ops.h (section "training", above).
 __global__ void k_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dz[i] = -g * expf(z[i] - l);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dz[i] = neg_scaled_exp_elem(z[i], g, l);
 }
 
 __global__ void k_silu_fwd(float *h, const float *g, const float *u, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float s = 1.0f / (1.0f + expf(-g[i]));
-        h[i] = g[i] * s * u[i];
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) h[i] = glu_fwd_elem(g[i], u[i], false);
 }
 
 __global__ void k_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float s = 1.0f / (1.0f + expf(-g[i]));
-        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-        du[i] = dh[i] * g[i] * s;
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], false);
 }
 
 // Copies n floats in, returns the device pointer (scratch b).
@@ -641,7 +842,7 @@ static float cu_max(const float *x, int64_t n) {
     if (n <= 0) return -INFINITY;
     lock_guard g(op);
     float *d = upload(&b_a, x, n, op), *dm = (float *)grow(&b_b, sizeof(float), op), r = 0;
-    k_max<<<1, RED_THREADS>>>(d, n, dm);
+    k_max<<<1, 32>>>(d, n, dm);
     CK_LAUNCH();
     CK(cudaMemcpy(&r, dm, sizeof r, cudaMemcpyDeviceToHost));
     return r;
@@ -653,7 +854,7 @@ static double cu_exp_shift_sum(float *x, int64_t n, float shift) {
     lock_guard g(op);
     float *d = upload(&b_a, x, n, op);
     double *ds = (double *)grow(&b_b, sizeof(double), op), r = 0;
-    k_exp_shift_sum<<<1, RED_THREADS>>>(d, n, shift, ds);
+    k_exp_shift_sum<<<1, 32>>>(d, n, shift, ds);
     CK_LAUNCH();
     download(x, d, n, op);
     CK(cudaMemcpy(&r, ds, sizeof r, cudaMemcpyDeviceToHost));
@@ -716,6 +917,34 @@ __global__ void k_logprob(const float *z, int32_t n, int32_t t, double *out) {
     for (int32_t i = threadIdx.x; i < n; i += blockDim.x) s += exp((double)z[i] - (double)mx);
     s = block_reduce(shd, s, op_add_d());
     if (threadIdx.x == 0) *out = (double)z[t] - (double)mx - log(s);
+}
+
+// One block: log sum e^(s z) in double, as kernel_logsumexp: the fp32
+// maximum of s z (fmaxf, a fixed tree), the sum of e^(s z - max) in double
+// (per-thread strided sums folded by a fixed tree), then max + log(sum).
+struct op_fmax_f { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+__global__ void k_logsumexp(const float *z, int64_t n, float s, double *out) {
+    __shared__ float shf[RED_THREADS];
+    __shared__ double shd[RED_THREADS];
+    float mx = z[0] * s;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, z[i] * s);
+    mx = block_reduce(shf, mx, op_fmax_f());
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp((double)(z[i] * s - mx));
+    sum = block_reduce(shd, sum, op_add_d());
+    if (threadIdx.x == 0) *out = (double)mx + log(sum);
+}
+
+static double cu_logsumexp(const float *z, int64_t n, float s) {
+    const char *op = "logsumexp";
+    if (n <= 0) return -INFINITY;
+    lock_guard g(op);
+    float *d = upload(&b_a, z, n, op);
+    double *dr = (double *)grow(&b_b, sizeof(double), op), r = 0;
+    k_logsumexp<<<1, RED_THREADS>>>(d, n, s, dr);
+    CK_LAUNCH();
+    CK(cudaMemcpy(&r, dr, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
 }
 
 static void cu_add(float *y, const float *x, int64_t n) {
@@ -1126,6 +1355,954 @@ static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n
     }
 }
 
+// ---- training kernels ----
+
+#define EW_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// out[t] = scale * rows[t] (the rows of E gathered on the host).
+__global__ void k_tr_scale_copy(float *out, const float *x, int64_t n, float scale) {
+    EW_LOOP(i, n) out[i] = scale * x[i];
+}
+
+// Embedding backward: rows (U x C) of dE, one per distinct token; slot s adds
+// scale * dout[t] for its tokens t (list[first[s] .. first[s+1]), increasing t) in order.
+__global__ void k_tr_embed_bwd(float *rows, const float *dout, const int32_t *first, const int32_t *list, int64_t U, int64_t C, float scale) {
+    EW_LOOP(idx, U * C) {
+        const int64_t s = idx / C, j = idx % C;
+        float v = rows[idx];
+        for (int32_t q = first[s]; q < first[s + 1]; q++) v += scale * dout[(int64_t)list[q] * C + j];
+        rows[idx] = v;
+    }
+}
+
+// RMSNorm forward, one block per row: the sum of squares in double in
+// column order by one thread (train_rmsnorm_forward's), then the row.
+__global__ void k_tr_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+    __shared__ float r_sh;
+    const int64_t t = blockIdx.x;
+    const float *xt = x + t * C;
+    if (threadIdx.x == 0) {
+        double ss = 0.0;
+        for (int64_t j = 0; j < C; j++) ss += (double)xt[j] * xt[j];
+        r_sh = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+        rstd[t] = r_sh;
+    }
+    __syncthreads();
+    const float r = r_sh;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) out[t * C + j] = xt[j] * r * w[j];
+}
+
+// dx_j += r dy_j w_j - c x_j, c = r^3 / C sum_k dy_k w_k x_k (the dot in double, in order).
+__global__ void k_tr_rmsnorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, int64_t C) {
+    __shared__ float c_sh;
+    const int64_t t = blockIdx.x;
+    const float *xt = x + t * C, *dy = dout + t * C;
+    const float r = rstd[t];
+    if (threadIdx.x == 0) {
+        double dot = 0.0;
+        for (int64_t j = 0; j < C; j++) dot += (double)dy[j] * w[j] * xt[j];
+        c_sh = (float)(dot * (double)r * r * r / (double)C);
+    }
+    __syncthreads();
+    const float c = c_sh;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dx[t * C + j] += r * dy[j] * w[j] - c * xt[j];
+}
+
+// dw_j += sum_t dy_j x_j r, one thread per column summing the rows in order
+// from 0, then added (train_rmsnorm_backward's float acc).
+__global__ void k_tr_rmsnorm_bwd_dw(float *dw, const float *dout, const float *x, const float *rstd, int64_t N, int64_t C) {
+    EW_LOOP(j, C) {
+        float acc = 0.0f;
+        for (int64_t t = 0; t < N; t++) acc += dout[t * C + j] * x[t * C + j] * rstd[t];
+        dw[j] += acc;
+    }
+}
+
+__global__ void k_tr_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+    const int half = n_rot / 2;
+    EW_LOOP(idx, N * n_heads * (int64_t)half) {
+        const int64_t t = idx / ((int64_t)n_heads * half);
+        const int h = (int)(idx / half % n_heads), i = (int)(idx % half);
+        rope_pair(x + (t * n_heads + h) * d, i, half, neox, cs[t * half + i], sn[t * half + i], sign);
+    }
+}
+
+__global__ void k_tr_glu_fwd(float *h, const float *g, const float *u, int64_t n, bool gelu) {
+    EW_LOOP(i, n) h[i] = glu_fwd_elem(g[i], u[i], gelu);
+}
+
+__global__ void k_tr_glu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu) {
+    EW_LOOP(i, n) glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu);
+}
+
+// One block of TR_LANES threads per row: lse = max + log(sum e^(z - max))
+// with train_ops.h's lanes (train_logsoftmax_forward), logp = z[target] - lse.
+__global__ void k_tr_lsm_fwd(float *logp, float *lse, const float *z, const int32_t *tgt, int64_t V) {
+    __shared__ float lanes[TR_LANES];
+    __shared__ float mx_sh;
+    const int64_t r = blockIdx.x;
+    const float *zr = z + r * V;
+    const int l = threadIdx.x;
+    lanes[l] = lane_max(zr, V, l);
+    __syncthreads();
+    if (l == 0) mx_sh = fold_max(lanes);
+    __syncthreads();
+    const float mx = mx_sh;
+    __syncthreads();
+    lanes[l] = lane_exp_sum(zr, V, mx, l, NULL);
+    __syncthreads();
+    if (l == 0) {
+        const float L = mx + (float)log(fold_sum(lanes));
+        lse[r] = L;
+        logp[r] = zr[tgt[r]] - L;
+    }
+}
+
+// dz = fmaf(-g, e^(z - lse), 0), then + g at the target (written).
+__global__ void k_tr_lsm_bwd(float *dz, const float *dlogp, const float *z, const float *lse, const int32_t *tgt, int64_t rows, int64_t V) {
+    EW_LOOP(idx, rows * V) {
+        const int64_t r = idx / V, j = idx % V;
+        float v = neg_scaled_exp_elem(z[idx], dlogp[r], lse[r]);
+        if (j == tgt[r]) v += dlogp[r];
+        dz[idx] = v;
+    }
+}
+
+__global__ void k_tr_add(float *out, const float *a, const float *b, int64_t n) {
+    EW_LOOP(i, n) out[i] = a[i] + b[i];
+}
+
+__global__ void k_tr_scale(float *x, int64_t n, float c) {
+    EW_LOOP(i, n) x[i] *= c;
+}
+
+// Dropout, one thread per 16-element word of a row (row i's counter base + i cols):
+// hashes (storing keep) or replays keep; out = x f, or fmaf(x, f, out) (add).
+__global__ void k_tr_dropout(float *out, const float *x, int64_t rows, int64_t cols, uint64_t base, uint32_t thresh, float keep_scale,
+                             uint16_t *keep, bool replay, bool add) {
+    const int64_t w = (cols + 15) / 16;
+    EW_LOOP(idx, rows * w) {
+        const int64_t i = idx / w, j0 = idx % w * 16;
+        const uint16_t bits = replay ? keep[idx] : drop_word(base + (uint64_t)(i * cols), j0, cols, thresh);
+        if (!replay) keep[idx] = bits;
+        for (int64_t j = j0; j < j0 + 16 && j < cols; j++) out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, keep_scale, out[i * cols + j], add);
+    }
+}
+
+// C (M x Nc, contiguous) from a fused multiply-add chain per element,
+// kernel_sgemm's (gemm.h): acc = fmaf(a(i,k), b(k,j), acc) for k = 0 .. K-1
+// from 0, t = alpha acc (alpha 1: acc); mode 0: C = t; 1: C = C + t (fmaf(1,
+// C, t)); 2: C = fmaf(t, keep(i,j) ? kscale : 0, C) (lora_gemm.h's dropout of
+// rows_wide).  a(i,k) = A[i ai + k ak], b(k,j) = B[k bk + j bj].
+__global__ void k_chain(int64_t M, int64_t Nc, int64_t K, const float *A, int64_t ai, int64_t ak, const float *B, int64_t bk, int64_t bj,
+                        float alpha, int mode, const uint16_t *keep, float kscale, float *C) {
+    const int64_t w = (Nc + 15) / 16;
+    EW_LOOP(idx, M * Nc) {
+        const int64_t i = idx / Nc, j = idx % Nc;
+        const float *a = A + i * ai, *b = B + j * bj;
+        float acc = 0.0f;
+        for (int64_t k = 0; k < K; k++) acc = fmaf(a[k * ak], b[k * bk], acc);
+        const float t = alpha == 1.0f ? acc : alpha * acc;
+        if (mode == 0) C[idx] = t;
+        else if (mode == 1) C[idx] = C[idx] + t;
+        else C[idx] = fmaf(t, (keep[i * w + j / 16] >> (j % 16)) & 1 ? kscale : 0.0f, C[idx]);
+    }
+}
+
+#define TR_ATT_THREADS 128
+#define TR_ATT_BLOCK 64 // train_graph.c's ATT_BLOCK: the query rows whose dk/dv sums are added together
+
+// Attention forward, one block per (query row, head) item: the scores
+// scale (q.k) of the visible keys (one fmaf chain each), the max and the
+// sum of e^(s - max) in the 16 lanes, p = e * (1 / sum), out = sum_j p_j v_j
+// (one fmaf chain per dimension), lse = max + log(sum) (train_attention_forward).
+// rt0[r], ri[r]: row r's sequence start and position in it.
+__global__ void k_tr_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *rt0, const int32_t *ri,
+                             int64_t item0, int64_t n_items, int H, int group, int d, float scale, float *S, int64_t ld) {
+    __shared__ float lanes[TR_LANES];
+    __shared__ float mx_sh, inv_sh;
+    const int64_t it = item0 + blockIdx.x;
+    if (it >= n_items) return;
+    const int64_t r = it / H;
+    const int h = (int)(it % H), g = h / group, tid = threadIdx.x;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, t0 = rt0[r], i = ri[r], ti = t0 + i, w = i + 1;
+    const float *Q = q + ti * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
+    float *s = S + (int64_t)blockIdx.x * ld;
+    for (int64_t j = tid; j < w; j += blockDim.x) {
+        float acc = 0.0f;
+        for (int e = 0; e < d; e++) acc = fmaf(Q[e], K[j * kvd + e], acc);
+        s[j] = scale * acc;
+    }
+    __syncthreads();
+    if (tid < TR_LANES) lanes[tid] = lane_max(s, w, tid);
+    __syncthreads();
+    if (tid == 0) mx_sh = fold_max(lanes);
+    __syncthreads();
+    if (tid < TR_LANES) lanes[tid] = lane_exp_sum(s, w, mx_sh, tid, s);
+    __syncthreads();
+    if (tid == 0) {
+        const double sum = fold_sum(lanes);
+        inv_sh = (float)(1.0 / sum);
+        lse[ti * H + h] = mx_sh + (float)log(sum);
+    }
+    __syncthreads();
+    const float inv = inv_sh;
+    for (int e = tid; e < d; e += blockDim.x) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < w; j++) acc = fmaf(s[j] * inv, Vv[j * kvd + e], acc);
+        out[ti * qd + (int64_t)h * d + e] = acc;
+    }
+}
+
+// Attention backward of one (sequence, head), rows i of block i (T of them):
+// P_ij = e^(scale (q_i.k_j) - lse_i), dS_ij = P_ij (dO_i.v_j - D_i) scale,
+// D_i = dO_i.O_i (a float chain, dot_f), for j <= i, into P and dS (T x T).
+// Pointers at the sequence's first row and the head's (or K/V head's) columns.
+__global__ void k_tr_att_bwd_p(float *P, float *dS, const float *Q, const float *K, const float *Vv, const float *dO, const float *O,
+                               const float *lse, int64_t qd, int64_t kvd, int H, int d, float scale) {
+    __shared__ float D_sh;
+    const int64_t i = blockIdx.x;
+    const float *qi = Q + i * qd, *doi = dO + i * qd;
+    if (threadIdx.x == 0) {
+        const float *oi = O + i * qd;
+        float D = 0.0f;
+        for (int e = 0; e < d; e++) D += doi[e] * oi[e];
+        D_sh = D;
+    }
+    __syncthreads();
+    const float D = D_sh, L = lse[i * H];
+    const int64_t T = gridDim.x;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        float a = 0.0f, b = 0.0f;
+        for (int e = 0; e < d; e++) a = fmaf(qi[e], K[j * kvd + e], a);
+        for (int e = 0; e < d; e++) b = fmaf(doi[e], Vv[j * kvd + e], b);
+        const float p = tr_expf(scale * a - L);
+        P[i * T + j] = p;
+        dS[i * T + j] = p * (b - D) * scale;
+    }
+}
+
+// dQ_i += sum_{j <= i} dS_ij k_j (one chain per element, then added).
+__global__ void k_tr_att_bwd_dq(float *dQ, const float *dS, const float *K, int64_t T, int64_t qd, int64_t kvd, int d) {
+    EW_LOOP(idx, T * d) {
+        const int64_t i = idx / d;
+        const int e = (int)(idx % d);
+        float acc = 0.0f;
+        for (int64_t j = 0; j <= i; j++) acc = fmaf(dS[i * T + j], K[j * kvd + e], acc);
+        dQ[i * qd + e] += acc;
+    }
+}
+
+// dK_j += sum_i dS_ij q_i, dV_j += sum_i P_ij dO_i: per block of 64 query
+// rows from the one holding j, a chain over its rows i >= j, then added (the
+// CPU's block products with beta 1, in block order).
+__global__ void k_tr_att_bwd_dkv(float *dK, float *dV, const float *P, const float *dS, const float *Q, const float *dO, int64_t T, int64_t qd,
+                                 int64_t kvd, int d) {
+    EW_LOOP(idx, T * d) {
+        const int64_t j = idx / d;
+        const int e = (int)(idx % d);
+        float dk = dK[j * kvd + e], dv = dV[j * kvd + e];
+        for (int64_t i0 = j / TR_ATT_BLOCK * TR_ATT_BLOCK; i0 < T; i0 += TR_ATT_BLOCK) {
+            const int64_t i1 = i0 + TR_ATT_BLOCK < T ? i0 + TR_ATT_BLOCK : T;
+            float ak = 0.0f, av = 0.0f;
+            for (int64_t i = i0 > j ? i0 : j; i < i1; i++) {
+                ak = fmaf(dS[i * T + j], Q[i * qd + e], ak);
+                av = fmaf(P[i * T + j], dO[i * qd + e], av);
+            }
+            dk = dk + ak, dv = dv + av;
+        }
+        dK[j * kvd + e] = dk, dV[j * kvd + e] = dv;
+    }
+}
+
+__global__ void k_tr_adamw(float *p, const float *g, float *m, float *v, int64_t n, adamw_k k) {
+    EW_LOOP(i, n) adamw_elem(&p[i], g[i], &m[i], &v[i], k);
+}
+__global__ void k_tr_rmsprop(float *p, const float *g, float *v, int64_t n, float lr, float a, float eps, float wd) {
+    EW_LOOP(i, n) rmsprop_elem(&p[i], g[i], &v[i], lr, a, eps, wd);
+}
+__global__ void k_tr_sgd(float *p, const float *g, float *m, int64_t n, float lr, float mu, float wd, int64_t t) {
+    EW_LOOP(i, n) sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, mu, wd, t);
+}
+__global__ void k_tr_sumsq(double *part, const float *x, size_t n, size_t nb) {
+    EW_LOOP(b, (int64_t)nb) part[b] = sumsq_block(x, n, (size_t)b);
+}
+
+// ---- training ops (host side) ----
+
+// Scratch of the training ops, grown as needed and kept (slot per operand).
+static dbuf g_tr[12];
+static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands
+
+static void *tr_up(int slot, const void *x, size_t bytes, const char *op) {
+    void *d = grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
+    if (bytes > 0) CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+static void *tr_scratch(int slot, size_t bytes, const char *op) { return grow(&g_tr[slot], bytes > 0 ? bytes : 4, op); }
+static void tr_down(void *x, const void *d, size_t bytes, const char *op) {
+    if (bytes > 0) CK(cudaMemcpy(x, d, bytes, cudaMemcpyDeviceToHost));
+}
+#define FB(n) (sizeof(float) * (size_t)(n))
+
+static void check_int(int64_t v, const char *what, const char *op) {
+    if (v < 0 || v > INT32_MAX) die(op, "%s %lld: outside a cuBLAS int", what, (long long)v);
+}
+
+// C = alpha op(A) op(B) + beta C on device operands, row-major with leading
+// dimensions (cuBLAS's column-major C^T = op(B)^T op(A)^T).  beta 0: C is not read.
+static void dev_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      float beta, float *C, int64_t ldc, const char *op) {
+    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op);
+    check_int(lda, "lda", op), check_int(ldb, "ldb", op), check_int(ldc, "ldc", op);
+    CKB(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B,
+                    (int)(ldb > 0 ? ldb : 1), A, (int)(lda > 0 ? lda : 1), &beta, C, (int)(ldc > 0 ? ldc : 1)));
+}
+
+static void cu_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    const char *op = "embedding_forward";
+    if (N <= 0 || C <= 0) return;
+    lock_guard g(op);
+    // The table's rows count is not passed (V unknown): the N rows are
+    // gathered on the host and uploaded together.
+    float *rows = (float *)malloc(FB(N * C));
+    if (!rows) die(op, "out of host memory");
+    for (int64_t t = 0; t < N; t++) memcpy(rows + t * C, E + (int64_t)tok[t] * C, FB(C));
+    float *d = (float *)tr_up(0, rows, FB(N * C), op), *o = (float *)tr_scratch(1, FB(N * C), op);
+    free(rows);
+    k_tr_scale_copy<<<grid_for(N * C, 256), 256>>>(o, d, N * C, scale);
+    CK_LAUNCH();
+    tr_down(out, o, FB(N * C), op);
+}
+
+// dE's rows of the distinct tokens travel (V is not passed); each adds its
+// tokens' rows of dout in token order, as the CPU's serial loop.
+static void cu_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    const char *op = "embedding_backward";
+    if (N <= 0 || C <= 0) return;
+    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
+    lock_guard g(op);
+    // Distinct tokens (slots, in order of first use) and, per slot, its rows in increasing order.
+    int32_t *slot_tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)N), *slot_of = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *first = (int32_t *)calloc((size_t)N + 2, sizeof(int32_t)), *list = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *fill_at = (int32_t *)malloc(sizeof(int32_t) * ((size_t)N + 1));
+    if (!slot_tok || !slot_of || !first || !list || !fill_at) die(op, "out of host memory");
+    int64_t U = 0;
+    for (int64_t t = 0; t < N; t++) { // quadratic in the distinct tokens, but N is a batch's rows
+        int64_t s = 0;
+        while (s < U && slot_tok[s] != tok[t]) s++;
+        if (s == U) slot_tok[U++] = tok[t];
+        slot_of[t] = (int32_t)s;
+        first[s + 1]++;
+    }
+    for (int64_t s = 0; s < U; s++) first[s + 1] += first[s];
+    for (int64_t s = 0; s <= U; s++) fill_at[s] = first[s];
+    for (int64_t t = 0; t < N; t++) list[fill_at[slot_of[t]]++] = (int32_t)t;
+    float *rows = (float *)malloc(FB(U * C));
+    if (!rows) die(op, "out of host memory");
+    for (int64_t s = 0; s < U; s++) memcpy(rows + s * C, dE + (int64_t)slot_tok[s] * C, FB(C));
+    float *dr = (float *)tr_up(0, rows, FB(U * C), op), *dd = (float *)tr_up(1, dout, FB(N * C), op);
+    int32_t *df = (int32_t *)tr_up(2, first, sizeof(int32_t) * (size_t)(U + 1), op), *dl = (int32_t *)tr_up(3, list, sizeof(int32_t) * (size_t)N, op);
+    k_tr_embed_bwd<<<grid_for(U * C, 256), 256>>>(dr, dd, df, dl, U, C, scale);
+    CK_LAUNCH();
+    tr_down(rows, dr, FB(U * C), op);
+    for (int64_t s = 0; s < U; s++) memcpy(dE + (int64_t)slot_tok[s] * C, rows + s * C, FB(C));
+    free(rows), free(slot_tok), free(slot_of), free(first), free(list), free(fill_at);
+}
+
+static void cu_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth) {
+    const char *op = "linear_forward";
+    (void)nth;
+    if (N <= 0 || out_dim <= 0) return;
+    lock_guard g(op);
+    float *dx = (float *)tr_up(0, x, FB(N * in), op), *dW = (float *)tr_up(1, W, FB(out_dim * in), op);
+    float *dy = (float *)tr_scratch(2, FB(N * out_dim), op);
+    if (in <= 0) CK(cudaMemset(dy, 0, FB(N * out_dim)));
+    else dev_sgemm(false, true, N, out_dim, in, 1.0f, dx, in, dW, in, 0.0f, dy, out_dim, op);
+    tr_down(out, dy, FB(N * out_dim), op);
+}
+
+// dx += dout W;  dW += dout^T x.
+static void cu_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim,
+                               int nth) {
+    const char *op = "linear_backward";
+    (void)nth;
+    if (N <= 0 || in <= 0 || out_dim <= 0 || (!dx && !dW)) return;
+    lock_guard g(op);
+    float *ddo = (float *)tr_up(0, dout, FB(N * out_dim), op);
+    if (dx) {
+        float *dW_ = (float *)tr_up(1, W, FB(out_dim * in), op), *ddx = (float *)tr_up(2, dx, FB(N * in), op);
+        dev_sgemm(false, false, N, in, out_dim, 1.0f, ddo, out_dim, dW_, in, 1.0f, ddx, in, op);
+        tr_down(dx, ddx, FB(N * in), op);
+    }
+    if (dW) {
+        float *dxx = (float *)tr_up(1, x, FB(N * in), op), *ddW = (float *)tr_up(2, dW, FB(out_dim * in), op);
+        dev_sgemm(true, false, out_dim, in, N, 1.0f, ddo, out_dim, dxx, in, 1.0f, ddW, in, op);
+        tr_down(dW, ddW, FB(out_dim * in), op);
+    }
+}
+
+static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+    const char *op = "rmsnorm_forward";
+    (void)nth;
+    if (N <= 0 || C <= 0) return;
+    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
+    lock_guard g(op);
+    float *dx = (float *)tr_up(0, x, FB(N * C), op), *dw = (float *)tr_up(1, w, FB(C), op);
+    float *dy = (float *)tr_scratch(2, FB(N * C), op), *dr = (float *)tr_scratch(3, FB(N), op);
+    k_tr_rmsnorm_fwd<<<(unsigned)N, 256>>>(dy, dr, dx, dw, C, eps);
+    CK_LAUNCH();
+    tr_down(out, dy, FB(N * C), op);
+    tr_down(rstd, dr, FB(N), op);
+}
+
+static void cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                                int nth) {
+    const char *op = "rmsnorm_backward";
+    (void)nth;
+    if (N <= 0 || C <= 0 || (!dx && !dw)) return;
+    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
+    lock_guard g(op);
+    float *ddo = (float *)tr_up(0, dout, FB(N * C), op), *dxx = (float *)tr_up(1, x, FB(N * C), op), *dr = (float *)tr_up(2, rstd, FB(N), op);
+    if (dx) {
+        float *dww = (float *)tr_up(3, w, FB(C), op), *ddx = (float *)tr_up(4, dx, FB(N * C), op);
+        k_tr_rmsnorm_bwd_dx<<<(unsigned)N, 256>>>(ddx, ddo, dxx, dww, dr, C);
+        CK_LAUNCH();
+        tr_down(dx, ddx, FB(N * C), op);
+    }
+    if (dw) {
+        float *ddw = (float *)tr_up(5, dw, FB(C), op);
+        k_tr_rmsnorm_bwd_dw<<<grid_for(C, 128), 128>>>(ddw, ddo, dxx, dr, N, C);
+        CK_LAUNCH();
+        tr_down(dw, ddw, FB(C), op);
+    }
+}
+
+static void tr_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign, const char *op) {
+    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    if (n_rot > d) die(op, "n_rot %d > d %d", n_rot, d);
+    lock_guard g(op);
+    const int64_t n = N * n_heads * d, half = n_rot / 2;
+    float *dx = (float *)tr_up(0, x, FB(n), op), *dc = (float *)tr_up(1, cs, FB(N * half), op), *ds = (float *)tr_up(2, sn, FB(N * half), op);
+    k_tr_rope<<<grid_for(N * n_heads * half, 256), 256>>>(dx, N, n_heads, d, n_rot, neox, dc, ds, sign);
+    CK_LAUNCH();
+    tr_down(x, dx, FB(n), op);
+}
+
+static void cu_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    tr_rope(x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
+}
+
+static void cu_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    tr_rope(dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
+}
+
+// The rows the sequences cover (n_rows: the end of the last one) and the longest.
+static void att_extent(const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int64_t *n_rows, int64_t *covered, int64_t *longest,
+                       const char *op) {
+    *n_rows = 0, *covered = 0, *longest = 0;
+    for (int32_t b = 0; b < n_seq; b++) {
+        if (seq_off[b] < 0 || seq_len[b] < 0) die(op, "sequence %d: offset %d, length %d", (int)b, (int)seq_off[b], (int)seq_len[b]);
+        const int64_t end = (int64_t)seq_off[b] + seq_len[b];
+        *n_rows = end > *n_rows ? end : *n_rows;
+        *covered += seq_len[b];
+        *longest = seq_len[b] > *longest ? seq_len[b] : *longest;
+    }
+}
+
+static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                                 const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    const char *op = "attention_forward";
+    (void)scratch, (void)max_len, (void)nth; // the scores live in device scratch, sized by the longest sequence
+    if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
+    int64_t n_rows, covered, ld;
+    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &ld, op);
+    if (covered == 0) return;
+    lock_guard g(op);
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = covered * H;
+    int32_t *rt0 = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered), *ri = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered);
+    if (!rt0 || !ri) die(op, "out of host memory");
+    for (int32_t b = 0, r = 0; b < n_seq; b++)
+        for (int32_t i = 0; i < seq_len[b]; i++, r++) rt0[r] = seq_off[b], ri[r] = i;
+    float *dq = (float *)tr_up(0, q, FB(n_rows * qd), op), *dk = (float *)tr_up(1, k, FB(n_rows * kvd), op);
+    float *dv = (float *)tr_up(2, v, FB(n_rows * kvd), op);
+    // out and lse travel both ways: rows outside every sequence keep their values.
+    float *dout = (float *)tr_up(3, out, FB(n_rows * qd), op), *dl = (float *)tr_up(4, lse, FB(n_rows * H), op);
+    int32_t *drt0 = (int32_t *)tr_up(5, rt0, sizeof(int32_t) * (size_t)covered, op), *dri = (int32_t *)tr_up(6, ri, sizeof(int32_t) * (size_t)covered, op);
+    free(rt0), free(ri);
+    // Score rows of ld floats, at most 2^24 floats of them per launch.
+    const int64_t per = ((int64_t)1 << 24) / ld > 1 ? ((int64_t)1 << 24) / ld : 1, chunk = per < n_items ? per : n_items;
+    float *S = (float *)tr_scratch(7, FB(chunk * ld), op);
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int64_t it = 0; it < n_items; it += chunk) {
+        const int64_t nb = n_items - it < chunk ? n_items - it : chunk;
+        k_tr_att_fwd<<<(unsigned)nb, TR_ATT_THREADS>>>(dout, dl, dq, dk, dv, drt0, dri, it, n_items, H, H / Hkv, d, scale, S, ld);
+        CK_LAUNCH();
+    }
+    tr_down(out, dout, FB(n_rows * qd), op);
+    tr_down(lse, dl, FB(n_rows * H), op);
+}
+
+// Per (sequence, head), sequences in order, heads in order (so the heads of
+// a K/V group add into its dk/dv one after the other, as the CPU's): P and
+// dS of the head (T x T), then dq, then dk and dv.
+static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                                  int d, int nth) {
+    const char *op = "attention_backward";
+    (void)nth;
+    if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
+    int64_t n_rows, covered, T_max;
+    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &T_max, op);
+    if (covered == 0) return;
+    if (T_max > INT32_MAX) die(op, "sequence of %lld rows", (long long)T_max);
+    lock_guard g(op);
+    const int group = H / Hkv;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *Dq = (float *)tr_up(0, q, FB(n_rows * qd), op), *Dk = (float *)tr_up(1, k, FB(n_rows * kvd), op);
+    float *Dv = (float *)tr_up(2, v, FB(n_rows * kvd), op), *DdO = (float *)tr_up(3, dout, FB(n_rows * qd), op);
+    float *DO = (float *)tr_up(4, out, FB(n_rows * qd), op), *Dl = (float *)tr_up(5, lse, FB(n_rows * H), op);
+    float *Ddq = (float *)tr_up(6, dq, FB(n_rows * qd), op), *Ddk = (float *)tr_up(7, dk, FB(n_rows * kvd), op);
+    float *Ddv = (float *)tr_up(8, dv, FB(n_rows * kvd), op);
+    float *P = (float *)tr_scratch(9, FB(2 * T_max * T_max), op), *dS = P + T_max * T_max;
+    for (int32_t b = 0; b < n_seq; b++) {
+        const int64_t t0 = seq_off[b], T = seq_len[b];
+        if (T == 0) continue;
+        for (int h = 0; h < H; h++) {
+            const int64_t gq = t0 * qd + (int64_t)h * d, gk = t0 * kvd + (int64_t)(h / group) * d;
+            k_tr_att_bwd_p<<<(unsigned)T, TR_ATT_THREADS>>>(P, dS, Dq + gq, Dk + gk, Dv + gk, DdO + gq, DO + gq, Dl + t0 * H + h, qd, kvd, H, d, scale);
+            CK_LAUNCH();
+            k_tr_att_bwd_dq<<<grid_for(T * d, 128), 128>>>(Ddq + gq, dS, Dk + gk, T, qd, kvd, d);
+            CK_LAUNCH();
+            k_tr_att_bwd_dkv<<<grid_for(T * d, 128), 128>>>(Ddk + gk, Ddv + gk, P, dS, Dq + gq, DdO + gq, T, qd, kvd, d);
+            CK_LAUNCH();
+        }
+    }
+    tr_down(dq, Ddq, FB(n_rows * qd), op);
+    tr_down(dk, Ddk, FB(n_rows * kvd), op);
+    tr_down(dv, Ddv, FB(n_rows * kvd), op);
+}
+
+static void cu_glu_forward(float *h, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    const char *op = "glu_forward";
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *dg = (float *)tr_up(0, gg, FB(n), op), *du = (float *)tr_up(1, u, FB(n), op), *dh = (float *)tr_scratch(2, FB(n), op);
+    k_tr_glu_fwd<<<grid_for(n, 256), 256>>>(dh, dg, du, n, gelu);
+    CK_LAUNCH();
+    tr_down(h, dh, FB(n), op);
+}
+
+static void cu_glu_backward(float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    const char *op = "glu_backward";
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *ddh = (float *)tr_up(0, dh, FB(n), op), *dg = (float *)tr_up(1, gg, FB(n), op), *du = (float *)tr_up(2, u, FB(n), op);
+    float *o = (float *)tr_scratch(3, FB(2 * n), op);
+    k_tr_glu_bwd<<<grid_for(n, 256), 256>>>(o, o + n, ddh, dg, du, n, gelu);
+    CK_LAUNCH();
+    tr_down(dgo, o, FB(n), op);
+    tr_down(duo, o + n, FB(n), op);
+}
+
+static void cu_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+    const char *op = "logsoftmax_forward";
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    if (rows > INT32_MAX) die(op, "%lld rows", (long long)rows);
+    lock_guard g(op);
+    float *dz = (float *)tr_up(0, logits, FB(rows * V), op);
+    int32_t *dt = (int32_t *)tr_up(1, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)tr_scratch(2, FB(2 * rows), op);
+    k_tr_lsm_fwd<<<(unsigned)rows, TR_LANES>>>(o, o + rows, dz, dt, V);
+    CK_LAUNCH();
+    tr_down(logp, o, FB(rows), op);
+    tr_down(lse, o + rows, FB(rows), op);
+}
+
+static void cu_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                   int64_t V, int nth) {
+    const char *op = "logsoftmax_backward";
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    lock_guard g(op);
+    float *dz = (float *)tr_up(0, logits, FB(rows * V), op), *dg = (float *)tr_up(1, dlogp, FB(rows), op), *dl = (float *)tr_up(2, lse, FB(rows), op);
+    int32_t *dt = (int32_t *)tr_up(3, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)tr_scratch(4, FB(rows * V), op);
+    k_tr_lsm_bwd<<<grid_for(rows * V, 256), 256>>>(o, dg, dz, dl, dt, rows, V);
+    CK_LAUNCH();
+    tr_down(dlogits, o, FB(rows * V), op);
+}
+
+static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+    const char *op = "residual_forward";
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g(op);
+    float *da = (float *)tr_up(0, a, FB(n), op), *db = (float *)tr_up(1, b, FB(n), op), *o = (float *)tr_scratch(2, FB(n), op);
+    k_tr_add<<<grid_for(n, 256), 256>>>(o, da, db, n);
+    CK_LAUNCH();
+    tr_down(out, o, FB(n), op);
+}
+
+static float keep_scale_of(const as_dropout *drop) { return 1.0f / (1.0f - drop->p); }
+
+// drop(x) of rows x cols into device memory dst (x on the device): hashes
+// (storing the keep bits, downloaded to drop->keep) or replays them (uploaded).
+// dkeep: the device copy of the bits, left for the caller.
+static uint16_t *tr_dropout_dev(float *dst, const float *dx, int64_t rows, int64_t cols, const as_dropout *drop, int keep_slot, const char *op) {
+    const int64_t w = (cols + 15) / 16;
+    const size_t kb = sizeof(uint16_t) * (size_t)(rows * w);
+    uint16_t *dk = drop->replay ? (uint16_t *)tr_up(keep_slot, drop->keep, kb, op) : (uint16_t *)tr_scratch(keep_slot, kb, op);
+    k_tr_dropout<<<grid_for(rows * w, 256), 256>>>(dst, dx, rows, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), dk, drop->replay, false);
+    CK_LAUNCH();
+    if (!drop->replay) tr_down(drop->keep, dk, kb, op);
+    return dk;
+}
+
+static void cu_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    const char *op = "dropout_forward";
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g(op);
+    float *dx = (float *)tr_up(0, x, FB(rows * cols), op), *o = (float *)tr_scratch(1, FB(rows * cols), op);
+    tr_dropout_dev(o, dx, rows, cols, drop, 2, op);
+    tr_down(out, o, FB(rows * cols), op);
+}
+
+// dx += drop'(dout) = fmaf(dout, keep ? scale : 0, dx), from the stored bits.
+static void cu_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    const char *op = "dropout_backward";
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g(op);
+    const int64_t w = (cols + 15) / 16;
+    float *dd = (float *)tr_up(0, dout, FB(rows * cols), op), *ddx = (float *)tr_up(1, dx, FB(rows * cols), op);
+    uint16_t *dk = (uint16_t *)tr_up(2, drop->keep, sizeof(uint16_t) * (size_t)(rows * w), op);
+    k_tr_dropout<<<grid_for(rows * w, 256), 256>>>(ddx, dd, rows, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), dk, true, true);
+    CK_LAUNCH();
+    tr_down(dx, ddx, FB(rows * cols), op);
+}
+
+static void chain(int64_t M, int64_t Nc, int64_t K, const float *A, int64_t ai, int64_t ak, const float *B, int64_t bk, int64_t bj, float alpha, int mode,
+                  const uint16_t *keep, float kscale, float *C) {
+    const char *op = "lora";
+    if (M <= 0 || Nc <= 0) return;
+    k_chain<<<grid_for(M * Nc, 128), 128>>>(M, Nc, K, A, ai, ak, B, bk, bj, alpha, mode, keep, kscale, C);
+    CK_LAUNCH();
+}
+
+// u = drop(x) A^T; y += scale u B^T (lora_gemm.h's elements).
+static void cu_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                            float scale, const as_dropout *drop, int nth) {
+    const char *op = "lora_forward";
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g(op);
+    const float *z = (float *)tr_up(0, x, FB(N * in), op);
+    if (drop) {
+        float *dz = (float *)tr_scratch(1, FB(N * in), op);
+        tr_dropout_dev(dz, z, N, in, drop, 2, op);
+        z = dz;
+    }
+    float *dA = (float *)tr_up(3, A, FB(r * in), op), *du = (float *)tr_scratch(4, FB(N * r), op);
+    chain(N, r, in, z, in, 1, dA, 1, in, 1.0f, 0, NULL, 0.0f, du);
+    tr_down(u, du, FB(N * r), op);
+    if (!y || out <= 0) return;
+    float *dB = (float *)tr_up(5, B, FB(out * r), op), *dy = (float *)tr_up(6, y, FB(N * out), op);
+    chain(N, out, r, du, r, 1, dB, 1, r, scale, 1, NULL, 0.0f, dy);
+    tr_down(y, dy, FB(N * out), op);
+}
+
+// dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)   (z = drop(x), replayed).
+static void cu_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                             int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+    const char *op = "lora_backward";
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g(op);
+    float *ddy = (float *)tr_up(0, dy, FB(N * out), op), *dBm = (float *)tr_up(1, B, FB(out * r), op);
+    if (dB && out > 0) {
+        float *du_ = (float *)tr_up(2, u, FB(N * r), op), *ddB = (float *)tr_up(3, dB, FB(out * r), op);
+        chain(out, r, N, ddy, 1, out, du_, r, 1, scale, 1, NULL, 0.0f, ddB);
+        tr_down(dB, ddB, FB(out * r), op);
+    }
+    float *ddu = (float *)tr_scratch(4, FB(N * r), op);
+    if (out > 0) chain(N, r, out, ddy, out, 1, dBm, r, 1, scale, 0, NULL, 0.0f, ddu);
+    else CK(cudaMemset(ddu, 0, FB(N * r)));
+    if (du) tr_down(du, ddu, FB(N * r), op);
+    if (in <= 0 || (!dA && !dx)) return;
+    const int64_t w = (in + 15) / 16;
+    const float ks = drop ? keep_scale_of(drop) : 1.0f;
+    uint16_t *dk = drop ? (uint16_t *)tr_up(5, drop->keep, sizeof(uint16_t) * (size_t)(N * w), op) : NULL;
+    if (dA) {
+        const float *z = (float *)tr_up(6, x, FB(N * in), op);
+        if (drop) { // z = x (keep ? scale : 0), rounded (the stored bits)
+            float *dz = (float *)tr_scratch(7, FB(N * in), op);
+            k_tr_dropout<<<grid_for(N * w, 256), 256>>>(dz, z, N, in, drop->base, drop_thresh(drop->p), ks, dk, true, false);
+            CK_LAUNCH();
+            z = dz;
+        }
+        float *ddA = (float *)tr_up(8, dA, FB(r * in), op);
+        chain(r, in, N, ddu, 1, r, z, in, 1, 1.0f, 1, NULL, 0.0f, ddA);
+        tr_down(dA, ddA, FB(r * in), op);
+    }
+    if (dx) {
+        float *dAm = (float *)tr_up(9, A, FB(r * in), op), *ddx = (float *)tr_up(10, dx, FB(N * in), op);
+        chain(N, in, r, ddu, r, 1, dAm, in, 1, 1.0f, drop ? 2 : 1, dk, ks, ddx);
+        tr_down(dx, ddx, FB(N * in), op);
+    }
+}
+
+// ---- training's bf16 products: operands rounded to bf16 (nearest even), fp32 accumulation (cublasGemmEx) ----
+
+// The packed right operand: op(B) rounded to bf16 and kept on the device
+// (the vocabulary matrix against chunks of rows).  Owned by this backend: a
+// handle of another (the CPU's) is refused by its tag.
+#define AS_CUDA_PACKED_MAGIC 0x31414455435f5341ull // "AS_CUDA1"
+struct as_bf16_packed {
+    uint64_t magic;
+    bool tb;          // stored as B (N x K) whose transpose is op(B), else op(B) itself (K x N)
+    int64_t K, N;
+    __nv_bfloat16 *d; // compact, row-major
+};
+
+// Row-major C = alpha op(A) op(B) + beta C on bf16 device operands (compact:
+// leading dimensions their widths), fp32 C (ldc N).
+static void gemm_ex_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const __nv_bfloat16 *A, const __nv_bfloat16 *B, float beta,
+                         float *C, const char *op) {
+    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op);
+    const int64_t ac = ta ? M : K, bc = tb ? K : N;
+    CKB(cublasGemmEx(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF,
+                     (int)(bc > 0 ? bc : 1), A, CUDA_R_16BF, (int)(ac > 0 ? ac : 1), &beta, C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT));
+}
+
+// rows x cols at X (row stride ld, host) -> compact bf16 on the device (via fp32 scratch slot fs).
+static __nv_bfloat16 *up_bf16(int fs, int bs, const float *X, int64_t rows, int64_t cols, int64_t ld, const char *op) {
+    const int64_t n = rows * cols;
+    float *f = (float *)tr_scratch(fs, FB(n), op);
+    __nv_bfloat16 *b = (__nv_bfloat16 *)tr_scratch(bs, sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
+    if (n <= 0) return b;
+    CK(cudaMemcpy2D(f, FB(cols), X, FB(ld), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+    k_to_bf16<<<grid_for(n, 256), 256>>>(f, b, n);
+    CK_LAUNCH();
+    return b;
+}
+
+// C (M x N, ldc on the host) = alpha op(A) B' + beta C through device scratch.
+static void gemm_bf16_to_host(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const __nv_bfloat16 *dB,
+                              float beta, float *C, int64_t ldc, const char *op) {
+    const __nv_bfloat16 *dA = up_bf16(0, 1, A, ta ? K : M, ta ? M : K, lda, op);
+    float *dC = (float *)tr_scratch(4, FB(M * N), op);
+    if (beta != 0.0f) CK(cudaMemcpy2D(dC, FB(N), C, FB(ldc), FB(N), (size_t)M, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(dC, 0, FB(M * N))); // beta 0: C is not read (it may hold NaN)
+    gemm_ex_bf16(ta, tb, M, N, K, alpha, dA, dB, beta, dC, op);
+    CK(cudaMemcpy2D(C, FB(ldc), dC, FB(N), FB(N), (size_t)M, cudaMemcpyDeviceToHost));
+}
+
+static void cu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                         float beta, float *C, int64_t ldc, int nth) {
+    const char *op = "gemm_bf16";
+    (void)nth;
+    if (M <= 0 || N <= 0) return;
+    lock_guard g(op);
+    const __nv_bfloat16 *dB = up_bf16(2, 3, B, tb ? N : K, tb ? K : N, ldb, op);
+    gemm_bf16_to_host(ta, tb, M, N, K, alpha, A, lda, dB, beta, C, ldc, op);
+}
+
+static as_bf16_packed *cu_bf16_pack_b(bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
+    const char *op = "bf16_pack_b";
+    (void)nth;
+    if (K < 0 || N < 0) die(op, "shape %lld x %lld", (long long)K, (long long)N);
+    as_bf16_packed *p = (as_bf16_packed *)calloc(1, sizeof *p);
+    if (!p) die(op, "out of host memory");
+    p->magic = AS_CUDA_PACKED_MAGIC, p->tb = tb, p->K = K, p->N = N;
+    const int64_t n = K * N;
+    lock_guard g(op);
+    p->d = (__nv_bfloat16 *)dmalloc(sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
+    g_packed_bytes += sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
+    if (n > 0) {
+        const int64_t rows = tb ? N : K, cols = tb ? K : N;
+        float *f = (float *)tr_scratch(0, FB(n), op);
+        CK(cudaMemcpy2D(f, FB(cols), B, FB(ldb), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+        k_to_bf16<<<grid_for(n, 256), 256>>>(f, p->d, n);
+        CK_LAUNCH();
+    }
+    return p;
+}
+
+static void check_packed(const as_bf16_packed *p, const char *op) {
+    if (p->magic != AS_CUDA_PACKED_MAGIC) die(op, "a packed operand not made by the CUDA backend's bf16_pack_b");
+}
+
+static void cu_bf16_packed_free(as_bf16_packed *p) {
+    const char *op = "bf16_packed_free";
+    if (!p) return;
+    check_packed(p, op);
+    lock_guard g(op);
+    const int64_t n = p->K * p->N;
+    CK(cudaFree(p->d));
+    g_packed_bytes -= sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
+    p->magic = 0;
+    free(p);
+}
+
+static void cu_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const as_bf16_packed *P, float beta, float *C,
+                                int64_t ldc, int nth) {
+    const char *op = "gemm_bf16_packed";
+    (void)nth;
+    check_packed(P, op);
+    if (M <= 0 || P->N <= 0) return;
+    lock_guard g(op);
+    gemm_bf16_to_host(ta, P->tb, M, P->N, P->K, alpha, A, lda, P->d, beta, C, ldc, op);
+}
+
+// ---- optimizer arithmetic ----
+
+// train_sum_squares's blocks, one thread each (a block's sum in order), the
+// block sums added in order on the host: its bits.
+static double cu_sum_squares(const float *x, size_t n, int nth) {
+    const char *op = "sum_squares";
+    (void)nth;
+    if (n == 0) return 0.0;
+    lock_guard g(op);
+    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
+    float *dx = (float *)tr_up(0, x, FB(n), op);
+    double *dp = (double *)tr_scratch(1, sizeof(double) * nb, op);
+    k_tr_sumsq<<<grid_for((int64_t)nb, 64), 64>>>(dp, dx, n, nb);
+    CK_LAUNCH();
+    double *part = (double *)malloc(sizeof(double) * nb);
+    if (!part) die(op, "out of host memory");
+    CK(cudaMemcpy(part, dp, sizeof(double) * nb, cudaMemcpyDeviceToHost));
+    double ss = 0.0;
+    for (size_t b = 0; b < nb; b++) ss += part[b];
+    free(part);
+    return ss;
+}
+
+static void cu_grad_scale(float *x, size_t n, float c, int nth) {
+    const char *op = "grad_scale";
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g(op);
+    float *dx = (float *)tr_up(0, x, FB(n), op);
+    k_tr_scale<<<grid_for((int64_t)n, 256), 256>>>(dx, (int64_t)n, c);
+    CK_LAUNCH();
+    tr_down(x, dx, FB(n), op);
+}
+
+static void cu_adamw_update(float *p, const float *gr, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
+                            int nth) {
+    const char *op = "adamw_update";
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g(op);
+    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dm = (float *)tr_up(2, m, FB(n), op);
+    float *dv = (float *)tr_up(3, v, FB(n), op);
+    k_tr_adamw<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dm, dv, (int64_t)n, adamw_consts(lr, beta1, beta2, eps, wd, t));
+    CK_LAUNCH();
+    tr_down(p, dp, FB(n), op), tr_down(m, dm, FB(n), op), tr_down(v, dv, FB(n), op);
+}
+
+static void cu_rmsprop_update(float *p, const float *gr, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth) {
+    const char *op = "rmsprop_update";
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g(op);
+    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dv = (float *)tr_up(2, v, FB(n), op);
+    k_tr_rmsprop<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dv, (int64_t)n, lr, alpha, eps, wd);
+    CK_LAUNCH();
+    tr_down(p, dp, FB(n), op), tr_down(v, dv, FB(n), op);
+}
+
+static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth) {
+    const char *op = "sgd_update";
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g(op);
+    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dm = m ? (float *)tr_up(2, m, FB(n), op) : NULL;
+    k_tr_sgd<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dm, (int64_t)n, lr, momentum, wd, t);
+    CK_LAUNCH();
+    tr_down(p, dp, FB(n), op);
+    if (m) tr_down(m, dm, FB(n), op);
+}
+
+// ---- the same element arithmetic on the host (cuda_host_check.h) ----
+
+static float h_expf(float x) { return tr_expf(x); }
+static double h_exp_sum(const float *x, int64_t n, float shift) {
+    float lanes[TR_LANES];
+    for (int l = 0; l < TR_LANES; l++) lanes[l] = lane_exp_sum(x, n, shift, l, NULL);
+    return fold_sum(lanes);
+}
+static float h_max(const float *x, int64_t n) {
+    float lanes[TR_LANES];
+    for (int l = 0; l < TR_LANES; l++) lanes[l] = lane_max(x, n, l);
+    return fold_max(lanes);
+}
+static void h_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
+    for (int64_t i = 0; i < n; i++) dz[i] = neg_scaled_exp_elem(z[i], g, l);
+}
+static void h_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu) {
+    for (int64_t i = 0; i < n; i++) h[i] = glu_fwd_elem(g[i], u[i], gelu);
+}
+static void h_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu) {
+    for (int64_t i = 0; i < n; i++) glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu);
+}
+static void h_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+    const int half = n_rot / 2;
+    for (int64_t t = 0; t < N; t++)
+        for (int h = 0; h < n_heads; h++)
+            for (int i = 0; i < half; i++) rope_pair(x + (t * n_heads + h) * d, i, half, neox, cs[t * half + i], sn[t * half + i], sign);
+}
+// k_tr_dropout's loop body, word by word.
+static void h_dropout(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, bool replay, bool add) {
+    const int64_t w = (cols + 15) / 16;
+    const uint32_t thresh = drop_thresh(drop->p);
+    const float ks = keep_scale_of(drop);
+    for (int64_t idx = 0; idx < rows * w; idx++) {
+        const int64_t i = idx / w, j0 = idx % w * 16;
+        const uint16_t bits = replay ? drop->keep[idx] : drop_word(drop->base + (uint64_t)(i * cols), j0, cols, thresh);
+        if (!replay) drop->keep[idx] = bits;
+        for (int64_t j = j0; j < j0 + 16 && j < cols; j++) out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, ks, out[i * cols + j], add);
+    }
+}
+static void h_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop) {
+    h_dropout(out, x, rows, cols, drop, drop->replay, false);
+}
+static void h_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop) {
+    h_dropout(dx, dout, rows, cols, drop, true, true);
+}
+static double h_sum_squares(const float *x, size_t n) {
+    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
+    double ss = 0.0;
+    for (size_t b = 0; b < nb; b++) ss += sumsq_block(x, n, b);
+    return ss;
+}
+static void h_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t) {
+    const adamw_k k = adamw_consts(lr, beta1, beta2, eps, wd, t);
+    for (size_t i = 0; i < n; i++) adamw_elem(&p[i], g[i], &m[i], &v[i], k);
+}
+static void h_rmsprop(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd) {
+    for (size_t i = 0; i < n; i++) rmsprop_elem(&p[i], g[i], &v[i], lr, alpha, eps, wd);
+}
+static void h_sgd(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t) {
+    for (size_t i = 0; i < n; i++) sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, momentum, wd, t);
+}
+
+static const as_cuda_train_host g_train_host = {
+    AS_CUDA_TRAIN_HOST_VERSION, h_expf, h_exp_sum, h_max, h_neg_scaled_exp, h_glu_forward, h_glu_backward, h_rope,
+    h_dropout_forward, h_dropout_backward, h_sum_squares, h_adamw, h_rmsprop, h_sgd,
+};
+
+extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alphaspin_cuda_train_host(void) { return &g_train_host; }
+
 // ---- the table ----
 
 static int cu_n_variants(void) { return 1; }
@@ -1166,6 +2343,35 @@ static void fill_table(void) {
     g_table.neg_scaled_exp = cu_neg_scaled_exp;
     g_table.silu_glu_forward = cu_silu_glu_forward;
     g_table.silu_glu_backward = cu_silu_glu_backward;
+    g_table.logsumexp = cu_logsumexp;
+    g_table.embedding_forward = cu_embedding_forward;
+    g_table.embedding_backward = cu_embedding_backward;
+    g_table.linear_forward = cu_linear_forward;
+    g_table.linear_backward = cu_linear_backward;
+    g_table.rmsnorm_forward = cu_rmsnorm_forward;
+    g_table.rmsnorm_backward = cu_rmsnorm_backward;
+    g_table.rope_forward = cu_rope_forward;
+    g_table.rope_backward = cu_rope_backward;
+    g_table.attention_forward = cu_attention_forward;
+    g_table.attention_backward = cu_attention_backward;
+    g_table.glu_forward = cu_glu_forward;
+    g_table.glu_backward = cu_glu_backward;
+    g_table.logsoftmax_forward = cu_logsoftmax_forward;
+    g_table.logsoftmax_backward = cu_logsoftmax_backward;
+    g_table.residual_forward = cu_residual_forward;
+    g_table.dropout_forward = cu_dropout_forward;
+    g_table.dropout_backward = cu_dropout_backward;
+    g_table.lora_forward = cu_lora_forward;
+    g_table.lora_backward = cu_lora_backward;
+    g_table.gemm_bf16 = cu_gemm_bf16;
+    g_table.bf16_pack_b = cu_bf16_pack_b;
+    g_table.bf16_packed_free = cu_bf16_packed_free;
+    g_table.gemm_bf16_packed = cu_gemm_bf16_packed;
+    g_table.sum_squares = cu_sum_squares;
+    g_table.grad_scale = cu_grad_scale;
+    g_table.adamw_update = cu_adamw_update;
+    g_table.rmsprop_update = cu_rmsprop_update;
+    g_table.sgd_update = cu_sgd_update;
 }
 
 static const as_backend *fail(char *err, size_t n, const char *fmt, ...) {
