@@ -6,8 +6,15 @@
 //
 // NOT YET RUN ON A GPU: this was written and compiled on machines without one
 // (issue 22); scripts/device_check.sh runs its tests where there is a device.
-// It provides every op of the table, so a model can run on it (generate,
-// logprobs, chat, eval --device cuda), untried.
+// It provides every op of the table, inference and training
+// (as_backend_missing is NULL for both groups), so a model can run on it
+// (generate, logprobs, chat, eval --device cuda) and so can training (sft,
+// gfn-train, run --device cuda), all untried: no kernel, launch
+// configuration, cuBLAS call or copy here has ever executed.  What has run is
+// only host code: the dequantiser's element code (test_cuda_dequant) and the
+// training kernels' element arithmetic (test_cuda_train_host), compiled for the
+// host from the same __host__ __device__ functions, against the CPU backend.
+// The training ops are in section "training" below (their own header comment).
 //
 // The table's convention is host pointers, so every op copies its inputs to
 // the device and its outputs back (cudaMemcpy on the legacy default stream,
@@ -38,8 +45,9 @@
 // the device too: one block, the fp32 max and the sum of e^(z - max) in
 // double, both fixed-order trees.
 //
-// Determinism: reductions are fixed-order block trees (no floating-point
-// atomics); cuBLASLt is asked for algorithms without split-K reductions.  One
+// Determinism: reductions are fixed-order block trees or per-thread chains
+// (no floating-point atomics); cuBLASLt is asked for algorithms without
+// split-K reductions; the whole plugin is compiled with --fmad=false.  One
 // device per process (the table's functions carry no context): the first
 // alphaspin_cuda_backend call that succeeds binds the process to its device.
 //
@@ -111,13 +119,14 @@ static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
 
 static size_t g_weight_bytes; // device bytes held by the weight table and the weight groups
 static size_t g_kv_bytes;     // device bytes held by KV caches
+static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands (training)
 
 static void *dmalloc(size_t bytes, const char *op) {
     void *p = NULL;
     const cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess)
-        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu; nothing is evicted yet)", bytes, cudaGetErrorString(e),
-            g_weight_bytes, g_kv_bytes);
+        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu, packed bf16 operands %zu; nothing is evicted yet)", bytes,
+            cudaGetErrorString(e), g_weight_bytes, g_kv_bytes, g_packed_bytes);
     return p;
 }
 
@@ -1632,7 +1641,6 @@ __global__ void k_tr_sumsq(double *part, const float *x, size_t n, size_t nb) {
 
 // Scratch of the training ops, grown as needed and kept (slot per operand).
 static dbuf g_tr[12];
-static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands
 
 static void *tr_up(int slot, const void *x, size_t bytes, const char *op) {
     void *d = grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
