@@ -12,8 +12,8 @@
 // gfn-train, run --device cuda), all untried: no kernel, launch
 // configuration, cuBLAS call or copy here has ever executed.  What has run is
 // only host code: the dequantiser's element code (test_cuda_dequant) and the
-// training kernels' element arithmetic (test_cuda_train_host), compiled for the
-// host from the same __host__ __device__ functions, against the CPU backend.
+// training ops but linear and the bf16 products (test_cuda_train_host: the
+// same kernel bodies looped on the host, bit for bit against the CPU backend).
 // The training ops are in section "training" below (their own header comment).
 //
 // The table's convention is host pointers, so every op copies its inputs to
@@ -189,8 +189,8 @@ struct op_max_f { __device__ float operator()(float a, float b) const { return b
 // CPU's own order and operations (train_graph.c, train_ops.c, lora_gemm.h,
 // train_optim.c), so that a GPU run can be compared bit for bit with the CPU:
 //   - products of a single fused multiply-add chain in k order, then alpha,
-//     then + old (kernel_sgemm's element, gemm.h): attention's scores and
-//     outputs, the LoRA products (k_chain);
+//     then + old (kernel_sgemm's element, gemm.h): attention's scores,
+//     outputs and gradients, the LoRA products (f_chain);
 //   - the softmaxes' sums and maxima in train_ops.h's 16 lanes (lane l: the
 //     elements i = l mod 16 in increasing i, folded in lane order);
 //   - the reductions over rows (embedding's dE, rmsnorm's dw, LoRA's dA and
@@ -205,9 +205,15 @@ struct op_max_f { __device__ float operator()(float a, float b) const { return b
 // The whole plugin is compiled with --fmad=false: no multiply-add is fused
 // unless written as fmaf, as the CPU's -ffp-contract=off.
 //
-// The element arithmetic that is more than one rounding lives in the
-// __host__ __device__ functions below; alphaspin_cuda_train_host (at the end
-// of this section) runs them on the host for tests/tensor/test_cuda_train_host.c.
+// So a host run of the same code gives the CPU's bits, which
+// test_cuda_train_host checks on machines without a GPU: the element
+// arithmetic that is more than one rounding lives in the __host__ __device__
+// functions below, the kernels are functors over them ("training kernels"),
+// and every op but the cuBLAS ones (linear, the bf16 products) can run its
+// functors on the host (alphaspin_cuda_train_host, cuda_host_check.h).  On a
+// GPU the bits should be the CPU's too wherever no libm function is involved
+// (GELU's tanhf and the log of the log-sum-exps are the device's); that is
+// for test_cuda_backend to confirm (it checks tolerances, not bits).
 
 #define HD __host__ __device__ static inline
 
@@ -1364,250 +1370,401 @@ static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n
     }
 }
 
-// ---- training kernels ----
+// ---- training kernels: bodies written once for the device and the host ----
+//
+// The training ops' kernels are functors: an element-wise one is f(i) for
+// i in [0, n) (k_each: a grid-stride loop; on the host a plain loop); a
+// block-cooperative one is f(exec, block, shared), a sequence of phases
+// (exec.phase), each run by every thread of the block and followed by a
+// barrier (tr_dev_exec: the thread's share, then __syncthreads(); on the host
+// tr_host_exec runs the threads one after another, which is the same
+// computation: within a phase the threads write disjoint elements and read
+// only what earlier phases wrote).  Each op's code (below) runs either on
+// the device (host false: operands copied to device scratch, kernels
+// launched) or, for tests, on the host (host true: the caller's arrays used
+// in place, the same functors looped): alphaspin_cuda_train_host's entries
+// are these host runs, so the op's index arithmetic, operand layout and
+// composition are tested on machines without a GPU; what only a GPU can
+// check is the launches, the copies, cuBLAS, and the device's libm.
 
 #define EW_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
-// out[t] = scale * rows[t] (the rows of E gathered on the host).
-__global__ void k_tr_scale_copy(float *out, const float *x, int64_t n, float scale) {
-    EW_LOOP(i, n) out[i] = scale * x[i];
+template <class F> __global__ void k_each(int64_t n, F f) {
+    EW_LOOP(i, n) f(i);
 }
+
+struct tr_shared { // a block's shared scratch
+    float lanes[TR_LANES];
+    float a, b;
+};
+struct tr_dev_exec {
+    int tid, nt;
+    template <class F> __host__ __device__ void phase(F f) const {
+        f(tid, nt);
+#ifdef __CUDA_ARCH__
+        __syncthreads();
+#endif
+    }
+};
+struct tr_host_exec {
+    int nt;
+    template <class F> __host__ __device__ void phase(F f) const {
+        for (int t = 0; t < nt; t++) f(t, nt);
+    }
+};
+
+template <class F> __global__ void k_blocks(F f) {
+    __shared__ tr_shared sh;
+    f(tr_dev_exec{(int)threadIdx.x, (int)blockDim.x}, (int64_t)blockIdx.x, &sh);
+}
+
+template <class F> static void run_each(bool host, int64_t n, const F &f, const char *op) {
+    if (n <= 0) return;
+    if (host) {
+        for (int64_t i = 0; i < n; i++) f(i);
+        return;
+    }
+    k_each<<<grid_for(n, 256), 256>>>(n, f);
+    CK_LAUNCH();
+}
+
+template <class F> static void run_blocks(bool host, int64_t nb, int threads, const F &f, const char *op) {
+    if (nb <= 0) return;
+    if (host) {
+        tr_shared sh;
+        for (int64_t b = 0; b < nb; b++) f(tr_host_exec{threads}, b, &sh);
+        return;
+    }
+    if (nb > INT32_MAX) die(op, "%lld blocks", (long long)nb);
+    k_blocks<<<(unsigned)nb, threads>>>(f);
+    CK_LAUNCH();
+}
+
+#define HDF __host__ __device__ void operator()
+
+// out[i] = scale x[i] (the embedding's gathered rows).
+struct f_scale_copy {
+    float *out;
+    const float *x;
+    float scale;
+    HDF(int64_t i) const { out[i] = scale * x[i]; }
+};
 
 // Embedding backward: rows (U x C) of dE, one per distinct token; slot s adds
 // scale * dout[t] for its tokens t (list[first[s] .. first[s+1]), increasing t) in order.
-__global__ void k_tr_embed_bwd(float *rows, const float *dout, const int32_t *first, const int32_t *list, int64_t U, int64_t C, float scale) {
-    EW_LOOP(idx, U * C) {
+struct f_embed_bwd {
+    float *rows;
+    const float *dout;
+    const int32_t *first, *list;
+    int64_t C;
+    float scale;
+    HDF(int64_t idx) const {
         const int64_t s = idx / C, j = idx % C;
         float v = rows[idx];
         for (int32_t q = first[s]; q < first[s + 1]; q++) v += scale * dout[(int64_t)list[q] * C + j];
         rows[idx] = v;
     }
-}
+};
 
-// RMSNorm forward, one block per row: the sum of squares in double in
-// column order by one thread (train_rmsnorm_forward's), then the row.
-__global__ void k_tr_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
-    __shared__ float r_sh;
-    const int64_t t = blockIdx.x;
-    const float *xt = x + t * C;
-    if (threadIdx.x == 0) {
-        double ss = 0.0;
-        for (int64_t j = 0; j < C; j++) ss += (double)xt[j] * xt[j];
-        r_sh = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
-        rstd[t] = r_sh;
+// RMSNorm forward, one block per row: the sum of squares in double in column
+// order by one thread (train_rmsnorm_forward's), then the row.
+struct f_rmsnorm_fwd {
+    float *out, *rstd;
+    const float *x, *w;
+    int64_t C;
+    float eps;
+    template <class X> HDF(const X &ex, int64_t t, tr_shared *sh) const {
+        const float *xt = x + t * C;
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            double ss = 0.0;
+            for (int64_t j = 0; j < C; j++) ss += (double)xt[j] * xt[j];
+            sh->a = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+            rstd[t] = sh->a;
+        });
+        ex.phase([&](int tid, int nt) {
+            const float r = sh->a;
+            for (int64_t j = tid; j < C; j += nt) out[t * C + j] = xt[j] * r * w[j];
+        });
     }
-    __syncthreads();
-    const float r = r_sh;
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) out[t * C + j] = xt[j] * r * w[j];
-}
+};
 
-// dx_j += r dy_j w_j - c x_j, c = r^3 / C sum_k dy_k w_k x_k (the dot in double, in order).
-__global__ void k_tr_rmsnorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd, int64_t C) {
-    __shared__ float c_sh;
-    const int64_t t = blockIdx.x;
-    const float *xt = x + t * C, *dy = dout + t * C;
-    const float r = rstd[t];
-    if (threadIdx.x == 0) {
-        double dot = 0.0;
-        for (int64_t j = 0; j < C; j++) dot += (double)dy[j] * w[j] * xt[j];
-        c_sh = (float)(dot * (double)r * r * r / (double)C);
+// dx_j += r dy_j w_j - c x_j, c = r^3 / C sum_k dy_k w_k x_k (the dot in double, in order), a block per row.
+struct f_rmsnorm_bwd_dx {
+    float *dx;
+    const float *dout, *x, *w, *rstd;
+    int64_t C;
+    template <class X> HDF(const X &ex, int64_t t, tr_shared *sh) const {
+        const float *xt = x + t * C, *dy = dout + t * C;
+        const float r = rstd[t];
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            double dot = 0.0;
+            for (int64_t j = 0; j < C; j++) dot += (double)dy[j] * w[j] * xt[j];
+            sh->a = (float)(dot * (double)r * r * r / (double)C);
+        });
+        ex.phase([&](int tid, int nt) {
+            const float c = sh->a;
+            for (int64_t j = tid; j < C; j += nt) dx[t * C + j] += r * dy[j] * w[j] - c * xt[j];
+        });
     }
-    __syncthreads();
-    const float c = c_sh;
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dx[t * C + j] += r * dy[j] * w[j] - c * xt[j];
-}
+};
 
-// dw_j += sum_t dy_j x_j r, one thread per column summing the rows in order
-// from 0, then added (train_rmsnorm_backward's float acc).
-__global__ void k_tr_rmsnorm_bwd_dw(float *dw, const float *dout, const float *x, const float *rstd, int64_t N, int64_t C) {
-    EW_LOOP(j, C) {
+// dw_j += sum_t dy_j x_j r: column j's rows summed in order from 0, then added
+// (train_rmsnorm_backward's float acc).
+struct f_rmsnorm_bwd_dw {
+    float *dw;
+    const float *dout, *x, *rstd;
+    int64_t N, C;
+    HDF(int64_t j) const {
         float acc = 0.0f;
         for (int64_t t = 0; t < N; t++) acc += dout[t * C + j] * x[t * C + j] * rstd[t];
         dw[j] += acc;
     }
-}
+};
 
-__global__ void k_tr_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
-    const int half = n_rot / 2;
-    EW_LOOP(idx, N * n_heads * (int64_t)half) {
+// One RoPE pair (row t, head h, pair i) of x (N, n_heads * d).
+struct f_rope {
+    float *x;
+    const float *cs, *sn;
+    int n_heads, d, half;
+    bool neox;
+    float sign;
+    HDF(int64_t idx) const {
         const int64_t t = idx / ((int64_t)n_heads * half);
         const int h = (int)(idx / half % n_heads), i = (int)(idx % half);
         rope_pair(x + (t * n_heads + h) * d, i, half, neox, cs[t * half + i], sn[t * half + i], sign);
     }
-}
+};
 
-__global__ void k_tr_glu_fwd(float *h, const float *g, const float *u, int64_t n, bool gelu) {
-    EW_LOOP(i, n) h[i] = glu_fwd_elem(g[i], u[i], gelu);
-}
+struct f_glu_fwd {
+    float *h;
+    const float *g, *u;
+    bool gelu;
+    HDF(int64_t i) const { h[i] = glu_fwd_elem(g[i], u[i], gelu); }
+};
 
-__global__ void k_tr_glu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu) {
-    EW_LOOP(i, n) glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu);
-}
+struct f_glu_bwd {
+    float *dg, *du;
+    const float *dh, *g, *u;
+    bool gelu;
+    HDF(int64_t i) const { glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu); }
+};
 
-// One block of TR_LANES threads per row: lse = max + log(sum e^(z - max))
-// with train_ops.h's lanes (train_logsoftmax_forward), logp = z[target] - lse.
-__global__ void k_tr_lsm_fwd(float *logp, float *lse, const float *z, const int32_t *tgt, int64_t V) {
-    __shared__ float lanes[TR_LANES];
-    __shared__ float mx_sh;
-    const int64_t r = blockIdx.x;
-    const float *zr = z + r * V;
-    const int l = threadIdx.x;
-    lanes[l] = lane_max(zr, V, l);
-    __syncthreads();
-    if (l == 0) mx_sh = fold_max(lanes);
-    __syncthreads();
-    const float mx = mx_sh;
-    __syncthreads();
-    lanes[l] = lane_exp_sum(zr, V, mx, l, NULL);
-    __syncthreads();
-    if (l == 0) {
-        const float L = mx + (float)log(fold_sum(lanes));
-        lse[r] = L;
-        logp[r] = zr[tgt[r]] - L;
+// One block of TR_LANES threads per row: lse = max + log(sum e^(z - max)) in
+// train_ops.h's lanes (train_logsoftmax_forward), logp = z[target] - lse.
+struct f_lsm_fwd {
+    float *logp, *lse;
+    const float *z;
+    const int32_t *tgt;
+    int64_t V;
+    template <class X> HDF(const X &ex, int64_t r, tr_shared *sh) const {
+        const float *zr = z + r * V;
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_max(zr, V, l);
+        });
+        ex.phase([&](int l, int) {
+            if (l == 0) sh->a = fold_max(sh->lanes);
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(zr, V, sh->a, l, NULL);
+        });
+        ex.phase([&](int l, int) {
+            if (l) return;
+            const float L = sh->a + (float)log(fold_sum(sh->lanes));
+            lse[r] = L;
+            logp[r] = zr[tgt[r]] - L;
+        });
     }
-}
+};
 
 // dz = fmaf(-g, e^(z - lse), 0), then + g at the target (written).
-__global__ void k_tr_lsm_bwd(float *dz, const float *dlogp, const float *z, const float *lse, const int32_t *tgt, int64_t rows, int64_t V) {
-    EW_LOOP(idx, rows * V) {
+struct f_lsm_bwd {
+    float *dz;
+    const float *dlogp, *z, *lse;
+    const int32_t *tgt;
+    int64_t V;
+    HDF(int64_t idx) const {
         const int64_t r = idx / V, j = idx % V;
         float v = neg_scaled_exp_elem(z[idx], dlogp[r], lse[r]);
         if (j == tgt[r]) v += dlogp[r];
         dz[idx] = v;
     }
-}
+};
 
-__global__ void k_tr_add(float *out, const float *a, const float *b, int64_t n) {
-    EW_LOOP(i, n) out[i] = a[i] + b[i];
-}
+struct f_add {
+    float *out;
+    const float *a, *b;
+    HDF(int64_t i) const { out[i] = a[i] + b[i]; }
+};
 
-__global__ void k_tr_scale(float *x, int64_t n, float c) {
-    EW_LOOP(i, n) x[i] *= c;
-}
+struct f_scale {
+    float *x;
+    float c;
+    HDF(int64_t i) const { x[i] *= c; }
+};
 
-// Dropout, one thread per 16-element word of a row (row i's counter base + i cols):
-// hashes (storing keep) or replays keep; out = x f, or fmaf(x, f, out) (add).
-__global__ void k_tr_dropout(float *out, const float *x, int64_t rows, int64_t cols, uint64_t base, uint32_t thresh, float keep_scale,
-                             uint16_t *keep, bool replay, bool add) {
-    const int64_t w = (cols + 15) / 16;
-    EW_LOOP(idx, rows * w) {
-        const int64_t i = idx / w, j0 = idx % w * 16;
+// Dropout, one 16-element word of a row per index (row i's counter base + i
+// cols): hashes (storing keep) or replays keep; out = x f, or fmaf(x, f, out) (add).
+struct f_dropout {
+    float *out;
+    const float *x;
+    uint16_t *keep;
+    int64_t cols;
+    uint64_t base;
+    uint32_t thresh;
+    float keep_scale;
+    bool replay, add;
+    HDF(int64_t idx) const {
+        const int64_t w = (cols + 15) / 16, i = idx / w, j0 = idx % w * 16;
         const uint16_t bits = replay ? keep[idx] : drop_word(base + (uint64_t)(i * cols), j0, cols, thresh);
         if (!replay) keep[idx] = bits;
-        for (int64_t j = j0; j < j0 + 16 && j < cols; j++) out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, keep_scale, out[i * cols + j], add);
+        for (int64_t j = j0; j < j0 + 16 && j < cols; j++)
+            out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, keep_scale, out[i * cols + j], add);
     }
-}
+};
 
 // C (M x Nc, contiguous) from a fused multiply-add chain per element,
 // kernel_sgemm's (gemm.h): acc = fmaf(a(i,k), b(k,j), acc) for k = 0 .. K-1
 // from 0, t = alpha acc (alpha 1: acc); mode 0: C = t; 1: C = C + t (fmaf(1,
 // C, t)); 2: C = fmaf(t, keep(i,j) ? kscale : 0, C) (lora_gemm.h's dropout of
 // rows_wide).  a(i,k) = A[i ai + k ak], b(k,j) = B[k bk + j bj].
-__global__ void k_chain(int64_t M, int64_t Nc, int64_t K, const float *A, int64_t ai, int64_t ak, const float *B, int64_t bk, int64_t bj,
-                        float alpha, int mode, const uint16_t *keep, float kscale, float *C) {
-    const int64_t w = (Nc + 15) / 16;
-    EW_LOOP(idx, M * Nc) {
-        const int64_t i = idx / Nc, j = idx % Nc;
-        const float *a = A + i * ai, *b = B + j * bj;
+typedef struct { int64_t M, Nc, K, ai, ak, bk, bj; } chain_shape;
+struct f_chain {
+    chain_shape s;
+    const float *A, *B;
+    float alpha;
+    int mode;
+    const uint16_t *keep;
+    float kscale;
+    float *C;
+    HDF(int64_t idx) const {
+        const int64_t i = idx / s.Nc, j = idx % s.Nc;
+        const float *a = A + i * s.ai, *b = B + j * s.bj;
         float acc = 0.0f;
-        for (int64_t k = 0; k < K; k++) acc = fmaf(a[k * ak], b[k * bk], acc);
+        for (int64_t k = 0; k < s.K; k++) acc = fmaf(a[k * s.ak], b[k * s.bk], acc);
         const float t = alpha == 1.0f ? acc : alpha * acc;
         if (mode == 0) C[idx] = t;
         else if (mode == 1) C[idx] = C[idx] + t;
-        else C[idx] = fmaf(t, (keep[i * w + j / 16] >> (j % 16)) & 1 ? kscale : 0.0f, C[idx]);
+        else C[idx] = fmaf(t, (keep[i * ((s.Nc + 15) / 16) + j / 16] >> (j % 16)) & 1 ? kscale : 0.0f, C[idx]);
     }
-}
+};
 
 #define TR_ATT_THREADS 128
 #define TR_ATT_BLOCK 64 // train_graph.c's ATT_BLOCK: the query rows whose dk/dv sums are added together
 
-// Attention forward, one block per (query row, head) item: the scores
-// scale (q.k) of the visible keys (one fmaf chain each), the max and the
-// sum of e^(s - max) in the 16 lanes, p = e * (1 / sum), out = sum_j p_j v_j
-// (one fmaf chain per dimension), lse = max + log(sum) (train_attention_forward).
-// rt0[r], ri[r]: row r's sequence start and position in it.
-__global__ void k_tr_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *rt0, const int32_t *ri,
-                             int64_t item0, int64_t n_items, int H, int group, int d, float scale, float *S, int64_t ld) {
-    __shared__ float lanes[TR_LANES];
-    __shared__ float mx_sh, inv_sh;
-    const int64_t it = item0 + blockIdx.x;
-    if (it >= n_items) return;
-    const int64_t r = it / H;
-    const int h = (int)(it % H), g = h / group, tid = threadIdx.x;
-    const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, t0 = rt0[r], i = ri[r], ti = t0 + i, w = i + 1;
-    const float *Q = q + ti * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
-    float *s = S + (int64_t)blockIdx.x * ld;
-    for (int64_t j = tid; j < w; j += blockDim.x) {
-        float acc = 0.0f;
-        for (int e = 0; e < d; e++) acc = fmaf(Q[e], K[j * kvd + e], acc);
-        s[j] = scale * acc;
+// Attention forward, one block per (query row, head) item it = item0 + b:
+// the scores scale (q.k) of the visible keys (one fmaf chain each), the max
+// and the sum of e^(s - max) in the 16 lanes, p = e * (1 / sum), out = sum_j
+// p_j v_j (one fmaf chain per dimension), lse = max + log(sum)
+// (train_attention_forward).  rt0[r], ri[r]: row r's sequence start and
+// position in it; S: ld floats of scores per block.
+struct f_att_fwd {
+    float *out, *lse;
+    const float *q, *k, *v;
+    const int32_t *rt0, *ri;
+    int64_t item0;
+    int H, group, d;
+    float scale;
+    float *S;
+    int64_t ld;
+    template <class X> HDF(const X &ex, int64_t b, tr_shared *sh) const {
+        const int64_t it = item0 + b, r = it / H;
+        const int h = (int)(it % H), g = h / group;
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, t0 = rt0[r], i = ri[r], ti = t0 + i, w = i + 1;
+        const float *Q = q + ti * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
+        float *s = S + b * ld;
+        ex.phase([&](int tid, int nt) {
+            for (int64_t j = tid; j < w; j += nt) {
+                float acc = 0.0f;
+                for (int e = 0; e < d; e++) acc = fmaf(Q[e], K[j * kvd + e], acc);
+                s[j] = scale * acc;
+            }
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_max(s, w, l);
+        });
+        ex.phase([&](int l, int) {
+            if (l == 0) sh->a = fold_max(sh->lanes);
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(s, w, sh->a, l, s);
+        });
+        ex.phase([&](int l, int) {
+            if (l) return;
+            const double sum = fold_sum(sh->lanes);
+            sh->b = (float)(1.0 / sum);
+            lse[ti * H + h] = sh->a + (float)log(sum);
+        });
+        ex.phase([&](int tid, int nt) {
+            const float inv = sh->b;
+            for (int e = tid; e < d; e += nt) {
+                float acc = 0.0f;
+                for (int64_t j = 0; j < w; j++) acc = fmaf(s[j] * inv, Vv[j * kvd + e], acc);
+                out[ti * qd + (int64_t)h * d + e] = acc;
+            }
+        });
     }
-    __syncthreads();
-    if (tid < TR_LANES) lanes[tid] = lane_max(s, w, tid);
-    __syncthreads();
-    if (tid == 0) mx_sh = fold_max(lanes);
-    __syncthreads();
-    if (tid < TR_LANES) lanes[tid] = lane_exp_sum(s, w, mx_sh, tid, s);
-    __syncthreads();
-    if (tid == 0) {
-        const double sum = fold_sum(lanes);
-        inv_sh = (float)(1.0 / sum);
-        lse[ti * H + h] = mx_sh + (float)log(sum);
-    }
-    __syncthreads();
-    const float inv = inv_sh;
-    for (int e = tid; e < d; e += blockDim.x) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < w; j++) acc = fmaf(s[j] * inv, Vv[j * kvd + e], acc);
-        out[ti * qd + (int64_t)h * d + e] = acc;
-    }
-}
+};
 
-// Attention backward of one (sequence, head), rows i of block i (T of them):
-// P_ij = e^(scale (q_i.k_j) - lse_i), dS_ij = P_ij (dO_i.v_j - D_i) scale,
-// D_i = dO_i.O_i (a float chain, dot_f), for j <= i, into P and dS (T x T).
-// Pointers at the sequence's first row and the head's (or K/V head's) columns.
-__global__ void k_tr_att_bwd_p(float *P, float *dS, const float *Q, const float *K, const float *Vv, const float *dO, const float *O,
-                               const float *lse, int64_t qd, int64_t kvd, int H, int d, float scale) {
-    __shared__ float D_sh;
-    const int64_t i = blockIdx.x;
-    const float *qi = Q + i * qd, *doi = dO + i * qd;
-    if (threadIdx.x == 0) {
-        const float *oi = O + i * qd;
-        float D = 0.0f;
-        for (int e = 0; e < d; e++) D += doi[e] * oi[e];
-        D_sh = D;
+// Attention backward of one (sequence, head), one block per query row i (T
+// of them): P_ij = e^(scale (q_i.k_j) - lse_i), dS_ij = P_ij (dO_i.v_j - D_i)
+// scale, D_i = dO_i.O_i (a float chain, dot_f), for j <= i, into P and dS
+// (T x T).  Pointers at the sequence's first row and the head's (or its K/V
+// head's) columns; lse at the sequence's first row and the head.
+struct f_att_bwd_p {
+    float *P, *dS;
+    const float *Q, *K, *Vv, *dO, *O, *lse;
+    int64_t qd, kvd, T;
+    int H, d;
+    float scale;
+    template <class X> HDF(const X &ex, int64_t i, tr_shared *sh) const {
+        const float *qi = Q + i * qd, *doi = dO + i * qd;
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            const float *oi = O + i * qd;
+            float D = 0.0f;
+            for (int e = 0; e < d; e++) D += doi[e] * oi[e];
+            sh->a = D;
+        });
+        ex.phase([&](int tid, int nt) {
+            const float D = sh->a, L = lse[i * H];
+            for (int64_t j = tid; j <= i; j += nt) {
+                float a = 0.0f, b = 0.0f;
+                for (int e = 0; e < d; e++) a = fmaf(qi[e], K[j * kvd + e], a);
+                for (int e = 0; e < d; e++) b = fmaf(doi[e], Vv[j * kvd + e], b);
+                const float p = tr_expf(scale * a - L);
+                P[i * T + j] = p;
+                dS[i * T + j] = p * (b - D) * scale;
+            }
+        });
     }
-    __syncthreads();
-    const float D = D_sh, L = lse[i * H];
-    const int64_t T = gridDim.x;
-    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        float a = 0.0f, b = 0.0f;
-        for (int e = 0; e < d; e++) a = fmaf(qi[e], K[j * kvd + e], a);
-        for (int e = 0; e < d; e++) b = fmaf(doi[e], Vv[j * kvd + e], b);
-        const float p = tr_expf(scale * a - L);
-        P[i * T + j] = p;
-        dS[i * T + j] = p * (b - D) * scale;
-    }
-}
+};
 
 // dQ_i += sum_{j <= i} dS_ij k_j (one chain per element, then added).
-__global__ void k_tr_att_bwd_dq(float *dQ, const float *dS, const float *K, int64_t T, int64_t qd, int64_t kvd, int d) {
-    EW_LOOP(idx, T * d) {
+struct f_att_bwd_dq {
+    float *dQ;
+    const float *dS, *K;
+    int64_t T, qd, kvd;
+    int d;
+    HDF(int64_t idx) const {
         const int64_t i = idx / d;
         const int e = (int)(idx % d);
         float acc = 0.0f;
         for (int64_t j = 0; j <= i; j++) acc = fmaf(dS[i * T + j], K[j * kvd + e], acc);
         dQ[i * qd + e] += acc;
     }
-}
+};
 
 // dK_j += sum_i dS_ij q_i, dV_j += sum_i P_ij dO_i: per block of 64 query
 // rows from the one holding j, a chain over its rows i >= j, then added (the
 // CPU's block products with beta 1, in block order).
-__global__ void k_tr_att_bwd_dkv(float *dK, float *dV, const float *P, const float *dS, const float *Q, const float *dO, int64_t T, int64_t qd,
-                                 int64_t kvd, int d) {
-    EW_LOOP(idx, T * d) {
+struct f_att_bwd_dkv {
+    float *dK, *dV;
+    const float *P, *dS, *Q, *dO;
+    int64_t T, qd, kvd;
+    int d;
+    HDF(int64_t idx) const {
         const int64_t j = idx / d;
         const int e = (int)(idx % d);
         float dk = dK[j * kvd + e], dv = dV[j * kvd + e];
@@ -1622,36 +1779,73 @@ __global__ void k_tr_att_bwd_dkv(float *dK, float *dV, const float *P, const flo
         }
         dK[j * kvd + e] = dk, dV[j * kvd + e] = dv;
     }
-}
+};
 
-__global__ void k_tr_adamw(float *p, const float *g, float *m, float *v, int64_t n, adamw_k k) {
-    EW_LOOP(i, n) adamw_elem(&p[i], g[i], &m[i], &v[i], k);
-}
-__global__ void k_tr_rmsprop(float *p, const float *g, float *v, int64_t n, float lr, float a, float eps, float wd) {
-    EW_LOOP(i, n) rmsprop_elem(&p[i], g[i], &v[i], lr, a, eps, wd);
-}
-__global__ void k_tr_sgd(float *p, const float *g, float *m, int64_t n, float lr, float mu, float wd, int64_t t) {
-    EW_LOOP(i, n) sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, mu, wd, t);
-}
-__global__ void k_tr_sumsq(double *part, const float *x, size_t n, size_t nb) {
-    EW_LOOP(b, (int64_t)nb) part[b] = sumsq_block(x, n, (size_t)b);
-}
+struct f_adamw {
+    float *p, *m, *v;
+    const float *g;
+    adamw_k k;
+    HDF(int64_t i) const { adamw_elem(&p[i], g[i], &m[i], &v[i], k); }
+};
+struct f_rmsprop {
+    float *p, *v;
+    const float *g;
+    float lr, a, eps, wd;
+    HDF(int64_t i) const { rmsprop_elem(&p[i], g[i], &v[i], lr, a, eps, wd); }
+};
+struct f_sgd {
+    float *p, *m;
+    const float *g;
+    float lr, mu, wd;
+    int64_t t;
+    HDF(int64_t i) const { sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, mu, wd, t); }
+};
+struct f_sumsq {
+    double *part;
+    const float *x;
+    size_t n;
+    HDF(int64_t b) const { part[b] = sumsq_block(x, n, (size_t)b); }
+};
 
-// ---- training ops (host side) ----
+// ---- training ops ----
+//
+// Each op's body takes `host`: false on the device (the cu_ entry, under the
+// lock: operands copied to device scratch, kernels launched, results copied
+// back), true on the host for tests (the caller's arrays used in place and
+// host scratch, the same functors looped; see cuda_host_check.h).
 
-// Scratch of the training ops, grown as needed and kept (slot per operand).
+// Scratch of the training ops, grown as needed and kept (one slot per
+// operand): device buffers, and host ones for the host runs.
 static dbuf g_tr[12];
+static void *g_htr[12];
+static size_t g_htr_cap[12];
 
-static void *tr_up(int slot, const void *x, size_t bytes, const char *op) {
+#define FB(n) (sizeof(float) * (size_t)(n))
+
+// An operand read (or accumulated into): its device copy, or on the host the array itself.
+static void *t_in(bool host, int slot, const void *x, size_t bytes, const char *op) {
+    if (host) return (void *)x;
     void *d = grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
     if (bytes > 0) CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
     return d;
 }
-static void *tr_scratch(int slot, size_t bytes, const char *op) { return grow(&g_tr[slot], bytes > 0 ? bytes : 4, op); }
-static void tr_down(void *x, const void *d, size_t bytes, const char *op) {
-    if (bytes > 0) CK(cudaMemcpy(x, d, bytes, cudaMemcpyDeviceToHost));
+// Scratch of `bytes` (contents undefined).
+static void *t_tmp(bool host, int slot, size_t bytes, const char *op) {
+    if (!host) return grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
+    if (bytes > g_htr_cap[slot]) {
+        free(g_htr[slot]);
+        g_htr[slot] = malloc(bytes);
+        if (!g_htr[slot]) die(op, "out of host memory");
+        g_htr_cap[slot] = bytes;
+    }
+    return g_htr[slot];
 }
-#define FB(n) (sizeof(float) * (size_t)(n))
+// A result back into x (from a copy or scratch; nothing when it is x itself).
+static void t_out(bool host, void *x, const void *d, size_t bytes, const char *op) {
+    if (bytes == 0 || x == d) return;
+    if (host) memcpy(x, d, bytes);
+    else CK(cudaMemcpy(x, d, bytes, cudaMemcpyDeviceToHost));
+}
 
 static void check_int(int64_t v, const char *what, const char *op) {
     if (v < 0 || v > INT32_MAX) die(op, "%s %lld: outside a cuBLAS int", what, (long long)v);
@@ -1667,29 +1861,24 @@ static void dev_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
                     (int)(ldb > 0 ? ldb : 1), A, (int)(lda > 0 ? lda : 1), &beta, C, (int)(ldc > 0 ? ldc : 1)));
 }
 
-static void cu_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+// The table's row count is not passed (V unknown): the N rows of E are
+// gathered on the host and uploaded together.
+static void embedding_forward_run(bool host, float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
     const char *op = "embedding_forward";
-    if (N <= 0 || C <= 0) return;
-    lock_guard g(op);
-    // The table's rows count is not passed (V unknown): the N rows are
-    // gathered on the host and uploaded together.
     float *rows = (float *)malloc(FB(N * C));
     if (!rows) die(op, "out of host memory");
     for (int64_t t = 0; t < N; t++) memcpy(rows + t * C, E + (int64_t)tok[t] * C, FB(C));
-    float *d = (float *)tr_up(0, rows, FB(N * C), op), *o = (float *)tr_scratch(1, FB(N * C), op);
+    float *d = (float *)t_in(host, 0, rows, FB(N * C), op), *o = (float *)t_tmp(host, 1, FB(N * C), op);
+    run_each(host, N * C, f_scale_copy{o, d, scale}, op);
+    t_out(host, out, o, FB(N * C), op);
     free(rows);
-    k_tr_scale_copy<<<grid_for(N * C, 256), 256>>>(o, d, N * C, scale);
-    CK_LAUNCH();
-    tr_down(out, o, FB(N * C), op);
 }
 
 // dE's rows of the distinct tokens travel (V is not passed); each adds its
 // tokens' rows of dout in token order, as the CPU's serial loop.
-static void cu_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+static void embedding_backward_run(bool host, float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
     const char *op = "embedding_backward";
-    if (N <= 0 || C <= 0) return;
     if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
-    lock_guard g(op);
     // Distinct tokens (slots, in order of first use) and, per slot, its rows in increasing order.
     int32_t *slot_tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)N), *slot_of = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
     int32_t *first = (int32_t *)calloc((size_t)N + 2, sizeof(int32_t)), *list = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
@@ -1709,102 +1898,49 @@ static void cu_embedding_backward(float *dE, const float *dout, const int32_t *t
     float *rows = (float *)malloc(FB(U * C));
     if (!rows) die(op, "out of host memory");
     for (int64_t s = 0; s < U; s++) memcpy(rows + s * C, dE + (int64_t)slot_tok[s] * C, FB(C));
-    float *dr = (float *)tr_up(0, rows, FB(U * C), op), *dd = (float *)tr_up(1, dout, FB(N * C), op);
-    int32_t *df = (int32_t *)tr_up(2, first, sizeof(int32_t) * (size_t)(U + 1), op), *dl = (int32_t *)tr_up(3, list, sizeof(int32_t) * (size_t)N, op);
-    k_tr_embed_bwd<<<grid_for(U * C, 256), 256>>>(dr, dd, df, dl, U, C, scale);
-    CK_LAUNCH();
-    tr_down(rows, dr, FB(U * C), op);
+    float *dr = (float *)t_in(host, 0, rows, FB(U * C), op), *dd = (float *)t_in(host, 1, dout, FB(N * C), op);
+    int32_t *df = (int32_t *)t_in(host, 2, first, sizeof(int32_t) * (size_t)(U + 1), op);
+    int32_t *dl = (int32_t *)t_in(host, 3, list, sizeof(int32_t) * (size_t)N, op);
+    run_each(host, U * C, f_embed_bwd{dr, dd, df, dl, C, scale}, op);
+    t_out(host, rows, dr, FB(U * C), op);
     for (int64_t s = 0; s < U; s++) memcpy(dE + (int64_t)slot_tok[s] * C, rows + s * C, FB(C));
     free(rows), free(slot_tok), free(slot_of), free(first), free(list), free(fill_at);
 }
 
-static void cu_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth) {
-    const char *op = "linear_forward";
-    (void)nth;
-    if (N <= 0 || out_dim <= 0) return;
-    lock_guard g(op);
-    float *dx = (float *)tr_up(0, x, FB(N * in), op), *dW = (float *)tr_up(1, W, FB(out_dim * in), op);
-    float *dy = (float *)tr_scratch(2, FB(N * out_dim), op);
-    if (in <= 0) CK(cudaMemset(dy, 0, FB(N * out_dim)));
-    else dev_sgemm(false, true, N, out_dim, in, 1.0f, dx, in, dW, in, 0.0f, dy, out_dim, op);
-    tr_down(out, dy, FB(N * out_dim), op);
-}
-
-// dx += dout W;  dW += dout^T x.
-static void cu_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim,
-                               int nth) {
-    const char *op = "linear_backward";
-    (void)nth;
-    if (N <= 0 || in <= 0 || out_dim <= 0 || (!dx && !dW)) return;
-    lock_guard g(op);
-    float *ddo = (float *)tr_up(0, dout, FB(N * out_dim), op);
-    if (dx) {
-        float *dW_ = (float *)tr_up(1, W, FB(out_dim * in), op), *ddx = (float *)tr_up(2, dx, FB(N * in), op);
-        dev_sgemm(false, false, N, in, out_dim, 1.0f, ddo, out_dim, dW_, in, 1.0f, ddx, in, op);
-        tr_down(dx, ddx, FB(N * in), op);
-    }
-    if (dW) {
-        float *dxx = (float *)tr_up(1, x, FB(N * in), op), *ddW = (float *)tr_up(2, dW, FB(out_dim * in), op);
-        dev_sgemm(true, false, out_dim, in, N, 1.0f, ddo, out_dim, dxx, in, 1.0f, ddW, in, op);
-        tr_down(dW, ddW, FB(out_dim * in), op);
-    }
-}
-
-static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+static void rmsnorm_forward_run(bool host, float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps) {
     const char *op = "rmsnorm_forward";
-    (void)nth;
-    if (N <= 0 || C <= 0) return;
-    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
-    lock_guard g(op);
-    float *dx = (float *)tr_up(0, x, FB(N * C), op), *dw = (float *)tr_up(1, w, FB(C), op);
-    float *dy = (float *)tr_scratch(2, FB(N * C), op), *dr = (float *)tr_scratch(3, FB(N), op);
-    k_tr_rmsnorm_fwd<<<(unsigned)N, 256>>>(dy, dr, dx, dw, C, eps);
-    CK_LAUNCH();
-    tr_down(out, dy, FB(N * C), op);
-    tr_down(rstd, dr, FB(N), op);
+    float *dx = (float *)t_in(host, 0, x, FB(N * C), op), *dw = (float *)t_in(host, 1, w, FB(C), op);
+    float *dy = (float *)t_tmp(host, 2, FB(N * C), op), *dr = (float *)t_tmp(host, 3, FB(N), op);
+    run_blocks(host, N, 256, f_rmsnorm_fwd{dy, dr, dx, dw, C, eps}, op);
+    t_out(host, out, dy, FB(N * C), op);
+    t_out(host, rstd, dr, FB(N), op);
 }
 
-static void cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
-                                int nth) {
+static void rmsnorm_backward_run(bool host, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N,
+                                 int64_t C) {
     const char *op = "rmsnorm_backward";
-    (void)nth;
-    if (N <= 0 || C <= 0 || (!dx && !dw)) return;
-    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
-    lock_guard g(op);
-    float *ddo = (float *)tr_up(0, dout, FB(N * C), op), *dxx = (float *)tr_up(1, x, FB(N * C), op), *dr = (float *)tr_up(2, rstd, FB(N), op);
+    float *ddo = (float *)t_in(host, 0, dout, FB(N * C), op), *dxx = (float *)t_in(host, 1, x, FB(N * C), op);
+    float *dr = (float *)t_in(host, 2, rstd, FB(N), op);
     if (dx) {
-        float *dww = (float *)tr_up(3, w, FB(C), op), *ddx = (float *)tr_up(4, dx, FB(N * C), op);
-        k_tr_rmsnorm_bwd_dx<<<(unsigned)N, 256>>>(ddx, ddo, dxx, dww, dr, C);
-        CK_LAUNCH();
-        tr_down(dx, ddx, FB(N * C), op);
+        float *dww = (float *)t_in(host, 3, w, FB(C), op), *ddx = (float *)t_in(host, 4, dx, FB(N * C), op);
+        run_blocks(host, N, 256, f_rmsnorm_bwd_dx{ddx, ddo, dxx, dww, dr, C}, op);
+        t_out(host, dx, ddx, FB(N * C), op);
     }
     if (dw) {
-        float *ddw = (float *)tr_up(5, dw, FB(C), op);
-        k_tr_rmsnorm_bwd_dw<<<grid_for(C, 128), 128>>>(ddw, ddo, dxx, dr, N, C);
-        CK_LAUNCH();
-        tr_down(dw, ddw, FB(C), op);
+        float *ddw = (float *)t_in(host, 5, dw, FB(C), op);
+        run_each(host, C, f_rmsnorm_bwd_dw{ddw, ddo, dxx, dr, N, C}, op);
+        t_out(host, dw, ddw, FB(C), op);
     }
 }
 
-static void tr_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign, const char *op) {
-    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+static void rope_run(bool host, float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign,
+                     const char *op) {
     if (n_rot > d) die(op, "n_rot %d > d %d", n_rot, d);
-    lock_guard g(op);
     const int64_t n = N * n_heads * d, half = n_rot / 2;
-    float *dx = (float *)tr_up(0, x, FB(n), op), *dc = (float *)tr_up(1, cs, FB(N * half), op), *ds = (float *)tr_up(2, sn, FB(N * half), op);
-    k_tr_rope<<<grid_for(N * n_heads * half, 256), 256>>>(dx, N, n_heads, d, n_rot, neox, dc, ds, sign);
-    CK_LAUNCH();
-    tr_down(x, dx, FB(n), op);
-}
-
-static void cu_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
-    (void)nth;
-    tr_rope(x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
-}
-
-static void cu_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
-    (void)nth;
-    tr_rope(dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
+    float *dx = (float *)t_in(host, 0, x, FB(n), op), *dc = (float *)t_in(host, 1, cs, FB(N * half), op);
+    float *ds = (float *)t_in(host, 2, sn, FB(N * half), op);
+    run_each(host, N * n_heads * half, f_rope{dx, dc, ds, n_heads, d, (int)half, neox, sign}, op);
+    t_out(host, x, dx, FB(n), op);
 }
 
 // The rows the sequences cover (n_rows: the end of the last one) and the longest.
@@ -1820,252 +1956,303 @@ static void att_extent(const int32_t *seq_off, const int32_t *seq_len, int32_t n
     }
 }
 
-static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
-                                 const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+static void attention_forward_run(bool host, float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                                  const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d) {
     const char *op = "attention_forward";
-    (void)scratch, (void)max_len, (void)nth; // the scores live in device scratch, sized by the longest sequence
     if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
     int64_t n_rows, covered, ld;
     att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &ld, op);
     if (covered == 0) return;
-    lock_guard g(op);
     const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = covered * H;
     int32_t *rt0 = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered), *ri = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered);
     if (!rt0 || !ri) die(op, "out of host memory");
     for (int32_t b = 0, r = 0; b < n_seq; b++)
         for (int32_t i = 0; i < seq_len[b]; i++, r++) rt0[r] = seq_off[b], ri[r] = i;
-    float *dq = (float *)tr_up(0, q, FB(n_rows * qd), op), *dk = (float *)tr_up(1, k, FB(n_rows * kvd), op);
-    float *dv = (float *)tr_up(2, v, FB(n_rows * kvd), op);
-    // out and lse travel both ways: rows outside every sequence keep their values.
-    float *dout = (float *)tr_up(3, out, FB(n_rows * qd), op), *dl = (float *)tr_up(4, lse, FB(n_rows * H), op);
-    int32_t *drt0 = (int32_t *)tr_up(5, rt0, sizeof(int32_t) * (size_t)covered, op), *dri = (int32_t *)tr_up(6, ri, sizeof(int32_t) * (size_t)covered, op);
-    free(rt0), free(ri);
+    float *dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+    float *dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op);
+    // out and lse in place (rows outside every sequence keep their values).
+    float *dout = (float *)t_in(host, 3, out, FB(n_rows * qd), op), *dl = (float *)t_in(host, 4, lse, FB(n_rows * H), op);
+    int32_t *drt0 = (int32_t *)t_in(host, 5, rt0, sizeof(int32_t) * (size_t)covered, op);
+    int32_t *dri = (int32_t *)t_in(host, 6, ri, sizeof(int32_t) * (size_t)covered, op);
     // Score rows of ld floats, at most 2^24 floats of them per launch.
     const int64_t per = ((int64_t)1 << 24) / ld > 1 ? ((int64_t)1 << 24) / ld : 1, chunk = per < n_items ? per : n_items;
-    float *S = (float *)tr_scratch(7, FB(chunk * ld), op);
+    float *S = (float *)t_tmp(host, 7, FB(chunk * ld), op);
     const float scale = 1.0f / sqrtf((float)d);
     for (int64_t it = 0; it < n_items; it += chunk) {
         const int64_t nb = n_items - it < chunk ? n_items - it : chunk;
-        k_tr_att_fwd<<<(unsigned)nb, TR_ATT_THREADS>>>(dout, dl, dq, dk, dv, drt0, dri, it, n_items, H, H / Hkv, d, scale, S, ld);
-        CK_LAUNCH();
+        run_blocks(host, nb, TR_ATT_THREADS, f_att_fwd{dout, dl, dq, dk, dv, drt0, dri, it, H, H / Hkv, d, scale, S, ld}, op);
     }
-    tr_down(out, dout, FB(n_rows * qd), op);
-    tr_down(lse, dl, FB(n_rows * H), op);
+    t_out(host, out, dout, FB(n_rows * qd), op);
+    t_out(host, lse, dl, FB(n_rows * H), op);
+    free(rt0), free(ri);
 }
 
 // Per (sequence, head), sequences in order, heads in order (so the heads of
 // a K/V group add into its dk/dv one after the other, as the CPU's): P and
 // dS of the head (T x T), then dq, then dk and dv.
-static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
-                                  const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
-                                  int d, int nth) {
+static void attention_backward_run(bool host, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                   const float *q, const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len,
+                                   int32_t n_seq, int H, int Hkv, int d) {
     const char *op = "attention_backward";
-    (void)nth;
     if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
     int64_t n_rows, covered, T_max;
     att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &T_max, op);
     if (covered == 0) return;
-    if (T_max > INT32_MAX) die(op, "sequence of %lld rows", (long long)T_max);
-    lock_guard g(op);
     const int group = H / Hkv;
     const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
     const float scale = 1.0f / sqrtf((float)d);
-    float *Dq = (float *)tr_up(0, q, FB(n_rows * qd), op), *Dk = (float *)tr_up(1, k, FB(n_rows * kvd), op);
-    float *Dv = (float *)tr_up(2, v, FB(n_rows * kvd), op), *DdO = (float *)tr_up(3, dout, FB(n_rows * qd), op);
-    float *DO = (float *)tr_up(4, out, FB(n_rows * qd), op), *Dl = (float *)tr_up(5, lse, FB(n_rows * H), op);
-    float *Ddq = (float *)tr_up(6, dq, FB(n_rows * qd), op), *Ddk = (float *)tr_up(7, dk, FB(n_rows * kvd), op);
-    float *Ddv = (float *)tr_up(8, dv, FB(n_rows * kvd), op);
-    float *P = (float *)tr_scratch(9, FB(2 * T_max * T_max), op), *dS = P + T_max * T_max;
+    float *Dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *Dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+    float *Dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op), *DdO = (float *)t_in(host, 3, dout, FB(n_rows * qd), op);
+    float *DO = (float *)t_in(host, 4, out, FB(n_rows * qd), op), *Dl = (float *)t_in(host, 5, lse, FB(n_rows * H), op);
+    float *Ddq = (float *)t_in(host, 6, dq, FB(n_rows * qd), op), *Ddk = (float *)t_in(host, 7, dk, FB(n_rows * kvd), op);
+    float *Ddv = (float *)t_in(host, 8, dv, FB(n_rows * kvd), op);
+    float *P = (float *)t_tmp(host, 9, FB(2 * T_max * T_max), op), *dS = P + T_max * T_max;
     for (int32_t b = 0; b < n_seq; b++) {
         const int64_t t0 = seq_off[b], T = seq_len[b];
-        if (T == 0) continue;
-        for (int h = 0; h < H; h++) {
+        for (int h = 0; h < H && T > 0; h++) {
             const int64_t gq = t0 * qd + (int64_t)h * d, gk = t0 * kvd + (int64_t)(h / group) * d;
-            k_tr_att_bwd_p<<<(unsigned)T, TR_ATT_THREADS>>>(P, dS, Dq + gq, Dk + gk, Dv + gk, DdO + gq, DO + gq, Dl + t0 * H + h, qd, kvd, H, d, scale);
-            CK_LAUNCH();
-            k_tr_att_bwd_dq<<<grid_for(T * d, 128), 128>>>(Ddq + gq, dS, Dk + gk, T, qd, kvd, d);
-            CK_LAUNCH();
-            k_tr_att_bwd_dkv<<<grid_for(T * d, 128), 128>>>(Ddk + gk, Ddv + gk, P, dS, Dq + gq, DdO + gq, T, qd, kvd, d);
-            CK_LAUNCH();
+            run_blocks(host, T, TR_ATT_THREADS, f_att_bwd_p{P, dS, Dq + gq, Dk + gk, Dv + gk, DdO + gq, DO + gq, Dl + t0 * H + h, qd, kvd, T, H, d, scale},
+                       op);
+            run_each(host, T * d, f_att_bwd_dq{Ddq + gq, dS, Dk + gk, T, qd, kvd, d}, op);
+            run_each(host, T * d, f_att_bwd_dkv{Ddk + gk, Ddv + gk, P, dS, Dq + gq, DdO + gq, T, qd, kvd, d}, op);
         }
     }
-    tr_down(dq, Ddq, FB(n_rows * qd), op);
-    tr_down(dk, Ddk, FB(n_rows * kvd), op);
-    tr_down(dv, Ddv, FB(n_rows * kvd), op);
+    t_out(host, dq, Ddq, FB(n_rows * qd), op);
+    t_out(host, dk, Ddk, FB(n_rows * kvd), op);
+    t_out(host, dv, Ddv, FB(n_rows * kvd), op);
 }
 
-static void cu_glu_forward(float *h, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+static void glu_forward_run(bool host, float *h, const float *gg, const float *u, int64_t n, bool gelu) {
     const char *op = "glu_forward";
-    (void)nth;
-    if (n <= 0) return;
-    lock_guard g(op);
-    float *dg = (float *)tr_up(0, gg, FB(n), op), *du = (float *)tr_up(1, u, FB(n), op), *dh = (float *)tr_scratch(2, FB(n), op);
-    k_tr_glu_fwd<<<grid_for(n, 256), 256>>>(dh, dg, du, n, gelu);
-    CK_LAUNCH();
-    tr_down(h, dh, FB(n), op);
+    float *dg = (float *)t_in(host, 0, gg, FB(n), op), *du = (float *)t_in(host, 1, u, FB(n), op), *dh = (float *)t_tmp(host, 2, FB(n), op);
+    run_each(host, n, f_glu_fwd{dh, dg, du, gelu}, op);
+    t_out(host, h, dh, FB(n), op);
 }
 
-static void cu_glu_backward(float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+static void glu_backward_run(bool host, float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu) {
     const char *op = "glu_backward";
-    (void)nth;
-    if (n <= 0) return;
-    lock_guard g(op);
-    float *ddh = (float *)tr_up(0, dh, FB(n), op), *dg = (float *)tr_up(1, gg, FB(n), op), *du = (float *)tr_up(2, u, FB(n), op);
-    float *o = (float *)tr_scratch(3, FB(2 * n), op);
-    k_tr_glu_bwd<<<grid_for(n, 256), 256>>>(o, o + n, ddh, dg, du, n, gelu);
-    CK_LAUNCH();
-    tr_down(dgo, o, FB(n), op);
-    tr_down(duo, o + n, FB(n), op);
+    float *ddh = (float *)t_in(host, 0, dh, FB(n), op), *dg = (float *)t_in(host, 1, gg, FB(n), op), *du = (float *)t_in(host, 2, u, FB(n), op);
+    float *o = (float *)t_tmp(host, 3, FB(2 * n), op);
+    run_each(host, n, f_glu_bwd{o, o + n, ddh, dg, du, gelu}, op);
+    t_out(host, dgo, o, FB(n), op);
+    t_out(host, duo, o + n, FB(n), op);
 }
 
-static void cu_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+static void logsoftmax_forward_run(bool host, float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V) {
     const char *op = "logsoftmax_forward";
-    (void)nth;
-    if (rows <= 0 || V <= 0) return;
-    if (rows > INT32_MAX) die(op, "%lld rows", (long long)rows);
-    lock_guard g(op);
-    float *dz = (float *)tr_up(0, logits, FB(rows * V), op);
-    int32_t *dt = (int32_t *)tr_up(1, target, sizeof(int32_t) * (size_t)rows, op);
-    float *o = (float *)tr_scratch(2, FB(2 * rows), op);
-    k_tr_lsm_fwd<<<(unsigned)rows, TR_LANES>>>(o, o + rows, dz, dt, V);
-    CK_LAUNCH();
-    tr_down(logp, o, FB(rows), op);
-    tr_down(lse, o + rows, FB(rows), op);
+    float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op);
+    int32_t *dt = (int32_t *)t_in(host, 1, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)t_tmp(host, 2, FB(2 * rows), op);
+    run_blocks(host, rows, TR_LANES, f_lsm_fwd{o, o + rows, dz, dt, V}, op);
+    t_out(host, logp, o, FB(rows), op);
+    t_out(host, lse, o + rows, FB(rows), op);
 }
 
-static void cu_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
-                                   int64_t V, int nth) {
+static void logsoftmax_backward_run(bool host, float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
+                                    int64_t rows, int64_t V) {
     const char *op = "logsoftmax_backward";
-    (void)nth;
-    if (rows <= 0 || V <= 0) return;
-    lock_guard g(op);
-    float *dz = (float *)tr_up(0, logits, FB(rows * V), op), *dg = (float *)tr_up(1, dlogp, FB(rows), op), *dl = (float *)tr_up(2, lse, FB(rows), op);
-    int32_t *dt = (int32_t *)tr_up(3, target, sizeof(int32_t) * (size_t)rows, op);
-    float *o = (float *)tr_scratch(4, FB(rows * V), op);
-    k_tr_lsm_bwd<<<grid_for(rows * V, 256), 256>>>(o, dg, dz, dl, dt, rows, V);
-    CK_LAUNCH();
-    tr_down(dlogits, o, FB(rows * V), op);
+    float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op), *dg = (float *)t_in(host, 1, dlogp, FB(rows), op);
+    float *dl = (float *)t_in(host, 2, lse, FB(rows), op);
+    int32_t *dt = (int32_t *)t_in(host, 3, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)t_tmp(host, 4, FB(rows * V), op);
+    run_each(host, rows * V, f_lsm_bwd{o, dg, dz, dl, dt, V}, op);
+    t_out(host, dlogits, o, FB(rows * V), op);
 }
 
-static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+static void residual_forward_run(bool host, float *out, const float *a, const float *b, int64_t n) {
     const char *op = "residual_forward";
-    (void)nth;
-    if (n <= 0) return;
-    lock_guard g(op);
-    float *da = (float *)tr_up(0, a, FB(n), op), *db = (float *)tr_up(1, b, FB(n), op), *o = (float *)tr_scratch(2, FB(n), op);
-    k_tr_add<<<grid_for(n, 256), 256>>>(o, da, db, n);
-    CK_LAUNCH();
-    tr_down(out, o, FB(n), op);
+    float *da = (float *)t_in(host, 0, a, FB(n), op), *db = (float *)t_in(host, 1, b, FB(n), op), *o = (float *)t_tmp(host, 2, FB(n), op);
+    run_each(host, n, f_add{o, da, db}, op);
+    t_out(host, out, o, FB(n), op);
 }
 
 static float keep_scale_of(const as_dropout *drop) { return 1.0f / (1.0f - drop->p); }
 
-// drop(x) of rows x cols into device memory dst (x on the device): hashes
-// (storing the keep bits, downloaded to drop->keep) or replays them (uploaded).
-// dkeep: the device copy of the bits, left for the caller.
-static uint16_t *tr_dropout_dev(float *dst, const float *dx, int64_t rows, int64_t cols, const as_dropout *drop, int keep_slot, const char *op) {
+// drop(x) of rows x cols into dst (x and dst device memory, or host on a host
+// run): hashes (storing the keep bits, copied back to drop->keep) or replays
+// them.  Returns the bits' device copy (or drop->keep on the host).
+static uint16_t *dropout_into(bool host, float *dst, const float *dx, int64_t rows, int64_t cols, const as_dropout *drop, bool replay, bool add,
+                              int keep_slot, const char *op) {
     const int64_t w = (cols + 15) / 16;
     const size_t kb = sizeof(uint16_t) * (size_t)(rows * w);
-    uint16_t *dk = drop->replay ? (uint16_t *)tr_up(keep_slot, drop->keep, kb, op) : (uint16_t *)tr_scratch(keep_slot, kb, op);
-    k_tr_dropout<<<grid_for(rows * w, 256), 256>>>(dst, dx, rows, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), dk, drop->replay, false);
-    CK_LAUNCH();
-    if (!drop->replay) tr_down(drop->keep, dk, kb, op);
+    uint16_t *dk = replay || host ? (uint16_t *)t_in(host, keep_slot, drop->keep, kb, op) : (uint16_t *)t_tmp(host, keep_slot, kb, op);
+    run_each(host, rows * w, f_dropout{dst, dx, dk, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), replay, add}, op);
+    if (!replay) t_out(host, drop->keep, dk, kb, op);
     return dk;
 }
 
-static void cu_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+static void dropout_forward_run(bool host, float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop) {
     const char *op = "dropout_forward";
-    (void)nth;
-    if (rows <= 0 || cols <= 0) return;
-    lock_guard g(op);
-    float *dx = (float *)tr_up(0, x, FB(rows * cols), op), *o = (float *)tr_scratch(1, FB(rows * cols), op);
-    tr_dropout_dev(o, dx, rows, cols, drop, 2, op);
-    tr_down(out, o, FB(rows * cols), op);
+    float *dx = (float *)t_in(host, 0, x, FB(rows * cols), op), *o = (float *)t_tmp(host, 1, FB(rows * cols), op);
+    dropout_into(host, o, dx, rows, cols, drop, drop->replay, false, 2, op);
+    t_out(host, out, o, FB(rows * cols), op);
 }
 
 // dx += drop'(dout) = fmaf(dout, keep ? scale : 0, dx), from the stored bits.
-static void cu_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+static void dropout_backward_run(bool host, float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop) {
     const char *op = "dropout_backward";
-    (void)nth;
-    if (rows <= 0 || cols <= 0) return;
-    lock_guard g(op);
-    const int64_t w = (cols + 15) / 16;
-    float *dd = (float *)tr_up(0, dout, FB(rows * cols), op), *ddx = (float *)tr_up(1, dx, FB(rows * cols), op);
-    uint16_t *dk = (uint16_t *)tr_up(2, drop->keep, sizeof(uint16_t) * (size_t)(rows * w), op);
-    k_tr_dropout<<<grid_for(rows * w, 256), 256>>>(ddx, dd, rows, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), dk, true, true);
-    CK_LAUNCH();
-    tr_down(dx, ddx, FB(rows * cols), op);
+    float *dd = (float *)t_in(host, 0, dout, FB(rows * cols), op), *ddx = (float *)t_in(host, 1, dx, FB(rows * cols), op);
+    dropout_into(host, ddx, dd, rows, cols, drop, true, true, 2, op);
+    t_out(host, dx, ddx, FB(rows * cols), op);
 }
 
-static void chain(int64_t M, int64_t Nc, int64_t K, const float *A, int64_t ai, int64_t ak, const float *B, int64_t bk, int64_t bj, float alpha, int mode,
-                  const uint16_t *keep, float kscale, float *C) {
-    const char *op = "lora";
-    if (M <= 0 || Nc <= 0) return;
-    k_chain<<<grid_for(M * Nc, 128), 128>>>(M, Nc, K, A, ai, ak, B, bk, bj, alpha, mode, keep, kscale, C);
-    CK_LAUNCH();
+// The six LoRA products as chains (lora_gemm.h's elements), x (N, in), A (r, in), B (out, r):
+enum { LORA_U, LORA_Y, LORA_DB, LORA_DU, LORA_DA, LORA_DX };
+static chain_shape lora_shape(int which, int64_t N, int64_t in, int64_t r, int64_t out) {
+    switch (which) {
+    case LORA_U: return chain_shape{N, r, in, in, 1, 1, in};   // u (N x r) = z A^T: z(t, i), A(k, i)
+    case LORA_Y: return chain_shape{N, out, r, r, 1, 1, r};    // y (N x out) += s u B^T: u(t, k), B(o, k)
+    case LORA_DB: return chain_shape{out, r, N, 1, out, r, 1}; // dB (out x r) += s dy^T u: dy(t, o), u(t, k)
+    case LORA_DU: return chain_shape{N, r, out, out, 1, r, 1}; // du (N x r) = s dy B: dy(t, o), B(o, k)
+    case LORA_DA: return chain_shape{r, in, N, 1, r, in, 1};   // dA (r x in) += du^T z: du(t, k), z(t, i)
+    default: return chain_shape{N, in, r, r, 1, in, 1};        // dx (N x in) += drop'(du A): du(t, k), A(k, i)
+    }
 }
 
-// u = drop(x) A^T; y += scale u B^T (lora_gemm.h's elements).
-static void cu_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
-                            float scale, const as_dropout *drop, int nth) {
+static void chain_run(bool host, chain_shape s, const float *A, const float *B, float alpha, int mode, const uint16_t *keep, float kscale, float *C,
+                      const char *op) {
+    if (s.M <= 0 || s.Nc <= 0) return;
+    run_each(host, s.M * s.Nc, f_chain{s, A, B, alpha, mode, keep, kscale, C}, op);
+}
+
+// u = drop(x) A^T; y += scale u B^T.
+static void lora_forward_run(bool host, float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r,
+                             int64_t out, float scale, const as_dropout *drop) {
     const char *op = "lora_forward";
-    (void)nth;
-    if (N <= 0 || r <= 0) return;
-    lock_guard g(op);
-    const float *z = (float *)tr_up(0, x, FB(N * in), op);
+    const float *z = (float *)t_in(host, 0, x, FB(N * in), op);
     if (drop) {
-        float *dz = (float *)tr_scratch(1, FB(N * in), op);
-        tr_dropout_dev(dz, z, N, in, drop, 2, op);
+        float *dz = (float *)t_tmp(host, 1, FB(N * in), op);
+        dropout_into(host, dz, z, N, in, drop, drop->replay, false, 2, op);
         z = dz;
     }
-    float *dA = (float *)tr_up(3, A, FB(r * in), op), *du = (float *)tr_scratch(4, FB(N * r), op);
-    chain(N, r, in, z, in, 1, dA, 1, in, 1.0f, 0, NULL, 0.0f, du);
-    tr_down(u, du, FB(N * r), op);
+    float *dA = (float *)t_in(host, 3, A, FB(r * in), op), *du = (float *)t_tmp(host, 4, FB(N * r), op);
+    chain_run(host, lora_shape(LORA_U, N, in, r, out), z, dA, 1.0f, 0, NULL, 0.0f, du, op);
+    t_out(host, u, du, FB(N * r), op);
     if (!y || out <= 0) return;
-    float *dB = (float *)tr_up(5, B, FB(out * r), op), *dy = (float *)tr_up(6, y, FB(N * out), op);
-    chain(N, out, r, du, r, 1, dB, 1, r, scale, 1, NULL, 0.0f, dy);
-    tr_down(y, dy, FB(N * out), op);
+    float *dB = (float *)t_in(host, 5, B, FB(out * r), op), *dy = (float *)t_in(host, 6, y, FB(N * out), op);
+    chain_run(host, lora_shape(LORA_Y, N, in, r, out), du, dB, scale, 1, NULL, 0.0f, dy, op);
+    t_out(host, y, dy, FB(N * out), op);
 }
 
 // dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)   (z = drop(x), replayed).
-static void cu_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
-                             int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+// dx, dA, dB NULL: not wanted (the CPU's needs all three).
+static void lora_backward_run(bool host, float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A,
+                              const float *B, int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du) {
     const char *op = "lora_backward";
-    (void)nth;
-    if (N <= 0 || r <= 0) return;
-    lock_guard g(op);
-    float *ddy = (float *)tr_up(0, dy, FB(N * out), op), *dBm = (float *)tr_up(1, B, FB(out * r), op);
+    float *ddy = (float *)t_in(host, 0, dy, FB(N * out), op), *dBm = (float *)t_in(host, 1, B, FB(out * r), op);
     if (dB && out > 0) {
-        float *du_ = (float *)tr_up(2, u, FB(N * r), op), *ddB = (float *)tr_up(3, dB, FB(out * r), op);
-        chain(out, r, N, ddy, 1, out, du_, r, 1, scale, 1, NULL, 0.0f, ddB);
-        tr_down(dB, ddB, FB(out * r), op);
+        float *du_ = (float *)t_in(host, 2, u, FB(N * r), op), *ddB = (float *)t_in(host, 3, dB, FB(out * r), op);
+        chain_run(host, lora_shape(LORA_DB, N, in, r, out), ddy, du_, scale, 1, NULL, 0.0f, ddB, op);
+        t_out(host, dB, ddB, FB(out * r), op);
     }
-    float *ddu = (float *)tr_scratch(4, FB(N * r), op);
-    if (out > 0) chain(N, r, out, ddy, out, 1, dBm, r, 1, scale, 0, NULL, 0.0f, ddu);
-    else CK(cudaMemset(ddu, 0, FB(N * r)));
-    if (du) tr_down(du, ddu, FB(N * r), op);
+    float *ddu = (float *)t_tmp(host, 4, FB(N * r), op);
+    chain_run(host, lora_shape(LORA_DU, N, in, r, out), ddy, dBm, scale, 0, NULL, 0.0f, ddu, op); // out 0: a chain of no terms, 0
+    if (du) t_out(host, du, ddu, FB(N * r), op);
     if (in <= 0 || (!dA && !dx)) return;
     const int64_t w = (in + 15) / 16;
     const float ks = drop ? keep_scale_of(drop) : 1.0f;
-    uint16_t *dk = drop ? (uint16_t *)tr_up(5, drop->keep, sizeof(uint16_t) * (size_t)(N * w), op) : NULL;
+    uint16_t *dk = drop ? (uint16_t *)t_in(host, 5, drop->keep, sizeof(uint16_t) * (size_t)(N * w), op) : NULL;
     if (dA) {
-        const float *z = (float *)tr_up(6, x, FB(N * in), op);
+        const float *z = (float *)t_in(host, 6, x, FB(N * in), op);
         if (drop) { // z = x (keep ? scale : 0), rounded (the stored bits)
-            float *dz = (float *)tr_scratch(7, FB(N * in), op);
-            k_tr_dropout<<<grid_for(N * w, 256), 256>>>(dz, z, N, in, drop->base, drop_thresh(drop->p), ks, dk, true, false);
-            CK_LAUNCH();
+            float *dz = (float *)t_tmp(host, 7, FB(N * in), op);
+            run_each(host, N * w, f_dropout{dz, z, dk, in, drop->base, drop_thresh(drop->p), ks, true, false}, op);
             z = dz;
         }
-        float *ddA = (float *)tr_up(8, dA, FB(r * in), op);
-        chain(r, in, N, ddu, 1, r, z, in, 1, 1.0f, 1, NULL, 0.0f, ddA);
-        tr_down(dA, ddA, FB(r * in), op);
+        float *ddA = (float *)t_in(host, 8, dA, FB(r * in), op);
+        chain_run(host, lora_shape(LORA_DA, N, in, r, out), ddu, z, 1.0f, 1, NULL, 0.0f, ddA, op);
+        t_out(host, dA, ddA, FB(r * in), op);
     }
     if (dx) {
-        float *dAm = (float *)tr_up(9, A, FB(r * in), op), *ddx = (float *)tr_up(10, dx, FB(N * in), op);
-        chain(N, in, r, ddu, r, 1, dAm, in, 1, 1.0f, drop ? 2 : 1, dk, ks, ddx);
-        tr_down(dx, ddx, FB(N * in), op);
+        float *dAm = (float *)t_in(host, 9, A, FB(r * in), op), *ddx = (float *)t_in(host, 10, dx, FB(N * in), op);
+        chain_run(host, lora_shape(LORA_DX, N, in, r, out), ddu, dAm, 1.0f, drop ? 2 : 1, dk, ks, ddx, op);
+        t_out(host, dx, ddx, FB(N * in), op);
     }
 }
+
+// train_sum_squares's blocks, one thread each (a block's sum in order), the
+// block sums added in order on the host: its bits.
+static double sum_squares_run(bool host, const float *x, size_t n) {
+    const char *op = "sum_squares";
+    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
+    float *dx = (float *)t_in(host, 0, x, FB(n), op);
+    double *dp = (double *)t_tmp(host, 1, sizeof(double) * nb, op);
+    run_each(host, (int64_t)nb, f_sumsq{dp, dx, n}, op);
+    double *part = (double *)malloc(sizeof(double) * nb);
+    if (!part) die(op, "out of host memory");
+    t_out(host, part, dp, sizeof(double) * nb, op);
+    double ss = 0.0;
+    for (size_t b = 0; b < nb; b++) ss += part[b];
+    free(part);
+    return ss;
+}
+
+static void grad_scale_run(bool host, float *x, size_t n, float c) {
+    const char *op = "grad_scale";
+    float *dx = (float *)t_in(host, 0, x, FB(n), op);
+    run_each(host, (int64_t)n, f_scale{dx, c}, op);
+    t_out(host, x, dx, FB(n), op);
+}
+
+static void adamw_update_run(bool host, float *p, const float *gr, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                             float wd, int64_t t) {
+    const char *op = "adamw_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op), *dm = (float *)t_in(host, 2, m, FB(n), op);
+    float *dv = (float *)t_in(host, 3, v, FB(n), op);
+    run_each(host, (int64_t)n, f_adamw{dp, dm, dv, dg, adamw_consts(lr, beta1, beta2, eps, wd, t)}, op);
+    t_out(host, p, dp, FB(n), op), t_out(host, m, dm, FB(n), op), t_out(host, v, dv, FB(n), op);
+}
+
+static void rmsprop_update_run(bool host, float *p, const float *gr, float *v, size_t n, float lr, float alpha, float eps, float wd) {
+    const char *op = "rmsprop_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op), *dv = (float *)t_in(host, 2, v, FB(n), op);
+    run_each(host, (int64_t)n, f_rmsprop{dp, dv, dg, lr, alpha, eps, wd}, op);
+    t_out(host, p, dp, FB(n), op), t_out(host, v, dv, FB(n), op);
+}
+
+static void sgd_update_run(bool host, float *p, const float *gr, float *m, size_t n, float lr, float momentum, float wd, int64_t t) {
+    const char *op = "sgd_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op);
+    float *dm = m ? (float *)t_in(host, 2, m, FB(n), op) : NULL;
+    run_each(host, (int64_t)n, f_sgd{dp, dm, dg, lr, momentum, wd, t}, op);
+    t_out(host, p, dp, FB(n), op);
+    if (m) t_out(host, m, dm, FB(n), op);
+}
+
+// ---- linear: fp32 products on cublasSgemm ----
+
+static void cu_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth) {
+    const char *op = "linear_forward";
+    (void)nth;
+    if (N <= 0 || out_dim <= 0) return;
+    lock_guard g(op);
+    float *dx = (float *)t_in(false, 0, x, FB(N * in), op), *dW = (float *)t_in(false, 1, W, FB(out_dim * in), op);
+    float *dy = (float *)t_tmp(false, 2, FB(N * out_dim), op);
+    if (in <= 0) CK(cudaMemset(dy, 0, FB(N * out_dim)));
+    else dev_sgemm(false, true, N, out_dim, in, 1.0f, dx, in, dW, in, 0.0f, dy, out_dim, op);
+    t_out(false, out, dy, FB(N * out_dim), op);
+}
+
+// dx += dout W;  dW += dout^T x.
+static void cu_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim,
+                               int nth) {
+    const char *op = "linear_backward";
+    (void)nth;
+    if (N <= 0 || in <= 0 || out_dim <= 0 || (!dx && !dW)) return;
+    lock_guard g(op);
+    float *ddo = (float *)t_in(false, 0, dout, FB(N * out_dim), op);
+    if (dx) {
+        float *dW_ = (float *)t_in(false, 1, W, FB(out_dim * in), op), *ddx = (float *)t_in(false, 2, dx, FB(N * in), op);
+        dev_sgemm(false, false, N, in, out_dim, 1.0f, ddo, out_dim, dW_, in, 1.0f, ddx, in, op);
+        t_out(false, dx, ddx, FB(N * in), op);
+    }
+    if (dW) {
+        float *dxx = (float *)t_in(false, 1, x, FB(N * in), op), *ddW = (float *)t_in(false, 2, dW, FB(out_dim * in), op);
+        dev_sgemm(true, false, out_dim, in, N, 1.0f, ddo, out_dim, dxx, in, 1.0f, ddW, in, op);
+        t_out(false, dW, ddW, FB(out_dim * in), op);
+    }
+}
+
 
 // ---- training's bf16 products: operands rounded to bf16 (nearest even), fp32 accumulation (cublasGemmEx) ----
 
@@ -2094,8 +2281,8 @@ static void gemm_ex_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 // rows x cols at X (row stride ld, host) -> compact bf16 on the device (via fp32 scratch slot fs).
 static __nv_bfloat16 *up_bf16(int fs, int bs, const float *X, int64_t rows, int64_t cols, int64_t ld, const char *op) {
     const int64_t n = rows * cols;
-    float *f = (float *)tr_scratch(fs, FB(n), op);
-    __nv_bfloat16 *b = (__nv_bfloat16 *)tr_scratch(bs, sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
+    float *f = (float *)t_tmp(false, fs, FB(n), op);
+    __nv_bfloat16 *b = (__nv_bfloat16 *)t_tmp(false, bs, sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
     if (n <= 0) return b;
     CK(cudaMemcpy2D(f, FB(cols), X, FB(ld), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
     k_to_bf16<<<grid_for(n, 256), 256>>>(f, b, n);
@@ -2107,7 +2294,7 @@ static __nv_bfloat16 *up_bf16(int fs, int bs, const float *X, int64_t rows, int6
 static void gemm_bf16_to_host(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const __nv_bfloat16 *dB,
                               float beta, float *C, int64_t ldc, const char *op) {
     const __nv_bfloat16 *dA = up_bf16(0, 1, A, ta ? K : M, ta ? M : K, lda, op);
-    float *dC = (float *)tr_scratch(4, FB(M * N), op);
+    float *dC = (float *)t_tmp(false, 4, FB(M * N), op);
     if (beta != 0.0f) CK(cudaMemcpy2D(dC, FB(N), C, FB(ldc), FB(N), (size_t)M, cudaMemcpyHostToDevice));
     else CK(cudaMemset(dC, 0, FB(M * N))); // beta 0: C is not read (it may hold NaN)
     gemm_ex_bf16(ta, tb, M, N, K, alpha, dA, dB, beta, dC, op);
@@ -2137,7 +2324,7 @@ static as_bf16_packed *cu_bf16_pack_b(bool tb, int64_t K, int64_t N, const float
     g_packed_bytes += sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
     if (n > 0) {
         const int64_t rows = tb ? N : K, cols = tb ? K : N;
-        float *f = (float *)tr_scratch(0, FB(n), op);
+        float *f = (float *)t_tmp(false, 0, FB(n), op);
         CK(cudaMemcpy2D(f, FB(cols), B, FB(ldb), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
         k_to_bf16<<<grid_for(n, 256), 256>>>(f, p->d, n);
         CK_LAUNCH();
@@ -2171,77 +2358,169 @@ static void cu_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A,
     gemm_bf16_to_host(ta, P->tb, M, P->N, P->K, alpha, A, lda, P->d, beta, C, ldc, op);
 }
 
-// ---- optimizer arithmetic ----
 
-// train_sum_squares's blocks, one thread each (a block's sum in order), the
-// block sums added in order on the host: its bits.
+// ---- the training entries of the table (device runs, under the lock) ----
+
+static void cu_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("embedding_forward");
+    embedding_forward_run(false, out, tok, E, N, C, scale);
+}
+
+static void cu_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("embedding_backward");
+    embedding_backward_run(false, dE, dout, tok, N, C, scale);
+}
+
+static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+    (void)nth;
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("rmsnorm_forward");
+    rmsnorm_forward_run(false, out, rstd, x, w, N, C, eps);
+}
+
+static void cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                                int nth) {
+    (void)nth;
+    if (N <= 0 || C <= 0 || (!dx && !dw)) return;
+    lock_guard g("rmsnorm_backward");
+    rmsnorm_backward_run(false, dx, dw, dout, x, w, rstd, N, C);
+}
+
+static void cu_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    lock_guard g("rope_forward");
+    rope_run(false, x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
+}
+
+static void cu_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    lock_guard g("rope_backward");
+    rope_run(false, dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
+}
+
+// scratch and max_len unused: the scores live in device scratch sized by the longest sequence.
+static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                                 const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    (void)scratch, (void)max_len, (void)nth;
+    lock_guard g("attention_forward");
+    attention_forward_run(false, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+
+static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                                  int d, int nth) {
+    (void)nth;
+    lock_guard g("attention_backward");
+    attention_backward_run(false, dq, dk, dv, dout, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+
+static void cu_glu_forward(float *h, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("glu_forward");
+    glu_forward_run(false, h, gg, u, n, gelu);
+}
+
+static void cu_glu_backward(float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("glu_backward");
+    glu_backward_run(false, dgo, duo, dh, gg, u, n, gelu);
+}
+
+static void cu_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    lock_guard g("logsoftmax_forward");
+    logsoftmax_forward_run(false, logp, lse, logits, target, rows, V);
+}
+
+static void cu_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                   int64_t V, int nth) {
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    lock_guard g("logsoftmax_backward");
+    logsoftmax_backward_run(false, dlogits, dlogp, logits, lse, target, rows, V);
+}
+
+static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("residual_forward");
+    residual_forward_run(false, out, a, b, n);
+}
+
+static void cu_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g("dropout_forward");
+    dropout_forward_run(false, out, x, rows, cols, drop);
+}
+
+static void cu_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g("dropout_backward");
+    dropout_backward_run(false, dx, dout, rows, cols, drop);
+}
+
+static void cu_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                            float scale, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g("lora_forward");
+    lora_forward_run(false, y, u, x, A, B, N, in, r, out, scale, drop);
+}
+
+static void cu_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                             int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g("lora_backward");
+    lora_backward_run(false, dx, dA, dB, dy, x, u, A, B, N, in, r, out, scale, drop, du);
+}
+
 static double cu_sum_squares(const float *x, size_t n, int nth) {
-    const char *op = "sum_squares";
     (void)nth;
     if (n == 0) return 0.0;
-    lock_guard g(op);
-    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
-    float *dx = (float *)tr_up(0, x, FB(n), op);
-    double *dp = (double *)tr_scratch(1, sizeof(double) * nb, op);
-    k_tr_sumsq<<<grid_for((int64_t)nb, 64), 64>>>(dp, dx, n, nb);
-    CK_LAUNCH();
-    double *part = (double *)malloc(sizeof(double) * nb);
-    if (!part) die(op, "out of host memory");
-    CK(cudaMemcpy(part, dp, sizeof(double) * nb, cudaMemcpyDeviceToHost));
-    double ss = 0.0;
-    for (size_t b = 0; b < nb; b++) ss += part[b];
-    free(part);
-    return ss;
+    lock_guard g("sum_squares");
+    return sum_squares_run(false, x, n);
 }
 
 static void cu_grad_scale(float *x, size_t n, float c, int nth) {
-    const char *op = "grad_scale";
     (void)nth;
     if (n == 0) return;
-    lock_guard g(op);
-    float *dx = (float *)tr_up(0, x, FB(n), op);
-    k_tr_scale<<<grid_for((int64_t)n, 256), 256>>>(dx, (int64_t)n, c);
-    CK_LAUNCH();
-    tr_down(x, dx, FB(n), op);
+    lock_guard g("grad_scale");
+    grad_scale_run(false, x, n, c);
 }
 
 static void cu_adamw_update(float *p, const float *gr, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
                             int nth) {
-    const char *op = "adamw_update";
     (void)nth;
     if (n == 0) return;
-    lock_guard g(op);
-    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dm = (float *)tr_up(2, m, FB(n), op);
-    float *dv = (float *)tr_up(3, v, FB(n), op);
-    k_tr_adamw<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dm, dv, (int64_t)n, adamw_consts(lr, beta1, beta2, eps, wd, t));
-    CK_LAUNCH();
-    tr_down(p, dp, FB(n), op), tr_down(m, dm, FB(n), op), tr_down(v, dv, FB(n), op);
+    lock_guard g("adamw_update");
+    adamw_update_run(false, p, gr, m, v, n, lr, beta1, beta2, eps, wd, t);
 }
 
 static void cu_rmsprop_update(float *p, const float *gr, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth) {
-    const char *op = "rmsprop_update";
     (void)nth;
     if (n == 0) return;
-    lock_guard g(op);
-    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dv = (float *)tr_up(2, v, FB(n), op);
-    k_tr_rmsprop<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dv, (int64_t)n, lr, alpha, eps, wd);
-    CK_LAUNCH();
-    tr_down(p, dp, FB(n), op), tr_down(v, dv, FB(n), op);
+    lock_guard g("rmsprop_update");
+    rmsprop_update_run(false, p, gr, v, n, lr, alpha, eps, wd);
 }
 
 static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth) {
-    const char *op = "sgd_update";
     (void)nth;
     if (n == 0) return;
-    lock_guard g(op);
-    float *dp = (float *)tr_up(0, p, FB(n), op), *dg = (float *)tr_up(1, gr, FB(n), op), *dm = m ? (float *)tr_up(2, m, FB(n), op) : NULL;
-    k_tr_sgd<<<grid_for((int64_t)n, 256), 256>>>(dp, dg, dm, (int64_t)n, lr, momentum, wd, t);
-    CK_LAUNCH();
-    tr_down(p, dp, FB(n), op);
-    if (m) tr_down(m, dm, FB(n), op);
+    lock_guard g("sgd_update");
+    sgd_update_run(false, p, gr, m, n, lr, momentum, wd, t);
 }
 
-// ---- the same element arithmetic on the host (cuda_host_check.h) ----
+// ---- the host runs (cuda_host_check.h: tests without a GPU) ----
 
 static float h_expf(float x) { return tr_expf(x); }
 static double h_exp_sum(const float *x, int64_t n, float shift) {
@@ -2257,59 +2536,120 @@ static float h_max(const float *x, int64_t n) {
 static void h_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
     for (int64_t i = 0; i < n; i++) dz[i] = neg_scaled_exp_elem(z[i], g, l);
 }
-static void h_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu) {
-    for (int64_t i = 0; i < n; i++) h[i] = glu_fwd_elem(g[i], u[i], gelu);
+static void h_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    if (N > 0 && C > 0) embedding_forward_run(true, out, tok, E, N, C, scale);
 }
-static void h_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu) {
-    for (int64_t i = 0; i < n; i++) glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu);
+static void h_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    if (N > 0 && C > 0) embedding_backward_run(true, dE, dout, tok, N, C, scale);
 }
-static void h_rope(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
-    const int half = n_rot / 2;
-    for (int64_t t = 0; t < N; t++)
-        for (int h = 0; h < n_heads; h++)
-            for (int i = 0; i < half; i++) rope_pair(x + (t * n_heads + h) * d, i, half, neox, cs[t * half + i], sn[t * half + i], sign);
+static void h_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+    (void)nth;
+    if (N > 0 && C > 0) rmsnorm_forward_run(true, out, rstd, x, w, N, C, eps);
 }
-// k_tr_dropout's loop body, word by word.
-static void h_dropout(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, bool replay, bool add) {
-    const int64_t w = (cols + 15) / 16;
-    const uint32_t thresh = drop_thresh(drop->p);
-    const float ks = keep_scale_of(drop);
-    for (int64_t idx = 0; idx < rows * w; idx++) {
-        const int64_t i = idx / w, j0 = idx % w * 16;
-        const uint16_t bits = replay ? drop->keep[idx] : drop_word(drop->base + (uint64_t)(i * cols), j0, cols, thresh);
-        if (!replay) drop->keep[idx] = bits;
-        for (int64_t j = j0; j < j0 + 16 && j < cols; j++) out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, ks, out[i * cols + j], add);
-    }
+static void h_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                               int nth) {
+    (void)nth;
+    if (N > 0 && C > 0 && (dx || dw)) rmsnorm_backward_run(true, dx, dw, dout, x, w, rstd, N, C);
 }
-static void h_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop) {
-    h_dropout(out, x, rows, cols, drop, drop->replay, false);
+static void h_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N > 0 && n_heads > 0 && d > 0 && n_rot >= 2) rope_run(true, x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
 }
-static void h_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop) {
-    h_dropout(dx, dout, rows, cols, drop, true, true);
+static void h_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N > 0 && n_heads > 0 && d > 0 && n_rot >= 2) rope_run(true, dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
 }
-static double h_sum_squares(const float *x, size_t n) {
-    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
-    double ss = 0.0;
-    for (size_t b = 0; b < nb; b++) ss += sumsq_block(x, n, b);
-    return ss;
+static void h_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len,
+                                int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    (void)scratch, (void)max_len, (void)nth;
+    attention_forward_run(true, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
 }
-static void h_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t) {
-    const adamw_k k = adamw_consts(lr, beta1, beta2, eps, wd, t);
-    for (size_t i = 0; i < n; i++) adamw_elem(&p[i], g[i], &m[i], &v[i], k);
+static void h_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                                 int d, int nth) {
+    (void)nth;
+    attention_backward_run(true, dq, dk, dv, dout, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
 }
-static void h_rmsprop(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd) {
-    for (size_t i = 0; i < n; i++) rmsprop_elem(&p[i], g[i], &v[i], lr, alpha, eps, wd);
+static void h_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n > 0) glu_forward_run(true, h, g, u, n, gelu);
 }
-static void h_sgd(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t) {
-    for (size_t i = 0; i < n; i++) sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, momentum, wd, t);
+static void h_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n > 0) glu_backward_run(true, dg, du, dh, g, u, n, gelu);
+}
+static void h_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+    (void)nth;
+    if (rows > 0 && V > 0) logsoftmax_forward_run(true, logp, lse, logits, target, rows, V);
+}
+static void h_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                  int64_t V, int nth) {
+    (void)nth;
+    if (rows > 0 && V > 0) logsoftmax_backward_run(true, dlogits, dlogp, logits, lse, target, rows, V);
+}
+static void h_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+    (void)nth;
+    if (n > 0) residual_forward_run(true, out, a, b, n);
+}
+static void h_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows > 0 && cols > 0) dropout_forward_run(true, out, x, rows, cols, drop);
+}
+static void h_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows > 0 && cols > 0) dropout_backward_run(true, dx, dout, rows, cols, drop);
+}
+static void h_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                           float scale, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (N > 0 && r > 0) lora_forward_run(true, y, u, x, A, B, N, in, r, out, scale, drop);
+}
+static void h_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                            int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+    (void)nth;
+    if (N > 0 && r > 0) lora_backward_run(true, dx, dA, dB, dy, x, u, A, B, N, in, r, out, scale, drop, du);
+}
+static double h_sum_squares(const float *x, size_t n, int nth) {
+    (void)nth;
+    return n ? sum_squares_run(true, x, n) : 0.0;
+}
+static void h_grad_scale(float *x, size_t n, float c, int nth) {
+    (void)nth;
+    if (n) grad_scale_run(true, x, n, c);
+}
+static void h_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
+                           int nth) {
+    (void)nth;
+    if (n) adamw_update_run(true, p, g, m, v, n, lr, beta1, beta2, eps, wd, t);
+}
+static void h_rmsprop_update(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth) {
+    (void)nth;
+    if (n) rmsprop_update_run(true, p, g, v, n, lr, alpha, eps, wd);
+}
+static void h_sgd_update(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth) {
+    (void)nth;
+    if (n) sgd_update_run(true, p, g, m, n, lr, momentum, wd, t);
 }
 
-static const as_cuda_train_host g_train_host = {
-    AS_CUDA_TRAIN_HOST_VERSION, h_expf, h_exp_sum, h_max, h_neg_scaled_exp, h_glu_forward, h_glu_backward, h_rope,
-    h_dropout_forward, h_dropout_backward, h_sum_squares, h_adamw, h_rmsprop, h_sgd,
-};
+static as_cuda_train_host g_train_host;
 
-extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alphaspin_cuda_train_host(void) { return &g_train_host; }
+extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alphaspin_cuda_train_host(void) {
+    as_cuda_train_host *h = &g_train_host;
+    h->version = AS_CUDA_TRAIN_HOST_VERSION;
+    h->expf_ = h_expf, h->exp_sum = h_exp_sum, h->max = h_max, h->neg_scaled_exp = h_neg_scaled_exp;
+    h->embedding_forward = h_embedding_forward, h->embedding_backward = h_embedding_backward;
+    h->rmsnorm_forward = h_rmsnorm_forward, h->rmsnorm_backward = h_rmsnorm_backward;
+    h->rope_forward = h_rope_forward, h->rope_backward = h_rope_backward;
+    h->attention_forward = h_attention_forward, h->attention_backward = h_attention_backward;
+    h->glu_forward = h_glu_forward, h->glu_backward = h_glu_backward;
+    h->logsoftmax_forward = h_logsoftmax_forward, h->logsoftmax_backward = h_logsoftmax_backward;
+    h->residual_forward = h_residual_forward;
+    h->dropout_forward = h_dropout_forward, h->dropout_backward = h_dropout_backward;
+    h->lora_forward = h_lora_forward, h->lora_backward = h_lora_backward;
+    h->sum_squares = h_sum_squares, h->grad_scale = h_grad_scale;
+    h->adamw_update = h_adamw_update, h->rmsprop_update = h_rmsprop_update, h->sgd_update = h_sgd_update;
+    return h;
+}
 
 // ---- the table ----
 
