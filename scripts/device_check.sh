@@ -15,7 +15,7 @@
 #   2. the plugin: size, libraries it resolves, whether alphaspin sees a device;
 #   3. ctest -L gpu (test_cuda_backend: tests/tensor/test_backend_ops.c on the
 #      cuda backend alone, every op against double-precision references), plus
-#      test_backend_open and test_cuda_dequant;
+#      test_backend_open, test_cuda_dequant and test_cuda_train_host;
 #   4. one summary table (each test, and the worst error per op with its tolerance).
 # What to carry from the development machine, at least: build/CMakeCache.txt,
 # build/libalphaspin_cuda.so and build/tests/tensor/ (about 5 MB; the whole build/
@@ -120,7 +120,7 @@ left=$(( 450 - $(elapsed) ))
 gpu_rc=$?
 left=$(( 470 - $(elapsed) ))
 [ "$left" -lt 30 ] && left=30
-(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
+(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
 cpu_rc=$?
 grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend)' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
 [ "$gpu_rc" = 0 ] && [ "$cpu_rc" = 0 ] || fail=1

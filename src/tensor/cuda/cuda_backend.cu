@@ -6,8 +6,15 @@
 //
 // NOT YET RUN ON A GPU: this was written and compiled on machines without one
 // (issue 22); scripts/device_check.sh runs its tests where there is a device.
-// It provides every op of the table, so a model can run on it (generate,
-// logprobs, chat, eval --device cuda), untried.
+// It provides every op of the table, inference and training
+// (as_backend_missing is NULL for both groups), so a model can run on it
+// (generate, logprobs, chat, eval --device cuda) and so can training (sft,
+// gfn-train, run --device cuda), all untried: no kernel, launch
+// configuration, cuBLAS call or copy here has ever executed.  What has run is
+// only host code: the dequantiser's element code (test_cuda_dequant) and the
+// training ops but linear and the bf16 products (test_cuda_train_host: the
+// same kernel bodies looped on the host, bit for bit against the CPU backend).
+// The training ops are in section "training" below (their own header comment).
 //
 // The table's convention is host pointers, so every op copies its inputs to
 // the device and its outputs back (cudaMemcpy on the legacy default stream,
@@ -38,8 +45,9 @@
 // the device too: one block, the fp32 max and the sum of e^(z - max) in
 // double, both fixed-order trees.
 //
-// Determinism: reductions are fixed-order block trees (no floating-point
-// atomics); cuBLASLt is asked for algorithms without split-K reductions.  One
+// Determinism: reductions are fixed-order block trees or per-thread chains
+// (no floating-point atomics); cuBLASLt is asked for algorithms without
+// split-K reductions; the whole plugin is compiled with --fmad=false.  One
 // device per process (the table's functions carry no context): the first
 // alphaspin_cuda_backend call that succeeds binds the process to its device.
 //
@@ -54,6 +62,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -63,6 +72,7 @@
 
 extern "C" {
 #include "tensor/backend.h"
+#include "tensor/cuda/cuda_host_check.h"
 }
 
 #define CU_OK 0
@@ -109,13 +119,14 @@ static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
 
 static size_t g_weight_bytes; // device bytes held by the weight table and the weight groups
 static size_t g_kv_bytes;     // device bytes held by KV caches
+static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands (training)
 
 static void *dmalloc(size_t bytes, const char *op) {
     void *p = NULL;
     const cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess)
-        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu; nothing is evicted yet)", bytes, cudaGetErrorString(e),
-            g_weight_bytes, g_kv_bytes);
+        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu, packed bf16 operands %zu; nothing is evicted yet)", bytes,
+            cudaGetErrorString(e), g_weight_bytes, g_kv_bytes, g_packed_bytes);
     return p;
 }
 
@@ -164,6 +175,218 @@ struct op_add_f { __device__ float operator()(float a, float b) const { return a
 struct op_max_f { __device__ float operator()(float a, float b) const { return b > a ? b : a; } };
 
 #define RED_THREADS 1024
+
+// ---- training (backend.h's training-graph block) ----
+//
+// Every entry of train_graph.h, with the CPU's contracts: every backward
+// ACCUMULATES (+=) into its gradients (NULL: not wanted) except glu_backward
+// and logsoftmax_backward, which write.  Correctness first: host pointers in
+// and out, every operand copied per call (performance is a later step: keep
+// activations and gradients resident, fuse, and use cuBLAS for the LoRA
+// products and tensor cores for attention).
+//
+// Each output element is computed by one thread in a fixed order, mostly the
+// CPU's own order and operations (train_graph.c, train_ops.c, lora_gemm.h,
+// train_optim.c), so that a GPU run can be compared bit for bit with the CPU:
+//   - products of a single fused multiply-add chain in k order, then alpha,
+//     then + old (kernel_sgemm's element, gemm.h): attention's scores,
+//     outputs and gradients, the LoRA products (f_chain);
+//   - the softmaxes' sums and maxima in train_ops.h's 16 lanes (lane l: the
+//     elements i = l mod 16 in increasing i, folded in lane order);
+//   - the reductions over rows (embedding's dE, rmsnorm's dw, LoRA's dA and
+//     dB, attention's dk/dv over the query rows, in blocks of 64 rows and then
+//     over the heads of a group) sequential per output element, in the CPU's
+//     row order; sum_squares by blocks of 65536 as train_sum_squares.
+// No floating-point atomics anywhere, so the same inputs give the same bits
+// run to run.  The fp32 linear products and the bf16 products are cuBLAS's
+// (deterministic for a given GPU and toolkit: no atomics mode), whose
+// summation order is not the CPU's.  The e^x is vexp.h's as_expf (tr_expf),
+// the libm functions the device's own (tanhf of GELU, log of a log-sum-exp).
+// The whole plugin is compiled with --fmad=false: no multiply-add is fused
+// unless written as fmaf, as the CPU's -ffp-contract=off.
+//
+// So a host run of the same code gives the CPU's bits, which
+// test_cuda_train_host checks on machines without a GPU: the element
+// arithmetic that is more than one rounding lives in the __host__ __device__
+// functions below, the kernels are functors over them ("training kernels"),
+// and every op but the cuBLAS ones (linear, the bf16 products) can run its
+// functors on the host (alphaspin_cuda_train_host, cuda_host_check.h).  On a
+// GPU the bits should be the CPU's too wherever no libm function is involved
+// (GELU's tanhf and the log of the log-sum-exps are the device's); that is
+// for test_cuda_backend to confirm (it checks tolerances, not bits).
+
+#define HD __host__ __device__ static inline
+
+HD float div_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+HD float sqrt_rn(float a) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return sqrtf(a);
+#endif
+}
+HD float f32_of_bits(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+// vexp.h's as_expf, operation for operation (rintf: nearbyintf's rounding to
+// nearest even; the clamps turn NaN into AS_EXP_LO as there).
+HD float tr_expf(float x) {
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
+#ifdef __CUDA_ARCH__
+    const float n = rintf(x * 1.44269504088896341f);
+#else
+    const float n = nearbyintf(x * 1.44269504088896341f);
+#endif
+    float r = fmaf(-n, 0.693359375f, x);
+    r = fmaf(-n, -2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    return p * f32_of_bits((uint32_t)((int32_t)n + 127) << 23);
+}
+
+// train_ops.h's 16 lanes: lane l of a sum of e^(x - shift) (also storing the
+// terms in dst when not NULL) and of a maximum (every lane starts at x[0]).
+#define TR_LANES 16
+HD float lane_exp_sum(const float *x, int64_t n, float shift, int l, float *dst) {
+    float acc = 0.0f;
+    for (int64_t i = l; i < n; i += TR_LANES) {
+        const float e = tr_expf(x[i] - shift);
+        if (dst) dst[i] = e;
+        acc = acc + e;
+    }
+    return acc;
+}
+HD float lane_max(const float *x, int64_t n, int l) {
+    float acc = x[0];
+    for (int64_t i = l; i < n; i += TR_LANES) acc = acc > x[i] ? acc : x[i];
+    return acc;
+}
+HD double fold_sum(const float *lanes) {
+    double s = 0.0;
+    for (int l = 0; l < TR_LANES; l++) s += (double)lanes[l];
+    return s;
+}
+HD float fold_max(const float *lanes) {
+    float m = lanes[0];
+    for (int l = 1; l < TR_LANES; l++) m = m > lanes[l] ? m : lanes[l];
+    return m;
+}
+
+// SwiGLU (train_ops.c: silu_fwd_c, silu_bwd_c) and GeGLU (train_graph.c).
+#define TR_GELU_K 0.7978845608028654f
+HD float silu_sigmoid(float x) { return div_rn(1.0f, 1.0f + tr_expf(0.0f - x)); }
+HD float glu_fwd_elem(float x, float u, bool gelu) {
+    if (gelu) return 0.5f * x * (1.0f + tanhf(TR_GELU_K * (x + 0.044715f * x * x * x))) * u;
+    const float s = silu_sigmoid(x);
+    return (x * s) * u;
+}
+HD void glu_bwd_elem(float *dg, float *du, float d, float x, float u, bool gelu) {
+    if (gelu) {
+        const float t = tanhf(TR_GELU_K * (x + 0.044715f * x * x * x));
+        const float a = 0.5f * x * (1.0f + t);
+        const float da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * TR_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        *dg = d * u * da;
+        *du = d * a;
+        return;
+    }
+    const float s = silu_sigmoid(x);
+    const float da = s * (1.0f + x * (1.0f - s));
+    *dg = (d * u) * da;
+    *du = d * (x * s);
+}
+
+// The log-softmax backward's dz = fmaf(-g, e^(z - l), 0) (train_ops.h).
+HD float neg_scaled_exp_elem(float z, float g, float l) { return fmaf(-g, tr_expf(z - l), 0.0f); }
+
+// One RoPE pair of a head x (rope.c's rope_c: products rounded before the sum).
+HD void rope_pair(float *x, int i, int half, bool neox, float c, float sn, float sign) {
+    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    const float x0 = x[i0], x1 = x[i1], s = sign * sn;
+    const float a = x0 * c, b = x1 * s, e = x0 * s, f = x1 * c;
+    x[i0] = a - b;
+    x[i1] = e + f;
+}
+
+// Adapter dropout (train_ops.c's drop_hash, dropout_c and dropout_mask_c):
+// element j of a row whose counter is k0 is kept when lowbias32 of k0 + j,
+// folded to 32 bits, is >= p 2^32.
+HD uint32_t drop_hash(uint64_t k) {
+    uint32_t h = (uint32_t)k ^ (uint32_t)(k >> 32);
+    h ^= h >> 16, h *= 0x7feb352dU, h ^= h >> 15, h *= 0x846ca68bU, h ^= h >> 16;
+    return h;
+}
+HD uint32_t drop_thresh(float p) { return (uint32_t)((double)p * 4294967296.0); }
+// The keep bits of the 16 elements j0 .. j0+15 (< n) of a row: hashed, or the stored word.
+HD uint16_t drop_word(uint64_t k0, int64_t j0, int64_t n, uint32_t thresh) {
+    uint16_t w = 0;
+    for (int64_t j = j0; j < j0 + 16 && j < n; j++) w |= (uint16_t)((drop_hash(k0 + (uint64_t)j) >= thresh) << (j % 16));
+    return w;
+}
+// d = x f, or fmaf(x, f, d) (add), f = keep ? keep_scale : 0.
+HD float drop_apply(float x, bool keep, float keep_scale, float d, bool add) {
+    const float f = keep ? keep_scale : 0.0f;
+    return add ? fmaf(x, f, d) : x * f;
+}
+
+// The optimizers' element updates (train_optim.c), their per-step constants
+// computed on the host as there.
+typedef struct { float lr, b1, b2, eps, wd, step_size, bc2s; } adamw_k;
+static adamw_k adamw_consts(float lr, float beta1, float beta2, float eps, float wd, int64_t t) {
+    adamw_k k;
+    k.lr = lr, k.b1 = beta1, k.b2 = beta2, k.eps = eps, k.wd = wd;
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    k.bc2s = (float)sqrt(1.0 - pow((double)beta2, (double)t));
+    k.step_size = lr / bc1;
+    return k;
+}
+HD void adamw_elem(float *p, float g, float *m, float *v, const adamw_k k) {
+    const float pi = *p * (1.0f - k.lr * k.wd);
+    *m = k.b1 * *m + (1.0f - k.b1) * g;
+    *v = k.b2 * *v + (1.0f - k.b2) * g * g;
+    *p = pi - div_rn(k.step_size * *m, div_rn(sqrt_rn(*v), k.bc2s) + k.eps);
+}
+HD void rmsprop_elem(float *p, float g, float *v, float lr, float a, float eps, float wd) {
+    const float gi = g + wd * *p;
+    *v = a * *v + (1.0f - a) * gi * gi;
+    *p -= div_rn(lr * gi, sqrt_rn(*v) + eps);
+}
+HD void sgd_elem(float *p, float g, float *m, float lr, float mu, float wd, int64_t t) {
+    float gi = g + wd * *p;
+    if (m) {
+        *m = t == 1 ? gi : mu * *m + gi;
+        gi = *m;
+    }
+    *p -= lr * gi;
+}
+
+// train_sum_squares's blocks: block b of 65536 elements summed in order, in double.
+#define TR_NORM_BLOCK 65536
+HD double sumsq_block(const float *x, size_t n, size_t b) {
+    const size_t i1 = (b + 1) * TR_NORM_BLOCK < n ? (b + 1) * TR_NORM_BLOCK : n;
+    double s = 0.0;
+    for (size_t i = b * TR_NORM_BLOCK; i < i1; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
 
 // ---- dequantisation (quant.c's operations, one output element per thread) ----
 
@@ -545,42 +768,35 @@ __global__ void k_argmax(const float *x, int32_t n, int32_t *out) {
     if (t == 0) *out = si[0] < 0 ? 0 : si[0];
 }
 
+// The softmax pieces in train_ops.h's 16 lanes (threads 0 .. 15 of the
+// block, each a lane in increasing i, folded in lane order: the CPU's bits
+// with vexp.h's e^x, tr_expf); n >= 1.
 __global__ void k_max(const float *x, int64_t n, float *out) {
-    __shared__ float sh[RED_THREADS];
-    float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = x[i] > m ? x[i] : m;
-    m = block_reduce(sh, m, op_max_f());
-    if (threadIdx.x == 0) *out = m;
+    __shared__ float lanes[TR_LANES];
+    if (threadIdx.x < TR_LANES) lanes[threadIdx.x] = lane_max(x, n, threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x == 0) *out = fold_max(lanes);
 }
 
 __global__ void k_exp_shift_sum(float *x, int64_t n, float shift, double *out) {
-    __shared__ double sh[RED_THREADS];
-    double s = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float e = expf(x[i] - shift);
-        x[i] = e, s += e;
-    }
-    s = block_reduce(sh, s, op_add_d());
-    if (threadIdx.x == 0) *out = s;
+    __shared__ float lanes[TR_LANES];
+    if (threadIdx.x < TR_LANES) lanes[threadIdx.x] = lane_exp_sum(x, n, shift, threadIdx.x, x);
+    __syncthreads();
+    if (threadIdx.x == 0) *out = fold_sum(lanes);
 }
 
+// The element functions of train_ops.h (section "training", above).
 __global__ void k_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dz[i] = -g * expf(z[i] - l);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dz[i] = neg_scaled_exp_elem(z[i], g, l);
 }
 
 __global__ void k_silu_fwd(float *h, const float *g, const float *u, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float s = 1.0f / (1.0f + expf(-g[i]));
-        h[i] = g[i] * s * u[i];
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) h[i] = glu_fwd_elem(g[i], u[i], false);
 }
 
 __global__ void k_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float s = 1.0f / (1.0f + expf(-g[i]));
-        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-        du[i] = dh[i] * g[i] * s;
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], false);
 }
 
 // Copies n floats in, returns the device pointer (scratch b).
@@ -641,7 +857,7 @@ static float cu_max(const float *x, int64_t n) {
     if (n <= 0) return -INFINITY;
     lock_guard g(op);
     float *d = upload(&b_a, x, n, op), *dm = (float *)grow(&b_b, sizeof(float), op), r = 0;
-    k_max<<<1, RED_THREADS>>>(d, n, dm);
+    k_max<<<1, 32>>>(d, n, dm);
     CK_LAUNCH();
     CK(cudaMemcpy(&r, dm, sizeof r, cudaMemcpyDeviceToHost));
     return r;
@@ -653,7 +869,7 @@ static double cu_exp_shift_sum(float *x, int64_t n, float shift) {
     lock_guard g(op);
     float *d = upload(&b_a, x, n, op);
     double *ds = (double *)grow(&b_b, sizeof(double), op), r = 0;
-    k_exp_shift_sum<<<1, RED_THREADS>>>(d, n, shift, ds);
+    k_exp_shift_sum<<<1, 32>>>(d, n, shift, ds);
     CK_LAUNCH();
     download(x, d, n, op);
     CK(cudaMemcpy(&r, ds, sizeof r, cudaMemcpyDeviceToHost));
@@ -716,6 +932,34 @@ __global__ void k_logprob(const float *z, int32_t n, int32_t t, double *out) {
     for (int32_t i = threadIdx.x; i < n; i += blockDim.x) s += exp((double)z[i] - (double)mx);
     s = block_reduce(shd, s, op_add_d());
     if (threadIdx.x == 0) *out = (double)z[t] - (double)mx - log(s);
+}
+
+// One block: log sum e^(s z) in double, as kernel_logsumexp: the fp32
+// maximum of s z (fmaxf, a fixed tree), the sum of e^(s z - max) in double
+// (per-thread strided sums folded by a fixed tree), then max + log(sum).
+struct op_fmax_f { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+__global__ void k_logsumexp(const float *z, int64_t n, float s, double *out) {
+    __shared__ float shf[RED_THREADS];
+    __shared__ double shd[RED_THREADS];
+    float mx = z[0] * s;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, z[i] * s);
+    mx = block_reduce(shf, mx, op_fmax_f());
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp((double)(z[i] * s - mx));
+    sum = block_reduce(shd, sum, op_add_d());
+    if (threadIdx.x == 0) *out = (double)mx + log(sum);
+}
+
+static double cu_logsumexp(const float *z, int64_t n, float s) {
+    const char *op = "logsumexp";
+    if (n <= 0) return -INFINITY;
+    lock_guard g(op);
+    float *d = upload(&b_a, z, n, op);
+    double *dr = (double *)grow(&b_b, sizeof(double), op), r = 0;
+    k_logsumexp<<<1, RED_THREADS>>>(d, n, s, dr);
+    CK_LAUNCH();
+    CK(cudaMemcpy(&r, dr, sizeof r, cudaMemcpyDeviceToHost));
+    return r;
 }
 
 static void cu_add(float *y, const float *x, int64_t n) {
@@ -1126,6 +1370,1287 @@ static void cu_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n
     }
 }
 
+// ---- training kernels: bodies written once for the device and the host ----
+//
+// The training ops' kernels are functors: an element-wise one is f(i) for
+// i in [0, n) (k_each: a grid-stride loop; on the host a plain loop); a
+// block-cooperative one is f(exec, block, shared), a sequence of phases
+// (exec.phase), each run by every thread of the block and followed by a
+// barrier (tr_dev_exec: the thread's share, then __syncthreads(); on the host
+// tr_host_exec runs the threads one after another, which is the same
+// computation: within a phase the threads write disjoint elements and read
+// only what earlier phases wrote).  Each op's code (below) runs either on
+// the device (host false: operands copied to device scratch, kernels
+// launched) or, for tests, on the host (host true: the caller's arrays used
+// in place, the same functors looped): alphaspin_cuda_train_host's entries
+// are these host runs, so the op's index arithmetic, operand layout and
+// composition are tested on machines without a GPU; what only a GPU can
+// check is the launches, the copies, cuBLAS, and the device's libm.
+
+#define EW_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+template <class F> __global__ void k_each(int64_t n, F f) {
+    EW_LOOP(i, n) f(i);
+}
+
+struct tr_shared { // a block's shared scratch
+    float lanes[TR_LANES];
+    float a, b;
+};
+struct tr_dev_exec {
+    int tid, nt;
+    template <class F> __host__ __device__ void phase(F f) const {
+        f(tid, nt);
+#ifdef __CUDA_ARCH__
+        __syncthreads();
+#endif
+    }
+};
+struct tr_host_exec {
+    int nt;
+    template <class F> __host__ __device__ void phase(F f) const {
+        for (int t = 0; t < nt; t++) f(t, nt);
+    }
+};
+
+template <class F> __global__ void k_blocks(F f) {
+    __shared__ tr_shared sh;
+    f(tr_dev_exec{(int)threadIdx.x, (int)blockDim.x}, (int64_t)blockIdx.x, &sh);
+}
+
+template <class F> static void run_each(bool host, int64_t n, const F &f, const char *op) {
+    if (n <= 0) return;
+    if (host) {
+        for (int64_t i = 0; i < n; i++) f(i);
+        return;
+    }
+    k_each<<<grid_for(n, 256), 256>>>(n, f);
+    CK_LAUNCH();
+}
+
+template <class F> static void run_blocks(bool host, int64_t nb, int threads, const F &f, const char *op) {
+    if (nb <= 0) return;
+    if (host) {
+        tr_shared sh;
+        for (int64_t b = 0; b < nb; b++) f(tr_host_exec{threads}, b, &sh);
+        return;
+    }
+    if (nb > INT32_MAX) die(op, "%lld blocks", (long long)nb);
+    k_blocks<<<(unsigned)nb, threads>>>(f);
+    CK_LAUNCH();
+}
+
+#define HDF __host__ __device__ void operator()
+
+// out[i] = scale x[i] (the embedding's gathered rows).
+struct f_scale_copy {
+    float *out;
+    const float *x;
+    float scale;
+    HDF(int64_t i) const { out[i] = scale * x[i]; }
+};
+
+// Embedding backward: rows (U x C) of dE, one per distinct token; slot s adds
+// scale * dout[t] for its tokens t (list[first[s] .. first[s+1]), increasing t) in order.
+struct f_embed_bwd {
+    float *rows;
+    const float *dout;
+    const int32_t *first, *list;
+    int64_t C;
+    float scale;
+    HDF(int64_t idx) const {
+        const int64_t s = idx / C, j = idx % C;
+        float v = rows[idx];
+        for (int32_t q = first[s]; q < first[s + 1]; q++) v += scale * dout[(int64_t)list[q] * C + j];
+        rows[idx] = v;
+    }
+};
+
+// RMSNorm forward, one block per row: the sum of squares in double in column
+// order by one thread (train_rmsnorm_forward's), then the row.
+struct f_rmsnorm_fwd {
+    float *out, *rstd;
+    const float *x, *w;
+    int64_t C;
+    float eps;
+    template <class X> HDF(const X &ex, int64_t t, tr_shared *sh) const {
+        const float *xt = x + t * C;
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            double ss = 0.0;
+            for (int64_t j = 0; j < C; j++) ss += (double)xt[j] * xt[j];
+            sh->a = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+            rstd[t] = sh->a;
+        });
+        ex.phase([&](int tid, int nt) {
+            const float r = sh->a;
+            for (int64_t j = tid; j < C; j += nt) out[t * C + j] = xt[j] * r * w[j];
+        });
+    }
+};
+
+// dx_j += r dy_j w_j - c x_j, c = r^3 / C sum_k dy_k w_k x_k (the dot in double, in order), a block per row.
+struct f_rmsnorm_bwd_dx {
+    float *dx;
+    const float *dout, *x, *w, *rstd;
+    int64_t C;
+    template <class X> HDF(const X &ex, int64_t t, tr_shared *sh) const {
+        const float *xt = x + t * C, *dy = dout + t * C;
+        const float r = rstd[t];
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            double dot = 0.0;
+            for (int64_t j = 0; j < C; j++) dot += (double)dy[j] * w[j] * xt[j];
+            sh->a = (float)(dot * (double)r * r * r / (double)C);
+        });
+        ex.phase([&](int tid, int nt) {
+            const float c = sh->a;
+            for (int64_t j = tid; j < C; j += nt) dx[t * C + j] += r * dy[j] * w[j] - c * xt[j];
+        });
+    }
+};
+
+// dw_j += sum_t dy_j x_j r: column j's rows summed in order from 0, then added
+// (train_rmsnorm_backward's float acc).
+struct f_rmsnorm_bwd_dw {
+    float *dw;
+    const float *dout, *x, *rstd;
+    int64_t N, C;
+    HDF(int64_t j) const {
+        float acc = 0.0f;
+        for (int64_t t = 0; t < N; t++) acc += dout[t * C + j] * x[t * C + j] * rstd[t];
+        dw[j] += acc;
+    }
+};
+
+// One RoPE pair (row t, head h, pair i) of x (N, n_heads * d).
+struct f_rope {
+    float *x;
+    const float *cs, *sn;
+    int n_heads, d, half;
+    bool neox;
+    float sign;
+    HDF(int64_t idx) const {
+        const int64_t t = idx / ((int64_t)n_heads * half);
+        const int h = (int)(idx / half % n_heads), i = (int)(idx % half);
+        rope_pair(x + (t * n_heads + h) * d, i, half, neox, cs[t * half + i], sn[t * half + i], sign);
+    }
+};
+
+struct f_glu_fwd {
+    float *h;
+    const float *g, *u;
+    bool gelu;
+    HDF(int64_t i) const { h[i] = glu_fwd_elem(g[i], u[i], gelu); }
+};
+
+struct f_glu_bwd {
+    float *dg, *du;
+    const float *dh, *g, *u;
+    bool gelu;
+    HDF(int64_t i) const { glu_bwd_elem(&dg[i], &du[i], dh[i], g[i], u[i], gelu); }
+};
+
+// One block of TR_LANES threads per row: lse = max + log(sum e^(z - max)) in
+// train_ops.h's lanes (train_logsoftmax_forward), logp = z[target] - lse.
+struct f_lsm_fwd {
+    float *logp, *lse;
+    const float *z;
+    const int32_t *tgt;
+    int64_t V;
+    template <class X> HDF(const X &ex, int64_t r, tr_shared *sh) const {
+        const float *zr = z + r * V;
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_max(zr, V, l);
+        });
+        ex.phase([&](int l, int) {
+            if (l == 0) sh->a = fold_max(sh->lanes);
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(zr, V, sh->a, l, NULL);
+        });
+        ex.phase([&](int l, int) {
+            if (l) return;
+            const float L = sh->a + (float)log(fold_sum(sh->lanes));
+            lse[r] = L;
+            logp[r] = zr[tgt[r]] - L;
+        });
+    }
+};
+
+// dz = fmaf(-g, e^(z - lse), 0), then + g at the target (written).
+struct f_lsm_bwd {
+    float *dz;
+    const float *dlogp, *z, *lse;
+    const int32_t *tgt;
+    int64_t V;
+    HDF(int64_t idx) const {
+        const int64_t r = idx / V, j = idx % V;
+        float v = neg_scaled_exp_elem(z[idx], dlogp[r], lse[r]);
+        if (j == tgt[r]) v += dlogp[r];
+        dz[idx] = v;
+    }
+};
+
+struct f_add {
+    float *out;
+    const float *a, *b;
+    HDF(int64_t i) const { out[i] = a[i] + b[i]; }
+};
+
+struct f_scale {
+    float *x;
+    float c;
+    HDF(int64_t i) const { x[i] *= c; }
+};
+
+// Dropout, one 16-element word of a row per index (row i's counter base + i
+// cols): hashes (storing keep) or replays keep; out = x f, or fmaf(x, f, out) (add).
+struct f_dropout {
+    float *out;
+    const float *x;
+    uint16_t *keep;
+    int64_t cols;
+    uint64_t base;
+    uint32_t thresh;
+    float keep_scale;
+    bool replay, add;
+    HDF(int64_t idx) const {
+        const int64_t w = (cols + 15) / 16, i = idx / w, j0 = idx % w * 16;
+        const uint16_t bits = replay ? keep[idx] : drop_word(base + (uint64_t)(i * cols), j0, cols, thresh);
+        if (!replay) keep[idx] = bits;
+        for (int64_t j = j0; j < j0 + 16 && j < cols; j++)
+            out[i * cols + j] = drop_apply(x[i * cols + j], (bits >> (j % 16)) & 1, keep_scale, out[i * cols + j], add);
+    }
+};
+
+// C (M x Nc, contiguous) from a fused multiply-add chain per element,
+// kernel_sgemm's (gemm.h): acc = fmaf(a(i,k), b(k,j), acc) for k = 0 .. K-1
+// from 0, t = alpha acc (alpha 1: acc); mode 0: C = t; 1: C = C + t (fmaf(1,
+// C, t)); 2: C = fmaf(t, keep(i,j) ? kscale : 0, C) (lora_gemm.h's dropout of
+// rows_wide).  a(i,k) = A[i ai + k ak], b(k,j) = B[k bk + j bj].
+typedef struct { int64_t M, Nc, K, ai, ak, bk, bj; } chain_shape;
+struct f_chain {
+    chain_shape s;
+    const float *A, *B;
+    float alpha;
+    int mode;
+    const uint16_t *keep;
+    float kscale;
+    float *C;
+    HDF(int64_t idx) const {
+        const int64_t i = idx / s.Nc, j = idx % s.Nc;
+        const float *a = A + i * s.ai, *b = B + j * s.bj;
+        float acc = 0.0f;
+        for (int64_t k = 0; k < s.K; k++) acc = fmaf(a[k * s.ak], b[k * s.bk], acc);
+        const float t = alpha == 1.0f ? acc : alpha * acc;
+        if (mode == 0) C[idx] = t;
+        else if (mode == 1) C[idx] = C[idx] + t;
+        else C[idx] = fmaf(t, (keep[i * ((s.Nc + 15) / 16) + j / 16] >> (j % 16)) & 1 ? kscale : 0.0f, C[idx]);
+    }
+};
+
+#define TR_ATT_THREADS 128
+#define TR_ATT_BLOCK 64 // train_graph.c's ATT_BLOCK: the query rows whose dk/dv sums are added together
+
+// Attention forward, one block per (query row, head) item it = item0 + b:
+// the scores scale (q.k) of the visible keys (one fmaf chain each), the max
+// and the sum of e^(s - max) in the 16 lanes, p = e * (1 / sum), out = sum_j
+// p_j v_j (one fmaf chain per dimension), lse = max + log(sum)
+// (train_attention_forward).  rt0[r], ri[r]: row r's sequence start and
+// position in it; S: ld floats of scores per block.
+struct f_att_fwd {
+    float *out, *lse;
+    const float *q, *k, *v;
+    const int32_t *rt0, *ri;
+    int64_t item0;
+    int H, group, d;
+    float scale;
+    float *S;
+    int64_t ld;
+    template <class X> HDF(const X &ex, int64_t b, tr_shared *sh) const {
+        const int64_t it = item0 + b, r = it / H;
+        const int h = (int)(it % H), g = h / group;
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, t0 = rt0[r], i = ri[r], ti = t0 + i, w = i + 1;
+        const float *Q = q + ti * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
+        float *s = S + b * ld;
+        ex.phase([&](int tid, int nt) {
+            for (int64_t j = tid; j < w; j += nt) {
+                float acc = 0.0f;
+                for (int e = 0; e < d; e++) acc = fmaf(Q[e], K[j * kvd + e], acc);
+                s[j] = scale * acc;
+            }
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_max(s, w, l);
+        });
+        ex.phase([&](int l, int) {
+            if (l == 0) sh->a = fold_max(sh->lanes);
+        });
+        ex.phase([&](int l, int) {
+            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(s, w, sh->a, l, s);
+        });
+        ex.phase([&](int l, int) {
+            if (l) return;
+            const double sum = fold_sum(sh->lanes);
+            sh->b = (float)(1.0 / sum);
+            lse[ti * H + h] = sh->a + (float)log(sum);
+        });
+        ex.phase([&](int tid, int nt) {
+            const float inv = sh->b;
+            for (int e = tid; e < d; e += nt) {
+                float acc = 0.0f;
+                for (int64_t j = 0; j < w; j++) acc = fmaf(s[j] * inv, Vv[j * kvd + e], acc);
+                out[ti * qd + (int64_t)h * d + e] = acc;
+            }
+        });
+    }
+};
+
+// Attention backward of one (sequence, head), one block per query row i (T
+// of them): P_ij = e^(scale (q_i.k_j) - lse_i), dS_ij = P_ij (dO_i.v_j - D_i)
+// scale, D_i = dO_i.O_i (a float chain, dot_f), for j <= i, into P and dS
+// (T x T).  Pointers at the sequence's first row and the head's (or its K/V
+// head's) columns; lse at the sequence's first row and the head.
+struct f_att_bwd_p {
+    float *P, *dS;
+    const float *Q, *K, *Vv, *dO, *O, *lse;
+    int64_t qd, kvd, T;
+    int H, d;
+    float scale;
+    template <class X> HDF(const X &ex, int64_t i, tr_shared *sh) const {
+        const float *qi = Q + i * qd, *doi = dO + i * qd;
+        ex.phase([&](int tid, int) {
+            if (tid) return;
+            const float *oi = O + i * qd;
+            float D = 0.0f;
+            for (int e = 0; e < d; e++) D += doi[e] * oi[e];
+            sh->a = D;
+        });
+        ex.phase([&](int tid, int nt) {
+            const float D = sh->a, L = lse[i * H];
+            for (int64_t j = tid; j <= i; j += nt) {
+                float a = 0.0f, b = 0.0f;
+                for (int e = 0; e < d; e++) a = fmaf(qi[e], K[j * kvd + e], a);
+                for (int e = 0; e < d; e++) b = fmaf(doi[e], Vv[j * kvd + e], b);
+                const float p = tr_expf(scale * a - L);
+                P[i * T + j] = p;
+                dS[i * T + j] = p * (b - D) * scale;
+            }
+        });
+    }
+};
+
+// dQ_i += sum_{j <= i} dS_ij k_j (one chain per element, then added).
+struct f_att_bwd_dq {
+    float *dQ;
+    const float *dS, *K;
+    int64_t T, qd, kvd;
+    int d;
+    HDF(int64_t idx) const {
+        const int64_t i = idx / d;
+        const int e = (int)(idx % d);
+        float acc = 0.0f;
+        for (int64_t j = 0; j <= i; j++) acc = fmaf(dS[i * T + j], K[j * kvd + e], acc);
+        dQ[i * qd + e] += acc;
+    }
+};
+
+// dK_j += sum_i dS_ij q_i, dV_j += sum_i P_ij dO_i: per block of 64 query
+// rows from the one holding j, a chain over its rows i >= j, then added (the
+// CPU's block products with beta 1, in block order).
+struct f_att_bwd_dkv {
+    float *dK, *dV;
+    const float *P, *dS, *Q, *dO;
+    int64_t T, qd, kvd;
+    int d;
+    HDF(int64_t idx) const {
+        const int64_t j = idx / d;
+        const int e = (int)(idx % d);
+        float dk = dK[j * kvd + e], dv = dV[j * kvd + e];
+        for (int64_t i0 = j / TR_ATT_BLOCK * TR_ATT_BLOCK; i0 < T; i0 += TR_ATT_BLOCK) {
+            const int64_t i1 = i0 + TR_ATT_BLOCK < T ? i0 + TR_ATT_BLOCK : T;
+            float ak = 0.0f, av = 0.0f;
+            for (int64_t i = i0 > j ? i0 : j; i < i1; i++) {
+                ak = fmaf(dS[i * T + j], Q[i * qd + e], ak);
+                av = fmaf(P[i * T + j], dO[i * qd + e], av);
+            }
+            dk = dk + ak, dv = dv + av;
+        }
+        dK[j * kvd + e] = dk, dV[j * kvd + e] = dv;
+    }
+};
+
+struct f_adamw {
+    float *p, *m, *v;
+    const float *g;
+    adamw_k k;
+    HDF(int64_t i) const { adamw_elem(&p[i], g[i], &m[i], &v[i], k); }
+};
+struct f_rmsprop {
+    float *p, *v;
+    const float *g;
+    float lr, a, eps, wd;
+    HDF(int64_t i) const { rmsprop_elem(&p[i], g[i], &v[i], lr, a, eps, wd); }
+};
+struct f_sgd {
+    float *p, *m;
+    const float *g;
+    float lr, mu, wd;
+    int64_t t;
+    HDF(int64_t i) const { sgd_elem(&p[i], g[i], m ? &m[i] : NULL, lr, mu, wd, t); }
+};
+struct f_sumsq {
+    double *part;
+    const float *x;
+    size_t n;
+    HDF(int64_t b) const { part[b] = sumsq_block(x, n, (size_t)b); }
+};
+
+// ---- training ops ----
+//
+// Each op's body takes `host`: false on the device (the cu_ entry, under the
+// lock: operands copied to device scratch, kernels launched, results copied
+// back), true on the host for tests (the caller's arrays used in place and
+// host scratch, the same functors looped; see cuda_host_check.h).
+
+// Scratch of the training ops, grown as needed and kept (one slot per
+// operand): device buffers, and host ones for the host runs.
+static dbuf g_tr[12];
+static void *g_htr[12];
+static size_t g_htr_cap[12];
+
+#define FB(n) (sizeof(float) * (size_t)(n))
+
+// An operand read (or accumulated into): its device copy, or on the host the array itself.
+static void *t_in(bool host, int slot, const void *x, size_t bytes, const char *op) {
+    if (host) return (void *)x;
+    void *d = grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
+    if (bytes > 0) CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+// Scratch of `bytes` (contents undefined).
+static void *t_tmp(bool host, int slot, size_t bytes, const char *op) {
+    if (!host) return grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
+    if (bytes > g_htr_cap[slot]) {
+        free(g_htr[slot]);
+        g_htr[slot] = malloc(bytes);
+        if (!g_htr[slot]) die(op, "out of host memory");
+        g_htr_cap[slot] = bytes;
+    }
+    return g_htr[slot];
+}
+// A result back into x (from a copy or scratch; nothing when it is x itself).
+static void t_out(bool host, void *x, const void *d, size_t bytes, const char *op) {
+    if (bytes == 0 || x == d) return;
+    if (host) memcpy(x, d, bytes);
+    else CK(cudaMemcpy(x, d, bytes, cudaMemcpyDeviceToHost));
+}
+
+static void check_int(int64_t v, const char *what, const char *op) {
+    if (v < 0 || v > INT32_MAX) die(op, "%s %lld: outside a cuBLAS int", what, (long long)v);
+}
+
+// C = alpha op(A) op(B) + beta C on device operands, row-major with leading
+// dimensions (cuBLAS's column-major C^T = op(B)^T op(A)^T).  beta 0: C is not read.
+static void dev_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      float beta, float *C, int64_t ldc, const char *op) {
+    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op);
+    check_int(lda, "lda", op), check_int(ldb, "ldb", op), check_int(ldc, "ldc", op);
+    CKB(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B,
+                    (int)(ldb > 0 ? ldb : 1), A, (int)(lda > 0 ? lda : 1), &beta, C, (int)(ldc > 0 ? ldc : 1)));
+}
+
+// The table's row count is not passed (V unknown): the N rows of E are
+// gathered on the host and uploaded together.
+static void embedding_forward_run(bool host, float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    const char *op = "embedding_forward";
+    float *rows = (float *)malloc(FB(N * C));
+    if (!rows) die(op, "out of host memory");
+    for (int64_t t = 0; t < N; t++) memcpy(rows + t * C, E + (int64_t)tok[t] * C, FB(C));
+    float *d = (float *)t_in(host, 0, rows, FB(N * C), op), *o = (float *)t_tmp(host, 1, FB(N * C), op);
+    run_each(host, N * C, f_scale_copy{o, d, scale}, op);
+    t_out(host, out, o, FB(N * C), op);
+    free(rows);
+}
+
+// dE's rows of the distinct tokens travel (V is not passed); each adds its
+// tokens' rows of dout in token order, as the CPU's serial loop.
+static void embedding_backward_run(bool host, float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    const char *op = "embedding_backward";
+    if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
+    // Distinct tokens (slots, in order of first use) and, per slot, its rows in increasing order.
+    int32_t *slot_tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)N), *slot_of = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *first = (int32_t *)calloc((size_t)N + 2, sizeof(int32_t)), *list = (int32_t *)malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *fill_at = (int32_t *)malloc(sizeof(int32_t) * ((size_t)N + 1));
+    if (!slot_tok || !slot_of || !first || !list || !fill_at) die(op, "out of host memory");
+    int64_t U = 0;
+    for (int64_t t = 0; t < N; t++) { // quadratic in the distinct tokens, but N is a batch's rows
+        int64_t s = 0;
+        while (s < U && slot_tok[s] != tok[t]) s++;
+        if (s == U) slot_tok[U++] = tok[t];
+        slot_of[t] = (int32_t)s;
+        first[s + 1]++;
+    }
+    for (int64_t s = 0; s < U; s++) first[s + 1] += first[s];
+    for (int64_t s = 0; s <= U; s++) fill_at[s] = first[s];
+    for (int64_t t = 0; t < N; t++) list[fill_at[slot_of[t]]++] = (int32_t)t;
+    float *rows = (float *)malloc(FB(U * C));
+    if (!rows) die(op, "out of host memory");
+    for (int64_t s = 0; s < U; s++) memcpy(rows + s * C, dE + (int64_t)slot_tok[s] * C, FB(C));
+    float *dr = (float *)t_in(host, 0, rows, FB(U * C), op), *dd = (float *)t_in(host, 1, dout, FB(N * C), op);
+    int32_t *df = (int32_t *)t_in(host, 2, first, sizeof(int32_t) * (size_t)(U + 1), op);
+    int32_t *dl = (int32_t *)t_in(host, 3, list, sizeof(int32_t) * (size_t)N, op);
+    run_each(host, U * C, f_embed_bwd{dr, dd, df, dl, C, scale}, op);
+    t_out(host, rows, dr, FB(U * C), op);
+    for (int64_t s = 0; s < U; s++) memcpy(dE + (int64_t)slot_tok[s] * C, rows + s * C, FB(C));
+    free(rows), free(slot_tok), free(slot_of), free(first), free(list), free(fill_at);
+}
+
+static void rmsnorm_forward_run(bool host, float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps) {
+    const char *op = "rmsnorm_forward";
+    float *dx = (float *)t_in(host, 0, x, FB(N * C), op), *dw = (float *)t_in(host, 1, w, FB(C), op);
+    float *dy = (float *)t_tmp(host, 2, FB(N * C), op), *dr = (float *)t_tmp(host, 3, FB(N), op);
+    run_blocks(host, N, 256, f_rmsnorm_fwd{dy, dr, dx, dw, C, eps}, op);
+    t_out(host, out, dy, FB(N * C), op);
+    t_out(host, rstd, dr, FB(N), op);
+}
+
+static void rmsnorm_backward_run(bool host, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N,
+                                 int64_t C) {
+    const char *op = "rmsnorm_backward";
+    float *ddo = (float *)t_in(host, 0, dout, FB(N * C), op), *dxx = (float *)t_in(host, 1, x, FB(N * C), op);
+    float *dr = (float *)t_in(host, 2, rstd, FB(N), op);
+    if (dx) {
+        float *dww = (float *)t_in(host, 3, w, FB(C), op), *ddx = (float *)t_in(host, 4, dx, FB(N * C), op);
+        run_blocks(host, N, 256, f_rmsnorm_bwd_dx{ddx, ddo, dxx, dww, dr, C}, op);
+        t_out(host, dx, ddx, FB(N * C), op);
+    }
+    if (dw) {
+        float *ddw = (float *)t_in(host, 5, dw, FB(C), op);
+        run_each(host, C, f_rmsnorm_bwd_dw{ddw, ddo, dxx, dr, N, C}, op);
+        t_out(host, dw, ddw, FB(C), op);
+    }
+}
+
+static void rope_run(bool host, float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign,
+                     const char *op) {
+    if (n_rot > d) die(op, "n_rot %d > d %d", n_rot, d);
+    const int64_t n = N * n_heads * d, half = n_rot / 2;
+    float *dx = (float *)t_in(host, 0, x, FB(n), op), *dc = (float *)t_in(host, 1, cs, FB(N * half), op);
+    float *ds = (float *)t_in(host, 2, sn, FB(N * half), op);
+    run_each(host, N * n_heads * half, f_rope{dx, dc, ds, n_heads, d, (int)half, neox, sign}, op);
+    t_out(host, x, dx, FB(n), op);
+}
+
+// The rows the sequences cover (n_rows: the end of the last one) and the longest.
+static void att_extent(const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int64_t *n_rows, int64_t *covered, int64_t *longest,
+                       const char *op) {
+    *n_rows = 0, *covered = 0, *longest = 0;
+    for (int32_t b = 0; b < n_seq; b++) {
+        if (seq_off[b] < 0 || seq_len[b] < 0) die(op, "sequence %d: offset %d, length %d", (int)b, (int)seq_off[b], (int)seq_len[b]);
+        const int64_t end = (int64_t)seq_off[b] + seq_len[b];
+        *n_rows = end > *n_rows ? end : *n_rows;
+        *covered += seq_len[b];
+        *longest = seq_len[b] > *longest ? seq_len[b] : *longest;
+    }
+}
+
+static void attention_forward_run(bool host, float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                                  const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d) {
+    const char *op = "attention_forward";
+    if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
+    int64_t n_rows, covered, ld;
+    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &ld, op);
+    if (covered == 0) return;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = covered * H;
+    int32_t *rt0 = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered), *ri = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered);
+    if (!rt0 || !ri) die(op, "out of host memory");
+    for (int32_t b = 0, r = 0; b < n_seq; b++)
+        for (int32_t i = 0; i < seq_len[b]; i++, r++) rt0[r] = seq_off[b], ri[r] = i;
+    float *dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+    float *dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op);
+    // out and lse in place (rows outside every sequence keep their values).
+    float *dout = (float *)t_in(host, 3, out, FB(n_rows * qd), op), *dl = (float *)t_in(host, 4, lse, FB(n_rows * H), op);
+    int32_t *drt0 = (int32_t *)t_in(host, 5, rt0, sizeof(int32_t) * (size_t)covered, op);
+    int32_t *dri = (int32_t *)t_in(host, 6, ri, sizeof(int32_t) * (size_t)covered, op);
+    // Score rows of ld floats, at most 2^24 floats of them per launch.
+    const int64_t per = ((int64_t)1 << 24) / ld > 1 ? ((int64_t)1 << 24) / ld : 1, chunk = per < n_items ? per : n_items;
+    float *S = (float *)t_tmp(host, 7, FB(chunk * ld), op);
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int64_t it = 0; it < n_items; it += chunk) {
+        const int64_t nb = n_items - it < chunk ? n_items - it : chunk;
+        run_blocks(host, nb, TR_ATT_THREADS, f_att_fwd{dout, dl, dq, dk, dv, drt0, dri, it, H, H / Hkv, d, scale, S, ld}, op);
+    }
+    t_out(host, out, dout, FB(n_rows * qd), op);
+    t_out(host, lse, dl, FB(n_rows * H), op);
+    free(rt0), free(ri);
+}
+
+// Per (sequence, head), sequences in order, heads in order (so the heads of
+// a K/V group add into its dk/dv one after the other, as the CPU's): P and
+// dS of the head (T x T), then dq, then dk and dv.
+static void attention_backward_run(bool host, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                   const float *q, const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len,
+                                   int32_t n_seq, int H, int Hkv, int d) {
+    const char *op = "attention_backward";
+    if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
+    int64_t n_rows, covered, T_max;
+    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &T_max, op);
+    if (covered == 0) return;
+    const int group = H / Hkv;
+    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *Dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *Dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+    float *Dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op), *DdO = (float *)t_in(host, 3, dout, FB(n_rows * qd), op);
+    float *DO = (float *)t_in(host, 4, out, FB(n_rows * qd), op), *Dl = (float *)t_in(host, 5, lse, FB(n_rows * H), op);
+    float *Ddq = (float *)t_in(host, 6, dq, FB(n_rows * qd), op), *Ddk = (float *)t_in(host, 7, dk, FB(n_rows * kvd), op);
+    float *Ddv = (float *)t_in(host, 8, dv, FB(n_rows * kvd), op);
+    float *P = (float *)t_tmp(host, 9, FB(2 * T_max * T_max), op), *dS = P + T_max * T_max;
+    for (int32_t b = 0; b < n_seq; b++) {
+        const int64_t t0 = seq_off[b], T = seq_len[b];
+        for (int h = 0; h < H && T > 0; h++) {
+            const int64_t gq = t0 * qd + (int64_t)h * d, gk = t0 * kvd + (int64_t)(h / group) * d;
+            run_blocks(host, T, TR_ATT_THREADS, f_att_bwd_p{P, dS, Dq + gq, Dk + gk, Dv + gk, DdO + gq, DO + gq, Dl + t0 * H + h, qd, kvd, T, H, d, scale},
+                       op);
+            run_each(host, T * d, f_att_bwd_dq{Ddq + gq, dS, Dk + gk, T, qd, kvd, d}, op);
+            run_each(host, T * d, f_att_bwd_dkv{Ddk + gk, Ddv + gk, P, dS, Dq + gq, DdO + gq, T, qd, kvd, d}, op);
+        }
+    }
+    t_out(host, dq, Ddq, FB(n_rows * qd), op);
+    t_out(host, dk, Ddk, FB(n_rows * kvd), op);
+    t_out(host, dv, Ddv, FB(n_rows * kvd), op);
+}
+
+static void glu_forward_run(bool host, float *h, const float *gg, const float *u, int64_t n, bool gelu) {
+    const char *op = "glu_forward";
+    float *dg = (float *)t_in(host, 0, gg, FB(n), op), *du = (float *)t_in(host, 1, u, FB(n), op), *dh = (float *)t_tmp(host, 2, FB(n), op);
+    run_each(host, n, f_glu_fwd{dh, dg, du, gelu}, op);
+    t_out(host, h, dh, FB(n), op);
+}
+
+static void glu_backward_run(bool host, float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu) {
+    const char *op = "glu_backward";
+    float *ddh = (float *)t_in(host, 0, dh, FB(n), op), *dg = (float *)t_in(host, 1, gg, FB(n), op), *du = (float *)t_in(host, 2, u, FB(n), op);
+    float *o = (float *)t_tmp(host, 3, FB(2 * n), op);
+    run_each(host, n, f_glu_bwd{o, o + n, ddh, dg, du, gelu}, op);
+    t_out(host, dgo, o, FB(n), op);
+    t_out(host, duo, o + n, FB(n), op);
+}
+
+static void logsoftmax_forward_run(bool host, float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V) {
+    const char *op = "logsoftmax_forward";
+    float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op);
+    int32_t *dt = (int32_t *)t_in(host, 1, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)t_tmp(host, 2, FB(2 * rows), op);
+    run_blocks(host, rows, TR_LANES, f_lsm_fwd{o, o + rows, dz, dt, V}, op);
+    t_out(host, logp, o, FB(rows), op);
+    t_out(host, lse, o + rows, FB(rows), op);
+}
+
+static void logsoftmax_backward_run(bool host, float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
+                                    int64_t rows, int64_t V) {
+    const char *op = "logsoftmax_backward";
+    float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op), *dg = (float *)t_in(host, 1, dlogp, FB(rows), op);
+    float *dl = (float *)t_in(host, 2, lse, FB(rows), op);
+    int32_t *dt = (int32_t *)t_in(host, 3, target, sizeof(int32_t) * (size_t)rows, op);
+    float *o = (float *)t_tmp(host, 4, FB(rows * V), op);
+    run_each(host, rows * V, f_lsm_bwd{o, dg, dz, dl, dt, V}, op);
+    t_out(host, dlogits, o, FB(rows * V), op);
+}
+
+static void residual_forward_run(bool host, float *out, const float *a, const float *b, int64_t n) {
+    const char *op = "residual_forward";
+    float *da = (float *)t_in(host, 0, a, FB(n), op), *db = (float *)t_in(host, 1, b, FB(n), op), *o = (float *)t_tmp(host, 2, FB(n), op);
+    run_each(host, n, f_add{o, da, db}, op);
+    t_out(host, out, o, FB(n), op);
+}
+
+static float keep_scale_of(const as_dropout *drop) { return 1.0f / (1.0f - drop->p); }
+
+// drop(x) of rows x cols into dst (x and dst device memory, or host on a host
+// run): hashes (storing the keep bits, copied back to drop->keep) or replays
+// them.  Returns the bits' device copy (or drop->keep on the host).
+static uint16_t *dropout_into(bool host, float *dst, const float *dx, int64_t rows, int64_t cols, const as_dropout *drop, bool replay, bool add,
+                              int keep_slot, const char *op) {
+    const int64_t w = (cols + 15) / 16;
+    const size_t kb = sizeof(uint16_t) * (size_t)(rows * w);
+    uint16_t *dk = replay || host ? (uint16_t *)t_in(host, keep_slot, drop->keep, kb, op) : (uint16_t *)t_tmp(host, keep_slot, kb, op);
+    run_each(host, rows * w, f_dropout{dst, dx, dk, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), replay, add}, op);
+    if (!replay) t_out(host, drop->keep, dk, kb, op);
+    return dk;
+}
+
+static void dropout_forward_run(bool host, float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop) {
+    const char *op = "dropout_forward";
+    float *dx = (float *)t_in(host, 0, x, FB(rows * cols), op), *o = (float *)t_tmp(host, 1, FB(rows * cols), op);
+    dropout_into(host, o, dx, rows, cols, drop, drop->replay, false, 2, op);
+    t_out(host, out, o, FB(rows * cols), op);
+}
+
+// dx += drop'(dout) = fmaf(dout, keep ? scale : 0, dx), from the stored bits.
+static void dropout_backward_run(bool host, float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop) {
+    const char *op = "dropout_backward";
+    float *dd = (float *)t_in(host, 0, dout, FB(rows * cols), op), *ddx = (float *)t_in(host, 1, dx, FB(rows * cols), op);
+    dropout_into(host, ddx, dd, rows, cols, drop, true, true, 2, op);
+    t_out(host, dx, ddx, FB(rows * cols), op);
+}
+
+// The six LoRA products as chains (lora_gemm.h's elements), x (N, in), A (r, in), B (out, r):
+enum { LORA_U, LORA_Y, LORA_DB, LORA_DU, LORA_DA, LORA_DX };
+static chain_shape lora_shape(int which, int64_t N, int64_t in, int64_t r, int64_t out) {
+    switch (which) {
+    case LORA_U: return chain_shape{N, r, in, in, 1, 1, in};   // u (N x r) = z A^T: z(t, i), A(k, i)
+    case LORA_Y: return chain_shape{N, out, r, r, 1, 1, r};    // y (N x out) += s u B^T: u(t, k), B(o, k)
+    case LORA_DB: return chain_shape{out, r, N, 1, out, r, 1}; // dB (out x r) += s dy^T u: dy(t, o), u(t, k)
+    case LORA_DU: return chain_shape{N, r, out, out, 1, r, 1}; // du (N x r) = s dy B: dy(t, o), B(o, k)
+    case LORA_DA: return chain_shape{r, in, N, 1, r, in, 1};   // dA (r x in) += du^T z: du(t, k), z(t, i)
+    default: return chain_shape{N, in, r, r, 1, in, 1};        // dx (N x in) += drop'(du A): du(t, k), A(k, i)
+    }
+}
+
+static void chain_run(bool host, chain_shape s, const float *A, const float *B, float alpha, int mode, const uint16_t *keep, float kscale, float *C,
+                      const char *op) {
+    if (s.M <= 0 || s.Nc <= 0) return;
+    run_each(host, s.M * s.Nc, f_chain{s, A, B, alpha, mode, keep, kscale, C}, op);
+}
+
+// u = drop(x) A^T; y += scale u B^T.
+static void lora_forward_run(bool host, float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r,
+                             int64_t out, float scale, const as_dropout *drop) {
+    const char *op = "lora_forward";
+    const float *z = (float *)t_in(host, 0, x, FB(N * in), op);
+    if (drop) {
+        float *dz = (float *)t_tmp(host, 1, FB(N * in), op);
+        dropout_into(host, dz, z, N, in, drop, drop->replay, false, 2, op);
+        z = dz;
+    }
+    float *dA = (float *)t_in(host, 3, A, FB(r * in), op), *du = (float *)t_tmp(host, 4, FB(N * r), op);
+    chain_run(host, lora_shape(LORA_U, N, in, r, out), z, dA, 1.0f, 0, NULL, 0.0f, du, op);
+    t_out(host, u, du, FB(N * r), op);
+    if (!y || out <= 0) return;
+    float *dB = (float *)t_in(host, 5, B, FB(out * r), op), *dy = (float *)t_in(host, 6, y, FB(N * out), op);
+    chain_run(host, lora_shape(LORA_Y, N, in, r, out), du, dB, scale, 1, NULL, 0.0f, dy, op);
+    t_out(host, y, dy, FB(N * out), op);
+}
+
+// dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)   (z = drop(x), replayed).
+// dx, dA, dB NULL: not wanted (the CPU's needs all three).
+static void lora_backward_run(bool host, float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A,
+                              const float *B, int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du) {
+    const char *op = "lora_backward";
+    float *ddy = (float *)t_in(host, 0, dy, FB(N * out), op), *dBm = (float *)t_in(host, 1, B, FB(out * r), op);
+    if (dB && out > 0) {
+        float *du_ = (float *)t_in(host, 2, u, FB(N * r), op), *ddB = (float *)t_in(host, 3, dB, FB(out * r), op);
+        chain_run(host, lora_shape(LORA_DB, N, in, r, out), ddy, du_, scale, 1, NULL, 0.0f, ddB, op);
+        t_out(host, dB, ddB, FB(out * r), op);
+    }
+    float *ddu = (float *)t_tmp(host, 4, FB(N * r), op);
+    chain_run(host, lora_shape(LORA_DU, N, in, r, out), ddy, dBm, scale, 0, NULL, 0.0f, ddu, op); // out 0: a chain of no terms, 0
+    if (du) t_out(host, du, ddu, FB(N * r), op);
+    if (in <= 0 || (!dA && !dx)) return;
+    const int64_t w = (in + 15) / 16;
+    const float ks = drop ? keep_scale_of(drop) : 1.0f;
+    uint16_t *dk = drop ? (uint16_t *)t_in(host, 5, drop->keep, sizeof(uint16_t) * (size_t)(N * w), op) : NULL;
+    if (dA) {
+        const float *z = (float *)t_in(host, 6, x, FB(N * in), op);
+        if (drop) { // z = x (keep ? scale : 0), rounded (the stored bits)
+            float *dz = (float *)t_tmp(host, 7, FB(N * in), op);
+            run_each(host, N * w, f_dropout{dz, z, dk, in, drop->base, drop_thresh(drop->p), ks, true, false}, op);
+            z = dz;
+        }
+        float *ddA = (float *)t_in(host, 8, dA, FB(r * in), op);
+        chain_run(host, lora_shape(LORA_DA, N, in, r, out), ddu, z, 1.0f, 1, NULL, 0.0f, ddA, op);
+        t_out(host, dA, ddA, FB(r * in), op);
+    }
+    if (dx) {
+        float *dAm = (float *)t_in(host, 9, A, FB(r * in), op), *ddx = (float *)t_in(host, 10, dx, FB(N * in), op);
+        chain_run(host, lora_shape(LORA_DX, N, in, r, out), ddu, dAm, 1.0f, drop ? 2 : 1, dk, ks, ddx, op);
+        t_out(host, dx, ddx, FB(N * in), op);
+    }
+}
+
+// train_sum_squares's blocks, one thread each (a block's sum in order), the
+// block sums added in order on the host: its bits.
+static double sum_squares_run(bool host, const float *x, size_t n) {
+    const char *op = "sum_squares";
+    const size_t nb = (n + TR_NORM_BLOCK - 1) / TR_NORM_BLOCK;
+    float *dx = (float *)t_in(host, 0, x, FB(n), op);
+    double *dp = (double *)t_tmp(host, 1, sizeof(double) * nb, op);
+    run_each(host, (int64_t)nb, f_sumsq{dp, dx, n}, op);
+    double *part = (double *)malloc(sizeof(double) * nb);
+    if (!part) die(op, "out of host memory");
+    t_out(host, part, dp, sizeof(double) * nb, op);
+    double ss = 0.0;
+    for (size_t b = 0; b < nb; b++) ss += part[b];
+    free(part);
+    return ss;
+}
+
+static void grad_scale_run(bool host, float *x, size_t n, float c) {
+    const char *op = "grad_scale";
+    float *dx = (float *)t_in(host, 0, x, FB(n), op);
+    run_each(host, (int64_t)n, f_scale{dx, c}, op);
+    t_out(host, x, dx, FB(n), op);
+}
+
+static void adamw_update_run(bool host, float *p, const float *gr, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                             float wd, int64_t t) {
+    const char *op = "adamw_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op), *dm = (float *)t_in(host, 2, m, FB(n), op);
+    float *dv = (float *)t_in(host, 3, v, FB(n), op);
+    run_each(host, (int64_t)n, f_adamw{dp, dm, dv, dg, adamw_consts(lr, beta1, beta2, eps, wd, t)}, op);
+    t_out(host, p, dp, FB(n), op), t_out(host, m, dm, FB(n), op), t_out(host, v, dv, FB(n), op);
+}
+
+static void rmsprop_update_run(bool host, float *p, const float *gr, float *v, size_t n, float lr, float alpha, float eps, float wd) {
+    const char *op = "rmsprop_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op), *dv = (float *)t_in(host, 2, v, FB(n), op);
+    run_each(host, (int64_t)n, f_rmsprop{dp, dv, dg, lr, alpha, eps, wd}, op);
+    t_out(host, p, dp, FB(n), op), t_out(host, v, dv, FB(n), op);
+}
+
+static void sgd_update_run(bool host, float *p, const float *gr, float *m, size_t n, float lr, float momentum, float wd, int64_t t) {
+    const char *op = "sgd_update";
+    float *dp = (float *)t_in(host, 0, p, FB(n), op), *dg = (float *)t_in(host, 1, gr, FB(n), op);
+    float *dm = m ? (float *)t_in(host, 2, m, FB(n), op) : NULL;
+    run_each(host, (int64_t)n, f_sgd{dp, dm, dg, lr, momentum, wd, t}, op);
+    t_out(host, p, dp, FB(n), op);
+    if (m) t_out(host, m, dm, FB(n), op);
+}
+
+// ---- linear: fp32 products on cublasSgemm ----
+
+static void cu_linear_forward(float *out, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim, int nth) {
+    const char *op = "linear_forward";
+    (void)nth;
+    if (N <= 0 || out_dim <= 0) return;
+    lock_guard g(op);
+    float *dx = (float *)t_in(false, 0, x, FB(N * in), op), *dW = (float *)t_in(false, 1, W, FB(out_dim * in), op);
+    float *dy = (float *)t_tmp(false, 2, FB(N * out_dim), op);
+    if (in <= 0) CK(cudaMemset(dy, 0, FB(N * out_dim)));
+    else dev_sgemm(false, true, N, out_dim, in, 1.0f, dx, in, dW, in, 0.0f, dy, out_dim, op);
+    t_out(false, out, dy, FB(N * out_dim), op);
+}
+
+// dx += dout W;  dW += dout^T x.
+static void cu_linear_backward(float *dx, float *dW, const float *dout, const float *x, const float *W, int64_t N, int64_t in, int64_t out_dim,
+                               int nth) {
+    const char *op = "linear_backward";
+    (void)nth;
+    if (N <= 0 || in <= 0 || out_dim <= 0 || (!dx && !dW)) return;
+    lock_guard g(op);
+    float *ddo = (float *)t_in(false, 0, dout, FB(N * out_dim), op);
+    if (dx) {
+        float *dW_ = (float *)t_in(false, 1, W, FB(out_dim * in), op), *ddx = (float *)t_in(false, 2, dx, FB(N * in), op);
+        dev_sgemm(false, false, N, in, out_dim, 1.0f, ddo, out_dim, dW_, in, 1.0f, ddx, in, op);
+        t_out(false, dx, ddx, FB(N * in), op);
+    }
+    if (dW) {
+        float *dxx = (float *)t_in(false, 1, x, FB(N * in), op), *ddW = (float *)t_in(false, 2, dW, FB(out_dim * in), op);
+        dev_sgemm(true, false, out_dim, in, N, 1.0f, ddo, out_dim, dxx, in, 1.0f, ddW, in, op);
+        t_out(false, dW, ddW, FB(out_dim * in), op);
+    }
+}
+
+
+// ---- training's bf16 products: operands rounded to bf16 (nearest even), fp32 accumulation (cublasGemmEx) ----
+
+// The packed right operand: op(B) rounded to bf16 and kept on the device
+// (the vocabulary matrix against chunks of rows).  Owned by this backend: a
+// handle of another (the CPU's) is refused by its tag.
+#define AS_CUDA_PACKED_MAGIC 0x31414455435f5341ull // "AS_CUDA1"
+struct as_bf16_packed {
+    uint64_t magic;
+    bool tb;          // stored as B (N x K) whose transpose is op(B), else op(B) itself (K x N)
+    int64_t K, N;
+    __nv_bfloat16 *d; // compact, row-major
+};
+
+// Row-major C = alpha op(A) op(B) + beta C on bf16 device operands (compact:
+// leading dimensions their widths), fp32 C (ldc N).
+static void gemm_ex_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const __nv_bfloat16 *A, const __nv_bfloat16 *B, float beta,
+                         float *C, const char *op) {
+    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op);
+    const int64_t ac = ta ? M : K, bc = tb ? K : N;
+    CKB(cublasGemmEx(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF,
+                     (int)(bc > 0 ? bc : 1), A, CUDA_R_16BF, (int)(ac > 0 ? ac : 1), &beta, C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT));
+}
+
+// rows x cols at X (row stride ld, host) -> compact bf16 on the device (via fp32 scratch slot fs).
+static __nv_bfloat16 *up_bf16(int fs, int bs, const float *X, int64_t rows, int64_t cols, int64_t ld, const char *op) {
+    const int64_t n = rows * cols;
+    float *f = (float *)t_tmp(false, fs, FB(n), op);
+    __nv_bfloat16 *b = (__nv_bfloat16 *)t_tmp(false, bs, sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
+    if (n <= 0) return b;
+    CK(cudaMemcpy2D(f, FB(cols), X, FB(ld), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+    k_to_bf16<<<grid_for(n, 256), 256>>>(f, b, n);
+    CK_LAUNCH();
+    return b;
+}
+
+// C (M x N, ldc on the host) = alpha op(A) B' + beta C through device scratch.
+static void gemm_bf16_to_host(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const __nv_bfloat16 *dB,
+                              float beta, float *C, int64_t ldc, const char *op) {
+    const __nv_bfloat16 *dA = up_bf16(0, 1, A, ta ? K : M, ta ? M : K, lda, op);
+    float *dC = (float *)t_tmp(false, 4, FB(M * N), op);
+    if (beta != 0.0f) CK(cudaMemcpy2D(dC, FB(N), C, FB(ldc), FB(N), (size_t)M, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(dC, 0, FB(M * N))); // beta 0: C is not read (it may hold NaN)
+    gemm_ex_bf16(ta, tb, M, N, K, alpha, dA, dB, beta, dC, op);
+    CK(cudaMemcpy2D(C, FB(ldc), dC, FB(N), FB(N), (size_t)M, cudaMemcpyDeviceToHost));
+}
+
+static void cu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                         float beta, float *C, int64_t ldc, int nth) {
+    const char *op = "gemm_bf16";
+    (void)nth;
+    if (M <= 0 || N <= 0) return;
+    lock_guard g(op);
+    const __nv_bfloat16 *dB = up_bf16(2, 3, B, tb ? N : K, tb ? K : N, ldb, op);
+    gemm_bf16_to_host(ta, tb, M, N, K, alpha, A, lda, dB, beta, C, ldc, op);
+}
+
+static as_bf16_packed *cu_bf16_pack_b(bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
+    const char *op = "bf16_pack_b";
+    (void)nth;
+    if (K < 0 || N < 0) die(op, "shape %lld x %lld", (long long)K, (long long)N);
+    as_bf16_packed *p = (as_bf16_packed *)calloc(1, sizeof *p);
+    if (!p) die(op, "out of host memory");
+    p->magic = AS_CUDA_PACKED_MAGIC, p->tb = tb, p->K = K, p->N = N;
+    const int64_t n = K * N;
+    lock_guard g(op);
+    p->d = (__nv_bfloat16 *)dmalloc(sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
+    g_packed_bytes += sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
+    if (n > 0) {
+        const int64_t rows = tb ? N : K, cols = tb ? K : N;
+        float *f = (float *)t_tmp(false, 0, FB(n), op);
+        CK(cudaMemcpy2D(f, FB(cols), B, FB(ldb), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+        k_to_bf16<<<grid_for(n, 256), 256>>>(f, p->d, n);
+        CK_LAUNCH();
+    }
+    return p;
+}
+
+static void check_packed(const as_bf16_packed *p, const char *op) {
+    if (p->magic != AS_CUDA_PACKED_MAGIC) die(op, "a packed operand not made by the CUDA backend's bf16_pack_b");
+}
+
+static void cu_bf16_packed_free(as_bf16_packed *p) {
+    const char *op = "bf16_packed_free";
+    if (!p) return;
+    check_packed(p, op);
+    lock_guard g(op);
+    const int64_t n = p->K * p->N;
+    CK(cudaFree(p->d));
+    g_packed_bytes -= sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
+    p->magic = 0;
+    free(p);
+}
+
+static void cu_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, int64_t lda, const as_bf16_packed *P, float beta, float *C,
+                                int64_t ldc, int nth) {
+    const char *op = "gemm_bf16_packed";
+    (void)nth;
+    check_packed(P, op);
+    if (M <= 0 || P->N <= 0) return;
+    lock_guard g(op);
+    gemm_bf16_to_host(ta, P->tb, M, P->N, P->K, alpha, A, lda, P->d, beta, C, ldc, op);
+}
+
+
+// ---- the training entries of the table (device runs, under the lock) ----
+
+static void cu_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("embedding_forward");
+    embedding_forward_run(false, out, tok, E, N, C, scale);
+}
+
+static void cu_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("embedding_backward");
+    embedding_backward_run(false, dE, dout, tok, N, C, scale);
+}
+
+static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+    (void)nth;
+    if (N <= 0 || C <= 0) return;
+    lock_guard g("rmsnorm_forward");
+    rmsnorm_forward_run(false, out, rstd, x, w, N, C, eps);
+}
+
+static void cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                                int nth) {
+    (void)nth;
+    if (N <= 0 || C <= 0 || (!dx && !dw)) return;
+    lock_guard g("rmsnorm_backward");
+    rmsnorm_backward_run(false, dx, dw, dout, x, w, rstd, N, C);
+}
+
+static void cu_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    lock_guard g("rope_forward");
+    rope_run(false, x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
+}
+
+static void cu_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    lock_guard g("rope_backward");
+    rope_run(false, dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
+}
+
+// scratch and max_len unused: the scores live in device scratch sized by the longest sequence.
+static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
+                                 const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    (void)scratch, (void)max_len, (void)nth;
+    lock_guard g("attention_forward");
+    attention_forward_run(false, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+
+static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                                  int d, int nth) {
+    (void)nth;
+    lock_guard g("attention_backward");
+    attention_backward_run(false, dq, dk, dv, dout, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+
+static void cu_glu_forward(float *h, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("glu_forward");
+    glu_forward_run(false, h, gg, u, n, gelu);
+}
+
+static void cu_glu_backward(float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("glu_backward");
+    glu_backward_run(false, dgo, duo, dh, gg, u, n, gelu);
+}
+
+static void cu_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    lock_guard g("logsoftmax_forward");
+    logsoftmax_forward_run(false, logp, lse, logits, target, rows, V);
+}
+
+static void cu_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                   int64_t V, int nth) {
+    (void)nth;
+    if (rows <= 0 || V <= 0) return;
+    lock_guard g("logsoftmax_backward");
+    logsoftmax_backward_run(false, dlogits, dlogp, logits, lse, target, rows, V);
+}
+
+static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+    (void)nth;
+    if (n <= 0) return;
+    lock_guard g("residual_forward");
+    residual_forward_run(false, out, a, b, n);
+}
+
+static void cu_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g("dropout_forward");
+    dropout_forward_run(false, out, x, rows, cols, drop);
+}
+
+static void cu_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows <= 0 || cols <= 0) return;
+    lock_guard g("dropout_backward");
+    dropout_backward_run(false, dx, dout, rows, cols, drop);
+}
+
+static void cu_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                            float scale, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g("lora_forward");
+    lora_forward_run(false, y, u, x, A, B, N, in, r, out, scale, drop);
+}
+
+static void cu_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                             int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+    (void)nth;
+    if (N <= 0 || r <= 0) return;
+    lock_guard g("lora_backward");
+    lora_backward_run(false, dx, dA, dB, dy, x, u, A, B, N, in, r, out, scale, drop, du);
+}
+
+static double cu_sum_squares(const float *x, size_t n, int nth) {
+    (void)nth;
+    if (n == 0) return 0.0;
+    lock_guard g("sum_squares");
+    return sum_squares_run(false, x, n);
+}
+
+static void cu_grad_scale(float *x, size_t n, float c, int nth) {
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g("grad_scale");
+    grad_scale_run(false, x, n, c);
+}
+
+static void cu_adamw_update(float *p, const float *gr, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
+                            int nth) {
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g("adamw_update");
+    adamw_update_run(false, p, gr, m, v, n, lr, beta1, beta2, eps, wd, t);
+}
+
+static void cu_rmsprop_update(float *p, const float *gr, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth) {
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g("rmsprop_update");
+    rmsprop_update_run(false, p, gr, v, n, lr, alpha, eps, wd);
+}
+
+static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth) {
+    (void)nth;
+    if (n == 0) return;
+    lock_guard g("sgd_update");
+    sgd_update_run(false, p, gr, m, n, lr, momentum, wd, t);
+}
+
+// ---- the host runs (cuda_host_check.h: tests without a GPU) ----
+
+static float h_expf(float x) { return tr_expf(x); }
+static double h_exp_sum(const float *x, int64_t n, float shift) {
+    float lanes[TR_LANES];
+    for (int l = 0; l < TR_LANES; l++) lanes[l] = lane_exp_sum(x, n, shift, l, NULL);
+    return fold_sum(lanes);
+}
+static float h_max(const float *x, int64_t n) {
+    float lanes[TR_LANES];
+    for (int l = 0; l < TR_LANES; l++) lanes[l] = lane_max(x, n, l);
+    return fold_max(lanes);
+}
+static void h_neg_scaled_exp(float *dz, const float *z, int64_t n, float g, float l) {
+    for (int64_t i = 0; i < n; i++) dz[i] = neg_scaled_exp_elem(z[i], g, l);
+}
+static void h_embedding_forward(float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
+    if (N > 0 && C > 0) embedding_forward_run(true, out, tok, E, N, C, scale);
+}
+static void h_embedding_backward(float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
+    if (N > 0 && C > 0) embedding_backward_run(true, dE, dout, tok, N, C, scale);
+}
+static void h_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps, int nth) {
+    (void)nth;
+    if (N > 0 && C > 0) rmsnorm_forward_run(true, out, rstd, x, w, N, C, eps);
+}
+static void h_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int64_t N, int64_t C,
+                               int nth) {
+    (void)nth;
+    if (N > 0 && C > 0 && (dx || dw)) rmsnorm_backward_run(true, dx, dw, dout, x, w, rstd, N, C);
+}
+static void h_rope_forward(float *x, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N > 0 && n_heads > 0 && d > 0 && n_rot >= 2) rope_run(true, x, N, n_heads, d, n_rot, neox, cs, sn, 1.0f, "rope_forward");
+}
+static void h_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, int nth) {
+    (void)nth;
+    if (N > 0 && n_heads > 0 && d > 0 && n_rot >= 2) rope_run(true, dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
+}
+static void h_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len,
+                                int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
+    (void)scratch, (void)max_len, (void)nth;
+    attention_forward_run(true, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+static void h_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int H, int Hkv,
+                                 int d, int nth) {
+    (void)nth;
+    attention_backward_run(true, dq, dk, dv, dout, out, lse, q, k, v, seq_off, seq_len, n_seq, H, Hkv, d);
+}
+static void h_glu_forward(float *h, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n > 0) glu_forward_run(true, h, g, u, n, gelu);
+}
+static void h_glu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, bool gelu, int nth) {
+    (void)nth;
+    if (n > 0) glu_backward_run(true, dg, du, dh, g, u, n, gelu);
+}
+static void h_logsoftmax_forward(float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V, int nth) {
+    (void)nth;
+    if (rows > 0 && V > 0) logsoftmax_forward_run(true, logp, lse, logits, target, rows, V);
+}
+static void h_logsoftmax_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
+                                  int64_t V, int nth) {
+    (void)nth;
+    if (rows > 0 && V > 0) logsoftmax_backward_run(true, dlogits, dlogp, logits, lse, target, rows, V);
+}
+static void h_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
+    (void)nth;
+    if (n > 0) residual_forward_run(true, out, a, b, n);
+}
+static void h_dropout_forward(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows > 0 && cols > 0) dropout_forward_run(true, out, x, rows, cols, drop);
+}
+static void h_dropout_backward(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (rows > 0 && cols > 0) dropout_backward_run(true, dx, dout, rows, cols, drop);
+}
+static void h_lora_forward(float *y, float *u, const float *x, const float *A, const float *B, int64_t N, int64_t in, int64_t r, int64_t out,
+                           float scale, const as_dropout *drop, int nth) {
+    (void)nth;
+    if (N > 0 && r > 0) lora_forward_run(true, y, u, x, A, B, N, in, r, out, scale, drop);
+}
+static void h_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A, const float *B,
+                            int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du, int nth) {
+    (void)nth;
+    if (N > 0 && r > 0) lora_backward_run(true, dx, dA, dB, dy, x, u, A, B, N, in, r, out, scale, drop, du);
+}
+static double h_sum_squares(const float *x, size_t n, int nth) {
+    (void)nth;
+    return n ? sum_squares_run(true, x, n) : 0.0;
+}
+static void h_grad_scale(float *x, size_t n, float c, int nth) {
+    (void)nth;
+    if (n) grad_scale_run(true, x, n, c);
+}
+static void h_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
+                           int nth) {
+    (void)nth;
+    if (n) adamw_update_run(true, p, g, m, v, n, lr, beta1, beta2, eps, wd, t);
+}
+static void h_rmsprop_update(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth) {
+    (void)nth;
+    if (n) rmsprop_update_run(true, p, g, v, n, lr, alpha, eps, wd);
+}
+static void h_sgd_update(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth) {
+    (void)nth;
+    if (n) sgd_update_run(true, p, g, m, n, lr, momentum, wd, t);
+}
+
+static as_cuda_train_host g_train_host;
+
+extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alphaspin_cuda_train_host(void) {
+    as_cuda_train_host *h = &g_train_host;
+    h->version = AS_CUDA_TRAIN_HOST_VERSION;
+    h->expf_ = h_expf, h->exp_sum = h_exp_sum, h->max = h_max, h->neg_scaled_exp = h_neg_scaled_exp;
+    h->embedding_forward = h_embedding_forward, h->embedding_backward = h_embedding_backward;
+    h->rmsnorm_forward = h_rmsnorm_forward, h->rmsnorm_backward = h_rmsnorm_backward;
+    h->rope_forward = h_rope_forward, h->rope_backward = h_rope_backward;
+    h->attention_forward = h_attention_forward, h->attention_backward = h_attention_backward;
+    h->glu_forward = h_glu_forward, h->glu_backward = h_glu_backward;
+    h->logsoftmax_forward = h_logsoftmax_forward, h->logsoftmax_backward = h_logsoftmax_backward;
+    h->residual_forward = h_residual_forward;
+    h->dropout_forward = h_dropout_forward, h->dropout_backward = h_dropout_backward;
+    h->lora_forward = h_lora_forward, h->lora_backward = h_lora_backward;
+    h->sum_squares = h_sum_squares, h->grad_scale = h_grad_scale;
+    h->adamw_update = h_adamw_update, h->rmsprop_update = h_rmsprop_update, h->sgd_update = h_sgd_update;
+    return h;
+}
+
 // ---- the table ----
 
 static int cu_n_variants(void) { return 1; }
@@ -1166,6 +2691,35 @@ static void fill_table(void) {
     g_table.neg_scaled_exp = cu_neg_scaled_exp;
     g_table.silu_glu_forward = cu_silu_glu_forward;
     g_table.silu_glu_backward = cu_silu_glu_backward;
+    g_table.logsumexp = cu_logsumexp;
+    g_table.embedding_forward = cu_embedding_forward;
+    g_table.embedding_backward = cu_embedding_backward;
+    g_table.linear_forward = cu_linear_forward;
+    g_table.linear_backward = cu_linear_backward;
+    g_table.rmsnorm_forward = cu_rmsnorm_forward;
+    g_table.rmsnorm_backward = cu_rmsnorm_backward;
+    g_table.rope_forward = cu_rope_forward;
+    g_table.rope_backward = cu_rope_backward;
+    g_table.attention_forward = cu_attention_forward;
+    g_table.attention_backward = cu_attention_backward;
+    g_table.glu_forward = cu_glu_forward;
+    g_table.glu_backward = cu_glu_backward;
+    g_table.logsoftmax_forward = cu_logsoftmax_forward;
+    g_table.logsoftmax_backward = cu_logsoftmax_backward;
+    g_table.residual_forward = cu_residual_forward;
+    g_table.dropout_forward = cu_dropout_forward;
+    g_table.dropout_backward = cu_dropout_backward;
+    g_table.lora_forward = cu_lora_forward;
+    g_table.lora_backward = cu_lora_backward;
+    g_table.gemm_bf16 = cu_gemm_bf16;
+    g_table.bf16_pack_b = cu_bf16_pack_b;
+    g_table.bf16_packed_free = cu_bf16_packed_free;
+    g_table.gemm_bf16_packed = cu_gemm_bf16_packed;
+    g_table.sum_squares = cu_sum_squares;
+    g_table.grad_scale = cu_grad_scale;
+    g_table.adamw_update = cu_adamw_update;
+    g_table.rmsprop_update = cu_rmsprop_update;
+    g_table.sgd_update = cu_sgd_update;
 }
 
 static const as_backend *fail(char *err, size_t n, const char *fmt, ...) {
