@@ -533,7 +533,8 @@ static inline __m256i bcast_u32(const int8_t *p) {
 // One item: row tile wq (nb blocks) x tokens [t0, t1) of act.  pf_bytes
 // bytes from pf (the GGUF rows of the thread's next row tile, or none) are
 // prefetched into L2 a share per block, so that the next a2_unpack finds
-// them in cache.
+// them in cache (AVX2 batch-32 q8 decoding: +13%, median of 4 alternating
+// pairs with and without, 0.99-1.16).
 //
 // Q8_0 (q8): the codes are signed and up to 128 in magnitude, so a maddubs
 // pair reaches 2 * 128 * 127 and two of them would overflow int16: the sign
