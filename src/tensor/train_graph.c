@@ -367,12 +367,13 @@ void train_lora_forward(float *y, float *u, const float *x, const float *A, cons
 void train_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A,
                          const float *B, int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du,
                          int nth) {
-    lora_gemm_reduce(N, r, out, scale, u, dy, NULL, true, dB, nth);   // dB += s dy^T u
-    lora_gemm_rows_narrow(N, out, r, scale, dy, B, 0.0f, du, nth);   // du = s dy B
+    if (dB) lora_gemm_reduce(N, r, out, scale, u, dy, NULL, true, dB, nth); // dB += s dy^T u
+    if (!dA && !dx) return;
+    lora_gemm_rows_narrow(N, out, r, scale, dy, B, 0.0f, du, nth); // du = s dy B
     const lora_drop keep = {drop ? drop->keep : NULL, drop ? 1.0f / (1.0f - drop->p) : 1.0f};
     const lora_drop *dk = drop ? &keep : NULL;
-    lora_gemm_reduce(N, r, in, 1.0f, du, x, dk, false, dA, nth);     // dA += du^T drop(x)
-    lora_gemm_rows_wide(N, r, in, 1.0f, du, A, dk, 1.0f, dx, nth);  // dx += drop'(du A)
+    if (dA) lora_gemm_reduce(N, r, in, 1.0f, du, x, dk, false, dA, nth);    // dA += du^T drop(x)
+    if (dx) lora_gemm_rows_wide(N, r, in, 1.0f, du, A, dk, 1.0f, dx, nth); // dx += drop'(du A)
 }
 
 // ---- the bf16 products ----

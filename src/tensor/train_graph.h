@@ -101,7 +101,8 @@ void train_lora_forward(float *y, float *u, const float *x, const float *A, cons
                         int64_t out, float scale, const as_dropout *drop, int nth);
 // With y += s u B^T, u = z A^T, z = drop(x):
 //   dB += s dy^T u;  du = s dy B;  dA += du^T z;  dx += drop'(du A)
-// (the stored keep bits of drop applied on the fly).  du: scratch (N, r).
+// (the stored keep bits of drop applied on the fly).  du: scratch (N, r),
+// always given; dx, dA, dB NULL: not wanted.
 void train_lora_backward(float *dx, float *dA, float *dB, const float *dy, const float *x, const float *u, const float *A,
                          const float *B, int64_t N, int64_t in, int64_t r, int64_t out, float scale, const as_dropout *drop, float *du,
                          int nth);

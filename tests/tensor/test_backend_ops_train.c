@@ -710,6 +710,14 @@ static void t_lora(const as_backend *b, int v) {
             expect(norm_err(dB, rdB, out * r), 1e-5, b, v, "lora_backward (dB)", what);
             expect(norm_err(dA, rdA, r * in), 1e-5, b, v, "lora_backward (dA)", what);
             expect(norm_err(dx, rdx, N * in), 1e-5, b, v, "lora_backward (dx)", what);
+            // Gradients not wanted (NULL) are skipped; the others come out the same.
+            set(dx, N * in, 0.25f), set(dA, r * in, 0.25f);
+            b->lora_backward(dx, dA, NULL, dy, x, u, A, B, N, in, r, out, s, drop, du, NTH);
+            expect(norm_err(dA, rdA, r * in), 1e-5, b, v, "lora_backward without dB (dA)", what);
+            expect(norm_err(dx, rdx, N * in), 1e-5, b, v, "lora_backward without dB (dx)", what);
+            set(dB, out * r, 0.25f);
+            b->lora_backward(NULL, NULL, dB, dy, x, u, A, B, N, in, r, out, s, drop, du, NTH);
+            expect(norm_err(dB, rdB, out * r), 1e-5, b, v, "lora_backward, dB only", what);
             free(x), free(A), free(B), free(y), free(u), free(u2), free(dy), free(dx), free(dA), free(dB), free(du);
             free(z), free(ru), free(ry), free(rdu), free(rdx), free(rdA), free(rdB), free(keep);
         }
