@@ -6,9 +6,10 @@
 //                                  MPI_Allgather): ctest runs it under
 //                                  mpirun -np 2 and as one process
 //                                  (tests/dist/test_mpi_transport.sh)
-//   test_dist_transport cuda       the CUDA backend's NCCL: one process on one
-//                                  GPU, a one-rank communicator (label gpu;
-//                                  scripts/device_check.sh).  Skips (77) where
+//   test_cuda_nccl cuda            the CUDA backend's NCCL: one process on one
+//                                  GPU, a one-rank communicator (this file built
+//                                  with src/dist's one-process layer in
+//                                  tests/tensor, label gpu; scripts/device_check.sh).  Skips (77) where
 //                                  no CUDA device can be opened: here, every
 //                                  machine it was written on.  NOT YET RUN ON A GPU.
 //
