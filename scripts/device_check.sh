@@ -6,15 +6,17 @@
 # Debian build dependencies there, which a GPU image usually lacks): it runs the build made
 # on a development machine and carried here as BUILD_DIR (default build/), whose
 # libalphaspin_cuda.so links cudart statically and finds cuBLAS / cuBLASLt
-# (libcublas.so.13, libcublasLt.so.13) through, in order: the toolkit here
-# (/usr/local/cuda), the NVIDIA pip wheels of the python3 here (PyTorch's), or
-# LD_LIBRARY_PATH as given.
+# (libcublas.so.13, libcublasLt.so.13) and NCCL (libnccl.so.2, when the build
+# found it) through, in order: the toolkit here (/usr/local/cuda), the NVIDIA
+# pip wheels of the python3 here (PyTorch's), or LD_LIBRARY_PATH as given.
 #
 # Steps, each under a time limit (at most 8 minutes in all):
 #   1. the GPU (nvidia-smi: name, driver, memory);
 #   2. the plugin: size, libraries it resolves, whether alphaspin sees a device;
 #   3. ctest -L gpu (test_cuda_backend: tests/tensor/test_backend_ops.c on the
-#      cuda backend alone, every op against double-precision references), plus
+#      cuda backend alone, every op against double-precision references;
+#      test_cuda_nccl (issue 23): a one-rank NCCL communicator on this GPU and
+#      src/dist's gathers of every size through it, one process), plus
 #      test_backend_open, test_cuda_dequant and test_cuda_train_host;
 #   4. one summary table (each test, and the worst error per op with its tolerance).
 # What to carry from the development machine, at least: build/CMakeCache.txt,
@@ -79,7 +81,7 @@ missing() { ldd "$plugin" 2>/dev/null | grep -q 'not found'; }
 if missing; then
     dirs=()
     for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
-        ls "$d"/libcublasLt.so.* >/dev/null 2>&1 && dirs+=("$d")
+        { ls "$d"/libcublasLt.so.* || ls "$d"/libnccl.so.*; } >/dev/null 2>&1 && dirs+=("$d")
     done
     if command -v python3 >/dev/null; then
         while IFS= read -r d; do dirs+=("$d"); done < <(timeout 60 python3 - <<'EOF' 2>/dev/null
@@ -88,7 +90,7 @@ try:
     import nvidia
     for base in list(nvidia.__path__):
         for lib in sorted(glob.glob(os.path.join(base, "*", "lib"))):
-            if glob.glob(os.path.join(lib, "libcublas*.so*")) or glob.glob(os.path.join(lib, "libcudart.so*")):
+            if any(glob.glob(os.path.join(lib, p)) for p in ("libcublas*.so*", "libcudart.so*", "libnccl.so*")):
                 print(lib)
 except Exception:
     pass
@@ -102,7 +104,7 @@ EOF
     note "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 fi
 note "plugin: $(du -h "$plugin" | cut -f1) $plugin"
-ldd "$plugin" | grep -E 'cublas|cudart|not found' | sed 's/^/  /'
+ldd "$plugin" | grep -E 'cublas|cudart|nccl|not found' | sed 's/^/  /'
 missing && { note "FAIL: the plugin's libraries are not all found (above)"; fail=1; }
 
 # 3. The tests.
@@ -122,7 +124,7 @@ left=$(( 470 - $(elapsed) ))
 [ "$left" -lt 30 ] && left=30
 (cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
 cpu_rc=$?
-grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend)' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
+grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend|(PASS|FAIL): [0-9]+ gathers|FAIL: cuda device open)' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
 [ "$gpu_rc" = 0 ] && [ "$cpu_rc" = 0 ] || fail=1
 if grep -q 'Skipped\|Not Run' "$log.gpu"; then
     note "FAIL: a gpu test was skipped on this machine (the reason is its SKIP line above)"

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "util/common.h"
 
 const char *cli_home(void) {
@@ -75,7 +76,8 @@ void cli_set_device(const char *spec) { g_device = spec; }
 
 int cli_load_model(const char *path, model **m, tokenizer **tok) {
     const as_backend *be = NULL;
-    if (g_device && !(be = as_backend_open(g_device))) return AS_FAIL;
+    // Under mpirun, device cuda is the GPU of each process's local rank (dist/dist.h).
+    if (g_device && !(be = dist_open_device(g_device))) return AS_FAIL;
     if (!path) {
         path = cli_default_model();
         if (access(path, R_OK) != 0)

@@ -34,6 +34,7 @@ void dist_abort(int code) __attribute__((noreturn));
 int dist_rank(void);       // 0 .. dist_size() - 1
 int dist_size(void);       // 1 without MPI
 int dist_local_size(void); // processes of the job on this machine (1 without MPI)
+int dist_local_rank(void);  // this process's index among them, 0 .. dist_local_size() - 1
 bool dist_have_mpi(void);  // the build has MPI (whether or not it was started)
 
 void dist_barrier(void);
@@ -49,6 +50,47 @@ bool dist_bcast_bool(bool v);
 // returns -1 with as_error naming that rank and its as_last_error() (*all and
 // *offsets are then NULL).
 int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offsets);
+
+// ---- devices, and the transport of the gathers' payload (issue 23) ----
+//
+// dist_allgather exchanges every rank's size and status over MPI.  Its payload
+// goes over MPI too, unless a transport is in use (dist_use_transport): then
+// every rank's bytes, padded to the largest rank's, go through one all-gather
+// of equal-size blocks of that transport (with device cuda: NCCL, GPU to GPU)
+// and are unpadded into the same *all and *offsets.  A byte copy either way:
+// what the callers compute from the gathered bytes (train/loop.c: the fixed
+// tree of gradient pieces) is the same bits whichever carries them, which is
+// why the gradients are gathered and not all-reduced (ncclAllReduce would sum
+// in an order that depends on the number of ranks and the topology).
+
+// The backend of the device `spec` names (as_backend_open), for this process:
+// with several processes, "cuda" is the GPU of this process's local rank
+// ("cuda:<dist_local_rank()>"), and "cuda:N" is refused (one line) when
+// several processes of the job share this machine: they would all use GPU N,
+// and NCCL takes one GPU per process.  One process: as_backend_open(spec).
+struct as_backend;
+const struct as_backend *dist_open_device(const char *spec);
+
+// Carries dist_allgather's payload over be's collectives (backend.h's comm_*:
+// the CUDA backend's NCCL) when several processes run and be has them,
+// bootstrapped as llm.c does: rank 0 makes the communicator's id, MPI
+// broadcasts it, every rank joins.  ALPHASPIN_DIST_TRANSPORT chooses:
+//   auto      (the default) be's collectives when it has them and they can
+//             be used (else MPI, rank 0 saying why in one line); one process: none
+//   mpi       MPI alone
+//   device    be's collectives, required (AS_FAIL when be has none or they
+//             cannot be used), also with one process (the device check)
+//   loopback  a transport for tests, also with one process: the same
+//             bootstrap and padded blocks as the device's, the blocks over
+//             MPI_Allgather (tests/dist: run and sft under mpirun keep one
+//             process's bytes with a transport in the path)
+// Collective: every rank calls it at the same point, once the device is
+// open; later calls do nothing.  AS_OK, or AS_FAIL with the same as_error on
+// every rank; a failure inside the communicator's creation, or of a transfer
+// later, stops the job with one line (as an MPI failure does).
+int dist_use_transport(const struct as_backend *be);
+// The transport in use ("cuda": its NCCL; "loopback"), or NULL: MPI.
+const char *dist_transport_name(void);
 
 // Rank r's share of n items: [*begin, *end), contiguous, in rank order, sizes
 // differing by at most one.

@@ -13,10 +13,11 @@
 #include <unistd.h>
 
 #include "dist/dist.h"
+#include "dist/dist_internal.h"
 #include "util/common.h"
 
 static bool started;
-static int rank_, size_ = 1, local_size_ = 1;
+static int rank_, size_ = 1, local_size_ = 1, local_rank_;
 
 // An MPI call that failed (a peer died, the network went away) stops the job
 // here, with one line, on every rank that sees it.
@@ -63,6 +64,7 @@ void dist_init(int *argc, char ***argv) {
     MPI_Comm local;
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
         MPI_Comm_size(local, &local_size_);
+        MPI_Comm_rank(local, &local_rank_);
         MPI_Comm_free(&local);
     }
     if (size_ > 1) {
@@ -73,6 +75,7 @@ void dist_init(int *argc, char ***argv) {
 }
 
 void dist_finalize(void) {
+    dist_transport_end();
     if (started) MPI_Finalize();
     started = false;
 }
@@ -85,6 +88,7 @@ void dist_abort(int code) {
 int dist_rank(void) { return rank_; }
 int dist_size(void) { return size_; }
 int dist_local_size(void) { return local_size_; }
+int dist_local_rank(void) { return local_rank_; }
 bool dist_have_mpi(void) { return true; }
 
 void dist_barrier(void) {
@@ -105,6 +109,26 @@ void dist_bcast(void *buf, size_t n) {
     if (size_ > 1) bcast_from(buf, n, 0);
 }
 
+void dist_raw_allgather(const void *send, void *recv, size_t block) {
+    if (size_ == 1) {
+        if (block) memcpy(recv, send, block);
+        return;
+    }
+    // In pieces whose gathered size MPI's int counts hold.
+    const size_t piece = CHUNK / (size_t)size_;
+    if (block <= piece) {
+        check(MPI_Allgather(send, (int)block, MPI_BYTE, recv, (int)block, MPI_BYTE, MPI_COMM_WORLD), "allgather");
+        return;
+    }
+    char *tmp = as_malloc(piece * (size_t)size_);
+    for (size_t off = 0; off < block; off += piece) {
+        const size_t k = block - off < piece ? block - off : piece;
+        check(MPI_Allgather((const char *)send + off, (int)k, MPI_BYTE, tmp, (int)k, MPI_BYTE, MPI_COMM_WORLD), "allgather");
+        for (int r = 0; r < size_; r++) memcpy((char *)recv + (size_t)r * block + off, tmp + (size_t)r * k, k);
+    }
+    free(tmp);
+}
+
 // What every rank says before its bytes: how many, and whether it has them.
 typedef struct block_head {
     uint64_t n;
@@ -116,10 +140,11 @@ int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offs
     *all = NULL, *offsets = NULL;
     if (size_ == 1) {
         if (!ok) return AS_FAIL;
-        *all = as_malloc(n ? n : 1);
-        if (n) memcpy(*all, buf, n);
         *offsets = as_malloc(2 * sizeof **offsets);
         (*offsets)[0] = 0, (*offsets)[1] = n;
+        *all = as_malloc(n ? n : 1);
+        // A transport in use with one process (ALPHASPIN_DIST_TRANSPORT=device or loopback) carries it still.
+        if (!dist_transport_gather(buf, n, *offsets, *all) && n) memcpy(*all, buf, n);
         return AS_OK;
     }
     block_head me = {.n = ok ? n : 0, .ok = ok};
@@ -137,8 +162,11 @@ int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offs
     off[0] = 0;
     for (int r = 0; r < size_; r++) off[r + 1] = off[r] + heads[r].n;
     char *out = as_malloc(off[size_] ? off[size_] : 1);
-    if (n) memcpy(out + off[rank_], buf, n);
-    for (int r = 0; r < size_; r++) bcast_from(out + off[r], heads[r].n, r);
+    // The sizes and statuses went over MPI; the bytes over the transport in use, else MPI.
+    if (!dist_transport_gather(buf, n, off, out)) {
+        if (n) memcpy(out + off[rank_], buf, n);
+        for (int r = 0; r < size_; r++) bcast_from(out + off[r], heads[r].n, r);
+    }
     free(heads);
     *all = out, *offsets = off;
     return AS_OK;

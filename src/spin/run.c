@@ -110,10 +110,13 @@ int spin_run(const spin_config *cin, const spin_run_options *o) {
     // The device is opened before the run folder is touched: one that cannot
     // be used here (or cannot train) leaves no folder holding its configuration behind.
     if (spin_config_check(&c)) return AS_FAIL;
-    const as_backend *be = as_backend_open(c.device);
+    // Under mpirun, device cuda is the GPU of each process's local rank, and
+    // the gradients' exchange goes GPU to GPU over NCCL (dist/dist.h).
+    const as_backend *be = dist_open_device(c.device);
     if (!be) return AS_FAIL;
     const char *missing = as_backend_missing(be, AS_BACKEND_INFERENCE | AS_BACKEND_TRAINING);
     if (missing) return as_error("device %s: backend %s cannot run alpha-SPIN yet: it has no %s op", c.device, be->name, missing);
+    if (dist_use_transport(be)) return AS_FAIL;
     if (as_mkdir_p(o->out_dir) || spin_setup_config(o->out_dir, &c)) return AS_FAIL;
     // Under mpirun rank 0 alone reports progress (dist/dist.h).
     spin_ctx x = {.c = &c, .o = o, .run = o->out_dir, .quiet = o->quiet || dist_rank() != 0};

@@ -19,7 +19,7 @@ int spin_setup_models(spin_ctx *x) {
     const spin_config *c = x->c;
     // model_load takes a GGUF file or a Hugging Face folder (model/model_hf.h).
     snprintf(x->base_gguf, sizeof x->base_gguf, "%s", c->model_path);
-    const as_backend *be = as_backend_open(c->device);
+    const as_backend *be = dist_open_device(c->device); // as spin_run opened it
     if (!be || model_load(&x->inf, x->base_gguf) || model_use_backend(x->inf, be)) return AS_FAIL;
     const gguf_file *meta = x->inf->file;
     if (c->tokenizer_path[0]) {

@@ -123,6 +123,9 @@ static int cuda_try(const char *path) {
         const char *e = dlerror();
         e = e ? e : "unknown dlopen error";
         if (strstr(e, "libcudart")) snprintf(cuda_reason, sizeof cuda_reason, "libcudart not found: %s", e);
+        else if (strstr(e, "libnccl"))
+            snprintf(cuda_reason, sizeof cuda_reason,
+                     "NCCL not found (libnccl.so.2, which this plugin links; set LD_LIBRARY_PATH, or build with -DALPHASPIN_NCCL=OFF): %s", e);
         else if (strstr(e, "libcublas"))
             snprintf(cuda_reason, sizeof cuda_reason, "cuBLAS not found (libcublas / libcublasLt; set LD_LIBRARY_PATH): %s", e);
         else snprintf(cuda_reason, sizeof cuda_reason, "cannot load the CUDA plugin: %s", e);

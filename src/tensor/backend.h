@@ -36,6 +36,9 @@
 #include "tensor/weights.h"
 #include "tensor/train_graph.h"
 
+// A backend's communicator between processes (the collectives below).
+typedef struct as_comm as_comm;
+
 typedef struct as_backend {
     const char *name;
     // Code paths of this backend on this machine (the CPU: its ISAs, best
@@ -146,7 +149,30 @@ typedef struct as_backend {
                          int64_t t, int nth);
     void (*rmsprop_update)(float *p, const float *g, float *v, size_t n, float lr, float alpha, float eps, float wd, int nth);
     void (*sgd_update)(float *p, const float *g, float *m, size_t n, float lr, float momentum, float wd, int64_t t, int nth);
+
+    // ---- collectives between processes (optional: as_backend_missing asks for none of them) ----
+    // The device's own collective library, which src/dist can carry its
+    // gathers' payload over (dist_use_transport): the CUDA backend's NCCL
+    // (issue 23).  The CPU leaves these NULL (src/dist then uses MPI alone).
+    // One communicator over nranks processes, bootstrapped as llm.c does:
+    // rank 0 makes a unique id, MPI broadcasts it, every rank calls comm_init
+    // with it (collective: it returns when all have joined).  Errors: AS_FAIL /
+    // NULL and one line in err (a plugin cannot set as_error).
+    // NULL when the entries below can be used, else why not (e.g. "built without NCCL").
+    const char *(*comm_status)(void);
+    // AS_COMM_ID_BYTES bytes of a new communicator's id, on one rank.
+    int (*comm_unique_id)(void *id, char *err, size_t n);
+    // This process's member of the communicator `id` names, as `rank` of `nranks`.
+    as_comm *(*comm_init)(const void *id, int nranks, int rank, char *err, size_t n);
+    // Every rank's `block` bytes at send, into recv (nranks * block bytes, in
+    // rank order), all ranks calling with the same block; host pointers (the
+    // backend stages them through its device).  A byte copy: no arithmetic.
+    int (*comm_allgather)(as_comm *c, const void *send, void *recv, size_t block, char *err, size_t n);
+    void (*comm_destroy)(as_comm *c);
 } as_backend;
+
+// The size of a communicator id (NCCL's ncclUniqueId).
+#define AS_COMM_ID_BYTES 128
 
 // The backends available in this process (the CPU first, then CUDA when its
 // plugin loads and finds a device).  The first call of any of these three

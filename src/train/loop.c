@@ -194,8 +194,9 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
         const double t1 = as_time();
         rc = dist_allgather(block.s, block.len, rc == AS_OK, &all, &off);
         if (rc == AS_OK && dist_rank() == 0 && stats)
-            fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, waited %.1f ms, exchange %.1f ms\n",
-                    (long long)s->step, t.M, block.len, off[dist_size()], 1e3 * (t1 - t0), 1e3 * (as_time() - t1));
+            fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, waited %.1f ms, exchange %.1f ms over %s\n",
+                    (long long)s->step, t.M, block.len, off[dist_size()], 1e3 * (t1 - t0), 1e3 * (as_time() - t1),
+                    dist_transport_name() ? dist_transport_name() : "mpi");
         free(block.s);
         if (rc == AS_OK) {
             piece p[64 * 32];

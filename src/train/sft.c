@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "util/common.h"
 #include "util/json.h"
 #include "util/jsonl.h"
@@ -361,9 +362,11 @@ int sft_train(const sft_config *c, sft_result *res) {
     FILE *log = NULL;
     int rc = AS_FAIL;
     char path[4096];
-    const as_backend *be = as_backend_open(c->device ? c->device : "cpu");
+    // Under mpirun, device cuda is the GPU of each process's local rank, and
+    // the gradients' exchange goes GPU to GPU over NCCL (dist/dist.h).
+    const as_backend *be = dist_open_device(c->device ? c->device : "cpu");
     // The training model takes the inference model's backend (train_model_from_model).
-    if (!be || model_load(&inf, c->model_path) || model_use_backend(inf, be) || tokenizer_load(&tok, inf->file) ||
+    if (!be || dist_use_transport(be) || model_load(&inf, c->model_path) || model_use_backend(inf, be) || tokenizer_load(&tok, inf->file) ||
         chat_template_init(&tpl, inf->file, c->chat_template) || sft_data_load(&data, c->data_path) || train_model_from_model(&m, inf))
         goto done;
     train_set_threads(m, c->threads > 0 ? c->threads : kernel_get_threads());

@@ -62,6 +62,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#ifdef ALPHASPIN_HAVE_NCCL
+#include <nccl.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -2651,6 +2654,137 @@ extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alph
     return h;
 }
 
+// ---- collectives: NCCL (issue 23) ----
+//
+// The optional comm_* group of as_backend (backend.h), over which src/dist
+// carries the payload of its gathers when several processes train with
+// device cuda: one communicator per process, each process on its own GPU
+// (the GPU of its local rank), bootstrapped over MPI by src/dist (rank 0's
+// ncclGetUniqueId, broadcast; ncclCommInitRank on every rank).  The one
+// collective is ncclAllGather of equal-size byte blocks (ncclUint8): the
+// training loop exchanges the gradient pieces of its fixed summation tree
+// (train/loop.c) and every rank finishes the tree in the same order, so N
+// processes keep one process's bits.  ncclAllReduce is not used: it would sum
+// in an order that depends on the number of ranks and the topology.
+//
+// NOT YET RUN ON A GPU (compiled and linked against libnccl only, on machines
+// without one); scripts/device_check.sh runs test_dist_transport on one GPU
+// with a one-rank communicator.  Built without NCCL (CMake found no nccl.h /
+// libnccl), every entry says so through comm_status.
+//
+// The blocks are host memory (the table's convention): each call copies this
+// rank's block to the device, gathers in chunks of at most COMM_CHUNK bytes
+// per rank on the communicator's own stream, and copies each rank's chunk back
+// to its place in recv (r * block + offset), then waits for the stream.
+struct as_comm {
+#ifdef ALPHASPIN_HAVE_NCCL
+    ncclComm_t nccl;
+    cudaStream_t stream;
+    int nranks, rank;
+    dbuf send, recv;
+#else
+    int unused;
+#endif
+};
+
+static int comm_fail(char *err, size_t n, const char *fmt, ...) {
+    if (err && n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return CU_FAIL;
+}
+
+#ifdef ALPHASPIN_HAVE_NCCL
+static_assert(sizeof(ncclUniqueId) == AS_COMM_ID_BYTES, "AS_COMM_ID_BYTES is NCCL's unique id size");
+#define COMM_CHUNK ((size_t)64 << 20)
+
+static const char *cu_comm_status(void) { return NULL; }
+
+static int cu_comm_unique_id(void *id, char *err, size_t n) {
+    ncclUniqueId u;
+    const ncclResult_t r = ncclGetUniqueId(&u);
+    if (r != ncclSuccess) return comm_fail(err, n, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+    memcpy(id, &u, sizeof u);
+    return CU_OK;
+}
+
+static as_comm *cu_comm_init(const void *id, int nranks, int rank, char *err, size_t n) {
+    const char *op = "comm_init";
+    lock_guard g(op); // binds this thread to the process's device: the communicator's GPU
+    as_comm *c = (as_comm *)calloc(1, sizeof *c);
+    if (!c) return comm_fail(err, n, "out of memory"), (as_comm *)NULL;
+    ncclUniqueId u;
+    memcpy(&u, id, sizeof u);
+    cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        free(c);
+        return comm_fail(err, n, "cuda:%d: cudaStreamCreate: %s", g_device, cudaGetErrorString(e)), (as_comm *)NULL;
+    }
+    const ncclResult_t r = ncclCommInitRank(&c->nccl, nranks, u, rank);
+    if (r != ncclSuccess) {
+        cudaStreamDestroy(c->stream);
+        free(c);
+        return comm_fail(err, n, "cuda:%d: ncclCommInitRank(%d ranks, rank %d): %s%s%s", g_device, nranks, rank, ncclGetErrorString(r),
+                         *ncclGetLastError(NULL) ? ": " : "", ncclGetLastError(NULL)),
+               (as_comm *)NULL;
+    }
+    c->nranks = nranks, c->rank = rank;
+    return c;
+}
+
+static int cu_comm_allgather(as_comm *c, const void *send, void *recv, size_t block, char *err, size_t n) {
+    const char *op = "comm_allgather";
+    lock_guard g(op);
+    const size_t chunk = block < COMM_CHUNK ? block : COMM_CHUNK;
+    if (!chunk) return CU_OK;
+    char *ds = (char *)grow(&c->send, chunk, op), *dr = (char *)grow(&c->recv, chunk * (size_t)c->nranks, op);
+    for (size_t off = 0; off < block; off += chunk) {
+        const size_t k = block - off < chunk ? block - off : chunk;
+        cudaError_t e = cudaMemcpyAsync(ds, (const char *)send + off, k, cudaMemcpyHostToDevice, c->stream);
+        if (e != cudaSuccess) return comm_fail(err, n, "cuda:%d: cudaMemcpyAsync: %s", g_device, cudaGetErrorString(e));
+        const ncclResult_t r = ncclAllGather(ds, dr, k, ncclUint8, c->nccl, c->stream);
+        if (r != ncclSuccess)
+            return comm_fail(err, n, "cuda:%d: ncclAllGather(%zu bytes per rank): %s%s%s", g_device, k, ncclGetErrorString(r),
+                             *ncclGetLastError(c->nccl) ? ": " : "", ncclGetLastError(c->nccl));
+        // Rank r's k bytes land at r * k on the device, at r * block + off in recv (one
+        // copy per rank: cudaMemcpy2D's pitch, block, could pass its limit, memPitch).
+        for (int r = 0; r < c->nranks && e == cudaSuccess; r++)
+            e = cudaMemcpyAsync((char *)recv + (size_t)r * block + off, dr + (size_t)r * k, k, cudaMemcpyDeviceToHost, c->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+        if (e != cudaSuccess) return comm_fail(err, n, "cuda:%d: gathering %zu bytes per rank: %s", g_device, k, cudaGetErrorString(e));
+    }
+    return CU_OK;
+}
+
+static void cu_comm_destroy(as_comm *c) {
+    if (!c) return;
+    const char *op = "comm_destroy";
+    lock_guard g(op);
+    ncclCommDestroy(c->nccl);
+    if (c->send.p) cudaFree(c->send.p);
+    if (c->recv.p) cudaFree(c->recv.p);
+    cudaStreamDestroy(c->stream);
+    free(c);
+}
+#else
+static const char *cu_comm_status(void) {
+    return "the CUDA plugin was built without NCCL (CMake found no nccl.h and libnccl; see README, \"Devices\")";
+}
+static int cu_comm_unique_id(void *id, char *err, size_t n) { return (void)id, comm_fail(err, n, "%s", cu_comm_status()); }
+static as_comm *cu_comm_init(const void *id, int nranks, int rank, char *err, size_t n) {
+    (void)id, (void)nranks, (void)rank;
+    return comm_fail(err, n, "%s", cu_comm_status()), (as_comm *)NULL;
+}
+static int cu_comm_allgather(as_comm *c, const void *send, void *recv, size_t block, char *err, size_t n) {
+    (void)c, (void)send, (void)recv, (void)block;
+    return comm_fail(err, n, "%s", cu_comm_status());
+}
+static void cu_comm_destroy(as_comm *c) { (void)c; }
+#endif
+
 // ---- the table ----
 
 static int cu_n_variants(void) { return 1; }
@@ -2720,6 +2854,11 @@ static void fill_table(void) {
     g_table.adamw_update = cu_adamw_update;
     g_table.rmsprop_update = cu_rmsprop_update;
     g_table.sgd_update = cu_sgd_update;
+    g_table.comm_status = cu_comm_status;
+    g_table.comm_unique_id = cu_comm_unique_id;
+    g_table.comm_init = cu_comm_init;
+    g_table.comm_allgather = cu_comm_allgather;
+    g_table.comm_destroy = cu_comm_destroy;
 }
 
 static const as_backend *fail(char *err, size_t n, const char *fmt, ...) {
