@@ -2667,10 +2667,18 @@ extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alph
 // processes keep one process's bits.  ncclAllReduce is not used: it would sum
 // in an order that depends on the number of ranks and the topology.
 //
-// NOT YET RUN ON A GPU (compiled and linked against libnccl only, on machines
-// without one); scripts/device_check.sh runs test_dist_transport on one GPU
-// with a one-rank communicator.  Built without NCCL (CMake found no nccl.h /
-// libnccl), every entry says so through comm_status.
+// NOT YET RUN ON A GPU (compiled against nccl.h, and libnccl loaded and its
+// version read, on machines without one: test_cuda_nccl_load);
+// scripts/device_check.sh runs test_cuda_nccl on one GPU with a one-rank
+// communicator.  Built without NCCL (CMake found no nccl.h), every entry says
+// so through comm_status.
+//
+// libnccl.so.2 is dlopened on first use (nccl_load), not linked: a GPU
+// machine without NCCL still loads the plugin and runs everything but these
+// collectives (comm_status then says why), and single-process jobs never
+// touch it.  It is looked for as the dynamic loader does (LD_LIBRARY_PATH,
+// this plugin's RUNPATH, which holds the folder CMake found it in, the
+// system's folders), then at that folder by its full path.
 //
 // The blocks are host memory (the table's convention): each call copies this
 // rank's block to the device, gathers in chunks of at most COMM_CHUNK bytes
@@ -2701,18 +2709,71 @@ static int comm_fail(char *err, size_t n, const char *fmt, ...) {
 static_assert(sizeof(ncclUniqueId) == AS_COMM_ID_BYTES, "AS_COMM_ID_BYTES is NCCL's unique id size");
 #define COMM_CHUNK ((size_t)64 << 20)
 
-static const char *cu_comm_status(void) { return NULL; }
+// The NCCL functions used, resolved from libnccl.so.2 once.
+static struct {
+    ncclResult_t (*GetVersion)(int *);
+    ncclResult_t (*GetUniqueId)(ncclUniqueId *);
+    ncclResult_t (*CommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*AllGather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t, cudaStream_t);
+    ncclResult_t (*CommDestroy)(ncclComm_t);
+    const char *(*GetErrorString)(ncclResult_t);
+    const char *(*GetLastError)(ncclComm_t);
+} nccl;
+static pthread_once_t nccl_once = PTHREAD_ONCE_INIT;
+static char nccl_why[512]; // empty when loaded
+
+static void nccl_load_once(void) {
+    void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+#ifdef ALPHASPIN_NCCL_DIR
+    if (!h) h = dlopen(ALPHASPIN_NCCL_DIR "/libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+#endif
+    if (!h) {
+        snprintf(nccl_why, sizeof nccl_why, "NCCL is not installed here (dlopen libnccl.so.2: %s)", dlerror());
+        return;
+    }
+    struct { void **fn; const char *name; } syms[] = {
+        {(void **)&nccl.GetVersion, "ncclGetVersion"},     {(void **)&nccl.GetUniqueId, "ncclGetUniqueId"},
+        {(void **)&nccl.CommInitRank, "ncclCommInitRank"}, {(void **)&nccl.AllGather, "ncclAllGather"},
+        {(void **)&nccl.CommDestroy, "ncclCommDestroy"},   {(void **)&nccl.GetErrorString, "ncclGetErrorString"},
+        {(void **)&nccl.GetLastError, "ncclGetLastError"},
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++)
+        if (!(*syms[i].fn = dlsym(h, syms[i].name))) {
+            snprintf(nccl_why, sizeof nccl_why, "libnccl.so.2 has no %s (too old an NCCL)", syms[i].name);
+            return;
+        }
+}
+
+// NULL when NCCL is usable, else why not.
+static const char *nccl_load(void) {
+    pthread_once(&nccl_once, nccl_load_once);
+    return nccl_why[0] ? nccl_why : NULL;
+}
+
+static const char *cu_comm_status(void) { return nccl_load(); }
+
+// For tests on machines without a GPU (test_cuda_nccl_load): loads libnccl
+// and returns ncclGetVersion's code (e.g. 22805 for 2.28.5), or -1 with why in err.
+extern "C" __attribute__((visibility("default"))) int alphaspin_cuda_nccl_version_host(char *err, size_t n) {
+    const char *why = nccl_load();
+    int v = 0;
+    if (!why && nccl.GetVersion(&v) != ncclSuccess) why = "ncclGetVersion failed";
+    if (why) return snprintf(err, n, "%s", why), -1;
+    return v;
+}
 
 static int cu_comm_unique_id(void *id, char *err, size_t n) {
+    if (const char *why = nccl_load()) return comm_fail(err, n, "%s", why);
     ncclUniqueId u;
-    const ncclResult_t r = ncclGetUniqueId(&u);
-    if (r != ncclSuccess) return comm_fail(err, n, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+    const ncclResult_t r = nccl.GetUniqueId(&u);
+    if (r != ncclSuccess) return comm_fail(err, n, "ncclGetUniqueId: %s", nccl.GetErrorString(r));
     memcpy(id, &u, sizeof u);
     return CU_OK;
 }
 
 static as_comm *cu_comm_init(const void *id, int nranks, int rank, char *err, size_t n) {
     const char *op = "comm_init";
+    if (const char *why = nccl_load()) return comm_fail(err, n, "%s", why), (as_comm *)NULL;
     lock_guard g(op); // binds this thread to the process's device: the communicator's GPU
     as_comm *c = (as_comm *)calloc(1, sizeof *c);
     if (!c) return comm_fail(err, n, "out of memory"), (as_comm *)NULL;
@@ -2723,12 +2784,12 @@ static as_comm *cu_comm_init(const void *id, int nranks, int rank, char *err, si
         free(c);
         return comm_fail(err, n, "cuda:%d: cudaStreamCreate: %s", g_device, cudaGetErrorString(e)), (as_comm *)NULL;
     }
-    const ncclResult_t r = ncclCommInitRank(&c->nccl, nranks, u, rank);
+    const ncclResult_t r = nccl.CommInitRank(&c->nccl, nranks, u, rank);
     if (r != ncclSuccess) {
         cudaStreamDestroy(c->stream);
         free(c);
-        return comm_fail(err, n, "cuda:%d: ncclCommInitRank(%d ranks, rank %d): %s%s%s", g_device, nranks, rank, ncclGetErrorString(r),
-                         *ncclGetLastError(NULL) ? ": " : "", ncclGetLastError(NULL)),
+        return comm_fail(err, n, "cuda:%d: ncclCommInitRank(%d ranks, rank %d): %s%s%s", g_device, nranks, rank, nccl.GetErrorString(r),
+                         *nccl.GetLastError(NULL) ? ": " : "", nccl.GetLastError(NULL)),
                (as_comm *)NULL;
     }
     c->nranks = nranks, c->rank = rank;
@@ -2745,10 +2806,10 @@ static int cu_comm_allgather(as_comm *c, const void *send, void *recv, size_t bl
         const size_t k = block - off < chunk ? block - off : chunk;
         cudaError_t e = cudaMemcpyAsync(ds, (const char *)send + off, k, cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) return comm_fail(err, n, "cuda:%d: cudaMemcpyAsync: %s", g_device, cudaGetErrorString(e));
-        const ncclResult_t r = ncclAllGather(ds, dr, k, ncclUint8, c->nccl, c->stream);
+        const ncclResult_t r = nccl.AllGather(ds, dr, k, ncclUint8, c->nccl, c->stream);
         if (r != ncclSuccess)
-            return comm_fail(err, n, "cuda:%d: ncclAllGather(%zu bytes per rank): %s%s%s", g_device, k, ncclGetErrorString(r),
-                             *ncclGetLastError(c->nccl) ? ": " : "", ncclGetLastError(c->nccl));
+            return comm_fail(err, n, "cuda:%d: ncclAllGather(%zu bytes per rank): %s%s%s", g_device, k, nccl.GetErrorString(r),
+                             *nccl.GetLastError(c->nccl) ? ": " : "", nccl.GetLastError(c->nccl));
         // Rank r's k bytes land at r * k on the device, at r * block + off in recv (one
         // copy per rank: cudaMemcpy2D's pitch, block, could pass its limit, memPitch).
         for (int r = 0; r < c->nranks && e == cudaSuccess; r++)
@@ -2763,7 +2824,7 @@ static void cu_comm_destroy(as_comm *c) {
     if (!c) return;
     const char *op = "comm_destroy";
     lock_guard g(op);
-    ncclCommDestroy(c->nccl);
+    nccl.CommDestroy(c->nccl);
     if (c->send.p) cudaFree(c->send.p);
     if (c->recv.p) cudaFree(c->recv.p);
     cudaStreamDestroy(c->stream);
@@ -2771,7 +2832,10 @@ static void cu_comm_destroy(as_comm *c) {
 }
 #else
 static const char *cu_comm_status(void) {
-    return "the CUDA plugin was built without NCCL (CMake found no nccl.h and libnccl; see README, \"Devices\")";
+    return "the CUDA plugin was built without NCCL (CMake found no nccl.h; see README, \"Devices\")";
+}
+extern "C" __attribute__((visibility("default"))) int alphaspin_cuda_nccl_version_host(char *err, size_t n) {
+    return snprintf(err, n, "%s", cu_comm_status()), -1;
 }
 static int cu_comm_unique_id(void *id, char *err, size_t n) { return (void)id, comm_fail(err, n, "%s", cu_comm_status()); }
 static as_comm *cu_comm_init(const void *id, int nranks, int rank, char *err, size_t n) {
