@@ -7,7 +7,7 @@
 // (77) when the plugin was not built.
 #include "test_common.h"
 
-#include <dlfcn.h>
+#include "cuda_plugin.h"
 
 #include "gguf/gguf.h"
 #include "tensor/quant.h"
@@ -56,23 +56,7 @@ static void test_types(void **st) {
 }
 
 int main(void) {
-    const char *env = getenv("ALPHASPIN_CUDA_PLUGIN");
-    const char *path = env && *env ? env : AS_BINARY_DIR "/libalphaspin_cuda.so";
-    if (access(path, R_OK)) {
-        printf("SKIP: CUDA plugin not built (%s)\n", path);
-        return AS_TEST_SKIP;
-    }
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        // The plugin exists but its libraries (cuBLAS) are not found here: nothing to test.
-        printf("SKIP: CUDA plugin does not load here (%s)\n", dlerror());
-        return AS_TEST_SKIP;
-    }
-    g_dequant = (dequant_fn)(uintptr_t)dlsym(h, "alphaspin_cuda_dequant_host");
-    if (!g_dequant) {
-        fprintf(stderr, "%s: no alphaspin_cuda_dequant_host\n", path);
-        return 1;
-    }
+    g_dequant = (dequant_fn)(uintptr_t)cuda_plugin_entry("alphaspin_cuda_dequant_host");
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_types)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,7 @@
 // was built without NCCL, or NCCL is not installed.
 #include "test_common.h"
 
-#include <dlfcn.h>
+#include "cuda_plugin.h"
 
 #include "util/common.h"
 
@@ -25,22 +25,7 @@ static void test_version(void **st) {
 }
 
 int main(void) {
-    const char *env = getenv("ALPHASPIN_CUDA_PLUGIN");
-    const char *path = env && *env ? env : AS_BINARY_DIR "/libalphaspin_cuda.so";
-    if (access(path, R_OK)) {
-        printf("SKIP: CUDA plugin not built (%s)\n", path);
-        return AS_TEST_SKIP;
-    }
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        printf("SKIP: CUDA plugin does not load here (%s)\n", dlerror());
-        return AS_TEST_SKIP;
-    }
-    g_version = (version_fn)(uintptr_t)dlsym(h, "alphaspin_cuda_nccl_version_host");
-    if (!g_version) {
-        fprintf(stderr, "%s: no alphaspin_cuda_nccl_version_host\n", path);
-        return 1;
-    }
+    g_version = (version_fn)(uintptr_t)cuda_plugin_entry("alphaspin_cuda_nccl_version_host");
     char err[512] = "";
     if (g_version(err, sizeof err) < 0 && (strstr(err, "without NCCL") || strstr(err, "not installed"))) {
         printf("SKIP: %s\n", err);

@@ -16,7 +16,7 @@
 // Skips (77) when the plugin was not built.
 #include "test_common.h"
 
-#include <dlfcn.h>
+#include "cuda_plugin.h"
 #include <math.h>
 
 #include "tensor/backend.h"
@@ -327,26 +327,10 @@ static void test_logsoftmax(void **st) { (void)st, for_each_isa(c_logsoftmax); }
 static void test_lora(void **st) { (void)st, for_each_isa(c_lora); }
 
 int main(void) {
-    const char *env = getenv("ALPHASPIN_CUDA_PLUGIN");
-    const char *path = env && *env ? env : AS_BINARY_DIR "/libalphaspin_cuda.so";
-    if (access(path, R_OK)) {
-        printf("SKIP: CUDA plugin not built (%s)\n", path);
-        return AS_TEST_SKIP;
-    }
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        // The plugin exists but its libraries (cuBLAS) are not found here: nothing to test.
-        printf("SKIP: CUDA plugin does not load here (%s)\n", dlerror());
-        return AS_TEST_SKIP;
-    }
-    const as_cuda_train_host *(*entry)(void) = (const as_cuda_train_host *(*)(void))(uintptr_t)dlsym(h, "alphaspin_cuda_train_host");
-    if (!entry) {
-        fprintf(stderr, "%s: no alphaspin_cuda_train_host\n", path);
-        return 1;
-    }
+    const as_cuda_train_host *(*entry)(void) = (const as_cuda_train_host *(*)(void))(uintptr_t)cuda_plugin_entry("alphaspin_cuda_train_host");
     HT = entry();
     if (!HT || HT->version != AS_CUDA_TRAIN_HOST_VERSION) {
-        fprintf(stderr, "%s: alphaspin_cuda_train_host version %d, expected %d\n", path, HT ? HT->version : -1, AS_CUDA_TRAIN_HOST_VERSION);
+        fprintf(stderr, "alphaspin_cuda_train_host: version %d, expected %d\n", HT ? HT->version : -1, AS_CUDA_TRAIN_HOST_VERSION);
         return 1;
     }
     as_rng_seed(&g_rng, 22);
