@@ -18,6 +18,9 @@
 #      test_cuda_nccl (issue 23): a one-rank NCCL communicator on this GPU and
 #      src/dist's gathers of every size through it, one process), plus
 #      test_backend_open, test_cuda_dequant and test_cuda_train_host;
+#      and, where the whole build/ was carried, test_cuda_e2e (tests/cli: the
+#      command line on the GPU against the CPU: log-probs, greedy batch 1 vs 64,
+#      a 50-step SFT);
 #   4. one summary table (each test, and the worst error per op with its tolerance).
 # What to carry from the development machine, at least: build/CMakeCache.txt,
 # build/libalphaspin_cuda.so and build/tests/tensor/ (about 5 MB; the whole build/
@@ -120,11 +123,22 @@ left=$(( 450 - $(elapsed) ))
 [ "$left" -lt 60 ] && left=60
 (cd "$run_dir" && timeout "$left" ctest -L gpu -V --timeout "$left" >"$log.gpu" 2>&1)
 gpu_rc=$?
+# The command line end to end on the GPU (tests/cli/test_cuda_e2e.sh: log-probs,
+# greedy batch 1 vs 64, a 50-step SFT, each against the CPU), where the carry
+# holds alphaspin and tests/cli (the whole build/).
+cli_dir=$(dirname "$(dirname "$run_dir")")
+if [ -x "$cli_dir/alphaspin" ] && [ -f "$cli_dir/tests/cli/CTestTestfile.cmake" ]; then
+    left=$(( 460 - $(elapsed) ))
+    [ "$left" -lt 60 ] && left=60
+    (cd "$cli_dir/tests/cli" && timeout "$left" ctest -R '^test_cuda_e2e$' -V --timeout "$left" >>"$log.gpu" 2>&1) || gpu_rc=1
+else
+    note "tests/cli or alphaspin not carried: the end-to-end test (test_cuda_e2e) does not run"
+fi
 left=$(( 470 - $(elapsed) ))
 [ "$left" -lt 30 ] && left=30
-(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
+(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host|test_cuda_nccl_load)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
 cpu_rc=$?
-grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend|(PASS|FAIL): [0-9]+ gathers|FAIL: cuda device open)' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
+grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend|(PASS|FAIL): [0-9]+ gathers|FAIL: cuda device open|(ok|FAIL|PASS): |device: )' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
 [ "$gpu_rc" = 0 ] && [ "$cpu_rc" = 0 ] || fail=1
 if grep -q 'Skipped\|Not Run' "$log.gpu"; then
     note "FAIL: a gpu test was skipped on this machine (the reason is its SKIP line above)"
