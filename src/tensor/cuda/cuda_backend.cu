@@ -1445,6 +1445,21 @@ template <class F> static void run_blocks(bool host, int64_t nb, int threads, co
 
 #define HDF __host__ __device__ void operator()
 
+// A block's softmax statistics over x[0..n) in train_ops.h's lanes: sh->a =
+// the max, sh->lanes[l] = lane l's sum of e^(x - max) (e^(x - max) written to
+// dst too, unless NULL).  Three phases; the caller folds the sums.
+template <class X> __host__ __device__ static inline void tr_max_exp_sum(const X &ex, tr_shared *sh, const float *x, int64_t n, float *dst) {
+    ex.phase([&](int l, int) {
+        if (l < TR_LANES) sh->lanes[l] = lane_max(x, n, l);
+    });
+    ex.phase([&](int l, int) {
+        if (l == 0) sh->a = fold_max(sh->lanes);
+    });
+    ex.phase([&](int l, int) {
+        if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(x, n, sh->a, l, dst);
+    });
+}
+
 // out[i] = scale x[i] (the embedding's gathered rows).
 struct f_scale_copy {
     float *out;
@@ -1563,15 +1578,7 @@ struct f_lsm_fwd {
     int64_t V;
     template <class X> HDF(const X &ex, int64_t r, tr_shared *sh) const {
         const float *zr = z + r * V;
-        ex.phase([&](int l, int) {
-            if (l < TR_LANES) sh->lanes[l] = lane_max(zr, V, l);
-        });
-        ex.phase([&](int l, int) {
-            if (l == 0) sh->a = fold_max(sh->lanes);
-        });
-        ex.phase([&](int l, int) {
-            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(zr, V, sh->a, l, NULL);
-        });
+        tr_max_exp_sum(ex, sh, zr, V, NULL);
         ex.phase([&](int l, int) {
             if (l) return;
             const float L = sh->a + (float)log(fold_sum(sh->lanes));
@@ -1684,15 +1691,7 @@ struct f_att_fwd {
                 s[j] = scale * acc;
             }
         });
-        ex.phase([&](int l, int) {
-            if (l < TR_LANES) sh->lanes[l] = lane_max(s, w, l);
-        });
-        ex.phase([&](int l, int) {
-            if (l == 0) sh->a = fold_max(sh->lanes);
-        });
-        ex.phase([&](int l, int) {
-            if (l < TR_LANES) sh->lanes[l] = lane_exp_sum(s, w, sh->a, l, s);
-        });
+        tr_max_exp_sum(ex, sh, s, w, s);
         ex.phase([&](int l, int) {
             if (l) return;
             const double sum = fold_sum(sh->lanes);
