@@ -22,11 +22,7 @@
 set -u
 build="$1"
 have_mpi="${2:-OFF}"
-bin="$build/alphaspin"
-mk="$build/tests/cli/write_tiny_model"
-case "$have_mpi" in ON | on | TRUE | true | 1) ;; *) echo "SKIP: this build has no MPI (cmake found none, or -DALPHASPIN_MPI=OFF)"; exit 77 ;; esac
-mpirun=$(command -v mpirun || true)
-[ -n "$mpirun" ] || { echo "SKIP: mpirun absent (scripts/install_deps.sh installs Open MPI)"; exit 77; }
+. "$(dirname "$0")/mpi_common.sh"
 command -v python3 >/dev/null || { echo "SKIP: python3 absent (it removes the timing fields before comparing)"; exit 77; }
 [ -x "$bin" ] && [ -x "$mk" ] || { echo "FAIL: $bin or $mk not built"; exit 1; }
 if [ -n "${MPI_TEST_KEEP:-}" ]; then
@@ -35,11 +31,7 @@ else
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fi
 export OMP_WAIT_POLICY=PASSIVE
-# Open MPI in containers: no cross-memory attach (ptrace is often denied), no binding.
-export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl='^openib'
-# The sanitizer build (scripts/test.sh): Open MPI's own allocations would read as leaks.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-MPI=("$mpirun" -np 2 --oversubscribe --allow-run-as-root --bind-to none)
+mpi_local
 
 in="$tmp/in"
 mkdir -p "$in"

@@ -11,11 +11,7 @@
 set -u
 build="$1"
 have_mpi="${2:-OFF}"
-bin="$build/alphaspin"
-mk="$build/tests/cli/write_tiny_model"
-case "$have_mpi" in ON | on | TRUE | true | 1) ;; *) echo "SKIP: this build has no MPI"; exit 77 ;; esac
-mpirun=$(command -v mpirun || true)
-[ -n "$mpirun" ] || { echo "SKIP: mpirun absent (scripts/install_deps.sh installs Open MPI)"; exit 77; }
+. "$(dirname "$0")/mpi_common.sh"
 command -v ip >/dev/null || { echo "SKIP: ip (iproute2) absent"; exit 77; }
 [ "$(id -u)" = 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
 [ -x "$bin" ] && [ -x "$mk" ] || { echo "FAIL: $bin or $mk not built"; exit 1; }

@@ -15,19 +15,13 @@
 set -u
 build="$1"
 have_mpi="${2:-OFF}"
-bin="$build/alphaspin"
-mk="$build/tests/cli/write_tiny_model"
+. "$(dirname "$0")/mpi_common.sh"
 gather="$build/tests/dist/test_dist_transport"
-case "$have_mpi" in ON | on | TRUE | true | 1) ;; *) echo "SKIP: this build has no MPI (cmake found none, or -DALPHASPIN_MPI=OFF)"; exit 77 ;; esac
-mpirun=$(command -v mpirun || true)
-[ -n "$mpirun" ] || { echo "SKIP: mpirun absent (scripts/install_deps.sh installs Open MPI)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 absent (it removes the timing fields before comparing)"; exit 77; }
 [ -x "$bin" ] && [ -x "$mk" ] && [ -x "$gather" ] || { echo "FAIL: $bin, $mk or $gather not built"; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export OMP_WAIT_POLICY=PASSIVE
-export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl='^openib'
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-MPI=("$mpirun" -np 2 --oversubscribe --allow-run-as-root --bind-to none)
+mpi_local
 failures=0
 err() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
