@@ -94,16 +94,16 @@ static void c_glu(const char *isa) {
                   *du2 = fmem(n);
             fill(g, n, -12, 12), fill(u, n, -2, 2), fill(dh, n, -1, 1);
             if (n > 4) g[0] = 0.0f, g[1] = -90.0f, g[2] = 90.0f; // zero and the exp's clamps
-            HT->glu_forward(h1, g, u, n, gelu, 1), CPU.glu_forward(h2, g, u, n, gelu, 2);
+            HT->ops.glu_forward(h1, g, u, n, gelu, 1), CPU.glu_forward(h2, g, u, n, gelu, 2);
             same(h1, h2, n, gelu ? "GeGLU forward" : "SwiGLU forward", isa);
             fill(dg1, n, -1, 1), fill(du1, n, -1, 1); // written, not accumulated
-            HT->glu_backward(dg1, du1, dh, g, u, n, gelu, 1), CPU.glu_backward(dg2, du2, dh, g, u, n, gelu, 2);
+            HT->ops.glu_backward(dg1, du1, dh, g, u, n, gelu, 1), CPU.glu_backward(dg2, du2, dh, g, u, n, gelu, 2);
             same(dg1, dg2, n, gelu ? "GeGLU backward (dg)" : "SwiGLU backward (dg)", isa);
             same(du1, du2, n, gelu ? "GeGLU backward (du)" : "SwiGLU backward (du)", isa);
-            HT->residual_forward(h1, g, u, n, 1), CPU.residual_forward(h2, g, u, n, 2);
+            HT->ops.residual_forward(h1, g, u, n, 1), CPU.residual_forward(h2, g, u, n, 2);
             same(h1, h2, n, "residual_forward", isa);
             memcpy(h1, g, sizeof(float) * (size_t)n), memcpy(h2, g, sizeof(float) * (size_t)n);
-            HT->grad_scale(h1, (size_t)n, 0.37f, 1), CPU.grad_scale(h2, (size_t)n, 0.37f, 2);
+            HT->ops.grad_scale(h1, (size_t)n, 0.37f, 1), CPU.grad_scale(h2, (size_t)n, 0.37f, 2);
             same(h1, h2, n, "grad_scale", isa);
             free(g), free(u), free(dh), free(h1), free(h2), free(dg1), free(dg2), free(du1), free(du2);
         }
@@ -122,10 +122,10 @@ static void c_rope(const char *isa) {
                 c[i] = (float)cos(a), s[i] = (float)sin(a);
             }
             if (back) {
-                HT->rope_backward(x1, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 1);
+                HT->ops.rope_backward(x1, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 1);
                 CPU.rope_backward(x2, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 2);
             } else {
-                HT->rope_forward(x1, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 1);
+                HT->ops.rope_forward(x1, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 1);
                 CPU.rope_forward(x2, N, cs[ci].H, cs[ci].d, cs[ci].nr, cs[ci].neox, c, s, 2);
             }
             same(x1, x2, n, back ? "rope_backward" : "rope_forward", isa);
@@ -144,15 +144,15 @@ static void c_dropout(const char *isa) {
         fill(x, n, -2, 2), fill(dout, n, -1, 1);
         memset(k1, 0xA5, sizeof(uint16_t) * (size_t)(R * w)), memset(k2, 0x5A, sizeof(uint16_t) * (size_t)(R * w)); // every word written
         as_dropout a = {cs[ci].p, cs[ci].base, k1, false}, b = {cs[ci].p, cs[ci].base, k2, false};
-        HT->dropout_forward(o1, x, R, C, &a, 1), CPU.dropout_forward(o2, x, R, C, &b, 2);
+        HT->ops.dropout_forward(o1, x, R, C, &a, 1), CPU.dropout_forward(o2, x, R, C, &b, 2);
         same(o1, o2, n, "dropout_forward (hashed)", isa);
         if (memcmp(k1, k2, sizeof(uint16_t) * (size_t)(R * w))) fail_msg("dropout_forward (cpu %s): keep bits differ, case %zu", isa, ci);
         // Replaying the CPU's bits gives the same numbers.
         a.replay = b.replay = true, a.keep = k2;
-        HT->dropout_forward(o1, x, R, C, &a, 1);
+        HT->ops.dropout_forward(o1, x, R, C, &a, 1);
         same(o1, o2, n, "dropout_forward (replayed)", isa);
         fill(d1, n, -1, 1), memcpy(d2, d1, sizeof(float) * (size_t)n);
-        HT->dropout_backward(d1, dout, R, C, &a, 1), CPU.dropout_backward(d2, dout, R, C, &b, 2);
+        HT->ops.dropout_backward(d1, dout, R, C, &a, 1), CPU.dropout_backward(d2, dout, R, C, &b, 2);
         same(d1, d2, n, "dropout_backward", isa);
         free(x), free(o1), free(o2), free(dout), free(d1), free(d2), free(k1), free(k2);
     }
@@ -164,7 +164,7 @@ static void c_optim(const char *isa) {
         const size_t n = ns[si];
         float *g = fmem((int64_t)n);
         fill(g, (int64_t)n, -1, 1);
-        same_d(HT->sum_squares(g, n, 1), CPU.sum_squares(g, n, 2), "sum_squares", isa);
+        same_d(HT->ops.sum_squares(g, n, 1), CPU.sum_squares(g, n, 2), "sum_squares", isa);
         for (int kind = 0; kind < 4; kind++) {
             static const char *const names[] = {"adamw_update", "rmsprop_update", "sgd_update (momentum)", "sgd_update"};
             float *p1 = fmem((int64_t)n), *p2 = fmem((int64_t)n), *m1 = as_calloc(n, sizeof(float)), *m2 = as_calloc(n, sizeof(float));
@@ -173,13 +173,13 @@ static void c_optim(const char *isa) {
             for (int64_t t = 1; t <= 5; t++) {
                 fill(g, (int64_t)n, -1, 1);
                 if (kind == 0) {
-                    HT->adamw_update(p1, g, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t, 1);
+                    HT->ops.adamw_update(p1, g, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t, 1);
                     CPU.adamw_update(p2, g, m2, v2, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t, 2);
                 } else if (kind == 1) {
-                    HT->rmsprop_update(p1, g, v1, n, 1e-2f, 0.99f, 1e-8f, 0.01f, 1);
+                    HT->ops.rmsprop_update(p1, g, v1, n, 1e-2f, 0.99f, 1e-8f, 0.01f, 1);
                     CPU.rmsprop_update(p2, g, v2, n, 1e-2f, 0.99f, 1e-8f, 0.01f, 2);
                 } else {
-                    HT->sgd_update(p1, g, kind == 2 ? m1 : NULL, n, 1e-3f, 0.9f, 0.01f, t, 1);
+                    HT->ops.sgd_update(p1, g, kind == 2 ? m1 : NULL, n, 1e-3f, 0.9f, 0.01f, t, 1);
                     CPU.sgd_update(p2, g, kind == 2 ? m2 : NULL, n, 1e-3f, 0.9f, 0.01f, t, 2);
                 }
                 same(p1, p2, (int64_t)n, names[kind], isa);
@@ -201,9 +201,9 @@ static void c_embedding(const char *isa) {
         for (int64_t t = 0; t < N; t++) tok[t] = t == 0 ? (int32_t)(V - 1) : (int32_t)as_rng_below(&g_rng, (uint64_t)V);
         float *E = fmem(V * C), *o1 = fmem(N * C), *o2 = fmem(N * C), *dout = fmem(N * C), *dE1 = fmem(V * C), *dE2 = fmem(V * C);
         fill(E, V * C, -1, 1), fill(dout, N * C, -1, 1), fill(dE1, V * C, -1, 1), memcpy(dE2, dE1, sizeof(float) * (size_t)(V * C));
-        HT->embedding_forward(o1, tok, E, N, C, cs[ci].scale), CPU.embedding_forward(o2, tok, E, N, C, cs[ci].scale);
+        HT->ops.embedding_forward(o1, tok, E, N, C, cs[ci].scale), CPU.embedding_forward(o2, tok, E, N, C, cs[ci].scale);
         same(o1, o2, N * C, "embedding_forward", isa);
-        HT->embedding_backward(dE1, dout, tok, N, C, cs[ci].scale), CPU.embedding_backward(dE2, dout, tok, N, C, cs[ci].scale);
+        HT->ops.embedding_backward(dE1, dout, tok, N, C, cs[ci].scale), CPU.embedding_backward(dE2, dout, tok, N, C, cs[ci].scale);
         same(dE1, dE2, V * C, "embedding_backward", isa);
         free(tok), free(E), free(o1), free(o2), free(dout), free(dE1), free(dE2);
     }
@@ -216,13 +216,13 @@ static void c_rmsnorm(const char *isa) {
         float *x = fmem(N * C), *w = fmem(C), *y1 = fmem(N * C), *y2 = fmem(N * C), *r1 = fmem(N), *r2 = fmem(N), *dy = fmem(N * C);
         float *dx1 = fmem(N * C), *dx2 = fmem(N * C), *dw1 = fmem(C), *dw2 = fmem(C);
         fill(x, N * C, -3, 3), fill(w, C, 0.5, 1.5), fill(dy, N * C, -1, 1);
-        HT->rmsnorm_forward(y1, r1, x, w, N, C, cs[ci].eps, 1), CPU.rmsnorm_forward(y2, r2, x, w, N, C, cs[ci].eps, 2);
+        HT->ops.rmsnorm_forward(y1, r1, x, w, N, C, cs[ci].eps, 1), CPU.rmsnorm_forward(y2, r2, x, w, N, C, cs[ci].eps, 2);
         same(y1, y2, N * C, "rmsnorm_forward", isa);
         same(r1, r2, N, "rmsnorm_forward (rstd)", isa);
         for (int which = 0; which < 3; which++) { // both, dx only, dw only
             fill(dx1, N * C, -1, 1), memcpy(dx2, dx1, sizeof(float) * (size_t)(N * C));
             fill(dw1, C, -1, 1), memcpy(dw2, dw1, sizeof(float) * (size_t)C);
-            HT->rmsnorm_backward(which == 2 ? NULL : dx1, which == 1 ? NULL : dw1, dy, x, w, r2, N, C, 1);
+            HT->ops.rmsnorm_backward(which == 2 ? NULL : dx1, which == 1 ? NULL : dw1, dy, x, w, r2, N, C, 1);
             CPU.rmsnorm_backward(which == 2 ? NULL : dx2, which == 1 ? NULL : dw2, dy, x, w, r2, N, C, 2);
             same(dx1, dx2, N * C, "rmsnorm_backward (dx)", isa);
             same(dw1, dw2, C, "rmsnorm_backward (dw)", isa);
@@ -247,14 +247,14 @@ static void c_attention(const char *isa) {
               *dv2 = fmem(N * kvd);
         fill(q, N * qd, -1, 1), fill(k, N * kvd, -1, 1), fill(v, N * kvd, -1, 1), fill(dout, N * qd, -1, 1);
         fill(o1, N * qd, -9, 9), memcpy(o2, o1, sizeof(float) * (size_t)(N * qd)), fill(l1, N * H, -9, 9), memcpy(l2, l1, sizeof(float) * (size_t)(N * H));
-        HT->attention_forward(o1, l1, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, NULL, mx, 1);
+        HT->ops.attention_forward(o1, l1, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, NULL, mx, 1);
         CPU.attention_forward(o2, l2, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, NULL, mx, 2);
         same(o1, o2, N * qd, "attention_forward", isa);
         same(l1, l2, N * H, "attention_forward (lse)", isa);
         fill(dq1, N * qd, -1, 1), memcpy(dq2, dq1, sizeof(float) * (size_t)(N * qd));
         fill(dk1, N * kvd, -1, 1), memcpy(dk2, dk1, sizeof(float) * (size_t)(N * kvd));
         fill(dv1, N * kvd, -1, 1), memcpy(dv2, dv1, sizeof(float) * (size_t)(N * kvd));
-        HT->attention_backward(dq1, dk1, dv1, dout, o2, l2, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, 1);
+        HT->ops.attention_backward(dq1, dk1, dv1, dout, o2, l2, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, 1);
         CPU.attention_backward(dq2, dk2, dv2, dout, o2, l2, q, k, v, cs[ci].off, cs[ci].len, cs[ci].n_seq, H, Hkv, d, 2);
         same(dq1, dq2, N * qd, "attention_backward (dq)", isa);
         same(dk1, dk2, N * kvd, "attention_backward (dk)", isa);
@@ -271,11 +271,11 @@ static void c_logsoftmax(const char *isa) {
         int32_t *tgt = as_malloc(sizeof(int32_t) * (size_t)R);
         fill(z, R * V, -15, 15), fill(dlogp, R, -2, 2);
         for (int64_t r = 0; r < R; r++) tgt[r] = (int32_t)as_rng_below(&g_rng, (uint64_t)V);
-        HT->logsoftmax_forward(p1, l1, z, tgt, R, V, 1), CPU.logsoftmax_forward(p2, l2, z, tgt, R, V, 2);
+        HT->ops.logsoftmax_forward(p1, l1, z, tgt, R, V, 1), CPU.logsoftmax_forward(p2, l2, z, tgt, R, V, 2);
         same(p1, p2, R, "logsoftmax_forward", isa);
         same(l1, l2, R, "logsoftmax_forward (lse)", isa);
         fill(dz1, R * V, -1, 1); // written, not accumulated
-        HT->logsoftmax_backward(dz1, dlogp, z, l2, tgt, R, V, 1), CPU.logsoftmax_backward(dz2, dlogp, z, l2, tgt, R, V, 2);
+        HT->ops.logsoftmax_backward(dz1, dlogp, z, l2, tgt, R, V, 1), CPU.logsoftmax_backward(dz2, dlogp, z, l2, tgt, R, V, 2);
         same(dz1, dz2, R * V, "logsoftmax_backward", isa);
         free(z), free(p1), free(p2), free(l1), free(l2), free(dlogp), free(dz1), free(dz2), free(tgt);
     }
@@ -293,18 +293,18 @@ static void c_lora(const char *isa) {
             fill(x, N * in, -1, 1), fill(A, r * in, -0.1, 0.1), fill(B, out * r, -0.1, 0.1), fill(dy, N * out, -1, 1);
             fill(y1, N * out, -1, 1), memcpy(y2, y1, sizeof(float) * (size_t)(N * out));
             as_dropout a = {0.05f, 12345ull << 20, k1, false}, b = {0.05f, 12345ull << 20, k2, false};
-            HT->lora_forward(y1, u1, x, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, 1);
+            HT->ops.lora_forward(y1, u1, x, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, 1);
             CPU.lora_forward(y2, u2, x, A, B, N, in, r, out, 2.0f, dropped ? &b : NULL, 2);
             same(u1, u2, N * r, dropped ? "lora_forward (u, dropout)" : "lora_forward (u)", isa);
             same(y1, y2, N * out, dropped ? "lora_forward (y, dropout)" : "lora_forward (y)", isa);
             if (dropped && memcmp(k1, k2, sizeof(uint16_t) * (size_t)(N * w))) fail_msg("lora_forward (cpu %s): keep bits differ, case %zu", isa, ci);
             a.replay = b.replay = true;
-            HT->lora_forward(NULL, u1, x, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, 1);
+            HT->ops.lora_forward(NULL, u1, x, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, 1);
             same(u1, u2, N * r, "lora_forward (replayed, u only)", isa);
             fill(dx1, N * in, -1, 1), memcpy(dx2, dx1, sizeof(float) * (size_t)(N * in));
             fill(dA1, r * in, -1, 1), memcpy(dA2, dA1, sizeof(float) * (size_t)(r * in));
             fill(dB1, out * r, -1, 1), memcpy(dB2, dB1, sizeof(float) * (size_t)(out * r));
-            HT->lora_backward(dx1, dA1, dB1, dy, x, u2, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, du1, 1);
+            HT->ops.lora_backward(dx1, dA1, dB1, dy, x, u2, A, B, N, in, r, out, 2.0f, dropped ? &a : NULL, du1, 1);
             CPU.lora_backward(dx2, dA2, dB2, dy, x, u2, A, B, N, in, r, out, 2.0f, dropped ? &b : NULL, du2, 2);
             same(dB1, dB2, out * r, "lora_backward (dB)", isa);
             same(du1, du2, N * r, "lora_backward (du)", isa);

@@ -2639,17 +2639,17 @@ extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alph
     as_cuda_train_host *h = &g_train_host;
     h->version = AS_CUDA_TRAIN_HOST_VERSION;
     h->expf_ = h_expf, h->exp_sum = h_exp_sum, h->max = h_max, h->neg_scaled_exp = h_neg_scaled_exp;
-    h->embedding_forward = h_embedding_forward, h->embedding_backward = h_embedding_backward;
-    h->rmsnorm_forward = h_rmsnorm_forward, h->rmsnorm_backward = h_rmsnorm_backward;
-    h->rope_forward = h_rope_forward, h->rope_backward = h_rope_backward;
-    h->attention_forward = h_attention_forward, h->attention_backward = h_attention_backward;
-    h->glu_forward = h_glu_forward, h->glu_backward = h_glu_backward;
-    h->logsoftmax_forward = h_logsoftmax_forward, h->logsoftmax_backward = h_logsoftmax_backward;
-    h->residual_forward = h_residual_forward;
-    h->dropout_forward = h_dropout_forward, h->dropout_backward = h_dropout_backward;
-    h->lora_forward = h_lora_forward, h->lora_backward = h_lora_backward;
-    h->sum_squares = h_sum_squares, h->grad_scale = h_grad_scale;
-    h->adamw_update = h_adamw_update, h->rmsprop_update = h_rmsprop_update, h->sgd_update = h_sgd_update;
+    h->ops.embedding_forward = h_embedding_forward, h->ops.embedding_backward = h_embedding_backward;
+    h->ops.rmsnorm_forward = h_rmsnorm_forward, h->ops.rmsnorm_backward = h_rmsnorm_backward;
+    h->ops.rope_forward = h_rope_forward, h->ops.rope_backward = h_rope_backward;
+    h->ops.attention_forward = h_attention_forward, h->ops.attention_backward = h_attention_backward;
+    h->ops.glu_forward = h_glu_forward, h->ops.glu_backward = h_glu_backward;
+    h->ops.logsoftmax_forward = h_logsoftmax_forward, h->ops.logsoftmax_backward = h_logsoftmax_backward;
+    h->ops.residual_forward = h_residual_forward;
+    h->ops.dropout_forward = h_dropout_forward, h->ops.dropout_backward = h_dropout_backward;
+    h->ops.lora_forward = h_lora_forward, h->ops.lora_backward = h_lora_backward;
+    h->ops.sum_squares = h_sum_squares, h->ops.grad_scale = h_grad_scale;
+    h->ops.adamw_update = h_adamw_update, h->ops.rmsprop_update = h_rmsprop_update, h->ops.sgd_update = h_sgd_update;
     return h;
 }
 
