@@ -234,7 +234,7 @@ HD float sqrt_rn(float a) {
     return sqrtf(a);
 #endif
 }
-HD float f32_of_bits(uint32_t u) {
+__host__ __device__ static inline float bits_f32(uint32_t u) {
 #ifdef __CUDA_ARCH__
     return __uint_as_float(u);
 #else
@@ -263,7 +263,7 @@ HD float tr_expf(float x) {
     p = fmaf(p, r, 1.6666665459e-1f);
     p = fmaf(p, r, 5.0000001201e-1f);
     p = fmaf(p, r * r, r) + 1.0f;
-    return p * f32_of_bits((uint32_t)((int32_t)n + 127) << 23);
+    return p * bits_f32((uint32_t)((int32_t)n + 127) << 23);
 }
 
 // train_ops.h's 16 lanes: lane l of a sum of e^(x - shift) (also storing the
@@ -417,15 +417,6 @@ __host__ __device__ static inline float sub_rn(float a, float b) {
     return __fsub_rn(a, b);
 #else
     return a - b;
-#endif
-}
-__host__ __device__ static inline float bits_f32(uint32_t u) {
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
-#else
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 #endif
 }
 
