@@ -12,9 +12,10 @@
 // and at the end logits = (RMSNorm(x) * w_out) Wout^T, only for the rows asked for.
 //
 // Every product, norm, GLU, rotation, residual add and attention goes through
-// the model's backend (m->be, tensor/backend.h: the seam), which also owns the
-// weights' layouts and the KV cache's; this file owns the data flow, the
-// cache's positions and the threading.
+// the model's backend (m->be, tensor/backend.h: the seam), one call for the
+// whole batch, on buffers the backend allocated; the backend also owns the
+// weights' layouts, the KV cache's and the threading.  This file owns the
+// data flow and the cache's positions.
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -22,18 +23,9 @@
 
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "tensor/kernels.h"
 #include "tensor/tuner.h"
 #include "util/common.h"
-
-// Consecutive batch rows of one sequence are handled by one attention work
-// item (per head) so that the rows share the sequence's K/V in cache, at most
-// the backend's block_rows (kernel_kv_pass); no block length changes a
-// number (tensor/attention.h).
-#define ATTN_BLOCK_MAX 64
-// Fewest rows for which the element-wise loops (norms, RoPE, residual adds;
-// the GLU) are split over threads.
-#define ELEM_PAR_ROWS 64
-#define GLU_PAR_ROWS 16
 
 // -DAS_PROFILE: process CPU time per phase of model_forward, printed at exit
 // (profile with one thread: then waiting for a busy core does not count).
@@ -61,33 +53,39 @@ static double prof_now(void) {
 #define PROF(i) ((void)0)
 #endif
 
+// The batch's rows (buffers from the backend's buf_alloc: on a device they
+// stay there from op to op) and the host's bookkeeping.
 typedef struct model_scratch {
+    const as_backend *be;             // whose buffers these are
     int64_t cap;                      // token rows the buffers below hold
     float *x, *xb;                    // (cap, C): residual stream, normed / matmul output
     float *att;                       // (cap, n_head * head_dim)
     float *hb;                        // (cap, n_ff)
     float *rope_cos, *rope_sin;       // (cap, n_rot / 2)
-    int32_t *blk_start, *blk_len;     // attention blocks of consecutive same-sequence rows
+    float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): rows of q|k|v, of gate|up
+    int64_t cap_lora;
+    float *lora_u;                    // (cap, rank): A x of one adapter
     int32_t *out_rows;                // rows whose logits are wanted
-    int32_t n_blocks;
     double *inv_freq;                 // (n_rot / 2): theta^(-2i / n_rot) / rope_freqs[i]
     int32_t cap_seq;
     int32_t *next_pos;                // (cap_seq): validation of positions
-    int nth;                          // threads the score rows are sized for
-    int64_t cap_keys;
-    float *scores;                    // (nth, KERNEL_ATTN_SCORE_ROWS * cap_keys)
-    int64_t cap_lora;
-    float *lora_u;                    // (cap, rank): A x of one adapter
-    float *qkv, *gu;                  // (cap, qd + 2 kvd), (cap, 2 n_ff): rows of q|k|v, of gate|up
 } model_scratch;
 
 // ---- scratch ----
 
+static void rows_free(model_scratch *s) {
+    float **bufs[] = {&s->x, &s->xb, &s->att, &s->hb, &s->rope_cos, &s->rope_sin, &s->qkv, &s->gu};
+    for (size_t i = 0; i < AS_ARRAY_LEN(bufs); i++)
+        if (*bufs[i]) s->be->buf_free(*bufs[i]), *bufs[i] = NULL;
+    free(s->out_rows);
+    s->out_rows = NULL;
+}
+
 void model_scratch_free(model_scratch *s) {
     if (!s) return;
-    free(s->x), free(s->xb), free(s->att), free(s->hb);
-    free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows);
-    free(s->inv_freq), free(s->next_pos), free(s->scores), free(s->lora_u), free(s->qkv), free(s->gu);
+    rows_free(s);
+    if (s->lora_u) s->be->buf_free(s->lora_u);
+    free(s->inv_freq), free(s->next_pos);
     free(s);
 }
 
@@ -97,35 +95,36 @@ void model_scratch_free(model_scratch *s) {
 // 32 ran 20% slower than with gate and up in separate buffers).
 static int64_t gu_stride(const model_config *c) { return 2 * (int64_t)c->n_ff + 16; }
 
-static float *alloc_rows(int64_t rows, int64_t cols) { return as_aligned_alloc(sizeof(float) * (size_t)rows * (size_t)AS_MAX(cols, 1)); }
+static float *alloc_rows(const as_backend *be, int64_t rows, int64_t cols) {
+    return be->buf_alloc(sizeof(float) * (size_t)rows * (size_t)AS_MAX(cols, 1));
+}
 
-// Buffers are sized once for the largest batch / context seen and grow when a
-// bigger one comes: the layer loop itself never allocates.
-static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq, int64_t n_keys, int nth) {
+// Buffers are sized once for the largest batch seen and grow when a bigger
+// one comes: the layer loop itself never allocates.
+static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq) {
     const model_config *c = &m->cfg;
     model_scratch *s = m->scratch;
     if (!s) {
         s = m->scratch = as_calloc(1, sizeof *s);
+        s->be = m->be;
         const int half = c->n_rot / 2;
         s->inv_freq = as_malloc(sizeof(double) * (size_t)AS_MAX(half, 1));
         for (int i = 0; i < half; i++)
             s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->n_rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
     }
     if (n_tokens > s->cap) {
+        const as_backend *be = s->be;
         int64_t cap = AS_MAX(n_tokens, 2 * s->cap);
         const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
-        free(s->x), free(s->xb), free(s->att), free(s->hb);
-        free(s->rope_cos), free(s->rope_sin), free(s->blk_start), free(s->blk_len), free(s->out_rows), free(s->qkv), free(s->gu);
-        s->qkv = alloc_rows(cap, qd + 2 * kvd);
-        s->gu = alloc_rows(cap, gu_stride(c));
-        s->x = alloc_rows(cap, C);
-        s->xb = alloc_rows(cap, C);
-        s->att = alloc_rows(cap, qd);
-        s->hb = alloc_rows(cap, c->n_ff);
-        s->rope_cos = alloc_rows(cap, c->n_rot / 2);
-        s->rope_sin = alloc_rows(cap, c->n_rot / 2);
-        s->blk_start = as_malloc(sizeof(int32_t) * (size_t)cap);
-        s->blk_len = as_malloc(sizeof(int32_t) * (size_t)cap);
+        rows_free(s);
+        s->qkv = alloc_rows(be, cap, qd + 2 * kvd);
+        s->gu = alloc_rows(be, cap, gu_stride(c));
+        s->x = alloc_rows(be, cap, C);
+        s->xb = alloc_rows(be, cap, C);
+        s->att = alloc_rows(be, cap, qd);
+        s->hb = alloc_rows(be, cap, c->n_ff);
+        s->rope_cos = alloc_rows(be, cap, c->n_rot / 2);
+        s->rope_sin = alloc_rows(be, cap, c->n_rot / 2);
         s->out_rows = as_malloc(sizeof(int32_t) * (size_t)cap);
         s->cap = cap;
     }
@@ -134,61 +133,7 @@ static model_scratch *scratch_reserve(model *m, int64_t n_tokens, int32_t n_seq,
         s->next_pos = as_malloc(sizeof(int32_t) * (size_t)n_seq);
         s->cap_seq = n_seq;
     }
-    if (n_keys > s->cap_keys || nth > s->nth) {
-        free(s->scores);
-        s->cap_keys = AS_MAX(n_keys, s->cap_keys);
-        s->nth = AS_MAX(nth, s->nth);
-        // Rows padded to 64 bytes so threads never share a cache line.
-        s->cap_keys = (s->cap_keys + 15) & ~(int64_t)15;
-        s->scores = alloc_rows(s->nth, KERNEL_ATTN_SCORE_ROWS * s->cap_keys);
-    }
     return s;
-}
-
-// ---- attention ----
-
-// First the batch's rows' queries and keys rotated (RoPE) and their keys and
-// values stored in the cache (q, k, v: row stride qs), then att[i, h] =
-// softmax(q[i, h] K^T / sqrt(d)) V over positions 0..pos[i] of seq[i]'s cache
-// in this layer, all in one parallel region: the cache writes (in decoding
-// mostly cache misses, the lines evicted since the last step) run on all
-// threads without a fork of their own.  The rows of one chunk of KV_CHUNK
-// positions of a sequence are stored by one thread, in order (kernel_kv_store);
-// a prompt's chunks alternate between threads (by whole sequences instead, a
-// 512-token prefill's stores ran on one thread while the other waited).  Work
-// items are (block of consecutive rows of one sequence) x (KV head): the
-// block's rows and the group's heads share the K/V they read.
-static void attention_forward(const as_backend *be, model_scratch *s, const model_config *c, kv_cache *kv, const kernel_kv_pass *pass,
-                              int32_t l, const model_batch *b, float *q, float *k, const float *v, int64_t qs, int nth) {
-    const int H = c->n_head, d = c->head_dim, Hkv = c->n_head_kv, group = H / Hkv, half = c->n_rot / 2;
-    const int64_t qd = (int64_t)H * d, n_items = (int64_t)s->n_blocks * Hkv;
-    const float scale = 1.0f / sqrtf((float)d);
-#pragma omp parallel num_threads(nth)
-    {
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < b->n_tokens; i++) {
-        const float *cs = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
-        be->rope(q + i * qs, H, d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-        be->rope(k + i * qs, Hkv, d, c->n_rot, c->rope_neox, cs, sn, 1.0f);
-    }
-    for (int64_t i = 0; i < b->n_tokens; i++)
-        if ((b->seq[i] + b->pos[i] / KV_CHUNK) % nt == tid) be->kv_store(&kv->mem, l, b->seq[i], b->pos[i], k + i * qs, v + i * qs);
-#pragma omp barrier
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_items; it++) {
-        const int32_t blk = (int32_t)(it / Hkv), t0 = s->blk_start[blk];
-        const int g = (int)(it % Hkv);
-        int32_t n_keys[ATTN_BLOCK_MAX];
-        for (int32_t r = 0; r < s->blk_len[blk]; r++) n_keys[r] = b->pos[t0 + r] + 1; // causal: keys 0..pos
-        be->kv_attention(&(kernel_kv_attn){
-            .kv = &kv->mem, .pass = pass, .layer = l, .seq = b->seq[t0], .g = g, .q = q + t0 * qs + (int64_t)g * group * d, .q_stride = qs,
-            .n_heads = group, .n_rows = s->blk_len[blk], .n_keys = n_keys, .scale = scale, .out = s->att + t0 * qd + (int64_t)g * group * d,
-            .out_stride = qd, .scores = s->scores + (int64_t)omp_get_thread_num() * KERNEL_ATTN_SCORE_ROWS * s->cap_keys,
-            .scores_stride = s->cap_keys,
-        });
-    }
-    }
 }
 
 // ---- LoRA ----
@@ -211,8 +156,8 @@ static void lora_apply(model *m, model_scratch *s, int32_t l, int t, float *y, i
     if (lo->rank < 1 || !lo->a[t]) return;
     const int64_t r = lo->rank;
     if (s->cap_lora < n * r) {
-        free(s->lora_u);
-        s->lora_u = as_malloc(sizeof(float) * (size_t)(n * r));
+        if (s->lora_u) s->be->buf_free(s->lora_u);
+        s->lora_u = alloc_rows(s->be, n, r);
         s->cap_lora = n * r;
     }
     const float *A = lo->a[t] + (int64_t)l * r * in, *B = lo->b[t] + (int64_t)l * out * r;
@@ -244,28 +189,6 @@ static int batch_check(const model *m, const kv_cache *kv, const model_batch *b,
     return AS_OK;
 }
 
-// The attention blocks by decreasing cost (rows x keys of the last row; ties
-// by position in the batch), so that the threads, which take them one at a
-// time, end together: in a long prefill the cost grows with the block's
-// position, and taken in batch order the most expensive block came last
-// while the other thread waited.  Outputs do not depend on the order.
-static int64_t block_cost(const model_scratch *s, const model_batch *b, int32_t i) {
-    return (int64_t)s->blk_len[i] * (b->pos[s->blk_start[i] + s->blk_len[i] - 1] + 1);
-}
-static void sort_blocks(model_scratch *s, const model_batch *b) {
-    for (int32_t i = 1; i < s->n_blocks; i++) { // insertion sort: usually few blocks, often in order already
-        const int32_t st = s->blk_start[i], ln = s->blk_len[i];
-        const int64_t c = block_cost(s, b, i);
-        int32_t j = i;
-        for (; j > 0; j--) {
-            const int64_t cj = block_cost(s, b, j - 1);
-            if (cj > c || (cj == c && s->blk_start[j - 1] < st)) break;
-            s->blk_start[j] = s->blk_start[j - 1], s->blk_len[j] = s->blk_len[j - 1];
-        }
-        s->blk_start[j] = st, s->blk_len[j] = ln;
-    }
-}
-
 static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     const model_config *c = &m->cfg;
     const as_backend *be = m->be;
@@ -274,11 +197,8 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     if (n == 0) return AS_OK;
     if (!b->token || !b->seq || !b->pos) return as_error("model_forward: batch without token, seq or pos arrays");
     if (kv->be != be) return as_error("model_forward: KV cache made on backend %s, the model runs on %s", kv->be->name, be->name);
-    int64_t max_keys = 1;
-    for (int64_t i = 0; i < n; i++) max_keys = AS_MAX(max_keys, (int64_t)b->pos[i] + 1);
-    const int nth = AS_MAX(kernel_get_threads(), 1);
     const kernel_precision prec = kv->precision;
-    model_scratch *s = scratch_reserve(m, n, kv->n_seq, AS_MIN(max_keys, (int64_t)kv->n_ctx), nth);
+    model_scratch *s = scratch_reserve(m, n, kv->n_seq);
     if (batch_check(m, kv, b, logits, s)) return AS_FAIL;
     kernel_kv_pass pass; // the cache's layout is fixed by its first pass
     if (be->kv_begin(&kv->mem, prec, &pass)) return AS_FAIL;
@@ -294,81 +214,58 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     // Embeddings (Gemma scales them by sqrt(C)) and the rotary angles, which
     // depend only on the position: computed once for all layers, in double so
     // that large positions keep their phase.
-#pragma omp parallel for num_threads(nth) if (n > 1)
+    be->get_rows(&m->tok_embd, b->token, n, s->x);
+    if (c->emb_scale != 1.0f) be->scale(s->x, n * C, c->emb_scale);
+#pragma omp parallel for num_threads(AS_MAX(kernel_get_threads(), 1)) if (n > 1)
     for (int64_t i = 0; i < n; i++) {
-        float *x = s->x + i * C;
-        be->get_row(&m->tok_embd, b->token[i], x);
-        if (c->emb_scale != 1.0f) be->scale(x, C, c->emb_scale);
         for (int j = 0; j < half; j++) {
             const double a = (double)b->pos[i] * s->inv_freq[j];
             s->rope_cos[i * half + j] = (float)cos(a);
             s->rope_sin[i * half + j] = (float)sin(a);
         }
     }
-    // Attention blocks: runs of consecutive rows of one sequence, at most the backend's block_rows long.
-    const int32_t blk_max = AS_MIN(pass.block_rows, ATTN_BLOCK_MAX);
-    s->n_blocks = 0;
-    for (int32_t i = 0; i < (int32_t)n; i++) {
-        const int32_t nb = s->n_blocks;
-        if (nb > 0 && b->seq[i] == b->seq[s->blk_start[nb - 1]] && s->blk_len[nb - 1] < blk_max) {
-            s->blk_len[nb - 1]++;
-        } else {
-            s->blk_start[nb] = i;
-            s->blk_len[nb] = 1;
-            s->n_blocks++;
-        }
-    }
-    sort_blocks(s, b);
     PROF(PR_EMB);
 
-    // Element-wise loops run on one thread below ELEM_PAR_ROWS rows (decode):
-    // there a fork/join costs more than the work, and far more when the
-    // cores are busy with other work.
-    const bool par_rows = n >= ELEM_PAR_ROWS, par_glu = n >= GLU_PAR_ROWS;
     const int64_t qkvd = qd + 2 * kvd, gus = gu_stride(c);
     // Rows of q|k|v and of gate|up, as the weight groups write them.
     float *q = s->qkv, *k = s->qkv + qd, *v = s->qkv + qd + kvd, *g = s->gu, *u = s->gu + F;
+    const float att_scale = 1.0f / sqrtf((float)d);
     for (int32_t l = 0; l < c->n_layer; l++) {
         const model_layer *L = &m->layers[l];
-        // The previous layer's FFN output joins the residual stream here, in
-        // the same pass as this layer's norm.
-#pragma omp parallel for num_threads(nth) if (par_rows)
-        for (int64_t i = 0; i < n; i++) {
-            float *x = s->x + i * C, *o = s->xb + i * C;
-            if (l > 0) be->add(x, o, C);
-            be->rmsnorm(o, x, L->attn_norm, C, c->rms_eps);
-        }
+        // The previous layer's FFN output joins the residual stream here.
+        if (l > 0) be->add(s->x, s->xb, n * C);
+        be->rmsnorm(s->xb, s->x, L->attn_norm, n, C, c->rms_eps, NULL);
         PROF(PR_NORM);
         be->weights_matmul(L->qkv, s->qkv, qkvd, s->xb, n, prec);
         lora_apply(m, s, l, 0, q, qkvd, s->xb, C, qd, n);
         lora_apply(m, s, l, 1, k, qkvd, s->xb, C, kvd, n);
         lora_apply(m, s, l, 2, v, qkvd, s->xb, C, kvd, n);
         PROF(PR_QKV);
-        attention_forward(be, s, c, kv, &pass, l, b, q, k, v, qkvd, nth);
+        // q, k rotated; k, v into the cache; each row attends over its
+        // sequence's positions 0 .. pos.
+        be->rope(q, qkvd, n, c->n_head, (int)d, c->n_rot, c->rope_neox, s->rope_cos, s->rope_sin, 1.0f);
+        be->rope(k, qkvd, n, c->n_head_kv, (int)d, c->n_rot, c->rope_neox, s->rope_cos, s->rope_sin, 1.0f);
+        be->kv_store(&kv->mem, l, n, b->seq, b->pos, k, v, qkvd);
+        be->kv_attention(&(kernel_kv_rows){.kv = &kv->mem, .pass = &pass, .layer = l, .n_rows = n, .seq = b->seq, .pos = b->pos, .q = q,
+                                           .q_stride = qkvd, .n_head = c->n_head, .scale = att_scale, .out = s->att, .out_stride = qd});
         PROF(PR_ATT);
         be->weights_matmul(L->o, s->xb, C, s->att, n, prec);
         lora_apply(m, s, l, 3, s->xb, C, s->att, qd, C, n);
         PROF(PR_O);
-#pragma omp parallel for num_threads(nth) if (par_rows)
-        for (int64_t i = 0; i < n; i++) {
-            float *x = s->x + i * C, *o = s->xb + i * C;
-            be->add(x, o, C);
-            be->rmsnorm(o, x, L->ffn_norm, C, c->rms_eps);
-        }
+        be->add(s->x, s->xb, n * C);
+        be->rmsnorm(s->xb, s->x, L->ffn_norm, n, C, c->rms_eps, NULL);
         PROF(PR_NORM);
         be->weights_matmul(L->gate_up, s->gu, gus, s->xb, n, prec);
         lora_apply(m, s, l, 4, g, gus, s->xb, C, F, n);
         lora_apply(m, s, l, 5, u, gus, s->xb, C, F, n);
         PROF(PR_GATEUP);
-#pragma omp parallel for num_threads(nth) if (par_glu)
-        for (int64_t i = 0; i < n; i++) be->glu(s->hb + i * F, g + i * gus, u + i * gus, F, c->gelu);
+        be->glu(s->hb, F, g, u, gus, n, F, c->gelu);
         PROF(PR_GLU);
         be->weights_matmul(L->down, s->xb, C, s->hb, n, prec);
         lora_apply(m, s, l, 6, s->xb, C, s->hb, F, C, n);
         PROF(PR_DOWN);
     }
-#pragma omp parallel for num_threads(nth) if (par_rows)
-    for (int64_t i = 0; i < n; i++) be->add(s->x + i * C, s->xb + i * C, C);
+    be->add(s->x, s->xb, n * C);
     PROF(PR_ADD);
     for (int64_t i = 0; i < n; i++) kv->len[b->seq[i]]++;
 
@@ -377,7 +274,7 @@ static int forward_run(model *m, kv_cache *kv, const model_batch *b, float *logi
     for (int64_t i = 0; i < n; i++)
         if (!b->want_logits || b->want_logits[i]) s->out_rows[n_out++] = (int32_t)i;
     if (n_out == 0) return AS_OK;
-    for (int64_t o = 0; o < n_out; o++) be->rmsnorm(s->xb + o * C, s->x + (int64_t)s->out_rows[o] * C, m->output_norm, C, c->rms_eps);
+    be->rmsnorm(s->xb, s->x, m->output_norm, n_out, C, c->rms_eps, n_out == n ? NULL : s->out_rows);
     be->weights_matmul(m->out_w, logits, c->n_vocab, s->xb, n_out, prec);
     PROF(PR_LOGITS);
     return AS_OK;
@@ -390,6 +287,7 @@ int model_forward(model *m, kv_cache *kv, const model_batch *b, float *logits) {
     tuner_step t;
     tuner_begin(&t, b->n_tokens);
     const int rc = forward_run(m, kv, b, logits);
+    m->be->sync(); // the batch's rows are the host's again
     tuner_end(&t);
     pthread_mutex_unlock(&m->lock);
     return rc;

@@ -69,6 +69,12 @@ typedef struct kernel_kv {
     int32_t ctx_pad;    // n_ctx rounded up to KERNEL_KV_CHUNK
     int32_t elem_bytes; // 0 until the first forward pass, then 4 (fp32) or 2 (fp16 or bf16)
     bool bf16_tiles;    // the BF16 / AMX layout (elem_bytes 2)
+    // The CPU's scratch of kernel_kv_attention_rows, grown as needed: score
+    // rows per thread, the batch's attention blocks.
+    float *scores;
+    size_t scores_cap;
+    int32_t *blocks;
+    int64_t blocks_cap;
 } kernel_kv;
 
 // Allocates the cache (AS_FAIL + as_error when the sizes overflow).
@@ -109,6 +115,29 @@ typedef struct kernel_kv_attn {
     int64_t scores_stride;
 } kernel_kv_attn;
 void kernel_kv_attention(const kernel_kv_attn *a);
+
+// A batch's attention in one layer (as_backend's kv_attention): row i < n_rows
+// of sequence seq[i] at position pos[i] sees that sequence's keys 0 .. pos[i]
+// in the cache (stored already); its query heads (n_head, a multiple of the
+// cache's n_head_kv: head h reads KV head h / (n_head / n_head_kv)) are q +
+// i * q_stride, its outputs out + i * out_stride.  Scores scaled by scale.
+typedef struct kernel_kv_rows {
+    kernel_kv *kv;
+    const kernel_kv_pass *pass;
+    int32_t layer;
+    int64_t n_rows;
+    const int32_t *seq, *pos;
+    const float *q;
+    int64_t q_stride;
+    int n_head;
+    float scale;
+    float *out;
+    int64_t out_stride;
+} kernel_kv_rows;
+// The CPU's batched entries: kernel_kv_store and kernel_kv_attention over the
+// batch's rows, on kernel_get_threads() threads.
+void kernel_kv_store_rows(kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq, const int32_t *pos, const float *k, const float *v, int64_t ld);
+void kernel_kv_attention_rows(const kernel_kv_rows *a);
 // dst's first n_pos positions (all layers) become src's.
 void kernel_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
 

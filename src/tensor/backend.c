@@ -16,6 +16,7 @@
 #include "tensor/kernels_impl.h"
 #include "tensor/ops.h"
 #include "tensor/rope.h"
+#include "tensor/rows.h"
 #include "tensor/train_graph.h"
 #include "tensor/train_ops.h"
 #include "util/common.h"
@@ -40,17 +41,20 @@ const as_backend as_backend_cpu = {
     .variant_name = cpu_variant_name,
     .use_variant = cpu_use_variant,
     .matmul = kernel_matmul,
-    .get_row = kernel_get_row,
-    .rmsnorm = kernel_rmsnorm,
-    .glu = kernel_glu,
-    .rope = kernel_rope,
+    .get_rows = kernel_get_rows,
+    .rmsnorm = kernel_rmsnorm_rows,
+    .glu = kernel_glu_rows,
+    .rope = kernel_rope_rows,
     .attention_rows = kernel_attention_rows,
     .exp = kernel_exp,
     .argmax = kernel_argmax,
     .logprob = kernel_logprob,
     .logsumexp = kernel_logsumexp,
-    .add = kernel_add,
+    .add = kernel_add_rows,
     .scale = kernel_scale,
+    .buf_alloc = kernel_buf_alloc,
+    .buf_free = kernel_buf_free,
+    .sync = kernel_sync,
     .weights_new = kernel_weights_new,
     .weights_free = kernel_weights_free,
     .weights_matmul = kernel_weights_matmul,
@@ -58,8 +62,8 @@ const as_backend as_backend_cpu = {
     .kv_init = kernel_kv_init,
     .kv_release = kernel_kv_release,
     .kv_begin = kernel_kv_begin,
-    .kv_store = kernel_kv_store,
-    .kv_attention = kernel_kv_attention,
+    .kv_store = kernel_kv_store_rows,
+    .kv_attention = kernel_kv_attention_rows,
     .kv_copy_prefix = kernel_kv_copy_prefix,
     .sgemm = kernel_sgemm,
     .exp_shift_sum = train_exp_shift_sum,
@@ -234,8 +238,8 @@ const as_backend *as_backend_open(const char *spec) {
 const char *as_backend_missing(const as_backend *be, unsigned groups) {
 #define OP(f) {#f, (const void *)be->f}
     const struct { const char *name; const void *fn; } inference[] = {
-        OP(n_variants), OP(variant_name), OP(use_variant), OP(matmul), OP(get_row), OP(rmsnorm), OP(glu), OP(rope),
-        OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(logsumexp), OP(add), OP(scale), OP(weights_new), OP(weights_free),
+        OP(n_variants), OP(variant_name), OP(use_variant), OP(matmul), OP(get_rows), OP(rmsnorm), OP(glu), OP(rope),
+        OP(attention_rows), OP(exp), OP(argmax), OP(logprob), OP(logsumexp), OP(add), OP(scale), OP(buf_alloc), OP(buf_free), OP(sync), OP(weights_new), OP(weights_free),
         OP(weights_matmul), OP(weights_bytes), OP(kv_init), OP(kv_release), OP(kv_begin), OP(kv_store), OP(kv_attention),
         OP(kv_copy_prefix),
     }, training[] = {

@@ -11,8 +11,9 @@
 // new test code (the manner of ggml's test-backend-ops).
 //
 // Conventions: row-major fp32 arrays with explicit strides where the op has
-// them; a backend's functions take host pointers (a device backend copies, or
-// is handed buffers it allocated; weight buffers are as_matrix's); each op is
+// them; a backend's functions take host pointers or memory from its own
+// buf_alloc (a device backend copies the former and uses the latter in place;
+// weight buffers are as_matrix's); each op is
 // documented where the CPU backend declares it (kernels.h, ops.h, rope.h,
 // attention.h, gemm.h, train_ops.h, train_graph.h), which is the contract
 // every backend meets.
@@ -22,9 +23,10 @@
 // cache whose memory and layouts the backend owns), training (train.h's
 // `be`: the training-graph block) and the host-side row ops of sampling and
 // scoring (the CPU's table).  .ci/check_seam.sh fails on a direct call of the
-// CPU backend's functions above the seam.  What is still host memory: the
-// activations, logits and LoRA factors every op takes and returns
-// (docs/ARCHITECTURE.md, "Adding a backend").
+// CPU backend's functions above the seam.  The forward pass's rows are
+// buf_alloc memory and each of its ops takes the whole batch; what is still
+// host memory: the logits it returns, the LoRA factors, and everything the
+// training model holds (docs/ARCHITECTURE.md, "Adding a backend").
 #ifndef AS_TENSOR_BACKEND_H
 #define AS_TENSOR_BACKEND_H
 
@@ -48,17 +50,23 @@ typedef struct as_backend {
     int (*use_variant)(int i); // AS_OK, or AS_FAIL when not available here
 
     // ---- inference ----
+    // The forward pass's ops take the batch: n rows, row-major, each op one
+    // call for all of them (a device backend: one launch), rows over the
+    // threads as the backend sees fit.  The rows live in buffers from
+    // buf_alloc (below) or anywhere in host memory.
     // out[t * ldo + r] = sum_c w[r][c] x[t * cols + c] at precision p (kernels.h).
     void (*matmul)(float *out, int64_t ldo, const float *x, int64_t n_tokens, const as_matrix *w, kernel_precision p);
-    // Row r of w, dequantised exactly.
-    void (*get_row)(const as_matrix *w, int64_t r, float *out);
-    // x / sqrt(mean(x^2) + eps) * w (ops.h).
-    void (*rmsnorm)(float *out, const float *x, const float *w, int64_t C, float eps);
-    // SiLU(g) * u, or tanh-GELU(g) * u (ops.h).
-    void (*glu)(float *out, const float *g, const float *u, int64_t n, bool gelu);
-    // Rotary embedding of n_heads vectors of d in place (rope.h).
-    void (*rope)(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign);
-    // Causal attention of query rows against one KV head's cache (attention.h).
+    // Rows ids[0..n) of w, dequantised exactly, into out (n x cols): the embedding lookup.
+    void (*get_rows)(const as_matrix *w, const int32_t *ids, int64_t n, float *out);
+    // Row o of out (n x C) = row rows[o] of x (o when rows is NULL) / sqrt(mean(x^2) + eps) * w (ops.h).
+    void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, int64_t C, float eps, const int32_t *rows);
+    // SiLU(g) * u, or tanh-GELU(g) * u (ops.h), F elements of each of n rows:
+    // g and u rows ldg apart, out rows ldo apart.
+    void (*glu)(float *out, int64_t ldo, const float *g, const float *u, int64_t ldg, int64_t n, int64_t F, bool gelu);
+    // Rotary embedding in place (rope.h) of n rows, ld apart, of n_heads
+    // vectors of d; row r's angles are cs, sn + r * (n_rot / 2).
+    void (*rope)(float *v, int64_t ld, int64_t n, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign);
+    // Causal attention of query rows against one KV head's keys and values (attention.h).
     void (*attention_rows)(const kernel_attn_args *a);
     // e^x in place; first index of the maximum (ops.h).
     void (*exp)(float *x, int64_t n);
@@ -67,9 +75,19 @@ typedef struct as_backend {
     double (*logprob)(const float *z, int32_t n, int32_t t);
     // log sum e^(s z) in double (ops.h): the mixture samplers' normalisers.
     double (*logsumexp)(const float *z, int64_t n, float s);
-    // y += x; x *= s (the residual stream, Gemma's embedding scale).
+    // y += x; x *= s over n elements (the residual stream, Gemma's embedding scale).
     void (*add)(float *y, const float *x, int64_t n);
     void (*scale)(float *x, int64_t n, float s);
+    // Activation memory: buffers for the batch's rows that every op reads
+    // and writes in place (a device backend's: memory its device and the
+    // host both address, so that rows stay on the device from op to op);
+    // 64-byte aligned, never NULL (the CPU's aborts when memory runs out).
+    void *(*buf_alloc)(size_t bytes);
+    void (*buf_free)(void *p);
+    // Waits for the work the ops above queued (a device backend may return
+    // before its kernels end when every operand is buf_alloc memory); the
+    // host reads or writes buf_alloc memory only after it.  The CPU: nothing.
+    void (*sync)(void);
     // Weight groups the backend lays out (weights.h): GGUF matrices multiplied
     // by the same activations (Q|K|V, gate|up, one matrix), stacked by rows;
     // the packed / fused / bf16 copies each precision wants are the backend's.
@@ -78,12 +96,16 @@ typedef struct as_backend {
     void (*weights_matmul)(as_weights *w, float *out, int64_t ldo, const float *x, int64_t n_tokens, kernel_precision p);
     size_t (*weights_bytes)(const as_weights *w);
     // The KV cache, memory and layout the backend's (attention.h, kernel_kv):
-    // allocate, lay out for a pass, store a position, attend, copy a prefix.
+    // allocate, lay out for a pass, store the batch's keys and values, attend,
+    // copy a prefix.
     int (*kv_init)(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
     void (*kv_release)(kernel_kv *kv);
     int (*kv_begin)(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass);
-    void (*kv_store)(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *k, const float *v);
-    void (*kv_attention)(const kernel_kv_attn *a);
+    // Row i < n: kv_dim keys at k + i * ld and values at v + i * ld, stored at
+    // position pos[i] of sequence seq[i] in layer l.
+    void (*kv_store)(kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq, const int32_t *pos, const float *k, const float *v, int64_t ld);
+    // The batch's causal attention over the cache in one layer (kernel_kv_rows).
+    void (*kv_attention)(const kernel_kv_rows *a);
     void (*kv_copy_prefix)(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
 
     // ---- training ----

@@ -1,9 +1,11 @@
 // The CPU backend's KV cache (attention.h, kernel_kv): allocation, the layout
 // a precision wants, the stores of one position, attention over it, copies.
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tensor/attention.h"
+#include "tensor/kernels.h"
 #include "tensor/quant.h"
 #include "util/common.h"
 
@@ -33,8 +35,9 @@ int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx,
 }
 
 void kernel_kv_release(kernel_kv *kv) {
-    free(kv->k), free(kv->v);
-    kv->k = kv->v = NULL;
+    free(kv->k), free(kv->v), free(kv->scores), free(kv->blocks);
+    kv->k = kv->v = NULL, kv->scores = NULL, kv->blocks = NULL;
+    kv->scores_cap = 0, kv->blocks_cap = 0;
 }
 
 int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
@@ -110,5 +113,101 @@ void kernel_kv_copy_prefix(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_po
             memcpy(kd + g * head, ks + g * head, nk / (size_t)kv->n_head_kv);
             for (size_t c = 0; c < d / 16; c++) memcpy(vd + g * head + c * panel, vs + g * head + c * panel, nv);
         }
+    }
+}
+
+// ---- the batch ----
+
+// Consecutive batch rows of one sequence are one attention work item (per KV
+// head), so that the rows share the sequence's keys and values in cache: at
+// most the pass's block_rows and ATTN_BLOCK_MAX rows.  No block length
+// changes a number (attention.h).
+#define ATTN_BLOCK_MAX 64
+
+// The rows of one KERNEL_KV_CHUNK chunk of a sequence are stored by one
+// thread, in order (kernel_kv_store); a prompt's chunks alternate between
+// threads (by whole sequences instead, a 512-token prefill's stores ran on
+// one thread while the other waited).  In decoding the stores are mostly cache
+// misses (lines evicted since the last step): all threads take part.
+void kernel_kv_store_rows(kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq, const int32_t *pos, const float *k, const float *v, int64_t ld) {
+    const int nth = kernel_get_threads();
+#pragma omp parallel num_threads(nth) if (n > 1 && nth > 1)
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int64_t i = 0; i < n; i++)
+            if ((seq[i] + pos[i] / KERNEL_KV_CHUNK) % nt == tid) kernel_kv_store(kv, l, seq[i], pos[i], k + i * ld, v + i * ld);
+    }
+}
+
+// The blocks by decreasing cost (rows x keys of the last row; ties by
+// position in the batch), so that the threads, which take them one at a time,
+// end together: in a long prefill the cost grows with the block's position,
+// and taken in batch order the most expensive block came last while the other
+// thread waited.  Outputs do not depend on the order.
+static int64_t block_cost(const int32_t *st, const int32_t *ln, const int32_t *pos, int32_t i) {
+    return (int64_t)ln[i] * (pos[st[i] + ln[i] - 1] + 1);
+}
+static void sort_blocks(int32_t *st, int32_t *ln, int32_t nb, const int32_t *pos) {
+    for (int32_t i = 1; i < nb; i++) { // insertion sort: usually few blocks, often in order already
+        const int32_t s0 = st[i], l0 = ln[i];
+        const int64_t c = block_cost(st, ln, pos, i);
+        int32_t j = i;
+        for (; j > 0; j--) {
+            const int64_t cj = block_cost(st, ln, pos, j - 1);
+            if (cj > c || (cj == c && st[j - 1] < s0)) break;
+            st[j] = st[j - 1], ln[j] = ln[j - 1];
+        }
+        st[j] = s0, ln[j] = l0;
+    }
+}
+
+// Work items are (block of consecutive rows of one sequence) x (KV head): the
+// block's rows and the group's heads share the K/V they read.
+void kernel_kv_attention_rows(const kernel_kv_rows *a) {
+    kernel_kv *kv = a->kv;
+    const int64_t n = a->n_rows;
+    if (n <= 0) return;
+    const int Hkv = kv->n_head_kv, group = a->n_head / Hkv, d = kv->head_dim;
+    const int nth = AS_MAX(kernel_get_threads(), 1);
+    // Scratch: score rows of the longest row's keys per thread (rows padded to
+    // 64 bytes so that threads never share a cache line), and the blocks.
+    int64_t keys = 1;
+    for (int64_t i = 0; i < n; i++) keys = AS_MAX(keys, (int64_t)a->pos[i] + 1);
+    keys = (keys + 15) & ~(int64_t)15;
+    const size_t need = (size_t)nth * KERNEL_ATTN_SCORE_ROWS * (size_t)keys;
+    if (need > kv->scores_cap) {
+        free(kv->scores);
+        kv->scores_cap = AS_MAX(need, 2 * kv->scores_cap);
+        kv->scores = as_aligned_alloc(sizeof(float) * kv->scores_cap);
+    }
+    if (2 * n > kv->blocks_cap) {
+        free(kv->blocks);
+        kv->blocks_cap = AS_MAX(2 * n, 2 * kv->blocks_cap);
+        kv->blocks = as_malloc(sizeof(int32_t) * (size_t)kv->blocks_cap);
+    }
+    int32_t *st = kv->blocks, *ln = kv->blocks + n, nb = 0;
+    const int32_t blk_max = AS_MIN(a->pass->block_rows, ATTN_BLOCK_MAX);
+    for (int32_t i = 0; i < (int32_t)n; i++) {
+        if (nb > 0 && a->seq[i] == a->seq[st[nb - 1]] && ln[nb - 1] < blk_max) {
+            ln[nb - 1]++;
+        } else {
+            st[nb] = i, ln[nb] = 1;
+            nb++;
+        }
+    }
+    sort_blocks(st, ln, nb, a->pos);
+    const int64_t n_items = (int64_t)nb * Hkv, stride = keys * KERNEL_ATTN_SCORE_ROWS;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (n_items > 1)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int32_t blk = (int32_t)(it / Hkv), t0 = st[blk];
+        const int g = (int)(it % Hkv);
+        int32_t n_keys[ATTN_BLOCK_MAX];
+        for (int32_t r = 0; r < ln[blk]; r++) n_keys[r] = a->pos[t0 + r] + 1; // causal: keys 0..pos
+        kernel_kv_attention(&(kernel_kv_attn){
+            .kv = kv, .pass = a->pass, .layer = a->layer, .seq = a->seq[t0], .g = g, .q = a->q + t0 * a->q_stride + (int64_t)g * group * d,
+            .q_stride = a->q_stride, .n_heads = group, .n_rows = ln[blk], .n_keys = n_keys, .scale = a->scale,
+            .out = a->out + t0 * a->out_stride + (int64_t)g * group * d, .out_stride = a->out_stride,
+            .scores = kv->scores + (int64_t)omp_get_thread_num() * stride, .scores_stride = keys,
+        });
     }
 }

@@ -53,13 +53,20 @@ static void t_matmul(const as_backend *b, int v) {
                 for (int64_t c = 0; c < s->cols; c++) wd[r * s->cols + c] = row[c];
             }
             as_matrix w = {.data = wq, .type = t, .rows = s->rows, .cols = s->cols, .row_bytes = rb};
-            // get_row: the exact dequantisation.
-            for (int64_t r = 0; r < s->rows; r += 7) {
-                b->get_row(&w, r, row);
-                for (int64_t c = 0; c < s->cols; c++)
-                    if (row[c] != (float)wd[r * s->cols + c]) fail_msg("%s/%s get_row %s %s row %lld col %lld", b->name, b->variant_name(v),
-                                                                        ggml_type_name(t), s->name, (long long)r, (long long)c);
+            // get_rows: the exact dequantisation, rows in any order.
+            {
+                int32_t ids[64];
+                int64_t n_ids = 0;
+                for (int64_t r = s->rows - 1; r >= 0 && n_ids < 64; r -= 7) ids[n_ids++] = (int32_t)r;
+                float *rows = as_malloc(sizeof(float) * (size_t)(n_ids * s->cols));
+                b->get_rows(&w, ids, n_ids, rows);
+                for (int64_t i = 0; i < n_ids; i++)
+                    for (int64_t c = 0; c < s->cols; c++)
+                        if (rows[i * s->cols + c] != (float)wd[ids[i] * s->cols + c])
+                            fail_msg("%s/%s get_rows %s %s row %d col %lld", b->name, b->variant_name(v), ggml_type_name(t), s->name, ids[i],
+                                     (long long)c);
                 g_checks++;
+                free(rows);
             }
             for (size_t ni = 0; ni < AS_ARRAY_LEN(ntoks); ni++) {
                 const int64_t n = ntoks[ni];
@@ -209,30 +216,45 @@ static void test_sgemm(void **st) { (void)st, for_each_in(AS_BACKEND_TRAINING, t
 
 static const int64_t row_sizes[] = {1, 7, 16, 33, 576, 1536, 2048, 16384};
 
+// The batched ops take R rows with strides wider than a row (glu) and a
+// row list (rmsnorm): short rows come in batches long enough for the
+// backends' threaded paths.
 static void t_rows(const as_backend *b, int v) {
     for (size_t si = 0; si < AS_ARRAY_LEN(row_sizes); si++) {
-        const int64_t n = row_sizes[si];
-        float *x = as_malloc(sizeof(float) * (size_t)n), *w = as_malloc(sizeof(float) * (size_t)n), *y = as_malloc(sizeof(float) * (size_t)n);
-        double *ref = as_malloc(sizeof(double) * (size_t)n);
+        const int64_t n = row_sizes[si], R = n <= 64 ? 70 : 3, ld = n + 5;
+        float *x = as_malloc(sizeof(float) * (size_t)(R * ld)), *w = as_malloc(sizeof(float) * (size_t)(R * ld)),
+              *y = as_malloc(sizeof(float) * (size_t)(R * ld));
+        double *ref = as_malloc(sizeof(double) * (size_t)(R * n));
+        int32_t *pick = as_malloc(sizeof(int32_t) * (size_t)R);
         char what[64];
-        snprintf(what, sizeof what, "n=%lld", (long long)n);
-        // RMSNorm (Llama's w; Gemma's 1 + w is the same op on w + 1).
-        fill(x, n, -3, 3), fill(w, n, 0.5, 1.5);
-        double ss = 0;
-        for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-        const double inv = 1.0 / sqrt(ss / (double)n + 1e-6);
-        for (int64_t i = 0; i < n; i++) ref[i] = x[i] * inv * w[i];
-        b->rmsnorm(y, x, w, n, 1e-6f);
-        expect(elem_err(y, ref, n), 2e-6, b, v, "rmsnorm", what);
-        // SwiGLU and GeGLU (tanh form).
+        snprintf(what, sizeof what, "n=%lld, %lld rows", (long long)n, (long long)R);
+        // RMSNorm (Llama's w; Gemma's 1 + w is the same op on w + 1) of rows x[pick[o]], contiguous.
+        fill(x, R * n, -3, 3), fill(w, n, 0.5, 1.5);
+        for (int64_t o = 0; o < R; o++) pick[o] = (int32_t)((o * 7 + 3) % R);
+        for (int64_t o = 0; o < R; o++) {
+            const float *xr = x + pick[o] * n;
+            double ss = 0;
+            for (int64_t i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+            const double inv = 1.0 / sqrt(ss / (double)n + 1e-6);
+            for (int64_t i = 0; i < n; i++) ref[o * n + i] = xr[i] * inv * w[i];
+        }
+        b->rmsnorm(y, x, w, R, n, 1e-6f, pick);
+        expect(elem_err(y, ref, R * n), 2e-6, b, v, "rmsnorm (row list)", what);
+        b->rmsnorm(y, x, w, 1, n, 1e-6f, NULL); // without a list: row o is x's row o
+        for (int64_t o = 0; o < R; o++)
+            if (pick[o] == 0) expect(elem_err(y, ref + o * n, n), 2e-6, b, v, "rmsnorm (no row list)", what);
+        // SwiGLU and GeGLU (tanh form): g and u rows ld apart, out rows n + 1 apart.
         for (int gelu = 0; gelu < 2; gelu++) {
-            fill(x, n, -8, 8), fill(w, n, -2, 2);
-            for (int64_t i = 0; i < n; i++) {
-                const double g = x[i];
-                ref[i] = (gelu ? 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) : g / (1 + exp(-g))) * w[i];
-            }
-            b->glu(y, x, w, n, gelu);
-            expect(elem_err(y, ref, n), 2e-6, b, v, gelu ? "glu (GeGLU)" : "glu (SwiGLU)", what);
+            fill(x, R * ld, -8, 8), fill(w, R * ld, -2, 2);
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t i = 0; i < n; i++) {
+                    const double g = x[r * ld + i];
+                    ref[r * n + i] = (gelu ? 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) : g / (1 + exp(-g))) * w[r * ld + i];
+                }
+            b->glu(y, n + 1, x, w, ld, R, n, gelu);
+            double e = 0;
+            for (int64_t r = 0; r < R; r++) e = fmax(e, elem_err(y + r * (n + 1), ref + r * n, n));
+            expect(e, 2e-6, b, v, gelu ? "glu (GeGLU)" : "glu (SwiGLU)", what);
         }
         // exp over [-80, 80] (relative error).
         fill(x, n, -80, 80);
@@ -269,53 +291,58 @@ static void t_rows(const as_backend *b, int v) {
         for (int64_t i = 0; i < n; i++) ss2 += expl((long double)(x[i] * sc) - sm);
         const double lse = b->logsumexp(x, n, sc), lseref = (double)(sm + logl(ss2));
         expect(fabs(lse - lseref) / fmax(1.0, fabs(lseref)), 1e-6, b, v, "logsumexp", what); // the differences s z - m are fp32
-        // The residual add and the embedding scale: one rounding per element, exact.
-        fill(x, n, -3, 3), fill(w, n, -3, 3);
-        memcpy(y, w, sizeof(float) * (size_t)n);
-        b->add(y, x, n);
+        // The residual add (over all R rows) and the embedding scale: one rounding per element, exact.
+        fill(x, R * n, -3, 3), fill(w, R * n, -3, 3);
+        memcpy(y, w, sizeof(float) * (size_t)(R * n));
+        b->add(y, x, R * n);
         int bad = 0;
-        for (int64_t i = 0; i < n; i++) bad += y[i] != w[i] + x[i];
+        for (int64_t i = 0; i < R * n; i++) bad += y[i] != w[i] + x[i];
         expect(bad, 0, b, v, "add", what);
         memcpy(y, x, sizeof(float) * (size_t)n);
         b->scale(y, n, 45.254833f);
         bad = 0;
         for (int64_t i = 0; i < n; i++) bad += y[i] != x[i] * 45.254833f;
         expect(bad, 0, b, v, "scale", what);
-        free(x), free(w), free(y), free(ref);
+        free(x), free(w), free(y), free(ref), free(pick);
     }
 }
 
 static void test_rows(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_rows); }
 
+// 66 rows (past the CPU's threaded threshold), ld wider than a row, each row its own angles.
 static void t_rope(const as_backend *b, int v) {
     static const int cfg[][3] = {{9, 64, 64}, {3, 64, 64}, {8, 256, 256}, {1, 256, 256}, {2, 80, 32}}; // heads, d, n_rot
+    const int64_t R = 66;
     for (size_t ci = 0; ci < AS_ARRAY_LEN(cfg); ci++)
         for (int neox = 0; neox < 2; neox++)
             for (int back = 0; back < 2; back++) {
                 const int H = cfg[ci][0], d = cfg[ci][1], nr = cfg[ci][2], half = nr / 2;
+                const int64_t ld = (int64_t)H * d + 3;
                 const float sign = back ? -1.0f : 1.0f;
-                float *x = as_malloc(sizeof(float) * (size_t)(H * d)), *cs = as_malloc(sizeof(float) * (size_t)half),
-                      *sn = as_malloc(sizeof(float) * (size_t)half);
-                double *ref = as_malloc(sizeof(double) * (size_t)(H * d));
-                fill(x, H * d, -2, 2);
-                for (int i = 0; i < half; i++) {
-                    const double a = 37.0 * pow(10000.0, -2.0 * i / nr);
-                    cs[i] = (float)cos(a), sn[i] = (float)sin(a);
-                }
-                for (int h = 0; h < H; h++) {
-                    const float *xv = x + h * d;
-                    double *r = ref + h * d;
-                    for (int e = 0; e < d; e++) r[e] = xv[e];
+                float *x = as_malloc(sizeof(float) * (size_t)(R * ld)), *cs = as_malloc(sizeof(float) * (size_t)(R * half)),
+                      *sn = as_malloc(sizeof(float) * (size_t)(R * half));
+                double *ref = as_malloc(sizeof(double) * (size_t)(R * ld));
+                fill(x, R * ld, -2, 2);
+                for (int64_t r = 0; r < R; r++)
                     for (int i = 0; i < half; i++) {
-                        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-                        const double c = cs[i], s = (double)sign * sn[i];
-                        r[i0] = xv[i0] * c - xv[i1] * s, r[i1] = xv[i0] * s + xv[i1] * c;
+                        const double a = (double)(37 + 5 * r) * pow(10000.0, -2.0 * i / nr);
+                        cs[r * half + i] = (float)cos(a), sn[r * half + i] = (float)sin(a);
                     }
-                }
-                b->rope(x, H, d, nr, neox, cs, sn, sign);
+                for (int64_t k = 0; k < R * ld; k++) ref[k] = x[k]; // the 3 floats between rows stay
+                for (int64_t r = 0; r < R; r++)
+                    for (int h = 0; h < H; h++) {
+                        const float *xv = x + r * ld + h * d;
+                        double *o = ref + r * ld + h * d;
+                        for (int i = 0; i < half; i++) {
+                            const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                            const double c = cs[r * half + i], s = (double)sign * sn[r * half + i];
+                            o[i0] = xv[i0] * c - xv[i1] * s, o[i1] = xv[i0] * s + xv[i1] * c;
+                        }
+                    }
+                b->rope(x, ld, R, H, d, nr, neox, cs, sn, sign);
                 char what[96];
                 snprintf(what, sizeof what, "%d heads of %d, n_rot %d, %s, %s", H, d, nr, neox ? "neox" : "gguf pairs", back ? "backward" : "forward");
-                expect(elem_err(x, ref, H * d), 1e-6, b, v, "rope", what);
+                expect(elem_err(x, ref, R * ld), 1e-6, b, v, "rope", what);
                 free(x), free(cs), free(sn), free(ref);
             }
 }
@@ -399,20 +426,16 @@ static void t_kv(const as_backend *b, int v) {
             const int64_t nkv = (int64_t)L * S * NP * kvd;
             float *K = as_malloc(sizeof(float) * (size_t)nkv), *V = as_malloc(sizeof(float) * (size_t)nkv);
             fill(K, nkv, -1, 1), fill(V, nkv, -1, 1);
-            for (int32_t l = 0; l < L; l++)
-                for (int32_t sq = 0; sq < S; sq++)
-                    for (int32_t p = 0; p < NP; p++) {
-                        const int64_t o = (((int64_t)l * S + sq) * NP + p) * kvd;
-                        b->kv_store(&kv, l, sq, p, K + o, V + o);
-                    }
+            // One batch per layer: every sequence's positions, in order (seq, pos as K's rows).
+            int32_t seq[2 * 37], pos[2 * 37];
+            for (int32_t i = 0; i < S * NP; i++) seq[i] = i / NP, pos[i] = i % NP;
+            for (int32_t l = 0; l < L; l++) b->kv_store(&kv, l, S * NP, seq, pos, K + (int64_t)l * S * NP * kvd, V + (int64_t)l * S * NP * kvd, kvd);
             const bool f16 = kv.elem_bytes == 2 && !kv.bf16_tiles;
             if (f16)
                 for (int64_t i = 0; i < nkv; i++) K[i] = as_fp16_to_f32(as_f32_to_fp16(K[i])), V[i] = as_fp16_to_f32(as_f32_to_fp16(V[i]));
             const int R = 4; // the last R positions of layer 1, sequence 1 attend (causally) to the cache
             float *q = as_malloc(sizeof(float) * (size_t)(R * qs)), *out = as_malloc(sizeof(float) * (size_t)(R * qs)),
                   *out2 = as_malloc(sizeof(float) * (size_t)(R * qs));
-            const int64_t cap = (NCTX + 15) / 16 * 16;
-            float *scores = as_aligned_alloc(sizeof(float) * (size_t)(KERNEL_ATTN_SCORE_ROWS * cap));
             double *ref = as_malloc(sizeof(double) * (size_t)(R * qs)), *sc = as_malloc(sizeof(double) * NP);
             int32_t nk[4];
             for (int r = 0; r < R; r++) nk[r] = NP - R + 1 + r;
@@ -435,10 +458,11 @@ static void t_kv(const as_backend *b, int v) {
                             ref[r * qs + (g * G + h) * d + e] = o;
                         }
                     }
-            for (int g = 0; g < Hkv; g++)
-                b->kv_attention(&(kernel_kv_attn){.kv = &kv, .pass = &pass, .layer = 1, .seq = 1, .g = g, .q = q + g * G * d, .q_stride = qs,
-                                                  .n_heads = G, .n_rows = R, .n_keys = nk, .scale = 1.0f / sqrtf((float)d),
-                                                  .out = out + g * G * d, .out_stride = qs, .scores = scores, .scores_stride = cap});
+            int32_t bseq[8], bpos[8];
+            for (int r = 0; r < R; r++) bseq[r] = 1, bpos[r] = nk[r] - 1;
+            const float scale = 1.0f / sqrtf((float)d);
+            b->kv_attention(&(kernel_kv_rows){.kv = &kv, .pass = &pass, .layer = 1, .n_rows = R, .seq = bseq, .pos = bpos, .q = q, .q_stride = qs,
+                                              .n_head = G * Hkv, .scale = scale, .out = out, .out_stride = qs});
             char what[128];
             snprintf(what, sizeof what, "head size %d, %d KV heads x %d, %s cache%s, %s", d, Hkv, G, kv.bf16_tiles ? "bf16-tile" : f16 ? "fp16" : "fp32",
                      pass.bf16 ? " (bf16 attention)" : "", kernel_precision_name(precs[pi]));
@@ -446,15 +470,17 @@ static void t_kv(const as_backend *b, int v) {
             // Sequence 0 of layer 1 takes sequence 1's first NP - 3 positions, then attends as sequence 1 did.
             b->kv_copy_prefix(&kv, 0, 1, NP - 3);
             for (int r = 0; r < R; r++) nk[r] = NP - 3 - R + 1 + r;
-            for (int pass_seq = 0; pass_seq < 2; pass_seq++)
-                for (int g = 0; g < Hkv; g++)
-                    b->kv_attention(&(kernel_kv_attn){.kv = &kv, .pass = &pass, .layer = 1, .seq = pass_seq, .g = g, .q = q + g * G * d,
-                                                      .q_stride = qs, .n_heads = G, .n_rows = R, .n_keys = nk, .scale = 1.0f / sqrtf((float)d),
-                                                      .out = (pass_seq ? out2 : out) + g * G * d, .out_stride = qs, .scores = scores,
-                                                      .scores_stride = cap});
+            // One batch: sequence 1's rows, then sequence 0's (one row per block boundary apart).
+            for (int r = 0; r < 2 * R; r++) bseq[r] = r < R, bpos[r] = nk[r % R] - 1;
+            float *q2 = as_malloc(sizeof(float) * (size_t)(2 * R * qs)), *out12 = as_malloc(sizeof(float) * (size_t)(2 * R * qs));
+            memcpy(q2, q, sizeof(float) * (size_t)(R * qs)), memcpy(q2 + R * qs, q, sizeof(float) * (size_t)(R * qs));
+            b->kv_attention(&(kernel_kv_rows){.kv = &kv, .pass = &pass, .layer = 1, .n_rows = 2 * R, .seq = bseq, .pos = bpos, .q = q2,
+                                              .q_stride = qs, .n_head = G * Hkv, .scale = scale, .out = out12, .out_stride = qs});
+            memcpy(out, out12, sizeof(float) * (size_t)(R * qs)), memcpy(out2, out12 + R * qs, sizeof(float) * (size_t)(R * qs));
+            free(q2), free(out12);
             expect(memcmp(out, out2, sizeof(float) * (size_t)(R * qs)) ? 1 : 0, 0, b, v, "kv_copy_prefix (bitwise)", what);
             b->kv_release(&kv);
-            free(K), free(V), free(q), free(out), free(out2), free(scores), free(ref), free(sc);
+            free(K), free(V), free(q), free(out), free(out2), free(ref), free(sc);
         }
 }
 

@@ -16,14 +16,16 @@
 // same kernel bodies looped on the host, bit for bit against the CPU backend).
 // The training ops are in section "training" below (their own header comment).
 //
-// The table's convention is host pointers, so every op copies its inputs to
-// the device and its outputs back (cudaMemcpy on the legacy default stream,
-// synchronous): correct, and slow.  What stays resident on the device: the
-// weight groups (weights_new: each group's parts stacked and dequantised once,
-// bf16, plus fp32 made by the first F32 product) and the KV cache (kv_init:
-// kernel_kv's k and v are device pointers, the CPU's fp32 layout); the
-// activations, logits and LoRA factors travel per call.  Ops are serialised
-// by one mutex (the model calls them from OpenMP threads).
+// Operands: the forward pass's rows are buf_alloc memory (managed, section
+// "activation buffers"), which the inference ops use in place and queue
+// kernels on without waiting (the legacy default stream; `sync` waits); any
+// other pointer is host memory, copied to the device and back per call
+// (cudaMemcpy, synchronous): correct, and slow; the training ops still take
+// every operand that way.  What stays resident on the device: the weight
+// groups (weights_new: each group's parts stacked and dequantised once, bf16,
+// plus fp32 made by the first F32 product) and the KV cache (kv_init:
+// kernel_kv's k and v are device pointers, the CPU's fp32 layout).  Ops are
+// serialised by one mutex.
 //
 // Weights: matmul dequantises a matrix on the device once, exactly (the same
 // fp32 values as quant_dequantize_row: no fused multiply-add in the
@@ -40,7 +42,8 @@
 //         bf16's error is below Q8's documented one).
 // The model's products go through weight groups instead (weights_matmul:
 // one GEMM per group and call, same precisions; section "weight groups").
-// get_row dequantises the one row on the device (exact).
+// get_rows gathers the rows' GGUF blocks on the host and dequantises them on
+// the device (exact).
 // add and scale round once per element (exact, as the CPU); logprob runs on
 // the device too: one block, the fp32 max and the sum of e^(z - max) in
 // double, both fixed-order trees.
@@ -119,10 +122,12 @@ static const size_t g_lt_ws_bytes = (size_t)32 << 20;
 // Scratch device buffers, grown as needed and kept.
 typedef struct { void *p; size_t cap; } dbuf;
 static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
+static dbuf b_i1, b_i2; // index operands (sequences, positions, row lists)
 
 static size_t g_weight_bytes; // device bytes held by the weight table and the weight groups
 static size_t g_kv_bytes;     // device bytes held by KV caches
 static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands (training)
+static size_t g_act_bytes;    // managed bytes held by buf_alloc's activation buffers
 
 static void *dmalloc(size_t bytes, const char *op) {
     void *p = NULL;
@@ -141,6 +146,27 @@ static void *grow(dbuf *b, size_t bytes, const char *op) {
     b->p = dmalloc(cap, op);
     b->cap = cap;
     return b->p;
+}
+
+// ---- activation buffers (backend.h's buf_alloc): CUDA managed memory ----
+//
+// The forward pass keeps its batch rows in memory from buf_alloc, which the
+// device and the host both address (cudaMallocManaged, preferred on the
+// device): the ops below use such operands in place, so the rows stay on the
+// device from op to op, and launch without waiting; `sync` waits before the
+// host touches them (model_forward's end).  Any other pointer is host memory,
+// staged through device scratch as before.  The table of allocations tells
+// the two apart.
+
+typedef struct { const char *p; size_t n; } mrange;
+static mrange *g_managed;
+static int g_n_managed, g_cap_managed;
+
+static bool is_managed(const void *p) {
+    const char *c = (const char *)p;
+    for (int i = 0; i < g_n_managed; i++)
+        if (c >= g_managed[i].p && c < g_managed[i].p + g_managed[i].n) return true;
+    return false;
 }
 
 struct lock_guard {
@@ -178,6 +204,68 @@ struct op_add_f { __device__ float operator()(float a, float b) const { return a
 struct op_max_f { __device__ float operator()(float a, float b) const { return b > a ? b : a; } };
 
 #define RED_THREADS 1024
+
+static void *cu_buf_alloc(size_t bytes) {
+    const char *op = "buf_alloc";
+    lock_guard g(op);
+    if (bytes < 64) bytes = 64;
+    void *p = NULL;
+    const cudaError_t e = cudaMallocManaged(&p, bytes, cudaMemAttachGlobal);
+    if (e != cudaSuccess)
+        die(op, "cudaMallocManaged(%zu bytes): %s (weights hold %zu bytes, KV caches %zu, activations %zu)", bytes, cudaGetErrorString(e), g_weight_bytes,
+            g_kv_bytes, g_act_bytes);
+    cudaMemLocation loc = {};
+    loc.type = cudaMemLocationTypeDevice;
+    loc.id = g_device;
+    CK(cudaMemAdvise(p, bytes, cudaMemAdviseSetPreferredLocation, loc));
+    if (g_n_managed == g_cap_managed) {
+        g_cap_managed = g_cap_managed ? 2 * g_cap_managed : 32;
+        g_managed = (mrange *)realloc(g_managed, sizeof(mrange) * (size_t)g_cap_managed);
+        if (!g_managed) die(op, "out of host memory");
+    }
+    g_managed[g_n_managed++] = mrange{(const char *)p, bytes};
+    g_act_bytes += bytes;
+    return p;
+}
+
+static void cu_buf_free(void *p) {
+    const char *op = "buf_free";
+    if (!p) return;
+    lock_guard g(op);
+    for (int i = 0; i < g_n_managed; i++)
+        if (g_managed[i].p == (const char *)p) {
+            CK(cudaFree(p)); // waits for the work queued on it
+            g_act_bytes -= g_managed[i].n;
+            g_managed[i] = g_managed[--g_n_managed];
+            return;
+        }
+    die(op, "%p is not a buffer of buf_alloc", p);
+}
+
+static void cu_sync(void) {
+    const char *op = "sync";
+    lock_guard g(op);
+    CK(cudaDeviceSynchronize());
+}
+
+// An operand of `bytes` at x: x itself when it is buf_alloc memory, else a
+// copy in scratch b.
+static const void *in_dev(dbuf *b, const void *x, size_t bytes, const char *op) {
+    if (is_managed(x)) return x;
+    void *d = grow(b, bytes ? bytes : 1, op);
+    if (bytes) CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+// Where an op writes the `bytes` meant for x: x itself when it is buf_alloc
+// memory, else scratch b, which out_host then copies to x.
+static void *out_dev(dbuf *b, void *x, size_t bytes, const char *op) { return is_managed(x) ? x : grow(b, bytes ? bytes : 1, op); }
+static void out_host(void *x, const void *d, size_t bytes, const char *op) {
+    if (d != x && bytes) CK(cudaMemcpy(x, d, bytes, cudaMemcpyDeviceToHost));
+}
+// An operand read and written in place: in_dev, then out_host after the kernels.
+static void *inout_dev(dbuf *b, void *x, size_t bytes, const char *op) { return (void *)in_dev(b, x, bytes, op); }
+// The floats a strided block of n rows of w floats, ld apart, spans.
+static size_t span_bytes(int64_t n, int64_t w, int64_t ld) { return n > 0 ? sizeof(float) * (size_t)((n - 1) * ld + w) : 0; }
 
 // ---- training (backend.h's training-graph block) ----
 //
@@ -625,8 +713,9 @@ static const wentry *weights(const as_matrix *w, bool want_bf16, const char *op)
 
 // ---- matrix products ----
 
-static void lt_matmul_bf16(const __nv_bfloat16 *W, const __nv_bfloat16 *X, float *Y, int64_t rows, int64_t cols, int64_t n, const char *op) {
-    // Column-major view: Y (rows x n) = W^T (W stored cols x rows) * X (cols x n).
+static void lt_matmul_bf16(const __nv_bfloat16 *W, const __nv_bfloat16 *X, float *Y, int64_t ldy, int64_t rows, int64_t cols, int64_t n,
+                           const char *op) {
+    // Column-major view: Y (rows x n, columns ldy apart) = W^T (W stored cols x rows) * X (cols x n).
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulPreference_t pref;
@@ -636,7 +725,7 @@ static void lt_matmul_bf16(const __nv_bfloat16 *W, const __nv_bfloat16 *X, float
     CKB(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
     CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)cols, (uint64_t)rows, cols));
     CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)cols, (uint64_t)n, cols));
-    CKB(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)rows, (uint64_t)n, rows));
+    CKB(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)rows, (uint64_t)n, ldy));
     CKB(cublasLtMatmulPreferenceCreate(&pref));
     CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_lt_ws_bytes, sizeof g_lt_ws_bytes));
     const uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE; // no split-K: one order of summation per output
@@ -649,7 +738,7 @@ static void lt_matmul_bf16(const __nv_bfloat16 *W, const __nv_bfloat16 *X, float
         CKB(cublasLtMatmul(g_lt, desc, &one, W, la, X, lb, &zero, Y, ld, Y, ld, &res.algo, g_lt_ws, g_lt_ws_bytes, 0));
     } else { // no cuBLASLt algorithm for this shape: the same product through cublasGemmEx
         CKB(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)cols, &one, W, CUDA_R_16BF, (int)cols, X, CUDA_R_16BF, (int)cols, &zero, Y,
-                         CUDA_R_32F, (int)rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                         CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(ld);
@@ -676,20 +765,31 @@ static void cu_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens,
         __nv_bfloat16 *dxb = (__nv_bfloat16 *)grow(&b_b, sizeof(__nv_bfloat16) * (size_t)(n_tokens * cols), op);
         k_to_bf16<<<grid_for(n_tokens * cols, 256), 256>>>(dx, dxb, n_tokens * cols);
         CK_LAUNCH();
-        lt_matmul_bf16(e->bf16, dxb, dy, rows, cols, n_tokens, op);
+        lt_matmul_bf16(e->bf16, dxb, dy, rows, rows, cols, n_tokens, op);
     }
     CK(cudaMemcpy2D(out, sizeof(float) * (size_t)ldo, dy, sizeof(float) * (size_t)rows, sizeof(float) * (size_t)rows, (size_t)n_tokens,
                     cudaMemcpyDeviceToHost));
 }
 
-static void cu_get_row(const as_matrix *w, int64_t r, float *out) {
-    const char *op = "get_row";
+// The rows' GGUF blocks gathered on the host, copied once, dequantised on the device.
+static void cu_get_rows(const as_matrix *w, const int32_t *ids, int64_t n, float *out) {
+    const char *op = "get_rows";
     check_matrix(w, op);
-    if (r < 0 || r >= w->rows) die(op, "row %lld of %lld", (long long)r, (long long)w->rows);
+    if (n <= 0) return;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= w->rows) die(op, "row %d of %lld", (int)ids[i], (long long)w->rows);
     lock_guard g(op);
-    float *d = (float *)grow(&b_a, sizeof(float) * (size_t)w->cols, op);
-    dequant_rows(w, r, 1, d, op);
-    CK(cudaMemcpy(out, d, sizeof(float) * (size_t)w->cols, cudaMemcpyDeviceToHost));
+    const size_t rb = w->row_bytes, bytes = sizeof(float) * (size_t)(n * w->cols);
+    uint8_t *host = (uint8_t *)malloc(rb * (size_t)n);
+    if (!host) die(op, "out of host memory");
+    for (int64_t i = 0; i < n; i++) memcpy(host + (size_t)i * rb, (const uint8_t *)w->data + (size_t)ids[i] * rb, rb);
+    uint8_t *raw = (uint8_t *)grow(&b_f, rb * (size_t)n, op);
+    CK(cudaMemcpy(raw, host, rb * (size_t)n, cudaMemcpyHostToDevice));
+    free(host);
+    float *d = (float *)out_dev(&b_a, out, bytes, op);
+    k_dequant<<<grid_for(n * w->cols, 256), 256>>>(raw, (int)w->type, n, w->cols, rb, d);
+    CK_LAUNCH();
+    out_host(out, d, bytes, op);
 }
 
 // C = alpha op(A) op(B) + beta C, row-major: in cuBLAS's column-major terms
@@ -719,8 +819,11 @@ static void cu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 
 // ---- row ops ----
 
-__global__ void k_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) {
+// One block per output row o, of x's row rows[o] (rows NULL: o).
+__global__ void k_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps, const int32_t *rows) {
     __shared__ double sh[RED_THREADS];
+    const int64_t o = blockIdx.x;
+    x += (rows ? rows[o] : o) * C, out += o * C;
     double s = 0;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) s += (double)x[i] * x[i];
     s = block_reduce(sh, s, op_add_d());
@@ -728,11 +831,13 @@ __global__ void k_rmsnorm(float *out, const float *x, const float *w, int64_t C,
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) out[i] = __fmul_rn(__fmul_rn(x[i], inv), w[i]);
 }
 
-__global__ void k_glu(float *out, const float *g, const float *u, int64_t n, bool gelu) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float x = g[i];
+// Element i of n rows x F: row i / F, column i % F.
+__global__ void k_glu(float *out, int64_t ldo, const float *g, const float *u, int64_t ldg, int64_t n, int64_t F, bool gelu) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * F; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / F, j = i % F;
+        const float x = g[r * ldg + j];
         const float a = gelu ? 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) : x / (1.0f + expf(-x));
-        out[i] = a * u[i];
+        out[r * ldo + j] = a * u[r * ldg + j];
     }
 }
 
@@ -804,24 +909,38 @@ static void download(float *x, const float *d, int64_t n, const char *op) {
     if (n > 0) CK(cudaMemcpy(x, d, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
 }
 
-static void cu_rmsnorm(float *out, const float *x, const float *w, int64_t C, float eps) {
+static void cu_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t C, float eps, const int32_t *rows) {
     const char *op = "rmsnorm";
-    if (C <= 0) return;
+    if (C <= 0 || n <= 0) return;
+    if (n > INT32_MAX) die(op, "%lld rows", (long long)n);
     lock_guard g(op);
-    float *dx = upload(&b_a, x, C, op), *dw = upload(&b_b, w, C, op), *dy = (float *)grow(&b_c, sizeof(float) * (size_t)C, op);
-    k_rmsnorm<<<1, RED_THREADS>>>(dy, dx, dw, C, eps);
+    int64_t n_in = n; // rows of x read
+    if (rows) {
+        n_in = 0;
+        for (int64_t o = 0; o < n; o++) {
+            if (rows[o] < 0) die(op, "row list entry %lld is %d", (long long)o, (int)rows[o]);
+            n_in = rows[o] + 1 > n_in ? rows[o] + 1 : n_in;
+        }
+    }
+    const float *dx = (const float *)in_dev(&b_a, x, sizeof(float) * (size_t)(n_in * C), op), *dw = (const float *)in_dev(&b_b, w, sizeof(float) * (size_t)C, op);
+    const int32_t *dr = rows ? (const int32_t *)in_dev(&b_i1, rows, sizeof(int32_t) * (size_t)n, op) : NULL;
+    float *dy = (float *)out_dev(&b_c, out, sizeof(float) * (size_t)(n * C), op);
+    k_rmsnorm<<<(unsigned)n, RED_THREADS>>>(dy, dx, dw, C, eps, dr);
     CK_LAUNCH();
-    download(out, dy, C, op);
+    out_host(out, dy, sizeof(float) * (size_t)(n * C), op);
 }
 
-static void cu_glu(float *out, const float *gg, const float *u, int64_t n, bool gelu) {
+static void cu_glu(float *out, int64_t ldo, const float *gg, const float *u, int64_t ldg, int64_t n, int64_t F, bool gelu) {
     const char *op = "glu";
-    if (n <= 0) return;
+    if (n <= 0 || F <= 0) return;
     lock_guard g(op);
-    float *dg = upload(&b_a, gg, n, op), *du = upload(&b_b, u, n, op), *dy = (float *)grow(&b_c, sizeof(float) * (size_t)n, op);
-    k_glu<<<grid_for(n, 256), 256>>>(dy, dg, du, n, gelu);
+    const size_t gb = span_bytes(n, F, ldg), ob = span_bytes(n, F, ldo);
+    const float *dg = (const float *)in_dev(&b_a, gg, gb, op), *du = (const float *)in_dev(&b_b, u, gb, op);
+    float *dy = (float *)out_dev(&b_c, out, ob, op);
+    if (dy != out && ldo > F) CK(cudaMemcpy(dy, out, ob, cudaMemcpyHostToDevice)); // keep the gaps between rows
+    k_glu<<<grid_for(n * F, 256), 256>>>(dy, ldo, dg, du, ldg, n, F, gelu);
     CK_LAUNCH();
-    download(out, dy, n, op);
+    out_host(out, dy, ob, op);
 }
 
 static void cu_exp(float *x, int64_t n) {
@@ -960,20 +1079,23 @@ static void cu_add(float *y, const float *x, int64_t n) {
     const char *op = "add";
     if (n <= 0) return;
     lock_guard g(op);
-    float *dy = upload(&b_a, y, n, op), *dx = upload(&b_b, x, n, op);
+    const size_t bytes = sizeof(float) * (size_t)n;
+    float *dy = (float *)inout_dev(&b_a, y, bytes, op);
+    const float *dx = (const float *)in_dev(&b_b, x, bytes, op);
     k_add<<<grid_for(n, 256), 256>>>(dy, dx, n);
     CK_LAUNCH();
-    download(y, dy, n, op);
+    out_host(y, dy, bytes, op);
 }
 
 static void cu_scale(float *x, int64_t n, float s) {
     const char *op = "scale";
     if (n <= 0) return;
     lock_guard g(op);
-    float *d = upload(&b_a, x, n, op);
+    const size_t bytes = sizeof(float) * (size_t)n;
+    float *d = (float *)inout_dev(&b_a, x, bytes, op);
     k_scale<<<grid_for(n, 256), 256>>>(d, n, s);
     CK_LAUNCH();
-    download(x, d, n, op);
+    out_host(x, d, bytes, op);
 }
 
 static double cu_logprob(const float *z, int32_t n, int32_t t) {
@@ -1090,38 +1212,43 @@ static size_t cu_weights_bytes(const as_weights *w) {
 
 // out[t * ldo + r] = sum_c W[r][c] x[t * cols + c] over the stack's rows: x in,
 // one GEMM (matmul's, on the stack), the rows out into the strided host out.
+// x and out in place when they are buf_alloc memory (out written with its
+// own row stride), else staged.
 static void cu_weights_matmul(as_weights *w, float *out, int64_t ldo, const float *x, int64_t n_tokens, kernel_precision p) {
     const char *op = "weights_matmul";
     if (ldo < w->rows) die(op, "ldo %lld < rows %lld", (long long)ldo, (long long)w->rows);
     if (n_tokens <= 0 || w->rows == 0) return;
-    if (n_tokens > INT32_MAX) die(op, "%lld tokens: too many for one product", (long long)n_tokens);
+    if (n_tokens > INT32_MAX || ldo > INT32_MAX) die(op, "%lld tokens (row stride %lld): too many for one product", (long long)n_tokens, (long long)ldo);
     lock_guard g(op);
     const int64_t rows = w->rows, cols = w->cols;
-    const bool bf16 = p != KERNEL_PRECISION_F32;
+    const bool bf16 = p != KERNEL_PRECISION_F32, direct = is_managed(out);
     const void *W = stack_of(w, bf16, op);
-    float *dx = (float *)grow(&b_a, sizeof(float) * (size_t)(n_tokens * cols), op);
-    float *dy = (float *)grow(&b_c, sizeof(float) * (size_t)(n_tokens * rows), op);
-    CK(cudaMemcpy(dx, x, sizeof(float) * (size_t)(n_tokens * cols), cudaMemcpyHostToDevice));
+    const float *dx = (const float *)in_dev(&b_a, x, sizeof(float) * (size_t)(n_tokens * cols), op);
+    float *dy = direct ? out : (float *)grow(&b_c, sizeof(float) * (size_t)(n_tokens * rows), op);
+    const int64_t ldy = direct ? ldo : rows;
     if (!bf16) {
         const float one = 1.0f, zero = 0.0f;
         CKB(cublasSgemm(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n_tokens, (int)cols, &one, (const float *)W, (int)cols, dx, (int)cols, &zero, dy,
-                        (int)rows));
+                        (int)ldy));
     } else {
         __nv_bfloat16 *dxb = (__nv_bfloat16 *)grow(&b_b, sizeof(__nv_bfloat16) * (size_t)(n_tokens * cols), op);
         k_to_bf16<<<grid_for(n_tokens * cols, 256), 256>>>(dx, dxb, n_tokens * cols);
         CK_LAUNCH();
-        lt_matmul_bf16((const __nv_bfloat16 *)W, dxb, dy, rows, cols, n_tokens, op);
+        lt_matmul_bf16((const __nv_bfloat16 *)W, dxb, dy, ldy, rows, cols, n_tokens, op);
     }
-    CK(cudaMemcpy2D(out, sizeof(float) * (size_t)ldo, dy, sizeof(float) * (size_t)rows, sizeof(float) * (size_t)rows, (size_t)n_tokens,
-                    cudaMemcpyDeviceToHost));
+    if (!direct)
+        CK(cudaMemcpy2D(out, sizeof(float) * (size_t)ldo, dy, sizeof(float) * (size_t)rows, sizeof(float) * (size_t)rows, (size_t)n_tokens,
+                        cudaMemcpyDeviceToHost));
 }
 
 // ---- RoPE (rope.h): n_heads vectors of d, pairs (i, i + n_rot/2) (neox) or (2i, 2i+1) ----
 
-__global__ void k_rope(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
-    const int half = n_rot / 2, h = blockIdx.x;
-    if (h >= n_heads) return;
-    float *x = v + (int64_t)h * d;
+// One block per (row, head): row r = block / n_heads, its angles cs, sn + r * half.
+__global__ void k_rope(float *v, int64_t ld, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+    const int half = n_rot / 2, h = blockIdx.x % n_heads;
+    const int64_t r = blockIdx.x / n_heads;
+    float *x = v + r * ld + (int64_t)h * d;
+    cs += r * half, sn += r * half;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const float c = cs[i], s = sign * sn[i], a = x[i0], b = x[i1];
@@ -1129,16 +1256,19 @@ __global__ void k_rope(float *v, int n_heads, int d, int n_rot, bool neox, const
     }
 }
 
-static void cu_rope(float *v, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
+static void cu_rope(float *v, int64_t ld, int64_t n, int n_heads, int d, int n_rot, bool neox, const float *cs, const float *sn, float sign) {
     const char *op = "rope";
-    if (n_heads <= 0 || d <= 0 || n_rot < 2) return;
+    if (n <= 0 || n_heads <= 0 || d <= 0 || n_rot < 2) return;
     if (n_rot > d) die(op, "n_rot %d > d %d", n_rot, d);
+    if (n * n_heads > INT32_MAX) die(op, "%lld rows of %d heads", (long long)n, n_heads);
     lock_guard g(op);
-    const int64_t n = (int64_t)n_heads * d;
-    float *dv = upload(&b_a, v, n, op), *dc = upload(&b_b, cs, n_rot / 2, op), *ds = upload(&b_c, sn, n_rot / 2, op);
-    k_rope<<<n_heads, 128>>>(dv, n_heads, d, n_rot, neox, dc, ds, sign);
+    const int64_t half = n_rot / 2;
+    const size_t vb = span_bytes(n, (int64_t)n_heads * d, ld), ab = sizeof(float) * (size_t)(n * half);
+    float *dv = (float *)inout_dev(&b_a, v, vb, op);
+    const float *dc = (const float *)in_dev(&b_b, cs, ab, op), *ds = (const float *)in_dev(&b_c, sn, ab, op);
+    k_rope<<<(unsigned)(n * n_heads), 128>>>(dv, ld, n_heads, d, n_rot, neox, dc, ds, sign);
     CK_LAUNCH();
-    download(v, dv, n, op);
+    out_host(v, dv, vb, op);
 }
 
 // ---- attention (attention.h's layout: keys in tiles of 16, transposed) ----
@@ -1154,15 +1284,14 @@ template <bool F16> __device__ static inline float kv_at(const void *p, int64_t 
     return ((const float *)p)[i];
 }
 
+// One (row, head): scores by one thread per key (a fixed chain over the
+// dimensions), softmax with a fixed-order block max and sum, then each
+// output dimension by one thread (a fixed chain over the keys).  qs: the
+// block's shared copy of the query; s: nk floats of scratch.
 template <bool F16>
-__global__ void k_attention(const float *q, int64_t q_stride, int n_heads, int d, const int32_t *n_keys, const void *k, int64_t k_tile_stride,
-                            const void *v, int64_t v_stride, float scale, float *out, int64_t out_stride, float *scores, int64_t s_stride) {
-    __shared__ float qs[256];
-    __shared__ float red[ATT_THREADS];
-    const int r = blockIdx.x / n_heads, h = blockIdx.x % n_heads, t = threadIdx.x;
-    const int nk = n_keys[r];
-    const float *qr = q + r * q_stride + (int64_t)h * d;
-    float *s = scores + (int64_t)blockIdx.x * s_stride;
+__device__ static void attend_one(const float *qr, int d, int nk, const void *k, int64_t k_tile_stride, const void *v, int64_t v_stride, float scale,
+                                  float *o, float *s, float *qs, float *red) {
+    const int t = threadIdx.x;
     for (int e = t; e < d; e += ATT_THREADS) qs[e] = qr[e];
     __syncthreads();
     float mx = -INFINITY;
@@ -1182,12 +1311,22 @@ __global__ void k_attention(const float *q, int64_t q_stride, int n_heads, int d
     }
     sum = block_reduce(red, sum, op_add_f()); // also orders the writes of s before the reads below
     const float inv = 1.0f / sum;
-    float *o = out + r * out_stride + (int64_t)h * d;
     for (int e = t; e < d; e += ATT_THREADS) {
         float a = 0.0f;
         for (int j = 0; j < nk; j++) a = fmaf(s[j], kv_at<F16>(v, (int64_t)j * v_stride + e), a);
         o[e] = a * inv;
     }
+}
+
+// One block per (row, head) of one KV head's rows (attention_rows).
+template <bool F16>
+__global__ void k_attention(const float *q, int64_t q_stride, int n_heads, int d, const int32_t *n_keys, const void *k, int64_t k_tile_stride,
+                            const void *v, int64_t v_stride, float scale, float *out, int64_t out_stride, float *scores, int64_t s_stride) {
+    __shared__ float qs[256];
+    __shared__ float red[ATT_THREADS];
+    const int r = blockIdx.x / n_heads, h = blockIdx.x % n_heads;
+    attend_one<F16>(q + r * q_stride + (int64_t)h * d, d, n_keys[r], k, k_tile_stride, v, v_stride, scale, out + r * out_stride + (int64_t)h * d,
+                    scores + (int64_t)blockIdx.x * s_stride, qs, red);
 }
 
 static void cu_attention_rows(const kernel_attn_args *a) {
@@ -1236,12 +1375,6 @@ static void cu_attention_rows(const kernel_attn_args *a) {
 // (exact inputs, no fp16 cache under Q8 as on the CPU), so test_backend_ops'
 // 2e-6 holds at every precision.  The cache is zeroed once by kv_init; a
 // position is read only after it was stored.
-
-// One position's key (kvd floats at src) into its tile column (dst: the key's
-// first element; elements 16 apart).
-__global__ void k_kv_store_key(float *dst, const float *src, int64_t kvd) {
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < kvd; e += (int64_t)gridDim.x * blockDim.x) dst[e * KERNEL_KV_TILE] = src[e];
-}
 
 // Size errors abort with one line (the plugin cannot set as_error, as weights_new).
 static int cu_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
@@ -1296,52 +1429,78 @@ static int cu_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) 
     return CU_OK;
 }
 
-static void cu_kv_store(kernel_kv *kv, int32_t l, int32_t seq, int64_t pos, const float *ki, const float *vi) {
-    const char *op = "kv_store";
-    if (kv->elem_bytes != 4) die(op, "store before the cache's first kv_begin");
-    if (l < 0 || l >= kv->n_layer || seq < 0 || seq >= kv->n_seq || pos < 0 || pos >= kv->n_ctx)
-        die(op, "layer %d, sequence %d, position %lld outside the cache (%d, %d, %d)", (int)l, (int)seq, (long long)pos, (int)kv->n_layer,
-            (int)kv->n_seq, (int)kv->n_ctx);
-    lock_guard g(op);
-    const int64_t kvd = kv->kv_dim;
-    const size_t at = ((size_t)l * kv->n_seq + (size_t)seq) * kv->seq_stride, p = (size_t)pos;
-    float *K = (float *)kv->k + at + p / KERNEL_KV_TILE * KERNEL_KV_TILE * (size_t)kvd + p % KERNEL_KV_TILE, *V = (float *)kv->v + at + p * (size_t)kvd;
-    const float *dk = upload(&b_a, ki, kvd, op);
-    k_kv_store_key<<<grid_for(kvd, 256), 256>>>(K, dk, kvd);
-    CK_LAUNCH();
-    CK(cudaMemcpy(V, vi, sizeof(float) * (size_t)kvd, cudaMemcpyHostToDevice));
+// One block per row: its key into its tile column, its value into its row.
+__global__ void k_kv_store(float *K, float *V, size_t layer_at, size_t seq_stride, int64_t kvd, const int32_t *seq, const int32_t *pos, const float *k,
+                           const float *v, int64_t ld) {
+    const int64_t i = blockIdx.x;
+    const size_t at = layer_at + (size_t)seq[i] * seq_stride, p = (size_t)pos[i];
+    float *Kd = K + at + p / KERNEL_KV_TILE * KERNEL_KV_TILE * (size_t)kvd + p % KERNEL_KV_TILE, *Vd = V + at + p * (size_t)kvd;
+    for (int64_t e = threadIdx.x; e < kvd; e += blockDim.x) Kd[e * KERNEL_KV_TILE] = k[i * ld + e], Vd[e] = v[i * ld + e];
 }
 
-// k_attention over the device cache: q and n_keys in, out back (host
-// pointers, strided); a->scores (host scratch) is not used, the scores live
-// in device scratch.
-static void cu_kv_attention(const kernel_kv_attn *a) {
+static void kv_check_rows(const kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq, const int32_t *pos, const char *op) {
+    if (kv->elem_bytes != 4) die(op, "used before the cache's first kv_begin");
+    if (l < 0 || l >= kv->n_layer) die(op, "layer %d outside the cache's %d", (int)l, (int)kv->n_layer);
+    if (n > INT32_MAX) die(op, "%lld rows", (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        if (seq[i] < 0 || seq[i] >= kv->n_seq || pos[i] < 0 || pos[i] >= kv->n_ctx)
+            die(op, "row %lld: sequence %d, position %d outside the cache (%d, %d)", (long long)i, (int)seq[i], (int)pos[i], (int)kv->n_seq,
+                (int)kv->n_ctx);
+}
+
+static void cu_kv_store(kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq, const int32_t *pos, const float *ki, const float *vi, int64_t ld) {
+    const char *op = "kv_store";
+    if (n <= 0) return;
+    kv_check_rows(kv, l, n, seq, pos, op);
+    lock_guard g(op);
+    const int64_t kvd = kv->kv_dim;
+    const size_t rb = span_bytes(n, kvd, ld), ib = sizeof(int32_t) * (size_t)n;
+    const float *dk = (const float *)in_dev(&b_a, ki, rb, op), *dv = (const float *)in_dev(&b_b, vi, rb, op);
+    const int32_t *dseq = (const int32_t *)in_dev(&b_i1, seq, ib, op), *dpos = (const int32_t *)in_dev(&b_i2, pos, ib, op);
+    k_kv_store<<<(unsigned)n, 256>>>((float *)kv->k, (float *)kv->v, (size_t)l * kv->n_seq * kv->seq_stride, kv->seq_stride, kvd, dseq, dpos, dk, dv, ld);
+    CK_LAUNCH();
+}
+
+// One block per (row, query head): head h reads KV head h / group of its
+// row's sequence, keys 0 .. pos; scores in s_stride floats of scratch each.
+__global__ void k_kv_attention(const float *K, const float *V, size_t layer_at, size_t seq_stride, int kvd, int d, int n_head, int group,
+                               const int32_t *seq, const int32_t *pos, const float *q, int64_t q_stride, float scale, float *out, int64_t out_stride,
+                               float *scores, int64_t s_stride) {
+    __shared__ float qs[256];
+    __shared__ float red[ATT_THREADS];
+    const int64_t r = blockIdx.x / n_head;
+    const int h = blockIdx.x % n_head, kh = h / group;
+    const size_t at = layer_at + (size_t)seq[r] * seq_stride;
+    attend_one<false>(q + r * q_stride + (int64_t)h * d, d, pos[r] + 1, K + at + (size_t)kh * d * KERNEL_KV_TILE, (int64_t)KERNEL_KV_TILE * kvd,
+                      V + at + (size_t)kh * d, kvd, scale, out + r * out_stride + (int64_t)h * d, scores + (int64_t)blockIdx.x * s_stride, qs, red);
+}
+
+// The batch's rows in one launch; q and out in place when they are buf_alloc
+// memory.
+static void cu_kv_attention(const kernel_kv_rows *a) {
     const char *op = "kv_attention";
     const kernel_kv *kv = a->kv;
-    if (a->n_rows <= 0 || a->n_heads <= 0) return;
-    if (kv->elem_bytes != 4) die(op, "attention before the cache's first kv_begin");
-    if (a->layer < 0 || a->layer >= kv->n_layer || a->seq < 0 || a->seq >= kv->n_seq || a->g < 0 || a->g >= kv->n_head_kv)
-        die(op, "layer %d, sequence %d, KV head %d outside the cache", (int)a->layer, (int)a->seq, (int)a->g);
-    const int R = a->n_rows, G = a->n_heads, d = kv->head_dim;
+    const int64_t n = a->n_rows;
+    if (n <= 0) return;
+    kv_check_rows(kv, a->layer, n, a->seq, a->pos, op);
+    if (a->n_head < 1 || a->n_head % kv->n_head_kv) die(op, "%d query heads for %d KV heads", a->n_head, (int)kv->n_head_kv);
+    if (n * a->n_head > INT32_MAX) die(op, "%lld rows of %d heads", (long long)n, a->n_head);
     int32_t maxk = 0;
-    for (int r = 0; r < R; r++) {
-        if (a->n_keys[r] < 1 || a->n_keys[r] > kv->n_ctx) die(op, "row %d has %d keys (cache of %d positions)", r, (int)a->n_keys[r], (int)kv->n_ctx);
-        maxk = a->n_keys[r] > maxk ? a->n_keys[r] : maxk;
-    }
+    for (int64_t i = 0; i < n; i++) maxk = a->pos[i] + 1 > maxk ? a->pos[i] + 1 : maxk;
     lock_guard g(op);
-    const int64_t qw = (int64_t)G * d, kvd = kv->kv_dim; // floats of one row read and written
-    const size_t base = ((size_t)a->layer * kv->n_seq + (size_t)a->seq) * kv->seq_stride;
-    const float *dk = (const float *)kv->k + base + (size_t)a->g * (size_t)d * KERNEL_KV_TILE, *dv = (const float *)kv->v + base + (size_t)a->g * (size_t)d;
-    float *dq = (float *)grow(&b_a, sizeof(float) * (size_t)(R * qw), op);
-    float *dout = (float *)grow(&b_d, sizeof(float) * (size_t)(R * qw), op);
-    float *ds = (float *)grow(&b_e, sizeof(float) * (size_t)R * G * (size_t)maxk, op);
-    int32_t *dnk = (int32_t *)grow(&b_f, sizeof(int32_t) * (size_t)R, op);
-    CK(cudaMemcpy2D(dq, sizeof(float) * (size_t)qw, a->q, sizeof(float) * (size_t)a->q_stride, sizeof(float) * (size_t)qw, (size_t)R, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dnk, a->n_keys, sizeof(int32_t) * (size_t)R, cudaMemcpyHostToDevice));
-    k_attention<false><<<R * G, ATT_THREADS>>>(dq, qw, G, d, dnk, dk, KERNEL_KV_TILE * kvd, dv, kvd, a->scale, dout, qw, ds, maxk);
+    const int d = kv->head_dim, H = a->n_head;
+    const int64_t qw = (int64_t)H * d;
+    const size_t ib = sizeof(int32_t) * (size_t)n, ob = span_bytes(n, qw, a->out_stride);
+    const float *dq = (const float *)in_dev(&b_a, a->q, span_bytes(n, qw, a->q_stride), op);
+    float *dout = (float *)out_dev(&b_d, a->out, ob, op);
+    if (dout != a->out && a->out_stride > qw) CK(cudaMemcpy(dout, a->out, ob, cudaMemcpyHostToDevice)); // keep the gaps between rows
+    float *ds = (float *)grow(&b_e, sizeof(float) * (size_t)(n * H) * (size_t)maxk, op);
+    const int32_t *dseq = (const int32_t *)in_dev(&b_i1, a->seq, ib, op), *dpos = (const int32_t *)in_dev(&b_i2, a->pos, ib, op);
+    k_kv_attention<<<(unsigned)(n * H), ATT_THREADS>>>((const float *)kv->k, (const float *)kv->v, (size_t)a->layer * kv->n_seq * kv->seq_stride,
+                                                       kv->seq_stride, kv->kv_dim, d, H, H / kv->n_head_kv, dseq, dpos, dq, a->q_stride, a->scale, dout,
+                                                       a->out_stride, ds, maxk);
     CK_LAUNCH();
-    CK(cudaMemcpy2D(a->out, sizeof(float) * (size_t)a->out_stride, dout, sizeof(float) * (size_t)qw, sizeof(float) * (size_t)qw, (size_t)R,
-                    cudaMemcpyDeviceToHost));
+    out_host(a->out, dout, ob, op);
 }
 
 // dst's first n_pos positions of every layer become src's, device to device:
@@ -2853,7 +3012,7 @@ static void fill_table(void) {
     g_table.variant_name = cu_variant_name;
     g_table.use_variant = cu_use_variant;
     g_table.matmul = cu_matmul;
-    g_table.get_row = cu_get_row;
+    g_table.get_rows = cu_get_rows;
     g_table.rmsnorm = cu_rmsnorm;
     g_table.glu = cu_glu;
     g_table.rope = cu_rope;
@@ -2863,6 +3022,9 @@ static void fill_table(void) {
     g_table.logprob = cu_logprob;
     g_table.add = cu_add;
     g_table.scale = cu_scale;
+    g_table.buf_alloc = cu_buf_alloc;
+    g_table.buf_free = cu_buf_free;
+    g_table.sync = cu_sync;
     g_table.weights_new = cu_weights_new;
     g_table.weights_free = cu_weights_free;
     g_table.weights_matmul = cu_weights_matmul;
