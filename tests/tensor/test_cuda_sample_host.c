@@ -10,8 +10,11 @@
 // 0.05 / 0.5, repetition penalties over windows of 0, 16, 64 and all of a
 // history with out-of-vocabulary ids) and seeds, on every CPU ISA here (the
 // sampler's e^x is the CPU backend's).  What only a GPU can check: the
-// launch, the barriers, shared memory and the copies (scripts/device_check.sh).
-// Skips (77) when the plugin was not built.
+// launch, the barriers, shared memory and the copies: with
+// ALPHASPIN_SAMPLE_DEVICE=1 (ctest's test_cuda_sample, label gpu, which
+// scripts/device_check.sh runs) the same checks call the CUDA backend's own
+// sample_rows on the device instead.  Skips (77) when the plugin was not
+// built, or in that mode when there is no CUDA device.
 #include "test_common.h"
 
 #include "cuda_plugin.h"
@@ -25,6 +28,7 @@
 #include "util/rng.h"
 
 static const as_cuda_train_host *HT;
+static void (*sample_rows)(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows);
 static as_rng g_rng;
 
 static double unif(void) { return as_rng_uniform(&g_rng); }
@@ -91,7 +95,7 @@ static void check_batch(int32_t V, int64_t n, int64_t ld, const char *isa, count
     }
     as_sample_row *want = as_malloc(sizeof *want * (size_t)n);
     memcpy(want, rows, sizeof *want * (size_t)n);
-    HT->ops.sample_rows(tok, z, ld, n, V, rows);
+    sample_rows(tok, z, ld, n, V, rows);
     for (int64_t r = 0; r < n; r++) {
         const sampler_params *p = &par[r];
         sampler s;
@@ -100,7 +104,7 @@ static void check_batch(int32_t V, int64_t n, int64_t ld, const char *isa, count
         const int32_t ref = sampler_sample(&s, z + r * ld, want[r].history, want[r].n_history);
         if (tok[r] != ref || memcmp(&s.rng, &rows[r].rng, sizeof s.rng))
             fail_msg("cpu %s, V %d, style %d, row %lld of %lld: T %g top_k %d top_p %g min_p %g penalty %g last_n %d (history %lld): "
-                     "cuda host code token %d, cpu %d; rng %s",
+                     "cuda token %d, cpu %d; rng %s",
                      isa, V, style, (long long)r, (long long)n, p->temperature, p->top_k, p->top_p, p->min_p, p->repeat_penalty,
                      p->repeat_last_n, (long long)want[r].n_history, tok[r], ref, memcmp(&s.rng, &rows[r].rng, sizeof s.rng) ? "differs" : "same");
         cnt->rows++;
@@ -160,7 +164,7 @@ static void test_edges(void **st) {
         as_sample_row want[2];
         memcpy(want, rows, sizeof want);
         int32_t tok[2];
-        HT->ops.sample_rows(tok, z, V, 2, V, rows);
+        sample_rows(tok, z, V, 2, V, rows);
         for (int r = 0; r < 2; r++) {
             sampler s;
             assert_int_equal(sampler_init(&s, &ps[k], V), 0);
@@ -178,6 +182,20 @@ int main(void) {
     if (!HT || HT->version != AS_CUDA_TRAIN_HOST_VERSION || !HT->ops.sample_rows) {
         fprintf(stderr, "alphaspin_cuda_train_host: version %d, expected %d, with sample_rows\n", HT ? HT->version : -1, AS_CUDA_TRAIN_HOST_VERSION);
         return 1;
+    }
+    sample_rows = HT->ops.sample_rows;
+    if (getenv("ALPHASPIN_SAMPLE_DEVICE")) {
+        const as_backend *be = as_backend_open("cuda");
+        if (!be) {
+            printf("SKIP: no CUDA device (%s)\n", as_last_error());
+            return AS_TEST_SKIP;
+        }
+        if (!be->sample_rows) {
+            fprintf(stderr, "the cuda backend has no sample_rows\n");
+            return 1;
+        }
+        sample_rows = be->sample_rows;
+        printf("the CUDA backend's sample_rows on %s\n", be->variant_name(0));
     }
     as_rng_seed(&g_rng, 2222);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_sample), cmocka_unit_test(test_edges)};

@@ -13,8 +13,11 @@
 // configuration, cuBLAS call or copy here has ever executed.  What has run is
 // only host code: the dequantiser's element code (test_cuda_dequant) and the
 // training ops but linear and the bf16 products (test_cuda_train_host: the
-// same kernel bodies looped on the host, bit for bit against the CPU backend).
-// The training ops are in section "training" below (their own header comment).
+// same kernel bodies looped on the host, bit for bit against the CPU backend),
+// and the sampler (test_cuda_sample_host: sample_rows's blocks looped on the
+// host, token and RNG state against generate/sampler.c).
+// The training ops are in section "training" below (their own header comment),
+// the sampler in section "sampling".
 //
 // The table's convention is host pointers, so every op copies its inputs to
 // the device and its outputs back (cudaMemcpy on the legacy default stream,
