@@ -69,7 +69,7 @@ static sampler_params random_params(int32_t V) {
     return p;
 }
 
-typedef struct { int64_t rows, greedy, top_k, unsorted, draws; } counts;
+typedef struct { int64_t rows, greedy, top_k, top_k_par, unsorted, draws; } counts;
 
 // One call of sample_rows over n rows (stride ld) against sampler_sample on each.
 static void check_batch(int32_t V, int64_t n, int64_t ld, const char *isa, counts *cnt) {
@@ -111,7 +111,7 @@ static void check_batch(int32_t V, int64_t n, int64_t ld, const char *isa, count
         if (p->temperature <= 0.0f) cnt->greedy++;
         else {
             cnt->draws++;
-            if (p->top_k > 0 && p->top_k < V) cnt->top_k++;
+            if (p->top_k > 0 && p->top_k < V) cnt->top_k++, cnt->top_k_par += p->top_k <= 1024 && 2 * p->top_k <= V; // the plugin's radix select
             else if (p->top_p < 1.0f) cnt->unsorted++;
         }
         sampler_free(&s);
@@ -128,9 +128,9 @@ static void c_sample(const char *isa) {
     }
     for (int it = 0; it < 6; it++) check_batch(49152, 2, 49152, isa, &cnt); // SmolLM2's vocabulary
     // Every path of the chain was taken.
-    assert_true(cnt.greedy > 0 && cnt.top_k > 0 && cnt.unsorted > 0 && cnt.draws > 0);
-    printf("cpu %s: %lld rows (%lld greedy, %lld draws: %lld after top_k, %lld top_p's quickselect)\n", isa, (long long)cnt.rows,
-           (long long)cnt.greedy, (long long)cnt.draws, (long long)cnt.top_k, (long long)cnt.unsorted);
+    assert_true(cnt.greedy > 0 && cnt.top_k_par > 0 && cnt.top_k > cnt.top_k_par && cnt.unsorted > 0 && cnt.draws > 0);
+    printf("cpu %s: %lld rows (%lld greedy, %lld draws: %lld after top_k (%lld selected in parallel), %lld top_p's quickselect)\n", isa,
+           (long long)cnt.rows, (long long)cnt.greedy, (long long)cnt.draws, (long long)cnt.top_k, (long long)cnt.top_k_par, (long long)cnt.unsorted);
 }
 
 static void test_sample(void **st) {

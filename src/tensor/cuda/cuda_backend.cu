@@ -2529,9 +2529,10 @@ static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float l
 // CPU's sequential scans keep, so even a zero's sign is the same).  Thread 0
 // does, in the CPU's order, what the bits depend on: the sums in double, top_p's
 // cumulative cut and its quickselect (whose permutation is the candidates'
-// order, hence the draw's), min_p's stable compaction and the inverse-CDF walk;
-// and, for now, the top_k heap (its sorted result does not depend on the
-// order: a parallel radix select is the faster way to the same candidates).
+// order, hence the draw's), min_p's stable compaction and the inverse-CDF walk.
+// top_k's sorted k best are one list however found: up to SMP_SORT_MAX (and
+// half the vocabulary) a parallel radix select and rank sort finds them,
+// above that thread 0 runs sampler.c's heap.
 // Two constants are the host's: 1/T (the same float division as sampler.c)
 // and log(min_p) (the host's logf, which sampler.c calls: the device's may
 // round differently).  sampler_distribution's final softmax is skipped: the
@@ -2549,10 +2550,16 @@ struct smp_par { // one row: params, host constants, its penalty window in win[]
     int64_t win0, n_win;
     uint64_t rng[4];
 };
-#define SMP_THREADS 256
+#define SMP_THREADS 256 // = SMP_BINS: one bin per thread where the histogram is cleared
+#define SMP_BINS 256
+#define SMP_SORT_MAX 1024 // top_k up to this (and half the vocabulary) is selected in parallel
 struct smp_shared { // a block's shared scratch
     float v[SMP_THREADS];
     int32_t i[SMP_THREADS];
+    uint32_t hist[SMP_BINS];           // top_k's radix select
+    int64_t gt[SMP_THREADS], eq[SMP_THREADS]; // per-thread counts, then offsets
+    uint32_t prefix;
+    int64_t need;
     double sum;
     int64_t n;   // candidates
     bool sorted; // cand[0..n) in decreasing logit order (top_k ran)
@@ -2640,6 +2647,96 @@ HD int64_t smp_top_mass(smp_cand *c, int64_t n, double p) {
     return hi;
 }
 
+// A float's order as an unsigned key: a > b <=> key(a) > key(b), -0 and +0
+// one key (NaN-free: chain logits).
+HD uint32_t smp_key(float l) {
+    if (l == 0.0f) l = 0.0f;
+    uint32_t u;
+#ifdef __CUDA_ARCH__
+    u = __float_as_uint(l);
+#else
+    memcpy(&u, &l, 4);
+#endif
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+HD void smp_count(uint32_t *h) {
+#ifdef __CUDA_ARCH__
+    atomicAdd(h, 1u); // an integer count: the same whatever the order
+#else
+    (*h)++;
+#endif
+}
+
+// select_top_k's result by other means, in parallel (the k best by (logit
+// desc, id asc) sorted are one list, however found): the k-th largest key T by
+// a radix select (4 passes of 8 bits, block histograms), then every candidate
+// with key > T and the lowest ids with key == T gathered by contiguous id
+// chunks into c[k..2k), then ranked into c[0..k) (each one's rank: how many
+// beat it).  Needs 2k <= V; lg(i) is token i's chain logit.
+template <class X, class L> __host__ __device__ static inline void smp_top_k_par(const X &ex, smp_shared *sh, smp_cand *c, int64_t V, int64_t k, const L &lg) {
+    ex.phase([&](int t, int) {
+        if (t == 0) sh->prefix = 0, sh->need = k;
+    });
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        const uint32_t hi = shift == 24 ? 0u : 0xFFFFFFFFu << (shift + 8); // the bits already chosen
+        ex.phase([&](int t, int) { sh->hist[t] = 0; });
+        ex.phase([&](int t, int nt) {
+            for (int64_t i = t; i < V; i += nt) {
+                const uint32_t key = smp_key(lg(i));
+                if ((key & hi) == sh->prefix) smp_count(&sh->hist[(key >> shift) & 255u]);
+            }
+        });
+        ex.phase([&](int t, int) {
+            if (t) return;
+            int64_t need = sh->need;
+            for (int b = SMP_BINS - 1; b >= 0; b--) {
+                if ((int64_t)sh->hist[b] >= need) {
+                    sh->prefix |= (uint32_t)b << shift;
+                    break;
+                }
+                need -= sh->hist[b];
+            }
+            sh->need = need;
+        });
+    }
+    const uint32_t T = sh->prefix;
+    const int64_t need = sh->need, n_gt = k - need, chunk = (V + SMP_THREADS - 1) / SMP_THREADS;
+    smp_cand *tmp = c + k;
+    ex.phase([&](int t, int) {
+        int64_t gt = 0, eq = 0;
+        for (int64_t i = t * chunk; i < V && i < (t + 1) * chunk; i++) {
+            const uint32_t key = smp_key(lg(i));
+            gt += key > T, eq += key == T;
+        }
+        sh->gt[t] = gt, sh->eq[t] = eq;
+    });
+    ex.phase([&](int t, int nt) {
+        if (t) return;
+        int64_t g = 0, e = 0;
+        for (int u = 0; u < nt; u++) {
+            const int64_t a = sh->gt[u], b = sh->eq[u];
+            sh->gt[u] = g, sh->eq[u] = e;
+            g += a, e += b;
+        }
+    });
+    ex.phase([&](int t, int) {
+        int64_t g = sh->gt[t], e = sh->eq[t];
+        for (int64_t i = t * chunk; i < V && i < (t + 1) * chunk; i++) {
+            const float l = lg(i);
+            const uint32_t key = smp_key(l);
+            if (key > T) tmp[g++] = smp_cand{(int32_t)i, l, 0.0f};
+            else if (key == T && e < need) tmp[n_gt + e++] = smp_cand{(int32_t)i, l, 0.0f};
+        }
+    });
+    ex.phase([&](int t, int nt) {
+        for (int64_t j = t; j < k; j += nt) {
+            int64_t rank = 0;
+            for (int64_t m = 0; m < k; m++) rank += smp_better(&tmp[m], &tmp[j]);
+            c[rank] = tmp[j];
+        }
+    });
+}
+
 // The first index of the largest key(j), j in [0, n) (keys NaN-free; -1 when
 // n == 0): strided scans per thread, then a tree keeping the lower index on
 // equal values.  Ends with a barrier, so the caller may reuse sh.
@@ -2721,16 +2818,21 @@ struct f_sample {
             });
             return;
         }
-        ex.phase([&](int t, int nt) {
-            for (int64_t i = t; i < nv; i += nt) c[i] = smp_cand{(int32_t)i, smp_chain_logit(z[i], nw > 0 && pe[i], penalty), 0.0f};
-        });
+        const auto lg = [&](int64_t i) { return smp_chain_logit(z[i], nw > 0 && pe[i], penalty); };
         const int64_t k = p->top_k;
+        const bool top_k = k > 0 && k < nv;
+        if (top_k && k <= SMP_SORT_MAX && 2 * k <= nv) {
+            smp_top_k_par(ex, sh, c, nv, k, lg);
+        } else {
+            ex.phase([&](int t, int nt) {
+                for (int64_t i = t; i < nv; i += nt) c[i] = smp_cand{(int32_t)i, lg(i), 0.0f};
+            });
+            ex.phase([&](int t, int) {
+                if (t == 0 && top_k) smp_top_k(c, nv, k);
+            });
+        }
         ex.phase([&](int t, int) {
-            if (t) return;
-            const bool top_k = k > 0 && k < nv;
-            if (top_k) smp_top_k(c, nv, k);
-            sh->n = top_k ? k : nv;
-            sh->sorted = top_k;
+            if (t == 0) sh->n = top_k ? k : nv, sh->sorted = top_k;
         });
         const double top_p = p->top_p;
         if (top_p < 1.0) {
