@@ -21,9 +21,9 @@
 // (model.h's `be`: every op of the forward pass, over weight groups and a KV
 // cache whose memory and layouts the backend owns), training (train.h's
 // `be`: the training-graph block) and the host-side row ops of sampling and
-// scoring (the CPU's table); generation samples through the model's backend
-// when it has the optional sample_rows.  .ci/check_seam.sh fails on a direct call of the
-// CPU backend's functions above the seam.  What is still host memory: the
+// scoring (the CPU's table; generation samples through the model's backend
+// when it has the optional sample_rows).  .ci/check_seam.sh fails on a direct
+// call of the CPU backend's functions above the seam.  What is still host memory: the
 // activations, logits and LoRA factors every op takes and returns
 // (docs/ARCHITECTURE.md, "Adding a backend").
 #ifndef AS_TENSOR_BACKEND_H

@@ -2538,7 +2538,10 @@ static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float l
 // round differently).  sampler_distribution's final softmax is skipped: the
 // draw recomputes its weights and never reads it.  What is sequential costs
 // O(vocab) per row on one GPU thread (without top_k: the sum of e^x and the
-// quickselect), the rows running side by side.
+// quickselect), the rows running side by side.  The logits are host memory
+// (the table's convention), so each call copies the rows in; with logits
+// resident on the device that copy goes.  Not yet run on a GPU: the host
+// run is what test_cuda_sample_host checks, test_cuda_sample the device's.
 
 struct smp_cand { // sampler.h's sampler_cand
     int32_t id;
