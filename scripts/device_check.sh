@@ -16,8 +16,10 @@
 #   3. ctest -L gpu (test_cuda_backend: tests/tensor/test_backend_ops.c on the
 #      cuda backend alone, every op against double-precision references;
 #      test_cuda_nccl (issue 23): a one-rank NCCL communicator on this GPU and
-#      src/dist's gathers of every size through it, one process), plus
-#      test_backend_open, test_cuda_dequant and test_cuda_train_host;
+#      src/dist's gathers of every size through it, one process; test_cuda_sample:
+#      the backend's sampler against sampler_sample, token and RNG state), plus
+#      test_backend_open, test_cuda_dequant, test_cuda_train_host and
+#      test_cuda_sample_host;
 #      and, where the whole build/ was carried, test_cuda_e2e (tests/cli: the
 #      command line on the GPU against the CPU: log-probs, greedy batch 1 vs 64,
 #      a 50-step SFT);
@@ -136,7 +138,7 @@ else
 fi
 left=$(( 470 - $(elapsed) ))
 [ "$left" -lt 30 ] && left=30
-(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host|test_cuda_nccl_load)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
+(cd "$run_dir" && timeout "$left" ctest -R '^(test_backend_open|test_cuda_dequant|test_cuda_train_host|test_cuda_sample_host|test_cuda_nccl_load)$' --output-on-failure --timeout "$left" >"$log.cpu" 2>&1)
 cpu_rc=$?
 grep -hE '^([0-9]+: )?(SKIP|backend |cuda backend|(PASS|FAIL): [0-9]+ gathers|FAIL: cuda device open|(ok|FAIL|PASS): |device: )' "$log.gpu" "$log.cpu" | sed -E "s/^([0-9]+: )?/  /" | sort -u
 [ "$gpu_rc" = 0 ] && [ "$cpu_rc" = 0 ] || fail=1

@@ -50,6 +50,8 @@ typedef struct gen_state {
     float *logits;          // (n_slot, n_vocab)
     int32_t *smp_token;     // (n_slot) this step's samples
     float *smp_logprob;
+    as_sample_row *smp_rows; // (n_slot) by logit row, when the backend samples (sample_rows)
+    int32_t *smp_slot, *smp_row_token;
     int64_t next_req, n_done, n_generated, n_prompt_done;
     double t_start;
 } gen_state;
@@ -273,6 +275,32 @@ static int32_t build_batch(gen_state *g) {
     return n;
 }
 
+// The step's samples by the model's backend (as_backend's sample_rows: the
+// same tokens and RNG states as sampler_sample, in one call for all rows),
+// each slot's RNG advanced as its sampler's would be; the log-probabilities
+// stay the host's.
+static void sample_on_backend(gen_state *g) {
+    int32_t n = 0;
+    for (int32_t si = 0; si < g->n_slot; si++) {
+        const gen_slot *s = &g->slots[si];
+        if (s->logit_row < 0) continue;
+        const sampler_params *p = &s->smp.params;
+        g->smp_rows[s->logit_row] = (as_sample_row){.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
+                                                    .repeat_penalty = p->repeat_penalty, .top_k = p->top_k, .repeat_last_n = p->repeat_last_n,
+                                                    .history = s->seq, .n_history = s->n_seq, .rng = s->smp.rng};
+        g->smp_slot[s->logit_row] = si;
+        n++;
+    }
+    g->m->be->sample_rows(g->smp_row_token, g->logits, g->n_vocab, n, g->n_vocab, g->smp_rows);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int32_t r = 0; r < n; r++) {
+        const int32_t si = g->smp_slot[r];
+        g->slots[si].smp.rng = g->smp_rows[r].rng;
+        g->smp_token[si] = g->smp_row_token[r];
+        g->smp_logprob[si] = (float)sampler_logprob(g->logits + (size_t)r * g->n_vocab, g->n_vocab, g->smp_row_token[r]);
+    }
+}
+
 static int generate_step(gen_state *g) {
     for (int32_t si = 0; si < g->n_slot && g->next_req < g->n_reqs; si++)
         if (g->slots[si].req < 0) slot_admit(g, si, g->next_req++);
@@ -284,13 +312,17 @@ static int generate_step(gen_state *g) {
     // parallel, then record results in slot order so callbacks stay serial.
     int32_t *tok = g->smp_token;
     float *lp = g->smp_logprob;
+    if (g->m->be->sample_rows) {
+        sample_on_backend(g);
+    } else {
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int32_t si = 0; si < g->n_slot; si++) {
-        gen_slot *s = &g->slots[si];
-        if (s->logit_row < 0) continue;
-        const float *row = g->logits + (size_t)s->logit_row * g->n_vocab;
-        tok[si] = sampler_sample(&s->smp, row, s->seq, s->n_seq);
-        lp[si] = (float)sampler_logprob(row, g->n_vocab, tok[si]);
+        for (int32_t si = 0; si < g->n_slot; si++) {
+            gen_slot *s = &g->slots[si];
+            if (s->logit_row < 0) continue;
+            const float *row = g->logits + (size_t)s->logit_row * g->n_vocab;
+            tok[si] = sampler_sample(&s->smp, row, s->seq, s->n_seq);
+            lp[si] = (float)sampler_logprob(row, g->n_vocab, tok[si]);
+        }
     }
     for (int32_t si = 0; si < g->n_slot; si++)
         if (g->slots[si].logit_row >= 0) slot_accept(g, &g->slots[si], tok[si], lp[si]);
@@ -344,6 +376,9 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
     g.logits = as_malloc((size_t)g.n_slot * g.n_vocab * sizeof *g.logits);
     g.smp_token = as_malloc((size_t)g.n_slot * sizeof *g.smp_token);
     g.smp_logprob = as_malloc((size_t)g.n_slot * sizeof *g.smp_logprob);
+    g.smp_rows = as_malloc((size_t)g.n_slot * sizeof *g.smp_rows);
+    g.smp_slot = as_malloc((size_t)g.n_slot * sizeof *g.smp_slot);
+    g.smp_row_token = as_malloc((size_t)g.n_slot * sizeof *g.smp_row_token);
     g.t_start = as_time();
 
     int rc = 0;
@@ -367,6 +402,9 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
     free(g.logits);
     free(g.smp_token);
     free(g.smp_logprob);
+    free(g.smp_rows);
+    free(g.smp_slot);
+    free(g.smp_row_token);
     kv_cache_free(g.kv);
     if (rc) {
         for (int64_t i = 0; i < n_reqs; i++) generate_result_free(&out[i]);

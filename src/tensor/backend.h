@@ -22,11 +22,12 @@
 // (model.h's `be`: every op of the forward pass, over weight groups and a KV
 // cache whose memory and layouts the backend owns), training (train.h's
 // `be`: the training-graph block) and the host-side row ops of sampling and
-// scoring (the CPU's table).  .ci/check_seam.sh fails on a direct call of the
-// CPU backend's functions above the seam.  The forward pass's rows are
-// buf_alloc memory and each of its ops takes the whole batch; what is still
-// host memory: the logits it returns, the LoRA factors, and everything the
-// training model holds (docs/ARCHITECTURE.md, "Adding a backend").
+// scoring (the CPU's table; generation samples through the model's backend
+// when it has the optional sample_rows).  .ci/check_seam.sh fails on a direct
+// call of the CPU backend's functions above the seam.  The forward pass's rows
+// are buf_alloc memory and each of its ops takes the whole batch; what is
+// still host memory: the logits it returns, the LoRA factors, and everything
+// the training model holds (docs/ARCHITECTURE.md, "Adding a backend").
 #ifndef AS_TENSOR_BACKEND_H
 #define AS_TENSOR_BACKEND_H
 
@@ -37,9 +38,21 @@
 #include "tensor/kernels.h"
 #include "tensor/weights.h"
 #include "tensor/train_graph.h"
+#include "util/rng.h"
 
 // A backend's communicator between processes (the collectives below).
 typedef struct as_comm as_comm;
+
+// One row of sample_rows: sampler_params's fields (checked by the caller:
+// sampler_params_check), the row's sequence so far (oldest first: the
+// repetition penalty's history) and its RNG, advanced in place.
+typedef struct as_sample_row {
+    float temperature, top_p, min_p, repeat_penalty;
+    int32_t top_k, repeat_last_n;
+    const int32_t *history;
+    int64_t n_history;
+    as_rng rng;
+} as_sample_row;
 
 typedef struct as_backend {
     const char *name;
@@ -107,6 +120,15 @@ typedef struct as_backend {
     // The batch's causal attention over the cache in one layer (kernel_kv_rows).
     void (*kv_attention)(const kernel_kv_rows *a);
     void (*kv_copy_prefix)(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
+    // Optional (as_backend_missing does not ask for it; the CPU leaves it
+    // NULL and generation then samples on the host, generate/sampler.c):
+    // one token per row of logits, tok[r] from logits + r * ld (n_vocab
+    // each), with rows[r]'s params, history and RNG.  The contract is
+    // sampler_sample's (generate/sampler.h: its chain, ties to the lower id,
+    // one uniform per non-greedy token): the same token and the same RNG
+    // state after it, bit for bit, for the same logits, history, params and
+    // RNG state.  Rows are independent; rows[r].rng is advanced in place.
+    void (*sample_rows)(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows);
 
     // ---- training ----
     // C = alpha op(A) op(B) + beta C, fp32 (gemm.h), nth threads.

@@ -5,12 +5,16 @@
 //    log-probabilities at batch sizes 1, 3, 4, 6 and with chunked prefill,
 //    greedy and seeded sampling;
 //  - max_new_tokens, end tokens (option and tokenizer), stop strings,
-//    streaming, context limit, progress, bad requests.
+//    streaming, context limit, progress, bad requests;
+//  - sampling through a backend's sample_rows (sampler_sample as one, and the
+//    CUDA plugin's sampler run on the host where it was built): the CPU's results.
 #include "test_common.h"
 
+#include <dlfcn.h>
 #include <math.h>
 
 #include "generate/generate.h"
+#include "tensor/cuda/cuda_host_check.h"
 #include "tiny_llama.h"
 #include "util/common.h"
 
@@ -501,6 +505,85 @@ static void test_no_tokenizer(void **st) {
     free_results(b, 2);
 }
 
+// ---- sampling on the backend (as_backend's sample_rows) ----
+
+// The contract of sample_rows written with sampler_sample, row by row: what a
+// backend's sampler must give.
+static int64_t g_backend_rows;
+static void ref_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
+    for (int64_t r = 0; r < n_rows; r++) {
+        as_sample_row *w = &rows[r];
+        sampler_params p = {.temperature = w->temperature, .top_k = w->top_k, .top_p = w->top_p, .min_p = w->min_p,
+                            .repeat_penalty = w->repeat_penalty, .repeat_last_n = w->repeat_last_n};
+        sampler s;
+        assert_int_equal(sampler_init(&s, &p, n_vocab), 0);
+        s.rng = w->rng;
+        tok[r] = sampler_sample(&s, logits + r * ld, w->history, w->n_history);
+        w->rng = s.rng;
+        sampler_free(&s);
+    }
+    g_backend_rows += n_rows;
+}
+
+// The CUDA plugin's sampler run on the host (cuda_host_check.h), where it was built.
+static void (*g_plugin_sample_rows)(int32_t *, const float *, int64_t, int64_t, int32_t, as_sample_row *);
+static void plugin_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
+    g_plugin_sample_rows(tok, logits, ld, n_rows, n_vocab, rows);
+    g_backend_rows += n_rows;
+}
+static bool load_plugin_sampler(void) {
+    void *h = dlopen(AS_BINARY_DIR "/libalphaspin_cuda.so", RTLD_NOW | RTLD_LOCAL);
+    void *f = h ? dlsym(h, "alphaspin_cuda_train_host") : NULL;
+    const as_cuda_train_host *ht = f ? ((const as_cuda_train_host *(*)(void))(uintptr_t)f)() : NULL;
+    if (!ht || ht->version != AS_CUDA_TRAIN_HOST_VERSION || !ht->ops.sample_rows) return false;
+    g_plugin_sample_rows = ht->ops.sample_rows;
+    return true;
+}
+
+// A model whose backend has sample_rows samples through it, with the host
+// sampler's tokens, log-probabilities and seeds' streams: the same results as
+// the CPU path, for greedy and sampled requests of every filter side by side.
+static void test_backend_sampling(void **st) {
+    (void)st;
+    enum { N = 9 };
+    generate_request r[N];
+    generate_result ref[N], out[N];
+    make_requests(r, N, 20, true);
+    for (int i = 0; i < N; i++) {
+        sampler_params *p = &r[i].sampling;
+        if (i % 4 == 1) *p = sampler_params_greedy(), p->repeat_penalty = 1.3f, p->repeat_last_n = -1;
+        if (i % 4 == 2) p->top_k = 0, p->top_p = 0.9f, p->min_p = 0.0f;
+        if (i % 4 == 3) p->top_k = 3, p->temperature = 0.7f, p->repeat_last_n = 8;
+    }
+    generate_options o = generate_options_default();
+    o.precision = KERNEL_PRECISION_Q8;
+    o.batch_size = 4;
+    assert_ptr_equal(g_model_q8->be, &as_backend_cpu);
+    run_model(g_model_q8, r, N, &o, ref);
+    static as_backend wrapped;
+    wrapped = as_backend_cpu;
+    wrapped.name = "cpu+sample_rows";
+    for (int impl = 0; impl < 2; impl++) {
+        if (impl == 1 && !load_plugin_sampler()) {
+            fprintf(stderr, "  the CUDA plugin's sampler: not built here, skipped\n");
+            break;
+        }
+        wrapped.sample_rows = impl ? plugin_sample_rows : ref_sample_rows;
+        assert_int_equal(model_use_backend(g_model_q8, &wrapped), AS_OK);
+        g_backend_rows = 0;
+        run_model(g_model_q8, r, N, &o, out);
+        assert_int_equal(model_use_backend(g_model_q8, &as_backend_cpu), AS_OK);
+        int64_t n_ids = 0;
+        for (int i = 0; i < N; i++) n_ids += out[i].n_ids;
+        assert_int_equal(g_backend_rows, n_ids); // every token came from sample_rows
+        assert_same_results(ref, out, N, true);
+        free_results(out, N);
+        fprintf(stderr, "  %s: %lld tokens sampled by sample_rows, as the host sampler's\n", impl ? "the CUDA plugin's sampler (host run)" : "sampler_sample as sample_rows",
+                (long long)n_ids);
+    }
+    free_results(ref, N);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_plain_loop),
@@ -514,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_progress),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_no_tokenizer),
+        cmocka_unit_test(test_backend_sampling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,8 +13,11 @@
 // configuration, cuBLAS call or copy here has ever executed.  What has run is
 // only host code: the dequantiser's element code (test_cuda_dequant) and the
 // training ops but linear and the bf16 products (test_cuda_train_host: the
-// same kernel bodies looped on the host, bit for bit against the CPU backend).
-// The training ops are in section "training" below (their own header comment).
+// same kernel bodies looped on the host, bit for bit against the CPU backend),
+// and the sampler (test_cuda_sample_host: sample_rows's blocks looped on the
+// host, token and RNG state against generate/sampler.c).
+// The training ops are in section "training" below (their own header comment),
+// the sampler in section "sampling".
 //
 // Operands: the forward pass's rows are buf_alloc memory (managed, section
 // "activation buffers"), which the inference ops use in place and queue
@@ -2672,6 +2675,462 @@ static void cu_sgd_update(float *p, const float *gr, float *m, size_t n, float l
     sgd_update_run(false, p, gr, m, n, lr, momentum, wd, t);
 }
 
+// ---- sampling (backend.h's sample_rows: generate/sampler.c on the device) ----
+//
+// One block per row runs sampler.c's chain (penalties -> top_k -> top_p ->
+// min_p -> temperature -> draw) with its operations in its order, so that the
+// token and the RNG state after it are the host sampler's, bit for bit.  The
+// block's threads share the work whose result does not depend on the order:
+// the penalty marks, the chain logits, every e^x (elementwise: vexp.h's, as
+// the CPU's exp at every ISA, tr_expf), the scalings, and the maxima and the
+// greedy argmax (block trees over (value, index) keeping the lower index on
+// equal values: the first index of the largest value, which is what the
+// CPU's sequential scans keep, so even a zero's sign is the same).  Thread 0
+// does, in the CPU's order, what the bits depend on: the sums in double, top_p's
+// cumulative cut and its quickselect (whose permutation is the candidates'
+// order, hence the draw's), min_p's stable compaction and the inverse-CDF walk.
+// top_k's sorted k best are one list however found: up to SMP_SORT_MAX (and
+// half the vocabulary) a parallel radix select and rank sort finds them,
+// above that thread 0 runs sampler.c's heap.
+// Two constants are the host's: 1/T (the same float division as sampler.c)
+// and log(min_p) (the host's logf, which sampler.c calls: the device's may
+// round differently).  sampler_distribution's final softmax is skipped: the
+// draw recomputes its weights and never reads it.  What is sequential costs
+// O(vocab) per row on one GPU thread (without top_k: the sum of e^x and the
+// quickselect), the rows running side by side.  The logits are host memory
+// (the table's convention), so each call copies the rows in; with logits
+// resident on the device that copy goes.  Not yet run on a GPU: the host
+// run is what test_cuda_sample_host checks, test_cuda_sample the device's.
+
+struct smp_cand { // sampler.h's sampler_cand
+    int32_t id;
+    float logit, p;
+};
+struct smp_par { // one row: params, host constants, its penalty window in win[], its RNG
+    float temperature, top_p, min_p, penalty, inv_t, log_min_p;
+    int32_t top_k;
+    int64_t win0, n_win;
+    uint64_t rng[4];
+};
+#define SMP_THREADS 256 // = SMP_BINS: one bin per thread where the histogram is cleared
+#define SMP_BINS 256
+#define SMP_SORT_MAX 1024 // top_k up to this (and half the vocabulary) is selected in parallel
+struct smp_shared { // a block's shared scratch
+    float v[SMP_THREADS];
+    int32_t i[SMP_THREADS];
+    uint32_t hist[SMP_BINS];           // top_k's radix select
+    int64_t gt[SMP_THREADS], eq[SMP_THREADS]; // per-thread counts, then offsets
+    uint32_t prefix;
+    int64_t need;
+    double sum;
+    int64_t n;   // candidates
+    bool sorted; // cand[0..n) in decreasing logit order (top_k ran)
+};
+
+// util/rng.h's xoshiro256** and its 53-bit uniform.
+HD uint64_t smp_rng_u64(uint64_t *s) {
+    const uint64_t x = s[1] * 5, result = ((x << 7) | (x >> 57)) * 9, t = s[1] << 17;
+    s[2] ^= s[0], s[3] ^= s[1], s[1] ^= s[2], s[0] ^= s[3], s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+    return result;
+}
+HD double smp_uniform(uint64_t *s) { return (double)(smp_rng_u64(s) >> 11) * 0x1.0p-53; }
+
+// sampler.c's chain_logit: NaN is -inf; a penalised logit divided by the penalty if positive, multiplied if not.
+HD float smp_chain_logit(float l, bool pen, float penalty) {
+    if (isnan(l)) return -INFINITY;
+    if (pen) l = l <= 0.0f ? l * penalty : div_rn(l, penalty);
+    return l;
+}
+// A candidate's unnormalised weight e^(l - mx) (cand_exp: exactly 0 for -inf).
+HD float smp_weight(float l, float mx) { return l == -INFINITY ? 0.0f : tr_expf(l - mx); }
+
+HD bool smp_better(const smp_cand *a, const smp_cand *b) { return a->logit > b->logit || (a->logit == b->logit && a->id < b->id); }
+HD void smp_swap(smp_cand *a, smp_cand *b) {
+    const smp_cand t = *a;
+    *a = *b;
+    *b = t;
+}
+HD void smp_sift_down(smp_cand *h, int64_t m, int64_t i) {
+    for (;;) {
+        int64_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < m && smp_better(&h[worst], &h[l])) worst = l;
+        if (r < m && smp_better(&h[worst], &h[r])) worst = r;
+        if (worst == i) return;
+        smp_swap(&h[i], &h[worst]);
+        i = worst;
+    }
+}
+// select_top_k over c[0..V) already holding (i, chain logit i): the k best
+// into c[0..k), best first.  The heap lives in c[0..k), so c[k..V) is read intact.
+HD void smp_top_k(smp_cand *c, int64_t V, int64_t k) {
+    for (int64_t i = k / 2 - 1; i >= 0; i--) smp_sift_down(c, k, i);
+    for (int64_t i = k; i < V; i++)
+        if (c[i].logit > c[0].logit) {
+            c[0] = c[i];
+            smp_sift_down(c, k, 0);
+        }
+    for (int64_t end = k - 1; end > 0; end--) {
+        smp_swap(&c[0], &c[end]);
+        smp_sift_down(c, end, 0);
+    }
+}
+HD smp_cand smp_pivot3(const smp_cand *a, const smp_cand *b, const smp_cand *c) {
+    if (smp_better(a, b)) return smp_better(b, c) ? *b : smp_better(a, c) ? *c : *a;
+    return smp_better(a, c) ? *a : smp_better(b, c) ? *c : *b;
+}
+// select_top_mass, step for step (its permutation is the candidates' order from here on).
+HD int64_t smp_top_mass(smp_cand *c, int64_t n, double p) {
+    int64_t lo = 0, hi = n;
+    double acc = 0.0;
+    while (hi - lo > 1) {
+        const smp_cand pv = smp_pivot3(&c[lo], &c[lo + (hi - lo) / 2], &c[hi - 1]);
+        int64_t i = lo;
+        double m = 0.0;
+        for (int64_t j = lo; j < hi; j++)
+            if (smp_better(&c[j], &pv)) {
+                m += c[j].p;
+                smp_swap(&c[i++], &c[j]);
+            }
+        if (acc + m >= p) {
+            hi = i;
+            continue;
+        }
+        acc += m;
+        for (int64_t j = i; j < hi; j++)
+            if (c[j].id == pv.id) {
+                smp_swap(&c[i], &c[j]);
+                break;
+            }
+        acc += c[i].p;
+        if (acc >= p) return i + 1;
+        lo = i + 1;
+    }
+    return hi;
+}
+
+// A float's order as an unsigned key: a > b <=> key(a) > key(b), -0 and +0
+// one key (NaN-free: chain logits).
+HD uint32_t smp_key(float l) {
+    if (l == 0.0f) l = 0.0f;
+    uint32_t u;
+#ifdef __CUDA_ARCH__
+    u = __float_as_uint(l);
+#else
+    memcpy(&u, &l, 4);
+#endif
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+HD void smp_count(uint32_t *h) {
+#ifdef __CUDA_ARCH__
+    atomicAdd(h, 1u); // an integer count: the same whatever the order
+#else
+    (*h)++;
+#endif
+}
+
+// select_top_k's result by other means, in parallel (the k best by (logit
+// desc, id asc) sorted are one list, however found): the k-th largest key T by
+// a radix select (4 passes of 8 bits, block histograms), then every candidate
+// with key > T and the lowest ids with key == T gathered by contiguous id
+// chunks into c[k..2k), then ranked into c[0..k) (each one's rank: how many
+// beat it).  Needs 2k <= V; lg(i) is token i's chain logit.
+template <class X, class L> __host__ __device__ static inline void smp_top_k_par(const X &ex, smp_shared *sh, smp_cand *c, int64_t V, int64_t k, const L &lg) {
+    ex.phase([&](int t, int) {
+        if (t == 0) sh->prefix = 0, sh->need = k;
+    });
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        const uint32_t hi = shift == 24 ? 0u : 0xFFFFFFFFu << (shift + 8); // the bits already chosen
+        ex.phase([&](int t, int) { sh->hist[t] = 0; });
+        ex.phase([&](int t, int nt) {
+            for (int64_t i = t; i < V; i += nt) {
+                const uint32_t key = smp_key(lg(i));
+                if ((key & hi) == sh->prefix) smp_count(&sh->hist[(key >> shift) & 255u]);
+            }
+        });
+        ex.phase([&](int t, int) {
+            if (t) return;
+            int64_t need = sh->need;
+            for (int b = SMP_BINS - 1; b >= 0; b--) {
+                if ((int64_t)sh->hist[b] >= need) {
+                    sh->prefix |= (uint32_t)b << shift;
+                    break;
+                }
+                need -= sh->hist[b];
+            }
+            sh->need = need;
+        });
+    }
+    const uint32_t T = sh->prefix;
+    const int64_t need = sh->need, n_gt = k - need, chunk = (V + SMP_THREADS - 1) / SMP_THREADS;
+    smp_cand *tmp = c + k;
+    ex.phase([&](int t, int) {
+        int64_t gt = 0, eq = 0;
+        for (int64_t i = t * chunk; i < V && i < (t + 1) * chunk; i++) {
+            const uint32_t key = smp_key(lg(i));
+            gt += key > T, eq += key == T;
+        }
+        sh->gt[t] = gt, sh->eq[t] = eq;
+    });
+    ex.phase([&](int t, int nt) {
+        if (t) return;
+        int64_t g = 0, e = 0;
+        for (int u = 0; u < nt; u++) {
+            const int64_t a = sh->gt[u], b = sh->eq[u];
+            sh->gt[u] = g, sh->eq[u] = e;
+            g += a, e += b;
+        }
+    });
+    ex.phase([&](int t, int) {
+        int64_t g = sh->gt[t], e = sh->eq[t];
+        for (int64_t i = t * chunk; i < V && i < (t + 1) * chunk; i++) {
+            const float l = lg(i);
+            const uint32_t key = smp_key(l);
+            if (key > T) tmp[g++] = smp_cand{(int32_t)i, l, 0.0f};
+            else if (key == T && e < need) tmp[n_gt + e++] = smp_cand{(int32_t)i, l, 0.0f};
+        }
+    });
+    ex.phase([&](int t, int nt) {
+        for (int64_t j = t; j < k; j += nt) {
+            int64_t rank = 0;
+            for (int64_t m = 0; m < k; m++) rank += smp_better(&tmp[m], &tmp[j]);
+            c[rank] = tmp[j];
+        }
+    });
+}
+
+// The first index of the largest key(j), j in [0, n) (keys NaN-free; -1 when
+// n == 0): strided scans per thread, then a tree keeping the lower index on
+// equal values.  Ends with a barrier, so the caller may reuse sh.
+template <class X, class K> __host__ __device__ static inline int32_t smp_first_max(const X &ex, smp_shared *sh, int64_t n, const K &key) {
+    ex.phase([&](int t, int nt) {
+        float bv = -INFINITY;
+        int32_t bi = -1;
+        for (int64_t j = t; j < n; j += nt) {
+            const float v = key(j);
+            if (bi < 0 || v > bv) bv = v, bi = (int32_t)j;
+        }
+        sh->v[t] = bv, sh->i[t] = bi;
+    });
+    for (int s = SMP_THREADS / 2; s > 0; s >>= 1)
+        ex.phase([&](int t, int) {
+            if (t >= s) return;
+            const float v2 = sh->v[t + s];
+            const int32_t i2 = sh->i[t + s];
+            if (i2 >= 0 && (sh->i[t] < 0 || v2 > sh->v[t] || (v2 == sh->v[t] && i2 < sh->i[t]))) sh->v[t] = v2, sh->i[t] = i2;
+        });
+    const int32_t r = sh->i[0];
+    ex.phase([](int, int) {}); // every thread has read it
+    return r;
+}
+
+// cand_softmax over c[0..sh->n) into .p: the weights in parallel, their sum
+// in double in index order (thread 0), the divisions in parallel.
+template <class X> __host__ __device__ static inline void smp_softmax(const X &ex, smp_shared *sh, smp_cand *c) {
+    const int64_t n = sh->n;
+    const int32_t im = smp_first_max(ex, sh, n, [&](int64_t j) { return c[j].logit; });
+    const float mx = c[im].logit;
+    ex.phase([&](int t, int nt) {
+        for (int64_t j = t; j < n; j += nt) c[j].p = smp_weight(c[j].logit, mx);
+    });
+    ex.phase([&](int t, int) {
+        if (t) return;
+        double s = 0.0;
+        for (int64_t j = 0; j < n; j++) s += c[j].p;
+        sh->sum = s;
+    });
+    ex.phase([&](int t, int nt) {
+        for (int64_t j = t; j < n; j += nt) c[j].p = (float)(c[j].p / sh->sum);
+    });
+}
+
+// One block per row r: tok[r] and par[r].rng as sampler_sample leaves them.
+// Per-row scratch: cand + r V, pen + r V.
+struct f_sample {
+    int32_t *tok;
+    smp_par *par;
+    const float *logits;
+    int64_t ld;
+    int32_t V;
+    const int32_t *win;
+    smp_cand *cand;
+    uint8_t *pen;
+    template <class X> HDF(const X &ex, int64_t r, smp_shared *sh) const {
+        smp_par *p = par + r;
+        const float *z = logits + r * ld;
+        smp_cand *c = cand + r * V;
+        uint8_t *pe = pen + r * V;
+        const int32_t *w = win + p->win0;
+        const int64_t nw = p->n_win, nv = V;
+        const float penalty = p->penalty;
+        // penalty_mark: the distinct tokens of the window (n_win 0: no penalty).
+        if (nw > 0) {
+            ex.phase([&](int t, int nt) {
+                for (int64_t i = t; i < nv; i += nt) pe[i] = 0;
+            });
+            ex.phase([&](int t, int nt) {
+                for (int64_t j = t; j < nw; j += nt)
+                    if (w[j] >= 0 && w[j] < V) pe[w[j]] = 1;
+            });
+        }
+        if (p->temperature <= 0.0f) { // greedy: the first argmax of the chain logits
+            const int32_t best = smp_first_max(ex, sh, nv, [&](int64_t i) { return smp_chain_logit(z[i], nw > 0 && pe[i], penalty); });
+            ex.phase([&](int t, int) {
+                if (t == 0) tok[r] = best;
+            });
+            return;
+        }
+        const auto lg = [&](int64_t i) { return smp_chain_logit(z[i], nw > 0 && pe[i], penalty); };
+        const int64_t k = p->top_k;
+        const bool top_k = k > 0 && k < nv;
+        if (top_k && k <= SMP_SORT_MAX && 2 * k <= nv) {
+            smp_top_k_par(ex, sh, c, nv, k, lg);
+        } else {
+            ex.phase([&](int t, int nt) {
+                for (int64_t i = t; i < nv; i += nt) c[i] = smp_cand{(int32_t)i, lg(i), 0.0f};
+            });
+            ex.phase([&](int t, int) {
+                if (t == 0 && top_k) smp_top_k(c, nv, k);
+            });
+        }
+        ex.phase([&](int t, int) {
+            if (t == 0) sh->n = top_k ? k : nv, sh->sorted = top_k;
+        });
+        const double top_p = p->top_p;
+        if (top_p < 1.0) {
+            smp_softmax(ex, sh, c);
+            ex.phase([&](int t, int) {
+                if (t) return;
+                if (!sh->sorted) {
+                    sh->n = smp_top_mass(c, sh->n, top_p);
+                    return;
+                }
+                double cum = 0.0;
+                for (int64_t i = 0; i < sh->n; i++) {
+                    cum += c[i].p;
+                    if (cum >= top_p) {
+                        sh->n = i + 1;
+                        return;
+                    }
+                }
+            });
+        }
+        if (p->min_p > 0.0f) { // logit >= max + log(min_p), stable
+            const int32_t im = smp_first_max(ex, sh, sh->n, [&](int64_t i) { return c[i].logit; });
+            ex.phase([&](int t, int) {
+                if (t) return;
+                const float thr = c[im].logit + p->log_min_p;
+                int64_t m = 0;
+                for (int64_t i = 0; i < sh->n; i++)
+                    if (c[i].logit >= thr) c[m++] = c[i];
+                sh->n = m;
+            });
+        }
+        const int64_t n = sh->n;
+        if (p->temperature != 1.0f) {
+            const float inv_t = p->inv_t;
+            ex.phase([&](int t, int nt) {
+                for (int64_t i = t; i < n; i += nt) c[i].logit *= inv_t;
+            });
+        }
+        // The draw (sampler_sample): weights e^(l - max) in .p, their sum in
+        // double, then the first running sum above u * sum.
+        const int32_t im = smp_first_max(ex, sh, n, [&](int64_t i) { return c[i].logit; });
+        const float mx = c[im].logit;
+        ex.phase([&](int t, int nt) {
+            for (int64_t i = t; i < n; i += nt) c[i].p = smp_weight(c[i].logit, mx);
+        });
+        ex.phase([&](int t, int) {
+            if (t) return;
+            double sum = 0.0;
+            for (int64_t i = 0; i < n; i++) sum += c[i].p;
+            const double target = smp_uniform(p->rng) * sum;
+            double run = 0.0;
+            int32_t id = c[n - 1].id;
+            for (int64_t i = 0; i < n; i++) {
+                run += c[i].p;
+                if (run > target) {
+                    id = c[i].id;
+                    break;
+                }
+            }
+            tok[r] = id;
+        });
+    }
+};
+
+template <class F> __global__ void k_smp_blocks(F f) {
+    __shared__ smp_shared sh;
+    f(tr_dev_exec{(int)threadIdx.x, (int)blockDim.x}, (int64_t)blockIdx.x, &sh);
+}
+
+// Host staging of the rows' params and penalty windows, grown as needed and kept.
+static smp_par *g_smp_par;
+static int32_t *g_smp_win;
+static size_t g_smp_par_cap, g_smp_win_cap;
+
+static void *hgrow(void *p, size_t *cap, size_t bytes, const char *op) {
+    if (bytes <= *cap) return p;
+    free(p);
+    p = malloc(bytes);
+    if (!p) die(op, "out of host memory (%zu bytes)", bytes);
+    *cap = bytes;
+    return p;
+}
+
+static void sample_rows_run(bool host, int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t V, as_sample_row *rows) {
+    const char *op = "sample_rows";
+    if (n_rows <= 0) return;
+    if (V <= 0 || ld < V) die(op, "%d logits per row with a stride of %lld", (int)V, (long long)ld);
+    if (n_rows > INT32_MAX) die(op, "%lld rows", (long long)n_rows);
+    int64_t n_win = 0;
+    for (int64_t r = 0; r < n_rows; r++) { // penalty_mark's window: none when the penalty is off
+        const as_sample_row *s = &rows[r];
+        if (s->repeat_penalty != 1.0f && s->repeat_last_n != 0 && s->n_history > 0)
+            n_win += s->repeat_last_n < 0 || s->n_history < s->repeat_last_n ? s->n_history : s->repeat_last_n;
+    }
+    g_smp_par = (smp_par *)hgrow(g_smp_par, &g_smp_par_cap, sizeof(smp_par) * (size_t)n_rows, op);
+    g_smp_win = (int32_t *)hgrow(g_smp_win, &g_smp_win_cap, sizeof(int32_t) * (size_t)(n_win > 0 ? n_win : 1), op);
+    int64_t w0 = 0;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const as_sample_row *s = &rows[r];
+        smp_par *p = &g_smp_par[r];
+        p->temperature = s->temperature, p->top_p = s->top_p, p->min_p = s->min_p, p->penalty = s->repeat_penalty, p->top_k = s->top_k;
+        p->inv_t = s->temperature > 0.0f ? 1.0f / s->temperature : 0.0f;
+        p->log_min_p = s->min_p > 0.0f ? logf(s->min_p) : 0.0f;
+        int64_t nw = 0;
+        if (s->repeat_penalty != 1.0f && s->repeat_last_n != 0 && s->n_history > 0)
+            nw = s->repeat_last_n < 0 || s->n_history < s->repeat_last_n ? s->n_history : s->repeat_last_n;
+        if (nw > 0) memcpy(g_smp_win + w0, s->history + (s->n_history - nw), sizeof(int32_t) * (size_t)nw);
+        p->win0 = w0, p->n_win = nw;
+        w0 += nw;
+        memcpy(p->rng, s->rng.s, sizeof p->rng);
+    }
+    const size_t pb = sizeof(smp_par) * (size_t)n_rows, cb = sizeof(smp_cand) * (size_t)(n_rows * V);
+    float *dz = (float *)t_in(host, 0, logits, FB((n_rows - 1) * ld + V), op);
+    smp_par *dp = (smp_par *)t_in(host, 1, g_smp_par, pb, op);
+    int32_t *dw = (int32_t *)t_in(host, 2, g_smp_win, sizeof(int32_t) * (size_t)n_win, op);
+    int32_t *dt = (int32_t *)t_tmp(host, 3, sizeof(int32_t) * (size_t)n_rows, op);
+    smp_cand *dc = (smp_cand *)t_tmp(host, 4, cb, op);
+    uint8_t *de = (uint8_t *)t_tmp(host, 5, (size_t)(n_rows * V), op);
+    const f_sample f{dt, dp, dz, ld, V, dw, dc, de};
+    if (host) {
+        smp_shared sh;
+        for (int64_t r = 0; r < n_rows; r++) f(tr_host_exec{SMP_THREADS}, r, &sh);
+    } else {
+        k_smp_blocks<<<(unsigned)n_rows, SMP_THREADS>>>(f);
+        CK_LAUNCH();
+    }
+    t_out(host, tok, dt, sizeof(int32_t) * (size_t)n_rows, op);
+    t_out(host, g_smp_par, dp, pb, op);
+    for (int64_t r = 0; r < n_rows; r++) memcpy(rows[r].rng.s, g_smp_par[r].rng, sizeof rows[r].rng.s);
+}
+
+static void cu_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
+    lock_guard g("sample_rows");
+    sample_rows_run(false, tok, logits, ld, n_rows, n_vocab, rows);
+}
+
 // ---- the host runs (cuda_host_check.h: tests without a GPU) ----
 
 static float h_expf(float x) { return tr_expf(x); }
@@ -2783,6 +3242,10 @@ static void h_sgd_update(float *p, const float *g, float *m, size_t n, float lr,
     if (n) sgd_update_run(true, p, g, m, n, lr, momentum, wd, t);
 }
 
+static void h_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
+    sample_rows_run(true, tok, logits, ld, n_rows, n_vocab, rows);
+}
+
 static as_cuda_train_host g_train_host;
 
 extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alphaspin_cuda_train_host(void) {
@@ -2800,6 +3263,7 @@ extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alph
     h->ops.lora_forward = h_lora_forward, h->ops.lora_backward = h_lora_backward;
     h->ops.sum_squares = h_sum_squares, h->ops.grad_scale = h_grad_scale;
     h->ops.adamw_update = h_adamw_update, h->ops.rmsprop_update = h_rmsprop_update, h->ops.sgd_update = h_sgd_update;
+    h->ops.sample_rows = h_sample_rows;
     return h;
 }
 
@@ -3035,6 +3499,7 @@ static void fill_table(void) {
     g_table.kv_store = cu_kv_store;
     g_table.kv_attention = cu_kv_attention;
     g_table.kv_copy_prefix = cu_kv_copy_prefix;
+    g_table.sample_rows = cu_sample_rows;
     g_table.sgemm = cu_sgemm;
     g_table.exp_shift_sum = cu_exp_shift_sum;
     g_table.max = cu_max;

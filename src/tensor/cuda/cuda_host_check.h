@@ -26,7 +26,7 @@
 
 #include "tensor/backend.h"
 
-#define AS_CUDA_TRAIN_HOST_VERSION 3
+#define AS_CUDA_TRAIN_HOST_VERSION 4
 
 typedef struct as_cuda_train_host {
     int version; // AS_CUDA_TRAIN_HOST_VERSION
@@ -37,8 +37,9 @@ typedef struct as_cuda_train_host {
     void (*neg_scaled_exp)(float *dz, const float *z, int64_t n, float g, float l);
     // as_backend's training-graph entries (backend.h, train_graph.h) run on
     // the host, in a table of as_backend's own type: embedding_forward ..
-    // sgd_update but linear_* and the bf16 products (cuBLAS: no host run);
-    // every other entry NULL.  nth is ignored.
+    // sgd_update but linear_* and the bf16 products (cuBLAS: no host run),
+    // and sample_rows (the sampler's blocks, section "sampling"); every other
+    // entry NULL.  nth is ignored.
     as_backend ops;
 } as_cuda_train_host;
 
