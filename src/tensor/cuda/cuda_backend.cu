@@ -1706,11 +1706,9 @@ HD int64_t att_fwd_floats(int bt, int d) { return 3 * (int64_t)bt * att_ld(d) + 
 HD int64_t att_dq_floats(int bt, int d) { return 4 * (int64_t)bt * att_ld(d) + (int64_t)bt * bt + (int64_t)bt * d + 2 * bt; }
 HD int64_t att_dkv_floats(int bt, int d) { return 4 * (int64_t)bt * att_ld(d) + 2 * (int64_t)bt * bt + 2 * (int64_t)bt * d + 2 * bt; }
 
-// Copies n rows of d floats (stride ld_src) into shared rows of att_ld(d).
-template <class X> __host__ __device__ static inline void att_load(const X &ex, float *dst, const float *src, int64_t ld_src, int n, int d) {
-    ex.phase([&](int tid, int nt) {
-        for (int x = tid; x < n * d; x += nt) dst[(x / d) * att_ld(d) + x % d] = src[(int64_t)(x / d) * ld_src + x % d];
-    });
+// Thread tid's share of copying n rows of d floats (stride ld_src) into shared rows of att_ld(d).
+HD void att_load(int tid, int nt, float *dst, const float *src, int64_t ld_src, int n, int d) {
+    for (int x = tid; x < n * d; x += nt) dst[(x / d) * att_ld(d) + x % d] = src[(int64_t)(x / d) * ld_src + x % d];
 }
 
 // a.b over d floats, one fused multiply-add chain in order.
@@ -1734,15 +1732,17 @@ struct f_att_fwd {
         const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, r0 = (int64_t)tl.t0 + tl.i0;
         const float *K = k + (int64_t)tl.t0 * kvd + (int64_t)g * d, *Vv = v + (int64_t)tl.t0 * kvd + (int64_t)g * d;
         float *Qs = sm, *Ks = Qs + bt * ld, *Vs = Ks + bt * ld, *S = Vs + bt * ld, *O = S + bt * bt, *m = O + bt * d, *l = m + bt, *al = l + bt;
-        att_load(ex, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
         ex.phase([&](int tid, int nt) {
+            att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
             for (int x = tid; x < nq * d; x += nt) O[x] = 0.0f;
             for (int r = tid; r < nq; r += nt) m[r] = -INFINITY, l[r] = 0.0f;
         });
         for (int j0 = 0; j0 < tl.i0 + nq; j0 += bt) { // the key tiles some row of the tile sees
             const int nk = tl.i0 + nq - j0 < bt ? tl.i0 + nq - j0 : bt;
-            att_load(ex, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
-            att_load(ex, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            ex.phase([&](int tid, int nt) {
+                att_load(tid, nt, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
+                att_load(tid, nt, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            });
             ex.phase([&](int tid, int nt) { // scores of the visible keys j0 + c <= i0 + r
                 for (int x = tid; x < nq * bt; x += nt) {
                     const int r = x / bt, c = x % bt;
@@ -1815,16 +1815,18 @@ struct f_att_dq {
         const float *K = k + (int64_t)tl.t0 * kvd + (int64_t)g * d, *Vv = v + (int64_t)tl.t0 * kvd + (int64_t)g * d;
         float *Qs = sm, *dOs = Qs + bt * ld, *Ks = dOs + bt * ld, *Vs = Ks + bt * ld, *dS = Vs + bt * ld, *dQ = dS + bt * bt;
         float *Ls = dQ + bt * d, *Ds = Ls + bt;
-        att_load(ex, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
-        att_load(ex, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
         ex.phase([&](int tid, int nt) {
+            att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
+            att_load(tid, nt, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
             for (int x = tid; x < nq * d; x += nt) dQ[x] = 0.0f;
             for (int r = tid; r < nq; r += nt) Ls[r] = lse[(r0 + r) * H + h], Ds[r] = D[(r0 + r) * H + h];
         });
         for (int j0 = 0; j0 < tl.i0 + nq; j0 += bt) {
             const int nk = tl.i0 + nq - j0 < bt ? tl.i0 + nq - j0 : bt;
-            att_load(ex, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
-            att_load(ex, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            ex.phase([&](int tid, int nt) {
+                att_load(tid, nt, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
+                att_load(tid, nt, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            });
             ex.phase([&](int tid, int nt) {
                 for (int x = tid; x < nq * bt; x += nt) {
                     const int r = x / bt, c = x % bt;
@@ -1869,18 +1871,18 @@ struct f_att_dkv {
         const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, k0 = (int64_t)tl.t0 + j0;
         float *Ks = sm, *Vs = Ks + bt * ld, *Qs = Vs + bt * ld, *dOs = Qs + bt * ld, *P = dOs + bt * ld, *dS = P + bt * bt;
         float *dK = dS + bt * bt, *dV = dK + bt * d, *Ls = dV + bt * d, *Ds = Ls + bt;
-        att_load(ex, Ks, k + k0 * kvd + (int64_t)g * d, kvd, nk, d);
-        att_load(ex, Vs, v + k0 * kvd + (int64_t)g * d, kvd, nk, d);
         ex.phase([&](int tid, int nt) {
+            att_load(tid, nt, Ks, k + k0 * kvd + (int64_t)g * d, kvd, nk, d);
+            att_load(tid, nt, Vs, v + k0 * kvd + (int64_t)g * d, kvd, nk, d);
             for (int x = tid; x < nk * d; x += nt) dK[x] = dV[x] = 0.0f;
         });
         for (int h = g * group; h < (g + 1) * group; h++)
             for (int i0 = j0; i0 < tl.T; i0 += bt) {
                 const int nq = tl.T - i0 < bt ? tl.T - i0 : bt;
                 const int64_t r0 = (int64_t)tl.t0 + i0;
-                att_load(ex, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
-                att_load(ex, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
                 ex.phase([&](int tid, int nt) {
+                    att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
+                    att_load(tid, nt, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
                     for (int r = tid; r < nq; r += nt) Ls[r] = lse[(r0 + r) * H + h], Ds[r] = D[(r0 + r) * H + h];
                 });
                 ex.phase([&](int tid, int nt) {
