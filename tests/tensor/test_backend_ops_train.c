@@ -437,6 +437,17 @@ static void t_attention(const as_backend *b, int v) {
         expect(norm_err(dq, rdq, N * qd), 1e-5, b, v, "attention_backward (dq)", c->name);
         expect(norm_err(dk, rdk, N * kvd), 1e-5, b, v, "attention_backward (dk)", c->name);
         expect(norm_err(dv, rdv, N * kvd), 1e-5, b, v, "attention_backward (dv)", c->name);
+        {   // Run to run, the same bits: fixed summation orders, no atomics.
+            float *o2 = fmem(N * qd), *l2 = fmem(N * H), *dq2 = fmem(N * qd), *dk2 = fmem(N * kvd), *dv2 = fmem(N * kvd);
+            b->attention_forward(o2, l2, q, k, vv, off, c->len, c->n_seq, H, Hkv, d, NULL, mx, NTH);
+            set(dq2, N * qd, 0.25f), set(dk2, N * kvd, 0.25f), set(dv2, N * kvd, 0.25f);
+            b->attention_backward(dq2, dk2, dv2, dout, out, lse, q, k, vv, off, c->len, c->n_seq, H, Hkv, d, NTH);
+            const bool same = !memcmp(o2, out, sizeof(float) * (size_t)(N * qd)) && !memcmp(l2, lse, sizeof(float) * (size_t)(N * H)) &&
+                              !memcmp(dq2, dq, sizeof(float) * (size_t)(N * qd)) && !memcmp(dk2, dk, sizeof(float) * (size_t)(N * kvd)) &&
+                              !memcmp(dv2, dv, sizeof(float) * (size_t)(N * kvd));
+            expect(same ? 0 : 1, 0, b, v, "attention (twice: same bits)", c->name);
+            free(o2), free(l2), free(dq2), free(dk2), free(dv2);
+        }
         // Finite differences of L = sum dout . out in double at a few elements of q, k, v.
         double fd_ref = 0, fd_be = 0;
         for (int spot = 0; spot < 4; spot++)

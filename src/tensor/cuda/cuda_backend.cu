@@ -283,14 +283,15 @@ static size_t span_bytes(int64_t n, int64_t w, int64_t ld) { return n > 0 ? size
 // CPU's own order and operations (train_graph.c, train_ops.c, lora_gemm.h,
 // train_optim.c), so that a GPU run can be compared bit for bit with the CPU:
 //   - products of a single fused multiply-add chain in k order, then alpha,
-//     then + old (kernel_sgemm's element, gemm.h): attention's scores,
-//     outputs and gradients, the LoRA products (f_chain);
+//     then + old (kernel_sgemm's element, gemm.h): the LoRA products (f_chain);
 //   - the softmaxes' sums and maxima in train_ops.h's 16 lanes (lane l: the
 //     elements i = l mod 16 in increasing i, folded in lane order);
 //   - the reductions over rows (embedding's dE, rmsnorm's dw, LoRA's dA and
-//     dB, attention's dk/dv over the query rows, in blocks of 64 rows and then
-//     over the heads of a group) sequential per output element, in the CPU's
-//     row order; sum_squares by blocks of 65536 as train_sum_squares.
+//     dB) sequential per output element, in the CPU's row order; sum_squares
+//     by blocks of 65536 as train_sum_squares.
+// Attention is the exception: tiled in shared memory with an online softmax
+// (O(T) memory per head, "training attention" below), its own fixed order,
+// equal to the CPU's to fp32 rounding, not bitwise.
 // No floating-point atomics anywhere, so the same inputs give the same bits
 // run to run.  The fp32 linear products and the bf16 products are cuBLAS's
 // (deterministic for a given GPU and toolkit: no atomics mode), whose
@@ -299,14 +300,15 @@ static size_t span_bytes(int64_t n, int64_t w, int64_t ld) { return n > 0 ? size
 // The whole plugin is compiled with --fmad=false: no multiply-add is fused
 // unless written as fmaf, as the CPU's -ffp-contract=off.
 //
-// So a host run of the same code gives the CPU's bits, which
-// test_cuda_train_host checks on machines without a GPU: the element
-// arithmetic that is more than one rounding lives in the __host__ __device__
-// functions below, the kernels are functors over them ("training kernels"),
-// and every op but the cuBLAS ones (linear, the bf16 products) can run its
-// functors on the host (alphaspin_cuda_train_host, cuda_host_check.h).  On a
-// GPU the bits should be the CPU's too wherever no libm function is involved
-// (GELU's tanhf and the log of the log-sum-exps are the device's); that is
+// So a host run of the same code gives the CPU's bits (attention: within
+// test_cuda_train_host's tolerance), which that test checks on machines
+// without a GPU: the element arithmetic that is more than one rounding lives
+// in the __host__ __device__ functions below, the kernels are functors over
+// them ("training kernels"), and every op but the cuBLAS ones (linear, the
+// bf16 products) can run its functors on the host (alphaspin_cuda_train_host,
+// cuda_host_check.h).  On a GPU the bits should be the host run's too
+// wherever no libm function is involved (GELU's tanhf and the log of the
+// log-sum-exps are the device's); that is
 // for test_cuda_backend to confirm (it checks tolerances, not bits).
 
 #define HD __host__ __device__ static inline
@@ -1596,6 +1598,29 @@ template <class F> static void run_blocks(bool host, int64_t nb, int threads, co
     CK_LAUNCH();
 }
 
+// A block body over dynamic shared memory (smem bytes; the tiled attention):
+// f(exec, block, floats).  On the host one buffer serves the blocks in turn.
+template <class F> __global__ void k_tiles(F f) {
+    extern __shared__ float tr_dyn[];
+    f(tr_dev_exec{(int)threadIdx.x, (int)blockDim.x}, (int64_t)blockIdx.x, tr_dyn);
+}
+
+template <class F> static void run_tiles(bool host, int64_t nb, int threads, size_t smem, const F &f, const char *op) {
+    if (nb <= 0) return;
+    if (host) {
+        float *sm = (float *)malloc(smem);
+        if (!sm) die(op, "out of host memory");
+        for (int64_t b = 0; b < nb; b++) f(tr_host_exec{threads}, b, sm);
+        free(sm);
+        return;
+    }
+    if (nb > INT32_MAX) die(op, "%lld blocks", (long long)nb);
+    // Past 48 KiB a kernel must opt in (att_bt keeps smem within the device's opt-in limit).
+    CK(cudaFuncSetAttribute(k_tiles<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_tiles<<<(unsigned)nb, threads, smem>>>(f);
+    CK_LAUNCH();
+}
+
 #define HDF __host__ __device__ void operator()
 
 // A block's softmax statistics over x[0..n) in train_ops.h's lanes: sh->a =
@@ -1813,126 +1838,242 @@ struct f_chain {
     }
 };
 
-#define TR_ATT_THREADS 128
-#define TR_ATT_BLOCK 64 // train_graph.c's ATT_BLOCK: the query rows whose dk/dv sums are added together
+// ---- training attention: flash-style tiles, O(T) memory per head ----
+//
+// A sequence's rows are cut into tiles of bt rows (the last one short); a
+// block holds one query tile (forward, dq) or one key tile (dk, dv) of one
+// head in shared memory and walks the tiles of the other side, so no score
+// matrix exists beyond a bt x bt block.  Rows of d floats are padded to
+// d + 1 in shared memory: the threads of a warp walk keys c with stride
+// d + 1 (distinct banks) and read one query row (a broadcast).
+//   forward: online softmax over key tiles (running max m and sum l per row,
+//     O rescaled by e^(m_old - m_new)), then out = O / l, lse = m + log l;
+//   backward: D_i = dO_i.O_i (f_att_d), P_ij = e^(s_ij - lse_i) recomputed,
+//     dS_ij = P_ij (dO_i.v_j - D_i) scale; dq per query tile over its key
+//     tiles; dk and dv per key tile over the query tiles at and after it,
+//     for each head of the K/V group in head order (so no atomics).
+// Every element is one thread's chain in a fixed order (the host run gives
+// the device's bits, libm's log aside), but not the CPU's order: the CPU
+// normalises p before P V and sums e^x in double, so the two agree to fp32
+// rounding, not bitwise (test_cuda_train_host's tolerance).
 
-// Attention forward, one block per (query row, head) item it = item0 + b:
-// the scores scale (q.k) of the visible keys (one fmaf chain each), the max
-// and the sum of e^(s - max) in the 16 lanes, p = e * (1 / sum), out = sum_j
-// p_j v_j (one fmaf chain per dimension), lse = max + log(sum)
-// (train_attention_forward).  rt0[r], ri[r]: row r's sequence start and
-// position in it; S: ld floats of scores per block.
+#define TR_ATT_THREADS 128
+
+// Per tile: the sequence's first row, its length, the tile's first row in it.
+struct att_tile { int32_t t0, T, i0; };
+
+HD int att_ld(int d) { return d + 1; }
+// Shared floats of each kernel (f_att_fwd, f_att_dq, f_att_dkv's layouts).
+HD int64_t att_fwd_floats(int bt, int d) { return 3 * (int64_t)bt * att_ld(d) + (int64_t)bt * bt + (int64_t)bt * d + 3 * bt; }
+HD int64_t att_dq_floats(int bt, int d) { return 4 * (int64_t)bt * att_ld(d) + (int64_t)bt * bt + (int64_t)bt * d + 2 * bt; }
+HD int64_t att_dkv_floats(int bt, int d) { return 4 * (int64_t)bt * att_ld(d) + 2 * (int64_t)bt * bt + 2 * (int64_t)bt * d + 2 * bt; }
+
+// Thread tid's share of copying n rows of d floats (stride ld_src) into shared rows of att_ld(d).
+HD void att_load(int tid, int nt, float *dst, const float *src, int64_t ld_src, int n, int d) {
+    for (int x = tid; x < n * d; x += nt) dst[(x / d) * att_ld(d) + x % d] = src[(int64_t)(x / d) * ld_src + x % d];
+}
+
+// a.b over d floats, one fused multiply-add chain in order.
+HD float att_dot(const float *a, const float *b, int d) {
+    float acc = 0.0f;
+    for (int e = 0; e < d; e++) acc = fmaf(a[e], b[e], acc);
+    return acc;
+}
+
+// Forward, one block per (query tile, head): blk = tile * H + h.
 struct f_att_fwd {
     float *out, *lse;
     const float *q, *k, *v;
-    const int32_t *rt0, *ri;
-    int64_t item0;
-    int H, group, d;
+    const att_tile *tiles;
+    int H, group, d, bt;
     float scale;
-    float *S;
-    int64_t ld;
-    template <class X> HDF(const X &ex, int64_t b, tr_shared *sh) const {
-        const int64_t it = item0 + b, r = it / H;
-        const int h = (int)(it % H), g = h / group;
-        const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, t0 = rt0[r], i = ri[r], ti = t0 + i, w = i + 1;
-        const float *Q = q + ti * qd + (int64_t)h * d, *K = k + t0 * kvd + (int64_t)g * d, *Vv = v + t0 * kvd + (int64_t)g * d;
-        float *s = S + b * ld;
+    template <class X> HDF(const X &ex, int64_t blk, float *sm) const {
+        const att_tile tl = tiles[blk / H];
+        const int h = (int)(blk % H), g = h / group, ld = att_ld(d);
+        const int nq = tl.T - tl.i0 < bt ? tl.T - tl.i0 : bt;
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, r0 = (int64_t)tl.t0 + tl.i0;
+        const float *K = k + (int64_t)tl.t0 * kvd + (int64_t)g * d, *Vv = v + (int64_t)tl.t0 * kvd + (int64_t)g * d;
+        float *Qs = sm, *Ks = Qs + bt * ld, *Vs = Ks + bt * ld, *S = Vs + bt * ld, *O = S + bt * bt, *m = O + bt * d, *l = m + bt, *al = l + bt;
         ex.phase([&](int tid, int nt) {
-            for (int64_t j = tid; j < w; j += nt) {
-                float acc = 0.0f;
-                for (int e = 0; e < d; e++) acc = fmaf(Q[e], K[j * kvd + e], acc);
-                s[j] = scale * acc;
-            }
+            att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
+            for (int x = tid; x < nq * d; x += nt) O[x] = 0.0f;
+            for (int r = tid; r < nq; r += nt) m[r] = -INFINITY, l[r] = 0.0f;
         });
-        tr_max_exp_sum(ex, sh, s, w, s);
-        ex.phase([&](int l, int) {
-            if (l) return;
-            const double sum = fold_sum(sh->lanes);
-            sh->b = (float)(1.0 / sum);
-            lse[ti * H + h] = sh->a + (float)log(sum);
-        });
-        ex.phase([&](int tid, int nt) {
-            const float inv = sh->b;
-            for (int e = tid; e < d; e += nt) {
-                float acc = 0.0f;
-                for (int64_t j = 0; j < w; j++) acc = fmaf(s[j] * inv, Vv[j * kvd + e], acc);
-                out[ti * qd + (int64_t)h * d + e] = acc;
-            }
-        });
-    }
-};
-
-// Attention backward of one (sequence, head), one block per query row i (T
-// of them): P_ij = e^(scale (q_i.k_j) - lse_i), dS_ij = P_ij (dO_i.v_j - D_i)
-// scale, D_i = dO_i.O_i (a float chain, dot_f), for j <= i, into P and dS
-// (T x T).  Pointers at the sequence's first row and the head's (or its K/V
-// head's) columns; lse at the sequence's first row and the head.
-struct f_att_bwd_p {
-    float *P, *dS;
-    const float *Q, *K, *Vv, *dO, *O, *lse;
-    int64_t qd, kvd, T;
-    int H, d;
-    float scale;
-    template <class X> HDF(const X &ex, int64_t i, tr_shared *sh) const {
-        const float *qi = Q + i * qd, *doi = dO + i * qd;
-        ex.phase([&](int tid, int) {
-            if (tid) return;
-            const float *oi = O + i * qd;
-            float D = 0.0f;
-            for (int e = 0; e < d; e++) D += doi[e] * oi[e];
-            sh->a = D;
-        });
-        ex.phase([&](int tid, int nt) {
-            const float D = sh->a, L = lse[i * H];
-            for (int64_t j = tid; j <= i; j += nt) {
-                float a = 0.0f, b = 0.0f;
-                for (int e = 0; e < d; e++) a = fmaf(qi[e], K[j * kvd + e], a);
-                for (int e = 0; e < d; e++) b = fmaf(doi[e], Vv[j * kvd + e], b);
-                const float p = tr_expf(scale * a - L);
-                P[i * T + j] = p;
-                dS[i * T + j] = p * (b - D) * scale;
-            }
-        });
-    }
-};
-
-// dQ_i += sum_{j <= i} dS_ij k_j (one chain per element, then added).
-struct f_att_bwd_dq {
-    float *dQ;
-    const float *dS, *K;
-    int64_t T, qd, kvd;
-    int d;
-    HDF(int64_t idx) const {
-        const int64_t i = idx / d;
-        const int e = (int)(idx % d);
-        float acc = 0.0f;
-        for (int64_t j = 0; j <= i; j++) acc = fmaf(dS[i * T + j], K[j * kvd + e], acc);
-        dQ[i * qd + e] += acc;
-    }
-};
-
-// dK_j += sum_i dS_ij q_i, dV_j += sum_i P_ij dO_i: per block of 64 query
-// rows from the one holding j, a chain over its rows i >= j, then added (the
-// CPU's block products with beta 1, in block order).
-struct f_att_bwd_dkv {
-    float *dK, *dV;
-    const float *P, *dS, *Q, *dO;
-    int64_t T, qd, kvd;
-    int d;
-    HDF(int64_t idx) const {
-        const int64_t j = idx / d;
-        const int e = (int)(idx % d);
-        float dk = dK[j * kvd + e], dv = dV[j * kvd + e];
-        for (int64_t i0 = j / TR_ATT_BLOCK * TR_ATT_BLOCK; i0 < T; i0 += TR_ATT_BLOCK) {
-            const int64_t i1 = i0 + TR_ATT_BLOCK < T ? i0 + TR_ATT_BLOCK : T;
-            float ak = 0.0f, av = 0.0f;
-            for (int64_t i = i0 > j ? i0 : j; i < i1; i++) {
-                ak = fmaf(dS[i * T + j], Q[i * qd + e], ak);
-                av = fmaf(P[i * T + j], dO[i * qd + e], av);
-            }
-            dk = dk + ak, dv = dv + av;
+        for (int j0 = 0; j0 < tl.i0 + nq; j0 += bt) { // the key tiles some row of the tile sees
+            const int nk = tl.i0 + nq - j0 < bt ? tl.i0 + nq - j0 : bt;
+            ex.phase([&](int tid, int nt) {
+                att_load(tid, nt, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
+                att_load(tid, nt, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            });
+            ex.phase([&](int tid, int nt) { // scores of the visible keys j0 + c <= i0 + r
+                for (int x = tid; x < nq * bt; x += nt) {
+                    const int r = x / bt, c = x % bt;
+                    if (c < nk && j0 + c <= tl.i0 + r) S[x] = scale * att_dot(Qs + r * ld, Ks + c * ld, d);
+                }
+            });
+            ex.phase([&](int tid, int nt) { // per row: new max, p = e^(s - m), rescale of the old sum
+                for (int r = tid; r < nq; r += nt) {
+                    float *s = S + r * bt;
+                    const int w = tl.i0 + r - j0 + 1 < nk ? tl.i0 + r - j0 + 1 : nk; // visible keys of this tile
+                    float mx = m[r];
+                    for (int c = 0; c < w; c++) mx = s[c] > mx ? s[c] : mx;
+                    float sum = 0.0f;
+                    for (int c = 0; c < nk; c++) {
+                        s[c] = c < w ? tr_expf(s[c] - mx) : 0.0f;
+                        sum += s[c];
+                    }
+                    // e^(-inf) is 0, not tr_expf's clamped 1e-38; w <= 0 leaves the row as it was.
+                    const float a = w <= 0 ? 1.0f : m[r] == -INFINITY ? 0.0f : tr_expf(m[r] - mx);
+                    l[r] = l[r] * a + sum, m[r] = w <= 0 ? m[r] : mx, al[r] = a;
+                }
+            });
+            ex.phase([&](int tid, int nt) { // O = a O + P V
+                for (int x = tid; x < nq * d; x += nt) {
+                    const int r = x / d, e = x % d;
+                    float acc = 0.0f;
+                    for (int c = 0; c < nk; c++) acc = fmaf(S[r * bt + c], Vs[c * ld + e], acc);
+                    O[x] = O[x] * al[r] + acc;
+                }
+            });
         }
-        dK[j * kvd + e] = dk, dV[j * kvd + e] = dv;
+        ex.phase([&](int tid, int nt) {
+            for (int x = tid; x < nq * d; x += nt) out[(r0 + x / d) * qd + (int64_t)h * d + x % d] = div_rn(O[x], l[x / d]);
+            for (int r = tid; r < nq; r += nt) lse[(r0 + r) * H + h] = m[r] + (float)log((double)l[r]);
+        });
+    }
+};
+
+// D[t * H + h] = dO.O of row t, head h (a float chain, train_graph.c's dot_f).
+struct f_att_d {
+    float *D;
+    const float *dO, *O;
+    int d;
+    HDF(int64_t idx) const {
+        const float *a = dO + idx * d, *b = O + idx * d;
+        float s = 0.0f;
+        for (int e = 0; e < d; e++) s += a[e] * b[e];
+        D[idx] = s;
+    }
+};
+
+// P_rc and dS_rc of a query row (q, dO, its lse L and D) and a key (k, v).
+HD void att_p_ds(float *p, float *ds, const float *qr, const float *dor, const float *kc, const float *vc, float L, float D, int d, float scale) {
+    const float pp = tr_expf(scale * att_dot(qr, kc, d) - L);
+    *p = pp, *ds = pp * (att_dot(dor, vc, d) - D) * scale;
+}
+
+// dq, one block per (query tile, head): blk = tile * H + h.
+struct f_att_dq {
+    float *dq;
+    const float *q, *k, *v, *dO, *lse, *D;
+    const att_tile *tiles;
+    int H, group, d, bt;
+    float scale;
+    template <class X> HDF(const X &ex, int64_t blk, float *sm) const {
+        const att_tile tl = tiles[blk / H];
+        const int h = (int)(blk % H), g = h / group, ld = att_ld(d);
+        const int nq = tl.T - tl.i0 < bt ? tl.T - tl.i0 : bt;
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)(H / group) * d, r0 = (int64_t)tl.t0 + tl.i0;
+        const float *K = k + (int64_t)tl.t0 * kvd + (int64_t)g * d, *Vv = v + (int64_t)tl.t0 * kvd + (int64_t)g * d;
+        float *Qs = sm, *dOs = Qs + bt * ld, *Ks = dOs + bt * ld, *Vs = Ks + bt * ld, *dS = Vs + bt * ld, *dQ = dS + bt * bt;
+        float *Ls = dQ + bt * d, *Ds = Ls + bt;
+        ex.phase([&](int tid, int nt) {
+            att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
+            att_load(tid, nt, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
+            for (int x = tid; x < nq * d; x += nt) dQ[x] = 0.0f;
+            for (int r = tid; r < nq; r += nt) Ls[r] = lse[(r0 + r) * H + h], Ds[r] = D[(r0 + r) * H + h];
+        });
+        for (int j0 = 0; j0 < tl.i0 + nq; j0 += bt) {
+            const int nk = tl.i0 + nq - j0 < bt ? tl.i0 + nq - j0 : bt;
+            ex.phase([&](int tid, int nt) {
+                att_load(tid, nt, Ks, K + (int64_t)j0 * kvd, kvd, nk, d);
+                att_load(tid, nt, Vs, Vv + (int64_t)j0 * kvd, kvd, nk, d);
+            });
+            ex.phase([&](int tid, int nt) {
+                for (int x = tid; x < nq * bt; x += nt) {
+                    const int r = x / bt, c = x % bt;
+                    float p = 0.0f, ds = 0.0f;
+                    if (c < nk && j0 + c <= tl.i0 + r)
+                        att_p_ds(&p, &ds, Qs + r * ld, dOs + r * ld, Ks + c * ld, Vs + c * ld, Ls[r], Ds[r], d, scale);
+                    dS[x] = ds;
+                }
+            });
+            ex.phase([&](int tid, int nt) { // dQ += dS K
+                for (int x = tid; x < nq * d; x += nt) {
+                    const int r = x / d, e = x % d;
+                    float acc = 0.0f;
+                    for (int c = 0; c < nk; c++) acc = fmaf(dS[r * bt + c], Ks[c * ld + e], acc);
+                    dQ[x] = dQ[x] + acc;
+                }
+            });
+        }
+        ex.phase([&](int tid, int nt) {
+            for (int x = tid; x < nq * d; x += nt) {
+                float *o = dq + (r0 + x / d) * qd + (int64_t)h * d + x % d;
+                *o = *o + dQ[x];
+            }
+        });
+    }
+};
+
+// dk and dv, one block per (key tile, K/V head): blk = tile * Hkv + g.  The
+// heads of the group in order, each over the query tiles from this one on
+// (earlier queries do not see these keys).
+struct f_att_dkv {
+    float *dk, *dv;
+    const float *q, *k, *v, *dO, *lse, *D;
+    const att_tile *tiles;
+    int H, group, d, bt;
+    float scale;
+    template <class X> HDF(const X &ex, int64_t blk, float *sm) const {
+        const int Hkv = H / group;
+        const att_tile tl = tiles[blk / Hkv];
+        const int g = (int)(blk % Hkv), ld = att_ld(d), j0 = tl.i0;
+        const int nk = tl.T - tl.i0 < bt ? tl.T - tl.i0 : bt;
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, k0 = (int64_t)tl.t0 + j0;
+        float *Ks = sm, *Vs = Ks + bt * ld, *Qs = Vs + bt * ld, *dOs = Qs + bt * ld, *P = dOs + bt * ld, *dS = P + bt * bt;
+        float *dK = dS + bt * bt, *dV = dK + bt * d, *Ls = dV + bt * d, *Ds = Ls + bt;
+        ex.phase([&](int tid, int nt) {
+            att_load(tid, nt, Ks, k + k0 * kvd + (int64_t)g * d, kvd, nk, d);
+            att_load(tid, nt, Vs, v + k0 * kvd + (int64_t)g * d, kvd, nk, d);
+            for (int x = tid; x < nk * d; x += nt) dK[x] = dV[x] = 0.0f;
+        });
+        for (int h = g * group; h < (g + 1) * group; h++)
+            for (int i0 = j0; i0 < tl.T; i0 += bt) {
+                const int nq = tl.T - i0 < bt ? tl.T - i0 : bt;
+                const int64_t r0 = (int64_t)tl.t0 + i0;
+                ex.phase([&](int tid, int nt) {
+                    att_load(tid, nt, Qs, q + r0 * qd + (int64_t)h * d, qd, nq, d);
+                    att_load(tid, nt, dOs, dO + r0 * qd + (int64_t)h * d, qd, nq, d);
+                    for (int r = tid; r < nq; r += nt) Ls[r] = lse[(r0 + r) * H + h], Ds[r] = D[(r0 + r) * H + h];
+                });
+                ex.phase([&](int tid, int nt) {
+                    for (int x = tid; x < nq * bt; x += nt) {
+                        const int r = x / bt, c = x % bt;
+                        float p = 0.0f, ds = 0.0f;
+                        if (c < nk && j0 + c <= i0 + r)
+                            att_p_ds(&p, &ds, Qs + r * ld, dOs + r * ld, Ks + c * ld, Vs + c * ld, Ls[r], Ds[r], d, scale);
+                        P[x] = p, dS[x] = ds;
+                    }
+                });
+                ex.phase([&](int tid, int nt) { // dK += dS^T Q, dV += P^T dO
+                    for (int x = tid; x < nk * d; x += nt) {
+                        const int c = x / d, e = x % d;
+                        float ak = 0.0f, av = 0.0f;
+                        for (int r = 0; r < nq; r++) {
+                            ak = fmaf(dS[r * bt + c], Qs[r * ld + e], ak);
+                            av = fmaf(P[r * bt + c], dOs[r * ld + e], av);
+                        }
+                        dK[x] = dK[x] + ak, dV[x] = dV[x] + av;
+                    }
+                });
+            }
+        ex.phase([&](int tid, int nt) {
+            for (int x = tid; x < nk * d; x += nt) {
+                const int64_t o = (k0 + x / d) * kvd + (int64_t)g * d + x % d;
+                dk[o] = dk[o] + dK[x], dv[o] = dv[o] + dV[x];
+            }
+        });
     }
 };
 
@@ -2098,83 +2239,94 @@ static void rope_run(bool host, float *x, int64_t N, int n_heads, int d, int n_r
     t_out(host, x, dx, FB(n), op);
 }
 
-// The rows the sequences cover (n_rows: the end of the last one) and the longest.
-static void att_extent(const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int64_t *n_rows, int64_t *covered, int64_t *longest,
-                       const char *op) {
-    *n_rows = 0, *covered = 0, *longest = 0;
+// The tiles of the sequences (each cut into tiles of bt rows, the last one
+// short; malloc'd) and n_rows, the end of the last sequence.
+static att_tile *att_tiles_of(const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int bt, int64_t *n_tiles, int64_t *n_rows,
+                              const char *op) {
+    *n_tiles = 0, *n_rows = 0;
     for (int32_t b = 0; b < n_seq; b++) {
         if (seq_off[b] < 0 || seq_len[b] < 0) die(op, "sequence %d: offset %d, length %d", (int)b, (int)seq_off[b], (int)seq_len[b]);
         const int64_t end = (int64_t)seq_off[b] + seq_len[b];
         *n_rows = end > *n_rows ? end : *n_rows;
-        *covered += seq_len[b];
-        *longest = seq_len[b] > *longest ? seq_len[b] : *longest;
+        *n_tiles += (seq_len[b] + bt - 1) / bt;
     }
+    att_tile *t = (att_tile *)malloc(sizeof(att_tile) * (size_t)(*n_tiles > 0 ? *n_tiles : 1));
+    if (!t) die(op, "out of host memory");
+    int64_t n = 0;
+    for (int32_t b = 0; b < n_seq; b++)
+        for (int32_t i0 = 0; i0 < seq_len[b]; i0 += bt) t[n++] = att_tile{seq_off[b], seq_len[b], i0};
+    return t;
+}
+
+// Rows per tile: 32, or 16 past head_dim 128 (shared memory grows as bt d:
+// about 105 KB for f_att_dkv at d 128 and at d 256), halved while f_att_dkv,
+// the largest, exceeds what the device lets a block opt in to.  The host run
+// takes the same rule (no limit), so it follows a GPU's order wherever the
+// rule fits (sm_80 and later).
+static int att_bt(bool host, int d, const char *op) {
+    int bt = d <= 128 ? 32 : 16;
+    if (host) return bt;
+    int dev, lim;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&lim, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    while (bt > 1 && FB(att_dkv_floats(bt, d)) > (size_t)lim) bt /= 2;
+    if (FB(att_dkv_floats(bt, d)) > (size_t)lim)
+        die(op, "head_dim %d: a 1-row tile needs %zu bytes of shared memory, the device allows %d", d, FB(att_dkv_floats(1, d)), lim);
+    return bt;
 }
 
 static void attention_forward_run(bool host, float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
                                   const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d) {
     const char *op = "attention_forward";
     if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
-    int64_t n_rows, covered, ld;
-    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &ld, op);
-    if (covered == 0) return;
-    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d, n_items = covered * H;
-    int32_t *rt0 = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered), *ri = (int32_t *)malloc(sizeof(int32_t) * (size_t)covered);
-    if (!rt0 || !ri) die(op, "out of host memory");
-    for (int32_t b = 0, r = 0; b < n_seq; b++)
-        for (int32_t i = 0; i < seq_len[b]; i++, r++) rt0[r] = seq_off[b], ri[r] = i;
-    float *dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
-    float *dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op);
-    // out and lse in place (rows outside every sequence keep their values).
-    float *dout = (float *)t_in(host, 3, out, FB(n_rows * qd), op), *dl = (float *)t_in(host, 4, lse, FB(n_rows * H), op);
-    int32_t *drt0 = (int32_t *)t_in(host, 5, rt0, sizeof(int32_t) * (size_t)covered, op);
-    int32_t *dri = (int32_t *)t_in(host, 6, ri, sizeof(int32_t) * (size_t)covered, op);
-    // Score rows of ld floats, at most 2^24 floats of them per launch.
-    const int64_t per = ((int64_t)1 << 24) / ld > 1 ? ((int64_t)1 << 24) / ld : 1, chunk = per < n_items ? per : n_items;
-    float *S = (float *)t_tmp(host, 7, FB(chunk * ld), op);
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int64_t it = 0; it < n_items; it += chunk) {
-        const int64_t nb = n_items - it < chunk ? n_items - it : chunk;
-        run_blocks(host, nb, TR_ATT_THREADS, f_att_fwd{dout, dl, dq, dk, dv, drt0, dri, it, H, H / Hkv, d, scale, S, ld}, op);
+    const int bt = att_bt(host, d, op);
+    int64_t n_tiles, n_rows;
+    att_tile *tiles = att_tiles_of(seq_off, seq_len, n_seq, bt, &n_tiles, &n_rows, op);
+    if (n_tiles > 0) {
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
+        float *dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+        float *dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op);
+        // out and lse in place (rows outside every sequence keep their values).
+        float *dout = (float *)t_in(host, 3, out, FB(n_rows * qd), op), *dl = (float *)t_in(host, 4, lse, FB(n_rows * H), op);
+        const att_tile *dt = (const att_tile *)t_in(host, 5, tiles, sizeof(att_tile) * (size_t)n_tiles, op);
+        run_tiles(host, n_tiles * H, TR_ATT_THREADS, FB(att_fwd_floats(bt, d)),
+                  f_att_fwd{dout, dl, dq, dk, dv, dt, H, H / Hkv, d, bt, 1.0f / sqrtf((float)d)}, op);
+        t_out(host, out, dout, FB(n_rows * qd), op);
+        t_out(host, lse, dl, FB(n_rows * H), op);
     }
-    t_out(host, out, dout, FB(n_rows * qd), op);
-    t_out(host, lse, dl, FB(n_rows * H), op);
-    free(rt0), free(ri);
+    free(tiles);
 }
 
-// Per (sequence, head), sequences in order, heads in order (so the heads of
-// a K/V group add into its dk/dv one after the other, as the CPU's): P and
-// dS of the head (T x T), then dq, then dk and dv.
+// D for every row (gap rows too: unread), then dq by query tiles, then dk
+// and dv by key tiles; beyond the operands, O(T) memory (D and the tiles).
 static void attention_backward_run(bool host, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                                    const float *q, const float *k, const float *v, const int32_t *seq_off, const int32_t *seq_len,
                                    int32_t n_seq, int H, int Hkv, int d) {
     const char *op = "attention_backward";
     if (H <= 0 || Hkv <= 0 || H % Hkv || d <= 0) die(op, "%d heads over %d KV heads of %d", H, Hkv, d);
-    int64_t n_rows, covered, T_max;
-    att_extent(seq_off, seq_len, n_seq, &n_rows, &covered, &T_max, op);
-    if (covered == 0) return;
-    const int group = H / Hkv;
-    const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
-    const float scale = 1.0f / sqrtf((float)d);
-    float *Dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *Dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
-    float *Dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op), *DdO = (float *)t_in(host, 3, dout, FB(n_rows * qd), op);
-    float *DO = (float *)t_in(host, 4, out, FB(n_rows * qd), op), *Dl = (float *)t_in(host, 5, lse, FB(n_rows * H), op);
-    float *Ddq = (float *)t_in(host, 6, dq, FB(n_rows * qd), op), *Ddk = (float *)t_in(host, 7, dk, FB(n_rows * kvd), op);
-    float *Ddv = (float *)t_in(host, 8, dv, FB(n_rows * kvd), op);
-    float *P = (float *)t_tmp(host, 9, FB(2 * T_max * T_max), op), *dS = P + T_max * T_max;
-    for (int32_t b = 0; b < n_seq; b++) {
-        const int64_t t0 = seq_off[b], T = seq_len[b];
-        for (int h = 0; h < H && T > 0; h++) {
-            const int64_t gq = t0 * qd + (int64_t)h * d, gk = t0 * kvd + (int64_t)(h / group) * d;
-            run_blocks(host, T, TR_ATT_THREADS, f_att_bwd_p{P, dS, Dq + gq, Dk + gk, Dv + gk, DdO + gq, DO + gq, Dl + t0 * H + h, qd, kvd, T, H, d, scale},
-                       op);
-            run_each(host, T * d, f_att_bwd_dq{Ddq + gq, dS, Dk + gk, T, qd, kvd, d}, op);
-            run_each(host, T * d, f_att_bwd_dkv{Ddk + gk, Ddv + gk, P, dS, Dq + gq, DdO + gq, T, qd, kvd, d}, op);
-        }
+    const int bt = att_bt(host, d, op);
+    int64_t n_tiles, n_rows;
+    att_tile *tiles = att_tiles_of(seq_off, seq_len, n_seq, bt, &n_tiles, &n_rows, op);
+    if (n_tiles > 0) {
+        const int64_t qd = (int64_t)H * d, kvd = (int64_t)Hkv * d;
+        const float scale = 1.0f / sqrtf((float)d);
+        float *Dq = (float *)t_in(host, 0, q, FB(n_rows * qd), op), *Dk = (float *)t_in(host, 1, k, FB(n_rows * kvd), op);
+        float *Dv = (float *)t_in(host, 2, v, FB(n_rows * kvd), op), *DdO = (float *)t_in(host, 3, dout, FB(n_rows * qd), op);
+        float *DO = (float *)t_in(host, 4, out, FB(n_rows * qd), op), *Dl = (float *)t_in(host, 5, lse, FB(n_rows * H), op);
+        float *Ddq = (float *)t_in(host, 6, dq, FB(n_rows * qd), op), *Ddk = (float *)t_in(host, 7, dk, FB(n_rows * kvd), op);
+        float *Ddv = (float *)t_in(host, 8, dv, FB(n_rows * kvd), op);
+        const att_tile *dt = (const att_tile *)t_in(host, 9, tiles, sizeof(att_tile) * (size_t)n_tiles, op);
+        float *D = (float *)t_tmp(host, 10, FB(n_rows * H), op);
+        run_each(host, n_rows * H, f_att_d{D, DdO, DO, d}, op);
+        run_tiles(host, n_tiles * H, TR_ATT_THREADS, FB(att_dq_floats(bt, d)),
+                  f_att_dq{Ddq, Dq, Dk, Dv, DdO, Dl, D, dt, H, H / Hkv, d, bt, scale}, op);
+        run_tiles(host, n_tiles * Hkv, TR_ATT_THREADS, FB(att_dkv_floats(bt, d)),
+                  f_att_dkv{Ddk, Ddv, Dq, Dk, Dv, DdO, Dl, D, dt, H, H / Hkv, d, bt, scale}, op);
+        t_out(host, dq, Ddq, FB(n_rows * qd), op);
+        t_out(host, dk, Ddk, FB(n_rows * kvd), op);
+        t_out(host, dv, Ddv, FB(n_rows * kvd), op);
     }
-    t_out(host, dq, Ddq, FB(n_rows * qd), op);
-    t_out(host, dk, Ddk, FB(n_rows * kvd), op);
-    t_out(host, dv, Ddv, FB(n_rows * kvd), op);
+    free(tiles);
 }
 
 static void glu_forward_run(bool host, float *h, const float *gg, const float *u, int64_t n, bool gelu) {
@@ -2557,7 +2709,7 @@ static void cu_rope_backward(float *dx, int64_t N, int n_heads, int d, int n_rot
     rope_run(false, dx, N, n_heads, d, n_rot, neox, cs, sn, -1.0f, "rope_backward");
 }
 
-// scratch and max_len unused: the scores live in device scratch sized by the longest sequence.
+// scratch and max_len unused: the tiled kernels keep no score matrix.
 static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seq_off,
                                  const int32_t *seq_len, int32_t n_seq, int H, int Hkv, int d, float *scratch, int64_t max_len, int nth) {
     (void)scratch, (void)max_len, (void)nth;

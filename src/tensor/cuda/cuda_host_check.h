@@ -12,7 +12,8 @@
 // by block).  These entries are the host runs, in an as_backend table, so a test compares the CUDA
 // backend's arithmetic, index arithmetic, operand layout and composition with
 // the CPU backend (bit for bit: they are the same operations in the same
-// order).  What only a GPU can check: kernel launches and barriers, the
+// order; attention within a tolerance, its tiles summing in another order).
+// What only a GPU can check: kernel launches, barriers and shared memory, the
 // copies, cuBLAS (linear, bf16 products, which have no host run here), and
 // the device's libm (tanhf of GELU, log of a log-sum-exp).
 //
