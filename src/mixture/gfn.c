@@ -8,6 +8,7 @@
 
 #include "mixture/mixture.h"
 #include "tensor/backend.h"
+#include "train/checkpoint.h"
 #include "train/loop.h"
 #include "util/common.h"
 #include "util/rng.h"
@@ -50,6 +51,22 @@ int gfn_config_check(const gfn_config *c, int32_t n_vocab) {
         !(c->explore_temp_high >= c->explore_temp_low))
         return as_error("gfn: explore_prob must be in [0, 1] and 0 < explore_temp_low <= explore_temp_high");
     return AS_OK;
+}
+
+char *gfn_config_text(const gfn_config *c) {
+    const optim_config *o = &c->optim;
+    as_sbuf b = {0};
+    as_sb_printf(&b, "alpha=%.9g\nmax-new-tokens=%d\nend-token=%d\nsteps=%d\nprompts-per-step=%d\nsamples-per-prompt=%d\n", (double)c->alpha,
+                 c->max_new_tokens, c->end_id, c->steps, c->prompts_per_step, c->samples_per_prompt);
+    as_sb_printf(&b, "micro-batch=%d\nsample-batch=%d\nreward-temp=%.9g:%.9g:%d\nlambda=%.9g\nbuffer-size=%d\nreplay-prob=%.9g\n", c->micro_batch,
+                 c->sample_batch, (double)c->reward_temp_start, (double)c->reward_temp_end, c->reward_temp_horizon, (double)c->subtb_lambda,
+                 c->buffer_size, (double)c->replay_prob);
+    as_sb_printf(&b, "explore=%.9g:%.9g:%.9g\nseed=%llu\nprecision=%s\nlr=%.9g\n", (double)c->explore_prob, (double)c->explore_temp_low,
+                 (double)c->explore_temp_high, (unsigned long long)c->seed, kernel_precision_name(c->precision), (double)o->lr);
+    as_sb_printf(&b, "optimizer=%d betas=%.9g,%.9g eps=%.9g alpha=%.9g momentum=%.9g weight-decay=%.9g schedule=%d warmup=%.17g clip=%.9g\n",
+                 (int)o->kind, (double)o->beta1, (double)o->beta2, (double)o->eps, (double)o->alpha, (double)o->momentum,
+                 (double)o->weight_decay, (int)o->schedule, o->warmup_ratio, (double)o->max_grad_norm);
+    return b.s;
 }
 
 // ---- the loss ----
@@ -288,6 +305,11 @@ typedef struct gfn_run {
     double temp_r, temp_x, loss, sum_r, sum_len;
     gfn_step_fn on_step;
     void *user;
+    const gfn_checkpoint *ck;
+    char *options;              // gfn_config_text + ck->options: what the state must have been saved with
+    // The buffers flattened for a save (gfn_state_write; freed after it or at the end).
+    int32_t *flat_count, *flat_m, *flat_trunc, *flat_ids;
+    double *flat_logr;
 } gfn_run;
 
 // The step's trajectories (replayed, or fresh from the tempered sampler with
@@ -368,23 +390,174 @@ static int gfn_step_done(void *user, const train_loop_step *s) {
     return AS_OK;
 }
 
+// ---- the state beside the training loop's (gfn.h, gfn_checkpoint) ----
+
+// Tensors: the prompt order; per prompt its buffer's count; per entry, slot by
+// slot, its length and truncation; the entries' tokens and log-rewards back to
+// back.  Metadata: the position in the order and the options.
+enum { GFN_STATE_TENSORS = 6 };
+
+static void flat_free(gfn_run *r) {
+    free(r->flat_count), free(r->flat_m), free(r->flat_trunc), free(r->flat_ids), free(r->flat_logr);
+    r->flat_count = r->flat_m = r->flat_trunc = r->flat_ids = NULL, r->flat_logr = NULL;
+}
+
+static void gfn_state_write(void *user, st_writer *w) {
+    gfn_run *r = user;
+    flat_free(r);
+    int64_t ne = 0, nid = 0;
+    for (int64_t i = 0; i < r->n_prompts; i++)
+        for (int32_t j = 0; j < r->bufs[i].n; j++) ne++, nid += r->bufs[i].e[j].m;
+    r->flat_count = as_malloc(sizeof(int32_t) * (size_t)r->n_prompts);
+    r->flat_m = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(ne, 1)), r->flat_trunc = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(ne, 1));
+    r->flat_ids = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(nid, 1)), r->flat_logr = as_malloc(sizeof(double) * (size_t)AS_MAX(nid + ne, 1));
+    int64_t e = 0, at = 0;
+    for (int64_t i = 0; i < r->n_prompts; i++) {
+        r->flat_count[i] = r->bufs[i].n;
+        for (int32_t j = 0; j < r->bufs[i].n; j++, e++) {
+            const buf_entry *b = &r->bufs[i].e[j];
+            r->flat_m[e] = b->m, r->flat_trunc[e] = b->truncated;
+            memcpy(r->flat_ids + at, b->ids, sizeof(int32_t) * (size_t)b->m);
+            memcpy(r->flat_logr + at + e, b->logr, sizeof(double) * (size_t)(b->m + 1));
+            at += b->m;
+        }
+    }
+    st_writer_add(w, "gfn.order", ST_I64, 1, (int64_t[]){r->n_prompts}, r->order);
+    st_writer_add(w, "gfn.buffer_count", ST_I32, 1, (int64_t[]){r->n_prompts}, r->flat_count);
+    st_writer_add(w, "gfn.buffer_len", ST_I32, 1, (int64_t[]){ne}, r->flat_m);
+    st_writer_add(w, "gfn.buffer_truncated", ST_I32, 1, (int64_t[]){ne}, r->flat_trunc);
+    st_writer_add(w, "gfn.buffer_ids", ST_I32, 1, (int64_t[]){nid}, r->flat_ids);
+    st_writer_add(w, "gfn.buffer_logr", ST_F64, 1, (int64_t[]){nid + ne}, r->flat_logr);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)r->cursor);
+    st_writer_set_metadata(w, "gfn.cursor", buf);
+    st_writer_set_metadata(w, "gfn.options", r->options);
+}
+
+// A tensor of the state: dtype and length as expected, or one error line.
+// Its bytes: a tensor after an odd number of floats is not 8-byte aligned,
+// so elements are read with memcpy.
+static const uint8_t *state_tensor(const st_file *f, const char *name, st_dtype dt, int64_t n) {
+    const st_tensor *t = st_find(f, name);
+    if (!t) return as_error("%s: tensor %s is missing", f->path, name), NULL;
+    if (t->dtype != dt || t->n_dims != 1 || t->shape[0] != n)
+        return as_error("%s: tensor %s: expected %lld values of its type", f->path, name, (long long)n), NULL;
+    return t->data;
+}
+
+static int64_t i64_at(const uint8_t *p, int64_t i) {
+    int64_t v;
+    memcpy(&v, p + 8 * i, sizeof v);
+    return v;
+}
+
+static int32_t i32_at(const uint8_t *p, int64_t i) {
+    int32_t v;
+    memcpy(&v, p + 4 * i, sizeof v);
+    return v;
+}
+
+// The first line of `have` that `want` lacks, as "key=value" (into out).
+static void first_difference(const char *have, const char *want, char *out, size_t n) {
+    while (*have && *want) {
+        const size_t lh = strcspn(have, "\n"), lw = strcspn(want, "\n");
+        if (lh != lw || memcmp(have, want, lh)) break;
+        have += lh + (have[lh] != 0), want += lw + (want[lw] != 0);
+    }
+    snprintf(out, n, "%.*s", (int)strcspn(have, "\n"), *have ? have : "(nothing)");
+}
+
+static int gfn_state_read(void *user, const st_file *f) {
+    gfn_run *r = user;
+    const char *opts = st_metadata(f, "gfn.options"), *cur = st_metadata(f, "gfn.cursor");
+    if (!opts) return as_error("%s: not a gfn-train state (no gfn.options)", f->path);
+    if (strcmp(opts, r->options)) {
+        char was[256], now[256];
+        first_difference(opts, r->options, was, sizeof was);
+        first_difference(r->options, opts, now, sizeof now);
+        return as_error("%s: saved by a run with %s, this one has %s (rerun with the same options, or remove the file to start over)", f->path,
+                        was, now);
+    }
+    const int64_t np = r->n_prompts;
+    char *end = NULL;
+    const long long cursor = cur ? strtoll(cur, &end, 10) : -1;
+    if (!cur || *end || cursor < 0 || cursor > np) return as_error("%s: metadata gfn.cursor missing or outside [0, %lld]", f->path, (long long)np);
+    const uint8_t *order = state_tensor(f, "gfn.order", ST_I64, np), *count = state_tensor(f, "gfn.buffer_count", ST_I32, np);
+    if (!order || !count) return AS_FAIL;
+    // A permutation, and buffers within their capacity.
+    bool *seen = as_calloc((size_t)np, sizeof(bool));
+    int64_t ne = 0;
+    int rc = AS_OK;
+    for (int64_t i = 0; i < np && rc == AS_OK; i++) {
+        const int64_t o = i64_at(order, i);
+        const int32_t k = i32_at(count, i);
+        if (o < 0 || o >= np || seen[o]) rc = as_error("%s: tensor gfn.order is not a permutation of the %lld prompts", f->path, (long long)np);
+        else if (k < 0 || k > r->c->buffer_size) rc = as_error("%s: tensor gfn.buffer_count: %d answers for prompt %lld", f->path, k, (long long)i);
+        else seen[o] = true, ne += k;
+    }
+    free(seen);
+    if (rc) return AS_FAIL;
+    const uint8_t *len = state_tensor(f, "gfn.buffer_len", ST_I32, ne), *trunc = len ? state_tensor(f, "gfn.buffer_truncated", ST_I32, ne) : NULL;
+    if (!len || !trunc) return AS_FAIL;
+    int64_t nid = 0;
+    for (int64_t e = 0; e < ne; e++) {
+        const int32_t m = i32_at(len, e), t = i32_at(trunc, e);
+        if (m < 0 || m > r->c->max_new_tokens || (t != 0 && t != 1))
+            return as_error("%s: tensor gfn.buffer_len/truncated: entry %lld is not an answer of at most %d tokens", f->path, (long long)e,
+                            r->c->max_new_tokens);
+        nid += m;
+    }
+    const uint8_t *ids = state_tensor(f, "gfn.buffer_ids", ST_I32, nid), *logr = ids ? state_tensor(f, "gfn.buffer_logr", ST_F64, nid + ne) : NULL;
+    if (!ids || !logr) return AS_FAIL;
+    for (int64_t i = 0; i < nid; i++) {
+        const int32_t id = i32_at(ids, i);
+        if (id < 0 || id >= r->m->cfg.n_vocab) return as_error("%s: tensor gfn.buffer_ids: token %d outside the vocabulary", f->path, id);
+    }
+    // All checked: the order, the position in it and the buffers are the file's.
+    memcpy(r->order, order, sizeof(int64_t) * (size_t)np);
+    r->cursor = cursor;
+    int64_t e = 0, at = 0;
+    for (int64_t i = 0; i < np; i++) {
+        buf *b = &r->bufs[i];
+        for (int32_t j = 0; j < b->n; j++) free(b->e[j].ids), free(b->e[j].logr);
+        b->n = i32_at(count, i);
+        for (int32_t j = 0; j < b->n; j++, e++) {
+            buf_entry *x = &b->e[j];
+            x->m = i32_at(len, e), x->truncated = i32_at(trunc, e) != 0;
+            x->ids = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(x->m, 1));
+            memcpy(x->ids, ids + 4 * at, sizeof(int32_t) * (size_t)x->m);
+            x->logr = as_malloc(sizeof(double) * (size_t)(x->m + 1));
+            memcpy(x->logr, logr + 8 * (at + e), sizeof(double) * (size_t)(x->m + 1));
+            at += x->m;
+        }
+    }
+    return AS_OK;
+}
+
+// The loop's save hooks, passed on to the caller's.
+static int gfn_save(void *user, const train_loop_step *s) {
+    const gfn_run *r = user;
+    return r->ck->save ? r->ck->save(r->ck->user, s->step) : AS_OK;
+}
+
+static void gfn_saved(void *user, const train_loop_step *s) {
+    gfn_run *r = user;
+    flat_free(r);
+    if (r->ck->saved) r->ck->saved(r->ck->user, s->step);
+}
+
 int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_lora *lora_0, const gfn_config *c,
-              const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, gfn_step_fn on_step, void *user) {
+              const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, const gfn_checkpoint *ck, gfn_step_fn on_step,
+              void *user) {
     if (gfn_config_check(c, m->cfg.n_vocab)) return AS_FAIL;
     if (!tm->lora) return as_error("gfn: the training model has no sampler adapters");
     if (n_prompts < 1) return as_error("gfn: no prompts");
     if (tm->cfg.n_vocab != m->cfg.n_vocab || tm->cfg.n_layer != m->cfg.n_layer || tm->cfg.n_embd != m->cfg.n_embd)
         return as_error("gfn: the training model and the inference model differ");
     train_set_adapters(tm, true);
-    const train_loop_config lc = {.n_items = 0, .max_steps = c->steps, .optim = c->optim};
-    train_loop loop;
-    if (train_loop_init(&loop, tm, &lc, NULL)) {
-        train_loop_free(&loop);
-        return AS_FAIL;
-    }
     const int64_t per_step = (int64_t)c->prompts_per_step * c->samples_per_prompt;
     gfn_run r = {.m = m, .tm = tm, .lora_t = lora_t, .lora_0 = lora_0, .c = c, .prompt = prompt, .n_prompt = n_prompt,
-                 .n_prompts = n_prompts, .on_step = on_step, .user = user};
+                 .n_prompts = n_prompts, .on_step = on_step, .user = user, .ck = ck};
     train_lora_view(tm->lora, &r.view);
     as_rng_seed(&r.rng, c->seed);
     r.order = as_malloc(sizeof(int64_t) * (size_t)n_prompts);
@@ -398,15 +571,33 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
     r.snp = as_malloc(sizeof(int64_t) * (size_t)per_step);
     r.sprompt = as_malloc(sizeof(int64_t) * (size_t)per_step);
     r.samples = as_calloc((size_t)per_step, sizeof(mixture_sample));
-    const train_loop_fns fns = {.micro = gfn_micro, .step_done = gfn_step_done, .user = &r};
-    const int rc = train_loop_run(&loop, &fns);
+    // The loop over the sampler's adapters, with gfn's stream as its data-order
+    // stream and the rest of gfn's state beside its own; resuming, all of it
+    // comes back from the file.
+    const train_state_extra extra = {.write = gfn_state_write, .read = gfn_state_read, .n_tensors = GFN_STATE_TENSORS, .user = &r};
+    train_loop_config lc = {.n_items = 0, .max_steps = c->steps, .optim = c->optim};
+    if (ck) {
+        char *text = gfn_config_text(c);
+        as_sbuf o = {0};
+        as_sb_printf(&o, "%s%s", text, ck->options ? ck->options : "");
+        free(text);
+        r.options = o.s;
+        lc.state_path = ck->path, lc.resume = ck->resume, lc.save_every = ck->every, lc.extra = &extra;
+    }
+    train_loop loop;
+    int rc = train_loop_init(&loop, tm, &lc, &r.rng);
+    if (rc == AS_OK && ck && ck->started) rc = ck->started(ck->user, loop.step);
+    const train_loop_fns fns = {.micro = gfn_micro, .step_done = gfn_step_done, .save = ck ? gfn_save : NULL, .saved = ck ? gfn_saved : NULL,
+                                .user = &r};
+    if (rc == AS_OK) rc = train_loop_run(&loop, &fns);
     for (int64_t f = 0; f < per_step; f++) free(r.owned_ids[f]), free(r.owned_logr[f]), mixture_sample_free(&r.samples[f]);
     for (int64_t i = 0; i < n_prompts; i++) {
         for (int32_t j = 0; j < r.bufs[i].n; j++) free(r.bufs[i].e[j].ids), free(r.bufs[i].e[j].logr);
         free(r.bufs[i].e);
     }
     free(r.bufs), free(r.order), free(r.traj), free(r.owned_logr), free(r.owned_ids), free(r.sp), free(r.snp), free(r.sprompt);
-    free(r.samples);
+    free(r.samples), free(r.options);
+    flat_free(&r);
     train_loop_free(&loop);
     return rc;
 }

@@ -65,6 +65,9 @@ typedef struct gfn_config {
 // 2 prompts x 8 answers per step (the reference: 20), micro-batch 4.
 void gfn_config_default(gfn_config *c);
 int gfn_config_check(const gfn_config *c, int32_t n_vocab);
+// Every setting as "key=value" lines (floats to the last bit; the caller
+// frees): what a resumed run must share with the one that saved the state.
+char *gfn_config_text(const gfn_config *c);
 
 // One trajectory: prompt, then m tokens that are not END; truncated when it
 // stopped at max_new_tokens without END.
@@ -111,12 +114,38 @@ typedef struct gfn_step_stats {
 } gfn_step_stats;
 typedef void (*gfn_step_fn)(void *user, const gfn_step_stats *s);
 
+// Saving and resuming.  The state (ck->path) is train/checkpoint.h's training
+// state, whose data-order stream is gfn's own (prompt order, replay,
+// exploration and sampling seeds), with beside it under the same checksum: the
+// prompt order and the position in it, every replay buffer (answers and their
+// untempered log-rewards, slot by slot), and `options`.  Saved after every
+// `every` steps and after the last; a resumed run continues bitwise as the
+// uninterrupted one (for a thread count).
+typedef struct gfn_checkpoint {
+    const char *path;
+    int64_t every;       // steps between saves (0: only after the last step)
+    bool resume;         // continue from path, which must exist
+    // What the run depends on beyond gfn_config_text (model, data, adapters),
+    // as "key=value" lines; the state keeps both, and a resume whose lines
+    // differ is refused naming the first that does.
+    const char *options;
+    // Before the first step this process runs (first_step steps are done), once
+    // the state is read back: where the caller opens (or cuts back) its log.
+    int (*started)(void *user, int64_t first_step);
+    // The outputs the state goes with, written before it (may be NULL).
+    int (*save)(void *user, int64_t step);
+    // After the state is written (may be NULL): the resume tests' kill switch.
+    void (*saved)(void *user, int64_t step);
+    void *user;
+} gfn_checkpoint;
+
 // Trains the adapters attached to tm (the sampler; tm's base must be the
 // same weights as m's) to sample the geometric mixture of pi_t (m with
 // lora_t) and pi_0 (m with lora_0) for these prompts, c->steps optimizer
-// steps of the training loop (train/loop.h; no training state is saved, so a
-// run cannot be resumed).  on_step (may be NULL) after every step.
+// steps of the training loop (train/loop.h), saving and resuming as ck says
+// (NULL: no state).  on_step (may be NULL) after every step.
 int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_lora *lora_0, const gfn_config *c,
-              const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, gfn_step_fn on_step, void *user);
+              const int32_t *const *prompt, const int64_t *n_prompt, int64_t n_prompts, const gfn_checkpoint *ck, gfn_step_fn on_step,
+              void *user);
 
 #endif

@@ -34,7 +34,7 @@ static int gflownet_sampler(model *inf, train_model *tm, const model_lora *lora_
     train_set_training(tm, false);
     gfn_last last = {NAN};
     const double t0 = as_time();
-    int rc = gfn_train(inf, tm, lora_t, NULL, &g, prompt, n_prompt, n, on_gfn_step, &last);
+    int rc = gfn_train(inf, tm, lora_t, NULL, &g, prompt, n_prompt, n, NULL, on_gfn_step, &last);
     if (rc == AS_OK && c->gfn_save_dir) rc = train_lora_save_peft(tm, c->gfn_save_dir, NULL);
     st->gfn_train_seconds = as_time() - t0, st->gfn_last_loss = last.loss;
     train_lora_set(tm, own);

@@ -245,6 +245,7 @@ static int put_matrix(gguf_writer *w, const hf_shards *h, const char *dir, const
     if (!t) return as_error("%s: tensor %s is missing", dir, hf);
     if (!(t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols))
         return as_error("%s: tensor %s: expected shape [%lld, %lld]", dir, hf, (long long)rows, (long long)cols);
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) return as_error("%s: tensor %s: expected F32, F16 or BF16 weights", dir, hf);
     const size_t es = elem_size(t->dtype), row = es * (size_t)cols;
     const int64_t ne[2] = {cols, rows};
     if (d <= 0) {

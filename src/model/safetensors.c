@@ -12,14 +12,18 @@
 // reference implementation's limit is 100 MB).
 #define ST_MAX_HEADER (100u << 20)
 
-static size_t dtype_size(st_dtype t) { return t == ST_F32 ? 4 : 2; }
+static const char *const DTYPE_NAME[] = {"F32", "F16", "BF16", "F64", "I32", "I64"};
+static const size_t DTYPE_SIZE[] = {4, 2, 2, 8, 4, 8};
+
+size_t st_dtype_size(st_dtype t) { return DTYPE_SIZE[t]; }
 
 static int dtype_parse(const char *s, st_dtype *out) {
-    if (!strcmp(s, "F32")) *out = ST_F32;
-    else if (!strcmp(s, "F16")) *out = ST_F16;
-    else if (!strcmp(s, "BF16")) *out = ST_BF16;
-    else return AS_FAIL;
-    return AS_OK;
+    for (size_t i = 0; i < AS_ARRAY_LEN(DTYPE_NAME); i++)
+        if (!strcmp(s, DTYPE_NAME[i])) {
+            *out = (st_dtype)i;
+            return AS_OK;
+        }
+    return AS_FAIL;
 }
 
 void st_close(st_file *f) {
@@ -96,7 +100,7 @@ int st_open(st_file **out, const char *path) {
             goto fail;
         }
         if (dtype_parse(dt->valuestring, &t->dtype)) {
-            as_error("%s: tensor %s: dtype %s is not supported (F32, F16, BF16)", path, e->string, dt->valuestring);
+            as_error("%s: tensor %s: dtype %s is not supported (F32, F16, BF16, F64, I32, I64)", path, e->string, dt->valuestring);
             goto fail;
         }
         t->n_dims = cJSON_GetArraySize(sh);
@@ -124,7 +128,7 @@ int st_open(st_file **out, const char *path) {
             goto fail;
         }
         const uint64_t begin = (uint64_t)b0->valuedouble, end = (uint64_t)b1->valuedouble;
-        if (numel > UINT64_MAX / 4 || end - begin != numel * dtype_size(t->dtype)) {
+        if (numel > UINT64_MAX / 8 || end - begin != numel * st_dtype_size(t->dtype)) {
             as_error("%s: tensor %s: %llu bytes for %llu elements of %s", path, e->string, (unsigned long long)(end - begin),
                      (unsigned long long)numel, dt->valuestring);
             goto fail;
@@ -169,11 +173,13 @@ const char *st_metadata(const st_file *f, const char *key) {
 }
 
 float st_get(const st_tensor *t, int64_t i) {
-    const uint8_t *p = (const uint8_t *)t->data + (size_t)i * dtype_size(t->dtype);
-    if (t->dtype == ST_F32) {
-        float v;
-        memcpy(&v, p, 4);
-        return v;
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)i * st_dtype_size(t->dtype);
+    switch (t->dtype) {
+    case ST_F32: { float v; memcpy(&v, p, 4); return v; }
+    case ST_F64: { double v; memcpy(&v, p, 8); return (float)v; }
+    case ST_I32: { int32_t v; memcpy(&v, p, 4); return (float)v; }
+    case ST_I64: { int64_t v; memcpy(&v, p, 8); return (float)v; }
+    default: break;
     }
     uint16_t h;
     memcpy(&h, p, 2);
@@ -184,9 +190,10 @@ float st_get(const st_tensor *t, int64_t i) {
 
 typedef struct st_entry {
     char *name;
+    st_dtype dtype;
     int n_dims;
     int64_t shape[ST_MAX_DIMS];
-    const float *data;
+    const void *data;
 } st_entry;
 
 struct st_writer {
@@ -210,13 +217,18 @@ void st_writer_free(st_writer *w) {
 }
 
 void st_writer_add_f32(st_writer *w, const char *name, int n_dims, const int64_t *shape, const float *data) {
-    if (n_dims < 0 || n_dims > ST_MAX_DIMS) as_die("st_writer_add_f32: %d dimensions", n_dims);
+    st_writer_add(w, name, ST_F32, n_dims, shape, data);
+}
+
+void st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape, const void *data) {
+    if (n_dims < 0 || n_dims > ST_MAX_DIMS) as_die("st_writer_add: %d dimensions", n_dims);
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 16;
         w->e = as_realloc(w->e, sizeof *w->e * (size_t)w->cap);
     }
     st_entry *e = &w->e[w->n++];
     e->name = as_strdup(name);
+    e->dtype = dtype;
     e->n_dims = n_dims;
     memcpy(e->shape, shape, sizeof(int64_t) * (size_t)n_dims);
     e->data = data;
@@ -233,6 +245,10 @@ static int64_t entry_elems(const st_entry *e) {
     return n;
 }
 
+void st_writer_data(const st_writer *w, void (*fn)(void *user, const void *data, size_t bytes), void *user) {
+    for (int i = 0; i < w->n; i++) fn(user, w->e[i].data, (size_t)entry_elems(&w->e[i]) * st_dtype_size(w->e[i].dtype));
+}
+
 int st_writer_save(st_writer *w, const char *path) {
     cJSON *h = cJSON_CreateObject();
     if (cJSON_GetArraySize(w->metadata) > 0) cJSON_AddItemToObject(h, "__metadata__", cJSON_Duplicate(w->metadata, 1));
@@ -240,10 +256,10 @@ int st_writer_save(st_writer *w, const char *path) {
     for (int i = 0; i < w->n; i++) {
         const st_entry *e = &w->e[i];
         cJSON *t = cJSON_CreateObject();
-        cJSON_AddStringToObject(t, "dtype", "F32");
+        cJSON_AddStringToObject(t, "dtype", DTYPE_NAME[e->dtype]);
         cJSON *sh = cJSON_AddArrayToObject(t, "shape");
         for (int d = 0; d < e->n_dims; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)e->shape[d]));
-        const uint64_t bytes = (uint64_t)entry_elems(e) * 4;
+        const uint64_t bytes = (uint64_t)entry_elems(e) * st_dtype_size(e->dtype);
         cJSON *of = cJSON_AddArrayToObject(t, "data_offsets");
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + bytes)));
@@ -265,8 +281,8 @@ int st_writer_save(st_writer *w, const char *path) {
     for (size_t i = jl; i < hl && ok; i++) ok = fputc(' ', af.fp) != EOF;
     free(json);
     for (int i = 0; i < w->n && ok; i++) {
-        const size_t n = (size_t)entry_elems(&w->e[i]);
-        ok = fwrite(w->e[i].data, sizeof(float), n, af.fp) == n; // little-endian hosts only (x86-64, aarch64)
+        const size_t n = (size_t)entry_elems(&w->e[i]) * st_dtype_size(w->e[i].dtype);
+        ok = n == 0 || fwrite(w->e[i].data, 1, n, af.fp) == n; // little-endian hosts only (x86-64, aarch64)
     }
     if (!ok) {
         as_atomic_abort(&af);

@@ -9,7 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum st_dtype { ST_F32 = 0, ST_F16 = 1, ST_BF16 = 2 } st_dtype;
+// The float types hold weights; the others a trainer's own state (train/checkpoint.h).
+typedef enum st_dtype { ST_F32 = 0, ST_F16 = 1, ST_BF16 = 2, ST_F64 = 3, ST_I32 = 4, ST_I64 = 5 } st_dtype;
+// Bytes per element.
+size_t st_dtype_size(st_dtype t);
 
 #define ST_MAX_DIMS 4
 
@@ -43,7 +46,7 @@ void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 // Value of a "__metadata__" key, or NULL.
 const char *st_metadata(const st_file *f, const char *key);
-// Element i of a tensor as float (any supported dtype).
+// Element i of a tensor as float (any supported dtype; F64 and integers rounded).
 float st_get(const st_tensor *t, int64_t i);
 
 // Writer: tensors are referenced (not copied) until st_writer_save, which
@@ -52,6 +55,10 @@ typedef struct st_writer st_writer;
 st_writer *st_writer_init(void);
 void st_writer_free(st_writer *w);
 void st_writer_add_f32(st_writer *w, const char *name, int n_dims, const int64_t *shape, const float *data);
+void st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape, const void *data);
+// The data section as it will be written, tensor by tensor in file order (a
+// checksum of it goes into the metadata before the save).
+void st_writer_data(const st_writer *w, void (*fn)(void *user, const void *data, size_t bytes), void *user);
 void st_writer_set_metadata(st_writer *w, const char *key, const char *value);
 int st_writer_save(st_writer *w, const char *path);
 

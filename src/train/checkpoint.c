@@ -297,7 +297,9 @@ static void lora_desc(const train_model *m, char *out, size_t n) {
                   m->lora->cfg.targets);
 }
 
-int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const char *path) {
+static void digest_update(void *ctx, const void *data, size_t bytes) { EVP_DigestUpdate(ctx, data, bytes); }
+
+int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const train_state_extra *x, const char *path) {
     float *params, *grads;
     const optim_segment *segs;
     int ns;
@@ -306,13 +308,13 @@ int train_state_save(const train_model *m, const optim *o, const as_rng *data_rn
     const float *arrays[3] = {params, o->m, o->v};
     const char *names[3] = {"params", "optim_m", "optim_v"};
     st_writer *w = st_writer_init();
+    for (int i = 0; i < 3; i++)
+        if (arrays[i]) st_writer_add_f32(w, names[i], 1, (int64_t[]){(int64_t)n}, arrays[i]);
+    if (x) x->write(x->user, w);
+    // The digest of the data section as written: what the load checks.
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) as_die("EVP_sha256 unavailable");
-    for (int i = 0; i < 3; i++) {
-        if (!arrays[i]) continue;
-        st_writer_add_f32(w, names[i], 1, (int64_t[]){(int64_t)n}, arrays[i]);
-        EVP_DigestUpdate(ctx, arrays[i], sizeof(float) * n);
-    }
+    st_writer_data(w, digest_update, ctx);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     EVP_DigestFinal_ex(ctx, md, &mdlen);
@@ -338,7 +340,7 @@ int train_state_save(const train_model *m, const optim *o, const as_rng *data_rn
     return rc;
 }
 
-int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *path) {
+int train_state_load(train_model *m, optim *o, as_rng *data_rng, const train_state_extra *x, const char *path) {
     st_file *f;
     if (st_open(&f, path)) return AS_FAIL;
     int rc = AS_FAIL;
@@ -361,6 +363,7 @@ int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *pat
         as_error("%s: checksum mismatch (the file is damaged or was modified)", path);
         goto done;
     }
+    if (x && x->read(x->user, f)) goto done;
     snprintf(buf, sizeof buf, "%d", (int)o->cfg.kind);
     if (!kind || strcmp(kind, buf)) {
         as_error("%s: saved with optimizer kind %s, resuming with %s", path, kind ? kind : "?", buf);
@@ -373,6 +376,11 @@ int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *pat
     }
     const float *dst_arrays[3] = {params, o->m, o->v};
     const char *names[3] = {"params", "optim_m", "optim_v"};
+    const int64_t want = (params != NULL) + (o->m != NULL) + (o->v != NULL) + (x ? x->n_tensors : 0);
+    if (f->n_tensors != want) {
+        as_error("%s: %lld tensors, expected %lld (the state of another trainer?)", path, (long long)f->n_tensors, (long long)want);
+        goto done;
+    }
     for (int i = 0; i < 3; i++) {
         const st_tensor *t = st_find(f, names[i]);
         if (!dst_arrays[i] != !t) {

@@ -12,6 +12,7 @@
 #ifndef AS_TRAIN_CHECKPOINT_H
 #define AS_TRAIN_CHECKPOINT_H
 
+#include "train/safetensors.h"
 #include "train/train.h"
 
 // Writes the adapters of m (atomically, file by file) into dir (created if
@@ -33,7 +34,24 @@ int train_lora_read_peft(const model_config *cfg, const char *dir, train_lora **
 // The write is atomic.  Loading refuses a file whose size, checksum,
 // optimizer kind, LoRA shape or parameter count does not match m and o (which
 // must be built as for the run that saved it).
-int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const char *path);
-int train_state_load(train_model *m, optim *o, as_rng *data_rng, const char *path);
+//
+// A trainer with state of its own (GFlowNet's prompt order and replay buffers,
+// mixture/gfn.h) passes `extra`: its tensors and metadata go into the same
+// file under the same checksum, so the two can never be from different steps.
+// Names of its own prefix; a file that holds tensors nobody reads is refused,
+// so one trainer's state is not taken for another's.
+typedef struct train_state_extra {
+    // Adds its tensors (referenced until the save returns) and metadata.
+    void (*write)(void *user, st_writer *w);
+    // Reads them back, from a file whose checksum holds, before anything of
+    // the model or optimizer is checked (a different run is best named by the
+    // trainer's own options): -1 + one as_error naming f->path.  On a failure
+    // of the load the caller's state may hold part of the file.
+    int (*read)(void *user, const st_file *f);
+    int n_tensors; // how many tensors write adds (read checks the count)
+    void *user;
+} train_state_extra;
+int train_state_save(const train_model *m, const optim *o, const as_rng *data_rng, const train_state_extra *x, const char *path);
+int train_state_load(train_model *m, optim *o, as_rng *data_rng, const train_state_extra *x, const char *path);
 
 #endif

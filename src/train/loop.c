@@ -32,7 +32,7 @@ int train_loop_init(train_loop *l, train_model *m, const train_loop_config *c, a
     if (!c->resume) return AS_OK;
     // The trainable weights, optimizer moments and step, and both streams come back.
     if (!c->state_path || access(c->state_path, F_OK)) return as_error("%s: no training state to resume from", c->state_path ? c->state_path : "(none)");
-    if (train_state_load(m, l->o, order, c->state_path)) return AS_FAIL;
+    if (train_state_load(m, l->o, order, c->extra, c->state_path)) return AS_FAIL;
     l->step = l->o->step;
     if (l->step > l->total)
         return as_error("%s: the state is at step %lld, past this run's %lld steps (other options than the run's?)", c->state_path,
@@ -48,10 +48,11 @@ void train_loop_free(train_loop *l) {
 // Outputs, then the state.  Mid-epoch, the data-order stream saved is the one
 // the epoch began with (a resumed run draws the epoch's permutation again);
 // after an epoch's last step the stream is already where the next one starts.
+// Without items the caller's stream is saved as it is.
 static int save(train_loop *l, const train_loop_fns *f, const train_loop_step *s, const as_rng *epoch_rng) {
     if (f->save && f->save(f->user, s)) return AS_FAIL;
-    const as_rng *data_rng = l->c.n_items == 0 ? NULL : l->step % l->steps_per_epoch ? epoch_rng : l->order;
-    if (train_state_save(l->m, l->o, data_rng, l->c.state_path)) return AS_FAIL;
+    const as_rng *data_rng = l->c.n_items == 0 ? l->order : l->step % l->steps_per_epoch ? epoch_rng : l->order;
+    if (train_state_save(l->m, l->o, data_rng, l->c.extra, l->c.state_path)) return AS_FAIL;
     if (f->saved) f->saved(f->user, s);
     return AS_OK;
 }

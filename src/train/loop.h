@@ -17,7 +17,9 @@
 // resumed run bitwise the run that was not interrupted, for a thread count.
 // Without items (n_items = 0) there is no data order: each step is one call of
 // micro with no items, which brings its own data (GFlowNet samples its
-// trajectories), max_steps steps.
+// trajectories), max_steps steps; the stream `order`, when given, is the
+// caller's own, saved and restored as it stands, and whatever else the caller
+// needs to continue goes into the state through `extra`.
 //
 // The step's gradient is a fixed tree over its micro-batches: each micro-batch's
 // gradient is computed from zero, and they are added pairwise, micro-batch i
@@ -40,6 +42,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/train.h"
 #include "util/rng.h"
@@ -55,6 +58,7 @@ typedef struct train_loop_config {
     bool resume;            // continue from state_path, which must exist
     int64_t save_every;     // save after every this many steps (0: no) ...
     bool save_each_epoch;   // ... and after the last step of each epoch; always after the last step
+    const train_state_extra *extra; // the caller's own state, saved and resumed with the loop's (NULL: none)
 } train_loop_config;
 
 // Where the loop is, for the callbacks.
@@ -100,7 +104,8 @@ typedef struct train_loop {
 } train_loop;
 
 // The optimizer over m's trainable parameters and, with c->resume, the state
-// read back (l->step steps are then done).  -1 + as_error for a missing state
+// read back (l->step steps are then done).  order: the data-order stream
+// (required with items; without, optional, see above).  -1 + as_error for a missing state
 // or one past this run's steps.
 int train_loop_init(train_loop *l, train_model *m, const train_loop_config *c, as_rng *order);
 // Runs the remaining steps.  -1 when a callback fails (its as_error stands).

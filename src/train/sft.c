@@ -222,26 +222,6 @@ static double eval_loss(train_model *m, const encoded *enc, const int64_t *idx, 
     return rc || t == 0 ? NAN : -s / (double)t;
 }
 
-// Keeps the first n lines of the log (a resumed run rewrites what came after its state).
-static int log_truncate(const char *path, int64_t n) {
-    char *text;
-    size_t len;
-    if (access(path, F_OK)) return n == 0 ? AS_OK : as_error("%s: missing; the run to resume wrote one", path);
-    if (as_read_file(path, &text, &len)) return AS_FAIL;
-    size_t end = 0;
-    for (int64_t k = 0; k < n; k++) {
-        const char *nl = memchr(text + end, '\n', len - end);
-        if (!nl) {
-            free(text);
-            return as_error("%s: %lld lines, the training state is at step %lld", path, (long long)k, (long long)n);
-        }
-        end = (size_t)(nl - text) + 1;
-    }
-    const int rc = as_write_file_atomic(path, text, end);
-    free(text);
-    return rc;
-}
-
 // What the training loop's callbacks need.
 typedef struct sft_run {
     const sft_config *c;
@@ -420,7 +400,7 @@ int sft_train(const sft_config *c, sft_result *res) {
     if (train_loop_init(&loop, m, &loop_cfg, &rng) || as_mkdir_p(c->out_dir)) goto done;
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", c->out_dir);
-    if (c->resume && log_truncate(log_path, loop.step)) goto done;
+    if (c->resume && as_keep_lines(log_path, loop.step)) goto done;
     // Under mpirun rank 0 alone writes (dist/dist.h).
     if (!(log = fopen(as_files_writer() ? log_path : "/dev/null", c->resume ? "a" : "w"))) {
         as_error("%s: cannot open for writing", log_path);

@@ -183,6 +183,25 @@ int as_write_file_atomic(const char *path, const void *data, size_t len) {
     return as_atomic_commit(&af);
 }
 
+int as_keep_lines(const char *path, int64_t n) {
+    char *text;
+    size_t len;
+    if (access(path, F_OK)) return n == 0 ? AS_OK : as_error("%s: missing; the run to resume wrote one", path);
+    if (as_read_file(path, &text, &len)) return AS_FAIL;
+    size_t end = 0;
+    for (int64_t k = 0; k < n; k++) {
+        const char *nl = memchr(text + end, '\n', len - end);
+        if (!nl) {
+            free(text);
+            return as_error("%s: %lld lines, the training state is at step %lld", path, (long long)k, (long long)n);
+        }
+        end = (size_t)(nl - text) + 1;
+    }
+    const int rc = as_write_file_atomic(path, text, end);
+    free(text);
+    return rc;
+}
+
 int as_mkdir_p(const char *path) {
     char *p = as_strdup(path);
     for (char *s = p + 1; *s; s++) {

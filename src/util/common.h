@@ -68,6 +68,10 @@ int as_atomic_commit(as_atomic_file *af);
 void as_atomic_abort(as_atomic_file *af);
 // mkdir -p
 int as_mkdir_p(const char *path);
+// Keeps the first n lines of a log (rewritten atomically): a resumed run
+// rewrites what came after its saved state.  A missing file is an empty one;
+// -1 + as_error when it has fewer lines.
+int as_keep_lines(const char *path, int64_t n);
 // Whether this process writes files (default yes).  In a job of several
 // processes only rank 0 does (dist/dist.h): on the others the atomic writes
 // above succeed and their bytes go nowhere, so every rank runs the same code.

@@ -233,7 +233,7 @@ static void test_gfn_train_tv(void **state) {
     train_ctx ctx = {.m = m, .tm = tm, .p = p, .prompt = prompt, .every = 50};
     ctx.tv_first = sampler_tv(&ctx);
     printf("  step    0  TV(sampler, p) %.4f (the base, pi_0)\n", ctx.tv_first);
-    assert_int_equal(gfn_train(m, tm, &vt, NULL, &c, pr, np, 1, on_step, &ctx), AS_OK);
+    assert_int_equal(gfn_train(m, tm, &vt, NULL, &c, pr, np, 1, NULL, on_step, &ctx), AS_OK);
     // Empirical distance of the trained sampler's own draws.
     const int64_t n = 20000;
     const int32_t **prs = as_malloc(sizeof(int32_t *) * n);
@@ -253,7 +253,7 @@ static void test_gfn_train_tv(void **state) {
     assert_true(ctx.tv_last < 0.05);
     // Bad configurations are refused.
     c.subtb_lambda = 0;
-    assert_int_equal(gfn_train(m, tm, &vt, NULL, &c, pr, np, 1, NULL, NULL), AS_FAIL);
+    assert_int_equal(gfn_train(m, tm, &vt, NULL, &c, pr, np, 1, NULL, NULL, NULL), AS_FAIL);
     free(smp), free(prs), free(nps);
     train_lora_free(lt);
     train_model_free(tm);
@@ -312,7 +312,7 @@ static void test_losers(void **state) {
         gfn_config g = c.gfn;
         g.alpha = 0.5f, g.max_new_tokens = MIX_N, g.end_id = MIX_END, g.prompts_per_step = 3, g.samples_per_prompt = 2;
         g.buffer_size = 2, g.replay_prob = 0.5f, g.steps = 8;
-        assert_int_equal(gfn_train(m, tm, &vt, NULL, &g, pr, np, 1, NULL, NULL), AS_OK);
+        assert_int_equal(gfn_train(m, tm, &vt, NULL, &g, pr, np, 1, NULL, NULL, NULL), AS_OK);
         assert_true(train_lora_set(tm, prev) == samp);
         train_lora_free(samp);
     }
@@ -328,8 +328,129 @@ static void test_losers(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+// The save/load round trip of gfn_train's state (gfn.h, gfn_checkpoint): a run
+// of 8 steps saving every 2, and a second run resumed from a copy of the first's
+// state at step 4, end with the same sampler and the same state file, byte for
+// byte (the optimizer, the stream, the prompt order and the replay buffers all
+// came back); other options and a cut file are refused naming the file.
+typedef struct ck_ctx {
+    const char *state, *snapshot; // copy the state at snap_step to snapshot
+    int64_t snap_step, started, saves, buffer_at_snap;
+} ck_ctx;
+
+static int ck_started(void *user, int64_t first_step) {
+    ((ck_ctx *)user)->started = first_step;
+    return AS_OK;
+}
+
+static void ck_saved(void *user, int64_t step) {
+    ck_ctx *x = user;
+    x->saves++;
+    if (step != x->snap_step) return;
+    char *bytes;
+    size_t n;
+    if (as_read_file(x->state, &bytes, &n) || as_write_file_atomic(x->snapshot, bytes, n)) fail_msg("%s", as_last_error());
+    free(bytes);
+}
+
+static void ck_step(void *user, const gfn_step_stats *s) {
+    ck_ctx *x = user;
+    if (s->step == x->snap_step) x->buffer_at_snap = s->buffer_total;
+}
+
+// One run on a fresh sampler; its final adapters into params (n floats).
+static int ck_run(model *m, const model_lora *vt, const gfn_config *g, const gfn_checkpoint *ck, ck_ctx *x, float **params, size_t *n) {
+    train_model *tm;
+    if (train_model_from_model(&tm, m)) fail_msg("%s", as_last_error());
+    train_set_threads(tm, 1);
+    const train_lora_config lc = {.rank = 2, .alpha = 2, .seed = 4};
+    assert_int_equal(train_lora_attach(tm, &lc), AS_OK);
+    const int32_t p1[3] = {0, 2, 1}, p2[2] = {1, 1}, p3[1] = {2};
+    const int32_t *pr[3] = {p1, p2, p3};
+    const int64_t np[3] = {3, 2, 1};
+    const int rc = gfn_train(m, tm, vt, NULL, g, pr, np, 3, ck, ck_step, x);
+    *n = tm->lora->n;
+    *params = as_malloc(sizeof(float) * *n);
+    memcpy(*params, tm->lora->memory, sizeof(float) * *n);
+    train_model_free(tm);
+    return rc;
+}
+
+static void test_gfn_resume(void **state) {
+    (void)state;
+    char *dir = as_test_tmpdir(), path[300], st1[320], st2[320], snap[320];
+    snprintf(path, sizeof path, "%s/mix.gguf", dir);
+    snprintf(st1, sizeof st1, "%s/a.safetensors", dir);
+    snprintf(st2, sizeof st2, "%s/b.safetensors", dir);
+    snprintf(snap, sizeof snap, "%s/snap.safetensors", dir);
+    mix_write_model(path, 7, 6.0);
+    model *m;
+    if (model_load(&m, path)) fail_msg("%s", as_last_error());
+    train_lora *lt = mix_random_lora(&m->cfg, 2, 1.2, 11);
+    model_lora vt;
+    train_lora_view(lt, &vt);
+    gfn_config g;
+    gfn_config_default(&g);
+    g.alpha = 0.5f, g.max_new_tokens = MIX_N, g.end_id = MIX_END, g.steps = 8, g.prompts_per_step = 2, g.samples_per_prompt = 3;
+    g.micro_batch = 2, g.buffer_size = 2, g.replay_prob = 0.5f, g.optim.lr = 1e-2f, g.seed = 9;
+    // Straight through, the state copied at step 4.
+    ck_ctx x1 = {.state = st1, .snapshot = snap, .snap_step = 4, .started = -1};
+    gfn_checkpoint ck = {.path = st1, .every = 2, .options = "data=test\n", .started = ck_started, .saved = ck_saved, .user = &x1};
+    float *p1, *p2;
+    size_t n1, n2;
+    if (ck_run(m, &vt, &g, &ck, &x1, &p1, &n1)) fail_msg("%s", as_last_error());
+    assert_int_equal(x1.started, 0);
+    assert_int_equal(x1.saves, 4); // steps 2, 4, 6, 8
+    assert_true(x1.buffer_at_snap > 0);
+    // From the copy: steps 5..8.
+    char *bytes;
+    size_t len;
+    assert_int_equal(as_read_file(snap, &bytes, &len), AS_OK);
+    assert_int_equal(as_write_file_atomic(st2, bytes, len), AS_OK);
+    ck_ctx x2 = {.state = st2, .snapshot = snap, .snap_step = -1, .started = -1};
+    ck.path = st2, ck.resume = true, ck.user = &x2;
+    if (ck_run(m, &vt, &g, &ck, &x2, &p2, &n2)) fail_msg("%s", as_last_error());
+    assert_int_equal(x2.started, 4);
+    assert_int_equal(x2.saves, 2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(p1, p2, sizeof(float) * n1);
+    char *b1, *b2;
+    size_t l1, l2;
+    assert_int_equal(as_read_file(st1, &b1, &l1), AS_OK);
+    assert_int_equal(as_read_file(st2, &b2, &l2), AS_OK);
+    assert_true(l1 == l2 && memcmp(b1, b2, l1) == 0);
+    free(b1), free(b2), free(p2);
+    printf("  resumed at step 4 of 8 (%lld buffered answers): the same sampler and state, byte for byte\n", (long long)x1.buffer_at_snap);
+    // Other settings, or other caller options: refused, naming the file and the first difference.
+    assert_int_equal(as_write_file_atomic(st2, bytes, len), AS_OK);
+    gfn_config g2 = g;
+    g2.seed = 10;
+    assert_int_equal(ck_run(m, &vt, &g2, &ck, &x2, &p2, &n2), AS_FAIL);
+    free(p2);
+    assert_non_null(strstr(as_last_error(), st2));
+    assert_non_null(strstr(as_last_error(), "saved by a run with seed=9, this one has seed=10"));
+    ck.options = "data=other\n";
+    assert_int_equal(ck_run(m, &vt, &g, &ck, &x2, &p2, &n2), AS_FAIL);
+    free(p2);
+    assert_non_null(strstr(as_last_error(), "data=test, this one has data=other"));
+    // A cut state: one line naming it, whatever the cut.
+    ck.options = "data=test\n";
+    for (size_t cut = 0; cut < len; cut += len / 7 + 1) {
+        assert_int_equal(as_write_file_atomic(st2, bytes, cut), AS_OK);
+        assert_int_equal(ck_run(m, &vt, &g, &ck, &x2, &p2, &n2), AS_FAIL);
+        free(p2);
+        assert_non_null(strstr(as_last_error(), st2));
+        assert_null(strchr(as_last_error(), '\n'));
+    }
+    free(bytes), free(p1);
+    train_lora_free(lt);
+    model_free(m);
+    unlink(st1), unlink(st2), unlink(snap), unlink(path), rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_subtb_formula_and_gradient), cmocka_unit_test(test_gfn_loss_gradient),
-                                       cmocka_unit_test(test_gfn_train_tv), cmocka_unit_test(test_losers)};
+                                       cmocka_unit_test(test_gfn_train_tv), cmocka_unit_test(test_losers),
+                                       cmocka_unit_test(test_gfn_resume)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -202,8 +202,10 @@ static void test_safetensors_errors(void **state) {
     expect_st_error(path, "header length 1000");
     write_st(path, "{\"a\": ", 0, 0);
     expect_st_error(path, "not a JSON object");
-    write_st(path, "{\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, 0);
-    expect_st_error(path, "dtype F64");
+    write_st(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, 0);
+    expect_st_error(path, "dtype U8");
+    write_st(path, "{\"a\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0);
+    expect_st_error(path, "8 bytes for 2 elements of I64");
     write_st(path, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, 0);
     expect_st_error(path, "8 bytes for 3 elements");
     write_st(path, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, 0);
@@ -379,12 +381,12 @@ static void resume_case(peft_case *c, bool lora, optim_kind kind) {
     as_rng_seed(&data, 5);
     m = resume_model(c, lora, &o, kind);
     train_steps(m, o, &data, c, 3);
-    if (train_state_save(m, o, &data, path)) fail_msg("%s", as_last_error());
+    if (train_state_save(m, o, &data, NULL, path)) fail_msg("%s", as_last_error());
     train_model_free(m);
     optim_free(o);
     as_rng_seed(&data, 999); // overwritten by the load
     m = resume_model(c, lora, &o, kind);
-    if (train_state_load(m, o, &data, path)) fail_msg("%s", as_last_error());
+    if (train_state_load(m, o, &data, NULL, path)) fail_msg("%s", as_last_error());
     assert_int_equal(o->step, 3);
     train_steps(m, o, &data, c, 2);
     train_trainable(m, &p, &g, &segs, &ns);
@@ -393,12 +395,12 @@ static void resume_case(peft_case *c, bool lora, optim_kind kind) {
     // A state for other adapters or another optimizer is refused.
     optim *o2;
     train_model *m2 = resume_model(c, !lora, &o2, kind);
-    assert_int_equal(train_state_load(m2, o2, &data, path), AS_FAIL);
+    assert_int_equal(train_state_load(m2, o2, &data, NULL, path), AS_FAIL);
     assert_non_null(strstr(as_last_error(), "adapters"));
     train_model_free(m2);
     optim_free(o2);
     m2 = resume_model(c, lora, &o2, kind == OPTIM_ADAMW ? OPTIM_RMSPROP : OPTIM_ADAMW);
-    assert_int_equal(train_state_load(m2, o2, &data, path), AS_FAIL);
+    assert_int_equal(train_state_load(m2, o2, &data, NULL, path), AS_FAIL);
     assert_non_null(strstr(as_last_error(), "optimizer kind"));
     train_model_free(m2);
     optim_free(o2);
@@ -410,11 +412,11 @@ static void resume_case(peft_case *c, bool lora, optim_kind kind) {
     write_bytes(path, bytes, len);
     float *before = as_malloc(sizeof(float) * n);
     memcpy(before, p, sizeof(float) * n);
-    assert_int_equal(train_state_load(m, o, &data, path), AS_FAIL);
+    assert_int_equal(train_state_load(m, o, &data, NULL, path), AS_FAIL);
     assert_non_null(strstr(as_last_error(), "checksum mismatch"));
     assert_memory_equal(before, p, sizeof(float) * n);
     write_bytes(path, bytes, len - 7);
-    assert_int_equal(train_state_load(m, o, &data, path), AS_FAIL);
+    assert_int_equal(train_state_load(m, o, &data, NULL, path), AS_FAIL);
     assert_non_null(strstr(as_last_error(), path));
     free(bytes), free(before);
     unlink(path);
@@ -432,6 +434,96 @@ static void test_state_resume(void **state) {
     case_close(&c);
 }
 
+// A trainer's own state beside the loop's (train_state_extra): integer and
+// double tensors and metadata come back bit for bit, under the checksum; a
+// reader that expects none refuses the file, and the extra's own refusal is
+// the load's.
+typedef struct extra_state {
+    int32_t i32[5];
+    int64_t i64[3];
+    double f64[4];
+    char note[32];
+    bool refuse;
+} extra_state;
+
+static void extra_write(void *user, st_writer *w) {
+    const extra_state *x = user;
+    st_writer_add(w, "x.i32", ST_I32, 1, (int64_t[]){5}, x->i32);
+    st_writer_add(w, "x.i64", ST_I64, 1, (int64_t[]){3}, x->i64);
+    st_writer_add(w, "x.f64", ST_F64, 2, (int64_t[]){2, 2}, x->f64);
+    st_writer_add(w, "x.none", ST_I32, 1, (int64_t[]){0}, NULL); // an empty buffer is a tensor of no elements
+    st_writer_set_metadata(w, "x.note", x->note);
+}
+
+static int extra_read(void *user, const st_file *f) {
+    extra_state *x = user;
+    if (x->refuse) return as_error("%s: extra refused", f->path);
+    const st_tensor *a = st_find(f, "x.i32"), *b = st_find(f, "x.i64"), *c = st_find(f, "x.f64"), *e = st_find(f, "x.none");
+    const char *note = st_metadata(f, "x.note");
+    if (!a || !b || !c || !e || !note || a->dtype != ST_I32 || b->dtype != ST_I64 || c->dtype != ST_F64 || e->n_elems != 0 || c->n_elems != 4)
+        return as_error("%s: extra tensors missing or misshapen", f->path);
+    memcpy(x->i32, a->data, sizeof x->i32), memcpy(x->i64, b->data, sizeof x->i64), memcpy(x->f64, c->data, sizeof x->f64);
+    snprintf(x->note, sizeof x->note, "%s", note);
+    return AS_OK;
+}
+
+static void test_state_extra(void **state) {
+    (void)state;
+    peft_case c;
+    case_open(&c, "llama");
+    char path[600];
+    snprintf(path, sizeof path, "%s/state.safetensors", c.dir);
+    optim *o;
+    train_model *m = resume_model(&c, true, &o, OPTIM_ADAMW);
+    as_rng data;
+    as_rng_seed(&data, 5);
+    train_steps(m, o, &data, &c, 2);
+    extra_state saved = {.i32 = {-7, 0, 1, INT32_MAX, INT32_MIN}, .i64 = {INT64_MIN, 1LL << 40, -3}, .f64 = {M_PI, -1e-300, 1e300, -0.0},
+                         .note = "hello"};
+    const train_state_extra xs = {.write = extra_write, .read = extra_read, .n_tensors = 4, .user = &saved};
+    if (train_state_save(m, o, &data, &xs, path)) fail_msg("%s", as_last_error());
+    // The dtypes as safetensors readers see them: names, shapes, st_get's conversion.
+    st_file *f;
+    assert_int_equal(st_open(&f, path), AS_OK);
+    assert_int_equal(st_find(f, "x.f64")->shape[0], 2);
+    assert_true(st_get(st_find(f, "x.i32"), 0) == -7.0f && st_get(st_find(f, "x.i64"), 1) == (float)(1LL << 40));
+    assert_true(st_get(st_find(f, "x.f64"), 0) == (float)M_PI);
+    st_close(f);
+    // Read back into fresh objects.
+    optim *o2;
+    train_model *m2 = resume_model(&c, true, &o2, OPTIM_ADAMW);
+    extra_state got = {0};
+    train_state_extra xr = {.write = extra_write, .read = extra_read, .n_tensors = 4, .user = &got};
+    as_rng data2;
+    if (train_state_load(m2, o2, &data2, &xr, path)) fail_msg("%s", as_last_error());
+    assert_memory_equal(&got, &saved, sizeof got);
+    assert_memory_equal(&data2, &data, sizeof data);
+    assert_memory_equal(o2->m, o->m, sizeof(float) * o->n);
+    // A reader that expects no extra (or fewer tensors) refuses the file, naming it.
+    assert_int_equal(train_state_load(m2, o2, &data2, NULL, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "the state of another trainer"));
+    assert_non_null(strstr(as_last_error(), path));
+    xr.n_tensors = 3;
+    assert_int_equal(train_state_load(m2, o2, &data2, &xr, path), AS_FAIL);
+    xr.n_tensors = 4, got.refuse = true;
+    assert_int_equal(train_state_load(m2, o2, &data2, &xr, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "extra refused"));
+    // The checksum covers the extra tensors: one flipped bit in the last (the doubles) is refused.
+    got.refuse = false;
+    char *bytes;
+    size_t len;
+    assert_int_equal(as_read_file(path, &bytes, &len), AS_OK);
+    bytes[len - 2] ^= 0x01;
+    write_bytes(path, bytes, len);
+    assert_int_equal(train_state_load(m2, o2, &data2, &xr, path), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "checksum mismatch"));
+    free(bytes);
+    unlink(path);
+    train_model_free(m), train_model_free(m2);
+    optim_free(o), optim_free(o2);
+    case_close(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peft_llama),
@@ -439,6 +531,7 @@ int main(void) {
         cmocka_unit_test(test_safetensors_errors),
         cmocka_unit_test(test_peft_errors),
         cmocka_unit_test(test_state_resume),
+        cmocka_unit_test(test_state_extra),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
