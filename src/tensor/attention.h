@@ -63,7 +63,7 @@
 // written (attention computes the scores of whole tiles, then ignores the
 // positions past a row's keys).
 typedef struct kernel_kv {
-    void *k, *v;
+    void *k, *v;        // NULL until the first pass, which allocates them at its element size
     int32_t n_layer, n_seq, n_ctx, n_head_kv, head_dim, kv_dim;
     size_t seq_stride;  // elements per (layer, seq) block
     int32_t ctx_pad;    // n_ctx rounded up to KERNEL_KV_CHUNK
@@ -77,7 +77,8 @@ typedef struct kernel_kv {
     int64_t blocks_cap;
 } kernel_kv;
 
-// Allocates the cache (AS_FAIL + as_error when the sizes overflow).
+// Sizes the cache (AS_FAIL + as_error when the sizes overflow); the memory
+// comes with the first kernel_kv_begin.
 int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
 void kernel_kv_release(kernel_kv *kv);
 
@@ -89,8 +90,10 @@ typedef struct kernel_kv_pass {
     bool bf16;
     int32_t block_rows;
 } kernel_kv_pass;
-// Lays the cache out for precision p on its first pass; AS_FAIL + as_error
-// when it was laid out for tiles the ISA now in use cannot read.  Reads the
+// Lays the cache out for precision p on its first pass, allocating it (2
+// bytes per element under Q8 and on bf16 tiles, else 4); AS_FAIL + as_error
+// when that memory is not there, or when it was laid out for tiles the ISA
+// now in use cannot read.  Reads the
 // environment: once per forward pass.
 int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass);
 // Position pos of sequence seq in layer l: its keys and values (kv_dim floats

@@ -15,6 +15,9 @@
 #define BLOCK_ROWS 16
 #define BLOCK_ROWS_AMX 64
 
+// The sizes are checked here; the memory comes with the first pass, which
+// knows the element size (kernel_kv_begin): fp16 and bf16 caches need half of
+// fp32's.
 int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
     memset(kv, 0, sizeof *kv);
     if (n_layer < 1 || n_seq < 1 || n_ctx < 1 || n_head_kv < 1 || head_dim < 1)
@@ -29,8 +32,6 @@ int kernel_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx,
     kv->kv_dim = n_head_kv * head_dim;
     kv->ctx_pad = (int32_t)ctx_pad;
     kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
-    kv->k = as_aligned_alloc(bytes); // room for fp32; the 2-byte layouts use half
-    kv->v = as_aligned_alloc(bytes);
     return AS_OK;
 }
 
@@ -43,7 +44,19 @@ void kernel_kv_release(kernel_kv *kv) {
 int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
     const bool amx = p == KERNEL_PRECISION_BF16 && kernel_attention_bf16_tiles(kv->head_dim);
     if (!kv->elem_bytes) {
-        kv->elem_bytes = p == KERNEL_PRECISION_Q8 || amx ? 2 : 4;
+        const int eb = p == KERNEL_PRECISION_Q8 || amx ? 2 : 4;
+        const size_t bytes = (size_t)eb * (size_t)kv->n_layer * (size_t)kv->n_seq * kv->seq_stride; // (kernel_kv_init checked it)
+        // Not as_aligned_alloc, which aborts: a cache too big for memory is
+        // the caller's error (--parallel, --ctx), one line.
+        const size_t alloc = (bytes + 63) & ~(size_t)63;
+        kv->k = aligned_alloc(64, alloc);
+        kv->v = kv->k ? aligned_alloc(64, alloc) : NULL;
+        if (!kv->v) {
+            free(kv->k), kv->k = NULL;
+            return as_error("kv cache: %d sequences x %d positions need 2 x %.1f MiB: out of memory", kv->n_seq, kv->n_ctx,
+                            (double)bytes / 1048576.0);
+        }
+        kv->elem_bytes = eb;
         kv->bf16_tiles = amx;
     }
     if (kv->bf16_tiles && !amx)
