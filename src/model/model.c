@@ -176,8 +176,10 @@ static void release_weights(model *m) {
     m->be->weights_free(m->out_w), m->out_w = NULL;
 }
 
-// The layers' matrices handed to be, grouped by the activations they multiply.
-static void upload_weights(model *m, const as_backend *be) {
+// The layers' matrices handed to be, grouped by the activations they
+// multiply; AS_FAIL + as_error (what the backend said) when it cannot hold
+// them, with the groups made so far released.
+static int upload_weights(model *m, const as_backend *be) {
     m->be = be;
     for (int32_t l = 0; l < m->cfg.n_layer; l++) {
         model_layer *L = &m->layers[l];
@@ -185,10 +187,19 @@ static void upload_weights(model *m, const as_backend *be) {
         L->o = be->weights_new((const as_matrix *[]){&L->wo}, 1);
         L->gate_up = be->weights_new((const as_matrix *[]){&L->w_gate, &L->w_up}, 2);
         L->down = be->weights_new((const as_matrix *[]){&L->w_down}, 1);
-        if (!L->qkv || !L->o || !L->gate_up || !L->down) as_die("model: layer %d's weights: %s", (int)l, as_last_error());
+        if (!L->qkv || !L->o || !L->gate_up || !L->down) {
+            as_backend_error(be, "model: layer %d's weights on %s", (int)l, be->name);
+            release_weights(m);
+            return AS_FAIL;
+        }
     }
     m->out_w = be->weights_new((const as_matrix *[]){&m->output}, 1);
-    if (!m->out_w) as_die("model: output weights: %s", as_last_error());
+    if (!m->out_w) {
+        as_backend_error(be, "model: output weights on %s", be->name);
+        release_weights(m);
+        return AS_FAIL;
+    }
+    return AS_OK;
 }
 
 int model_from_gguf(model **out, gguf_file *f) {
@@ -258,7 +269,7 @@ int model_from_gguf(model **out, gguf_file *f) {
             goto fail;
 #undef BLK
     }
-    upload_weights(m, &as_backend_cpu);
+    if (upload_weights(m, &as_backend_cpu)) as_die("%s", as_last_error()); // (the CPU's groups only reference the GGUF's blocks)
     *out = m;
     return AS_OK;
 fail:
@@ -280,9 +291,15 @@ int model_use_backend(model *m, const as_backend *be) {
     if (be == m->be) return AS_OK;
     pthread_mutex_lock(&m->lock);
     release_weights(m);
-    upload_weights(m, be);
+    int rc = upload_weights(m, be);
+    if (rc) { // back on the CPU, usable and freeable; the error stays the backend's
+        char why[1024];
+        snprintf(why, sizeof why, "%s", as_last_error());
+        if (upload_weights(m, &as_backend_cpu)) as_die("%s", as_last_error());
+        as_error("%s", why);
+    }
     pthread_mutex_unlock(&m->lock);
-    return AS_OK;
+    return rc;
 }
 
 size_t model_layout_bytes(const model *m) {
@@ -317,7 +334,8 @@ kv_cache *kv_cache_init_on(const as_backend *be, const model_config *cfg, int32_
         return NULL;
     }
     kv_cache *kv = as_calloc(1, sizeof *kv);
-    if (be->kv_init(&kv->mem, cfg->n_layer, n_seq, n_ctx, cfg->n_head_kv, cfg->head_dim)) { // (its message names the sizes)
+    if (be->kv_init(&kv->mem, cfg->n_layer, n_seq, n_ctx, cfg->n_head_kv, cfg->head_dim)) {
+        as_backend_error(be, "kv cache of %d sequences x %d positions on %s", n_seq, n_ctx, be->name);
         free(kv);
         return NULL;
     }

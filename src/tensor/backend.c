@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +232,17 @@ const as_backend *as_backend_open(const char *spec) {
     const as_backend *b = cuda_open(dev, err, sizeof err);
     if (!b) return as_error("device %s: %s", spec, err), NULL;
     return b;
+}
+
+int as_backend_error(const as_backend *be, const char *fmt, ...) {
+    if (!be->last_error) return AS_FAIL;
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *why = be->last_error();
+    return as_error("%s: %s", what, why && *why ? why : "(no reason given)");
 }
 
 // ---- completeness ----

@@ -120,6 +120,11 @@ typedef struct as_backend {
     // The batch's causal attention over the cache in one layer (kernel_kv_rows).
     void (*kv_attention)(const kernel_kv_rows *a);
     void (*kv_copy_prefix)(kernel_kv *kv, int32_t dst, int32_t src, int32_t n_pos);
+    // Optional: why the last weights_new returning NULL or kv_init returning
+    // AS_FAIL failed, for a backend that cannot set as_error (the CUDA plugin
+    // links nothing of alphaspin); NULL where the backend sets as_error itself
+    // (the CPU).  Callers go through as_backend_error.
+    const char *(*last_error)(void);
     // Optional (as_backend_missing does not ask for it; the CPU leaves it
     // NULL and generation then samples on the host, generate/sampler.c):
     // one token per row of logits, tok[r] from logits + r * ld (n_vocab
@@ -246,6 +251,11 @@ const char *as_backend_cuda_status(void);
 #define AS_BACKEND_INFERENCE 1u // the variants, matmul ... kv_copy_prefix: what model_forward and the sampler call
 #define AS_BACKEND_TRAINING 2u  // sgemm ... sgd_update: what the training model and its optimizer call
 const char *as_backend_missing(const as_backend *be, unsigned groups);
+
+// After a failed weights_new / kv_init of be: AS_FAIL, with as_error set to
+// "<what>: <the backend's reason>" when be reports through last_error (else
+// the backend set as_error itself, which stays).
+int as_backend_error(const as_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 extern const as_backend as_backend_cpu;
 

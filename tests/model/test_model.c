@@ -488,8 +488,55 @@ static void test_batch_errors(void **state) {
     ref_free(&r);
 }
 
+// A backend that cannot hold the weights or the cache (a plugin reporting
+// through last_error, as the CUDA backend on a full GPU): model_use_backend and
+// model_kv_cache fail with its reason in one line, and the model stays on the
+// CPU, usable.
+static int g_weights_left;
+static as_weights *full_weights_new(const as_matrix *const *parts, int n_parts) {
+    if (g_weights_left-- <= 0) return NULL;
+    return as_backend_cpu.weights_new(parts, n_parts);
+}
+static int full_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
+    (void)kv, (void)n_layer, (void)n_seq, (void)n_ctx, (void)n_head_kv, (void)head_dim;
+    return AS_FAIL;
+}
+static const char *full_last_error(void) { return "fake backend: no room on the device"; }
+
+static void test_backend_full(void **state) {
+    (void)state;
+    ref_model r;
+    ref_load(&r, "llama_untied");
+    char *dir = as_test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    write_model(&r, path, false, NULL);
+    model *m;
+    assert_int_equal(model_load(&m, path), AS_OK);
+    as_backend full = as_backend_cpu;
+    full.name = "full", full.weights_new = full_weights_new, full.kv_init = full_kv_init, full.last_error = full_last_error;
+    g_weights_left = 5; // the second layer's second group fails
+    assert_int_equal(model_use_backend(m, &full), AS_FAIL);
+    assert_non_null(strstr(as_last_error(), "layer 1's weights on full: fake backend: no room on the device"));
+    assert_ptr_equal(m->be, &as_backend_cpu);
+    kv_cache *kv = model_kv_cache(m, 1, 4, KERNEL_PRECISION_F32);
+    int32_t tok = 1, seq = 0, pos = 0;
+    float logits[96];
+    assert_int_equal(model_forward(m, kv, &(model_batch){.n_tokens = 1, .token = &tok, .seq = &seq, .pos = &pos}, logits), AS_OK);
+    kv_cache_free(kv);
+    g_weights_left = 1 << 20;
+    assert_int_equal(model_use_backend(m, &full), AS_OK);
+    assert_null(model_kv_cache(m, 3, 4, KERNEL_PRECISION_F32));
+    assert_non_null(strstr(as_last_error(), "kv cache of 3 sequences x 4 positions on full: fake backend: no room"));
+    model_free(m);
+    unlink(path);
+    rmdir(dir);
+    ref_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backend_full),
         cmocka_unit_test(test_llama_tied), cmocka_unit_test(test_llama_untied), cmocka_unit_test(test_gemma),
         cmocka_unit_test(test_load_errors), cmocka_unit_test(test_batch_errors),
     };

@@ -58,10 +58,12 @@
 // alphaspin_cuda_backend call that succeeds binds the process to its device.
 //
 // Errors: a failing CUDA or cuBLAS call prints one line naming the op and the
-// error, and aborts (the ops return void).  So do weights_new's and kv_init's
-// errors (bad parts or sizes, no device memory), whose contract is NULL /
-// AS_FAIL + as_error: the plugin links nothing of alphaspin, so it cannot set
-// as_error, and a caller would print a stale message.
+// error, and aborts (the ops return void).  What a user can cause and change
+// is an error instead: weights_new returns NULL when the device has no room
+// for the weights, kv_init AS_FAIL for a cache it cannot hold (or bad sizes),
+// with the reason in last_error (the plugin links nothing of alphaspin, so it
+// cannot set as_error; callers go through as_backend_error).  Bad weight
+// parts are the caller's bug and abort.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -131,6 +133,30 @@ static size_t g_weight_bytes; // device bytes held by the weight table and the w
 static size_t g_kv_bytes;     // device bytes held by KV caches
 static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands (training)
 static size_t g_act_bytes;    // managed bytes held by buf_alloc's activation buffers
+
+// The reason of the last weights_new / kv_init that failed (last_error).
+static char g_err[512];
+static void fail(const char *op, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(g_err, sizeof g_err, "cuda backend: %s: %s", op, msg);
+}
+static const char *cu_last_error(void) { return g_err; }
+
+// Device memory, or NULL and the reason in g_err (what the user can change:
+// a smaller model, batch or context).
+static void *try_dmalloc(size_t bytes, const char *op) {
+    void *p = NULL;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaSuccess) return p;
+    (void)cudaGetLastError(); // clear it
+    fail(op, "cudaMalloc(%zu MiB): %s (weights hold %zu MiB, KV caches %zu MiB, activations %zu MiB)", bytes >> 20, cudaGetErrorString(e),
+         g_weight_bytes >> 20, g_kv_bytes >> 20, g_act_bytes >> 20);
+    return NULL;
+}
 
 static void *dmalloc(size_t bytes, const char *op) {
     void *p = NULL;
@@ -1155,11 +1181,14 @@ static void dequant_matrix(const as_matrix *w, void *dst, bool bf16, const char 
 }
 
 // The stack of w's parts at fp32 or bf16 (made here when missing).
-static void *stack_of(as_weights *w, bool bf16, const char *op) {
+// The stack at a precision, made on first use; NULL (g_err) when `may_fail`
+// and the device has no room, else out of memory aborts.
+static void *stack_of(as_weights *w, bool bf16, const char *op, bool may_fail = false) {
     void **at = bf16 ? (void **)&w->bf16 : (void **)&w->f32;
     if (*at || w->rows == 0) return *at;
     const size_t eb = bf16 ? sizeof(__nv_bfloat16) : sizeof(float), bytes = eb * (size_t)w->rows * (size_t)w->cols;
-    uint8_t *d = (uint8_t *)dmalloc(bytes, op);
+    uint8_t *d = (uint8_t *)(may_fail ? try_dmalloc(bytes, op) : dmalloc(bytes, op));
+    if (!d) return NULL;
     g_weight_bytes += bytes;
     int64_t r0 = 0;
     for (int i = 0; i < w->n; i++) {
@@ -1188,7 +1217,10 @@ static as_weights *cu_weights_new(const as_matrix *const *parts, int n_parts) {
     }
     if (w->rows > INT32_MAX || w->cols > INT32_MAX) die(op, "a %lldx%lld stack is too large for one product", (long long)w->rows, (long long)w->cols);
     lock_guard g(op);
-    stack_of(w, true, op);
+    if (w->rows > 0 && !stack_of(w, true, op, true)) {
+        free(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -1381,27 +1413,32 @@ static void cu_attention_rows(const kernel_attn_args *a) {
 // 2e-6 holds at every precision.  The cache is zeroed once by kv_init; a
 // position is read only after it was stored.
 
-// Size errors abort with one line (the plugin cannot set as_error, as weights_new).
+// Bad sizes and no room on the device: CU_FAIL, the reason in last_error.
 static int cu_kv_init(kernel_kv *kv, int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim) {
     const char *op = "kv_init";
     memset(kv, 0, sizeof *kv);
     if (n_layer < 1 || n_seq < 1 || n_ctx < 1 || n_head_kv < 1 || head_dim < 1)
-        die(op, "expected positive sizes, found %d layers, %d sequences, %d positions, %d x %d", n_layer, n_seq, n_ctx, n_head_kv, head_dim);
-    if (head_dim > 256) die(op, "head size %d (at most 256)", head_dim);
+        return fail(op, "expected positive sizes, found %d layers, %d sequences, %d positions, %d x %d", n_layer, n_seq, n_ctx, n_head_kv, head_dim),
+               CU_FAIL;
+    if (head_dim > 256) return fail(op, "head size %d (at most 256)", head_dim), CU_FAIL;
     const size_t ctx_pad = ((size_t)n_ctx + KERNEL_KV_CHUNK - 1) / KERNEL_KV_CHUNK * KERNEL_KV_CHUNK;
     size_t n, bytes;
     if (ctx_pad > (size_t)INT32_MAX || __builtin_mul_overflow((size_t)n_layer * (size_t)n_seq, ctx_pad, &n) ||
         __builtin_mul_overflow(n, (size_t)n_head_kv * (size_t)head_dim, &n) || __builtin_mul_overflow(n, sizeof(float), &bytes))
-        die(op, "%d sequences x %d positions overflow the address space", n_seq, n_ctx);
+        return fail(op, "%d sequences x %d positions overflow the address space", n_seq, n_ctx), CU_FAIL;
     kv->n_layer = n_layer, kv->n_seq = n_seq, kv->n_ctx = n_ctx, kv->n_head_kv = n_head_kv, kv->head_dim = head_dim;
     kv->kv_dim = n_head_kv * head_dim;
     kv->ctx_pad = (int32_t)ctx_pad;
     kv->seq_stride = ctx_pad * (size_t)kv->kv_dim;
     lock_guard g(op);
-    kv->k = dmalloc(bytes, op);
-    g_kv_bytes += bytes;
-    kv->v = dmalloc(bytes, op);
-    g_kv_bytes += bytes;
+    kv->k = try_dmalloc(bytes, op);
+    kv->v = kv->k ? try_dmalloc(bytes, op) : NULL;
+    if (!kv->v) {
+        if (kv->k) CK(cudaFree(kv->k));
+        kv->k = NULL;
+        return CU_FAIL;
+    }
+    g_kv_bytes += 2 * bytes;
     CK(cudaMemset(kv->k, 0, bytes));
     CK(cudaMemset(kv->v, 0, bytes));
     return CU_OK;
@@ -3651,6 +3688,7 @@ static void fill_table(void) {
     g_table.kv_store = cu_kv_store;
     g_table.kv_attention = cu_kv_attention;
     g_table.kv_copy_prefix = cu_kv_copy_prefix;
+    g_table.last_error = cu_last_error;
     g_table.sample_rows = cu_sample_rows;
     g_table.sgemm = cu_sgemm;
     g_table.exp_shift_sum = cu_exp_shift_sum;
