@@ -3113,10 +3113,9 @@ template <class X, class K> __host__ __device__ static inline int32_t smp_first_
     return r;
 }
 
-// cand_softmax over c[0..sh->n) into .p: the weights in parallel, their sum
-// in double in index order (thread 0), the divisions in parallel.
-template <class X> __host__ __device__ static inline void smp_softmax(const X &ex, smp_shared *sh, smp_cand *c) {
-    const int64_t n = sh->n;
+// The weights e^(l - max) of c[0..n) into .p in parallel, their sum in
+// double in index order (thread 0) into sh->sum.
+template <class X> __host__ __device__ static inline void smp_weights(const X &ex, smp_shared *sh, smp_cand *c, int64_t n) {
     const int32_t im = smp_first_max(ex, sh, n, [&](int64_t j) { return c[j].logit; });
     const float mx = c[im].logit;
     ex.phase([&](int t, int nt) {
@@ -3128,6 +3127,12 @@ template <class X> __host__ __device__ static inline void smp_softmax(const X &e
         for (int64_t j = 0; j < n; j++) s += c[j].p;
         sh->sum = s;
     });
+}
+
+// cand_softmax over c[0..sh->n) into .p: smp_weights, then the divisions in parallel.
+template <class X> __host__ __device__ static inline void smp_softmax(const X &ex, smp_shared *sh, smp_cand *c) {
+    const int64_t n = sh->n;
+    smp_weights(ex, sh, c, n);
     ex.phase([&](int t, int nt) {
         for (int64_t j = t; j < n; j += nt) c[j].p = (float)(c[j].p / sh->sum);
     });
@@ -3224,16 +3229,10 @@ struct f_sample {
         }
         // The draw (sampler_sample): weights e^(l - max) in .p, their sum in
         // double, then the first running sum above u * sum.
-        const int32_t im = smp_first_max(ex, sh, n, [&](int64_t i) { return c[i].logit; });
-        const float mx = c[im].logit;
-        ex.phase([&](int t, int nt) {
-            for (int64_t i = t; i < n; i += nt) c[i].p = smp_weight(c[i].logit, mx);
-        });
+        smp_weights(ex, sh, c, n);
         ex.phase([&](int t, int) {
             if (t) return;
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; i++) sum += c[i].p;
-            const double target = smp_uniform(p->rng) * sum;
+            const double target = smp_uniform(p->rng) * sh->sum;
             double run = 0.0;
             int32_t id = c[n - 1].id;
             for (int64_t i = 0; i < n; i++) {
