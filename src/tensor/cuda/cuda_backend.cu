@@ -127,7 +127,6 @@ static const size_t g_lt_ws_bytes = (size_t)32 << 20;
 // Scratch device buffers, grown as needed and kept.
 typedef struct { void *p; size_t cap; } dbuf;
 static dbuf b_a, b_b, b_c, b_d, b_e, b_f;
-static dbuf b_i1, b_i2; // index operands (sequences, positions, row lists)
 
 static size_t g_weight_bytes; // device bytes held by the weight table and the weight groups
 static size_t g_kv_bytes;     // device bytes held by KV caches
@@ -293,6 +292,30 @@ static void out_host(void *x, const void *d, size_t bytes, const char *op) {
 }
 // An operand read and written in place: in_dev, then out_host after the kernels.
 static void *inout_dev(dbuf *b, void *x, size_t bytes, const char *op) { return (void *)in_dev(b, x, bytes, op); }
+// Index operands (a batch's sequences, positions, row lists): the forward
+// pass hands every layer the same arrays, so each slot keeps its last upload
+// with a host copy and reuses it while the contents are the same: one upload
+// per forward pass instead of one per layer and op (a cudaMemcpy from
+// pageable memory waits for the kernels queued before it).
+typedef struct { dbuf d; int32_t *h; int64_t n, cap; } ibuf;
+static ibuf g_seq, g_pos, g_rows;
+static const int32_t *in_idx(ibuf *b, const int32_t *x, int64_t n, const char *op) {
+    if (is_managed(x)) return x;
+    const size_t bytes = sizeof(int32_t) * (size_t)(n > 0 ? n : 1);
+    if (b->h && b->n == n && !memcmp(b->h, x, bytes)) return (const int32_t *)b->d.p;
+    if (n > b->cap) {
+        free(b->h);
+        b->h = (int32_t *)malloc(bytes);
+        if (!b->h) die(op, "out of host memory");
+        b->cap = n;
+    }
+    memcpy(b->h, x, bytes);
+    b->n = n;
+    void *d = grow(&b->d, bytes, op);
+    CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
+    return (const int32_t *)d;
+}
+
 // The floats a strided block of n rows of w floats, ld apart, spans.
 static size_t span_bytes(int64_t n, int64_t w, int64_t ld) { return n > 0 ? sizeof(float) * (size_t)((n - 1) * ld + w) : 0; }
 
@@ -954,7 +977,7 @@ static void cu_rmsnorm(float *out, const float *x, const float *w, int64_t n, in
         }
     }
     const float *dx = (const float *)in_dev(&b_a, x, sizeof(float) * (size_t)(n_in * C), op), *dw = (const float *)in_dev(&b_b, w, sizeof(float) * (size_t)C, op);
-    const int32_t *dr = rows ? (const int32_t *)in_dev(&b_i1, rows, sizeof(int32_t) * (size_t)n, op) : NULL;
+    const int32_t *dr = rows ? in_idx(&g_rows, rows, n, op) : NULL;
     float *dy = (float *)out_dev(&b_c, out, sizeof(float) * (size_t)(n * C), op);
     k_rmsnorm<<<(unsigned)n, RED_THREADS>>>(dy, dx, dw, C, eps, dr);
     CK_LAUNCH();
@@ -1496,9 +1519,9 @@ static void cu_kv_store(kernel_kv *kv, int32_t l, int64_t n, const int32_t *seq,
     kv_check_rows(kv, l, n, seq, pos, op);
     lock_guard g(op);
     const int64_t kvd = kv->kv_dim;
-    const size_t rb = span_bytes(n, kvd, ld), ib = sizeof(int32_t) * (size_t)n;
+    const size_t rb = span_bytes(n, kvd, ld);
     const float *dk = (const float *)in_dev(&b_a, ki, rb, op), *dv = (const float *)in_dev(&b_b, vi, rb, op);
-    const int32_t *dseq = (const int32_t *)in_dev(&b_i1, seq, ib, op), *dpos = (const int32_t *)in_dev(&b_i2, pos, ib, op);
+    const int32_t *dseq = in_idx(&g_seq, seq, n, op), *dpos = in_idx(&g_pos, pos, n, op);
     k_kv_store<<<(unsigned)n, 256>>>((float *)kv->k, (float *)kv->v, (size_t)l * kv->n_seq * kv->seq_stride, kv->seq_stride, kvd, dseq, dpos, dk, dv, ld);
     CK_LAUNCH();
 }
@@ -1532,12 +1555,12 @@ static void cu_kv_attention(const kernel_kv_rows *a) {
     lock_guard g(op);
     const int d = kv->head_dim, H = a->n_head;
     const int64_t qw = (int64_t)H * d;
-    const size_t ib = sizeof(int32_t) * (size_t)n, ob = span_bytes(n, qw, a->out_stride);
+    const size_t ob = span_bytes(n, qw, a->out_stride);
     const float *dq = (const float *)in_dev(&b_a, a->q, span_bytes(n, qw, a->q_stride), op);
     float *dout = (float *)out_dev(&b_d, a->out, ob, op);
     if (dout != a->out && a->out_stride > qw) CK(cudaMemcpy(dout, a->out, ob, cudaMemcpyHostToDevice)); // keep the gaps between rows
     float *ds = (float *)grow(&b_e, sizeof(float) * (size_t)(n * H) * (size_t)maxk, op);
-    const int32_t *dseq = (const int32_t *)in_dev(&b_i1, a->seq, ib, op), *dpos = (const int32_t *)in_dev(&b_i2, a->pos, ib, op);
+    const int32_t *dseq = in_idx(&g_seq, a->seq, n, op), *dpos = in_idx(&g_pos, a->pos, n, op);
     k_kv_attention<<<(unsigned)(n * H), ATT_THREADS>>>((const float *)kv->k, (const float *)kv->v, (size_t)a->layer * kv->n_seq * kv->seq_stride,
                                                        kv->seq_stride, kv->kv_dim, d, H, H / kv->n_head_kv, dseq, dpos, dq, a->q_stride, a->scale, dout,
                                                        a->out_stride, ds, maxk);
