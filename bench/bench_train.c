@@ -1,5 +1,5 @@
-// Training speed and memory (issue 3, item 9): a DPO-shaped step on a real
-// model.  P pairs (chosen, rejected) of T tokens share a prompt of prompt_len
+// Training speed and memory (issue 3, item 9; on a GPU issue 22, item 5): a
+// DPO-shaped step on a real model (a GGUF file or a Hugging Face folder).  P pairs (chosen, rejected) of T tokens share a prompt of prompt_len
 // tokens; the step is the policy's forward and backward over the 2P sequences
 // with the upstream gradient of the DPO sigmoid loss on the per-sequence
 // answer log-prob sums (the reference log-probs are precomputed, outside the
@@ -8,7 +8,9 @@
 //
 //   bench_train --model M [--mode lora|full] [--precision f32|bf16] [--threads 2]
 //               [--pairs 4] [--len 256] [--prompt 64] [--steps 5] [--rank 16]
-//               [--checkpointing 0|1]
+//               [--checkpointing 0|1] [--device cpu|cuda[:N]]
+// --device puts the training model on that backend (as_backend_open, as the
+// command line's --device; train_set_backend).
 // bench/run_train.sh runs it and the PyTorch peer (bench/peer_torch_train.py).
 #include <math.h>
 #include <stdio.h>
@@ -40,14 +42,15 @@ static double peak_rss_mb(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *mode = "lora", *precision = "f32";
+    const char *model_path = NULL, *mode = "lora", *precision = "f32", *device = NULL;
     int threads = 2, pairs = 4, len = 256, prompt = 64, steps = 5, rank = 16, ckpt = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: bench_train --model M [--mode lora|full] [--precision f32|bf16] [--threads 2] [--pairs 4] [--len 256]\n"
-                   "                   [--prompt 64] [--steps 5] [--rank 16] [--checkpointing 0|1]\n"
-                   "A DPO-shaped training step (forward + backward over 2 x pairs sequences); prints one JSON line.\n");
+                   "                   [--prompt 64] [--steps 5] [--rank 16] [--checkpointing 0|1] [--device cpu|cuda[:N]]\n"
+                   "A DPO-shaped training step (forward + backward over 2 x pairs sequences); prints one JSON line.\n"
+                   "--model takes a GGUF file or a Hugging Face folder (config.json + safetensors).\n");
             return 0;
         }
         if (!v) as_die("bench_train: %s needs a value", a);
@@ -61,6 +64,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--rank")) rank = atoi(v);
         else if (!strcmp(a, "--checkpointing")) ckpt = atoi(v);
+        else if (!strcmp(a, "--device")) device = v;
         else as_die("bench_train: unknown option %s", a);
         i++;
     }
@@ -72,9 +76,16 @@ int main(int argc, char **argv) {
     else if (strcmp(precision, "f32")) as_die("bench_train: --precision %s: expected f32 or bf16", precision);
     kernel_init();
     kernel_set_threads(threads);
+    // The device first, so that a machine without one fails at once, in one line.
+    const as_backend *be = NULL;
+    if (device && !(be = as_backend_open(device))) {
+        fprintf(stderr, "bench_train: --device %s: %s\n", device, as_last_error());
+        return 1;
+    }
 
     train_model *m;
     if (train_model_load(&m, model_path)) as_die("bench_train: %s", as_last_error());
+    if (be && train_set_backend(m, be)) as_die("bench_train: --device %s: %s", device, as_last_error());
     train_set_threads(m, threads);
     train_set_checkpointing(m, ckpt != 0);
     train_set_precision(m, prec);
@@ -143,10 +154,10 @@ int main(int argc, char **argv) {
     const double med = steps % 2 ? times[1 + steps / 2] : 0.5 * (times[steps / 2] + times[1 + steps / 2]);
     const double cmed = steps % 2 ? cpu[1 + steps / 2] : 0.5 * (cpu[steps / 2] + cpu[1 + steps / 2]);
     const double ntok = (double)nseq * len;
-    printf("{\"engine\": \"alphaspin\", \"mode\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"checkpointing\": %s, "
+    printf("{\"engine\": \"alphaspin\", \"device\": \"%s\", \"mode\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"checkpointing\": %s, "
            "\"tokens\": %.0f, \"step_s_median\": %.4f, \"tokens_per_s\": %.2f, \"cpu_s_median\": %.4f, \"peak_rss_mb\": %.0f, \"activation_mb\": %.0f, "
            "\"loss\": %.6f, \"cpu\": \"%s\"}\n",
-           mode, precision, threads, ckpt ? "true" : "false", ntok, med, ntok / med, cmed, peak_rss_mb(),
+           be ? device : "cpu", mode, precision, threads, ckpt ? "true" : "false", ntok, med, ntok / med, cmed, peak_rss_mb(),
            (double)train_activation_bytes(m) / (1024.0 * 1024.0), loss, cpu_describe());
     free(tokens), free(lens), free(plen), free(ref), free(lp), free(dlp), free(times), free(cpu);
     optim_free(opt);

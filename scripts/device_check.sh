@@ -23,10 +23,24 @@
 #      and, where the whole build/ was carried, test_cuda_e2e (tests/cli: the
 #      command line on the GPU against the CPU: log-probs, greedy batch 1 vs 64,
 #      a 50-step SFT);
-#   4. one summary table (each test, and the worst error per op with its tolerance).
-# What to carry from the development machine, at least: build/CMakeCache.txt,
-# build/libalphaspin_cuda.so and build/tests/tensor/ (about 5 MB; the whole build/
-# is about 50 MB).
+#   4. where the carry holds build/bench_train and build/bench_inference, the GPU
+#      benchmarks of issue 22, item 5 (bench/run_gpu.sh: a DPO LoRA step and
+#      generation on the SmolLM2-135M and Gemma-2B shapes against PyTorch + PEFT
+#      and transformers' generate, batch-1 decoding against the bandwidth bound),
+#      in what is left of the 8 minutes (at most BENCH_BUDGET_S, default 240 s;
+#      BENCH=0 skips them), and their one table, also written to $OUT/gpu_bench.md
+#      when OUT names a folder (the device tool's).  They need the python3 here to
+#      have torch, transformers, peft and safetensors (a PyTorch image has them);
+#   5. one summary table (each test, and the worst error per op with its
+#      tolerance), then the benchmarks' table.
+# What to carry from the development machine (the working tree travels with it;
+# at most 64 MiB in all):
+#   tests only:           build/CMakeCache.txt, build/libalphaspin_cuda.so and
+#                         build/tests/tensor/ (about 5 MB);
+#   tests + benchmarks:   the same and build/bench_train, build/bench_inference
+#                         (under 2 MB more); the benchmarks' models are written
+#                         on the device (the default GGUF model, 98 MB, is not carried);
+#   everything:           the whole build/ (about 50 MB; adds test_cuda_e2e).
 # Exit status: 0 when every check passed on a GPU; 1 otherwise (a `gpu` test that
 # skips on a machine with a GPU counts as a failure: it means the plugin did not load).
 #
@@ -148,7 +162,29 @@ if grep -q 'Skipped\|Not Run' "$log.gpu"; then
 fi
 grep -q 'No tests were found' "$log.gpu" && { note "FAIL: ctest found no gpu tests in $run_dir"; fail=1; }
 
-# 4. The summary.
+# 4. The benchmarks (issue 22, item 5), where the carry holds them; their table follows the summary.
+bench_rc=0 bench_table=""
+if [ "${BENCH:-1}" != 0 ] && [ -x "$build/bench_train" ] && [ -x "$build/bench_inference" ]; then
+    left=$(( 470 - $(elapsed) ))
+    budget=${BENCH_BUDGET_S:-240}
+    [ "$left" -lt "$budget" ] && budget=$left
+    if [ "$budget" -lt 60 ]; then
+        note "benchmarks: not run (${budget} s left of the 8 minutes)"
+    else
+        note "== benchmarks (bench/run_gpu.sh, ${budget} s)"
+        bench_table=${OUT:+$OUT/gpu_bench.md}
+        bench_table=${bench_table:-$(dirname "$log")/gpu_bench.md}
+        BUILD=$build BUDGET_S=$budget BENCH_OUT=$(dirname "$log")/bench TABLE=$bench_table PY=${PY:-python3} \
+            bash bench/run_gpu.sh >/dev/null 2>"$log.bench"
+        bench_rc=$?
+        grep '^run_gpu: ' "$log.bench" | sed 's/^/  /'
+        [ "$bench_rc" = 0 ] || { note "FAIL: bench/run_gpu.sh (exit $bench_rc)"; fail=1; }
+    fi
+else
+    note "bench_train / bench_inference not carried (or BENCH=0): the benchmarks do not run"
+fi
+
+# 5. The summary.
 note ""
 note "== summary ($(elapsed) s)"
 note "| check | result |"
@@ -162,6 +198,10 @@ if grep -q 'worst error per op' "$log.gpu"; then
     note "|---|---|---|"
     sed -n '/worst error per op/,/test(s) run/p' "$log.gpu" | grep -E '^[0-9]+: +[a-z]' |
         sed -E 's/^[0-9]+: +(.*[^ ]) +([0-9.e+-]+) \(([0-9.e+-]+)\)$/| \1 | \2 | \3 |/'
+fi
+if [ -n "$bench_table" ] && [ -s "$bench_table" ]; then
+    note ""
+    cat "$bench_table"
 fi
 if [ "$fail" != 0 ]; then
     note ""
