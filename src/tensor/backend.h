@@ -25,9 +25,10 @@
 // scoring (the CPU's table; generation samples through the model's backend
 // when it has the optional sample_rows).  .ci/check_seam.sh fails on a direct
 // call of the CPU backend's functions above the seam.  The forward pass's rows
-// are buf_alloc memory and each of its ops takes the whole batch; what is
-// still host memory: the logits it returns, the LoRA factors, and everything
-// the training model holds (docs/ARCHITECTURE.md, "Adding a backend").
+// are buf_alloc memory and each of its ops takes the whole batch, and so are
+// the training model's weights, gradients, adapters, activations and
+// optimizer moments; what is still host memory: the logits the forward pass
+// returns and small index arrays (docs/ARCHITECTURE.md, "Adding a backend").
 #ifndef AS_TENSOR_BACKEND_H
 #define AS_TENSOR_BACKEND_H
 

@@ -66,7 +66,7 @@ typedef struct grad_tree {
     int32_t M;        // micro-batches of the step
     float *grads;     // the model's gradient buffer: backward accumulates there
     size_t n;         // its floats
-    float *bufs[32];  // one per tree level (allocated on first use)
+    float *bufs[32];  // one per tree level (allocated on first use, the model backend's buf_alloc: resident on a device)
     char *records;    // M records
     as_rng r0;        // the dropout stream when the step began
     int draws;        // dropout seeds each micro-batch draws
@@ -79,7 +79,7 @@ static as_rng rng_after(as_rng r, int64_t k) {
 
 static float *level_buf(grad_tree *t, int32_t level) {
     if (level >= 32) as_die("train loop: gradient tree deeper than 32 levels");
-    if (!t->bufs[level]) t->bufs[level] = as_aligned_alloc(sizeof(float) * (t->n ? t->n : 1));
+    if (!t->bufs[level]) t->bufs[level] = t->l->m->be->buf_alloc(sizeof(float) * (t->n ? t->n : 1));
     return t->bufs[level];
 }
 
@@ -220,7 +220,8 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
     m->rng = rng_after(t.r0, (int64_t)t.M * t.draws);
     if (rc == AS_OK && f->combine) f->combine(f->user, s, t.records, t.M);
     s->record = NULL;
-    for (int i = 0; i < 32; i++) free(t.bufs[i]);
+    for (int i = 0; i < 32; i++)
+        if (t.bufs[i]) m->be->buf_free(t.bufs[i]);
     free(t.records);
     return rc;
 }

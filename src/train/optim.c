@@ -27,6 +27,13 @@ void optim_config_finetune(optim_config *c, float lr) {
     c->max_grad_norm = 1.0f;
 }
 
+// n zeroed floats of be's buf_alloc memory.
+static float *moments_new(const as_backend *be, size_t n) {
+    float *p = be->buf_alloc(sizeof(float) * AS_MAX(n, (size_t)1));
+    memset(p, 0, sizeof(float) * AS_MAX(n, (size_t)1));
+    return p;
+}
+
 int optim_init(optim **out, const optim_config *c, size_t n_params) {
     *out = NULL;
     if (c->kind != OPTIM_ADAMW && c->kind != OPTIM_RMSPROP && c->kind != OPTIM_SGD)
@@ -48,21 +55,37 @@ int optim_init(optim **out, const optim_config *c, size_t n_params) {
     if (!(c->max_grad_norm >= 0.0f)) return as_error("optimizer: max_grad_norm %g: expected a value >= 0", (double)c->max_grad_norm);
     optim *o = as_calloc(1, sizeof *o);
     o->cfg = *c;
-    o->be = &as_backend_cpu;
+    o->be = o->mem = &as_backend_cpu;
     o->n = n_params;
     const bool need_m = c->kind == OPTIM_ADAMW || (c->kind == OPTIM_SGD && c->momentum > 0.0f);
     const bool need_v = c->kind == OPTIM_ADAMW || c->kind == OPTIM_RMSPROP;
-    if (need_m) o->m = as_calloc(AS_MAX(n_params, (size_t)1), sizeof(float));
-    if (need_v) o->v = as_calloc(AS_MAX(n_params, (size_t)1), sizeof(float));
+    if (need_m) o->m = moments_new(o->mem, n_params);
+    if (need_v) o->v = moments_new(o->mem, n_params);
     *out = o;
     return AS_OK;
 }
 
 void optim_free(optim *o) {
     if (!o) return;
-    free(o->m);
-    free(o->v);
+    if (o->m) o->mem->buf_free(o->m);
+    if (o->v) o->mem->buf_free(o->v);
     free(o);
+}
+
+void optim_set_backend(optim *o, const as_backend *be) {
+    if (!be) be = &as_backend_cpu;
+    o->be = be;
+    const as_backend *mem = be->buf_alloc && be->buf_free ? be : &as_backend_cpu;
+    if (mem->buf_alloc == o->mem->buf_alloc && mem->buf_free == o->mem->buf_free) return;
+    float **bufs[2] = {&o->m, &o->v};
+    for (int i = 0; i < 2; i++) {
+        if (!*bufs[i]) continue;
+        float *q = mem->buf_alloc(sizeof(float) * AS_MAX(o->n, (size_t)1));
+        memcpy(q, *bufs[i], sizeof(float) * o->n);
+        o->mem->buf_free(*bufs[i]);
+        *bufs[i] = q;
+    }
+    o->mem = mem;
 }
 
 // transformers.optimization: warm-up steps = ceil(total * ratio); the factor

@@ -48,6 +48,7 @@ typedef struct optim {
     float *m;             // (n) AdamW first moment / SGD momentum buffer
     float *v;             // (n) AdamW second moment / RMSprop square average
     const as_backend *be; // where the updates run (optim_init: the CPU; train_optim_step: the model's)
+    const as_backend *mem; // whose buf_alloc holds m and v (optim_set_backend moves them)
 } optim;
 
 // PyTorch's defaults for `kind` (lr 1e-3 for AdamW; 1e-2 for RMSprop; 1e-3 SGD),
@@ -60,6 +61,9 @@ void optim_config_finetune(optim_config *c, float lr);
 // -1 + as_error for an invalid configuration (negative rate, beta outside [0, 1), ...).
 int optim_init(optim **out, const optim_config *cfg, size_t n_params);
 void optim_free(optim *o);
+// The updates run on be from now on, and the moments move into be's buf_alloc
+// memory (a device backend keeps them resident); NULL: the CPU.
+void optim_set_backend(optim *o, const as_backend *be);
 
 // Multiplier of cfg->lr for the update after `step` completed steps (0-based),
 // transformers' LambdaLR: linear warm-up from 0, then constant, linear decay

@@ -85,7 +85,47 @@ typedef struct train_acts {
     bool has_vgrad;             // vgrad holds this forward's rows
     bool checkpoint;            // per-layer buffers hold one layer (recomputed in the backward pass)
     uint64_t dropout_seed;
+    const as_backend *mem;      // whose buf_alloc made memory
 } train_acts;
+
+// The backend whose buf_alloc holds a model's big buffers: be's own (a device
+// backend's ops use them in place, so they stay resident), the CPU's when be
+// has none.  Buffers are freed by the backend that made them.
+static const as_backend *mem_of(const as_backend *be) { return be && be->buf_alloc && be->buf_free ? be : &as_backend_cpu; }
+static bool same_mem(const as_backend *a, const as_backend *b) {
+    a = mem_of(a), b = mem_of(b);
+    return a->buf_alloc == b->buf_alloc && a->buf_free == b->buf_free;
+}
+static float *buf_new(const as_backend *be, size_t n) { return mem_of(be)->buf_alloc(sizeof(float) * AS_MAX(n, (size_t)16)); }
+static void buf_del(const as_backend *be, float *p) {
+    if (p) mem_of(be)->buf_free(p);
+}
+// n floats at p (from `from`) moved into `to`'s buffers.
+static float *buf_move(const as_backend *from, const as_backend *to, float *p, size_t n) {
+    if (!p || same_mem(from, to)) return p;
+    float *q = buf_new(to, n);
+    memcpy(q, p, sizeof(float) * n);
+    buf_del(from, p);
+    return q;
+}
+
+// l's factors and gradients moved into be's buffers (the pointers into them follow).
+static void lora_move(train_lora *l, const as_backend *be) {
+    if (same_mem(l->be, be)) return;
+    float **ptrs[4] = {l->a, l->b, l->ga, l->gb};
+    ptrdiff_t off[4][TRAIN_LORA_N_TARGETS] = {{0}};
+    for (int k = 0; k < 4; k++)
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
+            if (ptrs[k][t]) off[k][t] = ptrs[k][t] - (k < 2 ? l->memory : l->grad_memory);
+    const as_backend *from = mem_of(l->be);
+    if (from->sync) from->sync();
+    l->memory = buf_move(from, be, l->memory, l->n);
+    l->grad_memory = buf_move(from, be, l->grad_memory, l->n);
+    l->be = mem_of(be);
+    for (int k = 0; k < 4; k++)
+        for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
+            if (ptrs[k][t]) ptrs[k][t] = (k < 2 ? l->memory : l->grad_memory) + off[k][t];
+}
 
 // Storage slot of layer l's activations.
 static inline int64_t slot(const train_acts *a, int64_t l) { return a->checkpoint ? 0 : l; }
@@ -93,7 +133,8 @@ static inline int64_t slot(const train_acts *a, int64_t l) { return a->checkpoin
 static void acts_free(train_acts *a) {
     if (!a) return;
     free(a->target2), free(a->logp_tok2);
-    free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
+    buf_del(a->mem, a->memory);
+    free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     free(a);
 }
 
@@ -117,7 +158,8 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     if (m->lora && m->lora->cfg.dropout > 0.0f)
         for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
             a->drop_off[t + 1] = a->drop_off[t] + ((m->lora->cfg.targets >> t & 1) ? (m->lora->in[t] + 15) / 16 : 0);
-    free(a->memory), free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
+    buf_del(a->mem, a->memory);
+    free(a->tokens), free(a->seq_off), free(a->seq_len), free(a->row), free(a->target), free(a->row_seq);
     float **ptrs[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln2, &a->rstd1, &a->rstd2, &a->q, &a->k, &a->v, &a->lse, &a->att,
                       &a->gate, &a->up, &a->hact, &a->lnf, &a->vgrad, &a->rstdf, &a->lora_u, &a->rope_cos, &a->rope_sin, &a->tmp,
                       &a->dresid, &a->dln, &a->dq, &a->datt, &a->dk, &a->dv, &a->dgate, &a->dup, &a->dh, &a->du,
@@ -130,7 +172,8 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
                              (L * N * a->drop_off[TRAIN_LORA_N_TARGETS] + 1) / 2};
     size_t total = 0;
     for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) total += ((size_t)sizes[i] + 15) & ~(size_t)15; // 64-byte aligned pieces
-    a->memory = as_aligned_alloc(sizeof(float) * AS_MAX(total, (size_t)16));
+    a->memory = buf_new(m->be, total);
+    a->mem = mem_of(m->be);
     float *p = a->memory;
     for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) {
         *ptrs[i] = p;
@@ -186,6 +229,18 @@ int train_set_backend(train_model *m, const as_backend *be) {
     if (!be) be = &as_backend_cpu;
     const char *missing = as_backend_missing(be, AS_BACKEND_TRAINING);
     if (missing) return as_error("backend %s cannot train yet: it has no %s op", be->name, missing);
+    if (!same_mem(m->be, be)) { // the buffers move to the new backend's memory
+        if (m->be->sync) m->be->sync();
+        m->params_memory = buf_move(m->be, be, m->params_memory, m->n_params);
+        params_point(&m->params, m->params_memory, m->param_sizes);
+        if (m->grads_memory) {
+            m->grads_memory = buf_move(m->be, be, m->grads_memory, m->n_params);
+            params_point(&m->grads, m->grads_memory, m->param_sizes);
+        }
+        if (m->lora) lora_move(m->lora, be);
+        acts_free(m->acts); // reallocated by the next forward (a pending backward is lost)
+        m->acts = NULL;
+    }
     m->be = be;
     return AS_OK;
 }
@@ -206,7 +261,7 @@ int train_model_init(train_model **out, const model_config *cfg) {
     m->cfg = *cfg;
     params_sizes(cfg, m->param_sizes);
     for (int i = 0; i < TRAIN_N_PARAMS; i++) m->n_params += m->param_sizes[i];
-    m->params_memory = as_aligned_alloc(sizeof(float) * m->n_params);
+    m->params_memory = buf_new(&as_backend_cpu, m->n_params);
     memset(m->params_memory, 0, sizeof(float) * m->n_params);
     params_point(&m->params, m->params_memory, m->param_sizes);
     m->adapters_on = true;
@@ -266,16 +321,16 @@ int train_model_load(train_model **out, const char *gguf_path) {
 
 static void lora_free(train_lora *l) {
     if (!l) return;
-    free(l->memory);
-    free(l->grad_memory);
+    buf_del(l->be, l->memory);
+    buf_del(l->be, l->grad_memory);
     free(l);
 }
 
 void train_model_free(train_model *m) {
     if (!m) return;
-    free(m->params_memory);
+    buf_del(m->be, m->params_memory);
     free(m->rope_freqs);
-    free(m->grads_memory);
+    buf_del(m->be, m->grads_memory);
     lora_free(m->lora);
     acts_free(m->acts);
     free(m);
@@ -283,7 +338,8 @@ void train_model_free(train_model *m) {
 
 // ---- LoRA ----
 
-train_lora *train_lora_new(const model_config *c, const train_lora_config *cfg) {
+// Adapters whose factors and gradients are be's buffers.
+static train_lora *lora_new(const as_backend *be, const model_config *c, const train_lora_config *cfg) {
     if (cfg->rank < 1) return as_error("train: LoRA rank %d: expected >= 1", cfg->rank), NULL;
     if (!(cfg->alpha > 0.0f) || !isfinite(cfg->alpha)) return as_error("train: LoRA alpha %g: expected a finite value > 0", (double)cfg->alpha), NULL;
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f)) return as_error("train: LoRA dropout %g: expected a value in [0, 1)", (double)cfg->dropout), NULL;
@@ -300,8 +356,11 @@ train_lora *train_lora_new(const model_config *c, const train_lora_config *cfg) 
         lo->in[t] = ins[t], lo->out[t] = outs[t];
         if (lo->cfg.targets & (1u << t)) lo->n += (size_t)(L * r * (ins[t] + outs[t]));
     }
-    lo->memory = as_calloc(lo->n, sizeof(float));
-    lo->grad_memory = as_calloc(lo->n, sizeof(float));
+    lo->be = mem_of(be);
+    lo->memory = buf_new(be, lo->n);
+    lo->grad_memory = buf_new(be, lo->n);
+    memset(lo->memory, 0, sizeof(float) * lo->n);
+    memset(lo->grad_memory, 0, sizeof(float) * lo->n);
     as_rng rng;
     as_rng_seed(&rng, cfg->seed);
     size_t off = 0;
@@ -318,6 +377,8 @@ train_lora *train_lora_new(const model_config *c, const train_lora_config *cfg) 
     return lo;
 }
 
+train_lora *train_lora_new(const model_config *c, const train_lora_config *cfg) { return lora_new(&as_backend_cpu, c, cfg); }
+
 void train_lora_free(train_lora *l) { lora_free(l); }
 
 void train_lora_copy(train_lora *dst, const train_lora *src) {
@@ -327,8 +388,9 @@ void train_lora_copy(train_lora *dst, const train_lora *src) {
 train_lora *train_lora_set(train_model *m, train_lora *l) {
     train_lora *old = m->lora;
     m->lora = l;
+    if (l) lora_move(l, m->be);
     if (l && !old) { // the base is frozen now: no gradient buffer for it
-        free(m->grads_memory);
+        buf_del(m->be, m->grads_memory);
         m->grads_memory = NULL;
         memset(&m->grads, 0, sizeof m->grads);
     }
@@ -340,7 +402,7 @@ train_lora *train_lora_set(train_model *m, train_lora *l) {
 
 int train_lora_attach(train_model *m, const train_lora_config *cfg) {
     if (m->lora) return as_error("train: LoRA adapters are attached already");
-    train_lora *lo = train_lora_new(&m->cfg, cfg);
+    train_lora *lo = lora_new(m->be, &m->cfg, cfg);
     if (!lo) return AS_FAIL;
     train_lora_set(m, lo);
     return AS_OK;
@@ -656,7 +718,7 @@ int64_t train_token_logprobs(const train_model *m, float *out) {
 
 static void grads_ensure(train_model *m) {
     if (m->grads_memory) return;
-    m->grads_memory = as_aligned_alloc(sizeof(float) * m->n_params);
+    m->grads_memory = buf_new(m->be, m->n_params);
     memset(m->grads_memory, 0, sizeof(float) * m->n_params);
     params_point(&m->grads, m->grads_memory, m->param_sizes);
 }
@@ -828,7 +890,7 @@ void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr) {
     int n_segs;
     const size_t n = train_trainable(m, &params, &grads, &segs, &n_segs);
     if (n != o->n) as_die("train_optim_step: optimizer built for %zu parameters, model trains %zu", o->n, n);
-    o->be = m->be;
+    optim_set_backend(o, m->be);
     const double norm = optim_clip_grad_norm_on(m->be, grads, n, o->cfg.max_grad_norm, m->n_threads);
     const double used = optim_step(o, params, grads, segs, n_segs, m->n_threads);
     if (grad_norm) *grad_norm = norm;

@@ -75,7 +75,8 @@ typedef struct train_lora {
     float *b[TRAIN_LORA_N_TARGETS];       // (L, out, r)
     float *ga[TRAIN_LORA_N_TARGETS];      // gradients, same shapes
     float *gb[TRAIN_LORA_N_TARGETS];
-    float *memory, *grad_memory;          // A, B of every target, in target order
+    float *memory, *grad_memory;          // A, B of every target, in target order (be's buf_alloc)
+    const as_backend *be;                 // whose buffers they are: train_lora_new the CPU's; train_lora_set moves them to the model's
     size_t n;                             // floats in memory
     int32_t n_layer;
     uint64_t dropout_seed;                // seeds the model's dropout stream when attached
@@ -102,7 +103,7 @@ typedef struct train_model {
     train_params params;                  // fp32 master weights
     size_t param_sizes[TRAIN_N_PARAMS];
     size_t n_params;
-    float *params_memory;
+    float *params_memory;                 // be's buf_alloc memory, as grads_memory
     float *rope_freqs;                    // (n_rot/2) Llama-3 divisors of the RoPE frequencies, or NULL (fixed, not trained)
     train_params grads;                   // full fine-tuning only (allocated on first need)
     float *grads_memory;
@@ -161,7 +162,9 @@ void train_set_threads(train_model *m, int n);
 void train_set_precision(train_model *m, train_precision p);
 // The backend the forward, backward and optimizer steps run on (tensor/
 // backend.h; NULL: the CPU's, the default; train_model_from_model takes the
-// inference model's).  Buffers stay host memory.  -1 + as_error (the model
+// inference model's).  The big buffers (weights, gradients, adapters,
+// activations) are be's buf_alloc memory, so a device backend keeps them
+// resident: a change of backend moves them (and drops the last forward).  -1 + as_error (the model
 // unchanged) when be lacks a training op (as_backend_missing).
 int train_set_backend(train_model *m, const as_backend *be);
 

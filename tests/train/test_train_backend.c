@@ -4,7 +4,10 @@
 // fine-tuning and LoRA with dropout, at f32 and bf16, with activation
 // checkpointing or not, to the same bits as the default backend, and each op
 // the step needs was called through the table.  (That src/train calls nothing
-// else is what the seam's grep checks: docs/ARCHITECTURE.md.)
+// else is what the seam's grep checks: docs/ARCHITECTURE.md.)  The wrapper
+// has its own buf_alloc too: the model's big buffers (weights, gradients,
+// adapters, activations, optimizer moments) are that backend's, move to it
+// and back with the backend, and are freed by the backend that made them.
 #include "train_test_util.h"
 
 #include "tensor/backend.h"
@@ -88,6 +91,36 @@ static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, floa
     g_calls[OP_ADAMW]++, CPU.adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, nth);
 }
 
+// The wrapper's buffers: the CPU's behind a table of the live ones.
+#define MAX_BUFS 64
+static void *g_bufs[MAX_BUFS];
+static void *w_buf_alloc(size_t bytes) {
+    void *p = CPU.buf_alloc(bytes);
+    for (int i = 0; i < MAX_BUFS; i++)
+        if (!g_bufs[i]) return g_bufs[i] = p;
+    fail_msg("more than %d live buffers", MAX_BUFS);
+    return NULL;
+}
+static void w_buf_free(void *p) {
+    for (int i = 0; i < MAX_BUFS; i++)
+        if (g_bufs[i] == p) {
+            g_bufs[i] = NULL;
+            CPU.buf_free(p);
+            return;
+        }
+    fail_msg("buf_free(%p): not a buffer of the wrapped backend", p);
+}
+static bool owned(const void *p) {
+    for (int i = 0; i < MAX_BUFS; i++)
+        if (p && g_bufs[i] == p) return true;
+    return false;
+}
+static int live_bufs(void) {
+    int n = 0;
+    for (int i = 0; i < MAX_BUFS; i++) n += g_bufs[i] != NULL;
+    return n;
+}
+
 static as_backend counting(void) {
     as_backend b = as_backend_cpu;
     b.name = "counting-cpu";
@@ -97,6 +130,7 @@ static as_backend counting(void) {
     b.glu_forward = w_glu_f, b.glu_backward = w_glu_b, b.logsoftmax_forward = w_lsm_f, b.logsoftmax_backward = w_lsm_b;
     b.residual_forward = w_resid, b.lora_forward = w_lora_f, b.lora_backward = w_lora_b;
     b.sum_squares = w_sumsq, b.grad_scale = w_scale, b.adamw_update = w_adamw;
+    b.buf_alloc = w_buf_alloc, b.buf_free = w_buf_free;
     return b;
 }
 
@@ -149,6 +183,10 @@ static float *train_two_steps(const as_backend *be, bool gemma, bool lora, train
         assert_int_equal(train_backward(m, up), AS_OK);
         train_optim_step(m, o, NULL, NULL);
     }
+    if (be) { // the trainable tensors and the moments live in the backend's buffers
+        assert_true(owned(params) && owned(grads) && owned(o->m) && owned(o->v));
+        assert_true(lora || owned(m->params_memory));
+    }
     float *out = as_malloc(sizeof(float) * n);
     memcpy(out, params, sizeof(float) * n);
     *n_out = n;
@@ -185,7 +223,64 @@ static void test_runs_on_given_backend(void **st) {
                                      bf16 ? "bf16" : "f32", OP_NAMES[k]);
                     }
                     free(ref), free(got);
+                    if (live_bufs()) fail_msg("%d buffers of the wrapped backend left after train_model_free", live_bufs());
                 }
+}
+
+// Adapters made on the CPU (train_lora_new) and a model moved to another
+// backend and back: their buffers follow (contents and the pointers into
+// them), the adapters swapped out stay the caller's and are freed by the
+// backend that holds them; the model trains to the CPU's bits after the moves.
+static void test_buffers_follow_backend(void **st) {
+    (void)st;
+    const as_backend wrap = counting();
+    const train_lora_config lc = {.rank = 2, .alpha = 3.0f, .dropout = 0.25f, .targets = 0, .seed = 5};
+    train_model *m = tiny(false), *ref = tiny(false);
+    assert_int_equal(train_lora_attach(m, &lc), AS_OK);
+    assert_int_equal(train_lora_attach(ref, &lc), AS_OK);
+    static const int32_t tok[8] = {5, 17, 3, 30, 2, 2, 9, 11}, len[1] = {8}, plen[1] = {3};
+    const train_batch b = {.n_seq = 1, .n_ctx = 8, .tokens = tok, .len = len, .prompt_len = plen, .backward = true};
+    float lp, lp_ref;
+    const float up = 1.0f;
+    assert_int_equal(train_forward(m, &b, &lp, NULL), AS_OK); // activations on the CPU, dropped by the move
+    const size_t n_params = m->n_params, n_lora = m->lora->n;
+    float *keep_p = as_malloc(sizeof(float) * n_params), *keep_l = as_malloc(sizeof(float) * n_lora);
+    memcpy(keep_p, m->params_memory, sizeof(float) * n_params), memcpy(keep_l, m->lora->memory, sizeof(float) * n_lora);
+    const ptrdiff_t off_b = m->lora->b[2] - m->lora->memory, off_ga = m->lora->ga[3] - m->lora->grad_memory;
+
+    assert_int_equal(train_set_backend(m, &wrap), AS_OK);
+    assert_true(owned(m->params_memory) && owned(m->lora->memory) && owned(m->lora->grad_memory));
+    assert_ptr_equal(m->lora->be, &wrap);
+    assert_memory_equal(m->params_memory, keep_p, sizeof(float) * n_params);
+    assert_memory_equal(m->lora->memory, keep_l, sizeof(float) * n_lora);
+    assert_int_equal(m->lora->b[2] - m->lora->memory, off_b);
+    assert_int_equal(m->lora->ga[3] - m->lora->grad_memory, off_ga);
+    assert_ptr_equal(m->params.tok_embd, m->params_memory); // repointed into the new buffer
+
+    // Adapters made on the CPU move in when set; the ones swapped out stay on the wrapper.
+    train_lora *cpu = train_lora_new(&m->cfg, &lc);
+    assert_ptr_equal(cpu->be, &as_backend_cpu);
+    train_lora *own = train_lora_set(m, cpu);
+    assert_true(owned(cpu->memory) && owned(own->memory));
+    train_lora_set(m, own); // reseeds the dropout stream from own's seed
+    train_lora_free(cpu);   // the wrapper's buf_free (it fails on a pointer not its own)
+    assert_int_equal(train_forward(ref, &b, &lp_ref, NULL), AS_OK);
+    train_lora_set(ref, ref->lora); // the same dropout stream as m's now
+
+    // Trains on the wrapper as on the CPU, then moves back.
+    train_zero_grad(m), train_zero_grad(ref);
+    assert_int_equal(train_forward(m, &b, &lp, NULL), AS_OK);
+    assert_int_equal(train_forward(ref, &b, &lp_ref, NULL), AS_OK);
+    assert_memory_equal(&lp, &lp_ref, sizeof lp);
+    assert_int_equal(train_backward(m, &up), AS_OK);
+    assert_int_equal(train_backward(ref, &up), AS_OK);
+    assert_memory_equal(m->lora->grad_memory, ref->lora->grad_memory, sizeof(float) * n_lora);
+    assert_true(live_bufs() > 0);
+    assert_int_equal(train_set_backend(m, NULL), AS_OK);
+    assert_int_equal(live_bufs(), 0);
+    assert_memory_equal(m->lora->grad_memory, ref->lora->grad_memory, sizeof(float) * n_lora);
+    free(keep_p), free(keep_l);
+    train_model_free(m), train_model_free(ref);
 }
 
 // A backend still being written (a training op left NULL) is refused with one
@@ -205,6 +300,7 @@ static void test_refuses_incomplete_backend(void **st) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_on_given_backend), cmocka_unit_test(test_refuses_incomplete_backend)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_on_given_backend), cmocka_unit_test(test_buffers_follow_backend),
+                                       cmocka_unit_test(test_refuses_incomplete_backend)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

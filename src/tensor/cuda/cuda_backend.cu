@@ -23,8 +23,15 @@
 // "activation buffers"), which the inference ops use in place and queue
 // kernels on without waiting (the legacy default stream; `sync` waits); any
 // other pointer is host memory, copied to the device and back per call
-// (cudaMemcpy, synchronous): correct, and slow; the training ops still take
-// every operand that way.  What stays resident on the device: the weight
+// (cudaMemcpy, synchronous): correct, and slow.  The training model's
+// weights, gradients, LoRA factors, activations and optimizer moments are
+// buf_alloc memory too (src/train), which the training ops and products
+// (sgemm, linear, the bf16 products and packing) use in place, so they stay
+// resident from op to op; the training ops remain synchronous (one that used
+// managed memory waits for its kernels before returning: lock_guard).
+// Still copied per call: the host's small index arrays (tokens, rows,
+// sequence offsets, tiles), the embedding backward's distinct-token list,
+// and any operand from plain host memory.  Also resident: the weight
 // groups (weights_new: each group's parts stacked and dequantised once, bf16,
 // plus fp32 made by the first F32 product) and the KV cache (kv_init:
 // kernel_kv's k and v are device pointers, the CPU's fp32 layout).  Ops are
@@ -197,12 +204,25 @@ static bool is_managed(const void *p) {
     return false;
 }
 
+// Set by a training op that used buf_alloc memory in place (read or
+// written): its guard's end waits for its kernels, since the training ops are
+// synchronous (the caller reads and writes the results on the host between
+// ops, and a copy back, which would have waited, is not made).
+static bool g_tr_wait;
+
 struct lock_guard {
-    explicit lock_guard(const char *op) {
+    const char *op;
+    explicit lock_guard(const char *op_) : op(op_) {
         pthread_mutex_lock(&g_lock);
         CK(cudaSetDevice(g_device)); // the calling thread's current device may be another
     }
-    ~lock_guard() { pthread_mutex_unlock(&g_lock); }
+    ~lock_guard() {
+        if (g_tr_wait) {
+            g_tr_wait = false;
+            CK(cudaDeviceSynchronize());
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
 };
 
 static unsigned grid_for(int64_t n, unsigned threads) {
@@ -847,7 +867,9 @@ static void cu_get_rows(const as_matrix *w, const int32_t *ids, int64_t n, float
 }
 
 // C = alpha op(A) op(B) + beta C, row-major: in cuBLAS's column-major terms
-// C^T = alpha op(B)^T op(A)^T + beta C^T.  Operands are copied compact.
+// C^T = alpha op(B)^T op(A)^T + beta C^T.  buf_alloc operands are used in
+// place with their leading dimensions (C too: written there, then waited
+// for); any other is copied compact.
 static void cu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                      float beta, float *C, int64_t ldc, int nth) {
     const char *op = "sgemm";
@@ -856,19 +878,29 @@ static void cu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) die(op, "matrix too large");
     lock_guard g(op);
     const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    float *dA = (float *)grow(&b_a, sizeof(float) * (size_t)(ar * ac > 0 ? ar * ac : 1), op);
-    float *dB = (float *)grow(&b_b, sizeof(float) * (size_t)(br * bc > 0 ? br * bc : 1), op);
-    float *dC = (float *)grow(&b_c, sizeof(float) * (size_t)(M * N), op);
+    const bool rA = K > 0 && is_managed(A), rB = K > 0 && is_managed(B), rC = is_managed(C);
+    const float *dA = rA ? A : (const float *)grow(&b_a, sizeof(float) * (size_t)(ar * ac > 0 ? ar * ac : 1), op);
+    const float *dB = rB ? B : (const float *)grow(&b_b, sizeof(float) * (size_t)(br * bc > 0 ? br * bc : 1), op);
+    float *dC = rC ? C : (float *)grow(&b_c, sizeof(float) * (size_t)(M * N), op);
+    const int64_t la = rA ? lda : ac, lb = rB ? ldb : bc, lc = rC ? ldc : N;
+    if (rA || rB || rC) g_tr_wait = true;
     if (K > 0) {
-        CK(cudaMemcpy2D(dA, sizeof(float) * (size_t)ac, A, sizeof(float) * (size_t)lda, sizeof(float) * (size_t)ac, (size_t)ar, cudaMemcpyHostToDevice));
-        CK(cudaMemcpy2D(dB, sizeof(float) * (size_t)bc, B, sizeof(float) * (size_t)ldb, sizeof(float) * (size_t)bc, (size_t)br, cudaMemcpyHostToDevice));
+        if (!rA)
+            CK(cudaMemcpy2D((void *)dA, sizeof(float) * (size_t)ac, A, sizeof(float) * (size_t)lda, sizeof(float) * (size_t)ac, (size_t)ar,
+                            cudaMemcpyHostToDevice));
+        if (!rB)
+            CK(cudaMemcpy2D((void *)dB, sizeof(float) * (size_t)bc, B, sizeof(float) * (size_t)ldb, sizeof(float) * (size_t)bc, (size_t)br,
+                            cudaMemcpyHostToDevice));
     }
-    if (beta != 0.0f)
+    if (beta == 0.0f) // C is not read (it may hold NaN)
+        CK(cudaMemset2D(dC, sizeof(float) * (size_t)lc, 0, sizeof(float) * (size_t)N, (size_t)M));
+    else if (!rC)
         CK(cudaMemcpy2D(dC, sizeof(float) * (size_t)N, C, sizeof(float) * (size_t)ldc, sizeof(float) * (size_t)N, (size_t)M, cudaMemcpyHostToDevice));
-    else CK(cudaMemset(dC, 0, sizeof(float) * (size_t)(M * N))); // beta 0: C is not read (it may hold NaN)
-    CKB(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, dB, (int)(bc > 0 ? bc : 1), dA,
-                    (int)(ac > 0 ? ac : 1), &beta, dC, (int)N));
-    CK(cudaMemcpy2D(C, sizeof(float) * (size_t)ldc, dC, sizeof(float) * (size_t)N, sizeof(float) * (size_t)N, (size_t)M, cudaMemcpyDeviceToHost));
+    if (lc > INT32_MAX || (rA && la > INT32_MAX) || (rB && lb > INT32_MAX)) die(op, "leading dimension too large");
+    CKB(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, dB, (int)(lb > 0 ? lb : 1), dA,
+                    (int)(la > 0 ? la : 1), &beta, dC, (int)lc));
+    if (!rC)
+        CK(cudaMemcpy2D(C, sizeof(float) * (size_t)ldc, dC, sizeof(float) * (size_t)N, sizeof(float) * (size_t)N, (size_t)M, cudaMemcpyDeviceToHost));
 }
 
 // ---- row ops ----
@@ -1706,6 +1738,31 @@ struct f_scale_copy {
     HDF(int64_t i) const { out[i] = scale * x[i]; }
 };
 
+// Rows ids[i / C] of E (C wide), times scale, into out: the embedding lookup on
+// the device when the table is resident (the same product as f_scale_copy).
+struct f_embed_gather {
+    float *out;
+    const float *E;
+    const int32_t *ids;
+    int64_t C;
+    float scale;
+    HDF(int64_t i) const { out[i] = scale * E[(int64_t)ids[i / C] * C + i % C]; }
+};
+
+// Row s of rows (C wide) to or from row ids[s] of E: gathers (to_rows) or
+// scatters back the rows of distinct ids.
+struct f_rows_move {
+    float *rows, *E;
+    const int32_t *ids;
+    int64_t C;
+    bool to_rows;
+    HDF(int64_t i) const {
+        float *e = E + (int64_t)ids[i / C] * C + i % C;
+        if (to_rows) rows[i] = *e;
+        else *e = rows[i];
+    }
+};
+
 // Embedding backward: rows (U x C) of dE, one per distinct token; slot s adds
 // scale * dout[t] for its tokens t (list[first[s] .. first[s+1]), increasing t) in order.
 struct f_embed_bwd {
@@ -2166,9 +2223,12 @@ struct f_sumsq {
 // ---- training ops ----
 //
 // Each op's body takes `host`: false on the device (the cu_ entry, under the
-// lock: operands copied to device scratch, kernels launched, results copied
-// back), true on the host for tests (the caller's arrays used in place and
-// host scratch, the same functors looped; see cuda_host_check.h).
+// lock: buf_alloc operands used in place, others copied to device scratch,
+// kernels launched, results written in place or copied back; an op that used
+// managed memory waits for its kernels at its end, g_tr_wait), true on the
+// host for tests (the caller's arrays used in place and host scratch, the
+// same functors looped; see cuda_host_check.h).  t_in: an operand read or
+// accumulated into; t_dst: one written whole; t_tmp: real scratch only.
 
 // Scratch of the training ops, grown as needed and kept (one slot per
 // operand): device buffers, and host ones for the host runs.
@@ -2178,9 +2238,11 @@ static size_t g_htr_cap[12];
 
 #define FB(n) (sizeof(float) * (size_t)(n))
 
-// An operand read (or accumulated into): its device copy, or on the host the array itself.
+// An operand read (or accumulated into): on the device x itself when it is
+// buf_alloc memory (resident), else its copy in scratch; on the host the array itself.
 static void *t_in(bool host, int slot, const void *x, size_t bytes, const char *op) {
     if (host) return (void *)x;
+    if (is_managed(x)) return g_tr_wait = true, (void *)x;
     void *d = grow(&g_tr[slot], bytes > 0 ? bytes : 4, op);
     if (bytes > 0) CK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
     return d;
@@ -2195,6 +2257,12 @@ static void *t_tmp(bool host, int slot, size_t bytes, const char *op) {
         g_htr_cap[slot] = bytes;
     }
     return g_htr[slot];
+}
+// Where an op writes all `bytes` of x: on the device x itself when it is
+// buf_alloc memory, else scratch (t_tmp's), which t_out then copies to x.
+static void *t_dst(bool host, int slot, void *x, size_t bytes, const char *op) {
+    if (!host && x && is_managed(x)) return g_tr_wait = true, x;
+    return t_tmp(host, slot, bytes, op);
 }
 // A result back into x (from a copy or scratch; nothing when it is x itself).
 static void t_out(bool host, void *x, const void *d, size_t bytes, const char *op) {
@@ -2221,17 +2289,26 @@ static void dev_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 // gathered on the host and uploaded together.
 static void embedding_forward_run(bool host, float *out, const int32_t *tok, const float *E, int64_t N, int64_t C, float scale) {
     const char *op = "embedding_forward";
+    if (!host && is_managed(E)) { // a resident table: gathered on the device
+        const int32_t *dt = (const int32_t *)t_in(host, 0, tok, sizeof(int32_t) * (size_t)N, op);
+        float *o = (float *)t_dst(host, 1, out, FB(N * C), op);
+        g_tr_wait = true; // E is read in place
+        run_each(host, N * C, f_embed_gather{o, E, dt, C, scale}, op);
+        t_out(host, out, o, FB(N * C), op);
+        return;
+    }
     float *rows = (float *)malloc(FB(N * C));
     if (!rows) die(op, "out of host memory");
     for (int64_t t = 0; t < N; t++) memcpy(rows + t * C, E + (int64_t)tok[t] * C, FB(C));
-    float *d = (float *)t_in(host, 0, rows, FB(N * C), op), *o = (float *)t_tmp(host, 1, FB(N * C), op);
+    float *d = (float *)t_in(host, 0, rows, FB(N * C), op), *o = (float *)t_dst(host, 1, out, FB(N * C), op);
     run_each(host, N * C, f_scale_copy{o, d, scale}, op);
     t_out(host, out, o, FB(N * C), op);
     free(rows);
 }
 
-// dE's rows of the distinct tokens travel (V is not passed); each adds its
-// tokens' rows of dout in token order, as the CPU's serial loop.
+// dE's rows of the distinct tokens travel (V is not passed; gathered into
+// scratch and scattered back on the device when dE is resident); each adds
+// its tokens' rows of dout in token order, as the CPU's serial loop.
 static void embedding_backward_run(bool host, float *dE, const float *dout, const int32_t *tok, int64_t N, int64_t C, float scale) {
     const char *op = "embedding_backward";
     if (N > INT32_MAX) die(op, "%lld rows", (long long)N);
@@ -2251,22 +2328,37 @@ static void embedding_backward_run(bool host, float *dE, const float *dout, cons
     for (int64_t s = 0; s < U; s++) first[s + 1] += first[s];
     for (int64_t s = 0; s <= U; s++) fill_at[s] = first[s];
     for (int64_t t = 0; t < N; t++) list[fill_at[slot_of[t]]++] = (int32_t)t;
-    float *rows = (float *)malloc(FB(U * C));
-    if (!rows) die(op, "out of host memory");
-    for (int64_t s = 0; s < U; s++) memcpy(rows + s * C, dE + (int64_t)slot_tok[s] * C, FB(C));
-    float *dr = (float *)t_in(host, 0, rows, FB(U * C), op), *dd = (float *)t_in(host, 1, dout, FB(N * C), op);
+    const bool resident = !host && is_managed(dE);
+    float *rows = NULL, *dr;
+    const int32_t *dids = NULL;
+    if (resident) {
+        dr = (float *)t_tmp(host, 0, FB(U * C), op);
+        dids = (const int32_t *)t_in(host, 4, slot_tok, sizeof(int32_t) * (size_t)U, op);
+        g_tr_wait = true;
+        run_each(host, U * C, f_rows_move{dr, dE, dids, C, true}, op);
+    }
+    else {
+        rows = (float *)malloc(FB(U * C));
+        if (!rows) die(op, "out of host memory");
+        for (int64_t s = 0; s < U; s++) memcpy(rows + s * C, dE + (int64_t)slot_tok[s] * C, FB(C));
+        dr = (float *)t_in(host, 0, rows, FB(U * C), op);
+    }
+    float *dd = (float *)t_in(host, 1, dout, FB(N * C), op);
     int32_t *df = (int32_t *)t_in(host, 2, first, sizeof(int32_t) * (size_t)(U + 1), op);
     int32_t *dl = (int32_t *)t_in(host, 3, list, sizeof(int32_t) * (size_t)N, op);
     run_each(host, U * C, f_embed_bwd{dr, dd, df, dl, C, scale}, op);
-    t_out(host, rows, dr, FB(U * C), op);
-    for (int64_t s = 0; s < U; s++) memcpy(dE + (int64_t)slot_tok[s] * C, rows + s * C, FB(C));
+    if (resident) run_each(host, U * C, f_rows_move{dr, dE, dids, C, false}, op);
+    else {
+        t_out(host, rows, dr, FB(U * C), op);
+        for (int64_t s = 0; s < U; s++) memcpy(dE + (int64_t)slot_tok[s] * C, rows + s * C, FB(C));
+    }
     free(rows), free(slot_tok), free(slot_of), free(first), free(list), free(fill_at);
 }
 
 static void rmsnorm_forward_run(bool host, float *out, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps) {
     const char *op = "rmsnorm_forward";
     float *dx = (float *)t_in(host, 0, x, FB(N * C), op), *dw = (float *)t_in(host, 1, w, FB(C), op);
-    float *dy = (float *)t_tmp(host, 2, FB(N * C), op), *dr = (float *)t_tmp(host, 3, FB(N), op);
+    float *dy = (float *)t_dst(host, 2, out, FB(N * C), op), *dr = (float *)t_dst(host, 3, rstd, FB(N), op);
     run_blocks(host, N, 256, f_rmsnorm_fwd{dy, dr, dx, dw, C, eps}, op);
     t_out(host, out, dy, FB(N * C), op);
     t_out(host, rstd, dr, FB(N), op);
@@ -2391,7 +2483,7 @@ static void attention_backward_run(bool host, float *dq, float *dk, float *dv, c
 
 static void glu_forward_run(bool host, float *h, const float *gg, const float *u, int64_t n, bool gelu) {
     const char *op = "glu_forward";
-    float *dg = (float *)t_in(host, 0, gg, FB(n), op), *du = (float *)t_in(host, 1, u, FB(n), op), *dh = (float *)t_tmp(host, 2, FB(n), op);
+    float *dg = (float *)t_in(host, 0, gg, FB(n), op), *du = (float *)t_in(host, 1, u, FB(n), op), *dh = (float *)t_dst(host, 2, h, FB(n), op);
     run_each(host, n, f_glu_fwd{dh, dg, du, gelu}, op);
     t_out(host, h, dh, FB(n), op);
 }
@@ -2399,20 +2491,20 @@ static void glu_forward_run(bool host, float *h, const float *gg, const float *u
 static void glu_backward_run(bool host, float *dgo, float *duo, const float *dh, const float *gg, const float *u, int64_t n, bool gelu) {
     const char *op = "glu_backward";
     float *ddh = (float *)t_in(host, 0, dh, FB(n), op), *dg = (float *)t_in(host, 1, gg, FB(n), op), *du = (float *)t_in(host, 2, u, FB(n), op);
-    float *o = (float *)t_tmp(host, 3, FB(2 * n), op);
-    run_each(host, n, f_glu_bwd{o, o + n, ddh, dg, du, gelu}, op);
-    t_out(host, dgo, o, FB(n), op);
-    t_out(host, duo, o + n, FB(n), op);
+    float *og = (float *)t_dst(host, 3, dgo, FB(n), op), *ou = (float *)t_dst(host, 4, duo, FB(n), op);
+    run_each(host, n, f_glu_bwd{og, ou, ddh, dg, du, gelu}, op);
+    t_out(host, dgo, og, FB(n), op);
+    t_out(host, duo, ou, FB(n), op);
 }
 
 static void logsoftmax_forward_run(bool host, float *logp, float *lse, const float *logits, const int32_t *target, int64_t rows, int64_t V) {
     const char *op = "logsoftmax_forward";
     float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op);
     int32_t *dt = (int32_t *)t_in(host, 1, target, sizeof(int32_t) * (size_t)rows, op);
-    float *o = (float *)t_tmp(host, 2, FB(2 * rows), op);
-    run_blocks(host, rows, TR_LANES, f_lsm_fwd{o, o + rows, dz, dt, V}, op);
-    t_out(host, logp, o, FB(rows), op);
-    t_out(host, lse, o + rows, FB(rows), op);
+    float *olp = (float *)t_dst(host, 2, logp, FB(rows), op), *ol = (float *)t_dst(host, 3, lse, FB(rows), op);
+    run_blocks(host, rows, TR_LANES, f_lsm_fwd{olp, ol, dz, dt, V}, op);
+    t_out(host, logp, olp, FB(rows), op);
+    t_out(host, lse, ol, FB(rows), op);
 }
 
 static void logsoftmax_backward_run(bool host, float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target,
@@ -2421,15 +2513,15 @@ static void logsoftmax_backward_run(bool host, float *dlogits, const float *dlog
     float *dz = (float *)t_in(host, 0, logits, FB(rows * V), op), *dg = (float *)t_in(host, 1, dlogp, FB(rows), op);
     float *dl = (float *)t_in(host, 2, lse, FB(rows), op);
     int32_t *dt = (int32_t *)t_in(host, 3, target, sizeof(int32_t) * (size_t)rows, op);
-    float *o = (float *)t_tmp(host, 4, FB(rows * V), op);
+    float *o = (float *)t_dst(host, 4, dlogits, FB(rows * V), op);
     run_each(host, rows * V, f_lsm_bwd{o, dg, dz, dl, dt, V}, op);
     t_out(host, dlogits, o, FB(rows * V), op);
 }
 
 static void residual_forward_run(bool host, float *out, const float *a, const float *b, int64_t n) {
     const char *op = "residual_forward";
-    float *da = (float *)t_in(host, 0, a, FB(n), op), *db = (float *)t_in(host, 1, b, FB(n), op), *o = (float *)t_tmp(host, 2, FB(n), op);
-    run_each(host, n, f_add{o, da, db}, op);
+    float *da = (float *)t_in(host, 0, a, FB(n), op), *db = (float *)t_in(host, 1, b, FB(n), op), *o = (float *)t_dst(host, 2, out, FB(n), op);
+    run_each(host, n, f_add{o, da, db}, op); // out may be a: one element each, in place
     t_out(host, out, o, FB(n), op);
 }
 
@@ -2442,7 +2534,7 @@ static uint16_t *dropout_into(bool host, float *dst, const float *dx, int64_t ro
                               int keep_slot, const char *op) {
     const int64_t w = (cols + 15) / 16;
     const size_t kb = sizeof(uint16_t) * (size_t)(rows * w);
-    uint16_t *dk = replay || host ? (uint16_t *)t_in(host, keep_slot, drop->keep, kb, op) : (uint16_t *)t_tmp(host, keep_slot, kb, op);
+    uint16_t *dk = replay || host ? (uint16_t *)t_in(host, keep_slot, drop->keep, kb, op) : (uint16_t *)t_dst(host, keep_slot, drop->keep, kb, op);
     run_each(host, rows * w, f_dropout{dst, dx, dk, cols, drop->base, drop_thresh(drop->p), keep_scale_of(drop), replay, add}, op);
     if (!replay) t_out(host, drop->keep, dk, kb, op);
     return dk;
@@ -2450,7 +2542,7 @@ static uint16_t *dropout_into(bool host, float *dst, const float *dx, int64_t ro
 
 static void dropout_forward_run(bool host, float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop) {
     const char *op = "dropout_forward";
-    float *dx = (float *)t_in(host, 0, x, FB(rows * cols), op), *o = (float *)t_tmp(host, 1, FB(rows * cols), op);
+    float *dx = (float *)t_in(host, 0, x, FB(rows * cols), op), *o = (float *)t_dst(host, 1, out, FB(rows * cols), op);
     dropout_into(host, o, dx, rows, cols, drop, drop->replay, false, 2, op);
     t_out(host, out, o, FB(rows * cols), op);
 }
@@ -2492,7 +2584,7 @@ static void lora_forward_run(bool host, float *y, float *u, const float *x, cons
         dropout_into(host, dz, z, N, in, drop, drop->replay, false, 2, op);
         z = dz;
     }
-    float *dA = (float *)t_in(host, 3, A, FB(r * in), op), *du = (float *)t_tmp(host, 4, FB(N * r), op);
+    float *dA = (float *)t_in(host, 3, A, FB(r * in), op), *du = (float *)t_dst(host, 4, u, FB(N * r), op);
     chain_run(host, lora_shape(LORA_U, N, in, r, out), z, dA, 1.0f, 0, NULL, 0.0f, du, op);
     t_out(host, u, du, FB(N * r), op);
     if (!y || out <= 0) return;
@@ -2512,7 +2604,7 @@ static void lora_backward_run(bool host, float *dx, float *dA, float *dB, const 
         chain_run(host, lora_shape(LORA_DB, N, in, r, out), ddy, du_, scale, 1, NULL, 0.0f, ddB, op);
         t_out(host, dB, ddB, FB(out * r), op);
     }
-    float *ddu = (float *)t_tmp(host, 4, FB(N * r), op);
+    float *ddu = (float *)t_dst(host, 4, du, FB(N * r), op); // scratch when du is NULL
     chain_run(host, lora_shape(LORA_DU, N, in, r, out), ddy, dBm, scale, 0, NULL, 0.0f, ddu, op); // out 0: a chain of no terms, 0
     if (du) t_out(host, du, ddu, FB(N * r), op);
     if (in <= 0 || (!dA && !dx)) return;
@@ -2594,7 +2686,7 @@ static void cu_linear_forward(float *out, const float *x, const float *W, int64_
     if (N <= 0 || out_dim <= 0) return;
     lock_guard g(op);
     float *dx = (float *)t_in(false, 0, x, FB(N * in), op), *dW = (float *)t_in(false, 1, W, FB(out_dim * in), op);
-    float *dy = (float *)t_tmp(false, 2, FB(N * out_dim), op);
+    float *dy = (float *)t_dst(false, 2, out, FB(N * out_dim), op);
     if (in <= 0) CK(cudaMemset(dy, 0, FB(N * out_dim)));
     else dev_sgemm(false, true, N, out_dim, in, 1.0f, dx, in, dW, in, 0.0f, dy, out_dim, op);
     t_out(false, out, dy, FB(N * out_dim), op);
@@ -2635,37 +2727,48 @@ struct as_bf16_packed {
 };
 
 // Row-major C = alpha op(A) op(B) + beta C on bf16 device operands (compact:
-// leading dimensions their widths), fp32 C (ldc N).
+// leading dimensions their widths), fp32 C (row stride ldc).
 static void gemm_ex_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const __nv_bfloat16 *A, const __nv_bfloat16 *B, float beta,
-                         float *C, const char *op) {
-    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op);
+                         float *C, int64_t ldc, const char *op) {
+    check_int(M, "M", op), check_int(N, "N", op), check_int(K, "K", op), check_int(ldc, "ldc", op);
     const int64_t ac = ta ? M : K, bc = tb ? K : N;
     CKB(cublasGemmEx(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF,
-                     (int)(bc > 0 ? bc : 1), A, CUDA_R_16BF, (int)(ac > 0 ? ac : 1), &beta, C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                     (int)(bc > 0 ? bc : 1), A, CUDA_R_16BF, (int)(ac > 0 ? ac : 1), &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
                      CUBLAS_GEMM_DEFAULT));
 }
 
-// rows x cols at X (row stride ld, host) -> compact bf16 on the device (via fp32 scratch slot fs).
+// rows x cols at X (row stride ld) -> compact bf16 on the device (host X via
+// fp32 scratch slot fs; buf_alloc X converted in place when compact, else
+// gathered compact on the device).
 static __nv_bfloat16 *up_bf16(int fs, int bs, const float *X, int64_t rows, int64_t cols, int64_t ld, const char *op) {
     const int64_t n = rows * cols;
-    float *f = (float *)t_tmp(false, fs, FB(n), op);
     __nv_bfloat16 *b = (__nv_bfloat16 *)t_tmp(false, bs, sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1), op);
     if (n <= 0) return b;
-    CK(cudaMemcpy2D(f, FB(cols), X, FB(ld), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+    const bool res = is_managed(X);
+    const float *f = X;
+    if (res) g_tr_wait = true;
+    if (!res || ld != cols) {
+        f = (const float *)t_tmp(false, fs, FB(n), op);
+        CK(cudaMemcpy2D((void *)f, FB(cols), X, FB(ld), FB(cols), (size_t)rows, res ? cudaMemcpyDefault : cudaMemcpyHostToDevice));
+    }
     k_to_bf16<<<grid_for(n, 256), 256>>>(f, b, n);
     CK_LAUNCH();
     return b;
 }
 
-// C (M x N, ldc on the host) = alpha op(A) B' + beta C through device scratch.
-static void gemm_bf16_to_host(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const __nv_bfloat16 *dB,
-                              float beta, float *C, int64_t ldc, const char *op) {
+// C (M x N, row stride ldc) = alpha op(A) B' + beta C: in place when C is
+// buf_alloc memory, else through device scratch and back.
+static void gemm_bf16_into(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const __nv_bfloat16 *dB,
+                           float beta, float *C, int64_t ldc, const char *op) {
     const __nv_bfloat16 *dA = up_bf16(0, 1, A, ta ? K : M, ta ? M : K, lda, op);
-    float *dC = (float *)t_tmp(false, 4, FB(M * N), op);
-    if (beta != 0.0f) CK(cudaMemcpy2D(dC, FB(N), C, FB(ldc), FB(N), (size_t)M, cudaMemcpyHostToDevice));
-    else CK(cudaMemset(dC, 0, FB(M * N))); // beta 0: C is not read (it may hold NaN)
-    gemm_ex_bf16(ta, tb, M, N, K, alpha, dA, dB, beta, dC, op);
-    CK(cudaMemcpy2D(C, FB(ldc), dC, FB(N), FB(N), (size_t)M, cudaMemcpyDeviceToHost));
+    const bool res = is_managed(C);
+    float *dC = res ? C : (float *)t_tmp(false, 4, FB(M * N), op);
+    const int64_t lc = res ? ldc : N;
+    if (res) g_tr_wait = true;
+    if (beta == 0.0f) CK(cudaMemset2D(dC, FB(lc), 0, FB(N), (size_t)M)); // C is not read (it may hold NaN)
+    else if (!res) CK(cudaMemcpy2D(dC, FB(N), C, FB(ldc), FB(N), (size_t)M, cudaMemcpyHostToDevice));
+    gemm_ex_bf16(ta, tb, M, N, K, alpha, dA, dB, beta, dC, lc, op);
+    if (!res) CK(cudaMemcpy2D(C, FB(ldc), dC, FB(N), FB(N), (size_t)M, cudaMemcpyDeviceToHost));
 }
 
 static void cu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -2675,7 +2778,7 @@ static void cu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
     if (M <= 0 || N <= 0) return;
     lock_guard g(op);
     const __nv_bfloat16 *dB = up_bf16(2, 3, B, tb ? N : K, tb ? K : N, ldb, op);
-    gemm_bf16_to_host(ta, tb, M, N, K, alpha, A, lda, dB, beta, C, ldc, op);
+    gemm_bf16_into(ta, tb, M, N, K, alpha, A, lda, dB, beta, C, ldc, op);
 }
 
 static as_bf16_packed *cu_bf16_pack_b(bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
@@ -2691,8 +2794,13 @@ static as_bf16_packed *cu_bf16_pack_b(bool tb, int64_t K, int64_t N, const float
     g_packed_bytes += sizeof(__nv_bfloat16) * (size_t)(n > 0 ? n : 1);
     if (n > 0) {
         const int64_t rows = tb ? N : K, cols = tb ? K : N;
-        float *f = (float *)t_tmp(false, 0, FB(n), op);
-        CK(cudaMemcpy2D(f, FB(cols), B, FB(ldb), FB(cols), (size_t)rows, cudaMemcpyHostToDevice));
+        const bool res = is_managed(B); // a resident B is read in place when compact
+        const float *f = B;
+        if (res) g_tr_wait = true;
+        if (!res || ldb != cols) {
+            f = (const float *)t_tmp(false, 0, FB(n), op);
+            CK(cudaMemcpy2D((void *)f, FB(cols), B, FB(ldb), FB(cols), (size_t)rows, res ? cudaMemcpyDefault : cudaMemcpyHostToDevice));
+        }
         k_to_bf16<<<grid_for(n, 256), 256>>>(f, p->d, n);
         CK_LAUNCH();
     }
@@ -2722,7 +2830,7 @@ static void cu_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A,
     check_packed(P, op);
     if (M <= 0 || P->N <= 0) return;
     lock_guard g(op);
-    gemm_bf16_to_host(ta, P->tb, M, P->N, P->K, alpha, A, lda, P->d, beta, C, ldc, op);
+    gemm_bf16_into(ta, P->tb, M, P->N, P->K, alpha, A, lda, P->d, beta, C, ldc, op);
 }
 
 
