@@ -12,6 +12,13 @@
 #                         best of PEER_BATCHES); aggregate tokens/s
 #   batch-1 decoding      bench_inference BENCH_ONLY=b1 (Gemma-2B shape): tokens/s against the bound
 #                         copy bandwidth / weight bytes, and transformers' batch-1 generate
+#   alpha-SPIN iteration  `alphaspin run --device D` for one iteration of SPIN_PROMPTS prompts (the project's
+#                         arithmetic data, answers up to SPIN_TOKENS tokens, LoRA rank 16, no benchmark
+#                         tasks) on a random SmolLM2-135M-shaped GGUF with its vocabulary size
+#                         (tests/cli/write_tiny_model: a byte-level tokenizer padded with unused tokens;
+#                         the default model is not on the device): seconds per phase, from
+#                         iter_1/summary.json.  No peer.  Needs alphaspin and write_tiny_model in BUILD;
+#                         SPIN_S of the budget is kept for it (0: not run).
 # on each shape of SHAPES (bench/gpu/make_hf_model.py writes each as a random bf16 Hugging Face
 # folder under MODEL_DIR first; both engines load that folder).
 #
@@ -33,6 +40,7 @@
 #   PAIRS=4 LEN=512 PROMPT=64 RANK=16 STEPS=3 PEER_STEPS=5 CKPT=0 (bench_train's --checkpointing)
 #   GEN_PROMPTS=256 GEN_NEW=256 GEN_BATCH=256 PROMPT_LEN=32 PEER_BATCHES=32,128,256 B1_TOKENS=64
 #   PREC=bf16              bench_inference's precision
+#   SPIN_S=90 SPIN_PROMPTS=1024 SPIN_TOKENS=128   the alpha-SPIN iteration's share of the budget and size
 #   PEAK_TFLOPS            the GPU's dense bf16 peak (default from its name: H100 SXM / H200 989.4,
 #                          H100 PCIe 756, H100 NVL 835)
 #   BENCH_OUT=(mktemp -d)  the steps' JSON and logs; TABLE=$BENCH_OUT/gpu_bench.md; MODEL_DIR=(mktemp -d)
@@ -49,11 +57,15 @@ if [ "$TINY" = 1 ]; then
   PAIRS=${PAIRS:-2}; LEN=${LEN:-32}; PROMPT=${PROMPT:-8}; STEPS=${STEPS:-2}; PEER_STEPS=${PEER_STEPS:-2}
   GEN_PROMPTS=${GEN_PROMPTS:-8}; GEN_NEW=${GEN_NEW:-8}; GEN_BATCH=${GEN_BATCH:-8}; PROMPT_LEN=${PROMPT_LEN:-8}
   PEER_BATCHES=${PEER_BATCHES:-2,8}; B1_TOKENS=${B1_TOKENS:-8}; PREC=${PREC:-bf16}; COPY_ARGS="--tiny"
+  SPIN_S=${SPIN_S:-40}; SPIN_PROMPTS=${SPIN_PROMPTS:-4}; SPIN_TOKENS=${SPIN_TOKENS:-8}
+  SPIN_MODEL=(--embd 64 --ff 96 --heads 4 --kv-heads 2 --layers 2 --vocab 512)
 else
   SHAPES=${SHAPES:-"smollm2-135m gemma-2b"}; B1_SHAPE=${B1_SHAPE:-gemma-2b}
   PAIRS=${PAIRS:-4}; LEN=${LEN:-512}; PROMPT=${PROMPT:-64}; STEPS=${STEPS:-3}; PEER_STEPS=${PEER_STEPS:-5}
   GEN_PROMPTS=${GEN_PROMPTS:-256}; GEN_NEW=${GEN_NEW:-256}; GEN_BATCH=${GEN_BATCH:-256}; PROMPT_LEN=${PROMPT_LEN:-32}
   PEER_BATCHES=${PEER_BATCHES:-32,128,256}; B1_TOKENS=${B1_TOKENS:-64}; PREC=${PREC:-bf16}; COPY_ARGS=""
+  SPIN_S=${SPIN_S:-90}; SPIN_PROMPTS=${SPIN_PROMPTS:-1024}; SPIN_TOKENS=${SPIN_TOKENS:-128}
+  SPIN_MODEL=(--embd 576 --ff 1536 --heads 9 --kv-heads 3 --layers 30 --vocab 49152)
 fi
 RANK=${RANK:-16}; CKPT=${CKPT:-0}; THREADS=${THREADS:-$(nproc)}
 BENCH_OUT=${BENCH_OUT:-$(mktemp -d)}; mkdir -p "$BENCH_OUT"; BENCH_OUT=$(cd "$BENCH_OUT" && pwd -P)
@@ -112,11 +124,15 @@ step() {
 
 # Shape k of n may run until start + k/n of the budget (what one leaves, the next gets), so
 # that a slow first shape does not starve the last; the copy bandwidth counts in the first.
+spin_ok=0
+[ "$SPIN_S" -gt 0 ] && [ -x "$BUILD/alphaspin" ] && [ -x "$BUILD/tests/cli/write_tiny_model" ] && spin_ok=1
+[ "$spin_ok" = 1 ] || SPIN_S=0
+shapes_s=$(( BUDGET_S - SPIN_S ))
 n_shapes=$(echo $SHAPES | wc -w); k=1
-deadline=$(( start + BUDGET_S / n_shapes ))
+deadline=$(( start + shapes_s / n_shapes ))
 step copy_bw 60 "$PY" bench/gpu/copy_bandwidth.py --device "$DEVICE" $COPY_ARGS
 for shape in $SHAPES; do
-  deadline=$(( start + BUDGET_S * k / n_shapes )); k=$((k + 1))
+  deadline=$(( start + shapes_s * k / n_shapes )); k=$((k + 1))
   dir=$MODEL_DIR/$shape
   step "model_$shape" 120 "$PY" bench/gpu/make_hf_model.py --shape "$shape" --out "$dir" --device "$DEVICE" || continue
   # Big shapes get the larger caps; the order is the order of importance.
@@ -138,7 +154,25 @@ for shape in $SHAPES; do
   [ "${KEEP_MODELS:-0}" = 1 ] || rm -rf "$dir"  # Gemma-2B is 5 GB: one folder on disk at a time
 done
 
-"$PY" bench/gpu/summarize.py --out "$BENCH_OUT" --shapes "$SHAPES" --b1-shape "$B1_SHAPE" --device "$DEVICE" --gpu "$gpu" \
+# One alpha-SPIN iteration, in what is left of the budget.
+spin_label=""
+if [ "$spin_ok" = 1 ]; then
+  deadline=$(( start + BUDGET_S ))
+  spin_label="$SPIN_PROMPTS prompts x up to $SPIN_TOKENS tokens, arith data, a random model (write_tiny_model ${SPIN_MODEL[*]})"
+  if "$BUILD/tests/cli/write_tiny_model" "$MODEL_DIR/spin.gguf" --wtype f32 --ctx 512 "${SPIN_MODEL[@]}" > "$BENCH_OUT/spin_model.log" 2>&1; then
+    step spin "$SPIN_S" "$BUILD/alphaspin" run --config configs/alphaspin.yaml --set model.path="$MODEL_DIR/spin.gguf" \
+      --set model.chat_template=chatml --set device="$DEVICE" --set data.generator=arith --set data.generator_items="$SPIN_PROMPTS" \
+      --set prompts="$SPIN_PROMPTS" --set iterations=1 --set train.epochs=1 --set train.max_answer_len="$SPIN_TOKENS" \
+      --set generation.max_new_tokens="$SPIN_TOKENS" --set lora.enabled=true --set lora.rank=16 --set eval.tasks= --quiet \
+      --out "$BENCH_OUT/spin_run" &&
+      "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["timing_s"], open(sys.argv[2], "w"))' \
+        "$BENCH_OUT/spin_run/iter_1/summary.json" "$BENCH_OUT/spin_timing.json"
+  else
+    echo "1 0 0" > "$BENCH_OUT/spin.status"; say "spin: write_tiny_model failed: $(tail -1 "$BENCH_OUT/spin_model.log")"
+  fi
+fi
+
+"$PY" bench/gpu/summarize.py --spin "$spin_label" --out "$BENCH_OUT" --shapes "$SHAPES" --b1-shape "$B1_SHAPE" --device "$DEVICE" --gpu "$gpu" \
   --seconds $(( $(date +%s) - start )) --budget "$BUDGET_S" --pairs "$PAIRS" --len "$LEN" --prompt "$PROMPT" --rank "$RANK" \
   --gen "$GEN_PROMPTS x $GEN_NEW (prompt $PROMPT_LEN, batch $GEN_BATCH; peer batches $PEER_BATCHES)" ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"} \
   > "$TABLE"

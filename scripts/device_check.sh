@@ -26,7 +26,9 @@
 #   4. where the carry holds build/bench_train and build/bench_inference, the GPU
 #      benchmarks of issue 22, item 5 (bench/run_gpu.sh: a DPO LoRA step and
 #      generation on the SmolLM2-135M and Gemma-2B shapes against PyTorch + PEFT
-#      and transformers' generate, batch-1 decoding against the bandwidth bound),
+#      and transformers' generate, batch-1 decoding against the bandwidth bound,
+#      and, where build/alphaspin and build/tests/cli/write_tiny_model are carried
+#      too, one alpha-SPIN iteration of 1024 prompts on a random SmolLM2-shaped model),
 #      in what is left of the 8 minutes (at most BENCH_BUDGET_S, default 240 s;
 #      BENCH=0 skips them), and their one table, also written to $OUT/gpu_bench.md
 #      when OUT names a folder (the device tool's).  They need the python3 here to
@@ -37,8 +39,9 @@
 # at most 64 MiB in all):
 #   tests only:           build/CMakeCache.txt, build/libalphaspin_cuda.so and
 #                         build/tests/tensor/ (about 5 MB);
-#   tests + benchmarks:   the same and build/bench_train, build/bench_inference
-#                         (under 2 MB more); the benchmarks' models are written
+#   tests + benchmarks:   the same and build/bench_train, build/bench_inference,
+#                         build/alphaspin, build/tests/cli/write_tiny_model
+#                         (under 3 MB more); the benchmarks' models are written
 #                         on the device (the default GGUF model, 98 MB, is not carried);
 #   everything:           the whole build/ (about 50 MB; adds test_cuda_e2e).
 # Exit status: 0 when every check passed on a GPU; 1 otherwise (a `gpu` test that

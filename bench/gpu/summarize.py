@@ -25,6 +25,7 @@ ap.add_argument("--prompt", type=int, default=64)
 ap.add_argument("--rank", type=int, default=16)
 ap.add_argument("--gen", default="")
 ap.add_argument("--peak-tflops", type=float, default=0.0)
+ap.add_argument("--spin", default="", help="what the alpha-SPIN iteration ran (its row label); empty: not run")
 a = ap.parse_args()
 
 PEAKS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("A100", 312.0)]
@@ -122,6 +123,21 @@ for shape in a.shapes.split():
             size = f"{wb / 1e9:.2f} GB" if wb >= 1e8 else f"{wb / 1e6:.2f} MB"
             rows.append((f"{shape}: batch-1 decoding vs the bandwidth bound (copy bandwidth / {size} of weights)",
                          f"{ob1:.1f} tok/s" if o else ost, f"bound {bound:.1f} tok/s", f"{ob1 / bound * 100:.0f}% of bound" if o else "", ""))
+
+# One alpha-SPIN iteration (alphaspin run, iteration 1): its phases' seconds (summary.json's timing_s).
+if a.spin:
+    _, sst, smem = load("spin")  # (prints no JSON: its timing is spin_timing.json)
+    t = None
+    try:
+        t = json.load(open(os.path.join(a.out, "spin_timing.json")))
+    except (OSError, ValueError):
+        pass
+    if t and sst in ("ok", "failed (exit 0)"):
+        phases = ", ".join(f"{k} {t[k]:.1f}" for k in ("generate", "references", "train", "evaluate", "checkpoint", "other") if k in t)
+        rows.append((f"alpha-SPIN iteration, {a.spin}: seconds per phase ({phases})", f"{t['total']:.1f} s", "", "",
+                     mem_str(None, smem) if a.device != "cpu" else ""))
+    else:
+        rows.append((f"alpha-SPIN iteration, {a.spin}", "no timing" if sst == "failed (exit 0)" else sst, "", "", ""))
 
 print(f"GPU benchmarks (bench/run_gpu.sh), device {a.device}: {a.gpu or 'cpu'}; {a.seconds} s of a {a.budget} s budget."
       + ("" if peak or a.device == "cpu" else " Unknown bf16 peak: give PEAK_TFLOPS for the fractions of peak."))

@@ -45,8 +45,9 @@ DEVICE=cpu TINY=1 BUILD=$build PY=$py BENCH_OUT=$tmp/out BUDGET_S=240 bash "$src
   fail "run_gpu.sh: exit $? ($(tail -1 "$tmp/log"))"
 cat "$tmp/table"
 for row in "copy bandwidth" "tiny-llama: DPO LoRA step" "tiny-llama: generation" "tiny-gemma: DPO LoRA step" "tiny-gemma: generation" \
-           "tiny-gemma: batch-1 decoding (peer" "tiny-gemma: batch-1 decoding vs the bandwidth bound"; do
-  grep -q "^| $row" "$tmp/table" || fail "the table has no row '$row'"
+           "tiny-gemma: batch-1 decoding \\(peer" "tiny-gemma: batch-1 decoding vs the bandwidth bound" \
+           "alpha-SPIN iteration, 4 prompts .* seconds per phase \(generate [0-9.]+, references"; do
+  grep -qE "^\| $row" "$tmp/table" || fail "the table has no row '$row'"
 done
 if grep -E 'failed|timeout|not run' "$tmp/table"; then
   fail "a step did not run (above); its log:"

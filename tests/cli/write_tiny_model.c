@@ -2,7 +2,7 @@
 // file, for the command-line tests: a byte-level BPE vocabulary of printable ASCII,
 // " the", "ing", ... and the two halves of "é" as separate byte tokens (a text with
 // "é" tokenizes into pieces that end inside the character).
-//   write_tiny_model PATH [--wtype f32|q4_1] [--ctx N] [--seed S] [--embd N] [--ff N] [--heads N] [--kv-heads N] [--layers N]
+//   write_tiny_model PATH [--wtype f32|q4_1] [--ctx N] [--seed S] [--embd N] [--ff N] [--heads N] [--kv-heads N] [--layers N] [--vocab N]
 // (defaults: tiny_llama_default(); for Q4_1, --embd and --ff must be multiples of 32).
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: write_tiny_model PATH [--wtype f32|q4_1] [--ctx N] [--seed S] [--embd N] [--ff N] [--heads N] [--kv-heads N] [--layers N]\n");
+        fprintf(stderr, "usage: write_tiny_model PATH [--wtype f32|q4_1] [--ctx N] [--seed S] [--embd N] [--ff N] [--heads N] [--kv-heads N] [--layers N] [--vocab N]\n");
         return 2;
     }
     tiny_llama_cfg c = tiny_llama_default();
@@ -32,6 +32,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--heads") && atoi(v) > 0) c.n_head = atoi(v);
         else if (!strcmp(argv[i], "--kv-heads") && atoi(v) > 0) c.n_head_kv = atoi(v);
         else if (!strcmp(argv[i], "--layers") && atoi(v) > 0) c.n_layer = atoi(v);
+        else if (!strcmp(argv[i], "--vocab") && atoi(v) > 0) c.n_vocab = atoi(v); // padded with unused control tokens
         else {
             fprintf(stderr, "write_tiny_model: bad option %s %s\n", argv[i], v);
             return 2;

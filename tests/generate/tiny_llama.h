@@ -20,6 +20,7 @@ typedef struct tiny_llama_cfg {
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
     ggml_type wtype; // matrices: F32 or a quantised type (rows are multiples of its block)
     uint64_t seed;
+    int n_vocab; // 0: the vocabulary below; more: padded with unused control tokens (a real model's vocabulary size)
 } tiny_llama_cfg;
 
 static inline tiny_llama_cfg tiny_llama_default(void) {
@@ -74,9 +75,17 @@ static inline void tiny_tensor(gguf_writer *w, as_rng *r, const char *name, ggml
 
 // Writes the model to `path`; returns 0 or -1 (as_error set by the writer).
 static inline int tiny_llama_write(const char *path, const tiny_llama_cfg *c, int *n_vocab_out) {
-    const char *tok[TINY_MAX_TOKENS];
-    int32_t type[TINY_MAX_TOKENS];
-    int V = tiny_llama_vocab(tok, type);
+    const size_t cap = (size_t)(c->n_vocab > TINY_MAX_TOKENS ? c->n_vocab : TINY_MAX_TOKENS);
+    const char **tok = malloc(sizeof *tok * cap);
+    int32_t *type = malloc(sizeof *type * cap);
+    char *unused = malloc(cap * 20);
+    const int V0 = tiny_llama_vocab(tok, type); // bos, eos: its last two
+    int V = V0;
+    for (; V < c->n_vocab; V++) {
+        char *u = unused + (size_t)(V - V0) * 20;
+        snprintf(u, 20, "<unused_%d>", V - V0);
+        type[V] = 3, tok[V] = u;
+    }
     if (n_vocab_out) *n_vocab_out = V;
     gguf_writer *w = gguf_writer_init();
     gguf_write_str(w, "general.architecture", "llama");
@@ -94,8 +103,8 @@ static inline int tiny_llama_write(const char *path, const tiny_llama_cfg *c, in
     gguf_write_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)V);
     gguf_write_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)V);
     gguf_write_arr_str(w, "tokenizer.ggml.merges", NULL, 0);
-    gguf_write_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(V - 2));
-    gguf_write_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(V - 1));
+    gguf_write_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(V0 - 2));
+    gguf_write_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(V0 - 1));
 
     as_rng r;
     as_rng_seed(&r, c->seed);
@@ -121,6 +130,7 @@ static inline int tiny_llama_write(const char *path, const tiny_llama_cfg *c, in
     }
     int rc = gguf_writer_save(w, path);
     gguf_writer_free(w);
+    free(tok), free(type), free(unused);
     return rc;
 }
 
