@@ -33,6 +33,7 @@ static void check_one(const char *variant, double alpha, int32_t tau) {
     assert_int_equal(c.max_prompt_len, 512);
     assert_int_equal(c.max_prompt_len + c.max_answer_len, 1024);
     assert_int_equal(c.max_new_tokens, 256);
+    assert_string_equal(c.device, "cuda");
     spin_config_free(&c);
 }
 
