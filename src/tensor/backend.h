@@ -175,6 +175,11 @@ typedef struct as_backend {
     void (*logsoftmax_backward)(float *dlogits, const float *dlogp, const float *logits, const float *lse, const int32_t *target, int64_t rows,
                                 int64_t V, int nth); // writes
     void (*residual_forward)(float *out, const float *a, const float *b, int64_t n, int nth);
+    // x[0..n) = 0; dst row i = src row rows[i] (C floats each; rows NULL: row i): the training
+    // model's clearing and gathering of its buffers, which on a device would
+    // otherwise move them to the host and back (train_graph.h).
+    void (*zero)(float *x, size_t n);
+    void (*gather_rows)(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C);
     // Adapter dropout (as_dropout: the probability, hash counter, keep bits).
     void (*dropout_forward)(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth);
     void (*dropout_backward)(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth);

@@ -295,6 +295,16 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
 
 // ---- residual ----
 
+void train_zero(float *x, size_t n) { memset(x, 0, sizeof(float) * n); }
+
+void train_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C) {
+    if (!rows) {
+        memcpy(dst, src, sizeof(float) * (size_t)(n * C));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) memcpy(dst + i * C, src + (int64_t)rows[i] * C, sizeof(float) * (size_t)C);
+}
+
 void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
 #pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];

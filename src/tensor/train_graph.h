@@ -71,6 +71,10 @@ void train_logsoftmax_backward(float *dlogits, const float *dlogp, const float *
 // out = a + b (n; out may be a): the residual connections (their backward is
 // the identity), and the sum of micro-batches' gradients.
 void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth);
+// x[0..n) = 0; dst row i (C floats) = src row rows[i], i < n (rows NULL: row i;
+// exact copies).
+void train_zero(float *x, size_t n);
+void train_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C);
 
 // ---- adapter dropout ----
 

@@ -101,7 +101,7 @@ static int leaf(grad_tree *t, int32_t i, float *dst) {
     if (memcmp(&want, &m->rng, sizeof want))
         return as_error("train loop: micro-batch %d of step %lld did not draw %d dropout seed(s) (one per training forward pass)", i,
                         (long long)s->step, t->draws);
-    if (dst) memcpy(dst, t->grads, sizeof(float) * t->n);
+    if (dst) m->be->gather_rows(dst, t->grads, NULL, 1, (int64_t)t->n);
     return AS_OK;
 }
 
@@ -174,7 +174,7 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
     int rc = AS_OK;
     if (dist_size() == 1) { // every micro-batch here: the root, straight into the model's buffer
         if (t.M == 1) rc = leaf(&t, 0, NULL);
-        else if ((rc = node(&t, 0, size, level_buf(&t, 0), 0)) == AS_OK) memcpy(grads, t.bufs[0], sizeof(float) * t.n);
+        else if ((rc = node(&t, 0, size, level_buf(&t, 0), 0)) == AS_OK) m->be->gather_rows(grads, t.bufs[0], NULL, 1, (int64_t)t.n);
     } else { // this rank's share, then every rank's pieces and records
         int64_t b0, b1;
         dist_share(t.M, &b0, &b1);

@@ -677,7 +677,7 @@ int train_forward(train_model *m, const train_batch *b, float *logp_sum, int32_t
     for (int i = 0; i < LOGIT_CHUNK; i++) ones[i] = 1.0f;
     for (int64_t r0 = 0; r0 < nr; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
-        for (int64_t i = 0; i < nc; i++) memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
+        be->gather_rows(a->xchunk, a->lnf, a->row + r0, nc, C);
         logits_fwd(m, Wp, a->logits, a->xchunk, W, nc);
         be->logsoftmax_forward(a->logp_tok + r0, a->lse_out + r0, a->logits, a->target + r0, nc, V, nth);
         if (a->has_target2)
@@ -719,7 +719,7 @@ int64_t train_token_logprobs(const train_model *m, float *out) {
 static void grads_ensure(train_model *m) {
     if (m->grads_memory) return;
     m->grads_memory = buf_new(m->be, m->n_params);
-    memset(m->grads_memory, 0, sizeof(float) * m->n_params);
+    m->be->zero(m->grads_memory, m->n_params);
     params_point(&m->grads, m->grads_memory, m->param_sizes);
 }
 
@@ -750,7 +750,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     // Vocabulary projection and log-softmax: dlogits = g (onehot(target) -
     // softmax) per scored row (g the row's upstream gradient; with a second
     // target g2 on it, g1 + g2 and g2's onehot moved to target2).
-    memset(a->dln, 0, sizeof(float) * (size_t)(N * C));
+    be->zero(a->dln, (size_t)(N * C));
     const float *W = output_matrix(m);
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
     if (a->has_vgrad) { // LoRA (no dW): dx = g e from the forward's e = (onehot(target) - softmax) W
@@ -775,10 +775,8 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     for (int64_t r0 = 0; r0 < n_recompute; r0 += LOGIT_CHUNK) {
         const int64_t nc = AS_MIN((int64_t)LOGIT_CHUNK, nr - r0);
         float dlogp[LOGIT_CHUNK];
-        for (int64_t i = 0; i < nc; i++) {
-            memcpy(a->xchunk + i * C, a->lnf + (int64_t)a->row[r0 + i] * C, sizeof(float) * (size_t)C);
-            dlogp[i] = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r0 + i);
-        }
+        be->gather_rows(a->xchunk, a->lnf, a->row + r0, nc, C);
+        for (int64_t i = 0; i < nc; i++) dlogp[i] = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r0 + i);
         logits_fwd(m, Wp, a->logits, a->xchunk, W, nc);
         be->logsoftmax_backward(a->dlogits, dlogp, a->logits, a->lse_out + r0, a->target + r0, nc, V, nth);
         // That was (g1 + g2) (onehot(target) - softmax); move g2's onehot to target2.
@@ -799,7 +797,7 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     }
     be->bf16_packed_free(Wp);
     be->bf16_packed_free(Wb);
-    memset(a->dresid, 0, sizeof(float) * (size_t)(N * C));
+    be->zero(a->dresid, (size_t)(N * C));
     be->rmsnorm_backward(a->dresid, G(output_norm, 0), a->dln, a->resid + L * N * C, p->output_norm, a->rstdf, N, C, nth);
 
     for (int64_t l = L - 1; l >= 0; l--) {
@@ -822,9 +820,9 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
         // x_mid = x + W_o(att): dresid becomes d x.
         lin_bwd(m, a->datt, 0.0f, G(wo, l * C * qd), a->dresid, att, p->wo + l * C * qd, N, qd, C);
         lora_backward(m, (int)l, TRAIN_LORA_O, a->datt, a->dresid, att, N);
-        memset(a->dq, 0, sizeof(float) * (size_t)(N * qd));
-        memset(a->dk, 0, sizeof(float) * (size_t)(N * kvd));
-        memset(a->dv, 0, sizeof(float) * (size_t)(N * kvd));
+        be->zero(a->dq, (size_t)(N * qd));
+        be->zero(a->dk, (size_t)(N * kvd));
+        be->zero(a->dv, (size_t)(N * kvd));
         be->attention_backward(a->dq, a->dk, a->dv, a->datt, att, a->lse + ls * N * H, q, k, v, a->seq_off, a->seq_len, a->n_seq, (int)H,
                                  (int)Hkv, (int)d, nth);
         be->rope_backward(a->dq, N, (int)H, (int)d, c->n_rot, c->rope_neox, a->rope_cos, a->rope_sin, nth);
@@ -880,8 +878,8 @@ size_t train_trainable(train_model *m, float **params, float **grads, const opti
 }
 
 void train_zero_grad(train_model *m) {
-    if (m->lora) memset(m->lora->grad_memory, 0, sizeof(float) * m->lora->n);
-    else if (m->grads_memory) memset(m->grads_memory, 0, sizeof(float) * m->n_params);
+    if (m->lora) m->be->zero(m->lora->grad_memory, m->lora->n);
+    else if (m->grads_memory) m->be->zero(m->grads_memory, m->n_params);
 }
 
 void train_optim_step(train_model *m, optim *o, double *grad_norm, double *lr) {

@@ -486,6 +486,32 @@ static void t_kv(const as_backend *b, int v) {
 
 static void test_kv(void **st) { (void)st, for_each_in(AS_BACKEND_INFERENCE, t_kv); }
 
+// zero and gather_rows (the training model's clearing and gathering): exact,
+// on host memory and on the backend's own buffers, rows in any order.
+static void t_zero_gather(const as_backend *b, int v) {
+    const int64_t R = 37, C = 67, n = 20;
+    for (int own = 0; own < 2; own++) {
+        float *src = own ? b->buf_alloc(sizeof(float) * R * C) : as_malloc(sizeof(float) * R * C);
+        float *dst = own ? b->buf_alloc(sizeof(float) * R * C) : as_malloc(sizeof(float) * R * C);
+        fill(src, R * C, -1, 1), fill(dst, R * C, -1, 1);
+        int32_t rows[20];
+        for (int64_t i = 0; i < n; i++) rows[i] = (int32_t)((i * 11 + 5) % R);
+        b->gather_rows(dst, src, rows, n, C);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += memcmp(dst + i * C, src + rows[i] * C, sizeof(float) * C) != 0;
+        b->gather_rows(dst, src, NULL, 3, C); // consecutive rows: one copy
+        bad += memcmp(dst, src, sizeof(float) * 3 * C) != 0;
+        b->zero(dst + 5, 100);
+        for (int64_t i = 0; i < R * C; i++) bad += (i >= 5 && i < 105) ? dst[i] != 0.0f : 0;
+        bad += dst[4] == 0.0f || dst[105] == 0.0f; // (fill gives no exact zeros there)
+        expect(bad, 0, b, v, own ? "zero, gather_rows (buf_alloc memory)" : "zero, gather_rows (host memory)", "37 x 67");
+        if (own) b->buf_free(src), b->buf_free(dst);
+        else free(src), free(dst);
+    }
+}
+
+static void test_zero_gather(void **st) { (void)st, for_each_in(AS_BACKEND_TRAINING, t_zero_gather); }
+
 // The CPU's cache takes its memory on the first pass, at the pass's element
 // size; a cache larger than memory is an error there (one line), not an abort.
 // (AddressSanitizer aborts on such a request instead of returning NULL.)
@@ -599,7 +625,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry), cmocka_unit_test(test_matmul),    cmocka_unit_test(test_sgemm), cmocka_unit_test(test_rows),
         cmocka_unit_test(test_rope),     cmocka_unit_test(test_attention), cmocka_unit_test(test_train_ops), cmocka_unit_test(test_weights),
-        cmocka_unit_test(test_kv),       cmocka_unit_test(test_kv_too_big), TRAIN_GRAPH_TESTS, // test_backend_ops_train.c
+        cmocka_unit_test(test_kv),       cmocka_unit_test(test_kv_too_big), cmocka_unit_test(test_zero_gather), TRAIN_GRAPH_TESTS, // test_backend_ops_train.c
     };
     return cmocka_run_group_tests(tests, NULL, report);
 }

@@ -2922,6 +2922,60 @@ static void cu_logsoftmax_backward(float *dlogits, const float *dlogp, const flo
     logsoftmax_backward_run(false, dlogits, dlogp, logits, lse, target, rows, V);
 }
 
+// ---- the training model's clearing and gathering (zero, gather_rows) ----
+// On buf_alloc memory these run on the device (without them the host's memset
+// or memcpy would move the pages to the host and back every layer); on host
+// memory they are the host's memset / memcpy.  Synchronous, as the training
+// ops (g_tr_wait).
+
+// Element i of n rows x C: row i / C of dst from row rows[i / C] (rows NULL: i / C) of src.
+__global__ void k_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C) {
+    EW_LOOP(i, n * C) {
+        const int64_t r = i / C;
+        dst[i] = src[(rows ? rows[r] : r) * C + i % C];
+    }
+}
+
+static void cu_zero(float *x, size_t n) {
+    const char *op = "zero";
+    if (!n) return;
+    lock_guard g(op);
+    if (!is_managed(x)) {
+        memset(x, 0, sizeof(float) * n);
+        return;
+    }
+    CK(cudaMemsetAsync(x, 0, sizeof(float) * n, 0));
+    g_tr_wait = true;
+}
+
+static void cu_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C) {
+    const char *op = "gather_rows";
+    if (n <= 0 || C <= 0) return;
+    lock_guard g(op);
+    const bool md = is_managed(dst), ms = is_managed(src);
+    if (!md && !ms) {
+        for (int64_t i = 0; i < n; i++) memcpy(dst + i * C, src + (rows ? (int64_t)rows[i] : i) * C, sizeof(float) * (size_t)C);
+        return;
+    }
+    const size_t out = sizeof(float) * (size_t)(n * C);
+    if (!rows) {
+        CK(cudaMemcpyAsync(dst, src, out, cudaMemcpyDefault, 0));
+        g_tr_wait = true;
+        return;
+    }
+    int64_t n_src = 0; // rows of src read
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i] < 0) die(op, "row list entry %lld is %d", (long long)i, (int)rows[i]);
+        n_src = rows[i] + 1 > n_src ? rows[i] + 1 : n_src;
+    }
+    const float *ds = (const float *)in_dev(&b_a, src, sizeof(float) * (size_t)(n_src * C), op);
+    float *dd = (float *)out_dev(&b_c, dst, out, op);
+    k_gather_rows<<<grid_for(n * C, 256), 256>>>(dd, ds, in_idx(&g_rows, rows, n, op), n, C);
+    CK_LAUNCH();
+    out_host(dst, dd, out, op);
+    g_tr_wait = true;
+}
+
 static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
     (void)nth;
     if (n <= 0) return;
@@ -3842,6 +3896,8 @@ static void fill_table(void) {
     g_table.logsoftmax_forward = cu_logsoftmax_forward;
     g_table.logsoftmax_backward = cu_logsoftmax_backward;
     g_table.residual_forward = cu_residual_forward;
+    g_table.zero = cu_zero;
+    g_table.gather_rows = cu_gather_rows;
     g_table.dropout_forward = cu_dropout_forward;
     g_table.dropout_backward = cu_dropout_backward;
     g_table.lora_forward = cu_lora_forward;
