@@ -48,9 +48,8 @@ int kernel_kv_begin(kernel_kv *kv, kernel_precision p, kernel_kv_pass *pass) {
         const size_t bytes = (size_t)eb * (size_t)kv->n_layer * (size_t)kv->n_seq * kv->seq_stride; // (kernel_kv_init checked it)
         // Not as_aligned_alloc, which aborts: a cache too big for memory is
         // the caller's error (--parallel, --ctx), one line.
-        const size_t alloc = (bytes + 63) & ~(size_t)63;
-        kv->k = aligned_alloc(64, alloc);
-        kv->v = kv->k ? aligned_alloc(64, alloc) : NULL;
+        kv->k = as_aligned_try_alloc(bytes);
+        kv->v = kv->k ? as_aligned_try_alloc(bytes) : NULL;
         if (!kv->v) {
             free(kv->k), kv->k = NULL;
             return as_error("kv cache: %d sequences x %d positions need 2 x %.1f MiB: out of memory", kv->n_seq, kv->n_ctx,

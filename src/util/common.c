@@ -68,13 +68,19 @@ static bool huge_wanted(void) {
     return !(e && !strcmp(e, "0"));
 }
 
-void *as_aligned_alloc_at(size_t n, const char *file, int line) {
+void *as_aligned_try_alloc(size_t n) {
     void *p = NULL;
     const bool huge = n >= AS_HUGE_MIN && huge_wanted();
-    if (posix_memalign(&p, huge ? AS_HUGE_ALIGN : 64, n ? n : 64) != 0) as_die_at(file, line, "out of memory allocating %zu aligned bytes", n);
+    if (posix_memalign(&p, huge ? AS_HUGE_ALIGN : 64, n ? n : 64) != 0) return NULL;
 #ifdef MADV_HUGEPAGE
     if (huge) (void)madvise(p, n, MADV_HUGEPAGE); // a hint: failure leaves 4 KB pages
 #endif
+    return p;
+}
+
+void *as_aligned_alloc_at(size_t n, const char *file, int line) {
+    void *p = as_aligned_try_alloc(n);
+    if (!p) as_die_at(file, line, "out of memory allocating %zu aligned bytes", n);
     return p;
 }
 

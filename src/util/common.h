@@ -37,6 +37,9 @@ void *as_malloc_at(size_t n, const char *file, int line);
 void *as_calloc_at(size_t n, size_t sz, const char *file, int line);
 void *as_realloc_at(void *p, size_t n, const char *file, int line);
 void *as_aligned_alloc_at(size_t n, const char *file, int line);
+// as_aligned_alloc's memory (64-byte aligned; huge pages asked for from 4 MB),
+// or NULL when there is none, for callers that report it themselves.
+void *as_aligned_try_alloc(size_t n);
 char *as_strdup(const char *s);
 char *as_strndup(const char *s, size_t n);
 
