@@ -38,20 +38,10 @@ if args.tiny:
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
-import transformers
-from transformers import AutoModelForCausalLM
+from hf_peer import load
 
-# transformers >= 4.56 names it dtype; older ones torch_dtype (and would take dtype= as a config field).
-DTYPE_KW = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
-
-if args.threads > 0:
-    torch.set_num_threads(args.threads)
-dev = torch.device(args.device)
-cuda = dev.type == "cuda"
-if cuda and not torch.cuda.is_available():
-    sys.exit("peer_dpo_step: --device cuda: torch sees no CUDA device")
 torch.manual_seed(0)
-base = AutoModelForCausalLM.from_pretrained(args.model, **{DTYPE_KW: torch.bfloat16}, attn_implementation="sdpa").to(dev)
+base, dev, cuda = load("peer_dpo_step", args.model, args.device, args.threads)
 lc = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, bias="none",
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 model = get_peft_model(base, lc)

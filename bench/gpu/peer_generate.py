@@ -35,18 +35,10 @@ if args.tiny:
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM
+from hf_peer import load
 
-# transformers >= 4.56 names it dtype; older ones torch_dtype (and would take dtype= as a config field).
-DTYPE_KW = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
-
-if args.threads > 0:
-    torch.set_num_threads(args.threads)
-dev = torch.device(args.device)
-cuda = dev.type == "cuda"
-if cuda and not torch.cuda.is_available():
-    sys.exit("peer_generate: --device cuda: torch sees no CUDA device")
-model = AutoModelForCausalLM.from_pretrained(args.model, **{DTYPE_KW: torch.bfloat16}, attn_implementation="sdpa").to(dev).eval()
+model, dev, cuda = load("peer_generate", args.model, args.device, args.threads)
+model.eval()
 V = model.config.vocab_size
 g = torch.Generator().manual_seed(1234)
 prompts = torch.randint(100, V - 100, (args.prompts, args.prompt_len), generator=g).to(dev)
