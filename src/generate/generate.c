@@ -52,6 +52,8 @@ typedef struct gen_state {
     float *smp_logprob;
     as_sample_row *smp_rows; // (n_slot) by logit row, when the backend samples (sample_rows)
     int32_t *smp_slot, *smp_row_token;
+    float *smp_row_logprob;
+    bool logits_on_be;      // logits are the backend's buf_alloc memory (it samples and scores them itself)
     int64_t next_req, n_done, n_generated, n_prompt_done;
     double t_start;
 } gen_state;
@@ -278,7 +280,8 @@ static int32_t build_batch(gen_state *g) {
 // The step's samples by the model's backend (as_backend's sample_rows: the
 // same tokens and RNG states as sampler_sample, in one call for all rows),
 // each slot's RNG advanced as its sampler's would be; the log-probabilities
-// stay the host's.
+// by its logprob_rows where it has one (then the logits, buf_alloc memory,
+// never come to the host), else the host's.
 static void sample_on_backend(gen_state *g) {
     int32_t n = 0;
     for (int32_t si = 0; si < g->n_slot; si++) {
@@ -291,13 +294,16 @@ static void sample_on_backend(gen_state *g) {
         g->smp_slot[s->logit_row] = si;
         n++;
     }
-    g->m->be->sample_rows(g->smp_row_token, g->logits, g->n_vocab, n, g->n_vocab, g->smp_rows);
+    const as_backend *be = g->m->be;
+    be->sample_rows(g->smp_row_token, g->logits, g->n_vocab, n, g->n_vocab, g->smp_rows);
+    if (be->logprob_rows) be->logprob_rows(g->smp_row_logprob, g->logits, g->n_vocab, n, g->n_vocab, g->smp_row_token);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int32_t r = 0; r < n; r++) {
         const int32_t si = g->smp_slot[r];
         g->slots[si].smp.rng = g->smp_rows[r].rng;
         g->smp_token[si] = g->smp_row_token[r];
-        g->smp_logprob[si] = (float)sampler_logprob(g->logits + (size_t)r * g->n_vocab, g->n_vocab, g->smp_row_token[r]);
+        g->smp_logprob[si] = be->logprob_rows ? g->smp_row_logprob[r]
+                                              : (float)sampler_logprob(g->logits + (size_t)r * g->n_vocab, g->n_vocab, g->smp_row_token[r]);
     }
 }
 
@@ -373,12 +379,15 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
     g.b_seq = as_malloc(nb * sizeof *g.b_seq);
     g.b_pos = as_malloc(nb * sizeof *g.b_pos);
     g.b_want = as_malloc(nb * sizeof *g.b_want);
-    g.logits = as_malloc((size_t)g.n_slot * g.n_vocab * sizeof *g.logits);
+    g.logits_on_be = m->be->sample_rows && m->be->logprob_rows;
+    const size_t logits_bytes = (size_t)g.n_slot * g.n_vocab * sizeof *g.logits;
+    g.logits = g.logits_on_be ? m->be->buf_alloc(logits_bytes) : as_malloc(logits_bytes);
     g.smp_token = as_malloc((size_t)g.n_slot * sizeof *g.smp_token);
     g.smp_logprob = as_malloc((size_t)g.n_slot * sizeof *g.smp_logprob);
     g.smp_rows = as_malloc((size_t)g.n_slot * sizeof *g.smp_rows);
     g.smp_slot = as_malloc((size_t)g.n_slot * sizeof *g.smp_slot);
     g.smp_row_token = as_malloc((size_t)g.n_slot * sizeof *g.smp_row_token);
+    g.smp_row_logprob = as_malloc((size_t)g.n_slot * sizeof *g.smp_row_logprob);
     g.t_start = as_time();
 
     int rc = 0;
@@ -399,12 +408,14 @@ int generate_run(model *m, const tokenizer *tok, const generate_request *reqs, i
     free(g.b_seq);
     free(g.b_pos);
     free(g.b_want);
-    free(g.logits);
+    if (g.logits_on_be) m->be->buf_free(g.logits);
+    else free(g.logits);
     free(g.smp_token);
     free(g.smp_logprob);
     free(g.smp_rows);
     free(g.smp_slot);
     free(g.smp_row_token);
+    free(g.smp_row_logprob);
     kv_cache_free(g.kv);
     if (rc) {
         for (int64_t i = 0; i < n_reqs; i++) generate_result_free(&out[i]);

@@ -135,6 +135,13 @@ typedef struct as_backend {
     // state after it, bit for bit, for the same logits, history, params and
     // RNG state.  Rows are independent; rows[r].rng is advanced in place.
     void (*sample_rows)(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows);
+    // Optional, with sample_rows: out[r] = log softmax(logits + r * ld)[tok[r]]
+    // (n_vocab each), logprob's meaning (the largest logit, NaNs skipped, and
+    // the sum of e^(z - max) in double), its sum in the backend's own fixed
+    // order (the same bits run to run; within rounding of the CPU's).  With
+    // both, generation keeps its logits in buf_alloc memory and never reads
+    // them on the host.
+    void (*logprob_rows)(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok);
 
     // ---- training ----
     // C = alpha op(A) op(B) + beta C, fp32 (gemm.h), nth threads.

@@ -525,8 +525,20 @@ static void ref_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64
     g_backend_rows += n_rows;
 }
 
-// The CUDA plugin's sampler run on the host (cuda_host_check.h), where it was built.
+// sampler_logprob as logprob_rows, counting its rows.
+static int64_t g_logprob_rows;
+static void ref_logprob_rows(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok) {
+    for (int64_t r = 0; r < n_rows; r++) out[r] = (float)sampler_logprob(logits + r * ld, n_vocab, tok[r]);
+    g_logprob_rows += n_rows;
+}
+
+// The CUDA plugin's sampler and log-probs run on the host (cuda_host_check.h), where it was built.
 static void (*g_plugin_sample_rows)(int32_t *, const float *, int64_t, int64_t, int32_t, as_sample_row *);
+static void (*g_plugin_logprob_rows)(float *, const float *, int64_t, int64_t, int32_t, const int32_t *);
+static void plugin_logprob_rows(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok) {
+    g_plugin_logprob_rows(out, logits, ld, n_rows, n_vocab, tok);
+    g_logprob_rows += n_rows;
+}
 static void plugin_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
     g_plugin_sample_rows(tok, logits, ld, n_rows, n_vocab, rows);
     g_backend_rows += n_rows;
@@ -535,14 +547,18 @@ static bool load_plugin_sampler(void) {
     void *h = dlopen(AS_BINARY_DIR "/libalphaspin_cuda.so", RTLD_NOW | RTLD_LOCAL);
     void *f = h ? dlsym(h, "alphaspin_cuda_train_host") : NULL;
     const as_cuda_train_host *ht = f ? ((const as_cuda_train_host *(*)(void))(uintptr_t)f)() : NULL;
-    if (!ht || ht->version != AS_CUDA_TRAIN_HOST_VERSION || !ht->ops.sample_rows) return false;
+    if (!ht || ht->version != AS_CUDA_TRAIN_HOST_VERSION || !ht->ops.sample_rows || !ht->ops.logprob_rows) return false;
     g_plugin_sample_rows = ht->ops.sample_rows;
+    g_plugin_logprob_rows = ht->ops.logprob_rows;
     return true;
 }
 
 // A model whose backend has sample_rows samples through it, with the host
 // sampler's tokens, log-probabilities and seeds' streams: the same results as
-// the CPU path, for greedy and sampled requests of every filter side by side.
+// the CPU path, for greedy and sampled requests of every filter side by side;
+// with logprob_rows too, the log-probabilities come from it (the logits then
+// in the backend's buf_alloc memory): the CPU's, or within rounding of them
+// (the plugin's sum in its own order).
 static void test_backend_sampling(void **st) {
     (void)st;
     enum { N = 9 };
@@ -563,23 +579,27 @@ static void test_backend_sampling(void **st) {
     static as_backend wrapped;
     wrapped = as_backend_cpu;
     wrapped.name = "cpu+sample_rows";
-    for (int impl = 0; impl < 2; impl++) {
-        if (impl == 1 && !load_plugin_sampler()) {
+    static const char *const what[4] = {"sampler_sample as sample_rows", "sampler_sample and sampler_logprob as sample_rows and logprob_rows",
+                                        "the CUDA plugin's sampler (host run)", "the CUDA plugin's sampler and log-probs (host run)"};
+    for (int impl = 0; impl < 4; impl++) {
+        const bool plugin = impl >= 2, lp = impl % 2;
+        if (impl == 2 && !load_plugin_sampler()) {
             fprintf(stderr, "  the CUDA plugin's sampler: not built here, skipped\n");
             break;
         }
-        wrapped.sample_rows = impl ? plugin_sample_rows : ref_sample_rows;
+        wrapped.sample_rows = plugin ? plugin_sample_rows : ref_sample_rows;
+        wrapped.logprob_rows = !lp ? NULL : plugin ? plugin_logprob_rows : ref_logprob_rows;
         assert_int_equal(model_use_backend(g_model_q8, &wrapped), AS_OK);
-        g_backend_rows = 0;
+        g_backend_rows = 0, g_logprob_rows = 0;
         run_model(g_model_q8, r, N, &o, out);
         assert_int_equal(model_use_backend(g_model_q8, &as_backend_cpu), AS_OK);
         int64_t n_ids = 0;
         for (int i = 0; i < N; i++) n_ids += out[i].n_ids;
         assert_int_equal(g_backend_rows, n_ids); // every token came from sample_rows
-        assert_same_results(ref, out, N, true);
+        assert_int_equal(g_logprob_rows, lp ? n_ids : 0);
+        assert_same_results(ref, out, N, impl != 3); // the plugin's log-probs: within 1e-5
         free_results(out, N);
-        fprintf(stderr, "  %s: %lld tokens sampled by sample_rows, as the host sampler's\n", impl ? "the CUDA plugin's sampler (host run)" : "sampler_sample as sample_rows",
-                (long long)n_ids);
+        fprintf(stderr, "  %s: %lld tokens, as the host sampler's\n", what[impl], (long long)n_ids);
     }
     free_results(ref, N);
 }

@@ -29,6 +29,7 @@
 
 static const as_cuda_train_host *HT;
 static void (*sample_rows)(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows);
+static void (*logprob_rows)(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok);
 static as_rng g_rng;
 
 static double unif(void) { return as_rng_uniform(&g_rng); }
@@ -96,6 +97,16 @@ static void check_batch(int32_t V, int64_t n, int64_t ld, const char *isa, count
     as_sample_row *want = as_malloc(sizeof *want * (size_t)n);
     memcpy(want, rows, sizeof *want * (size_t)n);
     sample_rows(tok, z, ld, n, V, rows);
+    // logprob_rows at the sampled tokens: the CPU's logprob up to the order of
+    // its double sum, so equal once rounded to float but for a last bit.
+    float *lp = as_malloc(sizeof *lp * (size_t)n);
+    logprob_rows(lp, z, ld, n, V, tok);
+    for (int64_t r = 0; r < n; r++) {
+        const float want_lp = (float)as_backend_cpu.logprob(z + r * ld, V, tok[r]);
+        if (!(isnan(want_lp) && isnan(lp[r])) && !(fabsf(lp[r] - want_lp) <= 2e-7f * fmaxf(1.0f, fabsf(want_lp))))
+            fail_msg("cpu %s, V %d, style %d, row %lld: logprob_rows %.9g, the CPU's logprob %.9g", isa, V, style, (long long)r, lp[r], want_lp);
+    }
+    free(lp);
     for (int64_t r = 0; r < n; r++) {
         const sampler_params *p = &par[r];
         sampler s;
@@ -183,18 +194,22 @@ int main(void) {
         fprintf(stderr, "alphaspin_cuda_train_host: version %d, expected %d, with sample_rows\n", HT ? HT->version : -1, AS_CUDA_TRAIN_HOST_VERSION);
         return 1;
     }
-    sample_rows = HT->ops.sample_rows;
+    sample_rows = HT->ops.sample_rows, logprob_rows = HT->ops.logprob_rows;
+    if (!logprob_rows) {
+        fprintf(stderr, "alphaspin_cuda_train_host: no logprob_rows\n");
+        return 1;
+    }
     if (getenv("ALPHASPIN_SAMPLE_DEVICE")) {
         const as_backend *be = as_backend_open("cuda");
         if (!be) {
             printf("SKIP: no CUDA device (%s)\n", as_last_error());
             return AS_TEST_SKIP;
         }
-        if (!be->sample_rows) {
-            fprintf(stderr, "the cuda backend has no sample_rows\n");
+        if (!be->sample_rows || !be->logprob_rows) {
+            fprintf(stderr, "the cuda backend has no sample_rows or logprob_rows\n");
             return 1;
         }
-        sample_rows = be->sample_rows;
+        sample_rows = be->sample_rows, logprob_rows = be->logprob_rows;
         printf("the CUDA backend's sample_rows on %s\n", be->variant_name(0));
     }
     as_rng_seed(&g_rng, 2222);

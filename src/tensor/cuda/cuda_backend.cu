@@ -3097,6 +3097,7 @@ struct smp_shared { // a block's shared scratch
     uint32_t prefix;
     int64_t need;
     double sum;
+    double ds[SMP_THREADS]; // logprob_rows' per-thread sums
     int64_t n;   // candidates
     bool sorted; // cand[0..n) in decreasing logit order (top_k ran)
 };
@@ -3499,6 +3500,74 @@ static void sample_rows_run(bool host, int32_t *tok, const float *logits, int64_
     for (int64_t r = 0; r < n_rows; r++) memcpy(rows[r].rng.s, g_smp_par[r].rng, sizeof rows[r].rng.s);
 }
 
+// One block per row r: out[r] = log softmax(z)[tok[r]]: m the largest logit
+// (NaNs skipped: no comparison with one is true), the sum of e^(z - m) in
+// double as per-thread partial sums (thread t: elements t, t + nt, ...)
+// folded in thread order, a fixed order (kernel_logprob sums in index order:
+// the bits may differ by rounding).
+struct f_logprob {
+    float *out;
+    const float *logits;
+    int64_t ld;
+    int32_t V;
+    const int32_t *tok;
+    template <class X> HDF(const X &ex, int64_t r, smp_shared *sh) const {
+        const float *z = logits + r * ld;
+        const int64_t nv = V;
+        ex.phase([&](int t, int nt) {
+            float m = -INFINITY;
+            for (int64_t j = t; j < nv; j += nt)
+                if (z[j] > m) m = z[j];
+            sh->v[t] = m;
+        });
+        ex.phase([&](int t, int nt) {
+            if (t) return;
+            float m = -INFINITY;
+            for (int i = 0; i < nt; i++)
+                if (sh->v[i] > m) m = sh->v[i];
+            sh->v[0] = m;
+        });
+        ex.phase([&](int t, int nt) {
+            const double m = sh->v[0];
+            double s = 0.0;
+            for (int64_t j = t; j < nv; j += nt) s += exp((double)z[j] - m);
+            sh->ds[t] = s;
+        });
+        ex.phase([&](int t, int nt) {
+            if (t) return;
+            double s = 0.0;
+            for (int i = 0; i < nt; i++) s += sh->ds[i];
+            out[r] = (float)(((double)z[tok[r]] - (double)sh->v[0]) - log(s));
+        });
+    }
+};
+
+static void logprob_rows_run(bool host, float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t V, const int32_t *tok) {
+    const char *op = "logprob_rows";
+    if (n_rows <= 0) return;
+    if (V <= 0 || ld < V) die(op, "%d logits per row with a stride of %lld", (int)V, (long long)ld);
+    if (n_rows > INT32_MAX) die(op, "%lld rows", (long long)n_rows);
+    for (int64_t r = 0; r < n_rows; r++)
+        if (tok[r] < 0 || tok[r] >= V) die(op, "row %lld: token %d outside the vocabulary of %d", (long long)r, (int)tok[r], (int)V);
+    const float *dz = (const float *)t_in(host, 0, logits, FB((n_rows - 1) * ld + V), op);
+    const int32_t *dt = (const int32_t *)t_in(host, 3, tok, sizeof(int32_t) * (size_t)n_rows, op);
+    float *dout = (float *)t_tmp(host, 4, FB(n_rows), op);
+    const f_logprob f{dout, dz, ld, V, dt};
+    if (host) {
+        smp_shared sh;
+        for (int64_t r = 0; r < n_rows; r++) f(tr_host_exec{SMP_THREADS}, r, &sh);
+    } else {
+        k_smp_blocks<<<(unsigned)n_rows, SMP_THREADS>>>(f);
+        CK_LAUNCH();
+    }
+    t_out(host, out, dout, FB(n_rows), op);
+}
+
+static void cu_logprob_rows(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok) {
+    lock_guard g("logprob_rows");
+    logprob_rows_run(false, out, logits, ld, n_rows, n_vocab, tok);
+}
+
 static void cu_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
     lock_guard g("sample_rows");
     sample_rows_run(false, tok, logits, ld, n_rows, n_vocab, rows);
@@ -3615,6 +3684,9 @@ static void h_sgd_update(float *p, const float *g, float *m, size_t n, float lr,
     if (n) sgd_update_run(true, p, g, m, n, lr, momentum, wd, t);
 }
 
+static void h_logprob_rows(float *out, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, const int32_t *tok) {
+    logprob_rows_run(true, out, logits, ld, n_rows, n_vocab, tok);
+}
 static void h_sample_rows(int32_t *tok, const float *logits, int64_t ld, int64_t n_rows, int32_t n_vocab, as_sample_row *rows) {
     sample_rows_run(true, tok, logits, ld, n_rows, n_vocab, rows);
 }
@@ -3637,6 +3709,7 @@ extern "C" __attribute__((visibility("default"))) const as_cuda_train_host *alph
     h->ops.sum_squares = h_sum_squares, h->ops.grad_scale = h_grad_scale;
     h->ops.adamw_update = h_adamw_update, h->ops.rmsprop_update = h_rmsprop_update, h->ops.sgd_update = h_sgd_update;
     h->ops.sample_rows = h_sample_rows;
+    h->ops.logprob_rows = h_logprob_rows;
     return h;
 }
 
@@ -3874,6 +3947,7 @@ static void fill_table(void) {
     g_table.kv_copy_prefix = cu_kv_copy_prefix;
     g_table.last_error = cu_last_error;
     g_table.sample_rows = cu_sample_rows;
+    g_table.logprob_rows = cu_logprob_rows;
     g_table.sgemm = cu_sgemm;
     g_table.exp_shift_sum = cu_exp_shift_sum;
     g_table.max = cu_max;
