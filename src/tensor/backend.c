@@ -236,6 +236,23 @@ const as_backend *as_backend_open(const char *spec) {
     return b;
 }
 
+const as_backend *as_backend_mem(const as_backend *be) { return be && be->buf_alloc && be->buf_free ? be : &as_backend_cpu; }
+
+bool as_backend_same_mem(const as_backend *a, const as_backend *b) {
+    a = as_backend_mem(a), b = as_backend_mem(b);
+    return a->buf_alloc == b->buf_alloc && a->buf_free == b->buf_free;
+}
+
+void *as_buf_move(const as_backend *from, const as_backend *to, void *p, size_t bytes) {
+    if (!p || as_backend_same_mem(from, to)) return p;
+    from = as_backend_mem(from), to = as_backend_mem(to);
+    if (from->sync) from->sync();
+    void *q = to->buf_alloc(bytes);
+    memcpy(q, p, bytes);
+    from->buf_free(p);
+    return q;
+}
+
 int as_backend_error(const as_backend *be, const char *fmt, ...) {
     if (!be->last_error) return AS_FAIL;
     char what[512];

@@ -265,6 +265,16 @@ const char *as_backend_cuda_status(void);
 #define AS_BACKEND_TRAINING 2u  // sgemm ... sgd_update: what the training model and its optimizer call
 const char *as_backend_missing(const as_backend *be, unsigned groups);
 
+// The backend whose buf_alloc memory be's ops take in place: be itself, or
+// the CPU when be (NULL: the CPU) has no buf_alloc / buf_free.
+const as_backend *as_backend_mem(const as_backend *be);
+// Whether a and b allocate buffers alike (memory of one serves the other).
+bool as_backend_same_mem(const as_backend *a, const as_backend *b);
+// `bytes` at p, as_backend_mem(from)'s buffer, moved into a new buffer of
+// as_backend_mem(to) (from's queued work waited for; p freed); p itself when
+// they allocate alike or p is NULL.
+void *as_buf_move(const as_backend *from, const as_backend *to, void *p, size_t bytes);
+
 // After a failed weights_new / kv_init of be: AS_FAIL, with as_error set to
 // "<what>: <the backend's reason>" when be reports through last_error (else
 // the backend set as_error itself, which stays).

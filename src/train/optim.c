@@ -75,17 +75,10 @@ void optim_free(optim *o) {
 void optim_set_backend(optim *o, const as_backend *be) {
     if (!be) be = &as_backend_cpu;
     o->be = be;
-    const as_backend *mem = be->buf_alloc && be->buf_free ? be : &as_backend_cpu;
-    if (mem->buf_alloc == o->mem->buf_alloc && mem->buf_free == o->mem->buf_free) return;
-    float **bufs[2] = {&o->m, &o->v};
-    for (int i = 0; i < 2; i++) {
-        if (!*bufs[i]) continue;
-        float *q = mem->buf_alloc(sizeof(float) * AS_MAX(o->n, (size_t)1));
-        memcpy(q, *bufs[i], sizeof(float) * o->n);
-        o->mem->buf_free(*bufs[i]);
-        *bufs[i] = q;
-    }
-    o->mem = mem;
+    const size_t bytes = sizeof(float) * AS_MAX(o->n, (size_t)1);
+    o->m = as_buf_move(o->mem, be, o->m, bytes);
+    o->v = as_buf_move(o->mem, be, o->v, bytes);
+    o->mem = as_backend_mem(be);
 }
 
 // transformers.optimization: warm-up steps = ceil(total * ratio); the factor

@@ -88,40 +88,29 @@ typedef struct train_acts {
     const as_backend *mem;      // whose buf_alloc made memory
 } train_acts;
 
-// The backend whose buf_alloc holds a model's big buffers: be's own (a device
-// backend's ops use them in place, so they stay resident), the CPU's when be
-// has none.  Buffers are freed by the backend that made them.
-static const as_backend *mem_of(const as_backend *be) { return be && be->buf_alloc && be->buf_free ? be : &as_backend_cpu; }
-static bool same_mem(const as_backend *a, const as_backend *b) {
-    a = mem_of(a), b = mem_of(b);
-    return a->buf_alloc == b->buf_alloc && a->buf_free == b->buf_free;
-}
-static float *buf_new(const as_backend *be, size_t n) { return mem_of(be)->buf_alloc(sizeof(float) * AS_MAX(n, (size_t)16)); }
+// A model's big buffers are the buf_alloc memory of its backend
+// (as_backend_mem: a device backend's ops use them in place, so they stay
+// resident), freed by the backend that made them.
+static float *buf_new(const as_backend *be, size_t n) { return as_backend_mem(be)->buf_alloc(sizeof(float) * AS_MAX(n, (size_t)16)); }
 static void buf_del(const as_backend *be, float *p) {
-    if (p) mem_of(be)->buf_free(p);
+    if (p) as_backend_mem(be)->buf_free(p);
 }
 // n floats at p (from `from`) moved into `to`'s buffers.
 static float *buf_move(const as_backend *from, const as_backend *to, float *p, size_t n) {
-    if (!p || same_mem(from, to)) return p;
-    float *q = buf_new(to, n);
-    memcpy(q, p, sizeof(float) * n);
-    buf_del(from, p);
-    return q;
+    return as_buf_move(from, to, p, sizeof(float) * AS_MAX(n, (size_t)16));
 }
 
 // l's factors and gradients moved into be's buffers (the pointers into them follow).
 static void lora_move(train_lora *l, const as_backend *be) {
-    if (same_mem(l->be, be)) return;
+    if (as_backend_same_mem(l->be, be)) return;
     float **ptrs[4] = {l->a, l->b, l->ga, l->gb};
     ptrdiff_t off[4][TRAIN_LORA_N_TARGETS] = {{0}};
     for (int k = 0; k < 4; k++)
         for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
             if (ptrs[k][t]) off[k][t] = ptrs[k][t] - (k < 2 ? l->memory : l->grad_memory);
-    const as_backend *from = mem_of(l->be);
-    if (from->sync) from->sync();
-    l->memory = buf_move(from, be, l->memory, l->n);
-    l->grad_memory = buf_move(from, be, l->grad_memory, l->n);
-    l->be = mem_of(be);
+    l->memory = buf_move(l->be, be, l->memory, l->n);
+    l->grad_memory = buf_move(l->be, be, l->grad_memory, l->n);
+    l->be = as_backend_mem(be);
     for (int k = 0; k < 4; k++)
         for (int t = 0; t < TRAIN_LORA_N_TARGETS; t++)
             if (ptrs[k][t]) ptrs[k][t] = (k < 2 ? l->memory : l->grad_memory) + off[k][t];
@@ -173,7 +162,7 @@ static train_acts *acts_reserve(train_model *m, int64_t n_tok, int64_t max_len, 
     size_t total = 0;
     for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) total += ((size_t)sizes[i] + 15) & ~(size_t)15; // 64-byte aligned pieces
     a->memory = buf_new(m->be, total);
-    a->mem = mem_of(m->be);
+    a->mem = as_backend_mem(m->be);
     float *p = a->memory;
     for (size_t i = 0; i < AS_ARRAY_LEN(sizes); i++) {
         *ptrs[i] = p;
@@ -229,8 +218,7 @@ int train_set_backend(train_model *m, const as_backend *be) {
     if (!be) be = &as_backend_cpu;
     const char *missing = as_backend_missing(be, AS_BACKEND_TRAINING);
     if (missing) return as_error("backend %s cannot train yet: it has no %s op", be->name, missing);
-    if (!same_mem(m->be, be)) { // the buffers move to the new backend's memory
-        if (m->be->sync) m->be->sync();
+    if (!as_backend_same_mem(m->be, be)) { // the buffers move to the new backend's memory
         m->params_memory = buf_move(m->be, be, m->params_memory, m->n_params);
         params_point(&m->params, m->params_memory, m->param_sizes);
         if (m->grads_memory) {
@@ -356,7 +344,7 @@ static train_lora *lora_new(const as_backend *be, const model_config *c, const t
         lo->in[t] = ins[t], lo->out[t] = outs[t];
         if (lo->cfg.targets & (1u << t)) lo->n += (size_t)(L * r * (ins[t] + outs[t]));
     }
-    lo->be = mem_of(be);
+    lo->be = as_backend_mem(be);
     lo->memory = buf_new(be, lo->n);
     lo->grad_memory = buf_new(be, lo->n);
     memset(lo->memory, 0, sizeof(float) * lo->n);
