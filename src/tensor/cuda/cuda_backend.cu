@@ -98,15 +98,35 @@ extern "C" {
 
 // ---- errors ----
 
-static void die(const char *op, const char *fmt, ...) {
-    char msg[512];
+// The reason of the last weights_new / kv_init that failed (last_error), and
+// of an abort: "cuda backend: OP: MESSAGE".
+static char g_err[512];
+static void vfail(const char *op, const char *fmt, va_list ap) {
+    char msg[400];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    snprintf(g_err, sizeof g_err, "cuda backend: %s: %s", op, msg);
+}
+static void fail(const char *op, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vfail(op, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "alphaspin: cuda backend: %s: %s\n", op, msg);
+}
+static const char *cu_last_error(void) { return g_err; }
+
+// g_err on stderr, then abort.
+static void die_err(void) {
+    fprintf(stderr, "alphaspin: %s\n", g_err);
     fflush(stderr);
     abort();
+}
+
+static void die(const char *op, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(op, fmt, ap);
+    va_end(ap);
+    die_err();
 }
 
 #define CK(call)                                                                                                                           \
@@ -140,18 +160,6 @@ static size_t g_kv_bytes;     // device bytes held by KV caches
 static size_t g_packed_bytes; // device bytes held by bf16_pack_b's operands (training)
 static size_t g_act_bytes;    // managed bytes held by buf_alloc's activation buffers
 
-// The reason of the last weights_new / kv_init that failed (last_error).
-static char g_err[512];
-static void fail(const char *op, const char *fmt, ...) {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(g_err, sizeof g_err, "cuda backend: %s: %s", op, msg);
-}
-static const char *cu_last_error(void) { return g_err; }
-
 // Device memory, or NULL and the reason in g_err (what the user can change:
 // a smaller model, batch or context).
 static void *try_dmalloc(size_t bytes, const char *op) {
@@ -159,17 +167,15 @@ static void *try_dmalloc(size_t bytes, const char *op) {
     const cudaError_t e = cudaMalloc(&p, bytes);
     if (e == cudaSuccess) return p;
     (void)cudaGetLastError(); // clear it
-    fail(op, "cudaMalloc(%zu MiB): %s (weights hold %zu MiB, KV caches %zu MiB, activations %zu MiB)", bytes >> 20, cudaGetErrorString(e),
-         g_weight_bytes >> 20, g_kv_bytes >> 20, g_act_bytes >> 20);
+    fail(op, "cudaMalloc(%zu MiB): %s (weights hold %zu MiB, KV caches %zu MiB, activations %zu MiB, packed bf16 operands %zu MiB; nothing is evicted)",
+         bytes >> 20, cudaGetErrorString(e), g_weight_bytes >> 20, g_kv_bytes >> 20, g_act_bytes >> 20, g_packed_bytes >> 20);
     return NULL;
 }
 
+// Device memory, or an abort with try_dmalloc's reason (scratch and the ops' own buffers).
 static void *dmalloc(size_t bytes, const char *op) {
-    void *p = NULL;
-    const cudaError_t e = cudaMalloc(&p, bytes);
-    if (e != cudaSuccess)
-        die(op, "cudaMalloc(%zu bytes): %s (weights hold %zu bytes, KV caches %zu, packed bf16 operands %zu; nothing is evicted yet)", bytes,
-            cudaGetErrorString(e), g_weight_bytes, g_kv_bytes, g_packed_bytes);
+    void *p = try_dmalloc(bytes, op);
+    if (!p) die_err();
     return p;
 }
 
