@@ -417,16 +417,31 @@ static void test_load_errors(void **state) {
     ref_free(&r);
 }
 
+// The untied reference model written to a scratch folder and loaded.
+typedef struct untied {
+    ref_model r;
+    char *dir;
+    char path[512];
+} untied;
+static model *untied_load(untied *u) {
+    ref_load(&u->r, "llama_untied");
+    u->dir = as_test_tmpdir();
+    snprintf(u->path, sizeof u->path, "%s/m.gguf", u->dir);
+    write_model(&u->r, u->path, false, NULL);
+    model *m;
+    assert_int_equal(model_load(&m, u->path), AS_OK);
+    return m;
+}
+static void untied_free(untied *u) {
+    unlink(u->path);
+    rmdir(u->dir);
+    ref_free(&u->r);
+}
+
 static void test_batch_errors(void **state) {
     (void)state;
-    ref_model r;
-    ref_load(&r, "llama_untied");
-    char *dir = as_test_tmpdir();
-    char path[512];
-    snprintf(path, sizeof path, "%s/m.gguf", dir);
-    write_model(&r, path, false, NULL);
-    model *m;
-    assert_int_equal(model_load(&m, path), AS_OK);
+    untied u;
+    model *m = untied_load(&u);
     kv_cache *kv = kv_cache_init(&m->cfg, 2, 4, KERNEL_PRECISION_F32);
     float logits[2 * 96];
     int32_t tok[2] = {1, 2}, seq[2] = {0, 0}, pos[2] = {0, 1};
@@ -483,9 +498,7 @@ static void test_batch_errors(void **state) {
     kv_cache_free(kv2);
     kv_cache_free(kv);
     model_free(m);
-    unlink(path);
-    rmdir(dir);
-    ref_free(&r);
+    untied_free(&u);
 }
 
 // A backend that cannot hold the weights or the cache (a plugin reporting
@@ -505,14 +518,8 @@ static const char *full_last_error(void) { return "fake backend: no room on the 
 
 static void test_backend_full(void **state) {
     (void)state;
-    ref_model r;
-    ref_load(&r, "llama_untied");
-    char *dir = as_test_tmpdir();
-    char path[512];
-    snprintf(path, sizeof path, "%s/m.gguf", dir);
-    write_model(&r, path, false, NULL);
-    model *m;
-    assert_int_equal(model_load(&m, path), AS_OK);
+    untied u;
+    model *m = untied_load(&u);
     as_backend full = as_backend_cpu;
     full.name = "full", full.weights_new = full_weights_new, full.kv_init = full_kv_init, full.last_error = full_last_error;
     g_weights_left = 5; // the second layer's second group fails
@@ -529,9 +536,7 @@ static void test_backend_full(void **state) {
     assert_null(model_kv_cache(m, 3, 4, KERNEL_PRECISION_F32));
     assert_non_null(strstr(as_last_error(), "kv cache of 3 sequences x 4 positions on full: fake backend: no room"));
     model_free(m);
-    unlink(path);
-    rmdir(dir);
-    ref_free(&r);
+    untied_free(&u);
 }
 
 int main(void) {
