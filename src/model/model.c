@@ -291,13 +291,10 @@ int model_use_backend(model *m, const as_backend *be) {
     if (be == m->be) return AS_OK;
     pthread_mutex_lock(&m->lock);
     release_weights(m);
-    int rc = upload_weights(m, be);
-    if (rc) { // back on the CPU, usable and freeable; the error stays the backend's
-        char why[1024];
-        snprintf(why, sizeof why, "%s", as_last_error());
-        if (upload_weights(m, &as_backend_cpu)) as_die("%s", as_last_error());
-        as_error("%s", why);
-    }
+    const int rc = upload_weights(m, be);
+    // Failed: back on the CPU, usable and freeable (a success there sets no
+    // error, so the backend's stays).
+    if (rc && upload_weights(m, &as_backend_cpu)) as_die("%s", as_last_error());
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
