@@ -19,9 +19,10 @@ int mixture_sampler_from_name(const char *name) {
 typedef struct gfn_last { double loss; } gfn_last;
 static void on_gfn_step(void *user, const gfn_step_stats *s) { ((gfn_last *)user)->loss = s->loss; }
 
-// The sampler's adapters: read from a PEFT folder, or trained now on these prompts over tm's base.
-static int gflownet_sampler(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c,
-                            const int32_t *const *prompt, const int64_t *n_prompt, int64_t n, train_lora **out, mixture_losers_stats *st) {
+int mixture_losers_prepare(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
+                           const int64_t *n_prompt, int64_t n, train_lora **out, mixture_losers_stats *st) {
+    *out = NULL;
+    if (c->kind != MIXTURE_SAMPLER_GFLOWNET) return AS_OK;
     if (c->gfn_adapter && c->gfn_adapter[0]) return train_lora_read_peft(&inf->cfg, c->gfn_adapter, out);
     if (!tm || !tm->lora) return as_error("sampler gflownet: training a sampler needs the LoRA training model");
     train_lora *sampler = train_lora_new(&tm->cfg, &c->gfn_lora);
@@ -48,33 +49,24 @@ static int gflownet_sampler(model *inf, train_model *tm, const model_lora *lora_
     return AS_OK;
 }
 
-int mixture_losers(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
-                   const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
-    memset(st, 0, sizeof *st);
-    const double t0 = as_time();
+int mixture_losers_draw(model *inf, const model_lora *lora_t, const train_lora *sampler, const mixture_losers_config *c,
+                        const int32_t *const *prompt, const int64_t *n_prompt, int64_t first, int64_t n, int32_t **ids, int64_t *n_ids,
+                        double *ess) {
     mixture_config mc = {.precision = c->precision, .alpha = c->alpha, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id,
-                         .n_end_ids = 1, .batch_size = c->batch, .seed = c->seed};
+                         .n_end_ids = 1, .batch_size = c->batch, .seed = c->seed, .first_index = first};
     mixture_sample *s = as_calloc((size_t)AS_MAX(n, (int64_t)1), sizeof *s);
-    double *ess = NULL;
-    train_lora *sampler = NULL;
     int rc;
     switch (c->kind) {
     case MIXTURE_SAMPLER_TOKEN: rc = mixture_sample_token(inf, lora_t, NULL, &mc, prompt, n_prompt, n, s); break;
-    case MIXTURE_SAMPLER_SIR:
-        ess = as_malloc(sizeof(double) * (size_t)AS_MAX(n, (int64_t)1));
-        rc = mixture_sample_sir(inf, lora_t, NULL, &mc, c->sir_k, prompt, n_prompt, n, s, ess);
-        if (rc == AS_OK && n > 0) {
-            st->ess_min = INFINITY;
-            for (int64_t i = 0; i < n; i++) st->ess_mean += ess[i] / (double)n, st->ess_min = fmin(st->ess_min, ess[i]);
-        }
-        break;
+    case MIXTURE_SAMPLER_SIR: rc = mixture_sample_sir(inf, lora_t, NULL, &mc, c->sir_k, prompt, n_prompt, n, s, ess); break;
     case MIXTURE_SAMPLER_GFLOWNET:
-        rc = gflownet_sampler(inf, tm, lora_t, c, prompt, n_prompt, n, &sampler, st);
-        if (rc == AS_OK) {
-            model_lora v;
-            train_lora_view(sampler, &v);
-            rc = mixture_sample_policy(inf, &v, 1.0f, &mc, prompt, n_prompt, n, s);
+        if (!sampler) {
+            rc = as_error("mixture_losers_draw: gflownet without its sampler (mixture_losers_prepare)");
+            break;
         }
+        model_lora v;
+        train_lora_view(sampler, &v);
+        rc = mixture_sample_policy(inf, &v, 1.0f, &mc, prompt, n_prompt, n, s);
         break;
     default: rc = as_error("mixture_losers: unknown sampler %d", (int)c->kind);
     }
@@ -82,11 +74,33 @@ int mixture_losers(model *inf, train_model *tm, const model_lora *lora_t, const 
         if (rc == AS_OK) {
             n_ids[i] = s[i].ended ? s[i].n_ids - 1 : s[i].n_ids;
             ids[i] = s[i].ids, s[i].ids = NULL;
-            st->mean_len += (double)n_ids[i] / (double)n;
+            if (ess && c->kind != MIXTURE_SAMPLER_SIR) ess[i] = 1.0;
         }
         mixture_sample_free(&s[i]);
     }
-    free(s), free(ess);
+    free(s);
+    return rc;
+}
+
+void mixture_losers_summarize(const mixture_losers_config *c, const int64_t *n_ids, const double *ess, int64_t n, mixture_losers_stats *st) {
+    st->mean_len = st->ess_mean = st->ess_min = 0.0;
+    for (int64_t i = 0; i < n; i++) st->mean_len += (double)n_ids[i] / (double)n;
+    if (c->kind == MIXTURE_SAMPLER_SIR && ess && n > 0) {
+        st->ess_min = INFINITY;
+        for (int64_t i = 0; i < n; i++) st->ess_mean += ess[i] / (double)n, st->ess_min = fmin(st->ess_min, ess[i]);
+    }
+}
+
+int mixture_losers(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
+                   const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
+    memset(st, 0, sizeof *st);
+    const double t0 = as_time();
+    train_lora *sampler = NULL;
+    double *ess = as_malloc(sizeof(double) * (size_t)AS_MAX(n, (int64_t)1));
+    int rc = mixture_losers_prepare(inf, tm, lora_t, c, prompt, n_prompt, n, &sampler, st);
+    if (rc == AS_OK) rc = mixture_losers_draw(inf, lora_t, sampler, c, prompt, n_prompt, 0, n, ids, n_ids, ess);
+    if (rc == AS_OK) mixture_losers_summarize(c, n_ids, ess, n, st);
+    free(ess);
     train_lora_free(sampler);
     st->seconds = as_time() - t0;
     return rc;

@@ -21,6 +21,7 @@ int mixture_config_check(const mixture_config *c, int32_t n_vocab) {
     if (!(c->alpha >= 0.0f && c->alpha <= 1.0f)) return as_error("mixture: alpha %g outside [0, 1]", c->alpha);
     if (c->max_new_tokens < 1) return as_error("mixture: max_new_tokens %d: expected >= 1", c->max_new_tokens);
     if (c->batch_size < 1) return as_error("mixture: batch_size %d: expected >= 1", c->batch_size);
+    if (c->first_index < 0) return as_error("mixture: first_index %lld: expected >= 0", (long long)c->first_index);
     if (c->n_end_ids < 1 || !c->end_ids) return as_error("mixture: no end token");
     for (int32_t i = 0; i < c->n_end_ids; i++)
         if (c->end_ids[i] < 0 || c->end_ids[i] >= n_vocab)
@@ -145,7 +146,7 @@ static int engine_chunk(engine *e, const int32_t *const *prompt, const int64_t *
     bool *active = as_malloc(sizeof(bool) * (size_t)n);
     int32_t *next = as_malloc(sizeof(int32_t) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
-        seed_stream(&rng[i], c->seed, first + i);
+        seed_stream(&rng[i], c->seed, c->first_index + first + i);
         active[i] = true;
     }
     int rc = AS_OK;
@@ -245,7 +246,9 @@ int mixture_sample_sir(model *m, const model_lora *lora_t, const model_lora *lor
     for (int64_t i = 0; i < n; i++)
         for (int32_t j = 0; j < K; j++) rep[i * K + j] = prompt[i], nrep[i * K + j] = n_prompt[i];
     mixture_sample *cand = as_calloc((size_t)AS_MAX(nk, (int64_t)1), sizeof *cand);
-    int rc = mixture_sample_token(m, lora_t, lora_0, c, rep, nrep, nk, cand);
+    mixture_config ck = *c; // prompt i's candidates are answers i K .. i K + K - 1 of the token-level job
+    ck.first_index = c->first_index * K;
+    int rc = mixture_sample_token(m, lora_t, lora_0, &ck, rep, nrep, nk, cand);
     if (rc == AS_OK) {
         double *lw = as_malloc(sizeof(double) * (size_t)K);
         for (int64_t i = 0; i < n; i++) {
@@ -255,7 +258,7 @@ int mixture_sample_sir(model *m, const model_lora *lora_t, const model_lora *lor
             for (int32_t j = 0; j < K; j++) sum += exp(lw[j] - mx);
             // The resampling draw has a stream of its own, after all candidates'.
             as_rng r;
-            seed_stream(&r, c->seed ^ 0x5151515151515151ull, i);
+            seed_stream(&r, c->seed ^ 0x5151515151515151ull, c->first_index + i);
             const double target = as_rng_uniform(&r) * sum;
             double acc = 0.0;
             int32_t pick = K - 1;

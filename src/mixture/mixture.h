@@ -27,8 +27,9 @@
 // All samplers draw at temperature 1 from the full vocabulary (no top-k/p):
 // the mixture is defined on the models' own distributions.  Each answer has
 // its own RNG stream (seed, answer index), so results do not depend on the
-// batch size.  Two forward passes per step for the mixtures (one per
-// adapter setting, each with its own KV cache), one for a policy.
+// batch size, nor on how a job's answers are split into calls (first_index).
+// Two forward passes per step for the mixtures (one per adapter setting, each
+// with its own KV cache), one for a policy.
 #ifndef AS_MIXTURE_H
 #define AS_MIXTURE_H
 
@@ -45,6 +46,8 @@ typedef struct mixture_config {
     int32_t n_end_ids;
     int32_t batch_size;       // sequences per forward call (>= 1)
     uint64_t seed;
+    int64_t first_index;      // the stream of answer i is that of answer first_index + i of the whole job (0;
+                              // a share of a job split over processes passes its offset: the same answers)
 } mixture_config;
 
 typedef struct mixture_sample {

@@ -4,10 +4,59 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "mixture/losers.h"
 #include "spin/run_internal.h"
 #include "util/common.h"
 #include "util/json.h"
+
+// mixture_losers over the processes of the job (dist/dist.h): every rank
+// prepares the sampler from all the prompts (a GFlowNet's training is not
+// split: each rank trains the same one), draws a contiguous share of the
+// answers (each answer has its own stream, and at q8 and bf16 a token's
+// logits do not depend on the batch: one process's answers), and every rank
+// gets every answer.
+static int draw_shared(spin_ctx *x, const model_lora *lora_t, const mixture_losers_config *mc, const int32_t *const *prompt,
+                       const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
+    memset(st, 0, sizeof *st);
+    const double t0 = as_time();
+    train_lora *sampler = NULL;
+    double *ess = as_malloc(sizeof(double) * (size_t)AS_MAX(n, (int64_t)1));
+    int64_t b = 0, e = n;
+    dist_share(n, &b, &e);
+    int rc = mixture_losers_prepare(x->inf, x->tm, lora_t, mc, prompt, n_prompt, n, &sampler, st);
+    if (rc == AS_OK && e > b) rc = mixture_losers_draw(x->inf, lora_t, sampler, mc, prompt + b, n_prompt + b, b, e - b, ids + b, n_ids + b, ess + b);
+    train_lora_free(sampler);
+    if (dist_size() > 1) { // this rank's answers (n_ids, ess, ids of each), every rank's back in rank order
+        as_sbuf buf = {0};
+        for (int64_t i = b; rc == AS_OK && i < e; i++) {
+            as_sb_add(&buf, (const char *)&n_ids[i], sizeof n_ids[i]);
+            as_sb_add(&buf, (const char *)&ess[i], sizeof ess[i]);
+            if (n_ids[i]) as_sb_add(&buf, (const char *)ids[i], sizeof(int32_t) * (size_t)n_ids[i]);
+        }
+        char *all = NULL;
+        size_t *off = NULL;
+        rc = dist_allgather(buf.s, buf.len, rc == AS_OK, &all, &off);
+        free(buf.s);
+        for (int r = 0; rc == AS_OK && r < dist_size(); r++) {
+            if (r == dist_rank()) continue;
+            int64_t rb, re;
+            dist_share_of(n, r, &rb, &re);
+            const char *p = all + off[r];
+            for (int64_t i = rb; i < re; i++) {
+                memcpy(&n_ids[i], p, sizeof n_ids[i]), p += sizeof n_ids[i];
+                memcpy(&ess[i], p, sizeof ess[i]), p += sizeof ess[i];
+                ids[i] = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(n_ids[i], (int64_t)1));
+                memcpy(ids[i], p, sizeof(int32_t) * (size_t)n_ids[i]), p += sizeof(int32_t) * (size_t)n_ids[i];
+            }
+        }
+        free(all), free(off);
+    }
+    if (rc == AS_OK) mixture_losers_summarize(mc, n_ids, ess, n, st);
+    free(ess);
+    st->seconds = as_time() - t0;
+    return rc;
+}
 
 // The "consistent" alpha-SPIN of the paper's Appendix A: losers drawn from
 // the loss's own reference pi_t^(1-alpha) pi_0^alpha (src/mixture/losers.h),
@@ -59,7 +108,7 @@ int spin_losers_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64_t n, 
     mixture_losers_stats st = {0};
     if (!x->quiet) fprintf(stderr, "alphaspin run: iter %d/%d generate   %lld losers from the geometric mixture (%s)...\n", k,
                            c->iterations, (long long)n, c->sampler);
-    if (rc == AS_OK) rc = mixture_losers(x->inf, x->tm, t > 0 ? &vt : NULL, &mc, (const int32_t *const *)prompt, n_prompt, n, ids, n_ids, &st);
+    if (rc == AS_OK) rc = draw_shared(x, t > 0 ? &vt : NULL, &mc, (const int32_t *const *)prompt, n_prompt, n, ids, n_ids, &st);
     for (int64_t i = 0; i < n && rc == AS_OK; i++) {
         char *text = tokenizer_decode(x->tok, ids[i], (size_t)n_ids[i], false);
         const sft_example *e = &x->train->ex[ex[i]];

@@ -13,6 +13,9 @@
 #             adapter, optimizer state, log.jsonl
 #   run       2 iterations of 2 epochs, 2 micro-batches per step, an evaluation
 #             task: the whole run folder (config.yaml's threads: line aside)
+#   samplers  the losers of the geometric mixture split by prompt (sampler: sir
+#             with K = 3, and gflownet, whose training every rank does alike):
+#             2-iteration runs, the whole folders
 #   resume    rank 1 of the run killed (as kill -9) after iteration 1's
 #             references and again in iteration 2's training (mpirun then ends
 #             rank 0), each time rerun under mpirun: the same folder as the
@@ -69,6 +72,26 @@ eval: {heldout: 3, tasks: ["$in/mc.yaml"], shots: 1}
 YAML
 }
 run_yaml "$in/run.yaml"
+geo_yaml() { # OUT SAMPLER: losers from the geometric mixture
+  cat > "$1" <<YAML
+model: {path: "$in/m.gguf", chat_template: chatml}
+data: {train: "$in/conv.jsonl"}
+iterations: 2
+prompts: 7
+alpha: 0.3
+seed: 9
+sampler: $2
+sir: {k: 3}
+gflownet: {steps: 3, samples_per_prompt: 2, rank: 2}
+lora: {rank: 2}
+optimizer: {lr: 0.01}
+train: {epochs: 1, batch_size: 1, grad_accum: 2, max_answer_len: 12}
+generation: {max_new_tokens: 10, batch: 3}
+eval: {heldout: 2}
+YAML
+}
+geo_yaml "$in/sir.yaml" sir
+geo_yaml "$in/gfn.yaml" gflownet
 
 failures=0
 err() { echo "FAIL: $*"; failures=$((failures + 1)); }
@@ -89,6 +112,10 @@ all() {
     --micro-batch 1 --max-len 64 --lora-rank 4 --lora-dropout 0.1 --lr 0.01 --eval-fraction 0.2 --seed 5 --threads $T >/dev/null 2>"$o/err" \
     || err "$mode: sft: $(tr '\r' '\n' < "$o/err" | tail -2)"
   "${pre[@]}" "$bin" run --config "$in/run.yaml" --set threads=$T --out "$o/run/r" --quiet >/dev/null 2>"$o/err" || err "$mode: run: $(tail -c 400 "$o/err")"
+  local g
+  for g in sir gfn; do
+    "${pre[@]}" "$bin" run --config "$in/$g.yaml" --set threads=$T --out "$o/$g/r" --quiet >/dev/null 2>"$o/err" || err "$mode: run $g: $(tail -c 400 "$o/err")"
+  done
   if [ "$mode" = mpi ]; then # rank 1 killed (as kill -9) twice, rerun each time: the same folder
     local p
     for p in 1:references 2:epoch1; do

@@ -221,8 +221,54 @@ static void test_policy_sampler(void **state) {
     fixture_free(&f);
 }
 
+// A job split into shares (first_index: the offset of each share's first
+// answer, as src/spin/losers_geometric.c splits one over processes) draws the
+// whole job's answers, for each sampler.  The shares start at multiples of the
+// batch size, so every forward call has the rows it has in the whole job.
+static void test_split_job(void **state) {
+    (void)state;
+    fixture f;
+    fixture_init(&f, 6.0, 0.8);
+    enum { N = 40, B = 5, K = 4 };
+    const int64_t cut[] = {0, 10, 25, N};
+    const int32_t *pr[N];
+    int64_t np[N];
+    for (int i = 0; i < N; i++) pr[i] = f.prompt, np[i] = 3;
+    for (int kind = 0; kind < 3; kind++) { // token, sir, policy
+        mixture_config c = {.alpha = 0.5f, .max_new_tokens = MIX_N, .end_ids = END_IDS, .n_end_ids = 1, .batch_size = B, .seed = 41};
+        mixture_sample whole[N], part[N];
+        double ess_w[N], ess_p[N];
+#define DRAW(out, ess, first, n)                                                                                                   \
+    (kind == 0   ? mixture_sample_token(f.m, &f.view_t, NULL, &c, pr + (first), np + (first), (n), (out) + (first))                 \
+     : kind == 1 ? mixture_sample_sir(f.m, &f.view_t, NULL, &c, K, pr + (first), np + (first), (n), (out) + (first), (ess) + (first)) \
+                 : mixture_sample_policy(f.m, &f.view_t, 1.0f, &c, pr + (first), np + (first), (n), (out) + (first)))
+        assert_int_equal(DRAW(whole, ess_w, 0, N), AS_OK);
+        for (int p = 0; p < 3; p++) {
+            c.first_index = cut[p];
+            assert_int_equal(DRAW(part, ess_p, cut[p], cut[p + 1] - cut[p]), AS_OK);
+        }
+#undef DRAW
+        int differ = 0; // answers unlike the one before them: the streams are not all one
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(part[i].n_ids, whole[i].n_ids);
+            assert_memory_equal(part[i].ids, whole[i].ids, sizeof(int32_t) * (size_t)whole[i].n_ids);
+            assert_true(part[i].ended == whole[i].ended && part[i].log_w == whole[i].log_w && part[i].logq == whole[i].logq);
+            if (kind == 1) assert_true(ess_p[i] == ess_w[i]);
+            differ += i > 0 && (whole[i].n_ids != whole[i - 1].n_ids ||
+                                memcmp(whole[i].ids, whole[i - 1].ids, sizeof(int32_t) * (size_t)whole[i].n_ids) != 0);
+        }
+        printf("  kind %d: %d of %d answers unlike the one before\n", kind, differ, N - 1);
+        assert_true(differ > N / 4);
+        for (int i = 0; i < N; i++) mixture_sample_free(&whole[i]), mixture_sample_free(&part[i]);
+    }
+    mixture_config c = {.alpha = 0.5f, .max_new_tokens = MIX_N, .end_ids = END_IDS, .n_end_ids = 1, .batch_size = B, .first_index = -1};
+    mixture_sample s;
+    assert_int_equal(mixture_sample_token(f.m, NULL, NULL, &c, pr, np, 1, &s), AS_FAIL); // a negative offset is refused
+    fixture_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_token_sampler_is_q), cmocka_unit_test(test_sir_vs_token_bias),
-                                       cmocka_unit_test(test_policy_sampler)};
+                                       cmocka_unit_test(test_policy_sampler), cmocka_unit_test(test_split_job)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
