@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "mixture/gfn.h"
 #include "tokenizer/chat.h"
 #include "train/checkpoint.h"
@@ -105,9 +106,10 @@ static int on_started(void *user, int64_t first_step) {
     snprintf(path, sizeof path, "%s/log.jsonl", l->out);
     if (first_step > 0) {
         if (as_keep_lines(path, first_step)) return AS_FAIL;
-        fprintf(stderr, "gfn-train: resuming %s at step %lld/%lld\n", l->state, (long long)first_step, (long long)l->steps);
+        if (as_files_writer()) fprintf(stderr, "gfn-train: resuming %s at step %lld/%lld\n", l->state, (long long)first_step, (long long)l->steps);
     }
-    if (!(l->log = fopen(path, first_step > 0 ? "a" : "w"))) return as_error("%s: cannot write", path);
+    // Under mpirun rank 0 writes the log (dist/dist.h); the others' lines go nowhere.
+    if (!(l->log = fopen(as_files_writer() ? path : "/dev/null", first_step > 0 ? "a" : "w"))) return as_error("%s: cannot write", path);
     return AS_OK;
 }
 
@@ -289,6 +291,7 @@ int cmd_gfn_train(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!data || !out) return cli_usage_error(cmd, "--data and --out are required");
+    quiet = quiet || !as_files_writer(); // under mpirun rank 0 shows the progress
     lc.seed = c.seed;
 
     model *m = NULL;
@@ -359,7 +362,8 @@ int cmd_gfn_train(int argc, char **argv) {
     char state[4096];
     snprintf(state, sizeof state, "%s/train_state.safetensors", out);
     lg.state = state, lg.base_model = base_model, lg.tm = tm;
-    const gfn_checkpoint ck = {.path = state, .every = save_every, .resume = access(state, F_OK) == 0, .options = options,
+    // Under mpirun rank 0 decides whether there is a state to resume (every process reads it).
+    const gfn_checkpoint ck = {.path = state, .every = save_every, .resume = dist_bcast_bool(access(state, F_OK) == 0), .options = options,
                                .started = on_started, .save = on_save, .saved = on_saved, .user = &lg};
     model_lora vt, v0;
     train_lora_view(lt, &vt), train_lora_view(l0, &v0);
@@ -367,7 +371,7 @@ int cmd_gfn_train(int argc, char **argv) {
     if (!quiet) fprintf(stderr, "\n");
     // The last checkpoint wrote the sampler, unless there was none (no steps to run).
     if (lg.saved_step != c.steps && train_lora_save_peft(tm, out, base_model)) goto done;
-    fprintf(stderr, "gfn-train: %d steps on %lld prompts; wrote %s\n", c.steps, (long long)n, out);
+    if (as_files_writer()) fprintf(stderr, "gfn-train: %d steps on %lld prompts; wrote %s\n", c.steps, (long long)n, out);
     rc = AS_OK;
 done:
     if (lg.log) fclose(lg.log);

@@ -20,6 +20,29 @@ void dist_share_of(int64_t n, int rank, int64_t *begin, int64_t *end) {
 
 void dist_share(int64_t n, int64_t *begin, int64_t *end) { dist_share_of(n, dist_rank(), begin, end); }
 
+int dist_gather_shares(int64_t n, bool ok, void (*put)(void *user, int64_t i, as_sbuf *buf),
+                       const char *(*get)(void *user, int64_t i, const char *p), void *user) {
+    if (dist_size() == 1) return ok ? AS_OK : AS_FAIL;
+    int64_t b, e;
+    dist_share(n, &b, &e);
+    as_sbuf mine = {0};
+    for (int64_t i = b; ok && i < e; i++) put(user, i, &mine);
+    char *all;
+    size_t *off;
+    const int rc = dist_allgather(mine.s, mine.len, ok, &all, &off);
+    free(mine.s);
+    if (rc) return AS_FAIL;
+    for (int r = 0; r < dist_size(); r++) {
+        if (r == dist_rank()) continue;
+        int64_t rb, re;
+        dist_share_of(n, r, &rb, &re);
+        const char *p = all + off[r];
+        for (int64_t i = rb; i < re; i++) p = get(user, i, p);
+    }
+    free(all), free(off);
+    return AS_OK;
+}
+
 bool dist_bcast_bool(bool v) {
     unsigned char b = v;
     dist_bcast(&b, 1);

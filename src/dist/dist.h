@@ -97,4 +97,13 @@ const char *dist_transport_name(void);
 void dist_share_of(int64_t n, int rank, int64_t *begin, int64_t *end);
 void dist_share(int64_t n, int64_t *begin, int64_t *end);
 
+// Items [begin, end) of n computed here (dist_share), every other rank's to
+// this one: put(user, i, buf) appends item i's bytes, get(user, i, p) reads
+// them back from p for an item of another rank and returns the byte after
+// them.  ok: this rank's share was computed (dist_allgather's failure then).
+// One process: nothing to do, returns AS_OK when ok.
+typedef struct as_sbuf as_sbuf;
+int dist_gather_shares(int64_t n, bool ok, void (*put)(void *user, int64_t i, as_sbuf *buf),
+                       const char *(*get)(void *user, int64_t i, const char *p), void *user);
+
 #endif

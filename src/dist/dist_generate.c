@@ -35,6 +35,41 @@ static const char *get(const char *p, void *dst, size_t n) {
     return p + n;
 }
 
+// A result: n_ids, finish, logprob_sum, text length (-1: none), ids, logprobs, text bytes.
+static void put_result(void *user, int64_t i, as_sbuf *buf) {
+    const generate_result *r = (const generate_result *)user + i;
+    const int32_t fin = (int32_t)r->finish;
+    const int64_t tl = r->text ? (int64_t)strlen(r->text) : -1;
+    put(buf, &r->n_ids, sizeof r->n_ids);
+    put(buf, &fin, sizeof fin);
+    put(buf, &r->logprob_sum, sizeof r->logprob_sum);
+    put(buf, &tl, sizeof tl);
+    if (r->n_ids) put(buf, r->ids, sizeof *r->ids * (size_t)r->n_ids), put(buf, r->logprobs, sizeof *r->logprobs * (size_t)r->n_ids);
+    if (tl > 0) put(buf, r->text, (size_t)tl);
+}
+
+static const char *get_result(void *user, int64_t i, const char *p) {
+    generate_result *g = (generate_result *)user + i;
+    memset(g, 0, sizeof *g);
+    int32_t fin;
+    int64_t tl;
+    p = get(p, &g->n_ids, sizeof g->n_ids);
+    p = get(p, &fin, sizeof fin);
+    p = get(p, &g->logprob_sum, sizeof g->logprob_sum);
+    p = get(p, &tl, sizeof tl);
+    g->finish = (generate_finish)fin;
+    g->ids = as_malloc(sizeof *g->ids * (size_t)(g->n_ids ? g->n_ids : 1));
+    g->logprobs = as_malloc(sizeof *g->logprobs * (size_t)(g->n_ids ? g->n_ids : 1));
+    p = get(p, g->ids, sizeof *g->ids * (size_t)g->n_ids);
+    p = get(p, g->logprobs, sizeof *g->logprobs * (size_t)g->n_ids);
+    if (tl >= 0) {
+        g->text = as_malloc((size_t)tl + 1);
+        p = get(p, g->text, (size_t)tl);
+        g->text[tl] = 0;
+    }
+    return p;
+}
+
 int dist_generate_run(model *m, const tokenizer *tok, const generate_request *reqs, int64_t n_reqs, const generate_options *opt,
                       generate_result *out) {
     if (dist_size() == 1) return generate_run(m, tok, reqs, n_reqs, opt, out);
@@ -46,55 +81,10 @@ int dist_generate_run(model *m, const tokenizer *tok, const generate_request *re
     o.on_token = opt->on_token ? on_token : NULL;
     o.on_progress = opt->on_progress && dist_rank() == 0 ? on_progress : NULL;
     if (o.batch_size > e - b && e > b) o.batch_size = (int32_t)(e - b);
-    int rc = e > b ? generate_run(m, tok, reqs + b, e - b, &o, out + b) : AS_OK;
-    // This rank's results, one after another: n_ids, finish, logprob_sum, ids,
-    // logprobs, text length (-1: none) and bytes.
-    as_sbuf buf = {0};
-    for (int64_t i = b; rc == AS_OK && i < e; i++) {
-        const generate_result *r = &out[i];
-        const int32_t fin = (int32_t)r->finish;
-        const int64_t tl = r->text ? (int64_t)strlen(r->text) : -1;
-        put(&buf, &r->n_ids, sizeof r->n_ids);
-        put(&buf, &fin, sizeof fin);
-        put(&buf, &r->logprob_sum, sizeof r->logprob_sum);
-        put(&buf, &tl, sizeof tl);
-        if (r->n_ids) put(&buf, r->ids, sizeof *r->ids * (size_t)r->n_ids), put(&buf, r->logprobs, sizeof *r->logprobs * (size_t)r->n_ids);
-        if (tl > 0) put(&buf, r->text, (size_t)tl);
-    }
-    char *all;
-    size_t *off;
-    rc = dist_allgather(buf.s, buf.len, rc == AS_OK, &all, &off);
-    free(buf.s);
-    if (rc != AS_OK) {
+    const int rc = e > b ? generate_run(m, tok, reqs + b, e - b, &o, out + b) : AS_OK;
+    if (dist_gather_shares(n_reqs, rc == AS_OK, put_result, get_result, out)) {
         for (int64_t i = b; i < e; i++) generate_result_free(&out[i]);
         return AS_FAIL;
     }
-    for (int r = 0; r < dist_size(); r++) {
-        if (r == dist_rank()) continue;
-        int64_t rb, re;
-        dist_share_of(n_reqs, r, &rb, &re);
-        const char *p = all + off[r];
-        for (int64_t i = rb; i < re; i++) {
-            generate_result *g = &out[i];
-            memset(g, 0, sizeof *g);
-            int32_t fin;
-            int64_t tl;
-            p = get(p, &g->n_ids, sizeof g->n_ids);
-            p = get(p, &fin, sizeof fin);
-            p = get(p, &g->logprob_sum, sizeof g->logprob_sum);
-            p = get(p, &tl, sizeof tl);
-            g->finish = (generate_finish)fin;
-            g->ids = as_malloc(sizeof *g->ids * (size_t)(g->n_ids ? g->n_ids : 1));
-            g->logprobs = as_malloc(sizeof *g->logprobs * (size_t)(g->n_ids ? g->n_ids : 1));
-            p = get(p, g->ids, sizeof *g->ids * (size_t)g->n_ids);
-            p = get(p, g->logprobs, sizeof *g->logprobs * (size_t)g->n_ids);
-            if (tl >= 0) {
-                g->text = as_malloc((size_t)tl + 1);
-                p = get(p, g->text, (size_t)tl);
-                g->text[tl] = 0;
-            }
-        }
-    }
-    free(all), free(off);
     return AS_OK;
 }

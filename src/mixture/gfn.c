@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "mixture/mixture.h"
 #include "tensor/backend.h"
 #include "train/checkpoint.h"
@@ -175,17 +176,23 @@ int gfn_prefix_rewards(model *m, kernel_precision prec, const model_lora *lora_t
 
 // ---- the batch loss through the training model ----
 
-int gfn_loss(train_model *tm, const gfn_traj *t, int64_t n, int32_t end_id, double reward_temp, double lambda, int32_t micro_batch,
-             bool backward, double *loss) {
-    *loss = 0.0;
+// The loss's normaliser: the sum of the trajectories' sub-trajectory weights.
+static double batch_weight(const gfn_traj *t, int64_t n, double lambda) {
     double W = 0.0;
+    for (int64_t i = 0; i < n; i++) W += subtb_weight(t[i].m, lambda);
+    return W;
+}
+
+// The loss of trajectories t[0..n) of a batch whose weights sum to W (> 0),
+// micro_batch per forward; with backward its gradient accumulates.
+static int loss_part(train_model *tm, const gfn_traj *t, int64_t n, double W, int32_t end_id, double reward_temp, double lambda,
+                     int32_t micro_batch, bool backward, double *loss) {
+    *loss = 0.0;
     int32_t max_len = 1, max_m = 0;
     for (int64_t i = 0; i < n; i++) {
-        W += subtb_weight(t[i].m, lambda);
         max_len = (int32_t)AS_MAX((int64_t)max_len, t[i].n_prompt + t[i].m + 1);
         max_m = AS_MAX(max_m, t[i].m);
     }
-    if (W <= 0.0) return AS_OK; // no transitions at all: nothing to learn
     const int32_t B = micro_batch, T = max_len;
     int32_t *tokens = as_calloc((size_t)B * T, sizeof(int32_t)), *target2 = as_malloc(sizeof(int32_t) * (size_t)B * T);
     int32_t *len = as_malloc(sizeof(int32_t) * (size_t)B), *plen = as_malloc(sizeof(int32_t) * (size_t)B);
@@ -238,6 +245,14 @@ int gfn_loss(train_model *tm, const gfn_traj *t, int64_t n, int32_t end_id, doub
     return rc;
 }
 
+int gfn_loss(train_model *tm, const gfn_traj *t, int64_t n, int32_t end_id, double reward_temp, double lambda, int32_t micro_batch,
+             bool backward, double *loss) {
+    *loss = 0.0;
+    const double W = batch_weight(t, n, lambda);
+    if (W <= 0.0) return AS_OK; // no transitions at all: nothing to learn
+    return loss_part(tm, t, n, W, end_id, reward_temp, lambda, micro_batch, backward, loss);
+}
+
 // ---- replay buffer: per prompt, the highest-reward distinct answers ----
 
 typedef struct buf_entry {
@@ -282,7 +297,9 @@ static void buf_add(buf *b, int32_t cap, const gfn_traj *t) {
 // ---- the training loop ----
 
 // gfn_train through the training loop (train/loop.h), without items: each
-// step is one micro call that draws its own trajectories.
+// step draws its trajectories (gfn_draw), and micro-batches of micro_batch of
+// them make its gradient, a fixed tree over them (under mpirun shared by the
+// processes, as the sampling and scoring of its fresh answers are).
 typedef struct gfn_run {
     model *m;
     train_model *tm;
@@ -303,6 +320,7 @@ typedef struct gfn_run {
     mixture_sample *samples;
     int64_t nt, n_fresh, n_replay;
     double temp_r, temp_x, loss, sum_r, sum_len;
+    double W;                   // the step's loss normaliser (sum of its trajectories' weights)
     gfn_step_fn on_step;
     void *user;
     const gfn_checkpoint *ck;
@@ -312,10 +330,61 @@ typedef struct gfn_run {
     double *flat_logr;
 } gfn_run;
 
-// The step's trajectories (replayed, or fresh from the tempered sampler with
-// their prefix rewards), then the loss; its gradient accumulates.
-static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n_items) {
-    (void)items, (void)n_items;
+// A fresh answer, for dist_gather_shares: its token count, whether it ended,
+// its tokens and its m + 1 log-rewards.
+static void put_fresh(void *user, int64_t f, as_sbuf *buf) {
+    const gfn_run *r = user;
+    const mixture_sample *x = &r->samples[f];
+    const int64_t head[2] = {x->n_ids, x->ended};
+    const int32_t m = (int32_t)(x->ended ? x->n_ids - 1 : x->n_ids);
+    as_sb_add(buf, (const char *)head, sizeof head);
+    if (x->n_ids) as_sb_add(buf, (const char *)x->ids, sizeof(int32_t) * (size_t)x->n_ids);
+    as_sb_add(buf, (const char *)r->owned_logr[f], sizeof(double) * (size_t)(m + 1));
+}
+
+static const char *get_fresh(void *user, int64_t f, const char *p) {
+    gfn_run *r = user;
+    mixture_sample *x = &r->samples[f];
+    int64_t head[2];
+    memcpy(head, p, sizeof head), p += sizeof head;
+    memset(x, 0, sizeof *x);
+    x->n_ids = head[0], x->ended = head[1] != 0;
+    const int32_t m = (int32_t)(x->ended ? x->n_ids - 1 : x->n_ids);
+    x->ids = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(x->n_ids, (int64_t)1));
+    memcpy(x->ids, p, sizeof(int32_t) * (size_t)x->n_ids), p += sizeof(int32_t) * (size_t)x->n_ids;
+    r->owned_logr[f] = as_malloc(sizeof(double) * (size_t)(m + 1));
+    memcpy(r->owned_logr[f], p, sizeof(double) * (size_t)(m + 1));
+    return p + sizeof(double) * (size_t)(m + 1);
+}
+
+// The fresh answers f in [b, e) of this process's share, sampled and scored
+// (samples[f], owned_logr[f]); under mpirun every share is then gathered, so
+// every process has them all: each answer has its own stream (mixture.h's
+// first_index) and its rewards are forward passes of its own.
+static int fresh_answers(gfn_run *r, const mixture_config *mc) {
+    const gfn_config *c = r->c;
+    const int64_t n = r->n_fresh;
+    int64_t b = 0, e = n;
+    dist_share(n, &b, &e);
+    mixture_config ms = *mc;
+    ms.first_index = b;
+    int rc = e > b ? mixture_sample_policy(r->m, &r->view, (float)r->temp_x, &ms, r->sp + b, r->snp + b, e - b, r->samples + b) : AS_OK;
+    if (rc == AS_OK && e > b) {
+        gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)(e - b));
+        for (int64_t f = b; f < e; f++) {
+            const mixture_sample *x = &r->samples[f];
+            fresh[f - b] = (gfn_traj){.prompt = r->sp[f], .n_prompt = r->snp[f], .ids = x->ids, .truncated = !x->ended,
+                                      .m = (int32_t)(x->ended ? x->n_ids - 1 : x->n_ids)};
+        }
+        rc = gfn_prefix_rewards(r->m, c->precision, r->lora_t, r->lora_0, c->alpha, c->end_id, fresh, e - b, r->owned_logr + b);
+        free(fresh);
+    }
+    return dist_gather_shares(n, rc == AS_OK, put_fresh, get_fresh, r);
+}
+
+// The step's trajectories, its items: replayed, or fresh from the tempered
+// sampler with their prefix rewards (shared over the processes).
+static int gfn_draw(void *user, const train_loop_step *s, int64_t *n_items) {
     gfn_run *r = user;
     const gfn_config *c = r->c;
     const double frac = c->reward_temp_horizon > 0 ? fmin(1.0, (double)(s->step - 1) / c->reward_temp_horizon) : 1.0;
@@ -347,28 +416,43 @@ static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items,
     r->nt = nt, r->n_fresh = n_fresh, r->n_replay = n_replay;
     // Fresh answers from the sampler (tempered) and their prefix rewards.
     if (n_fresh) {
-        mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
-                             .batch_size = c->sample_batch, .precision = c->precision, .seed = as_rng_u64(&r->rng)};
-        if (mixture_sample_policy(r->m, &r->view, (float)r->temp_x, &mc, r->sp, r->snp, n_fresh, r->samples)) return AS_FAIL;
-        gfn_traj *fresh = as_malloc(sizeof(gfn_traj) * (size_t)n_fresh);
-        int64_t *where = as_malloc(sizeof(int64_t) * (size_t)n_fresh), f = 0;
-        for (int64_t i = 0; i < nt; i++) {
+        const mixture_config mc = {.alpha = 0.0f, .max_new_tokens = c->max_new_tokens, .end_ids = &c->end_id, .n_end_ids = 1,
+                                   .batch_size = c->sample_batch, .precision = c->precision, .seed = as_rng_u64(&r->rng)};
+        if (fresh_answers(r, &mc)) return AS_FAIL;
+        for (int64_t i = 0, f = 0; i < nt; i++) {
             if (traj[i].m >= 0) continue;
             mixture_sample *ms = &r->samples[f];
             traj[i].ids = r->owned_ids[f] = ms->ids;
             ms->ids = NULL;
             traj[i].truncated = !ms->ended;
             traj[i].m = (int32_t)(ms->ended ? ms->n_ids - 1 : ms->n_ids);
-            where[f] = i, fresh[f++] = traj[i];
+            traj[i].logr = r->owned_logr[f++];
         }
-        const int rc = gfn_prefix_rewards(r->m, c->precision, r->lora_t, r->lora_0, c->alpha, c->end_id, fresh, n_fresh, r->owned_logr);
-        for (f = 0; f < n_fresh && rc == AS_OK; f++) traj[where[f]].logr = r->owned_logr[f];
-        free(fresh), free(where);
-        if (rc) return AS_FAIL;
     }
     r->sum_r = r->sum_len = 0.0;
     for (int64_t i = 0; i < nt; i++) r->sum_r += traj[i].logr[traj[i].m], r->sum_len += traj[i].m + (traj[i].truncated ? 0 : 1);
-    return gfn_loss(r->tm, traj, nt, c->end_id, r->temp_r, c->subtb_lambda, c->micro_batch, true, &r->loss);
+    r->W = batch_weight(traj, nt, c->subtb_lambda);
+    *n_items = nt;
+    return AS_OK;
+}
+
+// A micro-batch of the step's trajectories (contiguous: items are 0, 1, ...):
+// its share of the loss (the step's normaliser) and of the gradient.
+static int gfn_micro(void *user, const train_loop_step *s, const int64_t *items, int32_t n_items) {
+    gfn_run *r = user;
+    const gfn_config *c = r->c;
+    double *loss = s->record;
+    *loss = 0.0;
+    if (r->W <= 0.0) return AS_OK; // no transitions at all: nothing to learn
+    return loss_part(r->tm, r->traj + items[0], n_items, r->W, c->end_id, r->temp_r, c->subtb_lambda, c->micro_batch, true, loss);
+}
+
+static void gfn_combine(void *user, const train_loop_step *s, const void *records, int32_t n_micro) {
+    (void)s;
+    gfn_run *r = user;
+    const double *loss = records;
+    r->loss = 0.0;
+    for (int32_t i = 0; i < n_micro; i++) r->loss += loss[i];
 }
 
 // After the update: the fresh answers into the buffers (only now: a replayed
@@ -575,7 +659,7 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
     // stream and the rest of gfn's state beside its own; resuming, all of it
     // comes back from the file.
     const train_state_extra extra = {.write = gfn_state_write, .read = gfn_state_read, .n_tensors = GFN_STATE_TENSORS, .user = &r};
-    train_loop_config lc = {.n_items = 0, .max_steps = c->steps, .optim = c->optim};
+    train_loop_config lc = {.n_items = 0, .max_steps = c->steps, .micro_items = c->micro_batch, .optim = c->optim};
     if (ck) {
         char *text = gfn_config_text(c);
         as_sbuf o = {0};
@@ -587,8 +671,8 @@ int gfn_train(model *m, train_model *tm, const model_lora *lora_t, const model_l
     train_loop loop;
     int rc = train_loop_init(&loop, tm, &lc, &r.rng);
     if (rc == AS_OK && ck && ck->started) rc = ck->started(ck->user, loop.step);
-    const train_loop_fns fns = {.micro = gfn_micro, .step_done = gfn_step_done, .save = ck ? gfn_save : NULL, .saved = ck ? gfn_saved : NULL,
-                                .user = &r};
+    const train_loop_fns fns = {.draw = gfn_draw, .micro = gfn_micro, .record_size = sizeof(double), .combine = gfn_combine,
+                                .step_done = gfn_step_done, .save = ck ? gfn_save : NULL, .saved = ck ? gfn_saved : NULL, .user = &r};
     if (rc == AS_OK) rc = train_loop_run(&loop, &fns);
     for (int64_t f = 0; f < per_step; f++) free(r.owned_ids[f]), free(r.owned_logr[f]), mixture_sample_free(&r.samples[f]);
     for (int64_t i = 0; i < n_prompts; i++) {

@@ -44,7 +44,7 @@ typedef struct gfn_config {
     int32_t steps;                // optimizer steps
     int32_t prompts_per_step;     // prompts per step (cycling through a shuffled order)
     int32_t samples_per_prompt;   // trajectories per prompt and step
-    int32_t micro_batch;          // sequences per training forward/backward (gradients accumulate)
+    int32_t micro_batch;          // sequences per training forward/backward (a step's micro-batches: a fixed tree, train/loop.h)
     int32_t sample_batch;         // sequences per sampling forward call
     float reward_temp_start, reward_temp_end;
     int32_t reward_temp_horizon;  // steps of the linear annealing (0: reward_temp_end from the start)

@@ -10,12 +10,34 @@
 #include "util/common.h"
 #include "util/json.h"
 
+// The job's answers, for dist_gather_shares: n_ids, ess and tokens of each.
+typedef struct answers {
+    int32_t **ids;
+    int64_t *n_ids;
+    double *ess;
+} answers;
+
+static void put_answer(void *user, int64_t i, as_sbuf *buf) {
+    const answers *a = user;
+    as_sb_add(buf, (const char *)&a->n_ids[i], sizeof a->n_ids[i]);
+    as_sb_add(buf, (const char *)&a->ess[i], sizeof a->ess[i]);
+    if (a->n_ids[i]) as_sb_add(buf, (const char *)a->ids[i], sizeof(int32_t) * (size_t)a->n_ids[i]);
+}
+
+static const char *get_answer(void *user, int64_t i, const char *p) {
+    const answers *a = user;
+    memcpy(&a->n_ids[i], p, sizeof a->n_ids[i]), p += sizeof a->n_ids[i];
+    memcpy(&a->ess[i], p, sizeof a->ess[i]), p += sizeof a->ess[i];
+    a->ids[i] = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(a->n_ids[i], (int64_t)1));
+    memcpy(a->ids[i], p, sizeof(int32_t) * (size_t)a->n_ids[i]);
+    return p + sizeof(int32_t) * (size_t)a->n_ids[i];
+}
+
 // mixture_losers over the processes of the job (dist/dist.h): every rank
-// prepares the sampler from all the prompts (a GFlowNet's training is not
-// split: each rank trains the same one), draws a contiguous share of the
-// answers (each answer has its own stream, and at q8 and bf16 a token's
-// logits do not depend on the batch: one process's answers), and every rank
-// gets every answer.
+// prepares the sampler from all the prompts (a GFlowNet's training shares its
+// steps over the ranks: gfn.h), draws a contiguous share of the answers (each
+// answer has its own stream, and at q8 and bf16 a token's logits do not
+// depend on the batch: one process's answers), and every rank gets every answer.
 static int draw_shared(spin_ctx *x, const model_lora *lora_t, const mixture_losers_config *mc, const int32_t *const *prompt,
                        const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
     memset(st, 0, sizeof *st);
@@ -27,31 +49,8 @@ static int draw_shared(spin_ctx *x, const model_lora *lora_t, const mixture_lose
     int rc = mixture_losers_prepare(x->inf, x->tm, lora_t, mc, prompt, n_prompt, n, &sampler, st);
     if (rc == AS_OK && e > b) rc = mixture_losers_draw(x->inf, lora_t, sampler, mc, prompt + b, n_prompt + b, b, e - b, ids + b, n_ids + b, ess + b);
     train_lora_free(sampler);
-    if (dist_size() > 1) { // this rank's answers (n_ids, ess, ids of each), every rank's back in rank order
-        as_sbuf buf = {0};
-        for (int64_t i = b; rc == AS_OK && i < e; i++) {
-            as_sb_add(&buf, (const char *)&n_ids[i], sizeof n_ids[i]);
-            as_sb_add(&buf, (const char *)&ess[i], sizeof ess[i]);
-            if (n_ids[i]) as_sb_add(&buf, (const char *)ids[i], sizeof(int32_t) * (size_t)n_ids[i]);
-        }
-        char *all = NULL;
-        size_t *off = NULL;
-        rc = dist_allgather(buf.s, buf.len, rc == AS_OK, &all, &off);
-        free(buf.s);
-        for (int r = 0; rc == AS_OK && r < dist_size(); r++) {
-            if (r == dist_rank()) continue;
-            int64_t rb, re;
-            dist_share_of(n, r, &rb, &re);
-            const char *p = all + off[r];
-            for (int64_t i = rb; i < re; i++) {
-                memcpy(&n_ids[i], p, sizeof n_ids[i]), p += sizeof n_ids[i];
-                memcpy(&ess[i], p, sizeof ess[i]), p += sizeof ess[i];
-                ids[i] = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(n_ids[i], (int64_t)1));
-                memcpy(ids[i], p, sizeof(int32_t) * (size_t)n_ids[i]), p += sizeof(int32_t) * (size_t)n_ids[i];
-            }
-        }
-        free(all), free(off);
-    }
+    answers a = {ids, n_ids, ess};
+    rc = dist_gather_shares(n, rc == AS_OK, put_answer, get_answer, &a);
     if (rc == AS_OK) mixture_losers_summarize(mc, n_ids, ess, n, st);
     free(ess);
     st->seconds = as_time() - t0;

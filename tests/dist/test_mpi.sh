@@ -14,8 +14,11 @@
 #   run       2 iterations of 2 epochs, 2 micro-batches per step, an evaluation
 #             task: the whole run folder (config.yaml's threads: line aside)
 #   samplers  the losers of the geometric mixture split by prompt (sampler: sir
-#             with K = 3, and gflownet, whose training every rank does alike):
-#             2-iteration runs, the whole folders
+#             with K = 3, and gflownet): 2-iteration runs, the whole folders
+#   gfn-train 4 steps of 6 trajectories, sampled and scored by share, 3
+#             micro-batches per step: sampler, training state, log.jsonl; under
+#             mpirun also killed (every rank, as kill -9) after step 3 and rerun:
+#             the same folder
 #   resume    rank 1 of the run killed (as kill -9) after iteration 1's
 #             references and again in iteration 2's training (mpirun then ends
 #             rank 0), each time rerun under mpirun: the same folder as the
@@ -112,6 +115,14 @@ all() {
     --micro-batch 1 --max-len 64 --lora-rank 4 --lora-dropout 0.1 --lr 0.01 --eval-fraction 0.2 --seed 5 --threads $T >/dev/null 2>"$o/err" \
     || err "$mode: sft: $(tr '\r' '\n' < "$o/err" | tail -2)"
   "${pre[@]}" "$bin" run --config "$in/run.yaml" --set threads=$T --out "$o/run/r" --quiet >/dev/null 2>"$o/err" || err "$mode: run: $(tail -c 400 "$o/err")"
+  local gfn=("$bin" gfn-train --model "$in/m.gguf" --data "$in/conv.jsonl" --chat-template chatml --steps 4 --prompts-per-step 2
+    --samples-per-prompt 3 --micro-batch 2 --sample-batch 2 --max-new-tokens 8 --lora-rank 2 --lr 0.01 --save-every 2 --seed 3 --threads $T --quiet)
+  "${pre[@]}" "${gfn[@]}" --out "$o/gfn_train" 2>"$o/err" || err "$mode: gfn-train: $(tail -c 400 "$o/err")"
+  if [ "$mode" = mpi ]; then
+    ALPHASPIN_TEST_GFN_KILL_AFTER=3 "${pre[@]}" "${gfn[@]}" --out "$o/gfn_resume" >/dev/null 2>&1 && err "$mode: gfn-train did not stop when killed after step 3"
+    grep -q '"step": 3' "$o/gfn_resume/log.jsonl" 2>/dev/null || err "$mode: the killed gfn-train did not reach step 3"
+    "${pre[@]}" "${gfn[@]}" --out "$o/gfn_resume" 2>"$o/err" || err "$mode: resumed gfn-train: $(tail -c 400 "$o/err")"
+  fi
   local g
   for g in sir gfn; do
     "${pre[@]}" "$bin" run --config "$in/$g.yaml" --set threads=$T --out "$o/$g/r" --quiet >/dev/null 2>"$o/err" || err "$mode: run $g: $(tail -c 400 "$o/err")"
@@ -137,6 +148,7 @@ t0=$(date +%s); all one "$tmp/one"; t1=$(date +%s); all mpi "$tmp/mpi"; t2=$(dat
 echo "one process: $((t1 - t0))s; mpirun -np 2 (with the resume runs): $((t2 - t1))s"
 # The killed and resumed run is compared with the uninterrupted one.
 [ -d "$tmp/mpi/resume/r" ] && mkdir -p "$tmp/one/resume" && cp -r "$tmp/one/run/r" "$tmp/one/resume/r"
+[ -d "$tmp/mpi/gfn_resume" ] && cp -r "$tmp/one/gfn_train" "$tmp/one/gfn_resume"
 
 mismatches=0
 (cd "$tmp/one" && find . -type f | sed 's|^\./||' | sort) > "$tmp/files"
