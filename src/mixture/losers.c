@@ -16,8 +16,16 @@ int mixture_sampler_from_name(const char *name) {
     return -1;
 }
 
-typedef struct gfn_last { double loss; } gfn_last;
-static void on_gfn_step(void *user, const gfn_step_stats *s) { ((gfn_last *)user)->loss = s->loss; }
+typedef struct gfn_last {
+    double loss;
+    const mixture_losers_config *c;
+} gfn_last;
+
+static void on_gfn_step(void *user, const gfn_step_stats *s) {
+    gfn_last *l = user;
+    l->loss = s->loss;
+    if (l->c->gfn_on_step) l->c->gfn_on_step(l->c->gfn_user, s);
+}
 
 int mixture_losers_prepare(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
                            const int64_t *n_prompt, int64_t n, train_lora **out, mixture_losers_stats *st) {
@@ -33,9 +41,9 @@ int mixture_losers_prepare(model *inf, train_model *tm, const model_lora *lora_t
     const bool was_training = tm->training, was_on = tm->adapters_on;
     train_lora *own = train_lora_set(tm, sampler);
     train_set_training(tm, false);
-    gfn_last last = {NAN};
+    gfn_last last = {NAN, c};
     const double t0 = as_time();
-    int rc = gfn_train(inf, tm, lora_t, NULL, &g, prompt, n_prompt, n, NULL, on_gfn_step, &last);
+    int rc = gfn_train(inf, tm, lora_t, NULL, &g, prompt, n_prompt, n, c->gfn_ck, on_gfn_step, &last);
     if (rc == AS_OK && c->gfn_save_dir) rc = train_lora_save_peft(tm, c->gfn_save_dir, NULL);
     st->gfn_train_seconds = as_time() - t0, st->gfn_last_loss = last.loss;
     train_lora_set(tm, own);

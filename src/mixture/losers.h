@@ -36,6 +36,9 @@ typedef struct mixture_losers_config {
     gfn_config gfn;           // gflownet, when training (precision, alpha, max_new_tokens, end_id, seed are overwritten)
     train_lora_config gfn_lora; // gflownet: the new sampler's adapters
     const char *gfn_save_dir; // gflownet: where a sampler trained now is written (PEFT; NULL: not saved)
+    const gfn_checkpoint *gfn_ck; // gflownet trained now: its training state, saved and resumed (gfn.h; NULL: none)
+    gfn_step_fn gfn_on_step;  // ... after each of its steps (may be NULL), with gfn_user
+    void *gfn_user;
 } mixture_losers_config;
 
 typedef struct mixture_losers_stats {

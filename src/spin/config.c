@@ -60,6 +60,7 @@ static const key_def KEYS[] = {
     {"gflownet.lr", KT_F32, OFF(gfn_lr), 0, 10, 1, 0, NULL},
     {"gflownet.rank", KT_I32, OFF(gfn_rank), 1, 4096, 0, 0, NULL},
     {"gflownet.samples_per_prompt", KT_I32, OFF(gfn_samples), 1, 65536, 0, 0, NULL},
+    {"gflownet.save_every", KT_I32, OFF(gfn_save_every), 0, 1e7, 0, 0, NULL},
     {"gflownet.reward_temp_end", KT_F32, OFF(gfn_reward_temp_end), 0, 100, 1, 0, NULL},
     {"reference", KT_REF, OFF(loss.ref), 0, 0, 0, 0, NULL},
     {"loss.type", KT_LOSS, OFF(loss.kind), 0, 0, 0, 0, NULL},
@@ -126,7 +127,7 @@ void spin_config_default(spin_config *c) {
     c->sampler = as_strdup("mixture");
     c->sir_k = 16;
     c->gfn_adapter = as_strdup("");
-    c->gfn_steps = 100, c->gfn_rank = 16, c->gfn_samples = 8;
+    c->gfn_steps = 100, c->gfn_rank = 16, c->gfn_samples = 8, c->gfn_save_every = 10;
     c->gfn_lr = 1e-4f, c->gfn_reward_temp_end = 0.8f;
     spin_loss_config_default(&c->loss);
     c->loss.alpha = 0.1;

@@ -44,6 +44,7 @@ typedef struct spin_config {
     int32_t sir_k;              // sampler sir: candidates per prompt
     char *gfn_adapter;          // sampler gflownet: a trained sampler (PEFT folder); "": train one per iteration
     int32_t gfn_steps, gfn_rank, gfn_samples; // gflownet training: steps, adapter rank, answers per prompt and step
+    int32_t gfn_save_every;     // ... its training state saved every this many steps (0: after the last only)
     float gfn_lr, gfn_reward_temp_end;        // learning rate, final reward temperature (annealed from 1)
     spin_loss_config loss;      // kind, beta, label_smoothing, delta, lambda, and the reference: its mode (key
                                 // `reference`) and alpha (key `alpha`, the weight of pi_0), held here only

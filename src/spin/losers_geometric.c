@@ -57,6 +57,36 @@ static int draw_shared(spin_ctx *x, const model_lora *lora_t, const mixture_lose
     return rc;
 }
 
+// sampler gflownet trained here: a progress line per step, and the resume
+// tests' kill switch after each training state ("<k>:gfn<step>").
+typedef struct gfn_hooks {
+    spin_ctx *x;
+    int32_t k;
+    double t0;
+} gfn_hooks;
+
+static void gfn_on_step(void *user, const gfn_step_stats *s) {
+    const gfn_hooks *h = user;
+    char extra[64];
+    snprintf(extra, sizeof extra, "loss %.4f", s->loss);
+    spin_progress(h->x, h->k, "gflownet", s->step, h->x->c->gfn_steps, h->t0, extra);
+}
+
+static int gfn_started(void *user, int64_t first_step) {
+    const gfn_hooks *h = user;
+    if (first_step > 0 && !h->x->quiet)
+        fprintf(stderr, "alphaspin run: iter %d/%d gflownet: resuming the sampler's training at step %lld/%d (%s/iter_%d/" SPIN_GFN_STATE ")\n",
+                h->k, h->x->c->iterations, (long long)first_step, h->x->c->gfn_steps, h->x->run, h->k);
+    return AS_OK;
+}
+
+static void gfn_saved(void *user, int64_t step) {
+    gfn_hooks *h = user;
+    char phase[32];
+    snprintf(phase, sizeof phase, "gfn%lld", (long long)step);
+    spin_phase_done(h->x, h->k, phase);
+}
+
 // The "consistent" alpha-SPIN of the paper's Appendix A: losers drawn from
 // the loss's own reference pi_t^(1-alpha) pi_0^alpha (src/mixture/losers.h),
 // one per drawn prompt; the window (tau, mixing) does not apply, nor do the
@@ -68,13 +98,19 @@ int spin_losers_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64_t n, 
     const spin_config *c = x->c;
     const int32_t t = k - 1;
     if (!c->lora) return as_error("sampler %s: needs lora.enabled (pi_t and pi_0 are adapters over one base)", c->sampler);
-    char dir[SPIN_PATH_LEN], save[SPIN_PATH_LEN + 16];
+    char dir[SPIN_PATH_LEN], save[SPIN_PATH_LEN + 16], state[SPIN_PATH_LEN + 32];
     snprintf(dir, sizeof dir, "%s/iter_%d", x->run, k);
     snprintf(save, sizeof save, "%s/gfn_sampler", dir);
+    snprintf(state, sizeof state, "%s/" SPIN_GFN_STATE, dir);
+    // A sampler trained here saves its training state as it goes; a rerun continues it.
+    gfn_hooks hooks = {.x = x, .k = k, .t0 = as_time()};
+    const gfn_checkpoint ck = {.path = state, .every = c->gfn_save_every, .resume = spin_file_exists(state), .started = gfn_started,
+                               .saved = gfn_saved, .user = &hooks};
     mixture_losers_config mc = {.kind = (mixture_sampler_kind)mixture_sampler_from_name(c->sampler), .alpha = (float)c->loss.alpha,
                                 .precision = c->gen_precision, .max_new_tokens = c->max_new_tokens, .batch = c->gen_batch,
                                 .seed = spin_derive_seed(c->seed, (uint64_t)k, SPIN_SALT_GENERATE, 0), .sir_k = c->sir_k,
-                                .gfn_adapter = c->gfn_adapter, .gfn_save_dir = save};
+                                .gfn_adapter = c->gfn_adapter, .gfn_save_dir = save, .gfn_ck = &ck, .gfn_on_step = gfn_on_step,
+                                .gfn_user = &hooks};
     gfn_config_default(&mc.gfn);
     mc.gfn.steps = c->gfn_steps, mc.gfn.optim.lr = c->gfn_lr, mc.gfn.samples_per_prompt = c->gfn_samples;
     mc.gfn.reward_temp_end = c->gfn_reward_temp_end, mc.gfn.micro_batch = x->micro > 0 ? x->micro : 4;

@@ -113,7 +113,7 @@ int spin_phase_train(spin_ctx *x, int32_t k, spin_pairs *ps, spin_step_metrics *
     const int64_t n = ps->n;
     if (n == 0) return as_error("iteration %d: no pairs to train on", k);
     char state_path[SPIN_PATH_LEN], metrics_path[SPIN_PATH_LEN];
-    snprintf(state_path, sizeof state_path, "%s/iter_%d/train_state.safetensors", x->run, k);
+    snprintf(state_path, sizeof state_path, "%s/iter_%d/" SPIN_TRAIN_STATE, x->run, k);
     snprintf(metrics_path, sizeof metrics_path, "%s/iter_%d/metrics.jsonl", x->run, k);
     as_rng order;
     as_rng_seed(&order, spin_derive_seed(c->seed, (uint64_t)k, SPIN_SALT_ORDER, 0));

@@ -41,7 +41,7 @@ static int run_iteration(spin_ctx *x, int32_t k) {
     snprintf(dir, sizeof dir, "%s/iter_%d", x->run, k);
     snprintf(spin_path, sizeof spin_path, "%s/pairs.jsonl", dir);
     snprintf(trl_path, sizeof trl_path, "%s/pairs_trl.jsonl", dir);
-    snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
+    snprintf(state, sizeof state, "%s/" SPIN_TRAIN_STATE, dir);
     spin_pairs pairs = {0};
     spin_step_metrics train = {0};
     spin_heldout held;
@@ -89,7 +89,11 @@ static int run_iteration(spin_ctx *x, int32_t k) {
     spin_pairs_free(&pairs);
     if (rc) return AS_FAIL;
     spin_phase_done(x, k, "summary");
-    if (as_files_writer()) unlink(state); // the job's writer (dist/dist.h)
+    if (as_files_writer()) { // the job's writer (dist/dist.h)
+        unlink(state);
+        snprintf(state, sizeof state, "%s/" SPIN_GFN_STATE, dir);
+        unlink(state);
+    }
     return AS_OK;
 fail:
     cJSON_Delete(eval);

@@ -31,6 +31,9 @@
 #include "train/sft.h"
 
 #define SPIN_PATH_LEN 4096
+// RUN/iter_k's training states while the iteration is in progress (removed when it completes).
+#define SPIN_TRAIN_STATE "train_state.safetensors"
+#define SPIN_GFN_STATE "gfn_state.safetensors" // sampler gflownet's training (losers_geometric.c)
 
 // Purposes of the derived seeds.
 enum { SPIN_SALT_PROMPTS = 1, SPIN_SALT_GENERATE, SPIN_SALT_ORDER, SPIN_SALT_DROPOUT, SPIN_SALT_LORA, SPIN_SALT_HELDOUT, SPIN_SALT_SPLIT };

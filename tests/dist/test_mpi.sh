@@ -14,7 +14,9 @@
 #   run       2 iterations of 2 epochs, 2 micro-batches per step, an evaluation
 #             task: the whole run folder (config.yaml's threads: line aside)
 #   samplers  the losers of the geometric mixture split by prompt (sampler: sir
-#             with K = 3, and gflownet): 2-iteration runs, the whole folders
+#             with K = 3, and gflownet): 2-iteration runs, the whole folders;
+#             the gflownet run's rank 1 killed after the sampler's training state
+#             of iteration 2's step 2, and rerun: the same folder
 #   gfn-train 4 steps of 6 trajectories, sampled and scored by share, 3
 #             micro-batches per step: sampler, training state, log.jsonl; under
 #             mpirun also killed (every rank, as kill -9) after step 3 and rerun:
@@ -85,7 +87,7 @@ alpha: 0.3
 seed: 9
 sampler: $2
 sir: {k: 3}
-gflownet: {steps: 3, samples_per_prompt: 2, rank: 2}
+gflownet: {steps: 3, samples_per_prompt: 2, rank: 2, save_every: 1}
 lora: {rank: 2}
 optimizer: {lr: 0.01}
 train: {epochs: 1, batch_size: 1, grad_accum: 2, max_answer_len: 12}
@@ -127,6 +129,14 @@ all() {
   for g in sir gfn; do
     "${pre[@]}" "$bin" run --config "$in/$g.yaml" --set threads=$T --out "$o/$g/r" --quiet >/dev/null 2>"$o/err" || err "$mode: run $g: $(tail -c 400 "$o/err")"
   done
+  if [ "$mode" = mpi ]; then
+    ALPHASPIN_TEST_ABORT_AFTER=2:gfn2 ALPHASPIN_TEST_ABORT_RANK=1 "${pre[@]}" "$bin" run --config "$in/gfn.yaml" --set threads=$T \
+      --out "$o/gfn_run_resume/r" --quiet >/dev/null 2>"$o/err" && err "$mode: the gflownet run did not stop when rank 1 was killed"
+    [ -e "$o/gfn_run_resume/r/iter_2/gfn_state.safetensors" ] || err "$mode: the killed gflownet run left no sampler training state"
+    "${pre[@]}" "$bin" run --config "$in/gfn.yaml" --set threads=$T --out "$o/gfn_run_resume/r" --quiet >/dev/null 2>"$o/err" \
+      || err "$mode: resumed gflownet run: $(tail -c 400 "$o/err")"
+    find "$o/gfn_run_resume" -name '*.tmp.*' -delete
+  fi
   if [ "$mode" = mpi ]; then # rank 1 killed (as kill -9) twice, rerun each time: the same folder
     local p
     for p in 1:references 2:epoch1; do
@@ -149,6 +159,7 @@ echo "one process: $((t1 - t0))s; mpirun -np 2 (with the resume runs): $((t2 - t
 # The killed and resumed run is compared with the uninterrupted one.
 [ -d "$tmp/mpi/resume/r" ] && mkdir -p "$tmp/one/resume" && cp -r "$tmp/one/run/r" "$tmp/one/resume/r"
 [ -d "$tmp/mpi/gfn_resume" ] && cp -r "$tmp/one/gfn_train" "$tmp/one/gfn_resume"
+[ -d "$tmp/mpi/gfn_run_resume" ] && cp -r "$tmp/one/gfn" "$tmp/one/gfn_run_resume"
 
 mismatches=0
 (cd "$tmp/one" && find . -type f | sed 's|^\./||' | sort) > "$tmp/files"
