@@ -4,8 +4,11 @@
 # on the default model: batched generation (32 arithmetic prompts, chat, q8,
 # batch 16, 64 new tokens) and LoRA / full SFT steps (8 sequences per step in 4
 # micro-batches of 2), with the bytes and the time of each step's gradient
-# exchange (ALPHASPIN_DIST_STATS=1).  The outputs of both are compared too.
-# Usage: bench/run_mpi.sh [BUILD_DIR]   (REPEAT=N runs each N times, alternating)
+# exchange (ALPHASPIN_DIST_STATS=1), and GFlowNet training (gfn-train: 2 prompts
+# x 4 answers of up to 48 tokens per step, sampled and scored by share, 4
+# micro-batches of 2).  The outputs of both are compared too.
+# Usage: bench/run_mpi.sh [BUILD_DIR]   (REPEAT=N runs each N times, alternating;
+#        SFT_ONLY=1: the sft steps alone; GFN_ONLY=1: gfn-train alone)
 set -eu
 build=${1:-build}
 bin=$build/alphaspin
@@ -52,6 +55,29 @@ extra = (f", waiting for the other rank {mean([float(x[1]) for x in st[1:]]):.0f
 print(f"sft {sys.argv[4] or 'lora'} {sys.argv[3]}: {per:.2f} s/step (steps 2-{len(rows)}){extra}")
 PY
 }
+gfn() { # MODE OUT
+  local mode=$1 out=$2 pre=() T=2
+  [ "$mode" = mpi ] && pre=("${MPI[@]}") && T=1
+  rm -rf "$out"
+  ALPHASPIN_DIST_STATS=1 "${pre[@]}" "$bin" gfn-train --model "$model" --data "$tmp/arith.jsonl" --out "$out" --steps 4 --prompts-per-step 2 \
+    --samples-per-prompt 4 --micro-batch 2 --sample-batch 8 --max-new-tokens 48 --lora-rank 8 --seed 1 --threads $T --quiet 2>"$out.err" >/dev/null
+  python3 - "$out/log.jsonl" "$out.err" "$mode" <<'PY'
+import json, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+per = (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]) / (len(rows) - 1)
+st = re.findall(r"dist: step \d+: \d+ micro-batches, (\d+) bytes sent by rank 0, \d+ gathered, waited ([0-9.]+) ms, exchange ([0-9.]+) ms", open(sys.argv[2]).read())
+mean = lambda v: sum(v) / max(len(v), 1)
+extra = f", gradient exchange {mean([float(x[2]) for x in st[1:]]):.0f} ms/step" if st else ""
+print(f"gfn-train {sys.argv[3]}: {per:.2f} s/step (steps 2-{len(rows)}), mean answer {mean([r['mean_len'] for r in rows]):.1f} tokens{extra}")
+PY
+}
+if [ "${GFN_ONLY:-0}" = 1 ]; then
+  for r in $(seq "$repeat"); do
+    gfn one "$tmp/n1"; gfn mpi "$tmp/n2"
+    cmp -s "$tmp/n1/adapter_model.safetensors" "$tmp/n2/adapter_model.safetensors" && echo "gfn-train: the same sampler" || echo "gfn-train: SAMPLERS DIFFER"
+  done
+  exit 0
+fi
 [ "${SFT_ONLY:-0}" = 1 ] && repeat=0
 for r in $(seq "$repeat"); do
   gen one "$tmp/g1.jsonl"; gen mpi "$tmp/g2.jsonl"
@@ -62,3 +88,5 @@ done
 [ "${SFT_ONLY:-0}" = 1 ] && { sft one "$tmp/s1"; sft mpi "$tmp/s2"; }
 sft one "$tmp/f1" --full --lr 1e-5; sft mpi "$tmp/f2" --full --lr 1e-5
 cmp -s "$tmp/f1/model.gguf" "$tmp/f2/model.gguf" && echo "sft full: the same model" || echo "sft full: MODELS DIFFER"
+gfn one "$tmp/n1"; gfn mpi "$tmp/n2"
+cmp -s "$tmp/n1/adapter_model.safetensors" "$tmp/n2/adapter_model.safetensors" && echo "gfn-train: the same sampler" || echo "gfn-train: SAMPLERS DIFFER"
