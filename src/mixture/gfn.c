@@ -115,59 +115,87 @@ static double subtb_weight(int32_t m, double lambda) {
 // log sum_j e^z_j of a row of host logits: the host (CPU) backend's logsumexp.
 static double row_lse(const float *z, int64_t V) { return as_backend_cpu.logsumexp(z, V, 1.0f); }
 
-// cum[i] = log pi(s_i) and end[i] = log pi(END|s_i), i = 0..m, for one trajectory under the model's adapters.
-static int prefix_logps(model *m, kernel_precision prec, const gfn_traj *t, int32_t end_id, double *cum, double *end) {
-    const int64_t V = m->cfg.n_vocab, P = t->n_prompt, n = P + t->m;
-    kv_cache *kv = model_kv_cache(m, 1, (int32_t)n, prec);
-    if (!kv) return AS_FAIL;
-    int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)n), *seq = as_calloc((size_t)n, sizeof(int32_t));
+// Trajectories per forward call of the rewards, and the logits rows (m + 1 per
+// trajectory) one call may hold: a chunk of trajectories shares one call per
+// policy, each trajectory a sequence of its own (at q8 and bf16 a row's logits
+// do not depend on what else is in the call).
+enum { GFN_REWARD_SEQS = 16, GFN_REWARD_ROWS = 256 };
+
+// For trajectories t[0..nb) under the model's adapters: cum[b][i] = log pi(s_i)
+// and end[b][i] = log pi(END|s_i), i = 0..m_b, from one forward call over all
+// of them (kv: at least nb sequences, cleared here).
+static int prefix_logps(model *m, kv_cache *kv, const gfn_traj *t, int64_t nb, int32_t end_id, double **cum, double **end) {
+    const int64_t V = m->cfg.n_vocab;
+    int64_t n = 0, rows = 0;
+    for (int64_t b = 0; b < nb; b++) n += t[b].n_prompt + t[b].m, rows += t[b].m + 1;
+    int32_t *tok = as_malloc(sizeof(int32_t) * (size_t)n), *seq = as_malloc(sizeof(int32_t) * (size_t)n);
     int32_t *pos = as_malloc(sizeof(int32_t) * (size_t)n);
     bool *want = as_malloc(sizeof(bool) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) {
-        tok[i] = i < P ? t->prompt[i] : t->ids[i - P];
-        pos[i] = (int32_t)i;
-        want[i] = i >= P - 1;
+    for (int64_t b = 0, k = 0; b < nb; b++) {
+        kv_cache_clear_seq(kv, (int32_t)b);
+        const int64_t P = t[b].n_prompt;
+        for (int64_t i = 0; i < P + t[b].m; i++, k++) {
+            tok[k] = i < P ? t[b].prompt[i] : t[b].ids[i - P];
+            seq[k] = (int32_t)b, pos[k] = (int32_t)i;
+            want[k] = i >= P - 1;
+        }
     }
-    float *logits = as_malloc(sizeof(float) * (size_t)((t->m + 1) * V));
-    model_batch b = {.n_tokens = (int32_t)n, .token = tok, .seq = seq, .pos = pos, .want_logits = want};
-    const int rc = model_forward(m, kv, &b, logits);
-    if (rc == AS_OK) {
-        cum[0] = 0.0;
-        for (int32_t i = 0; i <= t->m; i++) {
-            const float *z = logits + (int64_t)i * V;
+    float *logits = as_malloc(sizeof(float) * (size_t)(rows * V));
+    model_batch mb = {.n_tokens = (int32_t)n, .token = tok, .seq = seq, .pos = pos, .want_logits = want};
+    const int rc = model_forward(m, kv, &mb, logits);
+    for (int64_t b = 0, r = 0; rc == AS_OK && b < nb; b++) {
+        cum[b][0] = 0.0;
+        for (int32_t i = 0; i <= t[b].m; i++, r++) {
+            const float *z = logits + r * V;
             const double lse = row_lse(z, V);
-            end[i] = (double)z[end_id] - lse;
-            if (i < t->m) cum[i + 1] = cum[i] + (double)z[t->ids[i]] - lse;
+            end[b][i] = (double)z[end_id] - lse;
+            if (i < t[b].m) cum[b][i + 1] = cum[b][i] + (double)z[t[b].ids[i]] - lse;
         }
     }
     free(tok), free(seq), free(pos), free(want), free(logits);
-    kv_cache_free(kv);
     return rc;
 }
 
 int gfn_prefix_rewards(model *m, kernel_precision prec, const model_lora *lora_t, const model_lora *lora_0, float alpha, int32_t end_id,
                        const gfn_traj *t, int64_t n, double **logr_out) {
     const model_lora saved = m->lora;
-    int rc = AS_OK;
     for (int64_t i = 0; i < n; i++) logr_out[i] = NULL;
-    for (int64_t i = 0; i < n && rc == AS_OK; i++) {
-        const int32_t M = t[i].m;
-        double *ct = as_malloc(sizeof(double) * (size_t)(M + 1)), *et = as_malloc(sizeof(double) * (size_t)(M + 1));
-        double *c0 = as_malloc(sizeof(double) * (size_t)(M + 1)), *e0 = as_malloc(sizeof(double) * (size_t)(M + 1));
-        rc = model_set_lora(m, lora_t);
-        if (rc == AS_OK) rc = prefix_logps(m, prec, &t[i], end_id, ct, et);
-        if (rc == AS_OK) rc = model_set_lora(m, lora_0);
-        if (rc == AS_OK) rc = prefix_logps(m, prec, &t[i], end_id, c0, e0);
-        if (rc == AS_OK) {
-            double *r = logr_out[i] = as_malloc(sizeof(double) * (size_t)(M + 1));
-            for (int32_t k = 0; k <= M; k++) {
-                // The truncated leaf has no END: its reward is the mixture of the tokens present.
-                const bool forced = t[i].truncated && k == M;
-                r[k] = (1.0 - alpha) * (ct[k] + (forced ? 0.0 : et[k])) + alpha * (c0[k] + (forced ? 0.0 : e0[k]));
-            }
+    int64_t n_ctx = 1;
+    for (int64_t i = 0; i < n; i++) n_ctx = AS_MAX(n_ctx, t[i].n_prompt + t[i].m);
+    if (n_ctx > INT32_MAX / 2) return as_error("gfn: a trajectory of %lld tokens is too long", (long long)n_ctx);
+    const int32_t B = (int32_t)AS_MIN((int64_t)GFN_REWARD_SEQS, AS_MAX(n, (int64_t)1));
+    kv_cache *kv = model_kv_cache(m, B, (int32_t)n_ctx, prec);
+    if (!kv) return AS_FAIL;
+    double *ct[GFN_REWARD_SEQS], *et[GFN_REWARD_SEQS], *c0[GFN_REWARD_SEQS], *e0[GFN_REWARD_SEQS];
+    int rc = AS_OK;
+    for (int64_t i0 = 0; i0 < n && rc == AS_OK;) {
+        // The chunk: up to B trajectories and GFN_REWARD_ROWS rows of logits (at least one trajectory).
+        int64_t nb = 0, rows = 0;
+        while (i0 + nb < n && nb < B && (nb == 0 || rows + t[i0 + nb].m + 1 <= GFN_REWARD_ROWS)) rows += t[i0 + nb].m + 1, nb++;
+        for (int64_t b = 0; b < nb; b++) {
+            const size_t k = (size_t)(t[i0 + b].m + 1);
+            ct[b] = as_malloc(sizeof(double) * k), et[b] = as_malloc(sizeof(double) * k);
+            c0[b] = as_malloc(sizeof(double) * k), e0[b] = as_malloc(sizeof(double) * k);
         }
-        free(ct), free(et), free(c0), free(e0);
+        rc = model_set_lora(m, lora_t);
+        if (rc == AS_OK) rc = prefix_logps(m, kv, t + i0, nb, end_id, ct, et);
+        if (rc == AS_OK) rc = model_set_lora(m, lora_0);
+        if (rc == AS_OK) rc = prefix_logps(m, kv, t + i0, nb, end_id, c0, e0);
+        for (int64_t b = 0; b < nb; b++) {
+            const gfn_traj *tr = &t[i0 + b];
+            if (rc == AS_OK) {
+                double *r = logr_out[i0 + b] = as_malloc(sizeof(double) * (size_t)(tr->m + 1));
+                for (int32_t k = 0; k <= tr->m; k++) {
+                    // The truncated leaf has no END: its reward is the mixture of the tokens present.
+                    const bool forced = tr->truncated && k == tr->m;
+                    r[k] = (1.0 - alpha) * (ct[b][k] + (forced ? 0.0 : et[b][k])) + alpha * (c0[b][k] + (forced ? 0.0 : e0[b][k]));
+                }
+            }
+            free(ct[b]), free(et[b]), free(c0[b]), free(e0[b]);
+        }
+        i0 += nb;
     }
+    kv_cache_free(kv);
     model_set_lora(m, saved.rank ? &saved : NULL);
     if (rc)
         for (int64_t i = 0; i < n; i++) free(logr_out[i]), logr_out[i] = NULL;

@@ -117,6 +117,24 @@ static void test_gfn_loss_gradient(void **state) {
         for (int i = 0; i < 3; i++) ct += lpt[i][a3[i]], c0 += lp0[i][a3[i]];
         assert_true(fabs(logr[2][3] - (0.7 * ct + 0.3 * c0)) < 1e-4);
     }
+    // Batched as they come (chunks of up to 16 trajectories per forward call): 40
+    // trajectories, the four above ten times over, each as scored alone.
+    {
+        enum { NT = 40 };
+        gfn_traj many[NT];
+        double *lm[NT];
+        for (int i = 0; i < NT; i++) many[i] = t[i % 4];
+        assert_int_equal(gfn_prefix_rewards(m, KERNEL_PRECISION_F32, &vt, NULL, 0.3f, MIX_END, many, NT, lm), AS_OK);
+        double worst = 0;
+        for (int i = 0; i < NT; i++) {
+            double *one;
+            assert_int_equal(gfn_prefix_rewards(m, KERNEL_PRECISION_F32, &vt, NULL, 0.3f, MIX_END, &t[i % 4], 1, &one), AS_OK);
+            for (int k = 0; k <= t[i % 4].m; k++) worst = fmax(worst, fabs(lm[i][k] - one[k]));
+            free(one), free(lm[i]);
+        }
+        printf("  rewards of 40 trajectories in chunks vs each alone: within %.1e\n", worst);
+        assert_true(worst < 1e-5);
+    }
     // log q(END | s_i) of the training model's second targets vs the engine with the sampler's adapters.
     {
         int32_t toks[8] = {0, 2, 1, 1, 0, 2, MIX_END}, t2[8], len = 7, plen = 3;
