@@ -90,6 +90,7 @@ const as_backend as_backend_cpu = {
     .residual_forward = train_residual_forward,
     .zero = train_zero,
     .gather_rows = train_gather_rows,
+    .scale_rows = train_scale_rows,
     .dropout_forward = train_dropout_forward,
     .dropout_backward = train_dropout_backward,
     .lora_forward = train_lora_forward,
@@ -277,7 +278,7 @@ const char *as_backend_missing(const as_backend *be, unsigned groups) {
         OP(sgemm), OP(exp_shift_sum), OP(max), OP(neg_scaled_exp), OP(silu_glu_forward), OP(silu_glu_backward),
         OP(embedding_forward), OP(embedding_backward), OP(linear_forward), OP(linear_backward), OP(rmsnorm_forward),
         OP(rmsnorm_backward), OP(rope_forward), OP(rope_backward), OP(attention_forward), OP(attention_backward), OP(glu_forward),
-        OP(glu_backward), OP(logsoftmax_forward), OP(logsoftmax_backward), OP(residual_forward), OP(zero), OP(gather_rows), OP(dropout_forward),
+        OP(glu_backward), OP(logsoftmax_forward), OP(logsoftmax_backward), OP(residual_forward), OP(zero), OP(gather_rows), OP(scale_rows), OP(dropout_forward),
         OP(dropout_backward), OP(lora_forward), OP(lora_backward), OP(gemm_bf16), OP(bf16_pack_b), OP(bf16_packed_free),
         OP(gemm_bf16_packed), OP(sum_squares), OP(grad_scale), OP(adamw_update), OP(rmsprop_update), OP(sgd_update),
     };

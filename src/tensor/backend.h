@@ -187,6 +187,10 @@ typedef struct as_backend {
     // otherwise move them to the host and back (train_graph.h).
     void (*zero)(float *x, size_t n);
     void (*gather_rows)(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C);
+    // dst row rows[i] = scale[i] * src row i, i < n (rows distinct; scale host
+    // memory): a LoRA backward's dx of the vocabulary projection, each scored
+    // row's upstream gradient times its (onehot - softmax) W.
+    void (*scale_rows)(float *dst, const float *src, const int32_t *rows, const float *scale, int64_t n, int64_t C);
     // Adapter dropout (as_dropout: the probability, hash counter, keep bits).
     void (*dropout_forward)(float *out, const float *x, int64_t rows, int64_t cols, const as_dropout *drop, int nth);
     void (*dropout_backward)(float *dx, const float *dout, int64_t rows, int64_t cols, const as_dropout *drop, int nth);

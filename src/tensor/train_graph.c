@@ -305,6 +305,14 @@ void train_gather_rows(float *dst, const float *src, const int32_t *rows, int64_
     for (int64_t i = 0; i < n; i++) memcpy(dst + i * C, src + (int64_t)rows[i] * C, sizeof(float) * (size_t)C);
 }
 
+void train_scale_rows(float *dst, const float *src, const int32_t *rows, const float *scale, int64_t n, int64_t C) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = scale[i], *s = src + i * C;
+        float *d = dst + (int64_t)rows[i] * C;
+        for (int64_t j = 0; j < C; j++) d[j] = g * s[j];
+    }
+}
+
 void train_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
 #pragma omp parallel for schedule(static) num_threads(nth) if (n > 65536)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];

@@ -75,6 +75,8 @@ void train_residual_forward(float *out, const float *a, const float *b, int64_t 
 // exact copies).
 void train_zero(float *x, size_t n);
 void train_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int64_t C);
+// dst row rows[i] = scale[i] * src row i, i < n.
+void train_scale_rows(float *dst, const float *src, const int32_t *rows, const float *scale, int64_t n, int64_t C);
 
 // ---- adapter dropout ----
 

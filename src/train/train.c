@@ -742,15 +742,17 @@ static int backward_impl(train_model *m, const float *dlogp_sum, const float *dl
     const float *W = output_matrix(m);
     float *dW = g ? (c->tied_output ? g->tok_embd : g->output) : NULL;
     if (a->has_vgrad) { // LoRA (no dW): dx = g e from the forward's e = (onehot(target) - softmax) W
-        for (int64_t r = 0; r < nr; r++) {
-            const float g = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r), g2 = dlogp_tok2 ? dlogp_tok2[r] : 0.0f;
-            const float *e = a->vgrad + r * C;
+        float *g = as_malloc(sizeof(float) * (size_t)AS_MAX(nr, (int64_t)1));
+        for (int64_t r = 0; r < nr; r++) g[r] = row_upstream(a, dlogp_sum, dlogp_tok, dlogp_tok2, r);
+        be->scale_rows(a->dln, a->vgrad, a->row, g, nr, C);
+        free(g);
+        // A second target's g2 moves its share of the onehot: + g2 (W[target2] - W[target]).
+        for (int64_t r = 0; dlogp_tok2 && r < nr; r++) {
+            const float g2 = dlogp_tok2[r];
+            if (g2 == 0.0f) continue;
+            const float *w1 = W + (int64_t)a->target[r] * C, *w2 = W + (int64_t)a->target2[r] * C;
             float *dst = a->dln + (int64_t)a->row[r] * C;
-            for (int64_t j = 0; j < C; j++) dst[j] = g * e[j];
-            if (g2 != 0.0f) {
-                const float *w1 = W + (int64_t)a->target[r] * C, *w2 = W + (int64_t)a->target2[r] * C;
-                for (int64_t j = 0; j < C; j++) dst[j] += g2 * (w2[j] - w1[j]);
-            }
+            for (int64_t j = 0; j < C; j++) dst[j] += g2 * (w2[j] - w1[j]);
         }
     }
     // Otherwise the logits are recomputed chunk by chunk.

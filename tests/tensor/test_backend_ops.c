@@ -504,7 +504,18 @@ static void t_zero_gather(const as_backend *b, int v) {
         b->zero(dst + 5, 100);
         for (int64_t i = 0; i < R * C; i++) bad += (i >= 5 && i < 105) ? dst[i] != 0.0f : 0;
         bad += dst[4] == 0.0f || dst[105] == 0.0f; // (fill gives no exact zeros there)
-        expect(bad, 0, b, v, own ? "zero, gather_rows (buf_alloc memory)" : "zero, gather_rows (host memory)", "37 x 67");
+        // scale_rows: dst row rows[i] = scale[i] src row i (distinct rows), the other rows untouched.
+        float scale[20], *keep = as_malloc(sizeof(float) * R * C);
+        for (int64_t i = 0; i < n; i++) rows[i] = (int32_t)((i * 13 + 3) % R), scale[i] = 0.25f * (float)(i - 7);
+        memcpy(keep, dst, sizeof(float) * R * C);
+        b->scale_rows(dst, src, rows, scale, n, C);
+        for (int64_t r = 0; r < R; r++) {
+            int64_t i = 0;
+            while (i < n && rows[i] != r) i++;
+            for (int64_t j = 0; j < C; j++) bad += dst[r * C + j] != (i < n ? scale[i] * src[i * C + j] : keep[r * C + j]);
+        }
+        free(keep);
+        expect(bad, 0, b, v, own ? "zero, gather, scale_rows (buf_alloc)" : "zero, gather, scale_rows (host)", "37 x 67");
         if (own) b->buf_free(src), b->buf_free(dst);
         else free(src), free(dst);
     }

@@ -2982,6 +2982,37 @@ static void cu_gather_rows(float *dst, const float *src, const int32_t *rows, in
     g_tr_wait = true;
 }
 
+// Element i of n rows x C: row rows[i / C] of dst = scale[i / C] * row i / C of src.
+__global__ void k_scale_rows(float *dst, const float *src, const int32_t *rows, const float *scale, int64_t n, int64_t C) {
+    EW_LOOP(i, n * C) {
+        const int64_t r = i / C;
+        dst[(int64_t)rows[r] * C + i % C] = scale[r] * src[i];
+    }
+}
+
+static void cu_scale_rows(float *dst, const float *src, const int32_t *rows, const float *scale, int64_t n, int64_t C) {
+    const char *op = "scale_rows";
+    if (n <= 0 || C <= 0) return;
+    lock_guard g(op);
+    if (!is_managed(dst) && !is_managed(src)) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < C; j++) dst[(int64_t)rows[i] * C + j] = scale[i] * src[i * C + j];
+        return;
+    }
+    int64_t n_dst = 0; // rows of dst written
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i] < 0) die(op, "row list entry %lld is %d", (long long)i, (int)rows[i]);
+        n_dst = rows[i] + 1 > n_dst ? rows[i] + 1 : n_dst;
+    }
+    const float *ds = (const float *)in_dev(&b_a, src, sizeof(float) * (size_t)(n * C), op);
+    const float *dsc = (const float *)in_dev(&b_b, scale, sizeof(float) * (size_t)n, op);
+    float *dd = (float *)inout_dev(&b_c, dst, sizeof(float) * (size_t)(n_dst * C), op);
+    k_scale_rows<<<grid_for(n * C, 256), 256>>>(dd, ds, in_idx(&g_rows, rows, n, op), dsc, n, C);
+    CK_LAUNCH();
+    out_host(dst, dd, sizeof(float) * (size_t)(n_dst * C), op);
+    g_tr_wait = true;
+}
+
 static void cu_residual_forward(float *out, const float *a, const float *b, int64_t n, int nth) {
     (void)nth;
     if (n <= 0) return;
@@ -3978,6 +4009,7 @@ static void fill_table(void) {
     g_table.residual_forward = cu_residual_forward;
     g_table.zero = cu_zero;
     g_table.gather_rows = cu_gather_rows;
+    g_table.scale_rows = cu_scale_rows;
     g_table.dropout_forward = cu_dropout_forward;
     g_table.dropout_backward = cu_dropout_backward;
     g_table.lora_forward = cu_lora_forward;
