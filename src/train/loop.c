@@ -229,7 +229,7 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
 int train_loop_run(train_loop *l, const train_loop_fns *f) {
     const train_loop_config *c = &l->c;
     const int64_t n = c->n_items, spe = l->steps_per_epoch;
-    if (n == 0 && f->draw && c->micro_items < 1) return as_error("train loop: micro_items must be >= 1 to split drawn items");
+    if (n == 0 && (!f->draw || c->micro_items < 1)) return as_error("train loop: without items, a draw callback and micro_items >= 1");
     int64_t *perm = as_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)), cap = n > 0 ? n : 1;
     train_loop_step s = {.total = l->total, .first_step = l->step, .steps_per_epoch = spe, .epoch = 1};
     as_rng epoch_rng = {0};
@@ -248,7 +248,7 @@ int train_loop_run(train_loop *l, const train_loop_fns *f) {
             s.step = l->step + 1;
             s.items = n > 0 ? perm + i * c->step_items : NULL;
             s.n_items = n > 0 ? AS_MIN((int64_t)c->step_items, n - i * c->step_items) : 0;
-            if (n == 0 && f->draw) { // the step's own items: perm holds 0, 1, ...
+            if (n == 0) { // the step's own items: perm holds 0, 1, ...
                 int64_t k = 0;
                 if ((rc = f->draw(f->user, &s, &k))) break;
                 if (k > cap) perm = as_realloc(perm, sizeof(int64_t) * (size_t)(cap = k));
@@ -256,9 +256,6 @@ int train_loop_run(train_loop *l, const train_loop_fns *f) {
                 s.items = perm, s.n_items = k;
                 if (k > 0) rc = step_gradient(l, f, &s);
                 else train_zero_grad(l->m);
-            } else if (n == 0) {
-                train_zero_grad(l->m);
-                rc = f->micro(f->user, &s, NULL, 0);
             } else {
                 rc = step_gradient(l, f, &s);
             }

@@ -16,12 +16,12 @@
 // current epoch began, so the epoch's permutation is drawn again) makes a
 // resumed run bitwise the run that was not interrupted, for a thread count.
 // Without items (n_items = 0) there is no data order: each step brings its own
-// data, max_steps steps.  With a draw callback (GFlowNet) the step begins by
+// data, max_steps steps.  The draw callback (GFlowNet) begins each step by
 // drawing its items (its trajectories), and micro-batches of micro_items of
-// them make its gradient as a step's items do below (items[i] = i); without
-// one, the step is one call of micro with no items.  The stream `order`, when
-// given, is the caller's own, saved and restored as it stands, and whatever
-// else the caller needs to continue goes into the state through `extra`.
+// them make its gradient as a step's items do below (items[i] = i).  The
+// stream `order`, when given, is the caller's own, saved and restored as it
+// stands, and whatever else the caller needs to continue goes into the state
+// through `extra`.
 //
 // The step's gradient is a fixed tree over its micro-batches: each micro-batch's
 // gradient is computed from zero, and they are added pairwise, micro-batch i
@@ -79,11 +79,11 @@ typedef struct train_loop_step {
 } train_loop_step;
 
 typedef struct train_loop_fns {
-    // Without items: draws the step's items (every process alike, or shared and
-    // gathered: the same on every one) and says how many (may be NULL).
+    // Without items (required then, else unused): draws the step's items (every
+    // process alike, or shared and gathered: the same on every one) and says how many.
     int (*draw)(void *user, const train_loop_step *s, int64_t *n_items);
-    // Forward and backward of items[0..n) (a slice of s->items; NULL, 0 without
-    // items nor draw): ACCUMULATES the gradient of the step's loss into the model's.
+    // Forward and backward of items[0..n) (a slice of s->items): ACCUMULATES
+    // the gradient of the step's loss into the model's.
     int (*micro)(void *user, const train_loop_step *s, const int64_t *items, int32_t n);
     // What each micro-batch reports, record_size bytes at s->record (0: nothing);
     // combine gets every micro-batch's record of the step in order, after its
