@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     }
     kernel_init();
     const int64_t shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}}; // (out, in)
-    printf("threads %d, tokens %lld, %s, bf16 on %s\n", nth, (long long)T, cpu_describe(), kernel_gemm_bf16_amx() ? "AMX" : "fallback");
+    printf("threads %d, tokens %lld, %s, bf16 on %s\n", nth, (long long)T, cpu_describe(), kernel_gemm_bf16_amx() ? "AMX" : kernel_gemm_bf16_dpbf() ? "dpbf16" : "fallback");
     for (size_t s = 0; s < AS_ARRAY_LEN(shapes); s++) {
         const int64_t O = shapes[s][0], I = shapes[s][1], Tt = O > 10000 ? 64 : T;
         float *X = as_aligned_alloc(sizeof(float) * (size_t)(Tt * I)), *W = as_aligned_alloc(sizeof(float) * (size_t)(O * I));

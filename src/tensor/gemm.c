@@ -1,6 +1,7 @@
-// Dense bf16 products (see gemm.h; fp32 is sgemm.c): on AMX tiles or,
-// without AMX, on fused multiply-adds of the bf16-rounded operands (the
-// "fallback" section below).
+// Dense bf16 products (see gemm.h; fp32 is sgemm.c): on AMX tiles; without
+// AMX on AVX-512 BF16's VDPBF16PS (the "VDPBF16PS" section below: the same
+// packed operands and blocks); without either on fused multiply-adds of the
+// bf16-rounded operands (the "fallback" section below).
 //
 // op(A) is packed to bf16 (Mp x Kp, K padded to 32 with zeros) as tiles: each
 // 16-row block holds its Kp/32 tiles of 16 rows x 32 K one after another, 1 KB
@@ -59,7 +60,20 @@ bool kernel_gemm_bf16_amx(void) {
     return cpu_get_features()->amx_bf16 && kernel_current_isa() == KERNEL_ISA_AMX;
 }
 
-// ---- packing (AVX-512: only the AMX path packs, and AMX implies it) ----
+bool kernel_gemm_bf16_dpbf(void) {
+    if (kernel_gemm_bf16_amx()) return false;
+    const char *env = getenv("ALPHASPIN_BF16_NO_DPBF"); // testing the fma fallback on an AVX-512 BF16 machine
+    if (env && *env && strcmp(env, "0")) return false;
+    // ALPHASPIN_KERNEL_ISA=avx2 or scalar turns it off too.
+    const cpu_features *f = cpu_get_features();
+    return f->avx512bf16 && f->avx512bw && f->avx512vl && kernel_current_isa() >= KERNEL_ISA_AVX512;
+}
+
+// Whether the products run on the packed bf16 operands (AMX or VDPBF16PS),
+// else on the fallback's rounded fp32 copies.
+static bool bf16_packed_path(void) { return kernel_gemm_bf16_amx() || kernel_gemm_bf16_dpbf(); }
+
+// ---- packing (AVX-512: only the AMX and VDPBF16PS paths pack, and both imply it) ----
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -214,10 +228,13 @@ AMX_TARGET static inline __attribute__((always_inline)) void block32_impl(const 
     _tile_stored(2, out + 16 * ldo, ldo * 4);
     _tile_stored(3, out + 16 * ldo + 16, ldo * 4);
 }
-AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) {
+// (rows: the block's rows in use; the tiles compute all 32 anyway.)
+AMX_TARGET static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) {
+    (void)rows;
     block32_impl(a, b0, Kp, out, ldo, false);
 }
-AMX_TARGET static void block32_pf(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) {
+AMX_TARGET static void block32_pf(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) {
+    (void)rows;
     block32_impl(a, b0, Kp, out, ldo, true);
 }
 
@@ -236,11 +253,63 @@ AVX512 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni,
             _mm512_mask_storeu_ps(c, m, v);
         }
 }
+
+// ---- VDPBF16PS (AVX-512 BF16 without AMX) ----
+//
+// The same packed operands and 32 x 32 blocks as the tiles: a block is four
+// groups of 8 rows x 2 panels, 16 zmm accumulators; per K pair the two
+// panels' units (16 columns x (B[2kk][n], B[2kk+1][n])) are loaded once and
+// each row's unit (A[i][2kk], A[i][2kk+1]) broadcast, one VDPBF16PS per row
+// and panel.  Each output is one chain over the pairs kk = 0 .. Kp/2-1 from
+// 0: acc += A[2kk+1] B[2kk+1], then acc += A[2kk] B[2kk], each rounded to
+// nearest even, denormal inputs read as 0 and denormal results flushed to 0
+// (the SDM's pseudo-code; test_gemm_dpbf checks this CPU's instruction
+// against it bit for bit).  The bf16 products are exact in fp32, so this
+// differs from the fallback's chain (k in order, no flushing) only by the
+// order within a pair and by the flushing.
+#define DPBF_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
+
+// Only the groups holding the first `rows` rows (a decoding step's 1-4 rows:
+// one group, not four; the rows past them are A's zero padding, not read).
+DPBF_TARGET static void dpbf_block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) {
+    const uint32_t *pb0 = (const uint32_t *)b0, *pb1 = (const uint32_t *)(b0 + Kp * 16);
+    for (int g = 0; g < 4 && 8 * g < rows; g++) {
+        // Rows 8g .. 8g+7: rows 8 (g % 2) .. of the 16-row block g / 2, row i of
+        // its tile t (16 units) at + 256 t + 16 i units.
+        const uint32_t *pa = (const uint32_t *)(a + (g >> 1) * 16 * Kp) + (g & 1) * 8 * 16;
+        __m512 acc[8][2];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int64_t t = 0; t < Kp / 32; t++) {
+            const uint32_t *at = pa + t * 256, *bt0 = pb0 + t * 256, *bt1 = pb1 + t * 256;
+#pragma GCC unroll 2
+            for (int u = 0; u < 16; u++) {
+                const __m512bh vb0 = (__m512bh)_mm512_loadu_si512(bt0 + u * 16), vb1 = (__m512bh)_mm512_loadu_si512(bt1 + u * 16);
+#pragma GCC unroll 8
+                for (int r = 0; r < 8; r++) {
+                    const __m512bh va = (__m512bh)_mm512_set1_epi32((int)at[r * 16 + u]);
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], va, vb0);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], va, vb1);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            _mm512_storeu_ps(out + (8 * g + r) * ldo, acc[r][0]);
+            _mm512_storeu_ps(out + (8 * g + r) * ldo + 16, acc[r][1]);
+        }
+    }
+}
 #else
+static void dpbf_block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) {
+    (void)a, (void)b0, (void)Kp, (void)out, (void)ldo, (void)rows;
+}
 static void amx_config(void) {}
 void kernel_amx_bf16_begin(void) {}
-static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) { (void)a, (void)b0, (void)Kp, (void)out, (void)ldo; }
-static void block32_pf(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo) { block32(a, b0, Kp, out, ldo); }
+static void block32(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) {
+    (void)a, (void)b0, (void)Kp, (void)out, (void)ldo, (void)rows;
+}
+static void block32_pf(const uint16_t *a, const uint16_t *b0, int64_t Kp, float *out, int64_t ldo, int64_t rows) { block32(a, b0, Kp, out, ldo, rows); }
 static void amx_release(void) {}
 void kernel_amx_bf16_end(void) {}
 static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_t nj, float alpha, float beta) {
@@ -266,20 +335,22 @@ static void epilogue(float *C, int64_t ldc, const float *out, int64_t ni, int64_
 // the noise (1236 -> 1264 tok/s, 392 -> 418).
 #define GEMM_PARTS_PER_THREAD 4
 
+// C = alpha A B + beta C from the packed operands, each 32 x 32 block by
+// block32 on AMX tiles (amx) or by dpbf_block32 on VDPBF16PS.
 static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64_t N, int64_t Kp, float alpha, float beta, float *C,
-                        int64_t ldc, int nth) {
+                        int64_t ldc, int nth, bool amx) {
     const int64_t nbm = round_up(M, BLK) / BLK, nbn = round_up(N, BLK) / BLK;
     const bool split_n = nbn >= nbm;
     const int64_t dim = split_n ? nbn : nbm;
     const int nt = (int)AS_MIN((int64_t)nth, dim);
     const bool direct = alpha == 1.0f && beta == 0.0f;
     const int64_t nchunk = AS_MAX((int64_t)1, BCHUNK_BYTES / (BLK * Kp * 2));
-    void (*const blk)(const uint16_t *, const uint16_t *, int64_t, float *, int64_t) = nbm == 1 ? block32_pf : block32;
+    void (*const blk)(const uint16_t *, const uint16_t *, int64_t, float *, int64_t, int64_t) = !amx ? dpbf_block32 : nbm == 1 ? block32_pf : block32;
     const int64_t n_parts = nt > 1 ? AS_MIN(dim, (int64_t)GEMM_PARTS_PER_THREAD * nt) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float out[BLK * BLK] __attribute__((aligned(64)));
-        amx_config();
+        if (amx) amx_config();
 #pragma omp for schedule(dynamic, 1)
         for (int64_t part = 0; part < n_parts; part++) {
             const int64_t lo = dim * part / n_parts, hi = dim * (part + 1) / n_parts;
@@ -289,14 +360,14 @@ static void amx_compute(const uint16_t *Ap, const uint16_t *Bp, int64_t M, int64
                     for (int64_t nb = nc; nb < AS_MIN(nc + nchunk, n_hi); nb++) {
                         const int64_t i0 = mb * BLK, j0 = nb * BLK, ni = AS_MIN((int64_t)BLK, M - i0), nj = AS_MIN((int64_t)BLK, N - j0);
                         if (direct && ni == BLK && nj == BLK) { // C = the sums: tiles straight to C
-                            blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, C + i0 * ldc + j0, ldc);
+                            blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, C + i0 * ldc + j0, ldc, BLK);
                             continue;
                         }
-                        blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK);
+                        blk(Ap + mb * BLK * Kp, Bp + nb * 2 * Kp * 16, Kp, out, BLK, ni);
                         epilogue(C + i0 * ldc + j0, ldc, out, ni, nj, alpha, beta);
                     }
         }
-        amx_release();
+        if (amx) amx_release();
     }
 }
 
@@ -469,7 +540,7 @@ static void fb_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *a
 
 void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, const float *B, int64_t ldb, int nth) {
     packed_shape(p, K, N);
-    if (kernel_gemm_bf16_amx()) {
+    if (bf16_packed_path()) {
         p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
         pack_b(p->data, tb, K, N, B, ldb, p->Kp, p->Np, nth);
     }
@@ -481,7 +552,7 @@ void kernel_bf16_pack_b(kernel_bf16_packed *p, bool tb, int64_t K, int64_t N, co
 
 void kernel_bf16_pack_init(kernel_bf16_packed *p, int64_t K, int64_t N) {
     packed_shape(p, K, N);
-    if (kernel_gemm_bf16_amx()) p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
+    if (bf16_packed_path()) p->data = as_aligned_alloc(sizeof(uint16_t) * (size_t)(p->Kp * p->Np));
     else p->rounded = rounded_panels_alloc(K, N);
 }
 
@@ -516,14 +587,15 @@ void kernel_gemm_bf16_packed(bool ta, int64_t M, float alpha, const float *A, in
     const int64_t Mp = round_up(M, BLK);
     uint16_t *Ap = ws_get(SCRATCH_GEMM_A, (size_t)(Mp * P->Kp));
     pack_a(Ap, ta, M, K, A, lda, Mp, P->Kp, nth);
-    amx_compute(Ap, P->data, M, N, P->Kp, alpha, beta, C, ldc, nth);
+    // data: packed where AMX or VDPBF16PS ran (and every AMX CPU has AVX-512 BF16).
+    amx_compute(Ap, P->data, M, N, P->Kp, alpha, beta, C, ldc, nth, kernel_gemm_bf16_amx());
 }
 
 void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                      int64_t ldb, float beta, float *C, int64_t ldc, int nth) {
     if (M == 0 || N == 0) return;
     kernel_bf16_packed P;
-    if (!kernel_gemm_bf16_amx()) {
+    if (!bf16_packed_path()) {
         kernel_bf16_pack_b(&P, tb, K, N, B, ldb, nth);
         kernel_gemm_bf16_packed(ta, M, alpha, A, lda, &P, beta, C, ldc, nth);
         kernel_bf16_packed_free(&P);

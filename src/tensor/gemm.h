@@ -11,13 +11,21 @@
 // nth threads (OpenMP); safe to call from inside a parallel region with nth 1.
 //
 // kernel_gemm_bf16*: the operands are rounded to bf16 (round to nearest
-// even), the products accumulate in fp32 on AMX-BF16 tiles (TDPBF16PS).
-// Without AMX (or without the OS permission) the same bf16-rounded operands
-// go through a fused multiply-add chain per element in K order (AVX-512, or
-// C): the same products, summed in another order.  Every output element is
-// computed by one thread in a fixed order: results depend only on the thread
-// count, and on both paths a row of C does not depend on the other rows of A
-// (the bf16 precision's batch invariance).
+// even), the products accumulate in fp32, on one of three paths:
+//   - AMX-BF16 tiles (TDPBF16PS), where the CPU has them and the OS grants them;
+//   - else AVX-512 BF16's VDPBF16PS (ISA avx512 or above, and not
+//     ALPHASPIN_BF16_NO_DPBF=1): the same packed operands, each element one
+//     chain over the K pairs in order, acc += a[2j+1] b[2j+1] then
+//     acc += a[2j] b[2j], denormal inputs read as 0 and denormal sums
+//     flushed to 0 (the instruction's own arithmetic);
+//   - else a fused multiply-add chain per element in K order (AVX-512,
+//     AVX2 or C: the same bits), no flushing.
+// The products are the same (exact in fp32), summed in different orders, so
+// the three paths differ in the last bits; each is reproducible on its own
+// kind of CPU.  Every output element is computed by one thread in a fixed
+// order: results do not depend on the thread count, and on every path a row
+// of C does not depend on the other rows of A (the bf16 precision's batch
+// invariance).
 #ifndef AS_TENSOR_GEMM_H
 #define AS_TENSOR_GEMM_H
 
@@ -30,6 +38,9 @@ void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 
 // True when the AMX path runs (CPU has AMX-BF16 and Linux granted the tiles).
 bool kernel_gemm_bf16_amx(void);
+// True when the VDPBF16PS path runs (not AMX; AVX-512 BF16 at ISA avx512 or
+// above; ALPHASPIN_BF16_NO_DPBF unset or 0).
+bool kernel_gemm_bf16_dpbf(void);
 // For other AMX-BF16 code (the BF16 attention): configure this thread's eight
 // tiles as 16 rows x 64 bytes / release them.  Only where kernel_gemm_bf16_amx().
 void kernel_amx_bf16_begin(void);
@@ -41,8 +52,8 @@ void kernel_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 // op(B) packed once for several products with the same right operand (the
 // vocabulary matrix against chunks of rows).
 typedef struct kernel_bf16_packed {
-    uint16_t *data;    // AMX: 16-column panels of op(B), K pairs interleaved (Np/16, Kp/2, 16, 2)
-    float *rounded;    // without AMX: op(B) rounded to bf16, as fp32, in panels of 32 columns (gemm.c: fb_at)
+    uint16_t *data;    // AMX or VDPBF16PS: 16-column panels of op(B), K pairs interleaved (Np/16, Kp/2, 16, 2)
+    float *rounded;    // the fma fallback: op(B) rounded to bf16, as fp32, in panels of 32 columns (gemm.c: fb_at)
     int64_t K, N, Kp, Np;
 } kernel_bf16_packed;
 

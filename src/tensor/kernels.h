@@ -47,8 +47,9 @@ typedef struct as_matrix {
 //    (gemm.h), on AMX-BF16 tiles where the CPU has them.  Error vs the exact
 //    result: ~0.3% of the output scale (two bf16 roundings per product,
 //    tested).  A token's outputs are bitwise the same whatever else is in the
-//    batch; AMX tiles and the fused multiply-add fallback of CPUs without AMX
-//    sum in different orders (bf16 results differ between them).  The fastest choice for
+//    batch; AMX tiles, VDPBF16PS (AVX-512 BF16 without AMX) and the fused
+//    multiply-add fallback sum in different orders (bf16 results differ
+//    between them, gemm.h).  The fastest choice for
 //    many tokens on AMX CPUs (prefill, scoring: ~2x Q8's many-token AMX-INT8
 //    kernel, whose per-32-block scales cost a tile store per block product),
 //    and the slowest for decoding one token (2 bytes per weight streamed).
@@ -106,7 +107,7 @@ void kernel_matmul(float *out, int64_t ldo, const float *x, int64_t n_tokens, co
 size_t kernel_pack_size(const as_matrix *w);
 void kernel_pack(as_matrix *w, void *dst);
 // The BF16 path's copy of W (gemm.h: W^T rounded and laid out for the
-// products; 2 bytes per weight on AMX, 4 without), made from W's exactly
+// products; 2 bytes per weight on AMX or AVX-512 BF16, 4 without), made from W's exactly
 // dequantised rows by chunks; owned by the caller (kernel_bf16_packed_free).
 // Point w->bf16 at it to use it.
 struct kernel_bf16_packed;

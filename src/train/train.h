@@ -88,8 +88,8 @@ typedef struct train_lora {
 // optimizer state stay fp32 either way).
 typedef enum train_precision {
     TRAIN_PRECISION_F32 = 0,  // fp32 products: exact gradients, bitwise reproducible for a thread count
-    TRAIN_PRECISION_BF16 = 1, // operands rounded to bf16, fp32 accumulation, on AMX-BF16 tiles (AVX-512 BF16
-                              // or fp32 where absent); also reproducible for a thread count
+    TRAIN_PRECISION_BF16 = 1, // operands rounded to bf16, fp32 accumulation, on AMX-BF16 tiles (AVX-512 BF16's
+                              // VDPBF16PS, or fp32 fmas where absent: gemm.h); also reproducible for a thread count
 } train_precision;
 // "f32", "bf16": the spelling of train.precision, `sft --precision` and
 // ALPHASPIN_TRAIN_PRECISION.  parse: 0, or -1 for any other string.

@@ -96,6 +96,7 @@ size_t kernel_amx_pack_size_emu(const as_matrix *w);
 void kernel_amx_pack_emu(const as_matrix *w, void *dst, int nth);
 // gemm.c compiled with KERNEL_AMX_EMULATE.
 bool kernel_gemm_bf16_amx_emu(void);
+bool kernel_gemm_bf16_dpbf_emu(void);
 void kernel_amx_bf16_begin_emu(void);
 void kernel_amx_bf16_end_emu(void);
 void kernel_gemm_bf16_emu(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
@@ -138,6 +139,7 @@ void kernel_attention_store_bf16_tiles_emu(void *k, void *v, int64_t ctx_pad, in
 #define kernel_amx_pack kernel_amx_pack_emu
 #define kernel_current_isa() amx_emu_current_isa()
 #define kernel_gemm_bf16_amx kernel_gemm_bf16_amx_emu
+#define kernel_gemm_bf16_dpbf kernel_gemm_bf16_dpbf_emu
 #define kernel_amx_bf16_begin kernel_amx_bf16_begin_emu
 #define kernel_amx_bf16_end kernel_amx_bf16_end_emu
 #define kernel_gemm_bf16 kernel_gemm_bf16_emu

@@ -1,6 +1,7 @@
 // Training products and kernels against naive references:
 //  * kernel_gemm_bf16 (AMX tiles, and the fallback forced by
-//    ALPHASPIN_BF16_NO_AMX=1) against a double-precision product of the
+//    ALPHASPIN_BF16_NO_AMX=1; VDPBF16PS, and the fallback forced by
+//    ALPHASPIN_BF16_NO_DPBF=1; test_gemm_dpbf has more) against a double-precision product of the
 //    bf16-rounded operands, for every transpose combination, odd shapes,
 //    alpha/beta; the pre-packed entry point gives the same bits; on AMX,
 //    thread counts 1 and 2 give the same bits;
@@ -99,8 +100,16 @@ static void test_gemm_f32(void **state) {
 
 static void test_gemm_bf16(void **state) {
     (void)state;
-    printf("  bf16 products on %s\n", kernel_gemm_bf16_amx() ? "AMX tiles" : "the fallback (bf16-rounded operands, fp32 sgemm)");
+    printf("  bf16 products on %s\n", kernel_gemm_bf16_amx()    ? "AMX tiles"
+                                       : kernel_gemm_bf16_dpbf() ? "VDPBF16PS"
+                                                                 : "the fallback (bf16-rounded operands, fp32 fma chains)");
     gemm_cases(true);
+    if (kernel_gemm_bf16_dpbf()) { // and the fma fallback on this machine too
+        setenv("ALPHASPIN_BF16_NO_DPBF", "1", 1);
+        assert_false(kernel_gemm_bf16_dpbf());
+        gemm_cases(true);
+        unsetenv("ALPHASPIN_BF16_NO_DPBF");
+    }
     if (kernel_gemm_bf16_amx()) { // and the fallback on this machine too
         setenv("ALPHASPIN_BF16_NO_AMX", "1", 1);
         assert_false(kernel_gemm_bf16_amx());
