@@ -24,6 +24,7 @@ static uint64_t cpu_xgetbv(uint32_t index) {
 static void cpu_detect(cpu_features *f) {
     memset(f, 0, sizeof *f);
     unsigned a, b, c, d;
+    if (__get_cpuid(0, &a, &b, &c, &d)) f->amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163; // "Auth" "enti" "cAMD"
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     const bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     const bool fma = (c >> 12) & 1, f16c = (c >> 29) & 1;

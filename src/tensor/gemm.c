@@ -66,7 +66,9 @@ bool kernel_gemm_bf16_dpbf(void) {
     if (env && *env && strcmp(env, "0")) return false;
     // ALPHASPIN_KERNEL_ISA=avx2 or scalar turns it off too.
     const cpu_features *f = cpu_get_features();
-    return f->avx512bf16 && f->avx512bw && f->avx512vl && kernel_current_isa() >= KERNEL_ISA_AVX512;
+    if (!(f->avx512bf16 && f->avx512bw && f->avx512vl && kernel_current_isa() >= KERNEL_ISA_AVX512)) return false;
+    const char *on = getenv("ALPHASPIN_BF16_DPBF"); // the path on any CPU with the instruction (its tests)
+    return f->amd || (on && *on && strcmp(on, "0"));
 }
 
 // Whether the products run on the packed bf16 operands (AMX or VDPBF16PS),

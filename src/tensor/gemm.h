@@ -38,8 +38,11 @@ void kernel_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 
 // True when the AMX path runs (CPU has AMX-BF16 and Linux granted the tiles).
 bool kernel_gemm_bf16_amx(void);
-// True when the VDPBF16PS path runs (not AMX; AVX-512 BF16 at ISA avx512 or
-// above; ALPHASPIN_BF16_NO_DPBF unset or 0).
+// True when the VDPBF16PS path runs: not AMX; AVX-512 BF16 at ISA avx512 or
+// above; by default on AMD CPUs only (Zen 4: one VDPBF16PS, 32 products, per
+// cycle, 2-3x the FMA fallback; the Intel Xeon of BENCHMARKS.md took 2.1
+// cycles for one, half the FMAs' rate, "Inference speed"); ALPHASPIN_BF16_DPBF=1
+// turns it on wherever the CPU has the instruction, ALPHASPIN_BF16_NO_DPBF=1 off.
 bool kernel_gemm_bf16_dpbf(void);
 // For other AMX-BF16 code (the BF16 attention): configure this thread's eight
 // tiles as 16 rows x 64 bytes / release them.  Only where kernel_gemm_bf16_amx().

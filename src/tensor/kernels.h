@@ -69,7 +69,10 @@ int kernel_precision_parse(const char *s, kernel_precision *p);
 // CPU features, detected once at run time.
 // Each flag is set only when the CPU has the instructions AND the OS saves the
 // register state they need (XCR0), so a true flag is safe to use.
-typedef struct cpu_features { bool avx2, fma, f16c, avx512f, avx512bw, avx512vnni, avx_vnni, avx512bf16, amx_bf16, amx_int8, avx512vl; } cpu_features;
+typedef struct cpu_features {
+    bool avx2, fma, f16c, avx512f, avx512bw, avx512vnni, avx_vnni, avx512bf16, amx_bf16, amx_int8, avx512vl;
+    bool amd; // vendor AuthenticAMD (which bf16 path is faster: gemm.h)
+} cpu_features;
 const cpu_features *cpu_get_features(void);
 const char *cpu_describe(void); // "avx2 fma avx512f ..." for logs/benchmarks
 // One-time setup, idempotent and also run by every kernel_* call: picks the

@@ -277,6 +277,7 @@ static void test_dpbf_batch_invariance(void **state) {
 int main(void) {
     kernel_init();
     if (cpu_get_features()->amx_bf16) setenv("ALPHASPIN_BF16_NO_AMX", "1", 1); // the path of CPUs without AMX
+    setenv("ALPHASPIN_BF16_DPBF", "1", 1); // the path wherever the CPU has the instruction (by default AMD only)
     if (!kernel_gemm_bf16_dpbf()) {
         fprintf(stderr, "SKIP: the VDPBF16PS path is off (no AVX-512 BF16 on this CPU, ISA capped below avx512, or ALPHASPIN_BF16_NO_DPBF)\n");
         return AS_TEST_SKIP;
