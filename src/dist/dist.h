@@ -50,6 +50,12 @@ bool dist_bcast_bool(bool v);
 // returns -1 with as_error naming that rank and its as_last_error() (*all and
 // *offsets are then NULL).
 int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offsets);
+// dist_allgather into a buffer the caller keeps from call to call: *all
+// (heap, *cap bytes; NULL and 0 at first) grows when needed and stays the
+// caller's (not freed on failure either), to free when done.  A training
+// step's exchange reuses it: MPI moves a reused buffer several times faster
+// than freshly allocated pages (BENCHMARKS.md, "Several processes").
+int dist_allgather_reuse(const void *buf, size_t n, bool ok, char **all, size_t *cap, size_t **offsets);
 
 // ---- devices, and the transport of the gathers' payload (issue 23) ----
 //

@@ -136,13 +136,22 @@ typedef struct block_head {
     char msg[500];
 } block_head;
 
-int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offsets) {
-    *all = NULL, *offsets = NULL;
+// The receive buffer of `need` bytes: new (cap NULL), or the caller's *all grown to it.
+static char *recv_buf(char **all, size_t *cap, size_t need) {
+    if (!cap) return *all = as_malloc(need);
+    if (*cap < need) free(*all), *all = as_malloc(need), *cap = need;
+    return *all;
+}
+
+// cap NULL: *all is a new buffer; else the caller's, grown to the size.
+static int gather(const void *buf, size_t n, bool ok, char **all, size_t *cap, size_t **offsets) {
+    *offsets = NULL;
+    if (!cap) *all = NULL;
     if (size_ == 1) {
         if (!ok) return AS_FAIL;
         *offsets = as_malloc(2 * sizeof **offsets);
         (*offsets)[0] = 0, (*offsets)[1] = n;
-        *all = as_malloc(n ? n : 1);
+        recv_buf(all, cap, n ? n : 1);
         // A transport in use with one process (ALPHASPIN_DIST_TRANSPORT=device or loopback) carries it still.
         if (!dist_transport_gather(buf, n, *offsets, *all) && n) memcpy(*all, buf, n);
         return AS_OK;
@@ -161,13 +170,18 @@ int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offs
     size_t *off = as_malloc(sizeof *off * (size_t)(size_ + 1));
     off[0] = 0;
     for (int r = 0; r < size_; r++) off[r + 1] = off[r] + heads[r].n;
-    char *out = as_malloc(off[size_] ? off[size_] : 1);
+    char *out = recv_buf(all, cap, off[size_] ? off[size_] : 1);
     // The sizes and statuses went over MPI; the bytes over the transport in use, else MPI.
     if (!dist_transport_gather(buf, n, off, out)) {
         if (n) memcpy(out + off[rank_], buf, n);
         for (int r = 0; r < size_; r++) bcast_from(out + off[r], heads[r].n, r);
     }
     free(heads);
-    *all = out, *offsets = off;
+    *offsets = off;
     return AS_OK;
+}
+
+int dist_allgather(const void *buf, size_t n, bool ok, char **all, size_t **offsets) { return gather(buf, n, ok, all, NULL, offsets); }
+int dist_allgather_reuse(const void *buf, size_t n, bool ok, char **all, size_t *cap, size_t **offsets) {
+    return gather(buf, n, ok, all, cap, offsets);
 }

@@ -42,7 +42,8 @@ int train_loop_init(train_loop *l, train_model *m, const train_loop_config *c, a
 
 void train_loop_free(train_loop *l) {
     optim_free(l->o);
-    l->o = NULL;
+    free(l->xsend), free(l->xrecv);
+    l->o = NULL, l->xsend = l->xrecv = NULL, l->xsend_cap = l->xrecv_cap = 0;
 }
 
 // Outputs, then the state.  Mid-epoch, the data-order stream saved is the one
@@ -178,14 +179,12 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
     } else { // this rank's share, then every rank's pieces and records
         int64_t b0, b1;
         dist_share(t.M, &b0, &b1);
-        as_sbuf out = {0};
-        rc = pieces(&t, 0, size, (int32_t)b0, (int32_t)b1, &out);
-        // Block: this rank's records, then its pieces.
-        as_sbuf block = {0};
-        as_sb_add(&block, t.records + (size_t)b0 * rs, (size_t)(b1 - b0) * rs);
-        if (out.len) as_sb_add(&block, out.s, out.len); // a rank may have no micro-batch
-        free(out.s);
-        char *all;
+        // Block: this rank's pieces (a rank may have no micro-batch), then its
+        // records; in buffers kept from step to step (train_loop: xsend, xrecv).
+        as_sbuf block = {.s = l->xsend, .len = 0, .cap = l->xsend_cap};
+        rc = pieces(&t, 0, size, (int32_t)b0, (int32_t)b1, &block);
+        if (b1 > b0) as_sb_add(&block, t.records + (size_t)b0 * rs, (size_t)(b1 - b0) * rs);
+        l->xsend = block.s, l->xsend_cap = block.cap;
         size_t *off;
         // ALPHASPIN_DIST_STATS=1: what the exchange costs (BENCHMARKS.md), the
         // wait for the slowest rank (a barrier, only then) apart from the transfer.
@@ -193,20 +192,21 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
         const double t0 = as_time();
         if (stats) dist_barrier();
         const double t1 = as_time();
-        rc = dist_allgather(block.s, block.len, rc == AS_OK, &all, &off);
+        rc = dist_allgather_reuse(block.s, block.len, rc == AS_OK, &l->xrecv, &l->xrecv_cap, &off);
+        const char *all = l->xrecv;
         if (rc == AS_OK && dist_rank() == 0 && stats)
             fprintf(stderr, "dist: step %lld: %d micro-batches, %zu bytes sent by rank 0, %zu gathered, waited %.1f ms, exchange %.1f ms over %s\n",
                     (long long)s->step, t.M, block.len, off[dist_size()], 1e3 * (t1 - t0), 1e3 * (as_time() - t1),
                     dist_transport_name() ? dist_transport_name() : "mpi");
-        free(block.s);
         if (rc == AS_OK) {
             piece p[64 * 32];
             int32_t np = 0;
             for (int r = 0; r < dist_size(); r++) {
                 int64_t r0, r1;
                 dist_share_of(t.M, r, &r0, &r1);
-                memcpy(t.records + (size_t)r0 * rs, all + off[r], (size_t)(r1 - r0) * rs);
-                for (size_t at = off[r] + (size_t)(r1 - r0) * rs; at < off[r + 1]; at += 2 * sizeof(int32_t) + sizeof(float) * t.n) {
+                const size_t rec = off[r + 1] - (size_t)(r1 - r0) * rs; // its records, after its pieces
+                memcpy(t.records + (size_t)r0 * rs, all + rec, (size_t)(r1 - r0) * rs);
+                for (size_t at = off[r]; at < rec; at += 2 * sizeof(int32_t) + sizeof(float) * t.n) {
                     if (np == (int32_t)AS_ARRAY_LEN(p)) as_die("train loop: too many gradient pieces");
                     int32_t range[2];
                     memcpy(range, all + at, sizeof range);
@@ -214,7 +214,7 @@ static int step_gradient(train_loop *l, const train_loop_fns *f, train_loop_step
                 }
             }
             finish(&t, p, np, 0, size, grads, 0);
-            free(all), free(off);
+            free(off);
         }
     }
     m->rng = rng_after(t.r0, (int64_t)t.M * t.draws);

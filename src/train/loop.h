@@ -106,6 +106,10 @@ typedef struct train_loop {
     as_rng *order;            // the data-order stream (the caller's; NULL without items)
     int64_t step;             // optimizer steps done
     int64_t total, steps_per_epoch;
+    // Under mpirun: the step's exchange of gradient pieces, its bytes sent and
+    // received, kept from step to step (dist_allgather_reuse).
+    char *xsend, *xrecv;
+    size_t xsend_cap, xrecv_cap;
 } train_loop;
 
 // The optimizer over m's trainable parameters and, with c->resume, the state
