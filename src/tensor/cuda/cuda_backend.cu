@@ -324,6 +324,15 @@ static void *inout_dev(dbuf *b, void *x, size_t bytes, const char *op) { return 
 // per forward pass instead of one per layer and op (a cudaMemcpy from
 // pageable memory waits for the kernels queued before it).
 typedef struct { dbuf d; int32_t *h; int64_t n, cap; } ibuf;
+// The rows a row list of n entries reaches (largest entry + 1); a negative entry is fatal.
+static int64_t rows_span(const int32_t *rows, int64_t n, const char *op) {
+    int64_t span = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i] < 0) die(op, "row list entry %lld is %d", (long long)i, (int)rows[i]);
+        span = rows[i] + 1 > span ? rows[i] + 1 : span;
+    }
+    return span;
+}
 static ibuf g_seq, g_pos, g_rows;
 static const int32_t *in_idx(ibuf *b, const int32_t *x, int64_t n, const char *op) {
     if (is_managed(x)) return x;
@@ -1006,14 +1015,7 @@ static void cu_rmsnorm(float *out, const float *x, const float *w, int64_t n, in
     if (C <= 0 || n <= 0) return;
     if (n > INT32_MAX) die(op, "%lld rows", (long long)n);
     lock_guard g(op);
-    int64_t n_in = n; // rows of x read
-    if (rows) {
-        n_in = 0;
-        for (int64_t o = 0; o < n; o++) {
-            if (rows[o] < 0) die(op, "row list entry %lld is %d", (long long)o, (int)rows[o]);
-            n_in = rows[o] + 1 > n_in ? rows[o] + 1 : n_in;
-        }
-    }
+    const int64_t n_in = rows ? rows_span(rows, n, op) : n; // rows of x read
     const float *dx = (const float *)in_dev(&b_a, x, sizeof(float) * (size_t)(n_in * C), op), *dw = (const float *)in_dev(&b_b, w, sizeof(float) * (size_t)C, op);
     const int32_t *dr = rows ? in_idx(&g_rows, rows, n, op) : NULL;
     float *dy = (float *)out_dev(&b_c, out, sizeof(float) * (size_t)(n * C), op);
@@ -2969,11 +2971,7 @@ static void cu_gather_rows(float *dst, const float *src, const int32_t *rows, in
         g_tr_wait = true;
         return;
     }
-    int64_t n_src = 0; // rows of src read
-    for (int64_t i = 0; i < n; i++) {
-        if (rows[i] < 0) die(op, "row list entry %lld is %d", (long long)i, (int)rows[i]);
-        n_src = rows[i] + 1 > n_src ? rows[i] + 1 : n_src;
-    }
+    const int64_t n_src = rows_span(rows, n, op); // rows of src read
     const float *ds = (const float *)in_dev(&b_a, src, sizeof(float) * (size_t)(n_src * C), op);
     float *dd = (float *)out_dev(&b_c, dst, out, op);
     k_gather_rows<<<grid_for(n * C, 256), 256>>>(dd, ds, in_idx(&g_rows, rows, n, op), n, C);
@@ -2999,11 +2997,7 @@ static void cu_scale_rows(float *dst, const float *src, const int32_t *rows, con
             for (int64_t j = 0; j < C; j++) dst[(int64_t)rows[i] * C + j] = scale[i] * src[i * C + j];
         return;
     }
-    int64_t n_dst = 0; // rows of dst written
-    for (int64_t i = 0; i < n; i++) {
-        if (rows[i] < 0) die(op, "row list entry %lld is %d", (long long)i, (int)rows[i]);
-        n_dst = rows[i] + 1 > n_dst ? rows[i] + 1 : n_dst;
-    }
+    const int64_t n_dst = rows_span(rows, n, op); // rows of dst written
     const float *ds = (const float *)in_dev(&b_a, src, sizeof(float) * (size_t)(n * C), op);
     const float *dsc = (const float *)in_dev(&b_b, scale, sizeof(float) * (size_t)n, op);
     float *dd = (float *)inout_dev(&b_c, dst, sizeof(float) * (size_t)(n_dst * C), op);
