@@ -51,28 +51,13 @@ typedef struct mixture_losers_stats {
 
 // One answer per prompt: ids[i] (heap, n_ids[i] tokens, the end token
 // removed).  tm (LoRA, may be NULL unless a gflownet is trained) lends its
-// base to train the sampler; its own adapters are put back.  The three steps
-// below, in one call.
+// base to train the sampler; its own adapters are put back.  Under mpirun
+// (dist/dist.h) every process prepares the sampler from all the prompts (a
+// GFlowNet's training shares its steps: gfn.h), draws a contiguous share of
+// the answers, and every process gets every answer: each answer has its own
+// stream, and at q8 and bf16 a token's logits do not depend on the batch, so
+// they are one process's answers.
 int mixture_losers(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
                    const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st);
-
-// The steps, for a job split over processes (src/spin/losers_geometric.c):
-// every process prepares the sampler from all n prompts, draws a share, and
-// the shares' answers are one call's.
-//
-// The sampler of the kind: gflownet's adapters into *sampler (heap, read from
-// c->gfn_adapter, or trained now on the n prompts, st's gfn fields set);
-// NULL for the others.
-int mixture_losers_prepare(model *inf, train_model *tm, const model_lora *lora_t, const mixture_losers_config *c, const int32_t *const *prompt,
-                           const int64_t *n_prompt, int64_t n, train_lora **sampler, mixture_losers_stats *st);
-// Answers first .. first + n - 1 of the job (prompt[0] is answer first's):
-// ids and n_ids as mixture_losers; ess[i] (may be NULL): SIR's effective
-// sample size of answer first + i (1 for the other kinds).  Each answer has
-// its own stream, so any split of the job gives the same answers.
-int mixture_losers_draw(model *inf, const model_lora *lora_t, const train_lora *sampler, const mixture_losers_config *c,
-                        const int32_t *const *prompt, const int64_t *n_prompt, int64_t first, int64_t n, int32_t **ids, int64_t *n_ids,
-                        double *ess);
-// st's mean_len, ess_mean and ess_min (sir) from the job's n answers.
-void mixture_losers_summarize(const mixture_losers_config *c, const int64_t *n_ids, const double *ess, int64_t n, mixture_losers_stats *st);
 
 #endif

@@ -4,58 +4,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dist/dist.h"
 #include "mixture/losers.h"
 #include "spin/run_internal.h"
 #include "util/common.h"
 #include "util/json.h"
-
-// The job's answers, for dist_gather_shares: n_ids, ess and tokens of each.
-typedef struct answers {
-    int32_t **ids;
-    int64_t *n_ids;
-    double *ess;
-} answers;
-
-static void put_answer(void *user, int64_t i, as_sbuf *buf) {
-    const answers *a = user;
-    as_sb_add(buf, (const char *)&a->n_ids[i], sizeof a->n_ids[i]);
-    as_sb_add(buf, (const char *)&a->ess[i], sizeof a->ess[i]);
-    if (a->n_ids[i]) as_sb_add(buf, (const char *)a->ids[i], sizeof(int32_t) * (size_t)a->n_ids[i]);
-}
-
-static const char *get_answer(void *user, int64_t i, const char *p) {
-    const answers *a = user;
-    memcpy(&a->n_ids[i], p, sizeof a->n_ids[i]), p += sizeof a->n_ids[i];
-    memcpy(&a->ess[i], p, sizeof a->ess[i]), p += sizeof a->ess[i];
-    a->ids[i] = as_malloc(sizeof(int32_t) * (size_t)AS_MAX(a->n_ids[i], (int64_t)1));
-    memcpy(a->ids[i], p, sizeof(int32_t) * (size_t)a->n_ids[i]);
-    return p + sizeof(int32_t) * (size_t)a->n_ids[i];
-}
-
-// mixture_losers over the processes of the job (dist/dist.h): every rank
-// prepares the sampler from all the prompts (a GFlowNet's training shares its
-// steps over the ranks: gfn.h), draws a contiguous share of the answers (each
-// answer has its own stream, and at q8 and bf16 a token's logits do not
-// depend on the batch: one process's answers), and every rank gets every answer.
-static int draw_shared(spin_ctx *x, const model_lora *lora_t, const mixture_losers_config *mc, const int32_t *const *prompt,
-                       const int64_t *n_prompt, int64_t n, int32_t **ids, int64_t *n_ids, mixture_losers_stats *st) {
-    memset(st, 0, sizeof *st);
-    const double t0 = as_time();
-    train_lora *sampler = NULL;
-    double *ess = as_malloc(sizeof(double) * (size_t)AS_MAX(n, (int64_t)1));
-    int64_t b = 0, e = n;
-    dist_share(n, &b, &e);
-    int rc = mixture_losers_prepare(x->inf, x->tm, lora_t, mc, prompt, n_prompt, n, &sampler, st);
-    if (rc == AS_OK && e > b) rc = mixture_losers_draw(x->inf, lora_t, sampler, mc, prompt + b, n_prompt + b, b, e - b, ids + b, n_ids + b, ess + b);
-    train_lora_free(sampler);
-    answers a = {ids, n_ids, ess};
-    rc = dist_gather_shares(n, rc == AS_OK, put_answer, get_answer, &a);
-    if (rc == AS_OK) mixture_losers_summarize(mc, n_ids, ess, n, st);
-    free(ess);
-    st->seconds = as_time() - t0;
-    return rc;
-}
 
 // sampler gflownet trained here: a progress line per step, and the resume
 // tests' kill switch after each training state ("<k>:gfn<step>").
@@ -143,7 +95,7 @@ int spin_losers_geometric(spin_ctx *x, int32_t k, const int64_t *ex, int64_t n, 
     mixture_losers_stats st = {0};
     if (!x->quiet) fprintf(stderr, "alphaspin run: iter %d/%d generate   %lld losers from the geometric mixture (%s)...\n", k,
                            c->iterations, (long long)n, c->sampler);
-    if (rc == AS_OK) rc = draw_shared(x, t > 0 ? &vt : NULL, &mc, (const int32_t *const *)prompt, n_prompt, n, ids, n_ids, &st);
+    if (rc == AS_OK) rc = mixture_losers(x->inf, x->tm, t > 0 ? &vt : NULL, &mc, (const int32_t *const *)prompt, n_prompt, n, ids, n_ids, &st);
     for (int64_t i = 0; i < n && rc == AS_OK; i++) {
         char *text = tokenizer_decode(x->tok, ids[i], (size_t)n_ids[i], false);
         const sft_example *e = &x->train->ex[ex[i]];
